@@ -1,0 +1,42 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+let package = Package(
+    name: "SafeSpace",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "safespace-runtime", targets: ["safespace-runtime"]),
+        .executable(name: "safespace", targets: ["safespace"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
+    ],
+    targets: [
+        // The few syscalls Swift cannot call (clone stages, pivot_root, setns, close_range)
+        // and the code that runs between clone and exec.
+        .target(name: "CSafeSpace"),
+        .systemLibrary(
+            name: "CLibcap", pkgConfig: "libcap",
+            providers: [.apt(["libcap-dev"])]),
+        .systemLibrary(
+            name: "CSeccomp", pkgConfig: "libseccomp",
+            providers: [.apt(["libseccomp-dev"])]),
+        .target(name: "OCI"),
+        .target(name: "Linux", dependencies: ["CSafeSpace", "CLibcap"]),
+        .target(name: "Cgroups", dependencies: ["Linux", "OCI"]),
+        .target(name: "Runtime", dependencies: ["OCI", "Linux", "Cgroups", "CSafeSpace"]),
+        .target(name: "Sandbox", dependencies: ["OCI", .product(name: "Yams", package: "Yams")]),
+        .executableTarget(
+            name: "safespace-runtime",
+            dependencies: ["Runtime", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+        .executableTarget(
+            name: "safespace",
+            dependencies: ["Runtime", "Sandbox", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+        .testTarget(name: "OCITests", dependencies: ["OCI"]),
+        .testTarget(name: "CgroupsTests", dependencies: ["Cgroups", "OCI"]),
+        .testTarget(name: "SandboxTests", dependencies: ["Sandbox", "OCI"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["OCI", "Runtime"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,76 @@
+#ifndef CSAFESPACE_H
+#define CSAFESPACE_H
+// The syscalls Swift cannot call (variadic or missing from Glibc) and the code that runs
+// between clone(2) and execve(2). Every symbol is prefixed `ss_`.
+#include <sys/types.h>
+#include <stdint.h>
+
+#define SS_MAX_NS 8
+
+/// What `ss_spawn` does in its single-threaded stages (see spawn.c for the protocol).
+struct ss_spawn_config {
+    int ns_fds[SS_MAX_NS];     // namespaces to join with setns(2), user namespace first
+    int ns_types[SS_MAX_NS];   // CLONE_NEW* of each fd (0: let the kernel check nothing)
+    int ns_count;
+    int unshare_flags;         // CLONE_NEW* to create in stage 1 (CLONE_NEWUSER first)
+    int sync_fd;               // stage 1's end of a SOCK_STREAM socketpair, kept in stage 2
+    int exe_fd;                // O_PATH fd of the binary stage 2 runs (execveat AT_EMPTY_PATH)
+    char *const *argv;
+    char *const *envp;
+};
+
+/// Stage message kinds written by stage 1 on `sync_fd`: one byte, then the payload.
+#define SS_MSG_USERNS 'U'   // stage 1 unshared CLONE_NEWUSER: parent writes maps, answers 1 byte
+#define SS_MSG_PID 'P'      // payload: int32 pid of stage 2 (the container process)
+#define SS_MSG_ERROR 'E'    // payload: int32 step, int32 errno
+
+/// Steps reported with SS_MSG_ERROR.
+#define SS_STEP_SETNS 1
+#define SS_STEP_UNSHARE_USER 2
+#define SS_STEP_WAIT_MAPS 3
+#define SS_STEP_SETID 4
+#define SS_STEP_UNSHARE 5
+#define SS_STEP_CLONE 6
+
+/// Clones stage 1 (a fork without atfork handlers). Returns its pid, or -1 with errno.
+/// Stage 1 joins `ns_fds`, unshares `unshare_flags`, clones stage 2 with CLONE_PARENT so
+/// that stage 2 (in the new PID namespace) is the caller's child, reports its pid, exits.
+/// Stage 2 clears FD_CLOEXEC on `sync_fd` and execveat(2)s `exe_fd`.
+pid_t ss_spawn(const struct ss_spawn_config *config);
+
+int ss_pivot_root(const char *new_root, const char *put_old);
+int ss_close_range_cloexec(unsigned int first);
+int ss_set_cloexec(int fd, int on);
+int ss_prctl(int option, unsigned long arg2, unsigned long arg3, unsigned long arg4, unsigned long arg5);
+int ss_ioctl_int(int fd, unsigned long request, int arg);
+int ss_set_winsize(int fd, unsigned short rows, unsigned short cols);
+int ss_join_session_keyring(const char *name);
+int ss_loopback_up(void);
+int ss_mount_setattr_idmap(int dfd, const char *path, int userns_fd, int recursive);
+int ss_open_tree_clone(const char *path, int recursive);
+int ss_move_mount(int from_fd, const char *to_path);
+int ss_send_fds(int sock, const void *data, size_t len, const int *fds, int nfds);
+/// Receives one message of at most `cap` bytes and up to `maxfds` fds; returns bytes read.
+ssize_t ss_recv_fds(int sock, void *data, size_t cap, int *fds, int maxfds, int *nfds);
+int ss_execveat(int fd, char *const argv[], char *const envp[]);
+int ss_setresuid(uid_t r, uid_t e, uid_t s);
+int ss_setresgid(gid_t r, gid_t e, gid_t s);
+int ss_setgroups(size_t n, const gid_t *groups);
+int ss_pidfd_open(pid_t pid);
+int ss_pidfd_send_signal(int pidfd, int sig);
+int ss_open(const char *path, int flags, unsigned int mode);
+int ss_openat(int dirfd, const char *path, int flags, unsigned int mode);
+int ss_fcntl_getfd(int fd);
+int ss_ptsname(int fd, char *buf, size_t len);
+int ss_unlockpt(int fd);
+int ss_sigmask_all(int block);
+int ss_ignore_sigpipe(void);
+int ss_exit_status(int status);
+#endif
+/// Installs handlers that forward SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 and
+/// SIGWINCH to `pid` (kill(2) is async-signal-safe). pid <= 0 restores the defaults.
+int ss_forward_signals(pid_t pid);
+int ss_setns(int fd, int nstype);
+int ss_unshare(int flags);
+int ss_pipe2_cloexec(int fds[2]);
+unsigned long ss_makedev(unsigned int major, unsigned int minor);

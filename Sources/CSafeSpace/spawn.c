@@ -1,0 +1,90 @@
+// The clone stages. Nothing here allocates, locks or touches Swift: stage 1 and stage 2 are
+// copies of a possibly multithreaded process, so only raw syscalls and _exit run there
+// (signal-safety(7)). clone(2) with a NULL stack behaves as fork(2) without atfork handlers.
+#define _GNU_SOURCE
+#include "CSafeSpace.h"
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include <linux/sched.h>
+
+static pid_t raw_clone(unsigned long flags) {
+    return (pid_t)syscall(SYS_clone, flags, 0, 0, 0, 0);
+}
+
+static int write_all(int fd, const void *buf, size_t len) {
+    const char *p = buf;
+    while (len > 0) {
+        ssize_t n = syscall(SYS_write, fd, p, len);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+static void fail(int fd, int32_t step) {
+    char msg[9];
+    int32_t err = errno;
+    msg[0] = SS_MSG_ERROR;
+    memcpy(msg + 1, &step, 4);
+    memcpy(msg + 5, &err, 4);
+    write_all(fd, msg, sizeof msg);
+    syscall(SYS_exit_group, 1);
+}
+
+pid_t ss_spawn(const struct ss_spawn_config *c) {
+    pid_t stage1 = raw_clone(SIGCHLD);
+    if (stage1 != 0) return stage1;  // parent (or -1 with errno)
+
+    // Stage 1: single-threaded copy of the caller.
+    int joined_user = 0;
+    for (int i = 0; i < c->ns_count; i++) {
+        if (syscall(SYS_setns, c->ns_fds[i], c->ns_types[i]) < 0) fail(c->sync_fd, SS_STEP_SETNS);
+        if (c->ns_types[i] == CLONE_NEWUSER) joined_user = 1;
+    }
+    int flags = c->unshare_flags;
+    if (flags & CLONE_NEWUSER) {
+        if (syscall(SYS_unshare, CLONE_NEWUSER) < 0) fail(c->sync_fd, SS_STEP_UNSHARE_USER);
+        char m = SS_MSG_USERNS;
+        if (write_all(c->sync_fd, &m, 1) < 0) syscall(SYS_exit_group, 1);
+        char ack = 0;
+        ssize_t n;
+        do { n = syscall(SYS_read, c->sync_fd, &ack, 1); } while (n < 0 && errno == EINTR);
+        if (n != 1 || ack != 1) { errno = EPIPE; fail(c->sync_fd, SS_STEP_WAIT_MAPS); }
+        flags &= ~CLONE_NEWUSER;
+    }
+    if ((c->unshare_flags & CLONE_NEWUSER) || joined_user) {
+        // Become root of the (new or joined) user namespace so that execve keeps capabilities.
+        if (syscall(SYS_setresgid, 0, 0, 0) < 0) fail(c->sync_fd, SS_STEP_SETID);
+        if (syscall(SYS_setresuid, 0, 0, 0) < 0) fail(c->sync_fd, SS_STEP_SETID);
+    }
+    if (flags != 0 && syscall(SYS_unshare, flags) < 0) fail(c->sync_fd, SS_STEP_UNSHARE);
+
+    pid_t stage2 = raw_clone(CLONE_PARENT | SIGCHLD);
+    if (stage2 < 0) fail(c->sync_fd, SS_STEP_CLONE);
+    if (stage2 > 0) {
+        char msg[5];
+        int32_t pid = stage2;
+        msg[0] = SS_MSG_PID;
+        memcpy(msg + 1, &pid, 4);
+        write_all(c->sync_fd, msg, sizeof msg);
+        syscall(SYS_exit_group, 0);
+    }
+
+    // Stage 2: the container's first process; becomes `safespace-runtime init`.
+    int fdflags = (int)syscall(SYS_fcntl, c->sync_fd, F_GETFD);
+    if (fdflags >= 0) syscall(SYS_fcntl, c->sync_fd, F_SETFD, fdflags & ~FD_CLOEXEC);
+    syscall(SYS_execveat, c->exe_fd, "", c->argv, c->envp, AT_EMPTY_PATH);
+    // execveat failed: the parent sees EOF on the socket before any init message.
+    syscall(SYS_exit_group, 127);
+    return -1;
+}

@@ -1,0 +1,213 @@
+/// config-linux.md types.
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+/// config-linux.md: the `linux` object.
+public struct Linux: Codable, Sendable, Equatable {
+    public var namespaces: [Namespace]?
+    public var uidMappings: [IDMapping]?
+    public var gidMappings: [IDMapping]?
+    public var devices: [Device]?
+    public var cgroupsPath: String?
+    public var resources: Resources?
+    public var rootfsPropagation: String?
+    public var seccomp: Seccomp?
+    public var sysctl: [String: String]?
+    public var maskedPaths: [String]?
+    public var readonlyPaths: [String]?
+    public var mountLabel: String?
+    public var personality: Personality?
+
+    public init(
+        namespaces: [Namespace]? = nil, uidMappings: [IDMapping]? = nil, gidMappings: [IDMapping]? = nil,
+        devices: [Device]? = nil, cgroupsPath: String? = nil, resources: Resources? = nil,
+        rootfsPropagation: String? = nil, seccomp: Seccomp? = nil, sysctl: [String: String]? = nil,
+        maskedPaths: [String]? = nil, readonlyPaths: [String]? = nil
+    ) {
+        self.namespaces = namespaces
+        self.uidMappings = uidMappings
+        self.gidMappings = gidMappings
+        self.devices = devices
+        self.cgroupsPath = cgroupsPath
+        self.resources = resources
+        self.rootfsPropagation = rootfsPropagation
+        self.seccomp = seccomp
+        self.sysctl = sysctl
+        self.maskedPaths = maskedPaths
+        self.readonlyPaths = readonlyPaths
+    }
+}
+
+/// config-linux.md#namespaces. `type` is one of `NamespaceType`'s raw values; `path`, when set,
+/// names an existing namespace to join (e.g. `/proc/1234/ns/net`).
+public struct Namespace: Codable, Sendable, Equatable {
+    public var type: String
+    public var path: String?
+
+    public init(type: String, path: String? = nil) {
+        self.type = type
+        self.path = path
+    }
+}
+
+/// The namespace types of config-linux.md#namespaces.
+public enum NamespaceType: String, CaseIterable, Sendable {
+    case pid, network, mount, ipc, uts, user, cgroup, time
+}
+
+/// config-linux.md#user-namespace-mappings: `size` ids from `hostID` appear as `containerID`.
+public struct IDMapping: Codable, Sendable, Equatable {
+    public var containerID: UInt32
+    public var hostID: UInt32
+    public var size: UInt32
+
+    public init(containerID: UInt32, hostID: UInt32, size: UInt32) {
+        self.containerID = containerID
+        self.hostID = hostID
+        self.size = size
+    }
+}
+
+/// config-linux.md#devices: `type` is `c`, `b`, `u` or `p`.
+public struct Device: Codable, Sendable, Equatable {
+    public var type: String
+    public var path: String
+    public var major: Int64?
+    public var minor: Int64?
+    public var fileMode: UInt32?
+    public var uid: UInt32?
+    public var gid: UInt32?
+
+    public init(type: String, path: String, major: Int64? = nil, minor: Int64? = nil, fileMode: UInt32? = nil, uid: UInt32? = nil, gid: UInt32? = nil) {
+        self.type = type
+        self.path = path
+        self.major = major
+        self.minor = minor
+        self.fileMode = fileMode
+        self.uid = uid
+        self.gid = gid
+    }
+}
+
+/// config-linux.md#control-groups and the resource objects below it.
+public struct Resources: Codable, Sendable, Equatable {
+    public var devices: [DeviceCgroup]?
+    public var memory: Memory?
+    public var cpu: CPU?
+    public var pids: Pids?
+    public var blockIO: BlockIO?
+    public var hugepageLimits: [HugepageLimit]?
+    public var unified: [String: String]?
+
+    public init(devices: [DeviceCgroup]? = nil, memory: Memory? = nil, cpu: CPU? = nil, pids: Pids? = nil) {
+        self.devices = devices
+        self.memory = memory
+        self.cpu = cpu
+        self.pids = pids
+    }
+
+    public struct DeviceCgroup: Codable, Sendable, Equatable {
+        public var allow: Bool
+        public var type: String?
+        public var major: Int64?
+        public var minor: Int64?
+        public var access: String?
+
+        public init(allow: Bool, type: String? = nil, major: Int64? = nil, minor: Int64? = nil, access: String? = nil) {
+            self.allow = allow
+            self.type = type
+            self.major = major
+            self.minor = minor
+            self.access = access
+        }
+    }
+
+    /// Bytes; -1 means unlimited.
+    public struct Memory: Codable, Sendable, Equatable {
+        public var limit: Int64?
+        public var reservation: Int64?
+        public var swap: Int64?
+        public var kernel: Int64?
+        public var kernelTCP: Int64?
+        public var swappiness: UInt64?
+        public var disableOOMKiller: Bool?
+        public var useHierarchy: Bool?
+        public var checkBeforeUpdate: Bool?
+
+        public init(limit: Int64? = nil, reservation: Int64? = nil, swap: Int64? = nil) {
+            self.limit = limit
+            self.reservation = reservation
+            self.swap = swap
+        }
+    }
+
+    /// `quota` and `period` in µs; `cpus`/`mems` in cpuset list syntax (`0-3,5`).
+    public struct CPU: Codable, Sendable, Equatable {
+        public var shares: UInt64?
+        public var quota: Int64?
+        public var burst: UInt64?
+        public var period: UInt64?
+        public var realtimeRuntime: Int64?
+        public var realtimePeriod: UInt64?
+        public var cpus: String?
+        public var mems: String?
+        public var idle: Int64?
+
+        public init(shares: UInt64? = nil, quota: Int64? = nil, period: UInt64? = nil, cpus: String? = nil, mems: String? = nil) {
+            self.shares = shares
+            self.quota = quota
+            self.period = period
+            self.cpus = cpus
+            self.mems = mems
+        }
+    }
+
+    public struct Pids: Codable, Sendable, Equatable {
+        public var limit: Int64
+
+        public init(limit: Int64) { self.limit = limit }
+    }
+
+    public struct BlockIO: Codable, Sendable, Equatable {
+        public var weight: UInt16?
+        public var leafWeight: UInt16?
+    }
+
+    public struct HugepageLimit: Codable, Sendable, Equatable {
+        public var pageSize: String
+        public var limit: UInt64
+    }
+}
+
+/// config-linux.md#seccomp
+public struct Seccomp: Codable, Sendable, Equatable {
+    public var defaultAction: String
+    public var defaultErrnoRet: UInt32?
+    public var architectures: [String]?
+    public var flags: [String]?
+    public var listenerPath: String?
+    public var listenerMetadata: String?
+    public var syscalls: [Syscall]?
+
+    public struct Syscall: Codable, Sendable, Equatable {
+        public var names: [String]
+        public var action: String
+        public var errnoRet: UInt32?
+        public var args: [Arg]?
+    }
+
+    public struct Arg: Codable, Sendable, Equatable {
+        public var index: UInt32
+        public var value: UInt64
+        public var valueTwo: UInt64?
+        public var op: String
+    }
+}
+
+public struct Personality: Codable, Sendable, Equatable {
+    public var domain: String
+    public var flags: [String]?
+}

@@ -1,0 +1,116 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+import Glibc
+import Linux
+import OCI
+import Cgroups
+
+/// What the runtime keeps on disk for one container: `<root>/<id>/state.json`.
+///
+/// Status is never stored: it is derived from the live process (`pid` + `startTime`, which
+/// together name one process even after pid reuse) and the exec FIFO (runtime.md#state).
+public struct ContainerState: Codable, Sendable {
+    public var id: String
+    public var bundle: String
+    /// Absolute host path of the root file system.
+    public var rootfs: String
+    public var pid: Int32
+    /// /proc/PID/stat field 22 of `pid` when it was created.
+    public var startTime: UInt64
+    /// RFC 3339 with nanoseconds, UTC.
+    public var created: String
+    public var annotations: [String: String]?
+    public var cgroup: Cgroup
+    /// The config.json the container was created from (hooks, namespaces, process defaults).
+    public var spec: Spec
+    /// Namespace types this container created (joined ones are not its own).
+    public var ownNamespaces: [String]
+}
+
+/// Container status (runtime.md#state).
+public enum Status: String, Sendable {
+    case creating, created, running, stopped
+}
+
+/// The state directory: one directory per container under `--root`, guarded by a lock.
+public struct StateStore: Sendable {
+    public let root: String
+
+    public init(root: String) { self.root = root }
+
+    public func directory(_ id: String) -> String { root + "/" + id }
+    func statePath(_ id: String) -> String { directory(id) + "/state.json" }
+    func fifoPath(_ id: String) -> String { directory(id) + "/exec.fifo" }
+
+    /// Container ids: 1 to 1024 characters of `[A-Za-z0-9_.+-]`, not `.` or `..`, no `/`.
+    public static func validate(id: String) throws {
+        let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.+-")
+        guard !id.isEmpty, id.count <= 1024, id != ".", id != "..", id.allSatisfy({ allowed.contains($0) }) else {
+            throw RuntimeError("invalid container id \"\(id)\": use 1-1024 characters of [A-Za-z0-9_.+-], not \".\" or \"..\"")
+        }
+    }
+
+    /// Takes the store-wide lock (serialises create/delete of the same id).
+    func lock() throws -> FileLock {
+        try Files.makeDirectories(root, mode: 0o700)
+        return try FileLock(path: root + "/.lock")
+    }
+
+    public func load(_ id: String) throws -> ContainerState {
+        try Self.validate(id: id)
+        let path = statePath(id)
+        guard Files.exists(path) else {
+            throw RuntimeError("container \"\(id)\" does not exist")
+        }
+        let bytes = try Files.read(path)
+        do {
+            return try JSONDecoder().decode(ContainerState.self, from: Data(bytes))
+        } catch {
+            throw RuntimeError("\(path): corrupt state: \(error)")
+        }
+    }
+
+    func save(_ state: ContainerState) throws {
+        let data = try JSONEncoder().encode(state)
+        try Files.writeAtomically(statePath(state.id), Array(data))
+    }
+
+    public func ids() -> [String] {
+        guard let dir = opendir(root) else { return [] }
+        defer { closedir(dir) }
+        var out: [String] = []
+        while let ent = readdir(dir) {
+            let name = withUnsafePointer(to: ent.pointee.d_name) {
+                $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
+            }
+            if !name.hasPrefix("."), Files.exists(statePath(name)) { out.append(name) }
+        }
+        return out.sorted()
+    }
+
+    /// Derives the status from the live process, guarding against pid reuse.
+    public func status(of state: ContainerState) -> Status {
+        guard let stat = ProcStat.read(pid: state.pid), stat.startTime == state.startTime, stat.state != "Z", stat.state != "X" else {
+            return .stopped
+        }
+        return Files.exists(fifoPath(state.id)) ? .created : .running
+    }
+}
+
+/// RFC 3339 with nanoseconds in UTC, as runc prints `created`.
+func rfc3339Now() -> String {
+    var ts = timespec()
+    clock_gettime(CLOCK_REALTIME, &ts)
+    var t = time_t(ts.tv_sec)
+    var tmv = tm()
+    gmtime_r(&t, &tmv)
+    func pad(_ v: Int32, _ n: Int) -> String {
+        let s = String(v)
+        return String(repeating: "0", count: max(0, n - s.count)) + s
+    }
+    let nanos = String(ts.tv_nsec)
+    return "\(pad(tmv.tm_year + 1900, 4))-\(pad(tmv.tm_mon + 1, 2))-\(pad(tmv.tm_mday, 2))T\(pad(tmv.tm_hour, 2)):\(pad(tmv.tm_min, 2)):\(pad(tmv.tm_sec, 2)).\(String(repeating: "0", count: 9 - nanos.count) + nanos)Z"
+}

@@ -1,0 +1,133 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+import Glibc
+import CSafeSpace
+import Linux
+import OCI
+
+/// `safespace-runtime init`: the container's first process, started by `spawnInit` in its new
+/// namespaces. Single-threaded, never awaits; reports failures to the parent on the init
+/// socket and exits non-zero.
+public enum ContainerInit {
+    public static func main() -> Never {
+        guard let fdText = getenv("_SAFESPACE_INITPIPE"), let fd = Int32(String(cString: fdText)) else {
+            writeStderr("safespace-runtime init: not started by the runtime\n")
+            exit(1)
+        }
+        unsetenv("_SAFESPACE_INITPIPE")
+        _ = ss_set_cloexec(fd, 1)
+        let channel = InitChannel(fd: fd)
+        do {
+            guard let (config, fds) = try channel.receive(InitConfig.self) else { exit(1) }
+            switch config.mode {
+            case .create: try runCreate(config, fds: fds, channel: channel)
+            case .exec: try runExec(config, fds: fds, channel: channel)
+            }
+        } catch {
+            try? channel.send(InitMessage(type: "error", message: "\(error)"))
+            exit(1)
+        }
+    }
+
+    static func runCreate(_ config: InitConfig, fds: [Int32], channel: InitChannel) throws -> Never {
+        let spec = config.spec
+        if config.newNamespaces.contains("cgroup") {
+            // After the parent moved us into the container's cgroup: that cgroup becomes the root.
+            try sys("unshare(CLONE_NEWCGROUP)") { ss_unshare(CLONE_NEWCGROUP) }
+        }
+        let rootfs = RootfsSetup(config: config)
+        try rootfs.prepare()
+        let hooks = spec.hooks
+        if !(hooks?.prestart ?? []).isEmpty || !(hooks?.createRuntime ?? []).isEmpty {
+            try channel.send(InitMessage(type: "hooks"))
+            guard let (reply, _) = try channel.receive(InitMessage.self), reply.type == "continue" else {
+                exit(1)
+            }
+        }
+        // runtime.md#createcontainer-hooks: in the container's namespaces, before pivot_root.
+        try Hooks.run(hooks?.createContainer ?? [], kind: "createContainer", state: config.stateJSON)
+        let process = config.process
+        var consoleFd: Int32 = -1
+        try rootfs.pivotRoot()
+        if process.terminal == true {
+            guard let idx = config.consoleSocketFdIndex, idx < fds.count else {
+                throw RuntimeError("process.terminal: true needs --console-socket")
+            }
+            consoleFd = try Console.setup(socket: fds[idx], size: process.consoleSize, bindConsole: true)
+        }
+        if let host = spec.hostname {
+            try sys("sethostname", path: host) { sethostname(host, host.utf8.count) }
+        }
+        if let domain = spec.domainname {
+            try sys("setdomainname", path: domain) { setdomainname(domain, domain.utf8.count) }
+        }
+        for (key, value) in spec.linux?.sysctl ?? [:] {
+            do { try Files.write("/proc/sys/" + key.split(separator: ".").joined(separator: "/"), value) } catch var e as SysError {
+                e.field = "linux.sysctl[\(key)]"
+                throw e
+            }
+        }
+        if config.newNamespaces.contains("network") {
+            // A new network namespace starts with lo down; loopback is part of the sandbox.
+            try sys("bring up lo") { ss_loopback_up() }
+        }
+        try rootfs.finish()
+        let setup = ProcessSetup(process: process, noNewKeyring: config.noNewKeyring, preserveFds: config.preserveFds)
+        try setup.applyRlimits()
+        let executable = try setup.resolveExecutable()
+        guard let fifoIndex = config.fifoFdIndex, fifoIndex < fds.count else {
+            throw RuntimeError("init: no exec FIFO")
+        }
+        let fifoPath = "/proc/self/fd/\(fds[fifoIndex])"
+        try channel.send(InitMessage(type: "created"))
+        if consoleFd >= 0 { close(consoleFd) }
+
+        // Block until `start` opens the FIFO for reading (runc's exec FIFO).
+        let w = try sys("open exec fifo") { ss_open(fifoPath, O_WRONLY | O_CLOEXEC, 0) }
+        var zero: UInt8 = 0x30
+        _ = Glibc.write(w, &zero, 1)
+        close(w)
+        close(fds[fifoIndex])
+        do {
+            try Hooks.run(hooks?.startContainer ?? [], kind: "startContainer", state: config.stateJSON)
+            try setup.applyIdentity()
+            try setup.changeDirectory()
+            try setup.applyNoNewPrivileges()
+            try setup.exec(executable)
+        } catch {
+            // The parent is gone; the workload's stderr is where a person looks.
+            writeStderr("safespace-runtime: \(error)\n")
+            exit(127)
+        }
+    }
+
+    static func runExec(_ config: InitConfig, fds: [Int32], channel: InitChannel) throws -> Never {
+        if let idx = config.mountNamespaceFdIndex, idx < fds.count {
+            // setns into the mount namespace moves our root and cwd to the container's root.
+            try sys("setns(mnt)") { ss_setns(fds[idx], CLONE_NEWNS) }
+            close(fds[idx])
+        }
+        let process = config.process
+        if process.terminal == true {
+            guard let idx = config.consoleSocketFdIndex, idx < fds.count else {
+                throw RuntimeError("--tty needs --console-socket")
+            }
+            let master = try Console.setup(socket: fds[idx], size: process.consoleSize, bindConsole: false)
+            close(master)
+        }
+        let setup = ProcessSetup(process: process, noNewKeyring: true, preserveFds: config.preserveFds)
+        try setup.applyRlimits()
+        let executable = try setup.resolveExecutable()
+        try setup.applyIdentity()
+        try setup.changeDirectory()
+        try setup.applyNoNewPrivileges()
+        try setup.exec(executable)
+    }
+}
+
+public func writeStderr(_ s: String) {
+    _ = s.withCString { Glibc.write(STDERR_FILENO, $0, strlen($0)) }
+}

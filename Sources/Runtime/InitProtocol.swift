@@ -1,0 +1,93 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+import Glibc
+import CSafeSpace
+import Linux
+import OCI
+
+/// What the parent sends the init helper (`safespace-runtime init`) over the init socket.
+///
+/// Protocol (one SOCK_STREAM socketpair, each message a 4-byte little-endian length then JSON,
+/// fds with SCM_RIGHTS on the first byte):
+///   parent → init: `InitConfig` (+ fds: exec FIFO, console socket, mount namespace)
+///   init → parent: `hooks` (create only, when prestart/createRuntime hooks exist), parent runs
+///                  them and answers `continue`; then `created`; or `error` at any point.
+///   exec mode: EOF without `error` means execve(2) succeeded (the socket is close-on-exec).
+struct InitConfig: Codable {
+    enum Mode: String, Codable { case create, exec }
+    var mode: Mode
+    var id: String
+    var bundle: String
+    var rootfs: String
+    var spec: Spec
+    var process: Process
+    var noPivot: Bool
+    var noNewKeyring: Bool
+    /// Fds 3..3+preserveFds-1 reach the workload (`--preserve-fds`, LISTEN_FDS).
+    var preserveFds: Int
+    var fifoFdIndex: Int?
+    var consoleSocketFdIndex: Int?
+    var mountNamespaceFdIndex: Int?
+    var newNamespaces: [String]
+    var stateJSON: String
+}
+
+struct InitMessage: Codable {
+    var type: String
+    var message: String?
+}
+
+/// One end of the init socket.
+struct InitChannel {
+    let fd: Int32
+
+    func send<T: Encodable>(_ value: T, fds: [Int32] = []) throws {
+        let body = Array(try JSONEncoder().encode(value))
+        var len = UInt32(body.count).littleEndian
+        var frame = withUnsafeBytes(of: &len) { Array($0) }
+        frame += body
+        var sent = 0
+        while sent < frame.count {
+            let n: Int32 = frame[sent...].withUnsafeBytes { buf in
+                sent == 0 ? ss_send_fds(fd, buf.baseAddress, buf.count, fds, Int32(fds.count)) : ss_send_fds(fd, buf.baseAddress, buf.count, nil, 0)
+            }
+            if n < 0 { throw SysError("send on init socket") }
+            sent += Int(n)
+        }
+    }
+
+    /// Reads one message; nil at EOF.
+    func receive<T: Decodable>(_ type: T.Type) throws -> (T, [Int32])? {
+        var header = [UInt8](repeating: 0, count: 4)
+        var fds = [Int32](repeating: -1, count: 8)
+        var nfds: Int32 = 0
+        var got = 0
+        var received: [Int32] = []
+        while got < 4 {
+            let n = header[got...].withUnsafeMutableBytes { buf in
+                ss_recv_fds(fd, buf.baseAddress, buf.count, &fds, 8, &nfds)
+            }
+            if n < 0 { throw SysError("receive on init socket") }
+            received += fds.prefix(Int(nfds))
+            if n == 0 { return nil }
+            got += n
+        }
+        let len = Int(UInt32(header[0]) | UInt32(header[1]) << 8 | UInt32(header[2]) << 16 | UInt32(header[3]) << 24)
+        guard len < 64 << 20 else { throw RuntimeError("init socket: message of \(len) bytes") }
+        var body = [UInt8](repeating: 0, count: len)
+        got = 0
+        while got < len {
+            let n = body[got...].withUnsafeMutableBytes { buf in
+                ss_recv_fds(fd, buf.baseAddress, buf.count, &fds, 8, &nfds)
+            }
+            if n < 0 { throw SysError("receive on init socket") }
+            if n == 0 { throw RuntimeError("init socket closed in the middle of a message") }
+            received += fds.prefix(Int(nfds))
+            got += n
+        }
+        return (try JSONDecoder().decode(T.self, from: Data(body)), received)
+    }
+}

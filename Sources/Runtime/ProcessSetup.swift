@@ -1,0 +1,108 @@
+import Glibc
+import CLibcap
+import CSafeSpace
+import Linux
+import OCI
+
+/// The last steps before execve(2), in runc's order (standard_init_linux.go / finalizeNamespace):
+/// rlimits, keyring, umask, bounding set, groups and ids (keeping capabilities across setuid),
+/// capability sets, cwd, no_new_privs, fds, exec.
+struct ProcessSetup {
+    let process: Process
+    let noNewKeyring: Bool
+    let preserveFds: Int
+
+    /// Resolves `args[0]` through the process's PATH (execvp semantics) inside the container.
+    func resolveExecutable() throws -> String {
+        let name = process.args![0]
+        if name.contains("/") {
+            guard access(name, X_OK) == 0 else { throw SysError("exec", path: name, field: "process.args[0]") }
+            return name
+        }
+        let path = (process.env ?? []).first { $0.hasPrefix("PATH=") }.map { String($0.dropFirst(5)) }
+            ?? "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        for dir in path.split(separator: ":") {
+            let candidate = "\(dir)/\(name)"
+            var st = stat()
+            if stat(candidate, &st) == 0 && (st.st_mode & S_IFMT) == S_IFREG && access(candidate, X_OK) == 0 {
+                return candidate
+            }
+        }
+        throw RuntimeError("process.args[0]: exec: \"\(name)\": executable file not found in $PATH")
+    }
+
+    func applyRlimits() throws {
+        for (i, r) in (process.rlimits ?? []).enumerated() {
+            try Rlimits.set(type: r.type, soft: r.soft, hard: r.hard, field: "process.rlimits[\(i)]")
+        }
+    }
+
+    /// Drops to the configured user with exactly the configured capabilities.
+    func applyIdentity() throws {
+        if !noNewKeyring {
+            // A fresh session keyring so the host's keys are not reachable (runc does the same).
+            if ss_join_session_keyring("_ses.safespace") < 0 && errno != ENOSYS && errno != EDQUOT && errno != EPERM {
+                throw SysError("keyctl(KEYCTL_JOIN_SESSION_KEYRING)")
+            }
+        }
+        if let mask = process.user.umask { umask(mode_t(mask)) }
+        let caps = process.capabilities
+        let bounding = try Capability.values(caps?.bounding, field: "process.capabilities.bounding")
+        try Capability.limitBoundingSet(to: bounding)
+
+        try sys("prctl(PR_SET_KEEPCAPS)") { ss_prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) }
+        let groups = (process.user.additionalGids ?? []).map { gid_t($0) }
+        do {
+            try sys("setgroups") { groups.withUnsafeBufferPointer { ss_setgroups(groups.count, $0.baseAddress) } }
+            try sys("setresgid(\(process.user.gid))") { ss_setresgid(process.user.gid, process.user.gid, process.user.gid) }
+            try sys("setresuid(\(process.user.uid))") { ss_setresuid(process.user.uid, process.user.uid, process.user.uid) }
+        } catch var e as SysError {
+            e.field = "process.user"
+            throw e
+        }
+        try sys("prctl(PR_SET_KEEPCAPS)") { ss_prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0) }
+        try Capability.setProcessSets(
+            effective: try Capability.values(caps?.effective, field: "process.capabilities.effective"),
+            permitted: try Capability.values(caps?.permitted, field: "process.capabilities.permitted"),
+            inheritable: try Capability.values(caps?.inheritable, field: "process.capabilities.inheritable"))
+        _ = Capability.setAmbient(try Capability.values(caps?.ambient, field: "process.capabilities.ambient"))
+    }
+
+    /// chdir to `cwd` and prove it is inside the root: a cwd reached through a leaked fd
+    /// (`/proc/self/fd/N`, CVE-2024-21626) makes getcwd(3) fail or report "(unreachable)".
+    func changeDirectory() throws {
+        let cwd = process.cwd
+        if cwd.hasPrefix("/proc/self/fd") || cwd.hasPrefix("/proc/thread-self/fd") {
+            throw RuntimeError("process.cwd: \(cwd) is refused: a working directory through a file descriptor could leave the container's root")
+        }
+        if chdir(cwd) != 0 {
+            throw SysError("chdir", path: cwd, field: "process.cwd")
+        }
+        var buf = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        guard getcwd(&buf, buf.count) != nil else {
+            throw SysError("getcwd after chdir", path: cwd, field: "process.cwd")
+        }
+        let actual = String(cString: buf)
+        guard actual.hasPrefix("/") else {
+            throw RuntimeError("process.cwd: \(cwd) resolves outside the container's root (\(actual))")
+        }
+    }
+
+    func applyNoNewPrivileges() throws {
+        if process.noNewPrivileges == true {
+            try sys("prctl(PR_SET_NO_NEW_PRIVS)") { ss_prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) }
+        }
+    }
+
+    /// execve(2) with every fd above 2 (and above the preserved ones) closed on exec.
+    func exec(_ path: String) throws -> Never {
+        _ = ss_close_range_cloexec(UInt32(3 + preserveFds))
+        let args = process.args!
+        let env = process.env ?? []
+        var cArgs: [UnsafeMutablePointer<CChar>?] = args.map { strdup($0) } + [nil]
+        var cEnv: [UnsafeMutablePointer<CChar>?] = env.map { strdup($0) } + [nil]
+        _ = ss_sigmask_all(0)
+        execve(path, &cArgs, &cEnv)
+        throw SysError("exec", path: path, field: "process.args[0]")
+    }
+}

@@ -1,0 +1,151 @@
+import Glibc
+import CSafeSpace
+import Linux
+import OCI
+
+/// CLONE_NEW* flag and /proc/PID/ns name of each OCI namespace type.
+enum NamespaceKind {
+    static let flags: [String: Int32] = [
+        "user": CLONE_NEWUSER, "mount": CLONE_NEWNS, "pid": CLONE_NEWPID, "network": CLONE_NEWNET,
+        "ipc": CLONE_NEWIPC, "uts": CLONE_NEWUTS, "cgroup": CLONE_NEWCGROUP, "time": 0x80,
+    ]
+    static let procNames: [String: String] = [
+        "user": "user", "mount": "mnt", "pid": "pid", "network": "net", "ipc": "ipc", "uts": "uts",
+        "cgroup": "cgroup", "time": "time",
+    ]
+    /// setns(2) order: the user namespace first so the others are joined with its privileges.
+    static let joinOrder = ["user", "ipc", "uts", "network", "pid", "cgroup", "time", "mount"]
+}
+
+/// The init helper started by `spawnInit`: its pid (in the caller's PID namespace, a child of
+/// the caller) and the parent's end of the init socket.
+struct SpawnedInit {
+    let pid: Int32
+    let channel: InitChannel
+}
+
+/// A namespace to join with setns(2): an fd opened by the parent.
+struct JoinNamespace {
+    let type: String
+    let fd: Int32
+}
+
+/// Clones the container's first process through the C stages (no Swift runs between clone
+/// and exec) and re-executes this binary as `safespace-runtime init` in it.
+///
+/// - Parameters:
+///   - join: namespaces to setns(2) into, in `NamespaceKind.joinOrder`.
+///   - unshare: CLONE_NEW* flags to create (CLONE_NEWCGROUP is left to the init, after the
+///     parent has moved it into its cgroup).
+///   - uidMappings/gidMappings: written to /proc/PID/{uid,gid}_map when a user namespace is new.
+/// - Throws: `SysError` naming the failed stage and errno.
+func spawnInit(join: [JoinNamespace], unshare: Int32, uidMappings: [IDMapping], gidMappings: [IDMapping]) throws -> SpawnedInit {
+    var pair: [Int32] = [-1, -1]
+    try sys("socketpair") { socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &pair) }
+    let parentEnd = pair[0], childEnd = pair[1]
+    defer { close(childEnd) }
+    let exeFd = try sys("open", path: "/proc/self/exe") { ss_open("/proc/self/exe", O_PATH | O_CLOEXEC, 0) }
+    defer { close(exeFd) }
+
+    let argv = ["safespace-runtime", "init"]
+    let envp = ["_SAFESPACE_INITPIPE=\(childEnd)", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
+    var cArgv: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
+    var cEnvp: [UnsafeMutablePointer<CChar>?] = envp.map { strdup($0) } + [nil]
+    defer {
+        cArgv.forEach { free($0) }
+        cEnvp.forEach { free($0) }
+    }
+
+    var config = ss_spawn_config()
+    config.ns_count = Int32(join.count)
+    withUnsafeMutableBytes(of: &config.ns_fds) { raw in
+        let p = raw.bindMemory(to: Int32.self)
+        for (i, ns) in join.enumerated() { p[i] = ns.fd }
+    }
+    withUnsafeMutableBytes(of: &config.ns_types) { raw in
+        let p = raw.bindMemory(to: Int32.self)
+        for (i, ns) in join.enumerated() { p[i] = NamespaceKind.flags[ns.type] ?? 0 }
+    }
+    config.unshare_flags = unshare
+    config.sync_fd = childEnd
+    config.exe_fd = exeFd
+
+    let stage1: pid_t = cArgv.withUnsafeMutableBufferPointer { a in
+        cEnvp.withUnsafeMutableBufferPointer { e in
+            config.argv = UnsafePointer(a.baseAddress)
+            config.envp = UnsafePointer(e.baseAddress)
+            return ss_spawn(&config)
+        }
+    }
+    if stage1 < 0 {
+        let e = errno
+        close(parentEnd)
+        throw SysError("clone", errno: e)
+    }
+    var initPid: Int32 = -1
+    do {
+        initPid = try driveStages(stage1: stage1, fd: parentEnd, uidMappings: uidMappings, gidMappings: gidMappings)
+    } catch {
+        kill(stage1, SIGKILL)
+        var st: Int32 = 0
+        _ = waitpid(stage1, &st, 0)
+        close(parentEnd)
+        throw error
+    }
+    var st: Int32 = 0
+    while waitpid(stage1, &st, 0) < 0 && errno == EINTR {}
+    return SpawnedInit(pid: initPid, channel: InitChannel(fd: parentEnd))
+}
+
+private func readExactly(_ fd: Int32, _ count: Int) throws -> [UInt8]? {
+    var buf = [UInt8](repeating: 0, count: count)
+    var got = 0
+    while got < count {
+        let n = buf[got...].withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+        if n < 0 {
+            if errno == EINTR { continue }
+            throw SysError("read init socket")
+        }
+        if n == 0 { return nil }
+        got += n
+    }
+    return buf
+}
+
+private func driveStages(stage1: pid_t, fd: Int32, uidMappings: [IDMapping], gidMappings: [IDMapping]) throws -> Int32 {
+    let steps: [Int32: String] = [
+        SS_STEP_SETNS: "setns", SS_STEP_UNSHARE_USER: "unshare(CLONE_NEWUSER)", SS_STEP_WAIT_MAPS: "wait for id maps",
+        SS_STEP_SETID: "setresuid/setresgid(0) in the user namespace", SS_STEP_UNSHARE: "unshare", SS_STEP_CLONE: "clone",
+    ]
+    while true {
+        guard let kind = try readExactly(fd, 1) else {
+            throw RuntimeError("container process stage 1 exited before reporting its pid")
+        }
+        switch Int32(kind[0]) {
+        case Int32(UInt8(ascii: "U")):
+            try writeIDMap("/proc/\(stage1)/gid_map", gidMappings, field: "linux.gidMappings")
+            try writeIDMap("/proc/\(stage1)/uid_map", uidMappings, field: "linux.uidMappings")
+            var ack: UInt8 = 1
+            _ = Glibc.write(fd, &ack, 1)
+        case Int32(UInt8(ascii: "P")):
+            guard let p = try readExactly(fd, 4) else { throw RuntimeError("short pid message") }
+            return Int32(p[0]) | Int32(p[1]) << 8 | Int32(p[2]) << 16 | Int32(p[3]) << 24
+        case Int32(UInt8(ascii: "E")):
+            guard let p = try readExactly(fd, 8) else { throw RuntimeError("short error message") }
+            let step = Int32(p[0]) | Int32(p[1]) << 8 | Int32(p[2]) << 16 | Int32(p[3]) << 24
+            let err = Int32(p[4]) | Int32(p[5]) << 8 | Int32(p[6]) << 16 | Int32(p[7]) << 24
+            throw SysError(steps[step] ?? "stage \(step)", errno: err, field: step == SS_STEP_SETNS || step == SS_STEP_UNSHARE ? "linux.namespaces" : nil)
+        default:
+            throw RuntimeError("unexpected stage message \(kind[0])")
+        }
+    }
+}
+
+/// Writes a user namespace id map (user_namespaces(7)): one `containerID hostID size` line each.
+func writeIDMap(_ path: String, _ mappings: [IDMapping], field: String) throws {
+    guard !mappings.isEmpty else { throw RuntimeError("\(field): a new user namespace needs at least one mapping") }
+    let text = mappings.map { "\($0.containerID) \($0.hostID) \($0.size)\n" }.joined()
+    do { try Files.write(path, text) } catch let e as SysError {
+        throw SysError("write \(text.trimmed) to", path: path, errno: e.errno, field: field)
+    }
+}

@@ -1,0 +1,133 @@
+import Glibc
+import Linux
+import OCI
+
+/// Checks of a config.json made before anything is created, so that bad input leaves nothing
+/// behind. Every error names the OCI field (runtime-spec config.md, config-linux.md).
+enum SpecValidation {
+    /// sysctl keys that are namespaced (runc's validator, sysctl(8)): the namespace they need.
+    static func namespace(forSysctl key: String) -> String? {
+        let ipc: Set<String> = [
+            "kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem", "kernel.shmall",
+            "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced",
+        ]
+        if ipc.contains(key) || key.hasPrefix("fs.mqueue.") { return "ipc" }
+        if key == "kernel.hostname" || key == "kernel.domainname" { return "uts" }
+        if key.hasPrefix("net.") { return "network" }
+        return nil
+    }
+
+    static func validate(_ spec: Spec, bundle: String) throws {
+        guard spec.ociVersion.hasPrefix("1.") else {
+            throw RuntimeError("ociVersion: \"\(spec.ociVersion)\" is not a runtime-spec 1.x version")
+        }
+        guard let process = spec.process else { throw RuntimeError("process: missing") }
+        try validate(process: process, field: "process")
+        guard let root = spec.root, !root.path.isEmpty else { throw RuntimeError("root.path: missing") }
+        _ = root
+        let linux = spec.linux ?? Linux()
+        var types = Set<String>()
+        for (i, ns) in (linux.namespaces ?? []).enumerated() {
+            guard NamespaceKind.flags[ns.type] != nil else {
+                throw RuntimeError("linux.namespaces[\(i)].type: unknown namespace type \"\(ns.type)\"")
+            }
+            guard types.insert(ns.type).inserted else {
+                throw RuntimeError("linux.namespaces[\(i)].type: namespace \"\(ns.type)\" listed twice")
+            }
+            if let path = ns.path, !path.isEmpty, !Files.exists(path) {
+                throw RuntimeError("linux.namespaces[\(i)].path: \(path) does not exist")
+            }
+        }
+        let own = Set((linux.namespaces ?? []).filter { ($0.path ?? "").isEmpty }.map(\.type))
+        guard types.contains("mount") else {
+            throw RuntimeError("linux.namespaces: a mount namespace is required (the runtime never mounts in the host's)")
+        }
+        if spec.hostname != nil && !own.contains("uts") {
+            throw RuntimeError("hostname: setting a hostname needs a new uts namespace in linux.namespaces")
+        }
+        if spec.domainname != nil && !own.contains("uts") {
+            throw RuntimeError("domainname: setting a domainname needs a new uts namespace in linux.namespaces")
+        }
+        for (key, _) in linux.sysctl ?? [:] {
+            guard let ns = namespace(forSysctl: key) else {
+                throw RuntimeError("linux.sysctl: \"\(key)\" is not a namespaced sysctl; only ipc, uts and net keys can be set inside a container")
+            }
+            guard own.contains(ns) else {
+                throw RuntimeError("linux.sysctl: \"\(key)\" needs a new \(ns) namespace in linux.namespaces")
+            }
+        }
+        if own.contains("user") {
+            if (linux.uidMappings ?? []).isEmpty { throw RuntimeError("linux.uidMappings: a new user namespace needs uid mappings") }
+            if (linux.gidMappings ?? []).isEmpty { throw RuntimeError("linux.gidMappings: a new user namespace needs gid mappings") }
+        } else if !(linux.uidMappings ?? []).isEmpty || !(linux.gidMappings ?? []).isEmpty, !types.contains("user") {
+            throw RuntimeError("linux.uidMappings: mappings given without a user namespace in linux.namespaces")
+        }
+        for (i, m) in (spec.mounts ?? []).enumerated() {
+            let field = "mounts[\(i)]"
+            guard m.destination.hasPrefix("/") else {
+                throw RuntimeError("\(field).destination: \"\(m.destination)\" is not an absolute path")
+            }
+            let dest = cleanPath(m.destination)
+            if dest.hasPrefix("/proc/") {
+                throw RuntimeError("\(field).destination: mounting over \(dest) is refused: nothing may be mounted over a path under /proc")
+            }
+            if dest == "/proc" && m.type != "proc" {
+                throw RuntimeError("\(field).destination: only a proc file system may be mounted at /proc")
+            }
+            let opts = MountOptions(m.options ?? [])
+            if m.type == "bind" || opts.isBind {
+                guard let src = m.source, !src.isEmpty else { throw RuntimeError("\(field).source: a bind mount needs a source") }
+                let abs = src.hasPrefix("/") ? src : bundle + "/" + src
+                guard Files.exists(abs) else { throw RuntimeError("\(field).source: \(abs) does not exist") }
+            }
+        }
+        for (i, d) in (linux.devices ?? []).enumerated() {
+            guard ["c", "b", "u", "p"].contains(d.type) else {
+                throw RuntimeError("linux.devices[\(i)].type: \"\(d.type)\" is not one of c, b, u, p")
+            }
+            guard d.path.hasPrefix("/dev/") else { throw RuntimeError("linux.devices[\(i)].path: \(d.path) is not under /dev") }
+        }
+        if let prop = linux.rootfsPropagation, MountOptions.propagation(named: prop) == nil {
+            throw RuntimeError("linux.rootfsPropagation: unknown propagation \"\(prop)\"")
+        }
+        if linux.seccomp != nil {
+            throw RuntimeError("linux.seccomp: seccomp filters are not supported by this build; remove the field (or use a build with seccomp) rather than run unfiltered")
+        }
+        if let p = process.apparmorProfile, !p.isEmpty {
+            throw RuntimeError("process.apparmorProfile: AppArmor is not supported by this runtime")
+        }
+        if let l = process.selinuxLabel, !l.isEmpty {
+            throw RuntimeError("process.selinuxLabel: SELinux is not supported by this runtime")
+        }
+        if linux.resources?.devices != nil || linux.resources?.memory != nil || linux.resources?.cpu != nil || linux.resources?.pids != nil {
+            // Applied by the Cgroups driver; errors name the field there.
+        }
+    }
+
+    static func validate(process: Process, field: String) throws {
+        guard let args = process.args, !args.isEmpty, !args[0].isEmpty else {
+            throw RuntimeError("\(field).args: at least the executable is required")
+        }
+        guard process.cwd.hasPrefix("/") else {
+            throw RuntimeError("\(field).cwd: \"\(process.cwd)\" is not an absolute path")
+        }
+        for (i, r) in (process.rlimits ?? []).enumerated() {
+            guard Rlimits.resources[r.type] != nil else {
+                throw RuntimeError("\(field).rlimits[\(i)].type: unknown rlimit \"\(r.type)\"")
+            }
+            guard r.soft <= r.hard else {
+                throw RuntimeError("\(field).rlimits[\(i)]: soft \(r.soft) is above hard \(r.hard)")
+            }
+        }
+        let caps = process.capabilities
+        for (set, names) in [("bounding", caps?.bounding), ("effective", caps?.effective), ("inheritable", caps?.inheritable), ("permitted", caps?.permitted), ("ambient", caps?.ambient)] {
+            _ = try Capability.values(names, field: "\(field).capabilities.\(set)")
+        }
+        for e in process.env ?? [] where !e.contains("=") {
+            throw RuntimeError("\(field).env: \"\(e)\" is not of the form KEY=value")
+        }
+        if let adj = process.oomScoreAdj, adj < -1000 || adj > 1000 {
+            throw RuntimeError("\(field).oomScoreAdj: \(adj) is outside -1000...1000")
+        }
+    }
+}

@@ -1,0 +1,138 @@
+import ArgumentParser
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+import Glibc
+import CSafeSpace
+import OCI
+import Runtime
+
+func forwardSignals(to pid: Int32) { _ = ss_forward_signals(pid) }
+
+struct Exec: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run a process in a running container.")
+    @OptionGroup var globals: GlobalOptions
+    @Option(name: [.short, .long], help: "A JSON file with an OCI process object.")
+    var process: String?
+    @Flag(name: [.short, .long]) var detach = false
+    @Option(name: .customLong("pid-file")) var pidFile: String?
+    @Flag(name: [.short, .long]) var tty = false
+    @Option(name: .customLong("console-socket")) var consoleSocket: String?
+    @Option var cwd: String?
+    @Option(name: [.short, .long], parsing: .singleValue) var env: [String] = []
+    @Option(name: [.short, .long], help: "uid[:gid]") var user: String?
+    @Option(name: .customLong("additional-gids"), parsing: .singleValue) var additionalGids: [UInt32] = []
+    @Option(name: .customLong("preserve-fds")) var preserveFds: Int = 0
+    @Flag(name: .customLong("no-new-privs")) var noNewPrivs = false
+    @Argument var id: String
+    @Argument(parsing: .captureForPassthrough) var args: [String] = []
+
+    func run() throws {
+        let code: Int32 = try perform(globals) { rt in
+            var p: OCI.Process
+            if let file = process {
+                let data = try readFile(file)
+                do { p = try JSONDecoder().decode(OCI.Process.self, from: data) } catch {
+                    throw ValidationError("--process \(file): \(error)")
+                }
+            } else {
+                guard !args.isEmpty else { throw ValidationError("exec: give a command or --process") }
+                p = try rt.defaultExecProcess(id: id)
+                p.args = args.first == "--" ? Array(args.dropFirst()) : args
+                p.terminal = tty
+                if let cwd { p.cwd = cwd }
+                p.env = (p.env ?? []) + env
+                if let user {
+                    let parts = user.split(separator: ":")
+                    guard let uid = UInt32(parts[0]) else { throw ValidationError("--user: \"\(user)\" is not uid[:gid]") }
+                    p.user.uid = uid
+                    if parts.count > 1 {
+                        guard let gid = UInt32(parts[1]) else { throw ValidationError("--user: \"\(user)\" is not uid[:gid]") }
+                        p.user.gid = gid
+                    }
+                }
+                if !additionalGids.isEmpty { p.user.additionalGids = additionalGids }
+                if noNewPrivs { p.noNewPrivileges = true }
+            }
+            return try rt.exec(id: id, options: ExecOptions(process: p, detach: detach, pidFile: pidFile, consoleSocket: consoleSocket, preserveFds: preserveFds))
+        }
+        if !detach { throw ExitCode(code) }
+    }
+}
+
+func readFile(_ path: String) throws -> Data {
+    guard let f = fopen(path, "r") else { throw ValidationError("\(path): \(String(cString: strerror(errno)))") }
+    defer { fclose(f) }
+    var out = Data()
+    var buf = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let n = fread(&buf, 1, buf.count, f)
+        if n == 0 { break }
+        out.append(contentsOf: buf[0..<n])
+    }
+    return out
+}
+
+struct List: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List containers.")
+    @OptionGroup var globals: GlobalOptions
+    @Option(name: [.short, .long]) var format: String = "table"
+    @Flag(name: [.short, .long]) var quiet = false
+    func run() throws {
+        try perform(globals) { rt in
+            let all = rt.list()
+            if format == "json" { return try printJSON(all, pretty: false) }
+            if quiet { return all.forEach { print($0.id) } }
+            print("ID\tPID\tSTATUS\tBUNDLE\tCREATED\tOWNER")
+            for s in all { print("\(s.id)\t\(s.pid)\t\(s.status)\t\(s.bundle)\t\(s.created)\troot") }
+        }
+    }
+}
+
+struct Ps: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List the processes of a container.")
+    @OptionGroup var globals: GlobalOptions
+    @Option(name: [.short, .long]) var format: String = "table"
+    @Argument var id: String
+    @Argument(parsing: .captureForPassthrough) var psArgs: [String] = []
+    func run() throws {
+        try perform(globals) { rt in
+            let pids = try rt.processes(id: id)
+            if format == "json" { return try printJSON(pids, pretty: false) }
+            // Table: ps(1)'s own output filtered to the container's pids, as runc does.
+            var pipeFds: [Int32] = [-1, -1]
+            guard pipe(&pipeFds) == 0 else { throw ValidationError("pipe failed") }
+            var actions = posix_spawn_file_actions_t()
+            posix_spawn_file_actions_init(&actions)
+            posix_spawn_file_actions_adddup2(&actions, pipeFds[1], 1)
+            posix_spawn_file_actions_addclose(&actions, pipeFds[0])
+            let argv = ["ps"] + (psArgs.isEmpty ? ["-ef"] : psArgs.filter { $0 != "--" })
+            var cArgs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
+            var pid: pid_t = 0
+            let rc = posix_spawnp(&pid, "ps", &actions, nil, &cArgs, environ)
+            close(pipeFds[1])
+            guard rc == 0 else { throw ValidationError("ps: \(String(cString: strerror(rc)))") }
+            var out: [UInt8] = []
+            var buf = [UInt8](repeating: 0, count: 65536)
+            while true {
+                let n = read(pipeFds[0], &buf, buf.count)
+                if n <= 0 { break }
+                out += buf[0..<n]
+            }
+            close(pipeFds[0])
+            var st: Int32 = 0
+            waitpid(pid, &st, 0)
+            let lines = String(decoding: out, as: UTF8.self).split(separator: "\n")
+            guard let header = lines.first else { return }
+            let pidColumn = header.split(separator: " ").firstIndex(of: "PID") ?? 1
+            print(header)
+            let set = Set(pids)
+            for line in lines.dropFirst() {
+                let cols = line.split(separator: " ")
+                if cols.count > pidColumn, let p = Int32(cols[pidColumn]), set.contains(p) { print(line) }
+            }
+        }
+    }
+}

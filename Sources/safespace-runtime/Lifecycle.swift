@@ -1,0 +1,113 @@
+import ArgumentParser
+import Glibc
+import OCI
+import Runtime
+
+struct CreateFlags: ParsableArguments {
+    @Option(name: [.short, .long], help: "Path to the bundle (default: current directory).")
+    var bundle: String = "."
+    @Option(name: .customLong("pid-file"), help: "Write the init's pid here.")
+    var pidFile: String?
+    @Option(name: .customLong("console-socket"), help: "Unix socket that receives the pty master.")
+    var consoleSocket: String?
+    @Flag(name: .customLong("no-pivot"), help: "MS_MOVE + chroot instead of pivot_root (weaker; only when asked).")
+    var noPivot = false
+    @Flag(name: .customLong("no-new-keyring"), help: "Keep the caller's session keyring.")
+    var noNewKeyring = false
+    @Option(name: .customLong("preserve-fds"), help: "Pass N extra fds (3…) to the workload.")
+    var preserveFds: Int = 0
+
+    var options: CreateOptions {
+        CreateOptions(pidFile: pidFile, consoleSocket: consoleSocket, noPivot: noPivot, noNewKeyring: noNewKeyring, preserveFds: preserveFds)
+    }
+}
+
+struct Create: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Create a container (runtime.md#create).")
+    @OptionGroup var globals: GlobalOptions
+    @OptionGroup var flags: CreateFlags
+    @Argument var id: String
+    func run() throws {
+        try perform(globals) { try $0.create(id: id, bundle: flags.bundle, options: flags.options) }
+    }
+}
+
+struct Start: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Start a created container.")
+    @OptionGroup var globals: GlobalOptions
+    @Argument var id: String
+    func run() throws { try perform(globals) { try $0.start(id: id) } }
+}
+
+struct StateCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "state", abstract: "Print a container's state as JSON.")
+    @OptionGroup var globals: GlobalOptions
+    @Argument var id: String
+    func run() throws { try perform(globals) { try printJSON(try $0.state(id: id)) } }
+}
+
+/// Signal names (with or without SIG) and numbers, as runc's `kill` takes them.
+func parseSignal(_ text: String) throws -> Int32 {
+    if let n = Int32(text), n > 0, n < 65 { return n }
+    let names: [String: Int32] = [
+        "HUP": SIGHUP, "INT": SIGINT, "QUIT": SIGQUIT, "ILL": SIGILL, "TRAP": SIGTRAP, "ABRT": SIGABRT,
+        "IOT": SIGIOT, "BUS": SIGBUS, "FPE": SIGFPE, "KILL": SIGKILL, "USR1": SIGUSR1, "SEGV": SIGSEGV,
+        "USR2": SIGUSR2, "PIPE": SIGPIPE, "ALRM": SIGALRM, "TERM": SIGTERM, "STKFLT": SIGSTKFLT,
+        "CHLD": SIGCHLD, "CONT": SIGCONT, "STOP": SIGSTOP, "TSTP": SIGTSTP, "TTIN": SIGTTIN,
+        "TTOU": SIGTTOU, "URG": SIGURG, "XCPU": SIGXCPU, "XFSZ": SIGXFSZ, "VTALRM": SIGVTALRM,
+        "PROF": SIGPROF, "WINCH": SIGWINCH, "IO": SIGIO, "POLL": SIGPOLL, "PWR": SIGPWR, "SYS": SIGSYS,
+    ]
+    var name = text.uppercased()
+    if name.hasPrefix("SIG") { name.removeFirst(3) }
+    guard let n = names[name] else { throw ValidationError("unknown signal \"\(text)\"") }
+    return n
+}
+
+struct Kill: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Send a signal (default SIGTERM) to a container's init.")
+    @OptionGroup var globals: GlobalOptions
+    @Flag(name: [.short, .long], help: "Signal every process in the container's cgroup.")
+    var all = false
+    @Argument var id: String
+    @Argument var signal: String = "SIGTERM"
+    func run() throws {
+        let sig = try parseSignal(signal)
+        try perform(globals) { try $0.kill(id: id, signal: sig, all: all) }
+    }
+}
+
+struct Delete: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Delete a container and everything it holds.")
+    @OptionGroup var globals: GlobalOptions
+    @Flag(name: [.short, .long], help: "Kill it first if it is running.")
+    var force = false
+    @Argument var id: String
+    func run() throws { try perform(globals) { try $0.delete(id: id, force: force) } }
+}
+
+struct Run: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Create and start a container; wait for it unless --detach.")
+    @OptionGroup var globals: GlobalOptions
+    @OptionGroup var flags: CreateFlags
+    @Flag(name: [.short, .long], help: "Do not wait for the container.")
+    var detach = false
+    @Flag(name: .customLong("keep"), help: "Do not delete the container after it exits.")
+    var keep = false
+    @Argument var id: String
+    func run() throws {
+        let code: Int32 = try perform(globals) { rt in
+            try rt.create(id: id, bundle: flags.bundle, options: flags.options)
+            do { try rt.start(id: id) } catch {
+                try? rt.delete(id: id, force: true)
+                throw error
+            }
+            if detach { return 0 }
+            let pid = try rt.state(id: id).pid
+            forwardSignals(to: pid)
+            let status = try rt.wait(id: id)
+            if !keep { try rt.delete(id: id, force: true) }
+            return status
+        }
+        throw ExitCode(code)
+    }
+}

@@ -1,0 +1,84 @@
+import ArgumentParser
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+import Glibc
+import OCI
+import Runtime
+
+/// runc's global flags; they may stand before or after the verb.
+struct GlobalOptions: ParsableArguments {
+    @Option(help: "Root directory for container state.")
+    var root: String = "/run/safespace"
+    @Option(help: "Log file (default: stderr).")
+    var log: String?
+    @Option(name: .customLong("log-format"), help: "text or json.")
+    var logFormat: String = "text"
+    @Flag(help: "Debug logging.")
+    var debug = false
+    @Flag(name: .customLong("systemd-cgroup"), help: "Manage cgroups with systemd (unsupported).")
+    var systemdCgroup = false
+    @Option(help: .hidden) var criu: String?
+    @Flag(help: .hidden) var rootless = false
+
+    func runtime() throws -> ContainerRuntime {
+        let format = RuntimeLog.Format(rawValue: logFormat) ?? .text
+        let logger = RuntimeLog(path: log, format: format, debug: debug)
+        if RuntimeLog.Format(rawValue: logFormat) == nil {
+            throw Failure(logger: logger, message: "--log-format: \"\(logFormat)\" is not text or json")
+        }
+        if systemdCgroup {
+            throw Failure(logger: logger, message: "--systemd-cgroup: the systemd cgroup driver is not supported; use cgroupfs (drop the flag, or SystemdCgroup = false in containerd)")
+        }
+        return ContainerRuntime(root: root, log: logger)
+    }
+}
+
+/// An error already written to the log; exits 1 like runc.
+struct Failure: Error, CustomStringConvertible {
+    let message: String
+    var description: String { message }
+    init(logger: RuntimeLog, message: String) {
+        logger.log(.error, message)
+        self.message = message
+    }
+}
+
+/// Runs `body`, logging any error runc-style (JSON line under --log-format json) and exiting 1.
+func perform<T>(_ globals: GlobalOptions, _ body: (ContainerRuntime) throws -> T) throws -> T {
+    let rt = try globals.runtime()
+    do {
+        return try body(rt)
+    } catch let e as Failure {
+        throw e
+    } catch let e as ExitCode {
+        throw e
+    } catch {
+        rt.log.log(.error, "\(error)")
+        if globals.log != nil && globals.log != "/dev/stderr" {
+            writeStderr("safespace-runtime: \(error)\n")
+        }
+        throw ExitCode(1)
+    }
+}
+
+func printJSON<T: Encodable>(_ value: T, pretty: Bool = true) throws {
+    let enc = JSONEncoder()
+    if pretty { enc.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes] }
+    print(String(decoding: try enc.encode(value), as: UTF8.self))
+}
+
+
+struct RuntimeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "safespace-runtime",
+        abstract: "An OCI runtime with runc's command line (runtime-spec \(Spec.version)).",
+        version: "0.1.0",
+        subcommands: [
+            Create.self, Start.self, StateCommand.self, Kill.self, Delete.self, Run.self, Exec.self,
+            List.self, Ps.self, Features.self, SpecCommand.self,
+        ])
+    @OptionGroup var globals: GlobalOptions
+}

@@ -1,0 +1,9 @@
+import ArgumentParser
+import Glibc
+import Runtime
+
+// `init` runs in the container's fresh namespaces: go there before any parsing.
+if CommandLine.arguments.count > 1 && CommandLine.arguments[1] == "init" {
+    ContainerInit.main()
+}
+RuntimeCommand.main()
