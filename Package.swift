@@ -36,6 +36,7 @@ let package = Package(
         .testTarget(name: "OCITests", dependencies: ["OCI"]),
         .testTarget(name: "CgroupsTests", dependencies: ["Cgroups", "OCI"]),
         .testTarget(name: "SandboxTests", dependencies: ["Sandbox", "OCI"]),
+        .testTarget(name: "RuntimeTests", dependencies: ["OCI", "Runtime", "Linux"]),
         .testTarget(name: "IntegrationTests", dependencies: ["OCI", "Runtime"]),
     ],
     swiftLanguageModes: [.v6]

@@ -97,6 +97,8 @@ public struct ContainerRuntime: Sendable {
         do {
             let fifo = store.fifoPath(id)
             try sys("mkfifo", path: fifo) { mkfifo(fifo, 0o622) }
+            // Not masked by umask: an init in a user namespace is "other" to host root.
+            try sys("chmod", path: fifo) { chmod(fifo, 0o622) }
             var cg = try Cgroup.resolve(cgroupsPath: spec.linux?.cgroupsPath, id: id)
             try cg.create()
             cgroup = cg

@@ -85,13 +85,13 @@ public enum ContainerInit {
         try channel.send(InitMessage(type: "created"))
         if consoleFd >= 0 { close(consoleFd) }
 
-        // Block until `start` opens the FIFO for reading (runc's exec FIFO).
-        let w = try sys("open exec fifo") { ss_open(fifoPath, O_WRONLY | O_CLOEXEC, 0) }
-        var zero: UInt8 = 0x30
-        _ = Glibc.write(w, &zero, 1)
-        close(w)
-        close(fds[fifoIndex])
         do {
+            // Block until `start` opens the FIFO for reading (runc's exec FIFO).
+            let w = try sys("open exec fifo") { ss_open(fifoPath, O_WRONLY | O_CLOEXEC, 0) }
+            var zero: UInt8 = 0x30
+            _ = Glibc.write(w, &zero, 1)
+            close(w)
+            close(fds[fifoIndex])
             try Hooks.run(hooks?.startContainer ?? [], kind: "startContainer", state: config.stateJSON)
             try setup.applyIdentity()
             try setup.changeDirectory()

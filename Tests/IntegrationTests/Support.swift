@@ -1,0 +1,137 @@
+import Foundation
+import Testing
+import OCI
+import Runtime
+
+/// Shared helpers for tests that run the real `safespace-runtime` binary as root against real
+/// bundles. Every test uses its own `--root` and unique container ids and removes what it made.
+enum Harness {
+    /// The package's build directory (where `swift build` put safespace-runtime).
+    static let buildDir: String = {
+        if let env = ProcessInfo.processInfo.environment["SAFESPACE_BUILD_DIR"] { return env }
+        // The test bundle lives in .build/<triple>/debug/; the executables sit next to it.
+        var url = Bundle.main.bundleURL
+        for _ in 0..<4 {
+            if FileManager.default.fileExists(atPath: url.appendingPathComponent("safespace-runtime").path) { return url.path }
+            url.deleteLastPathComponent()
+        }
+        let cwd = FileManager.default.currentDirectoryPath
+        return cwd + "/.build/debug"
+    }()
+
+    static var runtimeBinary: String { buildDir + "/safespace-runtime" }
+    static var cliBinary: String { buildDir + "/safespace" }
+
+    static var isRoot: Bool { getuid() == 0 }
+    static let pythonRootfs = "/var/lib/safespace/rootfs/python-3.11/rootfs"
+    static var hasPythonRootfs: Bool { FileManager.default.fileExists(atPath: pythonRootfs + "/usr/bin/python3") }
+
+    struct Result {
+        var status: Int32
+        var stdout: String
+        var stderr: String
+    }
+
+    /// Runs a program to completion, capturing stdout and stderr.
+    @discardableResult
+    static func run(_ path: String, _ args: [String], stdin: String? = nil, env: [String: String]? = nil) throws -> Result {
+        let p = Foundation.Process()
+        p.executableURL = URL(fileURLWithPath: path)
+        p.arguments = args
+        if let env { p.environment = env }
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        let inPipe = Pipe()
+        p.standardInput = stdin == nil ? FileHandle.nullDevice : inPipe
+        try p.run()
+        if let stdin {
+            inPipe.fileHandleForWriting.write(Data(stdin.utf8))
+            try inPipe.fileHandleForWriting.close()
+        }
+        // Read both pipes concurrently so a full pipe never blocks the child.
+        nonisolated(unsafe) var errData = Data()
+        let group = DispatchGroup()
+        group.enter()
+        DispatchQueue.global().async {
+            errData = err.fileHandleForReading.readDataToEndOfFile()
+            group.leave()
+        }
+        let outData = out.fileHandleForReading.readDataToEndOfFile()
+        group.wait()
+        p.waitUntilExit()
+        let status = p.terminationReason == .uncaughtSignal ? 128 + p.terminationStatus : p.terminationStatus
+        return Result(status: status, stdout: String(decoding: outData, as: UTF8.self), stderr: String(decoding: errData, as: UTF8.self))
+    }
+
+    /// `safespace-runtime --root <root> ARGS…`
+    @discardableResult
+    static func runtime(root: String, _ args: [String], stdin: String? = nil) throws -> Result {
+        try run(runtimeBinary, ["--root", root] + args, stdin: stdin)
+    }
+
+    static func uniqueID(_ prefix: String) -> String {
+        "\(prefix)-\(getpid())-\(UInt32.random(in: 0..<UInt32.max))"
+    }
+
+    /// A temporary directory removed by `cleanup`.
+    static func tempDir(_ prefix: String) throws -> String {
+        let path = NSTemporaryDirectory() + "safespace-\(prefix)-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        return path
+    }
+
+    /// A minimal root file system made of busybox-static (Debian's busybox-static package).
+    static func busyboxRootfs(at dir: String) throws {
+        let fm = FileManager.default
+        for sub in ["bin", "proc", "dev", "sys", "tmp", "etc", "workspace"] {
+            try fm.createDirectory(atPath: dir + "/" + sub, withIntermediateDirectories: true)
+        }
+        try fm.copyItem(atPath: "/bin/busybox", toPath: dir + "/bin/busybox")
+        let list = try run(dir + "/bin/busybox", ["--list"]).stdout.split(separator: "\n")
+        for applet in list where applet != "busybox" {
+            try? fm.createSymbolicLink(atPath: dir + "/bin/" + applet, withDestinationPath: "busybox")
+        }
+        try "root:x:0:0:root:/:/bin/sh\nsandbox:x:1000:1000::/tmp:/bin/sh\n".write(toFile: dir + "/etc/passwd", atomically: true, encoding: .utf8)
+        try "root:x:0:\nsandbox:x:1000:\n".write(toFile: dir + "/etc/group", atomically: true, encoding: .utf8)
+    }
+
+    /// Writes `spec` as `<bundle>/config.json`.
+    static func writeSpec(_ spec: Spec, bundle: String) throws {
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try enc.encode(spec).write(to: URL(fileURLWithPath: bundle + "/config.json"))
+    }
+
+    /// A bundle with a busybox rootfs and runc's default config running `args` (`sh -c …`).
+    static func busyboxBundle(_ args: [String], edit: (inout Spec) -> Void = { _ in }) throws -> String {
+        let bundle = try tempDir("bundle")
+        try busyboxRootfs(at: bundle + "/rootfs")
+        var spec = DefaultSpec.make(rootfs: "rootfs", args: args)
+        spec.process?.env = ["PATH=/bin", "HOME=/tmp"]
+        edit(&spec)
+        try writeSpec(spec, bundle: bundle)
+        return bundle
+    }
+
+    /// What a container may leave on the host: mount entries, cgroup directories and state dirs
+    /// naming `id`. Used before/after to prove cleanup.
+    static func leftovers(id: String, root: String) -> [String] {
+        var found: [String] = []
+        if let mounts = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) {
+            found += mounts.split(separator: "\n").filter { $0.contains(id) }.map { "mount: \($0)" }
+        }
+        if let out = try? run("/usr/bin/find", ["/sys/fs/cgroup", "-maxdepth", "6", "-type", "d", "-name", id]).stdout {
+            found += out.split(separator: "\n").map { "cgroup: \($0)" }
+        }
+        if FileManager.default.fileExists(atPath: root + "/" + id) { found.append("state: \(root)/\(id)") }
+        if let ps = try? run("/bin/ps", ["-eo", "pid,args"]).stdout {
+            found += ps.split(separator: "\n").filter { $0.contains(id) && !$0.contains("/bin/ps") }.map { "process: \($0)" }
+        }
+        return found
+    }
+
+    static func cleanup(_ paths: String...) {
+        for p in paths { try? FileManager.default.removeItem(atPath: p) }
+    }
+}

@@ -1,0 +1,113 @@
+import Glibc
+import Testing
+@testable import OCI
+@testable import Runtime
+@testable import Linux
+
+struct ValidationTests {
+    func base() -> Spec {
+        var spec = DefaultSpec.make(rootfs: "/", args: ["sh"])
+        spec.process?.env = ["PATH=/bin"]
+        return spec
+    }
+
+    func error(_ edit: (inout Spec) -> Void) -> String? {
+        var spec = base()
+        edit(&spec)
+        do {
+            try SpecValidation.validate(spec, bundle: "/")
+            return nil
+        } catch {
+            return "\(error)"
+        }
+    }
+
+    @Test("the default spec is valid")
+    func defaultValid() {
+        #expect(error { _ in } == nil)
+    }
+
+    @Test("each bad field is named in the error")
+    func namesFields() {
+        #expect(error { $0.ociVersion = "2.0.0" }?.contains("ociVersion") == true)
+        #expect(error { $0.process?.args = [] }?.contains("process.args") == true)
+        #expect(error { $0.process?.cwd = "relative" }?.contains("process.cwd") == true)
+        #expect(error { $0.process?.rlimits = [Rlimit(type: "RLIMIT_BOGUS", hard: 1, soft: 1)] }?.contains("process.rlimits[0].type") == true)
+        #expect(error { $0.process?.rlimits = [Rlimit(type: "RLIMIT_NOFILE", hard: 1, soft: 2)] }?.contains("process.rlimits[0]") == true)
+        #expect(error { $0.process?.capabilities?.bounding = ["CAP_BOGUS"] }?.contains("process.capabilities.bounding") == true)
+        #expect(error { $0.process?.env = ["NOEQUALS"] }?.contains("process.env") == true)
+        #expect(error { $0.process?.oomScoreAdj = 5000 }?.contains("process.oomScoreAdj") == true)
+        #expect(error { $0.linux?.namespaces?.append(Namespace(type: "bogus")) }?.contains("linux.namespaces[6].type") == true)
+        #expect(error { $0.linux?.namespaces?.append(Namespace(type: "pid")) }?.contains("listed twice") == true)
+        #expect(error { $0.linux?.namespaces?.removeAll { $0.type == "mount" } }?.contains("mount namespace is required") == true)
+        #expect(error { $0.linux?.namespaces?.removeAll { $0.type == "uts" } }?.contains("hostname") == true)
+        #expect(error { $0.linux?.sysctl = ["kernel.panic": "1"] }?.contains("linux.sysctl") == true)
+        #expect(error {
+            $0.linux?.sysctl = ["net.ipv4.ip_forward": "1"]
+            $0.linux?.namespaces?.removeAll { $0.type == "network" }
+        }?.contains("new network namespace") == true)
+        #expect(error { $0.linux?.namespaces?.append(Namespace(type: "user")) }?.contains("linux.uidMappings") == true)
+        #expect(error { $0.linux?.rootfsPropagation = "sideways" }?.contains("linux.rootfsPropagation") == true)
+        #expect(error { $0.linux?.devices = [Device(type: "x", path: "/dev/foo")] }?.contains("linux.devices[0].type") == true)
+        #expect(error { $0.linux?.devices = [Device(type: "c", path: "/etc/foo")] }?.contains("linux.devices[0].path") == true)
+        #expect(error { $0.linux?.seccomp = Seccomp(defaultAction: "SCMP_ACT_ALLOW") }?.contains("linux.seccomp") == true)
+        #expect(error { $0.linux?.namespaces?.append(Namespace(type: "time", path: "/nonexistent/ns")) }?.contains("/nonexistent/ns does not exist") == true)
+    }
+
+    @Test("mounts over /proc sub-paths are refused", arguments: ["/proc/self", "/proc/sys", "/proc//kcore", "/proc/../proc/1"])
+    func procMounts(dest: String) {
+        let e = error { $0.mounts?.append(Mount(destination: dest, type: "tmpfs", source: "tmpfs")) }
+        #expect(e?.contains("mounts[7].destination") == true)
+    }
+
+    @Test("a non-proc file system at /proc and relative destinations are refused")
+    func otherMounts() {
+        #expect(error { $0.mounts?[0].type = "tmpfs" }?.contains("mounts[0].destination") == true)
+        #expect(error { $0.mounts?.append(Mount(destination: "tmp", type: "tmpfs")) }?.contains("mounts[7].destination") == true)
+        #expect(error { $0.mounts?.append(Mount(destination: "/x", type: "bind", source: "/nonexistent-src", options: ["rbind"])) }?.contains("mounts[7].source") == true)
+    }
+
+    @Test("container ids", arguments: ["a/b", "..", ".", "", "x y", "../etc", String(repeating: "a", count: 1025)])
+    func badIDs(id: String) {
+        #expect(throws: RuntimeError.self) { try StateStore.validate(id: id) }
+    }
+
+    @Test("good ids", arguments: ["a", "sandbox-1", "A_b.c+d", String(repeating: "a", count: 1024)])
+    func goodIDs(id: String) throws {
+        try StateStore.validate(id: id)
+    }
+}
+
+struct PathTests {
+    @Test("cleanPath", arguments: [("//a/./b/../c", "/a/c"), ("/../..", "/"), ("/proc//self", "/proc/self"), ("/", "/")])
+    func clean(input: String, output: String) {
+        #expect(cleanPath(input) == output)
+    }
+
+    @Test("securePath keeps symlinks inside the root")
+    func secure() throws {
+        let root = "/tmp/safespace-securepath-\(getpid())"
+        try Files.makeDirectories(root + "/a")
+        defer { try? Files.removeTree(root) }
+        #expect(symlink("/etc", root + "/abs") == 0)
+        #expect(symlink("../../../../etc", root + "/a/rel") == 0)
+        #expect(symlink("loop2", root + "/loop1") == 0)
+        #expect(symlink("loop1", root + "/loop2") == 0)
+        #expect(try securePath(root: root, "/abs/passwd") == root + "/etc/passwd")
+        #expect(try securePath(root: root, "/a/rel/shadow") == root + "/etc/shadow")
+        #expect(try securePath(root: root, "/../../x") == root + "/x")
+        #expect(throws: RuntimeError.self) { try securePath(root: root, "/loop1/x") }
+    }
+}
+
+struct MountOptionsTests {
+    @Test("flags, clearing flags, propagation and data are split as mount(8) does")
+    func parse() {
+        let o = MountOptions(["ro", "nosuid", "rbind", "rprivate", "size=64m", "mode=1777", "rw", "exec"])
+        #expect(o.flags & UInt(MS_RDONLY) == 0)  // "rw" after "ro" clears it
+        #expect(o.flags & UInt(MS_NOSUID) != 0)
+        #expect(o.isBind && o.isRecursive)
+        #expect(o.propagation == [UInt(MS_PRIVATE | MS_REC)])
+        #expect(o.data == ["size=64m", "mode=1777"])
+    }
+}
