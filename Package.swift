@@ -25,7 +25,8 @@ let package = Package(
         .target(name: "OCI"),
         .target(name: "Linux", dependencies: ["CSafeSpace", "CLibcap"]),
         .target(name: "Cgroups", dependencies: ["Linux", "OCI"]),
-        .target(name: "Runtime", dependencies: ["OCI", "Linux", "Cgroups", "CSafeSpace"]),
+        .target(name: "Seccomp", dependencies: ["OCI", "Linux", "CSeccomp"]),
+        .target(name: "Runtime", dependencies: ["OCI", "Linux", "Cgroups", "Seccomp", "CSafeSpace"]),
         .target(name: "Sandbox", dependencies: ["OCI", .product(name: "Yams", package: "Yams")]),
         .executableTarget(
             name: "safespace-runtime",
@@ -36,6 +37,7 @@ let package = Package(
         .testTarget(name: "OCITests", dependencies: ["OCI"]),
         .testTarget(name: "CgroupsTests", dependencies: ["Cgroups", "OCI"]),
         .testTarget(name: "SandboxTests", dependencies: ["Sandbox", "OCI"]),
+        .testTarget(name: "SeccompTests", dependencies: ["Seccomp", "OCI"]),
         .testTarget(name: "RuntimeTests", dependencies: ["OCI", "Runtime", "Linux"]),
         .testTarget(name: "IntegrationTests", dependencies: ["OCI", "Runtime"]),
     ],

@@ -200,3 +200,17 @@ int ss_setns(int fd, int nstype) { return setns(fd, nstype); }
 int ss_unshare(int flags) { return unshare(flags); }
 int ss_pipe2_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
 unsigned long ss_makedev(unsigned int major, unsigned int minor) { return makedev(major, minor); }
+
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+int ss_seccomp_load(const void *bpf, size_t len, unsigned int flags) {
+    if (len % sizeof(struct sock_filter) != 0 || len / sizeof(struct sock_filter) > 0xffff) {
+        errno = EINVAL;
+        return -1;
+    }
+    struct sock_fprog prog = {
+        .len = (unsigned short)(len / sizeof(struct sock_filter)),
+        .filter = (struct sock_filter *)bpf,
+    };
+    return (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, flags, &prog);
+}

@@ -8,6 +8,7 @@ import CSafeSpace
 import Linux
 import OCI
 import Cgroups
+import Seccomp
 
 /// Options of `create` (runc's flags of the same names).
 public struct CreateOptions: Sendable {
@@ -144,6 +145,7 @@ public struct ContainerRuntime: Sendable {
         let own = namespaces.filter { ($0.path ?? "").isEmpty }.map(\.type)
         var flags: Int32 = 0
         for type in own where type != "cgroup" { flags |= NamespaceKind.flags[type] ?? 0 }
+        let seccomp = try compileSeccomp(spec)
         let spawned = try spawnInit(join: join, unshare: flags, uidMappings: spec.linux?.uidMappings ?? [], gidMappings: spec.linux?.gidMappings ?? [])
         let pid = spawned.pid
         defer { close(spawned.channel.fd) }
@@ -174,7 +176,7 @@ public struct ContainerRuntime: Sendable {
                 mode: .create, id: id, bundle: bundle, rootfs: rootfs, spec: spec, process: spec.process!,
                 noPivot: options.noPivot, noNewKeyring: options.noNewKeyring, preserveFds: options.preserveFds,
                 fifoFdIndex: 0, consoleSocketFdIndex: consoleIndex, mountNamespaceFdIndex: nil,
-                newNamespaces: own, stateJSON: stateJSON)
+                newNamespaces: own, stateJSON: stateJSON, seccomp: seccomp)
             try spawned.channel.send(config, fds: fds)
             while true {
                 guard let (message, _) = try spawned.channel.receive(InitMessage.self) else {
@@ -200,6 +202,16 @@ public struct ContainerRuntime: Sendable {
             _ = waitpid(pid, &st, 0)
             throw error
         }
+    }
+
+    /// Compiles linux.seccomp in the parent (DESIGN: never in the container's init).
+    func compileSeccomp(_ spec: Spec) throws -> SeccompProgram? {
+        guard let seccomp = spec.linux?.seccomp else { return nil }
+        let program = try SeccompCompiler.compile(seccomp)
+        if !program.unknownSyscalls.isEmpty {
+            log.warn("linux.seccomp: syscalls unknown to libseccomp were skipped: \(program.unknownSyscalls.joined(separator: ", "))")
+        }
+        return program
     }
 
     // MARK: start

@@ -50,6 +50,7 @@ extension ContainerRuntime {
             guard let path = options.consoleSocket else { throw RuntimeError("--tty needs --console-socket") }
             consoleFd = try connectUnix(path)
         }
+        let seccomp = try compileSeccomp(state.spec)
         let spawned = try spawnInit(join: join, unshare: 0, uidMappings: [], gidMappings: [])
         defer { close(spawned.channel.fd) }
         do {
@@ -68,7 +69,7 @@ extension ContainerRuntime {
             let config = InitConfig(
                 mode: .exec, id: id, bundle: state.bundle, rootfs: state.rootfs, spec: state.spec, process: options.process,
                 noPivot: false, noNewKeyring: true, preserveFds: options.preserveFds, fifoFdIndex: nil,
-                consoleSocketFdIndex: consoleIndex, mountNamespaceFdIndex: mntIndex, newNamespaces: [], stateJSON: "")
+                consoleSocketFdIndex: consoleIndex, mountNamespaceFdIndex: mntIndex, newNamespaces: [], stateJSON: "", seccomp: seccomp)
             try spawned.channel.send(config, fds: fds)
             if let (message, _) = try spawned.channel.receive(InitMessage.self) {
                 throw RuntimeError(message.message ?? "exec failed")

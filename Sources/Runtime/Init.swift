@@ -93,9 +93,7 @@ public enum ContainerInit {
             close(w)
             close(fds[fifoIndex])
             try Hooks.run(hooks?.startContainer ?? [], kind: "startContainer", state: config.stateJSON)
-            try setup.applyIdentity()
-            try setup.changeDirectory()
-            try setup.applyNoNewPrivileges()
+            try setup.finalize(seccomp: config.seccomp)
             try setup.exec(executable)
         } catch {
             // The parent is gone; the workload's stderr is where a person looks.
@@ -121,9 +119,7 @@ public enum ContainerInit {
         let setup = ProcessSetup(process: process, noNewKeyring: true, preserveFds: config.preserveFds)
         try setup.applyRlimits()
         let executable = try setup.resolveExecutable()
-        try setup.applyIdentity()
-        try setup.changeDirectory()
-        try setup.applyNoNewPrivileges()
+        try setup.finalize(seccomp: config.seccomp)
         try setup.exec(executable)
     }
 }

@@ -7,6 +7,7 @@ import Glibc
 import CSafeSpace
 import Linux
 import OCI
+import Seccomp
 
 /// What the parent sends the init helper (`safespace-runtime init`) over the init socket.
 ///
@@ -33,6 +34,8 @@ struct InitConfig: Codable {
     var mountNamespaceFdIndex: Int?
     var newNamespaces: [String]
     var stateJSON: String
+    /// The compiled linux.seccomp filter, loaded last before execve(2).
+    var seccomp: SeccompProgram?
 }
 
 struct InitMessage: Codable {

@@ -3,6 +3,7 @@ import CLibcap
 import CSafeSpace
 import Linux
 import OCI
+import Seccomp
 
 /// The last steps before execve(2), in runc's order (standard_init_linux.go / finalizeNamespace):
 /// rlimits, keyring, umask, bounding set, groups and ids (keeping capabilities across setuid),
@@ -86,6 +87,24 @@ struct ProcessSetup {
         guard actual.hasPrefix("/") else {
             throw RuntimeError("process.cwd: \(cwd) resolves outside the container's root (\(actual))")
         }
+    }
+
+    /// seccomp(2) with the filter compiled by the parent. runc's order: with no_new_privs it is
+    /// the very last step; without, it must come while CAP_SYS_ADMIN is still held.
+    func loadSeccomp(_ program: SeccompProgram?) throws {
+        guard let program else { return }
+        try sys("seccomp(SECCOMP_SET_MODE_FILTER)") {
+            program.bpf.withUnsafeBytes { ss_seccomp_load($0.baseAddress, $0.count, program.flags) }
+        }
+    }
+
+    /// The steps after the root is ready, in order: identity, cwd, no_new_privs and seccomp.
+    func finalize(seccomp: SeccompProgram?) throws {
+        if process.noNewPrivileges != true { try loadSeccomp(seccomp) }
+        try applyIdentity()
+        try changeDirectory()
+        try applyNoNewPrivileges()
+        if process.noNewPrivileges == true { try loadSeccomp(seccomp) }
     }
 
     func applyNoNewPrivileges() throws {

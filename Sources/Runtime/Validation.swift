@@ -90,17 +90,11 @@ enum SpecValidation {
         if let prop = linux.rootfsPropagation, MountOptions.propagation(named: prop) == nil {
             throw RuntimeError("linux.rootfsPropagation: unknown propagation \"\(prop)\"")
         }
-        if linux.seccomp != nil {
-            throw RuntimeError("linux.seccomp: seccomp filters are not supported by this build; remove the field (or use a build with seccomp) rather than run unfiltered")
-        }
         if let p = process.apparmorProfile, !p.isEmpty {
             throw RuntimeError("process.apparmorProfile: AppArmor is not supported by this runtime")
         }
         if let l = process.selinuxLabel, !l.isEmpty {
             throw RuntimeError("process.selinuxLabel: SELinux is not supported by this runtime")
-        }
-        if linux.resources?.devices != nil || linux.resources?.memory != nil || linux.resources?.cpu != nil || linux.resources?.pids != nil {
-            // Applied by the Cgroups driver; errors name the field there.
         }
     }
 

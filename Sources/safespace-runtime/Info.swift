@@ -46,7 +46,7 @@ struct Features: ParsableCommand {
                 namespaces: ["cgroup", "ipc", "mount", "network", "pid", "user", "uts"],
                 capabilities: caps,
                 cgroup: .init(v1: true, v2: true, systemd: false, systemdUser: false, rdma: false),
-                seccomp: .init(enabled: false), apparmor: .init(enabled: false), selinux: .init(enabled: false),
+                seccomp: .init(enabled: true), apparmor: .init(enabled: false), selinux: .init(enabled: false),
                 intelRdt: .init(enabled: false), mountExtensions: .init(idmap: .init(enabled: false))),
             annotations: ["io.github.safespace.version": "0.1.0"])
         try printJSON(doc)

@@ -50,7 +50,6 @@ struct ValidationTests {
         #expect(error { $0.linux?.rootfsPropagation = "sideways" }?.contains("linux.rootfsPropagation") == true)
         #expect(error { $0.linux?.devices = [Device(type: "x", path: "/dev/foo")] }?.contains("linux.devices[0].type") == true)
         #expect(error { $0.linux?.devices = [Device(type: "c", path: "/etc/foo")] }?.contains("linux.devices[0].path") == true)
-        #expect(error { $0.linux?.seccomp = Seccomp(defaultAction: "SCMP_ACT_ALLOW") }?.contains("linux.seccomp") == true)
         #expect(error { $0.linux?.namespaces?.append(Namespace(type: "time", path: "/nonexistent/ns")) }?.contains("/nonexistent/ns does not exist") == true)
     }
 

@@ -74,3 +74,5 @@ int ss_setns(int fd, int nstype);
 int ss_unshare(int flags);
 int ss_pipe2_cloexec(int fds[2]);
 unsigned long ss_makedev(unsigned int major, unsigned int minor);
+/// seccomp(SECCOMP_SET_MODE_FILTER, flags, prog) with `len` bytes of struct sock_filter.
+int ss_seccomp_load(const void *bpf, size_t len, unsigned int flags);
