@@ -1,0 +1,218 @@
+import Glibc
+import OCI
+
+/// How the host mounts cgroups under its cgroup root.
+public enum CgroupMode: String, Codable, Sendable {
+    /// cgroup v2 only: the root itself is cgroup2.
+    case unified
+    /// v1 controllers, plus a controller-less cgroup2 at `<root>/unified` for tracking.
+    case hybrid
+    /// cgroup v1 only.
+    case legacy
+}
+
+/// A container's cgroup across every hierarchy. Codable so the runtime stores it in its state
+/// directory and a later process (`delete`, `kill`, `ps`) reopens it without resolving again.
+///
+/// Lifecycle: `resolve` -> `create` -> `apply` -> `attach` ... `killAll` -> `destroy`.
+public struct Cgroup: Codable, Sendable, Equatable {
+    public var mode: CgroupMode
+    /// The normalized `linux.cgroupsPath`: `/a/b` (absolute) or `a/b` (relative to the caller's cgroup).
+    public var path: String
+    /// Hierarchy key -> absolute directory of this cgroup. Keys are the controller lists of
+    /// `/proc/self/cgroup` (`memory`, `cpu,cpuacct`, `name=systemd`) and `unified` for cgroup2.
+    public var directories: [String: String]
+    /// Hierarchy key -> the hierarchy's mount point (`/sys/fs/cgroup/memory`, `/sys/fs/cgroup`).
+    public var mountPoints: [String: String]
+    /// The directories `create` made, parents before children; `destroy` removes these (and
+    /// the empty intermediate levels of a relative `path`), never a leaf it did not make.
+    public var created: [String]
+
+    /// A cgroup from known directories; most callers use `resolve` or decode a stored one.
+    public init(mode: CgroupMode, path: String, directories: [String: String], mountPoints: [String: String], created: [String] = []) {
+        self.mode = mode
+        self.path = path
+        self.directories = directories
+        self.mountPoints = mountPoints
+        self.created = created
+    }
+
+    /// Resolves OCI `linux.cgroupsPath` to one directory per hierarchy mounted under `root`.
+    ///
+    /// - `"/a/b"` (absolute) goes under each hierarchy's mount point: `<root>/memory/a/b`.
+    /// - `"a/b"` (relative) nests under the caller's own cgroup in each hierarchy, read from
+    ///   `/proc/self/cgroup`, as runc does (on a v2-only host: under the caller's parent cgroup,
+    ///   as runc's fs2 driver does, since a cgroup with processes cannot delegate controllers).
+    /// - nil or `""` is `safespace/<id>`, relative.
+    /// Nothing is created; see `create()`.
+    /// - Parameters:
+    ///   - cgroupsPath: `linux.cgroupsPath` from config.json.
+    ///   - id: the container id, used for the default path.
+    ///   - root: where the cgroup hierarchies are mounted.
+    /// - Throws: `CgroupError` for a path with `..`, the systemd `slice:prefix:name` form
+    ///   (unsupported), an unreadable `/proc/self/cgroup`, or no hierarchy under `root`.
+    public static func resolve(cgroupsPath: String?, id: String, root: String = "/sys/fs/cgroup") throws -> Cgroup {
+        try CgroupPath.resolve(
+            cgroupsPath: cgroupsPath, id: id, root: root, mode: detectMode(root: root),
+            procSelfCgroup: CgroupFS.read("/proc/self/cgroup"), mountinfo: CgroupFS.read("/proc/self/mountinfo"))
+    }
+
+    /// Tells v2-only, hybrid and v1-only hosts apart: only a cgroup2 mount has
+    /// `cgroup.controllers` at its top, so look for it at `root` and at `root/unified`.
+    public static func detectMode(root: String = "/sys/fs/cgroup") -> CgroupMode {
+        if CgroupFS.exists(CgroupPath.join(root, CgroupV2.controllersFile)) { return .unified }
+        if CgroupFS.exists(CgroupPath.join(root, "unified", CgroupV2.controllersFile)) { return .hybrid }
+        return .legacy
+    }
+
+    /// Creates the cgroup: `mkdir -p` in every hierarchy. On v1, each new cpuset level gets
+    /// `cpuset.cpus`/`cpuset.mems` copied from its parent (an empty cpuset cannot take tasks).
+    ///
+    /// Every directory made is recorded in `created`. A leaf that already exists is reused only
+    /// when it holds no process. On failure everything made so far is removed again.
+    /// - Throws: `CgroupError` (`mkdir`, `read`, `write`, or `create` for a leaf in use).
+    public mutating func create() throws {
+        var made: [String] = []
+        do {
+            for (key, dir) in directories.sorted(by: { $0.key < $1.key }) {
+                let mountPoint = mountPoints[key] ?? CgroupPath.parent(dir)
+                let isCpusetV1 = mode != .unified && key.split(separator: ",").contains("cpuset")
+                var leafExisted = true
+                // ENOENT: another container's destroy removed a shared empty parent between two
+                // mkdirs (e.g. `safespace/`); walk again.
+                for attempt in 1...3 {
+                    do {
+                        for level in CgroupPath.levels(from: mountPoint, to: dir) {
+                            guard try CgroupFS.mkdirIfMissing(level) else { continue }
+                            if !made.contains(level) { made.append(level) }
+                            if level == CgroupPath.join(dir) { leafExisted = false }
+                            if isCpusetV1 { try CgroupV1.inheritCpuset(level) }
+                        }
+                        break
+                    } catch let error as CgroupError where error.errno == ENOENT && attempt < 3 {
+                        continue
+                    }
+                }
+                if leafExisted, let pids = try? CgroupFS.procs(in: dir), !pids.isEmpty {
+                    throw CgroupError(
+                        operation: "create", path: dir,
+                        message: "\(CgroupPath.field): cgroup already exists and holds processes \(pids.prefix(5).map(String.init).joined(separator: ","))")
+                }
+            }
+        } catch {
+            for dir in made.reversed() { _ = try? CgroupFS.rmdirCgroup(dir, retryBusy: false) }
+            throw error
+        }
+        created.append(contentsOf: made)
+    }
+
+    /// Writes `linux.resources` to the cgroup's files (see `CgroupV1` / `CgroupV2` for the
+    /// table). Values: bytes for memory, µs for CPU quota/period, cpuset lists for cpus/mems.
+    /// On v2 each controller is first enabled in `cgroup.subtree_control` from the hierarchy's
+    /// root down to the parent.
+    /// - Throws: `CgroupError` naming the OCI field: an invalid value, a field this module does
+    ///   not enforce yet, a controller the host lacks (never skipped silently), or the errno of
+    ///   a write the kernel rejected.
+    public func apply(_ resources: Resources?) throws {
+        guard let resources else { return }
+        try Conversions.rejectUnsupported(resources)
+        if mode == .unified {
+            try CgroupV2.apply(resources, to: self)
+        } else {
+            try CgroupV1.apply(resources, to: self)
+        }
+    }
+
+    /// Moves process `pid` into this cgroup in every hierarchy (writes `cgroup.procs`).
+    /// - Throws: `CgroupError` (`write`), e.g. ESRCH when the process is gone.
+    public func attach(pid: Int32) throws {
+        for (_, dir) in directories.sorted(by: { $0.key < $1.key }) {
+            try CgroupFS.write(dir + "/cgroup.procs", String(pid))
+        }
+    }
+
+    /// The directory whose `cgroup.procs` lists the container's processes: the v2 cgroup on a
+    /// unified host, else the v1 `pids`, `freezer` or first hierarchy.
+    var trackingDirectory: String? {
+        if mode == .unified { return directories["unified"] }
+        for key in ["pids", "freezer"] {
+            if let dir = directory(forController: key) { return dir }
+        }
+        return directories.filter { $0.key != "unified" }.sorted(by: { $0.key < $1.key }).first?.value
+            ?? directories["unified"]
+    }
+
+    /// The pids in the cgroup (not its children), in the caller's pid namespace; empty when the
+    /// cgroup does not exist (already destroyed).
+    /// - Throws: `CgroupError` (`read`) for any other failure.
+    public func processes() throws -> [Int32] {
+        guard let dir = trackingDirectory else { return [] }
+        do {
+            return try CgroupFS.procs(in: dir)
+        } catch let error as CgroupError where error.errno == ENOENT {
+            return []
+        }
+    }
+
+    /// Sends `signal` to every process in `processes()`. With SIGKILL it re-reads the list a few
+    /// times to catch processes forked meanwhile. Processes already gone are not an error.
+    /// - Throws: `CgroupError` (`kill`) for an errno other than ESRCH, or from `processes()`.
+    public func killAll(signal: Int32) throws {
+        var signaled = Set<Int32>()
+        for _ in 0..<(signal == SIGKILL ? 10 : 1) {
+            let pids = try processes().filter { !signaled.contains($0) }
+            if pids.isEmpty { break }
+            for pid in pids {
+                if kill(pid, signal) != 0 && errno != ESRCH {
+                    throw CgroupError(operation: "kill", path: "pid \(pid)", errno: errno, message: "signal \(signal)")
+                }
+                signaled.insert(pid)
+            }
+        }
+    }
+
+    /// Removes the directories `create` made, children first, and for a relative path also the
+    /// path's intermediate levels once empty (`safespace/` in `safespace/<id>`), even when another
+    /// container created them: they lie below the caller's cgroup in SafeSpace's own path, and
+    /// otherwise the last container out would leave them behind. rmdir(2) refuses a cgroup with
+    /// children or tasks, so a level another container still uses stays. A leaf still busy
+    /// (tasks exiting) is retried for about a second. Idempotent: a missing directory counts
+    /// as removed.
+    /// - Throws: `CgroupError` (`rmdir`) for the first leaf that could not be removed.
+    public func destroy() throws {
+        let leaves = Set(directories.values.map { CgroupPath.join($0) })
+        var candidates = Set(created.map { CgroupPath.join($0) })
+        if !path.hasPrefix("/") {
+            let depth = path.split(separator: "/").count
+            for leaf in leaves {
+                var level = leaf
+                for _ in 1..<max(depth, 1) {
+                    level = CgroupPath.parent(level)
+                    candidates.insert(level)
+                }
+            }
+        }
+        // Deepest first, so children go before their parents.
+        let ordered = candidates.sorted { ($0.split(separator: "/").count, $0) > ($1.split(separator: "/").count, $1) }
+        let made = Set(created.map { CgroupPath.join($0) })
+        var firstError: Error?
+        for dir in ordered {
+            if made.contains(dir) {
+                do {
+                    _ = try CgroupFS.rmdirCgroup(dir, retryBusy: leaves.contains(dir))
+                } catch {
+                    firstError = firstError ?? error
+                }
+            } else if !leaves.contains(dir) {
+                _ = try? CgroupFS.rmdirCgroup(dir, retryBusy: false)  // shared level: best effort
+            }
+        }
+        if let firstError { throw firstError }
+    }
+
+    /// The directory of the hierarchy holding `controller` (`memory`, `cpu`, ...), if mounted.
+    func directory(forController controller: String) -> String? {
+        if mode == .unified { return directories["unified"] }
+        return directories.first { $0.key != "unified" && $0.key.split(separator: ",").contains(Substring(controller)) }?.value
+    }
+}

@@ -1,0 +1,130 @@
+import OCI
+
+/// The cgroup v1 driver: one hierarchy per controller (or controller list).
+///
+/// | OCI field (`linux.resources.`) | file | value |
+/// |---|---|---|
+/// | memory.limit | memory.limit_in_bytes | bytes, -1 |
+/// | memory.reservation | memory.soft_limit_in_bytes | bytes, -1 |
+/// | memory.swap | memory.memsw.limit_in_bytes | bytes of memory+swap, -1 |
+/// | cpu.shares | cpu.shares | 2...262144 |
+/// | cpu.period, cpu.quota | cpu.cfs_period_us, cpu.cfs_quota_us | µs, quota -1 |
+/// | cpu.cpus, cpu.mems | cpuset.cpus, cpuset.mems | list (`0-3,5`) |
+/// | pids.limit | pids.max | N, `max` for < 0 |
+enum CgroupV1 {
+    static let memoryLimit = "memory.limit_in_bytes"
+    static let memorySoftLimit = "memory.soft_limit_in_bytes"
+    static let memswLimit = "memory.memsw.limit_in_bytes"
+    static let cpuShares = "cpu.shares"
+    static let cfsPeriod = "cpu.cfs_period_us"
+    static let cfsQuota = "cpu.cfs_quota_us"
+    static let cpusetCpus = "cpuset.cpus"
+    static let cpusetMems = "cpuset.mems"
+    static let pidsMax = "pids.max"
+
+    /// The writes `resources` asks for, in order (pure; no file is touched).
+    /// - Parameters:
+    ///   - currentMemoryLimit: the cgroup's `memory.limit_in_bytes` now (bytes, `Int64.max` for
+    ///     unlimited), which decides whether the memsw limit must be written before or after the
+    ///     memory limit (the kernel keeps memsw >= memory at every step); nil if unknown.
+    ///   - memswAvailable: whether `memory.memsw.limit_in_bytes` exists (swap accounting on).
+    /// - Throws: `CgroupError` naming the OCI field for invalid values, a swap limit without
+    ///   swap accounting, or `unified` (v2 only).
+    static func writes(_ r: Resources, currentMemoryLimit: Int64?, memswAvailable: Bool) throws -> [CgroupWrite] {
+        var out: [CgroupWrite] = []
+        if let m = r.memory { out += try memoryWrites(m, currentMemoryLimit: currentMemoryLimit, memswAvailable: memswAvailable) }
+        if let c = r.cpu { out += try cpuWrites(c) }
+        if let p = r.pids {
+            out.append(CgroupWrite(controller: "pids", file: pidsMax, value: Conversions.maxOrNumber(p.limit), field: "\(Conversions.pidsField).limit"))
+        }
+        if let u = r.unified, !u.isEmpty {
+            throw CgroupError.invalid("linux.resources.unified", "needs a cgroup v2 (unified) host; this one uses cgroup v1 controllers")
+        }
+        return out
+    }
+
+    static func memoryWrites(_ m: Resources.Memory, currentMemoryLimit: Int64?, memswAvailable: Bool) throws -> [CgroupWrite] {
+        let field = Conversions.memoryField
+        let limit = m.limit == 0 ? nil : m.limit
+        var swap = m.swap == 0 ? nil : m.swap
+        // Same validation as v2 (swap >= limit, no swap without a limit, -1 or bytes).
+        _ = try Conversions.swapMax(limit: limit, swap: swap)
+        if limit == -1 && swap == nil && memswAvailable { swap = -1 }  // unlimited memory: unlimited memsw, as runc
+        if let s = swap, !memswAvailable {
+            guard s == -1 else {
+                throw CgroupError.invalid("\(field).swap", "\(memswLimit) is missing: the kernel has no swap accounting (boot with swapaccount=1)")
+            }
+            swap = nil  // -1 asks for no limit, which is what there is
+        }
+        var out: [CgroupWrite] = []
+        let limitWrite = limit.map { CgroupWrite(controller: "memory", file: memoryLimit, value: String($0), field: "\(field).limit") }
+        let swapWrite = swap.map { CgroupWrite(controller: "memory", file: memswLimit, value: String($0), field: "\(field).swap") }
+        if let limitWrite, let swapWrite, let s = swap {
+            // Raising: memsw first; lowering: memory first (kernel: memory <= memsw always).
+            let newMemsw = s < 0 ? Int64.max : s
+            out += newMemsw >= (currentMemoryLimit ?? Int64.max) ? [swapWrite, limitWrite] : [limitWrite, swapWrite]
+        } else {
+            out += [limitWrite, swapWrite].compactMap { $0 }
+        }
+        if let reservation = m.reservation, reservation != 0 {
+            if reservation < -1 { throw CgroupError.invalid("\(field).reservation", "\(reservation) is not a byte count or -1") }
+            out.append(CgroupWrite(controller: "memory", file: memorySoftLimit, value: String(reservation), field: "\(field).reservation"))
+        }
+        return out
+    }
+
+    static func cpuWrites(_ c: Resources.CPU) throws -> [CgroupWrite] {
+        let field = Conversions.cpuField
+        var out: [CgroupWrite] = []
+        if let shares = c.shares, shares != 0 {
+            out.append(CgroupWrite(controller: "cpu", file: cpuShares, value: String(shares), field: "\(field).shares"))
+        }
+        let (quota, period) = try Conversions.cpuBandwidth(quota: c.quota, period: c.period)
+        if let period {
+            out.append(CgroupWrite(controller: "cpu", file: cfsPeriod, value: String(period), field: "\(field).period"))
+        }
+        if let quota {
+            out.append(CgroupWrite(controller: "cpu", file: cfsQuota, value: String(quota), field: "\(field).quota"))
+        }
+        if let cpus = c.cpus, !cpus.isEmpty {
+            let value = try Conversions.cpusetList(cpus, field: "\(field).cpus")
+            out.append(CgroupWrite(controller: "cpuset", file: cpusetCpus, value: value, field: "\(field).cpus"))
+        }
+        if let mems = c.mems, !mems.isEmpty {
+            let value = try Conversions.cpusetList(mems, field: "\(field).mems")
+            out.append(CgroupWrite(controller: "cpuset", file: cpusetMems, value: value, field: "\(field).mems"))
+        }
+        return out
+    }
+
+    /// Applies `resources` to the cgroup's v1 hierarchies.
+    /// - Throws: `CgroupError` naming the OCI field; a controller that is not mounted is an error.
+    static func apply(_ r: Resources, to cgroup: Cgroup) throws {
+        let memoryDir = cgroup.directory(forController: "memory")
+        var currentLimit: Int64?
+        var memswAvailable = false
+        if let memoryDir, r.memory != nil {
+            memswAvailable = CgroupFS.exists(memoryDir + "/" + memswLimit)
+            let text = CgroupFS.trimmed(try CgroupFS.read(memoryDir + "/" + memoryLimit))
+            currentLimit = Int64(text) ?? (UInt64(text) != nil ? Int64.max : nil)
+        }
+        for w in try writes(r, currentMemoryLimit: currentLimit, memswAvailable: memswAvailable) {
+            guard let dir = cgroup.directory(forController: w.controller) else {
+                throw CgroupError.invalid(w.field, "the \(w.controller) cgroup controller is not mounted on this host")
+            }
+            try CgroupFS.write(dir + "/" + w.file, w.value, field: w.field)
+        }
+    }
+
+    /// Copies `cpuset.cpus` and `cpuset.mems` from the parent into a new cpuset cgroup when
+    /// they are empty: a v1 cpuset with no CPUs or memory nodes refuses tasks (ENOSPC).
+    static func inheritCpuset(_ dir: String) throws {
+        let parent = CgroupPath.parent(dir)
+        for file in [cpusetCpus, cpusetMems] {
+            let own = CgroupFS.trimmed(try CgroupFS.read(dir + "/" + file))
+            guard own.isEmpty else { continue }
+            let inherited = CgroupFS.trimmed(try CgroupFS.read(parent + "/" + file))
+            try CgroupFS.write(dir + "/" + file, inherited)
+        }
+    }
+}

@@ -1,0 +1,131 @@
+import OCI
+
+/// The cgroup v2 driver: one unified hierarchy; controllers are delegated top-down through
+/// `cgroup.subtree_control` (kernel Documentation/admin-guide/cgroup-v2.rst).
+///
+/// | OCI field (`linux.resources.`) | file | value |
+/// |---|---|---|
+/// | memory.limit | memory.max | bytes, `max` for -1 |
+/// | memory.reservation | memory.low | bytes, `max` for -1 |
+/// | memory.swap | memory.swap.max | swap - limit (OCI swap is memory+swap), `max` for -1 |
+/// | cpu.shares | cpu.weight | quadratic map, 1024 -> 100 (see `Conversions.cpuWeight`) |
+/// | cpu.quota, cpu.period | cpu.max | `"$QUOTA $PERIOD"` µs, `max` for no quota |
+/// | cpu.cpus, cpu.mems | cpuset.cpus, cpuset.mems | list (`0-3,5`) |
+/// | pids.limit | pids.max | N, `max` for < 0 |
+/// | unified["file"] | file | as given, written last |
+enum CgroupV2 {
+    static let memoryMax = "memory.max"
+    static let memoryLow = "memory.low"
+    static let memorySwapMax = "memory.swap.max"
+    static let cpuWeight = "cpu.weight"
+    static let cpuMax = "cpu.max"
+    static let cpusetCpus = "cpuset.cpus"
+    static let cpusetMems = "cpuset.mems"
+    static let pidsMax = "pids.max"
+    static let controllersFile = "cgroup.controllers"
+    static let subtreeControlFile = "cgroup.subtree_control"
+
+    /// The writes `resources` asks for, in order (pure; no file is touched).
+    /// - Throws: `CgroupError` naming the OCI field for invalid values or `unified` keys.
+    static func writes(_ r: Resources) throws -> [CgroupWrite] {
+        var out: [CgroupWrite] = []
+        if let m = r.memory { out += try memoryWrites(m) }
+        if let c = r.cpu { out += try cpuWrites(c) }
+        if let p = r.pids {
+            out.append(CgroupWrite(controller: "pids", file: pidsMax, value: Conversions.maxOrNumber(p.limit), field: "\(Conversions.pidsField).limit"))
+        }
+        for (key, value) in (r.unified ?? [:]).sorted(by: { $0.key < $1.key }) {
+            let field = "linux.resources.unified[\"\(key)\"]"
+            let parts = key.split(separator: ".", maxSplits: 1)
+            guard parts.count == 2, !key.contains("/"), !key.hasPrefix(".") else {
+                throw CgroupError.invalid(field, "\"\(key)\" is not a cgroup v2 file name such as \"memory.high\"")
+            }
+            let controller = parts[0] == "cgroup" ? "" : String(parts[0])
+            out.append(CgroupWrite(controller: controller, file: key, value: value, field: field))
+        }
+        return out
+    }
+
+    static func memoryWrites(_ m: Resources.Memory) throws -> [CgroupWrite] {
+        let field = Conversions.memoryField
+        var out: [CgroupWrite] = []
+        let limit = m.limit == 0 ? nil : m.limit
+        if let swap = try Conversions.swapMax(limit: limit, swap: m.swap) {
+            out.append(CgroupWrite(controller: "memory", file: memorySwapMax, value: Conversions.maxOrNumber(swap), field: "\(field).swap"))
+        }
+        if let limit {
+            out.append(CgroupWrite(controller: "memory", file: memoryMax, value: Conversions.maxOrNumber(limit), field: "\(field).limit"))
+        }
+        if let reservation = m.reservation, reservation != 0 {
+            if reservation < -1 { throw CgroupError.invalid("\(field).reservation", "\(reservation) is not a byte count or -1") }
+            out.append(CgroupWrite(controller: "memory", file: memoryLow, value: Conversions.maxOrNumber(reservation), field: "\(field).reservation"))
+        }
+        return out
+    }
+
+    static func cpuWrites(_ c: Resources.CPU) throws -> [CgroupWrite] {
+        let field = Conversions.cpuField
+        var out: [CgroupWrite] = []
+        if let shares = c.shares, shares != 0 {
+            let weight = Conversions.cpuWeight(fromShares: shares)
+            out.append(CgroupWrite(controller: "cpu", file: cpuWeight, value: String(weight), field: "\(field).shares"))
+        }
+        if let value = try Conversions.cpuMax(quota: c.quota, period: c.period) {
+            let which = c.quota.map { $0 != 0 } == true ? "quota" : "period"
+            out.append(CgroupWrite(controller: "cpu", file: cpuMax, value: value, field: "\(field).\(which)"))
+        }
+        if let cpus = c.cpus, !cpus.isEmpty {
+            let value = try Conversions.cpusetList(cpus, field: "\(field).cpus")
+            out.append(CgroupWrite(controller: "cpuset", file: cpusetCpus, value: value, field: "\(field).cpus"))
+        }
+        if let mems = c.mems, !mems.isEmpty {
+            let value = try Conversions.cpusetList(mems, field: "\(field).mems")
+            out.append(CgroupWrite(controller: "cpuset", file: cpusetMems, value: value, field: "\(field).mems"))
+        }
+        return out
+    }
+
+    /// The directories whose `cgroup.subtree_control` must enable a controller for `directory`
+    /// to have it: the hierarchy root down to the parent of `directory` (pure).
+    static func delegationLevels(root: String, directory: String) -> [String] {
+        let levels = CgroupPath.levels(from: root, to: directory)
+        guard !levels.isEmpty else { return [] }
+        return [CgroupPath.join(root)] + levels.dropLast()
+    }
+
+    /// Enables each controller in `cgroup.subtree_control` from `root` down to the parent of
+    /// `directory`, skipping levels where it is already on.
+    /// - Parameter fields: controller -> the OCI field that needs it, for error messages.
+    /// - Throws: `CgroupError` naming the OCI field when a level lacks the controller in
+    ///   `cgroup.controllers`, or the errno of the write (EBUSY: the level holds processes).
+    static func enableControllers(_ fields: [String: String], root: String, directory: String) throws {
+        for level in delegationLevels(root: root, directory: directory) {
+            let available = Set(try CgroupFS.read(level + "/" + controllersFile).split(whereSeparator: { $0 == " " || $0 == "\n" }).map(String.init))
+            let enabled = Set(try CgroupFS.read(level + "/" + subtreeControlFile).split(whereSeparator: { $0 == " " || $0 == "\n" }).map(String.init))
+            for (controller, field) in fields.sorted(by: { $0.key < $1.key }) where !enabled.contains(controller) {
+                guard available.contains(controller) else {
+                    throw CgroupError(
+                        operation: "apply", path: level + "/" + controllersFile,
+                        message: "\(field): the \(controller) controller is not available (\(controllersFile): \(available.sorted().joined(separator: " ")))")
+                }
+                try CgroupFS.write(level + "/" + subtreeControlFile, "+" + controller, field: field)
+            }
+        }
+    }
+
+    /// Applies `resources` to the cgroup's unified directory, enabling controllers first.
+    /// - Throws: `CgroupError` naming the OCI field.
+    static func apply(_ r: Resources, to cgroup: Cgroup) throws {
+        guard let dir = cgroup.directories["unified"] else {
+            throw CgroupError(operation: "apply", message: "linux.resources: no cgroup v2 directory resolved")
+        }
+        let root = cgroup.mountPoints["unified"] ?? "/sys/fs/cgroup"
+        let writes = try writes(r)
+        var fields: [String: String] = [:]
+        for w in writes where !w.controller.isEmpty && fields[w.controller] == nil { fields[w.controller] = w.field }
+        try enableControllers(fields, root: root, directory: dir)
+        for w in writes {
+            try CgroupFS.write(dir + "/" + w.file, w.value, field: w.field)
+        }
+    }
+}

@@ -1,0 +1,150 @@
+import Glibc
+import OCI
+
+/// One cgroup file to write: the controller that owns it (which v1 hierarchy, or which v2
+/// controller to enable first), the file name, the value, and the OCI field it comes from.
+struct CgroupWrite: Equatable, Sendable, CustomStringConvertible {
+    /// `memory`, `cpu`, `cpuset`, `pids`, ...; empty for core `cgroup.*` files.
+    var controller: String
+    var file: String
+    var value: String
+    /// The OCI field named in errors, e.g. `linux.resources.memory.limit`.
+    var field: String
+
+    var description: String { "\(file)=\(value)" }
+}
+
+/// Pure conversions from OCI values to cgroup file values, shared by both drivers.
+///
+/// A value of 0 for `memory.limit`, `memory.reservation`, `memory.swap`, `cpu.shares`,
+/// `cpu.quota` and `cpu.period` means "not set", as in runc and crun (Go's zero value, which
+/// containerd and Docker leave in place for "no limit"); `pids.limit` 0 is a real limit.
+enum Conversions {
+    static let memoryField = "linux.resources.memory"
+    static let cpuField = "linux.resources.cpu"
+    static let pidsField = "linux.resources.pids"
+
+    /// OCI `-1` (or any negative for `pids`) becomes the kernel's `max`.
+    static func maxOrNumber(_ value: Int64) -> String {
+        value < 0 ? "max" : String(value)
+    }
+
+    /// cgroup v1 `cpu.shares` (2...262144, default 1024) to v2 `cpu.weight` (1...10000, default 100).
+    ///
+    /// The quadratic fit in log2(shares) used by runc >= 1.3.2 (opencontainers/cgroups
+    /// `ConvertCPUSharesToCgroupV2Value`) and crun >= 1.23, which maps min, default and max
+    /// exactly: 2 -> 1, 1024 -> 100, 262144 -> 10000. 0 means unset and stays 0.
+    static func cpuWeight(fromShares shares: UInt64) -> UInt64 {
+        if shares == 0 { return 0 }
+        if shares <= 2 { return 1 }
+        if shares >= 262_144 { return 10_000 }
+        let l = log2(Double(shares))
+        let exponent = (l * l + 125 * l) / 612.0 - 7.0 / 34.0
+        return UInt64(ceil(pow(10, exponent)))
+    }
+
+    /// Validates `memory.limit` and `memory.swap` (OCI: swap is memory+swap combined) and returns
+    /// the v2 `memory.swap.max` value in bytes (`-1` = `max`), or nil when nothing is to be written.
+    ///
+    /// As runc's `ConvertMemorySwapToCgroupV2Value`: limit -1 with swap unset gives swap -1
+    /// (unlimited memory means unlimited swap, as on v1).
+    /// - Throws: `CgroupError` naming `linux.resources.memory.swap` when swap < -1, swap is set
+    ///   without a positive limit, or swap < limit.
+    static func swapMax(limit rawLimit: Int64?, swap rawSwap: Int64?) throws -> Int64? {
+        let limit = rawLimit ?? 0
+        let swap = rawSwap ?? 0
+        if limit < -1 {
+            throw CgroupError.invalid("\(memoryField).limit", "\(limit) is not a byte count or -1")
+        }
+        if limit == -1 && swap == 0 { return -1 }
+        if swap == 0 { return nil }
+        if swap == -1 { return -1 }
+        if swap < -1 {
+            throw CgroupError.invalid("\(memoryField).swap", "\(swap) is not a byte count or -1")
+        }
+        if limit <= 0 {
+            throw CgroupError.invalid("\(memoryField).swap", "swap (\(swap)) is set without a memory limit (linux.resources.memory.limit)")
+        }
+        if swap < limit {
+            throw CgroupError.invalid("\(memoryField).swap", "\(swap) is smaller than \(memoryField).limit (\(limit)); swap counts memory+swap")
+        }
+        return swap - limit
+    }
+
+    /// Validates CFS bandwidth: `quota` and `period` in µs.
+    /// - Returns: the quota (nil = unset, -1 = unlimited) and period (nil = unset).
+    /// - Throws: `CgroupError` naming `linux.resources.cpu.quota` for a quota in 1...999 or below -1,
+    ///   `linux.resources.cpu.period` for a period outside 1000...1000000 (the kernel's bounds).
+    static func cpuBandwidth(quota rawQuota: Int64?, period rawPeriod: UInt64?) throws -> (quota: Int64?, period: UInt64?) {
+        var quota: Int64? = rawQuota == 0 ? nil : rawQuota
+        let period: UInt64? = rawPeriod == 0 ? nil : rawPeriod
+        if let q = quota {
+            if q < -1 {
+                throw CgroupError.invalid("\(cpuField).quota", "\(q) is not a duration in µs or -1")
+            }
+            if q >= 0 && q < 1000 {
+                throw CgroupError.invalid("\(cpuField).quota", "\(q) µs is below the kernel's minimum of 1000 µs")
+            }
+            if q < 0 { quota = -1 }
+        }
+        if let p = period, p < 1000 || p > 1_000_000 {
+            throw CgroupError.invalid("\(cpuField).period", "\(p) µs is outside 1000...1000000 µs")
+        }
+        return (quota, period)
+    }
+
+    /// The v2 `cpu.max` value, `"$QUOTA $PERIOD"`, or nil when neither is set.
+    ///
+    /// An unset or -1 quota is `max`; an unset period is left out, so the kernel keeps the
+    /// current one (100000 µs by default), as runc does.
+    static func cpuMax(quota: Int64?, period: UInt64?) throws -> String? {
+        let (q, p) = try cpuBandwidth(quota: quota, period: period)
+        if q == nil && p == nil { return nil }
+        var quotaText = "max"
+        if let q, q >= 0 { quotaText = String(q) }
+        return p.map { "\(quotaText) \($0)" } ?? quotaText
+    }
+
+    /// Checks cpuset list syntax (`0-3,5`): digits, `,` and `-` only.
+    /// - Throws: `CgroupError` naming `field`.
+    static func cpusetList(_ value: String, field: String) throws -> String {
+        let v = CgroupFS.trimmed(value)
+        let ok = v.allSatisfy { ($0 >= "0" && $0 <= "9") || $0 == "," || $0 == "-" }
+        if !ok || v.first == "-" || v.first == "," {
+            throw CgroupError.invalid(field, "\"\(value)\" is not a cpuset list such as \"0-3,5\"")
+        }
+        return v
+    }
+
+    /// Fields of `linux.resources` this module does not enforce yet. `apply` refuses a spec that
+    /// sets one, rather than run a container without a limit it asked for. `devices` is not
+    /// listed: device access is the runtime's device cgroup / eBPF step, not a resource limit.
+    static func unsupportedFields(_ r: Resources) -> [String] {
+        var fields: [String] = []
+        if let m = r.memory {
+            if let k = m.kernel, k != 0 { fields.append("\(memoryField).kernel") }
+            if let k = m.kernelTCP, k != 0 { fields.append("\(memoryField).kernelTCP") }
+            if m.swappiness != nil { fields.append("\(memoryField).swappiness") }
+            if m.disableOOMKiller == true { fields.append("\(memoryField).disableOOMKiller") }
+        }
+        if let c = r.cpu {
+            if let b = c.burst, b != 0 { fields.append("\(cpuField).burst") }
+            if let v = c.realtimeRuntime, v != 0 { fields.append("\(cpuField).realtimeRuntime") }
+            if let v = c.realtimePeriod, v != 0 { fields.append("\(cpuField).realtimePeriod") }
+            if let v = c.idle, v != 0 { fields.append("\(cpuField).idle") }
+        }
+        if let b = r.blockIO, b.weight != nil || b.leafWeight != nil { fields.append("linux.resources.blockIO") }
+        if let h = r.hugepageLimits, !h.isEmpty { fields.append("linux.resources.hugepageLimits") }
+        return fields
+    }
+
+    /// - Throws: `CgroupError` listing the fields `unsupportedFields` found.
+    static func rejectUnsupported(_ r: Resources) throws {
+        let fields = unsupportedFields(r)
+        if !fields.isEmpty {
+            throw CgroupError(
+                operation: "apply",
+                message: "\(fields.joined(separator: ", ")): not supported by SafeSpace's cgroup drivers yet; remove the field(s)")
+        }
+    }
+}
