@@ -1,0 +1,108 @@
+/// The OCI bundle of one `safespace run`: `/run/safespace-bundles/<id>/` with `config.json`
+/// and, for a writable root, the overlay that is the root.
+import Foundation
+import Glibc
+import OCI
+
+/// A bundle directory this process created, and what it mounted in it.
+///
+/// Layout (writable root only for the last two):
+/// ```
+/// <parent>/<id>/config.json
+/// <parent>/<id>/layer/          tmpfs, size 1g: upper/ and work/ of the overlay
+/// <parent>/<id>/rootfs/         overlay: lowerdir = the store's rootfs (never written)
+/// ```
+final class BundleDirectory {
+    let path: String
+    private var layerMounted = false
+    private var overlayMounted = false
+
+    var configPath: String { path + "/config.json" }
+    var rootfsPath: String { path + "/rootfs" }
+    var layerPath: String { path + "/layer" }
+
+    /// Creates `<parent>/<id>` (mode 0700); `parent` is created if missing.
+    /// - Throws: `CLIError` if the directory exists already (another sandbox of that name).
+    init(parent: String, id: String) throws {
+        path = parent + "/" + id
+        if mkdir(parent, 0o700) != 0 && errno != EEXIST {
+            throw CLIError("cannot create \(parent): \(lastError())")
+        }
+        if mkdir(path, 0o700) != 0 {
+            if errno == EEXIST {
+                throw CLIError("metadata.name: a sandbox named \(id) exists already (\(path))")
+            }
+            throw CLIError("cannot create bundle \(path): \(lastError())")
+        }
+    }
+
+    /// Writes `config.json` (mode 0600).
+    func writeConfig(_ spec: Spec) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        let data = try encoder.encode(spec)
+        guard FileManager.default.createFile(atPath: configPath, contents: data, attributes: [.posixPermissions: 0o600]) else {
+            throw CLIError("cannot write \(configPath)")
+        }
+    }
+
+    /// Mounts the writable layer: a tmpfs of `size` holding the upper and work dirs, and an
+    /// overlay of it over `lowerdir` at `rootfsPath`. Writes go to the tmpfs only.
+    func mountWritableLayer(lowerdir: String, size: String) throws {
+        // overlayfs splits its options on ',' and lowerdir on ':'.
+        if lowerdir.contains(where: { $0 == "," || $0 == ":" || $0 == "\\" }) {
+            throw CLIError("rootfs path \(lowerdir) contains ',', ':' or '\\', which overlayfs cannot take")
+        }
+        for dir in [layerPath, rootfsPath] where mkdir(dir, 0o700) != 0 {
+            throw CLIError("cannot create \(dir): \(lastError())")
+        }
+        let flags = UInt(MS_NOSUID | MS_NODEV)
+        guard mount("tmpfs", layerPath, "tmpfs", flags, "size=\(size),mode=0700") == 0 else {
+            throw CLIError("mount tmpfs on \(layerPath): \(lastError())")
+        }
+        layerMounted = true
+        let upper = layerPath + "/upper", work = layerPath + "/work"
+        // The upper dir is the overlay's root directory: it takes its mode from the rootfs'.
+        var status = stat()
+        let rootMode = stat(lowerdir, &status) == 0 ? status.st_mode & 0o7777 : 0o755
+        for dir in [upper, work] where mkdir(dir, 0o700) != 0 {
+            throw CLIError("cannot create \(dir): \(lastError())")
+        }
+        _ = chmod(upper, rootMode)
+        let options = "lowerdir=\(lowerdir),upperdir=\(upper),workdir=\(work)"
+        guard mount("overlay", rootfsPath, "overlay", flags, options) == 0 else {
+            throw CLIError("mount overlay on \(rootfsPath) (\(options)): \(lastError())")
+        }
+        overlayMounted = true
+    }
+
+    /// Unmounts what `mountWritableLayer` mounted, then removes the directory, never
+    /// recursively: a directory still holding a mount is left in place and reported.
+    func remove() throws {
+        var problems: [String] = []
+        if overlayMounted {
+            if let problem = unmount(rootfsPath) { problems.append(problem) } else { overlayMounted = false }
+        }
+        if layerMounted && !overlayMounted {
+            if let problem = unmount(layerPath) { problems.append(problem) } else { layerMounted = false }
+        }
+        if !overlayMounted && !layerMounted {
+            for file in [configPath] where unlink(file) != 0 && errno != ENOENT {
+                problems.append("cannot remove \(file): \(lastError())")
+            }
+            for dir in [rootfsPath, layerPath, path] where rmdir(dir) != 0 && errno != ENOENT {
+                problems.append("cannot remove \(dir): \(lastError())")
+            }
+        }
+        if !problems.isEmpty { throw CLIError(problems.joined(separator: "; ")) }
+    }
+
+    /// umount(2), falling back to a lazy unmount when something still holds the mount.
+    private func unmount(_ target: String) -> String? {
+        if umount2(target, 0) == 0 { return nil }
+        if errno == EBUSY, umount2(target, Int32(MNT_DETACH)) == 0 { return nil }
+        return "cannot unmount \(target): \(lastError())"
+    }
+}
+
+func lastError() -> String { String(cString: strerror(errno)) }

@@ -1,0 +1,95 @@
+/// `safespace run`: a Sandbox spec and a command -> a sandboxed run of the command.
+import ArgumentParser
+import Glibc
+import Sandbox
+
+struct RunCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Run a command in a new sandbox and remove the sandbox when it ends.",
+        discussion: """
+            The sandbox comes from -f (an llmsafespace.dev/v1 Sandbox in YAML or JSON) or, \
+            without it, from defaults; --name, --runtime and --timeout override the file. \
+            Fields this build cannot enforce are refused, never ignored.
+
+            Exit status: the command's; 124 when --timeout/spec.timeout expired; 128+N when \
+            safespace got signal N (130 for Ctrl-C, 143 for SIGTERM); 125 when safespace \
+            itself failed (bad flags or Sandbox, setup error).
+            """)
+
+    @Option(name: [.customShort("f"), .long], help: "Sandbox spec file (YAML or JSON); - reads stdin.")
+    var file: String?
+
+    @Option(help: "Runtime rootfs, e.g. python:3.11 (overrides spec.runtime; default \(Sandbox.defaultRuntime)).")
+    var runtime: String?
+
+    @Option(help: "Sandbox name, a DNS-1123 label (overrides metadata.name; default sandbox-<8 hex>).")
+    var name: String?
+
+    @Option(help: "Seconds the command may run (overrides spec.timeout).")
+    var timeout: Int?
+
+    @Option(name: [.customShort("e"), .long], help: "Environment variable KEY=VALUE for the command (repeatable).")
+    var env: [String] = []
+
+    @Option(help: "State directory of the runtime.")
+    var root: String = "/run/safespace"
+
+    @Option(help: ArgumentHelp("Directory under which bundles are written.", visibility: .hidden))
+    var bundleRoot: String = "/run/safespace-bundles"
+
+    @Option(help: ArgumentHelp("Rootfs store directory.", visibility: .hidden))
+    var rootfsStore: String = RootfsStore.defaultRoot
+
+    @Argument(parsing: .postTerminator, help: "The command and its arguments, after --.")
+    var command: [String] = []
+
+    func validate() throws {
+        if command.isEmpty {
+            throw ValidationError("no command given: safespace run [OPTIONS] -- COMMAND [ARGS...]")
+        }
+    }
+
+    func run() throws {
+        do {
+            let plan = try makePlan()
+            throw ExitCode(SandboxRun(plan: plan).execute())
+        } catch let error as SandboxError {
+            Diagnostics.error(error.description)
+            throw ExitCode(Diagnostics.setupFailure)
+        } catch let error as ExitCode {
+            throw error
+        } catch {
+            Diagnostics.error("\(error)")
+            throw ExitCode(Diagnostics.setupFailure)
+        }
+    }
+
+    /// The Sandbox with flags applied and validated, its rootfs, and its bundle spec.
+    func makePlan() throws -> SandboxRunPlan {
+        let base = try file.map { path throws(SandboxError) in try Sandbox.load(path: path) }
+            ?? Sandbox()
+        let sandbox = base.applying(SandboxOverrides(name: name, runtime: runtime, timeout: timeout))
+        try sandbox.validate()
+        // Both are set by `applying` and checked by `validate`.
+        guard let id = sandbox.metadata.name, let runtimeName = sandbox.spec.runtime else {
+            throw CLIError("metadata.name and spec.runtime are required")
+        }
+        if geteuid() != 0 { throw CLIError("safespace run needs root (namespaces, mounts, cgroups)") }
+
+        let store = RootfsStore(root: rootfsStore)
+        let resolved: (manifest: RootfsManifest, rootfsPath: String)
+        do { resolved = try store.resolve(runtime: runtimeName) } catch {
+            throw CLIError("spec.runtime: \(error)")
+        }
+
+        let writableRoot = !(sandbox.spec.filesystem?.readOnlyRoot ?? true)
+        let bundlePath = bundleRoot + "/" + id
+        let rootPath = writableRoot ? bundlePath + "/rootfs" : resolved.rootfsPath
+        let bundle = try SandboxPolicy.bundle(for: sandbox, rootfs: rootPath, id: id, args: command, env: env)
+        return SandboxRunPlan(
+            id: id, spec: bundle.spec,
+            writableLayer: bundle.writableLayer ? (resolved.rootfsPath, SandboxPolicy.writableLayerSize) : nil,
+            timeout: sandbox.spec.timeout, stateRoot: root, bundleParent: bundleRoot)
+    }
+}
