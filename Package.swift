@@ -24,22 +24,23 @@ let package = Package(
             providers: [.apt(["libseccomp-dev"])]),
         .target(name: "OCI"),
         .target(name: "Linux", dependencies: ["CSafeSpace", "CLibcap"]),
-        .target(name: "Cgroups", dependencies: ["Linux", "OCI"]),
-        .target(name: "Seccomp", dependencies: ["OCI", "Linux", "CSeccomp"]),
+        .target(name: "Cgroups", dependencies: ["Linux", "OCI", "CSafeSpace"]),
+        .target(name: "Seccomp", dependencies: ["OCI", "Linux", "CSeccomp", "CSafeSpace"]),
         .target(name: "Runtime", dependencies: ["OCI", "Linux", "Cgroups", "Seccomp", "CSafeSpace"]),
-        .target(name: "Sandbox", dependencies: ["OCI", .product(name: "Yams", package: "Yams")]),
+        // Seccomp: Docker-format profiles resolved into linux.seccomp (SandboxPolicy+Seccomp.swift).
+        .target(name: "Sandbox", dependencies: ["OCI", "Seccomp", .product(name: "Yams", package: "Yams")]),
         .executableTarget(
             name: "safespace-runtime",
             dependencies: ["Runtime", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .executableTarget(
             name: "safespace",
-            dependencies: ["Runtime", "Sandbox", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+            dependencies: ["Runtime", "Sandbox", "Seccomp", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .testTarget(name: "OCITests", dependencies: ["OCI"]),
         .testTarget(name: "CgroupsTests", dependencies: ["Cgroups", "OCI"]),
         .testTarget(name: "SandboxTests", dependencies: ["Sandbox", "OCI"]),
         .testTarget(name: "SeccompTests", dependencies: ["Seccomp", "OCI"]),
         .testTarget(name: "RuntimeTests", dependencies: ["OCI", "Runtime", "Linux"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["OCI", "Runtime"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["OCI", "Runtime", "Seccomp"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -27,6 +27,9 @@ public struct Cgroup: Codable, Sendable, Equatable {
     /// The directories `create` made, parents before children; `destroy` removes these (and
     /// the empty intermediate levels of a relative `path`), never a leaf it did not make.
     public var created: [String]
+    /// The OOM-kill counter (`oomKillCount()`) right after `create`: nonzero only for a reused
+    /// cgroup, whose earlier kills must not be reported as this container's. Nil when unknown.
+    public var oomKillBaseline: UInt64?
 
     /// A cgroup from known directories; most callers use `resolve` or decode a stored one.
     public init(mode: CgroupMode, path: String, directories: [String: String], mountPoints: [String: String], created: [String] = []) {
@@ -70,6 +73,12 @@ public struct Cgroup: Codable, Sendable, Equatable {
     ///
     /// Every directory made is recorded in `created`. A leaf that already exists is reused only
     /// when it holds no process. On failure everything made so far is removed again.
+    ///
+    /// On v2 the controllers every sandbox needs for accounting (`memory`, `pids`, `cpu`, `io`:
+    /// OOM events, stats, the default pids limit) are enabled down to the leaf where the
+    /// hierarchy offers them; a limit on any controller is enforced (or refused) by `apply`.
+    /// `cpuset` is enabled only by `apply`, when a cpuset is asked for. Then the OOM-kill
+    /// counter is recorded in `oomKillBaseline`.
     /// - Throws: `CgroupError` (`mkdir`, `read`, `write`, or `create` for a leaf in use).
     public mutating func create() throws {
         var made: [String] = []
@@ -104,6 +113,10 @@ public struct Cgroup: Codable, Sendable, Equatable {
             throw error
         }
         created.append(contentsOf: made)
+        if mode == .unified, let dir = directories["unified"] {
+            CgroupV2.enableAvailable(CgroupV2.accountingControllers, root: mountPoints["unified"] ?? CgroupPath.parent(dir), directory: dir)
+        }
+        oomKillBaseline = oomKillCount()
     }
 
     /// Writes `linux.resources` to the cgroup's files (see `CgroupV1` / `CgroupV2` for the
@@ -113,13 +126,42 @@ public struct Cgroup: Codable, Sendable, Equatable {
     /// - Throws: `CgroupError` naming the OCI field: an invalid value, a field this module does
     ///   not enforce yet, a controller the host lacks (never skipped silently), or the errno of
     ///   a write the kernel rejected.
-    public func apply(_ resources: Resources?) throws {
-        guard let resources else { return }
-        try Conversions.rejectUnsupported(resources)
+    ///
+    /// Device rules (`linux.resources.devices`) are installed when `devices` is given (the
+    /// container's `linux.devices`, possibly empty) or the resources name some: default deny,
+    /// the spec's rules, the usual allow list and the `linux.devices` nodes (see `DeviceRules`),
+    /// as v1 `devices.deny`/`devices.allow` writes or a v2 eBPF device program.
+    public func apply(_ resources: Resources?, devices: [Device]? = nil) throws {
+        if let resources {
+            try Conversions.rejectUnsupported(resources)
+            if mode == .unified {
+                try CgroupV2.apply(resources, to: self)
+            } else {
+                try CgroupV1.apply(resources, to: self)
+            }
+        }
+        if devices != nil || resources?.devices != nil {
+            try applyDevices(DeviceRules.effective(resources?.devices, linuxDevices: devices ?? []))
+        }
+    }
+
+    /// Installs `rules`: on v1 `devices.deny a` (or allow) then one write per exception; on v2
+    /// an eBPF device program replacing any this cgroup had.
+    /// - Throws: `CgroupError` naming `linux.resources.devices`: no devices hierarchy (v1), a
+    ///   rejected write, or a bpf(2) failure.
+    public func applyDevices(_ rules: DeviceRules) throws {
         if mode == .unified {
-            try CgroupV2.apply(resources, to: self)
-        } else {
-            try CgroupV1.apply(resources, to: self)
+            guard let dir = directories["unified"] else {
+                throw CgroupError(operation: "apply", message: "\(DeviceRules.field): no cgroup v2 directory resolved")
+            }
+            try DeviceFilter.attach(rules, to: dir)
+            return
+        }
+        guard let dir = directory(forController: "devices") else {
+            throw CgroupError.invalid(DeviceRules.field, "the devices cgroup controller is not mounted on this host")
+        }
+        for w in rules.v1Writes() {
+            try CgroupFS.write(dir + "/" + w.file, w.value, field: w.field)
         }
     }
 
@@ -158,6 +200,10 @@ public struct Cgroup: Codable, Sendable, Equatable {
     /// times to catch processes forked meanwhile. Processes already gone are not an error.
     /// - Throws: `CgroupError` (`kill`) for an errno other than ESRCH, or from `processes()`.
     public func killAll(signal: Int32) throws {
+        // v2 (Linux 5.14+): cgroup.kill SIGKILLs the whole subtree at once, forks included.
+        if signal == SIGKILL, mode == .unified, let dir = directories["unified"], CgroupFS.exists(dir + "/cgroup.kill") {
+            try? CgroupFS.write(dir + "/cgroup.kill", "1")
+        }
         var signaled = Set<Int32>()
         for _ in 0..<(signal == SIGKILL ? 10 : 1) {
             let pids = try processes().filter { !signaled.contains($0) }

@@ -11,6 +11,7 @@ import OCI
 /// | cpu.period, cpu.quota | cpu.cfs_period_us, cpu.cfs_quota_us | µs, quota -1 |
 /// | cpu.cpus, cpu.mems | cpuset.cpus, cpuset.mems | list (`0-3,5`) |
 /// | pids.limit | pids.max | N, `max` for < 0 |
+/// | blockIO.weight | blkio.weight, else blkio.bfq.weight | 10...1000 |
 enum CgroupV1 {
     static let memoryLimit = "memory.limit_in_bytes"
     static let memorySoftLimit = "memory.soft_limit_in_bytes"
@@ -21,6 +22,9 @@ enum CgroupV1 {
     static let cpusetCpus = "cpuset.cpus"
     static let cpusetMems = "cpuset.mems"
     static let pidsMax = "pids.max"
+    static let oomControl = "memory.oom_control"
+    static let blkioWeight = "blkio.weight"
+    static let blkioBfqWeight = "blkio.bfq.weight"
 
     /// The writes `resources` asks for, in order (pure; no file is touched).
     /// - Parameters:
@@ -36,6 +40,9 @@ enum CgroupV1 {
         if let c = r.cpu { out += try cpuWrites(c) }
         if let p = r.pids {
             out.append(CgroupWrite(controller: "pids", file: pidsMax, value: Conversions.maxOrNumber(p.limit), field: "\(Conversions.pidsField).limit"))
+        }
+        if let w = try Conversions.blkioWeight(r.blockIO?.weight) {
+            out.append(CgroupWrite(controller: "blkio", file: blkioWeight, value: String(w), field: "\(Conversions.blockIOField).weight"))
         }
         if let u = r.unified, !u.isEmpty {
             throw CgroupError.invalid("linux.resources.unified", "needs a cgroup v2 (unified) host; this one uses cgroup v1 controllers")
@@ -108,9 +115,15 @@ enum CgroupV1 {
             let text = CgroupFS.trimmed(try CgroupFS.read(memoryDir + "/" + memoryLimit))
             currentLimit = Int64(text) ?? (UInt64(text) != nil ? Int64.max : nil)
         }
-        for w in try writes(r, currentMemoryLimit: currentLimit, memswAvailable: memswAvailable) {
+        for var w in try writes(r, currentMemoryLimit: currentLimit, memswAvailable: memswAvailable) {
             guard let dir = cgroup.directory(forController: w.controller) else {
                 throw CgroupError.invalid(w.field, "the \(w.controller) cgroup controller is not mounted on this host")
+            }
+            if w.file == blkioWeight && !CgroupFS.exists(dir + "/" + blkioWeight) {
+                guard CgroupFS.exists(dir + "/" + blkioBfqWeight) else {
+                    throw CgroupError.invalid(w.field, "neither blkio.weight nor blkio.bfq.weight exists: no proportional I/O scheduler (CFQ/BFQ) is active on this host")
+                }
+                w.file = blkioBfqWeight
             }
             try CgroupFS.write(dir + "/" + w.file, w.value, field: w.field)
         }

@@ -1,3 +1,4 @@
+import Glibc
 import OCI
 
 /// The cgroup v2 driver: one unified hierarchy; controllers are delegated top-down through
@@ -12,6 +13,7 @@ import OCI
 /// | cpu.quota, cpu.period | cpu.max | `"$QUOTA $PERIOD"` µs, `max` for no quota |
 /// | cpu.cpus, cpu.mems | cpuset.cpus, cpuset.mems | list (`0-3,5`) |
 /// | pids.limit | pids.max | N, `max` for < 0 |
+/// | blockIO.weight | io.bfq.weight, else io.weight | as is; else 1 + (w - 10) * 9999 / 990 |
 /// | unified["file"] | file | as given, written last |
 enum CgroupV2 {
     static let memoryMax = "memory.max"
@@ -22,6 +24,9 @@ enum CgroupV2 {
     static let cpusetCpus = "cpuset.cpus"
     static let cpusetMems = "cpuset.mems"
     static let pidsMax = "pids.max"
+    static let memoryEvents = "memory.events"
+    static let ioWeight = "io.weight"
+    static let ioBfqWeight = "io.bfq.weight"
     static let controllersFile = "cgroup.controllers"
     static let subtreeControlFile = "cgroup.subtree_control"
 
@@ -33,6 +38,9 @@ enum CgroupV2 {
         if let c = r.cpu { out += try cpuWrites(c) }
         if let p = r.pids {
             out.append(CgroupWrite(controller: "pids", file: pidsMax, value: Conversions.maxOrNumber(p.limit), field: "\(Conversions.pidsField).limit"))
+        }
+        if let w = try Conversions.blkioWeight(r.blockIO?.weight) {
+            out.append(CgroupWrite(controller: "io", file: ioWeight, value: String(Conversions.ioWeight(fromBlkioWeight: w)), field: "\(Conversions.blockIOField).weight"))
         }
         for (key, value) in (r.unified ?? [:]).sorted(by: { $0.key < $1.key }) {
             let field = "linux.resources.unified[\"\(key)\"]"
@@ -93,6 +101,30 @@ enum CgroupV2 {
         return [CgroupPath.join(root)] + levels.dropLast()
     }
 
+    /// Controllers `Cgroup.create` enables on every v2 sandbox cgroup, when offered.
+    static let accountingControllers = ["cpu", "io", "memory", "pids"]
+
+    /// Best effort: enables those of `controllers` that every level from `root` to the parent of
+    /// `directory` offers. A level that refuses (it holds processes: "no internal processes")
+    /// leaves the rest as they are; `apply` reports that when a limit needs the controller.
+    static func enableAvailable(_ controllers: [String], root: String, directory: String) {
+        for level in delegationLevels(root: root, directory: directory) {
+            // A non-root level with processes cannot take domain controllers, and enabling a
+            // threaded one there would turn it into a threaded domain: leave it alone.
+            if level != CgroupPath.join(root), let procs = try? CgroupFS.procs(in: level), !procs.isEmpty { return }
+            guard let available = try? words(CgroupFS.read(level + "/" + controllersFile)),
+                let enabled = try? words(CgroupFS.read(level + "/" + subtreeControlFile))
+            else { return }
+            for c in controllers where available.contains(c) && !enabled.contains(c) {
+                try? CgroupFS.write(level + "/" + subtreeControlFile, "+" + c)
+            }
+        }
+    }
+
+    static func words(_ text: String) -> Set<String> {
+        Set(text.split(whereSeparator: { $0 == " " || $0 == "\n" }).map(String.init))
+    }
+
     /// Enables each controller in `cgroup.subtree_control` from `root` down to the parent of
     /// `directory`, skipping levels where it is already on.
     /// - Parameter fields: controller -> the OCI field that needs it, for error messages.
@@ -108,7 +140,15 @@ enum CgroupV2 {
                         operation: "apply", path: level + "/" + controllersFile,
                         message: "\(field): the \(controller) controller is not available (\(controllersFile): \(available.sorted().joined(separator: " ")))")
                 }
-                try CgroupFS.write(level + "/" + subtreeControlFile, "+" + controller, field: field)
+                do {
+                    try CgroupFS.write(level + "/" + subtreeControlFile, "+" + controller, field: field)
+                } catch let e as CgroupError where e.errno == EBUSY || e.errno == EOPNOTSUPP {
+                    // EOPNOTSUPP: the level became a threaded domain (threaded controllers were
+                    // enabled while it held processes); same cause, same advice.
+                    throw CgroupError(
+                        operation: "write", path: e.path, errno: e.errno,
+                        message: "\(field): cannot enable the \(controller) controller below \(level): it holds processes, and cgroup v2 allows no processes in a cgroup that delegates controllers (\"no internal processes\"); use a linux.cgroupsPath whose parent holds none")
+                }
             }
         }
     }
@@ -124,7 +164,12 @@ enum CgroupV2 {
         var fields: [String: String] = [:]
         for w in writes where !w.controller.isEmpty && fields[w.controller] == nil { fields[w.controller] = w.field }
         try enableControllers(fields, root: root, directory: dir)
-        for w in writes {
+        for var w in writes {
+            // BFQ takes the v1 weight range unconverted, as runc writes it (io.bfq.weight: 1...1000).
+            if w.file == ioWeight, let raw = r.blockIO?.weight, CgroupFS.exists(dir + "/" + ioBfqWeight) {
+                w.file = ioBfqWeight
+                w.value = String(raw)
+            }
             try CgroupFS.write(dir + "/" + w.file, w.value, field: w.field)
         }
     }

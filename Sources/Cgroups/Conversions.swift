@@ -23,6 +23,23 @@ enum Conversions {
     static let memoryField = "linux.resources.memory"
     static let cpuField = "linux.resources.cpu"
     static let pidsField = "linux.resources.pids"
+    static let blockIOField = "linux.resources.blockIO"
+
+    /// Validates `blockIO.weight` (cgroup v1 blkio.weight range 10...1000); nil for unset or 0.
+    /// - Throws: `CgroupError` naming `linux.resources.blockIO.weight`.
+    static func blkioWeight(_ weight: UInt16?) throws -> UInt64? {
+        guard let w = weight, w != 0 else { return nil }
+        guard (10...1000).contains(w) else {
+            throw CgroupError.invalid("\(blockIOField).weight", "\(w) is outside 10...1000")
+        }
+        return UInt64(w)
+    }
+
+    /// v1 blkio weight (10...1000) to v2 `io.weight` (1...10000), the linear map runc and crun
+    /// use: 10 -> 1, 500 -> 4950, 1000 -> 10000.
+    static func ioWeight(fromBlkioWeight w: UInt64) -> UInt64 {
+        1 + (w - 10) * 9999 / 990
+    }
 
     /// OCI `-1` (or any negative for `pids`) becomes the kernel's `max`.
     static func maxOrNumber(_ value: Int64) -> String {
@@ -133,7 +150,7 @@ enum Conversions {
             if let v = c.realtimePeriod, v != 0 { fields.append("\(cpuField).realtimePeriod") }
             if let v = c.idle, v != 0 { fields.append("\(cpuField).idle") }
         }
-        if let b = r.blockIO, b.weight != nil || b.leafWeight != nil { fields.append("linux.resources.blockIO") }
+        if let b = r.blockIO, let w = b.leafWeight, w != 0 { fields.append("\(blockIOField).leafWeight") }
         if let h = r.hugepageLimits, !h.isEmpty { fields.append("linux.resources.hugepageLimits") }
         return fields
     }

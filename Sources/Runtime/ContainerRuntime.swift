@@ -72,7 +72,7 @@ public struct ContainerRuntime: Sendable {
         do { specBytes = try Files.read(bundle + "/config.json") } catch {
             throw RuntimeError("bundle \(bundle): cannot read config.json: \(error)")
         }
-        let spec: Spec
+        var spec: Spec
         do { spec = try JSONDecoder().decode(Spec.self, from: Data(specBytes)) } catch {
             throw RuntimeError("config.json: \(describe(decodingError: error))")
         }
@@ -80,6 +80,15 @@ public struct ContainerRuntime: Sendable {
         let rootPath = spec.root!.path
         let rootfs = try absolute(rootPath.hasPrefix("/") ? rootPath : bundle + "/" + rootPath)
         guard Files.isDirectory(rootfs) else { throw RuntimeError("root.path: \(rootfs) is not a directory") }
+        // Security levels: the configured level, raised by the bundle's annotation, picks the
+        // backend; `high` runs under runsc (GVisorBackend.swift).
+        let configuration = try RuntimeConfiguration.load()
+        let level = try RuntimeSecurityLevel.effective(configured: configuration.configuredLevel(root: store.root), annotations: spec.annotations)
+        if level.backend == .gvisor {
+            return try GVisorBackend(runtime: self).create(
+                id: id, bundle: bundle, rootfs: rootfs, spec: spec, options: options, configuration: configuration,
+                consoleSocket: try options.consoleSocket.map { try absolute($0) })
+        }
         var consoleSocketFd: Int32 = -1
         if spec.process?.terminal == true {
             guard let path = options.consoleSocket else {
@@ -95,22 +104,33 @@ public struct ContainerRuntime: Sendable {
         try sys("mkdir", path: dir) { mkdir(dir, 0o711) }
         var cgroup: Cgroup?
         var initPid: Int32 = -1
+        var idRange: IDRangeRecord?
         do {
             let fifo = store.fifoPath(id)
             try sys("mkfifo", path: fifo) { mkfifo(fifo, 0o622) }
             // Not masked by umask: an init in a user namespace is "other" to host root.
             try sys("chmod", path: fifo) { chmod(fifo, 0o622) }
+            // A user namespace whose host range the runtime picks (IDAllocator.swift).
+            if UserNamespaceRange.wantsAllocation(spec) {
+                let allocator = configuration.idAllocator
+                let allocation = try allocator.allocate(owner: dir)
+                idRange = IDRangeRecord(directory: allocator.directory, hostID: allocation.hostID, size: allocation.size)
+                spec.linux?.uidMappings = allocation.mappings
+                spec.linux?.gidMappings = allocation.mappings
+            }
             var cg = try Cgroup.resolve(cgroupsPath: spec.linux?.cgroupsPath, id: id)
             try cg.create()
             cgroup = cg
-            try cg.apply(spec.linux?.resources)
+            // Device rules always (default deny + the usual allow list), not only when given.
+            try cg.apply(spec.linux?.resources, devices: spec.linux?.devices ?? [])
             withExtendedLifetime(lock) {}
             let (pid, startTime) = try startInit(id: id, bundle: bundle, rootfs: rootfs, spec: spec, cgroup: cg, options: options, consoleSocketFd: consoleSocketFd)
             initPid = pid
             let state = ContainerState(
                 id: id, bundle: bundle, rootfs: rootfs, pid: pid, startTime: startTime, created: rfc3339Now(),
                 annotations: spec.annotations, cgroup: cg, spec: spec,
-                ownNamespaces: (spec.linux?.namespaces ?? []).filter { ($0.path ?? "").isEmpty }.map(\.type))
+                ownNamespaces: (spec.linux?.namespaces ?? []).filter { ($0.path ?? "").isEmpty }.map(\.type),
+                idRange: idRange)
             try store.save(state)
             if let pidFile = options.pidFile {
                 try Files.writeAtomically(try absolute(pidFile), Array("\(pid)".utf8), mode: 0o644)
@@ -127,6 +147,7 @@ public struct ContainerRuntime: Sendable {
                 try? cgroup.destroy()
             }
             try? Files.removeTree(dir)
+            if let idRange { try? IDAllocator(directory: idRange.directory).release(owner: dir) }
             throw error
         }
     }
@@ -146,6 +167,8 @@ public struct ContainerRuntime: Sendable {
         var flags: Int32 = 0
         for type in own where type != "cgroup" { flags |= NamespaceKind.flags[type] ?? 0 }
         let seccomp = try compileSeccomp(spec)
+        let seccompListener = try SeccompNotify.connectListener(seccomp, spec: spec)
+        defer { if let seccompListener { close(seccompListener) } }
         let spawned = try spawnInit(join: join, unshare: flags, uidMappings: spec.linux?.uidMappings ?? [], gidMappings: spec.linux?.gidMappings ?? [])
         let pid = spawned.pid
         defer { close(spawned.channel.fd) }
@@ -172,11 +195,27 @@ public struct ContainerRuntime: Sendable {
                 consoleIndex = fds.count
                 fds.append(consoleSocketFd)
             }
-            let config = InitConfig(
+            // In a new user namespace the shared rootfs goes in idmapped (IDMappedMount.swift).
+            let rootfsTree: Int32? = own.contains("user")
+                ? try IDMappedMount.rootfsTree(rootfs, initPid: pid, uidMappings: spec.linux?.uidMappings ?? [], log: log) : nil
+            defer { if let rootfsTree { close(rootfsTree) } }
+            var rootfsIndex: Int?
+            if let rootfsTree {
+                rootfsIndex = fds.count
+                fds.append(rootfsTree)
+            }
+            var config = InitConfig(
                 mode: .create, id: id, bundle: bundle, rootfs: rootfs, spec: spec, process: spec.process!,
                 noPivot: options.noPivot, noNewKeyring: options.noNewKeyring, preserveFds: options.preserveFds,
                 fifoFdIndex: 0, consoleSocketFdIndex: consoleIndex, mountNamespaceFdIndex: nil,
                 newNamespaces: own, stateJSON: stateJSON, seccomp: seccomp)
+            config.rootfsMountFdIndex = rootfsIndex
+            if let seccompListener {
+                // SCMP_ACT_NOTIFY: the init hands its listener fd to the agent (SeccompNotify.swift).
+                let processState = try SeccompNotify.processState(spec: spec, pid: pid, state: creating)
+                config.seccompHandoff = SeccompHandoff(socketFdIndex: fds.count, processState: processState)
+                fds.append(seccompListener)
+            }
             try spawned.channel.send(config, fds: fds)
             while true {
                 guard let (message, _) = try spawned.channel.receive(InitMessage.self) else {
@@ -204,13 +243,15 @@ public struct ContainerRuntime: Sendable {
         }
     }
 
-    /// Compiles linux.seccomp in the parent (DESIGN: never in the container's init).
+    /// Compiles linux.seccomp in the parent (DESIGN: never in the container's init), through
+    /// the cache of compiled filters under the state root (SeccompCache.swift).
     func compileSeccomp(_ spec: Spec) throws -> SeccompProgram? {
         guard let seccomp = spec.linux?.seccomp else { return nil }
-        let program = try SeccompCompiler.compile(seccomp)
+        let program = try SeccompCache(directory: store.root + "/.seccomp-cache").program(for: seccomp)
         if !program.unknownSyscalls.isEmpty {
-            log.warn("linux.seccomp: syscalls unknown to libseccomp were skipped: \(program.unknownSyscalls.joined(separator: ", "))")
+            log.warn("linux.seccomp: syscalls unknown to libseccomp were skipped (they return ENOSYS when newer than every named one): \(program.unknownSyscalls.joined(separator: ", "))")
         }
+        program.warnings.forEach { log.warn($0) }
         return program
     }
 
@@ -220,6 +261,7 @@ public struct ContainerRuntime: Sendable {
     /// the poststart hooks (a failing one is a warning).
     public func start(id: String) throws {
         let state = try store.load(id)
+        if state.backend == .gvisor { return try GVisorBackend(runtime: self).start(state) }
         switch store.status(of: state) {
         case .created: break
         case .stopped: throw RuntimeError("cannot start a container that has stopped")
@@ -251,9 +293,9 @@ public struct ContainerRuntime: Sendable {
     /// runc's `state` JSON for the container.
     public func state(id: String) throws -> RuncState {
         let state = try store.load(id)
-        let status = store.status(of: state)
+        let status = state.backend == .gvisor ? GVisorBackend(runtime: self).status(state) : store.status(of: state).rawValue
         return RuncState(
-            id: id, pid: status == .stopped ? 0 : state.pid, status: status.rawValue, bundle: state.bundle,
+            id: id, pid: status == "stopped" ? 0 : state.pid, status: status, bundle: state.bundle,
             rootfs: state.rootfs, created: state.created, annotations: state.annotations)
     }
 
@@ -268,6 +310,7 @@ public struct ContainerRuntime: Sendable {
     /// - Throws: "container not running" when the init is gone and `all` is false.
     public func kill(id: String, signal: Int32, all: Bool) throws {
         let state = try store.load(id)
+        if state.backend == .gvisor { return try GVisorBackend(runtime: self).kill(state, signal: signal, all: all) }
         let status = store.status(of: state)
         if all {
             if status != .stopped { try signalInit(state, signal) }
@@ -308,6 +351,7 @@ public struct ContainerRuntime: Sendable {
             }
             throw error
         }
+        if state.backend == .gvisor { return try GVisorBackend(runtime: self).delete(state, force: force) }
         let status = store.status(of: state)
         if status != .stopped {
             guard force || status == .created else {
@@ -336,6 +380,7 @@ public struct ContainerRuntime: Sendable {
             }
         }
         try Files.removeTree(store.directory(id))
+        if let range = state.idRange { try IDAllocator(directory: range.directory).release(owner: store.directory(id)) }
         for (i, hook) in (state.spec.hooks?.poststop ?? []).enumerated() {
             do { try Hooks.run(hook, field: "hooks.poststop[\(i)]", state: json) } catch { log.warn("\(error)") }
         }
@@ -359,6 +404,7 @@ public struct ContainerRuntime: Sendable {
     /// - Returns: the exit code, 128+N when killed by signal N.
     public func wait(id: String) throws -> Int32 {
         let state = try store.load(id)
+        if state.backend == .gvisor { return try GVisorBackend(runtime: self).wait(state) }
         return try waitChild(state.pid)
     }
 
@@ -367,6 +413,7 @@ public struct ContainerRuntime: Sendable {
     /// Host pids of every process in the container's cgroup.
     public func processes(id: String) throws -> [Int32] {
         let state = try store.load(id)
+        if state.backend == .gvisor { return try GVisorBackend(runtime: self).processes(state) }
         return try state.cgroup.processes().sorted()
     }
 }

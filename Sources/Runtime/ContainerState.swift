@@ -28,6 +28,23 @@ public struct ContainerState: Codable, Sendable {
     public var spec: Spec
     /// Namespace types this container created (joined ones are not its own).
     public var ownNamespaces: [String]
+
+    // Security levels (issue 5): which backend runs the container, and what it holds.
+    /// nil in states written before backends existed: native. For gVisor `pid` is runsc's
+    /// sandbox process and `exec.fifo` only marks `created` until `start`.
+    public var backend: Backend? = nil
+    /// The runsc invocation of a gVisor container.
+    public var gvisor: GVisorState? = nil
+    /// The host id range the runtime allocated for the container's user namespace; released
+    /// by `delete` (see `IDAllocator`).
+    public var idRange: IDRangeRecord? = nil
+}
+
+/// Where a container's host id range is recorded: the allocator directory and the range.
+public struct IDRangeRecord: Codable, Sendable, Equatable {
+    public var directory: String
+    public var hostID: UInt32
+    public var size: UInt32
 }
 
 /// Container status (runtime.md#state).

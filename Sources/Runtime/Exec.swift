@@ -24,6 +24,7 @@ extension ContainerRuntime {
     /// - Throws: "container not running" when the container is not created or running.
     public func exec(id: String, options: ExecOptions) throws -> Int32 {
         let state = try store.load(id)
+        if state.backend == .gvisor { return try GVisorBackend(runtime: self).exec(state, options: options) }
         let status = store.status(of: state)
         guard status == .running || status == .created else {
             throw RuntimeError("cannot exec in a stopped container: container not running")
@@ -51,6 +52,8 @@ extension ContainerRuntime {
             consoleFd = try connectUnix(path)
         }
         let seccomp = try compileSeccomp(state.spec)
+        let seccompListener = try SeccompNotify.connectListener(seccomp, spec: state.spec)
+        defer { if let seccompListener { close(seccompListener) } }
         let spawned = try spawnInit(join: join, unshare: 0, uidMappings: [], gidMappings: [])
         defer { close(spawned.channel.fd) }
         do {
@@ -66,10 +69,17 @@ extension ContainerRuntime {
                 consoleIndex = fds.count
                 fds.append(consoleFd)
             }
-            let config = InitConfig(
+            var config = InitConfig(
                 mode: .exec, id: id, bundle: state.bundle, rootfs: state.rootfs, spec: state.spec, process: options.process,
                 noPivot: false, noNewKeyring: true, preserveFds: options.preserveFds, fifoFdIndex: nil,
                 consoleSocketFdIndex: consoleIndex, mountNamespaceFdIndex: mntIndex, newNamespaces: [], stateJSON: "", seccomp: seccomp)
+            if let seccompListener {
+                // SCMP_ACT_NOTIFY: the exec'd process hands its listener fd to the agent (SeccompNotify.swift).
+                let running = State(id: id, status: "running", pid: state.pid, bundle: state.bundle, annotations: state.annotations)
+                let processState = try SeccompNotify.processState(spec: state.spec, pid: spawned.pid, state: running)
+                config.seccompHandoff = SeccompHandoff(socketFdIndex: fds.count, processState: processState)
+                fds.append(seccompListener)
+            }
             try spawned.channel.send(config, fds: fds)
             if let (message, _) = try spawned.channel.receive(InitMessage.self) {
                 throw RuntimeError(message.message ?? "exec failed")

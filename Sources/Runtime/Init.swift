@@ -38,7 +38,8 @@ public enum ContainerInit {
             // After the parent moved us into the container's cgroup: that cgroup becomes the root.
             try sys("unshare(CLONE_NEWCGROUP)") { ss_unshare(CLONE_NEWCGROUP) }
         }
-        let rootfs = RootfsSetup(config: config)
+        var rootfs = RootfsSetup(config: config)
+        if let idx = config.rootfsMountFdIndex, idx < fds.count { rootfs.rootfsTreeFd = fds[idx] }
         try rootfs.prepare()
         let hooks = spec.hooks
         if !(hooks?.prestart ?? []).isEmpty || !(hooks?.createRuntime ?? []).isEmpty {
@@ -93,8 +94,7 @@ public enum ContainerInit {
             close(w)
             close(fds[fifoIndex])
             try Hooks.run(hooks?.startContainer ?? [], kind: "startContainer", state: config.stateJSON)
-            try setup.finalize(seccomp: config.seccomp)
-            try setup.exec(executable)
+            try setup.finalizeAndExec(executable, seccomp: config.seccomp, handoff: PreparedHandoff(config.seccompHandoff, fds: fds))
         } catch {
             // The parent is gone; the workload's stderr is where a person looks.
             writeStderr("safespace-runtime: \(error)\n")
@@ -119,8 +119,7 @@ public enum ContainerInit {
         let setup = ProcessSetup(process: process, noNewKeyring: true, preserveFds: config.preserveFds)
         try setup.applyRlimits()
         let executable = try setup.resolveExecutable()
-        try setup.finalize(seccomp: config.seccomp)
-        try setup.exec(executable)
+        try setup.finalizeAndExec(executable, seccomp: config.seccomp, handoff: PreparedHandoff(config.seccompHandoff, fds: fds))
     }
 }
 

@@ -36,6 +36,11 @@ struct InitConfig: Codable {
     var stateJSON: String
     /// The compiled linux.seccomp filter, loaded last before execve(2).
     var seccomp: SeccompProgram?
+    /// For a notifying filter: the socket to the agent and what to send it (SeccompNotify.swift).
+    var seccompHandoff: SeccompHandoff? = nil
+    /// Index in the fds of an idmapped tree of the rootfs (user namespace): moved into place
+    /// instead of the self bind mount (IDMappedMount.swift).
+    var rootfsMountFdIndex: Int? = nil
 }
 
 struct InitMessage: Codable {

@@ -89,39 +89,45 @@ struct ProcessSetup {
         }
     }
 
-    /// seccomp(2) with the filter compiled by the parent. runc's order: with no_new_privs it is
-    /// the very last step; without, it must come while CAP_SYS_ADMIN is still held.
-    func loadSeccomp(_ program: SeccompProgram?) throws {
+    /// seccomp(2) with the filter compiled by the parent. For a notifying filter the listener fd
+    /// goes to the agent right away (`PreparedHandoff`), before any syscall the filter may notify.
+    func loadSeccomp(_ program: SeccompProgram?, handoff: PreparedHandoff?) throws {
         guard let program else { return }
-        try sys("seccomp(SECCOMP_SET_MODE_FILTER)") {
+        let fd = try sys("seccomp(SECCOMP_SET_MODE_FILTER)") {
             program.bpf.withUnsafeBytes { ss_seccomp_load($0.baseAddress, $0.count, program.flags) }
+        }
+        if program.notifies {
+            guard let handoff else {
+                close(fd)
+                throw RuntimeError("linux.seccomp: the filter notifies but no listener connection was set up")
+            }
+            try handoff.send(listener: fd)
         }
     }
 
-    /// The steps after the root is ready, in order: identity, cwd, no_new_privs and seccomp.
-    func finalize(seccomp: SeccompProgram?) throws {
-        if process.noNewPrivileges != true { try loadSeccomp(seccomp) }
+    /// The steps after the root is ready, in order, ending in execve(2): identity, cwd,
+    /// no_new_privs, seccomp, exec. runc's order for seccomp: with no_new_privs it is the very
+    /// last step; without, it must come while CAP_SYS_ADMIN is still held. Everything the exec
+    /// needs (argv, envp, fds marked close-on-exec, signal mask) is done before the filter is
+    /// loaded, so that only execve(2) runs under it, whatever the profile allows.
+    func finalizeAndExec(_ path: String, seccomp: SeccompProgram?, handoff: PreparedHandoff?) throws -> Never {
+        _ = ss_close_range_cloexec(UInt32(3 + preserveFds))
+        guard let cPath = strdup(path) else { throw SysError("strdup") }
+        var cArgs: [UnsafeMutablePointer<CChar>?] = process.args!.map { strdup($0) } + [nil]
+        var cEnv: [UnsafeMutablePointer<CChar>?] = (process.env ?? []).map { strdup($0) } + [nil]
+        if process.noNewPrivileges != true { try loadSeccomp(seccomp, handoff: handoff) }
         try applyIdentity()
         try changeDirectory()
         try applyNoNewPrivileges()
-        if process.noNewPrivileges == true { try loadSeccomp(seccomp) }
+        _ = ss_sigmask_all(0)
+        if process.noNewPrivileges == true { try loadSeccomp(seccomp, handoff: handoff) }
+        execve(cPath, &cArgs, &cEnv)
+        throw SysError("exec", path: path, field: "process.args[0]")
     }
 
     func applyNoNewPrivileges() throws {
         if process.noNewPrivileges == true {
             try sys("prctl(PR_SET_NO_NEW_PRIVS)") { ss_prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) }
         }
-    }
-
-    /// execve(2) with every fd above 2 (and above the preserved ones) closed on exec.
-    func exec(_ path: String) throws -> Never {
-        _ = ss_close_range_cloexec(UInt32(3 + preserveFds))
-        let args = process.args!
-        let env = process.env ?? []
-        var cArgs: [UnsafeMutablePointer<CChar>?] = args.map { strdup($0) } + [nil]
-        var cEnv: [UnsafeMutablePointer<CChar>?] = env.map { strdup($0) } + [nil]
-        _ = ss_sigmask_all(0)
-        execve(path, &cArgs, &cEnv)
-        throw SysError("exec", path: path, field: "process.args[0]")
     }
 }

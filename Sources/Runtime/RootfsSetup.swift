@@ -10,6 +10,8 @@ struct RootfsSetup {
     var spec: Spec { config.spec }
     var rootfs: String { config.rootfs }
     var inUserNamespace: Bool { config.newNamespaces.contains("user") }
+    /// An idmapped tree of the rootfs made by the parent (IDMappedMount.swift), or nil.
+    var rootfsTreeFd: Int32? = nil
 
     /// runtime-spec config-linux.md#default-devices
     static let defaultDevices: [(name: String, major: UInt32, minor: UInt32)] = [
@@ -22,7 +24,14 @@ struct RootfsSetup {
         // says) before the first mount.
         try mount(source: nil, target: "/", type: nil, flags: UInt(MS_SLAVE | MS_REC))
         // pivot_root(2) needs the new root to be a mount point.
-        try mount(source: rootfs, target: rootfs, type: nil, flags: UInt(MS_BIND | MS_REC))
+        if let tree = rootfsTreeFd {
+            // User namespace: the idmapped tree replaces the self bind (its files keep their
+            // owners as seen from inside: host root's are root's).
+            try sys("move_mount", path: rootfs) { ss_move_mount(tree, rootfs) }
+            close(tree)
+        } else {
+            try mount(source: rootfs, target: rootfs, type: nil, flags: UInt(MS_BIND | MS_REC))
+        }
         for (i, m) in (spec.mounts ?? []).enumerated() {
             try mountEntry(m, field: "mounts[\(i)]")
         }

@@ -56,7 +56,9 @@ enum SpecValidation {
                 throw RuntimeError("linux.sysctl: \"\(key)\" needs a new \(ns) namespace in linux.namespaces")
             }
         }
-        if own.contains("user") {
+        if own.contains("user") && UserNamespaceRange.wantsAllocation(spec) {
+            // `llmsafespace.dev/userns: auto`: the runtime allocates the range (IDAllocator).
+        } else if own.contains("user") {
             if (linux.uidMappings ?? []).isEmpty { throw RuntimeError("linux.uidMappings: a new user namespace needs uid mappings") }
             if (linux.gidMappings ?? []).isEmpty { throw RuntimeError("linux.gidMappings: a new user namespace needs gid mappings") }
         } else if !(linux.uidMappings ?? []).isEmpty || !(linux.gidMappings ?? []).isEmpty, !types.contains("user") {

@@ -12,6 +12,11 @@ extension Sandbox {
     /// - Throws: `SandboxError` naming the field: `.syntax` for text that is not one YAML/JSON
     ///   document, `.duplicateField`, `.unknownField`, `.wrongType`, `.missingField`.
     public static func decode(yaml text: String) throws(SandboxError) -> Sandbox {
+        try decodeResource(Sandbox.self, yaml: text)
+    }
+
+    /// `decode(yaml:)` for any strict resource type of llmsafespace.dev/v1 (`SandboxProfile`).
+    static func decodeResource<T: Decodable>(_ type: T.Type, yaml text: String) throws(SandboxError) -> T {
         // Pass 1: the node tree, for what Codable cannot see: duplicate keys (Yams keeps the
         // last one, which would let a second `runAsUser:` silently win) and the top-level shape.
         let root: Node
@@ -32,7 +37,7 @@ extension Sandbox {
 
         // Pass 2: typed, strict decoding.
         do {
-            return try YAMLDecoder().decode(Sandbox.self, from: text)
+            return try YAMLDecoder().decode(T.self, from: text)
         } catch let error as SandboxError {
             throw error
         } catch let error as DecodingError {
@@ -58,6 +63,11 @@ extension Sandbox {
     /// Reads and decodes the file at `path` (`-` reads standard input).
     /// - Throws: `SandboxError`; a file that cannot be read is a `.syntax` issue naming the path.
     public static func load(path: String) throws(SandboxError) -> Sandbox {
+        try loadResource(Sandbox.self, path: path)
+    }
+
+    /// `load(path:)` for any strict resource type of llmsafespace.dev/v1 (`SandboxProfile`).
+    static func loadResource<T: Decodable>(_ type: T.Type, path: String) throws(SandboxError) -> T {
         let data: Data
         if path == "-" {
             data = FileHandle.standardInput.readDataToEndOfFile()
@@ -72,8 +82,11 @@ extension Sandbox {
                 throw SandboxError(.syntax, field: "", "cannot read \(path): \(String(cString: strerror(errno)))")
             }
         }
+        guard let text = String(data: data, encoding: .utf8) else {
+            throw SandboxError(.syntax, field: "", "\(path): not UTF-8 text")
+        }
         do {
-            return try decode(data: data)
+            return try decodeResource(T.self, yaml: text)
         } catch {
             // Prefix document-level problems with the file name.
             throw SandboxError(error.issues.map { issue in

@@ -13,13 +13,6 @@ extension Sandbox {
             issues.append(FieldIssue(.notEnforceable, field: field, "not enforceable yet: \(why); remove the field"))
         }
 
-        // Security levels: only the native "standard" backend exists.
-        if let level = spec.securityLevel, level != SecurityLevel.standard.rawValue,
-            SecurityLevel(rawValue: level) != nil
-        {
-            refuse("spec.securityLevel", "\(level) needs a backend this build lacks (only standard)")
-        }
-
         // Resources: need the cgroup drivers and the cpuset allocator.
         if let resources = spec.resources {
             if resources.cpu != nil { refuse("spec.resources.cpu", "CPU limits are not applied") }
@@ -48,11 +41,6 @@ extension Sandbox {
             if storage.volumeSize != nil { refuse("spec.storage.volumeSize", "persistent volumes are not built") }
         }
 
-        // Seccomp profiles and SandboxProfiles.
-        if spec.securityContext?.seccompProfile != nil {
-            refuse("spec.securityContext.seccompProfile", "seccomp profiles are not applied")
-        }
-        if spec.profileRef != nil { refuse("spec.profileRef", "SandboxProfiles are not supported") }
         return issues
     }
 }

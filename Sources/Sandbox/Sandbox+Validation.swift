@@ -16,10 +16,10 @@ extension Sandbox {
     /// At most this many `spec.filesystem.writablePaths`.
     public static let maxWritablePaths = 16
 
-    /// Checks every field, including `notEnforceableYet()`.
+    /// Checks every field, including `securityLevelIssues()`, `seccompIssues()` and `notEnforceableYet()`.
     /// - Throws: `SandboxError` listing every issue found, each naming its field.
     public func validate() throws(SandboxError) {
-        let issues = validationIssues() + notEnforceableYet()
+        let issues = validationIssues() + securityLevelIssues() + seccompIssues() + notEnforceableYet()
         if !issues.isEmpty { throw SandboxError(issues) }
     }
 
@@ -165,11 +165,6 @@ extension Sandbox {
         }
         return "/" + out.joined(separator: "/")
     }
-}
-
-/// `spec.securityLevel` values of llmsafespace.dev/v1.
-public enum SecurityLevel: String, CaseIterable, Sendable {
-    case standard, high, custom
 }
 
 private func isLowerAlnum(_ c: UInt8) -> Bool {

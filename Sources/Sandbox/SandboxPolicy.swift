@@ -65,7 +65,8 @@ public enum SandboxPolicy {
     /// runtime-spec config-linux.md#readonly-paths: `runc spec`'s list.
     public static let readonlyPaths = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
 
-    /// Namespaces every sandbox gets, all new (no `path`). No user namespace yet.
+    /// Namespaces every sandbox gets, all new (no `path`). The user namespace is the security
+    /// level's to add (`SecurityLevelPolicy.apply`).
     public static let namespaces: [NamespaceType] = [.pid, .network, .ipc, .uts, .mount, .cgroup]
 
     /// The bundle spec of `sandbox`.
@@ -78,10 +79,12 @@ public enum SandboxPolicy {
     ///   - args: the workload's command line; must not be empty.
     ///   - env: `KEY=VALUE` entries added to, or replacing, the defaults.
     ///   - nofileHardLimit: the caller's `RLIMIT_NOFILE` hard limit; nil reads it with getrlimit(2).
-    /// - Throws: `SandboxError` from `Sandbox.validate()`, or naming `args` / `env[i]`.
+    ///   - seccompProfiles: where profile files and SandboxProfiles are looked up.
+    /// - Throws: `SandboxError` from `Sandbox.validate()`, or naming `args` / `env[i]`, or the
+    ///   field that chose a seccomp profile that cannot be used.
     public static func bundle(
         for sandbox: Sandbox, rootfs: String, id: String, args: [String], env: [String] = [],
-        nofileHardLimit: UInt64? = nil
+        nofileHardLimit: UInt64? = nil, seccompProfiles: SeccompProfiles = SeccompProfiles()
     ) throws(SandboxError) -> BundlePlan {
         try sandbox.validate()
         if args.isEmpty { throw SandboxError(.missingField, field: "args", "a command to run is required") }
@@ -127,13 +130,16 @@ public enum SandboxPolicy {
             maskedPaths: maskedPaths,
             readonlyPaths: readonlyPaths)
 
-        let result = Spec(
+        var result = Spec(
             process: process,
             root: Root(path: rootfs, readonly: readOnlyRoot),
             hostname: sandbox.metadata.name ?? id,
             mounts: systemMounts + writableMounts(writable, user: user, group: group),
             annotations: annotations,
             linux: linux)
+        // The security level last: backend, user namespace, seccomp source (SecurityLevel.swift).
+        result.linux?.seccomp = try seccomp(for: sandbox, capabilities: process.capabilities?.bounding ?? [], profiles: seccompProfiles)
+        SecurityLevelPolicy.apply(sandbox, to: &result)
         return BundlePlan(spec: result, writableLayer: !readOnlyRoot)
     }
 

@@ -3,6 +3,7 @@
 import Foundation
 import Glibc
 import OCI
+import Runtime
 
 /// A bundle directory this process created, and what it mounted in it.
 ///
@@ -11,29 +12,36 @@ import OCI
 /// <parent>/<id>/config.json
 /// <parent>/<id>/layer/          tmpfs, size 1g: upper/ and work/ of the overlay
 /// <parent>/<id>/rootfs/         overlay: lowerdir = the store's rootfs (never written)
+/// <parent>/<id>/lower/          with a user namespace: the store's rootfs idmapped, the lowerdir
 /// ```
 final class BundleDirectory {
     let path: String
     private var layerMounted = false
     private var overlayMounted = false
+    private var lowerMounted = false
 
     var configPath: String { path + "/config.json" }
     var rootfsPath: String { path + "/rootfs" }
     var layerPath: String { path + "/layer" }
+    var lowerPath: String { path + "/lower" }
 
-    /// Creates `<parent>/<id>` (mode 0700); `parent` is created if missing.
+    /// Creates `<parent>/<id>` (mode 0711); `parent` is created if missing (0711 too).
+    /// Search-only for others: a sandbox in a user namespace is an unprivileged host uid that
+    /// must reach its root (`<id>/rootfs`) by path, as with runc; nothing can be listed or read.
     /// - Throws: `CLIError` if the directory exists already (another sandbox of that name).
     init(parent: String, id: String) throws {
         path = parent + "/" + id
-        if mkdir(parent, 0o700) != 0 && errno != EEXIST {
+        if mkdir(parent, 0o711) != 0 && errno != EEXIST {
             throw CLIError("cannot create \(parent): \(lastError())")
         }
-        if mkdir(path, 0o700) != 0 {
+        _ = chmod(parent, 0o711)
+        if mkdir(path, 0o711) != 0 {
             if errno == EEXIST {
                 throw CLIError("metadata.name: a sandbox named \(id) exists already (\(path))")
             }
             throw CLIError("cannot create bundle \(path): \(lastError())")
         }
+        _ = chmod(path, 0o711)
     }
 
     /// Writes `config.json` (mode 0600).
@@ -48,7 +56,10 @@ final class BundleDirectory {
 
     /// Mounts the writable layer: a tmpfs of `size` holding the upper and work dirs, and an
     /// overlay of it over `lowerdir` at `rootfsPath`. Writes go to the tmpfs only.
-    func mountWritableLayer(lowerdir: String, size: String) throws {
+    /// With `idMapping` (a user namespace's `0 -> hostID` map), the lower layer is `lowerdir`
+    /// idmapped at `lowerPath` and the upper dir belongs to the mapped root, so the sandbox sees
+    /// the store's files with their owners (Runtime's IDMappedMount).
+    func mountWritableLayer(lowerdir: String, size: String, idMapping: [IDMapping]? = nil) throws {
         // overlayfs splits its options on ',' and lowerdir on ':'.
         if lowerdir.contains(where: { $0 == "," || $0 == ":" || $0 == "\\" }) {
             throw CLIError("rootfs path \(lowerdir) contains ',', ':' or '\\', which overlayfs cannot take")
@@ -69,7 +80,15 @@ final class BundleDirectory {
             throw CLIError("cannot create \(dir): \(lastError())")
         }
         _ = chmod(upper, rootMode)
-        let options = "lowerdir=\(lowerdir),upperdir=\(upper),workdir=\(work)"
+        var lower = lowerdir
+        if let idMapping, let root = idMapping.first(where: { $0.containerID == 0 }) {
+            guard mkdir(lowerPath, 0o700) == 0 else { throw CLIError("cannot create \(lowerPath): \(lastError())") }
+            try IDMappedMount.mount(lowerdir, at: lowerPath, mappings: idMapping)
+            lowerMounted = true
+            lower = lowerPath
+            guard chown(upper, root.hostID, root.hostID) == 0 else { throw CLIError("chown \(upper): \(lastError())") }
+        }
+        let options = "lowerdir=\(lower),upperdir=\(upper),workdir=\(work)"
         guard mount("overlay", rootfsPath, "overlay", flags, options) == 0 else {
             throw CLIError("mount overlay on \(rootfsPath) (\(options)): \(lastError())")
         }
@@ -86,11 +105,14 @@ final class BundleDirectory {
         if layerMounted && !overlayMounted {
             if let problem = unmount(layerPath) { problems.append(problem) } else { layerMounted = false }
         }
-        if !overlayMounted && !layerMounted {
+        if lowerMounted && !overlayMounted {
+            if let problem = unmount(lowerPath) { problems.append(problem) } else { lowerMounted = false }
+        }
+        if !overlayMounted && !layerMounted && !lowerMounted {
             for file in [configPath] where unlink(file) != 0 && errno != ENOENT {
                 problems.append("cannot remove \(file): \(lastError())")
             }
-            for dir in [rootfsPath, layerPath, path] where rmdir(dir) != 0 && errno != ENOENT {
+            for dir in [rootfsPath, layerPath, lowerPath, path] where rmdir(dir) != 0 && errno != ENOENT {
                 problems.append("cannot remove \(dir): \(lastError())")
             }
         }

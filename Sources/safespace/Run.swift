@@ -61,9 +61,24 @@ struct SandboxRun {
             let bundle = try BundleDirectory(parent: plan.bundleParent, id: plan.id)
             cleanup.append(("bundle \(bundle.path)", bundle.remove))
             if let layer = plan.writableLayer {
-                try bundle.mountWritableLayer(lowerdir: layer.lowerdir, size: layer.size)
+                // In a user namespace the overlay's lower layer is the store's rootfs idmapped to
+                // the sandbox's host range (an overlay cannot be idmapped itself): the range is
+                // reserved here for the container created next, which adopts it (same owner).
+                var idMapping: [IDMapping]?
+                if plan.spec.annotations?[UserNamespaceRange.annotation] == UserNamespaceRange.auto {
+                    let allocator = try RuntimeConfiguration.load().idAllocator
+                    let owner = runtime.store.directory(plan.id)
+                    idMapping = try allocator.allocate(owner: owner).mappings
+                    cleanup.append(("host id range", { try allocator.release(owner: owner) }))
+                }
+                try bundle.mountWritableLayer(lowerdir: layer.lowerdir, size: layer.size, idMapping: idMapping)
             }
-            try bundle.writeConfig(plan.spec)
+            // Syscall events: this process answers the filter's denials and counts them (Run+SeccompEvents.swift).
+            var spec = plan.spec
+            if let events = SeccompEventsRun.start(spec: &spec, socket: bundle.path + "/seccomp.sock") {
+                cleanup.append(("seccomp events", events.finish))
+            }
+            try bundle.writeConfig(spec)
             if let stop = watcher.stopReason { return stop.exitCode }
 
             // Registered before create: a failed create leaves nothing, and delete --force of

@@ -1,5 +1,6 @@
 /// `safespace run`: a Sandbox spec and a command -> a sandboxed run of the command.
 import ArgumentParser
+import Foundation
 import Glibc
 import Sandbox
 
@@ -28,6 +29,15 @@ struct RunCommand: ParsableCommand {
 
     @Option(help: "Seconds the command may run (overrides spec.timeout).")
     var timeout: Int?
+
+    @Option(name: .customLong("security-level"), help: "standard, high (gVisor) or custom (overrides spec.securityLevel).")
+    var securityLevel: String?
+
+    @Option(help: "Seccomp profile file, Docker/Podman format (overrides spec.securityContext.seccompProfile).")
+    var seccomp: String?
+
+    @Option(help: ArgumentHelp("Directory of SandboxProfiles and Localhost seccomp profiles.", visibility: .hidden))
+    var profileDir: String = SeccompProfiles.defaultDirectory
 
     @Option(name: [.customShort("e"), .long], help: "Environment variable KEY=VALUE for the command (repeatable).")
     var env: [String] = []
@@ -69,7 +79,15 @@ struct RunCommand: ParsableCommand {
     func makePlan() throws -> SandboxRunPlan {
         let base = try file.map { path throws(SandboxError) in try Sandbox.load(path: path) }
             ?? Sandbox()
-        let sandbox = base.applying(SandboxOverrides(name: name, runtime: runtime, timeout: timeout))
+        var sandbox = base.applying(SandboxOverrides(name: name, runtime: runtime, timeout: timeout))
+        if let securityLevel { sandbox.spec.securityLevel = securityLevel }
+        if let seccomp {
+            // A Localhost profile, absolute: the file as given, relative to the current directory.
+            let path = seccomp.hasPrefix("/") ? seccomp : FileManager.default.currentDirectoryPath + "/" + seccomp
+            var context = sandbox.spec.securityContext ?? SecurityContextSpec()
+            context.seccompProfile = SeccompProfileRef(type: "Localhost", localhostProfile: path)
+            sandbox.spec.securityContext = context
+        }
         try sandbox.validate()
         // Both are set by `applying` and checked by `validate`.
         guard let id = sandbox.metadata.name, let runtimeName = sandbox.spec.runtime else {
@@ -86,7 +104,8 @@ struct RunCommand: ParsableCommand {
         let writableRoot = !(sandbox.spec.filesystem?.readOnlyRoot ?? true)
         let bundlePath = bundleRoot + "/" + id
         let rootPath = writableRoot ? bundlePath + "/rootfs" : resolved.rootfsPath
-        let bundle = try SandboxPolicy.bundle(for: sandbox, rootfs: rootPath, id: id, args: command, env: env)
+        let bundle = try SandboxPolicy.bundle(
+            for: sandbox, rootfs: rootPath, id: id, args: command, env: env, seccompProfiles: SeccompProfiles(directory: profileDir))
         return SandboxRunPlan(
             id: id, spec: bundle.spec,
             writableLayer: bundle.writableLayer ? (resolved.rootfsPath, SandboxPolicy.writableLayerSize) : nil,

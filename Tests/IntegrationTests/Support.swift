@@ -88,7 +88,9 @@ enum Harness {
             try fm.createDirectory(atPath: dir + "/" + sub, withIntermediateDirectories: true)
         }
         try fm.copyItem(atPath: "/bin/busybox", toPath: dir + "/bin/busybox")
-        let list = try run(dir + "/bin/busybox", ["--list"]).stdout.split(separator: "\n")
+        // The host's busybox, not the fresh copy: exec'ing a file just written races with other
+        // threads' fork/spawn still holding its write fd (ETXTBSY).
+        let list = try run("/bin/busybox", ["--list"]).stdout.split(separator: "\n")
         for applet in list where applet != "busybox" {
             try? fm.createSymbolicLink(atPath: dir + "/bin/" + applet, withDestinationPath: "busybox")
         }
@@ -106,11 +108,16 @@ enum Harness {
     /// A bundle with a busybox rootfs and runc's default config running `args` (`sh -c …`).
     static func busyboxBundle(_ args: [String], edit: (inout Spec) -> Void = { _ in }) throws -> String {
         let bundle = try tempDir("bundle")
-        try busyboxRootfs(at: bundle + "/rootfs")
-        var spec = DefaultSpec.make(rootfs: "rootfs", args: args)
-        spec.process?.env = ["PATH=/bin", "HOME=/tmp"]
-        edit(&spec)
-        try writeSpec(spec, bundle: bundle)
+        do {
+            try busyboxRootfs(at: bundle + "/rootfs")
+            var spec = DefaultSpec.make(rootfs: "rootfs", args: args)
+            spec.process?.env = ["PATH=/bin", "HOME=/tmp"]
+            edit(&spec)
+            try writeSpec(spec, bundle: bundle)
+        } catch {
+            cleanup(bundle)
+            throw error
+        }
         return bundle
     }
 

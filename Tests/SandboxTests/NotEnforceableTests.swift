@@ -6,8 +6,6 @@ import Testing
 struct NotEnforceableTests {
     /// (YAML under `spec:`, the field refused)
     static let refused: [(String, String)] = [
-        ("securityLevel: high", "spec.securityLevel"),
-        ("securityLevel: custom", "spec.securityLevel"),
         ("resources:\n    cpu: \"1\"", "spec.resources.cpu"),
         ("resources:\n    memory: 1Gi", "spec.resources.memory"),
         ("resources:\n    ephemeralStorage: 5Gi", "spec.resources.ephemeralStorage"),
@@ -47,6 +45,8 @@ struct NotEnforceableTests {
     /// Settings that ask for nothing beyond what every sandbox gets.
     static let accepted: [String] = [
         "securityLevel: standard",
+        "securityLevel: high",
+        "securityLevel: custom",
         "resources:\n    cpuPinning: false",
         "resources: {}",
         "networkAccess:\n    egress: []\n    ingress: false",

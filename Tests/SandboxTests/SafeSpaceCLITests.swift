@@ -129,7 +129,7 @@ struct SafeSpaceCLITests {
         .enabled(if: canRun))
     func writableRoot() throws {
         let name = "cli-overlay-\(UInt32.random(in: 0 ... .max))"
-        let sandbox = Self.header + "metadata:\n  name: \(name)\nspec:\n  filesystem:\n    readOnlyRoot: false\n"
+        let sandbox = Self.header + "metadata:\n  name: \(name)\nspec:\n  securityLevel: custom\n  filesystem:\n    readOnlyRoot: false\n"
         let marker = "/home/sandbox/written-\(name)"
         let result = try Self.safespace(["run", "-f", "-", "--", "sh", "-c", "echo x > \(marker) && cat \(marker)"], stdin: sandbox)
         #expect(result.status == 0)

@@ -56,10 +56,11 @@ struct SandboxPolicyTests {
         #expect(spec.process?.rlimits == [Rlimit(type: "RLIMIT_NOFILE", hard: expected, soft: expected)])
     }
 
-    @Test("new pid, network, ipc, uts, mount and cgroup namespaces; hostname is the name")
+    @Test("new user, pid, network, ipc, uts, mount and cgroup namespaces; hostname is the name")
     func namespaces() throws {
         let spec = try Self.spec(Self.sandbox(name: "agent-7"))
-        #expect(spec.linux?.namespaces == ["pid", "network", "ipc", "uts", "mount", "cgroup"].map { Namespace(type: $0) })
+        // The user namespace is the standard level's; its host range is the runtime's to pick.
+        #expect(spec.linux?.namespaces == ["user", "pid", "network", "ipc", "uts", "mount", "cgroup"].map { Namespace(type: $0) })
         #expect(spec.linux?.namespaces?.allSatisfy { $0.path == nil } == true)
         #expect(spec.hostname == "agent-7")
         #expect(spec.linux?.cgroupsPath == "safespace/box")
@@ -74,10 +75,10 @@ struct SandboxPolicyTests {
         #expect(plan.writableLayer == false)
     }
 
-    @Test("readOnlyRoot: false asks the caller for a writable layer")
+    @Test("readOnlyRoot: false (securityLevel custom) asks the caller for a writable layer")
     func writableRoot() throws {
         let plan = try SandboxPolicy.bundle(
-            for: Self.sandbox(SandboxSpec(runtime: "python:3.11", filesystem: FilesystemSpec(readOnlyRoot: false))),
+            for: Self.sandbox(SandboxSpec(runtime: "python:3.11", securityLevel: "custom", filesystem: FilesystemSpec(readOnlyRoot: false))),
             rootfs: "/run/safespace-bundles/box/rootfs", id: "box", args: ["sh"], nofileHardLimit: 4096)
         #expect(plan.spec.root == Root(path: "/run/safespace-bundles/box/rootfs", readonly: false))
         #expect(plan.writableLayer == true)
@@ -153,6 +154,7 @@ struct SandboxPolicyTests {
             "llmsafespace.dev/runtime": "node:20",
             "llmsafespace.dev/security-level": "standard",
             "llmsafespace.dev/timeout": "30",
+            "llmsafespace.dev/userns": "auto",
         ])
     }
 

@@ -76,3 +76,14 @@ int ss_pipe2_cloexec(int fds[2]);
 unsigned long ss_makedev(unsigned int major, unsigned int minor);
 /// seccomp(SECCOMP_SET_MODE_FILTER, flags, prog) with `len` bytes of struct sock_filter.
 int ss_seccomp_load(const void *bpf, size_t len, unsigned int flags);
+
+// --- bpf.c: the cgroup v2 device filter (Cgroups/DeviceFilter.swift) ---
+/// bpf(BPF_PROG_LOAD) of a BPF_PROG_TYPE_CGROUP_DEVICE program of `count` 8-byte instructions;
+/// the verifier's log goes to `log` (may be NULL). Returns the program fd, or -1 with errno.
+int ss_bpf_device_prog_load(const uint64_t *insns, uint32_t count, char *log, uint32_t log_size);
+/// Attaches `prog_fd` to the cgroup (BPF_CGROUP_DEVICE, BPF_F_ALLOW_MULTI); with `replace`,
+/// then detaches the device programs that were attached before. 0, -1 (attach failed) or
+/// -2 (a detach failed), errno set.
+int ss_bpf_device_prog_attach(int cgroup_fd, int prog_fd, int replace);
+/// How many device programs are attached to the cgroup itself, or -1 with errno.
+int ss_bpf_device_prog_count(int cgroup_fd);

@@ -1,0 +1,340 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+import Glibc
+import CSafeSpace
+import Linux
+import OCI
+import Cgroups
+
+/// The gVisor backend: every verb of a `high` container goes to runsc on the same bundle, with
+/// runsc's state under this runtime's `--root` (`<root>/<id>/runsc`).
+///
+/// What stays with this runtime: the state directory and status (derived, as for the native
+/// backend, from the live sandbox process and the `exec.fifo` marker until `start`), the cgroup
+/// (made and limited here, then joined by runsc's sandbox and gofer, so limits hold for the whole
+/// sandbox), the OCI hooks, and `kill`/`delete` of a created container (runsc refuses to signal
+/// one: the whole sandbox is killed through the cgroup instead).
+struct GVisorBackend {
+    let runtime: ContainerRuntime
+    var store: StateStore { runtime.store }
+
+    static let subreaper: Int32 = 36  // PR_SET_CHILD_SUBREAPER, prctl(2)
+
+    func runscRoot(_ id: String) -> String { store.directory(id) + "/runsc" }
+    func bundleDir(_ id: String) -> String { store.directory(id) + "/bundle" }
+    func logPath(_ id: String) -> String { store.directory(id) + "/runsc.log" }
+
+    func runsc(_ state: ContainerState) -> Runsc {
+        Runsc(state: state.gvisor!, logPath: logPath(state.id))
+    }
+
+    // MARK: create
+
+    /// `runsc create` of the bundle in a cgroup made here. The sandbox process becomes the
+    /// container's pid; this process is made a child subreaper first, so the sandbox and gofer
+    /// stay its descendants (as runc's init is) when runsc exits.
+    func create(id: String, bundle: String, rootfs: String, spec: Spec, options: CreateOptions, configuration: RuntimeConfiguration, consoleSocket: String?) throws -> Int32 {
+        let gv = configuration.gvisor
+        let runscPath = gv?.runsc ?? (Files.exists("/usr/bin/runsc") ? "/usr/bin/runsc" : findInPath("runsc") ?? "/usr/bin/runsc")
+        let features = try GVisorFeatures.detect(runsc: runscPath, configuration: gv, cacheDir: store.root)
+        try GVisorSpec.check(spec, options: options, features: features)
+        let platform = try features.platform(configured: gv?.platform)
+        let network = try GVisorSpec.networkMode(spec)
+
+        let lock = try store.lock()
+        let dir = store.directory(id)
+        guard !Files.exists(dir) else { throw RuntimeError("container \"\(id)\" already exists") }
+        try sys("mkdir", path: dir) { mkdir(dir, 0o711) }
+        var cgroup: Cgroup?
+        var created = false
+        var gstate = GVisorState(
+            runsc: runscPath,
+            flags: ["--root", runscRoot(id), "--platform", platform, "--network", network, "--log", logPath(id), "--log-format", "json"]
+                + (spec.linux?.seccomp != nil ? ["--oci-seccomp"] : []) + (gv?.flags ?? []),
+            platform: platform, network: network, helpers: [])
+        let runner = Runsc(state: gstate, logPath: logPath(id))
+        do {
+            // The created marker: status is `created` until `start` removes it (ContainerState).
+            let fifo = store.fifoPath(id)
+            try sys("mkfifo", path: fifo) { mkfifo(fifo, 0o600) }
+            var cg = try Cgroup.resolve(cgroupsPath: spec.linux?.cgroupsPath, id: id)
+            try cg.create()
+            cgroup = cg
+            var devices = spec.linux?.devices ?? []
+            if platform == "kvm" {
+                // The sentry runs the workload in KVM guest mode: it needs /dev/kvm.
+                devices.append(Device(type: "c", path: "/dev/kvm", major: 10, minor: 232, fileMode: 0o660, uid: 0, gid: 0))
+            }
+            try cg.apply(spec.linux?.resources, devices: devices)
+            try Files.makeDirectories(bundleDir(id), mode: 0o700)
+            try Files.makeDirectories(runscRoot(id), mode: 0o700)
+            let runscSpec = GVisorSpec.runscSpec(spec, bundle: bundle, rootfs: rootfs, cgroupsPath: cg.path)
+            try Files.writeAtomically(bundleDir(id) + "/config.json", Array(try JSONEncoder().encode(runscSpec)), mode: 0o600)
+            withExtendedLifetime(lock) {}
+
+            _ = ss_prctl(Self.subreaper, 1, 0, 0, 0)
+            let pidPath = dir + "/runsc.pid"
+            var args = ["create", "--bundle", bundleDir(id), "--pid-file", pidPath]
+            if let consoleSocket { args += ["--console-socket", consoleSocket] }
+            try runner.check(args + [id], inheritStdio: true)
+            created = true
+            guard let pid = Int32((try Files.readString(pidPath)).trimmed), let startTime = ProcStat.read(pid: pid)?.startTime else {
+                throw RuntimeError("runsc create: no sandbox pid in \(pidPath)")
+            }
+            // The limits hold only if runsc joined the cgroup made here.
+            let members = try cg.processes()
+            guard members.contains(pid) else {
+                throw RuntimeError("linux.cgroupsPath: runsc did not place its sandbox (pid \(pid)) in the container's cgroup \(cg.path); its limits would not apply")
+            }
+            gstate.helpers = members.filter { $0 != pid }.compactMap { p in ProcStat.read(pid: p).map { .init(pid: p, startTime: $0.startTime) } }
+            let createdState = State(id: id, status: "created", pid: pid, bundle: bundle, annotations: spec.annotations)
+            let stateJSON = String(decoding: try JSONEncoder().encode(createdState), as: UTF8.self)
+            // runtime.md#lifecycle steps 5-6, in the runtime namespace once the sandbox exists.
+            try Hooks.run(spec.hooks?.prestart ?? [], kind: "prestart", state: stateJSON)
+            try Hooks.run(spec.hooks?.createRuntime ?? [], kind: "createRuntime", state: stateJSON)
+            let state = ContainerState(
+                id: id, bundle: bundle, rootfs: rootfs, pid: pid, startTime: startTime, created: rfc3339Now(),
+                annotations: spec.annotations, cgroup: cg, spec: spec,
+                ownNamespaces: (spec.linux?.namespaces ?? []).filter { ($0.path ?? "").isEmpty }.map(\.type),
+                backend: .gvisor, gvisor: gstate)
+            try store.save(state)
+            if let pidFile = options.pidFile {
+                try Files.writeAtomically(try absolute(pidFile), Array("\(pid)".utf8), mode: 0o644)
+            }
+            return pid
+        } catch {
+            if created { _ = try? runner.run(["delete", "--force", id]) }
+            if let cgroup {
+                try? cgroup.killAll(signal: SIGKILL)
+                reapChildren(of: cgroup, including: [])
+                try? cgroup.destroy()
+            }
+            try? Files.removeTree(dir)
+            throw error
+        }
+    }
+
+    // MARK: start
+
+    /// `runsc start`, then the created marker goes and the poststart hooks run.
+    func start(_ state: ContainerState) throws {
+        switch store.status(of: state) {
+        case .created: break
+        case .stopped: throw RuntimeError("cannot start a container that has stopped")
+        default: throw RuntimeError("cannot start an already running container")
+        }
+        try runsc(state).check(["start", state.id])
+        unlink(store.fifoPath(state.id))
+        let running = State(id: state.id, status: "running", pid: state.pid, bundle: state.bundle, annotations: state.annotations)
+        let json = String(decoding: (try? JSONEncoder().encode(running)) ?? Data(), as: UTF8.self)
+        for (i, hook) in (state.spec.hooks?.poststart ?? []).enumerated() {
+            do { try Hooks.run(hook, field: "hooks.poststart[\(i)]", state: json) } catch { runtime.log.warn("\(error)") }
+        }
+    }
+
+    // MARK: state
+
+    /// Status from the live sandbox process; while it lives, runsc's own view (`runsc state`)
+    /// has the last word (e.g. `paused`, or `stopped` while the sandbox winds down).
+    func status(_ state: ContainerState) -> String {
+        let derived = store.status(of: state)
+        guard derived != .stopped, let result = try? runsc(state).run(["state", state.id]), result.status == 0,
+            let parsed = try? JSONDecoder().decode([String: JSONScalar].self, from: Data(result.stdout.utf8)),
+            case .string(let status)? = parsed["status"]
+        else { return derived.rawValue }
+        // runsc reports `created` until start and `running` after; keep the marker's view of
+        // those two (a start in flight), and take runsc's word for anything else.
+        return status == "created" || status == "running" ? derived.rawValue : status
+    }
+
+    // MARK: kill
+
+    /// `runsc kill [--all]` on a running container. runsc refuses to signal a created one
+    /// ("cannot signal container in state created"): a signal whose default action ends a
+    /// process ends the whole sandbox (SIGKILL to every process of its cgroup), as it would end
+    /// runc's waiting init; SIGCHLD, SIGCONT, SIGURG and SIGWINCH are ignored as by that init.
+    func kill(_ state: ContainerState, signal: Int32, all: Bool) throws {
+        switch store.status(of: state) {
+        case .stopped:
+            guard all else { throw RuntimeError("container not running") }
+            try state.cgroup.killAll(signal: signal)
+        case .created, .creating:
+            if [SIGCHLD, SIGCONT, SIGURG, SIGWINCH].contains(signal) { return }
+            try state.cgroup.killAll(signal: SIGKILL)
+            reap(state, blocking: false)
+        case .running:
+            try runsc(state).check(["kill"] + (all ? ["--all"] : []) + [state.id, "\(signal)"])
+        }
+    }
+
+    // MARK: delete
+
+    /// `runsc delete --force`, then everything this runtime holds: any process left in the
+    /// cgroup, the cgroup, the state directory (runsc's state inside it); poststop hooks last.
+    func delete(_ state: ContainerState, force: Bool) throws {
+        let status = store.status(of: state)
+        if status == .running && !force {
+            throw RuntimeError("cannot delete container \(state.id) that is not stopped: running")
+        }
+        let runner = runsc(state)
+        let result = try? runner.run(["delete", "--force", state.id])
+        if let result, result.status != 0, Files.exists(runscRoot(state.id)) {
+            runtime.log.log(.debug, "runsc delete: \(result.stderr.trimmed)")
+        }
+        try? state.cgroup.killAll(signal: SIGKILL)
+        reap(state, blocking: true)
+        var cgroupError: Error?
+        for _ in 0..<100 {
+            do {
+                try state.cgroup.destroy()
+                cgroupError = nil
+                break
+            } catch {
+                cgroupError = error
+                try? state.cgroup.killAll(signal: SIGKILL)
+                usleep(20_000)
+            }
+        }
+        try Files.removeTree(store.directory(state.id))
+        let stopped = State(id: state.id, status: "stopped", pid: state.pid, bundle: state.bundle, annotations: state.annotations)
+        let json = String(decoding: (try? JSONEncoder().encode(stopped)) ?? Data(), as: UTF8.self)
+        for (i, hook) in (state.spec.hooks?.poststop ?? []).enumerated() {
+            do { try Hooks.run(hook, field: "hooks.poststop[\(i)]", state: json) } catch { runtime.log.warn("\(error)") }
+        }
+        if let cgroupError { throw cgroupError }
+    }
+
+    // MARK: wait
+
+    /// Waits for the sandbox process (this process's child, or reparented to it as subreaper):
+    /// it exits with the workload's status (128+N when the workload was killed by signal N).
+    /// Then the gofer is reaped, so `runsc delete` finds no zombie to wait for.
+    func wait(_ state: ContainerState) throws -> Int32 {
+        let code = try waitChild(state.pid)
+        reap(state, blocking: true)
+        return code
+    }
+
+    /// Reaps the sandbox and its helpers where they are this process's children; others are
+    /// reaped by whoever is their parent (containerd's shim). Blocking waits are bounded.
+    func reap(_ state: ContainerState, blocking: Bool) {
+        let known = [GVisorState.HelperProcess(pid: state.pid, startTime: state.startTime)] + (state.gvisor?.helpers ?? [])
+        for p in known {
+            guard let stat = ProcStat.read(pid: p.pid), stat.startTime == p.startTime, isChild(p.pid) else { continue }
+            var st: Int32 = 0
+            for _ in 0..<(blocking ? 500 : 1) {
+                let r = waitpid(p.pid, &st, WNOHANG)
+                if r == p.pid || (r < 0 && errno != EINTR) { break }
+                if blocking { usleep(10_000) }
+            }
+        }
+    }
+
+    /// After a failed create: the processes runsc left in `cgroup` that are our children.
+    func reapChildren(of cgroup: Cgroup, including: [Int32]) {
+        for _ in 0..<100 {
+            let pids = ((try? cgroup.processes()) ?? []) + including
+            if pids.isEmpty { break }
+            for p in pids where isChild(p) {
+                var st: Int32 = 0
+                _ = waitpid(p, &st, WNOHANG)
+            }
+            usleep(10_000)
+        }
+    }
+
+    // MARK: exec
+
+    /// `runsc exec --process <file>`: the process runs inside the sandbox with this process's
+    /// stdio; returns its exit status, or with `detach` the pid runsc reports.
+    func exec(_ state: ContainerState, options: ExecOptions) throws -> Int32 {
+        guard store.status(of: state) == .running else {
+            throw RuntimeError("cannot exec in a container that is not running (gVisor starts processes only in a started sandbox)")
+        }
+        if options.preserveFds > 0 {
+            throw RuntimeError("--preserve-fds: runsc exec cannot pass extra file descriptors (gVisor level)")
+        }
+        try SpecValidation.validate(process: options.process, field: "process")
+        let dir = store.directory(state.id)
+        let token = "\(getpid())-\(UInt32.random(in: 0 ... .max))"
+        let processFile = dir + "/exec-\(token).json"
+        try Files.writeAtomically(processFile, Array(try JSONEncoder().encode(options.process)), mode: 0o600)
+        defer { unlink(processFile) }
+        var args = ["exec", "--process", processFile]
+        if options.detach { args.append("--detach") }
+        let pidPath = dir + "/exec-\(token).pid"
+        defer { unlink(pidPath) }
+        if options.detach || options.pidFile != nil { args += ["--pid-file", pidPath] }
+        if let socket = options.consoleSocket { args += ["--console-socket", socket] }
+        let result = try runsc(state).run(args + [state.id], inheritStdio: true)
+        let pid = (try? Files.readString(pidPath)).flatMap { Int32($0.trimmed) }
+        if let pidFile = options.pidFile, let pid {
+            try Files.writeAtomically(try absolute(pidFile), Array("\(pid)".utf8), mode: 0o644)
+        }
+        if options.detach {
+            guard result.status == 0, let pid else {
+                throw RuntimeError("runsc exec: exit status \(result.status)")
+            }
+            return pid
+        }
+        return result.status
+    }
+
+    // MARK: ps
+
+    /// The workload's processes as gVisor numbers them (`runsc ps --format json`): gVisor's
+    /// processes are not host processes, so there are no host pids to give.
+    func processes(_ state: ContainerState) throws -> [Int32] {
+        guard store.status(of: state) != .stopped else { return [] }
+        let result = try runsc(state).check(["ps", "--format", "json", state.id])
+        if let pids = try? JSONDecoder().decode([Int32].self, from: Data(result.stdout.utf8)) { return pids }
+        let entries = try JSONDecoder().decode([[String: JSONScalar]].self, from: Data(result.stdout.utf8))
+        return entries.compactMap { if case .number(let n)? = $0["PID"] { return Int32(n) } else { return nil } }
+    }
+
+    /// `runsc ps` as a table, for `ps` without `--format json`.
+    func processTable(_ state: ContainerState) throws -> String {
+        guard store.status(of: state) != .stopped else { return "" }
+        return try runsc(state).check(["ps", state.id]).stdout
+    }
+}
+
+/// A JSON value decoded loosely: only the scalars this backend reads.
+enum JSONScalar: Decodable {
+    case string(String), number(Double), bool(Bool), other
+
+    init(from decoder: any Decoder) throws {
+        let c = try decoder.singleValueContainer()
+        if let s = try? c.decode(String.self) { self = .string(s) } else if let n = try? c.decode(Double.self) { self = .number(n) } else if let b = try? c.decode(Bool.self) { self = .bool(b) } else { self = .other }
+    }
+}
+
+/// Whether `pid` is a child of this process (/proc/PID/stat field 4).
+func isChild(_ pid: Int32) -> Bool {
+    guard let s = try? Files.readString("/proc/\(pid)/stat"), let close = s.lastIndex(of: ")") else { return false }
+    let rest = s[s.index(after: close)...].split(separator: " ")
+    return rest.count > 1 && Int32(rest[1]) == getpid()
+}
+
+/// The first executable `name` in $PATH.
+func findInPath(_ name: String) -> String? {
+    let path = processEnvironment()["PATH"] ?? "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    for dir in path.split(separator: ":") {
+        let candidate = "\(dir)/\(name)"
+        if access(candidate, X_OK) == 0 { return candidate }
+    }
+    return nil
+}
+
+extension ContainerRuntime {
+    /// `runsc ps` as a table for a gVisor container (its processes are not host processes, so
+    /// the host's ps has nothing to show); nil for a native one.
+    public func gvisorProcessTable(id: String) throws -> String? {
+        let state = try store.load(id)
+        guard state.backend == .gvisor else { return nil }
+        return try GVisorBackend(runtime: self).processTable(state)
+    }
+}

@@ -1,0 +1,222 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+import Glibc
+import CSafeSpace
+import Linux
+import OCI
+
+/// How every runsc call of one gVisor container is made. runsc rereads its configuration from
+/// its global flags on each call, so they are fixed at `create` and kept in the state.
+public struct GVisorState: Codable, Sendable, Equatable {
+    /// The runsc binary.
+    public var runsc: String
+    /// Global flags: `--root <state>/runsc --platform P --network N --log L --log-format json`,
+    /// `--oci-seccomp` when the bundle has `linux.seccomp`, then the configured extra flags.
+    public var flags: [String]
+    public var platform: String
+    public var network: String
+    /// Host processes of the sandbox besides its main one (the gofer), with start times: reaped
+    /// after the sandbox when they are this process's children (it is a subreaper).
+    public var helpers: [HelperProcess]
+
+    public struct HelperProcess: Codable, Sendable, Equatable {
+        public var pid: Int32
+        public var startTime: UInt64
+    }
+}
+
+/// One runsc invocation's outcome.
+struct RunscResult {
+    var status: Int32
+    var stdout: String
+    var stderr: String
+}
+
+/// Runs runsc with a container's global flags.
+struct Runsc {
+    let state: GVisorState
+    /// The runsc log (`--log`): errors of the sandbox and gofer land there as JSON objects.
+    let logPath: String?
+
+    /// Runs `runsc <flags> args…` to completion.
+    /// - Parameter inheritStdio: the child gets this process's stdin/stdout/stderr (create and
+    ///   exec: they become the workload's); otherwise stdin is /dev/null and output is captured.
+    func run(_ args: [String], inheritStdio: Bool = false) throws -> RunscResult {
+        try spawnAndWait([state.runsc] + state.flags + args, inheritStdio: inheritStdio)
+    }
+
+    /// `run`, throwing on a non-zero status with runsc's own words (its stderr and the error
+    /// lines of its log).
+    @discardableResult
+    func check(_ args: [String], inheritStdio: Bool = false) throws -> RunscResult {
+        let logStart = logPath.flatMap { Files.exists($0) ? (try? Files.read($0))?.count : 0 } ?? 0
+        let result = try run(args, inheritStdio: inheritStdio)
+        guard result.status == 0 else {
+            var why = result.stderr.trimmed.split(separator: "\n").last.map(String.init) ?? ""
+            let logged = logErrors(since: logStart).filter { !why.contains($0) }
+            if !logged.isEmpty { why += (why.isEmpty ? "" : " (") + logged.joined(separator: "; ") + (why.isEmpty ? "" : ")") }
+            throw RuntimeError("runsc \(args.first ?? ""): \(why.isEmpty ? "exit status \(result.status)" : why)")
+        }
+        return result
+    }
+
+    /// Messages of `"level":"error"` objects written to the runsc log after byte `offset`.
+    /// runsc writes its JSON objects back to back, without newlines.
+    func logErrors(since offset: Int) -> [String] {
+        guard let logPath, let bytes = try? Files.read(logPath), bytes.count > offset else { return [] }
+        var out: [String] = []
+        for object in splitJSONObjects(Array(bytes[offset...])) {
+            guard let entry = try? JSONDecoder().decode([String: String].self, from: Data(object)),
+                entry["level"] == "error", let msg = entry["msg"]
+            else { continue }
+            out.append(msg.trimmed)
+        }
+        return out
+    }
+}
+
+/// Top-level `{…}` objects of concatenated JSON (strings and escapes respected).
+func splitJSONObjects(_ bytes: [UInt8]) -> [[UInt8]] {
+    var out: [[UInt8]] = []
+    var depth = 0, start = -1
+    var inString = false, escaped = false
+    for (i, b) in bytes.enumerated() {
+        if inString {
+            if escaped { escaped = false } else if b == UInt8(ascii: "\\") { escaped = true } else if b == UInt8(ascii: "\"") { inString = false }
+            continue
+        }
+        switch b {
+        case UInt8(ascii: "\""): inString = true
+        case UInt8(ascii: "{"):
+            if depth == 0 { start = i }
+            depth += 1
+        case UInt8(ascii: "}"):
+            depth -= 1
+            if depth == 0, start >= 0 {
+                out.append(Array(bytes[start...i]))
+                start = -1
+            }
+            depth = max(depth, 0)
+        default: break
+        }
+    }
+    return out
+}
+
+/// posix_spawn(3) of `argv` (absolute path first) with default signal dispositions and an
+/// empty signal mask (the caller may block signals it reads from a signalfd; runsc's sandbox
+/// and gofer must not inherit that), waited for with EINTR retried.
+func spawnAndWait(_ argv: [String], inheritStdio: Bool) throws -> RunscResult {
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    var attr = posix_spawnattr_t()
+    posix_spawnattr_init(&attr)
+    defer { posix_spawnattr_destroy(&attr) }
+    var empty = sigset_t()
+    sigemptyset(&empty)
+    var all = sigset_t()
+    sigfillset(&all)
+    posix_spawnattr_setsigmask(&attr, &empty)
+    posix_spawnattr_setsigdefault(&attr, &all)
+    posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+
+    var outPipe: [Int32] = [-1, -1], errPipe: [Int32] = [-1, -1]
+    if !inheritStdio {
+        try sys("pipe2") { ss_pipe2_cloexec(&outPipe) }
+        do { try sys("pipe2") { ss_pipe2_cloexec(&errPipe) } } catch {
+            outPipe.forEach { close($0) }
+            throw error
+        }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_adddup2(&actions, outPipe[1], 1)
+        posix_spawn_file_actions_adddup2(&actions, errPipe[1], 2)
+    }
+    var cArgs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
+    defer { cArgs.forEach { free($0) } }
+    var pid: pid_t = 0
+    let rc = posix_spawn(&pid, argv[0], &actions, &attr, &cArgs, environ)
+    if !inheritStdio {
+        close(outPipe[1])
+        close(errPipe[1])
+    }
+    guard rc == 0 else {
+        if !inheritStdio { close(outPipe[0]); close(errPipe[0]) }
+        throw SysError("posix_spawn", path: argv[0], errno: rc)
+    }
+    var out: [UInt8] = [], err: [UInt8] = []
+    if !inheritStdio {
+        (out, err) = readBoth(outPipe[0], errPipe[0])
+        close(outPipe[0])
+        close(errPipe[0])
+    }
+    let status = try waitChild(pid)
+    return RunscResult(status: status, stdout: String(decoding: out, as: UTF8.self), stderr: String(decoding: err, as: UTF8.self))
+}
+
+/// Reads two pipes to EOF together, so neither fills while the other is read.
+private func readBoth(_ a: Int32, _ b: Int32) -> ([UInt8], [UInt8]) {
+    var bufs: [[UInt8]] = [[], []]
+    var open = [true, true]
+    var chunk = [UInt8](repeating: 0, count: 16384)
+    while open[0] || open[1] {
+        var fds = [pollfd(fd: open[0] ? a : -1, events: Int16(POLLIN), revents: 0), pollfd(fd: open[1] ? b : -1, events: Int16(POLLIN), revents: 0)]
+        if poll(&fds, 2, -1) < 0 {
+            if errno == EINTR { continue }
+            break
+        }
+        for i in 0..<2 where open[i] && fds[i].revents != 0 {
+            let n = read(fds[i].fd, &chunk, chunk.count)
+            if n > 0 { bufs[i] += chunk[0..<n] } else if n == 0 || errno != EINTR { open[i] = false }
+        }
+    }
+    return (bufs[0], bufs[1])
+}
+
+extension GVisorFeatures {
+    /// The features of `runsc`: platforms from `runsc help platforms` (cached in `cacheDir`
+    /// per binary identity: path, size, mtime), errnoRet support from the configuration.
+    static func detect(runsc: String, configuration: RuntimeConfiguration.GVisorConfiguration?, cacheDir: String) throws -> GVisorFeatures {
+        var st = stat()
+        guard stat(runsc, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG, access(runsc, X_OK) == 0 else {
+            throw RuntimeError("gVisor level: runsc not found or not executable at \(runsc) (apt-get install runsc, or set gvisor.runsc in \(RuntimeConfiguration.defaultPath))")
+        }
+        let identity = "\(runsc) \(st.st_size) \(st.st_mtim.tv_sec).\(st.st_mtim.tv_nsec)"
+        let cache = cacheDir + "/.runsc-platforms"
+        var platforms: [String]?
+        if let text = try? Files.readString(cache) {
+            let lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+            if lines.first == identity { platforms = lines.dropFirst().filter { !$0.isEmpty } }
+        }
+        if platforms == nil {
+            let result = try spawnAndWait([runsc, "help", "platforms"], inheritStdio: false)
+            let found = result.stdout.split(separator: "\n").map { String($0).trimmed }.filter { !$0.isEmpty && !$0.contains(" ") }
+            guard result.status == 0, !found.isEmpty else {
+                throw RuntimeError("gVisor level: \(runsc) help platforms failed: \(result.stderr.trimmed)")
+            }
+            platforms = found
+            try? Files.makeDirectories(cacheDir, mode: 0o700)
+            try? Files.writeAtomically(cache, Array(([identity] + found).joined(separator: "\n").utf8), mode: 0o600)
+        }
+        return GVisorFeatures(platforms: platforms ?? [], seccompErrnoRet: configuration?.seccompErrnoRet ?? false)
+    }
+
+    /// The configured platform (checked against the binary), else systrap where available,
+    /// else ptrace.
+    /// - Throws: `RuntimeError` for a configured platform the binary does not have.
+    func platform(configured: String?) throws -> String {
+        if let configured {
+            guard platforms.contains(configured) else {
+                throw RuntimeError("gvisor.platform: \"\(configured)\" is not a platform of the installed runsc (it has \(platforms.joined(separator: ", ")))")
+            }
+            return configured
+        }
+        if platforms.contains("systrap") { return "systrap" }
+        if platforms.contains("ptrace") { return "ptrace" }
+        guard let first = platforms.first else { throw RuntimeError("gVisor level: the installed runsc lists no platform") }
+        return first
+    }
+}

@@ -1,0 +1,102 @@
+import Glibc
+import Linux
+import OCI
+
+/// What the installed runsc can enforce, from the configuration and `runsc help platforms`.
+struct GVisorFeatures: Sendable, Equatable {
+    /// `--platform` values the binary knows (`ptrace`, `kvm`, `systrap`).
+    var platforms: [String]
+    /// Whether seccomp `errnoRet`/`defaultErrnoRet` other than EPERM are honoured.
+    var seccompErrnoRet: Bool
+}
+
+/// The bundle a gVisor container is created from: checks of what runsc would silently not
+/// enforce, and the config.json runsc is given (written into the container's state directory).
+enum GVisorSpec {
+    /// The seccomp actions runsc's OCI converter knows (runsc/specutils/seccomp: KnownActions).
+    static let seccompActions: Set<String> = ["SCMP_ACT_KILL", "SCMP_ACT_TRAP", "SCMP_ACT_ERRNO", "SCMP_ACT_TRACE", "SCMP_ACT_ALLOW"]
+    static let seccompOperators: Set<String> = [
+        "SCMP_CMP_NE", "SCMP_CMP_LT", "SCMP_CMP_LE", "SCMP_CMP_EQ", "SCMP_CMP_GE", "SCMP_CMP_GT", "SCMP_CMP_MASKED_EQ",
+    ]
+
+    /// Refuses what runsc would run weaker than asked, naming the field.
+    /// - Throws: `RuntimeError`.
+    static func check(_ spec: Spec, options: CreateOptions, features: GVisorFeatures) throws {
+        if options.preserveFds > 0 {
+            throw RuntimeError("--preserve-fds: runsc cannot pass extra file descriptors to the workload (gVisor level)")
+        }
+        for kind in ["createContainer", "startContainer"] {
+            let hooks = kind == "createContainer" ? spec.hooks?.createContainer : spec.hooks?.startContainer
+            if !(hooks ?? []).isEmpty {
+                throw RuntimeError("hooks.\(kind): runs inside the container's namespaces, which gVisor does not expose to the host; not supported at the gVisor level")
+            }
+        }
+        for (i, ns) in (spec.linux?.namespaces ?? []).enumerated() {
+            let joined = !(ns.path ?? "").isEmpty
+            if ns.type == "user" {
+                throw RuntimeError("linux.namespaces[\(i)]: user: runsc ignores linux.uidMappings (its sandbox runs as an unprivileged host user in a user namespace of its own); remove the user namespace for the gVisor level")
+            }
+            if joined && ns.type != "network" {
+                throw RuntimeError("linux.namespaces[\(i)].path: runsc cannot join a \(ns.type) namespace by path (only network)")
+            }
+        }
+        _ = try networkMode(spec)
+        if let seccomp = spec.linux?.seccomp { try checkSeccomp(seccomp, features: features) }
+    }
+
+    /// runsc `--network`: `sandbox` (gVisor's netstack on the interfaces of a joined network
+    /// namespace, e.g. a pod's), or `none` (loopback only) for a new one.
+    /// - Throws: `RuntimeError` for a spec without a network namespace (the host's network).
+    static func networkMode(_ spec: Spec) throws -> String {
+        guard let ns = spec.linux?.namespaces?.first(where: { $0.type == "network" }) else {
+            throw RuntimeError("linux.namespaces: the gVisor level needs a network namespace; runsc --network=host would hand the host's network to the sandbox")
+        }
+        return (ns.path ?? "").isEmpty ? "none" : "sandbox"
+    }
+
+    /// runtime-spec config-linux.md#seccomp against runsc's converter.
+    static func checkSeccomp(_ seccomp: Seccomp, features: GVisorFeatures) throws {
+        let field = "linux.seccomp"
+        if seccomp.listenerPath != nil {
+            throw RuntimeError("\(field).listenerPath: runsc has no seccomp user notification")
+        }
+        func checkAction(_ action: String, errnoRet: UInt32?, field: String) throws {
+            guard seccompActions.contains(action) else {
+                throw RuntimeError("\(field): \(action) is not enforced by runsc (it knows \(seccompActions.sorted().joined(separator: ", ")))")
+            }
+            if let errnoRet, errnoRet != UInt32(EPERM), !features.seccompErrnoRet, action == "SCMP_ACT_ERRNO" || action == "SCMP_ACT_TRACE" {
+                throw RuntimeError("\(field): errno \(errnoRet) cannot be enforced: the installed runsc answers EPERM for every \(action) (set gvisor.seccompErrnoRet in the runtime configuration once runsc honours errnoRet)")
+            }
+        }
+        try checkAction(seccomp.defaultAction, errnoRet: seccomp.defaultErrnoRet, field: "\(field).defaultAction")
+        for (i, rule) in (seccomp.syscalls ?? []).enumerated() {
+            try checkAction(rule.action, errnoRet: rule.errnoRet, field: "\(field).syscalls[\(i)]")
+            for (j, arg) in (rule.args ?? []).enumerated() where !seccompOperators.contains(arg.op) {
+                throw RuntimeError("\(field).syscalls[\(i)].args[\(j)].op: \(arg.op) is not enforced by runsc")
+            }
+        }
+    }
+
+    /// The config.json runsc gets: the bundle's, with the root and bind sources made absolute,
+    /// the hooks taken out (this runtime runs them, as for the native backend), the resources
+    /// taken out (this runtime applied them to the cgroup, which runsc then finds made and
+    /// only joins), and `cgroupsPath` set to the cgroup this runtime made, so the sandbox and
+    /// its gofer land in it.
+    static func runscSpec(_ spec: Spec, bundle: String, rootfs: String, cgroupsPath: String) -> Spec {
+        var out = spec
+        out.root?.path = rootfs
+        out.hooks = nil
+        out.mounts = spec.mounts?.map { m in
+            var m = m
+            let options = MountOptions(m.options ?? [])
+            if let source = m.source, !source.hasPrefix("/"), m.type == "bind" || options.isBind {
+                m.source = cleanPath(bundle + "/" + source)
+            }
+            return m
+        }
+        if out.linux == nil { out.linux = OCI.Linux() }
+        out.linux?.resources = nil
+        out.linux?.cgroupsPath = cgroupsPath
+        return out
+    }
+}

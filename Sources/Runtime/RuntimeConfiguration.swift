@@ -1,0 +1,172 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+import Glibc
+import Linux
+import OCI
+
+/// The node's runtime configuration: `/etc/safespace/runtime.json` (or `$SAFESPACE_RUNTIME_CONFIG`),
+/// every key optional; a missing file means the defaults.
+///
+/// ```json
+/// {
+///   "securityLevel": "standard",
+///   "rootSecurityLevels": {"/run/safespace-high": "high"},
+///   "gvisor": {"runsc": "/usr/bin/runsc", "platform": "ptrace", "seccompErrnoRet": false},
+///   "userNamespaces": {"directory": "/run/safespace-idmap", "firstHostID": 1073741824, "ranges": 4096}
+/// }
+/// ```
+///
+/// A RuntimeClass handler that is always `high` is a containerd runtime entry with
+/// `BinaryName = safespace-runtime` and its own `Root` listed in `rootSecurityLevels`, or a
+/// wrapper that sets `SAFESPACE_SECURITY_LEVEL=high`. A bundle's annotation
+/// `llmsafespace.dev/security-level` can raise the configured level, never lower it.
+public struct RuntimeConfiguration: Codable, Sendable, Equatable {
+    public static let defaultPath = "/etc/safespace/runtime.json"
+    /// Environment variables read by `load`.
+    public static let pathVariable = "SAFESPACE_RUNTIME_CONFIG"
+    public static let levelVariable = "SAFESPACE_SECURITY_LEVEL"
+
+    /// Level of bundles that ask for none: `standard` (default) or `high`.
+    public var securityLevel: String?
+    /// `--root` -> level, for a handler whose state root is its own.
+    public var rootSecurityLevels: [String: String]?
+    public var gvisor: GVisorConfiguration?
+    public var userNamespaces: UserNamespaceConfiguration?
+
+    public init(securityLevel: String? = nil, rootSecurityLevels: [String: String]? = nil, gvisor: GVisorConfiguration? = nil, userNamespaces: UserNamespaceConfiguration? = nil) {
+        self.securityLevel = securityLevel
+        self.rootSecurityLevels = rootSecurityLevels
+        self.gvisor = gvisor
+        self.userNamespaces = userNamespaces
+    }
+
+    /// `gvisor` of the file.
+    public struct GVisorConfiguration: Codable, Sendable, Equatable {
+        /// runsc binary; default /usr/bin/runsc, else the first `runsc` on PATH.
+        public var runsc: String?
+        /// `--platform`: default systrap when the installed runsc lists it, else ptrace.
+        public var platform: String?
+        /// Whether the installed runsc honours seccomp `errnoRet`/`defaultErrnoRet` (no release
+        /// before gVisor PR 14721 does: they answer EPERM). Default false: such profiles are refused.
+        public var seccompErrnoRet: Bool?
+        /// Extra global flags given to every runsc call (e.g. `--debug-log=/var/log/runsc/`).
+        public var flags: [String]?
+
+        public init(runsc: String? = nil, platform: String? = nil, seccompErrnoRet: Bool? = nil, flags: [String]? = nil) {
+            self.runsc = runsc
+            self.platform = platform
+            self.seccompErrnoRet = seccompErrnoRet
+            self.flags = flags
+        }
+    }
+
+    /// `userNamespaces` of the file: where host id ranges come from (see `IDAllocator`).
+    public struct UserNamespaceConfiguration: Codable, Sendable, Equatable {
+        public var directory: String?
+        public var firstHostID: UInt32?
+        public var ranges: Int?
+
+        public init(directory: String? = nil, firstHostID: UInt32? = nil, ranges: Int? = nil) {
+            self.directory = directory
+            self.firstHostID = firstHostID
+            self.ranges = ranges
+        }
+    }
+
+    /// Reads the configuration: `$SAFESPACE_RUNTIME_CONFIG`, else /etc/safespace/runtime.json.
+    /// - Throws: `RuntimeError` naming the file for unreadable or malformed JSON (a missing
+    ///   default file is not an error).
+    public static func load(environment: [String: String] = processEnvironment()) throws -> RuntimeConfiguration {
+        let explicit = environment[pathVariable].flatMap { $0.isEmpty ? nil : $0 }
+        let path = explicit ?? defaultPath
+        guard Files.exists(path) else {
+            if explicit != nil { throw RuntimeError("\(pathVariable)=\(path): no such file") }
+            return RuntimeConfiguration()
+        }
+        let bytes: [UInt8]
+        do { bytes = try Files.read(path) } catch { throw RuntimeError("\(path): \(error)") }
+        do {
+            return try JSONDecoder().decode(RuntimeConfiguration.self, from: Data(bytes))
+        } catch {
+            throw RuntimeError("\(path): \(describe(decodingError: error))")
+        }
+    }
+
+    /// The level a bundle gets before its own annotation: `$SAFESPACE_SECURITY_LEVEL`, else the
+    /// `rootSecurityLevels` entry of `root`, else `securityLevel`, else standard.
+    /// - Throws: `RuntimeError` for a value that is not a level.
+    public func configuredLevel(root: String, environment: [String: String] = processEnvironment()) throws -> RuntimeSecurityLevel {
+        if let value = environment[Self.levelVariable], !value.isEmpty {
+            return try RuntimeSecurityLevel.parse(value, field: Self.levelVariable)
+        }
+        let cleanRoot = cleanPath(root)
+        if let value = rootSecurityLevels?.first(where: { cleanPath($0.key) == cleanRoot })?.value {
+            return try RuntimeSecurityLevel.parse(value, field: "rootSecurityLevels[\(root)]")
+        }
+        if let value = securityLevel { return try RuntimeSecurityLevel.parse(value, field: "securityLevel") }
+        return .standard
+    }
+
+    /// The allocator of host id ranges this configuration names.
+    public var idAllocator: IDAllocator {
+        IDAllocator(
+            directory: userNamespaces?.directory ?? IDAllocator.defaultDirectory,
+            firstHostID: userNamespaces?.firstHostID ?? IDAllocator.defaultFirstHostID,
+            ranges: userNamespaces?.ranges ?? IDAllocator.defaultRanges)
+    }
+}
+
+/// A security level as the runtime sees it (the Sandbox module's `SecurityLevel` is the API
+/// type; the runtime reads the same names from annotations and configuration). `custom` runs
+/// on the native backend like `standard`.
+public enum RuntimeSecurityLevel: String, Codable, Sendable, Comparable {
+    case standard, custom, high
+
+    /// Annotation a bundle names its level with (kept equal to `SandboxPolicy.Annotation.securityLevel`).
+    public static let annotation = "llmsafespace.dev/security-level"
+
+    /// standard = custom < high: a bundle can only raise the configured level.
+    var rank: Int { self == .high ? 1 : 0 }
+    public static func < (a: Self, b: Self) -> Bool { a.rank < b.rank }
+
+    public var backend: Backend { self == .high ? .gvisor : .native }
+
+    static func parse(_ value: String, field: String) throws -> RuntimeSecurityLevel {
+        guard let level = RuntimeSecurityLevel(rawValue: value) else {
+            throw RuntimeError("\(field): \"\(value)\" is not a security level (standard, high, custom)")
+        }
+        return level
+    }
+
+    /// The effective level of a bundle: the configured one, raised by its annotation.
+    /// - Throws: `RuntimeError` naming the annotation for an unknown value.
+    static func effective(configured: RuntimeSecurityLevel, annotations: [String: String]?) throws -> RuntimeSecurityLevel {
+        guard let value = annotations?[annotation] else { return configured }
+        let asked = try parse(value, field: "annotations[\(annotation)]")
+        return max(configured, asked)
+    }
+}
+
+/// Which implementation runs a container; kept in its state so every later verb goes to the
+/// same one.
+public enum Backend: String, Codable, Sendable {
+    /// Namespaces, cgroups, seccomp and the init helper of this runtime.
+    case native
+    /// runsc (gVisor) on the same bundle: a user-space kernel between workload and host.
+    case gvisor
+}
+
+/// The process's environment as a dictionary.
+public func processEnvironment() -> [String: String] {
+    var out: [String: String] = [:]
+    var p = environ
+    while let entry = p.pointee {
+        let s = String(cString: entry)
+        if let eq = s.firstIndex(of: "=") { out[String(s[..<eq])] = String(s[s.index(after: eq)...]) }
+        p += 1
+    }
+    return out
+}

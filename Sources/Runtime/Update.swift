@@ -1,0 +1,35 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+import Cgroups
+import Glibc
+import Linux
+import OCI
+
+extension ContainerRuntime {
+    /// runc's `update`: applies `resources` to a created or running container's cgroup and
+    /// records the result in its state, so fields not given keep their value (see
+    /// `ResourceUpdate.merge`), including on a later update.
+    /// - Throws: `RuntimeError` for an unknown or stopped container; `CgroupError` naming the
+    ///   OCI field for a value the drivers or the kernel reject (the state is left unchanged).
+    public func update(id: String, resources: Resources) throws {
+        let lock = try store.lock()
+        defer { withExtendedLifetime(lock) {} }
+        var state = try store.load(id)
+        guard store.status(of: state) != .stopped else {
+            throw RuntimeError("cannot update container \(id): it is stopped")
+        }
+        let (apply, merged) = try ResourceUpdate.merge(resources, into: state.spec.linux?.resources)
+        try state.cgroup.apply(apply)
+        if state.spec.linux == nil { state.spec.linux = OCI.Linux() }
+        state.spec.linux?.resources = merged
+        try store.save(state)
+    }
+
+    /// The container's `linux.resources` as last created or updated.
+    public func resources(id: String) throws -> Resources? {
+        try store.load(id).spec.linux?.resources
+    }
+}

@@ -1,0 +1,72 @@
+/// `spec.securityLevel`: what a sandbox turns on, in one table (the README's "Security levels").
+///
+/// Levels can only be raised by fields, never silently lowered: a field that would take a
+/// sandbox below its level's floor (`SecurityLevel.Profile`) is an error unless the level is
+/// `custom` (`Sandbox.securityLevelIssues()`).
+
+/// `spec.securityLevel` values of llmsafespace.dev/v1.
+public enum SecurityLevel: String, CaseIterable, Sendable {
+    case standard, high, custom
+
+    /// The level of a sandbox that names none.
+    public static let `default` = SecurityLevel.standard
+
+    /// The level of `sandbox`: its `spec.securityLevel`, else `default`. nil for an unknown
+    /// value (validation reports it).
+    public static func of(_ sandbox: Sandbox) -> SecurityLevel? {
+        guard let value = sandbox.spec.securityLevel else { return .default }
+        return SecurityLevel(rawValue: value)
+    }
+
+    /// Which runtime backend runs the sandbox.
+    public enum Backend: String, Sendable {
+        /// This runtime's namespaces, cgroups, seccomp and init helper.
+        case native
+        /// runsc: gVisor's user-space kernel between the workload and the host kernel.
+        case gvisor
+    }
+
+    /// Where the sandbox's seccomp filter comes from.
+    public enum SeccompSource: String, Sendable {
+        /// The runtime's default profile unless `securityContext.seccompProfile` names another.
+        case runtimeDefault
+        /// gVisor's sentry is the system call boundary (its own host filter is built in); an
+        /// OCI profile is loaded inside it only when `securityContext.seccompProfile` asks.
+        case gvisorSentry
+    }
+
+    /// What a level turns on: one row of the README's table. Every field is a floor.
+    public struct Profile: Sendable, Equatable {
+        public var backend: Backend
+        public var seccomp: SeccompSource
+        /// `false` here: the workload holds no capability (all five sets empty).
+        public var capabilities: Bool
+        public var noNewPrivileges: Bool
+        /// The root is read-only unless a field says otherwise (allowed only at `custom`).
+        public var readOnlyRoot: Bool
+        /// A user namespace with a host id range of its own (native backend).
+        public var userNamespace: Bool
+        /// `none`: a private network namespace with only loopback.
+        public var network: String
+        /// Whether fields may weaken this level's floor (`readOnlyRoot: false`, an
+        /// `Unconfined` seccomp profile).
+        public var fieldsMayWeaken: Bool
+    }
+
+    public var profile: Profile {
+        switch self {
+        case .standard:
+            Profile(
+                backend: .native, seccomp: .runtimeDefault, capabilities: false, noNewPrivileges: true,
+                readOnlyRoot: true, userNamespace: true, network: "none", fieldsMayWeaken: false)
+        case .high:
+            Profile(
+                backend: .gvisor, seccomp: .gvisorSentry, capabilities: false, noNewPrivileges: true,
+                readOnlyRoot: true, userNamespace: false, network: "none", fieldsMayWeaken: false)
+        case .custom:
+            Profile(
+                backend: .native, seccomp: .runtimeDefault, capabilities: false, noNewPrivileges: true,
+                readOnlyRoot: true, userNamespace: true, network: "none", fieldsMayWeaken: true)
+        }
+    }
+}

@@ -1,0 +1,184 @@
+import Foundation
+import OCI
+import Testing
+
+/// Resource limits on real containers through the `safespace-runtime` binary: OOM (exit 137,
+/// counted per container), a contained fork bomb, cpuset pinning, `update`, `events`, device
+/// rules. Runs on this cgroup v1 host and, unchanged, on cgroup v2 in scripts/vm-test's VM.
+@Suite(.enabled(if: Harness.isRoot, "needs root to run containers"), .serialized)
+struct ResourceTests {
+    static let mib: Int64 = 1 << 20
+
+    /// The container's cgroup directory for `controller` (v1) or its v2 directory, from state.json.
+    static func cgroupDir(_ c: TestContainer, _ controller: String) throws -> String {
+        let data = try Data(contentsOf: URL(fileURLWithPath: "\(c.root)/\(c.id)/state.json"))
+        let state = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+        let cg = try #require(state["cgroup"] as? [String: Any])
+        let dirs = try #require(cg["directories"] as? [String: String])
+        if cg["mode"] as? String == "unified" { return try #require(dirs["unified"]) }
+        return try #require(dirs.first { $0.key.split(separator: ",").contains(Substring(controller)) }?.value)
+    }
+
+    static var unified: Bool { FileManager.default.fileExists(atPath: "/sys/fs/cgroup/cgroup.controllers") }
+
+    static func read(_ dir: String, _ file: String) -> String {
+        ((try? String(contentsOfFile: dir + "/" + file, encoding: .utf8)) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    static func flat(_ text: String) -> [String: Int] {
+        var out: [String: Int] = [:]
+        for line in text.split(separator: "\n") {
+            let p = line.split(separator: " ")
+            if p.count == 2, let v = Int(p[1]) { out[String(p[0])] = v }
+        }
+        return out
+    }
+
+    /// `events --stats` data.memory.event_count.oom_kill (0 when absent).
+    static func oomKills(_ c: TestContainer) throws -> Int {
+        let r = try c.rt(["events", "--stats", c.id])
+        try #require(r.status == 0, "\(r.stderr)")
+        let obj = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
+        #expect(obj["type"] as? String == "stats" && obj["id"] as? String == c.id)
+        let data = try #require(obj["data"] as? [String: Any])
+        let memory = try #require(data["memory"] as? [String: Any])
+        #expect(((memory["usage"] as? [String: Any])?["limit"] as? NSNumber)?.int64Value == 32 * mib)
+        return ((memory["event_count"] as? [String: Any])?["oom_kill"] as? NSNumber)?.intValue ?? 0
+    }
+
+    /// `run --detach` through Harness.spawn (the running container keeps its caller's fds).
+    static func detached(_ c: TestContainer) throws -> Harness.Result {
+        try Harness.spawn([Harness.runtimeBinary, "--root", c.root, "run", "--detach", "--bundle", c.bundle, c.id])
+    }
+
+    static func limited(_ script: String, memory: Int64? = nil, pids: Int64? = nil, cpus: String? = nil) throws -> String {
+        try Harness.busyboxBundle(["sh", "-c", script]) { spec in
+            spec.linux?.resources = Resources(
+                memory: memory.map { .init(limit: $0) }, cpu: cpus.map { .init(cpus: $0) }, pids: pids.map { .init(limit: $0) })
+        }
+    }
+
+    @Test("touching 4x the memory limit exits 137 and is counted as an OOM kill; twice; a clean run is not")
+    func oomKilled() throws {
+        for round in 1...2 {
+            let c = try TestContainer("oom", bundle: try Self.limited("exec dd if=/dev/zero of=/dev/null bs=128M count=1", memory: 32 * Self.mib))
+            defer { c.destroy() }
+            let r = try c.run(["--keep"])
+            #expect(r.status == 137, "round \(round): \(r.stderr)")
+            #expect(try Self.oomKills(c) == 1, "round \(round)")
+            #expect(try c.delete().status == 0)
+            #expect(c.leftovers().isEmpty, "\(c.leftovers())")
+        }
+        let c = try TestContainer("oom", bundle: try Self.limited("exec dd if=/dev/zero of=/dev/null bs=1M count=8", memory: 32 * Self.mib))
+        defer { c.destroy() }
+        let r = try c.run(["--keep"])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(try Self.oomKills(c) == 0)
+    }
+
+    @Test("`events` streams stats and an oom event, then ends with the container")
+    func eventsStream() throws {
+        let c = try TestContainer("ev", bundle: try Self.limited("exec dd if=/dev/zero of=/dev/null bs=128M count=1", memory: 32 * Self.mib))
+        defer { c.destroy() }
+        // Harness.spawn: the created init keeps what its caller gave it (see there).
+        let cr = try Harness.spawn([Harness.runtimeBinary, "--root", c.root, "create", "--bundle", c.bundle, c.id])
+        try #require(cr.status == 0, "\(cr.stderr)")
+        let events = Foundation.Process()
+        events.executableURL = URL(fileURLWithPath: Harness.runtimeBinary)
+        events.arguments = ["--root", c.root, "events", "--interval", "100ms", c.id]
+        let out = Pipe()
+        events.standardOutput = out
+        try events.run()
+        #expect(try c.start().status == 0)
+        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        events.waitUntilExit()
+        let types = text.split(separator: "\n").compactMap {
+            (try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any])?["type"] as? String
+        }
+        #expect(types.contains("oom"), "\(text.prefix(500))")
+        #expect(types.contains("stats"))
+        #expect(events.terminationStatus == 0)
+    }
+
+    @Test("a fork bomb stays inside pids.max; the node answers; kill + delete leave nothing")
+    func forkBomb() throws {
+        let c = try TestContainer("bomb", bundle: try Self.limited("exec >/dev/null 2>&1; f() { f | f & }; f; exec sleep 600", pids: 32))
+        defer { c.destroy() }
+        let r = try Self.detached(c)
+        try #require(r.status == 0, "\(r.stderr)")
+        let dir = try Self.cgroupDir(c, "pids")
+        #expect(Harness.eventually { (Self.flat(Self.read(dir, "pids.events"))["max"] ?? 0) > 0 }, "pids.max never reached")
+        #expect((Int(Self.read(dir, "pids.current")) ?? 99) <= 32)
+        #expect(try Harness.run("/bin/sh", ["-c", "echo node-ok"]).stdout == "node-ok\n")
+        #expect(try c.rt(["kill", "--all", c.id, "KILL"]).status == 0)
+        let d = try c.delete(force: true)
+        #expect(d.status == 0, "\(d.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: dir))
+        #expect(c.leftovers().isEmpty, "\(c.leftovers())")
+    }
+
+    @Test("cpus \"0\" without mems pins the workload; a CPU the node lacks fails with nothing left")
+    func cpuset() throws {
+        let (ok, _) = try Harness.runScript("grep Cpus_allowed_list /proc/self/status", prefix: "pin") { spec in
+            spec.linux?.resources = Resources(cpu: .init(cpus: "0"))
+        }
+        #expect(ok.status == 0 && ok.stdout == "Cpus_allowed_list:\t0\n", "\(ok.stdout) \(ok.stderr)")
+        let (bad, left) = try Harness.runScript("true", prefix: "pin") { spec in
+            spec.linux?.resources = Resources(cpu: .init(cpus: "63"))
+        }
+        #expect(bad.status != 0)
+        #expect(bad.stderr.contains("linux.resources.cpu.cpus"), "\(bad.stderr)")
+        #expect(left.isEmpty, "\(left)")
+    }
+
+    @Test("update changes what it is given and keeps the rest (quota-only keeps the period)")
+    func update() throws {
+        let c = try TestContainer("upd", bundle: try Harness.busyboxBundle(["sh", "-c", "exec >/dev/null 2>&1; exec sleep 600"]) { spec in
+            spec.linux?.resources = Resources(memory: .init(limit: 64 * Self.mib), cpu: .init(period: 250_000), pids: .init(limit: 64))
+        })
+        defer { c.destroy() }
+        try #require(try Self.detached(c).status == 0)
+        let cpu = try Self.cgroupDir(c, "cpu"), mem = try Self.cgroupDir(c, "memory"), pids = try Self.cgroupDir(c, "pids")
+        let (memFile, cpuCheck): (String, () -> Bool) = Self.unified
+            ? ("memory.max", { Self.read(cpu, "cpu.max") == "50000 250000" })
+            : ("memory.limit_in_bytes", { Self.read(cpu, "cpu.cfs_quota_us") == "50000" && Self.read(cpu, "cpu.cfs_period_us") == "250000" })
+
+        var u = try c.rt(["update", "--cpu-quota", "50000", c.id])
+        #expect(u.status == 0, "\(u.stderr)")
+        #expect(cpuCheck())
+        u = try c.rt(["update", "--memory", "128m", c.id])
+        #expect(u.status == 0, "\(u.stderr)")
+        #expect(Self.read(mem, memFile) == "134217728")
+        #expect(Self.read(pids, "pids.max") == "64")
+        u = try c.rt(["update", "--resources", "-", c.id], stdin: #"{"pids": {"limit": 100}}"#)
+        #expect(u.status == 0, "\(u.stderr)")
+        #expect(Self.read(pids, "pids.max") == "100")
+        #expect(Self.read(mem, memFile) == "134217728")
+        #expect(cpuCheck())
+        u = try c.rt(["update", "--cpu-quota", "500", c.id])
+        #expect(u.status != 0 && u.stderr.contains("linux.resources.cpu.quota"), "\(u.stderr)")
+        #expect(cpuCheck())
+        #expect(try c.delete(force: true).status == 0)
+        #expect(c.leftovers().isEmpty, "\(c.leftovers())")
+    }
+
+    @Test("devices: default deny keeps a bound host device closed; an allow rule opens it; /dev/null works")
+    func devices() throws {
+        func bundle(allow: Bool) throws -> String {
+            try Harness.busyboxBundle(["sh", "-c", ": > /dev/null && : > /dev/kmsg && echo opened"]) { spec in
+                spec.mounts = (spec.mounts ?? []) + [Mount(destination: "/dev/kmsg", type: "bind", source: "/dev/kmsg", options: ["bind"])]
+                if allow {
+                    spec.linux?.resources = Resources(devices: [.init(allow: false, access: "rwm"), .init(allow: true, type: "c", major: 1, minor: 11, access: "w")])
+                }
+            }
+        }
+        let denied = try TestContainer("dev", bundle: try bundle(allow: false))
+        defer { denied.destroy() }
+        let d = try denied.run()
+        #expect(d.status != 0 && d.stderr.contains("Operation not permitted"), "\(d.stdout) \(d.stderr)")
+        let allowed = try TestContainer("dev", bundle: try bundle(allow: true))
+        defer { allowed.destroy() }
+        let a = try allowed.run()
+        #expect(a.status == 0 && a.stdout == "opened\n", "\(a.stdout) \(a.stderr)")
+    }
+}

@@ -1,0 +1,206 @@
+import Foundation
+import Testing
+import OCI
+import Runtime
+
+/// One container under test: its own `--root`, a unique id and a bundle. `destroy()` force-deletes
+/// it and removes the root and the bundle; tests call it in `defer`.
+struct TestContainer {
+    let id: String
+    let root: String
+    let bundle: String
+
+    init(_ prefix: String, bundle: String) throws {
+        self.id = Harness.uniqueID(prefix)
+        self.root = try Harness.tempDir("root")
+        self.bundle = bundle
+    }
+
+    /// `safespace-runtime --root ROOT ARGS…`
+    @discardableResult
+    func rt(_ args: [String], stdin: String? = nil) throws -> Harness.Result {
+        try Harness.spawn([Harness.runtimeBinary, "--root", root] + args, stdin: stdin)
+    }
+
+    @discardableResult func run(_ extra: [String] = []) throws -> Harness.Result { try rt(["run", "--bundle", bundle] + extra + [id]) }
+    @discardableResult func create(_ extra: [String] = []) throws -> Harness.Result { try rt(["create", "--bundle", bundle] + extra + [id]) }
+    @discardableResult func start() throws -> Harness.Result { try rt(["start", id]) }
+    @discardableResult func delete(force: Bool = false) throws -> Harness.Result { try rt(["delete"] + (force ? ["--force"] : []) + [id]) }
+
+    /// The `state` JSON, or nil when `state` fails.
+    func state() -> [String: Any]? {
+        guard let r = try? rt(["state", id]), r.status == 0 else { return nil }
+        return (try? JSONSerialization.jsonObject(with: Data(r.stdout.utf8))) as? [String: Any]
+    }
+
+    var status: String? { state()?["status"] as? String }
+    var pid: Int32? { (state()?["pid"] as? NSNumber)?.int32Value }
+
+    /// Polls `state` until the status is `wanted` (bounded; not a timing assertion).
+    @discardableResult
+    func waitFor(status wanted: String) -> Bool {
+        Harness.eventually { status == wanted }
+    }
+
+    func leftovers() -> [String] { Harness.leftovers(id: id, root: root) }
+
+    func destroy() {
+        _ = try? rt(["delete", "--force", id])
+        Harness.cleanup(root, bundle)
+    }
+}
+
+extension Harness {
+    /// Runs `sh -c script` with `run` in a fresh busybox container and deletes it; returns the
+    /// result and what the container left on the host right after `run` returned.
+    static func runScript(_ script: String, prefix: String = "iso", edit: (inout Spec) -> Void = { _ in }) throws -> (Result, [String]) {
+        let c = try TestContainer(prefix, bundle: try busyboxBundle(["sh", "-c", script], edit: edit))
+        defer { c.destroy() }
+        let r = try c.run()
+        return (r, c.leftovers())
+    }
+
+    /// The same with a Python-rootfs bundle.
+    static func runPython(_ args: [String], prefix: String = "py", edit: (inout Spec) -> Void = { _ in }) throws -> (Result, [String]) {
+        let c = try TestContainer(prefix, bundle: try pythonBundle(args, edit: edit))
+        defer { c.destroy() }
+        let r = try c.run()
+        return (r, c.leftovers())
+    }
+
+    /// Polls `condition` every 20 ms, at most `tries` times. A bound against hanging, not a
+    /// timing assertion.
+    static func eventually(tries: Int = 1500, _ condition: () -> Bool) -> Bool {
+        for _ in 0..<tries {
+            if condition() { return true }
+            usleep(20_000)
+        }
+        return condition()
+    }
+
+    /// A bundle whose root is the shared Python rootfs, read-only, with tmpfs /tmp and /workspace.
+    static func pythonBundle(_ args: [String], tmpOptions: [String] = ["nosuid", "nodev", "mode=1777", "size=16m"], edit: (inout Spec) -> Void = { _ in }) throws -> String {
+        let bundle = try tempDir("pybundle")
+        defer { if !FileManager.default.fileExists(atPath: bundle + "/config.json") { cleanup(bundle) } }
+        var spec = DefaultSpec.make(rootfs: pythonRootfs, args: args)
+        spec.root = Root(path: pythonRootfs, readonly: true)
+        spec.process?.env = ["PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp", "PYTHONDONTWRITEBYTECODE=1"]
+        spec.mounts! += [
+            Mount(destination: "/tmp", type: "tmpfs", source: "tmpfs", options: tmpOptions),
+            Mount(destination: "/workspace", type: "tmpfs", source: "tmpfs", options: tmpOptions),
+        ]
+        edit(&spec)
+        try writeSpec(spec, bundle: bundle)
+        return bundle
+    }
+
+    /// Rewrites `<bundle>/config.json` as untyped JSON (for values `Spec` cannot hold: -1, "abc").
+    static func patchConfig(bundle: String, _ edit: (inout [String: Any]) -> Void) throws {
+        let url = URL(fileURLWithPath: bundle + "/config.json")
+        var obj = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as? [String: Any])
+        edit(&obj)
+        try JSONSerialization.data(withJSONObject: obj, options: [.prettyPrinted]).write(to: url)
+    }
+
+    /// A host shell script (mode 0755) at `dir/name` running `body`.
+    static func script(_ dir: String, _ name: String, _ body: String) throws -> String {
+        let path = dir + "/" + name
+        try "#!/bin/sh\n\(body)\n".write(toFile: path, atomically: true, encoding: .utf8)
+        chmod(path, 0o755)
+        return path
+    }
+
+    /// `Foundation.Process` started in the background with piped output (for `run` that waits).
+    final class Background: @unchecked Sendable {
+        let process = Foundation.Process()
+        private let out = Pipe(), err = Pipe()
+        private var outData = Data(), errData = Data()
+        private let group = DispatchGroup()
+
+        init(_ path: String, _ args: [String]) throws {
+            process.executableURL = URL(fileURLWithPath: path)
+            process.arguments = args
+            process.standardInput = FileHandle.nullDevice
+            process.standardOutput = out
+            process.standardError = err
+            try process.run()
+            for (pipe, isOut) in [(out, true), (err, false)] {
+                group.enter()
+                DispatchQueue.global().async {
+                    let d = pipe.fileHandleForReading.readDataToEndOfFile()
+                    if isOut { self.outData = d } else { self.errData = d }
+                    self.group.leave()
+                }
+            }
+        }
+
+        /// Waits for exit; shell-style status (128+N for a signal).
+        func wait() -> Result {
+            process.waitUntilExit()
+            group.wait()
+            let status = process.terminationReason == .uncaughtSignal ? 128 + process.terminationStatus : process.terminationStatus
+            return Result(status: status, stdout: String(decoding: outData, as: UTF8.self), stderr: String(decoding: errData, as: UTF8.self))
+        }
+
+        func terminate() {
+            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        }
+    }
+
+    /// posix_spawn(2) of `args`, waited for by pid, with stdout and stderr captured through
+    /// files and every fd above 2 closed except `inherit` (fds of the test process duplicated
+    /// onto the given numbers).
+    ///
+    /// Container commands go through this rather than `Harness.run`: a created container's init
+    /// keeps the stdio it was given and every fd its caller leaked to it (as runc's does), and
+    /// Foundation.Process both reads its pipes to EOF and detects exit through a socket its
+    /// child inherits — either would wait for the container to die, not for the command.
+    static func spawn(_ args: [String], stdin: String? = nil, inherit: [(fd: Int32, as: Int32)] = []) throws -> Result {
+        let dir = try tempDir("spawn")
+        defer { cleanup(dir) }
+        let inPath = dir + "/in", outPath = dir + "/out", errPath = dir + "/err"
+        try (stdin ?? "").write(toFile: inPath, atomically: false, encoding: .utf8)
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, stdin == nil ? "/dev/null" : inPath, O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, outPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        posix_spawn_file_actions_addopen(&actions, 2, errPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        for (fd, target) in inherit {
+            posix_spawn_file_actions_adddup2(&actions, fd, target)
+        }
+        let closeFrom = max(3, (inherit.map(\.as).max() ?? 2) + 1)
+        try #require(addCloseFrom(&actions, closeFrom) == 0, "posix_spawn_file_actions_addclosefrom_np")
+        var cArgs: [UnsafeMutablePointer<CChar>?] = args.map { strdup($0) } + [nil]
+        defer { cArgs.forEach { free($0) } }
+        var pid: pid_t = 0
+        let rc = posix_spawn(&pid, args[0], &actions, nil, &cArgs, environ)
+        try #require(rc == 0, "posix_spawn \(args[0]): \(String(cString: strerror(rc)))")
+        var st: Int32 = 0
+        while waitpid(pid, &st, 0) < 0 && errno == EINTR {}
+        let code: Int32 = (st & 0x7f) == 0 ? (st >> 8) & 0xff : 128 + (st & 0x7f)
+        let out = (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? ""
+        let err = (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? ""
+        return Result(status: code, stdout: out, stderr: err)
+    }
+
+    /// glibc's posix_spawn_file_actions_addclosefrom_np (2.34+), which Swift's Glibc module does
+    /// not import.
+    private static func addCloseFrom(_ actions: UnsafeMutablePointer<posix_spawn_file_actions_t>, _ fd: Int32) -> Int32 {
+        typealias Fn = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
+        guard let sym = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np") else { return ENOSYS }
+        return unsafeBitCast(sym, to: Fn.self)(actions, fd)
+    }
+
+    /// gethostname(2) of the test process (the host's UTS namespace).
+    static func hostname() -> String {
+        var buf = [CChar](repeating: 0, count: 256)
+        gethostname(&buf, buf.count)
+        return String(cString: buf)
+    }
+}
+
+/// Lines of `text`, trimmed, without empty ones.
+func lines(_ text: String) -> [String] {
+    text.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+}
