@@ -80,7 +80,10 @@ pid_t ss_spawn(const struct ss_spawn_config *c) {
         syscall(SYS_exit_group, 0);
     }
 
-    // Stage 2: the container's first process; becomes `safespace-runtime init`.
+    // Stage 2: the container's first process; becomes `safespace-runtime init`. Whatever the
+    // caller left open without O_CLOEXEC (a pipe of its own parent, say) must not live on in
+    // a created container's init: mark all of it close-on-exec, except the preserved fds.
+    syscall(SYS_close_range, 3 + c->keep_fds, ~0U, 4 /* CLOSE_RANGE_CLOEXEC */);
     int fdflags = (int)syscall(SYS_fcntl, c->sync_fd, F_GETFD);
     if (fdflags >= 0) syscall(SYS_fcntl, c->sync_fd, F_SETFD, fdflags & ~FD_CLOEXEC);
     syscall(SYS_execveat, c->exe_fd, "", c->argv, c->envp, AT_EMPTY_PATH);

@@ -124,16 +124,21 @@ public struct ContainerRuntime: Sendable {
             // Device rules always (default deny + the usual allow list), not only when given.
             try cg.apply(spec.linux?.resources, devices: spec.linux?.devices ?? [])
             withExtendedLifetime(lock) {}
-            let (pid, startTime) = try startInit(id: id, bundle: bundle, rootfs: rootfs, spec: spec, cgroup: cg, options: options, consoleSocketFd: consoleSocketFd)
-            initPid = pid
-            let state = ContainerState(
-                id: id, bundle: bundle, rootfs: rootfs, pid: pid, startTime: startTime, created: rfc3339Now(),
-                annotations: spec.annotations, cgroup: cg, spec: spec,
-                ownNamespaces: (spec.linux?.namespaces ?? []).filter { ($0.path ?? "").isEmpty }.map(\.type),
-                idRange: idRange)
-            try store.save(state)
-            if let pidFile = options.pidFile {
-                try Files.writeAtomically(try absolute(pidFile), Array("\(pid)".utf8), mode: 0o644)
+            // Recorded before the init exists, so `delete --force` can remove the cgroup of a
+            // create that was killed half-way (state.json is written only once created).
+            try store.saveCreating(id: id, cgroup: cg)
+            let spec = spec
+            let (pid, _) = try startInit(id: id, bundle: bundle, rootfs: rootfs, spec: spec, cgroup: cg, options: options, consoleSocketFd: consoleSocketFd) { pid, startTime in
+                initPid = pid
+                let state = ContainerState(
+                    id: id, bundle: bundle, rootfs: rootfs, pid: pid, startTime: startTime, created: rfc3339Now(),
+                    annotations: spec.annotations, cgroup: cg, spec: spec,
+                    ownNamespaces: (spec.linux?.namespaces ?? []).filter { ($0.path ?? "").isEmpty }.map(\.type),
+                    idRange: idRange)
+                try store.save(state)
+                if let pidFile = options.pidFile {
+                    try Files.writeAtomically(try absolute(pidFile), Array("\(pid)".utf8), mode: 0o644)
+                }
             }
             return pid
         } catch {
@@ -153,7 +158,13 @@ public struct ContainerRuntime: Sendable {
     }
 
     /// Spawns the init, moves it into the cgroup and walks it through the init protocol.
-    private func startInit(id: String, bundle: String, rootfs: String, spec: Spec, cgroup: Cgroup, options: CreateOptions, consoleSocketFd: Int32) throws -> (Int32, UInt64) {
+    /// - Parameter created: called once the init reports `created`, to record the state; only
+    ///   after it returns is the init told `saved` and allowed to wait for `start` (an init whose
+    ///   creator died before that exits instead of waiting for ever).
+    private func startInit(
+        id: String, bundle: String, rootfs: String, spec: Spec, cgroup: Cgroup, options: CreateOptions, consoleSocketFd: Int32,
+        created: (Int32, UInt64) throws -> Void
+    ) throws -> (Int32, UInt64) {
         let namespaces = spec.linux?.namespaces ?? []
         var join: [JoinNamespace] = []
         defer { join.forEach { close($0.fd) } }
@@ -168,8 +179,9 @@ public struct ContainerRuntime: Sendable {
         for type in own where type != "cgroup" { flags |= NamespaceKind.flags[type] ?? 0 }
         let seccomp = try compileSeccomp(spec)
         let seccompListener = try SeccompNotify.connectListener(seccomp, spec: spec)
-        defer { if let seccompListener { close(seccompListener) } }
-        let spawned = try spawnInit(join: join, unshare: flags, uidMappings: spec.linux?.uidMappings ?? [], gidMappings: spec.linux?.gidMappings ?? [])
+        var listenerOpen = seccompListener != nil
+        defer { if listenerOpen, let seccompListener { close(seccompListener) } }
+        let spawned = try spawnInit(join: join, unshare: flags, uidMappings: spec.linux?.uidMappings ?? [], gidMappings: spec.linux?.gidMappings ?? [], preserveFds: options.preserveFds)
         let pid = spawned.pid
         defer { close(spawned.channel.fd) }
         do {
@@ -217,6 +229,11 @@ public struct ContainerRuntime: Sendable {
                 fds.append(seccompListener)
             }
             try spawned.channel.send(config, fds: fds)
+            if let seccompListener {
+                // Only the init's copy may stay: the agent reads the state up to the end of the stream.
+                close(seccompListener)
+                listenerOpen = false
+            }
             while true {
                 guard let (message, _) = try spawned.channel.receive(InitMessage.self) else {
                     throw RuntimeError("container init exited during create without reporting an error")
@@ -228,6 +245,8 @@ public struct ContainerRuntime: Sendable {
                     try Hooks.run(spec.hooks?.createRuntime ?? [], kind: "createRuntime", state: stateJSON)
                     try spawned.channel.send(InitMessage(type: "continue"))
                 case "created":
+                    try created(pid, startTime)
+                    try spawned.channel.send(InitMessage(type: "saved"))
                     return (pid, startTime)
                 case "error":
                     throw RuntimeError(message.message ?? "container init failed")
@@ -342,10 +361,21 @@ public struct ContainerRuntime: Sendable {
     /// Removes the container (runtime.md#delete): its cgroup and state directory; poststop
     /// hooks run (a failing one is a warning). Without `force` a running container is an error.
     public func delete(id: String, force: Bool) throws {
+        // Before any file access: an id like ".." must never name a directory to remove.
+        try StateStore.validate(id: id)
         let state: ContainerState
         do { state = try store.load(id) } catch {
-            if force, (try? StateStore.validate(id: id)) != nil, !Files.exists(store.directory(id)) { return }
+            if force, !Files.exists(store.directory(id)) { return }
             if force, Files.exists(store.directory(id)) {
+                // A create killed half-way: its init exits by itself (no `saved`), its
+                // cgroup is named in creating.json.
+                if let cgroup = store.loadCreating(id: id) {
+                    try? cgroup.killAll(signal: SIGKILL)
+                    for _ in 0..<100 {
+                        if (try? cgroup.destroy()) != nil { break }
+                        usleep(20_000)
+                    }
+                }
                 try Files.removeTree(store.directory(id))
                 return
             }

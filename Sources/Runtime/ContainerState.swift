@@ -49,7 +49,7 @@ public struct IDRangeRecord: Codable, Sendable, Equatable {
 
 /// Container status (runtime.md#state).
 public enum Status: String, Sendable {
-    case creating, created, running, stopped
+    case creating, created, running, paused, stopped
 }
 
 /// The state directory: one directory per container under `--root`, guarded by a lock.
@@ -90,6 +90,18 @@ public struct StateStore: Sendable {
         }
     }
 
+    /// The cgroup of a container being created (`<dir>/creating.json`), for cleanup after a
+    /// create that was killed before it wrote state.json.
+    func saveCreating(id: String, cgroup: Cgroup) throws {
+        try Files.writeAtomically(directory(id) + "/creating.json", Array(try JSONEncoder().encode(cgroup)))
+    }
+
+    /// The cgroup recorded by `saveCreating`, if any.
+    func loadCreating(id: String) -> Cgroup? {
+        guard let bytes = try? Files.read(directory(id) + "/creating.json") else { return nil }
+        return try? JSONDecoder().decode(Cgroup.self, from: Data(bytes))
+    }
+
     func save(_ state: ContainerState) throws {
         let data = try JSONEncoder().encode(state)
         try Files.writeAtomically(statePath(state.id), Array(data))
@@ -113,7 +125,8 @@ public struct StateStore: Sendable {
         guard let stat = ProcStat.read(pid: state.pid), stat.startTime == state.startTime, stat.state != "Z", stat.state != "X" else {
             return .stopped
         }
-        return Files.exists(fifoPath(state.id)) ? .created : .running
+        if Files.exists(fifoPath(state.id)) { return .created }
+        return (try? state.cgroup.isFrozen()) == true ? .paused : .running
     }
 }
 

@@ -53,8 +53,9 @@ extension ContainerRuntime {
         }
         let seccomp = try compileSeccomp(state.spec)
         let seccompListener = try SeccompNotify.connectListener(seccomp, spec: state.spec)
-        defer { if let seccompListener { close(seccompListener) } }
-        let spawned = try spawnInit(join: join, unshare: 0, uidMappings: [], gidMappings: [])
+        var listenerOpen = seccompListener != nil
+        defer { if listenerOpen, let seccompListener { close(seccompListener) } }
+        let spawned = try spawnInit(join: join, unshare: 0, uidMappings: [], gidMappings: [], preserveFds: options.preserveFds)
         defer { close(spawned.channel.fd) }
         do {
             try state.cgroup.attach(pid: spawned.pid)
@@ -81,6 +82,11 @@ extension ContainerRuntime {
                 fds.append(seccompListener)
             }
             try spawned.channel.send(config, fds: fds)
+            if let seccompListener {
+                // Only the init's copy may stay: the agent reads the state up to the end of the stream.
+                close(seccompListener)
+                listenerOpen = false
+            }
             if let (message, _) = try spawned.channel.receive(InitMessage.self) {
                 throw RuntimeError(message.message ?? "exec failed")
             }

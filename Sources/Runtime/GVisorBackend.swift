@@ -165,7 +165,7 @@ struct GVisorBackend {
             if [SIGCHLD, SIGCONT, SIGURG, SIGWINCH].contains(signal) { return }
             try state.cgroup.killAll(signal: SIGKILL)
             reap(state, blocking: false)
-        case .running:
+        case .running, .paused:
             try runsc(state).check(["kill"] + (all ? ["--all"] : []) + [state.id, "\(signal)"])
         }
     }

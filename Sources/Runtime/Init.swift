@@ -79,12 +79,19 @@ public enum ContainerInit {
         let setup = ProcessSetup(process: process, noNewKeyring: config.noNewKeyring, preserveFds: config.preserveFds)
         try setup.applyRlimits()
         let executable = try setup.resolveExecutable()
+        // Refuse a bad cwd at create, as runc does, not only when the workload starts; the
+        // real chdir follows the drop to the workload's user.
+        try setup.changeDirectory()
+        try sys("chdir", path: "/") { chdir("/") }
         guard let fifoIndex = config.fifoFdIndex, fifoIndex < fds.count else {
             throw RuntimeError("init: no exec FIFO")
         }
         let fifoPath = "/proc/self/fd/\(fds[fifoIndex])"
         try channel.send(InitMessage(type: "created"))
         if consoleFd >= 0 { close(consoleFd) }
+        // Wait until the creator has recorded the state: if it died first, nobody could ever
+        // start or delete this container, so exit rather than block on the FIFO.
+        guard let (saved, _) = try channel.receive(InitMessage.self), saved.type == "saved" else { exit(1) }
 
         do {
             // Block until `start` opens the FIFO for reading (runc's exec FIFO).

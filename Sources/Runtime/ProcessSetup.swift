@@ -71,11 +71,18 @@ struct ProcessSetup {
 
     /// chdir to `cwd` and prove it is inside the root: a cwd reached through a leaked fd
     /// (`/proc/self/fd/N`, CVE-2024-21626) makes getcwd(3) fail or report "(unreachable)".
+    /// A cwd that names a file descriptor (`/proc/self/fd/N`, `/proc/PID/fd/N`,
+    /// `/proc/thread-self/fd/N`) is refused outright: it could point outside the root.
+    static func checkCwdPath(_ cwd: String, field: String) throws {
+        let parts = cleanPath(cwd).split(separator: "/")
+        if parts.count >= 3, parts[0] == "proc", parts[2] == "fd" || (parts.count >= 5 && parts[2] == "task" && parts[4] == "fd") {
+            throw RuntimeError("\(field): \(cwd) is refused: a working directory through a file descriptor could leave the container's root")
+        }
+    }
+
     func changeDirectory() throws {
         let cwd = process.cwd
-        if cwd.hasPrefix("/proc/self/fd") || cwd.hasPrefix("/proc/thread-self/fd") {
-            throw RuntimeError("process.cwd: \(cwd) is refused: a working directory through a file descriptor could leave the container's root")
-        }
+        try Self.checkCwdPath(cwd, field: "process.cwd")
         if chdir(cwd) != 0 {
             throw SysError("chdir", path: cwd, field: "process.cwd")
         }

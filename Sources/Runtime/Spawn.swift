@@ -39,7 +39,7 @@ struct JoinNamespace {
 ///     parent has moved it into its cgroup).
 ///   - uidMappings/gidMappings: written to /proc/PID/{uid,gid}_map when a user namespace is new.
 /// - Throws: `SysError` naming the failed stage and errno.
-func spawnInit(join: [JoinNamespace], unshare: Int32, uidMappings: [IDMapping], gidMappings: [IDMapping]) throws -> SpawnedInit {
+func spawnInit(join: [JoinNamespace], unshare: Int32, uidMappings: [IDMapping], gidMappings: [IDMapping], preserveFds: Int = 0) throws -> SpawnedInit {
     var pair: [Int32] = [-1, -1]
     try sys("socketpair") { socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &pair) }
     let parentEnd = pair[0], childEnd = pair[1]
@@ -69,6 +69,7 @@ func spawnInit(join: [JoinNamespace], unshare: Int32, uidMappings: [IDMapping], 
     config.unshare_flags = unshare
     config.sync_fd = childEnd
     config.exe_fd = exeFd
+    config.keep_fds = Int32(preserveFds)
 
     let stage1: pid_t = cArgv.withUnsafeMutableBufferPointer { a in
         cEnvp.withUnsafeMutableBufferPointer { e in

@@ -107,6 +107,7 @@ enum SpecValidation {
         guard process.cwd.hasPrefix("/") else {
             throw RuntimeError("\(field).cwd: \"\(process.cwd)\" is not an absolute path")
         }
+        try ProcessSetup.checkCwdPath(process.cwd, field: "\(field).cwd")
         for (i, r) in (process.rlimits ?? []).enumerated() {
             guard Rlimits.resources[r.type] != nil else {
                 throw RuntimeError("\(field).rlimits[\(i)].type: unknown rlimit \"\(r.type)\"")

@@ -10,6 +10,7 @@ import OCI
 import Runtime
 
 func forwardSignals(to pid: Int32) { _ = ss_forward_signals(pid) }
+func blockStopSignals(_ block: Bool) { _ = ss_block_stop_signals(block ? 1 : 0) }
 
 struct Exec: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Run a process in a running container.")

@@ -28,6 +28,10 @@ struct Create: ParsableCommand {
     @OptionGroup var flags: CreateFlags
     @Argument var id: String
     func run() throws {
+        // A signal now would leave a half-made container: take it after create (runc survives
+        // SIGTERM during create too).
+        blockStopSignals(true)
+        defer { blockStopSignals(false) }
         try perform(globals) { try $0.create(id: id, bundle: flags.bundle, options: flags.options) }
     }
 }
@@ -95,6 +99,7 @@ struct Run: ParsableCommand {
     var keep = false
     @Argument var id: String
     func run() throws {
+        blockStopSignals(true)
         let code: Int32 = try perform(globals) { rt in
             try rt.create(id: id, bundle: flags.bundle, options: flags.options)
             do { try rt.start(id: id) } catch {
@@ -104,10 +109,25 @@ struct Run: ParsableCommand {
             if detach { return 0 }
             let pid = try rt.state(id: id).pid
             forwardSignals(to: pid)
+            blockStopSignals(false)
             let status = try rt.wait(id: id)
             if !keep { try rt.delete(id: id, force: true) }
             return status
         }
         throw ExitCode(code)
     }
+}
+
+struct Pause: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Freeze every process of a running container.")
+    @OptionGroup var globals: GlobalOptions
+    @Argument var id: String
+    func run() throws { try perform(globals) { try $0.pause(id: id) } }
+}
+
+struct Resume: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Thaw a paused container.")
+    @OptionGroup var globals: GlobalOptions
+    @Argument var id: String
+    func run() throws { try perform(globals) { try $0.resume(id: id) } }
 }

@@ -78,7 +78,7 @@ struct RuntimeCommand: ParsableCommand {
         version: "0.1.0",
         subcommands: [
             Create.self, Start.self, StateCommand.self, Kill.self, Delete.self, Run.self, Exec.self,
-            List.self, Ps.self, Features.self, SpecCommand.self, Update.self, Events.self,
+            List.self, Ps.self, Features.self, SpecCommand.self, Update.self, Events.self, Pause.self, Resume.self,
         ])
     @OptionGroup var globals: GlobalOptions
 }

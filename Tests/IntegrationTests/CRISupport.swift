@@ -24,23 +24,25 @@ enum CRITools {
 
     static let cc = ClientTools.find("cc")
     static let unshare = ClientTools.find("unshare")
+    static let ip = ClientTools.find("ip")
     static var hasCNI: Bool {
         ["bridge", "host-local", "loopback"].allSatisfy { FileManager.default.isExecutableFile(atPath: cniDir + "/" + $0) }
     }
 
     static var ready: Bool {
-        ClientTools.hasContainerd && python != nil && cc != nil && unshare != nil && hasCNI
+        ClientTools.hasContainerd && python != nil && cc != nil && unshare != nil && ip != nil && hasCNI
     }
-    static let notReady = "needs containerd, python3 with grpcio and grpcio-tools (pip install grpcio grpcio-tools), cc, unshare and the CNI plugins (apt-get install containernetworking-plugins)"
+    static let notReady = "needs containerd, python3 with grpcio and grpcio-tools (pip install grpcio grpcio-tools), cc, unshare, ip and the CNI plugins (apt-get install containernetworking-plugins)"
 
     static var runsc: String? { ClientTools.find("runsc") }
 
-    /// Why runsc cannot start a sandbox in a pod's network namespace here, or nil when it can.
+    /// Why the installed runsc cannot start a sandbox in a pod's network namespace here, or nil
+    /// when it can (or is not installed).
     /// runsc releases before 2024-08 take "/proc/sys/net/core/rmem_default exists" to mean "this
     /// is the host's network namespace" and refuse to set up its network (gVisor issue 10704);
     /// kernels since about 6.11 show that file in every network namespace.
     static let gvisorPodNetworkBlocker: String? = {
-        guard let runsc else { return "runsc is not installed" }
+        guard let runsc else { return nil }
         let probe = try? ClientTools.run(unshare ?? "/usr/bin/unshare", ["--net", "--", "/bin/sh", "-c", "test -e /proc/sys/net/core/rmem_default"], timeout: 30)
         guard probe?.status == 0 else { return nil }
         let version = (try? ClientTools.run(runsc, ["--version"], timeout: 30).stdout) ?? ""
@@ -97,6 +99,10 @@ final class CRINode {
     static let pauseImage = "safespace.test/pause:1"
     static let pythonImage = "safespace.test/python:3.11"
     static let handlers = ["runc", "safespace", "safespace-high"]
+    /// The handlers this host can test: runc and runsc installed.
+    static var testable: [String] {
+        handlers.filter { ($0 != "runc" || ClientTools.runc != nil) && ($0 != "safespace-high" || CRITools.runsc != nil) }
+    }
 
     let containerd: PrivateContainerd
     let cgroupParent: CgroupParent
@@ -123,7 +129,7 @@ final class CRINode {
         cgroupParent = try CgroupParent(name: "safespace-cri-\(getpid())-\(UInt32.random(in: 0..<UInt32.max))")
         containerd = try PrivateContainerd(
             namespace: "k8s.io", criConfig: try Self.criConfig(tmp: tmp, base: baseRoot), environment: env,
-            launcher: [CRITools.unshare!, "--net", "--", "/bin/sh", "-c", #"ip link set lo up && exec "$0" "$@""#])
+            launcher: [CRITools.unshare!, "--net", "--", "/bin/sh", "-c", "\(CRITools.ip!) link set lo up && exec \"$0\" \"$@\""])
         try Self.writeCNIConfig(dir: tmp)
     }
 

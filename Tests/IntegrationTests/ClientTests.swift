@@ -145,13 +145,11 @@ struct ClientTests {
         #expect(ClientTools.eventually { d.taskStatus(id) == "RUNNING" })
 
         // containerd's shim runs `runc pause` / `runc resume` (freezer cgroup).
-        withKnownIssue("safespace-runtime has no pause/resume commands yet") {
-            let pause = try d.ctr(["tasks", "pause", id])
-            #expect(pause.status == 0, "ctr tasks pause: \(pause.stderr)")
-            #expect(d.taskStatus(id) == "PAUSED")
-            let resume = try d.ctr(["tasks", "resume", id])
-            #expect(resume.status == 0, "ctr tasks resume: \(resume.stderr)")
-        }
+        let pause = try d.ctr(["tasks", "pause", id])
+        #expect(pause.status == 0, "ctr tasks pause: \(pause.stderr)")
+        #expect(d.taskStatus(id) == "PAUSED")
+        let resume = try d.ctr(["tasks", "resume", id])
+        #expect(resume.status == 0, "ctr tasks resume: \(resume.stderr)")
         #expect(ClientTools.eventually { d.taskStatus(id) == "RUNNING" })
 
         let k = try d.ctr(["tasks", "kill", "--all", "-s", "SIGKILL", id])

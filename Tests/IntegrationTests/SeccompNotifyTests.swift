@@ -73,7 +73,8 @@ struct SeccompNotifyTests {
         try FileManager.default.copyItem(atPath: try H.probeDir.get() + "/seccomp_probe", toPath: bundle + "/rootfs/bin/seccomp_probe")
         let c = try TestContainer("notifyx", bundle: bundle)
         defer { c.destroy() }
-        #expect(try c.run(["--detach"]).status == 0)
+        try #require(try c.create().status == 0)
+        try #require(try c.start().status == 0)
         let r = try c.rt(["exec", c.id, "/bin/seccomp_probe", "syscall", "111"])
         #expect(H.results(r.stdout)["syscall 111"] == "EPERM", "getpgrp, answered EPERM by default: \(r.status) \(r.stdout) \(r.stderr)")
         let states = running.agent.processStates

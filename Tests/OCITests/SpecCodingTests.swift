@@ -97,3 +97,27 @@ struct SpecCodingTests {
         #expect(obj["pid"] as? Int == 42)
     }
 }
+
+struct RangeTests {
+    @Test("an out-of-range id names its field", arguments: [
+        (#""uid":-1,"gid":0"#, "uid"), (#""uid":4294967296,"gid":0"#, "uid"), (#""uid":0,"gid":1.5"#, "gid"),
+        (#""uid":0,"gid":0,"additionalGids":[1,-2]"#, "additionalGids"),
+    ])
+    func outOfRange(user: String, field: String) {
+        let json = #"{"ociVersion":"1.0.0","process":{"user":{\#(user)},"cwd":"/"}}"#
+        #expect {
+            _ = try JSONDecoder().decode(Spec.self, from: Data(json.utf8))
+        } throws: { error in
+            guard case DecodingError.dataCorrupted(let ctx) = error else { return false }
+            return ctx.codingPath.map(\.stringValue).contains(field)
+        }
+    }
+
+    @Test("RLIM_INFINITY decodes; a negative rlimit names its field")
+    func rlimits() throws {
+        let ok = #"{"type":"RLIMIT_CORE","hard":18446744073709551615,"soft":0}"#
+        #expect(try JSONDecoder().decode(Rlimit.self, from: Data(ok.utf8)).hard == UInt64.max)
+        let bad = #"{"type":"RLIMIT_CORE","hard":-1,"soft":0}"#
+        #expect(throws: DecodingError.self) { try JSONDecoder().decode(Rlimit.self, from: Data(bad.utf8)) }
+    }
+}

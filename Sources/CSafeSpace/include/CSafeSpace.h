@@ -15,6 +15,7 @@ struct ss_spawn_config {
     int unshare_flags;         // CLONE_NEW* to create in stage 1 (CLONE_NEWUSER first)
     int sync_fd;               // stage 1's end of a SOCK_STREAM socketpair, kept in stage 2
     int exe_fd;                // O_PATH fd of the binary stage 2 runs (execveat AT_EMPTY_PATH)
+    int keep_fds;              // fds 3..3+keep_fds-1 stay open across the exec (--preserve-fds)
     char *const *argv;
     char *const *envp;
 };
@@ -87,3 +88,12 @@ int ss_bpf_device_prog_load(const uint64_t *insns, uint32_t count, char *log, ui
 int ss_bpf_device_prog_attach(int cgroup_fd, int prog_fd, int replace);
 /// How many device programs are attached to the cgroup itself, or -1 with errno.
 int ss_bpf_device_prog_count(int cgroup_fd);
+
+// --- loop.c: loop devices for disk-backed ephemeral storage (Resources/EphemeralStorage.swift) ---
+/// Attaches `image_fd` to a free loop device with LO_FLAGS_AUTOCLEAR and writes its path
+/// (`/dev/loopN`) to `path`. Returns an open fd of the device (close it after mounting), or
+/// -1 with errno.
+int ss_loop_attach(int image_fd, int readonly, char *path, size_t path_len);
+/// Blocks (1) or unblocks (0) SIGINT, SIGTERM, SIGHUP and SIGQUIT in the calling thread:
+/// `create` must not die half-way; `run` forwards them once the container has started.
+int ss_block_stop_signals(int block);
