@@ -122,6 +122,7 @@ struct ProcessSetup {
         guard let cPath = strdup(path) else { throw SysError("strdup") }
         var cArgs: [UnsafeMutablePointer<CChar>?] = process.args!.map { strdup($0) } + [nil]
         var cEnv: [UnsafeMutablePointer<CChar>?] = (process.env ?? []).map { strdup($0) } + [nil]
+        try applyAppArmor()
         if process.noNewPrivileges != true { try loadSeccomp(seccomp, handoff: handoff) }
         try applyIdentity()
         try changeDirectory()
@@ -130,6 +131,17 @@ struct ProcessSetup {
         if process.noNewPrivileges == true { try loadSeccomp(seccomp, handoff: handoff) }
         execve(cPath, &cArgs, &cEnv)
         throw SysError("exec", path: path, field: "process.args[0]")
+    }
+
+    /// Confines the next execve(2) to `process.apparmorProfile` (runc's ApplyProfile: write
+    /// `exec PROFILE` to the thread's AppArmor exec attribute; apparmor(7)).
+    func applyAppArmor() throws {
+        guard let profile = process.apparmorProfile, !profile.isEmpty else { return }
+        let path = Files.exists("/proc/thread-self/attr/apparmor/exec") ? "/proc/thread-self/attr/apparmor/exec" : "/proc/thread-self/attr/exec"
+        do { try Files.write(path, "exec \(profile)") } catch var e as SysError {
+            e.field = "process.apparmorProfile"
+            throw e
+        }
     }
 
     func applyNoNewPrivileges() throws {

@@ -92,8 +92,8 @@ enum SpecValidation {
         if let prop = linux.rootfsPropagation, MountOptions.propagation(named: prop) == nil {
             throw RuntimeError("linux.rootfsPropagation: unknown propagation \"\(prop)\"")
         }
-        if let p = process.apparmorProfile, !p.isEmpty {
-            throw RuntimeError("process.apparmorProfile: AppArmor is not supported by this runtime")
+        if let p = process.apparmorProfile, !p.isEmpty, !AppArmor.isEnabled {
+            throw RuntimeError("process.apparmorProfile: \"\(p)\" asked for, but AppArmor is not enabled on this host")
         }
         if let l = process.selinuxLabel, !l.isEmpty {
             throw RuntimeError("process.selinuxLabel: SELinux is not supported by this runtime")
