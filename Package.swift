@@ -27,6 +27,9 @@ let package = Package(
         .target(name: "Cgroups", dependencies: ["Linux", "OCI", "CSafeSpace"]),
         .target(name: "Seccomp", dependencies: ["OCI", "Linux", "CSeccomp", "CSafeSpace"]),
         .target(name: "Runtime", dependencies: ["OCI", "Linux", "Cgroups", "Seccomp", "CSafeSpace"]),
+        // Sandbox-side resources: quantities, spec.resources -> linux.resources, CPU pinning
+        // allocator, ephemeral storage volumes (wired into the Sandbox policy by the CLI/daemon).
+        .target(name: "Resources", dependencies: ["OCI", "CSafeSpace"]),
         // Seccomp: Docker-format profiles resolved into linux.seccomp (SandboxPolicy+Seccomp.swift).
         .target(name: "Sandbox", dependencies: ["OCI", "Seccomp", .product(name: "Yams", package: "Yams")]),
         .executableTarget(
@@ -37,10 +40,11 @@ let package = Package(
             dependencies: ["Runtime", "Sandbox", "Seccomp", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .testTarget(name: "OCITests", dependencies: ["OCI"]),
         .testTarget(name: "CgroupsTests", dependencies: ["Cgroups", "OCI"]),
-        .testTarget(name: "SandboxTests", dependencies: ["Sandbox", "OCI"]),
+        .testTarget(name: "ResourcesTests", dependencies: ["Resources", "OCI"]),
+        .testTarget(name: "SandboxTests", dependencies: ["Sandbox", "OCI", "Seccomp"]),
         .testTarget(name: "SeccompTests", dependencies: ["Seccomp", "OCI"]),
         .testTarget(name: "RuntimeTests", dependencies: ["OCI", "Runtime", "Linux"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["OCI", "Runtime", "Seccomp"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["OCI", "Runtime", "Seccomp", "Resources"]),
     ],
     swiftLanguageModes: [.v6]
 )

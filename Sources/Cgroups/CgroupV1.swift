@@ -32,11 +32,13 @@ enum CgroupV1 {
     ///     unlimited), which decides whether the memsw limit must be written before or after the
     ///     memory limit (the kernel keeps memsw >= memory at every step); nil if unknown.
     ///   - memswAvailable: whether `memory.memsw.limit_in_bytes` exists (swap accounting on).
+    ///   - swapActive: whether the node has any swap (/proc/swaps). Without swap accounting a
+    ///     "no swap" request (swap == limit) is still honoured when there is no swap at all.
     /// - Throws: `CgroupError` naming the OCI field for invalid values, a swap limit without
     ///   swap accounting, or `unified` (v2 only).
-    static func writes(_ r: Resources, currentMemoryLimit: Int64?, memswAvailable: Bool) throws -> [CgroupWrite] {
+    static func writes(_ r: Resources, currentMemoryLimit: Int64?, memswAvailable: Bool, swapActive: Bool = true) throws -> [CgroupWrite] {
         var out: [CgroupWrite] = []
-        if let m = r.memory { out += try memoryWrites(m, currentMemoryLimit: currentMemoryLimit, memswAvailable: memswAvailable) }
+        if let m = r.memory { out += try memoryWrites(m, currentMemoryLimit: currentMemoryLimit, memswAvailable: memswAvailable, swapActive: swapActive) }
         if let c = r.cpu { out += try cpuWrites(c) }
         if let p = r.pids {
             out.append(CgroupWrite(controller: "pids", file: pidsMax, value: Conversions.maxOrNumber(p.limit), field: "\(Conversions.pidsField).limit"))
@@ -50,7 +52,7 @@ enum CgroupV1 {
         return out
     }
 
-    static func memoryWrites(_ m: Resources.Memory, currentMemoryLimit: Int64?, memswAvailable: Bool) throws -> [CgroupWrite] {
+    static func memoryWrites(_ m: Resources.Memory, currentMemoryLimit: Int64?, memswAvailable: Bool, swapActive: Bool = true) throws -> [CgroupWrite] {
         let field = Conversions.memoryField
         let limit = m.limit == 0 ? nil : m.limit
         var swap = m.swap == 0 ? nil : m.swap
@@ -58,10 +60,10 @@ enum CgroupV1 {
         _ = try Conversions.swapMax(limit: limit, swap: swap)
         if limit == -1 && swap == nil && memswAvailable { swap = -1 }  // unlimited memory: unlimited memsw, as runc
         if let s = swap, !memswAvailable {
-            guard s == -1 else {
+            guard s == -1 || (s == limit && !swapActive) else {
                 throw CgroupError.invalid("\(field).swap", "\(memswLimit) is missing: the kernel has no swap accounting (boot with swapaccount=1)")
             }
-            swap = nil  // -1 asks for no limit, which is what there is
+            swap = nil  // -1 asks for no limit, which is what there is; swap == limit, no swap, ditto
         }
         var out: [CgroupWrite] = []
         let limitWrite = limit.map { CgroupWrite(controller: "memory", file: memoryLimit, value: String($0), field: "\(field).limit") }
@@ -115,7 +117,8 @@ enum CgroupV1 {
             let text = CgroupFS.trimmed(try CgroupFS.read(memoryDir + "/" + memoryLimit))
             currentLimit = Int64(text) ?? (UInt64(text) != nil ? Int64.max : nil)
         }
-        for var w in try writes(r, currentMemoryLimit: currentLimit, memswAvailable: memswAvailable) {
+        let swapActive = ((try? CgroupFS.read("/proc/swaps")) ?? "").split(separator: "\n").count > 1
+        for var w in try writes(r, currentMemoryLimit: currentLimit, memswAvailable: memswAvailable, swapActive: swapActive) {
             guard let dir = cgroup.directory(forController: w.controller) else {
                 throw CgroupError.invalid(w.field, "the \(w.controller) cgroup controller is not mounted on this host")
             }

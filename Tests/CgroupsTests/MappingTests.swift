@@ -90,6 +90,15 @@ struct MappingTests {
         }
     }
 
+    @Test("v1: no swap (swap == limit) without swap accounting is fine only on a node without swap")
+    func v1NoSwapNoMemsw() throws {
+        let r = OCIResources(memory: .init(limit: 64 << 20, swap: 64 << 20))
+        #expect(try CgroupV1.writes(r, currentMemoryLimit: nil, memswAvailable: false, swapActive: false).map(\.description) == [
+            "memory.limit_in_bytes=67108864"
+        ])
+        #expect(throws: CgroupError.self) { try CgroupV1.writes(r, currentMemoryLimit: nil, memswAvailable: false, swapActive: true) }
+    }
+
     @Test("v1: pids and quota values", arguments: [
         (OCIResources(pids: .init(limit: -1)), ["pids.max=max"]),
         (OCIResources(pids: .init(limit: 0)), ["pids.max=0"]),

@@ -1,5 +1,6 @@
 import Foundation
 import OCI
+import Resources
 import Testing
 
 /// Resource limits on real containers through the `safespace-runtime` binary: OOM (exit 137,
@@ -180,5 +181,27 @@ struct ResourceTests {
         defer { allowed.destroy() }
         let a = try allowed.run()
         #expect(a.status == 0 && a.stdout == "opened\n", "\(a.stdout) \(a.stderr)")
+    }
+
+    @Test("ephemeral storage: writable paths share one capped volume; past it, writes in the sandbox get ENOSPC")
+    func ephemeralStorage() throws {
+        let base = try Harness.tempDir("eph")
+        defer { Harness.cleanup(base) }
+        let volume = try EphemeralStorage.create(sandbox: Harness.uniqueID("eph"), size: 16 << 20, base: base)
+        defer { try? volume.destroy() }
+        let tmp = try volume.directory(for: "/tmp", uid: 0, gid: 0)
+        let work = try volume.directory(for: "/workspace", uid: 0, gid: 0)
+        let script = "dd if=/dev/zero of=/tmp/a bs=1M count=10 2>/dev/null && echo tmp-ok; dd if=/dev/zero of=/workspace/b bs=1M count=10; echo rc=$?"
+        let (r, left) = try Harness.runScript(script, prefix: "eph") { spec in
+            spec.mounts = (spec.mounts ?? []) + [
+                Mount(destination: "/tmp", type: "bind", source: tmp, options: ["rbind", "nosuid", "nodev"]),
+                Mount(destination: "/workspace", type: "bind", source: work, options: ["rbind", "nosuid", "nodev"]),
+            ]
+        }
+        #expect(r.stdout.contains("tmp-ok") && r.stdout.contains("rc=1"), "\(r.stdout) \(r.stderr)")
+        #expect(r.stderr.contains("No space left on device"), "\(r.stderr)")
+        #expect(left.isEmpty, "\(left)")
+        try volume.destroy()
+        #expect(!FileManager.default.fileExists(atPath: volume.directory))
     }
 }

@@ -1,0 +1,80 @@
+import Foundation
+import Testing
+
+@testable import Resources
+
+/// Real volumes (root: mount, loop devices). Each test uses its own base directory and
+/// removes what it made.
+@Suite(.enabled(if: getuid() == 0, "needs root to mount"), .serialized)
+struct EphemeralStorageTests {
+    static func base() -> String { NSTemporaryDirectory() + "safespace-eph-\(UUID().uuidString.prefix(8))" }
+
+    /// Writes `bytes` to `path` in 1 MiB chunks; the errno of the first failed write, or 0.
+    static func fill(_ path: String, bytes: Int) -> Int32 {
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { return errno }
+        defer { close(fd) }
+        let chunk = [UInt8](repeating: 0x5a, count: 1 << 20)
+        var written = 0
+        while written < bytes {
+            let n = chunk.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+            if n < 0 { return errno }
+            written += n
+        }
+        return fsync(fd) == 0 ? 0 : errno
+    }
+
+    static func mounted(_ path: String) -> Bool {
+        ((try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? "").contains(" \(path) ")
+    }
+
+    @Test("writing past the cap gets ENOSPC, across writable paths together; destroy leaves nothing", arguments: [EphemeralStorage.Backend.loop, .tmpfs])
+    func enospc(backend: EphemeralStorage.Backend) throws {
+        if backend == .loop && EphemeralStorage.preferredBackend != .loop { return }
+        let base = Self.base()
+        defer { try? FileManager.default.removeItem(atPath: base) }
+        let v = try EphemeralStorage.create(sandbox: "s1", size: 16 << 20, base: base, backend: backend)
+        var destroyed = false
+        defer { if !destroyed { try? v.destroy() } }
+        #expect(Self.mounted(v.volume))
+        let tmp = try v.directory(for: "/tmp", uid: 1000, gid: 1000)
+        let work = try v.directory(for: "/workspace", uid: 1000, gid: 1000)
+        var st = stat()
+        #expect(stat(work, &st) == 0 && st.st_uid == 1000)
+        #expect(Self.fill(tmp + "/a", bytes: 10 << 20) == 0)
+        // 10 MiB used in /tmp: 10 more in /workspace exceed the 16 MiB shared cap.
+        #expect(Self.fill(work + "/b", bytes: 10 << 20) == ENOSPC)
+        try v.destroy()
+        destroyed = true
+        #expect(!Self.mounted(v.volume))
+        #expect(!FileManager.default.fileExists(atPath: v.directory))
+    }
+
+    @Test("a writable root: an overlay whose writes land on the volume")
+    func writableLayer() throws {
+        let base = Self.base()
+        defer { try? FileManager.default.removeItem(atPath: base) }
+        let lower = base + "/lower"
+        try FileManager.default.createDirectory(atPath: lower + "/etc", withIntermediateDirectories: true)
+        try "x".write(toFile: lower + "/etc/hostname", atomically: true, encoding: .utf8)
+        let v = try EphemeralStorage.create(sandbox: "s2", size: 8 << 20, base: base)
+        defer { try? v.destroy() }
+        let root = try v.writableLayer(lower: lower)
+        #expect(try String(contentsOfFile: root + "/etc/hostname", encoding: .utf8) == "x")
+        #expect(Self.fill(root + "/big", bytes: 16 << 20) == ENOSPC)
+        #expect(!FileManager.default.fileExists(atPath: lower + "/big"))
+        try v.destroy()
+        #expect(!Self.mounted(root) && !Self.mounted(v.volume))
+    }
+
+    @Test("reap removes the volumes of sandboxes that are gone")
+    func reap() throws {
+        let base = Self.base()
+        defer { try? FileManager.default.removeItem(atPath: base) }
+        let gone = try EphemeralStorage.create(sandbox: "gone", size: 4 << 20, base: base, backend: .tmpfs)
+        let alive = try EphemeralStorage.create(sandbox: "alive", size: 4 << 20, base: base, backend: .tmpfs)
+        defer { try? alive.destroy() }
+        #expect(EphemeralStorage.reap(base: base) { $0 == "alive" } == ["gone"])
+        #expect(!Self.mounted(gone.volume) && Self.mounted(alive.volume))
+    }
+}
