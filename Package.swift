@@ -31,17 +31,17 @@ let package = Package(
         // allocator, ephemeral storage volumes (wired into the Sandbox policy by the CLI/daemon).
         .target(name: "Resources", dependencies: ["OCI", "CSafeSpace"]),
         // Seccomp: Docker-format profiles resolved into linux.seccomp (SandboxPolicy+Seccomp.swift).
-        .target(name: "Sandbox", dependencies: ["OCI", "Seccomp", .product(name: "Yams", package: "Yams")]),
+        .target(name: "Sandbox", dependencies: ["OCI", "Seccomp", "Resources", .product(name: "Yams", package: "Yams")]),
         .executableTarget(
             name: "safespace-runtime",
             dependencies: ["Runtime", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .executableTarget(
             name: "safespace",
-            dependencies: ["Runtime", "Sandbox", "Seccomp", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+            dependencies: ["Runtime", "Sandbox", "Seccomp", "Resources", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .testTarget(name: "OCITests", dependencies: ["OCI"]),
         .testTarget(name: "CgroupsTests", dependencies: ["Cgroups", "OCI"]),
         .testTarget(name: "ResourcesTests", dependencies: ["Resources", "OCI"]),
-        .testTarget(name: "SandboxTests", dependencies: ["Sandbox", "OCI", "Seccomp"]),
+        .testTarget(name: "SandboxTests", dependencies: ["Sandbox", "OCI", "Seccomp", "Resources"]),
         .testTarget(name: "SeccompTests", dependencies: ["Seccomp", "OCI"]),
         .testTarget(name: "RuntimeTests", dependencies: ["OCI", "Runtime", "Linux"]),
         .testTarget(name: "IntegrationTests", dependencies: ["OCI", "Runtime", "Seccomp", "Resources"]),

@@ -222,6 +222,8 @@ public struct ContainerRuntime: Sendable {
                 fifoFdIndex: 0, consoleSocketFdIndex: consoleIndex, mountNamespaceFdIndex: nil,
                 newNamespaces: own, stateJSON: stateJSON, seccomp: seccomp)
             config.rootfsMountFdIndex = rootfsIndex
+            // The init loads the compiled filter; the profile itself would only be decoded again.
+            config.spec.linux?.seccomp = nil
             if let seccompListener {
                 // SCMP_ACT_NOTIFY: the init hands its listener fd to the agent (SeccompNotify.swift).
                 let processState = try SeccompNotify.processState(spec: spec, pid: pid, state: creating)
@@ -312,9 +314,9 @@ public struct ContainerRuntime: Sendable {
     /// runc's `state` JSON for the container.
     public func state(id: String) throws -> RuncState {
         let state = try store.load(id)
-        let status = state.backend == .gvisor ? GVisorBackend(runtime: self).status(state) : store.status(of: state).rawValue
+        let status = store.status(of: state)
         return RuncState(
-            id: id, pid: status == "stopped" ? 0 : state.pid, status: status, bundle: state.bundle,
+            id: id, pid: status == .stopped ? 0 : state.pid, status: status.rawValue, bundle: state.bundle,
             rootfs: state.rootfs, created: state.created, annotations: state.annotations)
     }
 

@@ -74,6 +74,8 @@ extension ContainerRuntime {
                 mode: .exec, id: id, bundle: state.bundle, rootfs: state.rootfs, spec: state.spec, process: options.process,
                 noPivot: false, noNewKeyring: true, preserveFds: options.preserveFds, fifoFdIndex: nil,
                 consoleSocketFdIndex: consoleIndex, mountNamespaceFdIndex: mntIndex, newNamespaces: [], stateJSON: "", seccomp: seccomp)
+            // The init loads the compiled filter; the profile itself would only be decoded again.
+            config.spec.linux?.seccomp = nil
             if let seccompListener {
                 // SCMP_ACT_NOTIFY: the exec'd process hands its listener fd to the agent (SeccompNotify.swift).
                 let running = State(id: id, status: "running", pid: state.pid, bundle: state.bundle, annotations: state.annotations)

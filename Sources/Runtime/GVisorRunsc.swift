@@ -40,12 +40,17 @@ struct Runsc {
     let state: GVisorState
     /// The runsc log (`--log`): errors of the sandbox and gofer land there as JSON objects.
     let logPath: String?
+    /// This runtime's log: each runsc call and its duration at debug level.
+    var log: RuntimeLog? = nil
 
     /// Runs `runsc <flags> args…` to completion.
     /// - Parameter inheritStdio: the child gets this process's stdin/stdout/stderr (create and
     ///   exec: they become the workload's); otherwise stdin is /dev/null and output is captured.
     func run(_ args: [String], inheritStdio: Bool = false) throws -> RunscResult {
-        try spawnAndWait([state.runsc] + state.flags + args, inheritStdio: inheritStdio)
+        let start = monotonicSeconds()
+        let result = try spawnAndWait([state.runsc] + state.flags + args, inheritStdio: inheritStdio)
+        log?.log(.debug, "runsc \(args.first ?? ""): exit \(result.status) after \(Int((monotonicSeconds() - start) * 1000)) ms")
+        return result
     }
 
     /// `run`, throwing on a non-zero status with runsc's own words (its stderr and the error

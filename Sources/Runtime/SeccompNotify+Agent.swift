@@ -131,6 +131,11 @@ public final class SeccompEventAgent: Sendable {
     }
 
     /// Reads one container process state (to EOF) and its seccomp fd.
+    private struct Received: Decodable {
+        var fds: [String]?
+        var metadata: String?
+    }
+
     private func receiveState(_ c: Int32) -> (fd: Int32, errno: Int32)? {
         var data: [UInt8] = []
         var received: [Int32] = []
@@ -143,8 +148,9 @@ public final class SeccompEventAgent: Sendable {
             if n < 0 && errno == EINTR { continue }
             if n <= 0 { break }
             data += buf[0..<n]
+            // A whole state is enough: the sender may keep its end open a while.
+            if (try? JSONDecoder().decode(Received.self, from: Data(data))) != nil { break }
         }
-        struct Received: Decodable { var fds: [String]?; var metadata: String? }
         guard let listener = received.first, let parsed = try? JSONDecoder().decode(Received.self, from: Data(data)),
             parsed.fds?.first == "seccompFd"
         else {

@@ -13,16 +13,7 @@ extension Sandbox {
             issues.append(FieldIssue(.notEnforceable, field: field, "not enforceable yet: \(why); remove the field"))
         }
 
-        // Resources: need the cgroup drivers and the cpuset allocator.
-        if let resources = spec.resources {
-            if resources.cpu != nil { refuse("spec.resources.cpu", "CPU limits are not applied") }
-            if resources.memory != nil { refuse("spec.resources.memory", "memory limits are not applied") }
-            if resources.ephemeralStorage != nil {
-                refuse("spec.resources.ephemeralStorage", "ephemeral storage limits are not applied")
-            }
-            // false asks for nothing: no sandbox is pinned today.
-            if resources.cpuPinning == true { refuse("spec.resources.cpuPinning", "CPU pinning is not applied") }
-        }
+        // Resources (cpu, memory, ephemeralStorage, cpuPinning) are enforced: Sandbox+Resources.swift.
 
         // Network: every sandbox has an empty network namespace (loopback only). Asking for
         // nothing (egress: [], ingress: false) is exactly that.

@@ -16,10 +16,10 @@ extension Sandbox {
     /// At most this many `spec.filesystem.writablePaths`.
     public static let maxWritablePaths = 16
 
-    /// Checks every field, including `securityLevelIssues()`, `seccompIssues()` and `notEnforceableYet()`.
+    /// Checks every field, including `resourceIssues()`, `securityLevelIssues()`, `seccompIssues()` and `notEnforceableYet()`.
     /// - Throws: `SandboxError` listing every issue found, each naming its field.
     public func validate() throws(SandboxError) {
-        let issues = validationIssues() + securityLevelIssues() + seccompIssues() + notEnforceableYet()
+        let issues = validationIssues() + resourceIssues() + securityLevelIssues() + seccompIssues() + notEnforceableYet()
         if !issues.isEmpty { throw SandboxError(issues) }
     }
 

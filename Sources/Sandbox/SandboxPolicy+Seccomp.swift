@@ -23,19 +23,20 @@ extension SandboxPolicy {
         for sandbox: Sandbox, capabilities: [String] = [], profiles: SeccompProfiles = SeccompProfiles(),
         target: SeccompTarget? = nil
     ) throws(SandboxError) -> Seccomp? {
-        let (profile, source, field): (SeccompProfile, String, String)
+        var (profile, source, field): (SeccompProfile, String, String)
         let ref = sandbox.spec.securityContext?.seccompProfile
         if let ref {
             field = "spec.securityContext.seccompProfile"
+            if sandbox.spec.profileRef != nil, try sandboxProfileSeccomp(sandbox, profiles) != nil {
+                throw SandboxError(.invalidValue, field: field, "both this and the SandboxProfile of spec.profileRef name a seccomp profile; keep one")
+            }
             switch ref.type {
             case "Unconfined": return nil
             case "Localhost":
-                (profile, source) = try profiles.seccompProfile(ref.localhostProfile ?? "", relativeTo: profiles.directory, field: field + ".localhostProfile")
+                field += ".localhostProfile"
+                (profile, source) = try profiles.seccompProfile(ref.localhostProfile ?? "", relativeTo: profiles.directory, field: field)
             default:
                 (profile, source) = try profiles.seccompProfile(SeccompProfiles.defaultName, relativeTo: profiles.directory, field: field)
-            }
-            if sandbox.spec.profileRef != nil, try sandboxProfileSeccomp(sandbox, profiles) != nil {
-                throw SandboxError(.invalidValue, field: field, "both this and the SandboxProfile of spec.profileRef name a seccomp profile; keep one")
             }
         } else if let named = try sandboxProfileSeccomp(sandbox, profiles) {
             field = "spec.profileRef"

@@ -124,9 +124,10 @@ public enum SandboxPolicy {
         let linux = Linux(
             namespaces: namespaces.map { Namespace(type: $0.rawValue) },
             cgroupsPath: "safespace/\(id)",
-            // Deny every device in the devices cgroup; the runtime allows its default set
-            // (/dev/null, zero, full, random, urandom, tty, ptmx), as runc does.
-            resources: Resources(devices: [.init(allow: false, access: "rwm")]),
+            // spec.resources, the default pids.max, and every device denied in the devices
+            // cgroup; the runtime allows its default set (/dev/null, zero, full, random,
+            // urandom, tty, ptmx), as runc does (Sandbox+Resources.swift).
+            resources: try resources(for: sandbox),
             maskedPaths: maskedPaths,
             readonlyPaths: readonlyPaths)
 

@@ -3,6 +3,7 @@
 import Foundation
 import Glibc
 import OCI
+import Resources
 import Runtime
 
 /// Everything `SandboxRun` needs, decided by `RunCommand` from the Sandbox and the flags.
@@ -19,6 +20,11 @@ struct SandboxRunPlan {
     var stateRoot: String
     /// Parent of the bundle directory, `/run/safespace-bundles`.
     var bundleParent: String
+    /// `spec.resources` as numbers; `spec.linux.resources` holds all but the pinned CPUs and
+    /// the ephemeral storage volume, which `RunResources.prepare` takes (Run+Resources.swift).
+    var limits = SandboxLimits()
+    /// The sandbox's writable paths (the tmpfs mounts an ephemeral storage volume replaces).
+    var writablePaths: [String] = []
 }
 
 /// Exit codes of `safespace run` besides the workload's own (timeout(1)'s and the shell's).
@@ -57,10 +63,14 @@ struct SandboxRun {
         }
 
         let code: Int32
+        var oomExit: Int32?
         do {
             let bundle = try BundleDirectory(parent: plan.bundleParent, id: plan.id)
             cleanup.append(("bundle \(bundle.path)", bundle.remove))
-            if let layer = plan.writableLayer {
+            var spec = plan.spec
+            // Pinned CPUs and the ephemeral storage volume, which then holds the writable layer.
+            let volume = try RunResources.prepare(plan: plan, runtime: runtime, spec: &spec, cleanup: &cleanup)
+            if let layer = plan.writableLayer, volume == nil {
                 // In a user namespace the overlay's lower layer is the store's rootfs idmapped to
                 // the sandbox's host range (an overlay cannot be idmapped itself): the range is
                 // reserved here for the container created next, which adopts it (same owner).
@@ -74,7 +84,6 @@ struct SandboxRun {
                 try bundle.mountWritableLayer(lowerdir: layer.lowerdir, size: layer.size, idMapping: idMapping)
             }
             // Syscall events: this process answers the filter's denials and counts them (Run+SeccompEvents.swift).
-            var spec = plan.spec
             if let events = SeccompEventsRun.start(spec: &spec, socket: bundle.path + "/seccomp.sock") {
                 cleanup.append(("seccomp events", events.finish))
             }
@@ -91,6 +100,7 @@ struct SandboxRun {
             try runtime.start(id: plan.id)
             if let timeout = plan.timeout { watcher.arm(timeout: .seconds(timeout)) }
             code = try runtime.wait(id: plan.id)
+            oomExit = RunResources.oomExit(runtime: runtime, id: plan.id, limits: plan.limits)
         } catch {
             if let stop = watcher.stopReason { return stop.exitCode }
             Diagnostics.error("\(error)")
@@ -103,7 +113,7 @@ struct SandboxRun {
         case let stop?:
             return stop.exitCode
         case nil:
-            return code
+            return oomExit ?? code
         }
     }
 }

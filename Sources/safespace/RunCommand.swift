@@ -94,6 +94,8 @@ struct RunCommand: ParsableCommand {
             throw CLIError("metadata.name and spec.runtime are required")
         }
         if geteuid() != 0 { throw CLIError("safespace run needs root (namespaces, mounts, cgroups)") }
+        // Ephemeral storage volumes of runs that crashed (Run+Resources.swift).
+        RunResources.reapVolumes(root: root, bundleRoot: bundleRoot)
 
         let store = RootfsStore(root: rootfsStore)
         let resolved: (manifest: RootfsManifest, rootfsPath: String)
@@ -109,6 +111,7 @@ struct RunCommand: ParsableCommand {
         return SandboxRunPlan(
             id: id, spec: bundle.spec,
             writableLayer: bundle.writableLayer ? (resolved.rootfsPath, SandboxPolicy.writableLayerSize) : nil,
-            timeout: sandbox.spec.timeout, stateRoot: root, bundleParent: bundleRoot)
+            timeout: sandbox.spec.timeout, stateRoot: root, bundleParent: bundleRoot,
+            limits: try sandbox.limits(), writablePaths: SandboxPolicy.writablePaths(of: sandbox))
     }
 }

@@ -135,13 +135,13 @@ struct SeccompProfileTests {
         let dir = try Harness.tempDir("profiles")
         defer { Harness.cleanup(dir) }
         try FileManager.default.createDirectory(atPath: dir + "/profiles", withIntermediateDirectories: true)
-        try #"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["getppid"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}]}"#
-            .write(toFile: dir + "/profiles/no-getppid.json", atomically: true, encoding: .utf8)
-        try "apiVersion: llmsafespace.dev/v1\nkind: SandboxProfile\nmetadata:\n  name: custom-python\nspec:\n  language: python\n  seccompProfile: profiles/no-getppid.json\n"
+        try #"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}]}"#
+            .write(toFile: dir + "/profiles/no-mkdir.json", atomically: true, encoding: .utf8)
+        try "apiVersion: llmsafespace.dev/v1\nkind: SandboxProfile\nmetadata:\n  name: custom-python\nspec:\n  language: python\n  seccompProfile: profiles/no-mkdir.json\n"
             .write(toFile: dir + "/custom-python.yaml", atomically: true, encoding: .utf8)
         let sandbox = dir + "/sandbox.yaml"
         try "apiVersion: llmsafespace.dev/v1\nkind: Sandbox\nspec:\n  profileRef:\n    name: custom-python\n".write(toFile: sandbox, atomically: true, encoding: .utf8)
-        let script = "import os\ntry:\n    os.getppid()\nexcept PermissionError as e:\n    print('errno', e.errno)\n"
+        let script = "import os\ntry:\n    os.mkdir('/tmp/d')\nexcept PermissionError as e:\n    print('errno', e.errno)\n"
         let (r, root, bundles) = try Self.safespace(["-f", sandbox, "--runtime", "python:3.11", "--", "python3", "-c", script], profileDir: dir)
         #expect(r.stdout.contains("errno 13"), "\(r.stdout) \(r.stderr)")
         #expect(Self.leftovers(root: root, bundles: bundles).isEmpty)

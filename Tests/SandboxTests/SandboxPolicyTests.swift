@@ -140,7 +140,8 @@ struct SandboxPolicyTests {
         }
         #expect(linux.readonlyPaths == ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"])
         #expect(linux.resources?.devices == [Resources.DeviceCgroup(allow: false, access: "rwm")])
-        #expect(linux.seccomp == nil)
+        // seccomp/default.json (SandboxSeccompTests has the rest).
+        #expect(linux.seccomp?.defaultAction == "SCMP_ACT_ALLOW")
     }
 
     @Test("annotations name the sandbox, its runtime and security level")

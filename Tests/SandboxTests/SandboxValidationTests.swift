@@ -161,7 +161,7 @@ struct SandboxValidationTests {
             $0.metadata.name = "Bad Name"
             $0.spec.securityContext = SecurityContextSpec(runAsUser: 0)
             $0.spec.filesystem = FilesystemSpec(writablePaths: ["relative"])
-            $0.spec.resources = ResourcesSpec(memory: "1Gi")
+            $0.spec.resources = ResourcesSpec(memory: "lots")
         }
         #expect(issues.map(\.field) == [
             "metadata.name", "spec.securityContext.runAsUser", "spec.filesystem.writablePaths[0]",

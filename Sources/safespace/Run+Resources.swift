@@ -1,0 +1,104 @@
+/// `spec.resources` in `safespace run`: the node state a sandbox's limits need beyond its
+/// `linux.resources` (which the policy sets): the CPUs of `cpuPinning`, held in
+/// `CPUAllocator`'s file, and the `ephemeralStorage` volume that holds every writable path
+/// and the writable layer, so their total is capped. Also the OOM report after the workload.
+import Foundation
+import Glibc
+import OCI
+import Resources
+import Runtime
+
+enum RunResources {
+    /// Exit code of a sandbox killed by the OOM killer (128 + SIGKILL).
+    static let oomExitCode: Int32 = 137
+
+    /// Completes `spec` with the node state `plan.limits` asks for, registering the release
+    /// of each piece in `cleanup` as soon as it is taken (run in reverse: container delete,
+    /// then the volume, then the CPUs).
+    /// - Returns: the ephemeral storage volume, when there is one: it then holds the writable
+    ///   paths and, for a writable root, the writable layer (`spec.root.path` points at it).
+    static func prepare(
+        plan: SandboxRunPlan, runtime: ContainerRuntime, spec: inout Spec, cleanup: inout [(String, () throws -> Void)]
+    ) throws -> EphemeralStorage? {
+        let id = plan.id
+        if let count = plan.limits.pinnedCPUCount {
+            let allocator = CPUAllocator()
+            cleanup.append(("pinned CPUs of \(id)", { try allocator.release(sandbox: id) }))
+            let cpus = try allocator.allocate(sandbox: id, count: count, runtimeRoot: runtime.store.root)
+            var resources = spec.linux?.resources ?? OCI.Resources()
+            resources.cpu = plan.limits.ociResources(pinnedCPUs: cpus).cpu
+            spec.linux?.resources = resources
+        }
+
+        guard let bytes = plan.limits.ephemeralStorageBytes else { return nil }
+        // In a user namespace the volume's files belong to the sandbox's host ids: the range is
+        // reserved here for the container created next, which adopts it (same owner).
+        var hostRange: IDAllocator.Allocation?
+        if spec.annotations?[UserNamespaceRange.annotation] == UserNamespaceRange.auto {
+            let allocator = try RuntimeConfiguration.load().idAllocator
+            let owner = runtime.store.directory(id)
+            hostRange = try allocator.allocate(owner: owner)
+            cleanup.append(("host id range", { try allocator.release(owner: owner) }))
+        }
+        let volume = try EphemeralStorage.create(sandbox: id, size: bytes)
+        cleanup.append(("ephemeral storage \(volume.directory)", { try volume.destroy() }))
+        func host(_ id: UInt32) -> UInt32 { (hostRange?.hostID ?? 0) + id }
+        let uid = spec.process?.user.uid ?? 0, gid = spec.process?.user.gid ?? 0
+
+        // Each writable path's tmpfs becomes a directory of the volume, bind-mounted in place.
+        spec.mounts = try (spec.mounts ?? []).map { mount in
+            guard mount.type == "tmpfs", mount.source == "tmpfs", plan.writablePaths.contains(mount.destination) else { return mount }
+            let isTmp = mount.destination == "/tmp"
+            let dir = try volume.directory(
+                for: mount.destination, uid: host(isTmp ? 0 : uid), gid: host(isTmp ? 0 : gid), mode: isTmp ? 0o1777 : 0o755)
+            return Mount(destination: mount.destination, type: "bind", source: dir, options: ["rbind", "nosuid", "nodev"])
+        }
+
+        if let layer = plan.writableLayer {
+            var lower = layer.lowerdir
+            if let range = hostRange {
+                // The overlay's lower layer is the store's rootfs idmapped to the sandbox's range
+                // (an overlay cannot be idmapped itself), inside the volume so `destroy` takes it;
+                // the upper dir belongs to the mapped root with the rootfs' mode.
+                lower = volume.volume + "/layer/lower"
+                let upper = volume.volume + "/layer/upper"
+                for dir in [volume.volume + "/layer", lower, upper] where mkdir(dir, 0o700) != 0 && errno != EEXIST {
+                    throw CLIError("cannot create \(dir): \(lastError())")
+                }
+                try IDMappedMount.mount(layer.lowerdir, at: lower, mappings: range.mappings)
+                var status = stat()
+                let mode = stat(layer.lowerdir, &status) == 0 ? status.st_mode & 0o7777 : 0o755
+                guard chown(upper, range.hostID, range.hostID) == 0, chmod(upper, mode) == 0 else { throw CLIError("chown \(upper): \(lastError())") }
+            }
+            spec.root?.path = try volume.writableLayer(lower: lower)
+        }
+        return volume
+    }
+
+    /// After the workload ended and before delete: when the OOM killer killed a process of
+    /// the sandbox, prints why and returns 137.
+    static func oomExit(runtime: ContainerRuntime, id: String, limits: SandboxLimits) -> Int32? {
+        guard (try? runtime.oomKilled(id: id)) == true else { return nil }
+        let limit = limits.memoryBytes.map { formatBytes($0) } ?? "none"
+        writeStandardError("safespace: sandbox \(id) was OOM-killed (memory limit \(limit))\n")
+        return oomExitCode
+    }
+
+    /// Destroys the ephemeral storage volumes left by runs that crashed: a volume whose
+    /// sandbox has no state in `root` and whose bundle directory is gone (a run between
+    /// creating its volume and `create` still has its bundle directory).
+    static func reapVolumes(root: String, bundleRoot: String) {
+        guard geteuid() == 0 else { return }
+        EphemeralStorage.reap { id in
+            access("\(root)/\(id)/state.json", F_OK) == 0 || access("\(bundleRoot)/\(id)", F_OK) == 0
+        }
+    }
+}
+
+/// `1Gi`, `64Mi`, `512Ki` when exact, else bytes.
+func formatBytes(_ bytes: Int64) -> String {
+    for (suffix, shift) in [("Ti", 40), ("Gi", 30), ("Mi", 20), ("Ki", 10)] where bytes >= (1 << shift) && bytes % (1 << shift) == 0 {
+        return "\(bytes >> shift)\(suffix)"
+    }
+    return "\(bytes)"
+}
