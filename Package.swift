@@ -34,7 +34,7 @@ let package = Package(
         .target(name: "Sandbox", dependencies: ["OCI", "Seccomp", "Resources", .product(name: "Yams", package: "Yams")]),
         .executableTarget(
             name: "safespace-runtime",
-            dependencies: ["Runtime", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+            dependencies: ["Runtime", "Seccomp", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .executableTarget(
             name: "safespace",
             dependencies: ["Runtime", "Sandbox", "Seccomp", "Resources", .product(name: "ArgumentParser", package: "swift-argument-parser")]),

@@ -17,8 +17,8 @@ public enum SecurityLevelPolicy {
     ///   allocates (`uid 0..65535` -> 65536 host ids of this sandbox alone);
     /// - `high`: no user namespace in the spec (runsc ignores OCI id mappings; its sandbox runs
     ///   as an unprivileged host user in a user namespace of its own), and no OCI seccomp
-    ///   profile unless `securityContext.seccompProfile` asks for one (the sentry is the system
-    ///   call boundary; a profile loaded inside it must be one runsc can enforce).
+    ///   profile unless the Sandbox asks for one (the sentry is the system call boundary; a
+    ///   profile loaded inside it must be one runsc can enforce, or the runtime refuses it).
     public static func apply(_ sandbox: Sandbox, to spec: inout Spec) {
         let level = SecurityLevel.of(sandbox) ?? .default
         let profile = level.profile
@@ -40,10 +40,16 @@ public enum SecurityLevelPolicy {
             spec.linux?.gidMappings = nil
         }
         spec.linux?.namespaces = namespaces
-        if profile.seccomp == .gvisorSentry && sandbox.spec.securityContext?.seccompProfile == nil {
+        if profile.seccomp == .gvisorSentry && !asksForSeccompProfile(sandbox) {
             spec.linux?.seccomp = nil
         }
         spec.annotations = annotations
+    }
+
+    /// Whether the Sandbox names a seccomp profile itself: `securityContext.seccompProfile`, or a
+    /// SandboxProfile (`profileRef`), which may.
+    static func asksForSeccompProfile(_ sandbox: Sandbox) -> Bool {
+        sandbox.spec.securityContext?.seccompProfile != nil || sandbox.spec.profileRef != nil
     }
 }
 

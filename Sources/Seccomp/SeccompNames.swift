@@ -101,6 +101,29 @@ public enum SeccompNames {
         return "SCMP_ARCH_" + name
     }
 
+    /// features.md's `linux.seccomp`: what `safespace-runtime features` reports.
+    public struct Features: Encodable, Sendable {
+        public var enabled = true
+        public var actions: [String]
+        public var operators: [String]
+        public var archs: [String]
+        public var knownFlags: [String]
+        public var supportedFlags: [String]
+    }
+
+    public static var features: Features {
+        let archs = [
+            "SCMP_ARCH_X86", "SCMP_ARCH_X86_64", "SCMP_ARCH_X32", "SCMP_ARCH_ARM", "SCMP_ARCH_AARCH64", "SCMP_ARCH_MIPS",
+            "SCMP_ARCH_MIPS64", "SCMP_ARCH_MIPS64N32", "SCMP_ARCH_MIPSEL", "SCMP_ARCH_MIPSEL64", "SCMP_ARCH_MIPSEL64N32",
+            "SCMP_ARCH_PPC", "SCMP_ARCH_PPC64", "SCMP_ARCH_PPC64LE", "SCMP_ARCH_S390", "SCMP_ARCH_S390X",
+            "SCMP_ARCH_PARISC", "SCMP_ARCH_PARISC64", "SCMP_ARCH_RISCV64",
+        ].filter { (try? architecture($0, field: "")) != nil }
+        let flagNames = flags.keys.sorted()
+        return Features(
+            actions: actions.keys.sorted(), operators: operators.keys.sorted(), archs: archs,
+            knownFlags: flagNames, supportedFlags: flagNames)
+    }
+
     /// The syscall number of `name` on `arch`, nil when libseccomp does not know it there.
     public static func syscall(_ name: String, arch: UInt32? = nil) -> Int32? {
         let nr = arch.map { seccomp_syscall_resolve_name_arch($0, name) } ?? seccomp_syscall_resolve_name(name)

@@ -8,6 +8,7 @@ import Glibc
 import Linux
 import OCI
 import Runtime
+import Seccomp
 
 /// runtime-spec features.md: what this runtime implements.
 struct FeaturesDocument: Encodable {
@@ -18,7 +19,7 @@ struct FeaturesDocument: Encodable {
         var namespaces: [String]
         var capabilities: [String]
         var cgroup: CgroupFeatures
-        var seccomp: Enabled
+        var seccomp: SeccompNames.Features
         var apparmor: Enabled
         var selinux: Enabled
         var intelRdt: Enabled
@@ -46,7 +47,7 @@ struct Features: ParsableCommand {
                 namespaces: ["cgroup", "ipc", "mount", "network", "pid", "user", "uts"],
                 capabilities: caps,
                 cgroup: .init(v1: true, v2: true, systemd: false, systemdUser: false, rdma: false),
-                seccomp: .init(enabled: true), apparmor: .init(enabled: false), selinux: .init(enabled: false),
+                seccomp: SeccompNames.features, apparmor: .init(enabled: false), selinux: .init(enabled: false),
                 intelRdt: .init(enabled: false), mountExtensions: .init(idmap: .init(enabled: false))),
             annotations: ["io.github.safespace.version": "0.1.0"])
         try printJSON(doc)

@@ -59,7 +59,7 @@ struct SecurityLevelTests {
         #expect(spec.linux?.resources == standard.linux?.resources)
     }
 
-    @Test("high loads no OCI seccomp profile inside gVisor unless the Sandbox asks for one")
+    @Test("high loads no OCI seccomp profile inside gVisor unless the Sandbox names one")
     func highSeccomp() {
         var spec = Spec(process: nil, root: nil, linux: OCI.Linux(namespaces: [Namespace(type: "user")], seccomp: Seccomp(defaultAction: "SCMP_ACT_ERRNO", defaultErrnoRet: 38)))
         SecurityLevelPolicy.apply(Self.sandbox("high"), to: &spec)
@@ -68,6 +68,11 @@ struct SecurityLevelTests {
         var asked = Spec(process: nil, root: nil, linux: OCI.Linux(seccomp: Seccomp(defaultAction: "SCMP_ACT_ALLOW")))
         SecurityLevelPolicy.apply(Self.sandbox("high", seccomp: SeccompProfileRef(type: "RuntimeDefault")), to: &asked)
         #expect(asked.linux?.seccomp == Seccomp(defaultAction: "SCMP_ACT_ALLOW"))
+        var viaProfile = Spec(process: nil, root: nil, linux: OCI.Linux(seccomp: Seccomp(defaultAction: "SCMP_ACT_ALLOW")))
+        var withProfileRef = Self.sandbox("high")
+        withProfileRef.spec.profileRef = ProfileRef(name: "python-restricted")
+        SecurityLevelPolicy.apply(withProfileRef, to: &viaProfile)
+        #expect(viaProfile.linux?.seccomp == Seccomp(defaultAction: "SCMP_ACT_ALLOW"))
         var standard = Spec(process: nil, root: nil, linux: OCI.Linux(seccomp: Seccomp(defaultAction: "SCMP_ACT_ALLOW")))
         SecurityLevelPolicy.apply(Self.sandbox("standard"), to: &standard)
         #expect(standard.linux?.seccomp == Seccomp(defaultAction: "SCMP_ACT_ALLOW"))
