@@ -372,11 +372,7 @@ public struct ContainerRuntime: Sendable {
                 // A create killed half-way: its init exits by itself (no `saved`), its
                 // cgroup is named in creating.json.
                 if let cgroup = store.loadCreating(id: id) {
-                    try? cgroup.killAll(signal: SIGKILL)
-                    for _ in 0..<100 {
-                        if (try? cgroup.destroy()) != nil { break }
-                        usleep(20_000)
-                    }
+                    try? cgroup.destroyKillingStragglers()
                 }
                 try Files.removeTree(store.directory(id))
                 return
@@ -400,17 +396,7 @@ public struct ContainerRuntime: Sendable {
         let stopped = State(id: id, status: "stopped", pid: state.pid, bundle: state.bundle, annotations: state.annotations)
         let json = String(decoding: (try? JSONEncoder().encode(stopped)) ?? Data(), as: UTF8.self)
         var cgroupError: Error?
-        for _ in 0..<100 {
-            do {
-                try state.cgroup.destroy()
-                cgroupError = nil
-                break
-            } catch {
-                cgroupError = error
-                try? state.cgroup.killAll(signal: SIGKILL)
-                usleep(20_000)
-            }
-        }
+        do { try state.cgroup.destroyKillingStragglers() } catch { cgroupError = error }
         try Files.removeTree(store.directory(id))
         if let range = state.idRange { try IDAllocator(directory: range.directory).release(owner: store.directory(id)) }
         for (i, hook) in (state.spec.hooks?.poststop ?? []).enumerated() {

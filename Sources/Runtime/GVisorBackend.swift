@@ -195,17 +195,7 @@ struct GVisorBackend {
         reap(state, blocking: true)
         runtime.log.log(.debug, "gVisor delete \(state.id): sandbox gone (was \(status.rawValue))")
         var cgroupError: Error?
-        for _ in 0..<100 {
-            do {
-                try state.cgroup.destroy()
-                cgroupError = nil
-                break
-            } catch {
-                cgroupError = error
-                try? state.cgroup.killAll(signal: SIGKILL)
-                usleep(20_000)
-            }
-        }
+        do { try state.cgroup.destroyKillingStragglers() } catch { cgroupError = error }
         try Files.removeTree(store.directory(state.id))
         let stopped = State(id: state.id, status: "stopped", pid: state.pid, bundle: state.bundle, annotations: state.annotations)
         let json = String(decoding: (try? JSONEncoder().encode(stopped)) ?? Data(), as: UTF8.self)
