@@ -52,8 +52,8 @@ public struct SeccompProgram: Sendable, Equatable {
 /// - SCMP_ACT_NOTIFY needs `listenerPath`; it may not apply to sendmsg(2), with which the
 ///   runtime hands the listener its fd after loading the filter.
 public enum SeccompCompiler {
-    /// - Throws: `SeccompError` (or `SysError` from libseccomp) naming the `linux.seccomp`
-    ///   field at fault.
+    /// - Throws: `SeccompError` naming the `linux.seccomp` field at fault (libseccomp's own
+    ///   failures included).
     public static func compile(_ seccomp: Seccomp) throws -> SeccompProgram {
         let field = "linux.seccomp"
         let defaultAction = try SeccompNames.action(seccomp.defaultAction, errnoRet: seccomp.defaultErrnoRet, field: field + ".defaultAction")

@@ -41,13 +41,20 @@ public enum SeccompEvents {
             out.defaultErrnoRet = nil
             changed = true
         }
-        out.syscalls = syscalls.map { entry in
-            guard isDenial(entry.action, entry.errnoRet) else { return entry }
+        out.syscalls = syscalls.flatMap { entry -> [Seccomp.Syscall] in
+            guard isDenial(entry.action, entry.errnoRet) else { return [entry] }
+            // sendmsg keeps its own answer: it may not notify (SeccompCompiler.checkNotify).
+            let others = entry.names.filter { $0 != "sendmsg" }
+            guard !others.isEmpty else { return [entry] }
             var e = entry
+            e.names = others
             e.action = "SCMP_ACT_NOTIFY"
             e.errnoRet = nil
             changed = true
-            return e
+            guard entry.names.contains("sendmsg") else { return [e] }
+            var kept = entry
+            kept.names = ["sendmsg"]
+            return [e, kept]
         }
         guard changed else { return (nil, "the profile denies nothing with EPERM") }
         out.listenerPath = listenerPath

@@ -1,9 +1,11 @@
 /// Syscall events of `safespace run`: the sandbox's seccomp denials go to an agent in this
 /// process (SCMP_ACT_NOTIFY), which answers them as the profile says and counts them; when the
 /// sandbox ends, one line on stderr names what was denied (seccomp/README.md, "Syscall events").
+/// Native backend only.
 import Foundation
 import OCI
 import Runtime
+import Sandbox
 import Seccomp
 
 final class SeccompEventsRun: @unchecked Sendable {
@@ -19,6 +21,9 @@ final class SeccompEventsRun: @unchecked Sendable {
     /// its profile cannot give events; a warning says why when that is the profile's doing.
     static func start(spec: inout Spec, socket: String) -> SeccompEventsRun? {
         guard let seccomp = spec.linux?.seccomp else { return nil }
+        // Under gVisor the profile is enforced by runsc inside its sentry, which has no NOTIFY.
+        let level = spec.annotations?[SandboxPolicy.Annotation.securityLevel].flatMap(SecurityLevel.init(rawValue:))
+        if level?.profile.backend == .gvisor { return nil }
         let (notifying, reason) = SeccompEvents.notifying(seccomp, listenerPath: socket)
         guard let notifying else {
             if let reason, !reason.contains("denies nothing") {

@@ -17,12 +17,20 @@ enum SeccompHarness {
     static var hasNodeRootfs: Bool { FileManager.default.fileExists(atPath: nodeRootfs + "/usr/bin/node") }
     static let podmanProfile = "/usr/share/containers/seccomp.json"
 
-    /// A directory holding `seccomp_probe`, built once per test run with `cc -static -pthread`.
+    /// A directory holding `seccomp_probe`, built with `cc -static -pthread`. Named by a hash
+    /// of the source, so test runs share one build and leave one directory behind.
     static let probeDir: Result<String, ProbeError> = {
         do {
-            let dir = try Harness.tempDir("probe")
-            let r = try Harness.run("/usr/bin/cc", ["-static", "-pthread", "-O2", "-o", dir + "/seccomp_probe", repo + "/Tests/Probes/seccomp_probe.c"])
+            let source = repo + "/Tests/Probes/seccomp_probe.c"
+            var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+            for byte in try Data(contentsOf: URL(fileURLWithPath: source)) { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+            let dir = NSTemporaryDirectory() + "safespace-seccomp-probe-" + String(hash, radix: 16)
+            if FileManager.default.isExecutableFile(atPath: dir + "/seccomp_probe") { return .success(dir) }
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            let tmp = dir + "/seccomp_probe.\(getpid())"
+            let r = try Harness.run("/usr/bin/cc", ["-static", "-pthread", "-O2", "-o", tmp, source])
             guard r.status == 0 else { return .failure(ProbeError(message: "cc: \(r.stderr)")) }
+            guard rename(tmp, dir + "/seccomp_probe") == 0 else { return .failure(ProbeError(message: "rename \(tmp): errno \(errno)")) }
             return .success(dir)
         } catch {
             return .failure(ProbeError(message: "\(error)"))
