@@ -453,14 +453,17 @@ func absolute(_ path: String) throws -> String {
     return cleanPath(String(cString: buf) + "/" + path)
 }
 
-func connectUnix(_ path: String) throws -> Int32 {
+/// Connects a SOCK_STREAM unix socket (close-on-exec) to `path`.
+/// - Parameter field: the flag or field that named the path, for errors.
+/// - Throws: `RuntimeError` for a path longer than `sun_path`, `SysError` from connect(2).
+func connectUnix(_ path: String, field: String = "--console-socket") throws -> Int32 {
     let fd = try sys("socket") { socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) }
     var addr = sockaddr_un()
     addr.sun_family = sa_family_t(AF_UNIX)
     let bytes = Array(path.utf8)
     guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else {
         close(fd)
-        throw RuntimeError("--console-socket: path too long: \(path)")
+        throw RuntimeError("\(field): path too long for a unix socket: \(path)")
     }
     withUnsafeMutableBytes(of: &addr.sun_path) { raw in
         for (i, b) in bytes.enumerated() { raw[i] = b }
@@ -471,7 +474,7 @@ func connectUnix(_ path: String) throws -> Int32 {
     if rc != 0 {
         let e = errno
         close(fd)
-        throw SysError("connect", path: path, errno: e, field: "--console-socket")
+        throw SysError("connect", path: path, errno: e, field: field)
     }
     return fd
 }

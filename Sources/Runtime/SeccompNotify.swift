@@ -34,26 +34,7 @@ enum SeccompNotify {
     /// - Throws: `SysError` naming `linux.seccomp.listenerPath`.
     static func connectListener(_ program: SeccompProgram?, spec: Spec) throws -> Int32? {
         guard let program, program.notifies, let path = spec.linux?.seccomp?.listenerPath else { return nil }
-        let fd = try sys("socket") { socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) }
-        var addr = sockaddr_un()
-        addr.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8)
-        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else {
-            close(fd)
-            throw RuntimeError("linux.seccomp.listenerPath: path too long for a unix socket: \(path)")
-        }
-        withUnsafeMutableBytes(of: &addr.sun_path) { raw in
-            for (i, b) in bytes.enumerated() { raw[i] = b }
-        }
-        let rc = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
-        if rc != 0 {
-            let e = errno
-            close(fd)
-            throw SysError("connect to the seccomp agent", path: path, errno: e, field: "linux.seccomp.listenerPath")
-        }
-        return fd
+        return try connectUnix(path, field: "linux.seccomp.listenerPath")
     }
 
     /// The JSON the init sends with the listener fd. `pid` is the process the filter is for,
