@@ -95,14 +95,7 @@ enum CgroupV1 {
         if let quota {
             out.append(CgroupWrite(controller: "cpu", file: cfsQuota, value: String(quota), field: "\(field).quota"))
         }
-        if let cpus = c.cpus, !cpus.isEmpty {
-            let value = try Conversions.cpusetList(cpus, field: "\(field).cpus")
-            out.append(CgroupWrite(controller: "cpuset", file: cpusetCpus, value: value, field: "\(field).cpus"))
-        }
-        if let mems = c.mems, !mems.isEmpty {
-            let value = try Conversions.cpusetList(mems, field: "\(field).mems")
-            out.append(CgroupWrite(controller: "cpuset", file: cpusetMems, value: value, field: "\(field).mems"))
-        }
+        out += try Conversions.cpusetWrites(c, field: field)
         return out
     }
 

@@ -21,8 +21,6 @@ enum CgroupV2 {
     static let memorySwapMax = "memory.swap.max"
     static let cpuWeight = "cpu.weight"
     static let cpuMax = "cpu.max"
-    static let cpusetCpus = "cpuset.cpus"
-    static let cpusetMems = "cpuset.mems"
     static let pidsMax = "pids.max"
     static let memoryEvents = "memory.events"
     static let ioWeight = "io.weight"
@@ -82,14 +80,7 @@ enum CgroupV2 {
             let which = c.quota.map { $0 != 0 } == true ? "quota" : "period"
             out.append(CgroupWrite(controller: "cpu", file: cpuMax, value: value, field: "\(field).\(which)"))
         }
-        if let cpus = c.cpus, !cpus.isEmpty {
-            let value = try Conversions.cpusetList(cpus, field: "\(field).cpus")
-            out.append(CgroupWrite(controller: "cpuset", file: cpusetCpus, value: value, field: "\(field).cpus"))
-        }
-        if let mems = c.mems, !mems.isEmpty {
-            let value = try Conversions.cpusetList(mems, field: "\(field).mems")
-            out.append(CgroupWrite(controller: "cpuset", file: cpusetMems, value: value, field: "\(field).mems"))
-        }
+        out += try Conversions.cpusetWrites(c, field: field)
         return out
     }
 

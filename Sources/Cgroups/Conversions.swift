@@ -122,6 +122,21 @@ enum Conversions {
         return p.map { "\(quotaText) \($0)" } ?? quotaText
     }
 
+    /// `cpus`/`mems` → `cpuset.cpus`/`cpuset.mems`: the same files on v1 and v2.
+    /// - Throws: `CgroupError` naming `field.cpus` or `field.mems` for bad list syntax.
+    static func cpusetWrites(_ c: Resources.CPU, field: String) throws -> [CgroupWrite] {
+        var out: [CgroupWrite] = []
+        if let cpus = c.cpus, !cpus.isEmpty {
+            let value = try cpusetList(cpus, field: "\(field).cpus")
+            out.append(CgroupWrite(controller: "cpuset", file: "cpuset.cpus", value: value, field: "\(field).cpus"))
+        }
+        if let mems = c.mems, !mems.isEmpty {
+            let value = try cpusetList(mems, field: "\(field).mems")
+            out.append(CgroupWrite(controller: "cpuset", file: "cpuset.mems", value: value, field: "\(field).mems"))
+        }
+        return out
+    }
+
     /// Checks cpuset list syntax (`0-3,5`): digits, `,` and `-` only.
     /// - Throws: `CgroupError` naming `field`.
     static func cpusetList(_ value: String, field: String) throws -> String {
