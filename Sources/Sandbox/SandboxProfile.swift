@@ -34,14 +34,7 @@ public struct SandboxProfile: Codable, Sendable, Equatable {
     public init(from decoder: any Decoder) throws {
         try decoder.rejectUnknownKeys(CodingKeys.self)
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        guard let apiVersion = try c.decodeIfPresent(String.self, forKey: .apiVersion) else {
-            throw SandboxError(.missingField, field: "apiVersion", "required (\(Sandbox.apiVersion))")
-        }
-        guard let kind = try c.decodeIfPresent(String.self, forKey: .kind) else {
-            throw SandboxError(.missingField, field: "kind", "required (\(Self.kind))")
-        }
-        self.apiVersion = apiVersion
-        self.kind = kind
+        (apiVersion, kind) = try decoder.decodeResourceHeader(kind: Self.kind)
         self.metadata = try c.decodeIfPresent(ObjectMeta.self, forKey: .metadata) ?? .init()
         self.spec = try c.decodeIfPresent(SandboxProfileSpec.self, forKey: .spec) ?? .init()
     }

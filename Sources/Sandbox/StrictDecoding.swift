@@ -50,3 +50,21 @@ func fieldPath(_ path: [any CodingKey]) -> String {
 func fieldPath(_ parent: String, _ child: String) -> String {
     parent.isEmpty ? child : "\(parent).\(child)"
 }
+
+private enum ResourceHeaderKeys: String, CodingKey { case apiVersion, kind }
+
+extension Decoder {
+    /// `apiVersion` and `kind` of an `llmsafespace.dev/v1` resource, both required; their
+    /// values are checked by the resource's validation.
+    /// - Throws: `SandboxError(.missingField)` naming the missing one.
+    func decodeResourceHeader(kind expectedKind: String) throws -> (apiVersion: String, kind: String) {
+        let c = try container(keyedBy: ResourceHeaderKeys.self)
+        guard let apiVersion = try c.decodeIfPresent(String.self, forKey: .apiVersion) else {
+            throw SandboxError(.missingField, field: "apiVersion", "required (\(Sandbox.apiVersion))")
+        }
+        guard let kind = try c.decodeIfPresent(String.self, forKey: .kind) else {
+            throw SandboxError(.missingField, field: "kind", "required (\(expectedKind))")
+        }
+        return (apiVersion, kind)
+    }
+}
