@@ -140,8 +140,10 @@ struct RuntimeIsolationTests {
             echo ---
             tail -n +3 /proc/net/dev | cut -d: -f1
             echo ---
-            (echo hello-loopback | nc -l -p 8080 &)
-            for i in $(seq 100); do out=$(nc 127.0.0.1 8080 </dev/null 2>/dev/null) && [ -n "$out" ] && break; usleep 50000; done
+            # The server answers every connection: a client that connected before the answer
+            # was written (its stdin is empty, so it may close first) must not use it up.
+            (while true; do echo hello-loopback | nc -l -p 8080; done &)
+            for i in $(seq 200); do out=$(nc 127.0.0.1 8080 </dev/null 2>/dev/null) && [ -n "$out" ] && break; usleep 50000; done
             echo "got:$out"
             """
         let (r, left) = try Harness.runScript(script)
