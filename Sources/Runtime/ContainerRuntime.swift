@@ -89,6 +89,11 @@ public struct ContainerRuntime: Sendable {
                 id: id, bundle: bundle, rootfs: rootfs, spec: spec, options: options, configuration: configuration,
                 consoleSocket: try options.consoleSocket.map { try absolute($0) })
         }
+        // A container of a pod whose sandbox runs under gVisor cannot run natively: the paths
+        // it joins are the sentry's host namespaces, not the pod's.
+        if case .container(let sandboxID) = try PodRole.of(spec.annotations), (try? store.load(sandboxID))?.backend == .gvisor {
+            throw RuntimeError("annotations[\(PodRole.sandboxKeys[0])]: pod sandbox \"\(sandboxID)\" runs under gVisor; its containers must too (security level high)")
+        }
         var consoleSocketFd: Int32 = -1
         if spec.process?.terminal == true {
             guard let path = options.consoleSocket else {

@@ -41,9 +41,14 @@ struct GVisorBackend {
         let gv = configuration.gvisor
         let runscPath = gv?.runsc ?? (Files.exists("/usr/bin/runsc") ? "/usr/bin/runsc" : findInPath("runsc") ?? "/usr/bin/runsc")
         let features = try GVisorFeatures.detect(runsc: runscPath, configuration: gv, cacheDir: store.root)
-        try GVisorSpec.check(spec, options: options, features: features)
+        let role = try PodRole.of(spec.annotations)
+        try GVisorSpec.check(spec, options: options, features: features, podContainer: role != .standalone && role != .sandbox)
+        if case .container(let sandboxID) = role {
+            return try createPodContainer(id: id, bundle: bundle, rootfs: rootfs, spec: spec, options: options, sandboxID: sandboxID)
+        }
         let platform = try features.platform(configured: gv?.platform)
         let network = try GVisorSpec.networkMode(spec)
+        let podNetwork = try Self.podNetwork(spec)
 
         let lock = try store.lock()
         let dir = store.directory(id)
@@ -54,8 +59,10 @@ struct GVisorBackend {
         var gstate = GVisorState(
             runsc: runscPath,
             flags: ["--root", runscRoot(id), "--platform", platform, "--network", network, "--log", logPath(id), "--log-format", "json"]
-                + (spec.linux?.seccomp != nil ? ["--oci-seccomp"] : []) + (gv?.flags ?? []),
+                // A pod sandbox: its containers' seccomp profiles too.
+                + (spec.linux?.seccomp != nil || role == .sandbox ? ["--oci-seccomp"] : []) + (gv?.flags ?? []),
             platform: platform, network: network, helpers: [])
+        if features.misreadsPodNetns { gstate.hideNetCoreOf = podNetwork }
         let runner = Runsc(state: gstate, logPath: logPath(id), log: runtime.log)
         do {
             // The created marker: status is `created` until `start` removes it (ContainerState).
@@ -81,7 +88,7 @@ struct GVisorBackend {
             let pidPath = dir + "/runsc.pid"
             var args = ["create", "--bundle", bundleDir(id), "--pid-file", pidPath]
             if let consoleSocket { args += ["--console-socket", consoleSocket] }
-            try runner.check(args + [id], inheritStdio: true)
+            try runner.check(args + [id], inheritStdio: true, hidingNetCore: gstate.hideNetCoreOf)
             created = true
             guard let pid = Int32((try Files.readString(pidPath)).trimmed), let startTime = ProcStat.read(pid: pid)?.startTime else {
                 throw RuntimeError("runsc create: no sandbox pid in \(pidPath)")
@@ -128,7 +135,11 @@ struct GVisorBackend {
         case .stopped: throw RuntimeError("cannot start a container that has stopped")
         default: throw RuntimeError("cannot start an already running container")
         }
-        try runsc(state).check(["start", state.id])
+        if state.gvisor?.podSandbox != nil {
+            try startPodContainer(state)
+        } else {
+            try runsc(state).check(["start", state.id], hidingNetCore: state.gvisor?.hideNetCoreOf)
+        }
         unlink(store.fifoPath(state.id))
         let running = State(id: state.id, status: "running", pid: state.pid, bundle: state.bundle, annotations: state.annotations)
         let json = String(decoding: (try? JSONEncoder().encode(running)) ?? Data(), as: UTF8.self)
@@ -184,7 +195,9 @@ struct GVisorBackend {
             throw RuntimeError("cannot delete container \(state.id) that is not stopped: \(status.rawValue)")
         }
         reap(state, blocking: false)
-        if status != .stopped {
+        // A pod container stays in its sandbox (runsc's state, the sentry's record) after it
+        // exits, until runsc deletes it.
+        if status != .stopped || state.gvisor?.podSandbox != nil {
             if status == .paused { try? state.cgroup.setFrozen(false) }
             let result = try? runsc(state).run(["delete", "--force", state.id])
             if let result, result.status != 0 {
@@ -197,6 +210,11 @@ struct GVisorBackend {
         var cgroupError: Error?
         do { try state.cgroup.destroyKillingStragglers() } catch { cgroupError = error }
         try Files.removeTree(store.directory(state.id))
+        if let sandboxID = state.gvisor?.podSandbox, let sandbox = try? store.load(sandboxID), store.status(of: sandbox) != .stopped {
+            let lock = try store.lock()
+            defer { withExtendedLifetime(lock) {} }
+            do { try applyPodLimits(sandbox: sandbox) } catch { runtime.log.warn("pod sandbox \(sandboxID): limits after removing \(state.id): \(error)") }
+        }
         let stopped = State(id: state.id, status: "stopped", pid: state.pid, bundle: state.bundle, annotations: state.annotations)
         let json = String(decoding: (try? JSONEncoder().encode(stopped)) ?? Data(), as: UTF8.self)
         for (i, hook) in (state.spec.hooks?.poststop ?? []).enumerated() {

@@ -18,6 +18,12 @@ public struct GVisorState: Codable, Sendable, Equatable {
     public var flags: [String]
     public var platform: String
     public var network: String
+    /// The pod network namespace (`linux.namespaces` path) whose /proc/sys/net/core runsc's
+    /// create and start of the pod sandbox must not see (`GVisorFeatures.misreadsPodNetns`).
+    public var hideNetCoreOf: String? = nil
+    /// For a container of a gVisor pod: the pod sandbox container's id (its runsc root is
+    /// shared: runsc runs the container inside that sandbox).
+    public var podSandbox: String? = nil
     /// Host processes of the sandbox besides its main one (the gofer), with start times: reaped
     /// after the sandbox when they are this process's children (it is a subreaper).
     public var helpers: [HelperProcess]
@@ -46,9 +52,11 @@ struct Runsc {
     /// Runs `runsc <flags> args…` to completion.
     /// - Parameter inheritStdio: the child gets this process's stdin/stdout/stderr (create and
     ///   exec: they become the workload's); otherwise stdin is /dev/null and output is captured.
-    func run(_ args: [String], inheritStdio: Bool = false) throws -> RunscResult {
+    /// - Parameter hidingNetCore: spawn it with /proc/sys/net/core of this network namespace
+    ///   hidden (`GVisorState.hideNetCoreOf`).
+    func run(_ args: [String], inheritStdio: Bool = false, hidingNetCore: String? = nil) throws -> RunscResult {
         let start = monotonicSeconds()
-        let result = try spawnAndWait([state.runsc] + state.flags + args, inheritStdio: inheritStdio)
+        let result = try spawnAndWait([state.runsc] + state.flags + args, inheritStdio: inheritStdio, hidingNetCore: hidingNetCore)
         log?.log(.debug, "runsc \(args.first ?? ""): exit \(result.status) after \(Int((monotonicSeconds() - start) * 1000)) ms")
         return result
     }
@@ -56,9 +64,9 @@ struct Runsc {
     /// `run`, throwing on a non-zero status with runsc's own words (its stderr and the error
     /// lines of its log).
     @discardableResult
-    func check(_ args: [String], inheritStdio: Bool = false) throws -> RunscResult {
+    func check(_ args: [String], inheritStdio: Bool = false, hidingNetCore: String? = nil) throws -> RunscResult {
         let logStart = logPath.flatMap { Files.exists($0) ? (try? Files.read($0))?.count : 0 } ?? 0
-        let result = try run(args, inheritStdio: inheritStdio)
+        let result = try run(args, inheritStdio: inheritStdio, hidingNetCore: hidingNetCore)
         guard result.status == 0 else {
             var why = result.stderr.trimmed.split(separator: "\n").last.map(String.init) ?? ""
             let logged = logErrors(since: logStart).filter { !why.contains($0) }
@@ -113,8 +121,11 @@ func splitJSONObjects(_ bytes: [UInt8]) -> [[UInt8]] {
 
 /// posix_spawn(3) of `argv` (absolute path first) with default signal dispositions and an
 /// empty signal mask (the caller may block signals it reads from a signalfd; runsc's sandbox
-/// and gofer must not inherit that), waited for with EINTR retried.
-func spawnAndWait(_ argv: [String], inheritStdio: Bool) throws -> RunscResult {
+/// and gofer must not inherit that), waited for with EINTR retried. With `hidingNetCore` (a
+/// network namespace path) the child is forked by `ss_spawn_hiding_net_core` instead, which
+/// hides that namespace's /proc/sys/net/core from it in a private mount namespace.
+/// - Throws: `SysError` when the spawn fails (naming the failed step for the fork path).
+func spawnAndWait(_ argv: [String], inheritStdio: Bool, hidingNetCore: String? = nil) throws -> RunscResult {
     var actions = posix_spawn_file_actions_t()
     posix_spawn_file_actions_init(&actions)
     defer { posix_spawn_file_actions_destroy(&actions) }
@@ -143,7 +154,26 @@ func spawnAndWait(_ argv: [String], inheritStdio: Bool) throws -> RunscResult {
     var cArgs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
     defer { cArgs.forEach { free($0) } }
     var pid: pid_t = 0
-    let rc = posix_spawn(&pid, argv[0], &actions, &attr, &cArgs, environ)
+    var rc: Int32
+    if let netns = hidingNetCore {
+        let nsFd = open(netns, O_RDONLY | O_CLOEXEC)
+        if nsFd < 0 {
+            rc = errno
+        } else {
+            var step: Int32 = -1
+            let null = inheritStdio ? -1 : open("/dev/null", O_RDONLY | O_CLOEXEC)
+            pid = ss_spawn_hiding_net_core(argv[0], &cArgs, environ, null, inheritStdio ? -1 : outPipe[1], inheritStdio ? -1 : errPipe[1], nsFd, &step)
+            rc = pid < 0 ? errno : 0
+            if null >= 0 { close(null) }
+            close(nsFd)
+            if pid < 0, step >= 0, step < NetCoreStep.names.count {
+                if !inheritStdio { close(outPipe[1]); close(errPipe[1]); close(outPipe[0]); close(errPipe[0]) }
+                throw SysError(NetCoreStep.names[Int(step)], path: netns, errno: rc)
+            }
+        }
+    } else {
+        rc = posix_spawn(&pid, argv[0], &actions, &attr, &cArgs, environ)
+    }
     if !inheritStdio {
         close(outPipe[1])
         close(errPipe[1])
@@ -160,6 +190,14 @@ func spawnAndWait(_ argv: [String], inheritStdio: Bool) throws -> RunscResult {
     }
     let status = try waitChild(pid)
     return RunscResult(status: status, stdout: String(decoding: out, as: UTF8.self), stderr: String(decoding: err, as: UTF8.self))
+}
+
+/// The steps of `ss_spawn_hiding_net_core`, for its errors.
+enum NetCoreStep {
+    static let names = [
+        "sigprocmask", "dup2", "unshare(CLONE_NEWNS)", "mount(MS_PRIVATE) /", "open /proc/self/ns/net",
+        "setns(CLONE_NEWNET)", "mount tmpfs on /proc/sys/net/core", "setns(CLONE_NEWNET) back", "execve",
+    ]
 }
 
 /// Reads two pipes to EOF together, so neither fills while the other is read.
@@ -189,12 +227,23 @@ extension GVisorFeatures {
         guard stat(runsc, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG, access(runsc, X_OK) == 0 else {
             throw RuntimeError("gVisor level: runsc not found or not executable at \(runsc) (apt-get install runsc, or set gvisor.runsc in \(RuntimeConfiguration.defaultPath))")
         }
-        let identity = "\(runsc) \(st.st_size) \(st.st_mtim.tv_sec).\(st.st_mtim.tv_nsec)"
+        var u = utsname()
+        uname(&u)
+        let kernel = withUnsafeBytes(of: &u.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        // Cached per binary (path, size, mtime) and kernel: "v2 <identity>", "release <date>",
+        // "netcore <0|1>", then one platform per line.
+        let identity = "v2 \(runsc) \(st.st_size) \(st.st_mtim.tv_sec).\(st.st_mtim.tv_nsec) \(kernel)"
         let cache = cacheDir + "/.runsc-platforms"
         var platforms: [String]?
+        var release = 0
+        var netCoreShown = false
         if let text = try? Files.readString(cache) {
             let lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
-            if lines.first == identity { platforms = lines.dropFirst().filter { !$0.isEmpty } }
+            if lines.first == identity, lines.count > 3, lines[1].hasPrefix("release "), lines[2].hasPrefix("netcore ") {
+                release = Int(lines[1].dropFirst(8)) ?? 0
+                netCoreShown = lines[2] == "netcore 1"
+                platforms = lines.dropFirst(3).filter { !$0.isEmpty }
+            }
         }
         if platforms == nil {
             let result = try spawnAndWait([runsc, "help", "platforms"], inheritStdio: false)
@@ -203,10 +252,26 @@ extension GVisorFeatures {
                 throw RuntimeError("gVisor level: \(runsc) help platforms failed: \(result.stderr.trimmed)")
             }
             platforms = found
+            release = Self.releaseDate(versionOutput: (try? spawnAndWait([runsc, "--version"], inheritStdio: false).stdout) ?? "")
+            netCoreShown = ss_new_netns_shows("/proc/sys/net/core/rmem_default") == 1
             try? Files.makeDirectories(cacheDir, mode: 0o700)
-            try? Files.writeAtomically(cache, Array(([identity] + found).joined(separator: "\n").utf8), mode: 0o600)
+            let lines = [identity, "release \(release)", "netcore \(netCoreShown ? 1 : 0)"] + found
+            try? Files.writeAtomically(cache, Array(lines.joined(separator: "\n").utf8), mode: 0o600)
         }
-        return GVisorFeatures(platforms: platforms ?? [], seccompErrnoRet: configuration?.seccompErrnoRet ?? false)
+        return GVisorFeatures(
+            platforms: platforms ?? [], seccompErrnoRet: configuration?.seccompErrnoRet ?? false,
+            misreadsPodNetns: netCoreShown && release < Self.netnsFixRelease)
+    }
+
+    /// The first runsc release that tells a network namespace from the host's by comparing
+    /// namespaces rather than by /proc/sys/net/core/rmem_default (gVisor issue 10704).
+    static let netnsFixRelease = 20240801
+
+    /// The release date in `runsc --version` output: "runsc version release-20240807.0"
+    /// upstream, "runsc version 0.0~20221219.0" in Debian; 0 when there is none.
+    static func releaseDate(versionOutput: String) -> Int {
+        let first = versionOutput.split(separator: "\n").first ?? ""
+        return first.split(whereSeparator: { !$0.isNumber }).first { $0.count == 8 }.flatMap { Int($0) } ?? 0
     }
 
     /// The configured platform (checked against the binary), else systrap where available,

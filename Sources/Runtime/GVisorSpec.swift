@@ -8,6 +8,12 @@ struct GVisorFeatures: Sendable, Equatable {
     var platforms: [String]
     /// Whether seccomp `errnoRet`/`defaultErrnoRet` other than EPERM are honoured.
     var seccompErrnoRet: Bool
+    /// Whether runsc would refuse a pod's network namespace as "the root network namespace":
+    /// runsc before release-20240801 decides that from /proc/sys/net/core/rmem_default
+    /// existing (gVisor issue 10704), and this kernel shows that file in every network
+    /// namespace. The backend then hides that directory from runsc's create and start
+    /// (`ss_spawn_hiding_net_core`), after checking itself that the namespace is not the host's.
+    var misreadsPodNetns: Bool = false
 }
 
 /// The bundle a gVisor container is created from: checks of what runsc would silently not
@@ -19,9 +25,11 @@ enum GVisorSpec {
         "SCMP_CMP_NE", "SCMP_CMP_LT", "SCMP_CMP_LE", "SCMP_CMP_EQ", "SCMP_CMP_GE", "SCMP_CMP_GT", "SCMP_CMP_MASKED_EQ",
     ]
 
-    /// Refuses what runsc would run weaker than asked, naming the field.
+    /// Refuses what runsc would run weaker than asked, naming the field. A container of a pod
+    /// (`podContainer`) may join namespaces by path: `GVisorBackend.checkPodContainer` checks
+    /// they are its sandbox's.
     /// - Throws: `RuntimeError`.
-    static func check(_ spec: Spec, options: CreateOptions, features: GVisorFeatures) throws {
+    static func check(_ spec: Spec, options: CreateOptions, features: GVisorFeatures, podContainer: Bool = false) throws {
         if options.preserveFds > 0 {
             throw RuntimeError("--preserve-fds: runsc cannot pass extra file descriptors to the workload (gVisor level)")
         }
@@ -36,7 +44,7 @@ enum GVisorSpec {
             if ns.type == "user" {
                 throw RuntimeError("linux.namespaces[\(i)]: user: runsc ignores linux.uidMappings (its sandbox runs as an unprivileged host user in a user namespace of its own); remove the user namespace for the gVisor level")
             }
-            if joined && ns.type != "network" {
+            if joined && ns.type != "network" && !podContainer {
                 throw RuntimeError("linux.namespaces[\(i)].path: runsc cannot join a \(ns.type) namespace by path (only network)")
             }
         }

@@ -10,6 +10,9 @@ extension ContainerRuntime {
         guard store.status(of: state) == .running else {
             throw RuntimeError("container \(id) is not running: container not running")
         }
+        if let sandbox = state.gvisor?.podSandbox {
+            throw RuntimeError("cannot pause container \(id) alone: it runs inside gVisor pod sandbox \(sandbox), whose kernel it shares; pause the pod sandbox")
+        }
         try state.cgroup.setFrozen(true)
     }
 

@@ -22,10 +22,27 @@ extension ContainerRuntime {
             throw RuntimeError("cannot update container \(id): it is stopped")
         }
         let (apply, merged) = try ResourceUpdate.merge(resources, into: state.spec.linux?.resources)
+        // A container of a gVisor pod: its limits count in the sandbox's cgroup (GVisorPod.swift).
+        if let sandboxID = state.gvisor?.podSandbox {
+            try GVisorPodResources.check(merged)
+            let sandbox = try store.load(sandboxID)
+            let old = state
+            state.spec.linux?.resources = merged
+            try store.save(state)
+            do { try GVisorBackend(runtime: self).applyPodLimits(sandbox: sandbox) } catch {
+                try? store.save(old)
+                try? GVisorBackend(runtime: self).applyPodLimits(sandbox: sandbox)
+                throw error
+            }
+            return
+        }
         try state.cgroup.apply(apply)
         if state.spec.linux == nil { state.spec.linux = OCI.Linux() }
         state.spec.linux?.resources = merged
         try store.save(state)
+        if state.backend == .gvisor, try PodRole.of(state.spec.annotations) == .sandbox {
+            try GVisorBackend(runtime: self).applyPodLimits(sandbox: state)
+        }
     }
 
     /// The container's `linux.resources` as last created or updated.

@@ -36,20 +36,19 @@ enum CRITools {
 
     static var runsc: String? { ClientTools.find("runsc") }
 
-    /// Why the installed runsc cannot start a sandbox in a pod's network namespace here, or nil
-    /// when it can (or is not installed).
-    /// runsc releases before 2024-08 take "/proc/sys/net/core/rmem_default exists" to mean "this
-    /// is the host's network namespace" and refuse to set up its network (gVisor issue 10704);
-    /// kernels since about 6.11 show that file in every network namespace.
-    static let gvisorPodNetworkBlocker: String? = {
-        guard let runsc else { return nil }
+    /// Whether the installed runsc misreads a pod's network namespace as the host's on this
+    /// kernel, so that safespace-runtime's workaround is what lets safespace-high pods start:
+    /// runsc releases before 2024-08 take "/proc/sys/net/core/rmem_default exists" for "this is
+    /// the host's network namespace" (gVisor issue 10704); kernels since about 6.11 show that
+    /// file in every network namespace.
+    static let runscMisreadsPodNetns: Bool = {
+        guard let runsc else { return false }
         let probe = try? ClientTools.run(unshare ?? "/usr/bin/unshare", ["--net", "--", "/bin/sh", "-c", "test -e /proc/sys/net/core/rmem_default"], timeout: 30)
-        guard probe?.status == 0 else { return nil }
+        guard probe?.status == 0 else { return false }
         let version = (try? ClientTools.run(runsc, ["--version"], timeout: 30).stdout) ?? ""
         // Debian: "runsc version 0.0~20221219.0"; upstream: "runsc version release-20240807.0".
         let date = version.split(whereSeparator: { !$0.isNumber }).first { $0.count == 8 }.flatMap { Int($0) } ?? 0
-        if date >= 20240801 { return nil }
-        return "runsc \(date) decides it runs in the host's network namespace because /proc/sys/net/core/rmem_default exists, which this kernel shows in every network namespace (gVisor issue 10704; fixed in release-20240801)"
+        return date < 20240801
     }()
 }
 

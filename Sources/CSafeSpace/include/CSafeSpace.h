@@ -97,3 +97,18 @@ int ss_loop_attach(int image_fd, int readonly, char *path, size_t path_len);
 /// Blocks (1) or unblocks (0) SIGINT, SIGTERM, SIGHUP and SIGQUIT in the calling thread:
 /// `create` must not die half-way; `run` forwards them once the container has started.
 int ss_block_stop_signals(int block);
+
+/// fork(2) + execve(2) of `path` with default signal dispositions and an empty mask; fds 0-2
+/// from `in_fd`/`out_fd`/`err_fd` (-1: inherited). With `netns_fd` >= 0 the child first takes a
+/// private mount namespace (unshare(2) CLONE_NEWNS, MS_REC|MS_PRIVATE on /) and mounts an empty
+/// read-only tmpfs on that network namespace's /proc/sys/net/core (setns(2) there and back):
+/// runsc before release-20240801 takes "/proc/sys/net/core/rmem_default exists" for "this is
+/// the host's network namespace" (gVisor issue 10704), which kernels since ~6.11 show in every
+/// network namespace. Returns the child's pid, or -1 with errno and `*failed_step` (0 signals,
+/// 1 dup2, 2 unshare, 3 make-private, 4 open own netns, 5 setns pod, 6 mount, 7 setns back,
+/// 8 execve; -1 when fork or pipe2 failed).
+pid_t ss_spawn_hiding_net_core(const char *path, char *const argv[], char *const envp[], int in_fd, int out_fd,
+                               int err_fd, int netns_fd, int *failed_step);
+/// Whether `path` exists when looked up from a new network namespace (a forked child that
+/// unshares CLONE_NEWNET): 1 yes, 0 no, -1 when the probe failed.
+int ss_new_netns_shows(const char *path);

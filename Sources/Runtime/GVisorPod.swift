@@ -1,0 +1,436 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+import Glibc
+import CSafeSpace
+import Linux
+import OCI
+import Cgroups
+
+/// A container's place in a Kubernetes pod, from the annotations containerd's CRI
+/// (`io.kubernetes.cri.container-type`, `io.kubernetes.cri.sandbox-id`) or CRI-O
+/// (`io.kubernetes.cri-o.ContainerType`, `io.kubernetes.cri-o.SandboxID`) put in every spec —
+/// the same annotations runsc reads (runsc/specutils: ShouldCreateSandbox, SandboxID).
+public enum PodRole: Equatable, Sendable {
+    /// Not in a pod (no annotations): a sandbox of its own.
+    case standalone
+    /// The pod sandbox (pause) container: the gVisor sandbox every container of the pod runs in.
+    case sandbox
+    /// An application container of the pod whose sandbox container is `sandboxID`.
+    case container(sandboxID: String)
+
+    static let typeKeys = ["io.kubernetes.cri.container-type", "io.kubernetes.cri-o.ContainerType"]
+    static let sandboxKeys = ["io.kubernetes.cri.sandbox-id", "io.kubernetes.cri-o.SandboxID"]
+
+    /// - Throws: `RuntimeError` naming the annotation for an unknown container type, or a
+    ///   `container` without a sandbox id.
+    public static func of(_ annotations: [String: String]?) throws -> PodRole {
+        guard let annotations, let key = typeKeys.first(where: { annotations[$0] != nil }), let type = annotations[key] else {
+            return .standalone
+        }
+        switch type {
+        case "sandbox": return .sandbox
+        case "container":
+            guard let sandbox = sandboxKeys.lazy.compactMap({ annotations[$0] }).first(where: { !$0.isEmpty }) else {
+                throw RuntimeError("annotations[\(key)]: \"container\" without annotations[\(sandboxKeys[0])]: the pod sandbox to run in is not named")
+            }
+            return .container(sandboxID: sandbox)
+        default:
+            throw RuntimeError("annotations[\(key)]: unknown container type \"\(type)\" (expected sandbox or container)")
+        }
+    }
+}
+
+/// How the limits of a gVisor pod's containers hold on the host. Every container of the pod runs
+/// in one sentry (the sandbox's host process), which sits in the pod sandbox container's
+/// cgroup: that cgroup is where host limits can act. It gets, per limit, the sum over the pod's
+/// containers when every container sets that limit (as kubelet sizes a pod cgroup), bounded by
+/// the sandbox container's own limit when it has one; unlimited (-1) when neither bounds it.
+/// Limits hold for the sandbox as a whole, not per container inside it (gVisor's own design:
+/// runsc's shim moves the sandbox into the pod cgroup for the same reason).
+enum GVisorPodResources {
+    /// CPU quota period of the combined `cpu.quota`, in µs.
+    static let period: UInt64 = 100_000
+
+    /// What cannot be summed into one cgroup and is refused for a pod container (naming the
+    /// field): CPU and memory-node sets, realtime CPU time, CPU burst and idle, blockIO,
+    /// `unified`, and `memory.disableOOMKiller`.
+    /// - Throws: `RuntimeError`.
+    static func check(_ r: Resources?, field: String = "linux.resources") throws {
+        guard let r else { return }
+        let why = "a container of a gVisor pod runs inside the pod's sandbox, whose host cgroup holds the whole pod; this limit cannot be given to one container there"
+        if let c = r.cpu {
+            if !(c.cpus ?? "").isEmpty { throw RuntimeError("\(field).cpu.cpus: \(why)") }
+            if !(c.mems ?? "").isEmpty { throw RuntimeError("\(field).cpu.mems: \(why)") }
+            if (c.realtimeRuntime ?? 0) != 0 || (c.realtimePeriod ?? 0) != 0 { throw RuntimeError("\(field).cpu.realtimeRuntime: \(why)") }
+            if (c.burst ?? 0) != 0 { throw RuntimeError("\(field).cpu.burst: \(why)") }
+            if (c.idle ?? 0) != 0 { throw RuntimeError("\(field).cpu.idle: \(why)") }
+        }
+        if let b = r.blockIO, b.weight != nil || b.leafWeight != nil { throw RuntimeError("\(field).blockIO: \(why)") }
+        if !(r.unified ?? [:]).isEmpty { throw RuntimeError("\(field).unified: \(why)") }
+        if r.memory?.disableOOMKiller == true { throw RuntimeError("\(field).memory.disableOOMKiller: \(why)") }
+    }
+
+    /// The smallest of the sandbox's own bound and the containers' sum (nil parts or values
+    /// <= 0 mean unlimited); -1 when nothing bounds it.
+    static func bound(own: Int64?, parts: [Int64?]) -> Int64 {
+        var bounds: [Int64] = []
+        if let own, own > 0 { bounds.append(own) }
+        if !parts.isEmpty, parts.allSatisfy({ ($0 ?? 0) > 0 }) {
+            bounds.append(parts.reduce(Int64(0)) { $0.addingReportingOverflow($1!).overflow ? Int64.max : $0 + $1! })
+        }
+        return bounds.min() ?? -1
+    }
+
+    /// The sandbox cgroup's resources for the pod: `own` is the sandbox container's
+    /// `linux.resources`, `containers` those of the pod's containers. Device rules are not
+    /// touched (the sandbox's stay; the pod's containers reach no host device).
+    static func combined(own: Resources?, containers: [Resources?]) -> Resources {
+        var out = Resources()
+        let ownMemory = own?.memory
+        var memory = ownMemory ?? Resources.Memory()
+        memory.limit = bound(own: ownMemory?.limit, parts: containers.map { $0?.memory?.limit })
+        // Swap (OCI: memory+swap) follows the same rule only when every container sets it.
+        let swaps = containers.map { $0?.memory?.swap }
+        if ownMemory?.swap != nil || (!swaps.isEmpty && swaps.allSatisfy { $0 != nil }) {
+            memory.swap = bound(own: ownMemory?.swap, parts: swaps)
+            if let limit = memory.limit, limit > 0, let swap = memory.swap, swap > 0, swap < limit { memory.swap = limit }
+        } else {
+            memory.swap = nil
+        }
+        memory.reservation = nil
+        out.memory = memory
+
+        var cpu = own?.cpu ?? Resources.CPU()
+        let shares = containers.compactMap { $0?.cpu?.shares }
+        if !shares.isEmpty { cpu.shares = (own?.cpu?.shares ?? 0) + shares.reduce(0, +) }
+        // Quotas as CPUs (quota / period), summed, at a 100 ms period.
+        let cpusOf: (Resources.CPU?) -> Double? = { c in
+            guard let c, let q = c.quota, q > 0 else { return nil }
+            return Double(q) / Double(c.period ?? period)
+        }
+        let parts = containers.map { cpusOf($0?.cpu) }
+        var bounds: [Double] = []
+        if let o = cpusOf(own?.cpu) { bounds.append(o) }
+        if !parts.isEmpty, parts.allSatisfy({ $0 != nil }) { bounds.append(parts.reduce(0) { $0 + $1! }) }
+        if let cpus = bounds.min() {
+            cpu.period = period
+            cpu.quota = Int64((cpus * Double(period)).rounded(.up))
+        } else {
+            cpu.period = period
+            cpu.quota = -1
+        }
+        out.cpu = cpu
+
+        out.pids = Resources.Pids(limit: bound(own: own?.pids?.limit, parts: containers.map { $0?.pids?.limit }))
+
+        var pageSizes = Set((own?.hugepageLimits ?? []).map(\.pageSize))
+        for c in containers { pageSizes.formUnion((c?.hugepageLimits ?? []).map(\.pageSize)) }
+        var huge: [Resources.HugepageLimit] = []
+        for size in pageSizes.sorted() {
+            let ownLimit = own?.hugepageLimits?.first { $0.pageSize == size }?.limit
+            let containerLimits = containers.map { $0?.hugepageLimits?.first { $0.pageSize == size }?.limit }
+            var bounds: [UInt64] = []
+            if let ownLimit { bounds.append(ownLimit) }
+            if containerLimits.allSatisfy({ $0 != nil }) { bounds.append(containerLimits.reduce(UInt64(0)) { $0 &+ $1! }) }
+            // No bound for this size: the largest value the kernel takes (unlimited).
+            huge.append(Resources.HugepageLimit(pageSize: size, limit: bounds.min() ?? UInt64(Int64.max)))
+        }
+        out.hugepageLimits = huge.isEmpty ? nil : huge
+        return out
+    }
+}
+
+extension GVisorBackend {
+    // MARK: pod sandbox
+
+    /// The netns path of a joined network namespace, after checking it is not the host's (the
+    /// namespace of this runtime or of pid 1): runsc would hand it to the sandbox.
+    /// - Throws: `RuntimeError` naming the namespace entry.
+    static func podNetwork(_ spec: Spec) throws -> String? {
+        guard let (i, ns) = (spec.linux?.namespaces ?? []).enumerated().first(where: { $0.element.type == "network" }),
+              let path = ns.path, !path.isEmpty
+        else { return nil }
+        var target = stat()
+        guard stat(path, &target) == 0 else {
+            throw SysError("stat", path: path, errno: errno, field: "linux.namespaces[\(i)].path")
+        }
+        for host in ["/proc/self/ns/net", "/proc/1/ns/net"] {
+            var st = stat()
+            if stat(host, &st) == 0, st.st_dev == target.st_dev, st.st_ino == target.st_ino {
+                throw RuntimeError("linux.namespaces[\(i)].path: \(path) is the host's network namespace; the gVisor level would hand the host's network to the sandbox")
+            }
+        }
+        return path
+    }
+
+    // MARK: pod containers
+
+    /// The pod sandbox container a pod container runs in: a gVisor container of this root
+    /// that is running.
+    /// - Throws: `RuntimeError` naming the sandbox-id annotation.
+    func podSandbox(_ sandboxID: String) throws -> ContainerState {
+        let field = "annotations[\(PodRole.sandboxKeys[0])]"
+        guard let sandbox = try? store.load(sandboxID) else {
+            throw RuntimeError("\(field): pod sandbox \"\(sandboxID)\" is not a container of this runtime root (\(store.root))")
+        }
+        guard sandbox.backend == .gvisor, sandbox.gvisor?.podSandbox == nil else {
+            throw RuntimeError("\(field): pod sandbox \"\(sandboxID)\" runs at the standard level; a gVisor container cannot join it (set llmsafespace.dev/security-level on the pod, or use the safespace-high handler)")
+        }
+        let status = store.status(of: sandbox)
+        guard status == .running || status == .created else {
+            throw RuntimeError("\(field): pod sandbox \"\(sandboxID)\" is \(status.rawValue)")
+        }
+        return sandbox
+    }
+
+    /// Refuses what a pod container cannot have at the gVisor level: a terminal (runsc takes a
+    /// pod container's stdio from `runsc start`, which a waiter makes), namespaces other than the
+    /// sandbox's (checked by device and inode against /proc/<sandbox pid>/ns), and limits that
+    /// cannot be summed into the sandbox's cgroup.
+    /// - Throws: `RuntimeError` naming the field.
+    static func checkPodContainer(_ spec: Spec, sandbox: ContainerState) throws {
+        if spec.process?.terminal == true {
+            throw RuntimeError("process.terminal: not supported for a container of a gVisor pod (its stdio are handed over at start, where no console socket is)")
+        }
+        let names = ["network": "net", "ipc": "ipc", "uts": "uts"]
+        var joinedNetwork = false
+        for (i, ns) in (spec.linux?.namespaces ?? []).enumerated() {
+            guard let path = ns.path, !path.isEmpty else {
+                if ns.type == "network" {
+                    throw RuntimeError("linux.namespaces[\(i)]: a container of a gVisor pod shares its sandbox's network stack; join the sandbox's network namespace by path")
+                }
+                continue
+            }
+            guard let name = names[ns.type] else {
+                throw RuntimeError("linux.namespaces[\(i)].path: a container of a gVisor pod can join only the sandbox's network, ipc and uts namespaces, not \(ns.type)")
+            }
+            var given = stat(), own = stat()
+            let sandboxPath = "/proc/\(sandbox.pid)/ns/\(name)"
+            guard stat(path, &given) == 0 else { throw SysError("stat", path: path, errno: errno, field: "linux.namespaces[\(i)].path") }
+            guard stat(sandboxPath, &own) == 0, given.st_dev == own.st_dev, given.st_ino == own.st_ino else {
+                throw RuntimeError("linux.namespaces[\(i)].path: \(path) is not the \(ns.type) namespace of pod sandbox \"\(sandbox.id)\" (\(sandboxPath)); a container of a gVisor pod runs inside that sandbox")
+            }
+            if ns.type == "network" { joinedNetwork = true }
+        }
+        if !joinedNetwork {
+            throw RuntimeError("linux.namespaces: a container of a gVisor pod shares its sandbox's network stack; join the sandbox's network namespace by path")
+        }
+        try GVisorPodResources.check(spec.linux?.resources)
+    }
+
+    /// `runsc create` of a pod container inside the pod's sandbox (runsc root and flags shared,
+    /// its own log), in a cgroup of its own that holds a waiter: the process containerd's shim
+    /// sees as the container's. runsc reports the sandbox's pid for a pod container and takes
+    /// its stdio from `runsc start`; the waiter (`safespace-runtime gvisor-wait`) keeps the stdio
+    /// this create was given, runs `runsc start` with them when `start` asks, then exits with
+    /// the container's status (`runsc wait`). Limits go to the sandbox's cgroup
+    /// (`GVisorPodResources`).
+    func createPodContainer(id: String, bundle: String, rootfs: String, spec: Spec, options: CreateOptions, sandboxID: String) throws -> Int32 {
+        let lock = try store.lock()
+        let sandbox = try podSandbox(sandboxID)
+        try Self.checkPodContainer(spec, sandbox: sandbox)
+        guard var gstate = sandbox.gvisor else { throw RuntimeError("pod sandbox \(sandboxID): no runsc state") }
+        let dir = store.directory(id)
+        guard !Files.exists(dir) else { throw RuntimeError("container \"\(id)\" already exists") }
+        try sys("mkdir", path: dir) { mkdir(dir, 0o711) }
+        if let i = gstate.flags.firstIndex(of: "--log"), i + 1 < gstate.flags.count { gstate.flags[i + 1] = logPath(id) }
+        gstate.podSandbox = sandboxID
+        gstate.hideNetCoreOf = nil
+        gstate.helpers = []
+        let runner = Runsc(state: gstate, logPath: logPath(id), log: runtime.log)
+        var cgroup: Cgroup?
+        var created = false
+        var waiter: Int32 = -1
+        do {
+            try sys("mkfifo", path: store.fifoPath(id)) { mkfifo(store.fifoPath(id), 0o600) }
+            for fifo in [Self.startFifo(dir), Self.replyFifo(dir)] {
+                try sys("mkfifo", path: fifo) { mkfifo(fifo, 0o600) }
+            }
+            var cg = try Cgroup.resolve(cgroupsPath: spec.linux?.cgroupsPath, id: id)
+            try cg.create()
+            cgroup = cg
+            try Files.makeDirectories(bundleDir(id), mode: 0o700)
+            var runscSpec = GVisorSpec.runscSpec(spec, bundle: bundle, rootfs: rootfs, cgroupsPath: cg.path)
+            // runsc creates a pod container's cgroup itself when given one; this one is made.
+            runscSpec.linux?.cgroupsPath = nil
+            try Files.writeAtomically(bundleDir(id) + "/config.json", Array(try JSONEncoder().encode(runscSpec)), mode: 0o600)
+            try runner.check(["create", "--bundle", bundleDir(id), "--pid-file", dir + "/runsc.pid", id])
+            created = true
+            waiter = try Self.spawnWaiter(dir: dir, id: id, runsc: gstate)
+            try cg.attach(pid: waiter)
+            guard let startTime = ProcStat.read(pid: waiter)?.startTime else {
+                throw RuntimeError("gVisor pod container \(id): its waiter (pid \(waiter)) exited at once")
+            }
+            let createdState = State(id: id, status: "created", pid: waiter, bundle: bundle, annotations: spec.annotations)
+            let stateJSON = String(decoding: try JSONEncoder().encode(createdState), as: UTF8.self)
+            try Hooks.run(spec.hooks?.prestart ?? [], kind: "prestart", state: stateJSON)
+            try Hooks.run(spec.hooks?.createRuntime ?? [], kind: "createRuntime", state: stateJSON)
+            let state = ContainerState(
+                id: id, bundle: bundle, rootfs: rootfs, pid: waiter, startTime: startTime, created: rfc3339Now(),
+                annotations: spec.annotations, cgroup: cg, spec: spec, ownNamespaces: [], backend: .gvisor, gvisor: gstate)
+            try store.save(state)
+            try applyPodLimits(sandbox: sandbox)
+            withExtendedLifetime(lock) {}
+            if let pidFile = options.pidFile {
+                try Files.writeAtomically(try absolute(pidFile), Array("\(waiter)".utf8), mode: 0o644)
+            }
+            return waiter
+        } catch {
+            if waiter > 0 { Glibc.kill(waiter, SIGKILL); var st: Int32 = 0; waitpid(waiter, &st, 0) }
+            if created { _ = try? runner.run(["delete", "--force", id]) }
+            if let cgroup {
+                try? cgroup.killAll(signal: SIGKILL)
+                try? cgroup.destroy()
+            }
+            try? Files.removeTree(dir)
+            if Files.exists(store.statePath(sandboxID)) { try? applyPodLimits(sandbox: sandbox) }
+            throw error
+        }
+    }
+
+    /// Sets the pod sandbox's cgroup to the combined limits of the sandbox and the pod's
+    /// containers that exist now (their states in this root). The caller holds the store lock.
+    func applyPodLimits(sandbox: ContainerState) throws {
+        var containers: [Resources?] = []
+        for id in store.ids() where id != sandbox.id {
+            guard let s = try? store.load(id), s.gvisor?.podSandbox == sandbox.id else { continue }
+            containers.append(s.spec.linux?.resources)
+        }
+        let combined = GVisorPodResources.combined(own: sandbox.spec.linux?.resources, containers: containers)
+        runtime.log.log(.debug, "gVisor pod \(sandbox.id): \(containers.count) container(s); sandbox cgroup limits \(combined)")
+        try sandbox.cgroup.apply(combined)
+    }
+
+    static func startFifo(_ dir: String) -> String { dir + "/start.fifo" }
+    static func replyFifo(_ dir: String) -> String { dir + "/reply.fifo" }
+
+    /// Starts the waiter: `/proc/self/exe gvisor-wait <dir> <id> <runsc> <flags…>` with this
+    /// process's stdio (the container's), default signals, and fd 3 the write end of a pipe it
+    /// closes once it holds the start FIFO open. Returns its pid once it is ready.
+    /// - Throws: `SysError` from pipe2/posix_spawn; `RuntimeError` when it exits before ready.
+    static func spawnWaiter(dir: String, id: String, runsc: GVisorState) throws -> Int32 {
+        var ready: [Int32] = [-1, -1]
+        try sys("pipe2") { ss_pipe2_cloexec(&ready) }
+        defer { close(ready[0]) }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_adddup2(&actions, ready[1], 3)
+        var attr = posix_spawnattr_t()
+        posix_spawnattr_init(&attr)
+        defer { posix_spawnattr_destroy(&attr) }
+        var empty = sigset_t(), all = sigset_t()
+        sigemptyset(&empty)
+        sigfillset(&all)
+        posix_spawnattr_setsigmask(&attr, &empty)
+        posix_spawnattr_setsigdefault(&attr, &all)
+        posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+        let argv = ["safespace-runtime", "gvisor-wait", dir, id, runsc.runsc] + runsc.flags
+        var cArgs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
+        defer { cArgs.forEach { free($0) } }
+        var pid: pid_t = 0
+        let rc = posix_spawn(&pid, "/proc/self/exe", &actions, &attr, &cArgs, environ)
+        close(ready[1])
+        guard rc == 0 else { throw SysError("posix_spawn", path: "/proc/self/exe gvisor-wait", errno: rc) }
+        var byte: UInt8 = 0
+        var n: Int
+        repeat { n = read(ready[0], &byte, 1) } while n < 0 && errno == EINTR
+        guard n == 1 else {
+            var st: Int32 = 0
+            waitpid(pid, &st, 0)
+            throw RuntimeError("gVisor pod container \(id): its waiter exited before it was ready (status \(ss_exit_status(st)))")
+        }
+        return pid
+    }
+
+    /// `start` of a pod container: asks its waiter to run `runsc start` (with the container's
+    /// stdio) and waits for its answer.
+    /// - Throws: `RuntimeError` with runsc's error, or when the waiter is gone.
+    func startPodContainer(_ state: ContainerState) throws {
+        let dir = store.directory(state.id)
+        // Opened read-write: the open never blocks, and the waiter's write-only open finds it.
+        let reply = try sys("open", path: Self.replyFifo(dir)) { open(Self.replyFifo(dir), O_RDWR | O_CLOEXEC) }
+        defer { close(reply) }
+        let request = open(Self.startFifo(dir), O_WRONLY | O_NONBLOCK | O_CLOEXEC)
+        guard request >= 0 else {
+            throw RuntimeError("cannot start container \(state.id): its waiter (pid \(state.pid)) is gone (\(String(cString: strerror(errno))))")
+        }
+        var go: UInt8 = 0x73  // "s"
+        let wrote = write(request, &go, 1)
+        close(request)
+        guard wrote == 1 else { throw SysError("write", path: Self.startFifo(dir)) }
+        var buf = [UInt8](repeating: 0, count: 4096)
+        while true {
+            var pfd = pollfd(fd: reply, events: Int16(POLLIN), revents: 0)
+            let r = poll(&pfd, 1, 200)
+            if r < 0 && errno == EINTR { continue }
+            if r > 0 {
+                let n = read(reply, &buf, buf.count)
+                guard n > 0 else { continue }
+                let answer = String(decoding: buf[0..<n], as: UTF8.self)
+                if answer == "ok" { return }
+                throw RuntimeError(answer.hasPrefix("error: ") ? String(answer.dropFirst(7)) : answer)
+            }
+            guard let stat = ProcStat.read(pid: state.pid), stat.startTime == state.startTime, stat.state != "Z" else {
+                throw RuntimeError("cannot start container \(state.id): its waiter (pid \(state.pid)) exited before answering")
+            }
+        }
+    }
+}
+
+/// `safespace-runtime gvisor-wait <dir> <id> <runsc> <flags…>`: the host process of one
+/// container of a gVisor pod (see `GVisorBackend.createPodContainer`). Holds the start FIFO
+/// open (then closes fd 3 to say so), waits for `start`'s request, runs `runsc start` with
+/// the stdio it was given, answers "ok" or "error: <runsc's words>" on the reply FIFO, lets go
+/// of the container's stdio, and exits with `runsc wait`'s status (128+N for signal N; 137
+/// when the sandbox is gone).
+public enum GVisorWaiter {
+    public static func main(_ args: [String]) -> Never {
+        guard args.count >= 5 else {
+            let usage = Array("usage: safespace-runtime gvisor-wait DIR ID RUNSC [FLAGS...]\n".utf8)
+            _ = usage.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
+            exit(2)
+        }
+        let dir = args[2], id = args[3]
+        let state = GVisorState(runsc: args[4], flags: Array(args.dropFirst(5)), platform: "", network: "", helpers: [])
+        let runsc = Runsc(state: state, logPath: dir + "/runsc.log")
+        let request = open(GVisorBackend.startFifo(dir), O_RDWR | O_CLOEXEC)
+        guard request >= 0 else { exit(126) }
+        var ready: UInt8 = 0x72  // "r"
+        _ = write(3, &ready, 1)
+        close(3)
+        var byte: UInt8 = 0
+        while true {
+            let n = read(request, &byte, 1)
+            if n == 1 { break }
+            if n < 0 && errno == EINTR { continue }
+            exit(126)
+        }
+        close(request)
+        var answer = "ok"
+        var started = true
+        do { try runsc.check(["start", id], inheritStdio: true) } catch {
+            answer = "error: \(error)"
+            started = false
+        }
+        let reply = open(GVisorBackend.replyFifo(dir), O_WRONLY | O_NONBLOCK | O_CLOEXEC)
+        if reply >= 0 {
+            let bytes = Array(answer.utf8.prefix(4000))
+            _ = bytes.withUnsafeBytes { write(reply, $0.baseAddress, $0.count) }
+            close(reply)
+        }
+        // The container's stdio now live in the sentry; holding them would keep the shim's
+        // copies of its output open after it exits.
+        let null = open("/dev/null", O_RDWR)
+        if null >= 0 { for fd in Int32(0)...2 { dup2(null, fd) }; if null > 2 { close(null) } }
+        guard started else { exit(255) }
+        guard let result = try? runsc.run(["wait", id]), result.status == 0,
+              let decoded = try? JSONDecoder().decode([String: JSONScalar].self, from: Data(result.stdout.utf8)),
+              case .number(let status)? = decoded["exitStatus"]
+        else { exit(128 + SIGKILL) }
+        exit(Int32(max(0, min(255, status))))
+    }
+}
