@@ -394,6 +394,9 @@ public enum GVisorWaiter {
             _ = usage.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
             exit(2)
         }
+        // Only stdio and the ready pipe (fd 3) are meant for it: whatever else the creator
+        // leaked would be held for the container's lifetime.
+        _ = ss_close_from(4)
         let dir = args[2], id = args[3]
         let state = GVisorState(runsc: args[4], flags: Array(args.dropFirst(5)), platform: "", network: "", helpers: [])
         let runsc = Runsc(state: state, logPath: dir + "/runsc.log")
