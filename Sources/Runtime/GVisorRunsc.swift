@@ -220,8 +220,12 @@ private func readBoth(_ a: Int32, _ b: Int32) -> ([UInt8], [UInt8]) {
 }
 
 extension GVisorFeatures {
-    /// The features of `runsc`: platforms from `runsc help platforms` (cached in `cacheDir`
-    /// per binary identity: path, size, mtime), errnoRet support from the configuration.
+    /// The features of `runsc`: platforms from `runsc help platforms`, whether it misreads pod
+    /// network namespaces (its release date from `runsc --version` against
+    /// `netnsFixRelease`, and whether a new network namespace shows
+    /// /proc/sys/net/core/rmem_default on this kernel), all cached in `cacheDir` per binary
+    /// identity (path, size, mtime) and kernel release; errnoRet support from the configuration.
+    /// - Throws: `RuntimeError` when runsc is missing or `runsc help platforms` fails.
     static func detect(runsc: String, configuration: RuntimeConfiguration.GVisorConfiguration?, cacheDir: String) throws -> GVisorFeatures {
         var st = stat()
         guard stat(runsc, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG, access(runsc, X_OK) == 0 else {

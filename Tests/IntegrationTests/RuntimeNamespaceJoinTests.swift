@@ -24,7 +24,9 @@ struct RuntimeNamespaceJoinTests {
             echo ---
             for i in $(seq 100); do out=$(nc 127.0.0.1 9090 </dev/null 2>/dev/null) && [ -n "$out" ] && break; usleep 50000; done
             echo "got:$out"
-            netstat -ltn | grep -c ':9090 '
+            # A's nc listens again a moment after each connection it served.
+            for i in $(seq 100); do n=$(netstat -ltn | grep -c ':9090 '); [ "$n" = 1 ] && break; usleep 20000; done
+            echo "$n"
             """
         let b = try TestContainer("netB", bundle: try Harness.busyboxBundle(["sh", "-c", script]) { spec in
             for i in spec.linux!.namespaces!.indices where spec.linux!.namespaces![i].type == "network" {
