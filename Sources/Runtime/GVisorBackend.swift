@@ -99,11 +99,7 @@ struct GVisorBackend {
                 throw RuntimeError("linux.cgroupsPath: runsc did not place its sandbox (pid \(pid)) in the container's cgroup \(cg.path); its limits would not apply")
             }
             gstate.helpers = members.filter { $0 != pid }.compactMap { p in ProcStat.read(pid: p).map { .init(pid: p, startTime: $0.startTime) } }
-            let createdState = State(id: id, status: "created", pid: pid, bundle: bundle, annotations: spec.annotations)
-            let stateJSON = String(decoding: try JSONEncoder().encode(createdState), as: UTF8.self)
-            // runtime.md#lifecycle steps 5-6, in the runtime namespace once the sandbox exists.
-            try Hooks.run(spec.hooks?.prestart ?? [], kind: "prestart", state: stateJSON)
-            try Hooks.run(spec.hooks?.createRuntime ?? [], kind: "createRuntime", state: stateJSON)
+            try Self.runCreateHooks(spec, id: id, pid: pid, bundle: bundle)
             let state = ContainerState(
                 id: id, bundle: bundle, rootfs: rootfs, pid: pid, startTime: startTime, created: rfc3339Now(),
                 annotations: spec.annotations, cgroup: cg, spec: spec,
@@ -124,6 +120,16 @@ struct GVisorBackend {
             try? Files.removeTree(dir)
             throw error
         }
+    }
+
+    /// runtime.md#lifecycle steps 5-6: the prestart and createRuntime hooks, in the runtime
+    /// namespace once the sandbox exists, given the `created` state with `pid`.
+    /// - Throws: the first hook's failure (`RuntimeError`).
+    static func runCreateHooks(_ spec: Spec, id: String, pid: Int32, bundle: String) throws {
+        let createdState = State(id: id, status: "created", pid: pid, bundle: bundle, annotations: spec.annotations)
+        let stateJSON = String(decoding: try JSONEncoder().encode(createdState), as: UTF8.self)
+        try Hooks.run(spec.hooks?.prestart ?? [], kind: "prestart", state: stateJSON)
+        try Hooks.run(spec.hooks?.createRuntime ?? [], kind: "createRuntime", state: stateJSON)
     }
 
     // MARK: start

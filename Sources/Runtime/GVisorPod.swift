@@ -264,10 +264,7 @@ extension GVisorBackend {
             guard let startTime = ProcStat.read(pid: waiter)?.startTime else {
                 throw RuntimeError("gVisor pod container \(id): its waiter (pid \(waiter)) exited at once")
             }
-            let createdState = State(id: id, status: "created", pid: waiter, bundle: bundle, annotations: spec.annotations)
-            let stateJSON = String(decoding: try JSONEncoder().encode(createdState), as: UTF8.self)
-            try Hooks.run(spec.hooks?.prestart ?? [], kind: "prestart", state: stateJSON)
-            try Hooks.run(spec.hooks?.createRuntime ?? [], kind: "createRuntime", state: stateJSON)
+            try Self.runCreateHooks(spec, id: id, pid: waiter, bundle: bundle)
             let state = ContainerState(
                 id: id, bundle: bundle, rootfs: rootfs, pid: waiter, startTime: startTime, created: rfc3339Now(),
                 annotations: spec.annotations, cgroup: cg, spec: spec, ownNamespaces: [], backend: .gvisor, gvisor: gstate)

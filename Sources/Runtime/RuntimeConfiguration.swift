@@ -96,15 +96,19 @@ public struct RuntimeConfiguration: Codable, Sendable, Equatable {
     }
 
     /// The level a bundle gets before its own annotation: `$SAFESPACE_SECURITY_LEVEL`, else the
-    /// `rootSecurityLevels` entry of `root`, else `securityLevel`, else standard.
+    /// `rootSecurityLevels` entry of `root` or of the nearest directory above it (containerd's
+    /// shim passes `--root <handler Root>/<namespace>`, so `/run/safespace-high` covers every
+    /// containerd namespace), else `securityLevel`, else standard.
     /// - Throws: `RuntimeError` for a value that is not a level.
     public func configuredLevel(root: String, environment: [String: String] = processEnvironment()) throws -> RuntimeSecurityLevel {
         if let value = environment[Self.levelVariable], !value.isEmpty {
             return try RuntimeSecurityLevel.parse(value, field: Self.levelVariable)
         }
         let cleanRoot = cleanPath(root)
-        if let value = rootSecurityLevels?.first(where: { cleanPath($0.key) == cleanRoot })?.value {
-            return try RuntimeSecurityLevel.parse(value, field: "rootSecurityLevels[\(root)]")
+        let covering = (rootSecurityLevels ?? [:]).map { (key: cleanPath($0.key), value: $0.value) }
+            .filter { $0.key == cleanRoot || cleanRoot.hasPrefix($0.key == "/" ? "/" : $0.key + "/") }
+        if let entry = covering.max(by: { $0.key.count < $1.key.count }) {
+            return try RuntimeSecurityLevel.parse(entry.value, field: "rootSecurityLevels[\(entry.key)]")
         }
         if let value = securityLevel { return try RuntimeSecurityLevel.parse(value, field: "securityLevel") }
         return .standard

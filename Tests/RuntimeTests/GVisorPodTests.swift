@@ -85,3 +85,25 @@ struct GVisorPodUnitTests {
         #expect(GVisorFeatures.releaseDate(versionOutput: "runsc version unknown\n") == 0)
     }
 }
+
+/// Which configured level a `--root` gets.
+struct RootSecurityLevelTests {
+    // containerd's shim passes `--root <handler Root>/<namespace>`: with an exact match only,
+    // the high handler's containers in any namespace but the configured one (ctr's `default`,
+    // docker's `moby`) ran natively under a handler meant for gVisor.
+    @Test("security: an entry covers every containerd namespace below the handler's root; the nearest entry wins")
+    func prefix() throws {
+        let config = RuntimeConfiguration(securityLevel: "standard", rootSecurityLevels: [
+            "/run/safespace-high": "high", "/run/safespace-high/special": "custom", "/run/safespace/": "standard",
+        ])
+        let env: [String: String] = [:]
+        #expect(try config.configuredLevel(root: "/run/safespace-high", environment: env) == .high)
+        #expect(try config.configuredLevel(root: "/run/safespace-high/k8s.io", environment: env) == .high)
+        #expect(try config.configuredLevel(root: "/run/safespace-high/default/", environment: env) == .high)
+        #expect(try config.configuredLevel(root: "/run/safespace-high/special/x", environment: env) == .custom)
+        #expect(try config.configuredLevel(root: "/run/safespace/k8s.io", environment: env) == .standard)
+        // A sibling whose name merely starts the same is not below it.
+        #expect(try config.configuredLevel(root: "/run/safespace-high2/k8s.io", environment: env) == .standard)
+        #expect(try RuntimeConfiguration(rootSecurityLevels: ["/": "high"]).configuredLevel(root: "/anything", environment: env) == .high)
+    }
+}
