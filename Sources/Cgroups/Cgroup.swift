@@ -92,10 +92,14 @@ public struct Cgroup: Codable, Sendable, Equatable {
                 for attempt in 1...3 {
                     do {
                         for level in CgroupPath.levels(from: mountPoint, to: dir) {
-                            guard try CgroupFS.mkdirIfMissing(level) else { continue }
+                            let new = try CgroupFS.mkdirIfMissing(level)
+                            // Also for a level that exists: another create may have made it a
+                            // moment ago and not filled it yet, and a child copied from an empty
+                            // parent refuses tasks (ENOSPC). Only empty files are written.
+                            if isCpusetV1 { try CgroupV1.inheritCpuset(level) }
+                            guard new else { continue }
                             if !made.contains(level) { made.append(level) }
                             if level == CgroupPath.join(dir) { leafExisted = false }
-                            if isCpusetV1 { try CgroupV1.inheritCpuset(level) }
                         }
                         break
                     } catch let error as CgroupError where error.errno == ENOENT && attempt < 3 {

@@ -90,8 +90,16 @@ struct ResourceTests {
         let out = Pipe()
         events.standardOutput = out
         try events.run()
+        // Started only once `events` reports (its first stats line), so a loaded host cannot
+        // end the container before `events` looks.
+        var first = Data()
+        while !first.contains(UInt8(ascii: "\n")) {
+            let chunk = out.fileHandleForReading.availableData
+            if chunk.isEmpty { break }
+            first += chunk
+        }
         #expect(try c.start().status == 0)
-        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        let text = String(decoding: first + out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         events.waitUntilExit()
         let types = text.split(separator: "\n").compactMap {
             (try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any])?["type"] as? String
