@@ -200,8 +200,20 @@ public struct Cgroup: Codable, Sendable, Equatable {
         }
     }
 
-    /// Sends `signal` to every process in `processes()`. With SIGKILL it re-reads the list a few
-    /// times to catch processes forked meanwhile. Processes already gone are not an error.
+    /// The pids in any of the cgroup's directories (on a v1 or hybrid host a process can sit in
+    /// this cgroup in one hierarchy only, e.g. after runsc moved it in the others); empty
+    /// where a directory is gone.
+    public func allProcesses() -> [Int32] {
+        var seen = Set<Int32>()
+        for dir in directories.values.sorted() {
+            for pid in (try? CgroupFS.procs(in: dir)) ?? [] { seen.insert(pid) }
+        }
+        return seen.sorted()
+    }
+
+    /// Sends `signal` to every process in `processes()` — with SIGKILL, in any of the cgroup's
+    /// hierarchies (`allProcesses()`). With SIGKILL it re-reads the list a few times to catch
+    /// processes forked meanwhile. Processes already gone are not an error.
     /// - Throws: `CgroupError` (`kill`) for an errno other than ESRCH, or from `processes()`.
     public func killAll(signal: Int32) throws {
         // v2 (Linux 5.14+): cgroup.kill SIGKILLs the whole subtree at once, forks included.
@@ -210,7 +222,7 @@ public struct Cgroup: Codable, Sendable, Equatable {
         }
         var signaled = Set<Int32>()
         for _ in 0..<(signal == SIGKILL ? 10 : 1) {
-            let pids = try processes().filter { !signaled.contains($0) }
+            let pids = (signal == SIGKILL ? allProcesses() : try processes()).filter { !signaled.contains($0) }
             if pids.isEmpty { break }
             for pid in pids {
                 if kill(pid, signal) != 0 && errno != ESRCH {

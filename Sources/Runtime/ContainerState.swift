@@ -126,6 +126,11 @@ public struct StateStore: Sendable {
             return .stopped
         }
         if Files.exists(fifoPath(state.id)) { return .created }
+        // A container of a gVisor pod is frozen with its sandbox (it runs in that sentry).
+        if let sandboxID = state.gvisor?.podSandbox, let sandbox = try? load(sandboxID),
+           ProcStat.read(pid: sandbox.pid)?.startTime == sandbox.startTime, (try? sandbox.cgroup.isFrozen()) == true {
+            return .paused
+        }
         return (try? state.cgroup.isFrozen()) == true ? .paused : .running
     }
 }

@@ -48,7 +48,11 @@ struct GVisorBackend {
         }
         let platform = try features.platform(configured: gv?.platform)
         let network = try GVisorSpec.networkMode(spec)
+        // Opened once and checked as opened: runsc and the net.core step get this fd's
+        // /proc path, so the path cannot be swapped for the host's after the check.
         let podNetwork = try Self.podNetwork(spec)
+        defer { if let podNetwork { close(podNetwork.fd) } }
+        let netnsFdPath = podNetwork.map { "/proc/\(getpid())/fd/\($0.fd)" }
 
         let lock = try store.lock()
         let dir = store.directory(id)
@@ -62,7 +66,7 @@ struct GVisorBackend {
                 // A pod sandbox: its containers' seccomp profiles too.
                 + (spec.linux?.seccomp != nil || role == .sandbox ? ["--oci-seccomp"] : []) + (gv?.flags ?? []),
             platform: platform, network: network, helpers: [])
-        if features.misreadsPodNetns { gstate.hideNetCoreOf = podNetwork }
+        if features.misreadsPodNetns, let podNetwork { gstate.hideNetCoreOf = podNetwork.path }
         let runner = Runsc(state: gstate, logPath: logPath(id), log: runtime.log)
         do {
             // The created marker: status is `created` until `start` removes it (ContainerState).
@@ -79,7 +83,10 @@ struct GVisorBackend {
             try cg.apply(spec.linux?.resources, devices: devices)
             try Files.makeDirectories(bundleDir(id), mode: 0o700)
             try Files.makeDirectories(runscRoot(id), mode: 0o700)
-            let runscSpec = GVisorSpec.runscSpec(spec, bundle: bundle, rootfs: rootfs, cgroupsPath: cg.path)
+            var runscSpec = GVisorSpec.runscSpec(spec, bundle: bundle, rootfs: rootfs, cgroupsPath: cg.path)
+            if let podNetwork, let netnsFdPath {
+                runscSpec.linux?.namespaces?[podNetwork.index].path = netnsFdPath
+            }
             try Files.writeAtomically(bundleDir(id) + "/config.json", Array(try JSONEncoder().encode(runscSpec)), mode: 0o600)
             withExtendedLifetime(lock) {}
 
@@ -88,7 +95,7 @@ struct GVisorBackend {
             let pidPath = dir + "/runsc.pid"
             var args = ["create", "--bundle", bundleDir(id), "--pid-file", pidPath]
             if let consoleSocket { args += ["--console-socket", consoleSocket] }
-            try runner.check(args + [id], inheritStdio: true, hidingNetCore: gstate.hideNetCoreOf)
+            try runner.check(args + [id], inheritStdio: true, hidingNetCore: gstate.hideNetCoreOf == nil ? nil : netnsFdPath)
             created = true
             guard let pid = Int32((try Files.readString(pidPath)).trimmed), let startTime = ProcStat.read(pid: pid)?.startTime else {
                 throw RuntimeError("runsc create: no sandbox pid in \(pidPath)")
@@ -144,7 +151,8 @@ struct GVisorBackend {
         if state.gvisor?.podSandbox != nil {
             try startPodContainer(state)
         } else {
-            try runsc(state).check(["start", state.id], hidingNetCore: state.gvisor?.hideNetCoreOf)
+            // runsc start sets up the network of the namespace its sandbox process joined.
+            try runsc(state).check(["start", state.id], hidingNetCore: state.gvisor?.hideNetCoreOf == nil ? nil : "/proc/\(state.pid)/ns/net")
         }
         unlink(store.fifoPath(state.id))
         let running = State(id: state.id, status: "running", pid: state.pid, bundle: state.bundle, annotations: state.annotations)
@@ -176,6 +184,8 @@ struct GVisorBackend {
             if [SIGCHLD, SIGCONT, SIGURG, SIGWINCH].contains(signal) { return }
             try state.cgroup.killAll(signal: SIGKILL)
             reap(state, blocking: false)
+        case .paused where state.gvisor?.podSandbox != nil:
+            throw RuntimeError("cannot signal container \(state.id): its pod sandbox \(state.gvisor!.podSandbox!) is paused (its kernel is frozen); resume the pod sandbox first")
         case .paused:
             // A frozen sentry cannot take runsc's request. SIGKILL goes to the sandbox's host
             // processes and lands when the cgroup thaws, as runc's does for a paused container.
@@ -197,6 +207,9 @@ struct GVisorBackend {
     /// runsc process is started for them.
     func delete(_ state: ContainerState, force: Bool) throws {
         let status = store.status(of: state)
+        if status == .paused, let sandbox = state.gvisor?.podSandbox {
+            throw RuntimeError("cannot delete container \(state.id): its pod sandbox \(sandbox) is paused (its kernel is frozen); resume the pod sandbox first")
+        }
         if (status == .running || status == .paused) && !force {
             throw RuntimeError("cannot delete container \(state.id) that is not stopped: \(status.rawValue)")
         }
@@ -311,7 +324,11 @@ struct GVisorBackend {
     /// The workload's processes as gVisor numbers them (`runsc ps --format json`): gVisor's
     /// processes are not host processes, so there are no host pids to give.
     func processes(_ state: ContainerState) throws -> [Int32] {
-        guard store.status(of: state) != .stopped else { return [] }
+        let status = store.status(of: state)
+        guard status != .stopped else { return [] }
+        if status == .paused, let sandbox = state.gvisor?.podSandbox {
+            throw RuntimeError("cannot list the processes of container \(state.id): its pod sandbox \(sandbox) is paused; resume it first")
+        }
         let result = try runsc(state).check(["ps", "--format", "json", state.id])
         if let pids = try? JSONDecoder().decode([Int32].self, from: Data(result.stdout.utf8)) { return pids }
         let entries = try JSONDecoder().decode([[String: JSONScalar]].self, from: Data(result.stdout.utf8))
@@ -321,6 +338,7 @@ struct GVisorBackend {
     /// `runsc ps` as a table, for `ps` without `--format json`.
     func processTable(_ state: ContainerState) throws -> String {
         guard store.status(of: state) != .stopped else { return "" }
+        _ = try processes(state)  // the paused-pod check
         return try runsc(state).check(["ps", state.id]).stdout
     }
 }

@@ -73,6 +73,21 @@ enum GVisorPodResources {
         if r.memory?.disableOOMKiller == true { throw RuntimeError("\(field).memory.disableOOMKiller: \(why)") }
     }
 
+    /// The hugepage sizes `cgroup` has limit files for, with hugetlb limits set by this pod
+    /// before (v1 `hugetlb.<size>.limit_in_bytes`, v2 `hugetlb.<size>.max`); empty without
+    /// the controller or when none was ever set.
+    static func pageSizes(of cgroup: Cgroup) -> [String] {
+        guard let dir = cgroup.directories.first(where: { $0.key.split(separator: ",").contains("hugetlb") })?.value
+            ?? (cgroup.mode == .unified ? cgroup.directories["unified"] : nil),
+              let names = try? FileManager.default.contentsOfDirectory(atPath: dir)
+        else { return [] }
+        return names.compactMap { name -> String? in
+            let parts = name.split(separator: ".")
+            guard parts.count == 3, parts[0] == "hugetlb", parts[2] == "limit_in_bytes" || parts[2] == "max" else { return nil }
+            return String(parts[1])
+        }.sorted()
+    }
+
     /// The smallest of the sandbox's own bound and the containers' sum (nil parts or values
     /// <= 0 mean unlimited); -1 when nothing bounds it.
     static func bound(own: Int64?, parts: [Int64?]) -> Int64 {
@@ -87,7 +102,10 @@ enum GVisorPodResources {
     /// The sandbox cgroup's resources for the pod: `own` is the sandbox container's
     /// `linux.resources`, `containers` those of the pod's containers. Device rules are not
     /// touched (the sandbox's stay; the pod's containers reach no host device).
-    static func combined(own: Resources?, containers: [Resources?]) -> Resources {
+    /// - Parameter cgroupPageSizes: the hugepage sizes the sandbox's cgroup has limits for
+    ///   (`hugetlb.<size>.limit_in_bytes` / `.max`), so a size no one bounds any more goes back
+    ///   to unlimited.
+    static func combined(own: Resources?, containers: [Resources?], cgroupPageSizes: [String] = []) -> Resources {
         var out = Resources()
         let ownMemory = own?.memory
         var memory = ownMemory ?? Resources.Memory()
@@ -98,14 +116,17 @@ enum GVisorPodResources {
             memory.swap = bound(own: ownMemory?.swap, parts: swaps)
             if let limit = memory.limit, limit > 0, let swap = memory.swap, swap > 0, swap < limit { memory.swap = limit }
         } else {
-            memory.swap = nil
+            // Not every container bounds it: memory+swap unbounded (an old total below a new
+            // memory limit would make the kernel refuse the limit).
+            memory.swap = -1
         }
         memory.reservation = nil
         out.memory = memory
 
         var cpu = own?.cpu ?? Resources.CPU()
         let shares = containers.compactMap { $0?.cpu?.shares }
-        if !shares.isEmpty { cpu.shares = (own?.cpu?.shares ?? 0) + shares.reduce(0, +) }
+        // Without any, back to the sandbox's own or the kernel's default (1024).
+        cpu.shares = shares.isEmpty ? (own?.cpu?.shares ?? 1024) : (own?.cpu?.shares ?? 0) + shares.reduce(0, +)
         // Quotas as CPUs (quota / period), summed, at a 100 ms period.
         let cpusOf: (Resources.CPU?) -> Double? = { c in
             guard let c, let q = c.quota, q > 0 else { return nil }
@@ -124,9 +145,11 @@ enum GVisorPodResources {
         }
         out.cpu = cpu
 
-        out.pids = Resources.Pids(limit: bound(own: own?.pids?.limit, parts: containers.map { $0?.pids?.limit }))
+        // pids.max is at most PID_MAX_LIMIT (4194304, include/linux/threads.h): above, unlimited.
+        let pids = bound(own: own?.pids?.limit, parts: containers.map { $0?.pids?.limit })
+        out.pids = Resources.Pids(limit: pids > 4_194_304 ? -1 : pids)
 
-        var pageSizes = Set((own?.hugepageLimits ?? []).map(\.pageSize))
+        var pageSizes = Set((own?.hugepageLimits ?? []).map(\.pageSize)).union(cgroupPageSizes)
         for c in containers { pageSizes.formUnion((c?.hugepageLimits ?? []).map(\.pageSize)) }
         var huge: [Resources.HugepageLimit] = []
         for size in pageSizes.sorted() {
@@ -134,7 +157,7 @@ enum GVisorPodResources {
             let containerLimits = containers.map { $0?.hugepageLimits?.first { $0.pageSize == size }?.limit }
             var bounds: [UInt64] = []
             if let ownLimit { bounds.append(ownLimit) }
-            if containerLimits.allSatisfy({ $0 != nil }) { bounds.append(containerLimits.reduce(UInt64(0)) { $0 &+ $1! }) }
+            if !containerLimits.isEmpty, containerLimits.allSatisfy({ $0 != nil }) { bounds.append(containerLimits.reduce(UInt64(0)) { $0 &+ $1! }) }
             // No bound for this size: the largest value the kernel takes (unlimited).
             huge.append(Resources.HugepageLimit(pageSize: size, limit: bounds.min() ?? UInt64(Int64.max)))
         }
@@ -146,24 +169,33 @@ enum GVisorPodResources {
 extension GVisorBackend {
     // MARK: pod sandbox
 
-    /// The netns path of a joined network namespace, after checking it is not the host's (the
-    /// namespace of this runtime or of pid 1): runsc would hand it to the sandbox.
-    /// - Throws: `RuntimeError` naming the namespace entry.
-    static func podNetwork(_ spec: Spec) throws -> String? {
+    /// A joined network namespace, opened (close-on-exec; the caller closes `fd`) and checked
+    /// through that fd not to be the host's (the namespace of this runtime or of pid 1): runsc
+    /// would hand it to the sandbox. Callers use the fd (its /proc path), never the path again,
+    /// so the path cannot be swapped after the check.
+    /// - Returns: nil without a joined network namespace.
+    /// - Throws: `RuntimeError`/`SysError` naming the namespace entry.
+    static func podNetwork(_ spec: Spec) throws -> (index: Int, path: String, fd: Int32)? {
         guard let (i, ns) = (spec.linux?.namespaces ?? []).enumerated().first(where: { $0.element.type == "network" }),
               let path = ns.path, !path.isEmpty
         else { return nil }
+        let field = "linux.namespaces[\(i)].path"
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw SysError("open", path: path, errno: errno, field: field) }
         var target = stat()
-        guard stat(path, &target) == 0 else {
-            throw SysError("stat", path: path, errno: errno, field: "linux.namespaces[\(i)].path")
+        guard fstat(fd, &target) == 0 else {
+            let e = errno
+            close(fd)
+            throw SysError("fstat", path: path, errno: e, field: field)
         }
         for host in ["/proc/self/ns/net", "/proc/1/ns/net"] {
             var st = stat()
             if stat(host, &st) == 0, st.st_dev == target.st_dev, st.st_ino == target.st_ino {
-                throw RuntimeError("linux.namespaces[\(i)].path: \(path) is the host's network namespace; the gVisor level would hand the host's network to the sandbox")
+                close(fd)
+                throw RuntimeError("\(field): \(path) is the host's network namespace; the gVisor level would hand the host's network to the sandbox")
             }
         }
-        return path
+        return (i, path, fd)
     }
 
     // MARK: pod containers
@@ -176,12 +208,20 @@ extension GVisorBackend {
         guard let sandbox = try? store.load(sandboxID) else {
             throw RuntimeError("\(field): pod sandbox \"\(sandboxID)\" is not a container of this runtime root (\(store.root))")
         }
-        guard sandbox.backend == .gvisor, sandbox.gvisor?.podSandbox == nil else {
+        guard sandbox.backend == .gvisor else {
             throw RuntimeError("\(field): pod sandbox \"\(sandboxID)\" runs at the standard level; a gVisor container cannot join it (set llmsafespace.dev/security-level on the pod, or use the safespace-high handler)")
         }
+        if let pod = sandbox.gvisor?.podSandbox {
+            throw RuntimeError("\(field): \"\(sandboxID)\" is a container of pod sandbox \"\(pod)\", not a pod sandbox")
+        }
+        // Only a sandbox made as one (runsc booted it for a pod: --oci-seccomp for every
+        // container's profile).
+        guard (try? PodRole.of(sandbox.annotations)) == .sandbox else {
+            throw RuntimeError("\(field): \"\(sandboxID)\" was not created as a pod sandbox (annotations[\(PodRole.typeKeys[0])]: sandbox)")
+        }
         let status = store.status(of: sandbox)
-        guard status == .running || status == .created else {
-            throw RuntimeError("\(field): pod sandbox \"\(sandboxID)\" is \(status.rawValue)")
+        guard status == .running else {
+            throw RuntimeError("\(field): pod sandbox \"\(sandboxID)\" is \(status.rawValue), not running")
         }
         return sandbox
     }
@@ -259,7 +299,7 @@ extension GVisorBackend {
             try Files.writeAtomically(bundleDir(id) + "/config.json", Array(try JSONEncoder().encode(runscSpec)), mode: 0o600)
             try runner.check(["create", "--bundle", bundleDir(id), "--pid-file", dir + "/runsc.pid", id])
             created = true
-            waiter = try Self.spawnWaiter(dir: dir, id: id, runsc: gstate)
+            waiter = try Self.spawnWaiter(dir: dir, id: id, sandbox: sandbox, runsc: gstate)
             try cg.attach(pid: waiter)
             guard let startTime = ProcStat.read(pid: waiter)?.startTime else {
                 throw RuntimeError("gVisor pod container \(id): its waiter (pid \(waiter)) exited at once")
@@ -296,7 +336,8 @@ extension GVisorBackend {
             guard let s = try? store.load(id), s.gvisor?.podSandbox == sandbox.id else { continue }
             containers.append(s.spec.linux?.resources)
         }
-        let combined = GVisorPodResources.combined(own: sandbox.spec.linux?.resources, containers: containers)
+        let combined = GVisorPodResources.combined(
+            own: sandbox.spec.linux?.resources, containers: containers, cgroupPageSizes: GVisorPodResources.pageSizes(of: sandbox.cgroup))
         runtime.log.log(.debug, "gVisor pod \(sandbox.id): \(containers.count) container(s); sandbox cgroup limits \(combined)")
         try sandbox.cgroup.apply(combined)
     }
@@ -304,11 +345,12 @@ extension GVisorBackend {
     static func startFifo(_ dir: String) -> String { dir + "/start.fifo" }
     static func replyFifo(_ dir: String) -> String { dir + "/reply.fifo" }
 
-    /// Starts the waiter: `/proc/self/exe gvisor-wait <dir> <id> <runsc> <flags…>` with this
-    /// process's stdio (the container's), default signals, and fd 3 the write end of a pipe it
-    /// closes once it holds the start FIFO open. Returns its pid once it is ready.
+    /// Starts the waiter: `/proc/self/exe gvisor-wait <dir> <id> <sandbox pid> <sandbox start
+    /// time> <runsc> <flags…>` with this process's stdio (the container's), default signals,
+    /// and fd 3 the write end of a pipe it writes a byte to once it holds the start FIFO open.
+    /// Returns its pid once it is ready.
     /// - Throws: `SysError` from pipe2/posix_spawn; `RuntimeError` when it exits before ready.
-    static func spawnWaiter(dir: String, id: String, runsc: GVisorState) throws -> Int32 {
+    static func spawnWaiter(dir: String, id: String, sandbox: ContainerState, runsc: GVisorState) throws -> Int32 {
         var ready: [Int32] = [-1, -1]
         try sys("pipe2") { ss_pipe2_cloexec(&ready) }
         defer { close(ready[0]) }
@@ -325,7 +367,7 @@ extension GVisorBackend {
         posix_spawnattr_setsigmask(&attr, &empty)
         posix_spawnattr_setsigdefault(&attr, &all)
         posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-        let argv = ["safespace-runtime", "gvisor-wait", dir, id, runsc.runsc] + runsc.flags
+        let argv = ["safespace-runtime", "gvisor-wait", dir, id, "\(sandbox.pid)", "\(sandbox.startTime)", runsc.runsc] + runsc.flags
         var cArgs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
         defer { cArgs.forEach { free($0) } }
         var pid: pid_t = 0
@@ -347,6 +389,13 @@ extension GVisorBackend {
     /// stdio) and waits for its answer.
     /// - Throws: `RuntimeError` with runsc's error, or when the waiter is gone.
     func startPodContainer(_ state: ContainerState) throws {
+        if let sandboxID = state.gvisor?.podSandbox {
+            let sandbox = try? store.load(sandboxID)
+            let status = sandbox.map { store.status(of: $0) } ?? .stopped
+            guard status == .running else {
+                throw RuntimeError("cannot start container \(state.id): its pod sandbox \(sandboxID) is \(status.rawValue)\(status == .paused ? "; resume it first" : "")")
+            }
+        }
         let dir = store.directory(state.id)
         // Opened read-write: the open never blocks, and the waiter's write-only open finds it.
         let reply = try sys("open", path: Self.replyFifo(dir)) { open(Self.replyFifo(dir), O_RDWR | O_CLOEXEC) }
@@ -378,16 +427,17 @@ extension GVisorBackend {
     }
 }
 
-/// `safespace-runtime gvisor-wait <dir> <id> <runsc> <flags…>`: the host process of one
-/// container of a gVisor pod (see `GVisorBackend.createPodContainer`). Holds the start FIFO
-/// open (then closes fd 3 to say so), waits for `start`'s request, runs `runsc start` with
-/// the stdio it was given, answers "ok" or "error: <runsc's words>" on the reply FIFO, lets go
-/// of the container's stdio, and exits with `runsc wait`'s status (128+N for signal N; 137
-/// when the sandbox is gone).
+/// `safespace-runtime gvisor-wait <dir> <id> <sandbox pid> <sandbox start time> <runsc>
+/// <flags…>`: the host process of one container of a gVisor pod (see
+/// `GVisorBackend.createPodContainer`). Holds the start FIFO open (then says so on fd 3),
+/// waits for `start`'s request or the sandbox's end (a pidfd), runs `runsc start` with the
+/// stdio it was given, answers "ok" or "error: <runsc's words>" on the reply FIFO, lets go of
+/// the container's stdio, and exits with `runsc wait`'s status (128+N for signal N; 137 when
+/// the sandbox is gone).
 public enum GVisorWaiter {
     public static func main(_ args: [String]) -> Never {
-        guard args.count >= 5 else {
-            let usage = Array("usage: safespace-runtime gvisor-wait DIR ID RUNSC [FLAGS...]\n".utf8)
+        guard args.count >= 7, let sandboxPid = Int32(args[4]), let sandboxStart = UInt64(args[5]) else {
+            let usage = Array("usage: safespace-runtime gvisor-wait DIR ID SANDBOX-PID SANDBOX-START RUNSC [FLAGS...]\n".utf8)
             _ = usage.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
             exit(2)
         }
@@ -395,7 +445,10 @@ public enum GVisorWaiter {
         // leaked would be held for the container's lifetime.
         _ = ss_close_from(4)
         let dir = args[2], id = args[3]
-        let state = GVisorState(runsc: args[4], flags: Array(args.dropFirst(5)), platform: "", network: "", helpers: [])
+        let state = GVisorState(runsc: args[6], flags: Array(args.dropFirst(7)), platform: "", network: "", helpers: [])
+        // pidfd_open(2), then the start time: the sandbox, not a process that reused its pid.
+        let sandbox = ss_pidfd_open(sandboxPid)
+        guard sandbox >= 0, ProcStat.read(pid: sandboxPid)?.startTime == sandboxStart else { exit(128 + SIGKILL) }
         let runsc = Runsc(state: state, logPath: dir + "/runsc.log")
         let request = open(GVisorBackend.startFifo(dir), O_RDWR | O_CLOEXEC)
         guard request >= 0 else { exit(126) }
@@ -404,12 +457,20 @@ public enum GVisorWaiter {
         close(3)
         var byte: UInt8 = 0
         while true {
+            var fds = [pollfd(fd: request, events: Int16(POLLIN), revents: 0), pollfd(fd: sandbox, events: Int16(POLLIN), revents: 0)]
+            if poll(&fds, 2, -1) < 0 {
+                if errno == EINTR { continue }
+                exit(126)
+            }
+            // The sandbox ended before start: the container can never run.
+            if fds[1].revents != 0 { exit(128 + SIGKILL) }
             let n = read(request, &byte, 1)
             if n == 1 { break }
             if n < 0 && errno == EINTR { continue }
             exit(126)
         }
         close(request)
+        close(sandbox)
         var answer = "ok"
         var started = true
         do { try runsc.check(["start", id], inheritStdio: true) } catch {

@@ -18,8 +18,9 @@ public struct GVisorState: Codable, Sendable, Equatable {
     public var flags: [String]
     public var platform: String
     public var network: String
-    /// The pod network namespace (`linux.namespaces` path) whose /proc/sys/net/core runsc's
-    /// create and start of the pod sandbox must not see (`GVisorFeatures.misreadsPodNetns`).
+    /// The pod network namespace (`linux.namespaces` path, as given) when runsc's create and
+    /// start of the sandbox must not see its /proc/sys/net/core (`GVisorFeatures.misreadsPodNetns`):
+    /// create hides it through the checked fd, start through /proc/<sandbox pid>/ns/net.
     public var hideNetCoreOf: String? = nil
     /// For a container of a gVisor pod: the pod sandbox container's id (its runsc root is
     /// shared: runsc runs the container inside that sandbox).
@@ -151,6 +152,10 @@ func spawnAndWait(_ argv: [String], inheritStdio: Bool, hidingNetCore: String? =
         posix_spawn_file_actions_adddup2(&actions, outPipe[1], 1)
         posix_spawn_file_actions_adddup2(&actions, errPipe[1], 2)
     }
+    // runsc gets stdio only (as runc's init does): a leaked fd of the caller would be held by
+    // the sandbox and gofer for the container's lifetime (a pipe a client waits to see close).
+    // After the dup2s (file actions run in order).
+    _ = ss_spawn_add_closefrom(&actions, 3)
     var cArgs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
     defer { cArgs.forEach { free($0) } }
     var pid: pid_t = 0

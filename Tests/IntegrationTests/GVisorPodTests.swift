@@ -269,5 +269,106 @@ struct GVisorPodTests {
         #expect(r.status == 0, "\(r.stderr)")
         #expect(r.stdout.contains("'\(veth)p'"), "the pod's interface inside gVisor: \(r.stdout)")
         #expect(!(try String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)).contains("safespace-net-core"))
+        // runsc got the namespace the runtime opened and checked, not the path (which could
+        // be swapped for the host's between the check and runsc's open).
+        let runscConfig = try Data(contentsOf: URL(fileURLWithPath: pod.root + "/" + pod.sandbox + "/bundle/config.json"))
+        let runscSpec = try JSONDecoder().decode(Spec.self, from: runscConfig)
+        let given = runscSpec.linux?.namespaces?.first { $0.type == "network" }?.path ?? ""
+        #expect(given.hasPrefix("/proc/") && given.contains("/fd/"), "runsc's network namespace path: \(given)")
+    }
+
+    // Found by attacking the pod support: each of these hung, leaked or ran weaker before.
+
+    @Test("a sandbox-id naming a container not created as a pod sandbox, or a sandbox not yet started, is refused")
+    func sandboxMustBeAPodSandbox() throws {
+        let pod = try GVisorPodFixture()
+        defer { pod.destroy() }
+        // Created, not started: runsc would kill the whole sandbox on the container's start.
+        let c = try pod.rt(["create", "--bundle", pod.sandboxBundle, pod.sandbox])
+        try #require(c.status == 0, "\(c.stderr)")
+        pod.sandboxPid = try #require((pod.state(pod.sandbox)?["pid"] as? NSNumber)?.int32Value)
+        let bundle = try pod.containerBundle(["true"])
+        let early = pod.newID("gvpod-early")
+        let (r1, _, e1) = try pod.create(early, bundle: bundle)
+        #expect(r1.status != 0 && pod.read(e1).contains("is created, not running"), "\(pod.read(e1))")
+        #expect(Harness.leftovers(id: early, root: pod.root).isEmpty)
+        #expect(try pod.rt(["start", pod.sandbox]).status == 0)
+
+        // A standalone gVisor container (booted without --oci-seccomp for its pod's profiles).
+        let alone = try TestContainer("gv-alone", bundle: try GVisor.bundle(["sleep", "60"]))
+        defer { _ = try? pod.rt(["delete", "--force", alone.id]); alone.destroy() }
+        _ = try Harness.run("/bin/sh", ["-c", "exec \"$0\" --root \"$1\" create --bundle \"$2\" \"$3\" >/dev/null 2>&1", Harness.runtimeBinary, pod.root, alone.bundle, alone.id])
+        #expect(try pod.rt(["start", alone.id]).status == 0)
+        let intoAlone = try pod.containerBundle(["true"]) { $0.annotations?["io.kubernetes.cri.sandbox-id"] = alone.id }
+        let x = pod.newID("gvpod-alone")
+        let (r2, _, e2) = try pod.create(x, bundle: intoAlone)
+        #expect(r2.status != 0 && pod.read(e2).contains("was not created as a pod sandbox"), "\(pod.read(e2))")
+        #expect(try pod.rt(["delete", "--force", alone.id]).status == 0)
+    }
+
+    @Test("while the pod sandbox is paused its containers report paused and refuse kill, ps, exec, start and delete instead of hanging")
+    func pausedSandbox() throws {
+        let pod = try GVisorPodFixture()
+        defer { pod.destroy() }
+        try pod.startSandbox()
+        let running = pod.newID("gvpod-run"), created = pod.newID("gvpod-cr")
+        #expect(try pod.create(running, bundle: try pod.containerBundle(["sleep", "60"])).0.status == 0)
+        #expect(try pod.rt(["start", running]).status == 0)
+        #expect(try pod.create(created, bundle: try pod.containerBundle(["true"])).0.status == 0)
+        #expect(try pod.rt(["pause", pod.sandbox]).status == 0)
+        #expect(pod.status(running) == "paused")
+        for args in [["kill", running, "KILL"], ["ps", running], ["exec", running, "true"], ["delete", "--force", running], ["start", created]] {
+            let r = try pod.rt(args)
+            #expect(r.status != 0 && (r.stderr.contains("paused") || r.stderr.contains("not running")), "\(args): \(r.stderr)")
+        }
+        #expect(try pod.rt(["resume", pod.sandbox]).status == 0)
+        #expect(pod.status(running) == "running")
+        #expect(try pod.rt(["delete", "--force", running]).status == 0)
+        #expect(try pod.rt(["start", created]).status == 0)
+    }
+
+    @Test("a container whose start failed is deleted promptly with its gofer and every cgroup; one whose sandbox ended before start stops")
+    func failedStartAndDeadSandbox() throws {
+        let pod = try GVisorPodFixture()
+        defer { pod.destroy() }
+        try pod.startSandbox()
+        let bad = pod.newID("gvpod-bad")
+        #expect(try pod.create(bad, bundle: try pod.containerBundle(["/no/such/program"])).0.status == 0)
+        let start = try pod.rt(["start", bad])
+        #expect(start.status != 0 && start.stderr.contains("/no/such/program"), "\(start.stderr)")
+        #expect(try pod.rt(["delete", "--force", bad]).status == 0)
+        #expect(Harness.eventually(tries: 250) { Harness.leftovers(id: bad, root: pod.root).isEmpty }, "\(Harness.leftovers(id: bad, root: pod.root))")
+
+        // The sandbox ends while a container is still created: its waiter goes, status stopped.
+        let orphan = pod.newID("gvpod-orphan")
+        #expect(try pod.create(orphan, bundle: try pod.containerBundle(["true"])).0.status == 0)
+        #expect(pod.status(orphan) == "created")
+        #expect(try pod.rt(["kill", pod.sandbox, "KILL"]).status == 0)
+        #expect(Harness.eventually(tries: 500) { pod.status(orphan) == "stopped" })
+        #expect(try pod.rt(["delete", orphan]).status == 0)
+        #expect(try pod.rt(["delete", "--force", pod.sandbox]).status == 0)
+        #expect(Harness.eventually { pod.leftovers().isEmpty }, "\(pod.leftovers())")
+    }
+
+    @Test("limits: containers with and without swap mix, shares return to the default, a pids sum past the kernel's maximum is unlimited")
+    func limitEdges() throws {
+        let pod = try GVisorPodFixture()
+        defer { pod.destroy() }
+        try pod.startSandbox()
+        let cpu = try pod.cgroupDir(pod.sandbox, controller: "cpu")
+        let pidsDir = try pod.cgroupDir(pod.sandbox, controller: "pids")
+        let shares = pod.read(cpu + "/cpu.shares")
+        let a = try pod.containerBundle(["sleep", "60"]) { $0.linux?.resources = Resources(memory: .init(limit: 96 << 20, swap: 96 << 20), cpu: .init(shares: 4096), pids: .init(limit: 3_000_000)) }
+        let b = try pod.containerBundle(["sleep", "60"]) { $0.linux?.resources = Resources(memory: .init(limit: 64 << 20), pids: .init(limit: 3_000_000)) }
+        let ida = pod.newID("gvpod-sa"), idb = pod.newID("gvpod-sb")
+        let (ra, _, ea) = try pod.create(ida, bundle: a)
+        #expect(ra.status == 0, "\(pod.read(ea))")
+        #expect(pod.read(cpu + "/cpu.shares") == "4096", "the sandbox sets none of its own (was \(shares))")
+        let (rb, _, eb) = try pod.create(idb, bundle: b)
+        #expect(rb.status == 0, "\(pod.read(eb))")
+        #expect(pod.read(pidsDir + "/pids.max") == "max")
+        #expect(try pod.rt(["delete", "--force", ida]).status == 0)
+        #expect(try pod.rt(["delete", "--force", idb]).status == 0)
+        #expect(pod.read(cpu + "/cpu.shares") == "1024")
     }
 }

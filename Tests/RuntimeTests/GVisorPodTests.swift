@@ -40,7 +40,8 @@ struct GVisorPodUnitTests {
         let own = Resources(cpu: .init(shares: 2))
         let r = GVisorPodResources.combined(own: own, containers: [a, b])
         #expect(r.memory?.limit == 96 << 20)
-        #expect(r.memory?.swap == nil)
+        // Not every container sets swap: memory+swap unbounded, so the kernel takes any limit.
+        #expect(r.memory?.swap == -1)
         #expect(r.cpu?.shares == 2 + 512 + 256)
         // 0.5 + 0.5 CPUs at a 100 ms period.
         #expect(r.cpu?.quota == 100_000 && r.cpu?.period == 100_000)
@@ -59,6 +60,15 @@ struct GVisorPodUnitTests {
         #expect(alone.memory?.limit == 1 << 30)
         #expect(alone.pids?.limit == 10)
         #expect(alone.cpu?.quota == -1)
+        #expect(alone.cpu?.shares == 1024, "no shares left: the kernel's default")
+        // A size the cgroup was limited for and no one bounds now goes back to unlimited.
+        #expect(GVisorPodResources.combined(own: nil, containers: [], cgroupPageSizes: ["2MB"]).hugepageLimits == [.init(pageSize: "2MB", limit: UInt64(Int64.max))])
+        // pids.max stops at PID_MAX_LIMIT: a larger sum is unlimited.
+        let many = Resources(pids: .init(limit: 3_000_000))
+        #expect(GVisorPodResources.combined(own: nil, containers: [many, many]).pids?.limit == -1)
+        // Swap summed when every container sets it.
+        let swapped = Resources(memory: .init(limit: 64 << 20, swap: 96 << 20))
+        #expect(GVisorPodResources.combined(own: nil, containers: [swapped, swapped]).memory?.swap == 192 << 20)
     }
 
     @Test("what cannot be summed into one cgroup is refused for a pod container, naming the field", arguments: [

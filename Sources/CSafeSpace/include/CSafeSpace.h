@@ -114,3 +114,7 @@ pid_t ss_spawn_hiding_net_core(const char *path, char *const argv[], char *const
 /// Whether `path` exists when looked up from a new network namespace (a forked child that
 /// unshares CLONE_NEWNET): 1 yes, 0 no, -1 when the probe failed.
 int ss_new_netns_shows(const char *path);
+/// posix_spawn_file_actions_addclosefrom_np(3) (glibc 2.34+): the child closes every fd from
+/// `fd` up. 0 or an errno.
+#include <spawn.h>
+int ss_spawn_add_closefrom(posix_spawn_file_actions_t *actions, int fd);
