@@ -65,6 +65,8 @@ struct CRITests {
             handler: handler, command: Self.workload, exec: Self.execCommand, seccomp: high ? "unconfined" : "runtime-default",
             probe: Self.probe(node, handler: handler), logUntil: ["stdout F hello", "stderr F err-line"])
         try expectPodRan(report, node: node, handler: handler)
+        // Each call's duration, for the log (reported, never asserted).
+        print("CRI \(handler): " + report.steps.map { "\($0["call"] as? String ?? "?") \(($0["ms"] as? NSNumber)?.doubleValue ?? -1) ms" }.joined(separator: ", "))
         var left: [String] = []
         #expect(ClientTools.eventually(timeout: 20) { left = node.leftovers(); return left.isEmpty }, "\(handler) left: \(left)")
     }
