@@ -56,6 +56,7 @@ struct Runsc {
     /// - Parameter hidingNetCore: spawn it with /proc/sys/net/core of this network namespace
     ///   hidden (`GVisorState.hideNetCoreOf`).
     func run(_ args: [String], inheritStdio: Bool = false, hidingNetCore: String? = nil) throws -> RunscResult {
+        if inheritStdio { appendRegularStdio() }
         let start = monotonicSeconds()
         let result = try spawnAndWait([state.runsc] + state.flags + args, inheritStdio: inheritStdio, hidingNetCore: hidingNetCore)
         log?.log(.debug, "runsc \(args.first ?? ""): exit \(result.status) after \(Int((monotonicSeconds() - start) * 1000)) ms")
@@ -195,6 +196,20 @@ func spawnAndWait(_ argv: [String], inheritStdio: Bool, hidingNetCore: String? =
     }
     let status = try waitChild(pid)
     return RunscResult(status: status, stdout: String(decoding: out, as: UTF8.self), stderr: String(decoding: err, as: UTF8.self))
+}
+
+/// Puts this process's stdout and stderr in append mode (fcntl(2) F_SETFL O_APPEND) where they
+/// are regular files: runsc imports a host file with an offset of its own, from 0, so a
+/// workload's output would overwrite what the file held (`cmd > log` after earlier lines);
+/// appended, it lands at the end as it would from a host process. Pipes, ttys and sockets
+/// are left alone.
+func appendRegularStdio() {
+    for fd: Int32 in [1, 2] {
+        var st = stat()
+        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { continue }
+        let flags = fcntl(fd, F_GETFL)
+        if flags >= 0, flags & O_APPEND == 0 { _ = fcntl(fd, F_SETFL, flags | O_APPEND) }
+    }
 }
 
 /// The steps of `ss_spawn_hiding_net_core`, for its errors.

@@ -7,11 +7,11 @@ extension ContainerRuntime {
     /// - Throws: "container not running" unless it is running; `CgroupError` without a freezer.
     public func pause(id: String) throws {
         let state = try store.load(id)
-        guard store.status(of: state) == .running else {
-            throw RuntimeError("container \(id) is not running: container not running")
-        }
         if let sandbox = state.gvisor?.podSandbox {
             throw RuntimeError("cannot pause container \(id) alone: it runs inside gVisor pod sandbox \(sandbox), whose kernel it shares; pause the pod sandbox")
+        }
+        guard store.status(of: state) == .running else {
+            throw RuntimeError("container \(id) is not running: container not running")
         }
         try state.cgroup.setFrozen(true)
     }

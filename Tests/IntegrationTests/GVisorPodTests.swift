@@ -372,3 +372,20 @@ struct GVisorPodTests {
         #expect(pod.read(cpu + "/cpu.shares") == "1024")
     }
 }
+
+/// Output of a gVisor workload to a regular file the caller already wrote to.
+@Suite("gVisor output to files", .enabled(if: GVisor.available, "needs root, runsc and the python rootfs"))
+struct GVisorOutputTests {
+    // runsc writes an imported host file from offset 0: without append mode the workload's
+    // output overwrote the caller's earlier lines.
+    @Test("a workload's stdout and stderr land after what the file held, not over it")
+    func appendsToRegularFile() throws {
+        let c = try TestContainer("gv-out", bundle: try GVisor.bundle(["sh", "-c", "echo one; echo two >&2"]))
+        defer { c.destroy() }
+        let file = c.root + "/log"
+        let r = try Harness.run("/bin/sh", ["-c", "( echo AAAAAAAAAAAAAAAAAAAA; \"$0\" --root \"$1\" run --bundle \"$2\" \"$3\"; echo BBBB ) >\"$4\" 2>&1", Harness.runtimeBinary, c.root, c.bundle, c.id, file])
+        #expect(r.status == 0, "\(r.stderr)")
+        let text = try String(contentsOfFile: file, encoding: .utf8)
+        #expect(text == "AAAAAAAAAAAAAAAAAAAA\none\ntwo\nBBBB\n", "\(text)")
+    }
+}
