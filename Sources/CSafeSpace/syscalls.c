@@ -224,7 +224,3 @@ int ss_block_stop_signals(int block) {
     sigaddset(&set, SIGQUIT);
     return sigprocmask(block ? SIG_BLOCK : SIG_UNBLOCK, &set, NULL);
 }
-
-int ss_close_from(unsigned int first) {
-    return (int)syscall(SYS_close_range, first, ~0U, 0);
-}

@@ -66,7 +66,7 @@ struct GVisorBackend {
                 // A pod sandbox: its containers' seccomp profiles too.
                 + (spec.linux?.seccomp != nil || role == .sandbox ? ["--oci-seccomp"] : []) + (gv?.flags ?? []),
             platform: platform, network: network, helpers: [])
-        if features.misreadsPodNetns, let podNetwork { gstate.hideNetCoreOf = podNetwork.path }
+        if features.misreadsPodNetns, podNetwork != nil { gstate.hideNetCore = true }
         let runner = Runsc(state: gstate, logPath: logPath(id), log: runtime.log)
         do {
             // The created marker: status is `created` until `start` removes it (ContainerState).
@@ -95,7 +95,7 @@ struct GVisorBackend {
             let pidPath = dir + "/runsc.pid"
             var args = ["create", "--bundle", bundleDir(id), "--pid-file", pidPath]
             if let consoleSocket { args += ["--console-socket", consoleSocket] }
-            try runner.check(args + [id], inheritStdio: true, hidingNetCore: gstate.hideNetCoreOf == nil ? nil : netnsFdPath)
+            try runner.check(args + [id], inheritStdio: true, hidingNetCore: gstate.hideNetCore == true ? netnsFdPath : nil)
             created = true
             guard let pid = Int32((try Files.readString(pidPath)).trimmed), let startTime = ProcStat.read(pid: pid)?.startTime else {
                 throw RuntimeError("runsc create: no sandbox pid in \(pidPath)")
@@ -152,7 +152,7 @@ struct GVisorBackend {
             try startPodContainer(state)
         } else {
             // runsc start sets up the network of the namespace its sandbox process joined.
-            try runsc(state).check(["start", state.id], hidingNetCore: state.gvisor?.hideNetCoreOf == nil ? nil : "/proc/\(state.pid)/ns/net")
+            try runsc(state).check(["start", state.id], hidingNetCore: state.gvisor?.hideNetCore == true ? "/proc/\(state.pid)/ns/net" : nil)
         }
         unlink(store.fifoPath(state.id))
         let running = State(id: state.id, status: "running", pid: state.pid, bundle: state.bundle, annotations: state.annotations)
@@ -324,12 +324,7 @@ struct GVisorBackend {
     /// The workload's processes as gVisor numbers them (`runsc ps --format json`): gVisor's
     /// processes are not host processes, so there are no host pids to give.
     func processes(_ state: ContainerState) throws -> [Int32] {
-        let status = store.status(of: state)
-        guard status != .stopped else { return [] }
-        if status == .paused, let sandbox = state.gvisor?.podSandbox {
-            throw RuntimeError("cannot list the processes of container \(state.id): its pod sandbox \(sandbox) is paused; resume it first")
-        }
-        let result = try runsc(state).check(["ps", "--format", "json", state.id])
+        guard let result = try runscPs(state, json: true) else { return [] }
         if let pids = try? JSONDecoder().decode([Int32].self, from: Data(result.stdout.utf8)) { return pids }
         let entries = try JSONDecoder().decode([[String: JSONScalar]].self, from: Data(result.stdout.utf8))
         return entries.compactMap { if case .number(let n)? = $0["PID"] { return Int32(n) } else { return nil } }
@@ -337,9 +332,18 @@ struct GVisorBackend {
 
     /// `runsc ps` as a table, for `ps` without `--format json`.
     func processTable(_ state: ContainerState) throws -> String {
-        guard store.status(of: state) != .stopped else { return "" }
-        _ = try processes(state)  // the paused-pod check
-        return try runsc(state).check(["ps", state.id]).stdout
+        try runscPs(state, json: false)?.stdout ?? ""
+    }
+
+    /// `runsc ps [--format json]`; nil for a stopped container. A container of a paused pod
+    /// sandbox is refused: its frozen sentry would never answer.
+    private func runscPs(_ state: ContainerState, json: Bool) throws -> RunscResult? {
+        let status = store.status(of: state)
+        guard status != .stopped else { return nil }
+        if status == .paused, let sandbox = state.gvisor?.podSandbox {
+            throw RuntimeError("cannot list the processes of container \(state.id): its pod sandbox \(sandbox) is paused; resume it first")
+        }
+        return try runsc(state).check(["ps"] + (json ? ["--format", "json"] : []) + [state.id])
     }
 }
 

@@ -278,7 +278,7 @@ extension GVisorBackend {
         try sys("mkdir", path: dir) { mkdir(dir, 0o711) }
         if let i = gstate.flags.firstIndex(of: "--log"), i + 1 < gstate.flags.count { gstate.flags[i + 1] = logPath(id) }
         gstate.podSandbox = sandboxID
-        gstate.hideNetCoreOf = nil
+        gstate.hideNetCore = nil
         gstate.helpers = []
         let runner = Runsc(state: gstate, logPath: logPath(id), log: runtime.log)
         var cgroup: Cgroup?
@@ -354,24 +354,10 @@ extension GVisorBackend {
         var ready: [Int32] = [-1, -1]
         try sys("pipe2") { ss_pipe2_cloexec(&ready) }
         defer { close(ready[0]) }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_adddup2(&actions, ready[1], 3)
-        var attr = posix_spawnattr_t()
-        posix_spawnattr_init(&attr)
-        defer { posix_spawnattr_destroy(&attr) }
-        var empty = sigset_t(), all = sigset_t()
-        sigemptyset(&empty)
-        sigfillset(&all)
-        posix_spawnattr_setsigmask(&attr, &empty)
-        posix_spawnattr_setsigdefault(&attr, &all)
-        posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
         let argv = ["safespace-runtime", "gvisor-wait", dir, id, "\(sandbox.pid)", "\(sandbox.startTime)", runsc.runsc] + runsc.flags
-        var cArgs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
-        defer { cArgs.forEach { free($0) } }
-        var pid: pid_t = 0
-        let rc = posix_spawn(&pid, "/proc/self/exe", &actions, &attr, &cArgs, environ)
+        // Stdio and the ready pipe only: whatever else this process leaked would be held for
+        // the container's lifetime.
+        let (pid, rc) = spawnWithDefaultSignals("/proc/self/exe", argv, keepFds: 4) { posix_spawn_file_actions_adddup2(&$0, ready[1], 3) }
         close(ready[1])
         guard rc == 0 else { throw SysError("posix_spawn", path: "/proc/self/exe gvisor-wait", errno: rc) }
         var byte: UInt8 = 0
@@ -441,9 +427,6 @@ public enum GVisorWaiter {
             _ = usage.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
             exit(2)
         }
-        // Only stdio and the ready pipe (fd 3) are meant for it: whatever else the creator
-        // leaked would be held for the container's lifetime.
-        _ = ss_close_from(4)
         let dir = args[2], id = args[3]
         let state = GVisorState(runsc: args[6], flags: Array(args.dropFirst(7)), platform: "", network: "", helpers: [])
         // pidfd_open(2), then the start time: the sandbox, not a process that reused its pid.

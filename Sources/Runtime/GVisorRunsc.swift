@@ -18,10 +18,11 @@ public struct GVisorState: Codable, Sendable, Equatable {
     public var flags: [String]
     public var platform: String
     public var network: String
-    /// The pod network namespace (`linux.namespaces` path, as given) when runsc's create and
-    /// start of the sandbox must not see its /proc/sys/net/core (`GVisorFeatures.misreadsPodNetns`):
-    /// create hides it through the checked fd, start through /proc/<sandbox pid>/ns/net.
-    public var hideNetCoreOf: String? = nil
+    /// Whether runsc's create and start of the sandbox must not see the joined network
+    /// namespace's /proc/sys/net/core (`GVisorFeatures.misreadsPodNetns`): create hides it
+    /// through the checked fd, start through /proc/<sandbox pid>/ns/net. nil in states
+    /// written before it existed: false.
+    public var hideNetCore: Bool? = nil
     /// For a container of a gVisor pod: the pod sandbox container's id (its runsc root is
     /// shared: runsc runs the container inside that sandbox).
     public var podSandbox: String? = nil
@@ -54,7 +55,7 @@ struct Runsc {
     /// - Parameter inheritStdio: the child gets this process's stdin/stdout/stderr (create and
     ///   exec: they become the workload's); otherwise stdin is /dev/null and output is captured.
     /// - Parameter hidingNetCore: spawn it with /proc/sys/net/core of this network namespace
-    ///   hidden (`GVisorState.hideNetCoreOf`).
+    ///   hidden (`GVisorState.hideNetCore`).
     func run(_ args: [String], inheritStdio: Bool = false, hidingNetCore: String? = nil) throws -> RunscResult {
         if inheritStdio { appendRegularStdio() }
         let start = monotonicSeconds()
@@ -128,20 +129,6 @@ func splitJSONObjects(_ bytes: [UInt8]) -> [[UInt8]] {
 /// hides that namespace's /proc/sys/net/core from it in a private mount namespace.
 /// - Throws: `SysError` when the spawn fails (naming the failed step for the fork path).
 func spawnAndWait(_ argv: [String], inheritStdio: Bool, hidingNetCore: String? = nil) throws -> RunscResult {
-    var actions = posix_spawn_file_actions_t()
-    posix_spawn_file_actions_init(&actions)
-    defer { posix_spawn_file_actions_destroy(&actions) }
-    var attr = posix_spawnattr_t()
-    posix_spawnattr_init(&attr)
-    defer { posix_spawnattr_destroy(&attr) }
-    var empty = sigset_t()
-    sigemptyset(&empty)
-    var all = sigset_t()
-    sigfillset(&all)
-    posix_spawnattr_setsigmask(&attr, &empty)
-    posix_spawnattr_setsigdefault(&attr, &all)
-    posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-
     var outPipe: [Int32] = [-1, -1], errPipe: [Int32] = [-1, -1]
     if !inheritStdio {
         try sys("pipe2") { ss_pipe2_cloexec(&outPipe) }
@@ -149,19 +136,12 @@ func spawnAndWait(_ argv: [String], inheritStdio: Bool, hidingNetCore: String? =
             outPipe.forEach { close($0) }
             throw error
         }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_adddup2(&actions, outPipe[1], 1)
-        posix_spawn_file_actions_adddup2(&actions, errPipe[1], 2)
     }
-    // runsc gets stdio only (as runc's init does): a leaked fd of the caller would be held by
-    // the sandbox and gofer for the container's lifetime (a pipe a client waits to see close).
-    // After the dup2s (file actions run in order).
-    _ = ss_spawn_add_closefrom(&actions, 3)
-    var cArgs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
-    defer { cArgs.forEach { free($0) } }
     var pid: pid_t = 0
     var rc: Int32
     if let netns = hidingNetCore {
+        var cArgs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
+        defer { cArgs.forEach { free($0) } }
         let nsFd = open(netns, O_RDONLY | O_CLOEXEC)
         if nsFd < 0 {
             rc = errno
@@ -178,7 +158,14 @@ func spawnAndWait(_ argv: [String], inheritStdio: Bool, hidingNetCore: String? =
             }
         }
     } else {
-        rc = posix_spawn(&pid, argv[0], &actions, &attr, &cArgs, environ)
+        // runsc gets stdio only (as runc's init does): a leaked fd of the caller would be held
+        // by the sandbox and gofer for the container's lifetime (a pipe a client waits on).
+        (pid, rc) = spawnWithDefaultSignals(argv[0], argv, keepFds: 3) { actions in
+            guard !inheritStdio else { return }
+            posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+            posix_spawn_file_actions_adddup2(&actions, outPipe[1], 1)
+            posix_spawn_file_actions_adddup2(&actions, errPipe[1], 2)
+        }
     }
     if !inheritStdio {
         close(outPipe[1])
@@ -196,6 +183,33 @@ func spawnAndWait(_ argv: [String], inheritStdio: Bool, hidingNetCore: String? =
     }
     let status = try waitChild(pid)
     return RunscResult(status: status, stdout: String(decoding: out, as: UTF8.self), stderr: String(decoding: err, as: UTF8.self))
+}
+
+/// posix_spawn(3) of `path` with `argv`, default signal dispositions and an empty signal mask
+/// (the caller may block signals it reads from a signalfd; its children must not inherit
+/// that), after the file actions `configure` adds (stdio), closing every fd from `keepFds` up.
+/// - Returns: the child's pid and posix_spawn's result (0, or an errno).
+func spawnWithDefaultSignals(_ path: String, _ argv: [String], keepFds: Int32, _ configure: (inout posix_spawn_file_actions_t) -> Void) -> (pid_t, Int32) {
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    configure(&actions)
+    // After the dup2s: file actions run in order.
+    _ = ss_spawn_add_closefrom(&actions, keepFds)
+    var attr = posix_spawnattr_t()
+    posix_spawnattr_init(&attr)
+    defer { posix_spawnattr_destroy(&attr) }
+    var empty = sigset_t(), all = sigset_t()
+    sigemptyset(&empty)
+    sigfillset(&all)
+    posix_spawnattr_setsigmask(&attr, &empty)
+    posix_spawnattr_setsigdefault(&attr, &all)
+    posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+    var cArgs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
+    defer { cArgs.forEach { free($0) } }
+    var pid: pid_t = 0
+    let rc = posix_spawn(&pid, path, &actions, &attr, &cArgs, environ)
+    return (pid, rc)
 }
 
 /// Puts this process's stdout and stderr in append mode (fcntl(2) F_SETFL O_APPEND) where they

@@ -41,8 +41,6 @@ pid_t ss_spawn(const struct ss_spawn_config *config);
 
 int ss_pivot_root(const char *new_root, const char *put_old);
 int ss_close_range_cloexec(unsigned int first);
-/// close_range(2) of every fd from `first` up: 0 or -1 with errno.
-int ss_close_from(unsigned int first);
 int ss_set_cloexec(int fd, int on);
 int ss_prctl(int option, unsigned long arg2, unsigned long arg3, unsigned long arg4, unsigned long arg5);
 int ss_ioctl_int(int fd, unsigned long request, int arg);
