@@ -54,7 +54,7 @@ extension SeccompProfiles {
       "action": "SCMP_ACT_ALLOW"
     },
     {
-      "comment": "socket(2), families 0-39: with the rules below, every family but AF_VSOCK (40). vsock is not namespaced: a sandbox could bind VM-wide ports (the host's own bind of the same port then fails) and reach the hypervisor or the host; it answers EPERM, the default, as in moby. The family is an int the kernel truncates from the register, so moby's plain SCMP_CMP_NE 40 lets 40|1<<32 through: these rules compare all 64 bits and allow only the real families (0-63) but 40.",
+      "comment": "socket(2), families 0-39: with the rules below, every family but AF_VSOCK (40). vsock is not namespaced: a sandbox could bind VM-wide ports (the host's own bind of the same port then fails) and reach the hypervisor or the host; it answers EPERM, the default, as in moby. The family is an int the kernel truncates from the register, so moby's plain SCMP_CMP_NE 40 lets 40|1<<32 through: these rules compare all 64 bits and allow the families that exist (0-45, AF_MAX is 46) but 40, nothing with an upper half.",
       "names": ["socket"],
       "action": "SCMP_ACT_ALLOW",
       "args": [
@@ -70,27 +70,35 @@ extension SeccompProfiles {
       ]
     },
     {
-      "comment": "socket(2), families 42-43 (every family but AF_VSOCK, see families 0-39).",
+      "comment": "socket(2), family 42 (every family but AF_VSOCK, see families 0-39).",
       "names": ["socket"],
       "action": "SCMP_ACT_ALLOW",
       "args": [
-        {"index": 0, "value": 18446744073709551614, "valueTwo": 42, "op": "SCMP_CMP_MASKED_EQ"}
+        {"index": 0, "value": 42, "op": "SCMP_CMP_EQ"}
       ]
     },
     {
-      "comment": "socket(2), families 44-47 (every family but AF_VSOCK, see families 0-39).",
+      "comment": "socket(2), family 43 (every family but AF_VSOCK, see families 0-39).",
       "names": ["socket"],
       "action": "SCMP_ACT_ALLOW",
       "args": [
-        {"index": 0, "value": 18446744073709551612, "valueTwo": 44, "op": "SCMP_CMP_MASKED_EQ"}
+        {"index": 0, "value": 43, "op": "SCMP_CMP_EQ"}
       ]
     },
     {
-      "comment": "socket(2), families 48-63 (every family but AF_VSOCK, see families 0-39).",
+      "comment": "socket(2), family 44 (every family but AF_VSOCK, see families 0-39).",
       "names": ["socket"],
       "action": "SCMP_ACT_ALLOW",
       "args": [
-        {"index": 0, "value": 18446744073709551600, "valueTwo": 48, "op": "SCMP_CMP_MASKED_EQ"}
+        {"index": 0, "value": 44, "op": "SCMP_CMP_EQ"}
+      ]
+    },
+    {
+      "comment": "socket(2), family 45 (every family but AF_VSOCK, see families 0-39).",
+      "names": ["socket"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [
+        {"index": 0, "value": 45, "op": "SCMP_CMP_EQ"}
       ]
     },
     {
