@@ -5,7 +5,8 @@ extension SeccompProfiles {
     public static let builtin: [String: String] = [
         "default": #"""
 {
-  "defaultAction": "SCMP_ACT_ALLOW",
+  "defaultAction": "SCMP_ACT_ERRNO",
+  "defaultErrnoRet": 1,
   "archMap": [
     {
       "architecture": "SCMP_ARCH_X86_64",
@@ -18,64 +19,95 @@ extension SeccompProfiles {
   ],
   "syscalls": [
     {
-      "comment": "Kernel keyrings: not namespaced, a shared attack surface with a history of bugs.",
-      "names": ["add_key", "keyctl", "request_key"],
-      "action": "SCMP_ACT_ERRNO",
-      "errnoRet": 1
+      "comment": "Files and directories: I/O, metadata, links, permissions, xattrs, inotify. Ownership and mode changes stay the kernel's to check (no capabilities). cachestat reports page-cache state like mincore.",
+      "names": ["read", "write", "readv", "writev", "pread64", "pwrite64", "preadv", "pwritev", "preadv2", "pwritev2", "lseek", "open", "openat", "openat2", "creat", "close", "close_range", "dup", "dup2", "dup3", "fcntl", "flock", "fsync", "fdatasync", "sync", "syncfs", "sync_file_range", "ftruncate", "truncate", "fallocate", "fadvise64", "readahead", "sendfile", "copy_file_range", "splice", "tee", "vmsplice", "cachestat", "stat", "fstat", "lstat", "newfstatat", "statx", "statfs", "fstatfs", "access", "faccessat", "faccessat2", "readlink", "readlinkat", "getdents", "getdents64", "getcwd", "chdir", "fchdir", "mkdir", "mkdirat", "rmdir", "unlink", "unlinkat", "rename", "renameat", "renameat2", "link", "linkat", "symlink", "symlinkat", "chmod", "fchmod", "fchmodat", "fchmodat2", "chown", "fchown", "lchown", "fchownat", "utime", "utimes", "utimensat", "futimesat", "umask", "mknod", "mknodat", "getxattr", "lgetxattr", "fgetxattr", "listxattr", "llistxattr", "flistxattr", "setxattr", "lsetxattr", "fsetxattr", "removexattr", "lremovexattr", "fremovexattr", "inotify_init", "inotify_init1", "inotify_add_watch", "inotify_rm_watch", "fanotify_mark"],
+      "action": "SCMP_ACT_ALLOW"
     },
     {
-      "comment": "eBPF and perf events: programs in the kernel, performance counters (side channels), a large attack surface.",
-      "names": ["bpf", "perf_event_open"],
-      "action": "SCMP_ACT_ERRNO",
-      "errnoRet": 1
+      "comment": "Memory: mappings, protection keys (V8), locking (bounded by RLIMIT_MEMLOCK), memfd, shadow stacks (glibc with CET).",
+      "names": ["brk", "mmap", "munmap", "mprotect", "mremap", "madvise", "mincore", "msync", "remap_file_pages", "mlock", "mlock2", "mlockall", "munlock", "munlockall", "memfd_create", "memfd_secret", "membarrier", "pkey_alloc", "pkey_free", "pkey_mprotect", "map_shadow_stack"],
+      "action": "SCMP_ACT_ALLOW"
     },
     {
-      "comment": "Tracing other processes and reading their memory or descriptors.",
-      "names": ["ptrace", "process_vm_readv", "process_vm_writev", "kcmp", "pidfd_getfd", "process_madvise"],
-      "action": "SCMP_ACT_ERRNO",
-      "errnoRet": 1
+      "comment": "Processes and threads: fork, exec, wait, signals to its own processes (a pid namespace of its own), ids (without capabilities setuid and friends can only keep or drop), scheduling (real-time needs CAP_SYS_NICE), limits, futexes, rseq, pidfds, seccomp and landlock (they only restrict).",
+      "names": ["fork", "vfork", "execve", "execveat", "exit", "exit_group", "wait4", "waitid", "kill", "tgkill", "tkill", "getpid", "getppid", "gettid", "getuid", "geteuid", "getgid", "getegid", "getresuid", "getresgid", "getgroups", "setuid", "setgid", "setreuid", "setregid", "setresuid", "setresgid", "setfsuid", "setfsgid", "setgroups", "capget", "capset", "setpgid", "getpgid", "getpgrp", "setsid", "getsid", "getpriority", "setpriority", "ioprio_get", "ioprio_set", "sched_yield", "sched_getaffinity", "sched_setaffinity", "sched_getparam", "sched_setparam", "sched_getscheduler", "sched_setscheduler", "sched_getattr", "sched_setattr", "sched_get_priority_max", "sched_get_priority_min", "sched_rr_get_interval", "prlimit64", "getrlimit", "setrlimit", "getrusage", "times", "uname", "sysinfo", "arch_prctl", "prctl", "set_tid_address", "set_robust_list", "get_robust_list", "rseq", "futex", "futex_waitv", "futex_wake", "futex_wait", "futex_requeue", "getcpu", "pidfd_open", "pidfd_send_signal", "process_mrelease", "restart_syscall", "getrandom", "seccomp", "landlock_create_ruleset", "landlock_add_rule", "landlock_restrict_self"],
+      "action": "SCMP_ACT_ALLOW"
     },
     {
-      "comment": "Mounts, old and new API: the runtime fixes the sandbox's view of the file system.",
-      "names": ["mount", "umount", "umount2", "pivot_root", "chroot", "fsopen", "fsconfig", "fsmount", "fspick", "move_mount", "open_tree", "mount_setattr"],
-      "action": "SCMP_ACT_ERRNO",
-      "errnoRet": 1
+      "comment": "Signals.",
+      "names": ["rt_sigaction", "rt_sigprocmask", "rt_sigreturn", "rt_sigsuspend", "rt_sigpending", "rt_sigtimedwait", "rt_sigqueueinfo", "rt_tgsigqueueinfo", "sigaltstack", "alarm", "setitimer", "getitimer", "pause", "signalfd", "signalfd4"],
+      "action": "SCMP_ACT_ALLOW"
     },
     {
-      "comment": "New namespaces and joining others: a user namespace opens most of the kernel's root-only code to the sandbox.",
-      "names": ["unshare", "setns"],
-      "action": "SCMP_ACT_ERRNO",
-      "errnoRet": 1
+      "comment": "Time: reading clocks, sleeping, timers. adjtimex and clock_adjtime only read without CAP_SYS_TIME (ntp_gettime).",
+      "names": ["clock_gettime", "clock_getres", "clock_nanosleep", "nanosleep", "gettimeofday", "time", "adjtimex", "clock_adjtime", "timer_create", "timer_settime", "timer_gettime", "timer_getoverrun", "timer_delete", "timerfd_create", "timerfd_settime", "timerfd_gettime"],
+      "action": "SCMP_ACT_ALLOW"
     },
     {
-      "comment": "Kernels and modules.",
-      "names": ["kexec_load", "kexec_file_load", "reboot", "init_module", "finit_module", "delete_module", "create_module", "query_module", "get_kernel_syms"],
-      "action": "SCMP_ACT_ERRNO",
-      "errnoRet": 1
+      "comment": "Waiting and IPC: poll, select, epoll, eventfd, pipes, POSIX message queues and System V IPC (the sandbox has an IPC namespace of its own), Linux AIO.",
+      "names": ["poll", "ppoll", "select", "pselect6", "epoll_create", "epoll_create1", "epoll_ctl", "epoll_wait", "epoll_pwait", "epoll_pwait2", "eventfd", "eventfd2", "pipe", "pipe2", "mq_open", "mq_unlink", "mq_timedsend", "mq_timedreceive", "mq_notify", "mq_getsetattr", "msgget", "msgsnd", "msgrcv", "msgctl", "semget", "semop", "semtimedop", "semctl", "shmget", "shmat", "shmdt", "shmctl", "io_setup", "io_destroy", "io_submit", "io_cancel", "io_getevents", "io_pgetevents"],
+      "action": "SCMP_ACT_ALLOW"
     },
     {
-      "comment": "userfaultfd: stalls page faults at will, the classic way to win a kernel race.",
-      "names": ["userfaultfd"],
-      "action": "SCMP_ACT_ERRNO",
-      "errnoRet": 1
+      "comment": "Sockets, once made (socket(2) itself is below): the sandbox has a network namespace of its own.",
+      "names": ["socketpair", "bind", "listen", "accept", "accept4", "connect", "getsockname", "getpeername", "getsockopt", "setsockopt", "sendto", "recvfrom", "sendmsg", "recvmsg", "sendmmsg", "recvmmsg", "shutdown"],
+      "action": "SCMP_ACT_ALLOW"
     },
     {
-      "comment": "io_uring: a second syscall interface that seccomp cannot see into, with many privilege escalations.",
-      "names": ["io_uring_setup", "io_uring_enter", "io_uring_register"],
-      "action": "SCMP_ACT_ERRNO",
-      "errnoRet": 1
+      "comment": "socket(2), families 0-39: with the rules below, every family but AF_VSOCK (40). vsock is not namespaced: a sandbox could bind VM-wide ports (the host's own bind of the same port then fails) and reach the hypervisor or the host; it answers EPERM, the default, as in moby. The family is an int the kernel truncates from the register, so moby's plain SCMP_CMP_NE 40 lets 40|1<<32 through: these rules compare all 64 bits and allow the families that exist (0-45, AF_MAX is 46) but 40, nothing with an upper half.",
+      "names": ["socket"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [
+        {"index": 0, "value": 40, "op": "SCMP_CMP_LT"}
+      ]
     },
     {
-      "comment": "Host administration: accounting, quotas, swap, the kernel log, the clock, I/O ports, hangup of the terminal.",
-      "names": ["acct", "quotactl", "quotactl_fd", "swapon", "swapoff", "syslog", "settimeofday", "clock_settime", "stime", "iopl", "ioperm", "vhangup"],
-      "action": "SCMP_ACT_ERRNO",
-      "errnoRet": 1
+      "comment": "socket(2), family 41 (every family but AF_VSOCK, see families 0-39).",
+      "names": ["socket"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [
+        {"index": 0, "value": 41, "op": "SCMP_CMP_EQ"}
+      ]
     },
     {
-      "comment": "File handles (open_by_handle_at left containers before), fanotify, moving other processes' pages, the x86 LDT, obsolete calls.",
-      "names": ["open_by_handle_at", "fanotify_init", "migrate_pages", "move_pages", "modify_ldt", "lookup_dcookie", "nfsservctl", "uselib", "ustat", "sysfs", "_sysctl", "vm86", "vm86old"],
-      "action": "SCMP_ACT_ERRNO",
-      "errnoRet": 1
+      "comment": "socket(2), family 42 (every family but AF_VSOCK, see families 0-39).",
+      "names": ["socket"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [
+        {"index": 0, "value": 42, "op": "SCMP_CMP_EQ"}
+      ]
+    },
+    {
+      "comment": "socket(2), family 43 (every family but AF_VSOCK, see families 0-39).",
+      "names": ["socket"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [
+        {"index": 0, "value": 43, "op": "SCMP_CMP_EQ"}
+      ]
+    },
+    {
+      "comment": "socket(2), family 44 (every family but AF_VSOCK, see families 0-39).",
+      "names": ["socket"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [
+        {"index": 0, "value": 44, "op": "SCMP_CMP_EQ"}
+      ]
+    },
+    {
+      "comment": "socket(2), family 45 (every family but AF_VSOCK, see families 0-39).",
+      "names": ["socket"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [
+        {"index": 0, "value": 45, "op": "SCMP_CMP_EQ"}
+      ]
+    },
+    {
+      "comment": "clone(2) without namespace flags (CLONE_NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET, mask 0x7e020000): fork, posix_spawn, threads.",
+      "names": ["clone"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [
+        {"index": 0, "value": 2114060288, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}
+      ]
     },
     {
       "comment": "clone3 passes its flags in memory, out of seccomp's sight: ENOSYS makes glibc fall back to clone(2), whose flags are checked.",
@@ -84,148 +116,382 @@ extension SeccompProfiles {
       "errnoRet": 38
     },
     {
-      "comment": "clone(2) with CLONE_NEWNS: a new namespace.",
-      "names": ["clone"],
-      "action": "SCMP_ACT_ERRNO",
-      "errnoRet": 1,
-      "args": [
-        {"index": 0, "value": 131072, "valueTwo": 131072, "op": "SCMP_CMP_MASKED_EQ"}
-      ]
-    },
-    {
-      "comment": "clone(2) with CLONE_NEWCGROUP: a new namespace.",
-      "names": ["clone"],
-      "action": "SCMP_ACT_ERRNO",
-      "errnoRet": 1,
-      "args": [
-        {"index": 0, "value": 33554432, "valueTwo": 33554432, "op": "SCMP_CMP_MASKED_EQ"}
-      ]
-    },
-    {
-      "comment": "clone(2) with CLONE_NEWUTS: a new namespace.",
-      "names": ["clone"],
-      "action": "SCMP_ACT_ERRNO",
-      "errnoRet": 1,
-      "args": [
-        {"index": 0, "value": 67108864, "valueTwo": 67108864, "op": "SCMP_CMP_MASKED_EQ"}
-      ]
-    },
-    {
-      "comment": "clone(2) with CLONE_NEWIPC: a new namespace.",
-      "names": ["clone"],
-      "action": "SCMP_ACT_ERRNO",
-      "errnoRet": 1,
-      "args": [
-        {"index": 0, "value": 134217728, "valueTwo": 134217728, "op": "SCMP_CMP_MASKED_EQ"}
-      ]
-    },
-    {
-      "comment": "clone(2) with CLONE_NEWUSER: a new namespace.",
-      "names": ["clone"],
-      "action": "SCMP_ACT_ERRNO",
-      "errnoRet": 1,
-      "args": [
-        {"index": 0, "value": 268435456, "valueTwo": 268435456, "op": "SCMP_CMP_MASKED_EQ"}
-      ]
-    },
-    {
-      "comment": "clone(2) with CLONE_NEWPID: a new namespace.",
-      "names": ["clone"],
-      "action": "SCMP_ACT_ERRNO",
-      "errnoRet": 1,
-      "args": [
-        {"index": 0, "value": 536870912, "valueTwo": 536870912, "op": "SCMP_CMP_MASKED_EQ"}
-      ]
-    },
-    {
-      "comment": "clone(2) with CLONE_NEWNET: a new namespace.",
-      "names": ["clone"],
-      "action": "SCMP_ACT_ERRNO",
-      "errnoRet": 1,
-      "args": [
-        {"index": 0, "value": 1073741824, "valueTwo": 1073741824, "op": "SCMP_CMP_MASKED_EQ"}
-      ]
-    },
-    {
-      "comment": "personality(2) with READ_IMPLIES_EXEC, which weakens the memory protections of what runs next. The query 0xffffffff has every bit set and is denied too.",
+      "comment": "personality(2) PER_LINUX: the flags that weaken memory protections (READ_IMPLIES_EXEC, ADDR_NO_RANDOMIZE, MMAP_PAGE_ZERO, ...) stay denied.",
       "names": ["personality"],
-      "action": "SCMP_ACT_ERRNO",
-      "errnoRet": 1,
+      "action": "SCMP_ACT_ALLOW",
       "args": [
-        {"index": 0, "value": 4194304, "valueTwo": 4194304, "op": "SCMP_CMP_MASKED_EQ"}
+        {"index": 0, "value": 0, "op": "SCMP_CMP_EQ"}
       ]
     },
     {
-      "comment": "personality(2) with ADDR_NO_RANDOMIZE, which weakens the memory protections of what runs next. The query 0xffffffff has every bit set and is denied too.",
+      "comment": "personality(2) PER_LINUX32: the flags that weaken memory protections (READ_IMPLIES_EXEC, ADDR_NO_RANDOMIZE, MMAP_PAGE_ZERO, ...) stay denied.",
       "names": ["personality"],
-      "action": "SCMP_ACT_ERRNO",
-      "errnoRet": 1,
+      "action": "SCMP_ACT_ALLOW",
       "args": [
-        {"index": 0, "value": 262144, "valueTwo": 262144, "op": "SCMP_CMP_MASKED_EQ"}
+        {"index": 0, "value": 8, "op": "SCMP_CMP_EQ"}
       ]
     },
     {
-      "comment": "personality(2) with MMAP_PAGE_ZERO, which weakens the memory protections of what runs next. The query 0xffffffff has every bit set and is denied too.",
+      "comment": "personality(2) UNAME26: the flags that weaken memory protections (READ_IMPLIES_EXEC, ADDR_NO_RANDOMIZE, MMAP_PAGE_ZERO, ...) stay denied.",
       "names": ["personality"],
-      "action": "SCMP_ACT_ERRNO",
-      "errnoRet": 1,
+      "action": "SCMP_ACT_ALLOW",
       "args": [
-        {"index": 0, "value": 1048576, "valueTwo": 1048576, "op": "SCMP_CMP_MASKED_EQ"}
+        {"index": 0, "value": 131072, "op": "SCMP_CMP_EQ"}
       ]
     },
     {
-      "comment": "personality(2) with ADDR_COMPAT_LAYOUT, which weakens the memory protections of what runs next. The query 0xffffffff has every bit set and is denied too.",
+      "comment": "personality(2) PER_LINUX32|UNAME26: the flags that weaken memory protections (READ_IMPLIES_EXEC, ADDR_NO_RANDOMIZE, MMAP_PAGE_ZERO, ...) stay denied.",
       "names": ["personality"],
-      "action": "SCMP_ACT_ERRNO",
-      "errnoRet": 1,
+      "action": "SCMP_ACT_ALLOW",
       "args": [
-        {"index": 0, "value": 2097152, "valueTwo": 2097152, "op": "SCMP_CMP_MASKED_EQ"}
+        {"index": 0, "value": 131080, "op": "SCMP_CMP_EQ"}
       ]
     },
     {
-      "comment": "personality(2) with ADDR_LIMIT_32BIT, which weakens the memory protections of what runs next. The query 0xffffffff has every bit set and is denied too.",
+      "comment": "personality(2) the query: the flags that weaken memory protections (READ_IMPLIES_EXEC, ADDR_NO_RANDOMIZE, MMAP_PAGE_ZERO, ...) stay denied.",
       "names": ["personality"],
-      "action": "SCMP_ACT_ERRNO",
-      "errnoRet": 1,
+      "action": "SCMP_ACT_ALLOW",
       "args": [
-        {"index": 0, "value": 8388608, "valueTwo": 8388608, "op": "SCMP_CMP_MASKED_EQ"}
+        {"index": 0, "value": 4294967295, "op": "SCMP_CMP_EQ"}
       ]
     },
     {
-      "comment": "personality(2) with ADDR_LIMIT_3GB, which weakens the memory protections of what runs next. The query 0xffffffff has every bit set and is denied too.",
-      "names": ["personality"],
-      "action": "SCMP_ACT_ERRNO",
-      "errnoRet": 1,
-      "args": [
-        {"index": 0, "value": 134217728, "valueTwo": 134217728, "op": "SCMP_CMP_MASKED_EQ"}
-      ]
-    },
-    {
-      "comment": "personality(2) with FDPIC_FUNCPTRS, which weakens the memory protections of what runs next. The query 0xffffffff has every bit set and is denied too.",
-      "names": ["personality"],
-      "action": "SCMP_ACT_ERRNO",
-      "errnoRet": 1,
-      "args": [
-        {"index": 0, "value": 524288, "valueTwo": 524288, "op": "SCMP_CMP_MASKED_EQ"}
-      ]
-    },
-    {
-      "comment": "ioctl TIOCSTI (0x5412) pushes input into a terminal: commands typed into the operator's shell when the sandbox shares its tty. Masked to the low 32 bits: the kernel truncates the command, so 0x100005412 is TIOCSTI too and plain EQ would miss it.",
+      "comment": "ioctl, commands 0x0-0x3fff of the low 32 bits: with the rules below, every command but TIOCSTI (0x5412: pushes input into a terminal, i.e. types commands into the operator's shell when the sandbox shares its tty) and TIOCLINUX (0x541c: selection and paste on a virtual console). The kernel truncates the command to 32 bits, so 0x100005412 is TIOCSTI too: each rule is an aligned block of the low 32 bits (mask = value, datum = valueTwo, the upper half masked out), and the 34 blocks cover all 2^32 commands but those two (libseccomp 2.5 keeps only an unconditional rule, so 'allow ioctl, deny TIOCSTI' cannot be written).",
       "names": ["ioctl"],
-      "action": "SCMP_ACT_ERRNO",
-      "errnoRet": 1,
+      "action": "SCMP_ACT_ALLOW",
       "args": [
-        {"index": 1, "value": 4294967295, "valueTwo": 21522, "op": "SCMP_CMP_MASKED_EQ"}
+        {"index": 1, "value": 4294950912, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}
       ]
     },
     {
-      "comment": "ioctl TIOCLINUX (0x541c) selection and paste on a virtual console: the same. Masked to the low 32 bits: the kernel truncates the command, so 0x10000541c is TIOCLINUX too and plain EQ would miss it.",
+      "comment": "ioctl, commands 0x4000-0x4fff of the low 32 bits.",
       "names": ["ioctl"],
-      "action": "SCMP_ACT_ERRNO",
-      "errnoRet": 1,
+      "action": "SCMP_ACT_ALLOW",
       "args": [
-        {"index": 1, "value": 4294967295, "valueTwo": 21532, "op": "SCMP_CMP_MASKED_EQ"}
+        {"index": 1, "value": 4294963200, "valueTwo": 16384, "op": "SCMP_CMP_MASKED_EQ"}
       ]
+    },
+    {
+      "comment": "ioctl, commands 0x5000-0x53ff of the low 32 bits.",
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [
+        {"index": 1, "value": 4294966272, "valueTwo": 20480, "op": "SCMP_CMP_MASKED_EQ"}
+      ]
+    },
+    {
+      "comment": "ioctl, commands 0x5400-0x540f of the low 32 bits.",
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [
+        {"index": 1, "value": 4294967280, "valueTwo": 21504, "op": "SCMP_CMP_MASKED_EQ"}
+      ]
+    },
+    {
+      "comment": "ioctl, commands 0x5410-0x5411 of the low 32 bits.",
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [
+        {"index": 1, "value": 4294967294, "valueTwo": 21520, "op": "SCMP_CMP_MASKED_EQ"}
+      ]
+    },
+    {
+      "comment": "ioctl, commands 0x5413-0x5413 of the low 32 bits.",
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [
+        {"index": 1, "value": 4294967295, "valueTwo": 21523, "op": "SCMP_CMP_MASKED_EQ"}
+      ]
+    },
+    {
+      "comment": "ioctl, commands 0x5414-0x5417 of the low 32 bits.",
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [
+        {"index": 1, "value": 4294967292, "valueTwo": 21524, "op": "SCMP_CMP_MASKED_EQ"}
+      ]
+    },
+    {
+      "comment": "ioctl, commands 0x5418-0x541b of the low 32 bits.",
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [
+        {"index": 1, "value": 4294967292, "valueTwo": 21528, "op": "SCMP_CMP_MASKED_EQ"}
+      ]
+    },
+    {
+      "comment": "ioctl, commands 0x541d-0x541d of the low 32 bits.",
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [
+        {"index": 1, "value": 4294967295, "valueTwo": 21533, "op": "SCMP_CMP_MASKED_EQ"}
+      ]
+    },
+    {
+      "comment": "ioctl, commands 0x541e-0x541f of the low 32 bits.",
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [
+        {"index": 1, "value": 4294967294, "valueTwo": 21534, "op": "SCMP_CMP_MASKED_EQ"}
+      ]
+    },
+    {
+      "comment": "ioctl, commands 0x5420-0x543f of the low 32 bits.",
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [
+        {"index": 1, "value": 4294967264, "valueTwo": 21536, "op": "SCMP_CMP_MASKED_EQ"}
+      ]
+    },
+    {
+      "comment": "ioctl, commands 0x5440-0x547f of the low 32 bits.",
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [
+        {"index": 1, "value": 4294967232, "valueTwo": 21568, "op": "SCMP_CMP_MASKED_EQ"}
+      ]
+    },
+    {
+      "comment": "ioctl, commands 0x5480-0x54ff of the low 32 bits.",
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [
+        {"index": 1, "value": 4294967168, "valueTwo": 21632, "op": "SCMP_CMP_MASKED_EQ"}
+      ]
+    },
+    {
+      "comment": "ioctl, commands 0x5500-0x55ff of the low 32 bits.",
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [
+        {"index": 1, "value": 4294967040, "valueTwo": 21760, "op": "SCMP_CMP_MASKED_EQ"}
+      ]
+    },
+    {
+      "comment": "ioctl, commands 0x5600-0x57ff of the low 32 bits.",
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [
+        {"index": 1, "value": 4294966784, "valueTwo": 22016, "op": "SCMP_CMP_MASKED_EQ"}
+      ]
+    },
+    {
+      "comment": "ioctl, commands 0x5800-0x5fff of the low 32 bits.",
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [
+        {"index": 1, "value": 4294965248, "valueTwo": 22528, "op": "SCMP_CMP_MASKED_EQ"}
+      ]
+    },
+    {
+      "comment": "ioctl, commands 0x6000-0x7fff of the low 32 bits.",
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [
+        {"index": 1, "value": 4294959104, "valueTwo": 24576, "op": "SCMP_CMP_MASKED_EQ"}
+      ]
+    },
+    {
+      "comment": "ioctl, commands 0x8000-0xffff of the low 32 bits.",
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [
+        {"index": 1, "value": 4294934528, "valueTwo": 32768, "op": "SCMP_CMP_MASKED_EQ"}
+      ]
+    },
+    {
+      "comment": "ioctl, commands 0x10000-0x1ffff of the low 32 bits.",
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [
+        {"index": 1, "value": 4294901760, "valueTwo": 65536, "op": "SCMP_CMP_MASKED_EQ"}
+      ]
+    },
+    {
+      "comment": "ioctl, commands 0x20000-0x3ffff of the low 32 bits.",
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [
+        {"index": 1, "value": 4294836224, "valueTwo": 131072, "op": "SCMP_CMP_MASKED_EQ"}
+      ]
+    },
+    {
+      "comment": "ioctl, commands 0x40000-0x7ffff of the low 32 bits.",
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [
+        {"index": 1, "value": 4294705152, "valueTwo": 262144, "op": "SCMP_CMP_MASKED_EQ"}
+      ]
+    },
+    {
+      "comment": "ioctl, commands 0x80000-0xfffff of the low 32 bits.",
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [
+        {"index": 1, "value": 4294443008, "valueTwo": 524288, "op": "SCMP_CMP_MASKED_EQ"}
+      ]
+    },
+    {
+      "comment": "ioctl, commands 0x100000-0x1fffff of the low 32 bits.",
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [
+        {"index": 1, "value": 4293918720, "valueTwo": 1048576, "op": "SCMP_CMP_MASKED_EQ"}
+      ]
+    },
+    {
+      "comment": "ioctl, commands 0x200000-0x3fffff of the low 32 bits.",
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [
+        {"index": 1, "value": 4292870144, "valueTwo": 2097152, "op": "SCMP_CMP_MASKED_EQ"}
+      ]
+    },
+    {
+      "comment": "ioctl, commands 0x400000-0x7fffff of the low 32 bits.",
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [
+        {"index": 1, "value": 4290772992, "valueTwo": 4194304, "op": "SCMP_CMP_MASKED_EQ"}
+      ]
+    },
+    {
+      "comment": "ioctl, commands 0x800000-0xffffff of the low 32 bits.",
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [
+        {"index": 1, "value": 4286578688, "valueTwo": 8388608, "op": "SCMP_CMP_MASKED_EQ"}
+      ]
+    },
+    {
+      "comment": "ioctl, commands 0x1000000-0x1ffffff of the low 32 bits.",
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [
+        {"index": 1, "value": 4278190080, "valueTwo": 16777216, "op": "SCMP_CMP_MASKED_EQ"}
+      ]
+    },
+    {
+      "comment": "ioctl, commands 0x2000000-0x3ffffff of the low 32 bits.",
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [
+        {"index": 1, "value": 4261412864, "valueTwo": 33554432, "op": "SCMP_CMP_MASKED_EQ"}
+      ]
+    },
+    {
+      "comment": "ioctl, commands 0x4000000-0x7ffffff of the low 32 bits.",
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [
+        {"index": 1, "value": 4227858432, "valueTwo": 67108864, "op": "SCMP_CMP_MASKED_EQ"}
+      ]
+    },
+    {
+      "comment": "ioctl, commands 0x8000000-0xfffffff of the low 32 bits.",
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [
+        {"index": 1, "value": 4160749568, "valueTwo": 134217728, "op": "SCMP_CMP_MASKED_EQ"}
+      ]
+    },
+    {
+      "comment": "ioctl, commands 0x10000000-0x1fffffff of the low 32 bits.",
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [
+        {"index": 1, "value": 4026531840, "valueTwo": 268435456, "op": "SCMP_CMP_MASKED_EQ"}
+      ]
+    },
+    {
+      "comment": "ioctl, commands 0x20000000-0x3fffffff of the low 32 bits.",
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [
+        {"index": 1, "value": 3758096384, "valueTwo": 536870912, "op": "SCMP_CMP_MASKED_EQ"}
+      ]
+    },
+    {
+      "comment": "ioctl, commands 0x40000000-0x7fffffff of the low 32 bits.",
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [
+        {"index": 1, "value": 3221225472, "valueTwo": 1073741824, "op": "SCMP_CMP_MASKED_EQ"}
+      ]
+    },
+    {
+      "comment": "ioctl, commands 0x80000000-0xffffffff of the low 32 bits.",
+      "names": ["ioctl"],
+      "action": "SCMP_ACT_ALLOW",
+      "args": [
+        {"index": 1, "value": 2147483648, "valueTwo": 2147483648, "op": "SCMP_CMP_MASKED_EQ"}
+      ]
+    },
+    {
+      "comment": "Kernel keyrings: not namespaced, a shared attack surface with a history of bugs. Denied by the default action; named so that the reason stays written down.",
+      "names": ["add_key", "keyctl", "request_key"],
+      "action": "SCMP_ACT_ERRNO",
+      "errnoRet": 1
+    },
+    {
+      "comment": "eBPF and perf events: programs in the kernel, performance counters (side channels), a large attack surface. Denied by the default action; named so that the reason stays written down.",
+      "names": ["bpf", "perf_event_open"],
+      "action": "SCMP_ACT_ERRNO",
+      "errnoRet": 1
+    },
+    {
+      "comment": "Tracing other processes and reading their memory or descriptors. Denied by the default action; named so that the reason stays written down.",
+      "names": ["ptrace", "process_vm_readv", "process_vm_writev", "kcmp", "pidfd_getfd", "process_madvise"],
+      "action": "SCMP_ACT_ERRNO",
+      "errnoRet": 1
+    },
+    {
+      "comment": "Mounts, old and new API: the runtime fixes the sandbox's view of the file system. Denied by the default action; named so that the reason stays written down.",
+      "names": ["mount", "umount", "umount2", "pivot_root", "chroot", "fsopen", "fsconfig", "fsmount", "fspick", "move_mount", "open_tree", "mount_setattr"],
+      "action": "SCMP_ACT_ERRNO",
+      "errnoRet": 1
+    },
+    {
+      "comment": "New namespaces and joining others: a user namespace opens most of the kernel's root-only code to the sandbox. Denied by the default action; named so that the reason stays written down.",
+      "names": ["unshare", "setns"],
+      "action": "SCMP_ACT_ERRNO",
+      "errnoRet": 1
+    },
+    {
+      "comment": "Kernels and modules. Denied by the default action; named so that the reason stays written down.",
+      "names": ["kexec_load", "kexec_file_load", "reboot", "init_module", "finit_module", "delete_module", "create_module", "query_module", "get_kernel_syms"],
+      "action": "SCMP_ACT_ERRNO",
+      "errnoRet": 1
+    },
+    {
+      "comment": "userfaultfd: stalls page faults at will, the classic way to win a kernel race. Denied by the default action; named so that the reason stays written down.",
+      "names": ["userfaultfd"],
+      "action": "SCMP_ACT_ERRNO",
+      "errnoRet": 1
+    },
+    {
+      "comment": "io_uring: a second syscall interface that seccomp cannot see into, with many privilege escalations. Denied by the default action; named so that the reason stays written down.",
+      "names": ["io_uring_setup", "io_uring_enter", "io_uring_register"],
+      "action": "SCMP_ACT_ERRNO",
+      "errnoRet": 1
+    },
+    {
+      "comment": "Host administration: accounting, quotas, swap, the kernel log, the clock, I/O ports, hangup of the terminal, host and domain name. Denied by the default action; named so that the reason stays written down.",
+      "names": ["acct", "quotactl", "quotactl_fd", "swapon", "swapoff", "syslog", "settimeofday", "clock_settime", "stime", "iopl", "ioperm", "vhangup", "sethostname", "setdomainname"],
+      "action": "SCMP_ACT_ERRNO",
+      "errnoRet": 1
+    },
+    {
+      "comment": "NUMA memory policy and moving pages between nodes: the host's placement, not the sandbox's (moby: CAP_SYS_NICE). Denied by the default action; named so that the reason stays written down.",
+      "names": ["mbind", "set_mempolicy", "get_mempolicy", "set_mempolicy_home_node", "migrate_pages", "move_pages"],
+      "action": "SCMP_ACT_ERRNO",
+      "errnoRet": 1
+    },
+    {
+      "comment": "File handles (open_by_handle_at left containers before; name_to_handle_at is its other half), fanotify, the x86 LDT and 32-bit TLS descriptors, obsolete calls. Denied by the default action; named so that the reason stays written down.",
+      "names": ["open_by_handle_at", "name_to_handle_at", "fanotify_init", "modify_ldt", "set_thread_area", "get_thread_area", "lookup_dcookie", "nfsservctl", "uselib", "ustat", "sysfs", "_sysctl", "vm86", "vm86old"],
+      "action": "SCMP_ACT_ERRNO",
+      "errnoRet": 1
     }
   ]
 }
@@ -325,6 +591,15 @@ extension SeccompProfiles {
       "args": [
         {"index": 0, "value": 16, "op": "SCMP_CMP_EQ"},
         {"index": 2, "value": 0, "op": "SCMP_CMP_EQ"}
+      ]
+    },
+    {
+      "comment": "socket(AF_VSOCK, \u2026): vsock is not namespaced (VM-wide ports, the hypervisor and the host). Denied like every family not listed above (the rules compare all 64 bits, so 40|1<<32 matches none of them); named so that the reason stays written down, as in default.json.",
+      "names": ["socket"],
+      "action": "SCMP_ACT_ERRNO",
+      "errnoRet": 1,
+      "args": [
+        {"index": 0, "value": 4294967295, "valueTwo": 40, "op": "SCMP_CMP_MASKED_EQ"}
       ]
     },
     {
@@ -639,6 +914,15 @@ extension SeccompProfiles {
       "args": [
         {"index": 0, "value": 16, "op": "SCMP_CMP_EQ"},
         {"index": 2, "value": 0, "op": "SCMP_CMP_EQ"}
+      ]
+    },
+    {
+      "comment": "socket(AF_VSOCK, \u2026): vsock is not namespaced (VM-wide ports, the hypervisor and the host). Denied like every family not listed above (the rules compare all 64 bits, so 40|1<<32 matches none of them); named so that the reason stays written down, as in default.json.",
+      "names": ["socket"],
+      "action": "SCMP_ACT_ERRNO",
+      "errnoRet": 1,
+      "args": [
+        {"index": 0, "value": 4294967295, "valueTwo": 40, "op": "SCMP_CMP_MASKED_EQ"}
       ]
     },
     {

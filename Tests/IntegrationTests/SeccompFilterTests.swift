@@ -62,6 +62,21 @@ struct SeccompFilterTests {
         #expect(H.results(none.stdout)["ioctl 0x5412"] == "ENOTTY")
     }
 
+    @Test("AF_VSOCK: moby's SCMP_CMP_NE 40 lets 40|1<<32 through (the kernel reads an int); the default profile denies both forms")
+    func vsockFamily() throws {
+        // The fixed set plus moby's socket rule: allow every family but 40, on all 64 bits.
+        var moby = Self.fixedSet
+        moby.syscalls!.append(.init(names: ["socket"], action: "SCMP_ACT_ALLOW", args: [.init(index: 0, value: 40, op: "SCMP_CMP_NE")]))
+        let profile = try H.resolved(H.repo + "/seccomp/default.json")
+        for (seccomp, low, high) in [(moby, "EPERM", "ok"), (profile, "EPERM", "EPERM")] {
+            let (a, left1) = try H.runProbe(["socket", "40", "1"], seccomp: seccomp)
+            let (b, left2) = try H.runProbe(["socket", "0x100000028", "1"], seccomp: seccomp)
+            #expect(H.results(a.stdout)["socket 0x28"] == low, "\(a.stdout) \(a.stderr)")
+            #expect(H.results(b.stdout)["socket 0x100000028"] == high, "\(b.stdout) \(b.stderr)")
+            #expect(left1.isEmpty && left2.isEmpty)
+        }
+    }
+
     @Test("a native-only filter kills a 32-bit int 0x80 syscall with SIGSYS (159); with x86 listed the rule applies to it")
     func int80() throws {
         let deny = Seccomp.Syscall(names: ["getpid"], action: "SCMP_ACT_ERRNO", errnoRet: 77)

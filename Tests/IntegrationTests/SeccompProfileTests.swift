@@ -64,7 +64,8 @@ struct SeccompProfileTests {
     static let deniedSet = [
         "mount", "umount2", "ptrace", "process_vm_readv", "unshare", "setns", "keyctl", "add_key", "bpf", "perf_event_open",
         "userfaultfd", "io_uring_setup", "kexec_load", "init_module", "pivot_root", "open_tree", "fsopen", "syslog",
-        "clone-newuser", "personality-addr-no-randomize", "ioctl-tiocsti",
+        "clone-newuser", "personality-addr-no-randomize", "ioctl-tiocsti", "ioctl-tiocsti-high", "ioctl-tioclinux-high",
+        "socket-vsock", "socket-vsock-high", "get_mempolicy",
     ]
 
     @Test("each profile blocks the denied set (EPERM), and clone3 answers ENOSYS", arguments: [
@@ -92,6 +93,103 @@ struct SeccompProfileTests {
         }
         #expect(results["clone3"] == "ENOSYS", "\(profile): clone3 -> \(results["clone3"] ?? "nothing")")
         #expect(c.leftovers().isEmpty)
+    }
+
+    /// As the probe runs in `deniedSet`: uid 1000, no capabilities, the profile of the file.
+    static func asSandbox(_ profile: String) throws -> (inout Spec) -> Void {
+        let seccomp = try H.resolved(H.repo + "/" + profile)
+        let mount = try H.probeMount()
+        return { spec in
+            spec.linux?.seccomp = seccomp
+            spec.mounts!.append(mount)
+            spec.process?.user = User(uid: 1000, gid: 1000)
+            spec.process?.capabilities = Capabilities(bounding: [], effective: [], inheritable: [], permitted: [], ambient: [])
+        }
+    }
+
+    @Test("each profile: syscalls newer than it (statmount 457, mseal 462) answer ENOSYS; older ones it does not name (get_mempolicy, tuxcall) EPERM",
+          arguments: ["seccomp/default.json", "seccomp/python.json", "seccomp/node.json"])
+    func unnamedSyscalls(profile: String) throws {
+        let bundle = try Harness.pythonBundle(["/mnt/seccomp_probe", "syscalls", "457", "462", "239", "184"], edit: try Self.asSandbox(profile))
+        let c = try TestContainer("unnamed", bundle: bundle)
+        defer { c.destroy() }
+        let r = try c.run()
+        #expect(r.status == 0, "\(r.stderr)")
+        let results = H.results(r.stdout)
+        for (nr, expected) in [("457", "ENOSYS"), ("462", "ENOSYS"), ("239", "EPERM"), ("184", "EPERM")] {
+            #expect(results["syscall \(nr)"] == expected, "\(profile): syscall \(nr) -> \(results["syscall \(nr)"] ?? "nothing")")
+        }
+        #expect(c.leftovers().isEmpty)
+    }
+
+    @Test("a standard sandbox (built-in default profile): AF_VSOCK sockets, TIOCSTI with the upper half set and NUMA policy are denied, newer syscalls answer ENOSYS")
+    func standardSandboxDenials() throws {
+        let script = """
+            import ctypes, errno, fcntl, socket
+            libc = ctypes.CDLL(None, use_errno=True)
+            def show(what, rc):
+                print(what, "ok" if rc >= 0 else errno.errorcode[ctypes.get_errno()])
+            try:
+                socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)
+                print("vsock ok")
+            except OSError as e:
+                print("vsock", errno.errorcode[e.errno])
+            show("vsock-high", libc.syscall(41, ctypes.c_long(40 | 1 << 32), 1, 0))
+            show("tiocsti-high", libc.syscall(16, 0, ctypes.c_ulong(0x5412 | 1 << 32), ctypes.c_char_p(b"x")))
+            show("get_mempolicy", libc.syscall(239, 0, 0, 0, 0, 0))
+            show("statmount", libc.syscall(457, 0, 0, 0, 0))
+            show("mseal", libc.syscall(462, 0, 0, 0))
+            """
+        let (r, root, bundles) = try Self.safespace(Self.pythonWorkload + [script])
+        #expect(r.status == 0, "\(r.stderr)")
+        let results = H.results(r.stdout)
+        for (what, expected) in [("vsock", "EPERM"), ("vsock-high", "EPERM"), ("tiocsti-high", "EPERM"), ("get_mempolicy", "EPERM"), ("statmount", "ENOSYS"), ("mseal", "ENOSYS")] {
+            #expect(results[what] == expected, "\(what) -> \(results[what] ?? "nothing"): \(r.stdout) \(r.stderr)")
+        }
+        // The denials are events; the ENOSYS answers are compatibility, not denials.
+        #expect(r.stderr.contains("safespace: seccomp denied 4 syscalls: socket (2), get_mempolicy (1), ioctl (1)"), "\(r.stderr)")
+        #expect(Self.leftovers(root: root, bundles: bundles).isEmpty)
+    }
+
+    @Test("a standard sandbox (built-in default profile) runs Python threads, subprocess and pip --version with nothing denied")
+    func standardSandboxPython() throws {
+        let script = """
+            import subprocess, sys, threading
+            out = []
+            threads = [threading.Thread(target=lambda i=i: out.append(i)) for i in range(4)]
+            for t in threads: t.start()
+            for t in threads: t.join()
+            assert sorted(out) == [0, 1, 2, 3], out
+            assert subprocess.run(["sh", "-c", "echo sub | cat"], capture_output=True, text=True, check=True).stdout == "sub\\n"
+            pip = subprocess.run([sys.executable, "-m", "pip", "--version"], capture_output=True, text=True, check=True)
+            print(pip.stdout.split()[0])
+            print("PY-OK")
+            """
+        let (r, root, bundles) = try Self.safespace(Self.pythonWorkload + [script])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout.contains("pip\nPY-OK"), "\(r.stdout) \(r.stderr)")
+        #expect(!r.stderr.contains("seccomp denied"), "a syscall was denied: \(r.stderr)")
+        #expect(Self.leftovers(root: root, bundles: bundles).isEmpty)
+    }
+
+    @Test("a standard sandbox (built-in default profile) runs Node.js workers and child processes with nothing denied", .enabled(if: H.hasNodeRootfs, "needs the node rootfs"))
+    func standardSandboxNode() throws {
+        let script = """
+            const { Worker } = require('worker_threads');
+            const { execFileSync } = require('child_process');
+            const w = new Worker('require("worker_threads").parentPort.postMessage(6 * 7)', { eval: true });
+            w.on('message', (n) => {
+              const sub = execFileSync('sh', ['-c', 'echo sub | cat']).toString();
+              if (n !== 42 || sub !== 'sub\\n') throw new Error(`${n} ${sub}`);
+              require('fs').writeFileSync('/tmp/x', 'y');
+              console.log('NODE-OK');
+            });
+            """
+        let (r, root, bundles) = try Self.safespace(Self.nodeWorkload + [script])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout.contains("NODE-OK"), "\(r.stdout) \(r.stderr)")
+        #expect(!r.stderr.contains("seccomp denied"), "a syscall was denied: \(r.stderr)")
+        #expect(Self.leftovers(root: root, bundles: bundles).isEmpty)
     }
 
     @Test("safespace run prints one line of the syscalls it denied, by name and count")

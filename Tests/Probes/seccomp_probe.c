@@ -5,6 +5,8 @@
 //   seccomp_probe faccessat           faccessat(AT_FDCWD, "/", R_OK, AT_EACCESS) (glibc: faccessat2 first)
 //   seccomp_probe syscall NR [ARG]    syscall(NR, ARG) with every other argument 0
 //   seccomp_probe ioctl CMD           ioctl(0, CMD, &byte) through syscall(2): CMD is all 64 bits
+//   seccomp_probe socket FAMILY TYPE  socket(FAMILY, TYPE, 0) through syscall(2): FAMILY is all 64 bits
+//   seccomp_probe syscalls NR...      syscall(NR) with every argument 0, for each NR
 //   seccomp_probe int80 NR            a 32-bit syscall NR through `int $0x80` (x86_64 only)
 //   seccomp_probe denied              every syscall of the denied set, harmless arguments
 //
@@ -18,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -76,6 +79,14 @@ static void denied(void) {
         {"clone3", SYS_clone3, 0, 0, 0},
         {"personality-addr-no-randomize", SYS_personality, 0x0040000, 0, 0},
         {"ioctl-tiocsti", SYS_ioctl, 0, 0x5412, 0},
+        // The kernel truncates the command to 32 bits: these are TIOCSTI and TIOCLINUX too.
+        {"ioctl-tiocsti-high", SYS_ioctl, 0, 0x100005412L, 0},
+        {"ioctl-tioclinux-high", SYS_ioctl, 0, (long)0xffffffff0000541cUL, 0},
+        // AF_VSOCK (40) is not namespaced; the family is an int, truncated from the register.
+        {"socket-vsock", SYS_socket, 40, SOCK_STREAM, 0},
+        {"socket-vsock-high", SYS_socket, 0x100000028L, SOCK_STREAM, 0},
+        // NUMA policy: in no profile's allowlist (moby: CAP_SYS_NICE only).
+        {"get_mempolicy", SYS_get_mempolicy, 0, 0, 0},
     };
     for (size_t i = 0; i < sizeof calls / sizeof calls[0]; i++) {
         errno = 0;
@@ -88,7 +99,7 @@ static void denied(void) {
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (argc < 2) {
-        fprintf(stderr, "usage: seccomp_probe thread|faccessat|syscall NR [ARG]|ioctl CMD|int80 NR|denied\n");
+        fprintf(stderr, "usage: seccomp_probe thread|faccessat|syscall NR [ARG]|syscalls NR...|ioctl CMD|socket FAMILY TYPE|int80 NR|denied\n");
         return 2;
     }
     const char *cmd = argv[1];
@@ -110,6 +121,23 @@ int main(int argc, char **argv) {
         char byte = 'x', what[64];
         snprintf(what, sizeof what, "ioctl %#lx", request);
         report(what, syscall(SYS_ioctl, 0, request, &byte));
+        return 0;
+    }
+    if (strcmp(cmd, "socket") == 0 && argc >= 4) {
+        unsigned long family = strtoul(argv[2], NULL, 0), type = strtoul(argv[3], NULL, 0);
+        char what[64];
+        snprintf(what, sizeof what, "socket %#lx", family);
+        report(what, syscall(SYS_socket, family, type, 0));
+        return 0;
+    }
+    if (strcmp(cmd, "syscalls") == 0) {
+        for (int i = 2; i < argc; i++) {
+            long nr = strtol(argv[i], NULL, 0);
+            char what[64];
+            snprintf(what, sizeof what, "syscall %ld", nr);
+            errno = 0;
+            report(what, syscall(nr, 0, 0, 0, 0, 0, 0));
+        }
         return 0;
     }
     if (strcmp(cmd, "int80") == 0 && argc >= 3) {
