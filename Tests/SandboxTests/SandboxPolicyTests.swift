@@ -144,7 +144,7 @@ struct SandboxPolicyTests {
         #expect(linux.seccomp?.defaultAction == "SCMP_ACT_ALLOW")
     }
 
-    @Test("annotations name the sandbox, its runtime and security level")
+    @Test("annotations name the sandbox, its runtime, security level and ephemeral storage cap")
     func annotations() throws {
         var sandbox = Self.sandbox(SandboxSpec(runtime: "node:20", timeout: 30))
         sandbox.metadata.namespace = "team-a"
@@ -156,6 +156,7 @@ struct SandboxPolicyTests {
             "llmsafespace.dev/security-level": "standard",
             "llmsafespace.dev/timeout": "30",
             "llmsafespace.dev/userns": "auto",
+            "llmsafespace.dev/ephemeral-storage": "1073741824",
         ])
     }
 
