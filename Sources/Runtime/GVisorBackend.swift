@@ -297,7 +297,9 @@ struct GVisorBackend {
         }
         try SpecValidation.validate(process: options.process, field: "process")
         // Never weaker than the container: its seccomp profile and the umask asked for.
-        try GVisorSpec.checkExec(process: options.process, container: state.spec, id: state.id)
+        try GVisorSpec.checkExec(process: options.process, container: state.spec, id: state.id) {
+            try RuntimeConfiguration.load().gvisor?.execSeccomp ?? false
+        }
         let dir = store.directory(state.id)
         let token = "\(getpid())-\(UInt32.random(in: 0 ... .max))"
         let processFile = dir + "/exec-\(token).json"

@@ -67,17 +67,17 @@ enum GVisorSpec {
 
     /// A process for `exec` into a running gVisor container whose spec is `container`.
     ///
-    /// The installed runsc gives the container's `linux.seccomp` profile to its init only
-    /// (runsc exec starts a process without a filter; gVisor applies it to exec'd processes
-    /// only from PR 12692, 2026), so an exec would run with weaker isolation than the
-    /// container: it is refused, never run silently without the profile. Processes the
-    /// workload itself forks inherit the filter, as on Linux.
+    /// runsc before gVisor PR 12692 (2026) gives the container's `linux.seccomp` profile to its
+    /// init only: `runsc exec` starts a process without a filter, weaker than the container.
+    /// Such an exec is refused, never run silently without the profile, unless
+    /// `execSeccomp` (the configuration's `gvisor.execSeccomp`: this runsc applies it).
+    /// Processes the workload itself forks inherit the filter, as on Linux.
     /// - Throws: `RuntimeError` naming `linux.seccomp` or `process.user.umask`.
-    static func checkExec(process: OCI.Process, container: Spec, id: String) throws {
+    static func checkExec(process: OCI.Process, container: Spec, id: String, execSeccomp: () throws -> Bool) throws {
         try checkUmask(process, field: "process")
-        if container.linux?.seccomp != nil {
+        if container.linux?.seccomp != nil, try !execSeccomp() {
             throw RuntimeError(
-                "linux.seccomp: container \(id) has a seccomp profile, which runsc applies to its init only; a process started by exec would run without it at the gVisor level, so exec is refused (run the command from the workload, or create the container without linux.seccomp)")
+                "linux.seccomp: container \(id) has a seccomp profile, which the installed runsc applies to its init only; a process started by exec would run without it at the gVisor level, so exec is refused (run the command from the workload, create the container without linux.seccomp, or set gvisor.execSeccomp in \(RuntimeConfiguration.defaultPath) once runsc applies it to exec'd processes, gVisor PR 12692)")
         }
     }
 
