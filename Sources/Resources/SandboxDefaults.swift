@@ -10,7 +10,7 @@ import Glibc
 /// the file the runtime reads; the runtime ignores this key), every key optional:
 ///
 /// ```json
-/// {"sandboxDefaults": {"cpu": "1", "memory": "1Gi", "ephemeralStorage": "1Gi", "pids": 1024, "nofile": 1024}}
+/// {"sandboxDefaults": {"cpu": "1", "memory": "1Gi", "ephemeralStorage": "1Gi", "pids": 512, "nofile": 512}}
 /// ```
 ///
 /// | key | unit | becomes | built-in |
@@ -18,11 +18,13 @@ import Glibc
 /// | `cpu` | quantity (`"500m"`, `"2"`) | `spec.resources.cpu` when absent: cpu.max | `"1"` |
 /// | `memory` | bytes (`"512Mi"`) | `spec.resources.memory` when absent: memory limit, no swap | `"1Gi"` |
 /// | `ephemeralStorage` | bytes | `spec.resources.ephemeralStorage` when absent: the one volume holding every writable path and /dev/shm | `"1Gi"` |
-/// | `pids` | processes | `linux.resources.pids.limit` (pids.max) of every sandbox | 1024 |
-/// | `nofile` | descriptors | `process.rlimits` RLIMIT_NOFILE soft = hard of every sandbox | 1024 |
+/// | `pids` | processes (threads count) | `linux.resources.pids.limit` (pids.max) of every sandbox | 512 |
+/// | `nofile` | descriptors | `process.rlimits` RLIMIT_NOFILE soft = hard of every sandbox | 512 |
 ///
-/// pids.max bounds the processes, RLIMIT_NOFILE the descriptors of each (an fd bomb holds at most
-/// pids × nofile files, and their memory is charged to the sandbox's memory cgroup).
+/// pids.max bounds the processes, RLIMIT_NOFILE the descriptors of each: an fd bomb holds at
+/// most pids × nofile open files of the host's table (`/proc/sys/fs/file-max`). The memory
+/// limit does not bound it (a million files cost a few hundred MiB): with 1024 × 1024 a bomb
+/// took 1.04 M of a 2.47 M file table; 512 × 512 bounds it at 262 144.
 /// There is no "unlimited": every sandbox has every limit (README, "strict resource limits").
 public struct SandboxDefaults: Sendable, Equatable {
     /// `$SAFESPACE_RUNTIME_CONFIG`, else this file: the runtime's configuration file
@@ -42,7 +44,7 @@ public struct SandboxDefaults: Sendable, Equatable {
     public var nofile: UInt64
 
     /// The built-in defaults (a node without `sandboxDefaults`).
-    public init(cpuMillis: Int64 = 1000, memoryBytes: Int64 = 1 << 30, ephemeralStorageBytes: Int64 = 1 << 30, pidsLimit: Int64 = 1024, nofile: UInt64 = 1024) {
+    public init(cpuMillis: Int64 = 1000, memoryBytes: Int64 = 1 << 30, ephemeralStorageBytes: Int64 = 1 << 30, pidsLimit: Int64 = SandboxLimits.defaultPidsLimit, nofile: UInt64 = 512) {
         self.cpuMillis = cpuMillis
         self.memoryBytes = memoryBytes
         self.ephemeralStorageBytes = ephemeralStorageBytes

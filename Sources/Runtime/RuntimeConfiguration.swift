@@ -16,7 +16,7 @@ import OCI
 ///   "rootSecurityLevels": {"/run/safespace-high": "high"},
 ///   "gvisor": {"runsc": "/usr/bin/runsc", "platform": "ptrace", "seccompErrnoRet": false, "execSeccomp": false},
 ///   "userNamespaces": {"directory": "/run/safespace-idmap", "firstHostID": 1073741824, "ranges": 4096},
-///   "sandboxDefaults": {"cpu": "1", "memory": "1Gi", "ephemeralStorage": "1Gi", "pids": 1024, "nofile": 1024}
+///   "sandboxDefaults": {"cpu": "1", "memory": "1Gi", "ephemeralStorage": "1Gi", "pids": 512, "nofile": 512}
 /// }
 /// ```
 ///

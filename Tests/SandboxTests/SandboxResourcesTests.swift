@@ -32,7 +32,7 @@ struct SandboxResourcesTests {
         #expect(r.cpu?.cpus == nil)
         #expect(r.memory?.limit == 64 << 20)
         #expect(r.memory?.swap == 64 << 20)
-        #expect(r.pids?.limit == 1024)
+        #expect(r.pids?.limit == 512)
         #expect(r.devices == [OCI.Resources.DeviceCgroup(allow: false, access: "rwm")])
     }
 
@@ -50,10 +50,10 @@ struct SandboxResourcesTests {
     @Test("a sandbox without resources gets every limit from the node's defaults, in its bundle")
     func nodeDefaults() throws {
         let builtIn = try SandboxPolicy.bundle(for: Sandbox.decode(yaml: Self.bare), rootfs: "/r", id: "box", args: ["true"], nofileHardLimit: 4096, capacity: Self.node)
-        #expect(builtIn.spec.linux?.resources?.pids?.limit == 1024)
+        #expect(builtIn.spec.linux?.resources?.pids?.limit == 512)
         #expect(builtIn.spec.linux?.resources?.cpu?.quota == 100_000)
         #expect(builtIn.spec.linux?.resources?.memory == .init(limit: 1 << 30, swap: 1 << 30))
-        #expect(builtIn.spec.process?.rlimits == [Rlimit(type: "RLIMIT_NOFILE", hard: 1024, soft: 1024)])
+        #expect(builtIn.spec.process?.rlimits == [Rlimit(type: "RLIMIT_NOFILE", hard: 512, soft: 512)])
         #expect(builtIn.limits.ephemeralStorageBytes == 1 << 30)
 
         let defaults = SandboxDefaults(cpuMillis: 500, memoryBytes: 64 << 20, ephemeralStorageBytes: 16 << 20, pidsLimit: 64, nofile: 256)
