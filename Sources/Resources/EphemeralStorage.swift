@@ -36,6 +36,9 @@ public struct EphemeralStorage: Sendable, Equatable {
     /// Where the volume is mounted on the host.
     public var volume: String { directory + "/volume" }
     var image: String { directory + "/disk.img" }
+    /// `<pid> <start time>` of the process that created the volume: `reap` leaves the volume
+    /// alone while that process lives (it may be a run with another state root).
+    var holder: String { directory + "/holder" }
     /// The merged root of `writableLayer(lower:)`.
     public var rootfs: String { directory + "/rootfs" }
 
@@ -58,6 +61,7 @@ public struct EphemeralStorage: Sendable, Equatable {
         let storage = EphemeralStorage(sandbox: id, base: base, backend: backend ?? preferredBackend, size: size)
         do {
             try makeDirectories(storage.volume)
+            try storage.writeHolder()
             switch storage.backend {
             case .tmpfs:
                 try mountOrThrow("tmpfs", storage.volume, "tmpfs", UInt(MS_NOSUID | MS_NODEV), "size=\(size),mode=0755", step: "mount tmpfs")
@@ -70,6 +74,18 @@ public struct EphemeralStorage: Sendable, Equatable {
             try? storage.destroy()
             throw error
         }
+    }
+
+    /// Records this process as the volume's creator (`holder`).
+    func writeHolder() throws(ResourceError) {
+        let me = getpid()
+        let record = Array("\(me) \(CPUAllocator.startTime(of: me) ?? 0)\n".utf8)
+        let fd = open(holder, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw Self.error("create \(holder)") }
+        let written = record.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+        let code = errno
+        close(fd)
+        guard written == record.count else { throw Self.error("write \(holder)", code: code) }
     }
 
     func makeImage() throws(ResourceError) {
@@ -128,14 +144,16 @@ public struct EphemeralStorage: Sendable, Equatable {
             }
         }
         unlink(image)
+        unlink(holder)
         for dir in [rootfs, volume] { rmdir(dir) }
         if rmdir(directory) != 0 && errno != ENOENT {
             throw Self.error("remove \(directory)")
         }
     }
 
-    /// Destroys the volumes under `base` whose sandbox is gone (`isAlive(id)` false): after a
-    /// crash, `delete` never ran for them.
+    /// Destroys the volumes under `base` whose sandbox is gone (`isAlive(id)` false) and whose
+    /// creating process (`holder`: pid and start time, so a reused pid does not count) is dead:
+    /// after a crash, `delete` never ran for them.
     /// - Returns: the ids reaped.
     @discardableResult
     public static func reap(base: String = defaultBase, isAlive: (String) -> Bool) -> [String] {
@@ -149,7 +167,7 @@ public struct EphemeralStorage: Sendable, Equatable {
         }
         closedir(dir)
         var reaped: [String] = []
-        for id in ids where !isAlive(id) {
+        for id in ids where !isAlive(id) && !holderAlive(base + "/" + id + "/holder") {
             // The backend only matters for create; destroy undoes either.
             if (try? EphemeralStorage(sandbox: id, base: base, backend: .tmpfs, size: 0).destroy()) != nil { reaped.append(id) }
         }
@@ -157,6 +175,14 @@ public struct EphemeralStorage: Sendable, Equatable {
     }
 
     // MARK: helpers
+
+    /// Whether the process recorded in `path` (`<pid> <start time>`) still runs.
+    static func holderAlive(_ path: String) -> Bool {
+        guard let text = try? CPUAllocator.readText(path) else { return false }
+        let fields = text.split(whereSeparator: { $0 == " " || $0 == "\n" })
+        guard fields.count == 2, let pid = Int32(fields[0]), let start = UInt64(fields[1]) else { return false }
+        return CPUAllocator.startTime(of: pid) == start
+    }
 
     static func error(_ step: String, code: Int32 = errno) -> ResourceError {
         ResourceError(field: field, "\(step): \(String(cString: strerror(code)))", errno: code)

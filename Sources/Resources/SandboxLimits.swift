@@ -16,8 +16,9 @@ public struct SandboxLimits: Sendable, Equatable {
     public var ephemeralStorageBytes: Int64?
     public var cpuPinning: Bool
 
-    /// pids.max of every sandbox: a fork bomb stays inside, a build with parallel jobs fits.
-    public static let defaultPidsLimit: Int64 = 1024
+    /// pids.max of a sandbox on a node without `sandboxDefaults.pids`: a fork bomb stays
+    /// inside, a build with parallel jobs fits (threads count too).
+    public static let defaultPidsLimit: Int64 = 512
     /// CFS period (µs) used for `cpu`; the quota is cpu × period.
     public static let cpuPeriod: UInt64 = 100_000
     /// The smallest cpu: a quota of 1000 µs (the kernel's minimum) per 100000 µs period.

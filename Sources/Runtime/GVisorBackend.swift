@@ -285,7 +285,9 @@ struct GVisorBackend {
     // MARK: exec
 
     /// `runsc exec --process <file>`: the process runs inside the sandbox with this process's
-    /// stdio; returns its exit status, or with `detach` the pid runsc reports.
+    /// stdio; returns its exit status, or with `detach` the pid runsc reports. Refused for a
+    /// container with `linux.seccomp` and for a `user.umask` runsc would not apply
+    /// (`GVisorSpec.checkExec`).
     func exec(_ state: ContainerState, options: ExecOptions) throws -> Int32 {
         guard store.status(of: state) == .running else {
             throw RuntimeError("cannot exec in a container that is not running (gVisor starts processes only in a started sandbox)")
@@ -294,6 +296,10 @@ struct GVisorBackend {
             throw RuntimeError("--preserve-fds: runsc exec cannot pass extra file descriptors (gVisor level)")
         }
         try SpecValidation.validate(process: options.process, field: "process")
+        // Never weaker than the container: its seccomp profile and the umask asked for.
+        try GVisorSpec.checkExec(process: options.process, container: state.spec, id: state.id) {
+            try RuntimeConfiguration.load().gvisor?.execSeccomp ?? false
+        }
         let dir = store.directory(state.id)
         let token = "\(getpid())-\(UInt32.random(in: 0 ... .max))"
         let processFile = dir + "/exec-\(token).json"

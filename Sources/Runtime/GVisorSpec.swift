@@ -50,6 +50,35 @@ enum GVisorSpec {
         }
         _ = try networkMode(spec)
         if let seccomp = spec.linux?.seccomp { try checkSeccomp(seccomp, features: features) }
+        try checkUmask(spec.process, field: "process")
+    }
+
+    /// The umask runsc starts every process with (its init and exec'd ones), whatever
+    /// `process.user.umask` says: the installed runsc does not read the field.
+    static let runscUmask: UInt32 = 0o022
+
+    /// config.md#posix-platform-user `umask`: only runsc's own value holds at the gVisor level.
+    /// - Throws: `RuntimeError` naming `<field>.user.umask` for any other value.
+    static func checkUmask(_ process: OCI.Process?, field: String) throws {
+        guard let mask = process?.user.umask, mask != runscUmask else { return }
+        throw RuntimeError(
+            "\(field).user.umask: \(mask) (0\(String(mask, radix: 8))) is not applied at the gVisor level: runsc starts every process with umask 0022 and ignores the field; remove it or set it to 18 (0022)")
+    }
+
+    /// A process for `exec` into a running gVisor container whose spec is `container`.
+    ///
+    /// runsc before gVisor PR 12692 (2026) gives the container's `linux.seccomp` profile to its
+    /// init only: `runsc exec` starts a process without a filter, weaker than the container.
+    /// Such an exec is refused, never run silently without the profile, unless
+    /// `execSeccomp` (the configuration's `gvisor.execSeccomp`: this runsc applies it).
+    /// Processes the workload itself forks inherit the filter, as on Linux.
+    /// - Throws: `RuntimeError` naming `linux.seccomp` or `process.user.umask`.
+    static func checkExec(process: OCI.Process, container: Spec, id: String, execSeccomp: () throws -> Bool) throws {
+        try checkUmask(process, field: "process")
+        if container.linux?.seccomp != nil, try !execSeccomp() {
+            throw RuntimeError(
+                "linux.seccomp: container \(id) has a seccomp profile, which the installed runsc applies to its init only; a process started by exec would run without it at the gVisor level, so exec is refused (run the command from the workload, create the container without linux.seccomp, or set gvisor.execSeccomp in \(RuntimeConfiguration.defaultPath) once runsc applies it to exec'd processes, gVisor PR 12692)")
+        }
     }
 
     /// runsc `--network`: `sandbox` (gVisor's netstack on the interfaces of a joined network

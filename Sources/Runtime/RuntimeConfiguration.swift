@@ -14,10 +14,14 @@ import OCI
 /// {
 ///   "securityLevel": "standard",
 ///   "rootSecurityLevels": {"/run/safespace-high": "high"},
-///   "gvisor": {"runsc": "/usr/bin/runsc", "platform": "ptrace", "seccompErrnoRet": false},
-///   "userNamespaces": {"directory": "/run/safespace-idmap", "firstHostID": 1073741824, "ranges": 4096}
+///   "gvisor": {"runsc": "/usr/bin/runsc", "platform": "ptrace", "seccompErrnoRet": false, "execSeccomp": false},
+///   "userNamespaces": {"directory": "/run/safespace-idmap", "firstHostID": 1073741824, "ranges": 4096},
+///   "sandboxDefaults": {"cpu": "1", "memory": "1Gi", "ephemeralStorage": "1Gi", "pids": 512, "nofile": 512}
 /// }
 /// ```
+///
+/// `sandboxDefaults` is not the runtime's: the limits `safespace run` (and the daemon) give a
+/// Sandbox whose `spec.resources` names none, read by the Resources module's `SandboxDefaults`.
 ///
 /// A RuntimeClass handler that is always `high` is a containerd runtime entry with
 /// `BinaryName = safespace-runtime` and its own `Root` listed in `rootSecurityLevels`, or a
@@ -54,12 +58,17 @@ public struct RuntimeConfiguration: Codable, Sendable, Equatable {
         public var seccompErrnoRet: Bool?
         /// Extra global flags given to every runsc call (e.g. `--debug-log=/var/log/runsc/`).
         public var flags: [String]?
+        /// Whether the installed runsc gives the container's OCI seccomp profile to processes
+        /// started by `runsc exec` (gVisor PR 12692, 2026; the release of 2022-12-19 gives it to
+        /// the init only). Default false: exec into a container with `linux.seccomp` is refused.
+        public var execSeccomp: Bool?
 
-        public init(runsc: String? = nil, platform: String? = nil, seccompErrnoRet: Bool? = nil, flags: [String]? = nil) {
+        public init(runsc: String? = nil, platform: String? = nil, seccompErrnoRet: Bool? = nil, flags: [String]? = nil, execSeccomp: Bool? = nil) {
             self.runsc = runsc
             self.platform = platform
             self.seccompErrnoRet = seccompErrnoRet
             self.flags = flags
+            self.execSeccomp = execSeccomp
         }
     }
 

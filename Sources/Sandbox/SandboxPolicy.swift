@@ -8,10 +8,16 @@
 import Glibc
 #endif
 import OCI
+import Resources
 
 /// What `SandboxPolicy.bundle` produces: the spec, and what the caller must prepare.
 public struct BundlePlan: Sendable, Equatable {
     public var spec: Spec
+    /// The limits the sandbox runs with (`spec.resources` completed with the node's defaults):
+    /// `spec.linux.resources` holds CPU, memory and pids; the caller must put every writable
+    /// path, `/dev/shm` and a writable layer on one volume of `ephemeralStorageBytes`
+    /// (`EphemeralStorage`) and pin the CPUs of `cpuPinning`.
+    public var limits: SandboxLimits
     /// The root is writable (`spec.filesystem.readOnlyRoot: false`): the caller must make
     /// `spec.root.path` a private writable layer over the shared rootfs (an overlay with its
     /// upper dir on a tmpfs of `SandboxPolicy.writableLayerSize`), so that writes never reach
@@ -30,7 +36,8 @@ public enum SandboxPolicy {
 
     /// tmpfs size of each writable path (a tmpfs counts against memory, so every one has a
     /// size): `/workspace` 256 MiB, where code and data of a task go; every other path,
-    /// `/tmp` included, 64 MiB. Fixed until `spec.resources.ephemeralStorage` is enforced.
+    /// `/tmp` included, 64 MiB. The caller replaces them with directories of the sandbox's one
+    /// ephemeral storage volume (`BundlePlan.limits`), whose size caps their total.
     public static func tmpfsSize(for path: String) -> String {
         path == "/workspace" ? "256m" : "64m"
     }
@@ -38,9 +45,9 @@ public enum SandboxPolicy {
     /// Size of the tmpfs that holds the writable layer of a writable root.
     public static let writableLayerSize = "1g"
 
-    /// `RLIMIT_NOFILE` soft and hard limit, lowered to the caller's hard limit when that is
-    /// lower (raising it needs CAP_SYS_RESOURCE).
-    public static let nofileLimit: UInt64 = 1024
+    /// `RLIMIT_NOFILE` soft and hard limit of a node without `sandboxDefaults.nofile`, lowered
+    /// to the caller's hard limit when that is lower (raising it needs CAP_SYS_RESOURCE).
+    public static let nofileLimit: UInt64 = SandboxDefaults().nofile
 
     public static let defaultPATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
     public static let sandboxHome = "/home/sandbox"
@@ -52,6 +59,8 @@ public enum SandboxPolicy {
         public static let runtime = "llmsafespace.dev/runtime"
         public static let securityLevel = "llmsafespace.dev/security-level"
         public static let timeout = "llmsafespace.dev/timeout"
+        /// The ephemeral storage cap in bytes (not an OCI field: the caller's volume enforces it).
+        public static let ephemeralStorage = "llmsafespace.dev/ephemeral-storage"
     }
 
     /// runtime-spec config-linux.md#masked-paths: `runc spec`'s list, plus powercap
@@ -80,11 +89,16 @@ public enum SandboxPolicy {
     ///   - env: `KEY=VALUE` entries added to, or replacing, the defaults.
     ///   - nofileHardLimit: the caller's `RLIMIT_NOFILE` hard limit; nil reads it with getrlimit(2).
     ///   - seccompProfiles: where profile files and SandboxProfiles are looked up.
-    /// - Throws: `SandboxError` from `Sandbox.validate()`, or naming `args` / `env[i]`, or the
-    ///   field that chose a seccomp profile that cannot be used.
+    ///   - defaults: the node's limits for what `spec.resources` leaves out, pids.max and
+    ///     RLIMIT_NOFILE (`SandboxDefaults.load()`); the built-in ones when not given.
+    ///   - capacity: the node's CPUs and RAM; nil reads them (`NodeCapacity.read()`).
+    /// - Throws: `SandboxError` from `Sandbox.validate()`, or naming `args` / `env[i]`, the
+    ///   field that chose a seccomp profile that cannot be used, or `spec.resources.cpu` /
+    ///   `.memory` (or `sandboxDefaults.*`) for a limit above the node's capacity.
     public static func bundle(
         for sandbox: Sandbox, rootfs: String, id: String, args: [String], env: [String] = [],
-        nofileHardLimit: UInt64? = nil, seccompProfiles: SeccompProfiles = SeccompProfiles()
+        nofileHardLimit: UInt64? = nil, seccompProfiles: SeccompProfiles = SeccompProfiles(),
+        defaults: SandboxDefaults = SandboxDefaults(), capacity: NodeCapacity? = nil
     ) throws(SandboxError) -> BundlePlan {
         try sandbox.validate()
         if args.isEmpty { throw SandboxError(.missingField, field: "args", "a command to run is required") }
@@ -99,7 +113,14 @@ public enum SandboxPolicy {
         let readOnlyRoot = spec.filesystem?.readOnlyRoot ?? true
         let writable = writablePaths(of: sandbox)
         let hardLimit = nofileHardLimit ?? callerNofileHardLimit()
-        let nofile = min(nofileLimit, hardLimit)
+        let nofile = min(defaults.nofile, hardLimit)
+        let node: NodeCapacity
+        if let capacity {
+            node = capacity
+        } else {
+            do { node = try NodeCapacity.read() } catch { throw SandboxError(.invalidValue, field: error.field, error.message) }
+        }
+        let limits = try sandbox.effectiveLimits(defaults: defaults, capacity: node)
 
         let process = Process(
             terminal: false,
@@ -120,14 +141,15 @@ public enum SandboxPolicy {
         ]
         if let namespace = sandbox.metadata.namespace { annotations[Annotation.namespace] = namespace }
         if let timeout = spec.timeout { annotations[Annotation.timeout] = String(timeout) }
+        if let bytes = limits.ephemeralStorageBytes { annotations[Annotation.ephemeralStorage] = String(bytes) }
 
         let linux = Linux(
             namespaces: namespaces.map { Namespace(type: $0.rawValue) },
             cgroupsPath: "safespace/\(id)",
-            // spec.resources, the default pids.max, and every device denied in the devices
-            // cgroup; the runtime allows its default set (/dev/null, zero, full, random,
-            // urandom, tty, ptmx), as runc does (Sandbox+Resources.swift).
-            resources: try resources(for: sandbox),
+            // spec.resources or the node's defaults, pids.max, and every device denied in the
+            // devices cgroup; the runtime allows its default set (/dev/null, zero, full,
+            // random, urandom, tty, ptmx), as runc does (Sandbox+Resources.swift).
+            resources: resources(limits: limits, defaults: defaults),
             maskedPaths: maskedPaths,
             readonlyPaths: readonlyPaths)
 
@@ -141,15 +163,15 @@ public enum SandboxPolicy {
         // The security level last: backend, user namespace, seccomp source (SecurityLevel.swift).
         result.linux?.seccomp = try seccomp(for: sandbox, capabilities: process.capabilities?.bounding ?? [], profiles: seccompProfiles)
         SecurityLevelPolicy.apply(sandbox, to: &result)
-        return BundlePlan(spec: result, writableLayer: !readOnlyRoot)
+        return BundlePlan(spec: result, limits: limits, writableLayer: !readOnlyRoot)
     }
 
     /// `bundle(...).spec`.
     public static func bundleSpec(
         for sandbox: Sandbox, rootfs: String, id: String, args: [String], env: [String] = [],
-        nofileHardLimit: UInt64? = nil
+        nofileHardLimit: UInt64? = nil, defaults: SandboxDefaults = SandboxDefaults(), capacity: NodeCapacity? = nil
     ) throws(SandboxError) -> Spec {
-        try bundle(for: sandbox, rootfs: rootfs, id: id, args: args, env: env, nofileHardLimit: nofileHardLimit).spec
+        try bundle(for: sandbox, rootfs: rootfs, id: id, args: args, env: env, nofileHardLimit: nofileHardLimit, defaults: defaults, capacity: capacity).spec
     }
 
     /// The writable paths of `sandbox`, defaults applied, parents before children.
@@ -162,7 +184,8 @@ public enum SandboxPolicy {
     }
 
     /// runtime-spec config.md#mounts: the kernel filesystems, as `runc spec` mounts them
-    /// (without /sys/fs/cgroup: the workload has no use for the cgroup tree). /dev/shm is 64 MiB.
+    /// (without /sys/fs/cgroup: the workload has no use for the cgroup tree). /dev/shm is 64 MiB
+    /// here; the caller puts it on the ephemeral storage volume, inside the sandbox's cap.
     public static let systemMounts: [Mount] = [
         Mount(destination: "/proc", type: "proc", source: "proc", options: ["nosuid", "noexec", "nodev"]),
         Mount(destination: "/dev", type: "tmpfs", source: "tmpfs", options: ["nosuid", "strictatime", "mode=755", "size=65536k"]),

@@ -1,7 +1,8 @@
 /// `spec.resources` in `safespace run`: the node state a sandbox's limits need beyond its
 /// `linux.resources` (which the policy sets): the CPUs of `cpuPinning`, held in
-/// `CPUAllocator`'s file, and the `ephemeralStorage` volume that holds every writable path
-/// and the writable layer, so their total is capped. Also the OOM report after the workload.
+/// `CPUAllocator`'s file, and the `ephemeralStorage` volume (every sandbox has one: the node's
+/// default when the Sandbox names none) that holds every writable path, /dev/shm and the
+/// writable layer, so their total is capped. Also the OOM report after the workload.
 import Foundation
 import Glibc
 import OCI
@@ -16,7 +17,8 @@ enum RunResources {
     /// of each piece in `cleanup` as soon as it is taken (run in reverse: container delete,
     /// then the volume, then the CPUs).
     /// - Returns: the ephemeral storage volume, when there is one: it then holds the writable
-    ///   paths and, for a writable root, the writable layer (`spec.root.path` points at it).
+    ///   paths, /dev/shm and, for a writable root, the writable layer (`spec.root.path` points
+    ///   at it).
     static func prepare(
         plan: SandboxRunPlan, runtime: ContainerRuntime, spec: inout Spec, cleanup: inout [(String, () throws -> Void)]
     ) throws -> EphemeralStorage? {
@@ -45,8 +47,14 @@ enum RunResources {
         func host(_ id: UInt32) -> UInt32 { (hostRange?.hostID ?? 0) + id }
         let uid = spec.process?.user.uid ?? 0, gid = spec.process?.user.gid ?? 0
 
-        // Each writable path's tmpfs becomes a directory of the volume, bind-mounted in place.
+        // Each writable path's tmpfs becomes a directory of the volume, bind-mounted in place;
+        // /dev/shm too (sticky, world-writable, noexec as its tmpfs was), so shared memory
+        // files count in the cap instead of adding a tmpfs of their own.
         spec.mounts = try (spec.mounts ?? []).map { mount in
+            if mount.destination == "/dev/shm", mount.type == "tmpfs" {
+                let dir = try volume.directory(for: mount.destination, uid: host(0), gid: host(0), mode: 0o1777)
+                return Mount(destination: mount.destination, type: "bind", source: dir, options: ["rbind", "nosuid", "nodev", "noexec"])
+            }
             guard mount.type == "tmpfs", mount.source == "tmpfs", plan.writablePaths.contains(mount.destination) else { return mount }
             let isTmp = mount.destination == "/tmp"
             let dir = try volume.directory(

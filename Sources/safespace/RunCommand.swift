@@ -2,6 +2,7 @@
 import ArgumentParser
 import Foundation
 import Glibc
+import Resources
 import Sandbox
 
 struct RunCommand: ParsableCommand {
@@ -106,12 +107,16 @@ struct RunCommand: ParsableCommand {
         let writableRoot = !(sandbox.spec.filesystem?.readOnlyRoot ?? true)
         let bundlePath = bundleRoot + "/" + id
         let rootPath = writableRoot ? bundlePath + "/rootfs" : resolved.rootfsPath
+        // The node's limits for what spec.resources leaves out (runtime.json's sandboxDefaults).
+        let defaults: SandboxDefaults
+        do { defaults = try SandboxDefaults.load() } catch { throw CLIError("\(error)") }
         let bundle = try SandboxPolicy.bundle(
-            for: sandbox, rootfs: rootPath, id: id, args: command, env: env, seccompProfiles: SeccompProfiles(directory: profileDir))
+            for: sandbox, rootfs: rootPath, id: id, args: command, env: env, seccompProfiles: SeccompProfiles(directory: profileDir),
+            defaults: defaults)
         return SandboxRunPlan(
             id: id, spec: bundle.spec,
             writableLayer: bundle.writableLayer ? (resolved.rootfsPath, SandboxPolicy.writableLayerSize) : nil,
             timeout: sandbox.spec.timeout, stateRoot: root, bundleParent: bundleRoot,
-            limits: try sandbox.limits(), writablePaths: SandboxPolicy.writablePaths(of: sandbox))
+            limits: bundle.limits, writablePaths: SandboxPolicy.writablePaths(of: sandbox))
     }
 }

@@ -155,6 +155,72 @@ struct GVisorTests {
         #expect(r.stdout == "1\n")
     }
 
+    /// Prints whether mkdir works, to stdout as `made` or the errno.
+    static let mkdirProbe = "import os, sys\ntry:\n    os.mkdir(sys.argv[1]); print('made', flush=True)\nexcept OSError as e: print(e.errno, flush=True)"
+
+    @Test("exec into a container whose seccomp profile runsc gives its init only is refused, not run without the profile")
+    func execSeccomp() throws {
+        // The init reports that the profile holds for it, then waits.
+        let c = try TestContainer("gv-exsec", bundle: try GVisor.bundle(["python3", "-c", Self.mkdirProbe + "\nimport time; time.sleep(60)", "/tmp/init"]) { spec in
+            spec.linux?.seccomp = Seccomp(defaultAction: "SCMP_ACT_ALLOW", syscalls: [.init(names: ["mkdir", "mkdirat"], action: "SCMP_ACT_ERRNO")])
+        })
+        defer { c.destroy() }
+        let out = try Harness.tempDir("gv-exsec-out")
+        defer { Harness.cleanup(out) }
+        // The init's stdout goes to a file: the created init keeps what create was given.
+        let fd = open(out + "/init", O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        try #require(fd >= 0)
+        let cr = try Harness.spawn([Harness.runtimeBinary, "--root", c.root, "create", "--bundle", c.bundle, c.id], inherit: [(fd, 1)])
+        close(fd)
+        try #require(cr.status == 0, "\(cr.stderr)")
+        #expect(try c.start().status == 0)
+        #expect(Harness.eventually { Self.fileLines(out + "/init") == ["1"] }, "the init's mkdir: \(Self.fileLines(out + "/init"))")
+        let r = try c.rt(["exec", c.id, "python3", "-c", Self.mkdirProbe, "/tmp/exec"])
+        #expect(r.status != 0, "exec ran: \(r.stdout)")
+        #expect(!r.stdout.contains("made"), "exec ran without the profile: \(r.stdout)")
+        #expect(r.stderr.contains("linux.seccomp") && r.stderr.contains("exec is refused"), "\(r.stderr)")
+        #expect(c.status == "running")
+        #expect(try c.delete(force: true).status == 0)
+        #expect(c.leftovers().isEmpty)
+        #expect(GVisor.runscProcesses(c.id).isEmpty)
+    }
+
+    static func fileLines(_ path: String) -> [String] {
+        lines((try? String(contentsOfFile: path, encoding: .utf8)) ?? "")
+    }
+
+    @Test("process.user.umask runsc would not apply is refused at create and at exec, naming the field; 0022 (runsc's own) runs")
+    func umask() throws {
+        let probe = ["python3", "-c", "import os; m = os.umask(0); print(oct(m))"]
+        let refused = try TestContainer("gv-umask", bundle: try GVisor.bundle(probe) { $0.process?.user.umask = 0o077 })
+        defer { refused.destroy() }
+        let r = try refused.create()
+        #expect(r.status != 0)
+        #expect(r.stderr.contains("process.user.umask"), "\(r.stderr)")
+        #expect(refused.leftovers().isEmpty)
+        #expect(GVisor.runscProcesses(refused.id).isEmpty)
+
+        let c = try TestContainer("gv-umask", bundle: try GVisor.bundle(["sleep", "60"]) { $0.process?.user.umask = 0o022 })
+        defer { c.destroy() }
+        #expect(try c.create().status == 0)
+        #expect(try c.start().status == 0)
+        let dir = try Harness.tempDir("gv-umask-proc")
+        defer { Harness.cleanup(dir) }
+        for (mask, expected) in [(UInt32(0o077), nil), (0o022, "0o22")] {
+            var process = OCI.Process(user: User(uid: 0, gid: 0, umask: mask), args: probe, cwd: "/")
+            process.env = ["PATH=/usr/local/bin:/usr/bin:/bin"]
+            try JSONEncoder().encode(process).write(to: URL(fileURLWithPath: dir + "/process.json"))
+            let e = try c.rt(["exec", "--process", dir + "/process.json", c.id])
+            if let expected {
+                #expect(e.status == 0 && e.stdout == expected + "\n", "\(e.stdout) \(e.stderr)")
+            } else {
+                #expect(e.status != 0 && e.stderr.contains("process.user.umask"), "\(e.stdout) \(e.stderr)")
+            }
+        }
+        #expect(try c.delete(force: true).status == 0)
+        #expect(c.leftovers().isEmpty)
+    }
+
     @Test("a control the installed runsc cannot enforce fails create clearly, leaving nothing", arguments: [
         ("errnoRet", "errno 38 cannot be enforced"), ("defaultErrnoRet", "errno 38 cannot be enforced"),
         ("action", "SCMP_ACT_LOG is not enforced by runsc"), ("userns", "runsc ignores linux.uidMappings"),

@@ -67,14 +67,19 @@ struct EphemeralStorageTests {
         #expect(!Self.mounted(root) && !Self.mounted(v.volume))
     }
 
-    @Test("reap removes the volumes of sandboxes that are gone")
+    @Test("reap removes the volumes of sandboxes that are gone and whose creator is dead; a live creator's stays")
     func reap() throws {
         let base = Self.base()
         defer { try? FileManager.default.removeItem(atPath: base) }
         let gone = try EphemeralStorage.create(sandbox: "gone", size: 4 << 20, base: base, backend: .tmpfs)
         let alive = try EphemeralStorage.create(sandbox: "alive", size: 4 << 20, base: base, backend: .tmpfs)
         defer { try? alive.destroy() }
+        // Made by this (live) process, e.g. a run with another state root: never reaped.
+        let running = try EphemeralStorage.create(sandbox: "running", size: 4 << 20, base: base, backend: .tmpfs)
+        defer { try? running.destroy() }
+        // A creator that crashed: this pid with another start time is not this process.
+        try "\(getpid()) 1\n".write(toFile: gone.holder, atomically: true, encoding: .utf8)
         #expect(EphemeralStorage.reap(base: base) { $0 == "alive" } == ["gone"])
-        #expect(!Self.mounted(gone.volume) && Self.mounted(alive.volume))
+        #expect(!Self.mounted(gone.volume) && Self.mounted(alive.volume) && Self.mounted(running.volume))
     }
 }

@@ -49,8 +49,8 @@ struct SandboxPolicyTests {
         #expect(process.noNewPrivileges == true)
     }
 
-    @Test("RLIMIT_NOFILE is 1024/1024, lowered to the caller's hard limit when that is lower",
-        arguments: [(UInt64(1 << 20), UInt64(1024)), (4096, 1024), (1024, 1024), (512, 512)])
+    @Test("RLIMIT_NOFILE is the node's default (built in: 512/512), lowered to the caller's hard limit when that is lower",
+        arguments: [(UInt64(1 << 20), UInt64(512)), (4096, 512), (512, 512), (256, 256)])
     func nofile(hard: UInt64, expected: UInt64) throws {
         let spec = try Self.spec(nofile: hard)
         #expect(spec.process?.rlimits == [Rlimit(type: "RLIMIT_NOFILE", hard: expected, soft: expected)])
@@ -144,7 +144,7 @@ struct SandboxPolicyTests {
         #expect(linux.seccomp?.defaultAction == "SCMP_ACT_ERRNO")
     }
 
-    @Test("annotations name the sandbox, its runtime and security level")
+    @Test("annotations name the sandbox, its runtime, security level and ephemeral storage cap")
     func annotations() throws {
         var sandbox = Self.sandbox(SandboxSpec(runtime: "node:20", timeout: 30))
         sandbox.metadata.namespace = "team-a"
@@ -156,6 +156,7 @@ struct SandboxPolicyTests {
             "llmsafespace.dev/security-level": "standard",
             "llmsafespace.dev/timeout": "30",
             "llmsafespace.dev/userns": "auto",
+            "llmsafespace.dev/ephemeral-storage": "1073741824",
         ])
     }
 
@@ -206,7 +207,7 @@ struct SandboxPolicyTests {
         let spec = try SandboxPolicy.bundleSpec(for: Self.sandbox(), rootfs: "/r", id: "box", args: ["sh"])
         let limit = try #require(spec.process?.rlimits?.first)
         #expect(limit.type == "RLIMIT_NOFILE")
-        #expect(limit.hard == min(1024, SandboxPolicy.callerNofileHardLimit()))
+        #expect(limit.hard == min(512, SandboxPolicy.callerNofileHardLimit()))
         #expect(limit.soft == limit.hard)
     }
 }
