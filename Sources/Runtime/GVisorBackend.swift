@@ -72,7 +72,7 @@ struct GVisorBackend {
             // The created marker: status is `created` until `start` removes it (ContainerState).
             let fifo = store.fifoPath(id)
             try sys("mkfifo", path: fifo) { mkfifo(fifo, 0o600) }
-            var cg = try Cgroup.resolve(cgroupsPath: spec.linux?.cgroupsPath, id: id)
+            var cg = try Cgroup.resolve(cgroupsPath: spec.linux?.cgroupsPath, id: StateStore.directoryName(id))
             try cg.create()
             cgroup = cg
             var devices = spec.linux?.devices ?? []
