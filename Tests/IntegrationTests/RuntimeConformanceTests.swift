@@ -120,6 +120,42 @@ struct RuntimeConformanceTests {
         #expect(c.state() == nil)
     }
 
+    @Test("process.terminal still binds /dev/console: rootfs /dev with a regular dev/console, and /dev tmpfs in a user namespace",
+          arguments: ["rootfs-dev", "userns"])
+    func consoleBound(variant: String) throws {
+        let c = try TestContainer("ttyok", bundle: try Harness.busyboxBundle(["sh", "-c", "grep -c ' /dev/console ' /proc/self/mountinfo; tty"]) { spec in
+            spec.process?.terminal = true
+            if variant == "rootfs-dev" {
+                spec.mounts?.removeAll { $0.destination == "/dev" }
+            } else {
+                spec.linux?.namespaces?.insert(Namespace(type: "user"), at: 0)
+                spec.linux?.uidMappings = [IDMapping(containerID: 0, hostID: 2_000_000, size: 65536)]
+                spec.linux?.gidMappings = [IDMapping(containerID: 0, hostID: 2_000_000, size: 65536)]
+                spec.mounts?.removeAll { $0.destination == "/sys/fs/cgroup" }
+            }
+        })
+        defer { c.destroy() }
+        if variant == "rootfs-dev" {
+            try "".write(toFile: c.bundle + "/rootfs/dev/console", atomically: false, encoding: .utf8)
+        }
+        let sockPath = c.root + ".sock"
+        let listener = try RuntimeTerminalTests.listenUnix(sockPath)
+        defer {
+            close(listener)
+            unlink(sockPath)
+        }
+        let cr = try c.create(["--console-socket", sockPath])
+        try #require(cr.status == 0, "\(cr.stderr)")
+        let (master, _) = try RuntimeTerminalTests.receiveFd(listener)
+        defer { close(master) }
+        try #require(try c.start().status == 0)
+        let output = RuntimeTerminalTests.readAll(master)
+        #expect(lines(output.replacingOccurrences(of: "\r", with: "")) == ["1", "/dev/pts/0"], "\(output)")
+        #expect(c.waitFor(status: "stopped"))
+        #expect(try c.delete().status == 0)
+        #expect(c.leftovers().isEmpty, "\(c.leftovers())")
+    }
+
     // MARK: additionalGids in a user namespace
 
     @Test("an additionalGids entry unmapped in the user namespace fails create naming the field and the gid, in the --log JSON; nothing remains")
