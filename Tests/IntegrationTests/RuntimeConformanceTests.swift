@@ -180,6 +180,35 @@ struct RuntimeConformanceTests {
         #expect(c.state() == nil)
     }
 
+    @Test("exec with an unmapped additionalGids entry fails naming the field and the gid; the container is untouched")
+    func unmappedAdditionalGidExec() throws {
+        let c = try TestContainer("gidexec", bundle: try Harness.busyboxBundle(["sleep", "1000"]) { spec in
+            spec.linux?.namespaces?.insert(Namespace(type: "user"), at: 0)
+            spec.linux?.uidMappings = [IDMapping(containerID: 0, hostID: 2_000_000, size: 65536)]
+            spec.linux?.gidMappings = [IDMapping(containerID: 0, hostID: 2_000_000, size: 65536)]
+            spec.mounts?.removeAll { $0.destination == "/sys/fs/cgroup" }
+        })
+        defer { c.destroy() }
+        try #require(try c.create().status == 0)
+        try #require(try c.start().status == 0)
+        let processFile = c.root + ".process.json"
+        defer { unlink(processFile) }
+        let process: [String: Any] = [
+            "args": ["id"], "cwd": "/", "env": ["PATH=/bin"],
+            "user": ["uid": 0, "gid": 0, "additionalGids": [70000]],
+        ]
+        try JSONSerialization.data(withJSONObject: process).write(to: URL(fileURLWithPath: processFile))
+        let r = try c.rt(["exec", "--process", processFile, c.id])
+        #expect(r.status != 0)
+        #expect(r.stderr.contains("process.user.additionalGids[0]") && r.stderr.contains("70000"), "\(r.stderr)")
+        #expect(c.status == "running")
+        let ps = try c.rt(["ps", "--format", "json", c.id])
+        let pids = (try? JSONSerialization.jsonObject(with: Data(ps.stdout.utf8))) as? [Any]
+        #expect(pids?.count == 1, "\(ps.stdout)")
+        #expect(try c.delete(force: true).status == 0)
+        #expect(c.leftovers().isEmpty, "\(c.leftovers())")
+    }
+
     // MARK: rro
 
     @Test("rro: a bind mount is read-only below its top too (a tmpfs submount of the source gets EROFS)")
