@@ -300,6 +300,24 @@ struct RuntimeConformanceTests {
         #expect(r.stderr.contains("1-1024"), "\(r.stderr)")
         #expect(try FileManager.default.contentsOfDirectory(atPath: root).filter { !$0.hasPrefix(".") }.isEmpty)
     }
+
+    @Test("gVisor level: an id runsc cannot name its control socket after is refused before runsc runs, naming the limit; 92 characters run",
+          .enabled(if: GVisor.available, "needs runsc and the python rootfs"))
+    func gvisorIDLimit() throws {
+        let root = try Harness.tempDir("root")
+        let bundle = try GVisor.bundle(["true"])
+        defer { Harness.cleanup(root, bundle) }
+        let tooLong = String(repeating: "v", count: 93)
+        let r = try Harness.spawn([Harness.runtimeBinary, "--root", root, "run", "--bundle", bundle, tooLong])
+        #expect(r.status != 0)
+        #expect(r.stderr.contains("container id") && r.stderr.contains("at most 92"), "\(r.stderr)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: root).filter { !$0.hasPrefix(".") }.isEmpty)
+        #expect(GVisor.runscProcesses(tooLong).isEmpty)
+        let fits = String(repeating: "w", count: 82) + String(format: "%010u", UInt32.random(in: 0..<UInt32.max))
+        let ok = try Harness.spawn([Harness.runtimeBinary, "--root", root, "run", "--bundle", bundle, fits])
+        #expect(ok.status == 0, "\(ok.stderr)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: root).filter { !$0.hasPrefix(".") }.isEmpty)
+    }
 }
 
 extension Harness {
