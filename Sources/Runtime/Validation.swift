@@ -50,6 +50,10 @@ enum SpecValidation {
             guard let path = ns.path, !path.isEmpty else { return true }
             return try !isRuntimeNamespace(path, type: type, field: "linux.namespaces[\(i)].path")
         }
+        guard try privateNamespace("mount") else {
+            // Joining the runtime's own mount namespace by path is no mount namespace at all.
+            throw RuntimeError("linux.namespaces: the mount namespace joined by path is the runtime's own (the host's); a mount namespace of the container's own is required")
+        }
         for (field, value) in [("hostname", spec.hostname), ("domainname", spec.domainname)] where value != nil {
             guard try privateNamespace("uts") else {
                 throw RuntimeError("\(field): setting a \(field) needs a uts namespace of the container's own in linux.namespaces (new, or joined by path but not the host's)")

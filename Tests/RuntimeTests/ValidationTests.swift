@@ -78,6 +78,16 @@ struct ValidationTests {
         #expect(error { join("/proc/self/ns/uts")(&$0); $0.hostname = nil } == nil)
     }
 
+    @Test("a mount namespace joined by path that is the runtime's own is refused like none at all")
+    func hostMountNamespace() {
+        let e = error { spec in
+            for i in spec.linux!.namespaces!.indices where spec.linux!.namespaces![i].type == "mount" {
+                spec.linux!.namespaces![i].path = "/proc/self/ns/mnt"
+            }
+        }
+        #expect(e?.contains("linux.namespaces") == true && e?.contains("mount namespace") == true, "\(e ?? "accepted")")
+    }
+
     @Test("linux.personality: LINUX and LINUX32 pass; other domains and any flags name the field")
     func personality() {
         #expect(error { $0.linux?.personality = Personality(domain: "LINUX32") } == nil)
