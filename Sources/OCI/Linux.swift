@@ -235,7 +235,18 @@ public struct Seccomp: Codable, Sendable, Equatable {
     }
 }
 
+/// config-linux.md#personality: the execution domain personality(2) sets before the workload.
 public struct Personality: Codable, Sendable, Equatable {
+    /// `LINUX` or `LINUX32`.
     public var domain: String
+    /// No values are defined by runtime-spec yet.
     public var flags: [String]?
+
+    public init(domain: String, flags: [String]? = nil) {
+        self.domain = domain
+        self.flags = flags
+    }
+
+    /// The domains of config-linux.md#personality and their PER_* values (sys/personality.h).
+    public static let domains: [String: UInt] = ["LINUX": 0x0000, "LINUX32": 0x0008]
 }

@@ -123,7 +123,7 @@ public struct ContainerRuntime: Sendable {
                 spec.linux?.uidMappings = allocation.mappings
                 spec.linux?.gidMappings = allocation.mappings
             }
-            var cg = try Cgroup.resolve(cgroupsPath: spec.linux?.cgroupsPath, id: id)
+            var cg = try Cgroup.resolve(cgroupsPath: spec.linux?.cgroupsPath, id: StateStore.directoryName(id))
             try cg.create()
             cgroup = cg
             // Device rules always (default deny + the usual allow list), not only when given.

@@ -58,11 +58,23 @@ public struct StateStore: Sendable {
 
     public init(root: String) { self.root = root }
 
-    public func directory(_ id: String) -> String { root + "/" + id }
+    /// The longest file name, in bytes (NAME_MAX of limits.h).
+    public static let nameMax = 255
+
+    /// The name of the state directory, and of the default cgroup, of `id`: the id itself, or
+    /// for an id longer than `nameMax` (mkdir(2) would fail with ENAMETOOLONG)
+    /// `@sha256-<64 hex digits of SHA-256 of the id>`. `@` is not allowed in ids, so the two
+    /// forms never name the same directory; the full id is in state.json.
+    public static func directoryName(_ id: String) -> String {
+        id.utf8.count <= nameMax ? id : "@sha256-" + sha256Hex(Array(id.utf8))
+    }
+
+    public func directory(_ id: String) -> String { root + "/" + Self.directoryName(id) }
     func statePath(_ id: String) -> String { directory(id) + "/state.json" }
     func fifoPath(_ id: String) -> String { directory(id) + "/exec.fifo" }
 
     /// Container ids: 1 to 1024 characters of `[A-Za-z0-9_.+-]`, not `.` or `..`, no `/`.
+    /// Ids longer than a file name may be get a digest-named directory (`directoryName`).
     public static func validate(id: String) throws {
         let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.+-")
         guard !id.isEmpty, id.count <= 1024, id != ".", id != "..", id.allSatisfy({ allowed.contains($0) }) else {
@@ -115,7 +127,17 @@ public struct StateStore: Sendable {
             let name = withUnsafePointer(to: ent.pointee.d_name) {
                 $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
             }
-            if !name.hasPrefix("."), Files.exists(statePath(name)) { out.append(name) }
+            if name.hasPrefix("@") {
+                // A long id: its directory name is a digest; the id is in state.json.
+                struct Named: Decodable { var id: String }
+                let path = root + "/" + name + "/state.json"
+                if let bytes = try? Files.read(path), let named = try? JSONDecoder().decode(Named.self, from: Data(bytes)),
+                   Self.directoryName(named.id) == name {
+                    out.append(named.id)
+                }
+            } else if !name.hasPrefix("."), Files.exists(statePath(name)) {
+                out.append(name)
+            }
         }
         return out.sorted()
     }

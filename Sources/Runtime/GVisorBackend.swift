@@ -33,6 +33,26 @@ struct GVisorBackend {
 
     // MARK: create
 
+    /// The longest id runsc can take for a container that is its own sandbox: its control
+    /// socket is the abstract unix address `\0runsc-sandbox.<id>`, at most 107 bytes
+    /// (unix(7) sun_path), or create fails with EINVAL.
+    static let maxSandboxIDLength = 107 - "\0runsc-sandbox.".utf8.count
+
+    /// Refuses an id runsc cannot name its files and sockets after, before anything is made:
+    /// the control socket above, and its state file `<id>_sandbox:<sandbox id>.state`, a file
+    /// name of at most NAME_MAX bytes.
+    /// - Throws: `RuntimeError` naming the container id and the limit.
+    static func checkRunscID(_ id: String, role: PodRole) throws {
+        if case .container(let sandboxID) = role {
+            let limit = StateStore.nameMax - "_sandbox:.state".utf8.count
+            if id.utf8.count + sandboxID.utf8.count > limit {
+                throw RuntimeError("container id: \(id.utf8.count) characters; at the gVisor level runsc names its state file <id>_sandbox:<pod sandbox id>.state, so a pod container's id and its sandbox's may have at most \(limit) characters together")
+            }
+        } else if id.utf8.count > maxSandboxIDLength {
+            throw RuntimeError("container id: \(id.utf8.count) characters; at the gVisor level ids are at most \(maxSandboxIDLength) characters (runsc names its control socket \\0runsc-sandbox.<id>, a unix address of at most 107 bytes)")
+        }
+    }
+
     /// `runsc create` of the bundle in a cgroup made here. The sandbox process becomes the
     /// container's pid; this process is made a child subreaper first, so the sandbox and gofer
     /// stay its descendants (as runc's init is) when runsc exits.
@@ -42,6 +62,7 @@ struct GVisorBackend {
         let runscPath = gv?.runsc ?? (Files.exists("/usr/bin/runsc") ? "/usr/bin/runsc" : findInPath("runsc") ?? "/usr/bin/runsc")
         let features = try GVisorFeatures.detect(runsc: runscPath, configuration: gv, cacheDir: store.root)
         let role = try PodRole.of(spec.annotations)
+        try Self.checkRunscID(id, role: role)
         try GVisorSpec.check(spec, options: options, features: features, podContainer: role != .standalone && role != .sandbox)
         if case .container(let sandboxID) = role {
             return try createPodContainer(id: id, bundle: bundle, rootfs: rootfs, spec: spec, options: options, sandboxID: sandboxID)
@@ -72,7 +93,7 @@ struct GVisorBackend {
             // The created marker: status is `created` until `start` removes it (ContainerState).
             let fifo = store.fifoPath(id)
             try sys("mkfifo", path: fifo) { mkfifo(fifo, 0o600) }
-            var cg = try Cgroup.resolve(cgroupsPath: spec.linux?.cgroupsPath, id: id)
+            var cg = try Cgroup.resolve(cgroupsPath: spec.linux?.cgroupsPath, id: StateStore.directoryName(id))
             try cg.create()
             cgroup = cg
             var devices = spec.linux?.devices ?? []

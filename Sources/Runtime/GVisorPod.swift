@@ -289,7 +289,7 @@ extension GVisorBackend {
             for fifo in [Self.startFifo(dir), Self.replyFifo(dir)] {
                 try sys("mkfifo", path: fifo) { mkfifo(fifo, 0o600) }
             }
-            var cg = try Cgroup.resolve(cgroupsPath: spec.linux?.cgroupsPath, id: id)
+            var cg = try Cgroup.resolve(cgroupsPath: spec.linux?.cgroupsPath, id: StateStore.directoryName(id))
             try cg.create()
             cgroup = cg
             try Files.makeDirectories(bundleDir(id), mode: 0o700)

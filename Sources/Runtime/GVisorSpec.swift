@@ -48,6 +48,13 @@ enum GVisorSpec {
                 throw RuntimeError("linux.namespaces[\(i)].path: runsc cannot join a \(ns.type) namespace by path (only network)")
             }
         }
+        for (i, m) in (spec.mounts ?? []).enumerated() {
+            // runsc ignores options it does not know (with a warning): `rro` would mount writable.
+            let recursive = MountOptions(m.options ?? []).recursiveNames
+            if !recursive.isEmpty {
+                throw RuntimeError("mounts[\(i)].options: \(recursive.joined(separator: ", ")) (recursive mount attributes) are not enforced by runsc; not supported at the gVisor level")
+            }
+        }
         _ = try networkMode(spec)
         if let seccomp = spec.linux?.seccomp { try checkSeccomp(seccomp, features: features) }
         try checkUmask(spec.process, field: "process")

@@ -34,6 +34,8 @@ public enum ContainerInit {
 
     static func runCreate(_ config: InitConfig, fds: [Int32], channel: InitChannel) throws -> Never {
         let spec = config.spec
+        // Before anything is mounted: an unmapped id is bad input, reported as the create's error.
+        try ProcessSetup(process: config.process, noNewKeyring: config.noNewKeyring, preserveFds: config.preserveFds).checkIDsMapped()
         if config.newNamespaces.contains("cgroup") {
             // After the parent moved us into the container's cgroup: that cgroup becomes the root.
             try sys("unshare(CLONE_NEWCGROUP)") { ss_unshare(CLONE_NEWCGROUP) }
@@ -75,6 +77,8 @@ public enum ContainerInit {
             // A new network namespace starts with lo down; loopback is part of the sandbox.
             try sys("bring up lo") { ss_loopback_up() }
         }
+        // Inherited by the workload across execve(2); set here so a failure fails the create.
+        try ProcessSetup.applyPersonality(spec.linux?.personality)
         try rootfs.finish()
         let setup = ProcessSetup(process: process, noNewKeyring: config.noNewKeyring, preserveFds: config.preserveFds)
         try setup.applyRlimits()
@@ -110,6 +114,8 @@ public enum ContainerInit {
     }
 
     static func runExec(_ config: InitConfig, fds: [Int32], channel: InitChannel) throws -> Never {
+        // Joined the container's user namespace already (stage 1); /proc is still the host's.
+        try ProcessSetup(process: config.process, noNewKeyring: true, preserveFds: config.preserveFds).checkIDsMapped()
         if let idx = config.mountNamespaceFdIndex, idx < fds.count {
             // setns into the mount namespace moves our root and cwd to the container's root.
             try sys("setns(mnt)") { ss_setns(fds[idx], CLONE_NEWNS) }
@@ -123,6 +129,8 @@ public enum ContainerInit {
             let master = try Console.setup(socket: fds[idx], size: process.consoleSize, bindConsole: false)
             close(master)
         }
+        // The container's execution domain, as its init had it.
+        try ProcessSetup.applyPersonality(config.spec.linux?.personality)
         let setup = ProcessSetup(process: process, noNewKeyring: true, preserveFds: config.preserveFds)
         try setup.applyRlimits()
         let executable = try setup.resolveExecutable()

@@ -32,6 +32,51 @@ struct ProcessSetup {
         throw RuntimeError("process.args[0]: exec: \"\(name)\": executable file not found in $PATH")
     }
 
+    /// Checks that `process.user` names only ids mapped in the caller's user namespace
+    /// (`/proc/self/uid_map`, `/proc/self/gid_map`; user_namespaces(7)): setresuid(2),
+    /// setresgid(2) and setgroups(2) fail with EINVAL for an unmapped id, and they run only
+    /// after `start`, where no error can reach the caller. Called before `created` (and
+    /// before an exec'd process is reported started), while /proc is the host's.
+    /// - Throws: `RuntimeError` naming the field and the id.
+    func checkIDsMapped() throws {
+        func ranges(_ path: String) throws -> [(UInt64, UInt64)] {
+            let text: String
+            do { text = try Files.readString(path) } catch var e as SysError {
+                e.field = "process.user"
+                throw e
+            }
+            return text.split(separator: "\n").compactMap { line in
+                let f = line.split(separator: " ", omittingEmptySubsequences: true)
+                guard f.count == 3, let inside = UInt64(f[0]), let count = UInt64(f[2]) else { return nil }
+                return (inside, inside + count)
+            }
+        }
+        func mapped(_ id: UInt32, _ r: [(UInt64, UInt64)]) -> Bool { r.contains { UInt64(id) >= $0.0 && UInt64(id) < $0.1 } }
+        let uids = try ranges("/proc/self/uid_map"), gids = try ranges("/proc/self/gid_map")
+        let user = process.user
+        if !mapped(user.uid, uids) {
+            throw RuntimeError("process.user.uid: uid \(user.uid) is not mapped in the container's user namespace (linux.uidMappings)")
+        }
+        if !mapped(user.gid, gids) {
+            throw RuntimeError("process.user.gid: gid \(user.gid) is not mapped in the container's user namespace (linux.gidMappings)")
+        }
+        for (i, gid) in (user.additionalGids ?? []).enumerated() where !mapped(gid, gids) {
+            throw RuntimeError("process.user.additionalGids[\(i)]: gid \(gid) is not mapped in the container's user namespace (linux.gidMappings)")
+        }
+    }
+
+    /// config-linux.md#personality: personality(2) with the domain's PER_* value; it holds
+    /// across execve(2). Validated by `SpecValidation.validate(personality:)`.
+    static func applyPersonality(_ personality: Personality?) throws {
+        guard let personality else { return }
+        guard let value = Personality.domains[personality.domain] else {
+            throw RuntimeError("linux.personality.domain: \"\(personality.domain)\" is not one of LINUX, LINUX32")
+        }
+        if ss_personality(value) < 0 {
+            throw SysError("personality(\(personality.domain))", field: "linux.personality")
+        }
+    }
+
     func applyRlimits() throws {
         for (i, r) in (process.rlimits ?? []).enumerated() {
             try Rlimits.set(type: r.type, soft: r.soft, hard: r.hard, field: "process.rlimits[\(i)]")

@@ -60,6 +60,11 @@ struct RootfsSetup {
             for p in opts.propagation {
                 try mount(source: nil, target: dest, type: nil, flags: p)
             }
+            if opts.hasRecursiveAttributes {
+                // `rro` and friends: the whole tree below dest, submounts of a bind source
+                // included (mount(2) flags only reach the top mount).
+                try mountSetattrRecursive(dest, set: opts.recursiveSet, clear: opts.recursiveClear, field: field + ".options", options: opts.recursiveNames)
+            }
         } catch var e as SysError {
             e.field = field
             throw e

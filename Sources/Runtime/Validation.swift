@@ -42,18 +42,36 @@ enum SpecValidation {
         guard types.contains("mount") else {
             throw RuntimeError("linux.namespaces: a mount namespace is required (the runtime never mounts in the host's)")
         }
-        if spec.hostname != nil && !own.contains("uts") {
-            throw RuntimeError("hostname: setting a hostname needs a new uts namespace in linux.namespaces")
+        // runc's validator (uts, sysctl): hostname, domainname and namespaced sysctls need the
+        // namespace in linux.namespaces, new or joined by path; a joined one must not be the
+        // runtime's own (the host's), whose hostname or settings would change.
+        func privateNamespace(_ type: String) throws -> Bool {
+            guard let (i, ns) = (linux.namespaces ?? []).enumerated().first(where: { $0.element.type == type }) else { return false }
+            guard let path = ns.path, !path.isEmpty else { return true }
+            return try !isRuntimeNamespace(path, type: type, field: "linux.namespaces[\(i)].path")
         }
-        if spec.domainname != nil && !own.contains("uts") {
-            throw RuntimeError("domainname: setting a domainname needs a new uts namespace in linux.namespaces")
+        guard try privateNamespace("mount") else {
+            // Joining the runtime's own mount namespace by path is no mount namespace at all.
+            throw RuntimeError("linux.namespaces: the mount namespace joined by path is the runtime's own (the host's); a mount namespace of the container's own is required")
+        }
+        for (field, value) in [("hostname", spec.hostname), ("domainname", spec.domainname)] where value != nil {
+            guard try privateNamespace("uts") else {
+                throw RuntimeError("\(field): setting a \(field) needs a uts namespace of the container's own in linux.namespaces (new, or joined by path but not the host's)")
+            }
         }
         for (key, _) in linux.sysctl ?? [:] {
             guard let ns = namespace(forSysctl: key) else {
                 throw RuntimeError("linux.sysctl: \"\(key)\" is not a namespaced sysctl; only ipc, uts and net keys can be set inside a container")
             }
-            guard own.contains(ns) else {
-                throw RuntimeError("linux.sysctl: \"\(key)\" needs a new \(ns) namespace in linux.namespaces")
+            if key == "kernel.hostname" {
+                // Two sources for one value, applied in an order no field states (runc refuses it too).
+                throw RuntimeError("linux.sysctl: \"kernel.hostname\" conflicts with the hostname field; set hostname instead")
+            }
+            if key == "kernel.domainname", spec.domainname != nil {
+                throw RuntimeError("linux.sysctl: \"kernel.domainname\" conflicts with the domainname field; set only one of them")
+            }
+            guard try privateNamespace(ns) else {
+                throw RuntimeError("linux.sysctl: \"\(key)\" needs a \(ns) namespace of the container's own in linux.namespaces (new, or joined by path but not the host's)")
             }
         }
         if own.contains("user") && UserNamespaceRange.wantsAllocation(spec) {
@@ -89,6 +107,7 @@ enum SpecValidation {
             }
             guard d.path.hasPrefix("/dev/") else { throw RuntimeError("linux.devices[\(i)].path: \(d.path) is not under /dev") }
         }
+        try validate(personality: linux.personality)
         if let prop = linux.rootfsPropagation, MountOptions.propagation(named: prop) == nil {
             throw RuntimeError("linux.rootfsPropagation: unknown propagation \"\(prop)\"")
         }
@@ -97,6 +116,28 @@ enum SpecValidation {
         }
         if let l = process.selinuxLabel, !l.isEmpty {
             throw RuntimeError("process.selinuxLabel: SELinux is not supported by this runtime")
+        }
+    }
+
+    /// Whether the namespace file at `path` is the runtime's own namespace of `type` (the same
+    /// inode as /proc/self/ns/TYPE), as runc's isHostNetNS checks for net sysctls.
+    /// - Throws: `SysError` naming `field` when `path` cannot be stat(2)ed.
+    static func isRuntimeNamespace(_ path: String, type: String, field: String) throws -> Bool {
+        let names = ["network": "net", "mount": "mnt"]
+        var mine = stat(), theirs = stat()
+        guard stat("/proc/self/ns/" + (names[type] ?? type), &mine) == 0 else { return false }
+        guard stat(path, &theirs) == 0 else { throw SysError("stat", path: path, field: field) }
+        return mine.st_dev == theirs.st_dev && mine.st_ino == theirs.st_ino
+    }
+
+    /// config-linux.md#personality: domain LINUX or LINUX32; no flag values are defined yet.
+    static func validate(personality: Personality?) throws {
+        guard let personality else { return }
+        guard Personality.domains[personality.domain] != nil else {
+            throw RuntimeError("linux.personality.domain: \"\(personality.domain)\" is not one of LINUX, LINUX32")
+        }
+        if let flags = personality.flags, !flags.isEmpty {
+            throw RuntimeError("linux.personality.flags: \(flags.joined(separator: ", ")): runtime-spec defines no personality flags yet; refusing rather than ignoring them")
         }
     }
 

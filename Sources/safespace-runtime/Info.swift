@@ -55,12 +55,8 @@ struct Features: ParsableCommand {
 }
 
 enum MountOptionsNames {
-    static let all = [
-        "async", "atime", "bind", "defaults", "dev", "diratime", "dirsync", "exec", "mand", "noatime", "nodev",
-        "nodiratime", "noexec", "nomand", "norelatime", "nostrictatime", "nosuid", "private", "rbind", "relatime",
-        "remount", "ro", "rprivate", "rshared", "rslave", "runbindable", "rw", "shared", "silent", "slave",
-        "strictatime", "suid", "sync", "unbindable",
-    ]
+    /// The options `MountOptions` parses (flags, propagation, recursive attributes).
+    static var all: [String] { MountOptions.knownNames }
 }
 
 struct SpecCommand: ParsableCommand {

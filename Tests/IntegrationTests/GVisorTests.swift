@@ -225,6 +225,7 @@ struct GVisorTests {
         ("errnoRet", "errno 38 cannot be enforced"), ("defaultErrnoRet", "errno 38 cannot be enforced"),
         ("action", "SCMP_ACT_LOG is not enforced by runsc"), ("userns", "runsc ignores linux.uidMappings"),
         ("hostnet", "needs a network namespace"), ("hook", "hooks.createContainer"),
+        ("rro", "rro (recursive mount attributes) are not enforced by runsc"),
     ])
     func refused(what: String, message: String) throws {
         let c = try TestContainer("gv-refuse", bundle: try GVisor.bundle(["true"]) { spec in
@@ -241,6 +242,8 @@ struct GVisorTests {
                 spec.linux?.gidMappings = [IDMapping(containerID: 0, hostID: 300_000, size: 65536)]
             case "hostnet":
                 spec.linux?.namespaces?.removeAll { $0.type == "network" }
+            case "rro":
+                spec.mounts?.append(Mount(destination: "/data", type: "bind", source: "/tmp", options: ["rbind", "rro"]))
             default:
                 spec.hooks = Hooks(createContainer: [Hook(path: "/bin/true")])
             }

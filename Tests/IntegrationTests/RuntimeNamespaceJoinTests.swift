@@ -51,35 +51,48 @@ struct RuntimeNamespaceJoinTests {
         #expect(a.leftovers().isEmpty, "\(a.leftovers())")
     }
 
-    @Test("B joining A's uts namespace sees A's hostname and must not set its own")
+    @Test("B joining A's uts namespace sees A's hostname; with hostname set it renames that namespace (runc allows it), never the host's")
     func joinUTS() throws {
         let a = try TestContainer("utsA", bundle: try Harness.busyboxBundle(["sleep", "1000"]) { spec in spec.hostname = "host-of-a" })
         defer { a.destroy() }
         try #require(try a.create().status == 0)
         try #require(try a.start().status == 0)
         let aPid = try #require(a.pid)
-        let join: (inout Spec) -> Void = { spec in
-            for i in spec.linux!.namespaces!.indices where spec.linux!.namespaces![i].type == "uts" {
-                spec.linux!.namespaces![i].path = "/proc/\(aPid)/ns/uts"
+        func join(_ path: String) -> (inout Spec) -> Void {
+            { spec in
+                for i in spec.linux!.namespaces!.indices where spec.linux!.namespaces![i].type == "uts" {
+                    spec.linux!.namespaces![i].path = path
+                }
             }
         }
         let (ok, okLeft) = try Harness.runScript("hostname", prefix: "utsB") { spec in
-            join(&spec)
+            join("/proc/\(aPid)/ns/uts")(&spec)
             spec.hostname = nil
         }
         #expect(ok.status == 0, "\(ok.stderr)")
         #expect(lines(ok.stdout) == ["host-of-a"])
         #expect(okLeft.isEmpty, "\(okLeft)")
-        // Setting a hostname in a joined uts namespace would rename A: refused.
-        let (bad, badLeft) = try Harness.runScript("hostname", prefix: "utsC") { spec in
-            join(&spec)
+        // runc's validator asks only for a uts namespace in linux.namespaces: a hostname set in
+        // a joined one applies to it (A shares it).
+        let (renamed, renamedLeft) = try Harness.runScript("hostname", prefix: "utsC") { spec in
+            join("/proc/\(aPid)/ns/uts")(&spec)
             spec.hostname = "renamed"
+        }
+        #expect(renamed.status == 0, "\(renamed.stderr)")
+        #expect(lines(renamed.stdout) == ["renamed"])
+        #expect(renamedLeft.isEmpty, "\(renamedLeft)")
+        let check = try a.rt(["exec", a.id, "hostname"])
+        #expect(lines(check.stdout) == ["renamed"], "A's namespace was not the one renamed: \(check.stdout)")
+        // The runtime's own uts namespace is the host's: a hostname there would rename the host.
+        let host = Harness.hostname()
+        let (bad, badLeft) = try Harness.runScript("hostname", prefix: "utsD") { spec in
+            join("/proc/\(getpid())/ns/uts")(&spec)
+            spec.hostname = "host-renamed"
         }
         #expect(bad.status != 0)
         #expect(bad.stderr.contains("hostname"), "\(bad.stderr)")
         #expect(badLeft.isEmpty, "\(badLeft)")
-        let check = try a.rt(["exec", a.id, "hostname"])
-        #expect(lines(check.stdout) == ["host-of-a"], "A's hostname changed: \(check.stdout)")
+        #expect(Harness.hostname() == host)
         #expect(try a.delete(force: true).status == 0)
         #expect(a.leftovers().isEmpty, "\(a.leftovers())")
     }

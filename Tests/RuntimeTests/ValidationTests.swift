@@ -45,12 +45,55 @@ struct ValidationTests {
         #expect(error {
             $0.linux?.sysctl = ["net.ipv4.ip_forward": "1"]
             $0.linux?.namespaces?.removeAll { $0.type == "network" }
-        }?.contains("new network namespace") == true)
+        }?.contains("needs a network namespace") == true)
         #expect(error { $0.linux?.namespaces?.append(Namespace(type: "user")) }?.contains("linux.uidMappings") == true)
         #expect(error { $0.linux?.rootfsPropagation = "sideways" }?.contains("linux.rootfsPropagation") == true)
         #expect(error { $0.linux?.devices = [Device(type: "x", path: "/dev/foo")] }?.contains("linux.devices[0].type") == true)
         #expect(error { $0.linux?.devices = [Device(type: "c", path: "/etc/foo")] }?.contains("linux.devices[0].path") == true)
         #expect(error { $0.linux?.namespaces?.append(Namespace(type: "time", path: "/nonexistent/ns")) }?.contains("/nonexistent/ns does not exist") == true)
+    }
+
+    @Test("kernel.hostname is refused; kernel.domainname only beside domainname; both name the fields")
+    func utsSysctls() {
+        #expect(error { $0.linux?.sysctl = ["kernel.hostname": "x"] }.map { $0.contains("linux.sysctl") && $0.contains("hostname field") } == true)
+        #expect(error { $0.linux?.sysctl = ["kernel.domainname": "x"] } == nil)
+        #expect(error {
+            $0.domainname = "a"
+            $0.linux?.sysctl = ["kernel.domainname": "x"]
+        }.map { $0.contains("linux.sysctl") && $0.contains("domainname field") } == true)
+    }
+
+    @Test("hostname in a joined uts namespace is allowed unless it is the runtime's own")
+    func joinedUTS() {
+        func join(_ path: String) -> (inout Spec) -> Void {
+            { spec in
+                for i in spec.linux!.namespaces!.indices where spec.linux!.namespaces![i].type == "uts" {
+                    spec.linux!.namespaces![i].path = path
+                }
+            }
+        }
+        // /proc/1/ns/uts is another process's file for the same namespace only when the test
+        // runs in the host's; /proc/self/ns/uts is always the runtime's own.
+        #expect(error(join("/proc/self/ns/uts"))?.contains("hostname") == true)
+        #expect(error { join("/proc/self/ns/uts")(&$0); $0.hostname = nil } == nil)
+    }
+
+    @Test("a mount namespace joined by path that is the runtime's own is refused like none at all")
+    func hostMountNamespace() {
+        let e = error { spec in
+            for i in spec.linux!.namespaces!.indices where spec.linux!.namespaces![i].type == "mount" {
+                spec.linux!.namespaces![i].path = "/proc/self/ns/mnt"
+            }
+        }
+        #expect(e?.contains("linux.namespaces") == true && e?.contains("mount namespace") == true, "\(e ?? "accepted")")
+    }
+
+    @Test("linux.personality: LINUX and LINUX32 pass; other domains and any flags name the field")
+    func personality() {
+        #expect(error { $0.linux?.personality = Personality(domain: "LINUX32") } == nil)
+        #expect(error { $0.linux?.personality = Personality(domain: "LINUX") } == nil)
+        #expect(error { $0.linux?.personality = Personality(domain: "PER_BSD") }?.contains("linux.personality.domain") == true)
+        #expect(error { $0.linux?.personality = Personality(domain: "LINUX", flags: ["X"]) }?.contains("linux.personality.flags") == true)
     }
 
     @Test("mounts over /proc sub-paths are refused", arguments: ["/proc/self", "/proc/sys", "/proc//kcore", "/proc/../proc/1"])
@@ -74,6 +117,32 @@ struct ValidationTests {
     @Test("good ids", arguments: ["a", "sandbox-1", "A_b.c+d", String(repeating: "a", count: 1024)])
     func goodIDs(id: String) throws {
         try StateStore.validate(id: id)
+    }
+
+    @Test("recursive mount options become mount_setattr(2) attributes, not file system data")
+    func recursiveOptions() {
+        let o = MountOptions(["rbind", "rro", "rnosuid", "rnoatime", "size=1m"])
+        #expect(o.recursiveSet == UInt64(MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOATIME))
+        #expect(o.recursiveClear == UInt64(MOUNT_ATTR__ATIME))
+        #expect(o.data == ["size=1m"])
+        #expect(o.recursiveNames == ["rro", "rnosuid", "rnoatime"])
+        let w = MountOptions(["rro", "rrw", "rexec"])
+        #expect(w.recursiveSet == 0)
+        #expect(w.recursiveClear == UInt64(MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOEXEC))
+        #expect(MountOptions(["rnorelatime"]).recursiveClear == 0)
+        #expect(MountOptions.knownNames.contains("rro") && MountOptions.knownNames.contains("rnosymfollow"))
+    }
+
+    @Test("ids past NAME_MAX get a digest directory name that no valid id can take")
+    func directoryNames() {
+        #expect(StateStore.directoryName(String(repeating: "a", count: 255)) == String(repeating: "a", count: 255))
+        let long = StateStore.directoryName(String(repeating: "a", count: 256))
+        #expect(long.hasPrefix("@sha256-") && long.count == 8 + 64)
+        #expect(long != StateStore.directoryName(String(repeating: "a", count: 257)))
+        #expect(throws: RuntimeError.self) { try StateStore.validate(id: long) }
+        // FIPS 180-4 test vector.
+        #expect(sha256Hex(Array("abc".utf8)) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        #expect(sha256Hex([]) == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
     }
 }
 

@@ -50,6 +50,14 @@ int ss_loopback_up(void);
 int ss_mount_setattr_idmap(int dfd, const char *path, int userns_fd, int recursive);
 int ss_open_tree_clone(const char *path, int recursive);
 int ss_move_mount(int from_fd, const char *to_path);
+/// move_mount(2) of the detached tree `from_fd` onto the file or directory `to_fd` refers to
+/// (an O_PATH fd: the exact inode that was checked, no path walked again).
+int ss_move_mount_to_fd(int from_fd, int to_fd);
+/// mount_setattr(2) with AT_RECURSIVE on the mount at `path` (not following a final symlink):
+/// sets `attr_set` and clears `attr_clr` (MOUNT_ATTR_*) on it and every mount below it.
+int ss_mount_setattr_recursive(const char *path, unsigned long long attr_set, unsigned long long attr_clr);
+/// personality(2): sets the execution domain; returns the previous one, or -1 with errno.
+int ss_personality(unsigned long persona);
 int ss_send_fds(int sock, const void *data, size_t len, const int *fds, int nfds);
 /// Receives one message of at most `cap` bytes and up to `maxfds` fds; returns bytes read.
 ssize_t ss_recv_fds(int sock, void *data, size_t cap, int *fds, int maxfds, int *nfds);
