@@ -13,6 +13,16 @@ import OCI
 /// socket and exits non-zero.
 public enum ContainerInit {
     public static func main() -> Never {
+        // execve(2) made this process dumpable again: until here it was protected only by
+        // holding capabilities the container lacks (ptrace access mode checks, ptrace(2)).
+        // Non-dumpable, the container cannot open /proc/PID/{exe,root,cwd,fd,mem} of this
+        // process while it works in the container's namespaces (the exec helper before it
+        // joins the mount namespace still has the host's root). The workload's execve(2)
+        // makes it dumpable again, as a process of the container.
+        if ss_set_dumpable(0) != 0 {
+            writeStderr("safespace-runtime init: prctl(PR_SET_DUMPABLE, 0): \(String(cString: strerror(errno)))\n")
+            exit(1)
+        }
         guard let fdText = getenv("_SAFESPACE_INITPIPE"), let fd = Int32(String(cString: fdText)) else {
             writeStderr("safespace-runtime init: not started by the runtime\n")
             exit(1)

@@ -31,7 +31,9 @@ struct JoinNamespace {
 }
 
 /// Clones the container's first process through the C stages (no Swift runs between clone
-/// and exec) and re-executes this binary as `safespace-runtime init` in it.
+/// and exec) and re-executes this binary, sealed (`SealedExecutable`), as
+/// `safespace-runtime init` in it: non-dumpable from before it joins any namespace, in a
+/// session of its own.
 ///
 /// - Parameters:
 ///   - join: namespaces to setns(2) into, in `NamespaceKind.joinOrder`.
@@ -44,8 +46,8 @@ func spawnInit(join: [JoinNamespace], unshare: Int32, uidMappings: [IDMapping], 
     try sys("socketpair") { socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &pair) }
     let parentEnd = pair[0], childEnd = pair[1]
     defer { close(childEnd) }
-    let exeFd = try sys("open", path: "/proc/self/exe") { ss_open("/proc/self/exe", O_PATH | O_CLOEXEC, 0) }
-    defer { close(exeFd) }
+    // Never the host's file itself: the helper is visible in the container (SealedExecutable).
+    let exeFd = try SealedExecutable.fd()
 
     let argv = ["safespace-runtime", "init"]
     let envp = ["_SAFESPACE_INITPIPE=\(childEnd)", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
@@ -117,6 +119,7 @@ private func driveStages(stage1: pid_t, fd: Int32, uidMappings: [IDMapping], gid
     let steps: [Int32: String] = [
         SS_STEP_SETNS: "setns", SS_STEP_UNSHARE_USER: "unshare(CLONE_NEWUSER)", SS_STEP_WAIT_MAPS: "wait for id maps",
         SS_STEP_SETID: "setresuid/setresgid(0) in the user namespace", SS_STEP_UNSHARE: "unshare", SS_STEP_CLONE: "clone",
+        SS_STEP_DUMPABLE: "prctl(PR_SET_DUMPABLE, 0)",
     ]
     while true {
         guard let kind = try readExactly(fd, 1) else {
