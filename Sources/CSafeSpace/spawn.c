@@ -49,7 +49,8 @@ pid_t ss_spawn(const struct ss_spawn_config *c) {
     // Stage 1: single-threaded copy of the caller. Non-dumpable before it joins anything
     // (runc's nsexec does the same): a dumpable process in a container's PID namespace lets
     // the container open /proc/PID/{exe,root,cwd,fd,mem} of a host process. Stage 2 inherits
-    // it; execve(2) resets it, so `init` sets it again first thing (Init.swift). The parent is
+    // it; execve(2) resets it unless the real and effective ids differ (below), and `init` sets it
+    // again first thing (Init.swift). The parent is
     // root with CAP_SYS_PTRACE: its /proc/PID writes (uid_map, oom_score_adj) still work.
     if (syscall(SYS_prctl, PR_SET_DUMPABLE, 0, 0, 0, 0) < 0) fail(c->sync_fd, SS_STEP_DUMPABLE);
     int joined_user = 0;
@@ -74,6 +75,12 @@ pid_t ss_spawn(const struct ss_spawn_config *c) {
         if (syscall(SYS_setresuid, 0, 0, 0) < 0) fail(c->sync_fd, SS_STEP_SETID);
     }
     if (flags != 0 && syscall(SYS_unshare, flags) < 0) fail(c->sync_fd, SS_STEP_UNSHARE);
+    // execve(2) makes a process dumpable again unless its real and effective ids differ
+    // (begin_new_exec: then fs.suid_dumpable, 0 or 2, both refuse ptrace access). A real gid
+    // other than the effective one keeps stage 2's exec non-dumpable from its first
+    // instruction until `init` restores it (Init.swift); capabilities and file access follow
+    // the effective and fs ids, which stay.
+    if (c->nondump_gid >= 0 && syscall(SYS_setresgid, c->nondump_gid, -1, -1) < 0) fail(c->sync_fd, SS_STEP_NONDUMP_GID);
 
     pid_t stage2 = raw_clone(CLONE_PARENT | SIGCHLD);
     if (stage2 < 0) fail(c->sync_fd, SS_STEP_CLONE);

@@ -16,6 +16,8 @@ struct ss_spawn_config {
     int sync_fd;               // stage 1's end of a SOCK_STREAM socketpair, kept in stage 2
     int exe_fd;                // the sealed binary stage 2 runs (SealedExecutable; execveat AT_EMPTY_PATH)
     int keep_fds;              // fds 3..3+keep_fds-1 stay open across the exec (--preserve-fds)
+    int nondump_gid;           // >= 0: stage 1 sets its real gid to this (egid unchanged) so that
+                               // the exec'd helper is non-dumpable from its first instruction
     char *const *argv;
     char *const *envp;
 };
@@ -33,10 +35,11 @@ struct ss_spawn_config {
 #define SS_STEP_UNSHARE 5
 #define SS_STEP_CLONE 6
 #define SS_STEP_DUMPABLE 7
+#define SS_STEP_NONDUMP_GID 8
 
 /// Clones stage 1 (a fork without atfork handlers). Returns its pid, or -1 with errno.
 /// Stage 1 makes itself non-dumpable (prctl(2) PR_SET_DUMPABLE 0), joins `ns_fds`, unshares
-/// `unshare_flags`, clones stage 2 with CLONE_PARENT so that stage 2 (in the new PID
+/// `unshare_flags`, sets its real gid to `nondump_gid` (when >= 0), clones stage 2 with CLONE_PARENT so that stage 2 (in the new PID
 /// namespace) is the caller's child, reports its pid, exits. Stage 2 starts a new session
 /// (setsid(2)), clears FD_CLOEXEC on `sync_fd` and execveat(2)s `exe_fd`.
 pid_t ss_spawn(const struct ss_spawn_config *config);
