@@ -12,6 +12,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 #include <linux/sched.h>
+#include <sys/prctl.h>
 
 static pid_t raw_clone(unsigned long flags) {
     return (pid_t)syscall(SYS_clone, flags, 0, 0, 0, 0);
@@ -45,7 +46,13 @@ pid_t ss_spawn(const struct ss_spawn_config *c) {
     pid_t stage1 = raw_clone(SIGCHLD);
     if (stage1 != 0) return stage1;  // parent (or -1 with errno)
 
-    // Stage 1: single-threaded copy of the caller.
+    // Stage 1: single-threaded copy of the caller. Non-dumpable before it joins anything
+    // (runc's nsexec does the same): a dumpable process in a container's PID namespace lets
+    // the container open /proc/PID/{exe,root,cwd,fd,mem} of a host process. Stage 2 inherits
+    // it; execve(2) resets it unless the real and effective ids differ (below), and `init` sets it
+    // again first thing (Init.swift). The parent is
+    // root with CAP_SYS_PTRACE: its /proc/PID writes (uid_map, oom_score_adj) still work.
+    if (syscall(SYS_prctl, PR_SET_DUMPABLE, 0, 0, 0, 0) < 0) fail(c->sync_fd, SS_STEP_DUMPABLE);
     int joined_user = 0;
     for (int i = 0; i < c->ns_count; i++) {
         if (syscall(SYS_setns, c->ns_fds[i], c->ns_types[i]) < 0) fail(c->sync_fd, SS_STEP_SETNS);
@@ -68,6 +75,12 @@ pid_t ss_spawn(const struct ss_spawn_config *c) {
         if (syscall(SYS_setresuid, 0, 0, 0) < 0) fail(c->sync_fd, SS_STEP_SETID);
     }
     if (flags != 0 && syscall(SYS_unshare, flags) < 0) fail(c->sync_fd, SS_STEP_UNSHARE);
+    // execve(2) makes a process dumpable again unless its real and effective ids differ
+    // (begin_new_exec: then fs.suid_dumpable, 0 or 2, both refuse ptrace access). A real gid
+    // other than the effective one keeps stage 2's exec non-dumpable from its first
+    // instruction until `init` restores it (Init.swift); capabilities and file access follow
+    // the effective and fs ids, which stay.
+    if (c->nondump_gid >= 0 && syscall(SYS_setresgid, c->nondump_gid, -1, -1) < 0) fail(c->sync_fd, SS_STEP_NONDUMP_GID);
 
     pid_t stage2 = raw_clone(CLONE_PARENT | SIGCHLD);
     if (stage2 < 0) fail(c->sync_fd, SS_STEP_CLONE);
@@ -84,6 +97,12 @@ pid_t ss_spawn(const struct ss_spawn_config *c) {
     // caller left open without O_CLOEXEC (a pipe of its own parent, say) must not live on in
     // a created container's init: mark all of it close-on-exec, except the preserved fds.
     syscall(SYS_close_range, 3 + c->keep_fds, ~0U, 4 /* CLOSE_RANGE_CLOEXEC */);
+    // A session of its own, as runc does for every container process (CVE-2017-5226): without
+    // it a container started from a shell keeps that shell's controlling terminal and can
+    // push input into it (TIOCSTI) or open /dev/tty. With process.terminal the console then
+    // becomes its controlling terminal (Console.swift). Stage 2 is never a group leader
+    // (a fresh child), so setsid(2) cannot fail.
+    syscall(SYS_setsid);
     int fdflags = (int)syscall(SYS_fcntl, c->sync_fd, F_GETFD);
     if (fdflags >= 0) syscall(SYS_fcntl, c->sync_fd, F_SETFD, fdflags & ~FD_CLOEXEC);
     syscall(SYS_execveat, c->exe_fd, "", c->argv, c->envp, AT_EMPTY_PATH);

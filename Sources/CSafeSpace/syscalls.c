@@ -41,6 +41,8 @@ int ss_prctl(int option, unsigned long a2, unsigned long a3, unsigned long a4, u
     return prctl(option, a2, a3, a4, a5);
 }
 
+int ss_set_dumpable(int on) { return prctl(PR_SET_DUMPABLE, on ? 1 : 0, 0, 0, 0); }
+
 int ss_ioctl_int(int fd, unsigned long request, int arg) { return ioctl(fd, request, arg); }
 
 int ss_set_winsize(int fd, unsigned short rows, unsigned short cols) {

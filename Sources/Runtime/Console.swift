@@ -21,6 +21,8 @@ enum Console {
         let sent = payload.withUnsafeBytes { ss_send_fds(socket, $0.baseAddress, $0.count, &fdArray, 1) }
         if sent < 0 { throw SysError("send pty master on --console-socket") }
         close(socket)
+        // Already the leader of its own session (spawn.c's stage 2 calls setsid(2) for every
+        // container process); kept for a caller that is not.
         _ = setsid()
         try sys("ioctl(TIOCSCTTY)") { ss_ioctl_int(slave, UInt(TIOCSCTTY), 0) }
         for target in Int32(0)...2 { dup2(slave, target) }

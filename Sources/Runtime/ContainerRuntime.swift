@@ -188,6 +188,7 @@ public struct ContainerRuntime: Sendable {
         defer { if listenerOpen, let seccompListener { close(seccompListener) } }
         let spawned = try spawnInit(join: join, unshare: flags, uidMappings: spec.linux?.uidMappings ?? [], gidMappings: spec.linux?.gidMappings ?? [], preserveFds: options.preserveFds)
         let pid = spawned.pid
+        log.log(.debug, "container \(id): init \(pid) runs this binary sealed (\(SealedExecutable.method?.rawValue ?? "?"))")
         defer { close(spawned.channel.fd) }
         do {
             try cgroup.attach(pid: pid)

@@ -55,7 +55,9 @@ extension ContainerRuntime {
         let seccompListener = try SeccompNotify.connectListener(seccomp, spec: state.spec)
         var listenerOpen = seccompListener != nil
         defer { if listenerOpen, let seccompListener { close(seccompListener) } }
-        let spawned = try spawnInit(join: join, unshare: 0, uidMappings: [], gidMappings: [], preserveFds: options.preserveFds)
+        let spawned = try spawnInit(
+            join: join, unshare: 0, uidMappings: [], gidMappings: [], preserveFds: options.preserveFds,
+            userNamespaceGids: state.spec.linux?.gidMappings ?? [])
         defer { close(spawned.channel.fd) }
         do {
             try state.cgroup.attach(pid: spawned.pid)

@@ -13,6 +13,21 @@ import OCI
 /// socket and exits non-zero.
 public enum ContainerInit {
     public static func main() -> Never {
+        // Non-dumpable, the container cannot open /proc/PID/{exe,root,cwd,fd,mem} of this
+        // process nor ptrace it while it works in the container's namespaces (the exec helper
+        // before it joins the mount namespace still has the host's root). The exec that
+        // started it was already non-dumpable when stage 1 gave it a real gid other than its
+        // effective one (spawn.c); that gid is restored here, the flag set explicitly. The
+        // workload's execve(2) makes it dumpable again, as a process of the container.
+        if ss_set_dumpable(0) != 0 {
+            writeStderr("safespace-runtime init: prctl(PR_SET_DUMPABLE, 0): \(String(cString: strerror(errno)))\n")
+            exit(1)
+        }
+        let gid = getegid()
+        if getgid() != gid && ss_setresgid(gid, gid, gid) != 0 {
+            writeStderr("safespace-runtime init: setresgid(\(gid)): \(String(cString: strerror(errno)))\n")
+            exit(1)
+        }
         guard let fdText = getenv("_SAFESPACE_INITPIPE"), let fd = Int32(String(cString: fdText)) else {
             writeStderr("safespace-runtime init: not started by the runtime\n")
             exit(1)
@@ -22,6 +37,7 @@ public enum ContainerInit {
         let channel = InitChannel(fd: fd)
         do {
             guard let (config, fds) = try channel.receive(InitConfig.self) else { exit(1) }
+            if let soft = config.stackSoftLimit { restoreStackLimit(soft) }
             switch config.mode {
             case .create: try runCreate(config, fds: fds, channel: channel)
             case .exec: try runExec(config, fds: fds, channel: channel)
@@ -136,6 +152,16 @@ public enum ContainerInit {
         let executable = try setup.resolveExecutable()
         try setup.finalizeAndExec(executable, seccomp: config.seccomp, handoff: PreparedHandoff(config.seccompHandoff, fds: fds))
     }
+}
+
+/// An exec whose real and effective gids differ is a secure exec (AT_SECURE), for which the
+/// kernel lowers the RLIMIT_STACK soft limit to 8 MiB: back to the caller's, so the workload
+/// inherits what it would have without the non-dumpable exec (process.rlimits still apply).
+private func restoreStackLimit(_ soft: UInt64) {
+    var lim = rlimit()
+    guard getrlimit(__rlimit_resource_t(UInt32(Rlimits.resources["RLIMIT_STACK"]!)), &lim) == 0, lim.rlim_cur != rlim_t(soft) else { return }
+    lim.rlim_cur = min(rlim_t(soft), lim.rlim_max)
+    _ = setrlimit(__rlimit_resource_t(UInt32(Rlimits.resources["RLIMIT_STACK"]!)), &lim)
 }
 
 public func writeStderr(_ s: String) {

@@ -41,6 +41,16 @@ struct InitConfig: Codable {
     /// Index in the fds of an idmapped tree of the rootfs (user namespace): moved into place
     /// instead of the self bind mount (IDMappedMount.swift).
     var rootfsMountFdIndex: Int? = nil
+    /// The caller's RLIMIT_STACK soft limit, restored by the init (its non-dumpable exec is a
+    /// secure exec, which lowers it; spawn.c).
+    var stackSoftLimit: UInt64? = callerStackSoftLimit()
+}
+
+/// getrlimit(2) RLIMIT_STACK of this process: the soft limit.
+func callerStackSoftLimit() -> UInt64? {
+    var lim = rlimit()
+    guard getrlimit(__rlimit_resource_t(UInt32(Rlimits.resources["RLIMIT_STACK"]!)), &lim) == 0 else { return nil }
+    return UInt64(lim.rlim_cur)
 }
 
 struct InitMessage: Codable {

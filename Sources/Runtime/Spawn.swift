@@ -31,7 +31,9 @@ struct JoinNamespace {
 }
 
 /// Clones the container's first process through the C stages (no Swift runs between clone
-/// and exec) and re-executes this binary as `safespace-runtime init` in it.
+/// and exec) and re-executes this binary, sealed (`SealedExecutable`), as
+/// `safespace-runtime init` in it: non-dumpable from before it joins any namespace, in a
+/// session of its own.
 ///
 /// - Parameters:
 ///   - join: namespaces to setns(2) into, in `NamespaceKind.joinOrder`.
@@ -39,13 +41,18 @@ struct JoinNamespace {
 ///     parent has moved it into its cgroup).
 ///   - uidMappings/gidMappings: written to /proc/PID/{uid,gid}_map when a user namespace is new.
 /// - Throws: `SysError` naming the failed stage and errno.
-func spawnInit(join: [JoinNamespace], unshare: Int32, uidMappings: [IDMapping], gidMappings: [IDMapping], preserveFds: Int = 0) throws -> SpawnedInit {
+///   - userNamespaceGids: the gid mappings of a user namespace joined by `join` (`exec`), to
+///     pick a mapped gid for `nonDumpableGid`.
+func spawnInit(
+    join: [JoinNamespace], unshare: Int32, uidMappings: [IDMapping], gidMappings: [IDMapping], preserveFds: Int = 0,
+    userNamespaceGids: [IDMapping] = []
+) throws -> SpawnedInit {
     var pair: [Int32] = [-1, -1]
     try sys("socketpair") { socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &pair) }
     let parentEnd = pair[0], childEnd = pair[1]
     defer { close(childEnd) }
-    let exeFd = try sys("open", path: "/proc/self/exe") { ss_open("/proc/self/exe", O_PATH | O_CLOEXEC, 0) }
-    defer { close(exeFd) }
+    // Never the host's file itself: the helper is visible in the container (SealedExecutable).
+    let exeFd = try SealedExecutable.fd()
 
     let argv = ["safespace-runtime", "init"]
     let envp = ["_SAFESPACE_INITPIPE=\(childEnd)", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
@@ -70,6 +77,8 @@ func spawnInit(join: [JoinNamespace], unshare: Int32, uidMappings: [IDMapping], 
     config.sync_fd = childEnd
     config.exe_fd = exeFd
     config.keep_fds = Int32(preserveFds)
+    let entersUserNamespace = unshare & CLONE_NEWUSER != 0 || join.contains { $0.type == "user" }
+    config.nondump_gid = nonDumpableGid(inUserNamespace: entersUserNamespace, mappings: unshare & CLONE_NEWUSER != 0 ? gidMappings : userNamespaceGids)
 
     let stage1: pid_t = cArgv.withUnsafeMutableBufferPointer { a in
         cEnvp.withUnsafeMutableBufferPointer { e in
@@ -98,6 +107,20 @@ func spawnInit(join: [JoinNamespace], unshare: Int32, uidMappings: [IDMapping], 
     return SpawnedInit(pid: initPid, channel: InitChannel(fd: parentEnd))
 }
 
+/// A real gid for the helper's exec that differs from its effective gid (see spawn.c): any
+/// other gid in the initial user namespace; in a user namespace a mapped one other than 0
+/// (stage 1 is gid 0 there), or -1 when only 0 is mapped (or the mappings are unknown): then
+/// only the helper's capabilities, which the container lacks, cover the moment between its
+/// execve(2) and its prctl(2) (Init.swift).
+func nonDumpableGid(inUserNamespace: Bool, mappings: [IDMapping]) -> Int32 {
+    guard inUserNamespace else { return getegid() == 65534 ? 65533 : 65534 }
+    for m in mappings where m.size > 0 {
+        if m.containerID != 0 { return Int32(bitPattern: m.containerID) }
+        if m.size > 1 { return 1 }
+    }
+    return -1
+}
+
 private func readExactly(_ fd: Int32, _ count: Int) throws -> [UInt8]? {
     var buf = [UInt8](repeating: 0, count: count)
     var got = 0
@@ -117,6 +140,7 @@ private func driveStages(stage1: pid_t, fd: Int32, uidMappings: [IDMapping], gid
     let steps: [Int32: String] = [
         SS_STEP_SETNS: "setns", SS_STEP_UNSHARE_USER: "unshare(CLONE_NEWUSER)", SS_STEP_WAIT_MAPS: "wait for id maps",
         SS_STEP_SETID: "setresuid/setresgid(0) in the user namespace", SS_STEP_UNSHARE: "unshare", SS_STEP_CLONE: "clone",
+        SS_STEP_DUMPABLE: "prctl(PR_SET_DUMPABLE, 0)", SS_STEP_NONDUMP_GID: "setresgid (real gid of the non-dumpable helper)",
     ]
     while true {
         guard let kind = try readExactly(fd, 1) else {

@@ -14,8 +14,10 @@ struct ss_spawn_config {
     int ns_count;
     int unshare_flags;         // CLONE_NEW* to create in stage 1 (CLONE_NEWUSER first)
     int sync_fd;               // stage 1's end of a SOCK_STREAM socketpair, kept in stage 2
-    int exe_fd;                // O_PATH fd of the binary stage 2 runs (execveat AT_EMPTY_PATH)
+    int exe_fd;                // the sealed binary stage 2 runs (SealedExecutable; execveat AT_EMPTY_PATH)
     int keep_fds;              // fds 3..3+keep_fds-1 stay open across the exec (--preserve-fds)
+    int nondump_gid;           // >= 0: stage 1 sets its real gid to this (egid unchanged) so that
+                               // the exec'd helper is non-dumpable from its first instruction
     char *const *argv;
     char *const *envp;
 };
@@ -32,17 +34,35 @@ struct ss_spawn_config {
 #define SS_STEP_SETID 4
 #define SS_STEP_UNSHARE 5
 #define SS_STEP_CLONE 6
+#define SS_STEP_DUMPABLE 7
+#define SS_STEP_NONDUMP_GID 8
 
 /// Clones stage 1 (a fork without atfork handlers). Returns its pid, or -1 with errno.
-/// Stage 1 joins `ns_fds`, unshares `unshare_flags`, clones stage 2 with CLONE_PARENT so
-/// that stage 2 (in the new PID namespace) is the caller's child, reports its pid, exits.
-/// Stage 2 clears FD_CLOEXEC on `sync_fd` and execveat(2)s `exe_fd`.
+/// Stage 1 makes itself non-dumpable (prctl(2) PR_SET_DUMPABLE 0), joins `ns_fds`, unshares
+/// `unshare_flags`, sets its real gid to `nondump_gid` (when >= 0), clones stage 2 with CLONE_PARENT so that stage 2 (in the new PID
+/// namespace) is the caller's child, reports its pid, exits. Stage 2 starts a new session
+/// (setsid(2)), clears FD_CLOEXEC on `sync_fd` and execveat(2)s `exe_fd`.
 pid_t ss_spawn(const struct ss_spawn_config *config);
+
+// --- exeseal.c: the binary the helpers run in a container's namespaces (CVE-2019-5736) ---
+/// An O_PATH fd of `name` in the directory `dir_fd`, reached through a detached read-only
+/// overlayfs mount (lowerdir: that directory over the empty directory `empty_dir_fd`):
+/// reopening it for writing (/proc/PID/exe, /proc/self/fd/N) fails with EROFS, and there is
+/// no path from it back to the host's file. Needs CAP_SYS_ADMIN, fsopen(2) (Linux 5.2) and
+/// overlayfs. Returns the fd, or -1 with errno.
+int ss_exe_overlay(int dir_fd, int empty_dir_fd, const char *name);
+/// A copy of the file `src_fd` in a memfd named `name`, mode 0511, sealed with F_SEAL_SEAL,
+/// F_SEAL_SHRINK, F_SEAL_GROW and F_SEAL_WRITE (and F_SEAL_EXEC where the kernel has it):
+/// memfd_create(2), fcntl(2) "File Sealing". Returns the fd (O_CLOEXEC), or -1 with errno.
+int ss_exe_memfd(int src_fd, const char *name);
 
 int ss_pivot_root(const char *new_root, const char *put_old);
 int ss_close_range_cloexec(unsigned int first);
 int ss_set_cloexec(int fd, int on);
 int ss_prctl(int option, unsigned long arg2, unsigned long arg3, unsigned long arg4, unsigned long arg5);
+/// prctl(2) PR_SET_DUMPABLE: 0 makes /proc/PID of this process root-owned and its exe, root,
+/// cwd, fd, mem and ptrace(2) refused to anyone without CAP_SYS_PTRACE over it.
+int ss_set_dumpable(int on);
 int ss_ioctl_int(int fd, unsigned long request, int arg);
 int ss_set_winsize(int fd, unsigned short rows, unsigned short cols);
 int ss_join_session_keyring(const char *name);

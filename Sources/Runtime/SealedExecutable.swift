@@ -1,0 +1,84 @@
+import Glibc
+import CSafeSpace
+import Linux
+
+/// The binary every helper runs where a container can see it (`init`, the `exec` helper, the
+/// user namespace helper of `IDMappedMount`): this process's own executable, sealed so that a
+/// container cannot write to the host's file through /proc/PID/exe (CVE-2019-5736; runc's
+/// libcontainer/exeseal). Made once per runtime process and kept open (O_CLOEXEC).
+///
+/// Two ways, both safe, in runc's order:
+/// - `overlayfs`: the binary seen through a detached read-only overlayfs mount of its own
+///   directory (fsopen(2)/fsmount(2), never attached anywhere). No copy; reopening it for
+///   writing fails with EROFS, and there is no way back to the host's file from it.
+/// - `memfd`: a copy in a memfd sealed against writes, resizes and seal changes (fcntl(2)
+///   F_ADD_SEALS); write(2) fails with EPERM. Costs one copy of the binary per runtime
+///   process (`scripts/bench` shows it as `safespace-memfd`).
+///
+/// `SAFESPACE_EXE_SEAL=memfd` in the runtime's environment skips the overlayfs attempt (for
+/// measuring the copy, or a host whose overlayfs misbehaves); there is no value that runs the
+/// host's file itself.
+public enum SealedExecutable {
+    public enum Method: String, Sendable {
+        case overlayfs, memfd
+    }
+
+    /// The empty directory under the binary's directory in the overlay (overlayfs needs two
+    /// lower layers to mount without an upper one). Must not contain, or be inside, the
+    /// binary's directory; created on first use, mode 0500.
+    static let emptyLowerDir = "/run/safespace-exe-lower"
+
+    private static let sealed: Result<(fd: Int32, method: Method), any Error> = Result { try make() }
+
+    /// The sealed executable's fd, for execveat(2) with AT_EMPTY_PATH.
+    /// - Throws: `SysError` when neither way works (no overlayfs and no memfd_create(2)); the
+    ///   same error on every call of this process.
+    static func fd() throws -> Int32 { try sealed.get().fd }
+
+    /// How this process sealed its executable, or nil when it could not.
+    public static var method: Method? { try? sealed.get().method }
+
+    private static func make() throws -> (fd: Int32, method: Method) {
+        var overlayError: SysError?
+        if getenv("SAFESPACE_EXE_SEAL").map({ String(cString: $0) }) != Method.memfd.rawValue {
+            do { return (try overlay(), .overlayfs) } catch let error as SysError { overlayError = error }
+        }
+        do { return (try memfd(), .memfd) } catch let error as SysError {
+            if let overlayError {
+                throw SysError("seal /proc/self/exe (overlayfs: \(overlayError); memfd)", errno: error.errno)
+            }
+            throw error
+        }
+    }
+
+    private static func overlay() throws -> Int32 {
+        var buf = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        let n = readlink("/proc/self/exe", &buf, buf.count - 1)
+        guard n > 0 else { throw SysError("readlink", path: "/proc/self/exe") }
+        let path = String(decoding: buf[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        guard path.hasPrefix("/"), !path.hasSuffix(" (deleted)"), let slash = path.lastIndex(of: "/") else {
+            throw SysError("overlayfs view of", path: path, errno: ENOENT)
+        }
+        let dir = slash == path.startIndex ? "/" : String(path[..<slash])
+        let name = String(path[path.index(after: slash)...])
+        let dirFd = ss_open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC, 0)
+        guard dirFd >= 0 else { throw SysError("open", path: dir) }
+        defer { close(dirFd) }
+        if mkdir(emptyLowerDir, 0o500) != 0 && errno != EEXIST { throw SysError("mkdir", path: emptyLowerDir) }
+        let emptyFd = ss_open(emptyLowerDir, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0)
+        guard emptyFd >= 0 else { throw SysError("open", path: emptyLowerDir) }
+        defer { close(emptyFd) }
+        let fd = ss_exe_overlay(dirFd, emptyFd, name)
+        guard fd >= 0 else { throw SysError("overlayfs view of", path: path) }
+        return fd
+    }
+
+    private static func memfd() throws -> Int32 {
+        let src = ss_open("/proc/self/exe", O_RDONLY | O_CLOEXEC, 0)
+        guard src >= 0 else { throw SysError("open", path: "/proc/self/exe") }
+        defer { close(src) }
+        let fd = ss_exe_memfd(src, "safespace-runtime")
+        guard fd >= 0 else { throw SysError("sealed memfd copy of", path: "/proc/self/exe") }
+        return fd
+    }
+}
