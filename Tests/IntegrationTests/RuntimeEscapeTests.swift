@@ -26,7 +26,7 @@ struct RuntimeEscapeTests {
     static let watcher = #"""
 import errno, json, os, signal, stat, time
 
-REPORT = "/report"
+REPORT = "/mnt"
 O_PATH = getattr(os, "O_PATH", 0o10000000)
 
 def ename(e):
@@ -229,8 +229,8 @@ os.rename(REPORT + "/result.json.tmp", REPORT + "/result.json")
         func rt(_ args: [String]) throws -> Harness.Result {
             try Harness.spawn((env.isEmpty ? [] : ["/usr/bin/env"] + env) + [binary, "--root", root] + args)
         }
-        let reportMount = Mount(destination: "/report", type: "bind", source: reportDir, options: ["rbind", "rw"])
-        let bundle = try Harness.pythonBundle(["python3", "/report/watch.py"]) { spec in
+        let reportMount = Mount(destination: "/mnt", type: "bind", source: reportDir, options: ["rbind", "rw"])
+        let bundle = try Harness.pythonBundle(["python3", "/mnt/watch.py"]) { spec in
             spec.mounts!.append(reportMount)
         }
         defer { Harness.cleanup(bundle) }
@@ -393,11 +393,11 @@ with open(os.environ["REPORT"], "w") as f:
         let reportDir = try Harness.tempDir("ttyreport")
         defer { Harness.cleanup(reportDir) }
         try Self.ttyProbe.write(toFile: reportDir + "/probe.py", atomically: true, encoding: .utf8)
-        let reportMount = Mount(destination: "/report", type: "bind", source: reportDir, options: ["rbind", "rw"])
-        let args = command == "run" ? ["python3", "/report/probe.py"] : ["sleep", "1000"]
+        let reportMount = Mount(destination: "/mnt", type: "bind", source: reportDir, options: ["rbind", "rw"])
+        let args = command == "run" ? ["python3", "/mnt/probe.py"] : ["sleep", "1000"]
         let bundle = try Harness.pythonBundle(args) { spec in
             spec.mounts!.append(reportMount)
-            spec.process?.env?.append("REPORT=/report/result.json")
+            spec.process?.env?.append("REPORT=/mnt/result.json")
         }
         let c = try TestContainer("tty", bundle: bundle)
         defer { c.destroy() }
@@ -409,7 +409,7 @@ with open(os.environ["REPORT"], "w") as f:
         } else {
             try #require(try c.create().status == 0)
             try #require(try c.start().status == 0)
-            commandArgs += ["exec", c.id, "python3", "/report/probe.py"]
+            commandArgs += ["exec", c.id, "python3", "/mnt/probe.py"]
         }
         // The caller: a session of its own whose controlling terminal is the test's pty, as a
         // shell in a terminal would be (setsid(1) --ctty: TIOCSCTTY on its stdin).
