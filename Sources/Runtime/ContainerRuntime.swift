@@ -73,7 +73,7 @@ public struct ContainerRuntime: Sendable {
             throw RuntimeError("bundle \(bundle): cannot read config.json: \(error)")
         }
         var spec: Spec
-        do { spec = try JSONDecoder().decode(Spec.self, from: Data(specBytes)) } catch {
+        do { spec = try JSONDecoding.decode(Spec.self, from: Data(specBytes)) } catch {
             throw RuntimeError("config.json: \(describe(decodingError: error))")
         }
         try SpecValidation.validate(spec, bundle: bundle)
@@ -486,7 +486,7 @@ func connectUnix(_ path: String, field: String = "--console-socket") throws -> I
 }
 
 /// A decoding error as a sentence naming the JSON path (`process.user.uid: expected a number`).
-func describe(decodingError error: Error) -> String {
+public func describe(decodingError error: Error) -> String {
     guard let e = error as? DecodingError else { return "\(error)" }
     func path(_ ctx: DecodingError.Context) -> String {
         ctx.codingPath.map { $0.intValue.map { "[\($0)]" } ?? ".\($0.stringValue)" }.joined().drop { $0 == "." }.description
