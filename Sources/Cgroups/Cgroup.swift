@@ -146,15 +146,15 @@ public struct Cgroup: Codable, Sendable, Equatable {
     ///   not enforce yet, a controller the host lacks (never skipped silently), or the errno of
     ///   a write the kernel rejected.
     ///
-    /// Device rules (`linux.resources.devices`) are installed when `runtimeDevices` is given
-    /// (possibly empty) or the resources name some: default deny, the spec's rules as written,
-    /// the usual allow list, then `runtimeDevices` (see `DeviceRules.effective`; the
-    /// container's `linux.devices` are not added, as in runc), as v1 `devices.deny`/
-    /// `devices.allow` writes or a v2 eBPF device program.
+    /// Device rules (`linux.resources.devices`) are installed when `devices` is given (the
+    /// container's `linux.devices`, possibly empty) or the resources name some: default deny, the
+    /// spec's rules as written, the usual allow list, mknod (`m`, no read or write) for the
+    /// `devices` nodes, then `runtimeDevices` (see `DeviceRules.effective`), as v1
+    /// `devices.deny`/`devices.allow` writes or a v2 eBPF device program.
     /// - Returns: warnings for fields that are accepted but ignored (`memory.kernel`,
     ///   `memory.kernelTCP`, deprecated; runc 1.1+ ignores them too), for the caller's log.
     @discardableResult
-    public func apply(_ resources: Resources?, runtimeDevices: [Device]? = nil) throws -> [String] {
+    public func apply(_ resources: Resources?, devices: [Device]? = nil, runtimeDevices: [Device] = []) throws -> [String] {
         var warnings: [String] = []
         if let resources {
             try Conversions.rejectUnsupported(resources)
@@ -165,8 +165,8 @@ public struct Cgroup: Codable, Sendable, Equatable {
                 try CgroupV1.apply(resources, to: self)
             }
         }
-        if runtimeDevices != nil || resources?.devices != nil {
-            try applyDevices(DeviceRules.effective(resources?.devices, runtimeDevices: runtimeDevices ?? []))
+        if devices != nil || resources?.devices != nil {
+            try applyDevices(DeviceRules.effective(resources?.devices, linuxDevices: devices ?? [], runtimeDevices: runtimeDevices))
         }
         return warnings
     }

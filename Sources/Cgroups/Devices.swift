@@ -49,16 +49,24 @@ public struct DeviceRules: Equatable, Sendable {
 
     /// The rules a container gets, as runc builds them: deny all, then `linux.resources.devices`
     /// as written, in order, then the default allow list (so a spec cannot take /dev/null away).
-    /// A node listed in `linux.devices` is created in the container's /dev but NOT allowed here:
-    /// access to it is what `linux.resources.devices` says, so an explicit deny holds (runc
+    /// A node listed in `linux.devices` gets no read or write access here: access to it is what
+    /// `linux.resources.devices` says, so an explicit deny holds (runc
     /// `specconv.CreateCgroupConfig`; containerd and Docker add an allow rule for each device
-    /// they pass). `runtimeDevices` are devices the runtime itself needs in the cgroup (the
-    /// gVisor sentry's /dev/kvm), allowed `rwm` after the defaults.
+    /// they pass). It gets `m` only, after the spec's rules, because the init creates the node
+    /// from inside the cgroup (runc allows `m` for every device instead: `c *:* m`, `b *:* m`).
+    /// `runtimeDevices` are devices the runtime itself needs in the cgroup (the gVisor sentry's
+    /// /dev/kvm), allowed `rwm` last.
     /// - Throws: `CgroupError` naming `linux.resources.devices[i]` for a bad type or access.
-    public static func effective(_ specRules: [Resources.DeviceCgroup]?, runtimeDevices: [Device] = []) throws -> DeviceRules {
+    public static func effective(
+        _ specRules: [Resources.DeviceCgroup]?, linuxDevices: [Device] = [], runtimeDevices: [Device] = []
+    ) throws -> DeviceRules {
         var rules = DeviceRules(defaultAllow: false, exceptions: [])
         for (i, r) in (specRules ?? []).enumerated() { try rules.apply(r, field: "\(field)[\(i)]") }
         for r in defaultAllowed { try rules.apply(r, field: "default device") }
+        for (i, d) in linuxDevices.enumerated() where d.type != "p" {
+            let type = d.type == "u" ? "c" : d.type
+            try rules.apply(.init(allow: true, type: type, major: d.major, minor: d.minor, access: "m"), field: "linux.devices[\(i)]")
+        }
         for d in runtimeDevices where d.type != "p" {
             let type = d.type == "u" ? "c" : d.type
             try rules.apply(.init(allow: true, type: type, major: d.major, minor: d.minor, access: "rwm"), field: "runtime device \(d.path)")

@@ -127,8 +127,8 @@ public struct ContainerRuntime: Sendable {
             try cg.create()
             cgroup = cg
             // Device rules always (default deny + the spec's rules + the usual allow list), not
-            // only when given; linux.devices nodes get no rule of their own (runc's behaviour).
-            for warning in try cg.apply(spec.linux?.resources, runtimeDevices: []) { log.warn(warning) }
+            // only when given; linux.devices nodes get mknod only, their access is the spec's.
+            for warning in try cg.apply(spec.linux?.resources, devices: spec.linux?.devices ?? []) { log.warn(warning) }
             withExtendedLifetime(lock) {}
             // Recorded before the init exists, so `delete --force` can remove the cgroup of a
             // create that was killed half-way (state.json is written only once created).

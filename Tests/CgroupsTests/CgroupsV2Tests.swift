@@ -148,7 +148,7 @@ struct CgroupsV2Tests {
         let (cg, dir, cleanup) = try make()
         defer { cleanup() }
         #expect(DeviceFilter.attachedCount(dir) == 0)
-        try cg.apply(nil, runtimeDevices: [])
+        try cg.apply(nil, devices: [])
         #expect(DeviceFilter.attachedCount(dir) == 1)
         try cg.apply(OCIResources(devices: [.init(allow: false, access: "rwm"), .init(allow: true, type: "c", major: 10, minor: 200, access: "rw")]))
         #expect(DeviceFilter.attachedCount(dir) == 1)
