@@ -14,7 +14,8 @@ public enum CgroupMode: String, Codable, Sendable {
 /// A container's cgroup across every hierarchy. Codable so the runtime stores it in its state
 /// directory and a later process (`delete`, `kill`, `ps`) reopens it without resolving again.
 ///
-/// Lifecycle: `resolve` -> `create` -> `apply` -> `attach` ... `killAll` -> `destroy`.
+/// Lifecycle: `resolve` -> `create` -> `apply` -> `attach` ... `killAll` -> `destroy` (or both
+/// at once, bounded, whatever state the workload left the cgroup in: `killAndDestroy`).
 public struct Cgroup: Codable, Sendable, Equatable {
     public var mode: CgroupMode
     /// The normalized `linux.cgroupsPath`: `/a/b` (absolute) or `a/b` (relative to the caller's cgroup).
@@ -72,14 +73,16 @@ public struct Cgroup: Codable, Sendable, Equatable {
     /// `cpuset.cpus`/`cpuset.mems` copied from its parent (an empty cpuset cannot take tasks).
     ///
     /// Every directory made is recorded in `created`. A leaf that already exists is reused only
-    /// when it holds no process. On failure everything made so far is removed again.
+    /// when neither it nor a sub-cgroup holds a process; a frozen cgroup (a leftover, or below a
+    /// frozen parent) is refused. On failure everything made so far is removed again.
     ///
     /// On v2 the controllers every sandbox needs for accounting (`memory`, `pids`, `cpu`, `io`:
     /// OOM events, stats, the default pids limit) are enabled down to the leaf where the
     /// hierarchy offers them; a limit on any controller is enforced (or refused) by `apply`.
     /// `cpuset` is enabled only by `apply`, when a cpuset is asked for. Then the OOM-kill
     /// counter is recorded in `oomKillBaseline`.
-    /// - Throws: `CgroupError` (`mkdir`, `read`, `write`, or `create` for a leaf in use).
+    /// - Throws: `CgroupError` (`mkdir`, `read`, `write`, or `create` naming
+    ///   `linux.cgroupsPath` for a leaf in use or a frozen cgroup).
     public mutating func create() throws {
         var made: [String] = []
         do {
@@ -106,11 +109,23 @@ public struct Cgroup: Codable, Sendable, Equatable {
                         continue
                     }
                 }
-                if leafExisted, let pids = try? CgroupFS.procs(in: dir), !pids.isEmpty {
+                // Sub-cgroups count too (runc checks GetAllPids): a leftover whose workload
+                // made sub-cgroups is still in use.
+                let pids = leafExisted ? ([dir] + Self.descendants(of: dir)).flatMap { (try? CgroupFS.procs(in: $0)) ?? [] } : []
+                if !pids.isEmpty {
                     throw CgroupError(
                         operation: "create", path: dir,
                         message: "\(CgroupPath.field): cgroup already exists and holds processes \(pids.prefix(5).map(String.init).joined(separator: ","))")
                 }
+            }
+            // A frozen leftover (or a new leaf under a frozen parent, which v1 freezes too)
+            // would freeze the init as soon as it is attached, and create would wait for it for
+            // ever. Refused, as runc does ("container's cgroup unexpectedly frozen"); thawing a
+            // cgroup someone else froze is not ours to decide.
+            if isFrozenOrFreezing() {
+                throw CgroupError(
+                    operation: "create", path: freezerDirectory?.dir ?? "",
+                    message: "\(CgroupPath.field): the cgroup is frozen (a paused container's, or a leftover); thaw it (\(mode == .unified ? "cgroup.freeze 0" : "freezer.state THAWED")) or remove it first")
             }
         } catch {
             for dir in made.reversed() { _ = try? CgroupFS.rmdirCgroup(dir, retryBusy: false) }
@@ -132,12 +147,18 @@ public struct Cgroup: Codable, Sendable, Equatable {
     ///   a write the kernel rejected.
     ///
     /// Device rules (`linux.resources.devices`) are installed when `devices` is given (the
-    /// container's `linux.devices`, possibly empty) or the resources name some: default deny,
-    /// the spec's rules, the usual allow list and the `linux.devices` nodes (see `DeviceRules`),
-    /// as v1 `devices.deny`/`devices.allow` writes or a v2 eBPF device program.
-    public func apply(_ resources: Resources?, devices: [Device]? = nil) throws {
+    /// container's `linux.devices`, possibly empty) or the resources name some: default deny, the
+    /// spec's rules as written, the usual allow list, mknod (`m`, no read or write) for the
+    /// `devices` nodes, then `runtimeDevices` (see `DeviceRules.effective`), as v1
+    /// `devices.deny`/`devices.allow` writes or a v2 eBPF device program.
+    /// - Returns: warnings for fields that are accepted but ignored (`memory.kernel`,
+    ///   `memory.kernelTCP`, deprecated; runc 1.1+ ignores them too), for the caller's log.
+    @discardableResult
+    public func apply(_ resources: Resources?, devices: [Device]? = nil, runtimeDevices: [Device] = []) throws -> [String] {
+        var warnings: [String] = []
         if let resources {
             try Conversions.rejectUnsupported(resources)
+            warnings = Conversions.ignoredFieldWarnings(resources)
             if mode == .unified {
                 try CgroupV2.apply(resources, to: self)
             } else {
@@ -145,8 +166,9 @@ public struct Cgroup: Codable, Sendable, Equatable {
             }
         }
         if devices != nil || resources?.devices != nil {
-            try applyDevices(DeviceRules.effective(resources?.devices, linuxDevices: devices ?? []))
+            try applyDevices(DeviceRules.effective(resources?.devices, linuxDevices: devices ?? [], runtimeDevices: runtimeDevices))
         }
+        return warnings
     }
 
     /// Installs `rules`: on v1 `devices.deny a` (or allow) then one write per exception; on v2
@@ -200,29 +222,36 @@ public struct Cgroup: Codable, Sendable, Equatable {
         }
     }
 
-    /// The pids in any of the cgroup's directories (on a v1 or hybrid host a process can sit in
-    /// this cgroup in one hierarchy only, e.g. after runsc moved it in the others); empty
-    /// where a directory is gone.
+    /// The pids in any of the cgroup's directories and their sub-cgroups (on a v1 or hybrid host
+    /// a process can sit in this cgroup in one hierarchy only, e.g. after runsc moved it in the
+    /// others; a workload with a writable cgroupfs can move processes into sub-cgroups it made);
+    /// empty where a directory is gone.
     public func allProcesses() -> [Int32] {
         var seen = Set<Int32>()
-        for dir in directories.values.sorted() {
+        for dir in subtree() {
             for pid in (try? CgroupFS.procs(in: dir)) ?? [] { seen.insert(pid) }
         }
         return seen.sorted()
     }
 
-    /// Sends `signal` to every process in `processes()` — with SIGKILL, in any of the cgroup's
-    /// hierarchies (`allProcesses()`). With SIGKILL it re-reads the list a few times to catch
-    /// processes forked meanwhile. Processes already gone are not an error.
-    /// - Throws: `CgroupError` (`kill`) for an errno other than ESRCH, or from `processes()`.
+    /// Sends `signal` to every process of the cgroup and its sub-cgroups in any hierarchy
+    /// (`allProcesses()`). With SIGKILL, as runc does: the cgroup is frozen first (nothing forks
+    /// while the list is read; bounded, best effort), every task is killed (v2: `cgroup.kill`
+    /// too), and the cgroup and its sub-cgroups are thawed, since a task frozen by the v1 freezer
+    /// acts on SIGKILL only once thawed; the list is re-read a few times to catch forks.
+    /// Processes already gone are not an error.
+    /// - Throws: `CgroupError` (`kill`) for an errno other than ESRCH.
     public func killAll(signal: Int32) throws {
-        // v2 (Linux 5.14+): cgroup.kill SIGKILLs the whole subtree at once, forks included.
+        if signal == SIGKILL { freezeForKill() }
+        defer { if signal == SIGKILL { thawSubtree() } }
+        // v2 (Linux 5.14+): cgroup.kill SIGKILLs the whole subtree at once, forks and frozen
+        // tasks included.
         if signal == SIGKILL, mode == .unified, let dir = directories["unified"], CgroupFS.exists(dir + "/cgroup.kill") {
             try? CgroupFS.write(dir + "/cgroup.kill", "1")
         }
         var signaled = Set<Int32>()
         for _ in 0..<(signal == SIGKILL ? 10 : 1) {
-            let pids = (signal == SIGKILL ? allProcesses() : try processes()).filter { !signaled.contains($0) }
+            let pids = allProcesses().filter { !signaled.contains($0) }
             if pids.isEmpty { break }
             for pid in pids {
                 if kill(pid, signal) != 0 && errno != ESRCH {
@@ -239,10 +268,14 @@ public struct Cgroup: Codable, Sendable, Equatable {
     /// otherwise the last container out would leave them behind. rmdir(2) refuses a cgroup with
     /// children or tasks, so a level another container still uses stays. A leaf still busy
     /// (tasks exiting) is retried for about a second. Idempotent: a missing directory counts
-    /// as removed.
+    /// as removed. Sub-cgroups below a leaf (made by the workload) are removed first, children
+    /// before parents; one still holding a task makes the leaf's rmdir fail (see `killAndDestroy`).
     /// - Throws: `CgroupError` (`rmdir`) for the first leaf that could not be removed.
     public func destroy() throws {
         let leaves = Set(directories.values.map { CgroupPath.join($0) })
+        for leaf in leaves.sorted() {
+            for sub in Self.descendants(of: leaf) { _ = try? CgroupFS.rmdirCgroup(sub, retryBusy: false) }
+        }
         var candidates = Set(created.map { CgroupPath.join($0) })
         if !path.hasPrefix("/") {
             let depth = path.split(separator: "/").count

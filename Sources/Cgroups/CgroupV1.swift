@@ -7,6 +7,9 @@ import OCI
 /// | memory.limit | memory.limit_in_bytes | bytes, -1 |
 /// | memory.reservation | memory.soft_limit_in_bytes | bytes, -1 |
 /// | memory.swap | memory.memsw.limit_in_bytes | bytes of memory+swap, -1 |
+/// | memory.swappiness | memory.swappiness | 0...100 |
+/// | memory.disableOOMKiller | memory.oom_control | 1 for true, 0 for false |
+/// | memory.kernel, memory.kernelTCP | — | ignored with a warning (as runc 1.1+) |
 /// | cpu.shares | cpu.shares | 2...262144 |
 /// | cpu.period, cpu.quota | cpu.cfs_period_us, cpu.cfs_quota_us | µs, quota -1 |
 /// | cpu.cpus, cpu.mems | cpuset.cpus, cpuset.mems | list (`0-3,5`) |
@@ -23,6 +26,7 @@ enum CgroupV1 {
     static let cpusetMems = "cpuset.mems"
     static let pidsMax = "pids.max"
     static let oomControl = "memory.oom_control"
+    static let memorySwappiness = "memory.swappiness"
     static let blkioWeight = "blkio.weight"
     static let blkioBfqWeight = "blkio.bfq.weight"
 
@@ -78,6 +82,13 @@ enum CgroupV1 {
         if let reservation = m.reservation, reservation != 0 {
             if reservation < -1 { throw CgroupError.invalid("\(field).reservation", "\(reservation) is not a byte count or -1") }
             out.append(CgroupWrite(controller: "memory", file: memorySoftLimit, value: String(reservation), field: "\(field).reservation"))
+        }
+        if let swappiness = try Conversions.swappiness(m) {
+            out.append(CgroupWrite(controller: "memory", file: memorySwappiness, value: String(swappiness), field: "\(field).swappiness"))
+        }
+        // Written both ways, so an update can turn the OOM killer back on.
+        if let disable = m.disableOOMKiller {
+            out.append(CgroupWrite(controller: "memory", file: oomControl, value: disable ? "1" : "0", field: "\(field).disableOOMKiller"))
         }
         return out
     }

@@ -9,6 +9,9 @@ import OCI
 /// | memory.limit | memory.max | bytes, `max` for -1 |
 /// | memory.reservation | memory.low | bytes, `max` for -1 |
 /// | memory.swap | memory.swap.max | swap - limit (OCI swap is memory+swap), `max` for -1 |
+/// | memory.swappiness | — | v2 has no per-cgroup swappiness: only the node's vm.swappiness is accepted |
+/// | memory.disableOOMKiller | — | v2 cannot disable the OOM killer: only false is accepted |
+/// | memory.kernel, memory.kernelTCP | — | ignored with a warning (as runc 1.1+) |
 /// | cpu.shares | cpu.weight | quadratic map, 1024 -> 100 (see `Conversions.cpuWeight`) |
 /// | cpu.quota, cpu.period | cpu.max | `"$QUOTA $PERIOD"` µs, `max` for no quota |
 /// | cpu.cpus, cpu.mems | cpuset.cpus, cpuset.mems | list (`0-3,5`) |
@@ -29,10 +32,27 @@ enum CgroupV2 {
     static let subtreeControlFile = "cgroup.subtree_control"
 
     /// The writes `resources` asks for, in order (pure; no file is touched).
-    /// - Throws: `CgroupError` naming the OCI field for invalid values or `unified` keys.
-    static func writes(_ r: Resources) throws -> [CgroupWrite] {
+    /// - Parameter vmSwappiness: the node's `/proc/sys/vm/swappiness`, which every v2 cgroup
+    ///   uses (the kernel reads a memcg's own swappiness on v1 only); nil if unknown.
+    /// - Throws: `CgroupError` naming the OCI field for invalid values or `unified` keys, and
+    ///   for `memory.swappiness` / `memory.disableOOMKiller` values v2 cannot honour (runc's
+    ///   fs2 driver drops both silently; crun refuses them: here a value v2 gives anyway is
+    ///   accepted, any other is refused rather than run weaker than asked).
+    static func writes(_ r: Resources, vmSwappiness: UInt64? = nil) throws -> [CgroupWrite] {
         var out: [CgroupWrite] = []
-        if let m = r.memory { out += try memoryWrites(m) }
+        if let m = r.memory {
+            out += try memoryWrites(m)
+            if let s = try Conversions.swappiness(m), s != vmSwappiness {
+                throw CgroupError.invalid(
+                    "\(Conversions.memoryField).swappiness",
+                    "\(s) cannot be honoured on cgroup v2, which has no per-cgroup swappiness: every cgroup uses the node's vm.swappiness (\(vmSwappiness.map(String.init) ?? "unknown")); leave the field out or set it to that value")
+            }
+            if m.disableOOMKiller == true {
+                throw CgroupError.invalid(
+                    "\(Conversions.memoryField).disableOOMKiller",
+                    "true cannot be honoured on cgroup v2, which has no memory.oom_control: the OOM killer cannot be turned off for a cgroup (process.oomScoreAdj -1000 keeps one process from being chosen)")
+            }
+        }
         if let c = r.cpu { out += try cpuWrites(c) }
         if let p = r.pids {
             out.append(CgroupWrite(controller: "pids", file: pidsMax, value: Conversions.maxOrNumber(p.limit), field: "\(Conversions.pidsField).limit"))
@@ -151,7 +171,8 @@ enum CgroupV2 {
             throw CgroupError(operation: "apply", message: "linux.resources: no cgroup v2 directory resolved")
         }
         let root = cgroup.mountPoints["unified"] ?? "/sys/fs/cgroup"
-        let writes = try writes(r)
+        let vmSwappiness = (try? CgroupFS.read("/proc/sys/vm/swappiness")).flatMap { UInt64(CgroupFS.trimmed($0)) }
+        let writes = try writes(r, vmSwappiness: vmSwappiness)
         var fields: [String: String] = [:]
         for w in writes where !w.controller.isEmpty && fields[w.controller] == nil { fields[w.controller] = w.field }
         try enableControllers(fields, root: root, directory: dir)

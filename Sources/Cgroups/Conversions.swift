@@ -153,12 +153,6 @@ enum Conversions {
     /// listed: device access is the runtime's device cgroup / eBPF step, not a resource limit.
     static func unsupportedFields(_ r: Resources) -> [String] {
         var fields: [String] = []
-        if let m = r.memory {
-            if let k = m.kernel, k != 0 { fields.append("\(memoryField).kernel") }
-            if let k = m.kernelTCP, k != 0 { fields.append("\(memoryField).kernelTCP") }
-            if m.swappiness != nil { fields.append("\(memoryField).swappiness") }
-            if m.disableOOMKiller == true { fields.append("\(memoryField).disableOOMKiller") }
-        }
         if let c = r.cpu {
             if let b = c.burst, b != 0 { fields.append("\(cpuField).burst") }
             if let v = c.realtimeRuntime, v != 0 { fields.append("\(cpuField).realtimeRuntime") }
@@ -168,6 +162,26 @@ enum Conversions {
         if let b = r.blockIO, let w = b.leafWeight, w != 0 { fields.append("\(blockIOField).leafWeight") }
         if let h = r.hugepageLimits, !h.isEmpty { fields.append("linux.resources.hugepageLimits") }
         return fields
+    }
+
+    /// Warnings for fields that are accepted and ignored: `memory.kernel` and `memory.kernelTCP`
+    /// (kernel memory limits; deprecated in the runtime-spec, gone from cgroup v2 and from v1
+    /// since Linux 6.1 — runc 1.1+ ignores them with a warning, so does this).
+    static func ignoredFieldWarnings(_ r: Resources) -> [String] {
+        guard let m = r.memory else { return [] }
+        var fields: [String] = []
+        if m.kernel != nil { fields.append("\(memoryField).kernel") }
+        if m.kernelTCP != nil { fields.append("\(memoryField).kernelTCP") }
+        if fields.isEmpty { return [] }
+        return ["\(fields.joined(separator: ", ")): kernel memory limits are deprecated and ignored (as by runc 1.1+); memory.limit counts kernel memory"]
+    }
+
+    /// `memory.swappiness`: 0...100 (runtime-spec config-linux.md, vm.swappiness's range).
+    /// - Throws: `CgroupError` naming `linux.resources.memory.swappiness`.
+    static func swappiness(_ m: Resources.Memory) throws -> UInt64? {
+        guard let v = m.swappiness else { return nil }
+        guard v <= 100 else { throw CgroupError.invalid("\(memoryField).swappiness", "\(v) is outside 0...100") }
+        return v
     }
 
     /// - Throws: `CgroupError` listing the fields `unsupportedFields` found.

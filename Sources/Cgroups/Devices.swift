@@ -33,9 +33,9 @@ public struct DeviceRules: Equatable, Sendable {
 
     static let field = "linux.resources.devices"
 
-    /// What every container may use whatever its spec says (runc's allow list, minus the
-    /// mknod wildcards and tun): null, zero, full, random, urandom, tty, ptmx and the pts
-    /// ptys (`/dev/console` of a terminal is a pts).
+    /// What every container may use whatever its spec says: runc's `AllowedDevices` (libcontainer
+    /// specconv) minus its `c *:* m` and `b *:* m` mknod wildcards — null, zero, full, random,
+    /// urandom, tty, ptmx and the pts ptys (`/dev/console` of a terminal is a pts).
     public static let defaultAllowed: [Resources.DeviceCgroup] = [
         .init(allow: true, type: "c", major: 1, minor: 3, access: "rwm"),
         .init(allow: true, type: "c", major: 1, minor: 5, access: "rwm"),
@@ -47,17 +47,29 @@ public struct DeviceRules: Equatable, Sendable {
         .init(allow: true, type: "c", major: 136, minor: nil, access: "rwm"),
     ]
 
-    /// The rules a container gets: deny all, then `linux.resources.devices` in order, then the
-    /// default allow list, then `rwm` for each `linux.devices` node (as runc orders them, so a
-    /// spec cannot take /dev/null away, and a device the spec creates is usable).
+    /// The rules a container gets, as runc builds them: deny all, then `linux.resources.devices`
+    /// as written, in order, then the default allow list (so a spec cannot take /dev/null away).
+    /// A node listed in `linux.devices` gets no read or write access here: access to it is what
+    /// `linux.resources.devices` says, so an explicit deny holds (runc
+    /// `specconv.CreateCgroupConfig`; containerd and Docker add an allow rule for each device
+    /// they pass). It gets `m` only, after the spec's rules, because the init creates the node
+    /// from inside the cgroup (runc allows `m` for every device instead: `c *:* m`, `b *:* m`).
+    /// `runtimeDevices` are devices the runtime itself needs in the cgroup (the gVisor sentry's
+    /// /dev/kvm), allowed `rwm` last.
     /// - Throws: `CgroupError` naming `linux.resources.devices[i]` for a bad type or access.
-    public static func effective(_ specRules: [Resources.DeviceCgroup]?, linuxDevices: [Device] = []) throws -> DeviceRules {
+    public static func effective(
+        _ specRules: [Resources.DeviceCgroup]?, linuxDevices: [Device] = [], runtimeDevices: [Device] = []
+    ) throws -> DeviceRules {
         var rules = DeviceRules(defaultAllow: false, exceptions: [])
         for (i, r) in (specRules ?? []).enumerated() { try rules.apply(r, field: "\(field)[\(i)]") }
         for r in defaultAllowed { try rules.apply(r, field: "default device") }
         for (i, d) in linuxDevices.enumerated() where d.type != "p" {
             let type = d.type == "u" ? "c" : d.type
-            try rules.apply(.init(allow: true, type: type, major: d.major, minor: d.minor, access: "rwm"), field: "linux.devices[\(i)]")
+            try rules.apply(.init(allow: true, type: type, major: d.major, minor: d.minor, access: "m"), field: "linux.devices[\(i)]")
+        }
+        for d in runtimeDevices where d.type != "p" {
+            let type = d.type == "u" ? "c" : d.type
+            try rules.apply(.init(allow: true, type: type, major: d.major, minor: d.minor, access: "rwm"), field: "runtime device \(d.path)")
         }
         return rules
     }

@@ -41,6 +41,8 @@ public enum ResourceUpdate {
             old.limit = newLimit ?? old.limit
             old.swap = given(m.swap) ?? old.swap
             old.reservation = given(m.reservation) ?? old.reservation
+            old.swappiness = m.swappiness ?? old.swappiness
+            old.disableOOMKiller = m.disableOOMKiller ?? old.disableOOMKiller
             merged.memory = old
             apply.memory = m
         }

@@ -83,3 +83,156 @@ extension Rlimit {
         soft = try c.decodeUInt64(.soft)
     }
 }
+
+/// JSON decoding that names the field of an out-of-range or fractional number.
+///
+/// JSONDecoder reports a number its target type cannot hold (`"limit": 1e30` for an Int64,
+/// `"swappiness": -1` for a UInt64, `"weight": 70000` for a UInt16) as "not valid JSON", with
+/// no coding path. When that happens and the text is valid JSON, each number of the document
+/// is replaced in turn by a string (the unusual ones first) and the document decoded again: the
+/// one whose replacement makes the decoder stop at that same place with a type mismatch is the
+/// field, and the mismatch names its type and so its range.
+public enum JSONDecoding {
+    /// `JSONDecoder().decode`, with an out-of-range number reported as `dataCorrupted` at its
+    /// coding path: "1e+30 is outside -9223372036854775808...9223372036854775807 (Int64)".
+    /// - Throws: the decoder's `DecodingError`, that one rewritten.
+    public static func decode<T: Decodable>(_ type: T.Type, from data: Data) throws -> T {
+        do {
+            return try JSONDecoder().decode(type, from: data)
+        } catch let error as DecodingError {
+            guard case .dataCorrupted(let ctx) = error, ctx.codingPath.isEmpty,
+                let named = numberError(type, data)
+            else { throw error }
+            throw named
+        }
+    }
+
+    /// One step of a path in the document: an object member or an array element.
+    enum Step: Equatable {
+        case key(String)
+        case index(Int)
+    }
+
+    /// The document as far as this search needs it; numbers keep the widest exact form.
+    indirect enum Value: Codable {
+        case null, bool(Bool), int(Int64), uint(UInt64), double(Double), string(String)
+        case array([Value]), object([String: Value])
+
+        init(from decoder: Decoder) throws {
+            let c = try decoder.singleValueContainer()
+            if c.decodeNil() { self = .null; return }
+            if let v = try? c.decode(Bool.self) { self = .bool(v); return }
+            if let v = try? c.decode(Int64.self) { self = .int(v); return }
+            if let v = try? c.decode(UInt64.self) { self = .uint(v); return }
+            if let v = try? c.decode(Double.self) { self = .double(v); return }
+            if let v = try? c.decode(String.self) { self = .string(v); return }
+            if let v = try? c.decode([Value].self) { self = .array(v); return }
+            self = .object(try c.decode([String: Value].self))
+        }
+
+        func encode(to encoder: Encoder) throws {
+            var c = encoder.singleValueContainer()
+            switch self {
+            case .null: try c.encodeNil()
+            case .bool(let v): try c.encode(v)
+            case .int(let v): try c.encode(v)
+            case .uint(let v): try c.encode(v)
+            case .double(let v): try c.encode(v)
+            case .string(let v): try c.encode(v)
+            case .array(let v): try c.encode(v)
+            case .object(let v): try c.encode(v)
+            }
+        }
+
+        /// Every number with its path, in no particular order.
+        func numbers(_ path: [Step] = []) -> [([Step], Value)] {
+            switch self {
+            case .int, .uint, .double: return [(path, self)]
+            case .array(let items): return items.enumerated().flatMap { $0.element.numbers(path + [.index($0.offset)]) }
+            case .object(let members): return members.flatMap { $0.value.numbers(path + [.key($0.key)]) }
+            default: return []
+            }
+        }
+
+        func replacing(_ path: ArraySlice<Step>, with new: Value) -> Value {
+            guard let first = path.first else { return new }
+            switch (self, first) {
+            case (.array(var items), .index(let i)) where items.indices.contains(i):
+                items[i] = items[i].replacing(path.dropFirst(), with: new)
+                return .array(items)
+            case (.object(var members), .key(let k)) where members[k] != nil:
+                members[k] = members[k]!.replacing(path.dropFirst(), with: new)
+                return .object(members)
+            default:
+                return self
+            }
+        }
+
+        var text: String {
+            switch self {
+            case .int(let v): return String(v)
+            case .uint(let v): return String(v)
+            case .double(let v): return "\(v)"
+            default: return ""
+            }
+        }
+
+        /// Numbers no 64-bit integer holds exactly come first: they are the likely culprits.
+        var unusual: Bool {
+            if case .double = self { return true }
+            if case .uint = self { return true }
+            if case .int(let v) = self { return v < 0 }
+            return false
+        }
+    }
+
+    static func numberError<T: Decodable>(_ type: T.Type, _ data: Data) -> DecodingError? {
+        guard let document = try? JSONDecoder().decode(Value.self, from: data) else { return nil }
+        let numbers = document.numbers().sorted { $0.1.unusual && !$1.1.unusual }
+        for (path, value) in numbers.prefix(2000) {
+            let probe = document.replacing(path[...], with: .string("?"))
+            guard let bytes = try? JSONEncoder().encode(probe) else { continue }
+            do {
+                _ = try JSONDecoder().decode(type, from: bytes)
+            } catch DecodingError.typeMismatch(let expected, let ctx) {
+                let reached = ctx.codingPath.map { key -> Step in key.intValue.map { .index($0) } ?? .key(key.stringValue) }
+                guard reached == path, let reason = outOfRange(value, expected) else { continue }
+                return .dataCorrupted(.init(codingPath: ctx.codingPath, debugDescription: reason))
+            } catch {
+                continue
+            }
+        }
+        return nil
+    }
+
+    /// Why `value` does not fit the integer type `type`; nil when it fits or `type` is not one.
+    static func outOfRange(_ value: Value, _ type: Any.Type) -> String? {
+        func check<I: FixedWidthInteger>(_: I.Type) -> String? {
+            let fits: Bool
+            switch value {
+            case .int(let v): fits = I(exactly: v) != nil
+            case .uint(let v): fits = I(exactly: v) != nil
+            case .double(let v): fits = I(exactly: v) != nil
+            default: return nil
+            }
+            if fits { return nil }
+            if case .double(let v) = value, v.rounded() != v, (Double(I.min)...Double(I.max)).contains(v) {
+                return "\(value.text) is not an integer"
+            }
+            return "\(value.text) is outside \(I.min)...\(I.max) (\(I.self))"
+        }
+        switch type {
+        case is Int64.Type: return check(Int64.self)
+        case is UInt64.Type: return check(UInt64.self)
+        case is Int.Type: return check(Int.self)
+        case is UInt.Type: return check(UInt.self)
+        case is Int32.Type: return check(Int32.self)
+        case is UInt32.Type: return check(UInt32.self)
+        case is Int16.Type: return check(Int16.self)
+        case is UInt16.Type: return check(UInt16.self)
+        case is Int8.Type: return check(Int8.self)
+        case is UInt8.Type: return check(UInt8.self)
+        default: return nil
+        }
+    }
+}

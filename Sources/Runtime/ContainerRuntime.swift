@@ -73,7 +73,7 @@ public struct ContainerRuntime: Sendable {
             throw RuntimeError("bundle \(bundle): cannot read config.json: \(error)")
         }
         var spec: Spec
-        do { spec = try JSONDecoder().decode(Spec.self, from: Data(specBytes)) } catch {
+        do { spec = try JSONDecoding.decode(Spec.self, from: Data(specBytes)) } catch {
             throw RuntimeError("config.json: \(describe(decodingError: error))")
         }
         try SpecValidation.validate(spec, bundle: bundle)
@@ -126,8 +126,9 @@ public struct ContainerRuntime: Sendable {
             var cg = try Cgroup.resolve(cgroupsPath: spec.linux?.cgroupsPath, id: StateStore.directoryName(id))
             try cg.create()
             cgroup = cg
-            // Device rules always (default deny + the usual allow list), not only when given.
-            try cg.apply(spec.linux?.resources, devices: spec.linux?.devices ?? [])
+            // Device rules always (default deny + the spec's rules + the usual allow list), not
+            // only when given; linux.devices nodes get mknod only, their access is the spec's.
+            for warning in try cg.apply(spec.linux?.resources, devices: spec.linux?.devices ?? []) { log.warn(warning) }
             withExtendedLifetime(lock) {}
             // Recorded before the init exists, so `delete --force` can remove the cgroup of a
             // create that was killed half-way (state.json is written only once created).
@@ -486,7 +487,7 @@ func connectUnix(_ path: String, field: String = "--console-socket") throws -> I
 }
 
 /// A decoding error as a sentence naming the JSON path (`process.user.uid: expected a number`).
-func describe(decodingError error: Error) -> String {
+public func describe(decodingError error: Error) -> String {
     guard let e = error as? DecodingError else { return "\(error)" }
     func path(_ ctx: DecodingError.Context) -> String {
         ctx.codingPath.map { $0.intValue.map { "[\($0)]" } ?? ".\($0.stringValue)" }.joined().drop { $0 == "." }.description

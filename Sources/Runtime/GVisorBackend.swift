@@ -96,12 +96,15 @@ struct GVisorBackend {
             var cg = try Cgroup.resolve(cgroupsPath: spec.linux?.cgroupsPath, id: StateStore.directoryName(id))
             try cg.create()
             cgroup = cg
-            var devices = spec.linux?.devices ?? []
+            // Device rules as written (linux.devices get no access by themselves, as in runc),
+            // plus what the sentry itself needs: in KVM guest mode, /dev/kvm.
+            var sentryDevices: [Device] = []
             if platform == "kvm" {
-                // The sentry runs the workload in KVM guest mode: it needs /dev/kvm.
-                devices.append(Device(type: "c", path: "/dev/kvm", major: 10, minor: 232, fileMode: 0o660, uid: 0, gid: 0))
+                sentryDevices.append(Device(type: "c", path: "/dev/kvm", major: 10, minor: 232, fileMode: 0o660, uid: 0, gid: 0))
             }
-            try cg.apply(spec.linux?.resources, devices: devices)
+            for warning in try cg.apply(spec.linux?.resources, devices: spec.linux?.devices ?? [], runtimeDevices: sentryDevices) {
+                runtime.log.warn(warning)
+            }
             try Files.makeDirectories(bundleDir(id), mode: 0o700)
             try Files.makeDirectories(runscRoot(id), mode: 0o700)
             var runscSpec = GVisorSpec.runscSpec(spec, bundle: bundle, rootfs: rootfs, cgroupsPath: cg.path)

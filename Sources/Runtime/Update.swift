@@ -36,7 +36,7 @@ extension ContainerRuntime {
             }
             return
         }
-        try state.cgroup.apply(apply)
+        for warning in try state.cgroup.apply(apply) { log.warn(warning) }
         if state.spec.linux == nil { state.spec.linux = OCI.Linux() }
         state.spec.linux?.resources = merged
         try store.save(state)

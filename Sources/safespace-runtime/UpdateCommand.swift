@@ -54,8 +54,8 @@ struct Update: ParsableCommand {
             if n == 0 { break }
             bytes += buffer[0..<n]
         }
-        do { return try JSONDecoder().decode(Resources.self, from: Data(bytes)) } catch {
-            throw ValidationError("--resources: \(source) is not OCI linux.resources JSON: \(error)")
+        do { return try JSONDecoding.decode(Resources.self, from: Data(bytes)) } catch {
+            throw ValidationError("--resources: \(source) is not OCI linux.resources JSON: \(describe(decodingError: error))")
         }
     }
 

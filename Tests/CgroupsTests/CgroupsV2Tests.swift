@@ -154,6 +154,11 @@ struct CgroupsV2Tests {
         #expect(DeviceFilter.attachedCount(dir) == 1)
     }
 
+    @Test("killAndDestroy kills a frozen cgroup with frozen, populated sub-cgroups and removes it all; create refuses a frozen cgroup")
+    func killAndDestroyFrozen() throws {
+        try checkKillAndDestroyFrozenTree(parent: uniqueTestParent())
+    }
+
     @Test("killAll uses cgroup.kill and catches every fork; destroy leaves nothing")
     func killAllAndDestroy() throws {
         let (cg, dir, cleanup) = try make()

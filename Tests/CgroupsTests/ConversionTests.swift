@@ -92,18 +92,29 @@ struct ConversionTests {
     @Test("fields not enforced yet are refused, not ignored")
     func unsupportedFields() throws {
         let json = """
-            {"memory": {"limit": 1048576, "swappiness": 10, "disableOOMKiller": false},
+            {"memory": {"limit": 1048576, "swappiness": 10, "disableOOMKiller": true, "kernel": 1048576, "kernelTCP": 0},
              "cpu": {"realtimeRuntime": 1000},
              "hugepageLimits": [{"pageSize": "2MB", "limit": 0}],
              "devices": [{"allow": false, "access": "rwm"}]}
             """
         let r = try JSONDecoder().decode(OCIResources.self, from: Data(json.utf8))
-        #expect(Conversions.unsupportedFields(r) == [
-            "linux.resources.memory.swappiness", "linux.resources.cpu.realtimeRuntime", "linux.resources.hugepageLimits",
-        ])
+        #expect(Conversions.unsupportedFields(r) == ["linux.resources.cpu.realtimeRuntime", "linux.resources.hugepageLimits"])
         #expect(throws: CgroupError.self) { try Conversions.rejectUnsupported(r) }
         // Device rules are the runtime's concern, not a resource limit.
         #expect(Conversions.unsupportedFields(OCIResources(devices: [.init(allow: false, access: "rwm")])).isEmpty)
+    }
+
+    @Test("memory.kernel and memory.kernelTCP are accepted and ignored with a warning naming them (runc 1.1+)")
+    func kernelMemoryIgnored() throws {
+        let r = try JSONDecoder().decode(OCIResources.self, from: Data(#"{"memory": {"limit": 1048576, "kernel": 1048576, "kernelTCP": 0}}"#.utf8))
+        #expect(Conversions.unsupportedFields(r).isEmpty)
+        let warnings = Conversions.ignoredFieldWarnings(r)
+        #expect(warnings.count == 1)
+        #expect(warnings.first?.hasPrefix("linux.resources.memory.kernel, linux.resources.memory.kernelTCP: ") == true, "\(warnings)")
+        #expect(Conversions.ignoredFieldWarnings(OCIResources(memory: .init(limit: 1))).isEmpty)
+        // The drivers write nothing for them.
+        #expect(try CgroupV1.writes(r, currentMemoryLimit: nil, memswAvailable: true).map(\.file) == ["memory.limit_in_bytes"])
+        #expect(try CgroupV2.writes(r).map(\.file) == ["memory.max"])
     }
 
     @Test("errors name the file, the errno and the OCI field")

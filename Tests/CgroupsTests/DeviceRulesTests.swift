@@ -64,12 +64,12 @@ struct DeviceRulesTests {
         #expect(try DeviceRules.effective(nil) == rules)
     }
 
-    @Test("spec rules and linux.devices, in runc's order; partial access; allow-all mode")
+    @Test("spec rules as written, then the defaults, then runtime devices; partial access; allow-all mode")
     func specRules() throws {
         let rules = try DeviceRules.effective(
             [Rule(allow: false, access: "rwm"), Rule(allow: true, type: "c", major: 10, minor: 229, access: "rw"),
              Rule(allow: true, type: "b", major: 8, minor: nil, access: "r")],
-            linuxDevices: [Device(type: "c", path: "/dev/fuse2", major: 10, minor: 230)])
+            runtimeDevices: [Device(type: "c", path: "/dev/fuse2", major: 10, minor: 230)])
         let prog = DeviceFilter.program(rules)
         #expect(Self.run(prog, type: Self.c, access: Self.r | Self.w, major: 10, minor: 229) == 1)
         #expect(Self.run(prog, type: Self.c, access: Self.m, major: 10, minor: 229) == 0)
@@ -86,6 +86,24 @@ struct DeviceRulesTests {
         #expect(Self.run(p2, type: Self.c, access: Self.r | Self.w, major: 1, minor: 1) == 0)
         #expect(Self.run(p2, type: Self.b, access: Self.w, major: 8, minor: 0) == 1)
         #expect(open.v1Writes().map(\.description) == ["devices.allow=a", "devices.deny=c 1:1 w"])
+    }
+
+    @Test("a deny-all spec keeps its deny for every device but the default set (linux.devices are not allowed by themselves)")
+    func denyAllHolds() throws {
+        let kmsg = Device(type: "c", path: "/dev/kmsg", major: 1, minor: 11)
+        let rules = try DeviceRules.effective([Rule(allow: false, access: "rwm")], linuxDevices: [kmsg])
+        let prog = DeviceFilter.program(rules)
+        for access in [Self.r, Self.w, Self.r | Self.w, Self.r | Self.m] {
+            #expect(Self.run(prog, type: Self.c, access: access, major: 1, minor: 11) == 0, "/dev/kmsg access \(access)")
+        }
+        // mknod only: the init creates the node from inside the cgroup.
+        #expect(Self.run(prog, type: Self.c, access: Self.m, major: 1, minor: 11) == 1)
+        #expect(Self.run(prog, type: Self.c, access: Self.r | Self.w, major: 1, minor: 3) == 1, "/dev/null")
+        #expect(rules.v1Writes().filter { $0.value.hasPrefix("c 1:11") }.map(\.description) == ["devices.allow=c 1:11 m"])
+        // An explicit allow in the spec still opens it.
+        let allowed = try DeviceRules.effective(
+            [Rule(allow: false, access: "rwm"), Rule(allow: true, type: "c", major: 1, minor: 11, access: "rw")], linuxDevices: [kmsg])
+        #expect(Self.run(DeviceFilter.program(allowed), type: Self.c, access: Self.r | Self.w, major: 1, minor: 11) == 1)
     }
 
     @Test("a deny after an allow of the same device takes its bits back; `a` with a number is c and b")

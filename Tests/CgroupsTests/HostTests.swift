@@ -148,6 +148,11 @@ struct HostTests {
         }
     }
 
+    @Test("killAndDestroy kills a frozen cgroup with frozen, populated sub-cgroups and removes it all; create refuses a frozen cgroup")
+    func killAndDestroyFrozen() throws {
+        try checkKillAndDestroyFrozenTree(parent: Self.uniqueParent())
+    }
+
     @Test("a failed create removes what it made")
     func createRollsBack() throws {
         var cg = try Cgroup.resolve(cgroupsPath: "\(Self.uniqueParent())/c3", id: "c3")

@@ -65,6 +65,41 @@ struct MappingTests {
         ])
     }
 
+    @Test("v1: swappiness lands in memory.swappiness and disableOOMKiller in memory.oom_control; swappiness > 100 names the field")
+    func v1SwappinessAndOOMKiller() throws {
+        var m = OCIResources.Memory(limit: 64 << 20)
+        m.swappiness = 0
+        m.disableOOMKiller = true
+        #expect(try CgroupV1.writes(OCIResources(memory: m), currentMemoryLimit: nil, memswAvailable: true).map(\.description) == [
+            "memory.limit_in_bytes=67108864", "memory.swappiness=0", "memory.oom_control=1",
+        ])
+        m.swappiness = 60
+        m.disableOOMKiller = false
+        #expect(try CgroupV1.writes(OCIResources(memory: m), currentMemoryLimit: nil, memswAvailable: true).map(\.description).suffix(2) == [
+            "memory.swappiness=60", "memory.oom_control=0",
+        ])
+        m.swappiness = 101
+        #expect {
+            try CgroupV1.writes(OCIResources(memory: m), currentMemoryLimit: nil, memswAvailable: true)
+        } throws: { "\($0)" == "linux.resources.memory.swappiness: 101 is outside 0...100" }
+    }
+
+    @Test("v2: only the node's vm.swappiness and disableOOMKiller false are accepted; other values name the field")
+    func v2SwappinessAndOOMKiller() throws {
+        var m = OCIResources.Memory(limit: 64 << 20)
+        m.swappiness = 60
+        m.disableOOMKiller = false
+        #expect(try CgroupV2.writes(OCIResources(memory: m), vmSwappiness: 60).map(\.description) == ["memory.max=67108864"])
+        #expect {
+            try CgroupV2.writes(OCIResources(memory: m), vmSwappiness: 30)
+        } throws: { "\($0)".hasPrefix("linux.resources.memory.swappiness: 60 cannot be honoured on cgroup v2") && "\($0)".contains("vm.swappiness (30)") }
+        m.swappiness = nil
+        m.disableOOMKiller = true
+        #expect {
+            try CgroupV2.writes(OCIResources(memory: m), vmSwappiness: 60)
+        } throws: { "\($0)".hasPrefix("linux.resources.memory.disableOOMKiller: true cannot be honoured on cgroup v2") }
+    }
+
     @Test("v1: memsw goes first when it rises above the current memory limit")
     func v1SwapOrder() throws {
         let raise = OCIResources(memory: .init(limit: 256 << 20, swap: 512 << 20))

@@ -212,4 +212,231 @@ struct ResourceTests {
         try volume.destroy()
         #expect(!FileManager.default.fileExists(atPath: volume.directory))
     }
+
+    // MARK: teardown of frozen and nested cgroups
+
+    /// Every directory of the container's cgroup (all hierarchies) that exists now, from state.json.
+    static func cgroupDirs(_ c: TestContainer) throws -> [String] {
+        let data = try Data(contentsOf: URL(fileURLWithPath: "\(c.root)/\(c.id)/state.json"))
+        let state = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+        let dirs = try #require((state["cgroup"] as? [String: Any])?["directories"] as? [String: String])
+        return dirs.values.sorted()
+    }
+
+    /// Directories (cgroups) at or below each of `dirs` that exist now.
+    static func existing(_ dirs: [String]) -> [String] {
+        dirs.flatMap { dir -> [String] in
+            guard FileManager.default.fileExists(atPath: dir) else { return [] }
+            let out = (try? Harness.run("/usr/bin/find", [dir, "-type", "d"]).stdout) ?? ""
+            return out.split(separator: "\n").map(String.init)
+        }
+    }
+
+    /// Whether `pid` has exited (gone, or a zombie its new parent has not reaped yet).
+    static func goneOrZombie(_ pid: Int32) -> Bool {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8) else { return true }
+        return stat.split(separator: ")").last?.split(separator: " ").first == "Z"
+    }
+
+    /// `delete --force` in the background, so a hang fails the test instead of the run; waits
+    /// (bounded, against hanging, not a timing assertion) and kills it if it never returns.
+    static func forceDelete(_ c: TestContainer) throws -> Harness.Result? {
+        let d = try Harness.Background(Harness.runtimeBinary, ["--root", c.root, "delete", "--force", c.id])
+        guard Harness.eventually(tries: 3000, { !d.process.isRunning }) else {
+            d.terminate()
+            _ = d.wait()
+            return nil
+        }
+        return d.wait()
+    }
+
+    @Test("delete --force of a paused (frozen) container returns, kills it and leaves no cgroup")
+    func deletePaused() throws {
+        let c = try TestContainer("pausedel", bundle: try Harness.busyboxBundle(["sh", "-c", "exec >/dev/null 2>&1; sleep 600 & sleep 600 & exec sleep 600"]))
+        defer { c.destroy() }
+        try #require(try Self.detached(c).status == 0)
+        let dirs = try Self.cgroupDirs(c)
+        let pid = try #require(c.pid)
+        #expect(Harness.eventually { Self.read(try! Self.cgroupDir(c, "pids"), "cgroup.procs").split(separator: "\n").count == 3 })
+        let p = try c.rt(["pause", c.id])
+        try #require(p.status == 0, "\(p.stderr)")
+        #expect(c.status == "paused")
+        let before = Self.existing(dirs)
+        #expect(before.count == dirs.count, "\(before)")
+        let d = try #require(try Self.forceDelete(c), "delete --force of a paused container did not return")
+        #expect(d.status == 0, "\(d.stderr)")
+        #expect(Self.existing(dirs).isEmpty, "\(Self.existing(dirs))")
+        #expect(Harness.eventually { Self.goneOrZombie(pid) }, "the init \(pid) survived")
+        #expect(c.leftovers().isEmpty, "\(c.leftovers())")
+    }
+
+    @Test("delete --force of a container whose workload made, filled and froze nested sub-cgroups returns and leaves none")
+    func deleteWithSubCgroups() throws {
+        // A cgroup namespace (runc's default config has one) with a writable cgroupfs: the
+        // workload makes sub/deeper in every hierarchy, moves a process into each level and
+        // freezes sub/deeper (v1 freezer.state / v2 cgroup.freeze) from inside.
+        let script = """
+            exec >/dev/null 2>&1
+            sleep 600 & a=$!
+            sleep 600 & b=$!
+            if [ -f /sys/fs/cgroup/cgroup.controllers ]; then hs=/sys/fs/cgroup; else hs=$(ls -d /sys/fs/cgroup/*); fi
+            for h in $hs; do
+                mkdir -p $h/sub/deeper
+                if [ -f $h/cpuset.cpus ]; then
+                    for d in sub sub/deeper; do cat $h/cpuset.cpus > $h/$d/cpuset.cpus; cat $h/cpuset.mems > $h/$d/cpuset.mems; done
+                fi
+                echo $a > $h/sub/cgroup.procs
+                echo $b > $h/sub/deeper/cgroup.procs
+            done
+            if [ -f /sys/fs/cgroup/freezer/sub/deeper/freezer.state ]; then echo FROZEN > /sys/fs/cgroup/freezer/sub/deeper/freezer.state; fi
+            if [ -f /sys/fs/cgroup/sub/deeper/cgroup.freeze ]; then echo 1 > /sys/fs/cgroup/sub/deeper/cgroup.freeze; fi
+            touch /tmp/ready
+            exec sleep 600
+            """
+        let c = try TestContainer("subdel", bundle: try Harness.busyboxBundle(["sh", "-c", script]) { spec in
+            spec.mounts = spec.mounts?.map { m in
+                guard m.destination == "/sys/fs/cgroup" else { return m }
+                var rw = m
+                rw.options = (m.options ?? []).filter { $0 != "ro" } + ["rw"]
+                return rw
+            }
+            spec.mounts = (spec.mounts ?? []) + [Mount(destination: "/tmp", type: "tmpfs", source: "tmpfs", options: ["nosuid", "nodev"])]
+        })
+        defer { c.destroy() }
+        try #require(try Self.detached(c).status == 0)
+        let dirs = try Self.cgroupDirs(c)
+        let pidsDir = try Self.cgroupDir(c, "pids")
+        let deeper = (Self.unified ? pidsDir : try Self.cgroupDir(c, "freezer")) + "/sub/deeper"
+        let frozen = { Self.read(deeper, Self.unified ? "cgroup.events" : "freezer.state").contains(Self.unified ? "frozen 1" : "FROZEN") }
+        try #require(Harness.eventually(frozen), "the workload never froze sub/deeper")
+        #expect(!Self.read(pidsDir + "/sub/deeper", "cgroup.procs").isEmpty)
+        #expect(!Self.read(pidsDir + "/sub", "cgroup.procs").isEmpty)
+        #expect(Self.existing(dirs).count == 3 * dirs.count, "\(Self.existing(dirs))")
+        let d = try #require(try Self.forceDelete(c), "delete --force did not return")
+        #expect(d.status == 0, "\(d.stderr)")
+        #expect(Self.existing(dirs).isEmpty, "\(Self.existing(dirs))")
+        #expect(c.leftovers().isEmpty, "\(c.leftovers())")
+    }
+
+    @Test("create over a pre-existing frozen cgroup fails at once naming linux.cgroupsPath; nothing is left, the frozen cgroup untouched")
+    func createOverFrozenCgroup() throws {
+        let path = "/safespace-test-frozen-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        let freezerRoot = Self.unified ? "/sys/fs/cgroup" : "/sys/fs/cgroup/freezer"
+        let leftover = freezerRoot + path
+        try FileManager.default.createDirectory(atPath: leftover, withIntermediateDirectories: true)
+        defer {
+            // Only the test's own cgroup: thaw it and remove it in every hierarchy.
+            try? (Self.unified ? "0" : "THAWED").write(toFile: leftover + (Self.unified ? "/cgroup.freeze" : "/freezer.state"), atomically: false, encoding: .utf8)
+            for h in (try? FileManager.default.contentsOfDirectory(atPath: "/sys/fs/cgroup")) ?? [] { rmdir("/sys/fs/cgroup/\(h)\(path)") }
+            rmdir(leftover)
+        }
+        try (Self.unified ? "1" : "FROZEN").write(toFile: leftover + (Self.unified ? "/cgroup.freeze" : "/freezer.state"), atomically: false, encoding: .utf8)
+        let c = try TestContainer("frozencg", bundle: try Harness.busyboxBundle(["true"]) { $0.linux?.cgroupsPath = path })
+        defer { c.destroy() }
+        let create = try Harness.Background(Harness.runtimeBinary, ["--root", c.root, "create", "--bundle", c.bundle, c.id])
+        let returned = Harness.eventually(tries: 3000) { !create.process.isRunning }
+        if !returned {
+            // The old behaviour: the init sits frozen in the cgroup and create waits for it.
+            create.terminate()
+            try? (Self.unified ? "0" : "THAWED").write(toFile: leftover + (Self.unified ? "/cgroup.freeze" : "/freezer.state"), atomically: false, encoding: .utf8)
+        }
+        let r = create.wait()
+        try #require(returned, "create over a frozen cgroup did not return")
+        #expect(r.status != 0)
+        #expect(r.stderr.contains("linux.cgroupsPath") && r.stderr.contains("frozen"), "\(r.stderr)")
+        #expect(c.state() == nil)
+        #expect(!FileManager.default.fileExists(atPath: c.root + "/" + c.id))
+        // The frozen cgroup is as it was; the other hierarchies got nothing from this create.
+        #expect(Self.read(leftover, Self.unified ? "cgroup.freeze" : "freezer.state") == (Self.unified ? "1" : "FROZEN"))
+        if !Self.unified {
+            #expect(!FileManager.default.fileExists(atPath: "/sys/fs/cgroup/memory" + path))
+        }
+        #expect(Self.read(leftover, "cgroup.procs").isEmpty)
+    }
+
+    // MARK: device rules as written
+
+    @Test("a device in linux.devices stays denied when linux.resources.devices denies all; the default set works")
+    func linuxDeviceDeniedByRules() throws {
+        let script = """
+            : > /dev/null && echo null-ok
+            head -c 4 /dev/urandom | wc -c
+            head -c 4 /dev/zero | wc -c
+            echo x > /dev/full || echo full-enospc
+            ( : > /dev/kmsg ) || echo kmsg-write-denied
+            head -c 1 /dev/kmsg >/dev/null || echo kmsg-read-denied
+            ls -l /dev/kmsg | cut -c1
+            """
+        let (r, left) = try Harness.runScript(script, prefix: "devdeny") { spec in
+            spec.linux?.devices = [Device(type: "c", path: "/dev/kmsg", major: 1, minor: 11, fileMode: 0o666, uid: 0, gid: 0)]
+            spec.linux?.resources = Resources(devices: [.init(allow: false, access: "rwm")])
+        }
+        let out = lines(r.stdout)
+        #expect(out.contains("null-ok") && out.filter { $0 == "4" }.count == 2, "\(r.stdout) \(r.stderr)")
+        #expect(out.contains("full-enospc") && r.stderr.contains("No space left on device"), "\(r.stdout) \(r.stderr)")
+        // The node exists (linux.devices made it), but the device cgroup says no.
+        #expect(out.last == "c", "\(r.stdout)")
+        #expect(out.contains("kmsg-write-denied") && out.contains("kmsg-read-denied"), "\(r.stdout) \(r.stderr)")
+        #expect(r.stderr.contains("/dev/kmsg: Operation not permitted"), "\(r.stderr)")
+        #expect(left.isEmpty, "\(left)")
+    }
+
+    // MARK: linux.resources.memory conformance
+
+    @Test("memory.swappiness and disableOOMKiller land in memory.swappiness / memory.oom_control (v1); v2 takes only what it can honour")
+    func swappinessAndOOMKiller() throws {
+        let hostSwappiness = UInt64(Self.read("/proc/sys/vm", "swappiness")) ?? 60
+        func bundle(swappiness: UInt64?, disableOOMKiller: Bool?) throws -> String {
+            try Harness.busyboxBundle(["sh", "-c", "exec >/dev/null 2>&1; exec sleep 600"]) { spec in
+                var m = Resources.Memory(limit: 64 * Self.mib)
+                m.swappiness = swappiness
+                m.disableOOMKiller = disableOOMKiller
+                spec.linux?.resources = Resources(memory: m)
+            }
+        }
+        if !Self.unified {
+            let wanted: UInt64 = hostSwappiness == 7 ? 8 : 7
+            let c = try TestContainer("swappy", bundle: try bundle(swappiness: wanted, disableOOMKiller: true))
+            defer { c.destroy() }
+            let r = try Self.detached(c)
+            try #require(r.status == 0, "\(r.stderr)")
+            let mem = try Self.cgroupDir(c, "memory")
+            #expect(Self.read(mem, "memory.swappiness") == "\(wanted)")
+            #expect(Self.read(mem, "memory.oom_control").split(separator: "\n").contains("oom_kill_disable 1"), "\(Self.read(mem, "memory.oom_control"))")
+            #expect(try c.delete(force: true).status == 0)
+            #expect(c.leftovers().isEmpty, "\(c.leftovers())")
+        } else {
+            // What v2 gives every cgroup anyway is accepted.
+            let ok = try TestContainer("swappy", bundle: try bundle(swappiness: hostSwappiness, disableOOMKiller: false))
+            defer { ok.destroy() }
+            let r = try Self.detached(ok)
+            #expect(r.status == 0, "\(r.stderr)")
+            #expect(try ok.delete(force: true).status == 0)
+        }
+        // Out of range on v1, not honourable on v2: refused naming the field, nothing left.
+        for (swappiness, disable, field) in [
+            (Self.unified ? (hostSwappiness == 7 ? 8 : 7) : 101, false, "linux.resources.memory.swappiness"),
+        ] + (Self.unified ? [(nil, true, "linux.resources.memory.disableOOMKiller")] : []) as [(UInt64?, Bool, String)] {
+            let c = try TestContainer("swappy", bundle: try bundle(swappiness: swappiness, disableOOMKiller: disable))
+            defer { c.destroy() }
+            let r = try c.create()
+            #expect(r.status != 0)
+            #expect(r.stderr.contains(field), "\(r.stderr)")
+            #expect(c.leftovers().isEmpty, "\(c.leftovers())")
+        }
+    }
+
+    @Test("memory.kernel and memory.kernelTCP are accepted and ignored with a warning naming them, as runc 1.1+")
+    func kernelMemoryIgnored() throws {
+        let (r, left) = try Harness.runScript("echo ran", prefix: "kmem") { spec in
+            var m = Resources.Memory(limit: 64 * Self.mib)
+            m.kernel = 32 * Self.mib
+            m.kernelTCP = 16 * Self.mib
+            spec.linux?.resources = Resources(memory: m)
+        }
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == "ran\n")
+        #expect(r.stderr.contains("level=warning") && r.stderr.contains("linux.resources.memory.kernel, linux.resources.memory.kernelTCP"), "\(r.stderr)")
+        #expect(left.isEmpty, "\(left)")
+    }
 }

@@ -60,6 +60,20 @@ struct RuntimeBadInputTests {
         try expectRefused(bundle, naming: ["process.user.uid"])
     }
 
+    @Test("an integer out of its field's range (memory.limit 1e30) names the field and the range, not \"malformed JSON\"")
+    func outOfRangeInteger() throws {
+        let bundle = try Harness.busyboxBundle(["true"])
+        try Harness.patchConfig(bundle: bundle) { obj in
+            var linux = obj["linux"] as? [String: Any] ?? [:]
+            linux["resources"] = ["memory": ["limit": 1e30]]
+            obj["linux"] = linux
+        }
+        try expectRefused(bundle, naming: ["linux.resources.memory.limit", "1e+30", "-9223372036854775808...9223372036854775807"])
+        let c = try TestContainer("bad", bundle: bundle)
+        defer { c.destroy() }
+        #expect(!(try c.create()).stderr.contains("malformed JSON"))
+    }
+
     @Test("a missing rootfs directory names root.path")
     func missingRootfs() throws {
         let bundle = try Harness.busyboxBundle(["true"]) { spec in spec.root = Root(path: "no-such-rootfs", readonly: true) }

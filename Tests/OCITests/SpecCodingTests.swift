@@ -121,3 +121,42 @@ struct RangeTests {
         #expect(throws: DecodingError.self) { try JSONDecoder().decode(Rlimit.self, from: Data(bad.utf8)) }
     }
 }
+
+struct NumberRangeTests {
+    /// The `DecodingError` of `JSONDecoding.decode(Spec.self, …)` as "path: reason".
+    static func message(_ json: String) -> String? {
+        do {
+            _ = try JSONDecoding.decode(Spec.self, from: Data(json.utf8))
+            return nil
+        } catch DecodingError.dataCorrupted(let ctx) {
+            return ctx.codingPath.map { $0.intValue.map { "[\($0)]" } ?? ".\($0.stringValue)" }.joined().drop { $0 == "." } + ": " + ctx.debugDescription
+        } catch {
+            return "\(error)"
+        }
+    }
+
+    @Test("an integer field given a number its type cannot hold names the field and the range", arguments: [
+        (#""memory":{"limit":1e30}"#, "linux.resources.memory.limit: 1e+30 is outside -9223372036854775808...9223372036854775807 (Int64)"),
+        (#""memory":{"limit":1.5}"#, "linux.resources.memory.limit: 1.5 is not an integer"),
+        (#""memory":{"swappiness":-1}"#, "linux.resources.memory.swappiness: -1 is outside 0...18446744073709551615 (UInt64)"),
+        (#""blockIO":{"weight":70000}"#, "linux.resources.blockIO.weight: 70000 is outside 0...65535 (UInt16)"),
+        (#""devices":[{"allow":true,"major":1},{"allow":true,"major":99999999999999999999}]"#,
+         "linux.resources.devices[1].major: 1e+20 is outside -9223372036854775808...9223372036854775807 (Int64)"),
+    ])
+    func outOfRange(resources: String, expected: String) {
+        let json = #"{"ociVersion":"1.0.0","process":{"user":{"uid":0,"gid":0},"cwd":"/","rlimits":[{"type":"RLIMIT_CORE","hard":18446744073709551615,"soft":1}]},"linux":{"resources":{\#(resources)}}}"#
+        #expect(Self.message(json) == expected)
+    }
+
+    @Test("valid JSON decodes as before; broken JSON stays a syntax error")
+    func unchanged() throws {
+        let ok = #"{"ociVersion":"1.0.0","linux":{"resources":{"memory":{"limit":1e3,"swappiness":100}}}}"#
+        #expect(try JSONDecoding.decode(Spec.self, from: Data(ok.utf8)).linux?.resources?.memory?.limit == 1000)
+        #expect {
+            _ = try JSONDecoding.decode(Spec.self, from: Data(#"{"ociVersion": "#.utf8))
+        } throws: { error in
+            guard case DecodingError.dataCorrupted(let ctx) = error else { return false }
+            return ctx.codingPath.isEmpty
+        }
+    }
+}
