@@ -2,6 +2,7 @@
 import ArgumentParser
 import Foundation
 import Glibc
+import Resources
 import Sandbox
 
 struct RunCommand: ParsableCommand {
@@ -47,6 +48,9 @@ struct RunCommand: ParsableCommand {
 
     @Option(help: ArgumentHelp("Directory under which bundles are written.", visibility: .hidden))
     var bundleRoot: String = "/run/safespace-bundles"
+
+    @Option(name: .customLong("cpu-allocations"), help: ArgumentHelp("File of cpuPinning's CPU allocations.", visibility: .hidden))
+    var cpuAllocations: String = CPUAllocator.defaultPath
 
     @Option(help: ArgumentHelp("Rootfs store directory.", visibility: .hidden))
     var rootfsStore: String = RootfsStore.defaultRoot
@@ -112,6 +116,6 @@ struct RunCommand: ParsableCommand {
             id: id, spec: bundle.spec,
             writableLayer: bundle.writableLayer ? (resolved.rootfsPath, SandboxPolicy.writableLayerSize) : nil,
             timeout: sandbox.spec.timeout, stateRoot: root, bundleParent: bundleRoot,
-            limits: try sandbox.limits(), writablePaths: SandboxPolicy.writablePaths(of: sandbox))
+            limits: try sandbox.limits(), writablePaths: SandboxPolicy.writablePaths(of: sandbox), cpuAllocations: cpuAllocations)
     }
 }
