@@ -45,7 +45,9 @@ pid_t ss_spawn(const struct ss_spawn_config *c) {
     pid_t stage1 = raw_clone(SIGCHLD);
     if (stage1 != 0) return stage1;  // parent (or -1 with errno)
 
-    // Stage 1: single-threaded copy of the caller.
+    // Stage 1: single-threaded copy of the caller. Its copy of the caller's end goes first:
+    // while it stays open, a read of sync_fd cannot see the caller die.
+    if (c->peer_fd > 2) syscall(SYS_close, c->peer_fd);
     int joined_user = 0;
     for (int i = 0; i < c->ns_count; i++) {
         if (syscall(SYS_setns, c->ns_fds[i], c->ns_types[i]) < 0) fail(c->sync_fd, SS_STEP_SETNS);

@@ -104,8 +104,7 @@ public struct CPUAllocator: Sendable {
     /// Allocations whose holder is dead, by sandbox id: what `GarbageCollector` reclaims.
     public func deadHolders() throws(ResourceError) -> [String: Allocation] {
         try withLockedFile { file throws(ResourceError) in
-            prune(&file)
-            return file.allocations.filter { !$0.value.holder.isAlive }
+            file.allocations.filter { !$0.value.holder.isAlive }
         }
     }
 

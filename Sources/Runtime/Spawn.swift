@@ -68,6 +68,7 @@ func spawnInit(join: [JoinNamespace], unshare: Int32, uidMappings: [IDMapping], 
     }
     config.unshare_flags = unshare
     config.sync_fd = childEnd
+    config.peer_fd = parentEnd
     config.exe_fd = exeFd
     config.keep_fds = Int32(preserveFds)
 

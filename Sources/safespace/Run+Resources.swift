@@ -43,7 +43,7 @@ enum RunResources {
             hostRange = try allocator.allocate(owner: owner)
             cleanup.append(("host id range", { try allocator.release(owner: owner) }))
         }
-        let volume = try EphemeralStorage.create(sandbox: id, size: bytes)
+        let volume = try EphemeralStorage.create(sandbox: id, size: bytes, base: plan.ephemeralStorageBase)
         cleanup.append(("ephemeral storage \(volume.directory)", { try volume.destroy() }))
         func host(_ id: UInt32) -> UInt32 { (hostRange?.hostID ?? 0) + id }
         let uid = spec.process?.user.uid ?? 0, gid = spec.process?.user.gid ?? 0
@@ -90,9 +90,9 @@ enum RunResources {
     /// Destroys the ephemeral storage volumes left by runs that crashed: a volume whose owner
     /// (`owner.json`) is dead; one without an owner record once its sandbox has no state in
     /// `root` and no bundle directory.
-    static func reapVolumes(root: String, bundleRoot: String) {
+    static func reapVolumes(root: String, bundleRoot: String, base: String) {
         guard geteuid() == 0 else { return }
-        EphemeralStorage.reap { id in
+        EphemeralStorage.reap(base: base) { id in
             access("\(root)/\(id)/state.json", F_OK) == 0 || access("\(bundleRoot)/\(id)", F_OK) == 0
         }
     }

@@ -27,6 +27,8 @@ struct SandboxRunPlan {
     var writablePaths: [String] = []
     /// `CPUAllocator` file of `cpuPinning` (`--cpu-allocations`).
     var cpuAllocations: String = CPUAllocator.defaultPath
+    /// `EphemeralStorage` base of the volume (`--ephemeral-storage`).
+    var ephemeralStorageBase: String = EphemeralStorage.defaultBase
 }
 
 /// Exit codes of `safespace run` besides the workload's own (timeout(1)'s and the shell's).
@@ -71,7 +73,7 @@ struct SandboxRun {
             // this process is killed (Runtime/Reclaim.swift).
             let lease = SandboxLease(
                 id: plan.id, stateRoot: plan.stateRoot, cpuAllocations: plan.cpuAllocations,
-                idRanges: (try? RuntimeConfiguration.load())?.idAllocator.directory, ephemeralStorageBase: EphemeralStorage.defaultBase)
+                idRanges: (try? RuntimeConfiguration.load())?.idAllocator.directory, ephemeralStorageBase: plan.ephemeralStorageBase)
             let bundle = try BundleDirectory(leases: SandboxLeases(directory: plan.bundleParent), lease: lease)
             cleanup.append(("bundle \(bundle.path)", bundle.remove))
             var spec = plan.spec

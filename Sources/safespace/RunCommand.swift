@@ -52,6 +52,9 @@ struct RunCommand: ParsableCommand {
     @Option(name: .customLong("cpu-allocations"), help: ArgumentHelp("File of cpuPinning's CPU allocations.", visibility: .hidden))
     var cpuAllocations: String = CPUAllocator.defaultPath
 
+    @Option(name: .customLong("ephemeral-storage"), help: ArgumentHelp("Base directory of ephemeral storage volumes.", visibility: .hidden))
+    var ephemeralStorage: String = EphemeralStorage.defaultBase
+
     @Option(help: ArgumentHelp("Rootfs store directory.", visibility: .hidden))
     var rootfsStore: String = RootfsStore.defaultRoot
 
@@ -99,7 +102,7 @@ struct RunCommand: ParsableCommand {
         }
         if geteuid() != 0 { throw CLIError("safespace run needs root (namespaces, mounts, cgroups)") }
         // Ephemeral storage volumes of runs that crashed (Run+Resources.swift).
-        RunResources.reapVolumes(root: root, bundleRoot: bundleRoot)
+        RunResources.reapVolumes(root: root, bundleRoot: bundleRoot, base: ephemeralStorage)
 
         let store = RootfsStore(root: rootfsStore)
         let resolved: (manifest: RootfsManifest, rootfsPath: String)
@@ -116,6 +119,7 @@ struct RunCommand: ParsableCommand {
             id: id, spec: bundle.spec,
             writableLayer: bundle.writableLayer ? (resolved.rootfsPath, SandboxPolicy.writableLayerSize) : nil,
             timeout: sandbox.spec.timeout, stateRoot: root, bundleParent: bundleRoot,
-            limits: try sandbox.limits(), writablePaths: SandboxPolicy.writablePaths(of: sandbox), cpuAllocations: cpuAllocations)
+            limits: try sandbox.limits(), writablePaths: SandboxPolicy.writablePaths(of: sandbox), cpuAllocations: cpuAllocations,
+            ephemeralStorageBase: ephemeralStorage)
     }
 }
