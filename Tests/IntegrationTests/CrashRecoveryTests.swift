@@ -93,30 +93,93 @@ struct CrashRecoveryTests {
         }
     }
 
-    /// Starts `args` with stdio on /dev/null (a container's init keeps what its creator had:
-    /// a pipe would never reach EOF), then SIGKILLs it `delay` later and reaps it; or, when it
-    /// ends first, returns its status.
+    /// A process started with posix_spawn and reaped with waitpid (Foundation's Process may
+    /// miss the end of a SIGKILLed child). stdin and stdout are /dev/null — a container's init
+    /// keeps what its creator had, so a pipe would never reach EOF — stderr is a file; default
+    /// signal mask and dispositions (the test process blocks some, children would inherit that).
+    final class Child {
+        let pid: pid_t
+        let errPath: String
+        private(set) var status: Int32?
+
+        init(_ args: [String], env: [String: String]) throws {
+            errPath = NSTemporaryDirectory() + "safespace-crash-err-\(UUID().uuidString.prefix(8))"
+            var actions = posix_spawn_file_actions_t()
+            posix_spawn_file_actions_init(&actions)
+            defer { posix_spawn_file_actions_destroy(&actions) }
+            posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+            posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+            posix_spawn_file_actions_addopen(&actions, 2, errPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+            var attr = posix_spawnattr_t()
+            posix_spawnattr_init(&attr)
+            defer { posix_spawnattr_destroy(&attr) }
+            var empty = sigset_t(), all = sigset_t()
+            sigemptyset(&empty)
+            sigfillset(&all)
+            posix_spawnattr_setsigmask(&attr, &empty)
+            posix_spawnattr_setsigdefault(&attr, &all)
+            posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+            var argv: [UnsafeMutablePointer<CChar>?] = args.map { strdup($0) } + [nil]
+            var envp: [UnsafeMutablePointer<CChar>?] = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
+            defer { (argv + envp).forEach { free($0) } }
+            var pid: pid_t = 0
+            let rc = posix_spawn(&pid, args[0], &actions, &attr, &argv, &envp)
+            try #require(rc == 0, "posix_spawn \(args[0]): \(String(cString: strerror(rc)))")
+            self.pid = pid
+        }
+
+        deinit {
+            if status == nil {
+                kill(pid, SIGKILL)
+                _ = wait()
+            }
+            unlink(errPath)
+        }
+
+        /// The exit status (128+N after signal N) once it has ended, without waiting.
+        var exited: Int32? {
+            if status == nil { reap(WNOHANG) }
+            return status
+        }
+
+        @discardableResult
+        func wait() -> Int32 {
+            while status == nil { reap(0) }
+            return status!
+        }
+
+        private func reap(_ flags: Int32) {
+            var st: Int32 = 0
+            let r = waitpid(pid, &st, flags)
+            if r == pid {
+                status = (st & 0x7f) != 0 ? 128 + (st & 0x7f) : (st >> 8) & 0xff
+            } else if r < 0 && errno != EINTR {
+                status = -1
+            }
+        }
+
+        var stderr: String { (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? "" }
+    }
+
+    /// Starts `args`, SIGKILLs it `delay` after `killWhen` holds (or at once), and reaps it.
+    /// - Returns: nil when it was still running when killed, else its own exit status.
     @discardableResult
     static func startAndKill(_ args: [String], env: [String: String], after delay: Duration, killWhen: (() -> Bool)? = nil) throws -> Int32? {
-        let p = Foundation.Process()
-        p.executableURL = URL(fileURLWithPath: args[0])
-        p.arguments = Array(args.dropFirst())
-        p.environment = env
-        p.standardInput = FileHandle.nullDevice
-        p.standardOutput = FileHandle.nullDevice
-        p.standardError = FileHandle.nullDevice
-        try p.run()
-        if let killWhen { _ = Harness.eventually(tries: 1500) { killWhen() || !p.isRunning } }
-        let step = Duration.milliseconds(2)
-        var waited = Duration.zero
-        while waited < delay && p.isRunning {
-            usleep(2000)
-            waited += step
-        }
-        let wasRunning = p.isRunning
-        kill(p.processIdentifier, SIGKILL)
-        p.waitUntilExit()
-        return wasRunning ? nil : p.terminationStatus
+        let child = try Child(args, env: env)
+        if let killWhen { _ = Harness.eventually(tries: 1500) { killWhen() || child.exited != nil } }
+        let clock = ContinuousClock()
+        let deadline = clock.now + delay
+        while clock.now < deadline && child.exited == nil { usleep(1000) }
+        if let status = child.exited { return status }
+        kill(child.pid, SIGKILL)
+        child.wait()
+        return nil
+    }
+
+    /// Runs `args` to completion (see `Child`).
+    static func runQuiet(_ args: [String], env: [String: String]) throws -> Harness.Result {
+        let child = try Child(args, env: env)
+        return Harness.Result(status: child.wait(), stdout: "", stderr: child.stderr)
     }
 
     static func sandboxYAML(name: String, variant: Int) -> String {
@@ -206,10 +269,8 @@ struct CrashRecoveryTests {
                 let d = try world.runtime(["delete", "--force", id])
                 if d.status != 0 { problems.append("delete: \(d.stderr)") }
             } else if i % 4 < 2 {
-                let created = try Self.startAndKill(
-                    [Harness.runtimeBinary, "--root", world.root, "create", "--bundle", bundle, id], env: world.environment,
-                    after: .seconds(60), killWhen: { false })
-                if created != 0 { problems.append("create of the same id exited \(created.map(String.init) ?? "-")") }
+                let created = try Self.runQuiet([Harness.runtimeBinary, "--root", world.root, "create", "--bundle", bundle, id], env: world.environment)
+                if created.status != 0 { problems.append("create of the same id exited \(created.status): \(created.stderr)") }
                 let d = try world.runtime(["delete", "--force", id])
                 if d.status != 0 { problems.append("delete: \(d.stderr)") }
             } else {
@@ -270,19 +331,8 @@ struct CrashRecoveryTests {
         }
         let plain = try Harness.busyboxBundle(["true"])
         defer { Harness.cleanup(held, plain) }
-        let p = Foundation.Process()
-        p.executableURL = URL(fileURLWithPath: Harness.runtimeBinary)
-        p.arguments = ["--root", world.root, "create", "--bundle", held, id]
-        p.environment = world.environment
-        p.standardInput = FileHandle.nullDevice
-        p.standardOutput = FileHandle.nullDevice
-        p.standardError = FileHandle.nullDevice
-        try p.run()
-        defer {
-            FileManager.default.createFile(atPath: gate, contents: nil)
-            if p.isRunning { kill(p.processIdentifier, SIGKILL) }
-            p.waitUntilExit()
-        }
+        let p = try Child([Harness.runtimeBinary, "--root", world.root, "create", "--bundle", held, id], env: world.environment)
+        defer { FileManager.default.createFile(atPath: gate, contents: nil) }
         // The hook runs once the cgroup and the init exist.
         let hookRuns = Harness.eventually {
             (try? Harness.run("/bin/ps", ["-eo", "args"]).stdout.contains("while [ ! -e \(gate) ]")) ?? false
@@ -296,25 +346,25 @@ struct CrashRecoveryTests {
         }
         let creating = try #require(try listed(), "list does not show the half-made container")
         #expect(creating["status"] as? String == "creating")
-        #expect((creating["creator"] as? NSNumber)?.int32Value == p.processIdentifier)
+        #expect((creating["creator"] as? NSNumber)?.int32Value == p.pid)
         let state = try world.runtime(["state", id])
         #expect(state.status == 0 && state.stdout.contains("\"creating\""), "\(state.stdout) \(state.stderr)")
         let table = try world.runtime(["list"])
-        #expect(table.stdout.contains("creating") && table.stdout.contains("create: pid \(p.processIdentifier)"), "\(table.stdout)")
+        #expect(table.stdout.contains("creating") && table.stdout.contains("create: pid \(p.pid)"), "\(table.stdout)")
         // Its creator lives: the id stays taken, and a plain delete refuses.
-        let again = try world.runtime(["create", "--bundle", plain, id])
-        #expect(again.status != 0 && again.stderr.contains("already exists (being created by pid \(p.processIdentifier))"), "\(again.stderr)")
+        let again = try Self.runQuiet([Harness.runtimeBinary, "--root", world.root, "create", "--bundle", plain, id], env: world.environment)
+        #expect(again.status != 0 && again.stderr.contains("already exists (being created by pid \(p.pid))"), "\(again.stderr)")
         #expect(try world.runtime(["delete", id]).status != 0)
         // gc never takes what a live owner holds.
         #expect(try world.safespace("gc", []).status == 0)
         #expect(FileManager.default.fileExists(atPath: "\(world.root)/\(id)/creating.json"))
 
-        kill(p.processIdentifier, SIGKILL)
-        p.waitUntilExit()
+        kill(p.pid, SIGKILL)
+        p.wait()
         FileManager.default.createFile(atPath: gate, contents: nil)
         let stopped = try #require(try listed())
         #expect(stopped["status"] as? String == "stopped")
-        let created = try world.runtime(["create", "--bundle", plain, id])
+        let created = try Self.runQuiet([Harness.runtimeBinary, "--root", world.root, "create", "--bundle", plain, id], env: world.environment)
         #expect(created.status == 0, "\(created.stderr)")
         #expect(try world.runtime(["state", id]).stdout.contains("\"created\""))
         #expect(try world.runtime(["delete", "--force", id]).status == 0)
@@ -325,18 +375,10 @@ struct CrashRecoveryTests {
     func liveOwnersKept() throws {
         let world = try World("crash-live", names: ["crl-live", "crl-reused"])
         defer { world.destroy() }
-        let sleeper = Foundation.Process()
-        sleeper.executableURL = URL(fileURLWithPath: "/bin/sleep")
-        sleeper.arguments = ["60"]
-        try sleeper.run()
-        defer {
-            // SIGKILL: the test process's blocked signals are inherited by its children.
-            kill(sleeper.processIdentifier, SIGKILL)
-            sleeper.waitUntilExit()
-        }
-        let live = try #require(ProcStat.read(pid: sleeper.processIdentifier)).startTime
-        let alive = ProcessIdentity(pid: sleeper.processIdentifier, startTime: live)
-        let reused = ProcessIdentity(pid: sleeper.processIdentifier, startTime: live + 1)
+        let sleeper = try Child(["/bin/sleep", "60"], env: [:])
+        let live = try #require(ProcStat.read(pid: sleeper.pid)).startTime
+        let alive = ProcessIdentity(pid: sleeper.pid, startTime: live)
+        let reused = ProcessIdentity(pid: sleeper.pid, startTime: live + 1)
         #expect(alive.isAlive && !reused.isAlive)
 
         // Sandbox leases (bundle directories).
@@ -379,8 +421,8 @@ struct CrashRecoveryTests {
         #expect(try ContainerRuntime(root: world.root).state(id: "crl-ctr-live").status == "creating")
 
         // Once the owner is dead, everything goes.
-        kill(sleeper.processIdentifier, SIGKILL)
-        sleeper.waitUntilExit()
+        kill(sleeper.pid, SIGKILL)
+        sleeper.wait()
         let after = GarbageCollector(
             stateRoot: world.root, bundleRoot: world.bundles, cpuAllocations: world.cpus, idAllocator: ids,
             ephemeralStorageBase: world.volumes
