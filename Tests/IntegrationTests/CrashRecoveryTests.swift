@@ -306,8 +306,10 @@ struct CrashRecoveryTests {
                 after: .milliseconds(Int.random(in: 0...200)), killWhen: { FileManager.default.fileExists(atPath: "\(world.root)/\(name)/state.json") })
             try #require(ended == nil, "\(name) ended by itself (\(ended ?? 0)) before it was killed")
         }
+        // The second run's allocation may already have reclaimed the first's CPUs (its holder
+        // was dead); what is held now is held by the dead.
         let held = try CPUAllocator(path: world.cpus).allocations()
-        try #require(held.count == 2, "\(held)")
+        try #require(!held.isEmpty && held.values.allSatisfy { !$0.holder.isAlive }, "\(held)")
         let last = names[2]
         let yaml = world.dir + "/\(last).yaml"
         try "apiVersion: llmsafespace.dev/v1\nkind: Sandbox\nmetadata:\n  name: \(last)\nspec:\n  resources: {cpu: \"\(each)\", cpuPinning: true}\n"
