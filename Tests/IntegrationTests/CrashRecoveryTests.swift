@@ -229,6 +229,7 @@ struct CrashRecoveryTests {
             #expect(ok, "iteration \(i) (variant \(variant), killed after \(delay)): \(byRun ? "run" : "gc") exited \(recovery.status): \(recovery.stderr.prefix(600)); left: \(after.prefix(12))")
             if !ok { failures += 1 }
         }
+        print("killed runs: \(killedLive) of 40 still running when killed")
         #expect(killedLive > 10, "only \(killedLive) of 40 runs were still running when killed")
     }
 
@@ -246,21 +247,24 @@ struct CrashRecoveryTests {
         defer { Harness.cleanup(plain, userns) }
         let before = world.snapshot()
         try #require(before.isEmpty, "\(before)")
-        var failures = 0, halfMade = 0
+        var failures = 0, halfMade = 0, created = 0, nothing = 0
         for i in 0..<30 where failures < 3 {
             let id = names[i % 2], bundle = i % 2 == 0 ? plain : userns
-            let delay = Duration.milliseconds(Int.random(in: 0...250))
+            let delay = Duration.milliseconds(Int.random(in: 0...120))
             try Self.startAndKill(
                 [Harness.runtimeBinary, "--root", world.root, "create", "--bundle", bundle, id], env: world.environment, after: delay)
             var problems: [String] = []
             let stateExists = FileManager.default.fileExists(atPath: "\(world.root)/\(id)/state.json")
+            if stateExists { created += 1 } else if !FileManager.default.fileExists(atPath: "\(world.root)/\(id)") { nothing += 1 }
             if FileManager.default.fileExists(atPath: "\(world.root)/\(id)"), !stateExists {
                 halfMade += 1
-                // Shown as such, with its (dead) creator.
+                // Shown as such: `stopped`, with its dead creator unless it died before recording
+                // itself (between its mkdir and creating.json, under the store lock).
                 let list = try world.runtime(["list", "--format", "json"])
                 let entries = (try? JSONSerialization.jsonObject(with: Data(list.stdout.utf8)) as? [[String: Any]]) ?? []
                 let entry = entries.first { $0["id"] as? String == id }
-                if entry?["status"] as? String != "stopped" || entry?["creator"] == nil {
+                let recorded = FileManager.default.fileExists(atPath: "\(world.root)/\(id)/creating.json")
+                if entry?["status"] as? String != "stopped" || recorded != (entry?["creator"] != nil) {
                     problems.append("list: \(list.stdout.prefix(400)) \(list.stderr.prefix(200))")
                 }
             }
@@ -282,6 +286,7 @@ struct CrashRecoveryTests {
             #expect(problems.isEmpty, "iteration \(i) (\(id), killed after \(delay)): \(problems)")
             if !problems.isEmpty { failures += 1 }
         }
+        print("killed creates: \(halfMade) half-made, \(created) created, \(nothing) before their directory")
         #expect(halfMade > 0, "no create was killed half-way in 30 tries")
     }
 
