@@ -103,10 +103,9 @@ public struct ContainerRuntime: Sendable {
         }
         defer { if consoleSocketFd >= 0 { close(consoleSocketFd) } }
 
-        // Held from the id check to the recorded cgroup, released before the init is spawned
-        // (explicitly: a debug build keeps a local alive to the end of its scope), so a create
-        // that hangs or dies later never blocks the creates of other ids.
-        var lock: FileLock? = try store.lock()
+        // Held from the id check to the recorded cgroup, released before the init is spawned,
+        // so a create that hangs or dies later never blocks other creates.
+        let lock = try store.lock()
         let dir = store.directory(id)
         try claimID(id)
         try sys("mkdir", path: dir) { mkdir(dir, 0o711) }
@@ -140,7 +139,7 @@ public struct ContainerRuntime: Sendable {
             try store.saveCreating(record)
             // Device rules always (default deny + the usual allow list), not only when given.
             try cg.apply(spec.linux?.resources, devices: spec.linux?.devices ?? [])
-            lock = nil
+            lock.release()
             let spec = spec
             let (pid, _) = try startInit(id: id, bundle: bundle, rootfs: rootfs, spec: spec, cgroup: cg, options: options, consoleSocketFd: consoleSocketFd) { pid, startTime in
                 initPid = pid

@@ -56,10 +56,12 @@ struct GVisorBackend {
 
         let lock = try store.lock()
         let dir = store.directory(id)
-        guard !Files.exists(dir) else { throw RuntimeError("container \"\(id)\" already exists") }
+        try runtime.claimID(id)
         try sys("mkdir", path: dir) { mkdir(dir, 0o711) }
         var cgroup: Cgroup?
         var created = false
+        // Who creates it, before anything is taken (CreatingRecord, Reclaim.swift).
+        var record = CreatingRecord(id: id, creator: .current(), bundle: bundle, created: rfc3339Now(), annotations: spec.annotations)
         var gstate = GVisorState(
             runsc: runscPath,
             flags: ["--root", runscRoot(id), "--platform", platform, "--network", network, "--log", logPath(id), "--log-format", "json"]
@@ -70,11 +72,16 @@ struct GVisorBackend {
         let runner = Runsc(state: gstate, logPath: logPath(id), log: runtime.log)
         do {
             // The created marker: status is `created` until `start` removes it (ContainerState).
+            try store.saveCreating(record)
             let fifo = store.fifoPath(id)
             try sys("mkfifo", path: fifo) { mkfifo(fifo, 0o600) }
             var cg = try Cgroup.resolve(cgroupsPath: spec.linux?.cgroupsPath, id: id)
+            record.cgroup = cg.planned()
+            try store.saveCreating(record)
             try cg.create()
             cgroup = cg
+            record.cgroup = cg
+            try store.saveCreating(record)
             var devices = spec.linux?.devices ?? []
             if platform == "kvm" {
                 // The sentry runs the workload in KVM guest mode: it needs /dev/kvm.
