@@ -395,7 +395,7 @@ public struct ContainerRuntime: Sendable {
             // Again under the lock: the create may have finished (or another delete won) meanwhile.
             if let record = store.loadCreating(id: id) {
                 if record.creatorAlive && !force {
-                    throw RuntimeError("cannot delete container \(id) that is not stopped: creating (create by \(record.creator!) still runs)")
+                    throw RuntimeError("cannot delete container \(id) that is not stopped: creating (create by \(record.creator.map { "\($0)" } ?? "a live process") still runs)")
                 }
                 try removeHalfMade(record)
                 return
@@ -444,7 +444,7 @@ public struct ContainerRuntime: Sendable {
             throw RuntimeError("container \"\(id)\" already exists")
         }
         if record.creatorAlive {
-            throw RuntimeError("container \"\(id)\" already exists (being created by \(record.creator!))")
+            throw RuntimeError("container \"\(id)\" already exists (being created by \(record.creator.map { "\($0)" } ?? "a live process"))")
         }
         log.log(.debug, "reclaiming container \(id): its create (\(record.creator.map { "\($0)" } ?? "unknown process")) died half-way")
         try removeHalfMade(record)

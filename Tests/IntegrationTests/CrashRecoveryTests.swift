@@ -339,7 +339,7 @@ struct CrashRecoveryTests {
         let plain = try Harness.busyboxBundle(["true"])
         defer { Harness.cleanup(held, plain) }
         let p = try Child([Harness.runtimeBinary, "--root", world.root, "create", "--bundle", held, id], env: world.environment)
-        defer { FileManager.default.createFile(atPath: gate, contents: nil) }
+        defer { _ = FileManager.default.createFile(atPath: gate, contents: nil) }
         // The hook runs once the cgroup and the init exist.
         let hookRuns = Harness.eventually {
             (try? Harness.run("/bin/ps", ["-eo", "args"]).stdout.contains("while [ ! -e \(gate) ]")) ?? false
@@ -368,7 +368,7 @@ struct CrashRecoveryTests {
 
         kill(p.pid, SIGKILL)
         p.wait()
-        FileManager.default.createFile(atPath: gate, contents: nil)
+        _ = FileManager.default.createFile(atPath: gate, contents: nil)
         let stopped = try #require(try listed())
         #expect(stopped["status"] as? String == "stopped")
         let created = try Self.runQuiet([Harness.runtimeBinary, "--root", world.root, "create", "--bundle", plain, id], env: world.environment)
