@@ -166,6 +166,12 @@ public struct IDAllocator: Sendable {
             let name = withUnsafePointer(to: entry.pointee.d_name) {
                 $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
             }
+            if name.hasSuffix(".json.tmp") {
+                // A write killed before its rename (`Files.writeAtomically`); writers hold the
+                // lock we hold, so its writer is gone.
+                unlink(directory + "/" + name)
+                continue
+            }
             guard name.hasSuffix(".json"), let index = Int(name.dropLast(5)) else { continue }
             guard let bytes = try? Files.read(path(index)),
                 let allocation = try? JSONDecoder().decode(Allocation.self, from: Data(bytes)), allocation.index == index

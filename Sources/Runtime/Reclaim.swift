@@ -103,7 +103,7 @@ public struct SandboxLeases: Sendable {
             if let current = self.lease(lease.id), current.owner.isAlive {
                 throw RuntimeError("metadata.name: a sandbox named \(lease.id) exists already (\(path), run by \(current.owner))")
             }
-            try reclaimLocked(lease.id)
+            try reclaimLocked(lease.id, stateRoot: lease.stateRoot)
         }
         try sys("mkdir", path: path) { mkdir(path, 0o711) }
         _ = chmod(path, 0o711)
@@ -139,23 +139,25 @@ public struct SandboxLeases: Sendable {
     }
 
     /// Reclaims sandbox `id` if its owner is dead (or unknown).
+    /// - Parameter stateRoot: where the container of a sandbox without a lease is looked for.
     /// - Returns: whether it was reclaimed (false: a live owner holds it, or there is none).
     @discardableResult
-    public func reclaimIfDead(_ id: String) throws -> Bool {
+    public func reclaimIfDead(_ id: String, stateRoot: String? = nil) throws -> Bool {
         let lock = try FileLock(path: directory + "/.lock")
         defer { withExtendedLifetime(lock) {} }
         guard Files.exists(bundle(id)) else { return false }
         if let lease = lease(id), lease.owner.isAlive { return false }
-        try reclaimLocked(id)
+        try reclaimLocked(id, stateRoot: stateRoot)
         return true
     }
 
     /// Every sandbox whose owner is dead (`safespace gc`).
+    /// - Parameter stateRoot: see `reclaimIfDead`.
     /// - Returns: the names reclaimed and the errors of those that could not be.
-    public func reclaimAbandoned() -> (reclaimed: [String], errors: [String]) {
+    public func reclaimAbandoned(stateRoot: String? = nil) -> (reclaimed: [String], errors: [String]) {
         var reclaimed: [String] = [], errors: [String] = []
         for id in ids() {
-            do { if try reclaimIfDead(id) { reclaimed.append(id) } } catch { errors.append("sandbox \(id): \(error)") }
+            do { if try reclaimIfDead(id, stateRoot: stateRoot) { reclaimed.append(id) } } catch { errors.append("sandbox \(id): \(error)") }
         }
         return (reclaimed, errors)
     }
@@ -165,8 +167,15 @@ public struct SandboxLeases: Sendable {
     /// and id range), the id range it reserved before create, its CPUs, its volume, the mounts
     /// under the bundle directory, and last the directory with the lease — so a teardown that
     /// fails half-way keeps the lease and the next attempt starts over.
-    func reclaimLocked(_ id: String) throws {
+    ///
+    /// A bundle directory without a lease (made before leases, or by a run killed between its
+    /// mkdir and the lease) names no paths: its container is looked for in `stateRoot`, the
+    /// root of the run that wants the name (or gc's), where it would block that run's create.
+    func reclaimLocked(_ id: String, stateRoot: String?) throws {
         let path = bundle(id)
+        if lease(id) == nil, let stateRoot {
+            try ContainerRuntime(root: stateRoot).delete(id: id, force: true)
+        }
         if let lease = lease(id) {
             try ContainerRuntime(root: lease.stateRoot).delete(id: id, force: true)
             if let dir = lease.idRanges {
@@ -272,7 +281,7 @@ public struct GarbageCollector: Sendable {
     /// allocations of dead holders, stale id ranges, volumes of dead owners.
     public func sweep() -> Report {
         var report = Report()
-        let leases = SandboxLeases(directory: bundleRoot).reclaimAbandoned()
+        let leases = SandboxLeases(directory: bundleRoot).reclaimAbandoned(stateRoot: stateRoot)
         report.sandboxes = leases.reclaimed
         report.errors += leases.errors
         do { report.containers = try ContainerRuntime(root: stateRoot).reclaimAbandoned() } catch {
@@ -306,7 +315,7 @@ public struct GarbageCollector: Sendable {
                 var containerIsOthers = runtime.store.loadCreating(id: id)?.creatorAlive == true
                 if let lease = allocation.lease {
                     let leases = SandboxLeases(directory: String(lease[..<(lease.lastIndex(of: "/") ?? lease.startIndex)]))
-                    try leases.reclaimIfDead(id)
+                    try leases.reclaimIfDead(id, stateRoot: allocation.runtimeRoot)
                     // The name was taken again by a live run: the container of that id is its.
                     if let current = leases.lease(id), current.owner.isAlive { containerIsOthers = true }
                 }

@@ -406,8 +406,11 @@ struct CrashRecoveryTests {
             forged.holderStartTime = owner.startTime
             try JSONEncoder().encode(forged).write(to: URL(fileURLWithPath: "\(world.idmap)/\(a.index).json"))
         }
-        // Half-made containers created by either.
-        for (name, owner) in [("crl-ctr-live", alive), ("crl-ctr-reused", reused)] {
+        // A bundle directory without a lease (before leases; or its run died between mkdir and
+        // lease): its owner is unknown, so dead; its container is looked for in gc's root.
+        try FileManager.default.createDirectory(atPath: world.bundles + "/crl-legacy", withIntermediateDirectories: true)
+        // Half-made containers created by either (and by nobody known, the legacy sandbox's).
+        for (name, owner) in [("crl-ctr-live", alive), ("crl-ctr-reused", reused), ("crl-legacy", reused)] {
             try FileManager.default.createDirectory(atPath: "\(world.root)/\(name)", withIntermediateDirectories: true)
             try JSONEncoder().encode(CreatingRecord(id: name, creator: owner, bundle: "/nonexistent", created: "2026-01-01T00:00:00Z"))
                 .write(to: URL(fileURLWithPath: "\(world.root)/\(name)/creating.json"))
@@ -418,7 +421,7 @@ struct CrashRecoveryTests {
             ephemeralStorageBase: world.volumes
         ).sweep()
         #expect(report.errors.isEmpty, "\(report.errors)")
-        #expect(report.sandboxes == ["crl-reused"])
+        #expect(report.sandboxes == ["crl-legacy", "crl-reused"])
         #expect(report.containers == ["crl-ctr-reused"])
         #expect(report.cpuAllocations == ["crl-cpu-reused"])
         #expect(report.idRanges == [0x6f00_0000 + 65536])
