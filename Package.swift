@@ -26,10 +26,11 @@ let package = Package(
         .target(name: "Linux", dependencies: ["CSafeSpace", "CLibcap"]),
         .target(name: "Cgroups", dependencies: ["Linux", "OCI", "CSafeSpace"]),
         .target(name: "Seccomp", dependencies: ["OCI", "Linux", "CSeccomp", "CSafeSpace"]),
-        .target(name: "Runtime", dependencies: ["OCI", "Linux", "Cgroups", "Seccomp", "CSafeSpace"]),
+        // Resources: `GarbageCollector` (Reclaim.swift) also reclaims CPU allocations and volumes.
+        .target(name: "Runtime", dependencies: ["OCI", "Linux", "Cgroups", "Seccomp", "Resources", "CSafeSpace"]),
         // Sandbox-side resources: quantities, spec.resources -> linux.resources, CPU pinning
         // allocator, ephemeral storage volumes (wired into the Sandbox policy by the CLI/daemon).
-        .target(name: "Resources", dependencies: ["OCI", "CSafeSpace"]),
+        .target(name: "Resources", dependencies: ["OCI", "Linux", "CSafeSpace"]),
         // Seccomp: Docker-format profiles resolved into linux.seccomp (SandboxPolicy+Seccomp.swift).
         .target(name: "Sandbox", dependencies: ["OCI", "Seccomp", "Resources", .product(name: "Yams", package: "Yams")]),
         .executableTarget(
@@ -40,11 +41,11 @@ let package = Package(
             dependencies: ["Runtime", "Sandbox", "Seccomp", "Resources", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .testTarget(name: "OCITests", dependencies: ["OCI"]),
         .testTarget(name: "CgroupsTests", dependencies: ["Cgroups", "OCI"]),
-        .testTarget(name: "ResourcesTests", dependencies: ["Resources", "OCI"]),
+        .testTarget(name: "ResourcesTests", dependencies: ["Resources", "OCI", "Linux"]),
         .testTarget(name: "SandboxTests", dependencies: ["Sandbox", "OCI", "Seccomp", "Resources"]),
         .testTarget(name: "SeccompTests", dependencies: ["Seccomp", "OCI"]),
         .testTarget(name: "RuntimeTests", dependencies: ["OCI", "Runtime", "Linux"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["OCI", "Runtime", "Seccomp", "Resources"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["OCI", "Runtime", "Seccomp", "Resources", "Linux"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -46,12 +46,15 @@ pid_t ss_spawn(const struct ss_spawn_config *c) {
     pid_t stage1 = raw_clone(SIGCHLD);
     if (stage1 != 0) return stage1;  // parent (or -1 with errno)
 
-    // Stage 1: single-threaded copy of the caller. Non-dumpable before it joins anything
-    // (runc's nsexec does the same): a dumpable process in a container's PID namespace lets
-    // the container open /proc/PID/{exe,root,cwd,fd,mem} of a host process. Stage 2 inherits
-    // it; execve(2) resets it unless the real and effective ids differ (below), and `init` sets it
-    // again first thing (Init.swift). The parent is
-    // root with CAP_SYS_PTRACE: its /proc/PID writes (uid_map, oom_score_adj) still work.
+    // Stage 1: single-threaded copy of the caller. Its copy of the caller's end goes first:
+    // while it stays open, a read of sync_fd cannot see the caller die.
+    if (c->peer_fd > 2) syscall(SYS_close, c->peer_fd);
+    // Then non-dumpable, before it joins anything (runc's nsexec does the same): a dumpable
+    // process in a container's PID namespace lets the container open
+    // /proc/PID/{exe,root,cwd,fd,mem} of a host process. Stage 2 inherits it; execve(2) resets
+    // it unless the real and effective ids differ (below), and `init` sets it again first thing
+    // (Init.swift). The parent is root with CAP_SYS_PTRACE: its /proc/PID writes (uid_map,
+    // oom_score_adj) still work.
     if (syscall(SYS_prctl, PR_SET_DUMPABLE, 0, 0, 0, 0) < 0) fail(c->sync_fd, SS_STEP_DUMPABLE);
     int joined_user = 0;
     for (int i = 0; i < c->ns_count; i++) {

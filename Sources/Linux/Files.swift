@@ -111,7 +111,7 @@ public enum Files {
 
 /// An advisory exclusive lock (flock(2)) on a file, released by `unlock()` or process exit.
 public final class FileLock {
-    let fd: Int32
+    private var fd: Int32
 
     public init(path: String) throws {
         let fd = try sys("open", path: path) { ss_open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600) }
@@ -124,7 +124,14 @@ public final class FileLock {
         self.fd = fd
     }
 
-    deinit { close(fd) }
+    /// Unlocks now rather than when the object goes (a debug build keeps a local alive to the
+    /// end of its scope). Idempotent.
+    public func release() {
+        if fd >= 0 { close(fd) }
+        fd = -1
+    }
+
+    deinit { release() }
 }
 
 extension String {

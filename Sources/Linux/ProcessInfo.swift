@@ -17,3 +17,32 @@ public struct ProcStat: Sendable, Equatable {
         return ProcStat(state: state, startTime: start)
     }
 }
+
+/// One process across time: its pid and its start time (/proc/PID/stat field 22, proc(5)).
+/// A pid alone is not an identity: after the process dies the kernel hands the number to the
+/// next process that asks, so a lease records both and is the holder's only while both match.
+public struct ProcessIdentity: Codable, Sendable, Equatable, CustomStringConvertible {
+    public var pid: Int32
+    /// Clock ticks after boot (field 22 of /proc/PID/stat).
+    public var startTime: UInt64
+
+    public init(pid: Int32, startTime: UInt64) {
+        self.pid = pid
+        self.startTime = startTime
+    }
+
+    /// The calling process.
+    public static func current() -> ProcessIdentity {
+        let me = getpid()
+        return ProcessIdentity(pid: me, startTime: ProcStat.read(pid: me)?.startTime ?? 0)
+    }
+
+    /// `pid` exists, started at `startTime` (else the pid was reused) and is neither a zombie
+    /// nor dead (`Z`, `X`): a zombie holds no resource, only its exit status.
+    public var isAlive: Bool {
+        guard let stat = ProcStat.read(pid: pid), stat.startTime == startTime else { return false }
+        return stat.state != "Z" && stat.state != "X"
+    }
+
+    public var description: String { "pid \(pid)" }
+}

@@ -36,6 +36,9 @@ public struct RuncState: Codable, Sendable, Equatable {
     public var created: String
     public var owner: String
     public var annotations: [String: String]?
+    /// Not runc's: for a container whose `create` has not finished (`creating`, or `stopped`
+    /// when that create died), the pid of the process running it. Absent otherwise.
+    public var creator: Int32?
 
     public init(id: String, pid: Int32, status: String, bundle: String, rootfs: String, created: String, annotations: [String: String]?) {
         self.ociVersion = Spec.version

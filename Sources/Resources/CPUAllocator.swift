@@ -4,28 +4,36 @@ import FoundationEssentials
 import Foundation
 #endif
 import Glibc
+import Linux
 
 /// Whole CPUs given to one pinned sandbox alone (`cpuPinning: true`), recorded in a JSON file
 /// under an exclusive flock(2), so two pinned sandboxes never share a CPU, whichever process
 /// (the CLI, the daemon) creates them.
 ///
 /// The file lives in /run (default `/run/safespace-cpus.json`): it goes with a reboot, as the
-/// sandboxes do. An allocation is released by `release` (on delete) or, after a crash, by the
-/// next `allocate`, which drops every allocation whose owner is gone: no state directory
-/// `<runtimeRoot>/<id>/state.json` *and* the allocating process (pid + start time, so a reused
-/// pid does not count) is dead. The allocating process keeps it alive between `allocate` and
-/// the runtime's `create`; the state directory from `create` until `delete`.
+/// sandboxes do. An allocation belongs to the process that made it (the holder: `safespace
+/// run`, later the daemon; pid + start time, so a reused pid does not count). It is released
+/// by `release` (on delete) or, once the holder is dead, reclaimed: the holder's sandbox is
+/// torn down first (`GarbageCollector.reclaimCPUHolders` in Runtime, which `safespace run`
+/// calls before it allocates, and `safespace gc`), since its workload may still run on the
+/// CPUs; `allocate` itself drops an allocation of a dead holder only once no container
+/// directory `<runtimeRoot>/<id>` is left.
 public struct CPUAllocator: Sendable {
     public static let defaultPath = "/run/safespace-cpus.json"
 
     /// One sandbox's CPUs and who holds them.
     public struct Allocation: Codable, Sendable, Equatable {
         public var cpus: [Int]
-        /// The runtime's `--root`; the sandbox is alive while `<runtimeRoot>/<id>/state.json` exists.
+        /// The runtime's `--root`: the sandbox's container is `<runtimeRoot>/<id>`.
         public var runtimeRoot: String
         public var holderPid: Int32
         /// /proc/<pid>/stat field 22 of the holder when it allocated.
         public var holderStartTime: UInt64
+        /// The holder's record of the sandbox (`safespace run`'s bundle directory, which holds
+        /// its lease), to tear the whole sandbox down once the holder is dead.
+        public var lease: String?
+
+        public var holder: ProcessIdentity { ProcessIdentity(pid: holderPid, startTime: holderStartTime) }
     }
 
     struct File: Codable {
@@ -48,14 +56,16 @@ public struct CPUAllocator: Sendable {
     }
 
     /// Allocates `count` CPUs to sandbox `id`, the lowest free ones; the same `id` allocating
-    /// again gets what it holds when the count matches.
+    /// again gets what it holds when the count matches and its holder lives.
     /// - Throws: `ResourceError` naming `spec.resources.cpu` when fewer than `count` CPUs are
     ///   free (the message lists who holds them), or an I/O error on the file.
-    public func allocate(sandbox id: String, count: Int, runtimeRoot: String, field: String = "spec.resources.cpu") throws(ResourceError) -> [Int] {
+    ///   `lease`: see `Allocation.lease`.
+    public func allocate(sandbox id: String, count: Int, runtimeRoot: String, lease: String? = nil, field: String = "spec.resources.cpu") throws(ResourceError) -> [Int] {
         try withLockedFile { file throws(ResourceError) in
             prune(&file)
             if let mine = file.allocations[id] {
-                if mine.cpus.count == count { return mine.cpus }
+                if mine.cpus.count == count, mine.holder.isAlive { return mine.cpus }
+                // A dead holder's CPUs are not handed on under its record: the new holder's own.
                 file.allocations[id] = nil
             }
             let taken = Set(file.allocations.values.flatMap(\.cpus))
@@ -67,9 +77,9 @@ public struct CPUAllocator: Sendable {
                     "cpuPinning: \(count) whole CPU(s) asked for, \(free.count) free of \(pool.count) pinnable (\(CPUList.format(pool)))\(holders.isEmpty ? "" : "; pinned: " + holders.joined(separator: ", "))")
             }
             let cpus = Array(free.prefix(count))
-            let me = getpid()
+            let me = ProcessIdentity.current()
             file.allocations[id] = Allocation(
-                cpus: cpus, runtimeRoot: runtimeRoot, holderPid: me, holderStartTime: Self.startTime(of: me) ?? 0)
+                cpus: cpus, runtimeRoot: runtimeRoot, holderPid: me.pid, holderStartTime: me.startTime, lease: lease)
             return cpus
         }
     }
@@ -82,6 +92,22 @@ public struct CPUAllocator: Sendable {
         }
     }
 
+    /// Releases sandbox `id`'s CPUs only while `holder` holds them: reclaiming a dead holder's
+    /// sandbox must not free what a new holder of the same name took since.
+    public func release(sandbox id: String, heldBy holder: ProcessIdentity) throws(ResourceError) {
+        try withLockedFile { file throws(ResourceError) in
+            if file.allocations[id]?.holder == holder { file.allocations[id] = nil }
+            prune(&file)
+        }
+    }
+
+    /// Allocations whose holder is dead, by sandbox id: what `GarbageCollector` reclaims.
+    public func deadHolders() throws(ResourceError) -> [String: Allocation] {
+        try withLockedFile { file throws(ResourceError) in
+            file.allocations.filter { !$0.value.holder.isAlive }
+        }
+    }
+
     /// The live allocations (stale ones are dropped first).
     public func allocations() throws(ResourceError) -> [String: Allocation] {
         try withLockedFile { file throws(ResourceError) in
@@ -90,10 +116,11 @@ public struct CPUAllocator: Sendable {
         }
     }
 
-    /// Drops allocations whose sandbox and allocating process are both gone.
+    /// Drops allocations whose holder is dead and whose container is gone: no directory
+    /// `<runtimeRoot>/<id>` (created or half-made) that could still run on the CPUs.
     func prune(_ file: inout File) {
         file.allocations = file.allocations.filter { id, a in
-            access("\(a.runtimeRoot)/\(id)/state.json", F_OK) == 0 || Self.startTime(of: a.holderPid) == a.holderStartTime
+            a.holder.isAlive || access("\(a.runtimeRoot)/\(id)", F_OK) == 0
         }
     }
 
@@ -146,14 +173,5 @@ public struct CPUAllocator: Sendable {
             bytes += buffer[0..<n]
         }
         return String(decoding: bytes, as: UTF8.self)
-    }
-
-    /// Field 22 (starttime) of /proc/<pid>/stat; nil when the process is gone.
-    static func startTime(of pid: Int32) -> UInt64? {
-        guard pid > 0, let text = try? readText("/proc/\(pid)/stat"), let close = text.lastIndex(of: ")") else { return nil }
-        let fields = text[text.index(after: close)...].split(separator: " ")
-        // fields[0] is field 3 (state); starttime is field 22.
-        guard fields.count > 19 else { return nil }
-        return UInt64(fields[19])
     }
 }

@@ -1,5 +1,11 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
 import CSafeSpace
 import Glibc
+import Linux
 
 /// `spec.resources.ephemeralStorage`: one volume of the requested size per sandbox that holds
 /// everything the sandbox can write (each writable path as a subdirectory, bind-mounted into
@@ -36,9 +42,6 @@ public struct EphemeralStorage: Sendable, Equatable {
     /// Where the volume is mounted on the host.
     public var volume: String { directory + "/volume" }
     var image: String { directory + "/disk.img" }
-    /// `<pid> <start time>` of the process that created the volume: `reap` leaves the volume
-    /// alone while that process lives (it may be a run with another state root).
-    var holder: String { directory + "/holder" }
     /// The merged root of `writableLayer(lower:)`.
     public var rootfs: String { directory + "/rootfs" }
 
@@ -59,9 +62,18 @@ public struct EphemeralStorage: Sendable, Equatable {
             throw ResourceError(field: "id", "\"\(id)\" cannot name a directory")
         }
         let storage = EphemeralStorage(sandbox: id, base: base, backend: backend ?? preferredBackend, size: size)
+        try makeDirectories(base)
+        if mkdir(storage.directory, 0o755) != 0 {
+            // Never adopt a directory: it is another sandbox's volume (a live one, or one `reap` takes).
+            throw errno == EEXIST
+                ? ResourceError(field: field, "\(storage.directory) exists already: a volume of a sandbox named \(id)")
+                : error("mkdir \(storage.directory)")
+        }
         do {
+            // Whose volume this is, before anything is mounted: `reap` destroys it once that
+            // process is dead (the one rule of crash recovery, `ProcessIdentity`).
+            try storage.writeOwner(.current())
             try makeDirectories(storage.volume)
-            try storage.writeHolder()
             switch storage.backend {
             case .tmpfs:
                 try mountOrThrow("tmpfs", storage.volume, "tmpfs", UInt(MS_NOSUID | MS_NODEV), "size=\(size),mode=0755", step: "mount tmpfs")
@@ -76,16 +88,29 @@ public struct EphemeralStorage: Sendable, Equatable {
         }
     }
 
-    /// Records this process as the volume's creator (`holder`).
-    func writeHolder() throws(ResourceError) {
-        let me = getpid()
-        let record = Array("\(me) \(CPUAllocator.startTime(of: me) ?? 0)\n".utf8)
-        let fd = open(holder, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw Self.error("create \(holder)") }
-        let written = record.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
-        let code = errno
+    /// `<directory>/owner.json`: the process the volume belongs to.
+    var ownerPath: String { directory + "/owner.json" }
+
+    func writeOwner(_ owner: ProcessIdentity) throws(ResourceError) {
+        guard let data = try? JSONEncoder().encode(owner) else { throw ResourceError(field: Self.field, "encode owner") }
+        let fd = open(ownerPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw Self.error("create \(ownerPath)") }
+        let ok = data.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) == $0.count }
         close(fd)
-        guard written == record.count else { throw Self.error("write \(holder)", code: code) }
+        guard ok else { throw Self.error("write \(ownerPath)") }
+    }
+
+    /// The process the volume belongs to; nil for a volume made before owners were recorded,
+    /// or by a process killed between its mkdir and the record.
+    public var owner: ProcessIdentity? {
+        guard let text = try? CPUAllocator.readText(ownerPath) else { return nil }
+        return try? JSONDecoder().decode(ProcessIdentity.self, from: Data(text.utf8))
+    }
+
+    /// Sandbox `id`'s volume under `base` as another process made it: for `owner` and
+    /// `destroy` (which undoes either backend).
+    public static func existing(sandbox id: String, base: String = defaultBase) -> EphemeralStorage {
+        EphemeralStorage(sandbox: id, base: base, backend: .tmpfs, size: 0)
     }
 
     func makeImage() throws(ResourceError) {
@@ -144,16 +169,16 @@ public struct EphemeralStorage: Sendable, Equatable {
             }
         }
         unlink(image)
-        unlink(holder)
+        unlink(ownerPath)
         for dir in [rootfs, volume] { rmdir(dir) }
         if rmdir(directory) != 0 && errno != ENOENT {
             throw Self.error("remove \(directory)")
         }
     }
 
-    /// Destroys the volumes under `base` whose sandbox is gone (`isAlive(id)` false) and whose
-    /// creating process (`holder`: pid and start time, so a reused pid does not count) is dead:
-    /// after a crash, `delete` never ran for them.
+    /// Destroys the volumes under `base` whose owner (`owner.json`) is dead: after a crash,
+    /// `delete` never ran for them. A volume without an owner record is asked about:
+    /// `isAlive(id)` false destroys it.
     /// - Returns: the ids reaped.
     @discardableResult
     public static func reap(base: String = defaultBase, isAlive: (String) -> Bool) -> [String] {
@@ -167,22 +192,16 @@ public struct EphemeralStorage: Sendable, Equatable {
         }
         closedir(dir)
         var reaped: [String] = []
-        for id in ids where !isAlive(id) && !holderAlive(base + "/" + id + "/holder") {
+        for id in ids {
+            let volume = existing(sandbox: id, base: base)
+            if let owner = volume.owner { if owner.isAlive { continue } } else if isAlive(id) { continue }
             // The backend only matters for create; destroy undoes either.
-            if (try? EphemeralStorage(sandbox: id, base: base, backend: .tmpfs, size: 0).destroy()) != nil { reaped.append(id) }
+            if (try? volume.destroy()) != nil { reaped.append(id) }
         }
         return reaped
     }
 
     // MARK: helpers
-
-    /// Whether the process recorded in `path` (`<pid> <start time>`) still runs.
-    static func holderAlive(_ path: String) -> Bool {
-        guard let text = try? CPUAllocator.readText(path) else { return false }
-        let fields = text.split(whereSeparator: { $0 == " " || $0 == "\n" })
-        guard fields.count == 2, let pid = Int32(fields[0]), let start = UInt64(fields[1]) else { return false }
-        return CPUAllocator.startTime(of: pid) == start
-    }
 
     static func error(_ step: String, code: Int32 = errno) -> ResourceError {
         ResourceError(field: field, "\(step): \(String(cString: strerror(code)))", errno: code)

@@ -103,14 +103,20 @@ public struct ContainerRuntime: Sendable {
         }
         defer { if consoleSocketFd >= 0 { close(consoleSocketFd) } }
 
+        // Held from the id check to the recorded cgroup, released before the init is spawned,
+        // so a create that hangs or dies later never blocks other creates.
         let lock = try store.lock()
         let dir = store.directory(id)
-        guard !Files.exists(dir) else { throw RuntimeError("container \"\(id)\" already exists") }
+        try claimID(id)
         try sys("mkdir", path: dir) { mkdir(dir, 0o711) }
         var cgroup: Cgroup?
         var initPid: Int32 = -1
         var idRange: IDRangeRecord?
         do {
+            // Recorded before anything is taken, so a create killed at any point leaves a
+            // directory that says whose it was and what to undo (CreatingRecord).
+            var record = CreatingRecord(id: id, creator: .current(), bundle: bundle, created: rfc3339Now(), annotations: spec.annotations)
+            try store.saveCreating(record)
             let fifo = store.fifoPath(id)
             try sys("mkfifo", path: fifo) { mkfifo(fifo, 0o622) }
             // Not masked by umask: an init in a user namespace is "other" to host root.
@@ -124,15 +130,18 @@ public struct ContainerRuntime: Sendable {
                 spec.linux?.gidMappings = allocation.mappings
             }
             var cg = try Cgroup.resolve(cgroupsPath: spec.linux?.cgroupsPath, id: StateStore.directoryName(id))
+            // The levels about to be made, recorded before the mkdirs, then what was made, so
+            // `delete --force` or a reclaim removes the cgroup of a create killed half-way.
+            record.cgroup = cg.planned()
+            try store.saveCreating(record)
             try cg.create()
             cgroup = cg
+            record.cgroup = cg
+            try store.saveCreating(record)
             // Device rules always (default deny + the spec's rules + the usual allow list), not
             // only when given; linux.devices nodes get mknod only, their access is the spec's.
             for warning in try cg.apply(spec.linux?.resources, devices: spec.linux?.devices ?? []) { log.warn(warning) }
-            withExtendedLifetime(lock) {}
-            // Recorded before the init exists, so `delete --force` can remove the cgroup of a
-            // create that was killed half-way (state.json is written only once created).
-            try store.saveCreating(id: id, cgroup: cg)
+            lock.release()
             let spec = spec
             let (pid, _) = try startInit(id: id, bundle: bundle, rootfs: rootfs, spec: spec, cgroup: cg, options: options, consoleSocketFd: consoleSocketFd) { pid, startTime in
                 initPid = pid
@@ -318,8 +327,18 @@ public struct ContainerRuntime: Sendable {
 
     // MARK: state
 
-    /// runc's `state` JSON for the container.
+    /// runc's `state` JSON for the container. A half-made container (see `CreatingRecord`) is
+    /// `creating` while its creator lives and `stopped` once it is dead, with pid 0 and the
+    /// creator's pid in `creator`.
     public func state(id: String) throws -> RuncState {
+        try StateStore.validate(id: id)
+        if let record = store.loadCreating(id: id) {
+            var state = RuncState(
+                id: id, pid: 0, status: record.creatorAlive ? Status.creating.rawValue : Status.stopped.rawValue,
+                bundle: record.bundle ?? "", rootfs: "", created: record.created ?? "", annotations: record.annotations)
+            state.creator = record.creator?.pid
+            return state
+        }
         let state = try store.load(id)
         let status = store.status(of: state)
         return RuncState(
@@ -327,8 +346,9 @@ public struct ContainerRuntime: Sendable {
             rootfs: state.rootfs, created: state.created, annotations: state.annotations)
     }
 
+    /// Every container of the root, half-made ones included (`creating`/`stopped`).
     public func list() -> [RuncState] {
-        store.ids().compactMap { try? state(id: $0) }
+        store.entries().compactMap { try? state(id: $0) }
     }
 
     // MARK: kill
@@ -372,18 +392,21 @@ public struct ContainerRuntime: Sendable {
     public func delete(id: String, force: Bool) throws {
         // Before any file access: an id like ".." must never name a directory to remove.
         try StateStore.validate(id: id)
+        if store.loadCreating(id: id) != nil {
+            let lock = try store.lock()
+            defer { withExtendedLifetime(lock) {} }
+            // Again under the lock: the create may have finished (or another delete won) meanwhile.
+            if let record = store.loadCreating(id: id) {
+                if record.creatorAlive && !force {
+                    throw RuntimeError("cannot delete container \(id) that is not stopped: creating (create by \(record.creator.map { "\($0)" } ?? "a live process") still runs)")
+                }
+                try removeHalfMade(record)
+                return
+            }
+        }
         let state: ContainerState
         do { state = try store.load(id) } catch {
             if force, !Files.exists(store.directory(id)) { return }
-            if force, Files.exists(store.directory(id)) {
-                // A create killed half-way: its init exits by itself (no `saved`), its
-                // cgroup is named in creating.json.
-                if let cgroup = store.loadCreating(id: id) {
-                    try? cgroup.destroyKillingStragglers()
-                }
-                try Files.removeTree(store.directory(id))
-                return
-            }
             throw error
         }
         if state.backend == .gvisor { return try GVisorBackend(runtime: self).delete(state, force: force) }
@@ -410,6 +433,53 @@ public struct ContainerRuntime: Sendable {
             do { try Hooks.run(hook, field: "hooks.poststop[\(i)]", state: json) } catch { log.warn("\(error)") }
         }
         if let cgroupError { throw cgroupError }
+    }
+
+    // MARK: half-made containers
+
+    /// Makes `id` free for a new create, under the store lock: nothing there, or a half-made
+    /// container whose creator is dead, which is reclaimed first.
+    /// - Throws: `RuntimeError` "already exists" for a created container or one whose create
+    ///   still runs.
+    func claimID(_ id: String) throws {
+        guard Files.exists(store.directory(id)) else { return }
+        guard let record = store.loadCreating(id: id) else {
+            throw RuntimeError("container \"\(id)\" already exists")
+        }
+        if record.creatorAlive {
+            throw RuntimeError("container \"\(id)\" already exists (being created by \(record.creator.map { "\($0)" } ?? "a live process"))")
+        }
+        log.log(.debug, "reclaiming container \(id): its create (\(record.creator.map { "\($0)" } ?? "unknown process")) died half-way")
+        try removeHalfMade(record)
+    }
+
+    /// Undoes a half-made container: kills what is in its cgroup and removes the cgroup
+    /// (`destroyKillingStragglers`, Cgroup+Teardown.swift), the state directory, and its host
+    /// id range when the range's holder is gone too (a `safespace run` that reserved the range
+    /// for this create keeps it). Its init, if one was spawned, exits by itself: it was never
+    /// told `saved`, and its creator's end of the channel is closed.
+    func removeHalfMade(_ record: CreatingRecord) throws {
+        if let cgroup = record.cgroup { try cgroup.destroyKillingStragglers() }
+        try Files.removeTree(store.directory(record.id))
+        if let allocator = try? RuntimeConfiguration.load().idAllocator {
+            try allocator.releaseIfStale(owner: store.directory(record.id))
+        }
+    }
+
+    /// Reclaims every half-made container of this root whose creator is dead (what
+    /// `safespace gc` and a daemon's start do; a create of the same id does it for its id).
+    /// - Returns: the ids reclaimed.
+    @discardableResult
+    public func reclaimAbandoned() throws -> [String] {
+        let lock = try store.lock()
+        defer { withExtendedLifetime(lock) {} }
+        var reclaimed: [String] = []
+        for id in store.entries() {
+            guard let record = store.loadCreating(id: id), !record.creatorAlive else { continue }
+            try removeHalfMade(record)
+            reclaimed.append(id)
+        }
+        return reclaimed
     }
 
     /// Waits (up to 10 s) until the init is dead: gone, or a zombie its parent has not reaped.

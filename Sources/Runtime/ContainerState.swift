@@ -47,6 +47,35 @@ public struct IDRangeRecord: Codable, Sendable, Equatable {
     public var size: UInt32
 }
 
+/// `<root>/<id>/creating.json`: a container whose `create` has not finished (no `state.json`).
+/// Its owner is `creator`, the process running `create`; once that is dead (pid + start time,
+/// `ProcessIdentity`) the container can never be finished and anything that needs the id or
+/// the state root reclaims it (`ContainerRuntime.reclaimIfAbandoned`).
+public struct CreatingRecord: Codable, Sendable, Equatable {
+    public var id: String
+    /// nil: unknown (see `StateStore.loadCreating`), dead.
+    public var creator: ProcessIdentity?
+    public var bundle: String?
+    /// RFC 3339, when `create` began.
+    public var created: String?
+    public var annotations: [String: String]?
+    /// The container's cgroup; before `Cgroup.create` its `created` lists the levels that did
+    /// not exist yet, so a create killed during the mkdirs leaves nothing `destroy` misses.
+    public var cgroup: Cgroup?
+
+    public init(id: String, creator: ProcessIdentity? = nil, bundle: String? = nil, created: String? = nil, annotations: [String: String]? = nil, cgroup: Cgroup? = nil) {
+        self.id = id
+        self.creator = creator
+        self.bundle = bundle
+        self.created = created
+        self.annotations = annotations
+        self.cgroup = cgroup
+    }
+
+    /// Whether the create can still finish: its creator lives.
+    public var creatorAlive: Bool { creator?.isAlive ?? false }
+}
+
 /// Container status (runtime.md#state).
 public enum Status: String, Sendable {
     case creating, created, running, paused, stopped
@@ -102,16 +131,25 @@ public struct StateStore: Sendable {
         }
     }
 
-    /// The cgroup of a container being created (`<dir>/creating.json`), for cleanup after a
-    /// create that was killed before it wrote state.json.
-    func saveCreating(id: String, cgroup: Cgroup) throws {
-        try Files.writeAtomically(directory(id) + "/creating.json", Array(try JSONEncoder().encode(cgroup)))
+    /// Records a container being created (`<dir>/creating.json`): who creates it and the
+    /// cgroup it takes, so that after a create killed half-way `list`, `state`, `delete`, a
+    /// new `create` of the id and `gc` know the directory and what to undo. Written as soon as
+    /// the directory exists (under the store lock) and again once the cgroup is made.
+    func saveCreating(_ record: CreatingRecord) throws {
+        try Files.writeAtomically(creatingPath(record.id), Array(try JSONEncoder().encode(record)))
     }
 
-    /// The cgroup recorded by `saveCreating`, if any.
-    func loadCreating(id: String) -> Cgroup? {
-        guard let bytes = try? Files.read(directory(id) + "/creating.json") else { return nil }
-        return try? JSONDecoder().decode(Cgroup.self, from: Data(bytes))
+    func creatingPath(_ id: String) -> String { directory(id) + "/creating.json" }
+
+    /// The record of a half-made container: a directory without `state.json`. A directory with
+    /// neither file (a creator killed between its mkdir and the record, or a record from before
+    /// creators were recorded: only a cgroup) gives a record without creator, which counts as dead.
+    func loadCreating(id: String) -> CreatingRecord? {
+        let dir = directory(id)
+        guard Files.isDirectory(dir), !Files.exists(statePath(id)) else { return nil }
+        guard let bytes = try? Files.read(creatingPath(id)) else { return CreatingRecord(id: id) }
+        if let record = try? JSONDecoder().decode(CreatingRecord.self, from: Data(bytes)), record.id == id { return record }
+        return CreatingRecord(id: id, cgroup: try? JSONDecoder().decode(Cgroup.self, from: Data(bytes)))
     }
 
     func save(_ state: ContainerState) throws {
@@ -119,7 +157,13 @@ public struct StateStore: Sendable {
         try Files.writeAtomically(statePath(state.id), Array(data))
     }
 
+    /// Ids of created containers (those with `state.json`).
     public func ids() -> [String] {
+        entries().filter { Files.exists(statePath($0)) }
+    }
+
+    /// Every container directory under `root`: created ones and half-made ones.
+    public func entries() -> [String] {
         guard let dir = opendir(root) else { return [] }
         defer { closedir(dir) }
         var out: [String] = []
@@ -128,14 +172,18 @@ public struct StateStore: Sendable {
                 $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
             }
             if name.hasPrefix("@") {
-                // A long id: its directory name is a digest; the id is in state.json.
+                // A long id: its directory name is a digest; the id is in state.json, or in
+                // creating.json while it is half-made.
                 struct Named: Decodable { var id: String }
-                let path = root + "/" + name + "/state.json"
-                if let bytes = try? Files.read(path), let named = try? JSONDecoder().decode(Named.self, from: Data(bytes)),
-                   Self.directoryName(named.id) == name {
-                    out.append(named.id)
+                for file in ["/state.json", "/creating.json"] {
+                    if let bytes = try? Files.read(root + "/" + name + file),
+                       let named = try? JSONDecoder().decode(Named.self, from: Data(bytes)),
+                       Self.directoryName(named.id) == name {
+                        out.append(named.id)
+                        break
+                    }
                 }
-            } else if !name.hasPrefix("."), Files.exists(statePath(name)) {
+            } else if !name.hasPrefix("."), (try? Self.validate(id: name)) != nil, Files.isDirectory(directory(name)) {
                 out.append(name)
             }
         }

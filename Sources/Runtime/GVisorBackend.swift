@@ -77,10 +77,12 @@ struct GVisorBackend {
 
         let lock = try store.lock()
         let dir = store.directory(id)
-        guard !Files.exists(dir) else { throw RuntimeError("container \"\(id)\" already exists") }
+        try runtime.claimID(id)
         try sys("mkdir", path: dir) { mkdir(dir, 0o711) }
         var cgroup: Cgroup?
         var created = false
+        // Who creates it, before anything is taken (CreatingRecord, Reclaim.swift).
+        var record = CreatingRecord(id: id, creator: .current(), bundle: bundle, created: rfc3339Now(), annotations: spec.annotations)
         var gstate = GVisorState(
             runsc: runscPath,
             flags: ["--root", runscRoot(id), "--platform", platform, "--network", network, "--log", logPath(id), "--log-format", "json"]
@@ -91,11 +93,16 @@ struct GVisorBackend {
         let runner = Runsc(state: gstate, logPath: logPath(id), log: runtime.log)
         do {
             // The created marker: status is `created` until `start` removes it (ContainerState).
+            try store.saveCreating(record)
             let fifo = store.fifoPath(id)
             try sys("mkfifo", path: fifo) { mkfifo(fifo, 0o600) }
             var cg = try Cgroup.resolve(cgroupsPath: spec.linux?.cgroupsPath, id: StateStore.directoryName(id))
+            record.cgroup = cg.planned()
+            try store.saveCreating(record)
             try cg.create()
             cgroup = cg
+            record.cgroup = cg
+            try store.saveCreating(record)
             // Device rules as written (linux.devices get no access by themselves, as in runc),
             // plus what the sentry itself needs: in KVM guest mode, /dev/kvm.
             var sentryDevices: [Device] = []

@@ -274,8 +274,10 @@ extension GVisorBackend {
         try Self.checkPodContainer(spec, sandbox: sandbox)
         guard var gstate = sandbox.gvisor else { throw RuntimeError("pod sandbox \(sandboxID): no runsc state") }
         let dir = store.directory(id)
-        guard !Files.exists(dir) else { throw RuntimeError("container \"\(id)\" already exists") }
+        try runtime.claimID(id)
         try sys("mkdir", path: dir) { mkdir(dir, 0o711) }
+        // Who creates it, before anything is taken (CreatingRecord, Reclaim.swift).
+        var record = CreatingRecord(id: id, creator: .current(), bundle: bundle, created: rfc3339Now(), annotations: spec.annotations)
         if let i = gstate.flags.firstIndex(of: "--log"), i + 1 < gstate.flags.count { gstate.flags[i + 1] = logPath(id) }
         gstate.podSandbox = sandboxID
         gstate.hideNetCore = nil
@@ -285,13 +287,18 @@ extension GVisorBackend {
         var created = false
         var waiter: Int32 = -1
         do {
+            try store.saveCreating(record)
             try sys("mkfifo", path: store.fifoPath(id)) { mkfifo(store.fifoPath(id), 0o600) }
             for fifo in [Self.startFifo(dir), Self.replyFifo(dir)] {
                 try sys("mkfifo", path: fifo) { mkfifo(fifo, 0o600) }
             }
             var cg = try Cgroup.resolve(cgroupsPath: spec.linux?.cgroupsPath, id: StateStore.directoryName(id))
+            record.cgroup = cg.planned()
+            try store.saveCreating(record)
             try cg.create()
             cgroup = cg
+            record.cgroup = cg
+            try store.saveCreating(record)
             try Files.makeDirectories(bundleDir(id), mode: 0o700)
             var runscSpec = GVisorSpec.runscSpec(spec, bundle: bundle, rootfs: rootfs, cgroupsPath: cg.path)
             // runsc creates a pod container's cgroup itself when given one; this one is made.

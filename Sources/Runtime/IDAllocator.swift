@@ -105,6 +105,32 @@ public struct IDAllocator: Sendable {
         }
     }
 
+    /// Frees the range of `owner` only if it is stale (`isStale`): what reclaiming a half-made
+    /// container does, so a range a live `safespace run` reserved for that id stays. Idempotent.
+    public func releaseIfStale(owner: String) throws {
+        guard Files.exists(directory) else { return }
+        let lock = try takeLock()
+        defer { withExtendedLifetime(lock) {} }
+        for allocation in try readAll() where allocation.owner == owner && isStale(allocation) {
+            try Files.removeTree(path(allocation.index))
+        }
+    }
+
+    /// Frees every stale range (`safespace gc`; `allocate` does the same before it picks one).
+    /// - Returns: the ranges freed.
+    @discardableResult
+    public func reclaimStale() throws -> [Allocation] {
+        guard Files.exists(directory) else { return [] }
+        let lock = try takeLock()
+        defer { withExtendedLifetime(lock) {} }
+        var freed: [Allocation] = []
+        for allocation in try readAll() where isStale(allocation) {
+            try Files.removeTree(path(allocation.index))
+            freed.append(allocation)
+        }
+        return freed
+    }
+
     /// Every range on disk, stale ones included, by index.
     public func allocations() throws -> [Allocation] {
         guard Files.exists(directory) else { return [] }
@@ -118,15 +144,11 @@ public struct IDAllocator: Sendable {
         try allocations().first { $0.owner == owner }
     }
 
-    /// No `state.json` in the owner's directory and the allocating process is gone.
+    /// No `state.json` in the owner's directory and the allocating process (pid + start time,
+    /// `ProcessIdentity`: a reused pid is not the holder) is gone.
     func isStale(_ allocation: Allocation) -> Bool {
         if Files.exists(allocation.owner + "/state.json") { return false }
-        if let stat = ProcStat.read(pid: allocation.holderPid), stat.startTime == allocation.holderStartTime,
-            stat.state != "Z", stat.state != "X"
-        {
-            return false
-        }
-        return true
+        return !ProcessIdentity(pid: allocation.holderPid, startTime: allocation.holderStartTime).isAlive
     }
 
     private func path(_ index: Int) -> String { directory + "/\(index).json" }
@@ -143,6 +165,12 @@ public struct IDAllocator: Sendable {
         while let entry = readdir(dir) {
             let name = withUnsafePointer(to: entry.pointee.d_name) {
                 $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
+            }
+            if name.hasSuffix(".json.tmp") {
+                // A write killed before its rename (`Files.writeAtomically`); writers hold the
+                // lock we hold, so its writer is gone.
+                unlink(directory + "/" + name)
+                continue
             }
             guard name.hasSuffix(".json"), let index = Int(name.dropLast(5)) else { continue }
             guard let bytes = try? Files.read(path(index)),

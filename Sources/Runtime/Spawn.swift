@@ -75,6 +75,7 @@ func spawnInit(
     }
     config.unshare_flags = unshare
     config.sync_fd = childEnd
+    config.peer_fd = parentEnd
     config.exe_fd = exeFd
     config.keep_fds = Int32(preserveFds)
     let entersUserNamespace = unshare & CLONE_NEWUSER != 0 || join.contains { $0.type == "user" }

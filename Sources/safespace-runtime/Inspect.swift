@@ -87,7 +87,8 @@ struct List: ParsableCommand {
             if format == "json" { return try printJSON(all, pretty: false) }
             if quiet { return all.forEach { print($0.id) } }
             print("ID\tPID\tSTATUS\tBUNDLE\tCREATED\tOWNER")
-            for s in all { print("\(s.id)\t\(s.pid)\t\(s.status)\t\(s.bundle)\t\(s.created)\troot") }
+            // A half-made container (its create has not finished) shows who creates it.
+            for s in all { print("\(s.id)\t\(s.pid)\t\(s.status)\t\(s.bundle)\t\(s.created)\t\(s.creator.map { "root (create: pid \($0))" } ?? "root")") }
         }
     }
 }

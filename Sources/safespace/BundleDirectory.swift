@@ -25,23 +25,14 @@ final class BundleDirectory {
     var layerPath: String { path + "/layer" }
     var lowerPath: String { path + "/lower" }
 
-    /// Creates `<parent>/<id>` (mode 0711); `parent` is created if missing (0711 too).
-    /// Search-only for others: a sandbox in a user namespace is an unprivileged host uid that
-    /// must reach its root (`<id>/rootfs`) by path, as with runc; nothing can be listed or read.
-    /// - Throws: `CLIError` if the directory exists already (another sandbox of that name).
-    init(parent: String, id: String) throws {
-        path = parent + "/" + id
-        if mkdir(parent, 0o711) != 0 && errno != EEXIST {
-            throw CLIError("cannot create \(parent): \(lastError())")
-        }
-        _ = chmod(parent, 0o711)
-        if mkdir(path, 0o711) != 0 {
-            if errno == EEXIST {
-                throw CLIError("metadata.name: a sandbox named \(id) exists already (\(path))")
-            }
-            throw CLIError("cannot create bundle \(path): \(lastError())")
-        }
-        _ = chmod(path, 0o711)
+    /// Creates `<parent>/<id>` (mode 0711; `parent` too, if missing) holding `lease.json`
+    /// (`SandboxLease`: this process owns the sandbox). Search-only for others: a sandbox in a
+    /// user namespace is an unprivileged host uid that must reach its root (`<id>/rootfs`) by
+    /// path, as with runc; nothing can be listed or read. A directory of that name whose owner
+    /// is dead (a killed run) is reclaimed first (`SandboxLeases.acquire`).
+    /// - Throws: `RuntimeError` if a live sandbox of that name exists already.
+    init(leases: SandboxLeases, lease: SandboxLease) throws {
+        path = try leases.acquire(lease)
     }
 
     /// Writes `config.json` (mode 0600).
@@ -109,7 +100,9 @@ final class BundleDirectory {
             if let problem = unmount(lowerPath) { problems.append(problem) } else { lowerMounted = false }
         }
         if !overlayMounted && !layerMounted && !lowerMounted {
-            for file in [configPath] where unlink(file) != 0 && errno != ENOENT {
+            // The lease last: while it is there, a run that is killed now leaves a sandbox
+            // that the next run of the name or `safespace gc` reclaims.
+            for file in [configPath, path + "/" + SandboxLease.fileName] where unlink(file) != 0 && errno != ENOENT {
                 problems.append("cannot remove \(file): \(lastError())")
             }
             for dir in [rootfsPath, layerPath, lowerPath, path] where rmdir(dir) != 0 && errno != ENOENT {

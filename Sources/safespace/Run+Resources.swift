@@ -24,9 +24,12 @@ enum RunResources {
     ) throws -> EphemeralStorage? {
         let id = plan.id
         if let count = plan.limits.pinnedCPUCount {
-            let allocator = CPUAllocator()
+            let allocator = CPUAllocator(path: plan.cpuAllocations)
+            // CPUs of dead holders: their sandboxes are torn down and the CPUs freed first.
+            for problem in GarbageCollector.reclaimCPUHolders(allocator).errors { Diagnostics.warning("reclaim: \(problem)") }
             cleanup.append(("pinned CPUs of \(id)", { try allocator.release(sandbox: id) }))
-            let cpus = try allocator.allocate(sandbox: id, count: count, runtimeRoot: runtime.store.root)
+            let cpus = try allocator.allocate(
+                sandbox: id, count: count, runtimeRoot: runtime.store.root, lease: plan.bundleParent + "/" + id)
             var resources = spec.linux?.resources ?? OCI.Resources()
             resources.cpu = plan.limits.ociResources(pinnedCPUs: cpus).cpu
             spec.linux?.resources = resources
@@ -42,7 +45,7 @@ enum RunResources {
             hostRange = try allocator.allocate(owner: owner)
             cleanup.append(("host id range", { try allocator.release(owner: owner) }))
         }
-        let volume = try EphemeralStorage.create(sandbox: id, size: bytes)
+        let volume = try EphemeralStorage.create(sandbox: id, size: bytes, base: plan.ephemeralStorageBase)
         cleanup.append(("ephemeral storage \(volume.directory)", { try volume.destroy() }))
         func host(_ id: UInt32) -> UInt32 { (hostRange?.hostID ?? 0) + id }
         let uid = spec.process?.user.uid ?? 0, gid = spec.process?.user.gid ?? 0
@@ -92,12 +95,12 @@ enum RunResources {
         return oomExitCode
     }
 
-    /// Destroys the ephemeral storage volumes left by runs that crashed: a volume whose
-    /// sandbox has no state in `root` and whose bundle directory is gone (a run between
-    /// creating its volume and `create` still has its bundle directory).
-    static func reapVolumes(root: String, bundleRoot: String) {
+    /// Destroys the ephemeral storage volumes left by runs that crashed: a volume whose owner
+    /// (`owner.json`) is dead; one without an owner record once its sandbox has no state in
+    /// `root` and no bundle directory.
+    static func reapVolumes(root: String, bundleRoot: String, base: String) {
         guard geteuid() == 0 else { return }
-        EphemeralStorage.reap { id in
+        EphemeralStorage.reap(base: base) { id in
             access("\(root)/\(id)/state.json", F_OK) == 0 || access("\(bundleRoot)/\(id)", F_OK) == 0
         }
     }

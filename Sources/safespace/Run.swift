@@ -25,6 +25,10 @@ struct SandboxRunPlan {
     var limits = SandboxLimits()
     /// The sandbox's writable paths (the tmpfs mounts an ephemeral storage volume replaces).
     var writablePaths: [String] = []
+    /// `CPUAllocator` file of `cpuPinning` (`--cpu-allocations`).
+    var cpuAllocations: String = CPUAllocator.defaultPath
+    /// `EphemeralStorage` base of the volume (`--ephemeral-storage`).
+    var ephemeralStorageBase: String = EphemeralStorage.defaultBase
 }
 
 /// Exit codes of `safespace run` besides the workload's own (timeout(1)'s and the shell's).
@@ -65,7 +69,12 @@ struct SandboxRun {
         let code: Int32
         var oomExit: Int32?
         do {
-            let bundle = try BundleDirectory(parent: plan.bundleParent, id: plan.id)
+            // The sandbox's lease: what a later run of the name or `safespace gc` reclaims if
+            // this process is killed (Runtime/Reclaim.swift).
+            let lease = SandboxLease(
+                id: plan.id, stateRoot: plan.stateRoot, cpuAllocations: plan.cpuAllocations,
+                idRanges: (try? RuntimeConfiguration.load())?.idAllocator.directory, ephemeralStorageBase: plan.ephemeralStorageBase)
+            let bundle = try BundleDirectory(leases: SandboxLeases(directory: plan.bundleParent), lease: lease)
             cleanup.append(("bundle \(bundle.path)", bundle.remove))
             var spec = plan.spec
             // Pinned CPUs and the ephemeral storage volume, which then holds the writable layer.

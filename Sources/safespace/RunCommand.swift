@@ -49,6 +49,12 @@ struct RunCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Directory under which bundles are written.", visibility: .hidden))
     var bundleRoot: String = "/run/safespace-bundles"
 
+    @Option(name: .customLong("cpu-allocations"), help: ArgumentHelp("File of cpuPinning's CPU allocations.", visibility: .hidden))
+    var cpuAllocations: String = CPUAllocator.defaultPath
+
+    @Option(name: .customLong("ephemeral-storage"), help: ArgumentHelp("Base directory of ephemeral storage volumes.", visibility: .hidden))
+    var ephemeralStorage: String = EphemeralStorage.defaultBase
+
     @Option(help: ArgumentHelp("Rootfs store directory.", visibility: .hidden))
     var rootfsStore: String = RootfsStore.defaultRoot
 
@@ -96,7 +102,7 @@ struct RunCommand: ParsableCommand {
         }
         if geteuid() != 0 { throw CLIError("safespace run needs root (namespaces, mounts, cgroups)") }
         // Ephemeral storage volumes of runs that crashed (Run+Resources.swift).
-        RunResources.reapVolumes(root: root, bundleRoot: bundleRoot)
+        RunResources.reapVolumes(root: root, bundleRoot: bundleRoot, base: ephemeralStorage)
 
         let store = RootfsStore(root: rootfsStore)
         let resolved: (manifest: RootfsManifest, rootfsPath: String)
@@ -117,6 +123,7 @@ struct RunCommand: ParsableCommand {
             id: id, spec: bundle.spec,
             writableLayer: bundle.writableLayer ? (resolved.rootfsPath, SandboxPolicy.writableLayerSize) : nil,
             timeout: sandbox.spec.timeout, stateRoot: root, bundleParent: bundleRoot,
-            limits: bundle.limits, writablePaths: SandboxPolicy.writablePaths(of: sandbox))
+            limits: bundle.limits, writablePaths: SandboxPolicy.writablePaths(of: sandbox), cpuAllocations: cpuAllocations,
+            ephemeralStorageBase: ephemeralStorage)
     }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 
+import Linux
 @testable import Resources
 
 /// Real volumes (root: mount, loop devices). Each test uses its own base directory and
@@ -67,19 +68,29 @@ struct EphemeralStorageTests {
         #expect(!Self.mounted(root) && !Self.mounted(v.volume))
     }
 
-    @Test("reap removes the volumes of sandboxes that are gone and whose creator is dead; a live creator's stays")
+    @Test("reap removes the volumes whose owner died (pid reused or gone), keeps a live owner's; unrecorded ones are asked about")
     func reap() throws {
         let base = Self.base()
         defer { try? FileManager.default.removeItem(atPath: base) }
         let gone = try EphemeralStorage.create(sandbox: "gone", size: 4 << 20, base: base, backend: .tmpfs)
+        let reused = try EphemeralStorage.create(sandbox: "reused", size: 4 << 20, base: base, backend: .tmpfs)
         let alive = try EphemeralStorage.create(sandbox: "alive", size: 4 << 20, base: base, backend: .tmpfs)
+        let legacy = try EphemeralStorage.create(sandbox: "legacy", size: 4 << 20, base: base, backend: .tmpfs)
         defer { try? alive.destroy() }
-        // Made by this (live) process, e.g. a run with another state root: never reaped.
-        let running = try EphemeralStorage.create(sandbox: "running", size: 4 << 20, base: base, backend: .tmpfs)
-        defer { try? running.destroy() }
-        // A creator that crashed: this pid with another start time is not this process.
-        try "\(getpid()) 1\n".write(toFile: gone.holder, atomically: true, encoding: .utf8)
-        #expect(EphemeralStorage.reap(base: base) { $0 == "alive" } == ["gone"])
-        #expect(!Self.mounted(gone.volume) && Self.mounted(alive.volume) && Self.mounted(running.volume))
+        #expect(alive.owner == .current())
+        // A dead process: a child that exited and was reaped.
+        let child = Foundation.Process()
+        child.executableURL = URL(fileURLWithPath: "/bin/true")
+        try child.run()
+        child.waitUntilExit()
+        try gone.writeOwner(ProcessIdentity(pid: child.processIdentifier, startTime: 1))
+        // This live process's pid with another start time: a reused pid is not the owner.
+        var me = ProcessIdentity.current()
+        me.startTime += 1
+        try reused.writeOwner(me)
+        unlink(legacy.ownerPath)
+        #expect(EphemeralStorage.reap(base: base) { $0 != "legacy" }.sorted() == ["gone", "legacy", "reused"])
+        #expect(!Self.mounted(gone.volume) && !Self.mounted(reused.volume) && !Self.mounted(legacy.volume) && Self.mounted(alive.volume))
+        #expect(EphemeralStorage.reap(base: base) { _ in false }.isEmpty)
     }
 }

@@ -14,6 +14,9 @@ struct ss_spawn_config {
     int ns_count;
     int unshare_flags;         // CLONE_NEW* to create in stage 1 (CLONE_NEWUSER first)
     int sync_fd;               // stage 1's end of a SOCK_STREAM socketpair, kept in stage 2
+    int peer_fd;               // the caller's end of that socketpair, closed first in stage 1 so
+                               // a caller killed mid-spawn reads as EOF, not a wait for ever
+                               // (ignored unless > 2: a zeroed config names no peer)
     int exe_fd;                // the sealed binary stage 2 runs (SealedExecutable; execveat AT_EMPTY_PATH)
     int keep_fds;              // fds 3..3+keep_fds-1 stay open across the exec (--preserve-fds)
     int nondump_gid;           // >= 0: stage 1 sets its real gid to this (egid unchanged) so that

@@ -1,0 +1,44 @@
+/// `safespace gc`: reclaims what killed `safespace run`s and `create`s left on this node.
+import ArgumentParser
+import Glibc
+import Resources
+import Runtime
+
+struct GCCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "gc",
+        abstract: "Reclaim the sandboxes, containers and leases of processes that are gone.",
+        discussion: """
+            Everything a sandbox takes on the node is recorded with its owner (pid and start \
+            time). gc reclaims what belongs to dead owners: sandboxes of killed `safespace run`s \
+            (container, cgroup, bundle directory and its mounts, pinned CPUs, host id range, \
+            ephemeral storage volume), half-made containers of killed creates, CPU allocations \
+            and id ranges of dead holders, orphaned volumes. What a live process owns is never \
+            touched, so gc is safe while sandboxes run. Exit status 1 if something could not be \
+            reclaimed (it stays recorded for the next gc).
+            """)
+
+    @Option(help: "State directory of the runtime.")
+    var root: String = "/run/safespace"
+
+    @Option(help: ArgumentHelp("Directory under which bundles are written.", visibility: .hidden))
+    var bundleRoot: String = "/run/safespace-bundles"
+
+    @Option(name: .customLong("cpu-allocations"), help: ArgumentHelp("File of cpuPinning's CPU allocations.", visibility: .hidden))
+    var cpuAllocations: String = CPUAllocator.defaultPath
+
+    @Option(name: .customLong("ephemeral-storage"), help: ArgumentHelp("Base directory of ephemeral storage volumes.", visibility: .hidden))
+    var ephemeralStorage: String = EphemeralStorage.defaultBase
+
+    func run() throws {
+        if geteuid() != 0 { throw CLIError("safespace gc needs root (cgroups, mounts, /run)") }
+        let configuration = try RuntimeConfiguration.load()
+        let report = GarbageCollector(
+            stateRoot: root, bundleRoot: bundleRoot, cpuAllocations: cpuAllocations,
+            idAllocator: configuration.idAllocator, ephemeralStorageBase: ephemeralStorage
+        ).sweep()
+        print(report.description)
+        for error in report.errors { Diagnostics.error(error) }
+        if !report.errors.isEmpty { throw ExitCode(1) }
+    }
+}
