@@ -37,7 +37,7 @@ struct SandboxDefaultsTests {
 
         /// What a run left: state, bundles, mounts of the bundle directory or of its volume.
         func leftovers(id: String) -> [String] {
-            var found = ((try? FileManager.default.contentsOfDirectory(atPath: bundles)) ?? []).map { "bundle: \($0)" }
+            var found = ((try? FileManager.default.contentsOfDirectory(atPath: bundles)) ?? []).filter { !$0.hasPrefix(".") }.map { "bundle: \($0)" }
             found += ((try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []).filter { !$0.hasPrefix(".") }.map { "state: \($0)" }
             if FileManager.default.fileExists(atPath: "/var/lib/safespace/ephemeral/" + id) { found.append("volume: \(id)") }
             return found + Harness.leftovers(id: id, root: root)

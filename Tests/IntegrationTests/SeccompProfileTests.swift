@@ -21,7 +21,7 @@ struct SeccompProfileTests {
 
     /// Nothing of a `safespace run` left: no state, no bundle, no mount.
     static func leftovers(root: String, bundles: String) -> [String] {
-        var found = ((try? FileManager.default.contentsOfDirectory(atPath: bundles)) ?? []).map { "bundle: \($0)" }
+        var found = ((try? FileManager.default.contentsOfDirectory(atPath: bundles)) ?? []).filter { !$0.hasPrefix(".") }.map { "bundle: \($0)" }
         found += ((try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []).filter { !$0.hasPrefix(".") }.map { "state: \($0)" }
         if let mounts = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) {
             found += mounts.split(separator: "\n").filter { $0.contains(bundles) }.map { "mount: \($0)" }
