@@ -18,3 +18,6 @@ public let ST_NOEXEC: UInt = 8
 public let ST_NOATIME: UInt = 1024
 public let ST_NODIRATIME: UInt = 2048
 public let ST_RELATIME: UInt = 4096
+/// fcntl(2) "File Sealing" (linux/fcntl.h): read a memfd's seals; the seal against writes.
+public let F_GET_SEALS: Int32 = 1034
+public let F_SEAL_WRITE: Int32 = 0x0008

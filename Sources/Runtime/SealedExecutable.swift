@@ -38,7 +38,41 @@ public enum SealedExecutable {
     /// How this process sealed its executable, or nil when it could not.
     public static var method: Method? { try? sealed.get().method }
 
+    /// Re-executes this process from its sealed executable (fexecve(3)), unless it runs one
+    /// already. For the verbs that start processes in a container: every process they fork
+    /// (stage 1, and stage 2 until it re-executes as `init`) then runs the sealed binary, not
+    /// the host's file. Non-dumpable is not enough there: a container holding CAP_SYS_PTRACE in
+    /// the host's user namespace may open /proc/PID/exe of a non-dumpable process, and
+    /// `exec`'s helper is in the container's PID namespace from its clone on.
+    /// - Throws: `SysError` when the binary cannot be sealed or re-executed; the caller must
+    ///   stop then rather than run helpers from the host's file.
+    public static func reexecIfUnsealed() throws {
+        if runningSealed() { return }
+        let fd = try fd()
+        fexecve(fd, CommandLine.unsafeArgv, environ)
+        throw SysError("re-execute the sealed binary (fexecve)", path: "/proc/self/exe")
+    }
+
+    /// Whether this process's executable cannot be opened for writing by anyone: a sealed
+    /// memfd (F_SEAL_WRITE, fcntl(2)) or a file on a read-only mount (statvfs(3) ST_RDONLY),
+    /// such as the overlayfs view.
+    static func runningSealed() -> Bool {
+        let fd = ss_open("/proc/self/exe", O_RDONLY | O_CLOEXEC, 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        let seals = fcntl(fd, F_GET_SEALS)
+        if seals >= 0 && seals & F_SEAL_WRITE != 0 { return true }
+        var st = statvfs()
+        return fstatvfs(fd, &st) == 0 && st.f_flag & UInt(ST_RDONLY) != 0
+    }
+
     private static func make() throws -> (fd: Int32, method: Method) {
+        if runningSealed() {
+            // Re-executed already (`reexecIfUnsealed`): this executable is the sealed one.
+            let fd = ss_open("/proc/self/exe", O_RDONLY | O_CLOEXEC, 0)
+            guard fd >= 0 else { throw SysError("open", path: "/proc/self/exe") }
+            return (fd, fcntl(fd, F_GET_SEALS) >= 0 ? .memfd : .overlayfs)
+        }
         var overlayError: SysError?
         if getenv("SAFESPACE_EXE_SEAL").map({ String(cString: $0) }) != Method.memfd.rawValue {
             do { return (try overlay(), .overlayfs) } catch let error as SysError { overlayError = error }

@@ -10,4 +10,14 @@ if CommandLine.arguments.count > 1 && CommandLine.arguments[1] == "init" {
 if CommandLine.arguments.count > 1 && CommandLine.arguments[1] == "gvisor-wait" {
     GVisorWaiter.main(CommandLine.arguments)
 }
+// The verbs that start processes in a container run from the sealed binary from here on, so
+// that no process the container can see ever runs the host's file (SealedExecutable). Any
+// argument equal to one of them counts: a false match costs one exec, a miss would not be safe.
+if CommandLine.arguments.dropFirst().contains(where: { ["create", "run", "exec"].contains($0) }) {
+    do { try SealedExecutable.reexecIfUnsealed() } catch {
+        let message = Array("safespace-runtime: \(error)\n".utf8)
+        _ = write(2, message, message.count)
+        exit(1)
+    }
+}
 RuntimeCommand.main()

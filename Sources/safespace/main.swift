@@ -9,6 +9,14 @@ import Runtime
 if CommandLine.arguments.count == 2, CommandLine.arguments[1] == "init", getenv("_SAFESPACE_INITPIPE") != nil {
     ContainerInit.main()
 }
+// `run` starts the sandbox's processes: from the sealed binary, so that none the sandbox can
+// see runs the host's file (SealedExecutable.reexecIfUnsealed).
+if CommandLine.arguments.dropFirst().contains("run") {
+    do { try SealedExecutable.reexecIfUnsealed() } catch {
+        Diagnostics.error("\(error)")
+        exit(Diagnostics.setupFailure)
+    }
+}
 do {
     var command = try SafeSpace.parseAsRoot()
     try command.run()

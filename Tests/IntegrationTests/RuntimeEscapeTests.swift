@@ -211,7 +211,7 @@ os.rename(REPORT + "/result.json.tmp", REPORT + "/result.json")
     /// PID namespace (create, start: its `init` is watched); then `execs` × `exec ID /bin/true`,
     /// with `evil` then `exec ID /tmp/evil` until the watcher holds a handle (at most 20 times)
     /// and `execs` more. Then `done`, and the report.
-    func attack(env: [String] = [], sharedPidContainer: Bool, evil: Bool, execs: Int) throws -> Report {
+    func attack(env: [String] = [], sharedPidContainer: Bool, evil: Bool, execs: Int, ptrace: Bool = false) throws -> Report {
         let dir = try Harness.tempDir("escape")
         defer { Harness.cleanup(dir) }
         let binDir = dir + "/bin", reportDir = dir + "/report"
@@ -232,6 +232,13 @@ os.rename(REPORT + "/result.json.tmp", REPORT + "/result.json")
         let reportMount = Mount(destination: "/mnt", type: "bind", source: reportDir, options: ["rbind", "rw"])
         let bundle = try Harness.pythonBundle(["python3", "/mnt/watch.py"]) { spec in
             spec.mounts!.append(reportMount)
+            if ptrace {
+                // CAP_SYS_PTRACE in the host's user namespace opens /proc/PID/exe of any process
+                // in the container's PID namespace, non-dumpable or not.
+                for keyPath in [\Capabilities.bounding, \Capabilities.effective, \Capabilities.permitted] {
+                    spec.process!.capabilities![keyPath: keyPath] = (spec.process!.capabilities![keyPath: keyPath] ?? []) + ["CAP_SYS_PTRACE"]
+                }
+            }
         }
         defer { Harness.cleanup(bundle) }
         let id = Harness.uniqueID("esc")
@@ -299,6 +306,20 @@ os.rename(REPORT + "/result.json.tmp", REPORT + "/result.json")
         // The attack got as far as holding a handle on the runtime's executable (at least the
         // one of /tmp/evil's process, a process of the container running that binary).
         #expect(!report.held.isEmpty, "the watcher never held a handle: \(report.summary)")
+        for h in report.held {
+            #expect(!(h["write"] is Int), "a write through a kept handle landed: \(report.summary)")
+        }
+        #expect(report.binaryUnchanged, "the runtime binary was rewritten from inside the container: \(report.summary)")
+    }
+
+    @Test("CVE-2019-5736 with CAP_SYS_PTRACE: every runtime process the container can see runs the sealed binary; no write reaches the host's file")
+    func ptraceCapableContainer() throws {
+        // Non-dumpable does not hold against CAP_SYS_PTRACE: the exec helpers' and the joining
+        // init's /proc/PID/exe open. What they name must be the sealed binary, never the host's
+        // file: the runtime re-executes itself sealed before it forks them.
+        let report = try attack(sharedPidContainer: true, evil: false, execs: 8, ptrace: true)
+        #expect(report.held.contains { (($0["cmdline"] as? String) ?? "").contains("safespace-runtime") },
+                "the watcher held no handle of a runtime helper: \(report.summary)")
         for h in report.held {
             #expect(!(h["write"] is Int), "a write through a kept handle landed: \(report.summary)")
         }
