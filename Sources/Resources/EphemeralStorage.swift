@@ -63,6 +63,7 @@ public struct EphemeralStorage: Sendable, Equatable {
         }
         let storage = EphemeralStorage(sandbox: id, base: base, backend: backend ?? preferredBackend, size: size)
         try makeDirectories(base)
+        if storage.backend == .loop { try checkDiskSpace(size: size, base: base) }
         if mkdir(storage.directory, 0o755) != 0 {
             // Never adopt a directory: it is another sandbox's volume (a live one, or one `reap` takes).
             throw errno == EEXIST
@@ -202,6 +203,22 @@ public struct EphemeralStorage: Sendable, Equatable {
     }
 
     // MARK: helpers
+
+    /// Refuses a loop-backed cap larger than the space `base`'s filesystem has free for it
+    /// (statvfs(3): f_bavail × f_frsize). The image is sparse, so such a cap would let one
+    /// sandbox fill the node's disk before its own volume is full. (A tmpfs volume is memory,
+    /// charged to the sandbox's memory limit.)
+    /// - Throws: `ResourceError` naming `spec.resources.ephemeralStorage`, with both sizes.
+    static func checkDiskSpace(size: Int64, base: String) throws(ResourceError) {
+        var st = statvfs()
+        guard statvfs(base, &st) == 0 else { throw error("statvfs \(base)") }
+        let available = Int64(clamping: UInt64(st.f_bavail).multipliedReportingOverflow(by: UInt64(st.f_frsize)).partialValue)
+        if size > available {
+            throw ResourceError(
+                field: field,
+                "\(size) bytes asked for, but \(base) has \(available) bytes free; a cap above the node's free disk would let the sandbox fill it")
+        }
+    }
 
     static func error(_ step: String, code: Int32 = errno) -> ResourceError {
         ResourceError(field: field, "\(step): \(String(cString: strerror(code)))", errno: code)

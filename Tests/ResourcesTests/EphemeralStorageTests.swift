@@ -51,6 +51,22 @@ struct EphemeralStorageTests {
         #expect(!FileManager.default.fileExists(atPath: v.directory))
     }
 
+    @Test("a loop-backed cap above the free disk is refused naming the field; nothing is made")
+    func aboveFreeDisk() throws {
+        let base = Self.base()
+        defer { try? FileManager.default.removeItem(atPath: base) }
+        try FileManager.default.createDirectory(atPath: base, withIntermediateDirectories: true)
+        var st = statvfs()
+        try #require(statvfs(base, &st) == 0)
+        let free = Int64(st.f_bavail) * Int64(st.f_frsize)
+        let error = #expect(throws: ResourceError.self) {
+            try EphemeralStorage.create(sandbox: "big", size: free + (1 << 30), base: base, backend: .loop)
+        }
+        #expect(error?.field == "spec.resources.ephemeralStorage", "\(String(describing: error))")
+        #expect(error?.message.contains("free") == true, "\(String(describing: error))")
+        #expect(!FileManager.default.fileExists(atPath: base + "/big"))
+    }
+
     @Test("a writable root: an overlay whose writes land on the volume")
     func writableLayer() throws {
         let base = Self.base()
