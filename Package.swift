@@ -39,7 +39,7 @@ let package = Package(
         // The node side of a sandbox: a validated Sandbox -> bundle, leases, writable layer, id
         // range, CPUs, volume, seccomp event agent, container; and its release. Front ends:
         // `safespace run`, the daemon. Never linked into safespace-runtime.
-        .target(name: "SandboxHost", dependencies: ["OCI", "Linux", "Runtime", "Sandbox", "Seccomp", "Resources"]),
+        .target(name: "SandboxHost", dependencies: ["OCI", "Linux", "Cgroups", "Runtime", "Sandbox", "Seccomp", "Resources"]),
         .executableTarget(
             name: "safespace",
             dependencies: ["Runtime", "Sandbox", "SandboxHost", "Seccomp", "Resources", .product(name: "ArgumentParser", package: "swift-argument-parser")]),

@@ -9,6 +9,7 @@
 /// and never exits; errors are thrown, and what is worth telling but not an error goes to
 /// `Configuration.messages`. Every fork goes through Runtime (its spawn and `init` paths).
 /// It must not import ArgumentParser or anything of a front end.
+import Cgroups
 import Foundation
 import Glibc
 import OCI
@@ -132,6 +133,12 @@ public struct SandboxHost: Sendable {
     /// first); nothing without root.
     public func reapVolumes() {
         RunResources.reapVolumes(root: configuration.stateRoot, bundleRoot: configuration.bundleRoot, base: configuration.ephemeralStorageBase)
+    }
+
+    /// The resource usage of sandbox `id` from its cgroup (`ContainerRuntime.stats`).
+    /// - Throws: what `stats` throws for an unknown or stopped sandbox.
+    public func stats(id: String) throws -> CgroupStats {
+        try ContainerRuntime(root: configuration.stateRoot).stats(id: id)
     }
 
     /// Reclaims everything of this node's sandboxes and containers whose owner is dead:
