@@ -38,10 +38,7 @@ enum RunResources {
         // reserved here for the container created next, which adopts it (same owner).
         var hostRange: IDAllocator.Allocation?
         if spec.annotations?[UserNamespaceRange.annotation] == UserNamespaceRange.auto {
-            let allocator = try RuntimeConfiguration.load().idAllocator
-            let owner = runtime.store.directory(id)
-            hostRange = try allocator.allocate(owner: owner)
-            cleanup.append(("host id range", { try allocator.release(owner: owner) }))
+            hostRange = try reserveHostRange(id: id, runtime: runtime, cleanup: &cleanup)
         }
         let volume = try EphemeralStorage.create(sandbox: id, size: bytes, base: configuration.ephemeralStorageBase)
         cleanup.append(("ephemeral storage \(volume.directory)", { try volume.destroy() }))
@@ -82,6 +79,18 @@ enum RunResources {
             spec.root?.path = try volume.writableLayer(lower: lower)
         }
         return volume
+    }
+
+    /// Reserves a host id range (runtime.json's `IDAllocator`) for the container `id` created
+    /// next, which adopts it (same owner, `<stateRoot>/<id>`); its release goes in `cleanup`.
+    static func reserveHostRange(
+        id: String, runtime: ContainerRuntime, cleanup: inout [(String, () throws -> Void)]
+    ) throws -> IDAllocator.Allocation {
+        let allocator = try RuntimeConfiguration.load().idAllocator
+        let owner = runtime.store.directory(id)
+        let range = try allocator.allocate(owner: owner)
+        cleanup.append(("host id range", { try allocator.release(owner: owner) }))
+        return range
     }
 
     /// Destroys the ephemeral storage volumes left by runs that crashed: a volume whose owner

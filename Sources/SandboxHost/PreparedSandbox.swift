@@ -55,10 +55,7 @@ public final class PreparedSandbox: @unchecked Sendable {
             // reserved here for the container created next, which adopts it (same owner).
             var idMapping: [IDMapping]?
             if plan.spec.annotations?[UserNamespaceRange.annotation] == UserNamespaceRange.auto {
-                let allocator = try RuntimeConfiguration.load().idAllocator
-                let owner = runtime.store.directory(plan.id)
-                idMapping = try allocator.allocate(owner: owner).mappings
-                cleanup.append(("host id range", { try allocator.release(owner: owner) }))
+                idMapping = try RunResources.reserveHostRange(id: plan.id, runtime: runtime, cleanup: &cleanup).mappings
             }
             try bundle.mountWritableLayer(lowerdir: layer.lowerdir, size: layer.size, idMapping: idMapping)
         }
