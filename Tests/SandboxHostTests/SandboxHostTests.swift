@@ -126,6 +126,30 @@ private func minimalPlan(_ id: String) -> SandboxPlan {
         #expect(FileManager.default.fileExists(atPath: first.bundle + "/config.json"))
     }
 
+    @Test func threadsPrepareAndCleanUpAtOnceAndOneNameGoesToOneOfThem() throws {
+        let node = try TempNode()
+        defer { node.remove() }
+        let host = SandboxHost(configuration: node.configuration)
+        let names = (0..<6).map { "sb-thread-\($0)" } + ["sb-shared", "sb-shared", "sb-shared"]
+        let lock = NSLock()
+        nonisolated(unsafe) var prepared: [PreparedSandbox] = []
+        nonisolated(unsafe) var refused: [String] = []
+        DispatchQueue.concurrentPerform(iterations: names.count) { index in
+            do {
+                let sandbox = try host.prepare(minimalPlan(names[index]))
+                lock.withLock { prepared.append(sandbox) }
+            } catch {
+                lock.withLock { refused.append(names[index]) }
+            }
+        }
+        #expect(prepared.count == 7)
+        #expect(refused == ["sb-shared", "sb-shared"])
+        DispatchQueue.concurrentPerform(iterations: prepared.count) { index in
+            #expect(throws: Never.self) { try prepared[index].cleanup() }
+        }
+        #expect(SandboxLeases(directory: node.configuration.bundleRoot).ids().isEmpty)
+    }
+
     @Test func aFailedPrepareReleasesWhatItTook() throws {
         let node = try TempNode()
         defer { node.remove() }
