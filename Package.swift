@@ -36,14 +36,19 @@ let package = Package(
         .executableTarget(
             name: "safespace-runtime",
             dependencies: ["Runtime", "Seccomp", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+        // The node side of a sandbox: a validated Sandbox -> bundle, leases, writable layer, id
+        // range, CPUs, volume, seccomp event agent, container; and its release. Front ends:
+        // `safespace run`, the daemon. Never linked into safespace-runtime.
+        .target(name: "SandboxHost", dependencies: ["OCI", "Linux", "Cgroups", "Runtime", "Sandbox", "Seccomp", "Resources"]),
         .executableTarget(
             name: "safespace",
-            dependencies: ["Runtime", "Sandbox", "Seccomp", "Resources", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+            dependencies: ["Runtime", "Sandbox", "SandboxHost", "Seccomp", "Resources", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .testTarget(name: "OCITests", dependencies: ["OCI"]),
         .testTarget(name: "CgroupsTests", dependencies: ["Cgroups", "OCI"]),
         .testTarget(name: "ResourcesTests", dependencies: ["Resources", "OCI", "Linux"]),
         .testTarget(name: "SandboxTests", dependencies: ["Sandbox", "OCI", "Seccomp", "Resources"]),
         .testTarget(name: "SeccompTests", dependencies: ["Seccomp", "OCI"]),
+        .testTarget(name: "SandboxHostTests", dependencies: ["SandboxHost", "Sandbox", "OCI", "Resources", "Runtime"]),
         .testTarget(name: "RuntimeTests", dependencies: ["OCI", "Runtime", "Linux"]),
         .testTarget(name: "IntegrationTests", dependencies: ["OCI", "Runtime", "Seccomp", "Resources", "Linux"]),
     ],

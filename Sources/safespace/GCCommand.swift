@@ -2,7 +2,7 @@
 import ArgumentParser
 import Glibc
 import Resources
-import Runtime
+import SandboxHost
 
 struct GCCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -32,11 +32,9 @@ struct GCCommand: ParsableCommand {
 
     func run() throws {
         if geteuid() != 0 { throw CLIError("safespace gc needs root (cgroups, mounts, /run)") }
-        let configuration = try RuntimeConfiguration.load()
-        let report = GarbageCollector(
-            stateRoot: root, bundleRoot: bundleRoot, cpuAllocations: cpuAllocations,
-            idAllocator: configuration.idAllocator, ephemeralStorageBase: ephemeralStorage
-        ).sweep()
+        let report = try SandboxHost(
+            configuration: .init(stateRoot: root, bundleRoot: bundleRoot, cpuAllocations: cpuAllocations, ephemeralStorageBase: ephemeralStorage)
+        ).gc()
         print(report.description)
         for error in report.errors { Diagnostics.error(error) }
         if !report.errors.isEmpty { throw ExitCode(1) }

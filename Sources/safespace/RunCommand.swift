@@ -4,6 +4,7 @@ import Foundation
 import Glibc
 import Resources
 import Sandbox
+import SandboxHost
 
 struct RunCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -69,8 +70,9 @@ struct RunCommand: ParsableCommand {
 
     func run() throws {
         do {
-            let plan = try makePlan()
-            throw ExitCode(SandboxRun(plan: plan).execute())
+            let host = SandboxHost(configuration: hostConfiguration)
+            let plan = try makePlan(host: host)
+            throw ExitCode(SandboxRun(host: host, plan: plan).execute())
         } catch let error as SandboxError {
             Diagnostics.error(error.description)
             throw ExitCode(Diagnostics.setupFailure)
@@ -82,8 +84,15 @@ struct RunCommand: ParsableCommand {
         }
     }
 
-    /// The Sandbox with flags applied and validated, its rootfs, and its bundle spec.
-    func makePlan() throws -> SandboxRunPlan {
+    /// The node paths of the flags; warnings and the seccomp summary go to stderr.
+    var hostConfiguration: SandboxHost.Configuration {
+        SandboxHost.Configuration(
+            stateRoot: root, bundleRoot: bundleRoot, cpuAllocations: cpuAllocations, ephemeralStorageBase: ephemeralStorage,
+            rootfsStore: rootfsStore, seccompProfiles: profileDir, messages: Diagnostics.report)
+    }
+
+    /// The Sandbox with flags applied and validated, and its plan on this node (rootfs, bundle spec).
+    func makePlan(host: SandboxHost) throws -> SandboxPlan {
         let base = try file.map { path throws(SandboxError) in try Sandbox.load(path: path) }
             ?? Sandbox()
         var sandbox = base.applying(SandboxOverrides(name: name, runtime: runtime, timeout: timeout))
@@ -96,34 +105,7 @@ struct RunCommand: ParsableCommand {
             sandbox.spec.securityContext = context
         }
         try sandbox.validate()
-        // Both are set by `applying` and checked by `validate`.
-        guard let id = sandbox.metadata.name, let runtimeName = sandbox.spec.runtime else {
-            throw CLIError("metadata.name and spec.runtime are required")
-        }
         if geteuid() != 0 { throw CLIError("safespace run needs root (namespaces, mounts, cgroups)") }
-        // Ephemeral storage volumes of runs that crashed (Run+Resources.swift).
-        RunResources.reapVolumes(root: root, bundleRoot: bundleRoot, base: ephemeralStorage)
-
-        let store = RootfsStore(root: rootfsStore)
-        let resolved: (manifest: RootfsManifest, rootfsPath: String)
-        do { resolved = try store.resolve(runtime: runtimeName) } catch {
-            throw CLIError("spec.runtime: \(error)")
-        }
-
-        let writableRoot = !(sandbox.spec.filesystem?.readOnlyRoot ?? true)
-        let bundlePath = bundleRoot + "/" + id
-        let rootPath = writableRoot ? bundlePath + "/rootfs" : resolved.rootfsPath
-        // The node's limits for what spec.resources leaves out (runtime.json's sandboxDefaults).
-        let defaults: SandboxDefaults
-        do { defaults = try SandboxDefaults.load() } catch { throw CLIError("\(error)") }
-        let bundle = try SandboxPolicy.bundle(
-            for: sandbox, rootfs: rootPath, id: id, args: command, env: env, seccompProfiles: SeccompProfiles(directory: profileDir),
-            defaults: defaults)
-        return SandboxRunPlan(
-            id: id, spec: bundle.spec,
-            writableLayer: bundle.writableLayer ? (resolved.rootfsPath, SandboxPolicy.writableLayerSize) : nil,
-            timeout: sandbox.spec.timeout, stateRoot: root, bundleParent: bundleRoot,
-            limits: bundle.limits, writablePaths: SandboxPolicy.writablePaths(of: sandbox), cpuAllocations: cpuAllocations,
-            ephemeralStorageBase: ephemeralStorage)
+        return try host.plan(for: sandbox, args: command, env: env)
     }
 }

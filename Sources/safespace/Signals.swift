@@ -56,6 +56,8 @@ func nextSignal(from fd: Int32, waitingAtMost milliseconds: Int32) -> Int32? {
     return read(fd, &byte, 1) == 1 ? Int32(byte) : nil
 }
 
+func lastError() -> String { String(cString: strerror(errno)) }
+
 /// An error of safespace itself, reported as `safespace: error: <message>`, exit 125.
 struct CLIError: Error, CustomStringConvertible {
     var description: String

@@ -3,7 +3,7 @@ import ArgumentParser
 import Cgroups
 import Foundation
 import Glibc
-import Runtime
+import SandboxHost
 
 struct StatsCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -56,7 +56,7 @@ struct StatsCommand: ParsableCommand {
     func run() throws {
         let stats: CgroupStats
         do {
-            stats = try ContainerRuntime(root: root).stats(id: name)
+            stats = try SandboxHost(configuration: .init(stateRoot: root)).stats(id: name)
         } catch {
             Diagnostics.error("stats \(name): \(error)")
             throw ExitCode(Diagnostics.setupFailure)

@@ -2,6 +2,7 @@
 import ArgumentParser
 import Glibc
 import Runtime
+import SandboxHost
 
 // The runtime re-executes /proc/self/exe as `<argv0> init` inside the new namespaces
 // (Runtime/Spawn.swift): that process must become the container's init before any argument
@@ -46,6 +47,14 @@ enum Diagnostics {
 
     static func warning(_ message: String) {
         writeStandardError("safespace: warning: \(message)\n")
+    }
+
+    /// Prints what `SandboxHost` reports: `safespace: warning: …`, `safespace: <seccomp summary>`.
+    @Sendable static func report(_ message: SandboxHost.Message) {
+        switch message {
+        case .warning(let text): warning(text)
+        case .seccompSummary(let summary): writeStandardError("safespace: \(summary)\n")
+        }
     }
 
     /// Prints `error` (help goes to stdout) and returns the code to exit with.

@@ -1,8 +1,8 @@
-/// `spec.resources` in `safespace run`: the node state a sandbox's limits need beyond its
+/// `spec.resources` of a sandbox: the node state its limits need beyond its
 /// `linux.resources` (which the policy sets): the CPUs of `cpuPinning`, held in
 /// `CPUAllocator`'s file, and the `ephemeralStorage` volume (every sandbox has one: the node's
 /// default when the Sandbox names none) that holds every writable path, /dev/shm and the
-/// writable layer, so their total is capped. Also the OOM report after the workload.
+/// writable layer, so their total is capped.
 import Foundation
 import Glibc
 import OCI
@@ -10,9 +10,6 @@ import Resources
 import Runtime
 
 enum RunResources {
-    /// Exit code of a sandbox killed by the OOM killer (128 + SIGKILL).
-    static let oomExitCode: Int32 = 137
-
     /// Completes `spec` with the node state `plan.limits` asks for, registering the release
     /// of each piece in `cleanup` as soon as it is taken (run in reverse: container delete,
     /// then the volume, then the CPUs).
@@ -20,16 +17,17 @@ enum RunResources {
     ///   paths, /dev/shm and, for a writable root, the writable layer (`spec.root.path` points
     ///   at it).
     static func prepare(
-        plan: SandboxRunPlan, runtime: ContainerRuntime, spec: inout Spec, cleanup: inout [(String, () throws -> Void)]
+        plan: SandboxPlan, configuration: SandboxHost.Configuration, runtime: ContainerRuntime, spec: inout Spec,
+        cleanup: inout [(String, () throws -> Void)]
     ) throws -> EphemeralStorage? {
         let id = plan.id
         if let count = plan.limits.pinnedCPUCount {
-            let allocator = CPUAllocator(path: plan.cpuAllocations)
+            let allocator = CPUAllocator(path: configuration.cpuAllocations)
             // CPUs of dead holders: their sandboxes are torn down and the CPUs freed first.
-            for problem in GarbageCollector.reclaimCPUHolders(allocator).errors { Diagnostics.warning("reclaim: \(problem)") }
+            for problem in GarbageCollector.reclaimCPUHolders(allocator).errors { configuration.warn("reclaim: \(problem)") }
             cleanup.append(("pinned CPUs of \(id)", { try allocator.release(sandbox: id) }))
             let cpus = try allocator.allocate(
-                sandbox: id, count: count, runtimeRoot: runtime.store.root, lease: plan.bundleParent + "/" + id)
+                sandbox: id, count: count, runtimeRoot: runtime.store.root, lease: configuration.bundleRoot + "/" + id)
             var resources = spec.linux?.resources ?? OCI.Resources()
             resources.cpu = plan.limits.ociResources(pinnedCPUs: cpus).cpu
             spec.linux?.resources = resources
@@ -40,12 +38,9 @@ enum RunResources {
         // reserved here for the container created next, which adopts it (same owner).
         var hostRange: IDAllocator.Allocation?
         if spec.annotations?[UserNamespaceRange.annotation] == UserNamespaceRange.auto {
-            let allocator = try RuntimeConfiguration.load().idAllocator
-            let owner = runtime.store.directory(id)
-            hostRange = try allocator.allocate(owner: owner)
-            cleanup.append(("host id range", { try allocator.release(owner: owner) }))
+            hostRange = try reserveHostRange(id: id, runtime: runtime, cleanup: &cleanup)
         }
-        let volume = try EphemeralStorage.create(sandbox: id, size: bytes, base: plan.ephemeralStorageBase)
+        let volume = try EphemeralStorage.create(sandbox: id, size: bytes, base: configuration.ephemeralStorageBase)
         cleanup.append(("ephemeral storage \(volume.directory)", { try volume.destroy() }))
         func host(_ id: UInt32) -> UInt32 { (hostRange?.hostID ?? 0) + id }
         let uid = spec.process?.user.uid ?? 0, gid = spec.process?.user.gid ?? 0
@@ -74,25 +69,28 @@ enum RunResources {
                 lower = volume.volume + "/layer/lower"
                 let upper = volume.volume + "/layer/upper"
                 for dir in [volume.volume + "/layer", lower, upper] where mkdir(dir, 0o700) != 0 && errno != EEXIST {
-                    throw CLIError("cannot create \(dir): \(lastError())")
+                    throw SandboxHostError("cannot create \(dir): \(lastError())")
                 }
                 try IDMappedMount.mount(layer.lowerdir, at: lower, mappings: range.mappings)
                 var status = stat()
                 let mode = stat(layer.lowerdir, &status) == 0 ? status.st_mode & 0o7777 : 0o755
-                guard chown(upper, range.hostID, range.hostID) == 0, chmod(upper, mode) == 0 else { throw CLIError("chown \(upper): \(lastError())") }
+                guard chown(upper, range.hostID, range.hostID) == 0, chmod(upper, mode) == 0 else { throw SandboxHostError("chown \(upper): \(lastError())") }
             }
             spec.root?.path = try volume.writableLayer(lower: lower)
         }
         return volume
     }
 
-    /// After the workload ended and before delete: when the OOM killer killed a process of
-    /// the sandbox, prints why and returns 137.
-    static func oomExit(runtime: ContainerRuntime, id: String, limits: SandboxLimits) -> Int32? {
-        guard (try? runtime.oomKilled(id: id)) == true else { return nil }
-        let limit = limits.memoryBytes.map { formatBytes($0) } ?? "none"
-        writeStandardError("safespace: sandbox \(id) was OOM-killed (memory limit \(limit))\n")
-        return oomExitCode
+    /// Reserves a host id range (runtime.json's `IDAllocator`) for the container `id` created
+    /// next, which adopts it (same owner, `<stateRoot>/<id>`); its release goes in `cleanup`.
+    static func reserveHostRange(
+        id: String, runtime: ContainerRuntime, cleanup: inout [(String, () throws -> Void)]
+    ) throws -> IDAllocator.Allocation {
+        let allocator = try RuntimeConfiguration.load().idAllocator
+        let owner = runtime.store.directory(id)
+        let range = try allocator.allocate(owner: owner)
+        cleanup.append(("host id range", { try allocator.release(owner: owner) }))
+        return range
     }
 
     /// Destroys the ephemeral storage volumes left by runs that crashed: a volume whose owner
@@ -104,12 +102,4 @@ enum RunResources {
             access("\(root)/\(id)/state.json", F_OK) == 0 || access("\(bundleRoot)/\(id)", F_OK) == 0
         }
     }
-}
-
-/// `1Gi`, `64Mi`, `512Ki` when exact, else bytes.
-func formatBytes(_ bytes: Int64) -> String {
-    for (suffix, shift) in [("Ti", 40), ("Gi", 30), ("Mi", 20), ("Ki", 10)] where bytes >= (1 << shift) && bytes % (1 << shift) == 0 {
-        return "\(bytes >> shift)\(suffix)"
-    }
-    return "\(bytes)"
 }
