@@ -32,7 +32,17 @@ let package = Package(
         // allocator, ephemeral storage volumes (wired into the Sandbox policy by the CLI/daemon).
         .target(name: "Resources", dependencies: ["OCI", "Linux", "CSafeSpace"]),
         // Seccomp: Docker-format profiles resolved into linux.seccomp (SandboxPolicy+Seccomp.swift).
-        .target(name: "Sandbox", dependencies: ["OCI", "Seccomp", "Resources", .product(name: "Yams", package: "Yams")]),
+        // The built-in profiles are seccomp/*.json, compiled into the code (no resource bundle
+        // to install beside the binary); BuiltinProfiles is a symlink to seccomp/, since SwiftPM
+        // takes resources only from under the target's directory.
+        .target(
+            name: "Sandbox", dependencies: ["OCI", "Seccomp", "Resources", .product(name: "Yams", package: "Yams")],
+            exclude: ["BuiltinProfiles/README.md"],
+            resources: [
+                .embedInCode("BuiltinProfiles/default.json"),
+                .embedInCode("BuiltinProfiles/python.json"),
+                .embedInCode("BuiltinProfiles/node.json"),
+            ]),
         .executableTarget(
             name: "safespace-runtime",
             dependencies: ["Runtime", "Seccomp", .product(name: "ArgumentParser", package: "swift-argument-parser")]),

@@ -15,6 +15,13 @@ public struct SeccompProfiles: Sendable {
     public static let defaultDirectory = "/etc/safespace/profiles"
     /// The built-in profile of the `standard` and `custom` levels.
     public static let defaultName = "default"
+    /// The built-in profiles by name: the files of seccomp/, as text, embedded in the binary
+    /// (`embedInCode` resources of this target, Package.swift).
+    public static let builtin: [String: String] = [
+        "default": String(decoding: PackageResources.default_json, as: UTF8.self),
+        "python": String(decoding: PackageResources.python_json, as: UTF8.self),
+        "node": String(decoding: PackageResources.node_json, as: UTF8.self),
+    ]
 
     public var directory: String
 
