@@ -18,22 +18,12 @@ struct GCCommand: ParsableCommand {
             reclaimed (it stays recorded for the next gc).
             """)
 
-    @Option(help: "State directory of the runtime.")
-    var root: String = "/run/safespace"
-
-    @Option(help: ArgumentHelp("Directory under which bundles are written.", visibility: .hidden))
-    var bundleRoot: String = "/run/safespace-bundles"
-
-    @Option(name: .customLong("cpu-allocations"), help: ArgumentHelp("File of cpuPinning's CPU allocations.", visibility: .hidden))
-    var cpuAllocations: String = CPUAllocator.defaultPath
-
-    @Option(name: .customLong("ephemeral-storage"), help: ArgumentHelp("Base directory of ephemeral storage volumes.", visibility: .hidden))
-    var ephemeralStorage: String = EphemeralStorage.defaultBase
+    @OptionGroup var node: NodePathOptions
 
     func run() throws {
         if geteuid() != 0 { throw CLIError("safespace gc needs root (cgroups, mounts, /run)") }
         let report = try SandboxHost(
-            configuration: .init(stateRoot: root, bundleRoot: bundleRoot, cpuAllocations: cpuAllocations, ephemeralStorageBase: ephemeralStorage)
+            configuration: .init(stateRoot: node.root, bundleRoot: node.bundleRoot, cpuAllocations: node.cpuAllocations, ephemeralStorageBase: node.ephemeralStorage)
         ).gc()
         print(report.description)
         for error in report.errors { Diagnostics.error(error) }

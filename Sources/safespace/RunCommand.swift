@@ -44,17 +44,7 @@ struct RunCommand: ParsableCommand {
     @Option(name: [.customShort("e"), .long], help: "Environment variable KEY=VALUE for the command (repeatable).")
     var env: [String] = []
 
-    @Option(help: "State directory of the runtime.")
-    var root: String = "/run/safespace"
-
-    @Option(help: ArgumentHelp("Directory under which bundles are written.", visibility: .hidden))
-    var bundleRoot: String = "/run/safespace-bundles"
-
-    @Option(name: .customLong("cpu-allocations"), help: ArgumentHelp("File of cpuPinning's CPU allocations.", visibility: .hidden))
-    var cpuAllocations: String = CPUAllocator.defaultPath
-
-    @Option(name: .customLong("ephemeral-storage"), help: ArgumentHelp("Base directory of ephemeral storage volumes.", visibility: .hidden))
-    var ephemeralStorage: String = EphemeralStorage.defaultBase
+    @OptionGroup var node: NodePathOptions
 
     @Option(help: ArgumentHelp("Rootfs store directory.", visibility: .hidden))
     var rootfsStore: String = RootfsStore.defaultRoot
@@ -87,7 +77,7 @@ struct RunCommand: ParsableCommand {
     /// The node paths of the flags; warnings and the seccomp summary go to stderr.
     var hostConfiguration: SandboxHost.Configuration {
         SandboxHost.Configuration(
-            stateRoot: root, bundleRoot: bundleRoot, cpuAllocations: cpuAllocations, ephemeralStorageBase: ephemeralStorage,
+            stateRoot: node.root, bundleRoot: node.bundleRoot, cpuAllocations: node.cpuAllocations, ephemeralStorageBase: node.ephemeralStorage,
             rootfsStore: rootfsStore, seccompProfiles: profileDir, messages: Diagnostics.report)
     }
 
