@@ -157,6 +157,12 @@ public struct ContainerRuntime: Sendable {
             }
             return pid
         } catch {
+            // An init the OOM killer took while it set up shows only as a broken init socket:
+            // name the limit, as runc does ("container init was OOM-killed (memory limit too low?)").
+            var failure = error
+            if let cgroup, (cgroup.oomKillsSinceCreate() ?? 0) > 0 {
+                failure = RuntimeError("linux.resources.memory.limit: the container's init was OOM-killed while it was set up (memory limit too low?): \(error)")
+            }
             if initPid > 0 {
                 Glibc.kill(initPid, SIGKILL)
                 var st: Int32 = 0
@@ -168,7 +174,7 @@ public struct ContainerRuntime: Sendable {
             }
             try? Files.removeTree(dir)
             if let idRange { try? IDAllocator(directory: idRange.directory).release(owner: dir) }
-            throw error
+            throw failure
         }
     }
 

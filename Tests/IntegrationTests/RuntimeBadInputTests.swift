@@ -31,6 +31,14 @@ struct RuntimeBadInputTests {
         try expectRefused(bundle, naming: ["config.json"])
     }
 
+    @Test("a memory limit too low for the init names linux.resources.memory.limit, not the broken init socket")
+    func memoryLimitTooLow() throws {
+        let bundle = try Harness.busyboxBundle(["true"]) { spec in
+            spec.linux!.resources = Resources(memory: .init(limit: 4096))
+        }
+        try expectRefused(bundle, naming: ["linux.resources.memory.limit", "OOM-killed"])
+    }
+
     @Test("missing config.json")
     func missingConfig() throws {
         let bundle = try Harness.busyboxBundle(["true"])
