@@ -18,6 +18,21 @@ extension ContainerRuntime {
         return p
     }
 
+    /// Refuses an exec whose helper the container could trace. The helper is in the
+    /// container's PID namespace from its clone on but joins the mount namespace only after
+    /// re-executing (the dynamic loader must read the host's libraries, not the container's);
+    /// until then its root is the host's. Non-dumpable keeps it from the container, except
+    /// from a process holding CAP_SYS_PTRACE in the host's user namespace: one of a container
+    /// without a user namespace whose bounding set has it could open /proc/PID/root of the
+    /// helper and reach the host's files.
+    /// - Throws: `RuntimeError` naming `process.capabilities.bounding`.
+    static func checkExecHelperHidden(_ spec: Spec) throws {
+        let ownsUserNamespace = (spec.linux?.namespaces ?? []).contains { $0.type == "user" }
+        guard !ownsUserNamespace, (spec.process?.capabilities?.bounding ?? []).contains("CAP_SYS_PTRACE") else { return }
+        throw RuntimeError(
+            "exec refused: the container holds CAP_SYS_PTRACE (process.capabilities.bounding) without a user namespace, so it could trace the exec helper, whose root is the host's until it joins the container's mount namespace; give the container a user namespace or drop CAP_SYS_PTRACE")
+    }
+
     /// Runs another process in a running container's namespaces and cgroup (runc exec).
     ///
     /// - Returns: the process's pid (detached) or its exit status (128+N for signal N).
@@ -30,6 +45,7 @@ extension ContainerRuntime {
             throw RuntimeError("cannot exec in a stopped container: container not running")
         }
         try SpecValidation.validate(process: options.process, field: "process")
+        try Self.checkExecHelperHidden(state.spec)
         var join: [JoinNamespace] = []
         defer { join.forEach { close($0.fd) } }
         var mntFd: Int32 = -1

@@ -211,7 +211,7 @@ os.rename(REPORT + "/result.json.tmp", REPORT + "/result.json")
     /// PID namespace (create, start: its `init` is watched); then `execs` × `exec ID /bin/true`,
     /// with `evil` then `exec ID /tmp/evil` until the watcher holds a handle (at most 20 times)
     /// and `execs` more. Then `done`, and the report.
-    func attack(env: [String] = [], sharedPidContainer: Bool, evil: Bool, execs: Int, ptrace: Bool = false) throws -> Report {
+    func attack(env: [String] = [], sharedPidContainer: Bool, evil: Bool, execs: Int, ptrace: Bool = false, refusedExec: Bool = false) throws -> Report {
         let dir = try Harness.tempDir("escape")
         defer { Harness.cleanup(dir) }
         let binDir = dir + "/bin", reportDir = dir + "/report"
@@ -271,6 +271,11 @@ os.rename(REPORT + "/result.json.tmp", REPORT + "/result.json")
             let r = try rt(["exec", id, "/bin/true"])
             #expect(r.status == 0, "exec /bin/true: \(r.stderr)")
         }
+        if refusedExec {
+            // Its helper would be traceable while its root is still the host's: refused.
+            let r = try rt(["exec", id, "/bin/true"])
+            #expect(r.status != 0 && r.stderr.contains("process.capabilities.bounding"), "exec: \(r.status) \(r.stderr)")
+        }
         if evil {
             // Exits non-zero whatever happens (the runtime's binary gets "/tmp/evil" as argument).
             // The process of /tmp/evil lives only until the dynamic loader fails (the runtime's
@@ -312,12 +317,12 @@ os.rename(REPORT + "/result.json.tmp", REPORT + "/result.json")
         #expect(report.binaryUnchanged, "the runtime binary was rewritten from inside the container: \(report.summary)")
     }
 
-    @Test("CVE-2019-5736 with CAP_SYS_PTRACE: every runtime process the container can see runs the sealed binary; no write reaches the host's file")
+    @Test("CVE-2019-5736 with CAP_SYS_PTRACE: every runtime process the container can see runs the sealed binary; no write reaches the host's file; exec is refused")
     func ptraceCapableContainer() throws {
-        // Non-dumpable does not hold against CAP_SYS_PTRACE: the exec helpers' and the joining
-        // init's /proc/PID/exe open. What they name must be the sealed binary, never the host's
-        // file: the runtime re-executes itself sealed before it forks them.
-        let report = try attack(sharedPidContainer: true, evil: false, execs: 8, ptrace: true)
+        // Non-dumpable does not hold against CAP_SYS_PTRACE: the joining init's /proc/PID/exe
+        // opens. What it names must be the sealed binary, never the host's file: the runtime
+        // re-executes itself sealed before it forks. An exec into such a container is refused.
+        let report = try attack(sharedPidContainer: true, evil: false, execs: 0, ptrace: true, refusedExec: true)
         #expect(report.held.contains { (($0["cmdline"] as? String) ?? "").contains("safespace-runtime") },
                 "the watcher held no handle of a runtime helper: \(report.summary)")
         for h in report.held {
