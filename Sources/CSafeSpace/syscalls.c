@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <sched.h>
 #include <net/if.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -242,4 +243,8 @@ int ss_block_stop_signals(int block) {
     sigaddset(&set, SIGHUP);
     sigaddset(&set, SIGQUIT);
     return sigprocmask(block ? SIG_BLOCK : SIG_UNBLOCK, &set, NULL);
+}
+
+pid_t ss_clone_parent(void) {
+    return (pid_t)syscall(SYS_clone, CLONE_PARENT | SIGCHLD, 0, NULL, NULL, 0);
 }

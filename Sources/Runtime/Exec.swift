@@ -18,21 +18,6 @@ extension ContainerRuntime {
         return p
     }
 
-    /// Refuses an exec whose helper the container could trace. The helper is in the
-    /// container's PID namespace from its clone on but joins the mount namespace only after
-    /// re-executing (the dynamic loader must read the host's libraries, not the container's);
-    /// until then its root is the host's. Non-dumpable keeps it from the container, except
-    /// from a process holding CAP_SYS_PTRACE in the host's user namespace: one of a container
-    /// without a user namespace whose bounding set has it could open /proc/PID/root of the
-    /// helper and reach the host's files.
-    /// - Throws: `RuntimeError` naming `process.capabilities.bounding`.
-    static func checkExecHelperHidden(_ spec: Spec) throws {
-        let ownsUserNamespace = (spec.linux?.namespaces ?? []).contains { $0.type == "user" }
-        guard !ownsUserNamespace, (spec.process?.capabilities?.bounding ?? []).contains("CAP_SYS_PTRACE") else { return }
-        throw RuntimeError(
-            "exec refused: the container holds CAP_SYS_PTRACE (process.capabilities.bounding) without a user namespace, so it could trace the exec helper, whose root is the host's until it joins the container's mount namespace; give the container a user namespace or drop CAP_SYS_PTRACE")
-    }
-
     /// Runs another process in a running container's namespaces and cgroup (runc exec).
     ///
     /// - Returns: the process's pid (detached) or its exit status (128+N for signal N).
@@ -45,17 +30,23 @@ extension ContainerRuntime {
             throw RuntimeError("cannot exec in a stopped container: container not running")
         }
         try SpecValidation.validate(process: options.process, field: "process")
-        try Self.checkExecHelperHidden(state.spec)
         var join: [JoinNamespace] = []
         defer { join.forEach { close($0.fd) } }
-        var mntFd: Int32 = -1
-        defer { if mntFd >= 0 { close(mntFd) } }
+        // The mount and PID namespaces are joined by the helper after its re-exec, in that
+        // order (ContainerInit.runExec): never in the container's PID namespace with the
+        // host's root.
+        var mntFd: Int32 = -1, pidFd: Int32 = -1
+        defer { for fd in [mntFd, pidFd] where fd >= 0 { close(fd) } }
         let types = Set((state.spec.linux?.namespaces ?? []).map(\.type))
         for type in NamespaceKind.joinOrder where types.contains(type) {
             let path = "/proc/\(state.pid)/ns/\(NamespaceKind.procNames[type]!)"
             let fd = ss_open(path, O_RDONLY | O_CLOEXEC, 0)
             if fd < 0 { throw SysError("open namespace", path: path) }
-            if type == "mount" { mntFd = fd } else { join.append(JoinNamespace(type: type, fd: fd)) }
+            switch type {
+            case "mount": mntFd = fd
+            case "pid": pidFd = fd
+            default: join.append(JoinNamespace(type: type, fd: fd))
+            }
         }
         // The pid was checked against its start time after the namespace fds were opened.
         guard ProcStat.read(pid: state.pid)?.startTime == state.startTime else {
@@ -75,6 +66,8 @@ extension ContainerRuntime {
             join: join, unshare: 0, uidMappings: [], gidMappings: [], preserveFds: options.preserveFds,
             userNamespaceGids: state.spec.linux?.gidMappings ?? [])
         defer { close(spawned.channel.fd) }
+        // The exec'd process: the helper itself without a PID namespace to join, else its child.
+        var pid = spawned.pid
         do {
             try state.cgroup.attach(pid: spawned.pid)
             var fds: [Int32] = []
@@ -82,6 +75,11 @@ extension ContainerRuntime {
             if mntFd >= 0 {
                 mntIndex = fds.count
                 fds.append(mntFd)
+            }
+            var pidIndex: Int?
+            if pidFd >= 0 {
+                pidIndex = fds.count
+                fds.append(pidFd)
             }
             var consoleIndex: Int?
             if consoleFd >= 0 {
@@ -92,6 +90,7 @@ extension ContainerRuntime {
                 mode: .exec, id: id, bundle: state.bundle, rootfs: state.rootfs, spec: state.spec, process: options.process,
                 noPivot: false, noNewKeyring: true, preserveFds: options.preserveFds, fifoFdIndex: nil,
                 consoleSocketFdIndex: consoleIndex, mountNamespaceFdIndex: mntIndex, newNamespaces: [], stateJSON: "", seccomp: seccomp)
+            config.pidNamespaceFdIndex = pidIndex
             // The init loads the compiled filter; the profile itself would only be decoded again.
             config.spec.linux?.seccomp = nil
             if let seccompListener {
@@ -107,21 +106,31 @@ extension ContainerRuntime {
                 close(seccompListener)
                 listenerOpen = false
             }
-            if let (message, _) = try spawned.channel.receive(InitMessage.self) {
+            while let (message, _) = try spawned.channel.receive(InitMessage.self) {
+                // The helper forked the process in the PID namespace and exited: that child
+                // (ours, CLONE_PARENT) is the exec'd process from here on.
+                if message.type == "pid", pid == spawned.pid, let child = message.message.flatMap({ Int32($0) }), child > 0 {
+                    pid = child
+                    var st: Int32 = 0
+                    while waitpid(spawned.pid, &st, 0) < 0 && errno == EINTR {}
+                    continue
+                }
                 throw RuntimeError(message.message ?? "exec failed")
             }
         } catch {
-            Glibc.kill(spawned.pid, SIGKILL)
-            var st: Int32 = 0
-            _ = waitpid(spawned.pid, &st, 0)
+            for p in Set([spawned.pid, pid]) {
+                Glibc.kill(p, SIGKILL)
+                var st: Int32 = 0
+                _ = waitpid(p, &st, 0)
+            }
             throw error
         }
         if let pidFile = options.pidFile {
-            try Files.writeAtomically(try absolute(pidFile), Array("\(spawned.pid)".utf8), mode: 0o644)
+            try Files.writeAtomically(try absolute(pidFile), Array("\(pid)".utf8), mode: 0o644)
         }
-        if options.detach { return spawned.pid }
-        _ = ss_forward_signals(spawned.pid)
+        if options.detach { return pid }
+        _ = ss_forward_signals(pid)
         defer { _ = ss_forward_signals(0) }
-        return try waitChild(spawned.pid)
+        return try waitChild(pid)
     }
 }

@@ -137,6 +137,12 @@ public enum ContainerInit {
             try sys("setns(mnt)") { ss_setns(fds[idx], CLONE_NEWNS) }
             close(fds[idx])
         }
+        var config = config
+        if let idx = config.pidNamespaceFdIndex, idx < fds.count {
+            try sys("setns(pid)") { ss_setns(fds[idx], CLONE_NEWPID) }
+            close(fds[idx])
+            config.seccompHandoff = try enterPIDNamespace(config.seccompHandoff, channel: channel)
+        }
         let process = config.process
         if process.terminal == true {
             guard let idx = config.consoleSocketFdIndex, idx < fds.count else {
@@ -152,6 +158,41 @@ public enum ContainerInit {
         let executable = try setup.resolveExecutable()
         try setup.finalizeAndExec(executable, seccomp: config.seccomp, handoff: PreparedHandoff(config.seccompHandoff, fds: fds))
     }
+}
+
+/// The exec helper joins the container's PID namespace only now, after its mount namespace,
+/// as runc's nsexec does: until the mount namespace its root was the host's, and a process of
+/// the container holding CAP_SYS_PTRACE in the host's user namespace (non-dumpable does not
+/// stop it) could have reached the host's files through /proc/PID/root. setns(2) of a PID
+/// namespace applies to children, so this forks (`ss_clone_parent`: the runtime's child, as
+/// the helper is) and the child goes on in the namespace, in a session of its own (setsid(2):
+/// not the helper's, where it could take a controlling terminal it was not given). The helper
+/// tells the runtime the child's pid (an `InitMessage` "pid") and exits.
+/// - Returns: `handoff` with the child's host pid in its process state (the seccomp agent's).
+private func enterPIDNamespace(_ handoff: SeccompHandoff?, channel: InitChannel) throws -> SeccompHandoff? {
+    var pipe: [Int32] = [-1, -1]
+    try sys("pipe2") { ss_pipe2_cloexec(&pipe) }
+    let child = ss_clone_parent()
+    if child < 0 { throw SysError("clone(CLONE_PARENT)") }
+    if child > 0 {
+        // The helper: in the host's PID namespace, so `child` is the pid the runtime sees.
+        close(pipe[0])
+        var pid = child
+        _ = withUnsafeBytes(of: &pid) { write(pipe[1], $0.baseAddress, $0.count) }
+        do { try channel.send(InitMessage(type: "pid", message: "\(child)")) } catch { _exit(1) }
+        _exit(0)
+    }
+    close(pipe[1])
+    var hostPid: Int32 = 0
+    let n = withUnsafeMutableBytes(of: &hostPid) { read(pipe[0], $0.baseAddress, $0.count) }
+    close(pipe[0])
+    guard n == MemoryLayout<Int32>.size else { throw RuntimeError("exec: the helper gave no pid") }
+    if setsid() < 0 { throw SysError("setsid") }
+    guard var handoff else { return nil }
+    var state = try JSONDecoder().decode(SeccompNotify.ContainerProcessState.self, from: Data(handoff.processState.utf8))
+    state.pid = hostPid
+    handoff.processState = String(decoding: try JSONEncoder().encode(state), as: UTF8.self)
+    return handoff
 }
 
 /// An exec whose real and effective gids differ is a secure exec (AT_SECURE), for which the

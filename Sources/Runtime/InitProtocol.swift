@@ -32,6 +32,9 @@ struct InitConfig: Codable {
     var fifoFdIndex: Int?
     var consoleSocketFdIndex: Int?
     var mountNamespaceFdIndex: Int?
+    /// exec: the container's PID namespace, joined last (after the mount namespace) so that
+    /// no process of ours is in it while its root is the host's (`ContainerInit.runExec`).
+    var pidNamespaceFdIndex: Int? = nil
     var newNamespaces: [String]
     var stateJSON: String
     /// The compiled linux.seccomp filter, loaded last before execve(2).

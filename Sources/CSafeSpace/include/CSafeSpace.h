@@ -105,6 +105,11 @@ int ss_forward_signals(pid_t pid);
 int ss_setns(int fd, int nstype);
 int ss_unshare(int flags);
 int ss_pipe2_cloexec(int fds[2]);
+/// clone(2) with CLONE_PARENT|SIGCHLD and no new stack: a fork whose child is the caller's
+/// parent's child (so the runtime waits for it), without atfork handlers. Only for a
+/// single-threaded caller (the exec helper). Returns the child's pid in the caller's PID
+/// namespace, 0 in the child, -1 with errno.
+pid_t ss_clone_parent(void);
 unsigned long ss_makedev(unsigned int major, unsigned int minor);
 /// seccomp(SECCOMP_SET_MODE_FILTER, flags, prog) with `len` bytes of struct sock_filter.
 int ss_seccomp_load(const void *bpf, size_t len, unsigned int flags);
