@@ -15,6 +15,9 @@ public enum SecurityLevel: String, Codable, CaseIterable, Sendable, Comparable {
     /// The level of a sandbox or bundle that names none.
     public static let `default` = SecurityLevel.standard
 
+    /// The backend a level runs on: gVisor for `high`, else this runtime's own.
+    public var backend: Backend { self == .high ? .gvisor : .native }
+
     /// standard = custom < high: a bundle's annotation can only raise the configured level.
     var rank: Int { self == .high ? 1 : 0 }
     public static func < (a: Self, b: Self) -> Bool { a.rank < b.rank }

@@ -134,8 +134,6 @@ public struct RuntimeConfiguration: Codable, Sendable, Equatable {
 
 /// How the runtime reads a level (the type is the OCI module's, shared with the Sandbox policy).
 extension SecurityLevel {
-    public var backend: Backend { self == .high ? .gvisor : .native }
-
     static func parse(_ value: String, field: String) throws -> SecurityLevel {
         guard let level = SecurityLevel(rawValue: value) else {
             throw RuntimeError("\(field): \"\(value)\" is not a security level (standard, high, custom)")

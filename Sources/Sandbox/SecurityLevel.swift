@@ -27,7 +27,7 @@ extension SecurityLevel {
 
     /// What a level turns on: one row of the README's table. Every field is a floor.
     public struct Profile: Sendable, Equatable {
-        /// Which runtime backend runs the sandbox (the OCI module's `Backend`).
+        /// Which runtime backend runs the sandbox (`SecurityLevel.backend`, the OCI module's).
         public var backend: Backend
         public var seccomp: SeccompSource
         /// `false` here: the workload holds no capability (all five sets empty).
@@ -48,15 +48,15 @@ extension SecurityLevel {
         switch self {
         case .standard:
             Profile(
-                backend: .native, seccomp: .runtimeDefault, capabilities: false, noNewPrivileges: true,
+                backend: backend, seccomp: .runtimeDefault, capabilities: false, noNewPrivileges: true,
                 readOnlyRoot: true, userNamespace: true, network: "none", fieldsMayWeaken: false)
         case .high:
             Profile(
-                backend: .gvisor, seccomp: .gvisorSentry, capabilities: false, noNewPrivileges: true,
+                backend: backend, seccomp: .gvisorSentry, capabilities: false, noNewPrivileges: true,
                 readOnlyRoot: true, userNamespace: false, network: "none", fieldsMayWeaken: false)
         case .custom:
             Profile(
-                backend: .native, seccomp: .runtimeDefault, capabilities: false, noNewPrivileges: true,
+                backend: backend, seccomp: .runtimeDefault, capabilities: false, noNewPrivileges: true,
                 readOnlyRoot: true, userNamespace: true, network: "none", fieldsMayWeaken: true)
         }
     }
