@@ -1,4 +1,5 @@
 import Glibc
+import Linux
 
 /// A cgroup operation that failed: which step, on which file or OCI field, and the errno.
 ///
@@ -38,31 +39,7 @@ public struct CgroupError: Error, CustomStringConvertible, Sendable, Equatable {
 
     /// The symbolic name of an errno (`EINVAL`), or `errno N` for one not listed.
     public static func errnoName(_ code: Int32) -> String {
-        switch code {
-        case EPERM: return "EPERM"
-        case ENOENT: return "ENOENT"
-        case ESRCH: return "ESRCH"
-        case EINTR: return "EINTR"
-        case EIO: return "EIO"
-        case E2BIG: return "E2BIG"
-        case EBADF: return "EBADF"
-        case EAGAIN: return "EAGAIN"
-        case ENOMEM: return "ENOMEM"
-        case EACCES: return "EACCES"
-        case EBUSY: return "EBUSY"
-        case EEXIST: return "EEXIST"
-        case ENODEV: return "ENODEV"
-        case ENOTDIR: return "ENOTDIR"
-        case EISDIR: return "EISDIR"
-        case EINVAL: return "EINVAL"
-        case ENOSPC: return "ENOSPC"
-        case EROFS: return "EROFS"
-        case ERANGE: return "ERANGE"
-        case ENOTEMPTY: return "ENOTEMPTY"
-        case EOPNOTSUPP: return "EOPNOTSUPP"
-        case ENAMETOOLONG: return "ENAMETOOLONG"
-        default: return "errno \(code)"
-        }
+        ErrnoNames.name(code) ?? "errno \(code)"
     }
 
     static func strerror(_ code: Int32) -> String {

@@ -1,4 +1,5 @@
 import Glibc
+import Linux
 
 /// The few file operations cgroupfs needs, each retrying EINTR and throwing `CgroupError`
 /// with the errno and the path.
@@ -6,20 +7,9 @@ enum CgroupFS {
     /// Reads a whole (small) file.
     /// - Throws: `CgroupError` (`read`) with the errno from open(2) or read(2).
     static func read(_ path: String) throws -> String {
-        let fd = try openFile(path, O_RDONLY, operation: "read")
-        defer { close(fd) }
-        var bytes: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw CgroupError(operation: "read", path: path, errno: errno)
-            }
-            if n == 0 { break }
-            bytes.append(contentsOf: buffer[0..<n])
+        do { return try Files.readString(path) } catch let error as SysError {
+            throw CgroupError(operation: "read", path: path, errno: error.errno)
         }
-        return String(decoding: bytes, as: UTF8.self)
     }
 
     /// Writes `value` to a cgroup file in one write(2), as the kernel parses each write separately.

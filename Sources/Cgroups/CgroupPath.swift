@@ -1,4 +1,5 @@
 import Glibc
+import Linux
 
 /// Resolution of `linux.cgroupsPath` to one directory per hierarchy, from the text of
 /// `/proc/self/cgroup` and `/proc/self/mountinfo` (pure, so tests feed it sample text).
@@ -52,35 +53,10 @@ enum CgroupPath {
 
     /// The cgroup and cgroup2 mounts listed in mountinfo.
     static func parseMountinfo(_ text: String) -> [Mount] {
-        text.split(separator: "\n").compactMap { line in
-            let fields = line.split(separator: " ").map(String.init)
-            guard let dash = fields.firstIndex(of: "-"), dash >= 6, fields.count >= dash + 4 else { return nil }
-            let fstype = fields[dash + 1]
-            guard fstype == "cgroup" || fstype == "cgroup2" else { return nil }
-            return Mount(
-                root: unescape(fields[3]), mountPoint: unescape(fields[4]), isV2: fstype == "cgroup2",
-                superOptions: Set(fields[dash + 3].split(separator: ",").map(String.init)))
+        MountInfo.parse(text).compactMap { m in
+            guard m.fstype == "cgroup" || m.fstype == "cgroup2" else { return nil }
+            return Mount(root: m.root, mountPoint: m.mountPoint, isV2: m.fstype == "cgroup2", superOptions: m.superOptions)
         }
-    }
-
-    /// Undoes mountinfo's octal escapes (`\040` for a space).
-    static func unescape(_ s: String) -> String {
-        guard s.contains("\\") else { return s }
-        var out: [UInt8] = []
-        let bytes = Array(s.utf8)
-        var i = 0
-        while i < bytes.count {
-            if bytes[i] == UInt8(ascii: "\\"), i + 3 < bytes.count,
-                let v = UInt8(String(decoding: bytes[(i + 1)...(i + 3)], as: UTF8.self), radix: 8)
-            {
-                out.append(v)
-                i += 4
-            } else {
-                out.append(bytes[i])
-                i += 1
-            }
-        }
-        return String(decoding: out, as: UTF8.self)
     }
 
     /// Joins absolute path pieces with single slashes: `join("/a/", "/b", "c")` is `/a/b/c`.

@@ -1,9 +1,11 @@
 import Glibc
 
-/// Facts about a live process read from /proc/PID/stat (proc(5)).
+/// Facts about a live process read from /proc/PID/stat (proc(5)): the one parser of that file.
 public struct ProcStat: Sendable, Equatable {
     /// Field 3: R, S, D, Z, T, …
     public var state: Character
+    /// Field 4: the parent's pid.
+    public var parentPid: Int32
     /// Field 22: start time in clock ticks after boot; with the pid it names one process.
     public var startTime: UInt64
 
@@ -13,8 +15,10 @@ public struct ProcStat: Sendable, Equatable {
         // comm (field 2) may hold spaces and parentheses: split after the last ')'.
         guard let close = s.lastIndex(of: ")") else { return nil }
         let rest = s[s.index(after: close)...].split(separator: " ")
-        guard rest.count > 19, let state = rest[0].first, let start = UInt64(rest[19]) else { return nil }
-        return ProcStat(state: state, startTime: start)
+        guard rest.count > 19, let state = rest[0].first, let parent = Int32(rest[1]), let start = UInt64(rest[19]) else {
+            return nil
+        }
+        return ProcStat(state: state, parentPid: parent, startTime: start)
     }
 }
 

@@ -22,7 +22,7 @@ public struct SysError: Error, CustomStringConvertible, Sendable {
         s += operation
         if let path { s += " \(path)" }
         s += ": \(String(cString: strerror(errno)))"
-        if let name = errnoName(errno) { s += " (\(name))" }
+        if let name = ErrnoNames.name(errno) { s += " (\(name))" }
         return s
     }
 }
@@ -32,32 +32,6 @@ public struct RuntimeError: Error, CustomStringConvertible, Sendable {
     public var message: String
     public init(_ message: String) { self.message = message }
     public var description: String { message }
-}
-
-func errnoName(_ e: Int32) -> String? {
-    switch e {
-    case EPERM: "EPERM"
-    case ENOENT: "ENOENT"
-    case ESRCH: "ESRCH"
-    case EINTR: "EINTR"
-    case EIO: "EIO"
-    case EBADF: "EBADF"
-    case EAGAIN: "EAGAIN"
-    case ENOMEM: "ENOMEM"
-    case EACCES: "EACCES"
-    case EBUSY: "EBUSY"
-    case EEXIST: "EEXIST"
-    case ENOTDIR: "ENOTDIR"
-    case EISDIR: "EISDIR"
-    case EINVAL: "EINVAL"
-    case ENOSPC: "ENOSPC"
-    case EROFS: "EROFS"
-    case ENOSYS: "ENOSYS"
-    case ELOOP: "ELOOP"
-    case ENAMETOOLONG: "ENAMETOOLONG"
-    case EXDEV: "EXDEV"
-    default: nil
-    }
 }
 
 /// Runs `body` until it does not fail with EINTR; throws `SysError` on -1.

@@ -160,18 +160,12 @@ public struct CPUAllocator: Sendable {
 
     static func errorText() -> String { String(cString: strerror(errno)) }
 
-    static func readText(_ path: String) throws -> String {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw ResourceError(field: path, "open: \(errorText())", errno: errno) }
-        defer { close(fd) }
-        var bytes: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 8192)
-        while true {
-            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if n < 0 && errno == EINTR { continue }
-            if n <= 0 { break }
-            bytes += buffer[0..<n]
+    /// A whole file (`Files.readString`).
+    /// - Throws: `ResourceError` naming `path`, with the errno of open(2) or read(2).
+    static func readText(_ path: String) throws(ResourceError) -> String {
+        do { return try Files.readString(path) } catch {
+            let code = (error as? SysError)?.errno ?? EIO
+            throw ResourceError(field: path, "\((error as? SysError)?.operation ?? "read"): \(String(cString: strerror(code)))", errno: code)
         }
-        return String(decoding: bytes, as: UTF8.self)
     }
 }

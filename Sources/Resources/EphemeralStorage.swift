@@ -238,11 +238,8 @@ public struct EphemeralStorage: Sendable, Equatable {
 
     /// Whether `path` is a mount point (its device differs from its parent's, or it is a bind).
     static func isMountPoint(_ path: String) -> Bool {
-        guard let text = try? CPUAllocator.readText("/proc/self/mountinfo") else { return false }
-        return text.split(separator: "\n").contains { line in
-            let f = line.split(separator: " ")
-            return f.count > 4 && f[4] == path
-        }
+        guard let mounts = try? MountInfo.read() else { return false }
+        return mounts.contains { $0.mountPoint == path }
     }
 
     /// posix_spawn + waitpid, output discarded; the exit status (128+N for signal N).

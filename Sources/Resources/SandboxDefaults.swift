@@ -71,7 +71,7 @@ public struct SandboxDefaults: Sendable, Equatable {
         }
         let text: String
         do { text = try CPUAllocator.readText(path) } catch {
-            throw ResourceError(field: key, "\(path): \(String(cString: strerror(errno)))", errno: errno)
+            throw ResourceError(field: key, "\(path): \(String(cString: strerror(error.errno)))", errno: error.errno)
         }
         let file: File
         do { file = try JSONDecoder().decode(File.self, from: Data(text.utf8)) } catch {

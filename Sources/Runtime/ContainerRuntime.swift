@@ -83,7 +83,7 @@ public struct ContainerRuntime: Sendable {
         // Security levels: the configured level, raised by the bundle's annotation, picks the
         // backend; `high` runs under runsc (GVisorBackend.swift).
         let configuration = try RuntimeConfiguration.load()
-        let level = try RuntimeSecurityLevel.effective(configured: configuration.configuredLevel(root: store.root), annotations: spec.annotations)
+        let level = try SecurityLevel.effective(configured: configuration.configuredLevel(root: store.root), annotations: spec.annotations)
         if level.backend == .gvisor {
             return try GVisorBackend(runtime: self).create(
                 id: id, bundle: bundle, rootfs: rootfs, spec: spec, options: options, configuration: configuration,

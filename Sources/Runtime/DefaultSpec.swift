@@ -9,12 +9,6 @@ public enum DefaultSpec {
         "CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE",
     ]
 
-    public static let maskedPaths = [
-        "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
-        "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi",
-    ]
-    public static let readonlyPaths = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
-
     public static func make(rootfs: String = "rootfs", args: [String] = ["sh"], terminal: Bool = false) -> Spec {
         var process = Process(
             terminal: terminal, user: User(uid: 0, gid: 0), args: args,
@@ -34,7 +28,7 @@ public enum DefaultSpec {
         ]
         let linux = Linux(
             namespaces: ["pid", "network", "ipc", "uts", "mount", "cgroup"].map { Namespace(type: $0) },
-            maskedPaths: maskedPaths, readonlyPaths: readonlyPaths)
+            maskedPaths: RuncDefaults.maskedPaths, readonlyPaths: RuncDefaults.readonlyPaths)
         return Spec(process: process, root: Root(path: rootfs, readonly: true), hostname: "safespace", mounts: mounts, linux: linux)
     }
 }

@@ -396,9 +396,7 @@ enum JSONScalar: Decodable {
 
 /// Whether `pid` is a child of this process (/proc/PID/stat field 4).
 func isChild(_ pid: Int32) -> Bool {
-    guard let s = try? Files.readString("/proc/\(pid)/stat"), let close = s.lastIndex(of: ")") else { return false }
-    let rest = s[s.index(after: close)...].split(separator: " ")
-    return rest.count > 1 && Int32(rest[1]) == getpid()
+    ProcStat.read(pid: pid)?.parentPid == getpid()
 }
 
 /// The first executable `name` in $PATH.

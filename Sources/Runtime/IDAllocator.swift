@@ -190,8 +190,8 @@ public struct IDAllocator: Sendable {
 /// `llmsafespace.dev/userns: auto` on a new user namespace without mappings; the runtime then
 /// writes `0 <hostID> 65536` for uids and gids (one range from `IDAllocator`).
 public enum UserNamespaceRange {
-    public static let annotation = "llmsafespace.dev/userns"
-    public static let auto = "auto"
+    public static let annotation = SafeSpaceAnnotation.userNamespace
+    public static let auto = SafeSpaceAnnotation.userNamespaceAuto
 
     /// Whether `spec` asks for a range: the annotation, a new user namespace, no mappings.
     public static func wantsAllocation(_ spec: Spec) -> Bool {

@@ -201,15 +201,11 @@ public struct SandboxLeases: Sendable {
 enum Mounts {
     /// Mount points at or below `path`, deepest first.
     static func points(under path: String) -> [String] {
-        guard let text = try? Files.readString("/proc/self/mountinfo") else { return [] }
+        guard let mounts = try? MountInfo.read() else { return [] }
         let prefix = path.hasSuffix("/") ? path : path + "/"
         var out: [String] = []
-        for line in text.split(separator: "\n") {
-            let fields = line.split(separator: " ")
-            guard fields.count > 4 else { continue }
-            // Field 5; octal escapes (\040 for a space) are kept: such a path is not ours.
-            let point = String(fields[4])
-            if point == path || point.hasPrefix(prefix), !out.contains(point) { out.append(point) }
+        for point in mounts.map(\.mountPoint) where point == path || point.hasPrefix(prefix) {
+            if !out.contains(point) { out.append(point) }
         }
         return out.sorted { $0.count > $1.count }
     }

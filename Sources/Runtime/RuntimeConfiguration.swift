@@ -109,17 +109,17 @@ public struct RuntimeConfiguration: Codable, Sendable, Equatable {
     /// shim passes `--root <handler Root>/<namespace>`, so `/run/safespace-high` covers every
     /// containerd namespace), else `securityLevel`, else standard.
     /// - Throws: `RuntimeError` for a value that is not a level.
-    public func configuredLevel(root: String, environment: [String: String] = processEnvironment()) throws -> RuntimeSecurityLevel {
+    public func configuredLevel(root: String, environment: [String: String] = processEnvironment()) throws -> SecurityLevel {
         if let value = environment[Self.levelVariable], !value.isEmpty {
-            return try RuntimeSecurityLevel.parse(value, field: Self.levelVariable)
+            return try SecurityLevel.parse(value, field: Self.levelVariable)
         }
         let cleanRoot = cleanPath(root)
         let covering = (rootSecurityLevels ?? [:]).map { (key: cleanPath($0.key), value: $0.value) }
             .filter { $0.key == cleanRoot || cleanRoot.hasPrefix($0.key == "/" ? "/" : $0.key + "/") }
         if let entry = covering.max(by: { $0.key.count < $1.key.count }) {
-            return try RuntimeSecurityLevel.parse(entry.value, field: "rootSecurityLevels[\(entry.key)]")
+            return try SecurityLevel.parse(entry.value, field: "rootSecurityLevels[\(entry.key)]")
         }
-        if let value = securityLevel { return try RuntimeSecurityLevel.parse(value, field: "securityLevel") }
+        if let value = securityLevel { return try SecurityLevel.parse(value, field: "securityLevel") }
         return .standard
     }
 
@@ -132,44 +132,24 @@ public struct RuntimeConfiguration: Codable, Sendable, Equatable {
     }
 }
 
-/// A security level as the runtime sees it (the Sandbox module's `SecurityLevel` is the API
-/// type; the runtime reads the same names from annotations and configuration). `custom` runs
-/// on the native backend like `standard`.
-public enum RuntimeSecurityLevel: String, Codable, Sendable, Comparable {
-    case standard, custom, high
-
-    /// Annotation a bundle names its level with (kept equal to `SandboxPolicy.Annotation.securityLevel`).
-    public static let annotation = "llmsafespace.dev/security-level"
-
-    /// standard = custom < high: a bundle can only raise the configured level.
-    var rank: Int { self == .high ? 1 : 0 }
-    public static func < (a: Self, b: Self) -> Bool { a.rank < b.rank }
-
-    public var backend: Backend { self == .high ? .gvisor : .native }
-
-    static func parse(_ value: String, field: String) throws -> RuntimeSecurityLevel {
-        guard let level = RuntimeSecurityLevel(rawValue: value) else {
+/// How the runtime reads a level (the type is the OCI module's, shared with the Sandbox policy).
+extension SecurityLevel {
+    static func parse(_ value: String, field: String) throws -> SecurityLevel {
+        guard let level = SecurityLevel(rawValue: value) else {
             throw RuntimeError("\(field): \"\(value)\" is not a security level (standard, high, custom)")
         }
         return level
     }
 
-    /// The effective level of a bundle: the configured one, raised by its annotation.
+    /// The effective level of a bundle: the configured one, raised by its annotation
+    /// (`SafeSpaceAnnotation.securityLevel`).
     /// - Throws: `RuntimeError` naming the annotation for an unknown value.
-    static func effective(configured: RuntimeSecurityLevel, annotations: [String: String]?) throws -> RuntimeSecurityLevel {
+    static func effective(configured: SecurityLevel, annotations: [String: String]?) throws -> SecurityLevel {
+        let annotation = SafeSpaceAnnotation.securityLevel
         guard let value = annotations?[annotation] else { return configured }
         let asked = try parse(value, field: "annotations[\(annotation)]")
         return max(configured, asked)
     }
-}
-
-/// Which implementation runs a container; kept in its state so every later verb goes to the
-/// same one.
-public enum Backend: String, Codable, Sendable {
-    /// Namespaces, cgroups, seccomp and the init helper of this runtime.
-    case native
-    /// runsc (gVisor) on the same bundle: a user-space kernel between workload and host.
-    case gvisor
 }
 
 /// The process's environment as a dictionary.

@@ -1,5 +1,7 @@
 /// Validation of a decoded `Sandbox`: every rule names the field it checks.
 
+import OCI
+
 extension Sandbox {
     /// Smallest and largest uid/gid a sandbox may run as. 0 (root) is refused: running as a
     /// non-root user is the product's promise. 65535 and above are left out so ids fit the

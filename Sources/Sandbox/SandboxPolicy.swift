@@ -52,27 +52,15 @@ public enum SandboxPolicy {
     public static let defaultPATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
     public static let sandboxHome = "/home/sandbox"
 
-    /// Annotation keys written into `config.json`.
-    public enum Annotation {
-        public static let name = "llmsafespace.dev/sandbox-name"
-        public static let namespace = "llmsafespace.dev/sandbox-namespace"
-        public static let runtime = "llmsafespace.dev/runtime"
-        public static let securityLevel = "llmsafespace.dev/security-level"
-        public static let timeout = "llmsafespace.dev/timeout"
-        /// The ephemeral storage cap in bytes (not an OCI field: the caller's volume enforces it).
-        public static let ephemeralStorage = "llmsafespace.dev/ephemeral-storage"
-    }
+    /// Annotation keys written into `config.json` (the OCI module's, which the runtime reads).
+    public typealias Annotation = SafeSpaceAnnotation
 
     /// runtime-spec config-linux.md#masked-paths: `runc spec`'s list, plus powercap
     /// (energy counters are a side channel, as newer runc and moby mask it).
-    public static let maskedPaths = [
-        "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
-        "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware",
-        "/proc/scsi", "/sys/devices/virtual/powercap",
-    ]
+    public static let maskedPaths = RuncDefaults.maskedPaths + ["/sys/devices/virtual/powercap"]
 
     /// runtime-spec config-linux.md#readonly-paths: `runc spec`'s list.
-    public static let readonlyPaths = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+    public static let readonlyPaths = RuncDefaults.readonlyPaths
 
     /// Namespaces every sandbox gets, all new (no `path`). The user namespace is the security
     /// level's to add (`SecurityLevelPolicy.apply`).

@@ -4,11 +4,6 @@
 import OCI
 
 public enum SecurityLevelPolicy {
-    /// Annotation asking the runtime to allocate the user namespace's host id range
-    /// (`llmsafespace.dev/userns: auto`; Runtime's `UserNamespaceRange` reads it).
-    public static let userNamespaceAnnotation = "llmsafespace.dev/userns"
-    public static let userNamespaceAuto = "auto"
-
     /// Applies the level of `sandbox` (already validated) to `spec`, as its profile says:
     ///
     /// - every level: the level annotation (the runtime picks the backend from it), no
@@ -33,9 +28,9 @@ public enum SecurityLevelPolicy {
         namespaces.removeAll { $0.type == NamespaceType.user.rawValue }
         if profile.userNamespace {
             namespaces.insert(Namespace(type: NamespaceType.user.rawValue), at: 0)
-            annotations[userNamespaceAnnotation] = userNamespaceAuto
+            annotations[SafeSpaceAnnotation.userNamespace] = SafeSpaceAnnotation.userNamespaceAuto
         } else {
-            annotations[userNamespaceAnnotation] = nil
+            annotations[SafeSpaceAnnotation.userNamespace] = nil
             spec.linux?.uidMappings = nil
             spec.linux?.gidMappings = nil
         }

@@ -4,26 +4,16 @@
 /// sandbox below its level's floor (`SecurityLevel.Profile`) is an error unless the level is
 /// `custom` (`Sandbox.securityLevelIssues()`).
 
-/// `spec.securityLevel` values of llmsafespace.dev/v1.
-public enum SecurityLevel: String, CaseIterable, Sendable {
-    case standard, high, custom
+import OCI
 
-    /// The level of a sandbox that names none.
-    public static let `default` = SecurityLevel.standard
-
+/// What `spec.securityLevel` means for a Sandbox (the type and its names are the OCI module's,
+/// shared with the runtime, which reads them from the bundle's annotation).
+extension SecurityLevel {
     /// The level of `sandbox`: its `spec.securityLevel`, else `default`. nil for an unknown
     /// value (validation reports it).
     public static func of(_ sandbox: Sandbox) -> SecurityLevel? {
         guard let value = sandbox.spec.securityLevel else { return .default }
         return SecurityLevel(rawValue: value)
-    }
-
-    /// Which runtime backend runs the sandbox.
-    public enum Backend: String, Sendable {
-        /// This runtime's namespaces, cgroups, seccomp and init helper.
-        case native
-        /// runsc: gVisor's user-space kernel between the workload and the host kernel.
-        case gvisor
     }
 
     /// Where the sandbox's seccomp filter comes from.
@@ -37,6 +27,7 @@ public enum SecurityLevel: String, CaseIterable, Sendable {
 
     /// What a level turns on: one row of the README's table. Every field is a floor.
     public struct Profile: Sendable, Equatable {
+        /// Which runtime backend runs the sandbox (`SecurityLevel.backend`, the OCI module's).
         public var backend: Backend
         public var seccomp: SeccompSource
         /// `false` here: the workload holds no capability (all five sets empty).
@@ -57,15 +48,15 @@ public enum SecurityLevel: String, CaseIterable, Sendable {
         switch self {
         case .standard:
             Profile(
-                backend: .native, seccomp: .runtimeDefault, capabilities: false, noNewPrivileges: true,
+                backend: backend, seccomp: .runtimeDefault, capabilities: false, noNewPrivileges: true,
                 readOnlyRoot: true, userNamespace: true, network: "none", fieldsMayWeaken: false)
         case .high:
             Profile(
-                backend: .gvisor, seccomp: .gvisorSentry, capabilities: false, noNewPrivileges: true,
+                backend: backend, seccomp: .gvisorSentry, capabilities: false, noNewPrivileges: true,
                 readOnlyRoot: true, userNamespace: false, network: "none", fieldsMayWeaken: false)
         case .custom:
             Profile(
-                backend: .native, seccomp: .runtimeDefault, capabilities: false, noNewPrivileges: true,
+                backend: backend, seccomp: .runtimeDefault, capabilities: false, noNewPrivileges: true,
                 readOnlyRoot: true, userNamespace: true, network: "none", fieldsMayWeaken: true)
         }
     }

@@ -6,6 +6,7 @@ import Foundation
 #endif
 import Glibc
 import CSafeSpace
+import Linux
 import OCI
 import Runtime
 
@@ -64,16 +65,9 @@ struct Exec: ParsableCommand {
 }
 
 func readFile(_ path: String) throws -> Data {
-    guard let f = fopen(path, "r") else { throw ValidationError("\(path): \(String(cString: strerror(errno)))") }
-    defer { fclose(f) }
-    var out = Data()
-    var buf = [UInt8](repeating: 0, count: 65536)
-    while true {
-        let n = fread(&buf, 1, buf.count, f)
-        if n == 0 { break }
-        out.append(contentsOf: buf[0..<n])
+    do { return Data(try Files.read(path)) } catch let error as SysError {
+        throw ValidationError("\(path): \(String(cString: strerror(error.errno)))")
     }
-    return out
 }
 
 struct List: ParsableCommand {

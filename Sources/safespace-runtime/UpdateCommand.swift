@@ -5,6 +5,7 @@ import FoundationEssentials
 import Foundation
 #endif
 import Glibc
+import Linux
 import OCI
 import Runtime
 
@@ -45,15 +46,8 @@ struct Update: ParsableCommand {
         let fd = source == "-" ? STDIN_FILENO : open(source, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw ValidationError("--resources: cannot open \(source): \(String(cString: strerror(errno)))") }
         defer { if fd != STDIN_FILENO { close(fd) } }
-        var bytes: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
-            if n < 0 && errno == EINTR { continue }
-            guard n >= 0 else { throw ValidationError("--resources: cannot read \(source)") }
-            if n == 0 { break }
-            bytes += buffer[0..<n]
-        }
+        let bytes: [UInt8]
+        do { bytes = try Files.readAll(fd: fd) } catch { throw ValidationError("--resources: cannot read \(source)") }
         do { return try JSONDecoding.decode(Resources.self, from: Data(bytes)) } catch {
             throw ValidationError("--resources: \(source) is not OCI linux.resources JSON: \(describe(decodingError: error))")
         }

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 
 @testable import Cgroups
+import Linux
 
 struct PathTests {
     // This development host: v1 controllers, cgroup2 at /sys/fs/cgroup/unified, caller in a
@@ -102,8 +103,8 @@ struct PathTests {
 
     @Test("mountinfo escapes and path helpers")
     func helpers() {
-        #expect(CgroupPath.unescape("/a\\040b") == "/a b")
-        #expect(CgroupPath.unescape("/plain\\") == "/plain\\")
+        #expect(MountInfo.unescape("/a\\040b") == "/a b")
+        #expect(MountInfo.unescape("/plain\\") == "/plain\\")
         #expect(CgroupPath.join("/a/", "/b", "c/") == "/a/b/c")
         #expect(CgroupPath.levels(from: "/r", to: "/r/a/b") == ["/r/a", "/r/a/b"])
         #expect(CgroupPath.parent("/a/b") == "/a")

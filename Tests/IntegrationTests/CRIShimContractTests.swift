@@ -1,4 +1,5 @@
 import Foundation
+import Linux
 import Testing
 import OCI
 
@@ -68,9 +69,8 @@ struct CRIShimContractTests {
     /// goes to the host's init, which reaps in its own time: the test only waits for the end.
     static func ended(_ pid: Int32) -> Bool {
         ClientTools.eventually(timeout: 60) {
-            guard kill(pid, 0) == 0, let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-                let close = stat.lastIndex(of: ")") else { return true }
-            return stat[stat.index(close, offsetBy: 2)] == "Z"
+            guard kill(pid, 0) == 0, let stat = ProcStat.read(pid: pid) else { return true }
+            return stat.state == "Z"
         }
     }
 

@@ -1,4 +1,5 @@
 import Foundation
+import Linux
 import OCI
 import Resources
 import Testing
@@ -234,8 +235,8 @@ struct ResourceTests {
 
     /// Whether `pid` has exited (gone, or a zombie its new parent has not reaped yet).
     static func goneOrZombie(_ pid: Int32) -> Bool {
-        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8) else { return true }
-        return stat.split(separator: ")").last?.split(separator: " ").first == "Z"
+        guard let stat = ProcStat.read(pid: pid) else { return true }
+        return stat.state == "Z"
     }
 
     /// `delete --force` in the background, so a hang fails the test instead of the run; waits

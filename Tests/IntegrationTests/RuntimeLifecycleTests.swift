@@ -1,4 +1,5 @@
 import Foundation
+import Linux
 import Testing
 import OCI
 import Runtime
@@ -119,9 +120,7 @@ struct RuntimeLifecycleTests {
     }
 
     static func isZombie(_ pid: Int32) -> Bool {
-        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-              let close = stat.lastIndex(of: ")") else { return false }
-        return stat[stat.index(close, offsetBy: 2)] == "Z"
+        ProcStat.read(pid: pid)?.state == "Z"
     }
 
     @Test("`delete --force` of a created container removes it and everything it held")

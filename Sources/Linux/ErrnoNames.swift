@@ -1,9 +1,18 @@
-/// Linux errno names (asm-generic/errno-base.h, errno.h) for Podman's `errno`/`defaultErrno`
-/// fields, which name the number `errnoRet` gives.
+/// Linux errno names (asm-generic/errno-base.h, errno.h; errno(3)): the one table, for error
+/// messages (`SysError`, `CgroupError`) and for Podman's seccomp `errno`/`defaultErrno` fields,
+/// which name the number `errnoRet` gives.
 public enum ErrnoNames {
+    /// The number of `name` (`EPERM` -> 1), aliases included (`EWOULDBLOCK` -> 11); nil for an
+    /// unknown name.
     public static func number(_ name: String) -> UInt32? {
         if let i = names.firstIndex(of: name), i > 0 { return UInt32(i) }
         return aliases[name]
+    }
+
+    /// The name of errno `code` (1 -> `EPERM`); nil outside 1...133 or for an unused number.
+    public static func name(_ code: Int32) -> String? {
+        guard code > 0, Int(code) < names.count, !names[Int(code)].isEmpty else { return nil }
+        return names[Int(code)]
     }
 
     static let aliases: [String: UInt32] = ["EWOULDBLOCK": 11, "EDEADLOCK": 35, "ENOTSUP": 95]
