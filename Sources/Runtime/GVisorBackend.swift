@@ -265,7 +265,8 @@ struct GVisorBackend {
             defer { withExtendedLifetime(lock) {} }
             do { try applyPodLimits(sandbox: sandbox) } catch { runtime.log.warn("pod sandbox \(sandboxID): limits after removing \(state.id): \(error)") }
         }
-        let stopped = State(id: state.id, status: "stopped", pid: state.pid, bundle: state.bundle, annotations: state.annotations)
+        // No pid once stopped (runtime.md#state; see ContainerRuntime.delete).
+        let stopped = State(id: state.id, status: "stopped", pid: nil, bundle: state.bundle, annotations: state.annotations)
         let json = String(decoding: (try? JSONEncoder().encode(stopped)) ?? Data(), as: UTF8.self)
         for (i, hook) in (state.spec.hooks?.poststop ?? []).enumerated() {
             do { try Hooks.run(hook, field: "hooks.poststop[\(i)]", state: json) } catch { runtime.log.warn("\(error)") }
