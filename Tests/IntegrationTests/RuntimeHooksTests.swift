@@ -99,6 +99,42 @@ struct RuntimeHooksTests {
         #expect(c.leftovers().isEmpty, "\(c.leftovers())")
     }
 
+    @Test("createContainer and startContainer hooks run in the container's namespaces with its own view of the pid (1): creating, then created")
+    func containerNamespaceHooks() throws {
+        let dir = try Harness.tempDir("hooks")
+        defer { Harness.cleanup(dir) }
+        let rec = try Self.recorder(dir)
+        let c = try TestContainer("hookctr", bundle: try Harness.busyboxBundle(["sleep", "1000"]) { spec in
+            // startContainer runs after pivot_root: its path resolves in the container
+            // (config.md#posix-platform-hooks); it leaves its state on the container's /dev/shm.
+            spec.hooks = Hooks(createContainer: [Self.hook(rec, "createContainer")], startContainer: [Hook(path: "/startContainer.sh")])
+        })
+        defer { c.destroy() }
+        _ = try Harness.script(c.bundle + "/rootfs", "startContainer.sh", "/bin/cat > /dev/shm/startContainer.json")
+
+        let cr = try c.create()
+        try #require(cr.status == 0, "\(cr.stderr)")
+        let pid = try #require(c.pid)
+        // runtime.md#state: "for hooks executed in the container namespace, it is the pid as
+        // seen by the container"; the create operation is under way.
+        let create = try #require(Self.read(dir, "createContainer"), "createContainer got no state")
+        #expect(create["id"] as? String == c.id)
+        #expect((create["pid"] as? NSNumber)?.int32Value == 1, "\(create)")
+        #expect(create["status"] as? String == "creating", "\(create)")
+        #expect(create["bundle"] as? String == c.bundle, "\(create)")
+
+        let st = try c.start()
+        try #require(st.status == 0, "\(st.stderr)")
+        // Created, not yet running: startContainer runs before the workload is executed.
+        let data = try #require(FileManager.default.contents(atPath: "/proc/\(pid)/root/dev/shm/startContainer.json"), "startContainer got no state")
+        let start = try #require((try JSONSerialization.jsonObject(with: data)) as? [String: Any])
+        #expect(start["id"] as? String == c.id)
+        #expect((start["pid"] as? NSNumber)?.int32Value == 1, "\(start)")
+        #expect(start["status"] as? String == "created", "\(start)")
+        #expect(try c.delete(force: true).status == 0)
+        #expect(c.leftovers().isEmpty, "\(c.leftovers())")
+    }
+
     @Test("`run` runs poststop after the workload exits, with status stopped")
     func runPoststop() throws {
         let dir = try Harness.tempDir("hooks")
