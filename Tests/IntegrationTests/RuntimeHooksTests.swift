@@ -125,9 +125,12 @@ struct RuntimeHooksTests {
 
         let st = try c.start()
         try #require(st.status == 0, "\(st.stderr)")
-        // Created, not yet running: startContainer runs before the workload is executed.
+        // Created, not yet running: startContainer runs before the workload is executed. The
+        // init runs it once `start` has read the exec FIFO (as runc's does), so `start` may
+        // return first: wait for the workload.
+        #expect(Harness.eventually { ((try? String(contentsOfFile: "/proc/\(pid)/cmdline", encoding: .utf8)) ?? "").hasPrefix("sleep") })
         let data = try #require(FileManager.default.contents(atPath: "/proc/\(pid)/root/dev/shm/startContainer.json"), "startContainer got no state")
-        let start = try #require((try JSONSerialization.jsonObject(with: data)) as? [String: Any])
+        let start = try #require((try JSONSerialization.jsonObject(with: data)) as? [String: Any], "\(String(decoding: data, as: UTF8.self))")
         #expect(start["id"] as? String == c.id)
         #expect((start["pid"] as? NSNumber)?.int32Value == 1, "\(start)")
         #expect(start["status"] as? String == "created", "\(start)")
