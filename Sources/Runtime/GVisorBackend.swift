@@ -161,11 +161,12 @@ struct GVisorBackend {
     }
 
     /// runtime.md#lifecycle steps 5-6: the prestart and createRuntime hooks, in the runtime
-    /// namespace once the sandbox exists, given the `created` state with `pid`.
+    /// namespace once the sandbox exists, given the state with `pid` and status `creating`: the
+    /// create operation is under way (runtime.md#state; as the native create and runc give).
     /// - Throws: the first hook's failure (`RuntimeError`).
     static func runCreateHooks(_ spec: Spec, id: String, pid: Int32, bundle: String) throws {
-        let createdState = State(id: id, status: "created", pid: pid, bundle: bundle, annotations: spec.annotations)
-        let stateJSON = String(decoding: try JSONEncoder().encode(createdState), as: UTF8.self)
+        let creating = State(id: id, status: "creating", pid: pid, bundle: bundle, annotations: spec.annotations)
+        let stateJSON = String(decoding: try JSONEncoder().encode(creating), as: UTF8.self)
         try Hooks.run(spec.hooks?.prestart ?? [], kind: "prestart", state: stateJSON)
         try Hooks.run(spec.hooks?.createRuntime ?? [], kind: "createRuntime", state: stateJSON)
     }
