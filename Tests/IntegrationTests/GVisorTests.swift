@@ -52,34 +52,7 @@ struct GVisorTests {
 
     @Test("gVisor: prestart, createRuntime, poststart and poststop get the state of their lifecycle points (runtime.md#state)")
     func lifecycleHooks() throws {
-        let dir = try Harness.tempDir("gvhooks")
-        defer { Harness.cleanup(dir) }
-        let rec = try RuntimeHooksTests.recorder(dir)
-        let c = try TestContainer("gv-hooks", bundle: try GVisor.bundle(["sleep", "1000"]) { spec in
-            spec.hooks = Hooks(
-                prestart: [RuntimeHooksTests.hook(rec, "prestart")], createRuntime: [RuntimeHooksTests.hook(rec, "createRuntime")],
-                poststart: [RuntimeHooksTests.hook(rec, "poststart")], poststop: [RuntimeHooksTests.hook(rec, "poststop")])
-        })
-        defer { c.destroy() }
-        let cr = try c.create()
-        try #require(cr.status == 0, "\(cr.stderr)")
-        let pid = try #require(c.pid)
-        for name in ["prestart", "createRuntime"] {
-            let s = try #require(RuntimeHooksTests.read(dir, name), "\(name) got no state")
-            #expect(s["id"] as? String == c.id)
-            #expect((s["pid"] as? NSNumber)?.int32Value == pid, "\(name): \(s)")
-            #expect(s["status"] as? String == "creating", "\(name): \(s)")
-        }
-        try #require(try c.start().status == 0)
-        let post = try #require(RuntimeHooksTests.read(dir, "poststart"))
-        #expect((post["pid"] as? NSNumber)?.int32Value == pid, "\(post)")
-        #expect(post["status"] as? String == "running", "\(post)")
-        #expect(try c.delete(force: true).status == 0)
-        let stop = try #require(RuntimeHooksTests.read(dir, "poststop"))
-        #expect(stop["status"] as? String == "stopped", "\(stop)")
-        #expect(stop["pid"] == nil, "\(stop)")
-        #expect(RuntimeHooksTests.order(dir) == ["prestart", "createRuntime", "poststart", "poststop"])
-        #expect(c.leftovers().isEmpty, "\(c.leftovers())")
+        try RuntimeHooksTests.checkLifecycleHooks("gv-hooks") { try GVisor.bundle(["sleep", "1000"], edit: $0) }
     }
 
     @Test("the memory limit holds for the whole sandbox: runsc's sandbox and gofer are in the limited cgroup, and an allocation over it is killed")
