@@ -429,7 +429,10 @@ public struct ContainerRuntime: Sendable {
         if force || !state.ownNamespaces.contains("pid") {
             try? state.cgroup.killAll(signal: SIGKILL)
         }
-        let stopped = State(id: id, status: "stopped", pid: state.pid, bundle: state.bundle, annotations: state.annotations)
+        // runtime.md#state: pid is the container process's, required while created or running;
+        // stopped, there is none (the number may name another process now), so none is given, as
+        // runc does and as `state` reports 0.
+        let stopped = State(id: id, status: "stopped", pid: nil, bundle: state.bundle, annotations: state.annotations)
         let json = String(decoding: (try? JSONEncoder().encode(stopped)) ?? Data(), as: UTF8.self)
         var cgroupError: Error?
         do { try state.cgroup.destroyKillingStragglers() } catch { cgroupError = error }

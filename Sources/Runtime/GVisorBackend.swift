@@ -161,11 +161,12 @@ struct GVisorBackend {
     }
 
     /// runtime.md#lifecycle steps 5-6: the prestart and createRuntime hooks, in the runtime
-    /// namespace once the sandbox exists, given the `created` state with `pid`.
+    /// namespace once the sandbox exists, given the state with `pid` and status `creating`: the
+    /// create operation is under way (runtime.md#state; as the native create and runc give).
     /// - Throws: the first hook's failure (`RuntimeError`).
     static func runCreateHooks(_ spec: Spec, id: String, pid: Int32, bundle: String) throws {
-        let createdState = State(id: id, status: "created", pid: pid, bundle: bundle, annotations: spec.annotations)
-        let stateJSON = String(decoding: try JSONEncoder().encode(createdState), as: UTF8.self)
+        let creating = State(id: id, status: "creating", pid: pid, bundle: bundle, annotations: spec.annotations)
+        let stateJSON = String(decoding: try JSONEncoder().encode(creating), as: UTF8.self)
         try Hooks.run(spec.hooks?.prestart ?? [], kind: "prestart", state: stateJSON)
         try Hooks.run(spec.hooks?.createRuntime ?? [], kind: "createRuntime", state: stateJSON)
     }
@@ -265,7 +266,8 @@ struct GVisorBackend {
             defer { withExtendedLifetime(lock) {} }
             do { try applyPodLimits(sandbox: sandbox) } catch { runtime.log.warn("pod sandbox \(sandboxID): limits after removing \(state.id): \(error)") }
         }
-        let stopped = State(id: state.id, status: "stopped", pid: state.pid, bundle: state.bundle, annotations: state.annotations)
+        // No pid once stopped (runtime.md#state; see ContainerRuntime.delete).
+        let stopped = State(id: state.id, status: "stopped", pid: nil, bundle: state.bundle, annotations: state.annotations)
         let json = String(decoding: (try? JSONEncoder().encode(stopped)) ?? Data(), as: UTF8.self)
         for (i, hook) in (state.spec.hooks?.poststop ?? []).enumerated() {
             do { try Hooks.run(hook, field: "hooks.poststop[\(i)]", state: json) } catch { runtime.log.warn("\(error)") }

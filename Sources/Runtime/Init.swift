@@ -48,6 +48,17 @@ public enum ContainerInit {
         }
     }
 
+    /// The state JSON `stateJSON` (runtime.md#state) for a hook run in the container's
+    /// namespaces (createContainer, startContainer): at `status`, with the pid "as seen by the
+    /// container" — this init's getpid(2), 1 in a PID namespace of its own.
+    static func containerState(_ stateJSON: String, status: String) -> String {
+        guard var state = try? JSONDecoder().decode(State.self, from: Data(stateJSON.utf8)) else { return stateJSON }
+        state.status = status
+        state.pid = getpid()
+        guard let data = try? JSONEncoder().encode(state) else { return stateJSON }
+        return String(decoding: data, as: UTF8.self)
+    }
+
     static func runCreate(_ config: InitConfig, fds: [Int32], channel: InitChannel) throws -> Never {
         let spec = config.spec
         // Before anything is mounted: an unmapped id is bad input, reported as the create's error.
@@ -67,7 +78,7 @@ public enum ContainerInit {
             }
         }
         // runtime.md#createcontainer-hooks: in the container's namespaces, before pivot_root.
-        try Hooks.run(hooks?.createContainer ?? [], kind: "createContainer", state: config.stateJSON)
+        try Hooks.run(hooks?.createContainer ?? [], kind: "createContainer", state: containerState(config.stateJSON, status: "creating"))
         let process = config.process
         var consoleFd: Int32 = -1
         try rootfs.pivotRoot()
@@ -120,7 +131,8 @@ public enum ContainerInit {
             _ = Glibc.write(w, &zero, 1)
             close(w)
             close(fds[fifoIndex])
-            try Hooks.run(hooks?.startContainer ?? [], kind: "startContainer", state: config.stateJSON)
+            // The create is over, the workload not yet executed: `created` (runtime.md#state).
+            try Hooks.run(hooks?.startContainer ?? [], kind: "startContainer", state: containerState(config.stateJSON, status: "created"))
             try setup.finalizeAndExec(executable, seccomp: config.seccomp, handoff: PreparedHandoff(config.seccompHandoff, fds: fds))
         } catch {
             // The parent is gone; the workload's stderr is where a person looks.

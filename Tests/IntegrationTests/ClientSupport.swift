@@ -29,35 +29,15 @@ enum ClientTools {
         return url.path
     }()
 
-    /// Runs a program to completion with stdout/stderr going to files, and SIGKILLs it after
-    /// `timeout` seconds. Spawned with `ClientProcess`, not Foundation.Process: see there.
+    /// `Harness.run` with a `timeout` (seconds) after which the program is SIGKILLed.
     @discardableResult
     static func run(_ path: String, _ args: [String], stdin: String? = nil, env: [String: String]? = nil, timeout: Double = 120) throws -> Harness.Result {
-        let dir = NSTemporaryDirectory() + "safespace-client-io-\(UUID().uuidString.prefix(8))"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: dir) }
-        var input: String?
-        if let stdin {
-            _ = FileManager.default.createFile(atPath: dir + "/in", contents: Data(stdin.utf8))
-            input = dir + "/in"
-        }
-        let p = try ClientProcess(path, args, stdout: dir + "/out", stderr: dir + "/err", stdin: input, env: env)
-        let exited = p.wait(timeout: timeout)
-        if !exited { p.kill() }
-        let out = (try? String(contentsOfFile: dir + "/out", encoding: .utf8)) ?? ""
-        var err = (try? String(contentsOfFile: dir + "/err", encoding: .utf8)) ?? ""
-        if !exited { err += "\n[killed after \(timeout)s: \(path) \(args.joined(separator: " "))]" }
-        return Harness.Result(status: exited ? (p.status ?? -1) : -1, stdout: out, stderr: err)
+        try Harness.run(path, args, stdin: stdin, env: env, timeout: timeout)
     }
 
-    /// Polls `condition` every 50 ms for up to `timeout` seconds.
+    /// `Harness.eventually`, polling every 50 ms for up to `timeout` seconds.
     static func eventually(timeout: Double = 10, _ condition: () -> Bool) -> Bool {
-        let deadline = Date().addingTimeInterval(timeout)
-        while true {
-            if condition() { return true }
-            if Date() > deadline { return false }
-            usleep(50_000)
-        }
+        Harness.eventually(timeout: timeout, every: 0.05, condition)
     }
 
     static func sha256(file: String) throws -> String {
@@ -129,14 +109,19 @@ final class ClientProcess {
     /// Shell-style exit status (128+N for signal N) once reaped.
     private(set) var status: Int32?
 
-    init(_ path: String, _ args: [String], stdout: String, stderr: String, stdin: String? = nil, env: [String: String]? = nil) throws {
+    /// `inherit`: fds of this process duplicated onto the given numbers in the child; every
+    /// other fd above 2 is closed.
+    init(_ path: String, _ args: [String], stdout: String, stderr: String, stdin: String? = nil, env: [String: String]? = nil, inherit: [(fd: Int32, as: Int32)] = []) throws {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_addopen(&actions, 0, stdin ?? "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 1, stdout, O_WRONLY | O_CREAT | O_APPEND, 0o644)
         posix_spawn_file_actions_addopen(&actions, 2, stderr, O_WRONLY | O_CREAT | O_APPEND, 0o644)
-        Self.closeFrom3(&actions)
+        for (fd, target) in inherit {
+            posix_spawn_file_actions_adddup2(&actions, fd, target)
+        }
+        Self.closeFrom(max(3, (inherit.map(\.as).max() ?? 2) + 1), &actions)
         var attr = posix_spawnattr_t()
         posix_spawnattr_init(&attr)
         defer { posix_spawnattr_destroy(&attr) }
@@ -170,37 +155,39 @@ final class ClientProcess {
         return unsafeBitCast(sym, to: AddCloseFrom.self)
     }()
 
-    /// Closes every descriptor above 2 in the child: closefrom, or each fd open now.
-    private static func closeFrom3(_ actions: inout posix_spawn_file_actions_t) {
-        if let addCloseFrom, addCloseFrom(&actions, 3) == 0 { return }
+    /// Closes every descriptor from `first` on in the child: closefrom, or each fd open now.
+    private static func closeFrom(_ first: Int32, _ actions: inout posix_spawn_file_actions_t) {
+        if let addCloseFrom, addCloseFrom(&actions, first) == 0 { return }
         let fds = ((try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []).compactMap { Int32($0) }
-        for fd in fds where fd > 2 { posix_spawn_file_actions_addclose(&actions, fd) }
+        for fd in fds where fd >= first { posix_spawn_file_actions_addclose(&actions, fd) }
     }
 
     /// Reaps the child if it has ended; true while it runs.
     var isRunning: Bool {
-        if status != nil { return false }
+        reap(WNOHANG)
+        return status == nil
+    }
+
+    private func reap(_ flags: Int32) {
+        guard status == nil else { return }
         var st: Int32 = 0
-        let r = waitpid(pid, &st, WNOHANG)
+        let r = waitpid(pid, &st, flags)
         if r == pid {
             status = (st & 0x7f) == 0 ? (st >> 8) & 0xff : 128 + (st & 0x7f)
-            return false
-        }
-        if r < 0 && errno != EINTR {
+        } else if r < 0 && errno != EINTR {
             status = -1
-            return false
         }
-        return true
     }
 
     /// Waits until the child ends; false when it still runs after `timeout` seconds.
     func wait(timeout: Double) -> Bool {
-        let deadline = Date().addingTimeInterval(timeout)
-        while isRunning {
-            if Date() > deadline { return false }
-            usleep(10_000)
-        }
-        return true
+        Harness.eventually(timeout: timeout, every: 0.01) { !isRunning }
+    }
+
+    /// Waits until the child ends (blocking in waitpid); its status.
+    func wait() -> Int32 {
+        while status == nil { reap(0) }
+        return status!
     }
 
     /// SIGKILL and reap.

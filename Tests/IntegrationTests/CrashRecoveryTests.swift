@@ -93,70 +93,30 @@ struct CrashRecoveryTests {
         }
     }
 
-    /// A process started with posix_spawn and reaped with waitpid (Foundation's Process may
+    /// A `ClientProcess`: started with posix_spawn and reaped with waitpid (Foundation's Process may
     /// miss the end of a SIGKILLed child). stdin and stdout are /dev/null — a container's init
     /// keeps what its creator had, so a pipe would never reach EOF — stderr is a file; default
     /// signal mask and dispositions (the test process blocks some, children would inherit that).
     final class Child {
-        let pid: pid_t
+        let process: ClientProcess
         let errPath: String
-        private(set) var status: Int32?
+        var pid: pid_t { process.pid }
 
         init(_ args: [String], env: [String: String]) throws {
             errPath = NSTemporaryDirectory() + "safespace-crash-err-\(UUID().uuidString.prefix(8))"
-            var actions = posix_spawn_file_actions_t()
-            posix_spawn_file_actions_init(&actions)
-            defer { posix_spawn_file_actions_destroy(&actions) }
-            posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-            posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
-            posix_spawn_file_actions_addopen(&actions, 2, errPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-            var attr = posix_spawnattr_t()
-            posix_spawnattr_init(&attr)
-            defer { posix_spawnattr_destroy(&attr) }
-            var empty = sigset_t(), all = sigset_t()
-            sigemptyset(&empty)
-            sigfillset(&all)
-            posix_spawnattr_setsigmask(&attr, &empty)
-            posix_spawnattr_setsigdefault(&attr, &all)
-            posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-            var argv: [UnsafeMutablePointer<CChar>?] = args.map { strdup($0) } + [nil]
-            var envp: [UnsafeMutablePointer<CChar>?] = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
-            defer { (argv + envp).forEach { free($0) } }
-            var pid: pid_t = 0
-            let rc = posix_spawn(&pid, args[0], &actions, &attr, &argv, &envp)
-            try #require(rc == 0, "posix_spawn \(args[0]): \(String(cString: strerror(rc)))")
-            self.pid = pid
+            process = try ClientProcess(args[0], Array(args.dropFirst()), stdout: "/dev/null", stderr: errPath, env: env)
         }
 
         deinit {
-            if status == nil {
-                kill(pid, SIGKILL)
-                _ = wait()
-            }
+            process.kill()
             unlink(errPath)
         }
 
         /// The exit status (128+N after signal N) once it has ended, without waiting.
-        var exited: Int32? {
-            if status == nil { reap(WNOHANG) }
-            return status
-        }
+        var exited: Int32? { process.isRunning ? nil : process.status }
 
         @discardableResult
-        func wait() -> Int32 {
-            while status == nil { reap(0) }
-            return status!
-        }
-
-        private func reap(_ flags: Int32) {
-            var st: Int32 = 0
-            let r = waitpid(pid, &st, flags)
-            if r == pid {
-                status = (st & 0x7f) != 0 ? 128 + (st & 0x7f) : (st >> 8) & 0xff
-            } else if r < 0 && errno != EINTR {
-                status = -1
-            }
-        }
+        func wait() -> Int32 { process.wait() }
 
         var stderr: String { (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? "" }
     }
@@ -166,10 +126,9 @@ struct CrashRecoveryTests {
     @discardableResult
     static func startAndKill(_ args: [String], env: [String: String], after delay: Duration, killWhen: (() -> Bool)? = nil) throws -> Int32? {
         let child = try Child(args, env: env)
-        if let killWhen { _ = Harness.eventually(tries: 1500) { killWhen() || child.exited != nil } }
-        let clock = ContinuousClock()
-        let deadline = clock.now + delay
-        while clock.now < deadline && child.exited == nil { usleep(1000) }
+        if let killWhen { _ = Harness.eventually(timeout: 30) { killWhen() || child.exited != nil } }
+        let seconds = Double(delay.components.seconds) + Double(delay.components.attoseconds) / 1e18
+        _ = Harness.eventually(timeout: seconds, every: 0.001) { child.exited != nil }
         if let status = child.exited { return status }
         kill(child.pid, SIGKILL)
         child.wait()

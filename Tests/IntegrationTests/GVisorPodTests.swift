@@ -337,14 +337,14 @@ struct GVisorPodTests {
         let start = try pod.rt(["start", bad])
         #expect(start.status != 0 && start.stderr.contains("/no/such/program"), "\(start.stderr)")
         #expect(try pod.rt(["delete", "--force", bad]).status == 0)
-        #expect(Harness.eventually(tries: 250) { Harness.leftovers(id: bad, root: pod.root).isEmpty }, "\(Harness.leftovers(id: bad, root: pod.root))")
+        #expect(Harness.eventually(timeout: 30) { Harness.leftovers(id: bad, root: pod.root).isEmpty }, "\(Harness.leftovers(id: bad, root: pod.root))")
 
         // The sandbox ends while a container is still created: its waiter goes, status stopped.
         let orphan = pod.newID("gvpod-orphan")
         #expect(try pod.create(orphan, bundle: try pod.containerBundle(["true"])).0.status == 0)
         #expect(pod.status(orphan) == "created")
         #expect(try pod.rt(["kill", pod.sandbox, "KILL"]).status == 0)
-        #expect(Harness.eventually(tries: 500) { pod.status(orphan) == "stopped" })
+        #expect(Harness.eventually(timeout: 10) { pod.status(orphan) == "stopped" })
         #expect(try pod.rt(["delete", orphan]).status == 0)
         #expect(try pod.rt(["delete", "--force", pod.sandbox]).status == 0)
         #expect(Harness.eventually { pod.leftovers().isEmpty }, "\(pod.leftovers())")

@@ -50,6 +50,11 @@ struct GVisorTests {
         #expect(GVisor.runscProcesses(c.id).isEmpty)
     }
 
+    @Test("gVisor: prestart, createRuntime, poststart and poststop get the state of their lifecycle points (runtime.md#state)")
+    func lifecycleHooks() throws {
+        try RuntimeHooksTests.checkLifecycleHooks("gv-hooks") { try GVisor.bundle(["sleep", "1000"], edit: $0) }
+    }
+
     @Test("the memory limit holds for the whole sandbox: runsc's sandbox and gofer are in the limited cgroup, and an allocation over it is killed")
     func memoryLimit() throws {
         let limit: Int64 = 128 << 20

@@ -243,7 +243,7 @@ struct ResourceTests {
     /// (bounded, against hanging, not a timing assertion) and kills it if it never returns.
     static func forceDelete(_ c: TestContainer) throws -> Harness.Result? {
         let d = try Harness.Background(Harness.runtimeBinary, ["--root", c.root, "delete", "--force", c.id])
-        guard Harness.eventually(tries: 3000, { !d.process.isRunning }) else {
+        guard Harness.eventually(timeout: 60, { !d.process.isRunning }) else {
             d.terminate()
             _ = d.wait()
             return nil
@@ -335,7 +335,7 @@ struct ResourceTests {
         let c = try TestContainer("frozencg", bundle: try Harness.busyboxBundle(["true"]) { $0.linux?.cgroupsPath = path })
         defer { c.destroy() }
         let create = try Harness.Background(Harness.runtimeBinary, ["--root", c.root, "create", "--bundle", c.bundle, c.id])
-        let returned = Harness.eventually(tries: 3000) { !create.process.isRunning }
+        let returned = Harness.eventually(timeout: 60) { !create.process.isRunning }
         if !returned {
             // The old behaviour: the init sits frozen in the cgroup and create waits for it.
             create.terminate()

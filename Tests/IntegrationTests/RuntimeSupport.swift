@@ -68,16 +68,6 @@ extension Harness {
         return (r, c.leftovers())
     }
 
-    /// Polls `condition` every 20 ms, at most `tries` times. A bound against hanging, not a
-    /// timing assertion.
-    static func eventually(tries: Int = 1500, _ condition: () -> Bool) -> Bool {
-        for _ in 0..<tries {
-            if condition() { return true }
-            usleep(20_000)
-        }
-        return condition()
-    }
-
     /// A bundle whose root is the shared Python rootfs, read-only, with tmpfs /tmp and /workspace.
     static func pythonBundle(_ args: [String], tmpOptions: [String] = ["nosuid", "nodev", "mode=1777", "size=16m"], edit: (inout Spec) -> Void = { _ in }) throws -> String {
         let bundle = try tempDir("pybundle")
@@ -147,49 +137,16 @@ extension Harness {
         }
     }
 
-    /// posix_spawn(2) of `args`, waited for by pid, with stdout and stderr captured through
-    /// files and every fd above 2 closed except `inherit` (fds of the test process duplicated
-    /// onto the given numbers).
+    /// `run` of `args` (`args[0]` the program): stdout and stderr through files, every fd above
+    /// 2 closed except `inherit`, waited for by pid.
     ///
-    /// Container commands go through this rather than `Harness.run`: a created container's init
-    /// keeps the stdio it was given and every fd its caller leaked to it (as runc's does), and
-    /// Foundation.Process both reads its pipes to EOF and detects exit through a socket its
-    /// child inherits — either would wait for the container to die, not for the command.
+    /// Container commands need this shape (so does every command here, hence one runner): a
+    /// created container's init keeps the stdio it was given and every fd its caller leaked to
+    /// it (as runc's does), and Foundation.Process both reads its pipes to EOF and detects exit
+    /// through a socket its child inherits — either would wait for the container to die, not
+    /// for the command.
     static func spawn(_ args: [String], stdin: String? = nil, inherit: [(fd: Int32, as: Int32)] = []) throws -> Result {
-        let dir = try tempDir("spawn")
-        defer { cleanup(dir) }
-        let inPath = dir + "/in", outPath = dir + "/out", errPath = dir + "/err"
-        try (stdin ?? "").write(toFile: inPath, atomically: false, encoding: .utf8)
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, stdin == nil ? "/dev/null" : inPath, O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, outPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        posix_spawn_file_actions_addopen(&actions, 2, errPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        for (fd, target) in inherit {
-            posix_spawn_file_actions_adddup2(&actions, fd, target)
-        }
-        let closeFrom = max(3, (inherit.map(\.as).max() ?? 2) + 1)
-        try #require(addCloseFrom(&actions, closeFrom) == 0, "posix_spawn_file_actions_addclosefrom_np")
-        var cArgs: [UnsafeMutablePointer<CChar>?] = args.map { strdup($0) } + [nil]
-        defer { cArgs.forEach { free($0) } }
-        var pid: pid_t = 0
-        let rc = posix_spawn(&pid, args[0], &actions, nil, &cArgs, environ)
-        try #require(rc == 0, "posix_spawn \(args[0]): \(String(cString: strerror(rc)))")
-        var st: Int32 = 0
-        while waitpid(pid, &st, 0) < 0 && errno == EINTR {}
-        let code: Int32 = (st & 0x7f) == 0 ? (st >> 8) & 0xff : 128 + (st & 0x7f)
-        let out = (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? ""
-        let err = (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? ""
-        return Result(status: code, stdout: out, stderr: err)
-    }
-
-    /// glibc's posix_spawn_file_actions_addclosefrom_np (2.34+), which Swift's Glibc module does
-    /// not import.
-    private static func addCloseFrom(_ actions: UnsafeMutablePointer<posix_spawn_file_actions_t>, _ fd: Int32) -> Int32 {
-        typealias Fn = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
-        guard let sym = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np") else { return ENOSYS }
-        return unsafeBitCast(sym, to: Fn.self)(actions, fd)
+        try run(args[0], Array(args.dropFirst()), stdin: stdin, inherit: inherit)
     }
 
     /// gethostname(2) of the test process (the host's UTS namespace).

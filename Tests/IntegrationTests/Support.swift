@@ -32,36 +32,43 @@ enum Harness {
         var stderr: String
     }
 
-    /// Runs a program to completion, capturing stdout and stderr.
+    /// Runs a program to completion: the one process runner of these tests (`spawn` and
+    /// `ClientTools.run` are this). A `ClientProcess`: stdin from `stdin` (else /dev/null),
+    /// stdout and stderr captured through files, every fd above 2 closed except `inherit` (fds
+    /// of the test process duplicated onto the given numbers), reaped by pid — so a daemon or
+    /// container the program leaves behind holding its stdio never blocks the caller.
+    /// `env` nil: the test process's environment. After `timeout` seconds (none when nil) the
+    /// program is SIGKILLed, its status is -1 and stderr says so.
+    /// - Returns: the shell-style status (128+N for signal N) and the output.
     @discardableResult
-    static func run(_ path: String, _ args: [String], stdin: String? = nil, env: [String: String]? = nil) throws -> Result {
-        let p = Foundation.Process()
-        p.executableURL = URL(fileURLWithPath: path)
-        p.arguments = args
-        if let env { p.environment = env }
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        let inPipe = Pipe()
-        p.standardInput = stdin == nil ? FileHandle.nullDevice : inPipe
-        try p.run()
+    static func run(_ path: String, _ args: [String], stdin: String? = nil, env: [String: String]? = nil, timeout: Double? = nil, inherit: [(fd: Int32, as: Int32)] = []) throws -> Result {
+        let dir = try tempDir("io")
+        defer { cleanup(dir) }
+        var input: String?
         if let stdin {
-            inPipe.fileHandleForWriting.write(Data(stdin.utf8))
-            try inPipe.fileHandleForWriting.close()
+            try stdin.write(toFile: dir + "/in", atomically: false, encoding: .utf8)
+            input = dir + "/in"
         }
-        // Read both pipes concurrently so a full pipe never blocks the child.
-        nonisolated(unsafe) var errData = Data()
-        let group = DispatchGroup()
-        group.enter()
-        DispatchQueue.global().async {
-            errData = err.fileHandleForReading.readDataToEndOfFile()
-            group.leave()
+        let p = try ClientProcess(path, args, stdout: dir + "/out", stderr: dir + "/err", stdin: input, env: env, inherit: inherit)
+        let exited = timeout.map { p.wait(timeout: $0) } ?? true
+        if !exited { p.kill() }
+        let status = exited ? p.wait() : -1
+        let out = (try? String(contentsOfFile: dir + "/out", encoding: .utf8)) ?? ""
+        var err = (try? String(contentsOfFile: dir + "/err", encoding: .utf8)) ?? ""
+        if !exited { err += "\n[killed after \(timeout ?? 0)s: \(path) \(args.joined(separator: " "))]" }
+        return Result(status: status, stdout: out, stderr: err)
+    }
+
+    /// Polls `condition` every `interval` seconds until it holds or `timeout` seconds have
+    /// passed: the one polling helper of these tests. A bound against hanging, not a timing
+    /// assertion. - Returns: whether it held.
+    static func eventually(timeout: Double = 30, every interval: Double = 0.02, _ condition: () -> Bool) -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while true {
+            if condition() { return true }
+            if Date() > deadline { return false }
+            usleep(useconds_t(interval * 1_000_000))
         }
-        let outData = out.fileHandleForReading.readDataToEndOfFile()
-        group.wait()
-        p.waitUntilExit()
-        let status = p.terminationReason == .uncaughtSignal ? 128 + p.terminationStatus : p.terminationStatus
-        return Result(status: status, stdout: String(decoding: outData, as: UTF8.self), stderr: String(decoding: errData, as: UTF8.self))
     }
 
     /// `safespace-runtime --root <root> ARGS…`

@@ -29,12 +29,35 @@ struct EphemeralStorageTests {
         ((try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? "").contains(" \(path) ")
     }
 
-    @Test("writing past the cap gets ENOSPC, across writable paths together; destroy leaves nothing", arguments: [EphemeralStorage.Backend.loop, .tmpfs])
+    /// The file system type and source device of the mount at `path` ("ext4 /dev/loop" for
+    /// any loop device), from /proc/self/mountinfo (proc(5)).
+    static func mountSource(_ path: String) -> String? {
+        let text = (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? ""
+        for line in text.split(separator: "\n") {
+            let halves = line.components(separatedBy: " - ")
+            let fields = halves[0].split(separator: " ")
+            guard halves.count == 2, fields.count > 4, fields[4] == path else { continue }
+            let after = halves[1].split(separator: " ")
+            guard after.count > 1 else { return nil }
+            let source = after[1].hasPrefix("/dev/loop") ? "/dev/loop" : String(after[1])
+            return "\(after[0]) \(source)"
+        }
+        return nil
+    }
+
+    @Test("loop: writing past the cap gets ENOSPC, across writable paths together; destroy leaves nothing",
+          .enabled(if: EphemeralStorage.preferredBackend == .loop, "no /dev/loop-control or mkfs.ext4 on this node"))
+    func enospcLoop() throws { try enospc(backend: .loop) }
+
+    @Test("tmpfs: writing past the cap gets ENOSPC, across writable paths together; destroy leaves nothing")
+    func enospcTmpfs() throws { try enospc(backend: .tmpfs) }
+
     func enospc(backend: EphemeralStorage.Backend) throws {
-        if backend == .loop && EphemeralStorage.preferredBackend != .loop { return }
         let base = Self.base()
         defer { try? FileManager.default.removeItem(atPath: base) }
         let v = try EphemeralStorage.create(sandbox: "s1", size: 16 << 20, base: base, backend: backend)
+        // What is really mounted there: ext4 on a loop device, or a tmpfs.
+        #expect(Self.mountSource(v.volume) == (backend == .loop ? "ext4 /dev/loop" : "tmpfs tmpfs"), "\(String(describing: Self.mountSource(v.volume)))")
         var destroyed = false
         defer { if !destroyed { try? v.destroy() } }
         #expect(Self.mounted(v.volume))
