@@ -77,6 +77,21 @@ public enum Files {
         }
     }
 
+    /// The names in directory `path`, without `.` and `..`, in readdir(3) order; nil when it
+    /// cannot be opened (opendir(3) sets errno).
+    public static func entries(_ path: String) -> [String]? {
+        guard let dir = opendir(path) else { return nil }
+        defer { closedir(dir) }
+        var names: [String] = []
+        while let ent = readdir(dir) {
+            let name = withUnsafePointer(to: ent.pointee.d_name) {
+                $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
+            }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names
+    }
+
     /// rm -rf without following symlinks, staying on one file system (never crosses a mount).
     public static func removeTree(_ path: String) throws {
         var st = stat()
@@ -85,15 +100,7 @@ public enum Files {
             throw SysError("lstat", path: path)
         }
         if (st.st_mode & S_IFMT) == S_IFDIR {
-            guard let dir = opendir(path) else { throw SysError("opendir", path: path) }
-            var names: [String] = []
-            while let ent = readdir(dir) {
-                let name = withUnsafePointer(to: ent.pointee.d_name) {
-                    $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
-                }
-                if name != "." && name != ".." { names.append(name) }
-            }
-            closedir(dir)
+            guard let names = entries(path) else { throw SysError("opendir", path: path) }
             for name in names {
                 var cst = stat()
                 let child = path + "/" + name

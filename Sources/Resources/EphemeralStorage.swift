@@ -183,15 +183,7 @@ public struct EphemeralStorage: Sendable, Equatable {
     /// - Returns: the ids reaped.
     @discardableResult
     public static func reap(base: String = defaultBase, isAlive: (String) -> Bool) -> [String] {
-        guard let dir = opendir(base) else { return [] }
-        var ids: [String] = []
-        while let ent = readdir(dir) {
-            let name = withUnsafePointer(to: ent.pointee.d_name) {
-                $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
-            }
-            if name != "." && name != ".." { ids.append(name) }
-        }
-        closedir(dir)
+        guard let ids = Files.entries(base) else { return [] }
         var reaped: [String] = []
         for id in ids {
             let volume = existing(sandbox: id, base: base)

@@ -164,13 +164,8 @@ public struct StateStore: Sendable {
 
     /// Every container directory under `root`: created ones and half-made ones.
     public func entries() -> [String] {
-        guard let dir = opendir(root) else { return [] }
-        defer { closedir(dir) }
         var out: [String] = []
-        while let ent = readdir(dir) {
-            let name = withUnsafePointer(to: ent.pointee.d_name) {
-                $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
-            }
+        for name in Files.entries(root) ?? [] {
             if name.hasPrefix("@") {
                 // A long id: its directory name is a digest; the id is in state.json, or in
                 // creating.json while it is half-made.

@@ -159,13 +159,9 @@ public struct IDAllocator: Sendable {
     }
 
     private func readAll() throws -> [Allocation] {
-        guard let dir = opendir(directory) else { throw SysError("opendir", path: directory) }
-        defer { closedir(dir) }
+        guard let names = Files.entries(directory) else { throw SysError("opendir", path: directory) }
         var out: [Allocation] = []
-        while let entry = readdir(dir) {
-            let name = withUnsafePointer(to: entry.pointee.d_name) {
-                $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
-            }
+        for name in names {
             if name.hasSuffix(".json.tmp") {
                 // A write killed before its rename (`Files.writeAtomically`); writers hold the
                 // lock we hold, so its writer is gone.

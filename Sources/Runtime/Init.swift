@@ -191,7 +191,11 @@ private func enterPIDNamespace(_ handoff: SeccompHandoff?, channel: InitChannel)
         close(pipe[0])
         var pid = child
         _ = withUnsafeBytes(of: &pid) { write(pipe[1], $0.baseAddress, $0.count) }
-        do { try channel.send(InitMessage(type: "pid", message: "\(child)")) } catch { _exit(1) }
+        // A runtime that never hears of the child must not find it running: it waits for us.
+        do { try channel.send(InitMessage(type: "pid", message: "\(child)")) } catch {
+            kill(child, SIGKILL)
+            _exit(1)
+        }
         _exit(0)
     }
     close(pipe[1])

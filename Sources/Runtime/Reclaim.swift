@@ -126,16 +126,7 @@ public struct SandboxLeases: Sendable {
 
     /// Names of the bundle directories.
     public func ids() -> [String] {
-        guard let dir = opendir(directory) else { return [] }
-        defer { closedir(dir) }
-        var out: [String] = []
-        while let ent = readdir(dir) {
-            let name = withUnsafePointer(to: ent.pointee.d_name) {
-                $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
-            }
-            if !name.hasPrefix("."), Files.isDirectory(bundle(name)) { out.append(name) }
-        }
-        return out.sorted()
+        (Files.entries(directory) ?? []).filter { !$0.hasPrefix(".") && Files.isDirectory(bundle($0)) }.sorted()
     }
 
     /// Reclaims sandbox `id` if its owner is dead (or unknown).

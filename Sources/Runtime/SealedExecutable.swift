@@ -30,10 +30,20 @@ public enum SealedExecutable {
 
     private static let sealed: Result<(fd: Int32, method: Method), any Error> = Result { try make() }
 
-    /// The sealed executable's fd, for execveat(2) with AT_EMPTY_PATH.
-    /// - Throws: `SysError` when neither way works (no overlayfs and no memfd_create(2)); the
-    ///   same error on every call of this process.
-    static func fd() throws -> Int32 { try sealed.get().fd }
+    /// The sealed executable's fd, for execveat(2) with AT_EMPTY_PATH, for the helpers this
+    /// process forks. They are copies of this process until they re-execute, so it must run
+    /// the sealed binary itself (`reexecIfUnsealed`, which every front end calls first).
+    /// - Throws: `RuntimeError` when this process runs the host's file; `SysError` when it
+    ///   cannot be opened. The same error on every call of this process.
+    static func fd() throws -> Int32 {
+        guard isRunningSealed else {
+            throw RuntimeError("refusing to start a container's helpers from a process that runs the host's binary: call SealedExecutable.reexecIfUnsealed() first")
+        }
+        return try sealed.get().fd
+    }
+
+    /// `runningSealed()` of this process, read once (its executable never changes).
+    private static let isRunningSealed = runningSealed()
 
     /// How this process sealed its executable, or nil when it could not.
     public static var method: Method? { try? sealed.get().method }
@@ -47,8 +57,8 @@ public enum SealedExecutable {
     /// - Throws: `SysError` when the binary cannot be sealed or re-executed; the caller must
     ///   stop then rather than run helpers from the host's file.
     public static func reexecIfUnsealed() throws {
-        if runningSealed() { return }
-        let fd = try fd()
+        if isRunningSealed { return }
+        let fd = try sealed.get().fd
         fexecve(fd, CommandLine.unsafeArgv, environ)
         throw SysError("re-execute the sealed binary (fexecve)", path: "/proc/self/exe")
     }
@@ -67,7 +77,7 @@ public enum SealedExecutable {
     }
 
     private static func make() throws -> (fd: Int32, method: Method) {
-        if runningSealed() {
+        if isRunningSealed {
             // Re-executed already (`reexecIfUnsealed`): this executable is the sealed one.
             let fd = ss_open("/proc/self/exe", O_RDONLY | O_CLOEXEC, 0)
             guard fd >= 0 else { throw SysError("open", path: "/proc/self/exe") }

@@ -117,17 +117,12 @@ public struct SeccompCache: Sendable {
 
     /// Removes the oldest files beyond `capacity`.
     private func evict() {
-        guard let dir = opendir(directory) else { return }
+        guard let names = Files.entries(directory) else { return }
         var files: [(name: String, mtime: Int)] = []
-        while let ent = readdir(dir) {
-            let name = withUnsafePointer(to: ent.pointee.d_name) {
-                $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
-            }
-            guard name.hasSuffix(".bin") else { continue }
+        for name in names where name.hasSuffix(".bin") {
             var st = stat()
             if stat(directory + "/" + name, &st) == 0 { files.append((name, st.st_mtim.tv_sec)) }
         }
-        closedir(dir)
         guard files.count > capacity else { return }
         for file in files.sorted(by: { $0.mtime < $1.mtime }).prefix(files.count - capacity) {
             unlink(directory + "/" + file.name)
