@@ -23,20 +23,20 @@ let package = Package(
             name: "CSeccomp", pkgConfig: "libseccomp",
             providers: [.apt(["libseccomp-dev"])]),
         .target(name: "OCI"),
-        .target(name: "Linux", dependencies: ["CSafeSpace", "CLibcap"]),
-        .target(name: "Cgroups", dependencies: ["Linux", "OCI", "CSafeSpace"]),
-        .target(name: "Seccomp", dependencies: ["OCI", "Linux", "CSeccomp", "CSafeSpace"]),
+        .target(name: "LinuxKernel", dependencies: ["CSafeSpace", "CLibcap"]),
+        .target(name: "Cgroups", dependencies: ["LinuxKernel", "OCI", "CSafeSpace"]),
+        .target(name: "SeccompFilters", dependencies: ["OCI", "LinuxKernel", "CSeccomp", "CSafeSpace"]),
         // Resources: `GarbageCollector` (Reclaim.swift) also reclaims CPU allocations and volumes.
-        .target(name: "Runtime", dependencies: ["OCI", "Linux", "Cgroups", "Seccomp", "Resources", "CSafeSpace"]),
+        .target(name: "Runtime", dependencies: ["OCI", "LinuxKernel", "Cgroups", "SeccompFilters", "NodeResources", "CSafeSpace"]),
         // Sandbox-side resources: quantities, spec.resources -> linux.resources, CPU pinning
         // allocator, ephemeral storage volumes (wired into the Sandbox policy by the CLI/daemon).
-        .target(name: "Resources", dependencies: ["OCI", "Linux", "CSafeSpace"]),
+        .target(name: "NodeResources", dependencies: ["OCI", "LinuxKernel", "CSafeSpace"]),
         // Seccomp: Docker-format profiles resolved into linux.seccomp (SandboxPolicy+Seccomp.swift).
         // The built-in profiles are seccomp/*.json, compiled into the code (no resource bundle
         // to install beside the binary); BuiltinProfiles is a symlink to seccomp/, since SwiftPM
         // takes resources only from under the target's directory.
         .target(
-            name: "Sandbox", dependencies: ["OCI", "Seccomp", "Resources", .product(name: "Yams", package: "Yams")],
+            name: "SandboxSpec", dependencies: ["OCI", "SeccompFilters", "NodeResources", .product(name: "Yams", package: "Yams")],
             exclude: ["BuiltinProfiles/README.md"],
             resources: [
                 .embedInCode("BuiltinProfiles/default.json"),
@@ -45,22 +45,22 @@ let package = Package(
             ]),
         .executableTarget(
             name: "safespace-runtime",
-            dependencies: ["Runtime", "Seccomp", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+            dependencies: ["Runtime", "SeccompFilters", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         // The node side of a sandbox: a validated Sandbox -> bundle, leases, writable layer, id
         // range, CPUs, volume, seccomp event agent, container; and its release. Front ends:
         // `safespace run`, the daemon. Never linked into safespace-runtime.
-        .target(name: "SandboxHost", dependencies: ["OCI", "Linux", "Cgroups", "Runtime", "Sandbox", "Seccomp", "Resources"]),
+        .target(name: "SandboxHosting", dependencies: ["OCI", "LinuxKernel", "Cgroups", "Runtime", "SandboxSpec", "SeccompFilters", "NodeResources"]),
         .executableTarget(
             name: "safespace",
-            dependencies: ["Runtime", "Sandbox", "SandboxHost", "Seccomp", "Resources", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+            dependencies: ["Runtime", "SandboxSpec", "SandboxHosting", "SeccompFilters", "NodeResources", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .testTarget(name: "OCITests", dependencies: ["OCI"]),
         .testTarget(name: "CgroupsTests", dependencies: ["Cgroups", "OCI"]),
-        .testTarget(name: "ResourcesTests", dependencies: ["Resources", "OCI", "Linux"]),
-        .testTarget(name: "SandboxTests", dependencies: ["Sandbox", "OCI", "Seccomp", "Resources"]),
-        .testTarget(name: "SeccompTests", dependencies: ["Seccomp", "OCI"]),
-        .testTarget(name: "SandboxHostTests", dependencies: ["SandboxHost", "Sandbox", "OCI", "Resources", "Runtime"]),
-        .testTarget(name: "RuntimeTests", dependencies: ["OCI", "Runtime", "Linux"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["OCI", "Runtime", "Seccomp", "Resources", "Linux"]),
+        .testTarget(name: "NodeResourcesTests", dependencies: ["NodeResources", "OCI", "LinuxKernel"]),
+        .testTarget(name: "SandboxSpecTests", dependencies: ["SandboxSpec", "OCI", "SeccompFilters", "NodeResources"]),
+        .testTarget(name: "SeccompFiltersTests", dependencies: ["SeccompFilters", "OCI"]),
+        .testTarget(name: "SandboxHostingTests", dependencies: ["SandboxHosting", "SandboxSpec", "OCI", "NodeResources", "Runtime"]),
+        .testTarget(name: "RuntimeTests", dependencies: ["OCI", "Runtime", "LinuxKernel"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["OCI", "Runtime", "SeccompFilters", "NodeResources", "LinuxKernel"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,5 +1,5 @@
 import Glibc
-import Linux
+import LinuxKernel
 
 /// A cgroup operation that failed: which step, on which file or OCI field, and the errno.
 ///

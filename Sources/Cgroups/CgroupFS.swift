@@ -1,5 +1,5 @@
 import Glibc
-import Linux
+import LinuxKernel
 
 /// The few file operations cgroupfs needs, each retrying EINTR and throwing `CgroupError`
 /// with the errno and the path.

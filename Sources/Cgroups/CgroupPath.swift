@@ -1,5 +1,5 @@
 import Glibc
-import Linux
+import LinuxKernel
 
 /// Resolution of `linux.cgroupsPath` to one directory per hierarchy, from the text of
 /// `/proc/self/cgroup` and `/proc/self/mountinfo` (pure, so tests feed it sample text).

@@ -1,4 +1,4 @@
-import Linux
+import LinuxKernel
 
 /// Whether the kernel has AppArmor enabled (/sys/module/apparmor/parameters/enabled is "Y").
 enum AppArmor {

@@ -1,6 +1,6 @@
 import Glibc
 import CSafeSpace
-import Linux
+import LinuxKernel
 import OCI
 
 /// `process.terminal`: a pty made inside the container's devpts; the master goes to the

@@ -5,10 +5,10 @@ import Foundation
 #endif
 import Glibc
 import CSafeSpace
-import Linux
+import LinuxKernel
 import OCI
 import Cgroups
-import Seccomp
+import SeccompFilters
 
 /// Options of `create` (runc's flags of the same names).
 public struct CreateOptions: Sendable {

@@ -1,5 +1,5 @@
 import Glibc
-import Linux
+import LinuxKernel
 import OCI
 
 /// The config.json `spec` writes: runc's default (`runc spec`), a non-terminal `sh`.

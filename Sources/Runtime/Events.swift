@@ -5,7 +5,7 @@ import Foundation
 #endif
 import Cgroups
 import Glibc
-import Linux
+import LinuxKernel
 import OCI
 
 /// One line of `events`: runc's `{"type":"stats"|"oom","id":…,"data":…}`.

@@ -5,7 +5,7 @@ import Foundation
 #endif
 import Glibc
 import CSafeSpace
-import Linux
+import LinuxKernel
 import OCI
 
 /// How every runsc call of one gVisor container is made. runsc rereads its configuration from

@@ -1,5 +1,5 @@
 import Glibc
-import Linux
+import LinuxKernel
 import OCI
 
 /// What the installed runsc can enforce, from the configuration and `runsc help platforms`.
@@ -138,7 +138,7 @@ enum GVisorSpec {
             }
             return m
         }
-        if out.linux == nil { out.linux = OCI.Linux() }
+        if out.linux == nil { out.linux = Linux() }
         out.linux?.resources = nil
         out.linux?.cgroupsPath = cgroupsPath
         return out

@@ -1,6 +1,6 @@
 import Glibc
 import CSafeSpace
-import Linux
+import LinuxKernel
 import OCI
 
 /// OCI hooks (config.md#posix-platform-hooks): each runs with the container state JSON on its

@@ -4,7 +4,7 @@ import FoundationEssentials
 import Foundation
 #endif
 import Glibc
-import Linux
+import LinuxKernel
 import OCI
 
 /// Host uid/gid ranges for user namespaces: every sandbox gets `IDAllocator.rangeSize` (65536)

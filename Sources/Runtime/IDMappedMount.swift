@@ -1,6 +1,6 @@
 import Glibc
 import CSafeSpace
-import Linux
+import LinuxKernel
 import OCI
 
 /// Idmapped mounts (mount_setattr(2) `MOUNT_ATTR_IDMAP`, Linux 5.12+): the shared read-only

@@ -5,7 +5,7 @@ import Foundation
 #endif
 import Glibc
 import CSafeSpace
-import Linux
+import LinuxKernel
 import OCI
 
 /// `safespace-runtime init`: the container's first process, started by `spawnInit` in its new

@@ -5,9 +5,9 @@ import Foundation
 #endif
 import Glibc
 import CSafeSpace
-import Linux
+import LinuxKernel
 import OCI
-import Seccomp
+import SeccompFilters
 
 /// What the parent sends the init helper (`safespace-runtime init`) over the init socket.
 ///

@@ -1,5 +1,5 @@
 import Glibc
-import Linux
+import LinuxKernel
 import OCI
 
 extension ContainerRuntime {

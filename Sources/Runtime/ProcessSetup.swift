@@ -1,9 +1,9 @@
 import Glibc
 import CLibcap
 import CSafeSpace
-import Linux
+import LinuxKernel
 import OCI
-import Seccomp
+import SeccompFilters
 
 /// The last steps before execve(2), in runc's order (standard_init_linux.go / finalizeNamespace):
 /// rlimits, keyring, umask, bounding set, groups and ids (keeping capabilities across setuid),

@@ -5,8 +5,8 @@ import Foundation
 #endif
 import Glibc
 import Cgroups
-import Linux
-import Resources
+import LinuxKernel
+import NodeResources
 
 // Crash recovery: a process that holds node state can be killed at any moment (SIGKILL, OOM,
 // a reboot of the daemon), and nothing it would have released on its way out gets released.

@@ -1,6 +1,6 @@
 import Glibc
 import CSafeSpace
-import Linux
+import LinuxKernel
 import OCI
 
 /// Builds the container's file system view inside its new mount namespace, in runc's order

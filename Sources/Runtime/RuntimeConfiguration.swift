@@ -4,7 +4,7 @@ import FoundationEssentials
 import Foundation
 #endif
 import Glibc
-import Linux
+import LinuxKernel
 import OCI
 
 /// The node's runtime configuration: `/etc/safespace/runtime.json` (or `$SAFESPACE_RUNTIME_CONFIG`),

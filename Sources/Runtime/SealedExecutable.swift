@@ -1,6 +1,6 @@
 import Glibc
 import CSafeSpace
-import Linux
+import LinuxKernel
 
 /// The binary every helper runs where a container can see it (`init`, the `exec` helper, the
 /// user namespace helper of `IDMappedMount`): this process's own executable, sealed so that a

@@ -5,8 +5,8 @@ import Foundation
 #endif
 import Glibc
 import CSafeSpace
-import Linux
-import Seccomp
+import LinuxKernel
+import SeccompFilters
 import Synchronization
 
 /// A seccomp agent for syscall events: it listens on a unix socket (the profile's

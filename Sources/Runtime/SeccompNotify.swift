@@ -5,9 +5,9 @@ import Foundation
 #endif
 import Glibc
 import CSafeSpace
-import Linux
+import LinuxKernel
 import OCI
-import Seccomp
+import SeccompFilters
 
 /// SCMP_ACT_NOTIFY: the runtime's half (config-linux.md#seccomp `listenerPath`, and
 /// #containerprocessstate) and an agent that answers notifications with an errno and counts

@@ -1,5 +1,5 @@
 import Glibc
-import Linux
+import LinuxKernel
 
 /// Resolves `path` inside `root` as if `root` were `/`: symlinks are followed but can never
 /// lead outside `root`, and `..` stops at `root` (the rule of filepath-securejoin, which runc

@@ -1,6 +1,6 @@
 import Glibc
 import CSafeSpace
-import Linux
+import LinuxKernel
 import OCI
 
 /// CLONE_NEW* flag and /proc/PID/ns name of each OCI namespace type.

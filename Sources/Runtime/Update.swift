@@ -5,7 +5,7 @@ import Foundation
 #endif
 import Cgroups
 import Glibc
-import Linux
+import LinuxKernel
 import OCI
 
 extension ContainerRuntime {
@@ -37,7 +37,7 @@ extension ContainerRuntime {
             return
         }
         for warning in try state.cgroup.apply(apply) { log.warn(warning) }
-        if state.spec.linux == nil { state.spec.linux = OCI.Linux() }
+        if state.spec.linux == nil { state.spec.linux = Linux() }
         state.spec.linux?.resources = merged
         try store.save(state)
         if state.backend == .gvisor, try PodRole.of(state.spec.annotations) == .sandbox {

@@ -1,5 +1,5 @@
 import Glibc
-import Linux
+import LinuxKernel
 import OCI
 
 /// Checks of a config.json made before anything is created, so that bad input leaves nothing

@@ -5,10 +5,10 @@ import FoundationEssentials
 import Foundation
 #endif
 import Glibc
-import Linux
+import LinuxKernel
 import OCI
 import Runtime
-import Seccomp
+import SeccompFilters
 
 /// runtime-spec features.md: what this runtime implements.
 struct FeaturesDocument: Encodable {

@@ -5,7 +5,7 @@ import FoundationEssentials
 import Foundation
 #endif
 import Glibc
-import Linux
+import LinuxKernel
 import OCI
 import Runtime
 

@@ -1,8 +1,8 @@
 /// `safespace gc`: reclaims what killed `safespace run`s and `create`s left on this node.
 import ArgumentParser
 import Glibc
-import Resources
-import SandboxHost
+import NodeResources
+import SandboxHosting
 
 struct GCCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -1,7 +1,7 @@
 /// The node's directories and files that `run` and `gc` share (the hidden ones let tests keep
 /// their own, apart from the node's).
 import ArgumentParser
-import Resources
+import NodeResources
 
 struct NodePathOptions: ParsableArguments {
     @Option(help: "State directory of the runtime.")

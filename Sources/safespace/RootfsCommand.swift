@@ -1,7 +1,7 @@
 /// `safespace rootfs`: the runtime root filesystems of this node.
 import ArgumentParser
 import Foundation
-import Sandbox
+import SandboxSpec
 
 struct RootfsCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

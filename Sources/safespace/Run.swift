@@ -3,8 +3,8 @@
 /// (normal exit, signal, timeout, error).
 import Foundation
 import Glibc
-import Resources
-import SandboxHost
+import NodeResources
+import SandboxHosting
 
 /// Exit codes of `safespace run` besides the workload's own (timeout(1)'s and the shell's).
 enum RunExit {

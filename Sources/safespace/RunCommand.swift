@@ -2,9 +2,9 @@
 import ArgumentParser
 import Foundation
 import Glibc
-import Resources
-import Sandbox
-import SandboxHost
+import NodeResources
+import SandboxSpec
+import SandboxHosting
 
 struct RunCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

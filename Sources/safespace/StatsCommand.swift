@@ -3,7 +3,7 @@ import ArgumentParser
 import Cgroups
 import Foundation
 import Glibc
-import SandboxHost
+import SandboxHosting
 
 struct StatsCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -2,7 +2,7 @@
 import ArgumentParser
 import Glibc
 import Runtime
-import SandboxHost
+import SandboxHosting
 
 // The runtime re-executes /proc/self/exe as `<argv0> init` inside the new namespaces
 // (Runtime/Spawn.swift): that process must become the container's init before any argument

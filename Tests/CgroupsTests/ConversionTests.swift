@@ -4,7 +4,7 @@ import Testing
 
 @testable import Cgroups
 
-typealias OCIResources = OCI.Resources
+typealias OCIResources = Resources
 
 struct ConversionTests {
     // The table of opencontainers/cgroups' TestConvertCPUSharesToCgroupV2Value (runc >= 1.3.2).

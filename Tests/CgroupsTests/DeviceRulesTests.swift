@@ -6,7 +6,7 @@ import Testing
 /// Device rules: the v1 model, the v1 writes and the v2 eBPF program, which a tiny interpreter
 /// here runs against (type, access, major, minor) requests, so the program is checked without a kernel.
 struct DeviceRulesTests {
-    typealias Rule = OCI.Resources.DeviceCgroup
+    typealias Rule = Resources.DeviceCgroup
 
     /// Runs the subset of eBPF the generator emits; returns r0.
     static func run(_ program: [UInt64], type: UInt32, access: UInt32, major: UInt32, minor: UInt32) -> UInt32 {

@@ -2,7 +2,7 @@ import Foundation
 import Testing
 
 @testable import Cgroups
-import Linux
+import LinuxKernel
 
 struct PathTests {
     // This development host: v1 controllers, cgroup2 at /sys/fs/cgroup/unified, caller in a

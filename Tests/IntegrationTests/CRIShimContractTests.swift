@@ -1,5 +1,5 @@
 import Foundation
-import Linux
+import LinuxKernel
 import Testing
 import OCI
 

@@ -1,8 +1,8 @@
 import Foundation
 import Testing
-import Linux
+import LinuxKernel
 import OCI
-import Resources
+import NodeResources
 import Runtime
 
 /// Crash safety (issue 10): a `safespace run` or `safespace-runtime create` SIGKILLed at a
@@ -200,7 +200,7 @@ struct CrashRecoveryTests {
         defer { world.destroy() }
         let plain = try Harness.busyboxBundle(["sleep", "5"])
         let userns = try Harness.busyboxBundle(["sleep", "5"]) { spec in
-            spec.linux?.namespaces?.append(OCI.Namespace(type: "user"))
+            spec.linux?.namespaces?.append(Namespace(type: "user"))
             spec.annotations = [UserNamespaceRange.annotation: UserNamespaceRange.auto]
         }
         defer { Harness.cleanup(plain, userns) }

@@ -1,7 +1,7 @@
 import Foundation
-import Linux
+import LinuxKernel
 import OCI
-import Resources
+import NodeResources
 import Testing
 
 /// Resource limits on real containers through the `safespace-runtime` binary: OOM (exit 137,

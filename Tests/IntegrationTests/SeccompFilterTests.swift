@@ -2,7 +2,7 @@ import Foundation
 import Testing
 import OCI
 import Runtime
-import Seccomp
+import SeccompFilters
 
 /// linux.seccomp compiled and loaded for real: the static C probe (Tests/Probes) reports what
 /// the kernel answered inside a busybox container run by `safespace-runtime run`.

@@ -2,7 +2,7 @@ import Foundation
 import Testing
 import OCI
 import Runtime
-import Seccomp
+import SeccompFilters
 
 /// SCMP_ACT_NOTIFY with `listenerPath`: the runtime hands the listener fd and the container
 /// process state to an agent (config-linux.md#seccomp); the agent here is the runtime's own

@@ -2,7 +2,7 @@ import Foundation
 import Testing
 import OCI
 import Runtime
-import Seccomp
+import SeccompFilters
 
 /// The profiles of seccomp/ and Podman's, with real interpreters: `safespace run` runs the
 /// workloads of Tests/Probes (uid 1000, no capabilities, syscall events on: any denial during a

@@ -2,7 +2,7 @@ import Foundation
 import Testing
 import OCI
 import Runtime
-import Seccomp
+import SeccompFilters
 
 /// Helpers of the seccomp integration tests: the static C probe (Tests/Probes/seccomp_probe.c),
 /// bundles that carry it, and the repository's profiles resolved for this machine.

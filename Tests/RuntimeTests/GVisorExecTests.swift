@@ -1,7 +1,7 @@
 import Testing
 @testable import OCI
 @testable import Runtime
-import Linux
+import LinuxKernel
 
 /// What the gVisor backend refuses before `runsc exec` (GVisorSpec.checkExec): a container's
 /// seccomp profile the installed runsc would not give the exec'd process, and a umask it

@@ -2,7 +2,7 @@ import Glibc
 import Testing
 @testable import OCI
 @testable import Runtime
-@testable import Linux
+@testable import LinuxKernel
 
 struct ValidationTests {
     func base() -> Spec {

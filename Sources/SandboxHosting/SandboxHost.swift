@@ -1,0 +1,203 @@
+/// SandboxHost: the node side of a sandbox. It turns a validated `Sandbox` into a running
+/// sandbox and releases everything it took: the bundle directory and its lease, the writable
+/// layer (overlay over the store's rootfs, idmapped in a user namespace), the host uid range,
+/// pinned CPUs, the ephemeral storage volume, the seccomp event agent, and the container
+/// (create/start/wait/kill/delete through Runtime's `ContainerRuntime`).
+///
+/// Front ends: `safespace run` (the CLI) and, later, the daemon. The library is usable from a
+/// long-running multithreaded process: it keeps no global state, installs no signal handlers
+/// and never exits; errors are thrown, and what is worth telling but not an error goes to
+/// `Configuration.messages`. Every fork goes through Runtime (its spawn and `init` paths).
+/// It must not import ArgumentParser or anything of a front end.
+import Cgroups
+import Foundation
+import Glibc
+import OCI
+import NodeResources
+import Runtime
+import SandboxSpec
+
+/// The node-side host of sandboxes. Stateless: all the node state it takes is on disk, each
+/// piece recorded with its owner (Runtime/Reclaim.swift), and held by a `PreparedSandbox`.
+public struct SandboxHost: Sendable {
+    /// Where the node's state lives, and where messages go.
+    public struct Configuration: Sendable {
+        /// `--root` of the runtime's state (`ContainerRuntime`).
+        public var stateRoot: String
+        /// Parent of the bundle directories (`SandboxLeases`), `/run/safespace-bundles`.
+        public var bundleRoot: String
+        /// `CPUAllocator` file of `cpuPinning`.
+        public var cpuAllocations: String
+        /// `EphemeralStorage` base of the volumes.
+        public var ephemeralStorageBase: String
+        /// Rootfs store directory (`RootfsStore`).
+        public var rootfsStore: String
+        /// Directory of SandboxProfiles and Localhost seccomp profiles (`SeccompProfiles`).
+        public var seccompProfiles: String
+        /// Receives warnings and the seccomp summary; called from any thread. Default: dropped.
+        public var messages: @Sendable (Message) -> Void
+
+        public init(
+            stateRoot: String = "/run/safespace", bundleRoot: String = "/run/safespace-bundles",
+            cpuAllocations: String = CPUAllocator.defaultPath, ephemeralStorageBase: String = EphemeralStorage.defaultBase,
+            rootfsStore: String = RootfsStore.defaultRoot, seccompProfiles: String = SeccompProfiles.defaultDirectory,
+            messages: @escaping @Sendable (Message) -> Void = { _ in }
+        ) {
+            self.stateRoot = stateRoot
+            self.bundleRoot = bundleRoot
+            self.cpuAllocations = cpuAllocations
+            self.ephemeralStorageBase = ephemeralStorageBase
+            self.rootfsStore = rootfsStore
+            self.seccompProfiles = seccompProfiles
+            self.messages = messages
+        }
+
+        func warn(_ text: String) { messages(.warning(text)) }
+    }
+
+    /// What the host tells its front end besides errors.
+    public enum Message: Sendable, Equatable {
+        /// Something went wrong that does not stop the sandbox (a reclaim, the event agent).
+        case warning(String)
+        /// The seccomp event agent's one line of denied syscalls, when the sandbox ends.
+        case seccompSummary(String)
+    }
+
+    public let configuration: Configuration
+
+    public init(configuration: Configuration = Configuration()) {
+        self.configuration = configuration
+    }
+
+    /// The bundle of `sandbox` on this node: its rootfs resolved in the store, the node's
+    /// defaults (runtime.json's `sandboxDefaults`) applied, the policy compiled
+    /// (`SandboxPolicy.bundle`). Takes nothing on the node.
+    /// - Parameters:
+    ///   - sandbox: validated, with `metadata.name` and `spec.runtime` set (`Sandbox.applying`).
+    ///   - args: the command and its arguments.
+    ///   - env: `KEY=VALUE` entries added to the process environment.
+    /// - Throws: `SandboxError` from the policy; `SandboxHostError` for an unknown runtime
+    ///   ("spec.runtime: …") or unreadable node defaults.
+    public func plan(for sandbox: Sandbox, args: [String], env: [String] = []) throws -> SandboxPlan {
+        // Both are set by `applying` and checked by `validate`.
+        guard let id = sandbox.metadata.name, let runtimeName = sandbox.spec.runtime else {
+            throw SandboxHostError("metadata.name and spec.runtime are required")
+        }
+        let store = RootfsStore(root: configuration.rootfsStore)
+        let resolved: (manifest: RootfsManifest, rootfsPath: String)
+        do { resolved = try store.resolve(runtime: runtimeName) } catch {
+            throw SandboxHostError("spec.runtime: \(error)")
+        }
+
+        let writableRoot = !(sandbox.spec.filesystem?.readOnlyRoot ?? true)
+        let bundlePath = configuration.bundleRoot + "/" + id
+        let rootPath = writableRoot ? bundlePath + "/rootfs" : resolved.rootfsPath
+        // The node's limits for what spec.resources leaves out (runtime.json's sandboxDefaults).
+        let defaults: SandboxDefaults
+        do { defaults = try SandboxDefaults.load() } catch { throw SandboxHostError("\(error)") }
+        let bundle = try SandboxPolicy.bundle(
+            for: sandbox, rootfs: rootPath, id: id, args: args, env: env,
+            seccompProfiles: SeccompProfiles(directory: configuration.seccompProfiles), defaults: defaults)
+        return SandboxPlan(
+            id: id, spec: bundle.spec,
+            writableLayer: bundle.writableLayer ? (resolved.rootfsPath, SandboxPolicy.writableLayerSize) : nil,
+            timeout: sandbox.spec.timeout, limits: bundle.limits, writablePaths: SandboxPolicy.writablePaths(of: sandbox))
+    }
+
+    /// Takes the node state of `plan` and writes its bundle, in this order: ephemeral storage
+    /// volumes of crashed runs reaped, the sandbox's lease and bundle directory (the name is
+    /// reserved), pinned CPUs and the ephemeral storage volume, the writable layer and host id
+    /// range, the seccomp event agent, `config.json`. The container is not created yet
+    /// (`PreparedSandbox.create`).
+    /// - Returns: the sandbox, holding all of it until its `cleanup()`.
+    /// - Throws: `RuntimeError` "metadata.name: a sandbox named … exists already" while another
+    ///   live process holds the name; what a step failed with. Whatever was taken before the
+    ///   failure is released first (a release that fails is reported as a warning, and stays
+    ///   recorded for `gc`).
+    public func prepare(_ plan: SandboxPlan) throws -> PreparedSandbox {
+        // Ephemeral storage volumes of runs that crashed (HostResources.swift).
+        reapVolumes()
+        let sandbox = PreparedSandbox(plan: plan, configuration: configuration)
+        do {
+            try sandbox.prepare()
+        } catch {
+            do { try sandbox.cleanup() } catch {
+                for line in error.lines { configuration.warn(line) }
+            }
+            throw error
+        }
+        return sandbox
+    }
+
+    /// Destroys the ephemeral storage volumes left by runs that crashed (`prepare` does it
+    /// first); nothing without root.
+    public func reapVolumes() {
+        RunResources.reapVolumes(root: configuration.stateRoot, bundleRoot: configuration.bundleRoot, base: configuration.ephemeralStorageBase)
+    }
+
+    /// The resource usage of sandbox `id` from its cgroup (`ContainerRuntime.stats`).
+    /// - Throws: what `stats` throws for an unknown or stopped sandbox.
+    public func stats(id: String) throws -> CgroupStats {
+        try ContainerRuntime(root: configuration.stateRoot).stats(id: id)
+    }
+
+    /// Reclaims everything of this node's sandboxes and containers whose owner is dead:
+    /// `GarbageCollector.sweep` (Runtime/Reclaim.swift) over this configuration's paths and
+    /// runtime.json's id allocator.
+    /// - Throws: what loading runtime.json (`RuntimeConfiguration.load`) throws.
+    public func gc() throws -> GarbageCollector.Report {
+        let runtimeConfiguration = try RuntimeConfiguration.load()
+        return GarbageCollector(
+            stateRoot: configuration.stateRoot, bundleRoot: configuration.bundleRoot, cpuAllocations: configuration.cpuAllocations,
+            idAllocator: runtimeConfiguration.idAllocator, ephemeralStorageBase: configuration.ephemeralStorageBase
+        ).sweep()
+    }
+}
+
+/// One sandbox as the node runs it, made by `SandboxHost.plan` from a Sandbox.
+public struct SandboxPlan: Sendable {
+    /// Container id; the sandbox name.
+    public var id: String
+    /// The bundle's config.json. With `writableLayer`, `root.path` is `<bundle>/rootfs`.
+    public var spec: Spec
+    /// For a writable root: the store's rootfs (overlay lowerdir) and the tmpfs size of the layer.
+    public var writableLayer: (lowerdir: String, size: String)?
+    /// Seconds the workload may run (`spec.timeout`); nil for no limit. Enforced by the front
+    /// end (`PreparedSandbox.kill`).
+    public var timeout: Int?
+    /// `spec.resources` as numbers; `spec.linux.resources` holds all but the pinned CPUs and
+    /// the ephemeral storage volume, which `SandboxHost.prepare` takes (HostResources.swift).
+    public var limits = SandboxLimits()
+    /// The sandbox's writable paths (the tmpfs mounts an ephemeral storage volume replaces).
+    public var writablePaths: [String] = []
+
+    public init(
+        id: String, spec: Spec, writableLayer: (lowerdir: String, size: String)? = nil, timeout: Int? = nil,
+        limits: SandboxLimits = SandboxLimits(), writablePaths: [String] = []
+    ) {
+        self.id = id
+        self.spec = spec
+        self.writableLayer = writableLayer
+        self.timeout = timeout
+        self.limits = limits
+        self.writablePaths = writablePaths
+    }
+}
+
+/// An error of the host itself (a mount, a directory, the rootfs store); the message is the
+/// whole description.
+public struct SandboxHostError: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// Releases of `PreparedSandbox.cleanup` that failed; each stays to be retried by the next
+/// `cleanup()` (and is recorded for `gc`).
+public struct CleanupError: Error, CustomStringConvertible {
+    /// What was being released (e.g. "bundle /run/safespace-bundles/x") and why it failed.
+    public var failures: [(step: String, error: any Error)]
+
+    /// One `cleanup: <step>: <error>` line per failure.
+    public var lines: [String] { failures.map { "cleanup: \($0.step): \($0.error)" } }
+    public var description: String { lines.joined(separator: "\n") }
+}
