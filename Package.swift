@@ -23,20 +23,22 @@ let package = Package(
             name: "CSeccomp", pkgConfig: "libseccomp",
             providers: [.apt(["libseccomp-dev"])]),
         .target(name: "OCI"),
-        .target(name: "LinuxKernel", dependencies: ["CSafeSpace", "CLibcap"]),
-        .target(name: "Cgroups", dependencies: ["LinuxKernel", "OCI", "CSafeSpace"]),
-        .target(name: "SeccompFilters", dependencies: ["OCI", "LinuxKernel", "CSeccomp", "CSafeSpace"]),
+        // The shape of every error (code, field, operation, errno, cause); imports nothing.
+        .target(name: "Errors"),
+        .target(name: "LinuxKernel", dependencies: ["Errors", "CSafeSpace", "CLibcap"]),
+        .target(name: "Cgroups", dependencies: ["Errors", "LinuxKernel", "OCI", "CSafeSpace"]),
+        .target(name: "SeccompFilters", dependencies: ["Errors", "OCI", "LinuxKernel", "CSeccomp", "CSafeSpace"]),
         // Resources: `GarbageCollector` (Reclaim.swift) also reclaims CPU allocations and volumes.
-        .target(name: "Runtime", dependencies: ["OCI", "LinuxKernel", "Cgroups", "SeccompFilters", "NodeResources", "CSafeSpace"]),
+        .target(name: "Runtime", dependencies: ["Errors", "OCI", "LinuxKernel", "Cgroups", "SeccompFilters", "NodeResources", "CSafeSpace"]),
         // Sandbox-side resources: quantities, spec.resources -> linux.resources, CPU pinning
         // allocator, ephemeral storage volumes (wired into the Sandbox policy by the CLI/daemon).
-        .target(name: "NodeResources", dependencies: ["OCI", "LinuxKernel", "CSafeSpace"]),
+        .target(name: "NodeResources", dependencies: ["Errors", "OCI", "LinuxKernel", "CSafeSpace"]),
         // Seccomp: Docker-format profiles resolved into linux.seccomp (SandboxPolicy+Seccomp.swift).
         // The built-in profiles are seccomp/*.json, compiled into the code (no resource bundle
         // to install beside the binary); BuiltinProfiles is a symlink to seccomp/, since SwiftPM
         // takes resources only from under the target's directory.
         .target(
-            name: "SandboxSpec", dependencies: ["OCI", "SeccompFilters", "NodeResources", .product(name: "Yams", package: "Yams")],
+            name: "SandboxSpec", dependencies: ["Errors", "OCI", "SeccompFilters", "NodeResources", .product(name: "Yams", package: "Yams")],
             exclude: ["BuiltinProfiles/README.md"],
             resources: [
                 .embedInCode("BuiltinProfiles/default.json"),
@@ -49,17 +51,17 @@ let package = Package(
         // The node side of a sandbox: a validated Sandbox -> bundle, leases, writable layer, id
         // range, CPUs, volume, seccomp event agent, container; and its release. Front ends:
         // `safespace run`, the daemon. Never linked into safespace-runtime.
-        .target(name: "SandboxHosting", dependencies: ["OCI", "LinuxKernel", "Cgroups", "Runtime", "SandboxSpec", "SeccompFilters", "NodeResources"]),
+        .target(name: "SandboxHosting", dependencies: ["Errors", "OCI", "LinuxKernel", "Cgroups", "Runtime", "SandboxSpec", "SeccompFilters", "NodeResources"]),
         .executableTarget(
             name: "safespace",
-            dependencies: ["Runtime", "SandboxSpec", "SandboxHosting", "SeccompFilters", "NodeResources", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+            dependencies: ["Errors", "Runtime", "SandboxSpec", "SandboxHosting", "SeccompFilters", "NodeResources", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .testTarget(name: "OCITests", dependencies: ["OCI"]),
-        .testTarget(name: "CgroupsTests", dependencies: ["Cgroups", "OCI"]),
-        .testTarget(name: "NodeResourcesTests", dependencies: ["NodeResources", "OCI", "LinuxKernel"]),
-        .testTarget(name: "SandboxSpecTests", dependencies: ["SandboxSpec", "OCI", "SeccompFilters", "NodeResources"]),
-        .testTarget(name: "SeccompFiltersTests", dependencies: ["SeccompFilters", "OCI"]),
-        .testTarget(name: "SandboxHostingTests", dependencies: ["SandboxHosting", "SandboxSpec", "OCI", "NodeResources", "Runtime"]),
-        .testTarget(name: "RuntimeTests", dependencies: ["OCI", "Runtime", "LinuxKernel"]),
+        .testTarget(name: "CgroupsTests", dependencies: ["Cgroups", "OCI", "Errors"]),
+        .testTarget(name: "NodeResourcesTests", dependencies: ["NodeResources", "OCI", "LinuxKernel", "Errors"]),
+        .testTarget(name: "SandboxSpecTests", dependencies: ["SandboxSpec", "OCI", "SeccompFilters", "NodeResources", "Errors"]),
+        .testTarget(name: "SeccompFiltersTests", dependencies: ["SeccompFilters", "OCI", "Errors"]),
+        .testTarget(name: "SandboxHostingTests", dependencies: ["SandboxHosting", "SandboxSpec", "OCI", "NodeResources", "Runtime", "Errors"]),
+        .testTarget(name: "RuntimeTests", dependencies: ["OCI", "Runtime", "LinuxKernel", "Errors"]),
         .testTarget(name: "IntegrationTests", dependencies: ["OCI", "Runtime", "SeccompFilters", "NodeResources", "LinuxKernel"]),
     ],
     swiftLanguageModes: [.v6]

@@ -73,7 +73,7 @@ public struct CPUAllocator: Sendable {
             guard count > 0, free.count >= count else {
                 let holders = file.allocations.sorted { $0.key < $1.key }.map { "\($0.key): \(CPUList.format($0.value.cpus))" }
                 throw ResourceError(
-                    field: field,
+                    .exhausted, field: field,
                     "cpuPinning: \(count) whole CPU(s) asked for, \(free.count) free of \(pool.count) pinnable (\(CPUList.format(pool)))\(holders.isEmpty ? "" : "; pinned: " + holders.joined(separator: ", "))")
             }
             let cpus = Array(free.prefix(count))
@@ -130,29 +130,29 @@ public struct CPUAllocator: Sendable {
         let dir = String(path[..<(path.lastIndex(of: "/") ?? path.startIndex)])
         if !dir.isEmpty { mkdir(dir, 0o755) }
         let lockFd = open(path + ".lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-        guard lockFd >= 0 else { throw ResourceError(field: "cpuPinning", "open \(path).lock: \(Self.errorText())", errno: errno) }
+        guard lockFd >= 0 else { throw ResourceError(.failed, field: "cpuPinning", "open \(path).lock: \(Self.errorText())", operation: "open", errno: errno) }
         defer { close(lockFd) }
         while flock(lockFd, LOCK_EX) != 0 {
-            if errno != EINTR { throw ResourceError(field: "cpuPinning", "flock \(path).lock: \(Self.errorText())", errno: errno) }
+            if errno != EINTR { throw ResourceError(.failed, field: "cpuPinning", "flock \(path).lock: \(Self.errorText())", operation: "flock", errno: errno) }
         }
         var file = File()
         if let text = try? Self.readText(path), !text.isEmpty {
             do { file = try JSONDecoder().decode(File.self, from: Data(text.utf8)) } catch {
-                throw ResourceError(field: "cpuPinning", "\(path) is corrupt (\(error)); remove it only when no pinned sandbox runs")
+                throw ResourceError(.failed, field: "cpuPinning", "\(path) is corrupt (\(error)); remove it only when no pinned sandbox runs")
             }
         }
         let before = file.allocations
         let result = try body(&file)
         if file.allocations != before {
             let data: Data
-            do { data = try JSONEncoder().encode(file) } catch { throw ResourceError(field: "cpuPinning", "encode: \(error)") }
+            do { data = try JSONEncoder().encode(file) } catch { throw ResourceError(.failed, field: "cpuPinning", "encode: \(error)") }
             let tmp = path + ".tmp"
             let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-            guard fd >= 0 else { throw ResourceError(field: "cpuPinning", "open \(tmp): \(Self.errorText())", errno: errno) }
+            guard fd >= 0 else { throw ResourceError(.failed, field: "cpuPinning", "open \(tmp): \(Self.errorText())", operation: "open", errno: errno) }
             let ok = data.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) == $0.count } && fsync(fd) == 0
             close(fd)
             guard ok, rename(tmp, path) == 0 else {
-                throw ResourceError(field: "cpuPinning", "write \(path): \(Self.errorText())", errno: errno)
+                throw ResourceError(.failed, field: "cpuPinning", "write \(path): \(Self.errorText())", operation: "write", errno: errno)
             }
         }
         return result
@@ -165,7 +165,8 @@ public struct CPUAllocator: Sendable {
     static func readText(_ path: String) throws(ResourceError) -> String {
         do { return try Files.readString(path) } catch {
             let code = (error as? SysError)?.errno ?? EIO
-            throw ResourceError(field: path, "\((error as? SysError)?.operation ?? "read"): \(String(cString: strerror(code)))", errno: code)
+            let operation = (error as? SysError)?.operation ?? "read"
+            throw ResourceError(.failed, field: path, "\(operation): \(String(cString: strerror(code)))", operation: operation, errno: code)
         }
     }
 }

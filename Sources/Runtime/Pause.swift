@@ -8,10 +8,10 @@ extension ContainerRuntime {
     public func pause(id: String) throws {
         let state = try store.load(id)
         if let sandbox = state.gvisor?.podSandbox {
-            throw RuntimeError("cannot pause container \(id) alone: it runs inside gVisor pod sandbox \(sandbox), whose kernel it shares; pause the pod sandbox")
+            throw RuntimeError(.unsupported, "cannot pause container \(id) alone: it runs inside gVisor pod sandbox \(sandbox), whose kernel it shares; pause the pod sandbox")
         }
         guard store.status(of: state) == .running else {
-            throw RuntimeError("container \(id) is not running: container not running")
+            throw RuntimeError.notRunning("container \(id) is not running")
         }
         try state.cgroup.setFrozen(true)
     }
@@ -21,7 +21,7 @@ extension ContainerRuntime {
     public func resume(id: String) throws {
         let state = try store.load(id)
         guard store.status(of: state) == .paused else {
-            throw RuntimeError("container \(id) is not paused: container not paused")
+            throw RuntimeError.notPaused(id)
         }
         try state.cgroup.setFrozen(false)
     }

@@ -101,7 +101,7 @@ public struct SandboxLeases: Sendable {
         let path = bundle(lease.id)
         if Files.exists(path) {
             if let current = self.lease(lease.id), current.owner.isAlive {
-                throw RuntimeError("metadata.name: a sandbox named \(lease.id) exists already (\(path), run by \(current.owner))")
+                throw RuntimeError(.alreadyExists, field: "metadata.name", "a sandbox named \(lease.id) exists already (\(path), run by \(current.owner))")
             }
             try reclaimLocked(lease.id, stateRoot: lease.stateRoot)
         }
@@ -212,7 +212,7 @@ enum Mounts {
                 throw SysError("umount", path: point)
             }
         }
-        if !points(under: path).isEmpty { throw RuntimeError("\(path): mounts remain after unmounting: \(points(under: path))") }
+        if !points(under: path).isEmpty { throw RuntimeError(.hostFailure, "\(path): mounts remain after unmounting: \(points(under: path))", operation: "umount") }
     }
 }
 

@@ -19,7 +19,7 @@ extension ContainerRuntime {
         defer { withExtendedLifetime(lock) {} }
         var state = try store.load(id)
         guard store.status(of: state) != .stopped else {
-            throw RuntimeError("cannot update container \(id): it is stopped")
+            throw RuntimeError(.stopped, "cannot update container \(id): it is stopped")
         }
         let (apply, merged) = try ResourceUpdate.merge(resources, into: state.spec.linux?.resources)
         // A container of a gVisor pod: its limits count in the sandbox's cgroup (GVisorPod.swift).
