@@ -26,10 +26,11 @@ let package = Package(
         .target(name: "LinuxKernel", dependencies: ["CSafeSpace", "CLibcap"]),
         .target(name: "Cgroups", dependencies: ["LinuxKernel", "OCI", "CSafeSpace"]),
         .target(name: "SeccompFilters", dependencies: ["OCI", "LinuxKernel", "CSeccomp", "CSafeSpace"]),
-        // Resources: `GarbageCollector` (Reclaim.swift) also reclaims CPU allocations and volumes.
-        .target(name: "Runtime", dependencies: ["OCI", "LinuxKernel", "Cgroups", "SeccompFilters", "NodeResources", "CSafeSpace"]),
+        // Host id ranges are leases of LinuxKernel's LeaseStore; the node's other state (CPUs,
+        // volumes, sandbox leases) and its sweep are SandboxHosting's.
+        .target(name: "Runtime", dependencies: ["OCI", "LinuxKernel", "Cgroups", "SeccompFilters", "CSafeSpace"]),
         // Sandbox-side resources: quantities, spec.resources -> linux.resources, CPU pinning
-        // allocator, ephemeral storage volumes (wired into the Sandbox policy by the CLI/daemon).
+        // allocator (leases of LinuxKernel's LeaseStore), ephemeral storage volumes (wired into the Sandbox policy by the CLI/daemon).
         .target(name: "NodeResources", dependencies: ["OCI", "LinuxKernel", "CSafeSpace"]),
         // Seccomp: Docker-format profiles resolved into linux.seccomp (SandboxPolicy+Seccomp.swift).
         // The built-in profiles are seccomp/*.json, compiled into the code (no resource bundle
@@ -60,7 +61,7 @@ let package = Package(
         .testTarget(name: "SeccompFiltersTests", dependencies: ["SeccompFilters", "OCI"]),
         .testTarget(name: "SandboxHostingTests", dependencies: ["SandboxHosting", "SandboxSpec", "OCI", "NodeResources", "Runtime"]),
         .testTarget(name: "RuntimeTests", dependencies: ["OCI", "Runtime", "LinuxKernel"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["OCI", "Runtime", "SeccompFilters", "NodeResources", "LinuxKernel"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["OCI", "Runtime", "SeccompFilters", "NodeResources", "LinuxKernel", "SandboxHosting"]),
     ],
     swiftLanguageModes: [.v6]
 )

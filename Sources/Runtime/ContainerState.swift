@@ -144,7 +144,7 @@ public struct StateStore: Sendable {
     /// The record of a half-made container: a directory without `state.json`. A directory with
     /// neither file (a creator killed between its mkdir and the record, or a record from before
     /// creators were recorded: only a cgroup) gives a record without creator, which counts as dead.
-    func loadCreating(id: String) -> CreatingRecord? {
+    public func loadCreating(id: String) -> CreatingRecord? {
         let dir = directory(id)
         guard Files.isDirectory(dir), !Files.exists(statePath(id)) else { return nil }
         guard let bytes = try? Files.read(creatingPath(id)) else { return CreatingRecord(id: id) }
@@ -198,19 +198,4 @@ public struct StateStore: Sendable {
         }
         return (try? state.cgroup.isFrozen()) == true ? .paused : .running
     }
-}
-
-/// RFC 3339 with nanoseconds in UTC, as runc prints `created`.
-func rfc3339Now() -> String {
-    var ts = timespec()
-    clock_gettime(CLOCK_REALTIME, &ts)
-    var t = time_t(ts.tv_sec)
-    var tmv = tm()
-    gmtime_r(&t, &tmv)
-    func pad(_ v: Int32, _ n: Int) -> String {
-        let s = String(v)
-        return String(repeating: "0", count: max(0, n - s.count)) + s
-    }
-    let nanos = String(ts.tv_nsec)
-    return "\(pad(tmv.tm_year + 1900, 4))-\(pad(tmv.tm_mon + 1, 2))-\(pad(tmv.tm_mday, 2))T\(pad(tmv.tm_hour, 2)):\(pad(tmv.tm_min, 2)):\(pad(tmv.tm_sec, 2)).\(String(repeating: "0", count: 9 - nanos.count) + nanos)Z"
 }

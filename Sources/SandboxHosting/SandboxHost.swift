@@ -18,7 +18,9 @@ import Runtime
 import SandboxSpec
 
 /// The node-side host of sandboxes. Stateless: all the node state it takes is on disk, each
-/// piece recorded with its owner (Runtime/Reclaim.swift), and held by a `PreparedSandbox`.
+/// piece recorded with its owner (SandboxLeases.swift), and held by a `PreparedSandbox`.
+/// The pinned CPUs and host id ranges are leases of runtime.json's `LeaseStore`
+/// (`RuntimeConfiguration.leaseStore`), which `safespace-runtime` allocates ranges from too.
 public struct SandboxHost: Sendable {
     /// Where the node's state lives, and where messages go.
     public struct Configuration: Sendable {
@@ -26,8 +28,6 @@ public struct SandboxHost: Sendable {
         public var stateRoot: String
         /// Parent of the bundle directories (`SandboxLeases`), `/run/safespace-bundles`.
         public var bundleRoot: String
-        /// `CPUAllocator` file of `cpuPinning`.
-        public var cpuAllocations: String
         /// `EphemeralStorage` base of the volumes.
         public var ephemeralStorageBase: String
         /// Rootfs store directory (`RootfsStore`).
@@ -39,13 +39,12 @@ public struct SandboxHost: Sendable {
 
         public init(
             stateRoot: String = "/run/safespace", bundleRoot: String = "/run/safespace-bundles",
-            cpuAllocations: String = CPUAllocator.defaultPath, ephemeralStorageBase: String = EphemeralStorage.defaultBase,
+            ephemeralStorageBase: String = EphemeralStorage.defaultBase,
             rootfsStore: String = RootfsStore.defaultRoot, seccompProfiles: String = SeccompProfiles.defaultDirectory,
             messages: @escaping @Sendable (Message) -> Void = { _ in }
         ) {
             self.stateRoot = stateRoot
             self.bundleRoot = bundleRoot
-            self.cpuAllocations = cpuAllocations
             self.ephemeralStorageBase = ephemeralStorageBase
             self.rootfsStore = rootfsStore
             self.seccompProfiles = seccompProfiles
@@ -142,13 +141,12 @@ public struct SandboxHost: Sendable {
     }
 
     /// Reclaims everything of this node's sandboxes and containers whose owner is dead:
-    /// `GarbageCollector.sweep` (Runtime/Reclaim.swift) over this configuration's paths and
-    /// runtime.json's id allocator.
+    /// `GarbageCollector.sweep` over this configuration's paths and runtime.json's lease store.
     /// - Throws: what loading runtime.json (`RuntimeConfiguration.load`) throws.
     public func gc() throws -> GarbageCollector.Report {
         let runtimeConfiguration = try RuntimeConfiguration.load()
         return GarbageCollector(
-            stateRoot: configuration.stateRoot, bundleRoot: configuration.bundleRoot, cpuAllocations: configuration.cpuAllocations,
+            stateRoot: configuration.stateRoot, bundleRoot: configuration.bundleRoot, cpuAllocator: runtimeConfiguration.cpuAllocator,
             idAllocator: runtimeConfiguration.idAllocator, ephemeralStorageBase: configuration.ephemeralStorageBase
         ).sweep()
     }
@@ -162,8 +160,8 @@ public struct SandboxPlan: Sendable {
     public var spec: Spec
     /// For a writable root: the store's rootfs (overlay lowerdir) and the tmpfs size of the layer.
     public var writableLayer: (lowerdir: String, size: String)?
-    /// Seconds the workload may run (`spec.timeout`); nil for no limit. Enforced by the front
-    /// end (`PreparedSandbox.kill`).
+    /// Seconds the workload may run (`spec.timeout`); nil for no limit. Enforced by
+    /// `PreparedSandbox.wait(timeout:)`.
     public var timeout: Int?
     /// `spec.resources` as numbers; `spec.linux.resources` holds all but the pinned CPUs and
     /// the ephemeral storage volume, which `SandboxHost.prepare` takes (HostResources.swift).
@@ -200,4 +198,12 @@ public struct CleanupError: Error, CustomStringConvertible {
     /// One `cleanup: <step>: <error>` line per failure.
     public var lines: [String] { failures.map { "cleanup: \($0.step): \($0.error)" } }
     public var description: String { lines.joined(separator: "\n") }
+}
+
+extension RuntimeConfiguration {
+    /// The node's CPU allocator: leases in `leaseStore`, beside the host id ranges; an earlier
+    /// version's allocation file (`CPUAllocator.legacyPath`) is moved in unless `leases` is set.
+    public var cpuAllocator: CPUAllocator {
+        CPUAllocator(store: leaseStore, legacyPath: readsLegacyLeases ? CPUAllocator.legacyPath : nil)
+    }
 }
