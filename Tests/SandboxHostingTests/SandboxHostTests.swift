@@ -18,8 +18,7 @@ private struct TempNode {
             try FileManager.default.createDirectory(atPath: base + "/" + dir, withIntermediateDirectories: true)
         }
         configuration = SandboxHost.Configuration(
-            stateRoot: base + "/state", bundleRoot: base + "/bundles", cpuAllocations: base + "/cpus.json",
-            ephemeralStorageBase: base + "/volumes", rootfsStore: base + "/store", seccompProfiles: base + "/profiles",
+            stateRoot: base + "/state", bundleRoot: base + "/bundles", ephemeralStorageBase: base + "/volumes", rootfsStore: base + "/store", seccompProfiles: base + "/profiles",
             messages: messages)
     }
 
