@@ -32,9 +32,8 @@ public struct SandboxLease: Codable, Sendable, Equatable {
     /// `LeaseStore` directory of its pinned CPUs and its host id range (reserved for owner
     /// `<stateRoot>/<id>`).
     public var leases: String?
-    /// In a lease of an earlier version: its CPU allocation file and its id range directory.
-    /// (Its CPUs were moved into the node's store since; they are reclaimed there.)
-    public var cpuAllocations: String?
+    /// In a lease of an earlier version: the directory of its id range file. (Its CPUs, then in
+    /// a file of their own, are moved into the node's store and reclaimed there.)
     public var idRanges: String?
     /// `EphemeralStorage` base of the volume (`<base>/<id>`).
     public var ephemeralStorageBase: String?

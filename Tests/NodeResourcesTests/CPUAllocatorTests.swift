@@ -58,13 +58,18 @@ struct CPUAllocatorTests {
         #expect(try alloc.allocate(sandbox: "next", count: 1, runtimeRoot: dir + "/root") == [1])
     }
 
-    @Test("an earlier version's allocation file: its allocations move into the store (a dead holder's without a container are dropped) and the file goes")
-    func legacyFileMovesIn() throws {
+    /// `temp()`, its directory (made), and the path of an earlier version's file in it.
+    static func legacyTemp() throws -> (store: String, dir: String, legacy: String) {
         let path = Self.temp()
         let dir = (path as NSString).deletingLastPathComponent
-        defer { try? FileManager.default.removeItem(atPath: dir) }
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        let legacy = dir + "/cpus.json"
+        return (path, dir, dir + "/cpus.json")
+    }
+
+    @Test("an earlier version's allocation file: its allocations move into the store (a dead holder's without a container are dropped) and the file goes")
+    func legacyFileMovesIn() throws {
+        let (path, dir, legacy) = try Self.legacyTemp()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
         let me = ProcessIdentity.current()
         // /run/safespace-cpus.json as an earlier version wrote it: held by this (live) process,
         // and by a dead one whose container is gone.
@@ -86,11 +91,8 @@ struct CPUAllocatorTests {
 
     @Test("a corrupt allocation file of an earlier version is an error naming it, and stays")
     func corruptLegacyFile() throws {
-        let path = Self.temp()
-        let dir = (path as NSString).deletingLastPathComponent
+        let (path, dir, legacy) = try Self.legacyTemp()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        let legacy = dir + "/cpus.json"
         try "{\"allocations\":".write(toFile: legacy, atomically: true, encoding: .utf8)
         let alloc = CPUAllocator(store: LeaseStore(directory: path), pool: [0, 1], legacyPath: legacy)
         #expect {
