@@ -27,7 +27,11 @@ let package = Package(
         .target(name: "Cgroups", dependencies: ["LinuxKernel", "OCI", "CSafeSpace"]),
         .target(name: "SeccompFilters", dependencies: ["OCI", "LinuxKernel", "CSeccomp", "CSafeSpace"]),
         // Resources: `GarbageCollector` (Reclaim.swift) also reclaims CPU allocations and volumes.
+        // The backend protocol (`RuntimeBackend`) and the native backend; never imports GVisor.
         .target(name: "Runtime", dependencies: ["OCI", "LinuxKernel", "Cgroups", "SeccompFilters", "NodeResources", "CSafeSpace"]),
+        // The gVisor backend of Runtime: runsc driver, pods and their waiter, the spec runsc gets.
+        // Registered by the front ends (safespace-runtime, SandboxHosting).
+        .target(name: "GVisor", dependencies: ["Runtime", "OCI", "LinuxKernel", "Cgroups", "CSafeSpace"]),
         // Sandbox-side resources: quantities, spec.resources -> linux.resources, CPU pinning
         // allocator, ephemeral storage volumes (wired into the Sandbox policy by the CLI/daemon).
         .target(name: "NodeResources", dependencies: ["OCI", "LinuxKernel", "CSafeSpace"]),
@@ -45,11 +49,11 @@ let package = Package(
             ]),
         .executableTarget(
             name: "safespace-runtime",
-            dependencies: ["Runtime", "SeccompFilters", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+            dependencies: ["Runtime", "GVisor", "SeccompFilters", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         // The node side of a sandbox: a validated Sandbox -> bundle, leases, writable layer, id
         // range, CPUs, volume, seccomp event agent, container; and its release. Front ends:
         // `safespace run`, the daemon. Never linked into safespace-runtime.
-        .target(name: "SandboxHosting", dependencies: ["OCI", "LinuxKernel", "Cgroups", "Runtime", "SandboxSpec", "SeccompFilters", "NodeResources"]),
+        .target(name: "SandboxHosting", dependencies: ["OCI", "LinuxKernel", "Cgroups", "Runtime", "GVisor", "SandboxSpec", "SeccompFilters", "NodeResources"]),
         .executableTarget(
             name: "safespace",
             dependencies: ["Runtime", "SandboxSpec", "SandboxHosting", "SeccompFilters", "NodeResources", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
@@ -60,6 +64,7 @@ let package = Package(
         .testTarget(name: "SeccompFiltersTests", dependencies: ["SeccompFilters", "OCI"]),
         .testTarget(name: "SandboxHostingTests", dependencies: ["SandboxHosting", "SandboxSpec", "OCI", "NodeResources", "Runtime"]),
         .testTarget(name: "RuntimeTests", dependencies: ["OCI", "Runtime", "LinuxKernel"]),
+        .testTarget(name: "GVisorTests", dependencies: ["GVisor", "Runtime", "OCI", "LinuxKernel"]),
         .testTarget(name: "IntegrationTests", dependencies: ["OCI", "Runtime", "SeccompFilters", "NodeResources", "LinuxKernel"]),
     ],
     swiftLanguageModes: [.v6]

@@ -82,8 +82,13 @@ public struct SandboxLease: Codable, Sendable, Equatable {
 /// `directory` (`/run/safespace-bundles`), made and reclaimed under `<directory>/.lock`.
 public struct SandboxLeases: Sendable {
     public let directory: String
+    /// What the containers of reclaimed sandboxes are deleted with.
+    public let backends: RuntimeBackends
 
-    public init(directory: String) { self.directory = directory }
+    public init(directory: String, backends: RuntimeBackends) {
+        self.directory = directory
+        self.backends = backends
+    }
 
     public func bundle(_ id: String) -> String { directory + "/" + id }
 
@@ -165,10 +170,10 @@ public struct SandboxLeases: Sendable {
     func reclaimLocked(_ id: String, stateRoot: String?) throws {
         let path = bundle(id)
         if lease(id) == nil, let stateRoot {
-            try ContainerRuntime(root: stateRoot).delete(id: id, force: true)
+            try ContainerRuntime(root: stateRoot, backends: backends).delete(id: id, force: true)
         }
         if let lease = lease(id) {
-            try ContainerRuntime(root: lease.stateRoot).delete(id: id, force: true)
+            try ContainerRuntime(root: lease.stateRoot, backends: backends).delete(id: id, force: true)
             if let dir = lease.idRanges {
                 try IDAllocator(directory: dir).releaseIfStale(owner: lease.stateRoot + "/" + id)
             }
@@ -227,13 +232,16 @@ public struct GarbageCollector: Sendable {
     public var cpuAllocations: String
     public var idAllocator: IDAllocator
     public var ephemeralStorageBase: String
+    /// What the containers of reclaimed sandboxes are deleted with.
+    public var backends: RuntimeBackends
 
-    public init(stateRoot: String, bundleRoot: String, cpuAllocations: String = CPUAllocator.defaultPath, idAllocator: IDAllocator = IDAllocator(), ephemeralStorageBase: String = EphemeralStorage.defaultBase) {
+    public init(stateRoot: String, bundleRoot: String, cpuAllocations: String = CPUAllocator.defaultPath, idAllocator: IDAllocator = IDAllocator(), ephemeralStorageBase: String = EphemeralStorage.defaultBase, backends: RuntimeBackends) {
         self.stateRoot = stateRoot
         self.bundleRoot = bundleRoot
         self.cpuAllocations = cpuAllocations
         self.idAllocator = idAllocator
         self.ephemeralStorageBase = ephemeralStorageBase
+        self.backends = backends
     }
 
     /// What one sweep reclaimed.
@@ -268,13 +276,13 @@ public struct GarbageCollector: Sendable {
     /// allocations of dead holders, stale id ranges, volumes of dead owners.
     public func sweep() -> Report {
         var report = Report()
-        let leases = SandboxLeases(directory: bundleRoot).reclaimAbandoned(stateRoot: stateRoot)
+        let leases = SandboxLeases(directory: bundleRoot, backends: backends).reclaimAbandoned(stateRoot: stateRoot)
         report.sandboxes = leases.reclaimed
         report.errors += leases.errors
-        do { report.containers = try ContainerRuntime(root: stateRoot).reclaimAbandoned() } catch {
+        do { report.containers = try ContainerRuntime(root: stateRoot, backends: backends).reclaimAbandoned() } catch {
             report.errors.append("containers of \(stateRoot): \(error)")
         }
-        let cpus = Self.reclaimCPUHolders(CPUAllocator(path: cpuAllocations))
+        let cpus = Self.reclaimCPUHolders(CPUAllocator(path: cpuAllocations), backends: backends)
         report.cpuAllocations = cpus.reclaimed
         report.errors += cpus.errors
         do { report.idRanges = try idAllocator.reclaimStale().map(\.hostID) } catch {
@@ -291,17 +299,18 @@ public struct GarbageCollector: Sendable {
     /// sandbox when the allocation names its lease, else its container `<runtimeRoot>/<id>`
     /// (its workload may still run on those CPUs). `safespace run` calls this before it
     /// allocates; `CPUAllocator.allocate` alone frees nothing a container may still use.
+    /// - Parameter backends: what their containers are deleted with.
     /// - Returns: the sandbox ids released, and errors of those that stay held.
-    public static func reclaimCPUHolders(_ allocator: CPUAllocator) -> (reclaimed: [String], errors: [String]) {
+    public static func reclaimCPUHolders(_ allocator: CPUAllocator, backends: RuntimeBackends) -> (reclaimed: [String], errors: [String]) {
         var reclaimed: [String] = [], errors: [String] = []
         let dead: [String: CPUAllocator.Allocation]
         do { dead = try allocator.deadHolders() } catch { return ([], ["CPU allocations of \(allocator.path): \(error)"]) }
         for (id, allocation) in dead.sorted(by: { $0.key < $1.key }) {
             do {
-                let runtime = ContainerRuntime(root: allocation.runtimeRoot)
+                let runtime = ContainerRuntime(root: allocation.runtimeRoot, backends: backends)
                 var containerIsOthers = runtime.store.loadCreating(id: id)?.creatorAlive == true
                 if let lease = allocation.lease {
-                    let leases = SandboxLeases(directory: String(lease[..<(lease.lastIndex(of: "/") ?? lease.startIndex)]))
+                    let leases = SandboxLeases(directory: String(lease[..<(lease.lastIndex(of: "/") ?? lease.startIndex)]), backends: backends)
                     try leases.reclaimIfDead(id, stateRoot: allocation.runtimeRoot)
                     // The name was taken again by a live run: the container of that id is its.
                     if let current = leases.lease(id), current.owner.isAlive { containerIsOthers = true }
