@@ -29,6 +29,9 @@ let package = Package(
         // Host id ranges are leases of LinuxKernel's LeaseStore; the node's other state (CPUs,
         // volumes, sandbox leases) and its sweep are SandboxHosting's.
         .target(name: "Runtime", dependencies: ["OCI", "LinuxKernel", "Cgroups", "SeccompFilters", "CSafeSpace"]),
+        // The gVisor backend of Runtime: runsc driver, pods and their waiter, the spec runsc gets.
+        // Registered by the front ends (safespace-runtime, SandboxHosting).
+        .target(name: "GVisor", dependencies: ["Runtime", "OCI", "LinuxKernel", "Cgroups", "CSafeSpace"]),
         // Sandbox-side resources: quantities, spec.resources -> linux.resources, CPU pinning
         // allocator (leases of LinuxKernel's LeaseStore), ephemeral storage volumes (wired into the Sandbox policy by the CLI/daemon).
         .target(name: "NodeResources", dependencies: ["OCI", "LinuxKernel", "CSafeSpace"]),
@@ -46,11 +49,11 @@ let package = Package(
             ]),
         .executableTarget(
             name: "safespace-runtime",
-            dependencies: ["Runtime", "SeccompFilters", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+            dependencies: ["Runtime", "GVisor", "SeccompFilters", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         // The node side of a sandbox: a validated Sandbox -> bundle, leases, writable layer, id
         // range, CPUs, volume, seccomp event agent, container; and its release. Front ends:
         // `safespace run`, the daemon. Never linked into safespace-runtime.
-        .target(name: "SandboxHosting", dependencies: ["OCI", "LinuxKernel", "Cgroups", "Runtime", "SandboxSpec", "SeccompFilters", "NodeResources"]),
+        .target(name: "SandboxHosting", dependencies: ["OCI", "LinuxKernel", "Cgroups", "Runtime", "GVisor", "SandboxSpec", "SeccompFilters", "NodeResources"]),
         .executableTarget(
             name: "safespace",
             dependencies: ["Runtime", "SandboxSpec", "SandboxHosting", "SeccompFilters", "NodeResources", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
@@ -61,6 +64,7 @@ let package = Package(
         .testTarget(name: "SeccompFiltersTests", dependencies: ["SeccompFilters", "OCI"]),
         .testTarget(name: "SandboxHostingTests", dependencies: ["SandboxHosting", "SandboxSpec", "OCI", "NodeResources", "Runtime", "LinuxKernel"]),
         .testTarget(name: "RuntimeTests", dependencies: ["OCI", "Runtime", "LinuxKernel"]),
+        .testTarget(name: "GVisorTests", dependencies: ["GVisor", "Runtime", "OCI", "LinuxKernel"]),
         .testTarget(name: "IntegrationTests", dependencies: ["OCI", "Runtime", "SeccompFilters", "NodeResources", "LinuxKernel", "SandboxHosting"]),
     ],
     swiftLanguageModes: [.v6]

@@ -47,6 +47,49 @@ public struct IDRangeRecord: Codable, Sendable, Equatable {
     public var size: UInt32
 }
 
+/// How every runsc call of one gVisor container is made. runsc rereads its configuration from
+/// its global flags on each call, so they are fixed at `create` and kept in the state.
+public struct GVisorState: Codable, Sendable, Equatable {
+    /// The runsc binary.
+    public var runsc: String
+    /// Global flags: `--root <state>/runsc --platform P --network N --log L --log-format json`,
+    /// `--oci-seccomp` when the bundle has `linux.seccomp`, then the configured extra flags.
+    public var flags: [String]
+    public var platform: String
+    public var network: String
+    /// Whether runsc's create and start of the sandbox must not see the joined network
+    /// namespace's /proc/sys/net/core (`GVisorFeatures.misreadsPodNetns`): create hides it
+    /// through the checked fd, start through /proc/<sandbox pid>/ns/net. nil in states
+    /// written before it existed: false.
+    public var hideNetCore: Bool? = nil
+    /// For a container of a gVisor pod: the pod sandbox container's id (its runsc root is
+    /// shared: runsc runs the container inside that sandbox).
+    public var podSandbox: String? = nil
+    /// Host processes of the sandbox besides its main one (the gofer), with start times: reaped
+    /// after the sandbox when they are this process's children (it is a subreaper).
+    public var helpers: [HelperProcess]
+
+    public init(runsc: String, flags: [String], platform: String, network: String, hideNetCore: Bool? = nil, podSandbox: String? = nil, helpers: [HelperProcess]) {
+        self.runsc = runsc
+        self.flags = flags
+        self.platform = platform
+        self.network = network
+        self.hideNetCore = hideNetCore
+        self.podSandbox = podSandbox
+        self.helpers = helpers
+    }
+
+    public struct HelperProcess: Codable, Sendable, Equatable {
+        public var pid: Int32
+        public var startTime: UInt64
+
+        public init(pid: Int32, startTime: UInt64) {
+            self.pid = pid
+            self.startTime = startTime
+        }
+    }
+}
+
 /// `<root>/<id>/creating.json`: a container whose `create` has not finished (no `state.json`).
 /// Its owner is `creator`, the process running `create`; once that is dead (pid + start time,
 /// `ProcessIdentity`) the container can never be finished and anything that needs the id or
@@ -99,8 +142,8 @@ public struct StateStore: Sendable {
     }
 
     public func directory(_ id: String) -> String { root + "/" + Self.directoryName(id) }
-    func statePath(_ id: String) -> String { directory(id) + "/state.json" }
-    func fifoPath(_ id: String) -> String { directory(id) + "/exec.fifo" }
+    package func statePath(_ id: String) -> String { directory(id) + "/state.json" }
+    package func fifoPath(_ id: String) -> String { directory(id) + "/exec.fifo" }
 
     /// Container ids: 1 to 1024 characters of `[A-Za-z0-9_.+-]`, not `.` or `..`, no `/`.
     /// Ids longer than a file name may be get a digest-named directory (`directoryName`).
@@ -112,7 +155,7 @@ public struct StateStore: Sendable {
     }
 
     /// Takes the store-wide lock (serialises create/delete of the same id).
-    func lock() throws -> FileLock {
+    package func lock() throws -> FileLock {
         try Files.makeDirectories(root, mode: 0o700)
         return try FileLock(path: root + "/.lock")
     }
@@ -152,7 +195,7 @@ public struct StateStore: Sendable {
         return CreatingRecord(id: id, cgroup: try? JSONDecoder().decode(Cgroup.self, from: Data(bytes)))
     }
 
-    func save(_ state: ContainerState) throws {
+    package func save(_ state: ContainerState) throws {
         let data = try JSONEncoder().encode(state)
         try Files.writeAtomically(statePath(state.id), Array(data))
     }
@@ -185,17 +228,14 @@ public struct StateStore: Sendable {
         return out.sorted()
     }
 
-    /// Derives the status from the live process, guarding against pid reuse.
+    /// Derives the status from the live process, guarding against pid reuse, the exec FIFO
+    /// and the container's own cgroup: what every backend's status starts from
+    /// (`RuntimeBackend.status`; `ContainerRuntime.status(of:)` asks the container's backend).
     public func status(of state: ContainerState) -> Status {
         guard let stat = ProcStat.read(pid: state.pid), stat.startTime == state.startTime, stat.state != "Z", stat.state != "X" else {
             return .stopped
         }
         if Files.exists(fifoPath(state.id)) { return .created }
-        // A container of a gVisor pod is frozen with its sandbox (it runs in that sentry).
-        if let sandboxID = state.gvisor?.podSandbox, let sandbox = try? load(sandboxID),
-           ProcStat.read(pid: sandbox.pid)?.startTime == sandbox.startTime, (try? sandbox.cgroup.isFrozen()) == true {
-            return .paused
-        }
         return (try? state.cgroup.isFrozen()) == true ? .paused : .running
     }
 }

@@ -17,16 +17,19 @@ public struct GarbageCollector: Sendable {
     public var cpuAllocator: CPUAllocator
     public var idAllocator: IDAllocator
     public var ephemeralStorageBase: String
+    /// What the containers of reclaimed sandboxes are deleted with.
+    public var backends: RuntimeBackends
 
     public init(
         stateRoot: String, bundleRoot: String, cpuAllocator: CPUAllocator = CPUAllocator(), idAllocator: IDAllocator = IDAllocator(),
-        ephemeralStorageBase: String = EphemeralStorage.defaultBase
+        ephemeralStorageBase: String = EphemeralStorage.defaultBase, backends: RuntimeBackends
     ) {
         self.stateRoot = stateRoot
         self.bundleRoot = bundleRoot
         self.cpuAllocator = cpuAllocator
         self.idAllocator = idAllocator
         self.ephemeralStorageBase = ephemeralStorageBase
+        self.backends = backends
     }
 
     /// What one sweep reclaimed.
@@ -61,13 +64,13 @@ public struct GarbageCollector: Sendable {
     /// allocations of dead holders, stale id ranges, volumes of dead owners.
     public func sweep() -> Report {
         var report = Report()
-        let leases = SandboxLeases(directory: bundleRoot).reclaimAbandoned(stateRoot: stateRoot)
+        let leases = SandboxLeases(directory: bundleRoot, backends: backends).reclaimAbandoned(stateRoot: stateRoot)
         report.sandboxes = leases.reclaimed
         report.errors += leases.errors
-        do { report.containers = try ContainerRuntime(root: stateRoot).reclaimAbandoned() } catch {
+        do { report.containers = try ContainerRuntime(root: stateRoot, backends: backends).reclaimAbandoned() } catch {
             report.errors.append("containers of \(stateRoot): \(error)")
         }
-        let cpus = Self.reclaimCPUHolders(cpuAllocator)
+        let cpus = Self.reclaimCPUHolders(cpuAllocator, backends: backends)
         report.cpuAllocations = cpus.reclaimed
         report.errors += cpus.errors
         do { report.idRanges = try idAllocator.reclaimStale().map(\.hostID) } catch {
@@ -85,16 +88,16 @@ public struct GarbageCollector: Sendable {
     /// (its workload may still run on those CPUs). `safespace run` calls this before it
     /// allocates; `CPUAllocator.allocate` alone frees nothing a container may still use.
     /// - Returns: the sandbox ids released, and errors of those that stay held.
-    public static func reclaimCPUHolders(_ allocator: CPUAllocator) -> (reclaimed: [String], errors: [String]) {
+    public static func reclaimCPUHolders(_ allocator: CPUAllocator, backends: RuntimeBackends) -> (reclaimed: [String], errors: [String]) {
         var reclaimed: [String] = [], errors: [String] = []
         let dead: [String: CPUAllocator.Allocation]
         do { dead = try allocator.deadHolders() } catch { return ([], ["CPU allocations of \(allocator.store.directory): \(error)"]) }
         for (id, allocation) in dead.sorted(by: { $0.key < $1.key }) {
             do {
-                let runtime = ContainerRuntime(root: allocation.runtimeRoot)
+                let runtime = ContainerRuntime(root: allocation.runtimeRoot, backends: backends)
                 var containerIsOthers = runtime.store.loadCreating(id: id)?.creatorAlive == true
                 if let lease = allocation.lease {
-                    let leases = SandboxLeases(directory: String(lease[..<(lease.lastIndex(of: "/") ?? lease.startIndex)]))
+                    let leases = SandboxLeases(directory: String(lease[..<(lease.lastIndex(of: "/") ?? lease.startIndex)]), backends: backends)
                     try leases.reclaimIfDead(id, stateRoot: allocation.runtimeRoot)
                     // The name was taken again by a live run: the container of that id is its.
                     if let current = leases.lease(id), current.owner.isAlive { containerIsOthers = true }

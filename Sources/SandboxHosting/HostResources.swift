@@ -24,7 +24,7 @@ enum RunResources {
         if let count = plan.limits.pinnedCPUCount {
             let allocator = try RuntimeConfiguration.load().cpuAllocator
             // CPUs of dead holders: their sandboxes are torn down and the CPUs freed first.
-            for problem in GarbageCollector.reclaimCPUHolders(allocator).errors { configuration.warn("reclaim: \(problem)") }
+            for problem in GarbageCollector.reclaimCPUHolders(allocator, backends: configuration.backends).errors { configuration.warn("reclaim: \(problem)") }
             cleanup.append(("pinned CPUs of \(id)", { try allocator.release(sandbox: id) }))
             let cpus = try allocator.allocate(
                 sandbox: id, count: count, runtimeRoot: runtime.store.root, lease: configuration.bundleRoot + "/" + id)

@@ -23,12 +23,12 @@ public final class PreparedSandbox: @unchecked Sendable {
     /// The container id; the sandbox name.
     public var id: String { plan.id }
     /// The bundle directory, `<bundleRoot>/<id>` (`SandboxLeases.bundle`).
-    public var bundle: String { SandboxLeases(directory: configuration.bundleRoot).bundle(plan.id) }
+    public var bundle: String { SandboxLeases(directory: configuration.bundleRoot, backends: configuration.backends).bundle(plan.id) }
 
     init(plan: SandboxPlan, configuration: SandboxHost.Configuration) {
         self.plan = plan
         self.configuration = configuration
-        self.runtime = ContainerRuntime(root: configuration.stateRoot)
+        self.runtime = ContainerRuntime(root: configuration.stateRoot, backends: configuration.backends)
     }
 
     private func onCleanup(_ what: String, _ step: @escaping () throws -> Void) {
@@ -42,7 +42,7 @@ public final class PreparedSandbox: @unchecked Sendable {
         let lease = SandboxLease(
             id: plan.id, stateRoot: configuration.stateRoot, leases: (try? RuntimeConfiguration.load())?.leaseStore.directory,
             ephemeralStorageBase: configuration.ephemeralStorageBase)
-        let bundle = try BundleDirectory(leases: SandboxLeases(directory: configuration.bundleRoot), lease: lease)
+        let bundle = try BundleDirectory(leases: SandboxLeases(directory: configuration.bundleRoot, backends: configuration.backends), lease: lease)
         onCleanup("bundle \(bundle.path)", bundle.remove)
         var spec = plan.spec
         var cleanup: [(String, () throws -> Void)] = []

@@ -12,6 +12,7 @@
 import Cgroups
 import Foundation
 import Glibc
+import GVisor
 import OCI
 import NodeResources
 import Runtime
@@ -36,12 +37,16 @@ public struct SandboxHost: Sendable {
         public var seccompProfiles: String
         /// Receives warnings and the seccomp summary; called from any thread. Default: dropped.
         public var messages: @Sendable (Message) -> Void
+        /// What containers run with (`ContainerRuntime.backends`). Default: this runtime's own
+        /// backend and gVisor's (security level high).
+        public var backends: RuntimeBackends
 
         public init(
             stateRoot: String = "/run/safespace", bundleRoot: String = "/run/safespace-bundles",
             ephemeralStorageBase: String = EphemeralStorage.defaultBase,
             rootfsStore: String = RootfsStore.defaultRoot, seccompProfiles: String = SeccompProfiles.defaultDirectory,
-            messages: @escaping @Sendable (Message) -> Void = { _ in }
+            messages: @escaping @Sendable (Message) -> Void = { _ in },
+            backends: RuntimeBackends = RuntimeBackends([NativeBackend(), GVisorBackend()])
         ) {
             self.stateRoot = stateRoot
             self.bundleRoot = bundleRoot
@@ -49,6 +54,7 @@ public struct SandboxHost: Sendable {
             self.rootfsStore = rootfsStore
             self.seccompProfiles = seccompProfiles
             self.messages = messages
+            self.backends = backends
         }
 
         func warn(_ text: String) { messages(.warning(text)) }
@@ -137,7 +143,7 @@ public struct SandboxHost: Sendable {
     /// The resource usage of sandbox `id` from its cgroup (`ContainerRuntime.stats`).
     /// - Throws: what `stats` throws for an unknown or stopped sandbox.
     public func stats(id: String) throws -> CgroupStats {
-        try ContainerRuntime(root: configuration.stateRoot).stats(id: id)
+        try ContainerRuntime(root: configuration.stateRoot, backends: configuration.backends).stats(id: id)
     }
 
     /// Reclaims everything of this node's sandboxes and containers whose owner is dead:
@@ -147,7 +153,8 @@ public struct SandboxHost: Sendable {
         let runtimeConfiguration = try RuntimeConfiguration.load()
         return GarbageCollector(
             stateRoot: configuration.stateRoot, bundleRoot: configuration.bundleRoot, cpuAllocator: runtimeConfiguration.cpuAllocator,
-            idAllocator: runtimeConfiguration.idAllocator, ephemeralStorageBase: configuration.ephemeralStorageBase
+            idAllocator: runtimeConfiguration.idAllocator, ephemeralStorageBase: configuration.ephemeralStorageBase,
+            backends: configuration.backends
         ).sweep()
     }
 }

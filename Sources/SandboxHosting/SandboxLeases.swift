@@ -54,8 +54,13 @@ public struct SandboxLease: Codable, Sendable, Equatable {
 /// `directory` (`/run/safespace-bundles`), made and reclaimed under `<directory>/.lock`.
 public struct SandboxLeases: Sendable {
     public let directory: String
+    /// What the containers of reclaimed sandboxes are deleted with.
+    public let backends: RuntimeBackends
 
-    public init(directory: String) { self.directory = directory }
+    public init(directory: String, backends: RuntimeBackends) {
+        self.directory = directory
+        self.backends = backends
+    }
 
     public func bundle(_ id: String) -> String { directory + "/" + id }
 
@@ -137,10 +142,10 @@ public struct SandboxLeases: Sendable {
     func reclaimLocked(_ id: String, stateRoot: String?) throws {
         let path = bundle(id)
         if lease(id) == nil, let stateRoot {
-            try ContainerRuntime(root: stateRoot).delete(id: id, force: true)
+            try ContainerRuntime(root: stateRoot, backends: backends).delete(id: id, force: true)
         }
         if let lease = lease(id) {
-            try ContainerRuntime(root: lease.stateRoot).delete(id: id, force: true)
+            try ContainerRuntime(root: lease.stateRoot, backends: backends).delete(id: id, force: true)
             if let dir = lease.leases {
                 let store = LeaseStore(directory: dir)
                 try IDAllocator(store: store).releaseIfStale(owner: lease.stateRoot + "/" + id)

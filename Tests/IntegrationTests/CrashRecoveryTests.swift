@@ -351,7 +351,7 @@ struct CrashRecoveryTests {
         #expect(alive.isAlive && !reused.isAlive)
 
         // Sandbox leases (bundle directories).
-        let leases = SandboxLeases(directory: world.bundles)
+        let leases = SandboxLeases(directory: world.bundles, backends: .native)
         _ = try leases.acquire(SandboxLease(id: "crl-live", owner: alive, stateRoot: world.root))
         _ = try leases.acquire(SandboxLease(id: "crl-reused", owner: reused, stateRoot: world.root))
         // CPU allocations held by either.
@@ -378,7 +378,7 @@ struct CrashRecoveryTests {
 
         let report = GarbageCollector(
             stateRoot: world.root, bundleRoot: world.bundles, cpuAllocator: cpus, idAllocator: ids,
-            ephemeralStorageBase: world.volumes
+            ephemeralStorageBase: world.volumes, backends: .native
         ).sweep()
         #expect(report.errors.isEmpty, "\(report.errors)")
         #expect(report.sandboxes == ["crl-legacy", "crl-reused"])
@@ -388,14 +388,14 @@ struct CrashRecoveryTests {
         #expect(world.snapshot().sorted() == ["bundle: crl-live", "cpus: crl-cpu-live", "id range: 0.json", "state: crl-ctr-live"])
         // The live owner's name stays taken, its container too.
         #expect(throws: (any Error).self) { try leases.acquire(SandboxLease(id: "crl-live", stateRoot: world.root)) }
-        #expect(try ContainerRuntime(root: world.root).state(id: "crl-ctr-live").status == "creating")
+        #expect(try ContainerRuntime(root: world.root, backends: .native).state(id: "crl-ctr-live").status == "creating")
 
         // Once the owner is dead, everything goes.
         kill(sleeper.pid, SIGKILL)
         sleeper.wait()
         let after = GarbageCollector(
             stateRoot: world.root, bundleRoot: world.bundles, cpuAllocator: cpus, idAllocator: ids,
-            ephemeralStorageBase: world.volumes
+            ephemeralStorageBase: world.volumes, backends: .native
         ).sweep()
         #expect(after.sandboxes == ["crl-live"] && after.containers == ["crl-ctr-live"] && after.cpuAllocations == ["crl-cpu-live"], "\(after)")
         #expect(after.idRanges == [0x6f00_0000])

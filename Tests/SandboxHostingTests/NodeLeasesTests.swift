@@ -87,7 +87,7 @@ import Testing
         }
         #expect(try cpus.deadHolders().keys.sorted() == ["dead"])
         let report = GarbageCollector(
-            stateRoot: dir + "/root", bundleRoot: dir + "/bundles", cpuAllocator: cpus, idAllocator: ids, ephemeralStorageBase: dir + "/volumes"
+            stateRoot: dir + "/root", bundleRoot: dir + "/bundles", cpuAllocator: cpus, idAllocator: ids, ephemeralStorageBase: dir + "/volumes", backends: .native
         ).sweep()
         #expect(report.errors.isEmpty, "\(report.errors)")
         #expect(report.cpuAllocations == ["dead"])
