@@ -28,10 +28,14 @@ let package = Package(
         .target(name: "LinuxKernel", dependencies: ["Errors", "CSafeSpace", "CLibcap"]),
         .target(name: "Cgroups", dependencies: ["Errors", "LinuxKernel", "OCI", "CSafeSpace"]),
         .target(name: "SeccompFilters", dependencies: ["Errors", "OCI", "LinuxKernel", "CSeccomp", "CSafeSpace"]),
-        // Resources: `GarbageCollector` (Reclaim.swift) also reclaims CPU allocations and volumes.
-        .target(name: "Runtime", dependencies: ["Errors", "OCI", "LinuxKernel", "Cgroups", "SeccompFilters", "NodeResources", "CSafeSpace"]),
+        // Host id ranges are leases of LinuxKernel's LeaseStore; the node's other state (CPUs,
+        // volumes, sandbox leases) and its sweep are SandboxHosting's.
+        .target(name: "Runtime", dependencies: ["Errors", "OCI", "LinuxKernel", "Cgroups", "SeccompFilters", "CSafeSpace"]),
+        // The gVisor backend of Runtime: runsc driver, pods and their waiter, the spec runsc gets.
+        // Registered by the front ends (safespace-runtime, SandboxHosting).
+        .target(name: "GVisor", dependencies: ["Errors", "Runtime", "OCI", "LinuxKernel", "Cgroups", "CSafeSpace"]),
         // Sandbox-side resources: quantities, spec.resources -> linux.resources, CPU pinning
-        // allocator, ephemeral storage volumes (wired into the Sandbox policy by the CLI/daemon).
+        // allocator (leases of LinuxKernel's LeaseStore), ephemeral storage volumes (wired into the Sandbox policy by the CLI/daemon).
         .target(name: "NodeResources", dependencies: ["Errors", "OCI", "LinuxKernel", "CSafeSpace"]),
         // Seccomp: Docker-format profiles resolved into linux.seccomp (SandboxPolicy+Seccomp.swift).
         // The built-in profiles are seccomp/*.json, compiled into the code (no resource bundle
@@ -47,11 +51,11 @@ let package = Package(
             ]),
         .executableTarget(
             name: "safespace-runtime",
-            dependencies: ["Runtime", "SeccompFilters", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+            dependencies: ["Runtime", "GVisor", "SeccompFilters", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         // The node side of a sandbox: a validated Sandbox -> bundle, leases, writable layer, id
         // range, CPUs, volume, seccomp event agent, container; and its release. Front ends:
         // `safespace run`, the daemon. Never linked into safespace-runtime.
-        .target(name: "SandboxHosting", dependencies: ["Errors", "OCI", "LinuxKernel", "Cgroups", "Runtime", "SandboxSpec", "SeccompFilters", "NodeResources"]),
+        .target(name: "SandboxHosting", dependencies: ["Errors", "OCI", "LinuxKernel", "Cgroups", "Runtime", "GVisor", "SandboxSpec", "SeccompFilters", "NodeResources"]),
         .executableTarget(
             name: "safespace",
             dependencies: ["Errors", "Runtime", "SandboxSpec", "SandboxHosting", "SeccompFilters", "NodeResources", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
@@ -60,9 +64,10 @@ let package = Package(
         .testTarget(name: "NodeResourcesTests", dependencies: ["NodeResources", "OCI", "LinuxKernel", "Errors"]),
         .testTarget(name: "SandboxSpecTests", dependencies: ["SandboxSpec", "OCI", "SeccompFilters", "NodeResources", "Errors"]),
         .testTarget(name: "SeccompFiltersTests", dependencies: ["SeccompFilters", "OCI", "Errors"]),
-        .testTarget(name: "SandboxHostingTests", dependencies: ["SandboxHosting", "SandboxSpec", "OCI", "NodeResources", "Runtime", "Errors"]),
+        .testTarget(name: "SandboxHostingTests", dependencies: ["SandboxHosting", "SandboxSpec", "OCI", "NodeResources", "Runtime", "LinuxKernel", "Errors"]),
         .testTarget(name: "RuntimeTests", dependencies: ["OCI", "Runtime", "LinuxKernel", "Errors"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["OCI", "Runtime", "SeccompFilters", "NodeResources", "LinuxKernel"]),
+        .testTarget(name: "GVisorTests", dependencies: ["GVisor", "Runtime", "OCI", "LinuxKernel"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["OCI", "Runtime", "SeccompFilters", "NodeResources", "LinuxKernel", "SandboxHosting"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -20,6 +20,8 @@ public struct SysError: CodedError, Sendable {
         case permissionDenied
         /// A safety check refused the operation (a mount point inside a tree to remove).
         case refused
+        /// A file the node keeps (a lease) does not hold what it should.
+        case corruptFile
 
         public var category: ErrorCategory {
             switch self {
@@ -28,6 +30,7 @@ public struct SysError: CodedError, Sendable {
             case .unsupported: .unsupported
             case .permissionDenied: .permissionDenied
             case .refused: .failedPrecondition
+            case .corruptFile: .internal
             }
         }
     }

@@ -30,7 +30,7 @@ final class BundleDirectory {
     /// user namespace is an unprivileged host uid that must reach its root (`<id>/rootfs`) by
     /// path, as with runc; nothing can be listed or read. A directory of that name whose owner
     /// is dead (a killed run) is reclaimed first (`SandboxLeases.acquire`).
-    /// - Throws: `RuntimeError` if a live sandbox of that name exists already.
+    /// - Throws: `SandboxHostError` `.nameInUse` if a live sandbox of that name exists already.
     init(leases: SandboxLeases, lease: SandboxLease) throws {
         path = try leases.acquire(lease)
     }

@@ -14,6 +14,8 @@ public struct SandboxHostError: CodedError {
         case invalidPlan
         /// `spec.runtime` names no rootfs installed on this node.
         case runtimeNotFound
+        /// A live sandbox holds `metadata.name` (its bundle directory and lease).
+        case nameInUse
         /// The node's configuration (sandbox defaults, the rootfs store) is wrong.
         case invalidConfiguration
         /// The sandbox was cleaned up; it cannot be created again.
@@ -27,6 +29,7 @@ public struct SandboxHostError: CodedError {
             switch self {
             case .invalidPlan: .invalidArgument
             case .runtimeNotFound: .notFound
+            case .nameInUse: .alreadyExists
             case .cleanedUp: .failedPrecondition
             case .invalidConfiguration, .failed, .cleanupFailed: .internal
             }
