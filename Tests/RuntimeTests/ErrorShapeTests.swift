@@ -67,7 +67,7 @@ struct RuntimeErrorShapeTests {
 
     @Test("codes have stable names")
     func names() {
-        #expect(SysError.Code.allCases.map(\.rawValue) == ["syscall", "invalidValue", "unsupported", "permissionDenied", "refused"])
+        #expect(SysError.Code.allCases.map(\.rawValue) == ["syscall", "invalidValue", "unsupported", "permissionDenied", "refused", "corruptFile"])
         #expect(RuntimeError.Code(rawValue: "notRunning") == .notRunning)
         #expect(RuntimeError.Code.allCases.allSatisfy { ErrorCategory.allCases.contains($0.category) })
     }
