@@ -11,6 +11,8 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
+        // SHA-256 of rootfs trees (RootfsListing): BoringSSL's, not one of our own.
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
     ],
     targets: [
         // The few syscalls Swift cannot call (clone stages, pivot_root, setns, close_range)
@@ -36,7 +38,11 @@ let package = Package(
         // to install beside the binary); BuiltinProfiles is a symlink to seccomp/, since SwiftPM
         // takes resources only from under the target's directory.
         .target(
-            name: "SandboxSpec", dependencies: ["OCI", "SeccompFilters", "NodeResources", .product(name: "Yams", package: "Yams")],
+            name: "SandboxSpec",
+            dependencies: [
+                "OCI", "SeccompFilters", "NodeResources", .product(name: "Yams", package: "Yams"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
             exclude: ["BuiltinProfiles/README.md"],
             resources: [
                 .embedInCode("BuiltinProfiles/default.json"),
@@ -50,14 +56,19 @@ let package = Package(
         // range, CPUs, volume, seccomp event agent, container; and its release. Front ends:
         // `safespace run`, the daemon. Never linked into safespace-runtime.
         .target(name: "SandboxHosting", dependencies: ["OCI", "LinuxKernel", "Cgroups", "Runtime", "SandboxSpec", "SeccompFilters", "NodeResources"]),
+        // Whether this host can run SafeSpace (`safespace doctor`, the daemon at start,
+        // scripts/install-node --check): containerd, cgroups, user namespaces, libseccomp,
+        // capabilities, AppArmor, gVisor. Reads the host; changes nothing.
+        .target(name: "HostChecks", dependencies: ["LinuxKernel", "CSeccomp"]),
         .executableTarget(
             name: "safespace",
-            dependencies: ["Runtime", "SandboxSpec", "SandboxHosting", "SeccompFilters", "NodeResources", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+            dependencies: ["Runtime", "SandboxSpec", "SandboxHosting", "SeccompFilters", "NodeResources", "HostChecks", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .testTarget(name: "OCITests", dependencies: ["OCI"]),
         .testTarget(name: "CgroupsTests", dependencies: ["Cgroups", "OCI"]),
         .testTarget(name: "NodeResourcesTests", dependencies: ["NodeResources", "OCI", "LinuxKernel"]),
         .testTarget(name: "SandboxSpecTests", dependencies: ["SandboxSpec", "OCI", "SeccompFilters", "NodeResources"]),
         .testTarget(name: "SeccompFiltersTests", dependencies: ["SeccompFilters", "OCI"]),
+        .testTarget(name: "HostChecksTests", dependencies: ["HostChecks"]),
         .testTarget(name: "SandboxHostingTests", dependencies: ["SandboxHosting", "SandboxSpec", "OCI", "NodeResources", "Runtime"]),
         .testTarget(name: "RuntimeTests", dependencies: ["OCI", "Runtime", "LinuxKernel"]),
         .testTarget(name: "IntegrationTests", dependencies: ["OCI", "Runtime", "SeccompFilters", "NodeResources", "LinuxKernel"]),
