@@ -9,6 +9,16 @@ struct RootfsCommand: ParsableCommand {
         abstract: "List, build and verify runtime root filesystems.",
         subcommands: [List.self, Build.self, Verify.self, Listing.self, Seal.self])
 
+    /// Runs `body`, printing an error as `safespace: error: …` and exiting 1 for a digest
+    /// mismatch, 125 (an error of safespace) for anything else.
+    static func reportingErrors(_ body: () throws -> Void) throws {
+        do { try body() } catch let code as ExitCode { throw code } catch {
+            Diagnostics.error("\(error)")
+            if case RootfsError.digestMismatch = error { throw ExitCode(1) }
+            throw ExitCode(Diagnostics.setupFailure)
+        }
+    }
+
     struct StoreOptions: ParsableArguments {
         @Option(help: "Rootfs store directory.")
         var store: String = RootfsStore.defaultRoot
@@ -20,11 +30,8 @@ struct RootfsCommand: ParsableCommand {
         @OptionGroup var options: StoreOptions
 
         func run() throws {
-            let manifests: [RootfsManifest]
-            do { manifests = try RootfsStore(root: options.store).list() } catch {
-                Diagnostics.error("\(error)")
-                throw ExitCode(Diagnostics.setupFailure)
-            }
+            var manifests: [RootfsManifest] = []
+            try reportingErrors { manifests = try RootfsStore(root: options.store).list() }
             let rows = [["RUNTIME", "SUITE", "SIZE", "CREATED", "DIGEST"]] + manifests.map { manifest in
                 [
                     manifest.runtime, manifest.debianSuite, Self.size(manifest.sizeBytes),
@@ -60,10 +67,7 @@ struct RootfsCommand: ParsableCommand {
         func run() throws {
             // The script seals the tree with this very program (`safespace rootfs seal`).
             let store = RootfsStore(root: options.store)
-            do { try store.build(name: name, force: force, safespace: RootfsStore.currentExecutable()) } catch {
-                Diagnostics.error("\(error)")
-                throw ExitCode(Diagnostics.setupFailure)
-            }
+            try reportingErrors { try store.build(name: name, force: force, safespace: RootfsStore.currentExecutable()) }
         }
     }
 
@@ -82,13 +86,9 @@ struct RootfsCommand: ParsableCommand {
         @OptionGroup var options: StoreOptions
 
         func run() throws {
-            do {
+            try reportingErrors {
                 let manifest = try RootfsStore(root: options.store).verify(runtime: runtime)
                 print("\(manifest.runtime): matches its manifest (\(manifest.digest))")
-            } catch let error as RootfsError {
-                Diagnostics.error("\(error)")
-                if case .digestMismatch = error { throw ExitCode(1) }
-                throw ExitCode(Diagnostics.setupFailure)
             }
         }
     }
@@ -107,7 +107,7 @@ struct RootfsCommand: ParsableCommand {
         @OptionGroup var options: StoreOptions
 
         func run() throws {
-            do {
+            try reportingErrors {
                 let store = RootfsStore(root: options.store)
                 let (manifest, path) = try store.resolve(runtime: runtime)
                 let listing: RootfsListing
@@ -121,9 +121,6 @@ struct RootfsCommand: ParsableCommand {
                     listing = try RootfsListing.scan(path)
                 }
                 FileHandle.standardOutput.write(Data(listing.text))
-            } catch let error as RootfsError {
-                Diagnostics.error("\(error)")
-                throw ExitCode(Diagnostics.setupFailure)
             }
         }
     }
@@ -156,14 +153,11 @@ struct RootfsCommand: ParsableCommand {
         var architecture: String
 
         func run() throws {
-            do {
+            try reportingErrors {
                 let manifest = try RootfsStore.seal(
                     directory: directory, name: name, version: version, runtime: runtime,
                     debianSuite: suite, architecture: architecture)
                 print("\(manifest.runtime) \(manifest.digest) \(manifest.sizeBytes) bytes \(manifest.packages.count) packages")
-            } catch let error as RootfsError {
-                Diagnostics.error("\(error)")
-                throw ExitCode(Diagnostics.setupFailure)
             }
         }
     }
