@@ -26,6 +26,10 @@ let package = Package(
             providers: [.apt(["libseccomp-dev"])]),
         .target(name: "OCI"),
         .target(name: "LinuxKernel", dependencies: ["CSafeSpace", "CLibcap"]),
+        // Whether this host can run SafeSpace (`safespace doctor`, the daemon at start,
+        // scripts/install-node --check): containerd, cgroups, user namespaces, libseccomp,
+        // capabilities, AppArmor, gVisor. Reads the host; changes nothing.
+        .target(name: "HostChecks", dependencies: ["LinuxKernel", "CSeccomp"]),
         .target(name: "Cgroups", dependencies: ["LinuxKernel", "OCI", "CSafeSpace"]),
         .target(name: "SeccompFilters", dependencies: ["OCI", "LinuxKernel", "CSeccomp", "CSafeSpace"]),
         // Resources: `GarbageCollector` (Reclaim.swift) also reclaims CPU allocations and volumes.
@@ -56,19 +60,15 @@ let package = Package(
         // range, CPUs, volume, seccomp event agent, container; and its release. Front ends:
         // `safespace run`, the daemon. Never linked into safespace-runtime.
         .target(name: "SandboxHosting", dependencies: ["OCI", "LinuxKernel", "Cgroups", "Runtime", "SandboxSpec", "SeccompFilters", "NodeResources"]),
-        // Whether this host can run SafeSpace (`safespace doctor`, the daemon at start,
-        // scripts/install-node --check): containerd, cgroups, user namespaces, libseccomp,
-        // capabilities, AppArmor, gVisor. Reads the host; changes nothing.
-        .target(name: "HostChecks", dependencies: ["LinuxKernel", "CSeccomp"]),
         .executableTarget(
             name: "safespace",
             dependencies: ["Runtime", "SandboxSpec", "SandboxHosting", "SeccompFilters", "NodeResources", "HostChecks", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .testTarget(name: "OCITests", dependencies: ["OCI"]),
+        .testTarget(name: "HostChecksTests", dependencies: ["HostChecks"]),
         .testTarget(name: "CgroupsTests", dependencies: ["Cgroups", "OCI"]),
         .testTarget(name: "NodeResourcesTests", dependencies: ["NodeResources", "OCI", "LinuxKernel"]),
         .testTarget(name: "SandboxSpecTests", dependencies: ["SandboxSpec", "OCI", "SeccompFilters", "NodeResources"]),
         .testTarget(name: "SeccompFiltersTests", dependencies: ["SeccompFilters", "OCI"]),
-        .testTarget(name: "HostChecksTests", dependencies: ["HostChecks"]),
         .testTarget(name: "SandboxHostingTests", dependencies: ["SandboxHosting", "SandboxSpec", "OCI", "NodeResources", "Runtime"]),
         .testTarget(name: "RuntimeTests", dependencies: ["OCI", "Runtime", "LinuxKernel"]),
         .testTarget(name: "IntegrationTests", dependencies: ["OCI", "Runtime", "SeccompFilters", "NodeResources", "LinuxKernel"]),
