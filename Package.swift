@@ -11,6 +11,8 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
+        // SHA-256 of rootfs trees (RootfsListing): BoringSSL's, not one of our own.
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
     ],
     targets: [
         // The few syscalls Swift cannot call (clone stages, pivot_root, setns, close_range)
@@ -26,6 +28,10 @@ let package = Package(
         // The shape of every error (code, field, operation, errno, cause); imports nothing.
         .target(name: "Errors"),
         .target(name: "LinuxKernel", dependencies: ["Errors", "CSafeSpace", "CLibcap"]),
+        // Whether this host can run SafeSpace (`safespace doctor`, the daemon at start,
+        // scripts/install-node --check): containerd, cgroups, user namespaces, libseccomp,
+        // capabilities, AppArmor, gVisor. Reads the host; changes nothing.
+        .target(name: "HostChecks", dependencies: ["LinuxKernel", "CSeccomp"]),
         .target(name: "Cgroups", dependencies: ["Errors", "LinuxKernel", "OCI", "CSafeSpace"]),
         .target(name: "SeccompFilters", dependencies: ["Errors", "OCI", "LinuxKernel", "CSeccomp", "CSafeSpace"]),
         // Host id ranges are leases of LinuxKernel's LeaseStore; the node's other state (CPUs,
@@ -42,7 +48,11 @@ let package = Package(
         // to install beside the binary); BuiltinProfiles is a symlink to seccomp/, since SwiftPM
         // takes resources only from under the target's directory.
         .target(
-            name: "SandboxSpec", dependencies: ["Errors", "OCI", "SeccompFilters", "NodeResources", .product(name: "Yams", package: "Yams")],
+            name: "SandboxSpec",
+            dependencies: [
+                "Errors", "OCI", "SeccompFilters", "NodeResources", .product(name: "Yams", package: "Yams"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
             exclude: ["BuiltinProfiles/README.md"],
             resources: [
                 .embedInCode("BuiltinProfiles/default.json"),
@@ -58,8 +68,9 @@ let package = Package(
         .target(name: "SandboxHosting", dependencies: ["Errors", "OCI", "LinuxKernel", "Cgroups", "Runtime", "GVisor", "SandboxSpec", "SeccompFilters", "NodeResources"]),
         .executableTarget(
             name: "safespace",
-            dependencies: ["Errors", "Runtime", "SandboxSpec", "SandboxHosting", "SeccompFilters", "NodeResources", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+            dependencies: ["Errors", "Runtime", "SandboxSpec", "SandboxHosting", "SeccompFilters", "NodeResources", "HostChecks", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .testTarget(name: "OCITests", dependencies: ["OCI"]),
+        .testTarget(name: "HostChecksTests", dependencies: ["HostChecks"]),
         .testTarget(name: "CgroupsTests", dependencies: ["Cgroups", "OCI", "Errors"]),
         .testTarget(name: "NodeResourcesTests", dependencies: ["NodeResources", "OCI", "LinuxKernel", "Errors"]),
         .testTarget(name: "SandboxSpecTests", dependencies: ["SandboxSpec", "OCI", "SeccompFilters", "NodeResources", "Errors"]),

@@ -6,12 +6,14 @@ import Errors
 extension RootfsError: CodedError {
     public enum Code: String, ErrorCode {
         case invalidRuntime, notInstalled, invalidManifest, rootfsMissing, unreadableStore, buildScriptNotFound, buildFailed
+        case unreadableTree, unlistableName, cannotWrite, digestMismatch
 
         public var category: ErrorCategory {
             switch self {
             case .invalidRuntime: .invalidArgument
             case .notInstalled: .notFound
-            case .invalidManifest, .rootfsMissing, .unreadableStore, .buildScriptNotFound, .buildFailed: .internal
+            case .invalidManifest, .rootfsMissing, .unreadableStore, .buildScriptNotFound, .buildFailed,
+                .unreadableTree, .unlistableName, .cannotWrite, .digestMismatch: .internal
             }
         }
     }
@@ -27,6 +29,10 @@ extension RootfsError: CodedError {
         case .unreadableStore: .unreadableStore
         case .buildScriptNotFound: .buildScriptNotFound
         case .buildFailed: .buildFailed
+        case .unreadableTree: .unreadableTree
+        case .unlistableName: .unlistableName
+        case .cannotWrite: .cannotWrite
+        case .digestMismatch: .digestMismatch
         }
     }
 
@@ -37,6 +43,9 @@ extension RootfsError: CodedError {
         case .invalidManifest: "read manifest"
         case .unreadableStore: "list"
         case .buildFailed: "build"
+        case .unreadableTree, .unlistableName: "list"
+        case .cannotWrite: "write"
+        case .digestMismatch: "verify"
         default: nil
         }
     }
