@@ -34,4 +34,17 @@ struct SandboxErrorShapeTests {
         #expect(RootfsError.invalidRuntime("x y").category == .invalidArgument)
         #expect(RootfsError.buildFailed(name: "a", script: "s", reason: "exit status 3").operation == "build")
     }
+
+    @Test("each rootfs error's code is named after its case")
+    func rootfsCodes() {
+        let all: [RootfsError] = [
+            .invalidRuntime("x"), .notInstalled(runtime: "x", installed: []), .invalidManifest(path: "p", reason: "r"),
+            .rootfsMissing(runtime: "x", path: "p"), .unreadableStore(path: "p", reason: "r"), .buildScriptNotFound(searched: []),
+            .buildFailed(name: "a", script: "s", reason: "r"), .unreadableTree(path: "p", reason: "r"), .unlistableName(path: "p"),
+            .cannotWrite(path: "p", reason: "r"),
+            .digestMismatch(runtime: "x", manifestDigest: "a", actualDigest: "b", difference: nil),
+        ]
+        #expect(all.map(\.code.rawValue) == all.map { Mirror(reflecting: $0).children.first?.label ?? "\($0)" })
+        #expect(Set(all.map(\.code)).count == RootfsError.Code.allCases.count)
+    }
 }
