@@ -127,7 +127,7 @@ public enum ContainerInit {
         do {
             // Block until `start` opens the FIFO for reading (runc's exec FIFO).
             let w = try sys("open exec fifo") { ss_open(fifoPath, O_WRONLY | O_CLOEXEC, 0) }
-            var zero: UInt8 = 0x30
+            var zero = UInt8(ascii: "0")
             _ = Glibc.write(w, &zero, 1)
             close(w)
             close(fds[fifoIndex])

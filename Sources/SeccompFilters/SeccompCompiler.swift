@@ -1,6 +1,7 @@
 import Glibc
 import CSafeSpace
 import CSeccomp
+import LinuxKernel
 import OCI
 
 /// A compiled seccomp filter: classic BPF instructions (8 bytes each, `struct sock_filter`)
@@ -233,7 +234,7 @@ public enum SeccompCompiler {
         var fds: [Int32] = [-1, -1]
         guard ss_pipe2_cloexec(&fds) == 0 else { throw SeccompError(.libseccompFailed, "pipe: \(String(cString: strerror(errno)))", operation: "pipe2", errno: errno) }
         defer { close(fds[0]) }
-        _ = fcntl(fds[1], 1031 /* F_SETPIPE_SZ */, Int32(1 << 20))
+        _ = fcntl(fds[1], F_SETPIPE_SZ, Int32(1 << 20))
         let rc = seccomp_export_bpf(ctx, fds[1])
         close(fds[1])
         if rc != 0 { throw SeccompError(.libseccompFailed, "seccomp_export_bpf: \(String(cString: strerror(-rc)))", field: "linux.seccomp", operation: "seccomp_export_bpf", errno: -rc) }
