@@ -16,7 +16,8 @@ import SeccompFilters
 /// fds with SCM_RIGHTS on the first byte):
 ///   parent → init: `InitConfig` (+ fds: exec FIFO, console socket, mount namespace)
 ///   init → parent: `hooks` (create only, when prestart/createRuntime hooks exist), parent runs
-///                  them and answers `continue`; then `created`; or `error` at any point.
+///                  them and answers `continue`; then `created`; or `error` at any point
+///                  (the failure's text and code, rethrown by the parent: `InitMessage.reportedError`).
 ///   exec mode: EOF without `error` means execve(2) succeeded (the socket is close-on-exec).
 struct InitConfig: Codable {
     enum Mode: String, Codable { case create, exec }
