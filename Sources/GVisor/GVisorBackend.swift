@@ -44,10 +44,10 @@ public struct GVisorBackend: RuntimeBackend {
         if case .container(let sandboxID) = role {
             let limit = StateStore.nameMax - "_sandbox:.state".utf8.count
             if id.utf8.count + sandboxID.utf8.count > limit {
-                throw RuntimeError("container id: \(id.utf8.count) characters; at the gVisor level runsc names its state file <id>_sandbox:<pod sandbox id>.state, so a pod container's id and its sandbox's may have at most \(limit) characters together")
+                throw RuntimeError(.invalidID, field: "container id", "\(id.utf8.count) characters; at the gVisor level runsc names its state file <id>_sandbox:<pod sandbox id>.state, so a pod container's id and its sandbox's may have at most \(limit) characters together")
             }
         } else if id.utf8.count > maxSandboxIDLength {
-            throw RuntimeError("container id: \(id.utf8.count) characters; at the gVisor level ids are at most \(maxSandboxIDLength) characters (runsc names its control socket \\0runsc-sandbox.<id>, a unix address of at most 107 bytes)")
+            throw RuntimeError(.invalidID, field: "container id", "\(id.utf8.count) characters; at the gVisor level ids are at most \(maxSandboxIDLength) characters (runsc names its control socket \\0runsc-sandbox.<id>, a unix address of at most 107 bytes)")
         }
     }
 
@@ -120,19 +120,21 @@ public struct GVisorBackend: RuntimeBackend {
     public func kill(_ state: ContainerState, signal: Int32, all: Bool, in runtime: ContainerRuntime) throws {
         switch status(of: state, in: runtime) {
         case .stopped:
-            guard all else { throw RuntimeError("container not running") }
+            guard all else { throw RuntimeError.notRunning() }
             try state.cgroup.killAll(signal: signal)
         case .created, .creating:
             if [SIGCHLD, SIGCONT, SIGURG, SIGWINCH].contains(signal) { return }
             try state.cgroup.killAll(signal: SIGKILL)
             Self.reap(state, blocking: false)
         case .paused where state.gvisor?.podSandbox != nil:
-            throw RuntimeError("cannot signal container \(state.id): its pod sandbox \(state.gvisor!.podSandbox!) is paused (its kernel is frozen); resume the pod sandbox first")
+            throw RuntimeError(
+                .paused, "cannot signal container \(state.id): its pod sandbox \(state.gvisor!.podSandbox!) is paused (its kernel is frozen); resume the pod sandbox first",
+                operation: "kill")
         case .paused:
             // A frozen sentry cannot take runsc's request. SIGKILL goes to the sandbox's host
             // processes and lands when the cgroup thaws, as runc's does for a paused container.
             guard signal == SIGKILL else {
-                throw RuntimeError("cannot deliver signal \(signal) to a paused gVisor container: its kernel (the sentry) is frozen; resume it first")
+                throw RuntimeError(.paused, "cannot deliver signal \(signal) to a paused gVisor container: its kernel (the sentry) is frozen; resume it first", operation: "kill")
             }
             try state.cgroup.killAll(signal: SIGKILL)
         case .running:
@@ -149,7 +151,9 @@ public struct GVisorBackend: RuntimeBackend {
     /// started for them.
     public func stop(_ state: ContainerState, status: Status, force: Bool, in runtime: ContainerRuntime) throws {
         if status == .paused, let sandbox = state.gvisor?.podSandbox {
-            throw RuntimeError("cannot delete container \(state.id): its pod sandbox \(sandbox) is paused (its kernel is frozen); resume the pod sandbox first")
+            throw RuntimeError(
+                .paused, "cannot delete container \(state.id): its pod sandbox \(sandbox) is paused (its kernel is frozen); resume the pod sandbox first",
+                operation: "delete")
         }
         try ContainerRuntime.checkDeletable(state, status: status, force: force)
         Self.reap(state, blocking: false)
@@ -225,10 +229,10 @@ public struct GVisorBackend: RuntimeBackend {
     public func exec(_ state: ContainerState, options: ExecOptions, in runtime: ContainerRuntime) throws -> Int32 {
         let store = runtime.store
         guard status(of: state, in: runtime) == .running else {
-            throw RuntimeError("cannot exec in a container that is not running (gVisor starts processes only in a started sandbox)")
+            throw RuntimeError(.notRunning, "cannot exec in a container that is not running (gVisor starts processes only in a started sandbox)", operation: "exec")
         }
         if options.preserveFds > 0 {
-            throw RuntimeError("--preserve-fds: runsc exec cannot pass extra file descriptors (gVisor level)")
+            throw RuntimeError(.unsupported, field: "--preserve-fds", "runsc exec cannot pass extra file descriptors (gVisor level)", operation: "exec")
         }
         try SpecValidation.validate(process: options.process, field: "process")
         // Never weaker than the container: its seccomp profile and the umask asked for.
@@ -253,7 +257,7 @@ public struct GVisorBackend: RuntimeBackend {
         }
         if options.detach {
             guard result.status == 0, let pid else {
-                throw RuntimeError("runsc exec: exit status \(result.status)")
+                throw RuntimeError(.runscFailed, "runsc exec: exit status \(result.status)", operation: "exec")
             }
             return pid
         }
@@ -282,7 +286,7 @@ public struct GVisorBackend: RuntimeBackend {
         let status = status(of: state, in: runtime)
         guard status != .stopped else { return nil }
         if status == .paused, let sandbox = state.gvisor?.podSandbox {
-            throw RuntimeError("cannot list the processes of container \(state.id): its pod sandbox \(sandbox) is paused; resume it first")
+            throw RuntimeError(.paused, "cannot list the processes of container \(state.id): its pod sandbox \(sandbox) is paused; resume it first", operation: "ps")
         }
         return try Self.runsc(state, in: runtime).check(["ps"] + (json ? ["--format", "json"] : []) + [state.id])
     }
@@ -292,7 +296,9 @@ public struct GVisorBackend: RuntimeBackend {
     /// A container of a pod is frozen only with its sandbox (it shares the sandbox's kernel).
     public func pause(_ state: ContainerState, in runtime: ContainerRuntime) throws {
         if let sandbox = state.gvisor?.podSandbox {
-            throw RuntimeError("cannot pause container \(state.id) alone: it runs inside gVisor pod sandbox \(sandbox), whose kernel it shares; pause the pod sandbox")
+            throw RuntimeError(
+                .unsupported, "cannot pause container \(state.id) alone: it runs inside gVisor pod sandbox \(sandbox), whose kernel it shares; pause the pod sandbox",
+                operation: "pause")
         }
         try runtime.freeze(state)
     }

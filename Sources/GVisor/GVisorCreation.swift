@@ -89,12 +89,14 @@ final class GVisorSandboxCreation: ContainerCreation {
         try runner.check(args + [id], inheritStdio: true, hidingNetCore: gstate.hideNetCore == true ? netnsFdPath : nil)
         self.created = true
         guard let pid = Int32((try Files.readString(pidPath)).trimmed), let startTime = ProcStat.read(pid: pid)?.startTime else {
-            throw RuntimeError("runsc create: no sandbox pid in \(pidPath)")
+            throw RuntimeError(.runscFailed, "runsc create: no sandbox pid in \(pidPath)", operation: "create")
         }
         // The limits hold only if runsc joined the cgroup made here.
         let members = try cgroup.processes()
         guard members.contains(pid) else {
-            throw RuntimeError("linux.cgroupsPath: runsc did not place its sandbox (pid \(pid)) in the container's cgroup \(cgroup.path); its limits would not apply")
+            throw RuntimeError(
+                .runscFailed, field: "linux.cgroupsPath",
+                "runsc did not place its sandbox (pid \(pid)) in the container's cgroup \(cgroup.path); its limits would not apply", operation: "create")
         }
         gstate.helpers = members.filter { $0 != pid }.compactMap { p in ProcStat.read(pid: p).map { .init(pid: p, startTime: $0.startTime) } }
         try GVisorBackend.runCreateHooks(spec, id: id, pid: pid, bundle: request.bundle)
@@ -148,7 +150,7 @@ final class GVisorPodContainerCreation: ContainerCreation {
     func locked() throws {
         let sandbox = try GVisorBackend.podSandbox(sandboxID, in: runtime)
         try GVisorBackend.checkPodContainer(request.spec, sandbox: sandbox)
-        guard var gstate = sandbox.gvisor else { throw RuntimeError("pod sandbox \(sandboxID): no runsc state") }
+        guard var gstate = sandbox.gvisor else { throw RuntimeError(.corruptState, "pod sandbox \(sandboxID): no runsc state") }
         let logPath = runtime.store.runscLog(request.id)
         if let i = gstate.flags.firstIndex(of: "--log"), i + 1 < gstate.flags.count { gstate.flags[i + 1] = logPath }
         gstate.podSandbox = sandboxID
@@ -176,13 +178,13 @@ final class GVisorPodContainerCreation: ContainerCreation {
 
     func launch(spec: Spec, cgroup: Cgroup, created: (Int32, UInt64) throws -> Void) throws -> Int32 {
         let id = request.id, dir = runtime.store.directory(id)
-        guard let sandbox, let gstate, let runner else { throw RuntimeError("pod sandbox \(sandboxID): no runsc state") }
+        guard let sandbox, let gstate, let runner else { throw RuntimeError(.corruptState, "pod sandbox \(sandboxID): no runsc state") }
         try runner.check(["create", "--bundle", runtime.store.runscBundle(id), "--pid-file", dir + "/runsc.pid", id])
         self.created = true
         waiter = try GVisorBackend.spawnWaiter(dir: dir, id: id, sandbox: sandbox, runsc: gstate)
         try cgroup.attach(pid: waiter)
         guard let startTime = ProcStat.read(pid: waiter)?.startTime else {
-            throw RuntimeError("gVisor pod container \(id): its waiter (pid \(waiter)) exited at once")
+            throw RuntimeError(.initFailed, "gVisor pod container \(id): its waiter (pid \(waiter)) exited at once")
         }
         try GVisorBackend.runCreateHooks(spec, id: id, pid: waiter, bundle: request.bundle)
         try created(waiter, startTime)

@@ -29,15 +29,15 @@ enum GVisorPodResources {
         guard let r else { return }
         let why = "a container of a gVisor pod runs inside the pod's sandbox, whose host cgroup holds the whole pod; this limit cannot be given to one container there"
         if let c = r.cpu {
-            if !(c.cpus ?? "").isEmpty { throw RuntimeError("\(field).cpu.cpus: \(why)") }
-            if !(c.mems ?? "").isEmpty { throw RuntimeError("\(field).cpu.mems: \(why)") }
-            if (c.realtimeRuntime ?? 0) != 0 || (c.realtimePeriod ?? 0) != 0 { throw RuntimeError("\(field).cpu.realtimeRuntime: \(why)") }
-            if (c.burst ?? 0) != 0 { throw RuntimeError("\(field).cpu.burst: \(why)") }
-            if (c.idle ?? 0) != 0 { throw RuntimeError("\(field).cpu.idle: \(why)") }
+            if !(c.cpus ?? "").isEmpty { throw RuntimeError(.unsupported, field: "\(field).cpu.cpus", why) }
+            if !(c.mems ?? "").isEmpty { throw RuntimeError(.unsupported, field: "\(field).cpu.mems", why) }
+            if (c.realtimeRuntime ?? 0) != 0 || (c.realtimePeriod ?? 0) != 0 { throw RuntimeError(.unsupported, field: "\(field).cpu.realtimeRuntime", why) }
+            if (c.burst ?? 0) != 0 { throw RuntimeError(.unsupported, field: "\(field).cpu.burst", why) }
+            if (c.idle ?? 0) != 0 { throw RuntimeError(.unsupported, field: "\(field).cpu.idle", why) }
         }
-        if let b = r.blockIO, b.weight != nil || b.leafWeight != nil { throw RuntimeError("\(field).blockIO: \(why)") }
-        if !(r.unified ?? [:]).isEmpty { throw RuntimeError("\(field).unified: \(why)") }
-        if r.memory?.disableOOMKiller == true { throw RuntimeError("\(field).memory.disableOOMKiller: \(why)") }
+        if let b = r.blockIO, b.weight != nil || b.leafWeight != nil { throw RuntimeError(.unsupported, field: "\(field).blockIO", why) }
+        if !(r.unified ?? [:]).isEmpty { throw RuntimeError(.unsupported, field: "\(field).unified", why) }
+        if r.memory?.disableOOMKiller == true { throw RuntimeError(.unsupported, field: "\(field).memory.disableOOMKiller", why) }
     }
 
     /// The hugepage sizes `cgroup` has limit files for, with hugetlb limits set by this pod
@@ -159,7 +159,7 @@ extension GVisorBackend {
             var st = stat()
             if stat(host, &st) == 0, st.st_dev == target.st_dev, st.st_ino == target.st_ino {
                 close(fd)
-                throw RuntimeError("\(field): \(path) is the host's network namespace; the gVisor level would hand the host's network to the sandbox")
+                throw RuntimeError(.unsupported, field: field, "\(path) is the host's network namespace; the gVisor level would hand the host's network to the sandbox")
             }
         }
         return (i, path, fd)
@@ -174,22 +174,22 @@ extension GVisorBackend {
         let store = runtime.store
         let field = "annotations[\(PodRole.sandboxKeys[0])]"
         guard let sandbox = try? store.load(sandboxID) else {
-            throw RuntimeError("\(field): pod sandbox \"\(sandboxID)\" is not a container of this runtime root (\(store.root))")
+            throw RuntimeError(.notFound, field: field, "pod sandbox \"\(sandboxID)\" is not a container of this runtime root (\(store.root))")
         }
         guard sandbox.backend == .gvisor else {
-            throw RuntimeError("\(field): pod sandbox \"\(sandboxID)\" runs at the standard level; a gVisor container cannot join it (set llmsafespace.dev/security-level on the pod, or use the safespace-high handler)")
+            throw RuntimeError(.invalidSpec, field: field, "pod sandbox \"\(sandboxID)\" runs at the standard level; a gVisor container cannot join it (set llmsafespace.dev/security-level on the pod, or use the safespace-high handler)")
         }
         if let pod = sandbox.gvisor?.podSandbox {
-            throw RuntimeError("\(field): \"\(sandboxID)\" is a container of pod sandbox \"\(pod)\", not a pod sandbox")
+            throw RuntimeError(.invalidSpec, field: field, "\"\(sandboxID)\" is a container of pod sandbox \"\(pod)\", not a pod sandbox")
         }
         // Only a sandbox made as one (runsc booted it for a pod: --oci-seccomp for every
         // container's profile).
         guard (try? PodRole.of(sandbox.annotations)) == .sandbox else {
-            throw RuntimeError("\(field): \"\(sandboxID)\" was not created as a pod sandbox (annotations[\(PodRole.typeKeys[0])]: sandbox)")
+            throw RuntimeError(.invalidSpec, field: field, "\"\(sandboxID)\" was not created as a pod sandbox (annotations[\(PodRole.typeKeys[0])]: sandbox)")
         }
         let status = runtime.status(of: sandbox)
         guard status == .running else {
-            throw RuntimeError("\(field): pod sandbox \"\(sandboxID)\" is \(status.rawValue), not running")
+            throw RuntimeError(status == .paused ? .paused : .notRunning, field: field, "pod sandbox \"\(sandboxID)\" is \(status.rawValue), not running")
         }
         return sandbox
     }
@@ -201,30 +201,30 @@ extension GVisorBackend {
     /// - Throws: `RuntimeError` naming the field.
     static func checkPodContainer(_ spec: Spec, sandbox: ContainerState) throws {
         if spec.process?.terminal == true {
-            throw RuntimeError("process.terminal: not supported for a container of a gVisor pod (its stdio are handed over at start, where no console socket is)")
+            throw RuntimeError(.unsupported, field: "process.terminal", "not supported for a container of a gVisor pod (its stdio are handed over at start, where no console socket is)")
         }
         let names = ["network": "net", "ipc": "ipc", "uts": "uts"]
         var joinedNetwork = false
         for (i, ns) in (spec.linux?.namespaces ?? []).enumerated() {
             guard let path = ns.path, !path.isEmpty else {
                 if ns.type == "network" {
-                    throw RuntimeError("linux.namespaces[\(i)]: a container of a gVisor pod shares its sandbox's network stack; join the sandbox's network namespace by path")
+                    throw RuntimeError(.invalidSpec, field: "linux.namespaces[\(i)]", "a container of a gVisor pod shares its sandbox's network stack; join the sandbox's network namespace by path")
                 }
                 continue
             }
             guard let name = names[ns.type] else {
-                throw RuntimeError("linux.namespaces[\(i)].path: a container of a gVisor pod can join only the sandbox's network, ipc and uts namespaces, not \(ns.type)")
+                throw RuntimeError(.unsupported, field: "linux.namespaces[\(i)].path", "a container of a gVisor pod can join only the sandbox's network, ipc and uts namespaces, not \(ns.type)")
             }
             var given = stat(), own = stat()
             let sandboxPath = "/proc/\(sandbox.pid)/ns/\(name)"
             guard stat(path, &given) == 0 else { throw SysError("stat", path: path, errno: errno, field: "linux.namespaces[\(i)].path") }
             guard stat(sandboxPath, &own) == 0, given.st_dev == own.st_dev, given.st_ino == own.st_ino else {
-                throw RuntimeError("linux.namespaces[\(i)].path: \(path) is not the \(ns.type) namespace of pod sandbox \"\(sandbox.id)\" (\(sandboxPath)); a container of a gVisor pod runs inside that sandbox")
+                throw RuntimeError(.invalidSpec, field: "linux.namespaces[\(i)].path", "\(path) is not the \(ns.type) namespace of pod sandbox \"\(sandbox.id)\" (\(sandboxPath)); a container of a gVisor pod runs inside that sandbox")
             }
             if ns.type == "network" { joinedNetwork = true }
         }
         if !joinedNetwork {
-            throw RuntimeError("linux.namespaces: a container of a gVisor pod shares its sandbox's network stack; join the sandbox's network namespace by path")
+            throw RuntimeError(.invalidSpec, field: "linux.namespaces", "a container of a gVisor pod shares its sandbox's network stack; join the sandbox's network namespace by path")
         }
         try GVisorPodResources.check(spec.linux?.resources)
     }
@@ -268,7 +268,7 @@ extension GVisorBackend {
         guard n == 1 else {
             var st: Int32 = 0
             waitpid(pid, &st, 0)
-            throw RuntimeError("gVisor pod container \(id): its waiter exited before it was ready (status \(ss_exit_status(st)))")
+            throw RuntimeError(.initFailed, "gVisor pod container \(id): its waiter exited before it was ready (status \(ss_exit_status(st)))")
         }
         return pid
     }
@@ -282,7 +282,10 @@ extension GVisorBackend {
             let sandbox = try? store.load(sandboxID)
             let status = sandbox.map { self.status(of: $0, in: runtime) } ?? .stopped
             guard status == .running else {
-                throw RuntimeError("cannot start container \(state.id): its pod sandbox \(sandboxID) is \(status.rawValue)\(status == .paused ? "; resume it first" : "")")
+                throw RuntimeError(
+                    status == .paused ? .paused : .notRunning,
+                    "cannot start container \(state.id): its pod sandbox \(sandboxID) is \(status.rawValue)\(status == .paused ? "; resume it first" : "")",
+                    operation: "start")
             }
         }
         let dir = store.directory(state.id)
@@ -291,7 +294,10 @@ extension GVisorBackend {
         defer { close(reply) }
         let request = open(Self.startFifo(dir), O_WRONLY | O_NONBLOCK | O_CLOEXEC)
         guard request >= 0 else {
-            throw RuntimeError("cannot start container \(state.id): its waiter (pid \(state.pid)) is gone (\(String(cString: strerror(errno))))")
+            let e = errno
+            throw RuntimeError(
+                .initFailed, "cannot start container \(state.id): its waiter (pid \(state.pid)) is gone (\(String(cString: strerror(e))))",
+                operation: "open", errno: e)
         }
         var go: UInt8 = 0x73  // "s"
         let wrote = write(request, &go, 1)
@@ -307,10 +313,10 @@ extension GVisorBackend {
                 guard n > 0 else { continue }
                 let answer = String(decoding: buf[0..<n], as: UTF8.self)
                 if answer == "ok" { return }
-                throw RuntimeError(answer.hasPrefix("error: ") ? String(answer.dropFirst(7)) : answer)
+                throw RuntimeError(.runscFailed, answer.hasPrefix("error: ") ? String(answer.dropFirst(7)) : answer, operation: "start")
             }
             guard let stat = ProcStat.read(pid: state.pid), stat.startTime == state.startTime, stat.state != "Z" else {
-                throw RuntimeError("cannot start container \(state.id): its waiter (pid \(state.pid)) exited before answering")
+                throw RuntimeError(.initFailed, "cannot start container \(state.id): its waiter (pid \(state.pid)) exited before answering", operation: "start")
             }
         }
     }

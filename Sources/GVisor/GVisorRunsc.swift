@@ -47,7 +47,7 @@ struct Runsc {
             var why = result.stderr.trimmed.split(separator: "\n").last.map(String.init) ?? ""
             let logged = logErrors(since: logStart).filter { !why.contains($0) }
             if !logged.isEmpty { why += (why.isEmpty ? "" : " (") + logged.joined(separator: "; ") + (why.isEmpty ? "" : ")") }
-            throw RuntimeError("runsc \(args.first ?? ""): \(why.isEmpty ? "exit status \(result.status)" : why)")
+            throw RuntimeError(.runscFailed, "runsc \(args.first ?? ""): \(why.isEmpty ? "exit status \(result.status)" : why)", operation: args.first)
         }
         return result
     }
@@ -236,7 +236,7 @@ extension GVisorFeatures {
     static func detect(runsc: String, configuration: RuntimeConfiguration.GVisorConfiguration?, cacheDir: String) throws -> GVisorFeatures {
         var st = stat()
         guard stat(runsc, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG, access(runsc, X_OK) == 0 else {
-            throw RuntimeError("gVisor level: runsc not found or not executable at \(runsc) (apt-get install runsc, or set gvisor.runsc in \(RuntimeConfiguration.defaultPath))")
+            throw RuntimeError(.unsupported, "gVisor level: runsc not found or not executable at \(runsc) (apt-get install runsc, or set gvisor.runsc in \(RuntimeConfiguration.defaultPath))")
         }
         var u = utsname()
         uname(&u)
@@ -260,7 +260,7 @@ extension GVisorFeatures {
             let result = try spawnAndWait([runsc, "help", "platforms"], inheritStdio: false)
             let found = result.stdout.split(separator: "\n").map { String($0).trimmed }.filter { !$0.isEmpty && !$0.contains(" ") }
             guard result.status == 0, !found.isEmpty else {
-                throw RuntimeError("gVisor level: \(runsc) help platforms failed: \(result.stderr.trimmed)")
+                throw RuntimeError(.runscFailed, "gVisor level: \(runsc) help platforms failed: \(result.stderr.trimmed)", operation: "help platforms")
             }
             platforms = found
             release = Self.releaseDate(versionOutput: (try? spawnAndWait([runsc, "--version"], inheritStdio: false).stdout) ?? "")
@@ -291,13 +291,13 @@ extension GVisorFeatures {
     func platform(configured: String?) throws -> String {
         if let configured {
             guard platforms.contains(configured) else {
-                throw RuntimeError("gvisor.platform: \"\(configured)\" is not a platform of the installed runsc (it has \(platforms.joined(separator: ", ")))")
+                throw RuntimeError(.invalidConfiguration, field: "gvisor.platform", "\"\(configured)\" is not a platform of the installed runsc (it has \(platforms.joined(separator: ", ")))")
             }
             return configured
         }
         if platforms.contains("systrap") { return "systrap" }
         if platforms.contains("ptrace") { return "ptrace" }
-        guard let first = platforms.first else { throw RuntimeError("gVisor level: the installed runsc lists no platform") }
+        guard let first = platforms.first else { throw RuntimeError(.runscFailed, "gVisor level: the installed runsc lists no platform", operation: "help platforms") }
         return first
     }
 }

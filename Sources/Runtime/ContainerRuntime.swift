@@ -82,16 +82,16 @@ public struct ContainerRuntime: Sendable {
         let bundle = try absolute(bundle)
         let specBytes: [UInt8]
         do { specBytes = try Files.read(bundle + "/config.json") } catch {
-            throw RuntimeError("bundle \(bundle): cannot read config.json: \(error)")
+            throw RuntimeError(.invalidSpec, "bundle \(bundle): cannot read config.json: \(error)", operation: "read", errno: (error as? SysError)?.errno, cause: error)
         }
         var spec: Spec
         do { spec = try JSONDecoding.decode(Spec.self, from: Data(specBytes)) } catch {
-            throw RuntimeError("config.json: \(describe(decodingError: error))")
+            throw RuntimeError(.invalidSpec, "config.json: \(describe(decodingError: error))", operation: "decode", cause: error)
         }
         try SpecValidation.validate(spec, bundle: bundle)
         let rootPath = spec.root!.path
         let rootfs = try absolute(rootPath.hasPrefix("/") ? rootPath : bundle + "/" + rootPath)
-        guard Files.isDirectory(rootfs) else { throw RuntimeError("root.path: \(rootfs) is not a directory") }
+        guard Files.isDirectory(rootfs) else { throw RuntimeError(.invalidSpec, field: "root.path", "\(rootfs) is not a directory") }
         // Security levels: the configured level, raised by the bundle's annotation, picks the
         // backend; `high` runs under runsc (the GVisor module).
         let configuration = try RuntimeConfiguration.load()
@@ -188,8 +188,8 @@ public struct ContainerRuntime: Sendable {
         let backend = try backends.backend(for: state)
         switch backend.status(of: state, in: self) {
         case .created: break
-        case .stopped: throw RuntimeError("cannot start a container that has stopped")
-        default: throw RuntimeError("cannot start an already running container")
+        case .stopped: throw RuntimeError.startStopped()
+        default: throw RuntimeError.startRunning()
         }
         try backend.start(state, in: self)
         unlink(store.fifoPath(id))
@@ -258,7 +258,7 @@ public struct ContainerRuntime: Sendable {
             // Again under the lock: the create may have finished (or another delete won) meanwhile.
             if let record = store.loadCreating(id: id) {
                 if record.creatorAlive && !force {
-                    throw RuntimeError("cannot delete container \(id) that is not stopped: creating (create by \(record.creator.map { "\($0)" } ?? "a live process") still runs)")
+                    throw RuntimeError.deleteNotStopped(id, status: "creating (create by \(record.creator.map { "\($0)" } ?? "a live process") still runs)")
                 }
                 try removeHalfMade(record)
                 return
@@ -291,7 +291,7 @@ public struct ContainerRuntime: Sendable {
     /// - Throws: `RuntimeError` "cannot delete container <id> that is not stopped: <status>".
     package static func checkDeletable(_ state: ContainerState, status: Status, force: Bool) throws {
         if (status == .running || status == .paused) && !force {
-            throw RuntimeError("cannot delete container \(state.id) that is not stopped: \(status.rawValue)")
+            throw RuntimeError.deleteNotStopped(state.id, status: status.rawValue)
         }
     }
 
@@ -304,10 +304,10 @@ public struct ContainerRuntime: Sendable {
     func claimID(_ id: String) throws {
         guard Files.exists(store.directory(id)) else { return }
         guard let record = store.loadCreating(id: id) else {
-            throw RuntimeError("container \"\(id)\" already exists")
+            throw RuntimeError.containerExists(id)
         }
         if record.creatorAlive {
-            throw RuntimeError("container \"\(id)\" already exists (being created by \(record.creator.map { "\($0)" } ?? "a live process"))")
+            throw RuntimeError.containerExists(id, beingCreatedBy: record.creator.map { "\($0)" } ?? "a live process")
         }
         log.log(.debug, "reclaiming container \(id): its create (\(record.creator.map { "\($0)" } ?? "unknown process")) died half-way")
         try removeHalfMade(record)
@@ -397,7 +397,7 @@ func connectUnix(_ path: String, field: String = "--console-socket") throws -> I
     let bytes = Array(path.utf8)
     guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else {
         close(fd)
-        throw RuntimeError("\(field): path too long for a unix socket: \(path)")
+        throw RuntimeError(.invalidSpec, field: field, "path too long for a unix socket: \(path)", operation: "connect")
     }
     withUnsafeMutableBytes(of: &addr.sun_path) { raw in
         for (i, b) in bytes.enumerated() { raw[i] = b }

@@ -121,7 +121,7 @@ extension ContainerRuntime {
                     while waitpid(spawned.pid, &st, 0) < 0 && errno == EINTR {}
                     continue
                 }
-                throw RuntimeError(.initFailed, message.message ?? "exec failed", operation: "exec")
+                throw message.reportedError(default: "exec failed", operation: "exec")
             }
         } catch {
             for p in Set([spawned.pid, pid]) {

@@ -43,7 +43,7 @@ public enum ContainerInit {
             case .exec: try runExec(config, fds: fds, channel: channel)
             }
         } catch {
-            try? channel.send(InitMessage(type: "error", message: "\(error)"))
+            try? channel.send(InitMessage(reporting: error))
             exit(1)
         }
     }

@@ -5,6 +5,7 @@ import Foundation
 #endif
 import Glibc
 import CSafeSpace
+import Errors
 import LinuxKernel
 import OCI
 import SeccompFilters
@@ -15,7 +16,8 @@ import SeccompFilters
 /// fds with SCM_RIGHTS on the first byte):
 ///   parent → init: `InitConfig` (+ fds: exec FIFO, console socket, mount namespace)
 ///   init → parent: `hooks` (create only, when prestart/createRuntime hooks exist), parent runs
-///                  them and answers `continue`; then `created`; or `error` at any point.
+///                  them and answers `continue`; then `created`; or `error` at any point
+///                  (the failure's text and code, rethrown by the parent: `InitMessage.reportedError`).
 ///   exec mode: EOF without `error` means execve(2) succeeded (the socket is close-on-exec).
 struct InitConfig: Codable {
     enum Mode: String, Codable { case create, exec }
@@ -58,7 +60,52 @@ func callerStackSoftLimit() -> UInt64? {
 
 struct InitMessage: Codable {
     var type: String
+    /// `error`: the failure's description, whole (`field: message`); `pid`: the pid.
     var message: String?
+    /// `error`: the failure's domain and code (`runtime`, `invalidSpec`) when it is a
+    /// `CodedError`, with its field, operation and errno, so that the parent rethrows the
+    /// same code (`reportedError`); nil for any other error.
+    var domain: String? = nil
+    var code: String? = nil
+    var field: String? = nil
+    var operation: String? = nil
+    var errno: Int32? = nil
+
+    init(type: String, message: String? = nil) {
+        self.type = type
+        self.message = message
+    }
+
+    /// The `error` message reporting `error`: its description and, for a `CodedError`, its
+    /// code, field, operation and errno.
+    init(reporting error: any Error) {
+        self.init(type: "error", message: "\(error)")
+        if let coded = error as? any CodedError {
+            domain = Swift.type(of: coded).domain
+            code = coded.code.rawValue
+            field = coded.field
+            operation = coded.operation
+            errno = coded.errno
+        }
+    }
+
+    /// The error an `error` message reports, rethrown by the parent with the same text: a
+    /// `RuntimeError` or `SysError` of the code the init threw; any other error as
+    /// `RuntimeError` `.initFailed`. `text` stands in for a missing message, `operation`
+    /// for a missing operation of an `.initFailed` one.
+    func reportedError(default text: String, operation: String? = nil) -> any Error {
+        let text = message ?? text
+        // A CodedError's description starts with its field: the rest is the message.
+        let field = self.field.flatMap { text.hasPrefix($0 + ": ") ? $0 : nil }
+        let rest = field.map { String(text.dropFirst($0.count + 2)) } ?? text
+        if domain == RuntimeError.domain, let code = code.flatMap(RuntimeError.Code.init(rawValue:)) {
+            return RuntimeError(code, field: field, rest, operation: self.operation, errno: errno)
+        }
+        if domain == SysError.domain, let code = code.flatMap(SysError.Code.init(rawValue:)) {
+            return SysError(code, field: field, rest, operation: self.operation, errno: errno)
+        }
+        return RuntimeError(.initFailed, field: field, rest, operation: self.operation ?? operation, errno: errno)
+    }
 }
 
 /// One end of the init socket.

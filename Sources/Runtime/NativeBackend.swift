@@ -26,12 +26,12 @@ public struct NativeBackend: RuntimeBackend {
         // it joins are the sentry's host namespaces, not the pod's.
         if case .container(let sandboxID) = try PodRole.of(request.spec.annotations), let sandbox = try? runtime.store.load(sandboxID),
            (sandbox.backend ?? .native) != .native {
-            throw RuntimeError("annotations[\(PodRole.sandboxKeys[0])]: pod sandbox \"\(sandboxID)\" runs under gVisor; its containers must too (security level high)")
+            throw RuntimeError(.invalidSpec, field: "annotations[\(PodRole.sandboxKeys[0])]", "pod sandbox \"\(sandboxID)\" runs under gVisor; its containers must too (security level high)")
         }
         let creation = NativeCreation(request: request, runtime: runtime)
         if request.spec.process?.terminal == true {
             guard let path = request.options.consoleSocket else {
-                throw RuntimeError("process.terminal: true needs --console-socket")
+                throw RuntimeError(.invalidSpec, field: "process.terminal", "true needs --console-socket")
             }
             creation.consoleSocketFd = try connectUnix(path)
         }
@@ -52,7 +52,7 @@ public struct NativeBackend: RuntimeBackend {
             let n = Glibc.read(fd, &byte, 1)
             if n == 1 { break }
             if runtime.store.status(of: state) == .stopped {
-                throw RuntimeError("container init exited before start")
+                throw RuntimeError(.initFailed, "container init exited before start", operation: "start")
             }
         }
     }
@@ -68,7 +68,7 @@ public struct NativeBackend: RuntimeBackend {
             try state.cgroup.killAll(signal: signal)
             return
         }
-        guard status != .stopped else { throw RuntimeError("container not running") }
+        guard status != .stopped else { throw RuntimeError.notRunning() }
         try runtime.signalInit(state, signal)
     }
 
@@ -155,7 +155,9 @@ final class NativeCreation: ContainerCreation {
         // name the limit, as runc does ("container init was OOM-killed (memory limit too low?)").
         var failure = failure
         if let cgroup, (cgroup.oomKillsSinceCreate() ?? 0) > 0 {
-            failure = RuntimeError("linux.resources.memory.limit: the container's init was OOM-killed while it was set up (memory limit too low?): \(failure)")
+            failure = RuntimeError(
+                .initFailed, field: "linux.resources.memory.limit",
+                "the container's init was OOM-killed while it was set up (memory limit too low?): \(failure)", cause: failure)
         }
         if initPid > 0 {
             Glibc.kill(initPid, SIGKILL)
@@ -200,13 +202,16 @@ extension ContainerRuntime {
             if let adj = spec.process?.oomScoreAdj {
                 do { try Files.write("/proc/\(pid)/oom_score_adj", "\(adj)") } catch let e as SysError {
                     if e.errno == EACCES || e.errno == EPERM {
-                        throw RuntimeError("process.oomScoreAdj: \(adj) is below the caller's own oom_score_adj and lowering it needs CAP_SYS_RESOURCE, which this process lacks")
+                        throw RuntimeError(
+                            .permissionDenied, field: "process.oomScoreAdj",
+                            "\(adj) is below the caller's own oom_score_adj and lowering it needs CAP_SYS_RESOURCE, which this process lacks",
+                            operation: e.operation, errno: e.errno, cause: e)
                     }
                     throw SysError(e.operation, path: e.path, errno: e.errno, field: "process.oomScoreAdj")
                 }
             }
             guard let startTime = ProcStat.read(pid: pid)?.startTime else {
-                throw RuntimeError("container init \(pid) exited during create")
+                throw RuntimeError(.initFailed, "container init \(pid) exited during create")
             }
             let creating = State(id: id, status: "creating", pid: pid, bundle: bundle, annotations: spec.annotations)
             let stateJSON = String(decoding: try JSONEncoder().encode(creating), as: UTF8.self)
@@ -249,7 +254,7 @@ extension ContainerRuntime {
             }
             while true {
                 guard let (message, _) = try spawned.channel.receive(InitMessage.self) else {
-                    throw RuntimeError("container init exited during create without reporting an error")
+                    throw RuntimeError(.initFailed, "container init exited during create without reporting an error")
                 }
                 switch message.type {
                 case "hooks":
@@ -262,9 +267,9 @@ extension ContainerRuntime {
                     try spawned.channel.send(InitMessage(type: "saved"))
                     return (pid, startTime)
                 case "error":
-                    throw RuntimeError(message.message ?? "container init failed")
+                    throw message.reportedError(default: "container init failed")
                 default:
-                    throw RuntimeError("unexpected init message \(message.type)")
+                    throw RuntimeError(.initFailed, "unexpected init message \(message.type)")
                 }
             }
         } catch {
@@ -280,12 +285,12 @@ extension ContainerRuntime {
     fileprivate func signalInit(_ state: ContainerState, _ signal: Int32) throws {
         let pidfd = ss_pidfd_open(state.pid)
         guard pidfd >= 0 else {
-            if errno == ESRCH { throw RuntimeError("container not running") }
+            if errno == ESRCH { throw RuntimeError.notRunning() }
             throw SysError("pidfd_open", path: "\(state.pid)")
         }
         defer { close(pidfd) }
         guard ProcStat.read(pid: state.pid)?.startTime == state.startTime else {
-            throw RuntimeError("container not running")
+            throw RuntimeError.notRunning()
         }
         if ss_pidfd_send_signal(pidfd, signal) != 0 && errno != ESRCH {
             throw SysError("kill", path: "\(state.pid)")

@@ -25,11 +25,11 @@ public enum PodRole: Equatable, Sendable {
         case "sandbox": return .sandbox
         case "container":
             guard let sandbox = sandboxKeys.lazy.compactMap({ annotations[$0] }).first(where: { !$0.isEmpty }) else {
-                throw RuntimeError("annotations[\(key)]: \"container\" without annotations[\(sandboxKeys[0])]: the pod sandbox to run in is not named")
+                throw RuntimeError(.invalidSpec, field: "annotations[\(key)]", "\"container\" without annotations[\(sandboxKeys[0])]: the pod sandbox to run in is not named")
             }
             return .container(sandboxID: sandbox)
         default:
-            throw RuntimeError("annotations[\(key)]: unknown container type \"\(type)\" (expected sandbox or container)")
+            throw RuntimeError(.invalidSpec, field: "annotations[\(key)]", "unknown container type \"\(type)\" (expected sandbox or container)")
         }
     }
 }

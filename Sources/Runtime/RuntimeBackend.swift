@@ -169,7 +169,7 @@ public struct RuntimeBackends: Sendable {
     /// - Throws: `RuntimeError` when the front end gave none of that kind.
     public func backend(_ kind: Backend) throws -> any RuntimeBackend {
         guard let backend = all.first(where: { $0.kind == kind }) else {
-            throw RuntimeError("the \(kind.rawValue) backend is not available in this program (it runs \(all.map(\.kind.rawValue).joined(separator: ", ")))")
+            throw RuntimeError(.unsupported, "the \(kind.rawValue) backend is not available in this program (it runs \(all.map(\.kind.rawValue).joined(separator: ", ")))")
         }
         return backend
     }

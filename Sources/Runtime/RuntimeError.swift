@@ -48,9 +48,12 @@ public struct RuntimeError: CodedError, Sendable {
         case exhausted
         /// The node failed outside a system call (mounts that stay, an unsealed binary).
         case hostFailure
-        /// TRANSITIONAL: a message-only `RuntimeError(_:)` not yet given a code (the sites left
-        /// in ContainerRuntime.swift and GVisor*.swift). Removed with the last of them.
-        case unspecified
+        /// The caller lacks a privilege the step needs (CAP_SYS_RESOURCE for a lower
+        /// `process.oomScoreAdj`).
+        case permissionDenied
+        /// runsc (the gVisor backend) failed, or did not do what it was asked: its own words,
+        /// or what is missing (a sandbox pid, the sandbox in the container's cgroup).
+        case runscFailed
 
         public var category: ErrorCategory {
             switch self {
@@ -60,7 +63,8 @@ public struct RuntimeError: CodedError, Sendable {
             case .notRunning, .notPaused, .notStopped, .alreadyRunning, .stopped, .paused: .failedPrecondition
             case .unsupported: .unsupported
             case .exhausted: .resourceExhausted
-            case .hookFailed, .initFailed, .corruptState, .invalidConfiguration, .hostFailure, .unspecified: .internal
+            case .permissionDenied: .permissionDenied
+            case .hookFailed, .initFailed, .corruptState, .invalidConfiguration, .hostFailure, .runscFailed: .internal
             }
         }
     }
@@ -87,14 +91,6 @@ public struct RuntimeError: CodedError, Sendable {
         self.operation = operation
         self.errno = errno
         self.cause = cause
-    }
-
-    /// TRANSITIONAL, for the message-only sites left in ContainerRuntime.swift and
-    /// GVisor*.swift (being rewritten elsewhere): code `.unspecified`, the whole message as
-    /// given. Convert each to `init(_:field:_:)` or a `ClientWordings` constructor, then
-    /// delete this initializer and `.unspecified`.
-    public init(_ message: String) {
-        self.init(.unspecified, message)
     }
 
     public var description: String {

@@ -17,6 +17,7 @@ struct GVisorExecUnitTests {
             try GVisorSpec.checkExec(process: Self.process, container: Self.filtered, id: "c") { false }
         }
         #expect(error?.description.hasPrefix("linux.seccomp:") == true, "\(String(describing: error))")
+        #expect(error?.code == .unsupported && error?.field == "linux.seccomp")
         try GVisorSpec.checkExec(process: Self.process, container: Self.filtered, id: "c") { true }
         // Without a profile the configuration is not even read.
         try GVisorSpec.checkExec(process: Self.process, container: Spec(linux: Linux()), id: "c") {
@@ -34,6 +35,7 @@ struct GVisorExecUnitTests {
         } else {
             let error = #expect(throws: RuntimeError.self) { try GVisorSpec.checkExec(process: process, container: Spec(), id: "c") { false } }
             #expect(error?.description.hasPrefix("process.user.umask:") == true, "\(String(describing: error))")
+            #expect(error?.code == .unsupported && error?.field == "process.user.umask")
         }
     }
 }

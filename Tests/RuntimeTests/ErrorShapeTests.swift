@@ -48,10 +48,42 @@ struct RuntimeErrorShapeTests {
         #expect(error?.description.contains(ClientWordings.doesNotExist) == true)
     }
 
-    @Test("the transitional message-only initializer: code unspecified, the message as given")
-    func transitional() {
-        let error = RuntimeError("runsc exec: exit status 3")
-        #expect(error.code == .unspecified && error.field == nil && error.description == "runsc exec: exit status 3")
+    @Test("a pod annotation or a backend the program lacks: a code, the field apart, the text runc-style")
+    func backendAndPodRole() {
+        let key = PodRole.typeKeys[0]
+        let unknown = #expect(throws: RuntimeError.self) { _ = try PodRole.of([key: "bogus"]) }
+        #expect(unknown?.code == .invalidSpec && unknown?.field == "annotations[\(key)]")
+        #expect(unknown?.description == "annotations[\(key)]: unknown container type \"bogus\" (expected sandbox or container)")
+        let unnamed = #expect(throws: RuntimeError.self) { _ = try PodRole.of([key: "container"]) }
+        #expect(unnamed?.code == .invalidSpec && unnamed?.field == "annotations[\(key)]")
+        let missing = #expect(throws: RuntimeError.self) { _ = try RuntimeBackends.native.backend(.gvisor) }
+        #expect(missing?.code == .unsupported && missing?.category == .unsupported && missing?.field == nil)
+        #expect(missing?.description == "the gvisor backend is not available in this program (it runs native)")
+    }
+
+    /// The init reports a failure as text on the init socket; the parent rethrows it with the
+    /// code (and field, operation, errno) the init threw, the description unchanged.
+    @Test("an error crosses the init socket with its code, field and text")
+    func initProtocol() throws {
+        func roundTrip(_ error: any Error) throws -> any Error {
+            let data = try JSONEncoder().encode(InitMessage(reporting: error))
+            return try JSONDecoder().decode(InitMessage.self, from: data).reportedError(default: "container init failed", operation: "exec")
+        }
+        let runtime = RuntimeError(.invalidSpec, field: "process.user.uid", "uid 5 is not mapped in the container's user namespace (linux.uidMappings)")
+        let r = try #require(try roundTrip(runtime) as? RuntimeError)
+        #expect(r.code == .invalidSpec && r.field == "process.user.uid" && r.description == runtime.description && r.operation == nil)
+        let exec = RuntimeError.executableNotFound("pyhton")
+        let e = try #require(try roundTrip(exec) as? RuntimeError)
+        #expect(e.code == .executableNotFound && e.field == exec.field && e.operation == "exec" && e.description == exec.description)
+        let sys = SysError("mount proc on", path: "/proc", errno: EPERM, field: "mounts[0]")
+        let s = try #require(try roundTrip(sys) as? SysError)
+        #expect(s.code == .syscall && s.field == "mounts[0]" && s.errno == EPERM && s.operation == "mount proc on")
+        #expect(s.description == sys.description)
+        struct Plain: Error, CustomStringConvertible { var description: String { "something broke" } }
+        let p = try #require(try roundTrip(Plain()) as? RuntimeError)
+        #expect(p.code == .initFailed && p.field == nil && p.operation == "exec" && p.description == "something broke")
+        let empty = InitMessage(type: "error").reportedError(default: "container init failed")
+        #expect((empty as? RuntimeError)?.code == .initFailed && "\(empty)" == "container init failed")
     }
 
     @Test("SysError: a failed call renders strerror and the errno name; a refused value its message")
