@@ -53,14 +53,24 @@ let package = Package(
         .executableTarget(
             name: "safespace",
             dependencies: ["Runtime", "SandboxSpec", "SandboxHosting", "SeccompFilters", "NodeResources", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+        // Tests: one unit-test target per module (<Module>Tests, root-free but for the few that
+        // need the kernel: cgroups, mounts), the root-only runtime integration tests (real
+        // containers through safespace-runtime and safespace run), and the tests in which real
+        // clients (containerd's ctr and CRI, podman, install-node) drive the runtime. TestSupport
+        // holds what they share (Harness: the one process runner and polling helper).
+        .target(name: "TestSupport", dependencies: ["OCI", "Runtime"], path: "Tests/TestSupport"),
         .testTarget(name: "OCITests", dependencies: ["OCI"]),
+        .testTarget(name: "LinuxKernelTests", dependencies: ["LinuxKernel"]),
         .testTarget(name: "CgroupsTests", dependencies: ["Cgroups", "OCI"]),
         .testTarget(name: "NodeResourcesTests", dependencies: ["NodeResources", "OCI", "LinuxKernel"]),
         .testTarget(name: "SandboxSpecTests", dependencies: ["SandboxSpec", "OCI", "SeccompFilters", "NodeResources"]),
         .testTarget(name: "SeccompFiltersTests", dependencies: ["SeccompFilters", "OCI"]),
         .testTarget(name: "SandboxHostingTests", dependencies: ["SandboxHosting", "SandboxSpec", "OCI", "NodeResources", "Runtime"]),
-        .testTarget(name: "RuntimeTests", dependencies: ["OCI", "Runtime", "LinuxKernel"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["OCI", "Runtime", "SeccompFilters", "NodeResources", "LinuxKernel"]),
+        .testTarget(name: "RuntimeTests", dependencies: ["OCI", "Runtime", "LinuxKernel", "TestSupport"]),
+        .testTarget(
+            name: "RuntimeIntegrationTests",
+            dependencies: ["OCI", "Runtime", "SeccompFilters", "NodeResources", "LinuxKernel", "TestSupport"]),
+        .testTarget(name: "ClientIntegrationTests", dependencies: ["OCI", "LinuxKernel", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )
