@@ -11,6 +11,8 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
+        // SHA-256 of rootfs trees (RootfsListing): BoringSSL's, not one of our own.
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
     ],
     targets: [
         // The few syscalls Swift cannot call (clone stages, pivot_root, setns, close_range)
@@ -24,19 +26,31 @@ let package = Package(
             providers: [.apt(["libseccomp-dev"])]),
         .target(name: "OCI"),
         .target(name: "LinuxKernel", dependencies: ["CSafeSpace", "CLibcap"]),
+        // Whether this host can run SafeSpace (`safespace doctor`, the daemon at start,
+        // scripts/install-node --check): containerd, cgroups, user namespaces, libseccomp,
+        // capabilities, AppArmor, gVisor. Reads the host; changes nothing.
+        .target(name: "HostChecks", dependencies: ["LinuxKernel", "CSeccomp"]),
         .target(name: "Cgroups", dependencies: ["LinuxKernel", "OCI", "CSafeSpace"]),
         .target(name: "SeccompFilters", dependencies: ["OCI", "LinuxKernel", "CSeccomp", "CSafeSpace"]),
-        // Resources: `GarbageCollector` (Reclaim.swift) also reclaims CPU allocations and volumes.
-        .target(name: "Runtime", dependencies: ["OCI", "LinuxKernel", "Cgroups", "SeccompFilters", "NodeResources", "CSafeSpace"]),
+        // Host id ranges are leases of LinuxKernel's LeaseStore; the node's other state (CPUs,
+        // volumes, sandbox leases) and its sweep are SandboxHosting's.
+        .target(name: "Runtime", dependencies: ["OCI", "LinuxKernel", "Cgroups", "SeccompFilters", "CSafeSpace"]),
+        // The gVisor backend of Runtime: runsc driver, pods and their waiter, the spec runsc gets.
+        // Registered by the front ends (safespace-runtime, SandboxHosting).
+        .target(name: "GVisor", dependencies: ["Runtime", "OCI", "LinuxKernel", "Cgroups", "CSafeSpace"]),
         // Sandbox-side resources: quantities, spec.resources -> linux.resources, CPU pinning
-        // allocator, ephemeral storage volumes (wired into the Sandbox policy by the CLI/daemon).
+        // allocator (leases of LinuxKernel's LeaseStore), ephemeral storage volumes (wired into the Sandbox policy by the CLI/daemon).
         .target(name: "NodeResources", dependencies: ["OCI", "LinuxKernel", "CSafeSpace"]),
         // Seccomp: Docker-format profiles resolved into linux.seccomp (SandboxPolicy+Seccomp.swift).
         // The built-in profiles are seccomp/*.json, compiled into the code (no resource bundle
         // to install beside the binary); BuiltinProfiles is a symlink to seccomp/, since SwiftPM
         // takes resources only from under the target's directory.
         .target(
-            name: "SandboxSpec", dependencies: ["OCI", "SeccompFilters", "NodeResources", .product(name: "Yams", package: "Yams")],
+            name: "SandboxSpec",
+            dependencies: [
+                "OCI", "SeccompFilters", "NodeResources", .product(name: "Yams", package: "Yams"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
             exclude: ["BuiltinProfiles/README.md"],
             resources: [
                 .embedInCode("BuiltinProfiles/default.json"),
@@ -45,14 +59,14 @@ let package = Package(
             ]),
         .executableTarget(
             name: "safespace-runtime",
-            dependencies: ["Runtime", "SeccompFilters", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+            dependencies: ["Runtime", "GVisor", "SeccompFilters", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         // The node side of a sandbox: a validated Sandbox -> bundle, leases, writable layer, id
         // range, CPUs, volume, seccomp event agent, container; and its release. Front ends:
         // `safespace run`, the daemon. Never linked into safespace-runtime.
-        .target(name: "SandboxHosting", dependencies: ["OCI", "LinuxKernel", "Cgroups", "Runtime", "SandboxSpec", "SeccompFilters", "NodeResources"]),
+        .target(name: "SandboxHosting", dependencies: ["OCI", "LinuxKernel", "Cgroups", "Runtime", "GVisor", "SandboxSpec", "SeccompFilters", "NodeResources"]),
         .executableTarget(
             name: "safespace",
-            dependencies: ["Runtime", "SandboxSpec", "SandboxHosting", "SeccompFilters", "NodeResources", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+            dependencies: ["Runtime", "SandboxSpec", "SandboxHosting", "SeccompFilters", "NodeResources", "HostChecks", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         // Tests: one unit-test target per module (<Module>Tests, root-free but for the few that
         // need the kernel: cgroups, mounts), the root-only runtime integration tests (real
         // containers through safespace-runtime and safespace run), and the tests in which real
@@ -61,15 +75,17 @@ let package = Package(
         .target(name: "TestSupport", dependencies: ["OCI", "Runtime"], path: "Tests/TestSupport"),
         .testTarget(name: "OCITests", dependencies: ["OCI"]),
         .testTarget(name: "LinuxKernelTests", dependencies: ["LinuxKernel"]),
+        .testTarget(name: "HostChecksTests", dependencies: ["HostChecks"]),
         .testTarget(name: "CgroupsTests", dependencies: ["Cgroups", "OCI"]),
         .testTarget(name: "NodeResourcesTests", dependencies: ["NodeResources", "OCI", "LinuxKernel"]),
         .testTarget(name: "SandboxSpecTests", dependencies: ["SandboxSpec", "OCI", "SeccompFilters", "NodeResources"]),
         .testTarget(name: "SeccompFiltersTests", dependencies: ["SeccompFilters", "OCI"]),
-        .testTarget(name: "SandboxHostingTests", dependencies: ["SandboxHosting", "SandboxSpec", "OCI", "NodeResources", "Runtime"]),
+        .testTarget(name: "SandboxHostingTests", dependencies: ["SandboxHosting", "SandboxSpec", "OCI", "NodeResources", "Runtime", "LinuxKernel"]),
         .testTarget(name: "RuntimeTests", dependencies: ["OCI", "Runtime", "LinuxKernel", "TestSupport"]),
+        .testTarget(name: "GVisorTests", dependencies: ["GVisor", "Runtime", "OCI", "LinuxKernel"]),
         .testTarget(
             name: "RuntimeIntegrationTests",
-            dependencies: ["OCI", "Runtime", "SeccompFilters", "NodeResources", "LinuxKernel", "TestSupport"]),
+            dependencies: ["OCI", "Runtime", "SeccompFilters", "NodeResources", "LinuxKernel", "SandboxHosting", "TestSupport"]),
         .testTarget(name: "ClientIntegrationTests", dependencies: ["OCI", "LinuxKernel", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]
