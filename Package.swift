@@ -25,22 +25,24 @@ let package = Package(
             name: "CSeccomp", pkgConfig: "libseccomp",
             providers: [.apt(["libseccomp-dev"])]),
         .target(name: "OCI"),
-        .target(name: "LinuxKernel", dependencies: ["CSafeSpace", "CLibcap"]),
+        // The shape of every error (code, field, operation, errno, cause); imports nothing.
+        .target(name: "Errors"),
+        .target(name: "LinuxKernel", dependencies: ["Errors", "CSafeSpace", "CLibcap"]),
         // Whether this host can run SafeSpace (`safespace doctor`, the daemon at start,
         // scripts/install-node --check): containerd, cgroups, user namespaces, libseccomp,
         // capabilities, AppArmor, gVisor. Reads the host; changes nothing.
         .target(name: "HostChecks", dependencies: ["LinuxKernel", "CSeccomp"]),
-        .target(name: "Cgroups", dependencies: ["LinuxKernel", "OCI", "CSafeSpace"]),
-        .target(name: "SeccompFilters", dependencies: ["OCI", "LinuxKernel", "CSeccomp", "CSafeSpace"]),
+        .target(name: "Cgroups", dependencies: ["Errors", "LinuxKernel", "OCI", "CSafeSpace"]),
+        .target(name: "SeccompFilters", dependencies: ["Errors", "OCI", "LinuxKernel", "CSeccomp", "CSafeSpace"]),
         // Host id ranges are leases of LinuxKernel's LeaseStore; the node's other state (CPUs,
         // volumes, sandbox leases) and its sweep are SandboxHosting's.
-        .target(name: "Runtime", dependencies: ["OCI", "LinuxKernel", "Cgroups", "SeccompFilters", "CSafeSpace"]),
+        .target(name: "Runtime", dependencies: ["Errors", "OCI", "LinuxKernel", "Cgroups", "SeccompFilters", "CSafeSpace"]),
         // The gVisor backend of Runtime: runsc driver, pods and their waiter, the spec runsc gets.
         // Registered by the front ends (safespace-runtime, SandboxHosting).
-        .target(name: "GVisor", dependencies: ["Runtime", "OCI", "LinuxKernel", "Cgroups", "CSafeSpace"]),
+        .target(name: "GVisor", dependencies: ["Errors", "Runtime", "OCI", "LinuxKernel", "Cgroups", "CSafeSpace"]),
         // Sandbox-side resources: quantities, spec.resources -> linux.resources, CPU pinning
         // allocator (leases of LinuxKernel's LeaseStore), ephemeral storage volumes (wired into the Sandbox policy by the CLI/daemon).
-        .target(name: "NodeResources", dependencies: ["OCI", "LinuxKernel", "CSafeSpace"]),
+        .target(name: "NodeResources", dependencies: ["Errors", "OCI", "LinuxKernel", "CSafeSpace"]),
         // Seccomp: Docker-format profiles resolved into linux.seccomp (SandboxPolicy+Seccomp.swift).
         // The built-in profiles are seccomp/*.json, compiled into the code (no resource bundle
         // to install beside the binary); BuiltinProfiles is a symlink to seccomp/, since SwiftPM
@@ -48,7 +50,7 @@ let package = Package(
         .target(
             name: "SandboxSpec",
             dependencies: [
-                "OCI", "SeccompFilters", "NodeResources", .product(name: "Yams", package: "Yams"),
+                "Errors", "OCI", "SeccompFilters", "NodeResources", .product(name: "Yams", package: "Yams"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
             exclude: ["BuiltinProfiles/README.md"],
@@ -63,10 +65,10 @@ let package = Package(
         // The node side of a sandbox: a validated Sandbox -> bundle, leases, writable layer, id
         // range, CPUs, volume, seccomp event agent, container; and its release. Front ends:
         // `safespace run`, the daemon. Never linked into safespace-runtime.
-        .target(name: "SandboxHosting", dependencies: ["OCI", "LinuxKernel", "Cgroups", "Runtime", "GVisor", "SandboxSpec", "SeccompFilters", "NodeResources"]),
+        .target(name: "SandboxHosting", dependencies: ["Errors", "OCI", "LinuxKernel", "Cgroups", "Runtime", "GVisor", "SandboxSpec", "SeccompFilters", "NodeResources"]),
         .executableTarget(
             name: "safespace",
-            dependencies: ["Runtime", "SandboxSpec", "SandboxHosting", "SeccompFilters", "NodeResources", "HostChecks", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+            dependencies: ["Errors", "Runtime", "SandboxSpec", "SandboxHosting", "SeccompFilters", "NodeResources", "HostChecks", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         // Tests: one unit-test target per module (<Module>Tests, root-free but for the few that
         // need the kernel: cgroups, mounts), the root-only runtime integration tests (real
         // containers through safespace-runtime and safespace run), and the tests in which real
@@ -74,14 +76,14 @@ let package = Package(
         // holds what they share (Harness: the one process runner and polling helper).
         .target(name: "TestSupport", dependencies: ["OCI", "Runtime"], path: "Tests/TestSupport"),
         .testTarget(name: "OCITests", dependencies: ["OCI"]),
-        .testTarget(name: "LinuxKernelTests", dependencies: ["LinuxKernel"]),
+        .testTarget(name: "LinuxKernelTests", dependencies: ["LinuxKernel", "Errors"]),
         .testTarget(name: "HostChecksTests", dependencies: ["HostChecks"]),
-        .testTarget(name: "CgroupsTests", dependencies: ["Cgroups", "OCI"]),
-        .testTarget(name: "NodeResourcesTests", dependencies: ["NodeResources", "OCI", "LinuxKernel"]),
-        .testTarget(name: "SandboxSpecTests", dependencies: ["SandboxSpec", "OCI", "SeccompFilters", "NodeResources"]),
-        .testTarget(name: "SeccompFiltersTests", dependencies: ["SeccompFilters", "OCI"]),
-        .testTarget(name: "SandboxHostingTests", dependencies: ["SandboxHosting", "SandboxSpec", "OCI", "NodeResources", "Runtime", "LinuxKernel"]),
-        .testTarget(name: "RuntimeTests", dependencies: ["OCI", "Runtime", "LinuxKernel", "TestSupport"]),
+        .testTarget(name: "CgroupsTests", dependencies: ["Cgroups", "OCI", "Errors"]),
+        .testTarget(name: "NodeResourcesTests", dependencies: ["NodeResources", "OCI", "LinuxKernel", "Errors"]),
+        .testTarget(name: "SandboxSpecTests", dependencies: ["SandboxSpec", "OCI", "SeccompFilters", "NodeResources", "Errors"]),
+        .testTarget(name: "SeccompFiltersTests", dependencies: ["SeccompFilters", "OCI", "Errors"]),
+        .testTarget(name: "SandboxHostingTests", dependencies: ["SandboxHosting", "SandboxSpec", "OCI", "NodeResources", "Runtime", "LinuxKernel", "Errors"]),
+        .testTarget(name: "RuntimeTests", dependencies: ["OCI", "Runtime", "LinuxKernel", "Errors", "TestSupport"]),
         .testTarget(name: "GVisorTests", dependencies: ["GVisor", "Runtime", "OCI", "LinuxKernel"]),
         .testTarget(
             name: "RuntimeIntegrationTests",

@@ -36,7 +36,6 @@ int ss_set_cloexec(int fd, int on) {
     return fcntl(fd, F_SETFD, on ? (flags | FD_CLOEXEC) : (flags & ~FD_CLOEXEC));
 }
 
-int ss_fcntl_getfd(int fd) { return fcntl(fd, F_GETFD); }
 
 int ss_prctl(int option, unsigned long a2, unsigned long a3, unsigned long a4, unsigned long a5) {
     return prctl(option, a2, a3, a4, a5);
@@ -152,10 +151,6 @@ ssize_t ss_recv_fds(int sock, void *data, size_t cap, int *fds, int maxfds, int 
         }
     }
     return n;
-}
-
-int ss_execveat(int fd, char *const argv[], char *const envp[]) {
-    return (int)syscall(SYS_execveat, fd, "", argv, envp, AT_EMPTY_PATH);
 }
 
 // Raw syscalls: glibc's wrappers broadcast to all threads (setxid), which is right for a

@@ -114,8 +114,8 @@ public struct Cgroup: Codable, Sendable, Equatable {
                 let pids = leafExisted ? ([dir] + Self.descendants(of: dir)).flatMap { (try? CgroupFS.procs(in: $0)) ?? [] } : []
                 if !pids.isEmpty {
                     throw CgroupError(
-                        operation: "create", path: dir,
-                        message: "\(CgroupPath.field): cgroup already exists and holds processes \(pids.prefix(5).map(String.init).joined(separator: ","))")
+                        .inUse, operation: "create", path: dir, field: CgroupPath.field,
+                        message: "cgroup already exists and holds processes \(pids.prefix(5).map(String.init).joined(separator: ","))")
                 }
             }
             // A frozen leftover (or a new leaf under a frozen parent, which v1 freezes too)
@@ -124,8 +124,8 @@ public struct Cgroup: Codable, Sendable, Equatable {
             // cgroup someone else froze is not ours to decide.
             if isFrozenOrFreezing() {
                 throw CgroupError(
-                    operation: "create", path: freezerDirectory?.dir ?? "",
-                    message: "\(CgroupPath.field): the cgroup is frozen (a paused container's, or a leftover); thaw it (\(mode == .unified ? "cgroup.freeze 0" : "freezer.state THAWED")) or remove it first")
+                    .inUse, operation: "create", path: freezerDirectory?.dir ?? "", field: CgroupPath.field,
+                    message: "the cgroup is frozen (a paused container's, or a leftover); thaw it (\(mode == .unified ? "cgroup.freeze 0" : "freezer.state THAWED")) or remove it first")
             }
         } catch {
             for dir in made.reversed() { _ = try? CgroupFS.rmdirCgroup(dir, retryBusy: false) }
@@ -178,13 +178,13 @@ public struct Cgroup: Codable, Sendable, Equatable {
     public func applyDevices(_ rules: DeviceRules) throws {
         if mode == .unified {
             guard let dir = directories["unified"] else {
-                throw CgroupError(operation: "apply", message: "\(DeviceRules.field): no cgroup v2 directory resolved")
+                throw CgroupError(.unsupported, operation: "apply", field: DeviceRules.field, message: "no cgroup v2 directory resolved")
             }
             try DeviceFilter.attach(rules, to: dir)
             return
         }
         guard let dir = directory(forController: "devices") else {
-            throw CgroupError.invalid(DeviceRules.field, "the devices cgroup controller is not mounted on this host")
+            throw CgroupError.unsupported(DeviceRules.field, "the devices cgroup controller is not mounted on this host")
         }
         for w in rules.v1Writes() {
             try CgroupFS.write(dir + "/" + w.file, w.value, field: w.field)

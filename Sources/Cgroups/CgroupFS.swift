@@ -22,10 +22,10 @@ enum CgroupFS {
             let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
             if n < 0 {
                 if errno == EINTR { continue }
-                throw CgroupError(operation: "write", path: path, errno: errno, message: field)
+                throw CgroupError(operation: "write", path: path, errno: errno, field: field.isEmpty ? nil : field)
             }
             if n != bytes.count {
-                throw CgroupError(operation: "write", path: path, errno: EIO, message: field)
+                throw CgroupError(operation: "write", path: path, errno: EIO, field: field.isEmpty ? nil : field)
             }
             return
         }
@@ -36,7 +36,7 @@ enum CgroupFS {
             let fd = open(path, flags | O_CLOEXEC)
             if fd >= 0 { return fd }
             if errno == EINTR { continue }
-            throw CgroupError(operation: operation, path: path, errno: errno, message: field)
+            throw CgroupError(operation: operation, path: path, errno: errno, field: field.isEmpty ? nil : field)
         }
     }
 

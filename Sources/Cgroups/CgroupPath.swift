@@ -124,7 +124,7 @@ enum CgroupPath {
             mountPoints[key] = mount.mountPoint
         }
         if directories.isEmpty {
-            throw CgroupError(operation: "resolve", path: rootDir, message: "no cgroup hierarchy of this process is mounted under \(rootDir)")
+            throw CgroupError(.unsupported, operation: "resolve", path: rootDir, message: "no cgroup hierarchy of this process is mounted under \(rootDir)")
         }
         let path = (absolute ? "/" : "") + components.joined(separator: "/")
         return Cgroup(mode: mode, path: path, directories: directories, mountPoints: mountPoints)

@@ -51,7 +51,7 @@ enum CgroupV1 {
             out.append(CgroupWrite(controller: "blkio", file: blkioWeight, value: String(w), field: "\(Conversions.blockIOField).weight"))
         }
         if let u = r.unified, !u.isEmpty {
-            throw CgroupError.invalid("linux.resources.unified", "needs a cgroup v2 (unified) host; this one uses cgroup v1 controllers")
+            throw CgroupError.unsupported("linux.resources.unified", "needs a cgroup v2 (unified) host; this one uses cgroup v1 controllers")
         }
         return out
     }
@@ -65,7 +65,7 @@ enum CgroupV1 {
         if limit == -1 && swap == nil && memswAvailable { swap = -1 }  // unlimited memory: unlimited memsw, as runc
         if let s = swap, !memswAvailable {
             guard s == -1 || (s == limit && !swapActive) else {
-                throw CgroupError.invalid("\(field).swap", "\(memswLimit) is missing: the kernel has no swap accounting (boot with swapaccount=1)")
+                throw CgroupError.unsupported("\(field).swap", "\(memswLimit) is missing: the kernel has no swap accounting (boot with swapaccount=1)")
             }
             swap = nil  // -1 asks for no limit, which is what there is; swap == limit, no swap, ditto
         }
@@ -124,11 +124,11 @@ enum CgroupV1 {
         let swapActive = ((try? CgroupFS.read("/proc/swaps")) ?? "").split(separator: "\n").count > 1
         for var w in try writes(r, currentMemoryLimit: currentLimit, memswAvailable: memswAvailable, swapActive: swapActive) {
             guard let dir = cgroup.directory(forController: w.controller) else {
-                throw CgroupError.invalid(w.field, "the \(w.controller) cgroup controller is not mounted on this host")
+                throw CgroupError.unsupported(w.field, "the \(w.controller) cgroup controller is not mounted on this host")
             }
             if w.file == blkioWeight && !CgroupFS.exists(dir + "/" + blkioWeight) {
                 guard CgroupFS.exists(dir + "/" + blkioBfqWeight) else {
-                    throw CgroupError.invalid(w.field, "neither blkio.weight nor blkio.bfq.weight exists: no proportional I/O scheduler (CFQ/BFQ) is active on this host")
+                    throw CgroupError.unsupported(w.field, "neither blkio.weight nor blkio.bfq.weight exists: no proportional I/O scheduler (CFQ/BFQ) is active on this host")
                 }
                 w.file = blkioBfqWeight
             }

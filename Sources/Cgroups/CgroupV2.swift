@@ -43,12 +43,12 @@ enum CgroupV2 {
         if let m = r.memory {
             out += try memoryWrites(m)
             if let s = try Conversions.swappiness(m), s != vmSwappiness {
-                throw CgroupError.invalid(
+                throw CgroupError.unsupported(
                     "\(Conversions.memoryField).swappiness",
                     "\(s) cannot be honoured on cgroup v2, which has no per-cgroup swappiness: every cgroup uses the node's vm.swappiness (\(vmSwappiness.map(String.init) ?? "unknown")); leave the field out or set it to that value")
             }
             if m.disableOOMKiller == true {
-                throw CgroupError.invalid(
+                throw CgroupError.unsupported(
                     "\(Conversions.memoryField).disableOOMKiller",
                     "true cannot be honoured on cgroup v2, which has no memory.oom_control: the OOM killer cannot be turned off for a cgroup (process.oomScoreAdj -1000 keeps one process from being chosen)")
             }
@@ -148,8 +148,8 @@ enum CgroupV2 {
             for (controller, field) in fields.sorted(by: { $0.key < $1.key }) where !enabled.contains(controller) {
                 guard available.contains(controller) else {
                     throw CgroupError(
-                        operation: "apply", path: level + "/" + controllersFile,
-                        message: "\(field): the \(controller) controller is not available (\(controllersFile): \(available.sorted().joined(separator: " ")))")
+                        .unsupported, operation: "apply", path: level + "/" + controllersFile, field: field,
+                        message: "the \(controller) controller is not available (\(controllersFile): \(available.sorted().joined(separator: " ")))")
                 }
                 do {
                     try CgroupFS.write(level + "/" + subtreeControlFile, "+" + controller, field: field)
@@ -157,8 +157,8 @@ enum CgroupV2 {
                     // EOPNOTSUPP: the level became a threaded domain (threaded controllers were
                     // enabled while it held processes); same cause, same advice.
                     throw CgroupError(
-                        operation: "write", path: e.path, errno: e.errno,
-                        message: "\(field): cannot enable the \(controller) controller below \(level): it holds processes, and cgroup v2 allows no processes in a cgroup that delegates controllers (\"no internal processes\"); use a linux.cgroupsPath whose parent holds none")
+                        .inUse, operation: "write", path: e.path, errno: e.errno, field: field,
+                        message: "cannot enable the \(controller) controller below \(level): it holds processes, and cgroup v2 allows no processes in a cgroup that delegates controllers (\"no internal processes\"); use a linux.cgroupsPath whose parent holds none")
                 }
             }
         }
@@ -168,7 +168,7 @@ enum CgroupV2 {
     /// - Throws: `CgroupError` naming the OCI field.
     static func apply(_ r: Resources, to cgroup: Cgroup) throws {
         guard let dir = cgroup.directories["unified"] else {
-            throw CgroupError(operation: "apply", message: "linux.resources: no cgroup v2 directory resolved")
+            throw CgroupError(.unsupported, operation: "apply", field: "linux.resources", message: "no cgroup v2 directory resolved")
         }
         let root = cgroup.mountPoints["unified"] ?? "/sys/fs/cgroup"
         let vmSwappiness = (try? CgroupFS.read("/proc/sys/vm/swappiness")).flatMap { UInt64(CgroupFS.trimmed($0)) }

@@ -189,8 +189,8 @@ enum Conversions {
         let fields = unsupportedFields(r)
         if !fields.isEmpty {
             throw CgroupError(
-                operation: "apply",
-                message: "\(fields.joined(separator: ", ")): not supported by SafeSpace's cgroup drivers yet; remove the field(s)")
+                .unsupported, operation: "apply", field: fields.joined(separator: ", "),
+                message: "not supported by SafeSpace's cgroup drivers yet; remove the field(s)")
         }
     }
 }

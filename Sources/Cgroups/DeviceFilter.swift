@@ -91,18 +91,18 @@ enum DeviceFilter {
             let code = errno
             let verifier = String(decoding: log.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
             throw CgroupError(
-                operation: "bpf", path: dir, errno: code,
-                message: "\(DeviceRules.field): loading the cgroup device program (BPF_PROG_LOAD)\(verifier.isEmpty ? "" : ": " + verifier)")
+                operation: "bpf", path: dir, errno: code, field: DeviceRules.field,
+                message: "loading the cgroup device program (BPF_PROG_LOAD)\(verifier.isEmpty ? "" : ": " + verifier)")
         }
         defer { close(prog) }
         let cgroupFd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if cgroupFd < 0 { throw CgroupError(operation: "open", path: dir, errno: errno, message: DeviceRules.field) }
+        if cgroupFd < 0 { throw CgroupError(operation: "open", path: dir, errno: errno, field: DeviceRules.field) }
         defer { close(cgroupFd) }
         let rc = ss_bpf_device_prog_attach(cgroupFd, prog, 1)
         if rc != 0 {
             throw CgroupError(
-                operation: "bpf", path: dir, errno: errno,
-                message: "\(DeviceRules.field): \(rc == -1 ? "attaching the device program (BPF_PROG_ATTACH)" : "detaching the previous device program")")
+                operation: "bpf", path: dir, errno: errno, field: DeviceRules.field,
+                message: "\(rc == -1 ? "attaching the device program (BPF_PROG_ATTACH)" : "detaching the previous device program")")
         }
     }
 

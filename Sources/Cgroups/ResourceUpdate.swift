@@ -17,7 +17,7 @@ public enum ResourceUpdate {
         var apply = update
         var merged = current ?? Resources()
         if let d = update.devices, d != (current?.devices ?? []) {
-            throw CgroupError.invalid("linux.resources.devices", "device rules cannot be changed by update; recreate the container")
+            throw CgroupError.unsupported("linux.resources.devices", "device rules cannot be changed by update; recreate the container")
         }
         apply.devices = nil
 

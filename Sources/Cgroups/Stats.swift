@@ -105,7 +105,7 @@ extension Cgroup {
     /// - Throws: `CgroupError` (`read`) when the cgroup is gone (ENOENT) or unreadable.
     public func stats() throws -> CgroupStats {
         if mode == .unified {
-            guard let dir = directories["unified"] else { throw CgroupError(operation: "stats", message: "no cgroup v2 directory") }
+            guard let dir = directories["unified"] else { throw CgroupError(.unsupported, operation: "stats", message: "no cgroup v2 directory") }
             guard CgroupFS.isDirectory(dir) else { throw CgroupError(operation: "read", path: dir, errno: ENOENT) }
             return StatsParser.v2(read: { try? CgroupFS.read(dir + "/" + $0) })
         }

@@ -103,10 +103,10 @@ extension Cgroup {
         let where_ = trackingDirectory ?? directories.values.sorted().first ?? path
         if !left.isEmpty {
             throw CgroupError(
-                operation: "destroy", path: where_,
+                .timedOut, operation: "destroy", path: where_,
                 message: "processes \(left.prefix(8).map(String.init).joined(separator: ",")) are still in the cgroup after \(Int(timeout)) s of SIGKILL (uninterruptible sleep?)")
         }
-        throw lastError ?? CgroupError(operation: "destroy", path: where_, message: "the cgroup could not be removed in \(Int(timeout)) s")
+        throw lastError ?? CgroupError(.timedOut, operation: "destroy", path: where_, message: "the cgroup could not be removed in \(Int(timeout)) s")
     }
 
     static func monotonicNow() -> Double {

@@ -33,7 +33,7 @@ public enum Capability {
     public static func values(_ names: [String]?, field: String) throws -> [cap_value_t] {
         try (names ?? []).map { name in
             guard let v = value(named: name) else {
-                throw RuntimeError("\(field): unknown capability \"\(name)\"")
+                throw SysError(.invalidValue, field: field, "unknown capability \"\(name)\"")
             }
             return v
         }

@@ -21,3 +21,5 @@ public let ST_RELATIME: UInt = 4096
 /// fcntl(2) "File Sealing" (linux/fcntl.h): read a memfd's seals; the seal against writes.
 public let F_GET_SEALS: Int32 = 1034
 public let F_SEAL_WRITE: Int32 = 0x0008
+/// fcntl(2) "Changing the capacity of a pipe" (linux/fcntl.h: F_LINUX_SPECIFIC_BASE + 7).
+public let F_SETPIPE_SZ: Int32 = 1031

@@ -105,7 +105,7 @@ public enum Files {
                 var cst = stat()
                 let child = path + "/" + name
                 if lstat(child, &cst) == 0 && cst.st_dev != st.st_dev {
-                    throw RuntimeError("refusing to remove \(child): a mount point")
+                    throw SysError(.refused, "refusing to remove \(child): a mount point", operation: "remove", path: child)
                 }
                 try removeTree(child)
             }

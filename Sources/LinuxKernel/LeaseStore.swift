@@ -89,7 +89,7 @@ public struct LeaseStore: Sendable, Equatable {
 
         /// Every lease of `kind`, by key. A `.json.tmp` left by a writer killed before its rename
         /// is removed (writers hold the lock this transaction holds, so its writer is gone).
-        /// - Throws: `SysError` when the directory cannot be read; `RuntimeError` naming a file
+        /// - Throws: `SysError` when the directory cannot be read; `SysError` `.corruptFile` naming a file
         ///   that is not a lease of `kind` (it is left in place: it may stand for a resource in
         ///   use, so remove it by hand once nothing uses that).
         public func leases<R>(_ kind: Kind<R>) throws -> [Lease<R>] {
@@ -122,13 +122,13 @@ public struct LeaseStore: Sendable, Equatable {
         private func read<R>(_ kind: Kind<R>, path: String, key: String) throws -> Lease<R> {
             let bytes = try Files.read(path)
             guard let lease = try? JSONDecoder().decode(Lease<R>.self, from: Data(bytes)), lease.key == key else {
-                throw RuntimeError("\(path) is not a \(kind.name) lease; remove it once no sandbox uses what it held")
+                throw SysError(.corruptFile, "\(path) is not a \(kind.name) lease; remove it once no sandbox uses what it held", operation: "read lease", path: path)
             }
             return lease
         }
 
         /// Records `lease` (replacing the lease of its key).
-        /// - Throws: `RuntimeError` for a key that cannot be a file name; `SysError` from the write.
+        /// - Throws: `SysError` `.invalidValue` for a key that cannot be a file name; `SysError` from the write.
         public func write<R>(_ kind: Kind<R>, _ lease: Lease<R>) throws {
             try LeaseStore.validate(key: lease.key)
             try Files.makeDirectories(directory(kind), mode: 0o700)
@@ -159,7 +159,7 @@ public struct LeaseStore: Sendable, Equatable {
     /// A key names a file in the kind's directory: not empty, no `/` or NUL, no leading `.`.
     static func validate(key: String) throws {
         if key.isEmpty || key.hasPrefix(".") || key.contains("/") || key.contains("\0") {
-            throw RuntimeError("lease key \"\(key)\" cannot name a file")
+            throw SysError(.invalidValue, "lease key \"\(key)\" cannot name a file")
         }
     }
 }

@@ -123,19 +123,25 @@ public func mount(source: String?, target: String, type: String?, flags: UInt, d
 /// mount_setattr(2) with `AT_RECURSIVE` on the mount at `path`: sets `set` and clears `clear`
 /// (`MOUNT_ATTR_*`) on it and every mount below it (runtime-spec config.md#mounts, the `r…`
 /// options such as `rro`).
-/// - Throws: `RuntimeError` naming `field` and the options when the kernel has no
+/// - Throws: `SysError` `.unsupported` naming `field` and the options when the kernel has no
 ///   mount_setattr(2) (ENOSYS, before Linux 5.12) or does not know an attribute (EINVAL:
-///   `rnosymfollow` before 5.14); `SysError` otherwise (EPERM: an attribute locked by a user
+///   `rnosymfollow` before 5.14); `.syscall` otherwise (EPERM: an attribute locked by a user
 ///   namespace cannot be cleared).
 public func mountSetattrRecursive(_ path: String, set: UInt64, clear: UInt64, field: String, options: [String]) throws {
     guard ss_mount_setattr_recursive(path, set, clear) != 0 else { return }
     let e = errno
     let names = options.joined(separator: ", ")
     if e == ENOSYS {
-        throw RuntimeError("\(field): \(names) needs mount_setattr(2) (Linux 5.12 or later), which this kernel does not have; refusing to mount without the recursive attributes")
+        throw SysError(
+            .unsupported, field: field,
+            "\(names) needs mount_setattr(2) (Linux 5.12 or later), which this kernel does not have; refusing to mount without the recursive attributes",
+            operation: "mount_setattr", path: path, errno: e)
     }
     if e == EINVAL {
-        throw RuntimeError("\(field): \(names): this kernel's mount_setattr(2) does not support these attributes (rnosymfollow/rsymfollow need Linux 5.14); refusing to mount without them")
+        throw SysError(
+            .unsupported, field: field,
+            "\(names): this kernel's mount_setattr(2) does not support these attributes (rnosymfollow/rsymfollow need Linux 5.14); refusing to mount without them",
+            operation: "mount_setattr", path: path, errno: e)
     }
     throw SysError("mount_setattr(AT_RECURSIVE) \(names) on", path: path, errno: e, field: field)
 }

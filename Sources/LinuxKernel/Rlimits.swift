@@ -12,12 +12,14 @@ public enum Rlimits {
     ]
 
     /// setrlimit(2). Raising a hard limit above the caller's needs CAP_SYS_RESOURCE: the error says so.
+    /// - Throws: `SysError` `.invalidValue` for an unknown `type` or soft above hard,
+    ///   `.permissionDenied` without CAP_SYS_RESOURCE, `.syscall` otherwise; each naming `field`.
     public static func set(type: String, soft: UInt64, hard: UInt64, field: String) throws {
         guard let resource = resources[type] else {
-            throw RuntimeError("\(field).type: unknown rlimit \"\(type)\"")
+            throw SysError(.invalidValue, field: "\(field).type", "unknown rlimit \"\(type)\"")
         }
         guard soft <= hard else {
-            throw RuntimeError("\(field): soft limit \(soft) is above hard limit \(hard) for \(type)")
+            throw SysError(.invalidValue, field: field, "soft limit \(soft) is above hard limit \(hard) for \(type)")
         }
         var lim = rlimit(rlim_cur: rlim_t(soft), rlim_max: rlim_t(hard))
         if setrlimit(__rlimit_resource_t(UInt32(resource)), &lim) != 0 {
@@ -25,7 +27,10 @@ public enum Rlimits {
             var current = rlimit()
             getrlimit(__rlimit_resource_t(UInt32(resource)), &current)
             if e == EPERM {
-                throw RuntimeError("\(field): setrlimit \(type) hard=\(hard): the caller's hard limit is \(current.rlim_max) and raising it needs CAP_SYS_RESOURCE, which this process lacks")
+                throw SysError(
+                    .permissionDenied, field: field,
+                    "setrlimit \(type) hard=\(hard): the caller's hard limit is \(current.rlim_max) and raising it needs CAP_SYS_RESOURCE, which this process lacks",
+                    operation: "setrlimit", errno: e)
             }
             throw SysError("setrlimit \(type)", errno: e, field: field)
         }

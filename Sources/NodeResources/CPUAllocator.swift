@@ -96,7 +96,7 @@ public struct CPUAllocator: Sendable {
             guard count > 0, free.count >= count else {
                 let holders = held.map { "\($0.key): \(CPUList.format($0.record.cpus))" }
                 throw ResourceError(
-                    field: field,
+                    .exhausted, field: field,
                     "cpuPinning: \(count) whole CPU(s) asked for, \(free.count) free of \(pool.count) pinnable (\(CPUList.format(pool)))\(holders.isEmpty ? "" : "; pinned: " + holders.joined(separator: ", "))")
             }
             let cpus = Array(free.prefix(count))
@@ -164,7 +164,7 @@ public struct CPUAllocator: Sendable {
         } catch let error as ResourceError {
             throw error
         } catch {
-            throw ResourceError(field: "cpuPinning", "\(error)", errno: (error as? SysError)?.errno ?? 0)
+            throw ResourceError(.failed, field: "cpuPinning", "\(error)", operation: (error as? SysError)?.operation, errno: (error as? SysError)?.errno)
         }
     }
 
@@ -182,7 +182,7 @@ public struct CPUAllocator: Sendable {
         if !text.isEmpty {
             let file: File
             do { file = try JSONDecoder().decode(File.self, from: Data(text.utf8)) } catch {
-                throw ResourceError(field: "cpuPinning", "\(legacyPath) is corrupt (\(error)); remove it only when no pinned sandbox runs")
+                throw ResourceError(.failed, field: "cpuPinning", "\(legacyPath) is corrupt (\(error)); remove it only when no pinned sandbox runs")
             }
             for (id, allocation) in file.allocations.sorted(by: { $0.key < $1.key }) where try leases.lease(Self.kind, key: id) == nil {
                 let record = CPURecord(cpus: allocation.cpus, runtimeRoot: allocation.runtimeRoot, lease: allocation.lease)
@@ -197,7 +197,8 @@ public struct CPUAllocator: Sendable {
     static func readText(_ path: String) throws(ResourceError) -> String {
         do { return try Files.readString(path) } catch {
             let code = (error as? SysError)?.errno ?? EIO
-            throw ResourceError(field: path, "\((error as? SysError)?.operation ?? "read"): \(String(cString: strerror(code)))", errno: code)
+            let operation = (error as? SysError)?.operation ?? "read"
+            throw ResourceError(.failed, field: path, "\(operation): \(String(cString: strerror(code)))", operation: operation, errno: code)
         }
     }
 }

@@ -59,7 +59,7 @@ public struct EphemeralStorage: Sendable, Equatable {
     ///   errno; on failure nothing is left behind.
     public static func create(sandbox id: String, size: Int64, base: String = defaultBase, backend: Backend? = nil) throws(ResourceError) -> EphemeralStorage {
         guard !id.isEmpty, !id.contains("/"), id != ".", id != ".." else {
-            throw ResourceError(field: "id", "\"\(id)\" cannot name a directory")
+            throw ResourceError(.invalidValue, field: "id", "\"\(id)\" cannot name a directory")
         }
         let storage = EphemeralStorage(sandbox: id, base: base, backend: backend ?? preferredBackend, size: size)
         try makeDirectories(base)
@@ -67,7 +67,7 @@ public struct EphemeralStorage: Sendable, Equatable {
         if mkdir(storage.directory, 0o755) != 0 {
             // Never adopt a directory: it is another sandbox's volume (a live one, or one `reap` takes).
             throw errno == EEXIST
-                ? ResourceError(field: field, "\(storage.directory) exists already: a volume of a sandbox named \(id)")
+                ? ResourceError(.alreadyExists, field: field, "\(storage.directory) exists already: a volume of a sandbox named \(id)")
                 : error("mkdir \(storage.directory)")
         }
         do {
@@ -93,7 +93,7 @@ public struct EphemeralStorage: Sendable, Equatable {
     var ownerPath: String { directory + "/owner.json" }
 
     func writeOwner(_ owner: ProcessIdentity) throws(ResourceError) {
-        guard let data = try? JSONEncoder().encode(owner) else { throw ResourceError(field: Self.field, "encode owner") }
+        guard let data = try? JSONEncoder().encode(owner) else { throw ResourceError(.failed, field: Self.field, "encode owner") }
         let fd = open(ownerPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw Self.error("create \(ownerPath)") }
         let ok = data.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) == $0.count }
@@ -121,10 +121,10 @@ public struct EphemeralStorage: Sendable, Equatable {
         let code = errno
         close(fd)
         guard ok else { throw Self.error("truncate \(image) to \(size) bytes", code: code) }
-        guard let mkfs = Self.mkfsPath else { throw ResourceError(field: Self.field, "mkfs.ext4 is not installed (apt-get install e2fsprogs)") }
+        guard let mkfs = Self.mkfsPath else { throw ResourceError(.missingTool, field: Self.field, "mkfs.ext4 is not installed (apt-get install e2fsprogs)") }
         // No journal (the data dies with the sandbox), no blocks reserved for root.
         let status = Self.spawnAndWait([mkfs, "-q", "-F", "-m", "0", "-O", "^has_journal", "-E", "nodiscard,lazy_itable_init=1", image])
-        guard status == 0 else { throw ResourceError(field: Self.field, "mkfs.ext4 \(image) exited with \(status)") }
+        guard status == 0 else { throw ResourceError(.failed, field: Self.field, "mkfs.ext4 \(image) exited with \(status)", operation: "mkfs.ext4") }
     }
 
     func mountImage() throws(ResourceError) {
@@ -207,13 +207,13 @@ public struct EphemeralStorage: Sendable, Equatable {
         let available = Int64(clamping: UInt64(st.f_bavail).multipliedReportingOverflow(by: UInt64(st.f_frsize)).partialValue)
         if size > available {
             throw ResourceError(
-                field: field,
+                .exceedsNode, field: field,
                 "\(size) bytes asked for, but \(base) has \(available) bytes free; a cap above the node's free disk would let the sandbox fill it")
         }
     }
 
     static func error(_ step: String, code: Int32 = errno) -> ResourceError {
-        ResourceError(field: field, "\(step): \(String(cString: strerror(code)))", errno: code)
+        ResourceError(.failed, field: field, "\(step): \(String(cString: strerror(code)))", operation: step, errno: code)
     }
 
     static func mountOrThrow(_ source: String, _ target: String, _ type: String, _ flags: UInt, _ data: String, step: String) throws(ResourceError) {

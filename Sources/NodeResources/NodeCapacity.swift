@@ -16,10 +16,10 @@ public struct NodeCapacity: Sendable, Equatable {
     /// - Throws: `ResourceError` (field `node`) when those files cannot be read or parsed.
     public static func read() throws(ResourceError) -> NodeCapacity {
         func text(_ path: String) throws(ResourceError) -> String {
-            do { return try CPUAllocator.readText(path) } catch { throw ResourceError(field: "node", "cannot read \(path)") }
+            do { return try CPUAllocator.readText(path) } catch { throw ResourceError(.failed, field: "node", "cannot read \(path)", operation: "read", errno: error.errno) }
         }
         guard let online = CPUList.parse(try text("/sys/devices/system/cpu/online").trimmingWhitespace) else {
-            throw ResourceError(field: "node", "cannot parse /sys/devices/system/cpu/online")
+            throw ResourceError(.failed, field: "node", "cannot parse /sys/devices/system/cpu/online")
         }
         let status = try text("/proc/self/status")
         let allowedLine = status.split(separator: "\n").first { $0.hasPrefix("Cpus_allowed_list:") }
@@ -29,7 +29,7 @@ public struct NodeCapacity: Sendable, Equatable {
         // "MemTotal:       24576000 kB" (proc(5): kB are KiB).
         guard let line = meminfo.split(separator: "\n").first(where: { $0.hasPrefix("MemTotal:") }),
               let kib = line.split(separator: " ").dropFirst().first.flatMap({ Int64($0) }) else {
-            throw ResourceError(field: "node", "no MemTotal in /proc/meminfo")
+            throw ResourceError(.failed, field: "node", "no MemTotal in /proc/meminfo")
         }
         return NodeCapacity(cpus: max(cpus, 1), memoryBytes: kib * 1024)
     }
@@ -42,12 +42,12 @@ public struct NodeCapacity: Sendable, Equatable {
     public func check(cpuMillis: Int64?, memoryBytes memory: Int64?, field: String, source: String = "") throws(ResourceError) {
         if let millis = cpuMillis, millis > Int64(cpus) * 1000 {
             throw ResourceError(
-                field: "\(field).cpu",
+                .exceedsNode, field: "\(field).cpu",
                 "\(Self.formatCPU(millis)) CPUs asked for, but this node has \(cpus) CPU(s) a sandbox can run on; a limit above them can never be given\(source)")
         }
         if let bytes = memory, bytes > memoryBytes {
             throw ResourceError(
-                field: "\(field).memory",
+                .exceedsNode, field: "\(field).memory",
                 "\(bytes) bytes asked for, but this node has \(memoryBytes) bytes of RAM (MemTotal); a limit above it can never be given\(source)")
         }
     }

@@ -21,7 +21,7 @@ public enum Quantity {
         } else if let b = binary[suffix] {
             shift2 = b
         } else if !suffix.isEmpty {
-            throw ResourceError(field: field, "\(q(text)): unknown suffix \(q(suffix)); use m, k, M, G, T, Ki, Mi, Gi or Ti")
+            throw ResourceError(.invalidValue, field: field, "\(q(text)): unknown suffix \(q(suffix)); use m, k, M, G, T, Ki, Mi, Gi or Ti")
         }
         return try compose(digits: digits, fraction: fraction, scale10: scale10, shift2: shift2, text: text, field: field)
     }
@@ -37,7 +37,7 @@ public enum Quantity {
         } else if let b = binary[suffix] {
             shift2 = b
         } else if !suffix.isEmpty {
-            throw ResourceError(field: field, "\(q(text)): \(q(suffix)) is not a byte suffix; use Ki, Mi, Gi, Ti (or k, M, G, T)")
+            throw ResourceError(.invalidValue, field: field, "\(q(text)): \(q(suffix)) is not a byte suffix; use Ki, Mi, Gi, Ti (or k, M, G, T)")
         }
         return try compose(digits: digits, fraction: fraction, scale10: scale10, shift2: shift2, text: text, field: field)
     }
@@ -54,16 +54,16 @@ public enum Quantity {
             !(parts.count == 2 && parts[0].isEmpty && parts[1].isEmpty)
         else {
             if text.hasPrefix("-") {
-                throw ResourceError(field: field, "\(q(text)) is negative")
+                throw ResourceError(.invalidValue, field: field, "\(q(text)) is negative")
             }
-            throw ResourceError(field: field, "\(q(text)) is not a quantity such as \"500m\", \"2\", \"512Mi\" or \"1Gi\"")
+            throw ResourceError(.invalidValue, field: field, "\(q(text)) is not a quantity such as \"500m\", \"2\", \"512Mi\" or \"1Gi\"")
         }
         return (String(parts[0]), parts.count == 2 ? String(parts[1]) : "", suffix)
     }
 
     /// (digits.fraction) * 10^scale10 * 2^shift2, rounded up, checked for overflow.
     static func compose(digits: String, fraction: String, scale10: Int, shift2: Int, text: String, field: String) throws(ResourceError) -> Int64 {
-        let tooBig = ResourceError(field: field, "\(q(text)) is too large")
+        let tooBig = ResourceError(.invalidValue, field: field, "\(q(text)) is too large")
         // Work in integers: mantissa = digits+fraction, then divide by 10^fraction.count.
         let mantissaText = (digits + fraction).drop { $0 == "0" }
         guard mantissaText.count <= 19 else { throw tooBig }

@@ -66,16 +66,16 @@ public struct SandboxDefaults: Sendable, Equatable {
         let explicit = environment[pathVariable].flatMap { $0.isEmpty ? nil : $0 }
         let path = explicit ?? defaultPath
         guard access(path, F_OK) == 0 else {
-            if explicit != nil { throw ResourceError(field: pathVariable, "\(path): no such file") }
+            if explicit != nil { throw ResourceError(.invalidConfiguration, field: pathVariable, "\(path): no such file") }
             return SandboxDefaults()
         }
         let text: String
         do { text = try CPUAllocator.readText(path) } catch {
-            throw ResourceError(field: key, "\(path): \(String(cString: strerror(error.errno)))", errno: error.errno)
+            throw ResourceError(.invalidConfiguration, field: key, "\(path): \(String(cString: strerror(error.errno ?? EIO)))", operation: "read", errno: error.errno)
         }
         let file: File
         do { file = try JSONDecoder().decode(File.self, from: Data(text.utf8)) } catch {
-            throw ResourceError(field: key, "\(path): not JSON, or \(key) is not an object such as {\"memory\": \"1Gi\"}")
+            throw ResourceError(.invalidConfiguration, field: key, "\(path): not JSON, or \(key) is not an object such as {\"memory\": \"1Gi\"}")
         }
         return try parse(file.sandboxDefaults?.values ?? [:], source: path)
     }
@@ -91,22 +91,22 @@ public struct SandboxDefaults: Sendable, Equatable {
         var out = SandboxDefaults()
         let known = ["cpu", "memory", "ephemeralStorage", "pids", "nofile"]
         if let unknown = object.keys.sorted().first(where: { !known.contains($0) }) {
-            throw ResourceError(field: "\(key).\(unknown)", "unknown key (in \(source)); known: \(known.joined(separator: ", "))")
+            throw ResourceError(.invalidConfiguration, field: "\(key).\(unknown)", "unknown key (in \(source)); known: \(known.joined(separator: ", "))")
         }
         func text(_ name: String) throws(ResourceError) -> String? {
             switch object[name] {
             case nil: return nil
             case .string(let s)?: return s
-            default: throw ResourceError(field: "\(key).\(name)", "must be a quantity string such as \"1Gi\" or \"500m\" (in \(source))")
+            default: throw ResourceError(.invalidConfiguration, field: "\(key).\(name)", "must be a quantity string such as \"1Gi\" or \"500m\" (in \(source))")
             }
         }
         func integer(_ name: String, minimum: Int64) throws(ResourceError) -> Int64? {
             switch object[name] {
             case nil: return nil
             case .integer(let n)?:
-                guard n >= minimum else { throw ResourceError(field: "\(key).\(name)", "\(n) is below the minimum of \(minimum) (in \(source))") }
+                guard n >= minimum else { throw ResourceError(.invalidConfiguration, field: "\(key).\(name)", "\(n) is below the minimum of \(minimum) (in \(source))") }
                 return n
-            default: throw ResourceError(field: "\(key).\(name)", "must be a whole number (in \(source))")
+            default: throw ResourceError(.invalidConfiguration, field: "\(key).\(name)", "must be a whole number (in \(source))")
             }
         }
         // The same quantities and minimums as spec.resources (SandboxLimits.parse).
@@ -115,7 +115,7 @@ public struct SandboxDefaults: Sendable, Equatable {
             parsed = try SandboxLimits.parse(
                 cpu: try text("cpu"), memory: try text("memory"), ephemeralStorage: try text("ephemeralStorage"), cpuPinning: nil, field: key)
         } catch {
-            throw ResourceError(field: error.field, "\(error.message) (in \(source))")
+            throw ResourceError(.invalidConfiguration, field: error.field ?? key, "\(error.message) (in \(source))")
         }
         if let v = parsed.cpuMillis { out.cpuMillis = v }
         if let v = parsed.memoryBytes { out.memoryBytes = v }

@@ -46,28 +46,28 @@ public struct SandboxLimits: Sendable, Equatable {
         if let cpu {
             let millis = try Quantity.milli(cpu, field: "\(field).cpu")
             if millis < minimumCPUMillis {
-                throw ResourceError(field: "\(field).cpu", "\"\(cpu)\" is below the minimum of \"\(minimumCPUMillis)m\"")
+                throw ResourceError(.invalidValue, field: "\(field).cpu", "\"\(cpu)\" is below the minimum of \"\(minimumCPUMillis)m\"")
             }
             limits.cpuMillis = millis
         }
         if let memory {
             let bytes = try Quantity.bytes(memory, field: "\(field).memory")
             if bytes < minimumMemory {
-                throw ResourceError(field: "\(field).memory", "\"\(memory)\" is below the minimum of \"6Mi\"")
+                throw ResourceError(.invalidValue, field: "\(field).memory", "\"\(memory)\" is below the minimum of \"6Mi\"")
             }
             limits.memoryBytes = bytes
         }
         if let ephemeralStorage {
             let bytes = try Quantity.bytes(ephemeralStorage, field: "\(field).ephemeralStorage")
             if bytes < minimumEphemeralStorage {
-                throw ResourceError(field: "\(field).ephemeralStorage", "\"\(ephemeralStorage)\" is below the minimum of \"1Mi\"")
+                throw ResourceError(.invalidValue, field: "\(field).ephemeralStorage", "\"\(ephemeralStorage)\" is below the minimum of \"1Mi\"")
             }
             limits.ephemeralStorageBytes = bytes
         }
         if limits.cpuPinning {
             guard let millis = limits.cpuMillis, millis % 1000 == 0 else {
                 throw ResourceError(
-                    field: "\(field).cpuPinning",
+                    .invalidValue, field: "\(field).cpuPinning",
                     "pinning gives whole CPUs: set \(field).cpu to a whole number such as \"2\"\(cpu.map { " (it is \"\($0)\")" } ?? "")")
             }
         }

@@ -44,7 +44,7 @@ enum Console {
         guard dev >= 0 else {
             let e = errno
             if e == ELOOP || e == ENOTDIR {
-                throw RuntimeError("\(field): \(devDir) in the container's root is not a directory (a symbolic link?); refusing to bind /dev/console through it")
+                throw RuntimeError(.refused, field: field, "\(devDir) in the container's root is not a directory (a symbolic link?); refusing to bind /dev/console through it")
             }
             throw SysError("open", path: devDir, errno: e, field: field)
         }
@@ -64,7 +64,7 @@ enum Console {
         let kind = st.st_mode & S_IFMT
         guard kind == S_IFREG || kind == S_IFCHR else {
             let what = kind == S_IFLNK ? "a symbolic link" : kind == S_IFDIR ? "a directory" : "neither a regular file nor a character device"
-            throw RuntimeError("\(field): /dev/console in the container's root is \(what); refusing to bind the console over what it names")
+            throw RuntimeError(.refused, field: field, "/dev/console in the container's root is \(what); refusing to bind the console over what it names")
         }
         let tree = try sys("open_tree", path: slavePath) { ss_open_tree_clone(slavePath, 0) }
         defer { close(tree) }

@@ -150,7 +150,7 @@ public struct StateStore: Sendable {
     public static func validate(id: String) throws {
         let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.+-")
         guard !id.isEmpty, id.count <= 1024, id != ".", id != "..", id.allSatisfy({ allowed.contains($0) }) else {
-            throw RuntimeError("invalid container id \"\(id)\": use 1-1024 characters of [A-Za-z0-9_.+-], not \".\" or \"..\"")
+            throw RuntimeError(.invalidID, "invalid container id \"\(id)\": use 1-1024 characters of [A-Za-z0-9_.+-], not \".\" or \"..\"")
         }
     }
 
@@ -164,13 +164,13 @@ public struct StateStore: Sendable {
         try Self.validate(id: id)
         let path = statePath(id)
         guard Files.exists(path) else {
-            throw RuntimeError("container \"\(id)\" does not exist")
+            throw RuntimeError.containerNotFound(id)
         }
         let bytes = try Files.read(path)
         do {
             return try JSONDecoder().decode(ContainerState.self, from: Data(bytes))
         } catch {
-            throw RuntimeError("\(path): corrupt state: \(error)")
+            throw RuntimeError(.corruptState, "\(path): corrupt state: \(error)", operation: "read state", cause: error)
         }
     }
 

@@ -33,7 +33,7 @@ extension ContainerRuntime {
         let id = state.id
         let status = store.status(of: state)
         guard status == .running || status == .created else {
-            throw RuntimeError("cannot exec in a stopped container: container not running")
+            throw RuntimeError.notRunning("cannot exec in a stopped container")
         }
         try SpecValidation.validate(process: options.process, field: "process")
         var join: [JoinNamespace] = []
@@ -56,12 +56,12 @@ extension ContainerRuntime {
         }
         // The pid was checked against its start time after the namespace fds were opened.
         guard ProcStat.read(pid: state.pid)?.startTime == state.startTime else {
-            throw RuntimeError("container not running")
+            throw RuntimeError.notRunning()
         }
         var consoleFd: Int32 = -1
         defer { if consoleFd >= 0 { close(consoleFd) } }
         if options.process.terminal == true {
-            guard let path = options.consoleSocket else { throw RuntimeError("--tty needs --console-socket") }
+            guard let path = options.consoleSocket else { throw RuntimeError(.invalidSpec, "--tty needs --console-socket") }
             consoleFd = try connectUnix(path)
         }
         let seccomp = try compileSeccomp(state.spec)
@@ -121,7 +121,7 @@ extension ContainerRuntime {
                     while waitpid(spawned.pid, &st, 0) < 0 && errno == EINTR {}
                     continue
                 }
-                throw RuntimeError(message.message ?? "exec failed")
+                throw RuntimeError(.initFailed, message.message ?? "exec failed", operation: "exec")
             }
         } catch {
             for p in Set([spawned.pid, pid]) {

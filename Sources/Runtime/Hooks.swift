@@ -46,13 +46,13 @@ package enum Hooks {
             if let deadline, monotonicSeconds() > deadline {
                 kill(pid, SIGKILL)
                 _ = waitpid(pid, &status, 0)
-                throw RuntimeError("\(field): \(hook.path) timed out after \(hook.timeout!) s")
+                throw RuntimeError(.hookFailed, field: field, "\(hook.path) timed out after \(hook.timeout!) s")
             }
             usleep(5000)
         }
         let code = ss_exit_status(status)
         if code != 0 {
-            throw RuntimeError("\(field): \(hook.path) exited with status \(code)")
+            throw RuntimeError(.hookFailed, field: field, "\(hook.path) exited with status \(code)")
         }
     }
 }

@@ -120,7 +120,7 @@ public struct IDAllocator: Sendable {
                 }
             }
             guard let index = (0..<ranges).first(where: { !used.contains($0) }) else {
-                throw RuntimeError("user namespace: all \(ranges) host id ranges of \(directory) are in use; delete sandboxes or raise userNamespaces.ranges in the runtime configuration")
+                throw RuntimeError(.exhausted, "user namespace: all \(ranges) host id ranges of \(directory) are in use; delete sandboxes or raise userNamespaces.ranges in the runtime configuration")
             }
             let lease = LeaseStore.Lease(
                 key: String(index), record: RangeRecord(hostID: firstHostID + UInt32(index) * Self.rangeSize, size: Self.rangeSize, owner: owner))

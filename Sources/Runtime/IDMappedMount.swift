@@ -46,7 +46,7 @@ public enum IDMappedMount {
             defer { close(ns) }
             do {
                 return try clone(rootfs, usernsFd: ns)
-            } catch let e as SysError where unsupported.contains(e.errno) {
+            } catch let e as SysError where e.errno.map(unsupported.contains) == true {
                 log.warn("root.path: \(rootfs) cannot be idmapped (\(e)); the sandbox sees its files as they are on the host: those owned by ids outside its range show as nobody (65534), world-readable ones stay readable")
             }
         }

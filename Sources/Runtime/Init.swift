@@ -84,7 +84,7 @@ public enum ContainerInit {
         try rootfs.pivotRoot()
         if process.terminal == true {
             guard let idx = config.consoleSocketFdIndex, idx < fds.count else {
-                throw RuntimeError("process.terminal: true needs --console-socket")
+                throw RuntimeError(.invalidSpec, field: "process.terminal", "true needs --console-socket")
             }
             consoleFd = try Console.setup(socket: fds[idx], size: process.consoleSize, bindConsole: true)
         }
@@ -115,7 +115,7 @@ public enum ContainerInit {
         try setup.changeDirectory()
         try sys("chdir", path: "/") { chdir("/") }
         guard let fifoIndex = config.fifoFdIndex, fifoIndex < fds.count else {
-            throw RuntimeError("init: no exec FIFO")
+            throw RuntimeError(.initFailed, "init: no exec FIFO")
         }
         let fifoPath = "/proc/self/fd/\(fds[fifoIndex])"
         try channel.send(InitMessage(type: "created"))
@@ -127,7 +127,7 @@ public enum ContainerInit {
         do {
             // Block until `start` opens the FIFO for reading (runc's exec FIFO).
             let w = try sys("open exec fifo") { ss_open(fifoPath, O_WRONLY | O_CLOEXEC, 0) }
-            var zero: UInt8 = 0x30
+            var zero = UInt8(ascii: "0")
             _ = Glibc.write(w, &zero, 1)
             close(w)
             close(fds[fifoIndex])
@@ -158,7 +158,7 @@ public enum ContainerInit {
         let process = config.process
         if process.terminal == true {
             guard let idx = config.consoleSocketFdIndex, idx < fds.count else {
-                throw RuntimeError("--tty needs --console-socket")
+                throw RuntimeError(.invalidSpec, "--tty needs --console-socket")
             }
             let master = try Console.setup(socket: fds[idx], size: process.consoleSize, bindConsole: false)
             close(master)
@@ -202,7 +202,7 @@ private func enterPIDNamespace(_ handoff: SeccompHandoff?, channel: InitChannel)
     var hostPid: Int32 = 0
     let n = withUnsafeMutableBytes(of: &hostPid) { read(pipe[0], $0.baseAddress, $0.count) }
     close(pipe[0])
-    guard n == MemoryLayout<Int32>.size else { throw RuntimeError("exec: the helper gave no pid") }
+    guard n == MemoryLayout<Int32>.size else { throw RuntimeError(.initFailed, "exec: the helper gave no pid") }
     if setsid() < 0 { throw SysError("setsid") }
     guard var handoff else { return nil }
     var state = try JSONDecoder().decode(SeccompNotify.ContainerProcessState.self, from: Data(handoff.processState.utf8))

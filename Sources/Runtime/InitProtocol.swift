@@ -97,7 +97,7 @@ struct InitChannel {
             got += n
         }
         let len = Int(UInt32(header[0]) | UInt32(header[1]) << 8 | UInt32(header[2]) << 16 | UInt32(header[3]) << 24)
-        guard len < 64 << 20 else { throw RuntimeError("init socket: message of \(len) bytes") }
+        guard len < 64 << 20 else { throw RuntimeError(.initFailed, "init socket: message of \(len) bytes") }
         var body = [UInt8](repeating: 0, count: len)
         got = 0
         while got < len {
@@ -105,7 +105,7 @@ struct InitChannel {
                 ss_recv_fds(fd, buf.baseAddress, buf.count, &fds, 8, &nfds)
             }
             if n < 0 { throw SysError("receive on init socket") }
-            if n == 0 { throw RuntimeError("init socket closed in the middle of a message") }
+            if n == 0 { throw RuntimeError(.initFailed, "init socket closed in the middle of a message") }
             received += fds.prefix(Int(nfds))
             got += n
         }

@@ -14,7 +14,7 @@ extension ContainerRuntime {
     /// - Throws: "container not running" unless it is running; `CgroupError` without a freezer.
     package func freeze(_ state: ContainerState) throws {
         guard status(of: state) == .running else {
-            throw RuntimeError("container \(state.id) is not running: container not running")
+            throw RuntimeError.notRunning("container \(state.id) is not running")
         }
         try state.cgroup.setFrozen(true)
     }
@@ -24,7 +24,7 @@ extension ContainerRuntime {
     public func resume(id: String) throws {
         let state = try store.load(id)
         guard status(of: state) == .paused else {
-            throw RuntimeError("container \(id) is not paused: container not paused")
+            throw RuntimeError.notPaused(id)
         }
         try state.cgroup.setFrozen(false)
     }

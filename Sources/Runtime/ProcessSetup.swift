@@ -29,7 +29,7 @@ struct ProcessSetup {
                 return candidate
             }
         }
-        throw RuntimeError("process.args[0]: exec: \"\(name)\": executable file not found in $PATH")
+        throw RuntimeError.executableNotFound(name)
     }
 
     /// Checks that `process.user` names only ids mapped in the caller's user namespace
@@ -37,7 +37,7 @@ struct ProcessSetup {
     /// setresgid(2) and setgroups(2) fail with EINVAL for an unmapped id, and they run only
     /// after `start`, where no error can reach the caller. Called before `created` (and
     /// before an exec'd process is reported started), while /proc is the host's.
-    /// - Throws: `RuntimeError` naming the field and the id.
+    /// - Throws: `RuntimeError` `.invalidSpec` naming the field and the id.
     func checkIDsMapped() throws {
         func ranges(_ path: String) throws -> [(UInt64, UInt64)] {
             let text: String
@@ -55,13 +55,13 @@ struct ProcessSetup {
         let uids = try ranges("/proc/self/uid_map"), gids = try ranges("/proc/self/gid_map")
         let user = process.user
         if !mapped(user.uid, uids) {
-            throw RuntimeError("process.user.uid: uid \(user.uid) is not mapped in the container's user namespace (linux.uidMappings)")
+            throw RuntimeError(.invalidSpec, field: "process.user.uid", "uid \(user.uid) is not mapped in the container's user namespace (linux.uidMappings)")
         }
         if !mapped(user.gid, gids) {
-            throw RuntimeError("process.user.gid: gid \(user.gid) is not mapped in the container's user namespace (linux.gidMappings)")
+            throw RuntimeError(.invalidSpec, field: "process.user.gid", "gid \(user.gid) is not mapped in the container's user namespace (linux.gidMappings)")
         }
         for (i, gid) in (user.additionalGids ?? []).enumerated() where !mapped(gid, gids) {
-            throw RuntimeError("process.user.additionalGids[\(i)]: gid \(gid) is not mapped in the container's user namespace (linux.gidMappings)")
+            throw RuntimeError(.invalidSpec, field: "process.user.additionalGids[\(i)]", "gid \(gid) is not mapped in the container's user namespace (linux.gidMappings)")
         }
     }
 
@@ -70,7 +70,7 @@ struct ProcessSetup {
     static func applyPersonality(_ personality: Personality?) throws {
         guard let personality else { return }
         guard let value = Personality.domains[personality.domain] else {
-            throw RuntimeError("linux.personality.domain: \"\(personality.domain)\" is not one of LINUX, LINUX32")
+            throw RuntimeError(.invalidSpec, field: "linux.personality.domain", "\"\(personality.domain)\" is not one of LINUX, LINUX32")
         }
         if ss_personality(value) < 0 {
             throw SysError("personality(\(personality.domain))", field: "linux.personality")
@@ -121,7 +121,7 @@ struct ProcessSetup {
     static func checkCwdPath(_ cwd: String, field: String) throws {
         let parts = cleanPath(cwd).split(separator: "/")
         if parts.count >= 3, parts[0] == "proc", parts[2] == "fd" || (parts.count >= 5 && parts[2] == "task" && parts[4] == "fd") {
-            throw RuntimeError("\(field): \(cwd) is refused: a working directory through a file descriptor could leave the container's root")
+            throw RuntimeError(.refused, field: field, "\(cwd) is refused: a working directory through a file descriptor could leave the container's root")
         }
     }
 
@@ -137,7 +137,7 @@ struct ProcessSetup {
         }
         let actual = String(cString: buf)
         guard actual.hasPrefix("/") else {
-            throw RuntimeError("process.cwd: \(cwd) resolves outside the container's root (\(actual))")
+            throw RuntimeError(.refused, field: "process.cwd", "\(cwd) resolves outside the container's root (\(actual))", operation: "chdir")
         }
     }
 
@@ -151,7 +151,7 @@ struct ProcessSetup {
         if program.notifies {
             guard let handoff else {
                 close(fd)
-                throw RuntimeError("linux.seccomp: the filter notifies but no listener connection was set up")
+                throw RuntimeError(.initFailed, field: "linux.seccomp", "the filter notifies but no listener connection was set up")
             }
             try handoff.send(listener: fd)
         }

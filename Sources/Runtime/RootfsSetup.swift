@@ -65,7 +65,8 @@ struct RootfsSetup {
                 // included (mount(2) flags only reach the top mount).
                 try mountSetattrRecursive(dest, set: opts.recursiveSet, clear: opts.recursiveClear, field: field + ".options", options: opts.recursiveNames)
             }
-        } catch var e as SysError {
+        } catch var e as SysError where e.code == .syscall {
+            // A kernel without the recursive attributes (`.unsupported`) keeps `<field>.options`.
             e.field = field
             throw e
         }

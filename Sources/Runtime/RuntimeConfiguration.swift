@@ -96,21 +96,21 @@ public struct RuntimeConfiguration: Codable, Sendable, Equatable {
     }
 
     /// Reads the configuration: `$SAFESPACE_RUNTIME_CONFIG`, else /etc/safespace/runtime.json.
-    /// - Throws: `RuntimeError` naming the file for unreadable or malformed JSON (a missing
-    ///   default file is not an error).
+    /// - Throws: `RuntimeError` `.invalidConfiguration` naming the file for unreadable or
+    ///   malformed JSON (a missing default file is not an error).
     public static func load(environment: [String: String] = processEnvironment()) throws -> RuntimeConfiguration {
         let explicit = environment[pathVariable].flatMap { $0.isEmpty ? nil : $0 }
         let path = explicit ?? defaultPath
         guard Files.exists(path) else {
-            if explicit != nil { throw RuntimeError("\(pathVariable)=\(path): no such file") }
+            if explicit != nil { throw RuntimeError(.invalidConfiguration, "\(pathVariable)=\(path): no such file") }
             return RuntimeConfiguration()
         }
         let bytes: [UInt8]
-        do { bytes = try Files.read(path) } catch { throw RuntimeError("\(path): \(error)") }
+        do { bytes = try Files.read(path) } catch { throw RuntimeError(.invalidConfiguration, "\(path): \(error)", operation: "read", cause: error) }
         do {
             return try JSONDecoder().decode(RuntimeConfiguration.self, from: Data(bytes))
         } catch {
-            throw RuntimeError("\(path): \(describe(decodingError: error))")
+            throw RuntimeError(.invalidConfiguration, "\(path): \(describe(decodingError: error))", operation: "decode", cause: error)
         }
     }
 
@@ -118,7 +118,7 @@ public struct RuntimeConfiguration: Codable, Sendable, Equatable {
     /// `rootSecurityLevels` entry of `root` or of the nearest directory above it (containerd's
     /// shim passes `--root <handler Root>/<namespace>`, so `/run/safespace-high` covers every
     /// containerd namespace), else `securityLevel`, else standard.
-    /// - Throws: `RuntimeError` for a value that is not a level.
+    /// - Throws: `RuntimeError` `.invalidConfiguration` for a value that is not a level.
     public func configuredLevel(root: String, environment: [String: String] = processEnvironment()) throws -> SecurityLevel {
         if let value = environment[Self.levelVariable], !value.isEmpty {
             return try SecurityLevel.parse(value, field: Self.levelVariable)
@@ -153,20 +153,20 @@ public struct RuntimeConfiguration: Codable, Sendable, Equatable {
 
 /// How the runtime reads a level (the type is the OCI module's, shared with the Sandbox policy).
 extension SecurityLevel {
-    static func parse(_ value: String, field: String) throws -> SecurityLevel {
+    static func parse(_ value: String, field: String, code: RuntimeError.Code = .invalidConfiguration) throws -> SecurityLevel {
         guard let level = SecurityLevel(rawValue: value) else {
-            throw RuntimeError("\(field): \"\(value)\" is not a security level (standard, high, custom)")
+            throw RuntimeError(code, field: field, "\"\(value)\" is not a security level (standard, high, custom)")
         }
         return level
     }
 
     /// The effective level of a bundle: the configured one, raised by its annotation
     /// (`SafeSpaceAnnotation.securityLevel`).
-    /// - Throws: `RuntimeError` naming the annotation for an unknown value.
+    /// - Throws: `RuntimeError` `.invalidSpec` naming the annotation for an unknown value.
     static func effective(configured: SecurityLevel, annotations: [String: String]?) throws -> SecurityLevel {
         let annotation = SafeSpaceAnnotation.securityLevel
         guard let value = annotations?[annotation] else { return configured }
-        let asked = try parse(value, field: "annotations[\(annotation)]")
+        let asked = try parse(value, field: "annotations[\(annotation)]", code: .invalidSpec)
         return max(configured, asked)
     }
 }

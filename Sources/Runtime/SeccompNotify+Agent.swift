@@ -38,7 +38,7 @@ public final class SeccompEventAgent: Sendable {
         let bytes = Array(path.utf8)
         guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else {
             Glibc.close(fd)
-            throw RuntimeError("seccomp agent socket path too long: \(path)")
+            throw RuntimeError(.invalidSpec, "seccomp agent socket path too long: \(path)", operation: "bind")
         }
         withUnsafeMutableBytes(of: &addr.sun_path) { raw in
             for (i, b) in bytes.enumerated() { raw[i] = b }

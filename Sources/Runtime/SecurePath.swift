@@ -6,7 +6,7 @@ import LinuxKernel
 /// uses against symlink-exchange attacks on mount destinations, CVE-2021-30465).
 ///
 /// - Returns: an absolute host path below `root`; components that do not exist yet are kept.
-/// - Throws: `RuntimeError` after 255 symlinks (a loop).
+/// - Throws: `RuntimeError` `.refused` after 255 symlinks (a loop).
 func securePath(root: String, _ path: String) throws -> String {
     var resolved: [Substring] = []
     var pending: [Substring] = path.split(separator: "/").reversed()
@@ -21,7 +21,7 @@ func securePath(root: String, _ path: String) throws -> String {
         var st = stat()
         if lstat(candidate, &st) == 0 && (st.st_mode & S_IFMT) == S_IFLNK {
             links += 1
-            if links > 255 { throw RuntimeError("\(path): too many levels of symbolic links inside \(root)") }
+            if links > 255 { throw RuntimeError(.refused, "\(path): too many levels of symbolic links inside \(root)", errno: ELOOP) }
             var buf = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
             let n = readlink(candidate, &buf, Int(PATH_MAX))
             guard n >= 0 else { throw SysError("readlink", path: candidate) }

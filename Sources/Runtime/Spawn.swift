@@ -7,7 +7,7 @@ import OCI
 enum NamespaceKind {
     static let flags: [String: Int32] = [
         "user": CLONE_NEWUSER, "mount": CLONE_NEWNS, "pid": CLONE_NEWPID, "network": CLONE_NEWNET,
-        "ipc": CLONE_NEWIPC, "uts": CLONE_NEWUTS, "cgroup": CLONE_NEWCGROUP, "time": 0x80,
+        "ipc": CLONE_NEWIPC, "uts": CLONE_NEWUTS, "cgroup": CLONE_NEWCGROUP, "time": CLONE_NEWTIME,
     ]
     static let procNames: [String: String] = [
         "user": "user", "mount": "mnt", "pid": "pid", "network": "net", "ipc": "ipc", "uts": "uts",
@@ -145,7 +145,7 @@ private func driveStages(stage1: pid_t, fd: Int32, uidMappings: [IDMapping], gid
     ]
     while true {
         guard let kind = try readExactly(fd, 1) else {
-            throw RuntimeError("container process stage 1 exited before reporting its pid")
+            throw RuntimeError(.initFailed, "container process stage 1 exited before reporting its pid")
         }
         switch Int32(kind[0]) {
         case Int32(UInt8(ascii: "U")):
@@ -154,22 +154,22 @@ private func driveStages(stage1: pid_t, fd: Int32, uidMappings: [IDMapping], gid
             var ack: UInt8 = 1
             _ = Glibc.write(fd, &ack, 1)
         case Int32(UInt8(ascii: "P")):
-            guard let p = try readExactly(fd, 4) else { throw RuntimeError("short pid message") }
+            guard let p = try readExactly(fd, 4) else { throw RuntimeError(.initFailed, "short pid message") }
             return Int32(p[0]) | Int32(p[1]) << 8 | Int32(p[2]) << 16 | Int32(p[3]) << 24
         case Int32(UInt8(ascii: "E")):
-            guard let p = try readExactly(fd, 8) else { throw RuntimeError("short error message") }
+            guard let p = try readExactly(fd, 8) else { throw RuntimeError(.initFailed, "short error message") }
             let step = Int32(p[0]) | Int32(p[1]) << 8 | Int32(p[2]) << 16 | Int32(p[3]) << 24
             let err = Int32(p[4]) | Int32(p[5]) << 8 | Int32(p[6]) << 16 | Int32(p[7]) << 24
             throw SysError(steps[step] ?? "stage \(step)", errno: err, field: step == SS_STEP_SETNS || step == SS_STEP_UNSHARE ? "linux.namespaces" : nil)
         default:
-            throw RuntimeError("unexpected stage message \(kind[0])")
+            throw RuntimeError(.initFailed, "unexpected stage message \(kind[0])")
         }
     }
 }
 
 /// Writes a user namespace id map (user_namespaces(7)): one `containerID hostID size` line each.
 func writeIDMap(_ path: String, _ mappings: [IDMapping], field: String) throws {
-    guard !mappings.isEmpty else { throw RuntimeError("\(field): a new user namespace needs at least one mapping") }
+    guard !mappings.isEmpty else { throw RuntimeError(.invalidSpec, field: field, "a new user namespace needs at least one mapping") }
     let text = mappings.map { "\($0.containerID) \($0.hostID) \($0.size)\n" }.joined()
     do { try Files.write(path, text) } catch let e as SysError {
         throw SysError("write \(text.trimmed) to", path: path, errno: e.errno, field: field)

@@ -19,7 +19,7 @@ extension ContainerRuntime {
         defer { withExtendedLifetime(lock) {} }
         let state = try store.load(id)
         guard status(of: state) != .stopped else {
-            throw RuntimeError("cannot update container \(id): it is stopped")
+            throw RuntimeError(.stopped, "cannot update container \(id): it is stopped")
         }
         let (apply, merged) = try ResourceUpdate.merge(resources, into: state.spec.linux?.resources)
         try backends.backend(for: state).update(state, apply: apply, merged: merged, in: self)

@@ -30,7 +30,7 @@ final class BundleDirectory {
     /// user namespace is an unprivileged host uid that must reach its root (`<id>/rootfs`) by
     /// path, as with runc; nothing can be listed or read. A directory of that name whose owner
     /// is dead (a killed run) is reclaimed first (`SandboxLeases.acquire`).
-    /// - Throws: `RuntimeError` if a live sandbox of that name exists already.
+    /// - Throws: `SandboxHostError` `.nameInUse` if a live sandbox of that name exists already.
     init(leases: SandboxLeases, lease: SandboxLease) throws {
         path = try leases.acquire(lease)
     }
@@ -41,7 +41,7 @@ final class BundleDirectory {
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         let data = try encoder.encode(spec)
         guard FileManager.default.createFile(atPath: configPath, contents: data, attributes: [.posixPermissions: 0o600]) else {
-            throw SandboxHostError("cannot write \(configPath)")
+            throw SandboxHostError(.failed, "cannot write \(configPath)", operation: "write")
         }
     }
 
@@ -53,14 +53,14 @@ final class BundleDirectory {
     func mountWritableLayer(lowerdir: String, size: String, idMapping: [IDMapping]? = nil) throws {
         // overlayfs splits its options on ',' and lowerdir on ':'.
         if lowerdir.contains(where: { $0 == "," || $0 == ":" || $0 == "\\" }) {
-            throw SandboxHostError("rootfs path \(lowerdir) contains ',', ':' or '\\', which overlayfs cannot take")
+            throw SandboxHostError(.invalidPlan, "rootfs path \(lowerdir) contains ',', ':' or '\\', which overlayfs cannot take")
         }
         for dir in [layerPath, rootfsPath] where mkdir(dir, 0o700) != 0 {
-            throw SandboxHostError("cannot create \(dir): \(lastError())")
+            throw SandboxHostError.failed("cannot create \(dir)", operation: "mkdir")
         }
         let flags = UInt(MS_NOSUID | MS_NODEV)
         guard mount("tmpfs", layerPath, "tmpfs", flags, "size=\(size),mode=0700") == 0 else {
-            throw SandboxHostError("mount tmpfs on \(layerPath): \(lastError())")
+            throw SandboxHostError.failed("mount tmpfs on \(layerPath)", operation: "mount")
         }
         layerMounted = true
         let upper = layerPath + "/upper", work = layerPath + "/work"
@@ -68,20 +68,20 @@ final class BundleDirectory {
         var status = stat()
         let rootMode = stat(lowerdir, &status) == 0 ? status.st_mode & 0o7777 : 0o755
         for dir in [upper, work] where mkdir(dir, 0o700) != 0 {
-            throw SandboxHostError("cannot create \(dir): \(lastError())")
+            throw SandboxHostError.failed("cannot create \(dir)", operation: "mkdir")
         }
         _ = chmod(upper, rootMode)
         var lower = lowerdir
         if let idMapping, let root = idMapping.first(where: { $0.containerID == 0 }) {
-            guard mkdir(lowerPath, 0o700) == 0 else { throw SandboxHostError("cannot create \(lowerPath): \(lastError())") }
+            guard mkdir(lowerPath, 0o700) == 0 else { throw SandboxHostError.failed("cannot create \(lowerPath)", operation: "mkdir") }
             try IDMappedMount.mount(lowerdir, at: lowerPath, mappings: idMapping)
             lowerMounted = true
             lower = lowerPath
-            guard chown(upper, root.hostID, root.hostID) == 0 else { throw SandboxHostError("chown \(upper): \(lastError())") }
+            guard chown(upper, root.hostID, root.hostID) == 0 else { throw SandboxHostError.failed("chown \(upper)", operation: "chown") }
         }
         let options = "lowerdir=\(lower),upperdir=\(upper),workdir=\(work)"
         guard mount("overlay", rootfsPath, "overlay", flags, options) == 0 else {
-            throw SandboxHostError("mount overlay on \(rootfsPath) (\(options)): \(lastError())")
+            throw SandboxHostError.failed("mount overlay on \(rootfsPath) (\(options))", operation: "mount")
         }
         overlayMounted = true
     }
@@ -109,7 +109,7 @@ final class BundleDirectory {
                 problems.append("cannot remove \(dir): \(lastError())")
             }
         }
-        if !problems.isEmpty { throw SandboxHostError(problems.joined(separator: "; ")) }
+        if !problems.isEmpty { throw SandboxHostError(.failed, problems.joined(separator: "; "), operation: "remove bundle") }
     }
 
     /// umount(2), falling back to a lazy unmount when something still holds the mount.

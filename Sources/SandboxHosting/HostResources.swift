@@ -69,12 +69,12 @@ enum RunResources {
                 lower = volume.volume + "/layer/lower"
                 let upper = volume.volume + "/layer/upper"
                 for dir in [volume.volume + "/layer", lower, upper] where mkdir(dir, 0o700) != 0 && errno != EEXIST {
-                    throw SandboxHostError("cannot create \(dir): \(lastError())")
+                    throw SandboxHostError.failed("cannot create \(dir)", operation: "mkdir")
                 }
                 try IDMappedMount.mount(layer.lowerdir, at: lower, mappings: range.mappings)
                 var status = stat()
                 let mode = stat(layer.lowerdir, &status) == 0 ? status.st_mode & 0o7777 : 0o755
-                guard chown(upper, range.hostID, range.hostID) == 0, chmod(upper, mode) == 0 else { throw SandboxHostError("chown \(upper): \(lastError())") }
+                guard chown(upper, range.hostID, range.hostID) == 0, chmod(upper, mode) == 0 else { throw SandboxHostError.failed("chown \(upper)", operation: "chown") }
             }
             spec.root?.path = try volume.writableLayer(lower: lower)
         }

@@ -70,7 +70,7 @@ public final class PreparedSandbox: @unchecked Sendable {
     /// the new namespaces for `start`.
     /// - Throws: what `create` throws; nothing is left of the container then.
     public func create() throws {
-        if lock.withLock({ cleanedUp }) { throw SandboxHostError("sandbox \(plan.id) is cleaned up") }
+        if lock.withLock({ cleanedUp }) { throw SandboxHostError(.cleanedUp, "sandbox \(plan.id) is cleaned up") }
         // Registered before create: a failed create leaves nothing, and delete --force of
         // an id without state is a no-op.
         let runtime = self.runtime, id = plan.id
@@ -129,8 +129,9 @@ public final class PreparedSandbox: @unchecked Sendable {
     /// the seccomp event agent, the writable layer's mounts, the id range, the volume, the
     /// CPUs, and last the bundle directory with its lease. Idempotent: a release that
     /// succeeded is not run again; one that failed is retried by the next call.
-    /// - Throws: `CleanupError` with the releases that failed (the others are done).
-    public func cleanup() throws(CleanupError) {
+    /// - Throws: `SandboxHostError` `.cleanupFailed` with the releases that failed (the others
+    ///   are done).
+    public func cleanup() throws(SandboxHostError) {
         let steps = lock.withLock {
             defer { releases = []; cleanedUp = true }
             return releases
@@ -144,6 +145,6 @@ public final class PreparedSandbox: @unchecked Sendable {
             }
         }
         lock.withLock { releases = failed + releases }
-        if !failures.isEmpty { throw CleanupError(failures: failures) }
+        if !failures.isEmpty { throw SandboxHostError(cleanup: failures) }
     }
 }

@@ -82,16 +82,16 @@ public struct SandboxHost: Sendable {
     ///   - args: the command and its arguments.
     ///   - env: `KEY=VALUE` entries added to the process environment.
     /// - Throws: `SandboxError` from the policy; `SandboxHostError` for an unknown runtime
-    ///   ("spec.runtime: …") or unreadable node defaults.
+    ///   ("spec.runtime: …", `.runtimeNotFound`) or unreadable node defaults.
     public func plan(for sandbox: Sandbox, args: [String], env: [String] = []) throws -> SandboxPlan {
         // Both are set by `applying` and checked by `validate`.
         guard let id = sandbox.metadata.name, let runtimeName = sandbox.spec.runtime else {
-            throw SandboxHostError("metadata.name and spec.runtime are required")
+            throw SandboxHostError(.invalidPlan, "metadata.name and spec.runtime are required")
         }
         let store = RootfsStore(root: configuration.rootfsStore)
         let resolved: (manifest: RootfsManifest, rootfsPath: String)
         do { resolved = try store.resolve(runtime: runtimeName) } catch {
-            throw SandboxHostError("spec.runtime: \(error)")
+            throw SandboxHostError(runtime: error)
         }
 
         let writableRoot = !(sandbox.spec.filesystem?.readOnlyRoot ?? true)
@@ -99,7 +99,9 @@ public struct SandboxHost: Sendable {
         let rootPath = writableRoot ? bundlePath + "/rootfs" : resolved.rootfsPath
         // The node's limits for what spec.resources leaves out (runtime.json's sandboxDefaults).
         let defaults: SandboxDefaults
-        do { defaults = try SandboxDefaults.load() } catch { throw SandboxHostError("\(error)") }
+        do { defaults = try SandboxDefaults.load() } catch {
+            throw SandboxHostError(.invalidConfiguration, field: error.field, error.message, operation: "load sandbox defaults", cause: error)
+        }
         let bundle = try SandboxPolicy.bundle(
             for: sandbox, rootfs: rootPath, id: id, args: args, env: env,
             seccompProfiles: SeccompProfiles(directory: configuration.seccompProfiles), defaults: defaults)
@@ -115,7 +117,7 @@ public struct SandboxHost: Sendable {
     /// range, the seccomp event agent, `config.json`. The container is not created yet
     /// (`PreparedSandbox.create`).
     /// - Returns: the sandbox, holding all of it until its `cleanup()`.
-    /// - Throws: `RuntimeError` "metadata.name: a sandbox named … exists already" while another
+    /// - Throws: `SandboxHostError` `.nameInUse` "metadata.name: a sandbox named … exists already" while another
     ///   live process holds the name; what a step failed with. Whatever was taken before the
     ///   failure is released first (a release that fails is reported as a warning, and stays
     ///   recorded for `gc`).
@@ -187,24 +189,6 @@ public struct SandboxPlan: Sendable {
         self.limits = limits
         self.writablePaths = writablePaths
     }
-}
-
-/// An error of the host itself (a mount, a directory, the rootfs store); the message is the
-/// whole description.
-public struct SandboxHostError: Error, CustomStringConvertible {
-    public var description: String
-    public init(_ description: String) { self.description = description }
-}
-
-/// Releases of `PreparedSandbox.cleanup` that failed; each stays to be retried by the next
-/// `cleanup()` (and is recorded for `gc`).
-public struct CleanupError: Error, CustomStringConvertible {
-    /// What was being released (e.g. "bundle /run/safespace-bundles/x") and why it failed.
-    public var failures: [(step: String, error: any Error)]
-
-    /// One `cleanup: <step>: <error>` line per failure.
-    public var lines: [String] { failures.map { "cleanup: \($0.step): \($0.error)" } }
-    public var description: String { lines.joined(separator: "\n") }
 }
 
 extension RuntimeConfiguration {

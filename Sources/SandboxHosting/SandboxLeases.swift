@@ -68,7 +68,7 @@ public struct SandboxLeases: Sendable {
     /// `lease` in it. A directory of that name whose lease's owner is dead is reclaimed first
     /// (`reclaim`): a killed run does not keep its name.
     /// - Returns: the bundle directory.
-    /// - Throws: `RuntimeError` "metadata.name: a sandbox named … exists already" while its
+    /// - Throws: `SandboxHostError` `.nameInUse` "metadata.name: a sandbox named … exists already" while its
     ///   owner lives; what reclaiming the dead one failed with.
     public func acquire(_ lease: SandboxLease) throws -> String {
         if mkdir(directory, 0o711) != 0 && errno != EEXIST { throw SysError("mkdir", path: directory) }
@@ -78,7 +78,7 @@ public struct SandboxLeases: Sendable {
         let path = bundle(lease.id)
         if Files.exists(path) {
             if let current = self.lease(lease.id), current.owner.isAlive {
-                throw RuntimeError("metadata.name: a sandbox named \(lease.id) exists already (\(path), run by \(current.owner))")
+                throw SandboxHostError(.nameInUse, field: "metadata.name", "a sandbox named \(lease.id) exists already (\(path), run by \(current.owner))")
             }
             try reclaimLocked(lease.id, stateRoot: lease.stateRoot)
         }
@@ -183,7 +183,7 @@ enum Mounts {
 
     /// Detaches (MNT_DETACH, umount2(2)) every mount at or below `path`, deepest first, until
     /// none is left: an overlay over an idmapped lower layer over a tmpfs, stacked mounts.
-    /// - Throws: `SysError` when a mount cannot be detached, or `RuntimeError` when mounts stay.
+    /// - Throws: `SysError` when a mount cannot be detached, or `SandboxHostError` when mounts stay.
     static func detachAll(under path: String) throws {
         for _ in 0..<8 {
             let points = self.points(under: path)
@@ -192,6 +192,6 @@ enum Mounts {
                 throw SysError("umount", path: point)
             }
         }
-        if !points(under: path).isEmpty { throw RuntimeError("\(path): mounts remain after unmounting: \(points(under: path))") }
+        if !points(under: path).isEmpty { throw SandboxHostError(.failed, "\(path): mounts remain after unmounting: \(points(under: path))", operation: "umount") }
     }
 }

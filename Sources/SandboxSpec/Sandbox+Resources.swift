@@ -5,6 +5,13 @@
 import OCI
 import NodeResources
 
+extension SandboxError {
+    /// A resource request the node cannot honour, as an `.invalidValue` issue of its field.
+    init(_ error: ResourceError) {
+        self.init(.invalidValue, field: error.field ?? "", error.message)
+    }
+}
+
 extension Sandbox {
     /// The limits of `spec.resources` as written (nil where a field is absent).
     /// - Throws: `SandboxError(.invalidValue)` naming the field (`spec.resources.memory`).
@@ -13,7 +20,7 @@ extension Sandbox {
         do {
             return try SandboxLimits.parse(cpu: r.cpu, memory: r.memory, ephemeralStorage: r.ephemeralStorage, cpuPinning: r.cpuPinning)
         } catch {
-            throw SandboxError(.invalidValue, field: error.field, error.message)
+            throw SandboxError(error)
         }
     }
 
@@ -28,7 +35,7 @@ extension Sandbox {
             try capacity.check(cpuMillis: own.cpuMillis, memoryBytes: own.memoryBytes, field: "spec.resources")
             if own.cpuMillis == nil || own.memoryBytes == nil { try defaults.check(against: capacity) }
         } catch {
-            throw SandboxError(.invalidValue, field: error.field, error.message)
+            throw SandboxError(error)
         }
         return own.filled(with: defaults)
     }

@@ -1,9 +1,11 @@
+import Errors
+
 /// Errors of the `Sandbox` resource: every one names the field at fault.
 
 /// One problem with one field of a `Sandbox`, e.g. `spec.filesystm: unknown field`.
 public struct FieldIssue: Sendable, Equatable, CustomStringConvertible {
-    /// What kind of rule the field broke.
-    public enum Kind: String, Sendable, Equatable {
+    /// What kind of rule the field broke; the code of a `SandboxError`.
+    public enum Kind: String, ErrorCode {
         /// The document is not YAML/JSON, or is not a single mapping.
         case syntax
         /// The field is not part of `llmsafespace.dev/v1` `Sandbox`.
@@ -19,6 +21,8 @@ public struct FieldIssue: Sendable, Equatable, CustomStringConvertible {
         /// The field is valid but this build cannot enforce it, so it is refused rather
         /// than silently ignored. See `Sandbox.notEnforceableYet()`.
         case notEnforceable
+
+        public var category: ErrorCategory { self == .notEnforceable ? .unsupported : .invalidArgument }
     }
 
     public var kind: Kind
@@ -35,8 +39,10 @@ public struct FieldIssue: Sendable, Equatable, CustomStringConvertible {
     public var description: String { field.isEmpty ? message : "\(field): \(message)" }
 }
 
-/// A `Sandbox` that could not be decoded or failed validation. `issues` is never empty.
-public struct SandboxError: Error, Sendable, Equatable, CustomStringConvertible {
+/// The error of the SandboxSpec domain: a `Sandbox` that could not be decoded or failed
+/// validation. `issues` is never empty; `code` and `field` are those of the first.
+public struct SandboxError: CodedError, Sendable, Equatable {
+    public static let domain = "sandbox"
     public var issues: [FieldIssue]
 
     public init(_ issues: [FieldIssue]) {
@@ -50,6 +56,14 @@ public struct SandboxError: Error, Sendable, Equatable, CustomStringConvertible 
 
     /// The fields at fault, in the order found.
     public var fields: [String] { issues.map(\.field) }
+
+    /// The kind of the first issue.
+    public var code: FieldIssue.Kind { issues[0].kind }
+    /// The field of the first issue; nil for the whole document.
+    public var field: String? { issues[0].field.isEmpty ? nil : issues[0].field }
+    /// Decoding and validation run no system call.
+    public var operation: String? { nil }
+    public var errno: Int32? { nil }
 
     /// One issue per line.
     public var description: String { issues.map(\.description).joined(separator: "\n") }

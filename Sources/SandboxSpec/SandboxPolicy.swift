@@ -106,7 +106,7 @@ public enum SandboxPolicy {
         if let capacity {
             node = capacity
         } else {
-            do { node = try NodeCapacity.read() } catch { throw SandboxError(.invalidValue, field: error.field, error.message) }
+            do { node = try NodeCapacity.read() } catch { throw SandboxError(error) }
         }
         let limits = try sandbox.effectiveLimits(defaults: defaults, capacity: node)
 

@@ -104,7 +104,7 @@ public enum EnosysStub {
             try items.enumerated().map { pc, item in
                 func offset(_ label: Label) throws -> UInt32 {
                     if label == .next { return 0 }
-                    guard let target = labels[label], target > pc else { throw SeccompError("ENOSYS stub: bad jump target \(label)") }
+                    guard let target = labels[label], target > pc else { throw SeccompError(.invalidProgram, "ENOSYS stub: bad jump target \(label)") }
                     return UInt32(target - pc - 1)
                 }
                 switch item {
@@ -112,7 +112,7 @@ public enum EnosysStub {
                 case .always(let l): return .jumpAlways(try offset(l))
                 case .branch(let op, let k, let t, let f):
                     let (jt, jf) = (try offset(t), try offset(f))
-                    guard jt <= 255, jf <= 255 else { throw SeccompError("ENOSYS stub: jump too long") }
+                    guard jt <= 255, jf <= 255 else { throw SeccompError(.invalidProgram, "ENOSYS stub: jump too long") }
                     return .jump(op, k, UInt8(jt), UInt8(jf))
                 }
             }

@@ -30,17 +30,17 @@ public enum SeccompNames {
     /// - Throws: `SeccompError` naming `field` for an unknown action or a bad errnoRet.
     public static func action(_ name: String, errnoRet: UInt32?, field: String) throws -> UInt32 {
         guard let base = actions[name] else {
-            throw SeccompError("unknown action \"\(name)\" (one of \(actions.keys.sorted().joined(separator: ", ")))", field: field)
+            throw SeccompError(.invalidProfile, "unknown action \"\(name)\" (one of \(actions.keys.sorted().joined(separator: ", ")))", field: field)
         }
         guard base == actionErrno || base == actionTrace else {
             if let errnoRet {
-                throw SeccompError("errnoRet \(errnoRet) is given but \(name) returns no errno", field: field)
+                throw SeccompError(.invalidProfile, "errnoRet \(errnoRet) is given but \(name) returns no errno", field: field)
             }
             return base
         }
         let errno = errnoRet ?? 1  // EPERM
         guard errno <= maxErrno else {
-            throw SeccompError("errnoRet \(errno) is out of range (0-\(maxErrno))", field: field)
+            throw SeccompError(.invalidProfile, "errnoRet \(errno) is out of range (0-\(maxErrno))", field: field)
         }
         return base | errno
     }
@@ -83,7 +83,7 @@ public enum SeccompNames {
     public static func architecture(_ name: String, field: String) throws -> UInt32 {
         let short = (name.hasPrefix("SCMP_ARCH_") ? String(name.dropFirst(10)) : name).lowercased()
         let token = short.isEmpty ? 0 : seccomp_arch_resolve_name(short)
-        guard token != 0 else { throw SeccompError("architecture \"\(name)\" is not known to libseccomp", field: field) }
+        guard token != 0 else { throw SeccompError(.invalidProfile, "architecture \"\(name)\" is not known to libseccomp", field: field) }
         return token
     }
 

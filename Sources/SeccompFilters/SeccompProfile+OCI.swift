@@ -65,11 +65,14 @@ extension SeccompProfile {
     /// - Throws: `SeccompError` naming `source` and the entry (`syscalls[3].errno`).
     public func resolved(for target: SeccompTarget, source: String) throws -> Seccomp {
         func fail(_ field: String, _ message: String) -> SeccompError {
-            SeccompError(message, field: "\(source): \(field)")
+            SeccompError(.invalidProfile, message, field: "\(source): \(field)")
         }
         /// A check of `SeccompNames`, whose errors name the field but not the source.
         func check(_ body: () throws -> Void) throws {
-            do { try body() } catch let error as SeccompError { throw fail(error.field ?? "", error.message) }
+            do { try body() } catch var error as SeccompError {
+                error.field = "\(source): \(error.field ?? "")"
+                throw error
+            }
         }
         var out = Seccomp(defaultAction: defaultAction)
         out.defaultErrnoRet = try errno(number: defaultErrnoRet, name: defaultErrno, field: "defaultErrnoRet", fail)

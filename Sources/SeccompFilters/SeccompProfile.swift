@@ -70,11 +70,11 @@ public struct SeccompProfile: Decodable, Sendable, Equatable {
         do {
             return try JSONDecoder().decode(SeccompProfile.self, from: Data(bytes))
         } catch let error as DecodingError {
-            throw SeccompError(describe(error), field: source)
+            throw SeccompError(.invalidProfile, describe(error), field: source, operation: "decode")
         } catch let error as SeccompError {
-            throw SeccompError(error.description, field: source)
+            throw SeccompError(error.code, error.description, field: source, operation: error.operation, errno: error.errno)
         } catch {
-            throw SeccompError("\(error)", field: source)
+            throw SeccompError(.invalidProfile, "\(error)", field: source, operation: "decode")
         }
     }
 

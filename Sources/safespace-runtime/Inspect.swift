@@ -66,7 +66,7 @@ struct Exec: ParsableCommand {
 
 func readFile(_ path: String) throws -> Data {
     do { return Data(try Files.read(path)) } catch let error as SysError {
-        throw ValidationError("\(path): \(String(cString: strerror(error.errno)))")
+        throw ValidationError("\(path): \(String(cString: strerror(error.errno ?? EIO)))")
     }
 }
 

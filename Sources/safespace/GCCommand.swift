@@ -21,7 +21,7 @@ struct GCCommand: ParsableCommand {
     @OptionGroup var node: NodePathOptions
 
     func run() throws {
-        if geteuid() != 0 { throw CLIError("safespace gc needs root (cgroups, mounts, /run)") }
+        if geteuid() != 0 { throw CLIError(.needsRoot, "safespace gc needs root (cgroups, mounts, /run)") }
         let report = try SandboxHost(
             configuration: .init(stateRoot: node.root, bundleRoot: node.bundleRoot, ephemeralStorageBase: node.ephemeralStorage)
         ).gc()

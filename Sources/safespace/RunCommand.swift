@@ -95,7 +95,7 @@ struct RunCommand: ParsableCommand {
             sandbox.spec.securityContext = context
         }
         try sandbox.validate()
-        if geteuid() != 0 { throw CLIError("safespace run needs root (namespaces, mounts, cgroups)") }
+        if geteuid() != 0 { throw CLIError(.needsRoot, "safespace run needs root (namespaces, mounts, cgroups)") }
         return try host.plan(for: sandbox, args: command, env: env)
     }
 }

@@ -3,6 +3,7 @@
 /// A handler (not SIG_IGN, not a blocked mask) is used on purpose: dispositions set to a
 /// handler are reset by execve(2), so the workload, which the runtime forks from this
 /// process, starts with default signal handling and an empty mask.
+import Errors
 import Glibc
 
 /// Write end of the self-pipe; set once before any handler is installed.
@@ -22,7 +23,7 @@ let stopSignals: [Int32] = [SIGINT, SIGTERM, SIGHUP]
 /// Installs the handlers; returns the pipe's read end (non-blocking, close-on-exec).
 func installSignalPipe() throws -> Int32 {
     var fds: [Int32] = [-1, -1]
-    guard pipe(&fds) == 0 else { throw CLIError("pipe: \(lastError())") }
+    guard pipe(&fds) == 0 else { throw CLIError(.signalSetup, "pipe: \(lastError())", operation: "pipe", errno: errno) }
     for fd in fds {
         _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
         _ = fcntl(fd, F_SETFL, O_NONBLOCK)
@@ -37,7 +38,7 @@ func installSignalPipe() throws -> Int32 {
     for signo in stopSignals {
         let previous = signal(signo, signalHandler)
         if let previous, unsafeBitCast(previous, to: Int.self) == -1 {  // SIG_ERR
-            throw CLIError("signal(\(signo)): \(lastError())")
+            throw CLIError(.signalSetup, "signal(\(signo)): \(lastError())", operation: "signal", errno: errno)
         }
     }
     return fds[0]
@@ -58,8 +59,31 @@ func nextSignal(from fd: Int32, waitingAtMost milliseconds: Int32) -> Int32? {
 
 func lastError() -> String { String(cString: strerror(errno)) }
 
-/// An error of safespace itself, reported as `safespace: error: <message>`, exit 125.
-struct CLIError: Error, CustomStringConvertible {
-    var description: String
-    init(_ description: String) { self.description = description }
+/// The error of the `safespace` front end itself, reported as `safespace: error: <message>`,
+/// exit 125.
+struct CLIError: CodedError {
+    enum Code: String, ErrorCode {
+        /// The command needs root.
+        case needsRoot
+        /// The signal handlers or their pipe could not be set up.
+        case signalSetup
+
+        var category: ErrorCategory { self == .needsRoot ? .permissionDenied : .internal }
+    }
+
+    static let domain = "cli"
+    var code: Code
+    var message: String
+    var operation: String?
+    var errno: Int32?
+    var field: String? { nil }
+
+    init(_ code: Code, _ message: String, operation: String? = nil, errno: Int32? = nil) {
+        self.code = code
+        self.message = message
+        self.operation = operation
+        self.errno = errno
+    }
+
+    var description: String { message }
 }

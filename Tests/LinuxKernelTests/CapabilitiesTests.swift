@@ -35,9 +35,11 @@ struct CapabilitiesTests {
     func values() throws {
         #expect(try Capability.values(nil, field: "process.capabilities.bounding") == [])
         #expect(try Capability.values(["CAP_KILL", "chown", "CAP_NET_BIND_SERVICE"], field: "f") == [5, 0, 10])
-        let error = #expect(throws: RuntimeError.self) {
+        let error = #expect(throws: SysError.self) {
             try Capability.values(["CAP_KILL", "CAP_NOPE"], field: "process.capabilities.effective")
         }
-        #expect(error?.message == #"process.capabilities.effective: unknown capability "CAP_NOPE""#)
+        #expect(error?.code == .invalidValue)
+        #expect(error?.field == "process.capabilities.effective")
+        #expect(error?.description == #"process.capabilities.effective: unknown capability "CAP_NOPE""#)
     }
 }

@@ -133,8 +133,10 @@ struct FilesTests {
         try mount(source: "tmpfs", target: dir + "/tree/m", type: "tmpfs", flags: 0, data: "size=1m")
         defer { umount2(dir + "/tree/m", Int32(MNT_DETACH)) }
         try Files.writeAtomically(dir + "/tree/m/f", Array("on tmpfs".utf8))
-        let error = #expect(throws: RuntimeError.self) { try Files.removeTree(dir + "/tree") }
-        #expect(error?.message == "refusing to remove \(dir)/tree/m: a mount point")
+        let error = #expect(throws: SysError.self) { try Files.removeTree(dir + "/tree") }
+        #expect(error?.code == .refused)
+        #expect(error?.path == dir + "/tree/m")
+        #expect(error?.description == "refusing to remove \(dir)/tree/m: a mount point")
         #expect(try Files.readString(dir + "/tree/m/f") == "on tmpfs")
     }
 

@@ -54,7 +54,7 @@ struct LeaseStoreTests {
         let (store, dir) = Self.temp()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         for key in ["", "../x", ".lock", "a/b"] {
-            #expect(throws: RuntimeError.self) { try store.withLock { try $0.write(Self.things, LeaseStore.Lease(key: key, record: Thing(size: 0))) } }
+            #expect(throws: SysError.self) { try store.withLock { try $0.write(Self.things, LeaseStore.Lease(key: key, record: Thing(size: 0))) } }
         }
         try store.withLock { try $0.write(Self.things, LeaseStore.Lease(key: "ok", record: Thing(size: 0))) }
         try "{".write(toFile: store.directory + "/things/junk.json", atomically: true, encoding: .utf8)

@@ -1,3 +1,4 @@
+import Errors
 import Glibc
 import Testing
 @testable import LinuxKernel
@@ -11,6 +12,9 @@ struct SysErrorTests {
         #expect("\(SysError("capset", errno: EPERM))" == "capset: Operation not permitted (EPERM)")
         // A number with no name has no parenthesis.
         #expect(!"\(SysError("x", errno: 41))".contains("("))
+        // A message replaces operation, path and errno.
+        #expect("\(SysError(.refused, field: "f", "why", operation: "op", path: "/p", errno: EPERM))" == "f: why")
+        #expect("\(SysError(.unsupported, "no such call"))" == "no such call")
     }
 
     @Test("the errno defaults to the current errno")
@@ -49,17 +53,31 @@ struct SysErrorTests {
         #expect(Rlimits.resources["RLIMIT_CORE"] == Int32(RLIMIT_CORE.rawValue))
         #expect(Rlimits.resources["RLIMIT_RTTIME"] == Int32(__RLIMIT_RTTIME.rawValue))
         #expect(Rlimits.resources.count == 16)
-        let unknown = #expect(throws: RuntimeError.self) {
+        let unknown = #expect(throws: SysError.self) {
             try Rlimits.set(type: "RLIMIT_FOO", soft: 1, hard: 1, field: "process.rlimits[0]")
         }
-        #expect(unknown?.message == #"process.rlimits[0].type: unknown rlimit "RLIMIT_FOO""#)
-        let inverted = #expect(throws: RuntimeError.self) {
+        #expect(unknown?.code == .invalidValue && unknown?.field == "process.rlimits[0].type")
+        #expect(unknown?.description == #"process.rlimits[0].type: unknown rlimit "RLIMIT_FOO""#)
+        let inverted = #expect(throws: SysError.self) {
             try Rlimits.set(type: "RLIMIT_CORE", soft: 2, hard: 1, field: "process.rlimits[1]")
         }
-        #expect(inverted?.message == "process.rlimits[1]: soft limit 2 is above hard limit 1 for RLIMIT_CORE")
+        #expect(inverted?.code == .invalidValue && inverted?.field == "process.rlimits[1]")
+        #expect(inverted?.description == "process.rlimits[1]: soft limit 2 is above hard limit 1 for RLIMIT_CORE")
         // Setting the limits this process already has changes nothing.
         var core = rlimit()
         try #require(getrlimit(__rlimit_resource_t(RLIMIT_CORE.rawValue), &core) == 0)
         try Rlimits.set(type: "RLIMIT_CORE", soft: UInt64(core.rlim_cur), hard: UInt64(core.rlim_max), field: "f")
+    }
+
+    @Test("SysError: a failed call renders strerror and the errno name; a refused value its message")
+    func errorShape() {
+        let call = SysError("mount proc on", path: "/proc", errno: EPERM, field: "mounts[0]")
+        #expect(call.code == .syscall && call.codeName == "kernel.syscall" && call.category == .internal)
+        #expect(call.errno == EPERM && call.operation == "mount proc on")
+        #expect(call.description == "mounts[0]: mount proc on /proc: Operation not permitted (EPERM)")
+        let unknown = #expect(throws: SysError.self) { _ = try Capability.values(["CAP_BOGUS"], field: "process.capabilities.bounding") }
+        #expect(unknown?.code == .invalidValue && unknown?.category == .invalidArgument && unknown?.errno == nil)
+        #expect(unknown?.description == #"process.capabilities.bounding: unknown capability "CAP_BOGUS""#)
+        #expect(SysError.Code.allCases.map(\.rawValue) == ["syscall", "invalidValue", "unsupported", "permissionDenied", "refused", "corruptFile"])
     }
 }

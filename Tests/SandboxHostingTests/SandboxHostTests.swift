@@ -170,7 +170,7 @@ private func minimalPlan(_ id: String) -> SandboxPlan {
         #expect {
             try sandbox.cleanup()
         } throws: { error in
-            guard let error = error as? CleanupError else { return false }
+            guard let error = error as? SandboxHostError, error.code == .cleanupFailed else { return false }
             return error.failures.count == 1 && error.lines[0].hasPrefix("cleanup: bundle \(sandbox.bundle): ")
         }
         unlink(stray)

@@ -84,7 +84,6 @@ int ss_personality(unsigned long persona);
 int ss_send_fds(int sock, const void *data, size_t len, const int *fds, int nfds);
 /// Receives one message of at most `cap` bytes and up to `maxfds` fds; returns bytes read.
 ssize_t ss_recv_fds(int sock, void *data, size_t cap, int *fds, int maxfds, int *nfds);
-int ss_execveat(int fd, char *const argv[], char *const envp[]);
 int ss_setresuid(uid_t r, uid_t e, uid_t s);
 int ss_setresgid(gid_t r, gid_t e, gid_t s);
 int ss_setgroups(size_t n, const gid_t *groups);
@@ -92,7 +91,6 @@ int ss_pidfd_open(pid_t pid);
 int ss_pidfd_send_signal(int pidfd, int sig);
 int ss_open(const char *path, int flags, unsigned int mode);
 int ss_openat(int dirfd, const char *path, int flags, unsigned int mode);
-int ss_fcntl_getfd(int fd);
 int ss_ptsname(int fd, char *buf, size_t len);
 int ss_unlockpt(int fd);
 int ss_sigmask_all(int block);
