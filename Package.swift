@@ -69,16 +69,26 @@ let package = Package(
         .executableTarget(
             name: "safespace",
             dependencies: ["Errors", "Runtime", "SandboxSpec", "SandboxHosting", "SeccompFilters", "NodeResources", "HostChecks", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+        // Tests: one unit-test target per module (<Module>Tests, root-free but for the few that
+        // need the kernel: cgroups, mounts), the root-only runtime integration tests (real
+        // containers through safespace-runtime and safespace run), and the tests in which real
+        // clients (containerd's ctr and CRI, podman, install-node) drive the runtime. TestSupport
+        // holds what they share (Harness: the one process runner and polling helper).
+        .target(name: "TestSupport", dependencies: ["OCI", "Runtime"], path: "Tests/TestSupport"),
         .testTarget(name: "OCITests", dependencies: ["OCI"]),
+        .testTarget(name: "LinuxKernelTests", dependencies: ["LinuxKernel", "Errors"]),
         .testTarget(name: "HostChecksTests", dependencies: ["HostChecks"]),
         .testTarget(name: "CgroupsTests", dependencies: ["Cgroups", "OCI", "Errors"]),
         .testTarget(name: "NodeResourcesTests", dependencies: ["NodeResources", "OCI", "LinuxKernel", "Errors"]),
         .testTarget(name: "SandboxSpecTests", dependencies: ["SandboxSpec", "OCI", "SeccompFilters", "NodeResources", "Errors"]),
         .testTarget(name: "SeccompFiltersTests", dependencies: ["SeccompFilters", "OCI", "Errors"]),
         .testTarget(name: "SandboxHostingTests", dependencies: ["SandboxHosting", "SandboxSpec", "OCI", "NodeResources", "Runtime", "LinuxKernel", "Errors"]),
-        .testTarget(name: "RuntimeTests", dependencies: ["OCI", "Runtime", "LinuxKernel", "Errors"]),
+        .testTarget(name: "RuntimeTests", dependencies: ["OCI", "Runtime", "LinuxKernel", "Errors", "TestSupport"]),
         .testTarget(name: "GVisorTests", dependencies: ["GVisor", "Runtime", "OCI", "LinuxKernel"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["OCI", "Runtime", "SeccompFilters", "NodeResources", "LinuxKernel", "SandboxHosting"]),
+        .testTarget(
+            name: "RuntimeIntegrationTests",
+            dependencies: ["OCI", "Runtime", "SeccompFilters", "NodeResources", "LinuxKernel", "SandboxHosting", "TestSupport"]),
+        .testTarget(name: "ClientIntegrationTests", dependencies: ["OCI", "LinuxKernel", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -7,8 +7,7 @@ import Testing
 @testable import OCI
 @testable import Runtime
 
-/// RuntimeError, the client wordings, and SysError (LinuxKernel has no test target) in the
-/// common shape.
+/// RuntimeError and the client wordings in the common shape (SysError: LinuxKernelTests).
 struct RuntimeErrorShapeTests {
     @Test("a config.json field: invalidSpec, the description is field: message")
     func validation() {
@@ -86,20 +85,8 @@ struct RuntimeErrorShapeTests {
         #expect((empty as? RuntimeError)?.code == .initFailed && "\(empty)" == "container init failed")
     }
 
-    @Test("SysError: a failed call renders strerror and the errno name; a refused value its message")
-    func sysError() {
-        let call = SysError("mount proc on", path: "/proc", errno: EPERM, field: "mounts[0]")
-        #expect(call.code == .syscall && call.codeName == "kernel.syscall" && call.category == .internal)
-        #expect(call.errno == EPERM && call.operation == "mount proc on")
-        #expect(call.description == "mounts[0]: mount proc on /proc: Operation not permitted (EPERM)")
-        let unknown = #expect(throws: SysError.self) { _ = try Capability.values(["CAP_BOGUS"], field: "process.capabilities.bounding") }
-        #expect(unknown?.code == .invalidValue && unknown?.category == .invalidArgument && unknown?.errno == nil)
-        #expect(unknown?.description == #"process.capabilities.bounding: unknown capability "CAP_BOGUS""#)
-    }
-
     @Test("codes have stable names")
     func names() {
-        #expect(SysError.Code.allCases.map(\.rawValue) == ["syscall", "invalidValue", "unsupported", "permissionDenied", "refused", "corruptFile"])
         #expect(RuntimeError.Code(rawValue: "notRunning") == .notRunning)
         #expect(RuntimeError.Code.allCases.allSatisfy { ErrorCategory.allCases.contains($0.category) })
     }

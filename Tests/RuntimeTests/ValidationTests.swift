@@ -119,20 +119,6 @@ struct ValidationTests {
         try StateStore.validate(id: id)
     }
 
-    @Test("recursive mount options become mount_setattr(2) attributes, not file system data")
-    func recursiveOptions() {
-        let o = MountOptions(["rbind", "rro", "rnosuid", "rnoatime", "size=1m"])
-        #expect(o.recursiveSet == UInt64(MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOATIME))
-        #expect(o.recursiveClear == UInt64(MOUNT_ATTR__ATIME))
-        #expect(o.data == ["size=1m"])
-        #expect(o.recursiveNames == ["rro", "rnosuid", "rnoatime"])
-        let w = MountOptions(["rro", "rrw", "rexec"])
-        #expect(w.recursiveSet == 0)
-        #expect(w.recursiveClear == UInt64(MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOEXEC))
-        #expect(MountOptions(["rnorelatime"]).recursiveClear == 0)
-        #expect(MountOptions.knownNames.contains("rro") && MountOptions.knownNames.contains("rnosymfollow"))
-    }
-
     @Test("ids past NAME_MAX get a digest directory name that no valid id can take")
     func directoryNames() {
         #expect(StateStore.directoryName(String(repeating: "a", count: 255)) == String(repeating: "a", count: 255))
@@ -165,17 +151,5 @@ struct PathTests {
         #expect(try securePath(root: root, "/a/rel/shadow") == root + "/etc/shadow")
         #expect(try securePath(root: root, "/../../x") == root + "/x")
         #expect(throws: RuntimeError.self) { try securePath(root: root, "/loop1/x") }
-    }
-}
-
-struct MountOptionsTests {
-    @Test("flags, clearing flags, propagation and data are split as mount(8) does")
-    func parse() {
-        let o = MountOptions(["ro", "nosuid", "rbind", "rprivate", "size=64m", "mode=1777", "rw", "exec"])
-        #expect(o.flags & UInt(MS_RDONLY) == 0)  // "rw" after "ro" clears it
-        #expect(o.flags & UInt(MS_NOSUID) != 0)
-        #expect(o.isBind && o.isRecursive)
-        #expect(o.propagation == [UInt(MS_PRIVATE | MS_REC)])
-        #expect(o.data == ["size=64m", "mode=1777"])
     }
 }

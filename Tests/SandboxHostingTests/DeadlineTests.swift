@@ -6,7 +6,7 @@ import Testing
 
 /// `Deadline`, the timeout of `PreparedSandbox.wait(timeout:)`, on a plain child process: what
 /// outlives its timeout is killed and reaped, what ends first is left alone, and nothing of the
-/// deadline outlives the wait. (A sandbox past its timeout, end to end: IntegrationTests'
+/// deadline outlives the wait. (A sandbox past its timeout, end to end: RuntimeIntegrationTests'
 /// SandboxTimeoutTests.)
 @Suite struct DeadlineTests {
     /// A child running `args` (posix_spawn), to be reaped by `reap`.
