@@ -7,10 +7,18 @@ let package = Package(
     products: [
         .executable(name: "safespace-runtime", targets: ["safespace-runtime"]),
         .executable(name: "safespace", targets: ["safespace"]),
+        .executable(name: "safespaced", targets: ["safespaced"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
+        // The daemon only (safespaced): never linked into safespace-runtime or safespace.
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
     ],
     targets: [
         // The few syscalls Swift cannot call (clone stages, pivot_root, setns, close_range)
@@ -53,6 +61,28 @@ let package = Package(
         .executableTarget(
             name: "safespace",
             dependencies: ["Runtime", "SandboxSpec", "SandboxHosting", "SeccompFilters", "NodeResources", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+        // A client of the daemon's API over its unix socket (HTTP/1.1, Foundation only): the
+        // CLI's verbs and the daemon's tests. No NIO, so `safespace` stays small.
+        .target(name: "DaemonClient"),
+        // openat2(2) and SO_PEERCRED's struct for the daemon.
+        .target(name: "CDaemon"),
+        // safespaced: the per-node daemon (issue 12). The library holds the server, the
+        // sandbox registry and the API; the executable is its main.
+        .target(
+            name: "SafeSpaceDaemon",
+            dependencies: [
+                "OCI", "LinuxKernel", "Cgroups", "Runtime", "SandboxSpec", "SandboxHosting", "NodeResources", "CSafeSpace", "CDaemon",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Yams", package: "Yams"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            resources: [.embedInCode("openapi.yaml")]),
+        .executableTarget(name: "safespaced", dependencies: ["SafeSpaceDaemon", "Runtime"]),
+        .testTarget(name: "DaemonTests", dependencies: ["DaemonClient", "SafeSpaceDaemon", "SandboxSpec"]),
         .testTarget(name: "OCITests", dependencies: ["OCI"]),
         .testTarget(name: "CgroupsTests", dependencies: ["Cgroups", "OCI"]),
         .testTarget(name: "NodeResourcesTests", dependencies: ["NodeResources", "OCI", "LinuxKernel"]),

@@ -24,7 +24,10 @@ extension ContainerRuntime {
     /// - Throws: "container not running" when the container is not created or running.
     public func exec(id: String, options: ExecOptions) throws -> Int32 {
         let state = try store.load(id)
-        if state.backend == .gvisor { return try GVisorBackend(runtime: self).exec(state, options: options) }
+        if state.backend == .gvisor {
+            if options.stdio != nil { throw RuntimeError("exec with its own stdio is not supported in a gVisor sandbox") }
+            return try GVisorBackend(runtime: self).exec(state, options: options)
+        }
         let status = store.status(of: state)
         guard status == .running || status == .created else {
             throw RuntimeError("cannot exec in a stopped container: container not running")
@@ -64,7 +67,7 @@ extension ContainerRuntime {
         defer { if listenerOpen, let seccompListener { close(seccompListener) } }
         let spawned = try spawnInit(
             join: join, unshare: 0, uidMappings: [], gidMappings: [], preserveFds: options.preserveFds,
-            userNamespaceGids: state.spec.linux?.gidMappings ?? [])
+            userNamespaceGids: state.spec.linux?.gidMappings ?? [], stdio: options.stdio)
         defer { close(spawned.channel.fd) }
         // The exec'd process: the helper itself without a PID namespace to join, else its child.
         var pid = spawned.pid
