@@ -94,7 +94,8 @@ struct SandboxFiles {
                     next = sd_openat2(dir, component, UInt64(O_PATH | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW), 0, Self.beneath)
                 }
             }
-            let saved = errno
+            var saved = errno
+            if next < 0 && saved == ENOTDIR, Self.isSymlink(dir, component) { saved = ELOOP }
             close(dir)
             if next < 0 { throw Self.error(saved, walked) }
             dir = next
@@ -156,6 +157,12 @@ struct SandboxFiles {
             }
         }
         return out
+    }
+
+    /// Whether `name` in `dir` is a symbolic link (fstatat(2), not followed).
+    static func isSymlink(_ dir: Int32, _ name: String) -> Bool {
+        var status = stat()
+        return fstatat(dir, name, &status, AT_SYMLINK_NOFOLLOW) == 0 && status.st_mode & S_IFMT == S_IFLNK
     }
 
     static func sha256(_ bytes: [UInt8]) -> String {
