@@ -11,6 +11,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.0"),
     ],
     targets: [
         // The few syscalls Swift cannot call (clone stages, pivot_root, setns, close_range)
@@ -23,6 +24,14 @@ let package = Package(
             name: "CSeccomp", pkgConfig: "libseccomp",
             providers: [.apt(["libseccomp-dev"])]),
         .target(name: "OCI"),
+        // libsystemd (sd-daemon, sd-journal), for the daemon: readiness, watchdog, socket
+        // activation (SystemdSupport) and journald audit records (Audit).
+        .systemLibrary(
+            name: "CSystemd", pkgConfig: "libsystemd",
+            providers: [.apt(["libsystemd-dev"])]),
+        .target(name: "SystemdSupport", dependencies: ["CSystemd"]),
+        // The hash-chained audit log (JSON lines + journald) and its verifier.
+        .target(name: "Audit", dependencies: ["CSystemd", .product(name: "Crypto", package: "swift-crypto")]),
         .target(name: "LinuxKernel", dependencies: ["CSafeSpace", "CLibcap"]),
         .target(name: "Cgroups", dependencies: ["LinuxKernel", "OCI", "CSafeSpace"]),
         .target(name: "SeccompFilters", dependencies: ["OCI", "LinuxKernel", "CSeccomp", "CSafeSpace"]),
