@@ -18,7 +18,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
-        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.0"),
     ],
     targets: [
         // The few syscalls Swift cannot call (clone stages, pivot_root, setns, close_range)
@@ -31,6 +31,14 @@ let package = Package(
             name: "CSeccomp", pkgConfig: "libseccomp",
             providers: [.apt(["libseccomp-dev"])]),
         .target(name: "OCI"),
+        // libsystemd (sd-daemon, sd-journal), for the daemon: readiness, watchdog, socket
+        // activation (SystemdSupport) and journald audit records (Audit).
+        .systemLibrary(
+            name: "CSystemd", pkgConfig: "libsystemd",
+            providers: [.apt(["libsystemd-dev"])]),
+        .target(name: "SystemdSupport", dependencies: ["CSystemd"]),
+        // The hash-chained audit log (JSON lines + journald) and its verifier.
+        .target(name: "Audit", dependencies: ["CSystemd", .product(name: "Crypto", package: "swift-crypto")]),
         .target(name: "LinuxKernel", dependencies: ["CSafeSpace", "CLibcap"]),
         .target(name: "Cgroups", dependencies: ["LinuxKernel", "OCI", "CSafeSpace"]),
         .target(name: "SeccompFilters", dependencies: ["OCI", "LinuxKernel", "CSeccomp", "CSafeSpace"]),
@@ -71,7 +79,7 @@ let package = Package(
         .target(
             name: "SafeSpaceDaemon",
             dependencies: [
-                "OCI", "LinuxKernel", "Cgroups", "Runtime", "SandboxSpec", "SandboxHosting", "NodeResources", "CSafeSpace", "CDaemon",
+                "OCI", "LinuxKernel", "Cgroups", "Runtime", "SandboxSpec", "SandboxHosting", "NodeResources", "CSafeSpace", "CDaemon", "Audit", "SystemdSupport",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),

@@ -136,7 +136,7 @@ struct DaemonAPI: Sendable {
             do {
                 let sha = try await blocking { try files.write(target, bytes: bytes) }
                 Metrics.fileBytes.increment(by: bytes.count)
-                manager.audit.record("file.written", sandbox: sandbox.name, caller: caller, outcome: "success", fields: [
+                manager.audit.record("file.written", sandbox: sandbox.name, caller: caller, outcome: "ok", fields: [
                     "path": .string(target.absolute), "bytes": .int(bytes.count), "sha256": .string(sha),
                 ])
                 return JSON.response(["path": target.absolute, "bytes": bytes.count, "sha256": sha])
@@ -157,7 +157,7 @@ struct DaemonAPI: Sendable {
                 let bytes = try await blocking { try files.read(target, limit: limit) }
                 let sha = SandboxFiles.sha256(bytes)
                 Metrics.fileBytes.increment(by: bytes.count)
-                manager.audit.record("file.read", sandbox: sandbox.name, caller: caller, outcome: "success", fields: [
+                manager.audit.record("file.read", sandbox: sandbox.name, caller: caller, outcome: "ok", fields: [
                     "path": .string(target.absolute), "bytes": .int(bytes.count), "sha256": .string(sha),
                 ])
                 return Response(

@@ -9,6 +9,7 @@ import Logging
 import Metrics
 import Prometheus
 import ServiceLifecycle
+import SystemdSupport
 
 /// Command-line options of safespaced.
 public struct DaemonOptions: Sendable {
@@ -68,14 +69,27 @@ struct SandboxService: Service {
     }
 }
 
+/// `WATCHDOG=1` every half of the unit's `WatchdogSec=` while the daemon runs.
+struct WatchdogService: Service {
+    let interval: Duration
+
+    func run() async throws {
+        while !Task.isShuttingDownGracefully && !Task.isCancelled {
+            Systemd.notify("WATCHDOG=1")
+            try? await Task.sleep(for: min(interval / 2, .milliseconds(500)))
+        }
+    }
+}
+
 public enum Daemon {
     /// Runs the daemon until SIGTERM/SIGINT. Call from main after
     /// `SealedExecutable.reexecIfUnsealed()`.
-    /// - Parameter notify: systemd notifications (`READY=1`, `STATUS=…`, `STOPPING=1`).
+    /// Under systemd (`Type=notify`) it says `STATUS=` while it recovers, `READY=1` once
+    /// recovery is done and the socket is up, `WATCHDOG=1` at half of `WatchdogSec=`, and
+    /// `STOPPING=1` (sd_notify(3)).
     /// - Throws: `ConfigError` for a start-up failure (the message says what and where).
-    public static func run(
-        options: DaemonOptions, notify: @escaping @Sendable (String) -> Void = { _ in }
-    ) async throws {
+    public static func run(options: DaemonOptions) async throws {
+        let notify: @Sendable (String) -> Void = { Systemd.notify($0) }
         var baseLogger = Logger(label: "safespaced")
         baseLogger.logLevel = ProcessInfo.processInfo.environment["SAFESPACED_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .info
         let logger = baseLogger
@@ -119,7 +133,7 @@ public enum Daemon {
             services: [
                 .init(service: app),
                 .init(service: SandboxService(manager: manager)),
-            ],
+            ] + (Systemd.watchdogInterval().map { [.init(service: WatchdogService(interval: $0))] } ?? []),
             gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
         notify("STOPPING=1")

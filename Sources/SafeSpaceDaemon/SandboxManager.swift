@@ -265,7 +265,7 @@ final class SandboxManager: @unchecked Sendable {
             lock.withLock { sandboxes[name] = managed }
             Metrics.createDuration.recordInterval(ContinuousClock.now - started)
             Metrics.sandboxesCreated.increment()
-            audit.record("sandbox.created", sandbox: name, caller: caller, outcome: "success", fields: [
+            audit.record("sandbox.created", sandbox: name, caller: caller, outcome: "ok", fields: [
                 "runtime": .string(record.runtime), "level": .string(record.level),
                 "timeoutSeconds": record.timeoutSeconds.map { .int($0) } ?? .null,
             ])
@@ -310,7 +310,7 @@ final class SandboxManager: @unchecked Sendable {
         records.remove(sandbox.name)
         lock.withLock { _ = sandboxes.removeValue(forKey: sandbox.name) }
         Metrics.sandboxesDeleted.increment()
-        audit.record("sandbox.deleted", sandbox: sandbox.name, caller: caller, outcome: "success", fields: ["reason": .string(reason.rawValue)])
+        audit.record("sandbox.deleted", sandbox: sandbox.name, caller: caller, outcome: "ok", fields: ["reason": .string(reason.rawValue)])
         logger.info("sandbox deleted", metadata: ["sandbox": "\(sandbox.name)", "reason": "\(reason.rawValue)"])
     }
 
@@ -354,7 +354,7 @@ final class SandboxManager: @unchecked Sendable {
         }
         defer { sandbox.remove(handle) }
         onHandle(handle)
-        audit.record("exec.started", sandbox: sandbox.name, caller: caller, outcome: "success", fields: [
+        audit.record("exec.started", sandbox: sandbox.name, caller: caller, outcome: "ok", fields: [
             "argv": .strings(request.command), "stdinSHA256": .string(SandboxFiles.sha256(request.stdin)),
             "execID": .int(Int(handle.id)),
         ])
@@ -372,7 +372,7 @@ final class SandboxManager: @unchecked Sendable {
                 "oomKilled": .bool(result.oomKilled), "timedOut": .bool(result.timedOut),
             ]
             if let killed = result.killedBy { fields["killedBy"] = .string(killed) }
-            audit.record("exec.finished", sandbox: name, caller: caller, outcome: result.exitCode == 0 ? "success" : "failure", fields: fields)
+            audit.record("exec.finished", sandbox: name, caller: caller, outcome: "ok", fields: fields)
             return result
         } catch {
             audit.record("exec.finished", sandbox: name, caller: caller, outcome: "error", fields: [
@@ -469,14 +469,14 @@ final class SandboxManager: @unchecked Sendable {
             if record.phase == .running, alive, status == .running {
                 lock.withLock { sandboxes[record.name] = ManagedSandbox(record: record, prepared: nil) }
                 adopted.append(record.name)
-                audit.record("sandbox.adopted", sandbox: record.name, caller: nil, outcome: "success", fields: [:])
+                audit.record("sandbox.adopted", sandbox: record.name, caller: nil, outcome: "ok", fields: [:])
                 continue
             }
             let problems = await blocking { self.release(name: record.name, prepared: nil) }
             if problems.isEmpty {
                 records.remove(record.name)
                 removed.append(record.name)
-                audit.record("sandbox.deleted", sandbox: record.name, caller: nil, outcome: "success", fields: [
+                audit.record("sandbox.deleted", sandbox: record.name, caller: nil, outcome: "ok", fields: [
                     "reason": .string(DeleteReason.error.rawValue), "detail": .string("found \(record.phase.rawValue.lowercased()) after a daemon restart"),
                 ])
             } else {
