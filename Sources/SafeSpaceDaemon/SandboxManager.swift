@@ -23,11 +23,14 @@ final class ManagedSandbox: @unchecked Sendable {
     private var _execs: [UInt64: ExecHandle] = [:]
     /// Set for sandboxes this process created; nil for adopted ones (released by reclaim).
     let prepared: PreparedSandbox?
+    /// The seccomp event agent an adopted sandbox's execs hand their filters to.
+    let agent: AdoptedSeccompAgent?
 
-    init(record: SandboxRecord, prepared: PreparedSandbox?) {
+    init(record: SandboxRecord, prepared: PreparedSandbox?, agent: AdoptedSeccompAgent? = nil) {
         name = record.name
         _record = record
         self.prepared = prepared
+        self.agent = agent
     }
 
     var record: SandboxRecord { lock.withLock { _record } }
@@ -300,7 +303,17 @@ final class SandboxManager: @unchecked Sendable {
         let record = sandbox.update { $0.phase = .deleting }
         try? records.save(record)
         for exec in sandbox.execs { exec.kill(reason: "sandbox deleted") }
-        let problems: [String] = await blocking { self.release(name: sandbox.name, prepared: sandbox.prepared) }
+        let initPid = record.initPid
+        let problems: [String] = await blocking {
+            let problems = self.release(name: sandbox.name, prepared: sandbox.prepared)
+            if let initPid { Self.reap(initPid) }
+            return problems
+        }
+        if let agent = sandbox.agent {
+            for (syscall, count) in Self.parseSeccompSummary(agent.finish() ?? "") {
+                audit.record("seccomp.denied", sandbox: sandbox.name, caller: nil, outcome: "denied", fields: ["syscall": .string(syscall), "count": .int(count)])
+            }
+        }
         if !problems.isEmpty {
             audit.record("sandbox.deleted", sandbox: sandbox.name, caller: caller, outcome: "error", fields: [
                 "reason": .string(reason.rawValue), "error": .string(problems.joined(separator: "; ")),
@@ -417,7 +430,7 @@ final class SandboxManager: @unchecked Sendable {
             if let expires = record.expiresAt, expires <= now {
                 logger.info("sandbox lifetime over", metadata: ["sandbox": "\(sandbox.name)"])
                 try? await delete(sandbox, reason: .timeout, caller: nil)
-            } else if let pid = record.initPid, ProcStat.read(pid: pid)?.startTime != record.initStartTime {
+            } else if let pid = record.initPid, !Self.isAlive(pid: pid, startTime: record.initStartTime) {
                 logger.warning("sandbox init died", metadata: ["sandbox": "\(sandbox.name)"])
                 try? await delete(sandbox, reason: .error, caller: nil)
             }
@@ -464,10 +477,18 @@ final class SandboxManager: @unchecked Sendable {
             removed.append(name)
         }
         for record in found {
-            let alive = record.initPid.map { ProcStat.read(pid: $0)?.startTime == record.initStartTime } ?? false
+            let alive = record.initPid.map { Self.isAlive(pid: $0, startTime: record.initStartTime) } ?? false
             let status = (try? runtime.store.load(record.name)).map { runtime.store.status(of: $0) }
             if record.phase == .running, alive, status == .running {
-                lock.withLock { sandboxes[record.name] = ManagedSandbox(record: record, prepared: nil) }
+                // Its execs hand their seccomp listeners to an agent on the bundle's socket:
+                // the one of the daemon that died is gone, so a new one listens there.
+                var agent: AdoptedSeccompAgent?
+                if let path = (try? runtime.store.load(record.name))?.spec.linux?.seccomp?.listenerPath {
+                    do { agent = try AdoptedSeccompAgent(path: path) } catch {
+                        logger.warning("seccomp events of an adopted sandbox are off: \(error)", metadata: ["sandbox": "\(record.name)"])
+                    }
+                }
+                lock.withLock { sandboxes[record.name] = ManagedSandbox(record: record, prepared: nil, agent: agent) }
                 adopted.append(record.name)
                 audit.record("sandbox.adopted", sandbox: record.name, caller: nil, outcome: "ok", fields: [:])
                 continue
@@ -489,6 +510,23 @@ final class SandboxManager: @unchecked Sendable {
     }
 
     // MARK: helpers
+
+    /// Waits for a sandbox's init once it was killed, when it is this process's child (a
+    /// sandbox this daemon created; an adopted one's init is not): no zombie stays behind.
+    static func reap(_ pid: Int32) {
+        var status: Int32 = 0
+        for _ in 0..<500 {
+            let r = waitpid(pid, &status, WNOHANG)
+            if r == pid || (r < 0 && errno != EINTR) { return }
+            usleep(10_000)
+        }
+    }
+
+    /// Whether the init `pid` that started at `startTime` still runs (a zombie does not).
+    static func isAlive(pid: Int32, startTime: UInt64?) -> Bool {
+        guard let stat = ProcStat.read(pid: pid) else { return false }
+        return stat.startTime == startTime && stat.state != "Z"
+    }
 
     /// Usage of sandbox `name` from its cgroup.
     func usage(_ name: String) -> [String: Any]? {
@@ -535,5 +573,34 @@ func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async thr
 func blocking<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
     await withCheckedContinuation { continuation in
         Thread.detachNewThread { continuation.resume(returning: body()) }
+    }
+}
+
+/// A seccomp event agent (Runtime's `SeccompEventAgent`) for an adopted sandbox, on the
+/// socket its spec names (`linux.seccomp.listenerPath`), serving on a thread of its own.
+final class AdoptedSeccompAgent: @unchecked Sendable {
+    private let agent: SeccompEventAgent
+    private let done = DispatchSemaphore(value: 0)
+    private let lock = NSLock()
+    private var finished = false
+
+    /// Replaces the dead daemon's socket file at `path` and starts serving.
+    init(path: String) throws {
+        unlink(path)
+        agent = try SeccompEventAgent(path: path)
+        Thread.detachNewThread { [agent, done] in
+            agent.serve()
+            done.signal()
+        }
+    }
+
+    /// Stops the agent and removes its socket.
+    /// - Returns: the summary line of denied syscalls, nil when none were (or it was done).
+    func finish() -> String? {
+        guard lock.withLock({ () -> Bool in defer { finished = true }; return !finished }) else { return nil }
+        agent.stop()
+        done.wait()
+        agent.close()
+        return agent.summary
     }
 }
