@@ -68,7 +68,7 @@ let package = Package(
         .target(name: "SandboxHosting", dependencies: ["OCI", "LinuxKernel", "Cgroups", "Runtime", "SandboxSpec", "SeccompFilters", "NodeResources"]),
         .executableTarget(
             name: "safespace",
-            dependencies: ["Runtime", "SandboxSpec", "SandboxHosting", "SeccompFilters", "NodeResources", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+            dependencies: ["Runtime", "SandboxSpec", "SandboxHosting", "SeccompFilters", "NodeResources", "DaemonClient", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         // A client of the daemon's API over its unix socket (HTTP/1.1, Foundation only): the
         // CLI's verbs and the daemon's tests. No NIO, so `safespace` stays small.
         .target(name: "DaemonClient"),

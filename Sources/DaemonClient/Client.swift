@@ -25,6 +25,12 @@ public struct DaemonClient: Sendable {
         public var headers: [String: String]
         public var body: [UInt8]
 
+        public init(status: Int, headers: [String: String], body: [UInt8]) {
+            self.status = status
+            self.headers = headers
+            self.body = body
+        }
+
         public var text: String { String(decoding: body, as: UTF8.self) }
         /// The body as a JSON object, if it is one.
         public var json: [String: Any]? { (try? JSONSerialization.jsonObject(with: Data(body))) as? [String: Any] }
@@ -68,7 +74,7 @@ public struct DaemonClient: Sendable {
     /// transfer decoded), for streamed answers such as `application/x-ndjson`.
     /// - Returns: status and headers (the body is empty: it went to `onBody`).
     public func send(
-        _ method: String, _ path: String, body: [UInt8]? = nil, headers: [String: String] = [:], onBody: ([UInt8]) -> Void
+        _ method: String, _ path: String, body: [UInt8]? = nil, headers: [String: String] = [:], onBody: ([UInt8]) throws -> Void
     ) throws -> Response {
         let fd = try connectSocket()
         defer { close(fd) }
@@ -98,13 +104,13 @@ public struct DaemonClient: Sendable {
                     while let line = try reader.line(), !line.isEmpty {}
                     break
                 }
-                onBody(try reader.bytes(size))
+                try onBody(try reader.bytes(size))
                 _ = try reader.line()
             }
         } else if let length = responseHeaders["content-length"].flatMap({ Int($0) }) {
-            if length > 0 { onBody(try reader.bytes(length)) }
+            if length > 0 { try onBody(try reader.bytes(length)) }
         } else {
-            while let chunk = try reader.some() { onBody(chunk) }
+            while let chunk = try reader.some() { try onBody(chunk) }
         }
         return Response(status: status, headers: responseHeaders, body: [])
     }

@@ -89,7 +89,8 @@ struct SandboxFiles {
             if next < 0 && errno == ENOENT && create {
                 if mkdirat(dir, component, 0o755) == 0 {
                     next = sd_openat2(dir, component, UInt64(O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW), 0, Self.beneath)
-                    if next >= 0 { _ = fchown(next, uid, gid) }
+                    // fchmod too: another thread may have narrowed the process umask for a moment.
+                    if next >= 0 { _ = fchown(next, uid, gid); _ = fchmod(next, 0o755) }
                 } else if errno == EEXIST {
                     next = sd_openat2(dir, component, UInt64(O_PATH | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW), 0, Self.beneath)
                 }
@@ -110,8 +111,13 @@ struct SandboxFiles {
     func write(_ target: Target, bytes: [UInt8]) throws -> String {
         let dir = try openParent(target, create: true)
         defer { close(dir) }
-        let fd = sd_openat2(
-            dir, target.below.last!, UInt64(O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY), 0o644, Self.beneath)
+        let flags = O_WRONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY
+        var fd = sd_openat2(dir, target.below.last!, UInt64(flags | O_CREAT | O_EXCL), 0o644, Self.beneath)
+        if fd >= 0 {
+            _ = fchmod(fd, 0o644)  // whatever the umask of the moment
+        } else if errno == EEXIST {
+            fd = sd_openat2(dir, target.below.last!, UInt64(flags), 0, Self.beneath)
+        }
         if fd < 0 { throw Self.error(errno, target.absolute) }
         defer { close(fd) }
         var status = stat()
