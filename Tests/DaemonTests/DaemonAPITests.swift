@@ -459,3 +459,56 @@ final class Locked<T>: @unchecked Sendable {
     var value: T { lock.withLock { _value } }
     func mutate(_ body: (inout T) -> Void) { lock.withLock { body(&_value) } }
 }
+
+/// The CLI's daemon verbs against the real daemon (`SAFESPACE_SOCKET`).
+final class DaemonCLITests: XCTestCase {
+    func testRunPsExecCpRmThroughTheDaemon() throws {
+        try XCTSkipUnless(geteuid() == 0, "safespaced needs root")
+        let cli = URL(fileURLWithPath: DaemonHarness.binary).deletingLastPathComponent().path + "/safespace"
+        try XCTSkipUnless(access(DaemonHarness.binary, X_OK) == 0 && access(cli, X_OK) == 0, "build safespace and safespaced first")
+        let h = try DaemonHarness()
+        defer { h.tearDown() }
+        try h.start()
+        func safespace(_ args: [String], stdin: String? = nil) throws -> (status: Int32, out: String, err: String) {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: cli)
+            process.arguments = args
+            process.environment = ["SAFESPACE_SOCKET": h.socket, "PATH": "/usr/bin:/bin"]
+            let out = Pipe(), err = Pipe(), input = Pipe()
+            process.standardOutput = out
+            process.standardError = err
+            process.standardInput = input
+            try process.run()
+            if let stdin { input.fileHandleForWriting.write(Data(stdin.utf8)) }
+            try input.fileHandleForWriting.close()
+            let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
+            process.waitUntilExit()
+            return (process.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+        }
+        let run = try safespace(["run", "--name", h.name("run"), "--", "sh", "-c", "echo out; echo err >&2; exit 5"])
+        XCTAssertEqual(run.status, 5, run.err)
+        XCTAssertEqual(run.out, "out\n")
+        XCTAssertEqual(run.err, "err\n")
+        XCTAssertEqual(try safespace(["run", "--timeout", "1", "--", "sleep", "30"]).status, 124)
+        XCTAssertEqual(h.leftovers()["runtime state"], nil, "run leaves its sandbox")
+
+        let name = h.name("cli")
+        try h.create(name)
+        XCTAssertTrue(try safespace(["ps"]).out.contains(name))
+        let local = h.dir + "/local.txt"
+        try "über\n".write(toFile: local, atomically: true, encoding: .utf8)
+        XCTAssertEqual(try safespace(["cp", local, "\(name):/workspace/a b.txt"]).status, 0)
+        XCTAssertEqual(try safespace(["exec", name, "--", "cat", "/workspace/a b.txt"]).out, "über\n")
+        XCTAssertEqual(try safespace(["cp", "\(name):/workspace/a b.txt", "-"]).out, "über\n")
+        let piped = try safespace(["exec", "-i", name, "--", "sh", "-c", "cat; exit 3"], stdin: "in\n")
+        XCTAssertEqual(piped.status, 3)
+        XCTAssertEqual(piped.out, "in\n")
+        let refused = try safespace(["cp", "\(name):/etc/passwd", "-"])
+        XCTAssertEqual(refused.status, 125)
+        XCTAssertTrue(refused.err.contains("not below a writable path"), refused.err)
+        XCTAssertEqual(try safespace(["rm", name]).status, 0)
+        XCTAssertEqual(try safespace(["rm", name]).status, 1)
+        XCTAssertEqual(h.stop(), 0)
+        XCTAssertEqual(h.leftovers(), [:])
+    }
+}
