@@ -160,10 +160,16 @@ final class DaemonAPITests: XCTestCase {
         XCTAssertEqual(metrics.status, 200)
         XCTAssertTrue(metrics.text.contains("safespaced_execs_total"), metrics.text)
 
+        // A syscall the profile denies: counted, audited when the sandbox ends.
+        XCTAssertNotEqual(try h.exec(name, ["unshare", "-U", "true"]).json?["exitCode"] as? Int, 0)
+
         XCTAssertEqual(try h.delete(name).status, 200)
         assertError(try h.delete(name), 404, "not_found", field: "name")
         assertError(try h.exec(name, ["true"]), 404, "not_found", field: "name")
         assertNothingLeft(h)
+        let seccomp = h.auditRecords().first { $0["type"] as? String == "seccomp.denied" && $0["sandbox"] as? String == name }
+        XCTAssertEqual(seccomp?["syscall"] as? String, "unshare", "\(h.auditRecords().map { $0["type"] ?? "" })")
+        XCTAssertEqual(seccomp?["count"] as? Int, 1)
 
         // The audit log: every event, a valid chain.
         let types = h.auditRecords().compactMap { $0["type"] as? String }
