@@ -205,6 +205,9 @@ struct DaemonAPI: Sendable {
     /// before the process starts are answered as usual (status + JSON error).
     private func streamExec(_ sandbox: ManagedSandbox, _ exec: ExecRequest, caller: Caller) async throws -> Response {
         let (stream, continuation) = AsyncStream<ByteBuffer>.makeStream()
+        // At most `StreamBudget.limit` bytes wait for a slow client: past it the exec's reader
+        // waits, its pipes fill, and the process blocks on its writes.
+        let budget = StreamBudget()
         let splitter = UTF8Splitter()
         let gate = StartGate()
         let manager = self.manager
@@ -214,10 +217,15 @@ struct DaemonAPI: Sendable {
                     sandbox, request: exec, caller: caller,
                     emit: { stream, bytes in
                         let text = splitter.take(stream, bytes)
-                        if !text.isEmpty { continuation.yield(ByteBuffer(bytes: JSON.encode([stream.rawValue: text]) + [0x0A])) }
+                        if !text.isEmpty {
+                            let line = JSON.encode([stream.rawValue: text]) + [0x0A]
+                            budget.take(line.count)
+                            continuation.yield(ByteBuffer(bytes: line))
+                        }
                     },
                     onHandle: { handle in
                         continuation.onTermination = { termination in
+                            budget.cancel()
                             if case .cancelled = termination { handle.kill(reason: "client disconnected") }
                         }
                         handle.onStart = { gate.open(nil) }
@@ -241,7 +249,11 @@ struct DaemonAPI: Sendable {
             continuation.finish()
         }
         try await gate.wait()
-        return Response(status: .ok, headers: [.contentType: "application/x-ndjson"], body: ResponseBody(asyncSequence: stream))
+        let metered = stream.map { buffer -> ByteBuffer in
+            budget.give(buffer.readableBytes)
+            return buffer
+        }
+        return Response(status: .ok, headers: [.contentType: "application/x-ndjson"], body: ResponseBody(asyncSequence: metered))
     }
 
     /// The JSON of a sandbox: the resource as created, with `spec.timeoutSeconds` and a
@@ -338,5 +350,38 @@ final class UTF8Splitter: @unchecked Sendable {
             defer { pending[stream] = nil }
             return String(decoding: pending[stream] ?? [], as: UTF8.self)
         }
+    }
+}
+
+/// Bytes of a streamed exec produced but not yet sent: the producer (the exec's reader
+/// thread) waits while more than `limit` are pending.
+final class StreamBudget: @unchecked Sendable {
+    static let limit = 4 << 20
+    private let condition = NSCondition()
+    private var pending = 0
+    private var cancelled = false
+
+    /// Called by the producer before it hands on `count` bytes; blocks while over the limit.
+    func take(_ count: Int) {
+        condition.lock()
+        while pending > Self.limit && !cancelled { condition.wait() }
+        pending += count
+        condition.unlock()
+    }
+
+    /// Called as `count` bytes are sent.
+    func give(_ count: Int) {
+        condition.lock()
+        pending -= count
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    /// The client is gone: the producer never waits again.
+    func cancel() {
+        condition.lock()
+        cancelled = true
+        condition.broadcast()
+        condition.unlock()
     }
 }

@@ -21,6 +21,7 @@ final class ManagedSandbox: @unchecked Sendable {
     // Guarded by `lock`.
     private var _record: SandboxRecord
     private var _execs: [UInt64: ExecHandle] = [:]
+    private var deleting = false
     /// Set for sandboxes this process created; nil for adopted ones (released by reclaim).
     let prepared: PreparedSandbox?
     /// The seccomp event agent an adopted sandbox's execs hand their filters to.
@@ -50,6 +51,19 @@ final class ManagedSandbox: @unchecked Sendable {
         }
     }
     func remove(_ exec: ExecHandle) { lock.withLock { _ = _execs.removeValue(forKey: exec.id) } }
+
+    /// Marks the sandbox as being deleted (phase Deleting); false when a delete runs already.
+    func beginDelete() -> Bool {
+        lock.withLock {
+            if deleting { return false }
+            deleting = true
+            _record.phase = .deleting
+            return true
+        }
+    }
+
+    /// A delete that failed: the next one may retry.
+    func deleteFailed() { lock.withLock { deleting = false } }
     var execs: [ExecHandle] { lock.withLock { Array(_execs.values) } }
 }
 
@@ -298,9 +312,11 @@ final class SandboxManager: @unchecked Sendable {
     /// - Throws: `APIError` 500 with the releases that failed (kept for a retry; the record
     ///   stays in phase Deleting and is finished by the next delete or daemon start).
     func delete(_ sandbox: ManagedSandbox, reason: DeleteReason, caller: Caller?) async throws {
-        let previous = sandbox.record.phase
-        if previous == .deleting && reason != .request { return }
-        let record = sandbox.update { $0.phase = .deleting }
+        guard sandbox.beginDelete() else {
+            if reason != .request { return }
+            throw APIError(.conflict, "being_deleted", "sandbox \(sandbox.name) is being deleted", field: "name")
+        }
+        let record = sandbox.record
         try? records.save(record)
         for exec in sandbox.execs { exec.kill(reason: "sandbox deleted") }
         let initPid = record.initPid
@@ -315,6 +331,7 @@ final class SandboxManager: @unchecked Sendable {
             }
         }
         if !problems.isEmpty {
+            sandbox.deleteFailed()
             audit.record("sandbox.deleted", sandbox: sandbox.name, caller: caller, outcome: "error", fields: [
                 "reason": .string(reason.rawValue), "error": .string(problems.joined(separator: "; ")),
             ])

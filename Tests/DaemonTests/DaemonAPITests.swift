@@ -132,6 +132,37 @@ final class DaemonAPITests: XCTestCase {
         XCTAssertEqual(lines.compactMap { $0["stderr"] as? String }.joined(), "two\n")
         XCTAssertEqual(lines.last?["exitCode"] as? Int, 3)
 
+        // A large stream arrives whole (the exec waits for a slow reader, nothing is dropped).
+        var streamedBytes = 0
+        var tail: [UInt8] = []
+        _ = try h.client.send(
+            "POST", "/v1/sandboxes/\(name)/exec", body: Array(#"{"command":["sh","-c","head -c 20000000 /dev/zero | tr '\\0' a"]}"#.utf8),
+            headers: ["Accept": "application/x-ndjson"]
+        ) { chunk in
+            tail += chunk
+            while let newline = tail.firstIndex(of: 0x0A) {
+                if let object = try? JSONSerialization.jsonObject(with: Data(tail[..<newline])) as? [String: Any], let text = object["stdout"] as? String {
+                    streamedBytes += text.utf8.count
+                }
+                tail.removeSubrange(...newline)
+            }
+            usleep(200)
+        }
+        XCTAssertEqual(streamedBytes, 20_000_000)
+        // A client that goes away: its exec is killed at its next output (a silent one runs
+        // on to its timeout: nothing tells the server of a half-closed connection).
+        struct Gone: Error {}
+        XCTAssertThrowsError(try h.client.send(
+            "POST", "/v1/sandboxes/\(name)/exec", body: Array(#"{"command":["sh","-c","while :; do echo tick; sleep 0.2; done"]}"#.utf8),
+            headers: ["Accept": "application/x-ndjson"]
+        ) { _ in throw Gone() })
+        var execs = -1
+        for _ in 0..<100 where execs != 0 {
+            usleep(100_000)
+            execs = ((try h.client.request("GET", "/v1/sandboxes/\(name)").json?["status"] as? [String: Any])?["execs"] as? Int) ?? -1
+        }
+        XCTAssertEqual(execs, 0, "the exec of a client that left still runs")
+
         // Files: in, out, owned by the sandbox's user, missing directories made.
         var payload = [UInt8]()
         for i in 0..<300_000 { payload.append(UInt8(truncatingIfNeeded: i &* 31 &+ 7)) }
