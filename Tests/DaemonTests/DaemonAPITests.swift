@@ -423,6 +423,22 @@ final class DaemonAPITests: XCTestCase {
         for name in ready { try h.create(name) }
         _ = try h.client.request("PUT", "/v1/sandboxes/\(ready[0])/files/workspace/kept.txt", body: Array("kept".utf8))
         let group = DispatchGroup()
+        for name in ready {
+            for _ in 0..<3 {
+                group.enter()
+                Thread.detachNewThread {
+                    defer { group.leave() }
+                    _ = try? h.exec(name, ["sh", "-c", "sleep 20"])
+                }
+            }
+        }
+        // The execs run before the kill...
+        var running = 0
+        for _ in 0..<100 where running < 3 {
+            usleep(50_000)
+            running = ((try h.client.request("GET", "/v1/sandboxes/\(ready[2])").json?["status"] as? [String: Any])?["execs"] as? Int) ?? 0
+        }
+        XCTAssertEqual(running, 3)
         for i in 0..<6 {
             group.enter()
             Thread.detachNewThread {
@@ -430,17 +446,17 @@ final class DaemonAPITests: XCTestCase {
                 _ = try? h.create(h.name("racing\(i)"))
             }
         }
-        for (i, name) in ready.enumerated() {
-            for _ in 0..<3 {
-                group.enter()
-                Thread.detachNewThread {
-                    defer { group.leave() }
-                    _ = try? h.exec(name, ["sh", "-c", "sleep 20"])
-                    _ = i
-                }
+        // ... and so does a create: the kill comes while a record says Creating.
+        var creating = false
+        for _ in 0..<2000 where !creating {
+            for entry in (try? FileManager.default.contentsOfDirectory(atPath: h.stateDir + "/sandboxes")) ?? [] where entry.hasSuffix(".json") {
+                if let text = try? String(contentsOfFile: h.stateDir + "/sandboxes/" + entry, encoding: .utf8), text.contains("\"phase\":\"Creating\"") { creating = true }
             }
+            if !creating { usleep(2_000) }
         }
-        usleep(700_000)
+        XCTAssertTrue(creating, "no create in flight to kill")
+        // Somewhere in the create: its lease, volume, mounts, container, the hand-over.
+        usleep(UInt32.random(in: 0...300_000))
         h.kill9()
         group.wait()
 
@@ -457,6 +473,10 @@ final class DaemonAPITests: XCTestCase {
         XCTAssertEqual(h.stop(), 0)
         assertNothingLeft(h)
         XCTAssertTrue(h.auditRecords().contains { $0["type"] as? String == "sandbox.adopted" })
+        // What the restart found half-made was removed (audited with reason error).
+        let removed = h.auditRecords().filter { $0["type"] as? String == "sandbox.deleted" && ($0["detail"] as? String)?.contains("after a daemon restart") == true }
+        XCTAssertFalse(removed.isEmpty, "nothing half-made was found: \(h.log)")
+        print("kill -9 recovery: \(h.log.split(separator: "\n").filter { $0.contains("recovery done") })")
     }
 
     // MARK: shutdown
