@@ -61,8 +61,10 @@ let package = Package(
         .target(name: "SandboxHosting", dependencies: ["OCI", "LinuxKernel", "Cgroups", "Runtime", "SandboxSpec", "SeccompFilters", "NodeResources"]),
         .executableTarget(
             name: "safespace",
-            dependencies: ["Runtime", "SandboxSpec", "SandboxHosting", "SeccompFilters", "NodeResources", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+            dependencies: ["Runtime", "SandboxSpec", "SandboxHosting", "SeccompFilters", "NodeResources", "Audit", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .testTarget(name: "OCITests", dependencies: ["OCI"]),
+        .testTarget(name: "AuditTests", dependencies: ["Audit", "CSafeSpace"]),
+        .testTarget(name: "SystemdSupportTests", dependencies: ["SystemdSupport"]),
         .testTarget(name: "CgroupsTests", dependencies: ["Cgroups", "OCI"]),
         .testTarget(name: "NodeResourcesTests", dependencies: ["NodeResources", "OCI", "LinuxKernel"]),
         .testTarget(name: "SandboxSpecTests", dependencies: ["SandboxSpec", "OCI", "SeccompFilters", "NodeResources"]),
