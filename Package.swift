@@ -68,7 +68,7 @@ let package = Package(
         .target(name: "SandboxHosting", dependencies: ["OCI", "LinuxKernel", "Cgroups", "Runtime", "SandboxSpec", "SeccompFilters", "NodeResources"]),
         .executableTarget(
             name: "safespace",
-            dependencies: ["Runtime", "SandboxSpec", "SandboxHosting", "SeccompFilters", "NodeResources", "DaemonClient", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+            dependencies: ["Runtime", "SandboxSpec", "SandboxHosting", "SeccompFilters", "NodeResources", "Audit", "DaemonClient", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         // A client of the daemon's API over its unix socket (HTTP/1.1, Foundation only): the
         // CLI's verbs and the daemon's tests. No NIO, so `safespace` stays small.
         .target(name: "DaemonClient"),
@@ -92,6 +92,8 @@ let package = Package(
         .executableTarget(name: "safespaced", dependencies: ["SafeSpaceDaemon", "Runtime"]),
         .testTarget(name: "DaemonTests", dependencies: ["DaemonClient", "SafeSpaceDaemon", "SandboxSpec", "Audit", .product(name: "Yams", package: "Yams")]),
         .testTarget(name: "OCITests", dependencies: ["OCI"]),
+        .testTarget(name: "AuditTests", dependencies: ["Audit", "CSafeSpace"]),
+        .testTarget(name: "SystemdSupportTests", dependencies: ["SystemdSupport"]),
         .testTarget(name: "CgroupsTests", dependencies: ["Cgroups", "OCI"]),
         .testTarget(name: "NodeResourcesTests", dependencies: ["NodeResources", "OCI", "LinuxKernel"]),
         .testTarget(name: "SandboxSpecTests", dependencies: ["SandboxSpec", "OCI", "SeccompFilters", "NodeResources"]),

@@ -77,7 +77,8 @@ public enum AuditJournal {
         sendv(fields(record, line: line, seq: seq, hash: hash, file: file))
     }
 
-    /// `sd_journal_sendv` of `NAME=value` entries; 0 or a negative errno.
+    /// `sd_journal_sendv` of `NAME=value` entries; 0 or a negative errno (`-ENOENT` when
+    /// journald's socket is missing, which sd_journal_sendv itself reports as success).
     public static func sendv(_ entries: [[UInt8]]) -> Int32 {
         // Copies into one allocation that outlives the call: the iovecs point into it.
         let total = entries.reduce(0) { $0 + $1.count }
@@ -90,7 +91,11 @@ public enum AuditJournal {
             iov.append(iovec(iov_base: UnsafeMutableRawPointer(storage + offset), iov_len: entry.count))
             offset += entry.count
         }
-        return iov.withUnsafeBufferPointer { sd_journal_sendv($0.baseAddress, Int32($0.count)) }
+        let r = iov.withUnsafeBufferPointer { sd_journal_sendv($0.baseAddress, Int32($0.count)) }
+        // sd_journal_sendv "fails silently" (returns 0) when the socket does not exist
+        // (journal-send.c); a record that went nowhere is reported here.
+        if r == 0 && access(socketPath, F_OK) != 0 { return -ENOENT }
+        return r
     }
 
     private static func prevOf(_ line: [UInt8]) -> String? {

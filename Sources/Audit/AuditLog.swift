@@ -56,7 +56,8 @@ public final class AuditLog: Sendable {
         var seq: Int64
     }
 
-    /// The log's path, as given.
+    /// The log's path, made absolute (it names the file in the journal's
+    /// `SAFESPACE_AUDIT_FILE`).
     public let path: String
     /// Whether records also go to journald.
     public let journald: Bool
@@ -81,6 +82,7 @@ public final class AuditLog: Sendable {
     }
 
     public init(path: String, journald: Bool, sync: Sync) throws {
+        let path = URL(fileURLWithPath: path).standardizedFileURL.path
         self.path = path
         self.journald = journald
         self.sync = sync

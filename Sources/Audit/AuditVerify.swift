@@ -35,8 +35,16 @@ extension AuditLog {
     /// - Throws: `AuditVerifyError` as `verify`, or naming the anchored line when the file has
     ///   fewer lines or another line there.
     public static func verify(path: String, anchor: AuditAnchor) throws -> Int {
-        let result = try verifyChain(path: path, anchorSeq: anchor.seq)
-        if result.count < anchor.seq {
+        Int(try verifiedHead(path: path, anchor: anchor).seq)
+    }
+
+    /// Verifies the log (against `anchor` when given) and returns its last line's anchor:
+    /// `seq` (the number of lines) and SHA-256; 0 and 64 zeros for an empty file.
+    /// - Throws: as `verify(path:)` and `verify(path:anchor:)`.
+    public static func verifiedHead(path: String, anchor: AuditAnchor? = nil) throws -> AuditAnchor {
+        let result = try verifyChain(path: path, anchorSeq: anchor?.seq ?? 0)
+        guard let anchor else { return result.head }
+        if Int64(result.count) < anchor.seq {
             throw AuditVerifyError(
                 line: result.count + 1,
                 reason: "missing: the file ends after line \(result.count), but the anchor records line \(anchor.seq) (lines were cut off the end)")
@@ -44,9 +52,9 @@ extension AuditLog {
         if anchor.seq > 0, result.anchored != anchor.sha256 {
             throw AuditVerifyError(
                 line: Int(anchor.seq),
-                reason: "sha256 is \(result.anchored ?? "?"), the anchor records \(anchor.sha256) (the line was rewritten)")
+                reason: "changed: its sha256 is \(result.anchored ?? "?"), but the anchor records \(anchor.sha256)")
         }
-        return result.count
+        return result.head
     }
 
     /// Walks the file; returns the lines checked, the last line's anchor and the hash of line
@@ -86,7 +94,7 @@ extension AuditLog {
                 }
                 throw AuditVerifyError(
                     line: lineNumber - 1,
-                    reason: "changed: its sha256 is \(prev), but line \(lineNumber) records prev \(linePrev)")
+                    reason: "changed (or lines after it removed): its sha256 is \(prev), but line \(lineNumber) records prev \(linePrev)")
             }
             prev = AuditLine.sha256Hex(line)
             if seq == anchorSeq { anchored = prev }
