@@ -18,7 +18,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
-        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.0"),
+        // SHA-256 of rootfs trees (RootfsListing), the audit chain, file digests: BoringSSL's.
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
     ],
     targets: [
         // The few syscalls Swift cannot call (clone stages, pivot_root, setns, close_range)
@@ -40,19 +41,31 @@ let package = Package(
         // The hash-chained audit log (JSON lines + journald) and its verifier.
         .target(name: "Audit", dependencies: ["CSystemd", .product(name: "Crypto", package: "swift-crypto")]),
         .target(name: "LinuxKernel", dependencies: ["CSafeSpace", "CLibcap"]),
+        // Whether this host can run SafeSpace (`safespace doctor`, the daemon at start,
+        // scripts/install-node --check): containerd, cgroups, user namespaces, libseccomp,
+        // capabilities, AppArmor, gVisor. Reads the host; changes nothing.
+        .target(name: "HostChecks", dependencies: ["LinuxKernel", "CSeccomp"]),
         .target(name: "Cgroups", dependencies: ["LinuxKernel", "OCI", "CSafeSpace"]),
         .target(name: "SeccompFilters", dependencies: ["OCI", "LinuxKernel", "CSeccomp", "CSafeSpace"]),
-        // Resources: `GarbageCollector` (Reclaim.swift) also reclaims CPU allocations and volumes.
-        .target(name: "Runtime", dependencies: ["OCI", "LinuxKernel", "Cgroups", "SeccompFilters", "NodeResources", "CSafeSpace"]),
+        // Host id ranges are leases of LinuxKernel's LeaseStore; the node's other state (CPUs,
+        // volumes, sandbox leases) and its sweep are SandboxHosting's.
+        .target(name: "Runtime", dependencies: ["OCI", "LinuxKernel", "Cgroups", "SeccompFilters", "CSafeSpace"]),
+        // The gVisor backend of Runtime: runsc driver, pods and their waiter, the spec runsc gets.
+        // Registered by the front ends (safespace-runtime, SandboxHosting).
+        .target(name: "GVisor", dependencies: ["Runtime", "OCI", "LinuxKernel", "Cgroups", "CSafeSpace"]),
         // Sandbox-side resources: quantities, spec.resources -> linux.resources, CPU pinning
-        // allocator, ephemeral storage volumes (wired into the Sandbox policy by the CLI/daemon).
+        // allocator (leases of LinuxKernel's LeaseStore), ephemeral storage volumes (wired into the Sandbox policy by the CLI/daemon).
         .target(name: "NodeResources", dependencies: ["OCI", "LinuxKernel", "CSafeSpace"]),
         // Seccomp: Docker-format profiles resolved into linux.seccomp (SandboxPolicy+Seccomp.swift).
         // The built-in profiles are seccomp/*.json, compiled into the code (no resource bundle
         // to install beside the binary); BuiltinProfiles is a symlink to seccomp/, since SwiftPM
         // takes resources only from under the target's directory.
         .target(
-            name: "SandboxSpec", dependencies: ["OCI", "SeccompFilters", "NodeResources", .product(name: "Yams", package: "Yams")],
+            name: "SandboxSpec",
+            dependencies: [
+                "OCI", "SeccompFilters", "NodeResources", .product(name: "Yams", package: "Yams"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
             exclude: ["BuiltinProfiles/README.md"],
             resources: [
                 .embedInCode("BuiltinProfiles/default.json"),
@@ -61,14 +74,14 @@ let package = Package(
             ]),
         .executableTarget(
             name: "safespace-runtime",
-            dependencies: ["Runtime", "SeccompFilters", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+            dependencies: ["Runtime", "GVisor", "SeccompFilters", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         // The node side of a sandbox: a validated Sandbox -> bundle, leases, writable layer, id
         // range, CPUs, volume, seccomp event agent, container; and its release. Front ends:
         // `safespace run`, the daemon. Never linked into safespace-runtime.
-        .target(name: "SandboxHosting", dependencies: ["OCI", "LinuxKernel", "Cgroups", "Runtime", "SandboxSpec", "SeccompFilters", "NodeResources"]),
+        .target(name: "SandboxHosting", dependencies: ["OCI", "LinuxKernel", "Cgroups", "Runtime", "GVisor", "SandboxSpec", "SeccompFilters", "NodeResources"]),
         .executableTarget(
             name: "safespace",
-            dependencies: ["Runtime", "SandboxSpec", "SandboxHosting", "SeccompFilters", "NodeResources", "Audit", "DaemonClient", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+            dependencies: ["Runtime", "SandboxSpec", "SandboxHosting", "SeccompFilters", "NodeResources", "HostChecks", "Audit", "DaemonClient", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         // A client of the daemon's API over its unix socket (HTTP/1.1, Foundation only): the
         // CLI's verbs and the daemon's tests. No NIO, so `safespace` stays small.
         .target(name: "DaemonClient"),
@@ -92,15 +105,17 @@ let package = Package(
         .executableTarget(name: "safespaced", dependencies: ["SafeSpaceDaemon", "Runtime"]),
         .testTarget(name: "DaemonTests", dependencies: ["DaemonClient", "SafeSpaceDaemon", "SandboxSpec", "Audit", .product(name: "Yams", package: "Yams")]),
         .testTarget(name: "OCITests", dependencies: ["OCI"]),
+        .testTarget(name: "HostChecksTests", dependencies: ["HostChecks"]),
         .testTarget(name: "AuditTests", dependencies: ["Audit", "CSafeSpace"]),
         .testTarget(name: "SystemdSupportTests", dependencies: ["SystemdSupport"]),
         .testTarget(name: "CgroupsTests", dependencies: ["Cgroups", "OCI"]),
         .testTarget(name: "NodeResourcesTests", dependencies: ["NodeResources", "OCI", "LinuxKernel"]),
         .testTarget(name: "SandboxSpecTests", dependencies: ["SandboxSpec", "OCI", "SeccompFilters", "NodeResources"]),
         .testTarget(name: "SeccompFiltersTests", dependencies: ["SeccompFilters", "OCI"]),
-        .testTarget(name: "SandboxHostingTests", dependencies: ["SandboxHosting", "SandboxSpec", "OCI", "NodeResources", "Runtime"]),
+        .testTarget(name: "SandboxHostingTests", dependencies: ["SandboxHosting", "SandboxSpec", "OCI", "NodeResources", "Runtime", "LinuxKernel"]),
         .testTarget(name: "RuntimeTests", dependencies: ["OCI", "Runtime", "LinuxKernel"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["OCI", "Runtime", "SeccompFilters", "NodeResources", "LinuxKernel"]),
+        .testTarget(name: "GVisorTests", dependencies: ["GVisor", "Runtime", "OCI", "LinuxKernel"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["OCI", "Runtime", "SeccompFilters", "NodeResources", "LinuxKernel", "SandboxHosting"]),
     ],
     swiftLanguageModes: [.v6]
 )

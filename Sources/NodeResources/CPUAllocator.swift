@@ -6,22 +6,38 @@ import Foundation
 import Glibc
 import LinuxKernel
 
-/// Whole CPUs given to one pinned sandbox alone (`cpuPinning: true`), recorded in a JSON file
-/// under an exclusive flock(2), so two pinned sandboxes never share a CPU, whichever process
-/// (the CLI, the daemon) creates them.
+/// Whole CPUs given to one pinned sandbox alone (`cpuPinning: true`), recorded as leases in the
+/// node's `LeaseStore` (kind `cpus`, key the sandbox id, under the store's one lock, beside the
+/// host id ranges), so two pinned sandboxes never share a CPU, whichever process (the CLI, the
+/// daemon) creates them.
 ///
-/// The file lives in /run (default `/run/safespace-cpus.json`): it goes with a reboot, as the
-/// sandboxes do. An allocation belongs to the process that made it (the holder: `safespace
-/// run`, later the daemon; pid + start time, so a reused pid does not count). It is released
-/// by `release` (on delete) or, once the holder is dead, reclaimed: the holder's sandbox is
-/// torn down first (`GarbageCollector.reclaimCPUHolders` in Runtime, which `safespace run`
-/// calls before it allocates, and `safespace gc`), since its workload may still run on the
-/// CPUs; `allocate` itself drops an allocation of a dead holder only once no container
+/// The store lives in /run (default `/run/safespace-leases`): it goes with a reboot, as the
+/// sandboxes do. An allocation belongs to the process that made it (the lease's holder:
+/// `safespace run`, later the daemon; pid + start time, so a reused pid does not count). It is
+/// released by `release` (on delete) or, once the holder is dead, reclaimed: the holder's
+/// sandbox is torn down first (`GarbageCollector.reclaimCPUHolders` in SandboxHosting, which
+/// `safespace run` calls before it allocates, and `safespace gc`), since its workload may still
+/// run on the CPUs; `allocate` itself drops an allocation of a dead holder only once no container
 /// directory `<runtimeRoot>/<id>` is left.
+///
+/// An earlier version kept the allocations in one JSON file (`legacyPath`,
+/// `/run/safespace-cpus.json`): the first operation that finds it moves its allocations into
+/// the store and removes it.
 public struct CPUAllocator: Sendable {
-    public static let defaultPath = "/run/safespace-cpus.json"
+    /// The allocation file of an earlier version (lock `<file>.lock`).
+    public static let legacyPath = "/run/safespace-cpus.json"
 
-    /// One sandbox's CPUs and who holds them.
+    /// The leases of pinned CPUs: `<store>/cpus/<sandbox id>.json`.
+    static let kind = LeaseStore.Kind<CPURecord>("cpus")
+
+    /// What the lease of a sandbox's CPUs records besides its holder.
+    struct CPURecord: Codable, Sendable, Equatable {
+        var cpus: [Int]
+        var runtimeRoot: String
+        var lease: String?
+    }
+
+    /// One sandbox's CPUs and who holds them. (Also the format of the legacy file's entries.)
     public struct Allocation: Codable, Sendable, Equatable {
         public var cpus: [Int]
         /// The runtime's `--root`: the sandbox's container is `<runtimeRoot>/<id>`.
@@ -36,21 +52,27 @@ public struct CPUAllocator: Sendable {
         public var holder: ProcessIdentity { ProcessIdentity(pid: holderPid, startTime: holderStartTime) }
     }
 
+    /// The legacy file: allocations by sandbox id.
     struct File: Codable {
         var allocations: [String: Allocation] = [:]
     }
 
-    public let path: String
+    public let store: LeaseStore
     /// The CPUs that may be pinned, ascending.
     public let pool: [Int]
+    /// The allocation file of an earlier version to move into the store, if any.
+    public let legacyPath: String?
 
     /// - Parameters:
-    ///   - path: the allocation file (its lock is `path + ".lock"`).
+    ///   - store: where the leases are kept.
     ///   - pool: CPUs that may be pinned; default: the online CPUs
     ///     (/sys/devices/system/cpu/online) less `reserved`.
     ///   - reserved: CPUs never pinned (e.g. `[0]` for the node's own work).
-    public init(path: String = defaultPath, pool: [Int]? = nil, reserved: Set<Int> = []) {
-        self.path = path
+    ///   - legacyPath: an earlier version's allocation file (`CPUAllocator.legacyPath` on a
+    ///     node upgraded in place).
+    public init(store: LeaseStore = LeaseStore(), pool: [Int]? = nil, reserved: Set<Int> = [], legacyPath: String? = nil) {
+        self.store = store
+        self.legacyPath = legacyPath
         let online = pool ?? CPUList.parse((try? Self.readText("/sys/devices/system/cpu/online")) ?? "0") ?? [0]
         self.pool = online.filter { !reserved.contains($0) }.sorted()
     }
@@ -58,107 +80,117 @@ public struct CPUAllocator: Sendable {
     /// Allocates `count` CPUs to sandbox `id`, the lowest free ones; the same `id` allocating
     /// again gets what it holds when the count matches and its holder lives.
     /// - Throws: `ResourceError` naming `spec.resources.cpu` when fewer than `count` CPUs are
-    ///   free (the message lists who holds them), or an I/O error on the file.
-    ///   `lease`: see `Allocation.lease`.
+    ///   free (the message lists who holds them), or naming `cpuPinning` for an error of the
+    ///   store. `lease`: see `Allocation.lease`.
     public func allocate(sandbox id: String, count: Int, runtimeRoot: String, lease: String? = nil, field: String = "spec.resources.cpu") throws(ResourceError) -> [Int] {
-        try withLockedFile { file throws(ResourceError) in
-            prune(&file)
-            if let mine = file.allocations[id] {
-                if mine.cpus.count == count, mine.holder.isAlive { return mine.cpus }
+        try withLeases { leases in
+            try prune(leases)
+            if let mine = try leases.lease(Self.kind, key: id) {
+                if mine.record.cpus.count == count, mine.holder.isAlive { return mine.record.cpus }
                 // A dead holder's CPUs are not handed on under its record: the new holder's own.
-                file.allocations[id] = nil
+                try leases.remove(Self.kind, key: id)
             }
-            let taken = Set(file.allocations.values.flatMap(\.cpus))
+            let held = try leases.leases(Self.kind)
+            let taken = Set(held.flatMap(\.record.cpus))
             let free = pool.filter { !taken.contains($0) }
             guard count > 0, free.count >= count else {
-                let holders = file.allocations.sorted { $0.key < $1.key }.map { "\($0.key): \(CPUList.format($0.value.cpus))" }
+                let holders = held.map { "\($0.key): \(CPUList.format($0.record.cpus))" }
                 throw ResourceError(
                     field: field,
                     "cpuPinning: \(count) whole CPU(s) asked for, \(free.count) free of \(pool.count) pinnable (\(CPUList.format(pool)))\(holders.isEmpty ? "" : "; pinned: " + holders.joined(separator: ", "))")
             }
             let cpus = Array(free.prefix(count))
-            let me = ProcessIdentity.current()
-            file.allocations[id] = Allocation(
-                cpus: cpus, runtimeRoot: runtimeRoot, holderPid: me.pid, holderStartTime: me.startTime, lease: lease)
+            try leases.write(Self.kind, LeaseStore.Lease(key: id, record: CPURecord(cpus: cpus, runtimeRoot: runtimeRoot, lease: lease)))
             return cpus
         }
     }
 
     /// Releases sandbox `id`'s CPUs (delete). Releasing what is not held is not an error.
     public func release(sandbox id: String) throws(ResourceError) {
-        try withLockedFile { file throws(ResourceError) in
-            file.allocations[id] = nil
-            prune(&file)
+        try withLeases { leases in
+            try leases.remove(Self.kind, key: id)
+            try prune(leases)
         }
     }
 
     /// Releases sandbox `id`'s CPUs only while `holder` holds them: reclaiming a dead holder's
     /// sandbox must not free what a new holder of the same name took since.
     public func release(sandbox id: String, heldBy holder: ProcessIdentity) throws(ResourceError) {
-        try withLockedFile { file throws(ResourceError) in
-            if file.allocations[id]?.holder == holder { file.allocations[id] = nil }
-            prune(&file)
+        try withLeases { leases in
+            if try leases.lease(Self.kind, key: id)?.holder == holder { try leases.remove(Self.kind, key: id) }
+            try prune(leases)
         }
     }
 
     /// Allocations whose holder is dead, by sandbox id: what `GarbageCollector` reclaims.
     public func deadHolders() throws(ResourceError) -> [String: Allocation] {
-        try withLockedFile { file throws(ResourceError) in
-            file.allocations.filter { !$0.value.holder.isAlive }
+        try withLeases { leases in
+            try Self.allocations(leases).filter { !$0.value.holder.isAlive }
         }
     }
 
     /// The live allocations (stale ones are dropped first).
     public func allocations() throws(ResourceError) -> [String: Allocation] {
-        try withLockedFile { file throws(ResourceError) in
-            prune(&file)
-            return file.allocations
+        try withLeases { leases in
+            try prune(leases)
+            return try Self.allocations(leases)
         }
+    }
+
+    static func allocations(_ leases: LeaseStore.Transaction) throws -> [String: Allocation] {
+        var out: [String: Allocation] = [:]
+        for lease in try leases.leases(kind) {
+            out[lease.key] = Allocation(
+                cpus: lease.record.cpus, runtimeRoot: lease.record.runtimeRoot, holderPid: lease.holder.pid,
+                holderStartTime: lease.holder.startTime, lease: lease.record.lease)
+        }
+        return out
     }
 
     /// Drops allocations whose holder is dead and whose container is gone: no directory
     /// `<runtimeRoot>/<id>` (created or half-made) that could still run on the CPUs.
-    func prune(_ file: inout File) {
-        file.allocations = file.allocations.filter { id, a in
-            a.holder.isAlive || access("\(a.runtimeRoot)/\(id)", F_OK) == 0
+    func prune(_ leases: LeaseStore.Transaction) throws {
+        try leases.reclaim(Self.kind) { access("\($0.record.runtimeRoot)/\($0.key)", F_OK) == 0 }
+    }
+
+    /// Runs `body` under the store's lock, after moving the legacy file's allocations in.
+    /// - Throws: `ResourceError`: `body`'s own, or one naming `cpuPinning` for the store's.
+    func withLeases<T>(_ body: (LeaseStore.Transaction) throws -> T) throws(ResourceError) -> T {
+        do {
+            return try store.withLock { leases in
+                try importLegacy(leases)
+                return try body(leases)
+            }
+        } catch let error as ResourceError {
+            throw error
+        } catch {
+            throw ResourceError(field: "cpuPinning", "\(error)", errno: (error as? SysError)?.errno ?? 0)
         }
     }
 
-    /// Runs `body` on the file's contents under an exclusive lock, then writes them back
-    /// atomically (temp file + rename) when they changed.
-    func withLockedFile<T>(_ body: (inout File) throws(ResourceError) -> T) throws(ResourceError) -> T {
-        let dir = String(path[..<(path.lastIndex(of: "/") ?? path.startIndex)])
-        if !dir.isEmpty { mkdir(dir, 0o755) }
-        let lockFd = open(path + ".lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-        guard lockFd >= 0 else { throw ResourceError(field: "cpuPinning", "open \(path).lock: \(Self.errorText())", errno: errno) }
-        defer { close(lockFd) }
-        while flock(lockFd, LOCK_EX) != 0 {
-            if errno != EINTR { throw ResourceError(field: "cpuPinning", "flock \(path).lock: \(Self.errorText())", errno: errno) }
-        }
-        var file = File()
-        if let text = try? Self.readText(path), !text.isEmpty {
+    /// Moves the allocations of the legacy file into the store (a sandbox the store has a lease
+    /// for already keeps it) and removes the file, under the file's own lock, which an earlier
+    /// version takes. Its lock file stays: such a process may be waiting on it.
+    /// - Throws: `ResourceError` when the file is corrupt (it stays: it may hold CPUs in use).
+    func importLegacy(_ leases: LeaseStore.Transaction) throws {
+        guard let legacyPath, Files.exists(legacyPath) else { return }
+        let lock = try FileLock(path: legacyPath + ".lock")
+        defer { lock.release() }
+        unlink(legacyPath + ".tmp")
+        guard Files.exists(legacyPath) else { return }
+        let text = try Self.readText(legacyPath)
+        if !text.isEmpty {
+            let file: File
             do { file = try JSONDecoder().decode(File.self, from: Data(text.utf8)) } catch {
-                throw ResourceError(field: "cpuPinning", "\(path) is corrupt (\(error)); remove it only when no pinned sandbox runs")
+                throw ResourceError(field: "cpuPinning", "\(legacyPath) is corrupt (\(error)); remove it only when no pinned sandbox runs")
+            }
+            for (id, allocation) in file.allocations.sorted(by: { $0.key < $1.key }) where try leases.lease(Self.kind, key: id) == nil {
+                let record = CPURecord(cpus: allocation.cpus, runtimeRoot: allocation.runtimeRoot, lease: allocation.lease)
+                try leases.write(Self.kind, LeaseStore.Lease(key: id, holder: allocation.holder, record: record))
             }
         }
-        let before = file.allocations
-        let result = try body(&file)
-        if file.allocations != before {
-            let data: Data
-            do { data = try JSONEncoder().encode(file) } catch { throw ResourceError(field: "cpuPinning", "encode: \(error)") }
-            let tmp = path + ".tmp"
-            let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-            guard fd >= 0 else { throw ResourceError(field: "cpuPinning", "open \(tmp): \(Self.errorText())", errno: errno) }
-            let ok = data.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) == $0.count } && fsync(fd) == 0
-            close(fd)
-            guard ok, rename(tmp, path) == 0 else {
-                throw ResourceError(field: "cpuPinning", "write \(path): \(Self.errorText())", errno: errno)
-            }
-        }
-        return result
+        try sys("unlink", path: legacyPath) { unlink(legacyPath) }
     }
-
-    static func errorText() -> String { String(cString: strerror(errno)) }
 
     /// A whole file (`Files.readString`).
     /// - Throws: `ResourceError` naming `path`, with the errno of open(2) or read(2).

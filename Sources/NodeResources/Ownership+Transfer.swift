@@ -1,19 +1,18 @@
 /// Handing a sandbox's node resources to another owner: the daemon (`safespaced`) makes a
 /// sandbox's own init their owner once it runs, so that the sandbox outlives a crash of the
-/// daemon and is reclaimed only once the init itself is gone (Runtime/Reclaim.swift's rule:
-/// a resource whose owner is dead is reclaimed).
+/// daemon and is reclaimed only once the init itself is gone (the crash-recovery rule: a
+/// resource whose owner is dead is reclaimed).
 import Glibc
 import LinuxKernel
 
 extension CPUAllocator {
     /// Makes `owner` the holder of sandbox `id`'s CPUs, if `id` holds any.
-    /// - Throws: `ResourceError` when the allocation file cannot be read or written.
+    /// - Throws: `ResourceError` when the lease store cannot be read or written.
     public func transfer(sandbox id: String, to owner: ProcessIdentity) throws(ResourceError) {
-        try withLockedFile { file throws(ResourceError) in
-            guard var allocation = file.allocations[id] else { return }
-            allocation.holderPid = owner.pid
-            allocation.holderStartTime = owner.startTime
-            file.allocations[id] = allocation
+        try withLeases { leases in
+            guard var lease = try leases.lease(Self.kind, key: id) else { return }
+            lease.holder = owner
+            try leases.write(Self.kind, lease)
         }
     }
 }

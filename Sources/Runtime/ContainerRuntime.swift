@@ -50,23 +50,35 @@ public struct ExecOptions: Sendable {
 
 /// The container lifecycle of runtime.md (create, start, state, kill, delete) plus runc's
 /// run, exec, list and ps, over a state directory (`root`, default /run/safespace).
+///
+/// Every verb runs here once for all backends and goes to the container's backend
+/// (`RuntimeBackend`, given by the front end in `backends`) for what is the backend's own.
 public struct ContainerRuntime: Sendable {
     public let store: StateStore
     public let log: RuntimeLog
+    /// The backends containers of this root can run on (`RuntimeBackends`).
+    public let backends: RuntimeBackends
 
-    public init(root: String = "/run/safespace", log: RuntimeLog = RuntimeLog(path: nil, format: .text, debug: false)) {
+    public init(root: String = "/run/safespace", log: RuntimeLog = RuntimeLog(path: nil, format: .text, debug: false), backends: RuntimeBackends) {
         self.store = StateStore(root: root)
         self.log = log
+        self.backends = backends
     }
 
     // MARK: create
 
     /// Creates the container: namespaces, cgroup, mounts and root are ready and the init waits
-    /// on the exec FIFO for `start` (runtime.md#create).
+    /// on the exec FIFO for `start` (runtime.md#create). The one create transaction of every
+    /// backend: the bundle is validated, the security level picks the backend
+    /// (`RuntimeBackend.prepareCreate` checks what it cannot enforce), then under the store
+    /// lock the id is claimed and the state directory, `creating.json`, the exec FIFO, the host
+    /// id range and the cgroup are taken, each recorded before it is taken; the backend's
+    /// steps (`ContainerCreation`) run between them; the state and the pid file are written
+    /// once the container exists.
     ///
-    /// - Returns: the init's pid (a child of the caller).
+    /// - Returns: the container's pid (a child of the caller).
     /// - Throws: `RuntimeError`/`SysError` naming the field at fault; on failure nothing of the
-    ///   container remains (process, cgroup, state directory).
+    ///   container remains (process, cgroup, state directory, id range).
     @discardableResult
     public func create(id: String, bundle: String, options: CreateOptions = .init()) throws -> Int32 {
         try StateStore.validate(id: id)
@@ -84,46 +96,32 @@ public struct ContainerRuntime: Sendable {
         let rootfs = try absolute(rootPath.hasPrefix("/") ? rootPath : bundle + "/" + rootPath)
         guard Files.isDirectory(rootfs) else { throw RuntimeError("root.path: \(rootfs) is not a directory") }
         // Security levels: the configured level, raised by the bundle's annotation, picks the
-        // backend; `high` runs under runsc (GVisorBackend.swift).
+        // backend; `high` runs under runsc (the GVisor module).
         let configuration = try RuntimeConfiguration.load()
         let level = try SecurityLevel.effective(configured: configuration.configuredLevel(root: store.root), annotations: spec.annotations)
-        if level.backend == .gvisor {
-            return try GVisorBackend(runtime: self).create(
-                id: id, bundle: bundle, rootfs: rootfs, spec: spec, options: options, configuration: configuration,
-                consoleSocket: try options.consoleSocket.map { try absolute($0) })
-        }
-        // A container of a pod whose sandbox runs under gVisor cannot run natively: the paths
-        // it joins are the sentry's host namespaces, not the pod's.
-        if case .container(let sandboxID) = try PodRole.of(spec.annotations), (try? store.load(sandboxID))?.backend == .gvisor {
-            throw RuntimeError("annotations[\(PodRole.sandboxKeys[0])]: pod sandbox \"\(sandboxID)\" runs under gVisor; its containers must too (security level high)")
-        }
-        var consoleSocketFd: Int32 = -1
-        if spec.process?.terminal == true {
-            guard let path = options.consoleSocket else {
-                throw RuntimeError("process.terminal: true needs --console-socket")
-            }
-            consoleSocketFd = try connectUnix(path)
-        }
-        defer { if consoleSocketFd >= 0 { close(consoleSocketFd) } }
+        let creation = try backends.backend(level.backend).prepareCreate(
+            CreateRequest(id: id, bundle: bundle, rootfs: rootfs, spec: spec, options: options, configuration: configuration), in: self)
 
-        // Held from the id check to the recorded cgroup, released before the init is spawned,
-        // so a create that hangs or dies later never blocks other creates.
+        // Held from the id check to the recorded cgroup, released before the container is
+        // started (unless the backend needs it to the saved state), so a create that hangs or
+        // dies later never blocks other creates.
         let lock = try store.lock()
+        try creation.locked()
         let dir = store.directory(id)
         try claimID(id)
         try sys("mkdir", path: dir) { mkdir(dir, 0o711) }
         var cgroup: Cgroup?
-        var initPid: Int32 = -1
         var idRange: IDRangeRecord?
         do {
             // Recorded before anything is taken, so a create killed at any point leaves a
             // directory that says whose it was and what to undo (CreatingRecord).
             var record = CreatingRecord(id: id, creator: .current(), bundle: bundle, created: rfc3339Now(), annotations: spec.annotations)
             try store.saveCreating(record)
+            // The created marker: status is `created` until `start` removes it (ContainerState).
             let fifo = store.fifoPath(id)
-            try sys("mkfifo", path: fifo) { mkfifo(fifo, 0o622) }
+            try sys("mkfifo", path: fifo) { mkfifo(fifo, creation.fifoMode) }
             // Not masked by umask: an init in a user namespace is "other" to host root.
-            try sys("chmod", path: fifo) { chmod(fifo, 0o622) }
+            try sys("chmod", path: fifo) { chmod(fifo, creation.fifoMode) }
             // A user namespace whose host range the runtime picks (IDAllocator.swift).
             if UserNamespaceRange.wantsAllocation(spec) {
                 let allocator = configuration.idAllocator
@@ -132,6 +130,7 @@ public struct ContainerRuntime: Sendable {
                 spec.linux?.uidMappings = allocation.mappings
                 spec.linux?.gidMappings = allocation.mappings
             }
+            try creation.reserve(directory: dir)
             var cg = try Cgroup.resolve(cgroupsPath: spec.linux?.cgroupsPath, id: StateStore.directoryName(id))
             // The levels about to be made, recorded before the mkdirs, then what was made, so
             // `delete --force` or a reclaim removes the cgroup of a create killed half-way.
@@ -141,151 +140,33 @@ public struct ContainerRuntime: Sendable {
             cgroup = cg
             record.cgroup = cg
             try store.saveCreating(record)
-            // Device rules always (default deny + the spec's rules + the usual allow list), not
-            // only when given; linux.devices nodes get mknod only, their access is the spec's.
-            for warning in try cg.apply(spec.linux?.resources, devices: spec.linux?.devices ?? []) { log.warn(warning) }
-            lock.release()
-            let spec = spec
-            let (pid, _) = try startInit(id: id, bundle: bundle, rootfs: rootfs, spec: spec, cgroup: cg, options: options, consoleSocketFd: consoleSocketFd) { pid, startTime in
-                initPid = pid
-                let state = ContainerState(
+            try creation.configure(cg, spec: spec)
+            if !creation.holdsLockUntilSaved { lock.release() }
+            let spec = spec, idRange = idRange
+            return try creation.launch(spec: spec, cgroup: cg) { pid, startTime in
+                var state = ContainerState(
                     id: id, bundle: bundle, rootfs: rootfs, pid: pid, startTime: startTime, created: rfc3339Now(),
                     annotations: spec.annotations, cgroup: cg, spec: spec,
                     ownNamespaces: (spec.linux?.namespaces ?? []).filter { ($0.path ?? "").isEmpty }.map(\.type),
                     idRange: idRange)
+                creation.record(&state)
                 try store.save(state)
+                try creation.saved(state)
+                lock.release()
                 if let pidFile = options.pidFile {
                     try Files.writeAtomically(try absolute(pidFile), Array("\(pid)".utf8), mode: 0o644)
                 }
             }
-            return pid
         } catch {
-            // An init the OOM killer took while it set up shows only as a broken init socket:
-            // name the limit, as runc does ("container init was OOM-killed (memory limit too low?)").
-            var failure = error
-            if let cgroup, (cgroup.oomKillsSinceCreate() ?? 0) > 0 {
-                failure = RuntimeError("linux.resources.memory.limit: the container's init was OOM-killed while it was set up (memory limit too low?): \(error)")
-            }
-            if initPid > 0 {
-                Glibc.kill(initPid, SIGKILL)
-                var st: Int32 = 0
-                _ = waitpid(initPid, &st, 0)
-            }
+            let failure = creation.abort(error, cgroup: cgroup)
             if let cgroup {
                 try? cgroup.killAll(signal: SIGKILL)
                 try? cgroup.destroy()
             }
             try? Files.removeTree(dir)
             if let idRange { try? IDAllocator(directory: idRange.directory).release(owner: dir) }
+            creation.rolledBack()
             throw failure
-        }
-    }
-
-    /// Spawns the init, moves it into the cgroup and walks it through the init protocol.
-    /// - Parameter created: called once the init reports `created`, to record the state; only
-    ///   after it returns is the init told `saved` and allowed to wait for `start` (an init whose
-    ///   creator died before that exits instead of waiting for ever).
-    private func startInit(
-        id: String, bundle: String, rootfs: String, spec: Spec, cgroup: Cgroup, options: CreateOptions, consoleSocketFd: Int32,
-        created: (Int32, UInt64) throws -> Void
-    ) throws -> (Int32, UInt64) {
-        let namespaces = spec.linux?.namespaces ?? []
-        var join: [JoinNamespace] = []
-        defer { join.forEach { close($0.fd) } }
-        for type in NamespaceKind.joinOrder {
-            guard let ns = namespaces.first(where: { $0.type == type }), let path = ns.path, !path.isEmpty else { continue }
-            let fd = ss_open(path, O_RDONLY | O_CLOEXEC, 0)
-            if fd < 0 { throw SysError("open namespace", path: path, field: "linux.namespaces[\(type)].path") }
-            join.append(JoinNamespace(type: type, fd: fd))
-        }
-        let own = namespaces.filter { ($0.path ?? "").isEmpty }.map(\.type)
-        var flags: Int32 = 0
-        for type in own where type != "cgroup" { flags |= NamespaceKind.flags[type] ?? 0 }
-        let seccomp = try compileSeccomp(spec)
-        let seccompListener = try SeccompNotify.connectListener(seccomp, spec: spec)
-        var listenerOpen = seccompListener != nil
-        defer { if listenerOpen, let seccompListener { close(seccompListener) } }
-        let spawned = try spawnInit(join: join, unshare: flags, uidMappings: spec.linux?.uidMappings ?? [], gidMappings: spec.linux?.gidMappings ?? [], preserveFds: options.preserveFds)
-        let pid = spawned.pid
-        log.log(.debug, "container \(id): init \(pid) runs this binary sealed (\(SealedExecutable.method?.rawValue ?? "?"))")
-        defer { close(spawned.channel.fd) }
-        do {
-            try cgroup.attach(pid: pid)
-            if let adj = spec.process?.oomScoreAdj {
-                do { try Files.write("/proc/\(pid)/oom_score_adj", "\(adj)") } catch let e as SysError {
-                    if e.errno == EACCES || e.errno == EPERM {
-                        throw RuntimeError("process.oomScoreAdj: \(adj) is below the caller's own oom_score_adj and lowering it needs CAP_SYS_RESOURCE, which this process lacks")
-                    }
-                    throw SysError(e.operation, path: e.path, errno: e.errno, field: "process.oomScoreAdj")
-                }
-            }
-            guard let startTime = ProcStat.read(pid: pid)?.startTime else {
-                throw RuntimeError("container init \(pid) exited during create")
-            }
-            let creating = State(id: id, status: "creating", pid: pid, bundle: bundle, annotations: spec.annotations)
-            let stateJSON = String(decoding: try JSONEncoder().encode(creating), as: UTF8.self)
-            let fifoFd = try sys("open", path: store.fifoPath(id)) { ss_open(store.fifoPath(id), O_PATH | O_CLOEXEC, 0) }
-            defer { close(fifoFd) }
-            var fds = [fifoFd]
-            var consoleIndex: Int?
-            if consoleSocketFd >= 0 {
-                consoleIndex = fds.count
-                fds.append(consoleSocketFd)
-            }
-            // In a new user namespace the shared rootfs goes in idmapped (IDMappedMount.swift).
-            let rootfsTree: Int32? = own.contains("user")
-                ? try IDMappedMount.rootfsTree(rootfs, initPid: pid, uidMappings: spec.linux?.uidMappings ?? [], log: log) : nil
-            defer { if let rootfsTree { close(rootfsTree) } }
-            var rootfsIndex: Int?
-            if let rootfsTree {
-                rootfsIndex = fds.count
-                fds.append(rootfsTree)
-            }
-            var config = InitConfig(
-                mode: .create, id: id, bundle: bundle, rootfs: rootfs, spec: spec, process: spec.process!,
-                noPivot: options.noPivot, noNewKeyring: options.noNewKeyring, preserveFds: options.preserveFds,
-                fifoFdIndex: 0, consoleSocketFdIndex: consoleIndex, mountNamespaceFdIndex: nil,
-                newNamespaces: own, stateJSON: stateJSON, seccomp: seccomp)
-            config.rootfsMountFdIndex = rootfsIndex
-            // The init loads the compiled filter; the profile itself would only be decoded again.
-            config.spec.linux?.seccomp = nil
-            if let seccompListener {
-                // SCMP_ACT_NOTIFY: the init hands its listener fd to the agent (SeccompNotify.swift).
-                let processState = try SeccompNotify.processState(spec: spec, pid: pid, state: creating)
-                config.seccompHandoff = SeccompHandoff(socketFdIndex: fds.count, processState: processState)
-                fds.append(seccompListener)
-            }
-            try spawned.channel.send(config, fds: fds)
-            if let seccompListener {
-                // Only the init's copy may stay: the agent reads the state up to the end of the stream.
-                close(seccompListener)
-                listenerOpen = false
-            }
-            while true {
-                guard let (message, _) = try spawned.channel.receive(InitMessage.self) else {
-                    throw RuntimeError("container init exited during create without reporting an error")
-                }
-                switch message.type {
-                case "hooks":
-                    // runtime.md#lifecycle step 5-6: prestart then createRuntime, in the runtime namespace.
-                    try Hooks.run(spec.hooks?.prestart ?? [], kind: "prestart", state: stateJSON)
-                    try Hooks.run(spec.hooks?.createRuntime ?? [], kind: "createRuntime", state: stateJSON)
-                    try spawned.channel.send(InitMessage(type: "continue"))
-                case "created":
-                    try created(pid, startTime)
-                    try spawned.channel.send(InitMessage(type: "saved"))
-                    return (pid, startTime)
-                case "error":
-                    throw RuntimeError(message.message ?? "container init failed")
-                default:
-                    throw RuntimeError("unexpected init message \(message.type)")
-                }
-            }
-        } catch {
-            Glibc.kill(pid, SIGKILL)
-            var st: Int32 = 0
-            _ = waitpid(pid, &st, 0)
-            throw error
         }
     }
 
@@ -303,30 +184,18 @@ public struct ContainerRuntime: Sendable {
 
     // MARK: start
 
-    /// Releases a created container's init to exec the workload (runtime.md#start), then runs
-    /// the poststart hooks (a failing one is a warning).
+    /// Releases a created container to exec the workload (runtime.md#start: the backend's
+    /// `start`), then runs the poststart hooks (a failing one is a warning).
     public func start(id: String) throws {
         let state = try store.load(id)
-        if state.backend == .gvisor { return try GVisorBackend(runtime: self).start(state) }
-        switch store.status(of: state) {
+        let backend = try backends.backend(for: state)
+        switch backend.status(of: state, in: self) {
         case .created: break
         case .stopped: throw RuntimeError("cannot start a container that has stopped")
         default: throw RuntimeError("cannot start an already running container")
         }
-        let fifo = store.fifoPath(id)
-        let fd = try sys("open", path: fifo) { ss_open(fifo, O_RDONLY | O_NONBLOCK | O_CLOEXEC, 0) }
-        defer { close(fd) }
-        var byte: UInt8 = 0
-        while true {
-            var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-            _ = poll(&pfd, 1, 50)
-            let n = Glibc.read(fd, &byte, 1)
-            if n == 1 { break }
-            if store.status(of: state) == .stopped {
-                throw RuntimeError("container init exited before start")
-            }
-        }
-        unlink(fifo)
+        try backend.start(state, in: self)
+        unlink(store.fifoPath(id))
         let running = State(id: id, status: "running", pid: state.pid, bundle: state.bundle, annotations: state.annotations)
         let json = String(decoding: (try? JSONEncoder().encode(running)) ?? Data(), as: UTF8.self)
         for (i, hook) in (state.spec.hooks?.poststart ?? []).enumerated() {
@@ -349,7 +218,7 @@ public struct ContainerRuntime: Sendable {
             return state
         }
         let state = try store.load(id)
-        let status = store.status(of: state)
+        let status = self.status(of: state)
         return RuncState(
             id: id, pid: status == .stopped ? 0 : state.pid, status: status.rawValue, bundle: state.bundle,
             rootfs: state.rootfs, created: state.created, annotations: state.annotations)
@@ -360,44 +229,29 @@ public struct ContainerRuntime: Sendable {
         store.entries().compactMap { try? state(id: $0) }
     }
 
+    /// The container's status (runtime.md#state) as its backend derives it
+    /// (`RuntimeBackend.status`); a container of a backend this program lacks: as
+    /// `StateStore.status(of:)` derives it.
+    public func status(of state: ContainerState) -> Status {
+        guard let backend = try? backends.backend(for: state) else { return store.status(of: state) }
+        return backend.status(of: state, in: self)
+    }
+
     // MARK: kill
 
-    /// Sends `signal` to the init (runtime.md#kill), or with `all` to every process in the
-    /// container's cgroup; `all` works after the init has exited.
+    /// Sends `signal` to the container's process (runtime.md#kill), or with `all` to every
+    /// process of the container (the backend's `kill`); `all` works after the init has exited.
     /// - Throws: "container not running" when the init is gone and `all` is false.
     public func kill(id: String, signal: Int32, all: Bool) throws {
         let state = try store.load(id)
-        if state.backend == .gvisor { return try GVisorBackend(runtime: self).kill(state, signal: signal, all: all) }
-        let status = store.status(of: state)
-        if all {
-            if status != .stopped { try signalInit(state, signal) }
-            try state.cgroup.killAll(signal: signal)
-            return
-        }
-        guard status != .stopped else { throw RuntimeError("container not running") }
-        try signalInit(state, signal)
-    }
-
-    /// Signals the init through a pidfd checked against the recorded start time (no pid reuse race).
-    private func signalInit(_ state: ContainerState, _ signal: Int32) throws {
-        let pidfd = ss_pidfd_open(state.pid)
-        guard pidfd >= 0 else {
-            if errno == ESRCH { throw RuntimeError("container not running") }
-            throw SysError("pidfd_open", path: "\(state.pid)")
-        }
-        defer { close(pidfd) }
-        guard ProcStat.read(pid: state.pid)?.startTime == state.startTime else {
-            throw RuntimeError("container not running")
-        }
-        if ss_pidfd_send_signal(pidfd, signal) != 0 && errno != ESRCH {
-            throw SysError("kill", path: "\(state.pid)")
-        }
+        try backends.backend(for: state).kill(state, signal: signal, all: all, in: self)
     }
 
     // MARK: delete
 
-    /// Removes the container (runtime.md#delete): its cgroup and state directory; poststop
-    /// hooks run (a failing one is a warning). Without `force` a running container is an error.
+    /// Removes the container (runtime.md#delete): its processes (the backend's `stop`), its
+    /// cgroup, state directory and host id range; poststop hooks run (a failing one is a
+    /// warning). Without `force` a running container is an error.
     public func delete(id: String, force: Bool) throws {
         // Before any file access: an id like ".." must never name a directory to remove.
         try StateStore.validate(id: id)
@@ -418,33 +272,30 @@ public struct ContainerRuntime: Sendable {
             if force, !Files.exists(store.directory(id)) { return }
             throw error
         }
-        if state.backend == .gvisor { return try GVisorBackend(runtime: self).delete(state, force: force) }
-        let status = store.status(of: state)
-        if status != .stopped {
-            guard force || status == .created else {
-                throw RuntimeError("cannot delete container \(id) that is not stopped: \(status.rawValue)")
-            }
-            try? signalInit(state, SIGKILL)
-            try? state.cgroup.killAll(signal: SIGKILL)
-            waitGone(state)
-        }
-        // A container without its own PID namespace can leave processes in its cgroup.
-        if force || !state.ownNamespaces.contains("pid") {
-            try? state.cgroup.killAll(signal: SIGKILL)
-        }
+        let backend = try backends.backend(for: state)
+        try backend.stop(state, status: backend.status(of: state, in: self), force: force, in: self)
+        var cgroupError: Error?
+        do { try state.cgroup.destroyKillingStragglers() } catch { cgroupError = error }
+        try Files.removeTree(store.directory(id))
+        if let range = state.idRange { try IDAllocator(directory: range.directory).release(owner: store.directory(id)) }
+        try backend.removed(state, in: self)
         // runtime.md#state: pid is the container process's, required while created or running;
         // stopped, there is none (the number may name another process now), so none is given, as
         // runc does and as `state` reports 0.
         let stopped = State(id: id, status: "stopped", pid: nil, bundle: state.bundle, annotations: state.annotations)
         let json = String(decoding: (try? JSONEncoder().encode(stopped)) ?? Data(), as: UTF8.self)
-        var cgroupError: Error?
-        do { try state.cgroup.destroyKillingStragglers() } catch { cgroupError = error }
-        try Files.removeTree(store.directory(id))
-        if let range = state.idRange { try IDAllocator(directory: range.directory).release(owner: store.directory(id)) }
         for (i, hook) in (state.spec.hooks?.poststop ?? []).enumerated() {
             do { try Hooks.run(hook, field: "hooks.poststop[\(i)]", state: json) } catch { log.warn("\(error)") }
         }
         if let cgroupError { throw cgroupError }
+    }
+
+    /// Refuses to delete a container that is not stopped (running or paused) without `force`.
+    /// - Throws: `RuntimeError` "cannot delete container <id> that is not stopped: <status>".
+    package static func checkDeletable(_ state: ContainerState, status: Status, force: Bool) throws {
+        if (status == .running || status == .paused) && !force {
+            throw RuntimeError("cannot delete container \(state.id) that is not stopped: \(status.rawValue)")
+        }
     }
 
     // MARK: half-made containers
@@ -494,39 +345,36 @@ public struct ContainerRuntime: Sendable {
         return reclaimed
     }
 
-    /// Waits (up to 10 s) until the init is dead: gone, or a zombie its parent has not reaped.
-    private func waitGone(_ state: ContainerState) {
-        for _ in 0..<1000 {
-            if store.status(of: state) == .stopped { return }
-            // We may be its parent (run, safespace run): reap it.
-            var st: Int32 = 0
-            _ = waitpid(state.pid, &st, WNOHANG)
-            usleep(10_000)
-        }
-    }
 
     // MARK: wait
 
-    /// Waits for the init of a container this process created (it is our child).
+    /// Waits for the process of a container this process created (it is our child).
     /// - Returns: the exit code, 128+N when killed by signal N.
     public func wait(id: String) throws -> Int32 {
         let state = try store.load(id)
-        if state.backend == .gvisor { return try GVisorBackend(runtime: self).wait(state) }
-        return try waitChild(state.pid)
+        return try backends.backend(for: state).wait(state, in: self)
     }
 
     // MARK: ps
 
-    /// Host pids of every process in the container's cgroup.
+    /// The pids of the container's processes: host pids of every process in its cgroup, or
+    /// what its backend numbers them by.
     public func processes(id: String) throws -> [Int32] {
         let state = try store.load(id)
-        if state.backend == .gvisor { return try GVisorBackend(runtime: self).processes(state) }
-        return try state.cgroup.processes().sorted()
+        return try backends.backend(for: state).processes(state, in: self)
+    }
+
+    /// `ps`'s table from the backend when the host's ps(1) cannot show the container's
+    /// processes (gVisor: they live in the sandbox's kernel); nil when it can.
+    public func processTable(id: String) throws -> String? {
+        let state = try store.load(id)
+        return try backends.backend(for: state).processTable(state, in: self)
     }
 }
 
+
 /// waitpid(2) for a child, EINTR retried; shell-style status.
-func waitChild(_ pid: Int32) throws -> Int32 {
+package func waitChild(_ pid: Int32) throws -> Int32 {
     var status: Int32 = 0
     while waitpid(pid, &status, 0) < 0 {
         if errno == EINTR { continue }
@@ -535,7 +383,7 @@ func waitChild(_ pid: Int32) throws -> Int32 {
     return ss_exit_status(status)
 }
 
-func absolute(_ path: String) throws -> String {
+package func absolute(_ path: String) throws -> String {
     if path.hasPrefix("/") { return cleanPath(path) }
     var buf = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
     guard getcwd(&buf, buf.count) != nil else { throw SysError("getcwd") }

@@ -47,6 +47,49 @@ public struct IDRangeRecord: Codable, Sendable, Equatable {
     public var size: UInt32
 }
 
+/// How every runsc call of one gVisor container is made. runsc rereads its configuration from
+/// its global flags on each call, so they are fixed at `create` and kept in the state.
+public struct GVisorState: Codable, Sendable, Equatable {
+    /// The runsc binary.
+    public var runsc: String
+    /// Global flags: `--root <state>/runsc --platform P --network N --log L --log-format json`,
+    /// `--oci-seccomp` when the bundle has `linux.seccomp`, then the configured extra flags.
+    public var flags: [String]
+    public var platform: String
+    public var network: String
+    /// Whether runsc's create and start of the sandbox must not see the joined network
+    /// namespace's /proc/sys/net/core (`GVisorFeatures.misreadsPodNetns`): create hides it
+    /// through the checked fd, start through /proc/<sandbox pid>/ns/net. nil in states
+    /// written before it existed: false.
+    public var hideNetCore: Bool? = nil
+    /// For a container of a gVisor pod: the pod sandbox container's id (its runsc root is
+    /// shared: runsc runs the container inside that sandbox).
+    public var podSandbox: String? = nil
+    /// Host processes of the sandbox besides its main one (the gofer), with start times: reaped
+    /// after the sandbox when they are this process's children (it is a subreaper).
+    public var helpers: [HelperProcess]
+
+    public init(runsc: String, flags: [String], platform: String, network: String, hideNetCore: Bool? = nil, podSandbox: String? = nil, helpers: [HelperProcess]) {
+        self.runsc = runsc
+        self.flags = flags
+        self.platform = platform
+        self.network = network
+        self.hideNetCore = hideNetCore
+        self.podSandbox = podSandbox
+        self.helpers = helpers
+    }
+
+    public struct HelperProcess: Codable, Sendable, Equatable {
+        public var pid: Int32
+        public var startTime: UInt64
+
+        public init(pid: Int32, startTime: UInt64) {
+            self.pid = pid
+            self.startTime = startTime
+        }
+    }
+}
+
 /// `<root>/<id>/creating.json`: a container whose `create` has not finished (no `state.json`).
 /// Its owner is `creator`, the process running `create`; once that is dead (pid + start time,
 /// `ProcessIdentity`) the container can never be finished and anything that needs the id or
@@ -99,8 +142,8 @@ public struct StateStore: Sendable {
     }
 
     public func directory(_ id: String) -> String { root + "/" + Self.directoryName(id) }
-    func statePath(_ id: String) -> String { directory(id) + "/state.json" }
-    func fifoPath(_ id: String) -> String { directory(id) + "/exec.fifo" }
+    package func statePath(_ id: String) -> String { directory(id) + "/state.json" }
+    package func fifoPath(_ id: String) -> String { directory(id) + "/exec.fifo" }
 
     /// Container ids: 1 to 1024 characters of `[A-Za-z0-9_.+-]`, not `.` or `..`, no `/`.
     /// Ids longer than a file name may be get a digest-named directory (`directoryName`).
@@ -112,7 +155,7 @@ public struct StateStore: Sendable {
     }
 
     /// Takes the store-wide lock (serialises create/delete of the same id).
-    func lock() throws -> FileLock {
+    package func lock() throws -> FileLock {
         try Files.makeDirectories(root, mode: 0o700)
         return try FileLock(path: root + "/.lock")
     }
@@ -144,7 +187,7 @@ public struct StateStore: Sendable {
     /// The record of a half-made container: a directory without `state.json`. A directory with
     /// neither file (a creator killed between its mkdir and the record, or a record from before
     /// creators were recorded: only a cgroup) gives a record without creator, which counts as dead.
-    func loadCreating(id: String) -> CreatingRecord? {
+    public func loadCreating(id: String) -> CreatingRecord? {
         let dir = directory(id)
         guard Files.isDirectory(dir), !Files.exists(statePath(id)) else { return nil }
         guard let bytes = try? Files.read(creatingPath(id)) else { return CreatingRecord(id: id) }
@@ -152,7 +195,7 @@ public struct StateStore: Sendable {
         return CreatingRecord(id: id, cgroup: try? JSONDecoder().decode(Cgroup.self, from: Data(bytes)))
     }
 
-    func save(_ state: ContainerState) throws {
+    package func save(_ state: ContainerState) throws {
         let data = try JSONEncoder().encode(state)
         try Files.writeAtomically(statePath(state.id), Array(data))
     }
@@ -185,32 +228,14 @@ public struct StateStore: Sendable {
         return out.sorted()
     }
 
-    /// Derives the status from the live process, guarding against pid reuse.
+    /// Derives the status from the live process, guarding against pid reuse, the exec FIFO
+    /// and the container's own cgroup: what every backend's status starts from
+    /// (`RuntimeBackend.status`; `ContainerRuntime.status(of:)` asks the container's backend).
     public func status(of state: ContainerState) -> Status {
         guard let stat = ProcStat.read(pid: state.pid), stat.startTime == state.startTime, stat.state != "Z", stat.state != "X" else {
             return .stopped
         }
         if Files.exists(fifoPath(state.id)) { return .created }
-        // A container of a gVisor pod is frozen with its sandbox (it runs in that sentry).
-        if let sandboxID = state.gvisor?.podSandbox, let sandbox = try? load(sandboxID),
-           ProcStat.read(pid: sandbox.pid)?.startTime == sandbox.startTime, (try? sandbox.cgroup.isFrozen()) == true {
-            return .paused
-        }
         return (try? state.cgroup.isFrozen()) == true ? .paused : .running
     }
-}
-
-/// RFC 3339 with nanoseconds in UTC, as runc prints `created`.
-func rfc3339Now() -> String {
-    var ts = timespec()
-    clock_gettime(CLOCK_REALTIME, &ts)
-    var t = time_t(ts.tv_sec)
-    var tmv = tm()
-    gmtime_r(&t, &tmv)
-    func pad(_ v: Int32, _ n: Int) -> String {
-        let s = String(v)
-        return String(repeating: "0", count: max(0, n - s.count)) + s
-    }
-    let nanos = String(ts.tv_nsec)
-    return "\(pad(tmv.tm_year + 1900, 4))-\(pad(tmv.tm_mon + 1, 2))-\(pad(tmv.tm_mday, 2))T\(pad(tmv.tm_hour, 2)):\(pad(tmv.tm_min, 2)):\(pad(tmv.tm_sec, 2)).\(String(repeating: "0", count: 9 - nanos.count) + nanos)Z"
 }

@@ -24,10 +24,15 @@ extension ContainerRuntime {
     /// - Throws: "container not running" when the container is not created or running.
     public func exec(id: String, options: ExecOptions) throws -> Int32 {
         let state = try store.load(id)
-        if state.backend == .gvisor {
-            if options.stdio != nil { throw RuntimeError("exec with its own stdio is not supported in a gVisor sandbox") }
-            return try GVisorBackend(runtime: self).exec(state, options: options)
-        }
+        // Captured stdio (the daemon's pipes) is passed to the native helper only.
+        if options.stdio != nil && state.backend == .gvisor { throw RuntimeError("exec with its own stdio is not supported in a gVisor sandbox") }
+        return try backends.backend(for: state).exec(state, options: options, in: self)
+    }
+
+    /// `exec` of the native backend: a helper (this binary's `init`) joins the container's
+    /// namespaces and cgroup and execs the process.
+    func execNative(_ state: ContainerState, options: ExecOptions) throws -> Int32 {
+        let id = state.id
         let status = store.status(of: state)
         guard status == .running || status == .created else {
             throw RuntimeError("cannot exec in a stopped container: container not running")

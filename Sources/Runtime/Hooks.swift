@@ -6,14 +6,14 @@ import OCI
 /// OCI hooks (config.md#posix-platform-hooks): each runs with the container state JSON on its
 /// stdin; a non-zero exit or a timeout is an error (the caller decides whether it is fatal:
 /// runtime.md#lifecycle makes poststart and poststop failures warnings).
-enum Hooks {
-    static func run(_ hooks: [Hook], kind: String, state: String) throws {
+package enum Hooks {
+    package static func run(_ hooks: [Hook], kind: String, state: String) throws {
         for (i, hook) in hooks.enumerated() {
             try run(hook, field: "hooks.\(kind)[\(i)]", state: state)
         }
     }
 
-    static func run(_ hook: Hook, field: String, state: String) throws {
+    package static func run(_ hook: Hook, field: String, state: String) throws {
         var pipeFds: [Int32] = [-1, -1]
         try sys("pipe2") { ss_pipe2_cloexec(&pipeFds) }
         var actions = posix_spawn_file_actions_t()
@@ -57,7 +57,7 @@ enum Hooks {
     }
 }
 
-func monotonicSeconds() -> Double {
+package func monotonicSeconds() -> Double {
     var ts = timespec()
     clock_gettime(CLOCK_MONOTONIC, &ts)
     return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9

@@ -5,6 +5,7 @@ import Foundation
 #endif
 import Glibc
 import CSafeSpace
+import LinuxKernel
 
 /// runc-compatible logging: `--log FILE` and `--log-format text|json`.
 ///

@@ -7,11 +7,14 @@ extension ContainerRuntime {
     /// - Throws: "container not running" unless it is running; `CgroupError` without a freezer.
     public func pause(id: String) throws {
         let state = try store.load(id)
-        if let sandbox = state.gvisor?.podSandbox {
-            throw RuntimeError("cannot pause container \(id) alone: it runs inside gVisor pod sandbox \(sandbox), whose kernel it shares; pause the pod sandbox")
-        }
-        guard store.status(of: state) == .running else {
-            throw RuntimeError("container \(id) is not running: container not running")
+        try backends.backend(for: state).pause(state, in: self)
+    }
+
+    /// Freezes the cgroup of a running container: a backend's `pause`.
+    /// - Throws: "container not running" unless it is running; `CgroupError` without a freezer.
+    package func freeze(_ state: ContainerState) throws {
+        guard status(of: state) == .running else {
+            throw RuntimeError("container \(state.id) is not running: container not running")
         }
         try state.cgroup.setFrozen(true)
     }
@@ -20,7 +23,7 @@ extension ContainerRuntime {
     /// - Throws: "container not paused" unless it is paused.
     public func resume(id: String) throws {
         let state = try store.load(id)
-        guard store.status(of: state) == .paused else {
+        guard status(of: state) == .paused else {
             throw RuntimeError("container \(id) is not paused: container not paused")
         }
         try state.cgroup.setFrozen(false)

@@ -15,7 +15,8 @@ import OCI
 ///   "securityLevel": "standard",
 ///   "rootSecurityLevels": {"/run/safespace-high": "high"},
 ///   "gvisor": {"runsc": "/usr/bin/runsc", "platform": "ptrace", "seccompErrnoRet": false, "execSeccomp": false},
-///   "userNamespaces": {"directory": "/run/safespace-idmap", "firstHostID": 1073741824, "ranges": 4096},
+///   "leases": "/run/safespace-leases",
+///   "userNamespaces": {"firstHostID": 1073741824, "ranges": 4096},
 ///   "sandboxDefaults": {"cpu": "1", "memory": "1Gi", "ephemeralStorage": "1Gi", "pids": 512, "nofile": 512}
 /// }
 /// ```
@@ -39,12 +40,19 @@ public struct RuntimeConfiguration: Codable, Sendable, Equatable {
     public var rootSecurityLevels: [String: String]?
     public var gvisor: GVisorConfiguration?
     public var userNamespaces: UserNamespaceConfiguration?
+    /// Directory of the node's `LeaseStore` (host id ranges, pinned CPUs); default
+    /// `/run/safespace-leases`.
+    public var leases: String?
 
-    public init(securityLevel: String? = nil, rootSecurityLevels: [String: String]? = nil, gvisor: GVisorConfiguration? = nil, userNamespaces: UserNamespaceConfiguration? = nil) {
+    public init(
+        securityLevel: String? = nil, rootSecurityLevels: [String: String]? = nil, gvisor: GVisorConfiguration? = nil,
+        userNamespaces: UserNamespaceConfiguration? = nil, leases: String? = nil
+    ) {
         self.securityLevel = securityLevel
         self.rootSecurityLevels = rootSecurityLevels
         self.gvisor = gvisor
         self.userNamespaces = userNamespaces
+        self.leases = leases
     }
 
     /// `gvisor` of the file.
@@ -74,6 +82,8 @@ public struct RuntimeConfiguration: Codable, Sendable, Equatable {
 
     /// `userNamespaces` of the file: where host id ranges come from (see `IDAllocator`).
     public struct UserNamespaceConfiguration: Codable, Sendable, Equatable {
+        /// Where an earlier version kept the ranges (one file per range; default
+        /// /run/safespace-idmap): still honoured (`IDAllocator.legacyDirectories`), never written.
         public var directory: String?
         public var firstHostID: UInt32?
         public var ranges: Int?
@@ -123,12 +133,21 @@ public struct RuntimeConfiguration: Codable, Sendable, Equatable {
         return .standard
     }
 
-    /// The allocator of host id ranges this configuration names.
+    /// The node's lease store: `leases`, else `/run/safespace-leases`.
+    public var leaseStore: LeaseStore { LeaseStore(directory: leases ?? LeaseStore.defaultDirectory) }
+
+    /// Whether the leases an earlier version kept at its default places are read too: true
+    /// unless `leases` is set (a node configured for the lease store, or a test's own).
+    public var readsLegacyLeases: Bool { leases == nil }
+
+    /// The allocator of host id ranges this configuration names, in `leaseStore`.
     public var idAllocator: IDAllocator {
-        IDAllocator(
-            directory: userNamespaces?.directory ?? IDAllocator.defaultDirectory,
+        let legacy = userNamespaces?.directory ?? (readsLegacyLeases ? IDAllocator.legacyDirectory : nil)
+        return IDAllocator(
+            store: leaseStore,
             firstHostID: userNamespaces?.firstHostID ?? IDAllocator.defaultFirstHostID,
-            ranges: userNamespaces?.ranges ?? IDAllocator.defaultRanges)
+            ranges: userNamespaces?.ranges ?? IDAllocator.defaultRanges,
+            legacyDirectories: legacy.map { [$0] } ?? [])
     }
 }
 

@@ -1,6 +1,9 @@
 /// SHA-256 (FIPS 180-4) of a byte string, as 64 lowercase hex digits. Used to name the state
 /// directory and cgroup of a container whose id is longer than a file name may be
 /// (`StateStore.directoryName`); collision resistance keeps two ids from sharing them.
+/// Not swift-crypto's (which SandboxSpec uses for rootfs digests): its `Crypto` module links
+/// all of Foundation and ICU, which safespace-runtime otherwise never loads; measured, that
+/// added 2-3 ms to every start (`safespace-runtime --version`, 11.4 -> 13.3 ms at best).
 func sha256Hex(_ message: [UInt8]) -> String {
     let k: [UInt32] = [
         0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,

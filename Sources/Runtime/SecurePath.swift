@@ -36,7 +36,7 @@ func securePath(root: String, _ path: String) throws -> String {
 }
 
 /// Lexically cleans an absolute container path: `//a/./b/../c` → `/a/c`.
-func cleanPath(_ path: String) -> String {
+package func cleanPath(_ path: String) -> String {
     var out: [Substring] = []
     for part in path.split(separator: "/") {
         if part == "." { continue }

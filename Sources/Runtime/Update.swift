@@ -17,32 +17,26 @@ extension ContainerRuntime {
     public func update(id: String, resources: Resources) throws {
         let lock = try store.lock()
         defer { withExtendedLifetime(lock) {} }
-        var state = try store.load(id)
-        guard store.status(of: state) != .stopped else {
+        let state = try store.load(id)
+        guard status(of: state) != .stopped else {
             throw RuntimeError("cannot update container \(id): it is stopped")
         }
         let (apply, merged) = try ResourceUpdate.merge(resources, into: state.spec.linux?.resources)
-        // A container of a gVisor pod: its limits count in the sandbox's cgroup (GVisorPod.swift).
-        if let sandboxID = state.gvisor?.podSandbox {
-            try GVisorPodResources.check(merged)
-            let sandbox = try store.load(sandboxID)
-            let old = state
-            state.spec.linux?.resources = merged
-            try store.save(state)
-            do { try GVisorBackend(runtime: self).applyPodLimits(sandbox: sandbox) } catch {
-                try? store.save(old)
-                try? GVisorBackend(runtime: self).applyPodLimits(sandbox: sandbox)
-                throw error
-            }
-            return
-        }
+        try backends.backend(for: state).update(state, apply: apply, merged: merged, in: self)
+    }
+
+    /// Applies `apply` to the container's own cgroup and records `merged` in its state: a
+    /// backend's `update` (the caller holds the store lock).
+    /// - Returns: the state saved.
+    /// - Throws: `CgroupError` naming the OCI field (the state is left unchanged).
+    @discardableResult
+    package func updateCgroup(_ state: ContainerState, apply: Resources, merged: Resources) throws -> ContainerState {
+        var state = state
         for warning in try state.cgroup.apply(apply) { log.warn(warning) }
         if state.spec.linux == nil { state.spec.linux = Linux() }
         state.spec.linux?.resources = merged
         try store.save(state)
-        if state.backend == .gvisor, try PodRole.of(state.spec.annotations) == .sandbox {
-            try GVisorBackend(runtime: self).applyPodLimits(sandbox: state)
-        }
+        return state
     }
 
     /// The container's `linux.resources` as last created or updated.

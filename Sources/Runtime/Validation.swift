@@ -4,7 +4,7 @@ import OCI
 
 /// Checks of a config.json made before anything is created, so that bad input leaves nothing
 /// behind. Every error names the OCI field (runtime-spec config.md, config-linux.md).
-enum SpecValidation {
+package enum SpecValidation {
     /// sysctl keys that are namespaced (runc's validator, sysctl(8)): the namespace they need.
     static func namespace(forSysctl key: String) -> String? {
         let ipc: Set<String> = [
@@ -141,7 +141,7 @@ enum SpecValidation {
         }
     }
 
-    static func validate(process: Process, field: String) throws {
+    package static func validate(process: Process, field: String) throws {
         guard let args = process.args, !args.isEmpty, !args[0].isEmpty else {
             throw RuntimeError("\(field).args: at least the executable is required")
         }

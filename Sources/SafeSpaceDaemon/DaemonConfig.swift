@@ -18,10 +18,10 @@
 /// shutdown:
 ///   gracePeriodSeconds: 10          # running execs get this long after SIGTERM, then SIGKILL
 ///   sandboxes: keep                 # keep | remove
-/// paths:                            # the node's directories (SandboxHost.Configuration)
+/// paths:                            # the node's directories (SandboxHost.Configuration; pinned
+///                                   # CPUs and id ranges are runtime.json's lease store)
 ///   runtimeRoot: /run/safespace
 ///   bundleRoot: /run/safespace-bundles
-///   cpuAllocations: /run/safespace-cpus.json
 ///   ephemeralStorage: /var/lib/safespace/ephemeral
 ///   rootfsStore: /var/lib/safespace/rootfs
 ///   seccompProfiles: /etc/safespace/profiles
@@ -52,7 +52,6 @@ public struct DaemonConfig: Sendable, Equatable {
     public var removeSandboxesOnShutdown = false
     public var runtimeRoot = "/run/safespace"
     public var bundleRoot = "/run/safespace-bundles"
-    public var cpuAllocations = CPUAllocator.defaultPath
     public var ephemeralStorage = EphemeralStorage.defaultBase
     public var rootfsStore = RootfsStore.defaultRoot
     public var seccompProfiles = SeccompProfiles.defaultDirectory
@@ -66,7 +65,7 @@ public struct DaemonConfig: Sendable, Equatable {
         "node": ["allocatableCPU", "allocatableMemory"],
         "limits": ["maxRequestBytes", "maxFileBytes", "maxExecOutputBytes", "maxSandboxes"],
         "shutdown": ["gracePeriodSeconds", "sandboxes"],
-        "paths": ["runtimeRoot", "bundleRoot", "cpuAllocations", "ephemeralStorage", "rootfsStore", "seccompProfiles"],
+        "paths": ["runtimeRoot", "bundleRoot", "ephemeralStorage", "rootfsStore", "seccompProfiles"],
     ]
 
     /// Reads `path`; a missing file gives the defaults.
@@ -181,7 +180,6 @@ public struct DaemonConfig: Sendable, Equatable {
                     switch key {
                     case "runtimeRoot": config.runtimeRoot = path
                     case "bundleRoot": config.bundleRoot = path
-                    case "cpuAllocations": config.cpuAllocations = path
                     case "ephemeralStorage": config.ephemeralStorage = path
                     case "rootfsStore": config.rootfsStore = path
                     default: config.seccompProfiles = path

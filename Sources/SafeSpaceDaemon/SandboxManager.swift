@@ -102,9 +102,8 @@ final class SandboxManager: @unchecked Sendable {
         self.logger = logger
         records = try RecordStore(stateDir: stateDir)
         host = SandboxHost(configuration: SandboxHost.Configuration(
-            stateRoot: config.runtimeRoot, bundleRoot: config.bundleRoot, cpuAllocations: config.cpuAllocations,
-            ephemeralStorageBase: config.ephemeralStorage, rootfsStore: config.rootfsStore, seccompProfiles: config.seccompProfiles))
-        runtime = ContainerRuntime(root: config.runtimeRoot)
+            stateRoot: config.runtimeRoot, bundleRoot: config.bundleRoot, ephemeralStorageBase: config.ephemeralStorage, rootfsStore: config.rootfsStore, seccompProfiles: config.seccompProfiles))
+        runtime = ContainerRuntime(root: config.runtimeRoot, backends: host.configuration.backends)
         var cpu = config.allocatableCPUMillis, memory = config.allocatableMemoryBytes
         if cpu == nil || memory == nil {
             let capacity = try NodeCapacity.read()
@@ -264,7 +263,7 @@ final class SandboxManager: @unchecked Sendable {
                     // The sandbox's node state now belongs to its init: it outlives the daemon.
                     let state = try self.runtime.store.load(name)
                     let identity = ProcessIdentity(pid: state.pid, startTime: state.startTime)
-                    try SandboxLeases(directory: self.config.bundleRoot).transfer(name, to: identity)
+                    try SandboxLeases(directory: self.config.bundleRoot, backends: self.host.configuration.backends).transfer(name, to: identity)
                     return (prepared, identity)
                 } catch {
                     do { try prepared.cleanup() } catch { for line in (error as? CleanupError)?.lines ?? ["\(error)"] { logger.warning("\(line)") } }
@@ -356,7 +355,7 @@ final class SandboxManager: @unchecked Sendable {
         }
         do { try runtime.delete(id: name, force: true) } catch { problems.append("container: \(error)") }
         do {
-            let leases = SandboxLeases(directory: config.bundleRoot)
+            let leases = SandboxLeases(directory: config.bundleRoot, backends: host.configuration.backends)
             if Files.exists(leases.bundle(name)), try !leases.reclaimIfDead(name, stateRoot: config.runtimeRoot) {
                 problems.append("the lease of \(name) is held by a live process")
             }

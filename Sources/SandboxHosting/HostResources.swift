@@ -1,6 +1,6 @@
 /// `spec.resources` of a sandbox: the node state its limits need beyond its
-/// `linux.resources` (which the policy sets): the CPUs of `cpuPinning`, held in
-/// `CPUAllocator`'s file, and the `ephemeralStorage` volume (every sandbox has one: the node's
+/// `linux.resources` (which the policy sets): the CPUs of `cpuPinning`, leases of the node's
+/// `LeaseStore` (`CPUAllocator`), and the `ephemeralStorage` volume (every sandbox has one: the node's
 /// default when the Sandbox names none) that holds every writable path, /dev/shm and the
 /// writable layer, so their total is capped.
 import Foundation
@@ -22,9 +22,9 @@ enum RunResources {
     ) throws -> EphemeralStorage? {
         let id = plan.id
         if let count = plan.limits.pinnedCPUCount {
-            let allocator = CPUAllocator(path: configuration.cpuAllocations)
+            let allocator = try RuntimeConfiguration.load().cpuAllocator
             // CPUs of dead holders: their sandboxes are torn down and the CPUs freed first.
-            for problem in GarbageCollector.reclaimCPUHolders(allocator).errors { configuration.warn("reclaim: \(problem)") }
+            for problem in GarbageCollector.reclaimCPUHolders(allocator, backends: configuration.backends).errors { configuration.warn("reclaim: \(problem)") }
             cleanup.append(("pinned CPUs of \(id)", { try allocator.release(sandbox: id) }))
             let cpus = try allocator.allocate(
                 sandbox: id, count: count, runtimeRoot: runtime.store.root, lease: configuration.bundleRoot + "/" + id)

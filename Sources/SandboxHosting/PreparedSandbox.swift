@@ -23,12 +23,12 @@ public final class PreparedSandbox: @unchecked Sendable {
     /// The container id; the sandbox name.
     public var id: String { plan.id }
     /// The bundle directory, `<bundleRoot>/<id>` (`SandboxLeases.bundle`).
-    public var bundle: String { SandboxLeases(directory: configuration.bundleRoot).bundle(plan.id) }
+    public var bundle: String { SandboxLeases(directory: configuration.bundleRoot, backends: configuration.backends).bundle(plan.id) }
 
     init(plan: SandboxPlan, configuration: SandboxHost.Configuration) {
         self.plan = plan
         self.configuration = configuration
-        self.runtime = ContainerRuntime(root: configuration.stateRoot)
+        self.runtime = ContainerRuntime(root: configuration.stateRoot, backends: configuration.backends)
     }
 
     private func onCleanup(_ what: String, _ step: @escaping () throws -> Void) {
@@ -38,11 +38,11 @@ public final class PreparedSandbox: @unchecked Sendable {
     /// The steps of `SandboxHost.prepare`; on a throw, what was taken is in `releases`.
     func prepare() throws {
         // The sandbox's lease: what a later run of the name or `safespace gc` reclaims if
-        // this process is killed (Runtime/Reclaim.swift).
+        // this process is killed (SandboxLeases.swift).
         let lease = SandboxLease(
-            id: plan.id, stateRoot: configuration.stateRoot, cpuAllocations: configuration.cpuAllocations,
-            idRanges: (try? RuntimeConfiguration.load())?.idAllocator.directory, ephemeralStorageBase: configuration.ephemeralStorageBase)
-        let bundle = try BundleDirectory(leases: SandboxLeases(directory: configuration.bundleRoot), lease: lease)
+            id: plan.id, stateRoot: configuration.stateRoot, leases: (try? RuntimeConfiguration.load())?.leaseStore.directory,
+            ephemeralStorageBase: configuration.ephemeralStorageBase)
+        let bundle = try BundleDirectory(leases: SandboxLeases(directory: configuration.bundleRoot, backends: configuration.backends), lease: lease)
         onCleanup("bundle \(bundle.path)", bundle.remove)
         var spec = plan.spec
         var cleanup: [(String, () throws -> Void)] = []
@@ -87,6 +87,30 @@ public final class PreparedSandbox: @unchecked Sendable {
     /// - Returns: its exit code, or 128+N when signal N killed it (`ContainerRuntime.wait`).
     public func wait() throws -> Int32 {
         try runtime.wait(id: plan.id)
+    }
+
+    /// How `wait(timeout:)` ended.
+    public enum Exit: Sendable, Equatable {
+        /// The workload ended: its exit code, or 128+N when signal N killed it.
+        case exited(Int32)
+        /// The timeout passed first: every process of the sandbox was killed (SIGKILL).
+        case timedOut
+    }
+
+    /// Waits for the workload to end, for at most `timeout`: past it, every process of the
+    /// sandbox gets SIGKILL (`kill(signal:all:)`) and the wait ends once the init is reaped.
+    /// Installs no signal handler and leaves nothing behind: the deadline is kept by a thread
+    /// that ends with the wait. Release the sandbox with `cleanup()`, as on every path.
+    /// - Parameter timeout: from now; nil waits without limit. The sandbox's own is
+    ///   `plan.timeout` (seconds).
+    /// - Returns: `.exited` with the workload's code, or `.timedOut`.
+    /// - Throws: what `ContainerRuntime.wait` throws.
+    public func wait(timeout: Duration?) throws -> Exit {
+        let runtime = self.runtime, id = plan.id
+        let (code, expired) = try Deadline.run(timeout: timeout, wait: { try runtime.wait(id: id) }) {
+            try? runtime.kill(id: id, signal: SIGKILL, all: true)
+        }
+        return expired ? .timedOut : .exited(code)
     }
 
     /// Whether the OOM killer killed a process of the sandbox (its cgroup's `oom_kill`

@@ -12,13 +12,16 @@
 import Cgroups
 import Foundation
 import Glibc
+import GVisor
 import OCI
 import NodeResources
 import Runtime
 import SandboxSpec
 
 /// The node-side host of sandboxes. Stateless: all the node state it takes is on disk, each
-/// piece recorded with its owner (Runtime/Reclaim.swift), and held by a `PreparedSandbox`.
+/// piece recorded with its owner (SandboxLeases.swift), and held by a `PreparedSandbox`.
+/// The pinned CPUs and host id ranges are leases of runtime.json's `LeaseStore`
+/// (`RuntimeConfiguration.leaseStore`), which `safespace-runtime` allocates ranges from too.
 public struct SandboxHost: Sendable {
     /// Where the node's state lives, and where messages go.
     public struct Configuration: Sendable {
@@ -26,8 +29,6 @@ public struct SandboxHost: Sendable {
         public var stateRoot: String
         /// Parent of the bundle directories (`SandboxLeases`), `/run/safespace-bundles`.
         public var bundleRoot: String
-        /// `CPUAllocator` file of `cpuPinning`.
-        public var cpuAllocations: String
         /// `EphemeralStorage` base of the volumes.
         public var ephemeralStorageBase: String
         /// Rootfs store directory (`RootfsStore`).
@@ -36,20 +37,24 @@ public struct SandboxHost: Sendable {
         public var seccompProfiles: String
         /// Receives warnings and the seccomp summary; called from any thread. Default: dropped.
         public var messages: @Sendable (Message) -> Void
+        /// What containers run with (`ContainerRuntime.backends`). Default: this runtime's own
+        /// backend and gVisor's (security level high).
+        public var backends: RuntimeBackends
 
         public init(
             stateRoot: String = "/run/safespace", bundleRoot: String = "/run/safespace-bundles",
-            cpuAllocations: String = CPUAllocator.defaultPath, ephemeralStorageBase: String = EphemeralStorage.defaultBase,
+            ephemeralStorageBase: String = EphemeralStorage.defaultBase,
             rootfsStore: String = RootfsStore.defaultRoot, seccompProfiles: String = SeccompProfiles.defaultDirectory,
-            messages: @escaping @Sendable (Message) -> Void = { _ in }
+            messages: @escaping @Sendable (Message) -> Void = { _ in },
+            backends: RuntimeBackends = RuntimeBackends([NativeBackend(), GVisorBackend()])
         ) {
             self.stateRoot = stateRoot
             self.bundleRoot = bundleRoot
-            self.cpuAllocations = cpuAllocations
             self.ephemeralStorageBase = ephemeralStorageBase
             self.rootfsStore = rootfsStore
             self.seccompProfiles = seccompProfiles
             self.messages = messages
+            self.backends = backends
         }
 
         func warn(_ text: String) { messages(.warning(text)) }
@@ -138,18 +143,18 @@ public struct SandboxHost: Sendable {
     /// The resource usage of sandbox `id` from its cgroup (`ContainerRuntime.stats`).
     /// - Throws: what `stats` throws for an unknown or stopped sandbox.
     public func stats(id: String) throws -> CgroupStats {
-        try ContainerRuntime(root: configuration.stateRoot).stats(id: id)
+        try ContainerRuntime(root: configuration.stateRoot, backends: configuration.backends).stats(id: id)
     }
 
     /// Reclaims everything of this node's sandboxes and containers whose owner is dead:
-    /// `GarbageCollector.sweep` (Runtime/Reclaim.swift) over this configuration's paths and
-    /// runtime.json's id allocator.
+    /// `GarbageCollector.sweep` over this configuration's paths and runtime.json's lease store.
     /// - Throws: what loading runtime.json (`RuntimeConfiguration.load`) throws.
     public func gc() throws -> GarbageCollector.Report {
         let runtimeConfiguration = try RuntimeConfiguration.load()
         return GarbageCollector(
-            stateRoot: configuration.stateRoot, bundleRoot: configuration.bundleRoot, cpuAllocations: configuration.cpuAllocations,
-            idAllocator: runtimeConfiguration.idAllocator, ephemeralStorageBase: configuration.ephemeralStorageBase
+            stateRoot: configuration.stateRoot, bundleRoot: configuration.bundleRoot, cpuAllocator: runtimeConfiguration.cpuAllocator,
+            idAllocator: runtimeConfiguration.idAllocator, ephemeralStorageBase: configuration.ephemeralStorageBase,
+            backends: configuration.backends
         ).sweep()
     }
 }
@@ -162,8 +167,8 @@ public struct SandboxPlan: Sendable {
     public var spec: Spec
     /// For a writable root: the store's rootfs (overlay lowerdir) and the tmpfs size of the layer.
     public var writableLayer: (lowerdir: String, size: String)?
-    /// Seconds the workload may run (`spec.timeout`); nil for no limit. Enforced by the front
-    /// end (`PreparedSandbox.kill`).
+    /// Seconds the workload may run (`spec.timeout`); nil for no limit. Enforced by
+    /// `PreparedSandbox.wait(timeout:)`.
     public var timeout: Int?
     /// `spec.resources` as numbers; `spec.linux.resources` holds all but the pinned CPUs and
     /// the ephemeral storage volume, which `SandboxHost.prepare` takes (HostResources.swift).
@@ -200,4 +205,12 @@ public struct CleanupError: Error, CustomStringConvertible {
     /// One `cleanup: <step>: <error>` line per failure.
     public var lines: [String] { failures.map { "cleanup: \($0.step): \($0.error)" } }
     public var description: String { lines.joined(separator: "\n") }
+}
+
+extension RuntimeConfiguration {
+    /// The node's CPU allocator: leases in `leaseStore`, beside the host id ranges; an earlier
+    /// version's allocation file (`CPUAllocator.legacyPath`) is moved in unless `leases` is set.
+    public var cpuAllocator: CPUAllocator {
+        CPUAllocator(store: leaseStore, legacyPath: readsLegacyLeases ? CPUAllocator.legacyPath : nil)
+    }
 }

@@ -9,8 +9,8 @@ import Foundation
 //     <root>/<name>-<version>/manifest.json    a RootfsManifest
 //
 // with <root> = /var/lib/safespace/rootfs by default. `RootfsStore` finds them by
-// runtime name (`python:3.11`, or `python` for the newest installed python) and runs the
-// build script.
+// runtime name (`python:3.11`, or `python` for the newest installed python), runs the
+// build script, and writes and verifies the manifest (RootfsStore+Seal.swift).
 
 /// One Debian package installed in a runtime rootfs, as `dpkg-query -W` reports it.
 ///
@@ -27,8 +27,8 @@ public struct RootfsPackage: Codable, Sendable, Hashable {
     }
 }
 
-/// What `scripts/build-rootfs` records about a rootfs it built: `manifest.json`, next to
-/// (never inside) the `rootfs/` directory it describes.
+/// What `RootfsStore.seal` records about a rootfs `scripts/build-rootfs` built:
+/// `manifest.json`, next to (never inside) the `rootfs/` directory it describes.
 ///
 /// JSON shape (keys other than these are ignored; `schemaVersion` and `architecture`
 /// may be absent):
@@ -48,8 +48,8 @@ public struct RootfsPackage: Codable, Sendable, Hashable {
 /// `digest` is SHA-256 over a sorted listing of every path in `rootfs/` with its type,
 /// mode, owner, size and content hash (regular files), link target (symlinks) or device
 /// number; timestamps and extended attributes are not covered. `sizeBytes` is the sum
-/// of the sizes of the regular files, counted per path. rootfs/README.md defines both
-/// exactly.
+/// of the sizes of the regular files, counted per path. `RootfsListing` and
+/// rootfs/README.md define both exactly.
 ///
 /// Decoding does not depend on the decoder's date strategy: `created` is always an
 /// RFC 3339 string, with or without fractional seconds. Decoding throws
@@ -209,10 +209,21 @@ public enum RootfsError: Error, Sendable, Equatable, CustomStringConvertible {
     case rootfsMissing(runtime: String, path: String)
     /// The store directory exists but cannot be listed.
     case unreadableStore(path: String, reason: String)
-    /// `scripts/build-rootfs` was not found at any of `searched`.
+    /// `build-rootfs` was not found at any of `searched` (see `locateBuildScript()`).
     case buildScriptNotFound(searched: [String])
     /// The build script could not be started, or exited with a nonzero status or a signal.
     case buildFailed(name: String, script: String, reason: String)
+    /// A path of a rootfs tree (or its recorded listing) could not be opened, listed,
+    /// stat'ed or read; `reason` is the errno's text.
+    case unreadableTree(path: String, reason: String)
+    /// A name in a rootfs tree holds a newline or a tab, which the digest listing cannot hold.
+    case unlistableName(path: String)
+    /// `manifest.json` or `rootfs.listing` could not be written.
+    case cannotWrite(path: String, reason: String)
+    /// The tree's digest is not its manifest's; `difference` is the first differing path
+    /// when the rootfs has a recorded listing (rootfs sealed before listings were recorded
+    /// have none).
+    case digestMismatch(runtime: String, manifestDigest: String, actualDigest: String, difference: RootfsDifference?)
 
     public var description: String {
         switch self {
@@ -231,9 +242,21 @@ public enum RootfsError: Error, Sendable, Equatable, CustomStringConvertible {
             return "cannot list the rootfs store \(path): \(reason)"
         case .buildScriptNotFound(let searched):
             return "build-rootfs script not found; looked at: \(searched.joined(separator: ", ")); "
-                + "set SAFESPACE_BUILD_ROOTFS to its path"
+                + "set SAFESPACE_BUILD_ROOTFS to its path (scripts/build-rootfs of a source tree), "
+                + "or install safespace with scripts/setup or scripts/install-node"
         case .buildFailed(let name, let script, let reason):
             return "building rootfs \"\(name)\" with \(script) failed: \(reason)"
+        case .unreadableTree(let path, let reason):
+            return "cannot read \(path): \(reason)"
+        case .unlistableName(let path):
+            return "\(path): a name with a newline or tab cannot be listed for the digest"
+        case .cannotWrite(let path, let reason):
+            return "cannot write \(path): \(reason)"
+        case .digestMismatch(let runtime, let manifestDigest, let actualDigest, let difference):
+            let what = difference.map { "first difference: \($0)" }
+                ?? "no listing was recorded with this rootfs to name the path (rebuild it to record one)"
+            return "runtime \"\(runtime)\" does not match its manifest: \(what); "
+                + "manifest digest \(manifestDigest), tree digest \(actualDigest)"
         }
     }
 }
@@ -344,13 +367,21 @@ public struct RootfsStore: Sendable {
     /// Needs root; takes about a minute the first time, seconds once the download cache
     /// under /var/cache/safespace is warm.
     ///
+    /// - Parameter safespace: the `safespace` program the script runs to seal the tree
+    ///   (`safespace rootfs seal`), passed as `$SAFESPACE_CLI`; nil leaves the script to
+    ///   take `$SAFESPACE_CLI` or `safespace` on `PATH`.
     /// - Throws: `RootfsError.buildScriptNotFound` (see `locateBuildScript()`);
     ///   `RootfsError.buildFailed` when the script cannot start or does not exit 0.
-    public func build(name: String, force: Bool) throws {
+    public func build(name: String, force: Bool, safespace: String? = nil) throws {
         let script = try buildScript ?? Self.locateBuildScript()
         let process = Process()
         process.executableURL = URL(fileURLWithPath: script)
         process.arguments = [name, "--dest", root] + (force ? ["--force"] : [])
+        if let safespace {
+            var environment = ProcessInfo.processInfo.environment
+            environment["SAFESPACE_CLI"] = safespace
+            process.environment = environment
+        }
         // standardInput/Output/Error left unset: the child inherits ours, so output streams.
         do {
             try process.run()
@@ -370,55 +401,37 @@ public struct RootfsStore: Sendable {
         }
     }
 
-    /// Where `build(name:force:)` looks for `build-rootfs`, in order (first executable wins):
+    /// Where `build(name:force:)` runs `build-rootfs` from, in order (the first that is
+    /// executable):
     ///
-    /// 1. `$SAFESPACE_BUILD_ROOTFS`, when set;
-    /// 2. `<prefix>/share/safespace/scripts/build-rootfs` for an executable installed as
-    ///    `<prefix>/bin/<program>` (the script then finds its recipes in
-    ///    `<prefix>/share/safespace/rootfs`);
-    /// 3. `scripts/build-rootfs` in the source tree the executable was built in: the
-    ///    nearest ancestor of the executable's directory holding `Package.swift` and
-    ///    `scripts/build-rootfs` (`swift build` puts programs in `<tree>/.build*/...`);
-    /// 4. `scripts/build-rootfs` in the source tree this file was compiled from.
+    /// 1. `$SAFESPACE_BUILD_ROOTFS`, when set (a source tree's `scripts/build-rootfs`);
+    /// 2. `<prefix>/share/safespace/scripts/build-rootfs` for this program installed as
+    ///    `<prefix>/bin/<program>`, where scripts/setup and scripts/install-node put it
+    ///    (the script finds its recipes in `<prefix>/share/safespace/rootfs`).
     ///
     /// - Throws: `RootfsError.buildScriptNotFound` listing the paths tried.
     public static func locateBuildScript() throws -> String {
         let candidates = buildScriptCandidates(
             environment: ProcessInfo.processInfo.environment["SAFESPACE_BUILD_ROOTFS"],
-            executable: currentExecutable(),
-            sourceFile: #filePath)
-        let fm = FileManager.default
-        if let found = candidates.first(where: { fm.isExecutableFile(atPath: $0) }) {
+            executable: currentExecutable())
+        if let found = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0) }) {
             return found
         }
         throw RootfsError.buildScriptNotFound(searched: candidates)
     }
 
-    static func buildScriptCandidates(environment: String?, executable: String?, sourceFile: String) -> [String] {
+    static func buildScriptCandidates(environment: String?, executable: String?) -> [String] {
         var out: [String] = []
         if let environment, !environment.isEmpty { out.append(environment) }
         if let executable {
-            let binDir = (executable as NSString).deletingLastPathComponent
-            let prefix = (binDir as NSString).deletingLastPathComponent
+            let prefix = ((executable as NSString).deletingLastPathComponent as NSString).deletingLastPathComponent
             out.append("\(prefix)/share/safespace/scripts/build-rootfs")
-            var dir = binDir
-            while dir != "/" && !dir.isEmpty {
-                if FileManager.default.fileExists(atPath: dir + "/Package.swift") {
-                    out.append(dir + "/scripts/build-rootfs")
-                    break
-                }
-                dir = (dir as NSString).deletingLastPathComponent
-            }
         }
-        // <tree>/Sources/SandboxSpec/RootfsStore.swift -> <tree>
-        var tree = sourceFile
-        for _ in 0..<3 { tree = (tree as NSString).deletingLastPathComponent }
-        let fromSource = tree + "/scripts/build-rootfs"
-        if !out.contains(fromSource) { out.append(fromSource) }
         return out
     }
 
-    static func currentExecutable() -> String? {
+    /// The path of this process's program (`/proc/self/exe`).
+    public static func currentExecutable() -> String? {
         if let path = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") {
             return path
         }

@@ -98,7 +98,7 @@ struct Ps: ParsableCommand {
             let pids = try rt.processes(id: id)
             if format == "json" { return try printJSON(pids, pretty: false) }
             // gVisor: the workload's processes live in the sandbox, not on the host: runsc's table.
-            if let table = try rt.gvisorProcessTable(id: id) { return print(table, terminator: "") }
+            if let table = try rt.processTable(id: id) { return print(table, terminator: "") }
             // Table: ps(1)'s own output filtered to the container's pids, as runc does.
             var pipeFds: [Int32] = [-1, -1]
             guard pipe(&pipeFds) == 0 else { throw ValidationError("pipe failed") }

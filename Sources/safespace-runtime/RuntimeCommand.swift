@@ -5,6 +5,7 @@ import FoundationEssentials
 import Foundation
 #endif
 import Glibc
+import GVisor
 import OCI
 import Runtime
 
@@ -32,7 +33,8 @@ struct GlobalOptions: ParsableArguments {
         if systemdCgroup {
             throw Failure(logger: logger, message: "--systemd-cgroup: the systemd cgroup driver is not supported; use cgroupfs (drop the flag, or SystemdCgroup = false in containerd)")
         }
-        return ContainerRuntime(root: root, log: logger)
+        // The backends this runtime runs containers with: its own and gVisor's (security level high).
+        return ContainerRuntime(root: root, log: logger, backends: RuntimeBackends([NativeBackend(), GVisorBackend()]))
     }
 }
 

@@ -23,7 +23,7 @@ struct GCCommand: ParsableCommand {
     func run() throws {
         if geteuid() != 0 { throw CLIError("safespace gc needs root (cgroups, mounts, /run)") }
         let report = try SandboxHost(
-            configuration: .init(stateRoot: node.root, bundleRoot: node.bundleRoot, cpuAllocations: node.cpuAllocations, ephemeralStorageBase: node.ephemeralStorage)
+            configuration: .init(stateRoot: node.root, bundleRoot: node.bundleRoot, ephemeralStorageBase: node.ephemeralStorage)
         ).gc()
         print(report.description)
         for error in report.errors { Diagnostics.error(error) }

@@ -1,6 +1,6 @@
 /// The part of `safespace run` that drives a sandbox through `SandboxHost`: prepare, create,
-/// start, wait, with signals and the timeout turned into kills, and the cleanup on every path
-/// (normal exit, signal, timeout, error).
+/// start, wait (with the sandbox's timeout, `PreparedSandbox.wait(timeout:)`), with signals
+/// forwarded as kills, and the cleanup on every path (normal exit, signal, timeout, error).
 import Foundation
 import Glibc
 import NodeResources
@@ -43,33 +43,31 @@ struct SandboxRun {
             }
         }
 
-        let code: Int32
+        let exit: PreparedSandbox.Exit
         var oomExit: Int32?
         do {
             let prepared = try host.prepare(plan)
             sandbox = prepared
-            if let stop = watcher.stopReason { return stop.exitCode }
+            if let signo = watcher.stopSignal { return RunExit.signaled(signo) }
 
             try prepared.create()
             watcher.containerCreated(prepared)
-            if let stop = watcher.stopReason { return stop.exitCode }
+            if let signo = watcher.stopSignal { return RunExit.signaled(signo) }
 
             try prepared.start()
-            if let timeout = plan.timeout { watcher.arm(timeout: .seconds(timeout)) }
-            code = try prepared.wait()
+            exit = try prepared.wait(timeout: plan.timeout.map { .seconds($0) })
             oomExit = Self.oomExit(prepared)
         } catch {
-            if let stop = watcher.stopReason { return stop.exitCode }
+            if let signo = watcher.stopSignal { return RunExit.signaled(signo) }
             Diagnostics.error("\(error)")
             return Diagnostics.setupFailure
         }
-        switch watcher.stopReason {
-        case .timedOut?:
+        if let signo = watcher.stopSignal { return RunExit.signaled(signo) }
+        switch exit {
+        case .timedOut:
             Diagnostics.error("sandbox \(plan.id) timed out after \(plan.timeout ?? 0) seconds (spec.timeout); killed")
             return RunExit.timedOut
-        case let stop?:
-            return stop.exitCode
-        case nil:
+        case .exited(let code):
             return oomExit ?? code
         }
     }
@@ -92,24 +90,12 @@ func formatBytes(_ bytes: Int64) -> String {
     return "\(bytes)"
 }
 
-/// Why a run was stopped from outside the workload.
-enum StopReason: Equatable {
-    case signal(Int32)
-    case timedOut
-
-    var exitCode: Int32 {
-        switch self {
-        case .signal(let signo): return RunExit.signaled(signo)
-        case .timedOut: return RunExit.timedOut
-        }
-    }
-}
-
-/// A thread that turns signals and the timeout into kills of the container.
+/// A thread that turns signals into kills of the container. (The timeout is the host
+/// library's: `PreparedSandbox.wait(timeout:)`.)
 ///
 /// The first SIGINT/SIGTERM/SIGHUP is forwarded to the workload's init; if the workload has
 /// not ended after the grace period (or a second signal comes), every process of the
-/// container gets SIGKILL. The timeout sends SIGKILL at once.
+/// container gets SIGKILL.
 final class Watcher: @unchecked Sendable {
     private let signalFD: Int32
     private let gracePeriod: Duration
@@ -117,9 +103,8 @@ final class Watcher: @unchecked Sendable {
     private let clock = ContinuousClock()
     // Guarded by `lock`.
     private var sandbox: PreparedSandbox?
-    private var deadline: ContinuousClock.Instant?
     private var killDeadline: ContinuousClock.Instant?
-    private var reason: StopReason?
+    private var signal: Int32?
     private var finished = false
 
     init(signalFD: Int32, gracePeriod: Duration) {
@@ -127,8 +112,8 @@ final class Watcher: @unchecked Sendable {
         self.gracePeriod = gracePeriod
     }
 
-    /// Why the run was stopped, if it was.
-    var stopReason: StopReason? { lock.withLock { reason } }
+    /// The signal that stopped the run, if one did.
+    var stopSignal: Int32? { lock.withLock { signal } }
 
     func start() {
         Thread.detachNewThread { [self] in loop() }
@@ -137,11 +122,6 @@ final class Watcher: @unchecked Sendable {
     /// The container exists: from now on signals are forwarded to it.
     func containerCreated(_ sandbox: PreparedSandbox) {
         lock.withLock { self.sandbox = sandbox }
-    }
-
-    /// Starts the wall-clock limit of the workload.
-    func arm(timeout: Duration) {
-        lock.withLock { deadline = clock.now + timeout }
     }
 
     /// The run is over: no more kills, the thread ends.
@@ -161,17 +141,13 @@ final class Watcher: @unchecked Sendable {
             var actions: [Action] = []
             let sandbox: PreparedSandbox? = lock.withLock {
                 if let signo {
-                    if reason == nil {
-                        reason = .signal(signo)
+                    if signal == nil {
+                        signal = signo
                         killDeadline = now + gracePeriod
                         actions.append(.forward(signo))
                     } else {
                         actions.append(.killAll)
                     }
-                }
-                if reason == nil, let deadline, now >= deadline {
-                    reason = .timedOut
-                    actions.append(.killAll)
                 }
                 if let deadline = killDeadline, now >= deadline {
                     killDeadline = nil

@@ -88,7 +88,7 @@ struct RunCommand: ParsableCommand {
     /// The node paths of the flags; warnings and the seccomp summary go to stderr.
     var hostConfiguration: SandboxHost.Configuration {
         SandboxHost.Configuration(
-            stateRoot: node.root, bundleRoot: node.bundleRoot, cpuAllocations: node.cpuAllocations, ephemeralStorageBase: node.ephemeralStorage,
+            stateRoot: node.root, bundleRoot: node.bundleRoot, ephemeralStorageBase: node.ephemeralStorage,
             rootfsStore: rootfsStore, seccompProfiles: profileDir, messages: Diagnostics.report)
     }
 

@@ -18,7 +18,7 @@ final class DaemonConfigTests: XCTestCase {
             node: {allocatableCPU: 1500m, allocatableMemory: 2Gi}
             limits: {maxRequestBytes: 2Mi, maxFileBytes: 1024, maxExecOutputBytes: 3Mi, maxSandboxes: 9}
             shutdown: {gracePeriodSeconds: 4, sandboxes: remove}
-            paths: {runtimeRoot: /r, bundleRoot: /b, cpuAllocations: /c.json, ephemeralStorage: /e, rootfsStore: /s, seccompProfiles: /p}
+            paths: {runtimeRoot: /r, bundleRoot: /b, ephemeralStorage: /e, rootfsStore: /s, seccompProfiles: /p}
             """)
         XCTAssertEqual(config.group, "sbx")
         XCTAssertEqual(config.auditPath, "/a/log.jsonl")
@@ -30,7 +30,7 @@ final class DaemonConfigTests: XCTestCase {
         XCTAssertEqual(config.maxSandboxes, 9)
         XCTAssertEqual(config.gracePeriodSeconds, 4)
         XCTAssertTrue(config.removeSandboxesOnShutdown)
-        XCTAssertEqual([config.runtimeRoot, config.bundleRoot, config.cpuAllocations, config.ephemeralStorage, config.rootfsStore, config.seccompProfiles], ["/r", "/b", "/c.json", "/e", "/s", "/p"])
+        XCTAssertEqual([config.runtimeRoot, config.bundleRoot, config.ephemeralStorage, config.rootfsStore, config.seccompProfiles], ["/r", "/b", "/e", "/s", "/p"])
     }
 
     func testUnknownAndBadKeysAreRefusedByName() {

@@ -17,7 +17,6 @@ final class DaemonHarness: @unchecked Sendable {
     var configPath: String { dir + "/safespaced.yaml" }
     var runtimeRoot: String { runDir + "/runtime" }
     var bundleRoot: String { runDir + "/bundles" }
-    var cpuFile: String { runDir + "/cpus.json" }
     private(set) var pid: Int32 = 0
     private(set) var client: DaemonClient
 
@@ -43,7 +42,6 @@ final class DaemonHarness: @unchecked Sendable {
             paths:
               runtimeRoot: \(runDir)/runtime
               bundleRoot: \(runDir)/bundles
-              cpuAllocations: \(runDir)/cpus.json
               ephemeralStorage: \(ephemeral)
             \(extraConfig)
             """
@@ -120,8 +118,8 @@ final class DaemonHarness: @unchecked Sendable {
         out["daemon records"] = entries(stateDir + "/sandboxes")
         let mounts = (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? ""
         out["mounts"] = mounts.split(separator: "\n").map(String.init).filter { $0.contains(runDir) || $0.contains(ephemeral) }
-        let cpus = (try? String(contentsOfFile: cpuFile, encoding: .utf8)) ?? ""
-        out["cpu allocations"] = cpus.contains("\"cpus\"") ? [cpus] : []
+        // Pinned CPUs: leases of the node's store (runtime.json), keyed by sandbox name.
+        out["cpu leases"] = entries(LeaseDirectory.path + "/cpus").filter { $0.hasPrefix(id) }
         out["cgroups"] = entries("/sys/fs/cgroup/safespace").filter { $0.hasPrefix(id) }
         // Processes of sandboxes: in a cgroup of this test's sandboxes.
         var procs: [String] = []
@@ -151,7 +149,7 @@ final class DaemonHarness: @unchecked Sendable {
         for name in leftovers()["runtime state"] ?? [] {
             Self.run([binDir + "/safespace-runtime", "--root", runtimeRoot, "delete", "--force", name])
         }
-        Self.run([binDir + "/safespace", "gc", "--root", runtimeRoot, "--bundle-root", bundleRoot, "--cpu-allocations", cpuFile, "--ephemeral-storage", ephemeral])
+        Self.run([binDir + "/safespace", "gc", "--root", runtimeRoot, "--bundle-root", bundleRoot, "--ephemeral-storage", ephemeral])
         for d in [dir, runDir, ephemeral] { try? FileManager.default.removeItem(atPath: d) }
         if let names = try? FileManager.default.contentsOfDirectory(atPath: "/sys/fs/cgroup/safespace") {
             for name in names where name.hasPrefix(id) { rmdir("/sys/fs/cgroup/safespace/" + name) }
@@ -205,5 +203,16 @@ final class DaemonHarness: @unchecked Sendable {
     func auditRecords() -> [[String: Any]] {
         let text = (try? String(contentsOfFile: auditPath, encoding: .utf8)) ?? ""
         return text.split(separator: "\n").compactMap { (try? JSONSerialization.jsonObject(with: Data($0.utf8))) as? [String: Any] }
+    }
+}
+
+/// The node's lease store (runtime.json's `leases`, default /run/safespace-leases).
+enum LeaseDirectory {
+    static var path: String {
+        if let data = FileManager.default.contents(atPath: "/etc/safespace/runtime.json"),
+           let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any], let dir = object["leases"] as? String {
+            return dir
+        }
+        return "/run/safespace-leases"
     }
 }

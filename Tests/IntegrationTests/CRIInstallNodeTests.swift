@@ -92,9 +92,9 @@ struct CRIInstallNodeTests {
         #expect(table(try dump(dest), ".containerd.runtimes.safespace").isEmpty)
     }
 
-    @Test("--check names what the host lacks for safespace-high, or offers it")
+    @Test("--check (safespace doctor) names what the host lacks for safespace-high, or offers it")
     func check() throws {
-        let r = try run(["--check"])
+        let r = try run(["--check", "--bin-dir", Harness.buildDir])
         #expect(r.status == 0, "\(r.stdout)\n\(r.stderr)")
         if CRITools.runsc == nil {
             #expect(r.stdout.contains("safespace-high is not offered"), "expected because runsc is not installed: \(r.stdout)")

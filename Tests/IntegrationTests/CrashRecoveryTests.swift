@@ -4,12 +4,13 @@ import LinuxKernel
 import OCI
 import NodeResources
 import Runtime
+import SandboxHosting
 
 /// Crash safety (issue 10): a `safespace run` or `safespace-runtime create` SIGKILLed at a
 /// random moment must leave nothing that the next operation needing it (a run or create of the
 /// same name, a CPU allocation) or `safespace gc` does not reclaim, and nothing a live owner
-/// holds may ever be reclaimed. Each test has its own state root, bundle directory, CPU
-/// allocation file, id range directory (via `SAFESPACE_RUNTIME_CONFIG`) and volume base, and
+/// holds may ever be reclaimed. Each test has its own state root, bundle directory, lease store
+/// of CPUs and id ranges (via `SAFESPACE_RUNTIME_CONFIG`) and volume base, and
 /// counts only what lives there or is named after its own sandboxes.
 @Suite(.enabled(if: Harness.isRoot && Harness.hasPythonRootfs, "needs root and the python rootfs"), .serialized)
 struct CrashRecoveryTests {
@@ -18,8 +19,8 @@ struct CrashRecoveryTests {
         let dir: String
         let root: String
         let bundles: String
-        let cpus: String
-        let idmap: String
+        /// The lease store of CPUs and id ranges.
+        let leases: String
         let volumes: String
         let config: String
         let names: [String]
@@ -28,14 +29,13 @@ struct CrashRecoveryTests {
             dir = try Harness.tempDir(prefix)
             root = dir + "/root"
             bundles = dir + "/bundles"
-            cpus = dir + "/cpus.json"
-            idmap = dir + "/idmap"
+            leases = dir + "/leases"
             volumes = dir + "/volumes"
             config = dir + "/runtime.json"
             self.names = names
-            // Host ids of its own too, away from /run/safespace-idmap's ranges.
+            // Host ids of its own too, away from the node's ranges.
             let firstHostID = 0x6000_0000 + UInt32.random(in: 0..<256) * 16 * 65536
-            try #"{"userNamespaces": {"directory": "\#(idmap)", "firstHostID": \#(firstHostID), "ranges": 16}}"#
+            try #"{"leases": "\#(leases)", "userNamespaces": {"firstHostID": \#(firstHostID), "ranges": 16}}"#
                 .write(toFile: config, atomically: true, encoding: .utf8)
         }
 
@@ -51,7 +51,7 @@ struct CrashRecoveryTests {
         }
 
         func paths(_ subcommand: String) -> [String] {
-            ["--root", root, "--bundle-root", bundles, "--cpu-allocations", cpus, "--ephemeral-storage", volumes]
+            ["--root", root, "--bundle-root", bundles, "--ephemeral-storage", volumes]
         }
 
         func runtime(_ args: [String]) throws -> Harness.Result {
@@ -68,13 +68,8 @@ struct CrashRecoveryTests {
             var found = entries(bundles).map { "bundle: \($0)" }
             found += entries(root).map { "state: \($0)" }
             found += entries(volumes).map { "volume: \($0)" }
-            found += entries(idmap).map { "id range: \($0)" }
-            if let data = fm.contents(atPath: cpus),
-               let file = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
-               let allocations = file["allocations"] as? [String: Any]
-            {
-                found += allocations.keys.sorted().map { "cpus: \($0)" }
-            }
+            found += entries(leases + "/uid-ranges").map { "id range: \($0)" }
+            found += entries(leases + "/cpus").map { "cpus: \($0.hasSuffix(".json") ? String($0.dropLast(5)) : $0)" }
             if let mounts = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) {
                 found += mounts.split(separator: "\n").filter { $0.contains(dir) }.map { "mount: \($0)" }
             }
@@ -280,7 +275,7 @@ struct CrashRecoveryTests {
         }
         // The second run's allocation may already have reclaimed the first's CPUs (its holder
         // was dead); what is held now is held by the dead.
-        let held = try CPUAllocator(path: world.cpus).allocations()
+        let held = try CPUAllocator(store: LeaseStore(directory: world.leases)).allocations()
         try #require(!held.isEmpty && held.values.allSatisfy { !$0.holder.isAlive }, "\(held)")
         let last = names[2]
         let yaml = world.dir + "/\(last).yaml"
@@ -356,22 +351,20 @@ struct CrashRecoveryTests {
         #expect(alive.isAlive && !reused.isAlive)
 
         // Sandbox leases (bundle directories).
-        let leases = SandboxLeases(directory: world.bundles)
+        let leases = SandboxLeases(directory: world.bundles, backends: .native)
         _ = try leases.acquire(SandboxLease(id: "crl-live", owner: alive, stateRoot: world.root))
         _ = try leases.acquire(SandboxLease(id: "crl-reused", owner: reused, stateRoot: world.root))
         // CPU allocations held by either.
-        let cpus = CPUAllocator(path: world.cpus, pool: [100, 101])
+        let store = LeaseStore(directory: world.leases)
+        let cpus = CPUAllocator(store: store, pool: [100, 101])
         _ = try cpus.allocate(sandbox: "crl-cpu-live", count: 1, runtimeRoot: world.root)
         _ = try cpus.allocate(sandbox: "crl-cpu-reused", count: 1, runtimeRoot: world.root)
-        try Self.rewriteHolders(world.cpus, ["crl-cpu-live": alive, "crl-cpu-reused": reused])
+        try Self.rewriteHolders(world.leases + "/cpus", ["crl-cpu-live": alive, "crl-cpu-reused": reused])
         // Id ranges held by either (no container state yet: a run between reserve and create).
-        let ids = IDAllocator(directory: world.idmap, firstHostID: 0x6f00_0000, ranges: 4)
+        let ids = IDAllocator(store: store, firstHostID: 0x6f00_0000, ranges: 4)
         for (name, owner) in [("crl-rng-live", alive), ("crl-rng-reused", reused)] {
             let a = try ids.allocate(owner: world.root + "/" + name)
-            var forged = a
-            forged.holderPid = owner.pid
-            forged.holderStartTime = owner.startTime
-            try JSONEncoder().encode(forged).write(to: URL(fileURLWithPath: "\(world.idmap)/\(a.index).json"))
+            try Self.rewriteHolders(world.leases + "/uid-ranges", ["\(a.index)": owner])
         }
         // A bundle directory without a lease (before leases; or its run died between mkdir and
         // lease): its owner is unknown, so dead; its container is looked for in gc's root.
@@ -384,8 +377,8 @@ struct CrashRecoveryTests {
         }
 
         let report = GarbageCollector(
-            stateRoot: world.root, bundleRoot: world.bundles, cpuAllocations: world.cpus, idAllocator: ids,
-            ephemeralStorageBase: world.volumes
+            stateRoot: world.root, bundleRoot: world.bundles, cpuAllocator: cpus, idAllocator: ids,
+            ephemeralStorageBase: world.volumes, backends: .native
         ).sweep()
         #expect(report.errors.isEmpty, "\(report.errors)")
         #expect(report.sandboxes == ["crl-legacy", "crl-reused"])
@@ -395,30 +388,27 @@ struct CrashRecoveryTests {
         #expect(world.snapshot().sorted() == ["bundle: crl-live", "cpus: crl-cpu-live", "id range: 0.json", "state: crl-ctr-live"])
         // The live owner's name stays taken, its container too.
         #expect(throws: (any Error).self) { try leases.acquire(SandboxLease(id: "crl-live", stateRoot: world.root)) }
-        #expect(try ContainerRuntime(root: world.root).state(id: "crl-ctr-live").status == "creating")
+        #expect(try ContainerRuntime(root: world.root, backends: .native).state(id: "crl-ctr-live").status == "creating")
 
         // Once the owner is dead, everything goes.
         kill(sleeper.pid, SIGKILL)
         sleeper.wait()
         let after = GarbageCollector(
-            stateRoot: world.root, bundleRoot: world.bundles, cpuAllocations: world.cpus, idAllocator: ids,
-            ephemeralStorageBase: world.volumes
+            stateRoot: world.root, bundleRoot: world.bundles, cpuAllocator: cpus, idAllocator: ids,
+            ephemeralStorageBase: world.volumes, backends: .native
         ).sweep()
         #expect(after.sandboxes == ["crl-live"] && after.containers == ["crl-ctr-live"] && after.cpuAllocations == ["crl-cpu-live"], "\(after)")
         #expect(after.idRanges == [0x6f00_0000])
         #expect(world.snapshot().isEmpty, "\(world.snapshot())")
     }
 
-    /// Sets the holder of each named allocation in a CPU allocation file.
-    static func rewriteHolders(_ path: String, _ holders: [String: ProcessIdentity]) throws {
-        let data = try Data(contentsOf: URL(fileURLWithPath: path))
-        var file = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
-        var allocations = try #require(file["allocations"] as? [String: [String: Any]])
-        for (id, holder) in holders {
-            allocations[id]?["holderPid"] = holder.pid
-            allocations[id]?["holderStartTime"] = holder.startTime
+    /// Sets the holder of each named lease (by key) in a kind's directory of a lease store.
+    static func rewriteHolders(_ directory: String, _ holders: [String: ProcessIdentity]) throws {
+        for (key, holder) in holders {
+            let url = URL(fileURLWithPath: "\(directory)/\(key).json")
+            var lease = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as? [String: Any])
+            lease["holder"] = ["pid": holder.pid, "startTime": holder.startTime]
+            try JSONSerialization.data(withJSONObject: lease).write(to: url)
         }
-        file["allocations"] = allocations
-        try JSONSerialization.data(withJSONObject: file).write(to: URL(fileURLWithPath: path))
     }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import LinuxKernel
 import OCI
 import Runtime
 
@@ -96,5 +97,46 @@ struct UserNamespaceAllocatorTests {
         let ids = got.compactMap { $0 }
         #expect(ids.count == owners.count)
         #expect(Set(ids).count == owners.count)
+    }
+
+    @Test("ranges of an earlier version (<index>.json in its own directory) stay taken until released or stale, then their files go")
+    func legacyDirectory() throws {
+        let dir = try Harness.tempDir("idmap-legacy")
+        defer { Harness.cleanup(dir) }
+        let legacy = dir + "/idmap"
+        try FileManager.default.createDirectory(atPath: legacy, withIntermediateDirectories: true)
+        let a = IDAllocator(store: LeaseStore(directory: dir + "/leases"), firstHostID: 0x5000_0000, ranges: 4, legacyDirectories: [legacy])
+        // As /run/safespace-idmap held them: a running container's range, a crashed create's, and
+        // a write killed before its rename.
+        let running = IDAllocator.Allocation(
+            index: 0, hostID: 0x5000_0000, size: 65536, owner: try Self.liveOwner(dir, "running"), holderPid: 999_999_999,
+            holderStartTime: 1, created: "2026-01-01T00:00:00Z")
+        let crashed = IDAllocator.Allocation(
+            index: 1, hostID: 0x5000_0000 + 65536, size: 65536, owner: dir + "/crashed", holderPid: 999_999_999,
+            holderStartTime: 1, created: "2026-01-01T00:00:00Z")
+        for old in [running, crashed] {
+            try JSONEncoder().encode(old).write(to: URL(fileURLWithPath: "\(legacy)/\(old.index).json"))
+        }
+        #expect(FileManager.default.createFile(atPath: legacy + "/2.json.tmp", contents: Data("{".utf8)))
+        #expect(try a.allocations() == [running, crashed])
+        // The crashed one is recovered; the running one's range is not handed out.
+        let fresh = try a.allocate(owner: try Self.liveOwner(dir, "fresh"))
+        #expect(fresh.index == 1)
+        #expect(try a.allocations().map(\.index) == [0, 1])
+        #expect(FileManager.default.fileExists(atPath: dir + "/leases/uid-ranges/1.json"))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: legacy).sorted() == [".lock", "0.json"])
+        // Its container's delete gives it back (from the earlier version's file).
+        try a.release(owner: running.owner)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: legacy) == [".lock"])
+        #expect(try a.allocate(owner: try Self.liveOwner(dir, "next")).index == 0)
+        // A container of the earlier version records the old directory: its delete opens it as a
+        // store, whose own old-format files count.
+        let old = IDAllocator.Allocation(
+            index: 3, hostID: 0x5000_0000 + 3 * 65536, size: 65536, owner: try Self.liveOwner(dir, "old"), holderPid: 999_999_999,
+            holderStartTime: 1, created: "2026-01-01T00:00:00Z")
+        try JSONEncoder().encode(old).write(to: URL(fileURLWithPath: "\(legacy)/3.json"))
+        #expect(try IDAllocator(directory: legacy).allocation(owner: old.owner) == old)
+        try IDAllocator(directory: legacy).release(owner: old.owner)
+        #expect(!FileManager.default.fileExists(atPath: legacy + "/3.json"))
     }
 }

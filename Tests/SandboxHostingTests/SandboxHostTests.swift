@@ -18,8 +18,7 @@ private struct TempNode {
             try FileManager.default.createDirectory(atPath: base + "/" + dir, withIntermediateDirectories: true)
         }
         configuration = SandboxHost.Configuration(
-            stateRoot: base + "/state", bundleRoot: base + "/bundles", cpuAllocations: base + "/cpus.json",
-            ephemeralStorageBase: base + "/volumes", rootfsStore: base + "/store", seccompProfiles: base + "/profiles",
+            stateRoot: base + "/state", bundleRoot: base + "/bundles", ephemeralStorageBase: base + "/volumes", rootfsStore: base + "/store", seccompProfiles: base + "/profiles",
             messages: messages)
     }
 
@@ -100,7 +99,7 @@ private func minimalPlan(_ id: String) -> SandboxPlan {
         #expect(sandbox.bundle == node.base + "/bundles/sb-prep")
         let config = try JSONDecoder().decode(Spec.self, from: Data(contentsOf: URL(fileURLWithPath: sandbox.bundle + "/config.json")))
         #expect(config.process?.args == ["true"])
-        let lease = try #require(SandboxLeases(directory: node.configuration.bundleRoot).lease("sb-prep"))
+        let lease = try #require(SandboxLeases(directory: node.configuration.bundleRoot, backends: node.configuration.backends).lease("sb-prep"))
         #expect(lease.owner == .current())
         #expect(lease.stateRoot == node.configuration.stateRoot)
 
@@ -147,7 +146,7 @@ private func minimalPlan(_ id: String) -> SandboxPlan {
         DispatchQueue.concurrentPerform(iterations: prepared.count) { index in
             #expect(throws: Never.self) { try prepared[index].cleanup() }
         }
-        #expect(SandboxLeases(directory: node.configuration.bundleRoot).ids().isEmpty)
+        #expect(SandboxLeases(directory: node.configuration.bundleRoot, backends: node.configuration.backends).ids().isEmpty)
     }
 
     @Test func aFailedPrepareReleasesWhatItTook() throws {

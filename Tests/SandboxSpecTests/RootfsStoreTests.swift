@@ -198,14 +198,15 @@ private struct TempStore {
     }
 
     @Test func buildScriptSearchOrder() {
-        let c = RootfsStore.buildScriptCandidates(
-            environment: "/opt/x/build-rootfs", executable: "/usr/local/bin/safespace",
-            sourceFile: "/src/safespace/Sources/SandboxSpec/RootfsStore.swift")
+        let c = RootfsStore.buildScriptCandidates(environment: "/opt/x/build-rootfs", executable: "/usr/local/bin/safespace")
         #expect(c == [
             "/opt/x/build-rootfs",
             "/usr/local/share/safespace/scripts/build-rootfs",
-            "/src/safespace/scripts/build-rootfs",
         ])
+        // no guessing from a source tree: a program in .build/ finds no script of its own
+        #expect(
+            RootfsStore.buildScriptCandidates(environment: nil, executable: "/src/safespace/.build/debug/safespace")
+                == ["/src/safespace/.build/share/safespace/scripts/build-rootfs"])
     }
 
     /// build() runs the script with NAME --dest ROOT [--force] and maps its exit status.
@@ -229,9 +230,24 @@ private struct TempStore {
         #expect(try String(contentsOfFile: argsFile, encoding: .utf8) == "bad\n--dest\n\(store.root)\n")
     }
 
-    @Test func buildScriptIsFoundInThisSourceTree() throws {
-        let script = try RootfsStore.locateBuildScript()
-        #expect(script.hasSuffix("/scripts/build-rootfs"))
+    /// Without $SAFESPACE_BUILD_ROOTFS or an installed layout, the error says what was tried
+    /// and how to fix it.
+    @Test func missingBuildScriptErrorSaysWhatToDo() {
+        let error = RootfsError.buildScriptNotFound(searched: ["/x/.build/share/safespace/scripts/build-rootfs"])
+        #expect(error.description.contains("looked at: /x/.build/share/safespace/scripts/build-rootfs"))
+        #expect(error.description.contains("set SAFESPACE_BUILD_ROOTFS"))
+    }
+
+    /// build() passes the program that seals the tree as $SAFESPACE_CLI.
+    @Test func buildPassesTheSealingProgram() throws {
+        let store = try TempStore()
+        defer { store.remove() }
+        let script = store.root + "/fake-build-rootfs"
+        let out = store.root + "/cli"
+        try Data("#!/bin/sh\nprintf %s \"$SAFESPACE_CLI\" > '\(out)'\n".utf8).write(to: URL(fileURLWithPath: script))
+        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: script)
+        try RootfsStore(root: store.root, buildScript: script).build(name: "good", force: false, safespace: "/opt/bin/safespace")
+        #expect(try String(contentsOfFile: out, encoding: .utf8) == "/opt/bin/safespace")
     }
 }
 
@@ -259,17 +275,30 @@ private struct TempStore {
         #expect((workspace[.ownerAccountID] as? NSNumber)?.intValue == 1000)
     }
 
-    /// Recomputes the digest with `build-rootfs --verify` (about 2 s); root only, since
-    /// the rootfs holds files only root can read (/etc/shadow).
-    @Test(.enabled(if: getuid() == 0 && FileManager.default.fileExists(atPath: pythonDir + "/manifest.json")))
-    func installedPythonRootfsMatchesItsDigest() throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: try RootfsStore.locateBuildScript())
-        process.arguments = ["--verify", "python:3.11", "--dest", RootfsStore.defaultRoot]
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        process.waitUntilExit()
-        #expect(process.terminationStatus == 0, "build-rootfs --verify python:3.11 failed: digest mismatch")
+    static let installed = ["python:3.11", "node:18"].filter {
+        FileManager.default.fileExists(atPath: RootfsStore.defaultRoot + "/" + $0.replacingOccurrences(of: ":", with: "-") + "/manifest.json")
+    }
+
+    /// Recomputes the digest (about 2 s each); root only, since the rootfs holds files only
+    /// root can read (/etc/shadow). The installed rootfs were built by the bash digest of
+    /// earlier versions, so this also proves the listings agree byte for byte.
+    @Test(.enabled(if: getuid() == 0), arguments: installed)
+    func installedRootfsMatchesItsDigest(runtime: String) throws {
+        let manifest = try RootfsStore().verify(runtime: runtime)
+        #expect(manifest.runtime == runtime)
+        let (_, path) = try RootfsStore().resolve(runtime: runtime)
+        #expect(try RootfsListing.scan(path).sizeBytes == manifest.sizeBytes)
+    }
+
+    /// The package list `seal` reads from dpkg's status is the one dpkg-query gave the
+    /// installed manifests, and `manifestText` lays them out as they are on disk.
+    @Test(arguments: installed)
+    func sealReproducesInstalledManifests(runtime: String) throws {
+        let store = RootfsStore()
+        let (manifest, path) = try store.resolve(runtime: runtime)
+        let status = try String(contentsOfFile: path + "/var/lib/dpkg/status", encoding: .utf8)
+        #expect(RootfsPackage.installed(dpkgStatus: status) == manifest.packages)
+        let onDisk = try String(contentsOfFile: store.directory(for: manifest) + "/manifest.json", encoding: .utf8)
+        #expect(manifest.manifestText == onDisk)
     }
 }

@@ -7,34 +7,7 @@ import Glibc
 import CSafeSpace
 import LinuxKernel
 import OCI
-
-/// How every runsc call of one gVisor container is made. runsc rereads its configuration from
-/// its global flags on each call, so they are fixed at `create` and kept in the state.
-public struct GVisorState: Codable, Sendable, Equatable {
-    /// The runsc binary.
-    public var runsc: String
-    /// Global flags: `--root <state>/runsc --platform P --network N --log L --log-format json`,
-    /// `--oci-seccomp` when the bundle has `linux.seccomp`, then the configured extra flags.
-    public var flags: [String]
-    public var platform: String
-    public var network: String
-    /// Whether runsc's create and start of the sandbox must not see the joined network
-    /// namespace's /proc/sys/net/core (`GVisorFeatures.misreadsPodNetns`): create hides it
-    /// through the checked fd, start through /proc/<sandbox pid>/ns/net. nil in states
-    /// written before it existed: false.
-    public var hideNetCore: Bool? = nil
-    /// For a container of a gVisor pod: the pod sandbox container's id (its runsc root is
-    /// shared: runsc runs the container inside that sandbox).
-    public var podSandbox: String? = nil
-    /// Host processes of the sandbox besides its main one (the gofer), with start times: reaped
-    /// after the sandbox when they are this process's children (it is a subreaper).
-    public var helpers: [HelperProcess]
-
-    public struct HelperProcess: Codable, Sendable, Equatable {
-        public var pid: Int32
-        public var startTime: UInt64
-    }
-}
+import Runtime
 
 /// One runsc invocation's outcome.
 struct RunscResult {

@@ -1,6 +1,7 @@
 import Testing
 @testable import OCI
 @testable import Runtime
+@testable import GVisor
 import LinuxKernel
 
 /// What the gVisor backend refuses before `runsc exec` (GVisorSpec.checkExec): a container's

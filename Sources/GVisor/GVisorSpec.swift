@@ -1,6 +1,7 @@
 import Glibc
 import LinuxKernel
 import OCI
+import Runtime
 
 /// What the installed runsc can enforce, from the configuration and `runsc help platforms`.
 struct GVisorFeatures: Sendable, Equatable {

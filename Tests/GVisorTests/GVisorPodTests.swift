@@ -1,6 +1,7 @@
 import Testing
 @testable import OCI
 @testable import Runtime
+@testable import GVisor
 
 /// The pure parts of gVisor pods: the role from CRI annotations, the sum of a pod's limits
 /// for the sandbox's cgroup, and the runsc release date.

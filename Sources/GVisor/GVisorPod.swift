@@ -8,40 +8,7 @@ import CSafeSpace
 import LinuxKernel
 import OCI
 import Cgroups
-
-/// A container's place in a Kubernetes pod, from the annotations containerd's CRI
-/// (`io.kubernetes.cri.container-type`, `io.kubernetes.cri.sandbox-id`) or CRI-O
-/// (`io.kubernetes.cri-o.ContainerType`, `io.kubernetes.cri-o.SandboxID`) put in every spec —
-/// the same annotations runsc reads (runsc/specutils: ShouldCreateSandbox, SandboxID).
-public enum PodRole: Equatable, Sendable {
-    /// Not in a pod (no annotations): a sandbox of its own.
-    case standalone
-    /// The pod sandbox (pause) container: the gVisor sandbox every container of the pod runs in.
-    case sandbox
-    /// An application container of the pod whose sandbox container is `sandboxID`.
-    case container(sandboxID: String)
-
-    static let typeKeys = ["io.kubernetes.cri.container-type", "io.kubernetes.cri-o.ContainerType"]
-    static let sandboxKeys = ["io.kubernetes.cri.sandbox-id", "io.kubernetes.cri-o.SandboxID"]
-
-    /// - Throws: `RuntimeError` naming the annotation for an unknown container type, or a
-    ///   `container` without a sandbox id.
-    public static func of(_ annotations: [String: String]?) throws -> PodRole {
-        guard let annotations, let key = typeKeys.first(where: { annotations[$0] != nil }), let type = annotations[key] else {
-            return .standalone
-        }
-        switch type {
-        case "sandbox": return .sandbox
-        case "container":
-            guard let sandbox = sandboxKeys.lazy.compactMap({ annotations[$0] }).first(where: { !$0.isEmpty }) else {
-                throw RuntimeError("annotations[\(key)]: \"container\" without annotations[\(sandboxKeys[0])]: the pod sandbox to run in is not named")
-            }
-            return .container(sandboxID: sandbox)
-        default:
-            throw RuntimeError("annotations[\(key)]: unknown container type \"\(type)\" (expected sandbox or container)")
-        }
-    }
-}
+import Runtime
 
 /// How the limits of a gVisor pod's containers hold on the host. Every container of the pod runs
 /// in one sentry (the sandbox's host process), which sits in the pod sandbox container's
@@ -203,7 +170,8 @@ extension GVisorBackend {
     /// The pod sandbox container a pod container runs in: a gVisor container of this root
     /// that is running.
     /// - Throws: `RuntimeError` naming the sandbox-id annotation.
-    func podSandbox(_ sandboxID: String) throws -> ContainerState {
+    static func podSandbox(_ sandboxID: String, in runtime: ContainerRuntime) throws -> ContainerState {
+        let store = runtime.store
         let field = "annotations[\(PodRole.sandboxKeys[0])]"
         guard let sandbox = try? store.load(sandboxID) else {
             throw RuntimeError("\(field): pod sandbox \"\(sandboxID)\" is not a container of this runtime root (\(store.root))")
@@ -219,7 +187,7 @@ extension GVisorBackend {
         guard (try? PodRole.of(sandbox.annotations)) == .sandbox else {
             throw RuntimeError("\(field): \"\(sandboxID)\" was not created as a pod sandbox (annotations[\(PodRole.typeKeys[0])]: sandbox)")
         }
-        let status = store.status(of: sandbox)
+        let status = runtime.status(of: sandbox)
         guard status == .running else {
             throw RuntimeError("\(field): pod sandbox \"\(sandboxID)\" is \(status.rawValue), not running")
         }
@@ -261,83 +229,10 @@ extension GVisorBackend {
         try GVisorPodResources.check(spec.linux?.resources)
     }
 
-    /// `runsc create` of a pod container inside the pod's sandbox (runsc root and flags shared,
-    /// its own log), in a cgroup of its own that holds a waiter: the process containerd's shim
-    /// sees as the container's. runsc reports the sandbox's pid for a pod container and takes
-    /// its stdio from `runsc start`; the waiter (`safespace-runtime gvisor-wait`) keeps the stdio
-    /// this create was given, runs `runsc start` with them when `start` asks, then exits with
-    /// the container's status (`runsc wait`). Limits go to the sandbox's cgroup
-    /// (`GVisorPodResources`).
-    func createPodContainer(id: String, bundle: String, rootfs: String, spec: Spec, options: CreateOptions, sandboxID: String) throws -> Int32 {
-        let lock = try store.lock()
-        let sandbox = try podSandbox(sandboxID)
-        try Self.checkPodContainer(spec, sandbox: sandbox)
-        guard var gstate = sandbox.gvisor else { throw RuntimeError("pod sandbox \(sandboxID): no runsc state") }
-        let dir = store.directory(id)
-        try runtime.claimID(id)
-        try sys("mkdir", path: dir) { mkdir(dir, 0o711) }
-        // Who creates it, before anything is taken (CreatingRecord, Reclaim.swift).
-        var record = CreatingRecord(id: id, creator: .current(), bundle: bundle, created: rfc3339Now(), annotations: spec.annotations)
-        if let i = gstate.flags.firstIndex(of: "--log"), i + 1 < gstate.flags.count { gstate.flags[i + 1] = logPath(id) }
-        gstate.podSandbox = sandboxID
-        gstate.hideNetCore = nil
-        gstate.helpers = []
-        let runner = Runsc(state: gstate, logPath: logPath(id), log: runtime.log)
-        var cgroup: Cgroup?
-        var created = false
-        var waiter: Int32 = -1
-        do {
-            try store.saveCreating(record)
-            try sys("mkfifo", path: store.fifoPath(id)) { mkfifo(store.fifoPath(id), 0o600) }
-            for fifo in [Self.startFifo(dir), Self.replyFifo(dir)] {
-                try sys("mkfifo", path: fifo) { mkfifo(fifo, 0o600) }
-            }
-            var cg = try Cgroup.resolve(cgroupsPath: spec.linux?.cgroupsPath, id: StateStore.directoryName(id))
-            record.cgroup = cg.planned()
-            try store.saveCreating(record)
-            try cg.create()
-            cgroup = cg
-            record.cgroup = cg
-            try store.saveCreating(record)
-            try Files.makeDirectories(bundleDir(id), mode: 0o700)
-            var runscSpec = GVisorSpec.runscSpec(spec, bundle: bundle, rootfs: rootfs, cgroupsPath: cg.path)
-            // runsc creates a pod container's cgroup itself when given one; this one is made.
-            runscSpec.linux?.cgroupsPath = nil
-            try Files.writeAtomically(bundleDir(id) + "/config.json", Array(try JSONEncoder().encode(runscSpec)), mode: 0o600)
-            try runner.check(["create", "--bundle", bundleDir(id), "--pid-file", dir + "/runsc.pid", id])
-            created = true
-            waiter = try Self.spawnWaiter(dir: dir, id: id, sandbox: sandbox, runsc: gstate)
-            try cg.attach(pid: waiter)
-            guard let startTime = ProcStat.read(pid: waiter)?.startTime else {
-                throw RuntimeError("gVisor pod container \(id): its waiter (pid \(waiter)) exited at once")
-            }
-            try Self.runCreateHooks(spec, id: id, pid: waiter, bundle: bundle)
-            let state = ContainerState(
-                id: id, bundle: bundle, rootfs: rootfs, pid: waiter, startTime: startTime, created: rfc3339Now(),
-                annotations: spec.annotations, cgroup: cg, spec: spec, ownNamespaces: [], backend: .gvisor, gvisor: gstate)
-            try store.save(state)
-            try applyPodLimits(sandbox: sandbox)
-            withExtendedLifetime(lock) {}
-            if let pidFile = options.pidFile {
-                try Files.writeAtomically(try absolute(pidFile), Array("\(waiter)".utf8), mode: 0o644)
-            }
-            return waiter
-        } catch {
-            if waiter > 0 { Glibc.kill(waiter, SIGKILL); var st: Int32 = 0; waitpid(waiter, &st, 0) }
-            if created { _ = try? runner.run(["delete", "--force", id]) }
-            if let cgroup {
-                try? cgroup.killAll(signal: SIGKILL)
-                try? cgroup.destroy()
-            }
-            try? Files.removeTree(dir)
-            if Files.exists(store.statePath(sandboxID)) { try? applyPodLimits(sandbox: sandbox) }
-            throw error
-        }
-    }
-
     /// Sets the pod sandbox's cgroup to the combined limits of the sandbox and the pod's
     /// containers that exist now (their states in this root). The caller holds the store lock.
-    func applyPodLimits(sandbox: ContainerState) throws {
+    static func applyPodLimits(sandbox: ContainerState, in runtime: ContainerRuntime) throws {
+        let store = runtime.store
         var containers: [Resources?] = []
         for id in store.ids() where id != sandbox.id {
             guard let s = try? store.load(id), s.gvisor?.podSandbox == sandbox.id else { continue }
@@ -381,10 +276,11 @@ extension GVisorBackend {
     /// `start` of a pod container: asks its waiter to run `runsc start` (with the container's
     /// stdio) and waits for its answer.
     /// - Throws: `RuntimeError` with runsc's error, or when the waiter is gone.
-    func startPodContainer(_ state: ContainerState) throws {
+    func startPodContainer(_ state: ContainerState, in runtime: ContainerRuntime) throws {
+        let store = runtime.store
         if let sandboxID = state.gvisor?.podSandbox {
             let sandbox = try? store.load(sandboxID)
-            let status = sandbox.map { store.status(of: $0) } ?? .stopped
+            let status = sandbox.map { self.status(of: $0, in: runtime) } ?? .stopped
             guard status == .running else {
                 throw RuntimeError("cannot start container \(state.id): its pod sandbox \(sandboxID) is \(status.rawValue)\(status == .paused ? "; resume it first" : "")")
             }
@@ -422,7 +318,7 @@ extension GVisorBackend {
 
 /// `safespace-runtime gvisor-wait <dir> <id> <sandbox pid> <sandbox start time> <runsc>
 /// <flags…>`: the host process of one container of a gVisor pod (see
-/// `GVisorBackend.createPodContainer`). Holds the start FIFO open (then says so on fd 3),
+/// `GVisorPodContainerCreation`). Holds the start FIFO open (then says so on fd 3),
 /// waits for `start`'s request or the sandbox's end (a pidfd), runs `runsc start` with the
 /// stdio it was given, answers "ok" or "error: <runsc's words>" on the reply FIFO, lets go of
 /// the container's stdio, and exits with `runsc wait`'s status (128+N for signal N; 137 when
