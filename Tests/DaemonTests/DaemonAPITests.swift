@@ -569,3 +569,47 @@ final class DaemonCLITests: XCTestCase {
         XCTAssertEqual(h.leftovers(), [:])
     }
 }
+
+/// A sandbox with pinned CPUs: once it runs, its CPU lease (in the node's lease store), its
+/// volume and its bundle lease belong to its init, so a kill -9 of the daemon frees nothing
+/// of it; the restarted daemon adopts it and its delete frees all.
+final class DaemonPinnedCPUTests: XCTestCase {
+    func testPinnedCPUsBelongToTheInitAndSurviveTheDaemon() throws {
+        try XCTSkipUnless(geteuid() == 0, "safespaced needs root")
+        try XCTSkipUnless(access(DaemonHarness.binary, X_OK) == 0, "build safespaced first")
+        let h = try DaemonHarness()
+        defer { h.tearDown() }
+        try h.start()
+        let name = h.name("pinned")
+        let created = try h.client.request("POST", "/v1/sandboxes", json: [
+            "metadata": ["name": name], "spec": ["resources": ["cpu": "1", "memory": "64Mi", "cpuPinning": true]],
+        ])
+        XCTAssertEqual(created.status, 201, created.text)
+        func leaseHolder(_ path: String) -> Int? {
+            guard let data = FileManager.default.contents(atPath: path), let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { return nil }
+            return ((object["holder"] ?? object["owner"]) as? [String: Any])?["pid"] as? Int ?? object["pid"] as? Int
+        }
+        let cpuLease = LeaseDirectory.path + "/cpus/\(name).json"
+        let initPid = try XCTUnwrap(leaseHolder(cpuLease), "no CPU lease at \(cpuLease)")
+        XCTAssertNotEqual(Int32(initPid), h.pid, "the CPUs still belong to the daemon")
+        XCTAssertEqual(leaseHolder(h.bundleRoot + "/\(name)/lease.json"), initPid)
+        XCTAssertEqual(leaseHolder(h.ephemeral + "/\(name)/owner.json"), initPid)
+        let cpus = try h.exec(name, ["sh", "-c", "grep Cpus_allowed_list /proc/self/status"])
+        XCTAssertEqual((cpus.json?["stdout"] as? String)?.split(separator: ":").last?.trimmingCharacters(in: .whitespacesAndNewlines).count, 1, cpus.text)
+
+        h.kill9()
+        XCTAssertNotNil(leaseHolder(cpuLease), "the CPU lease went with the daemon")
+        try h.start()
+        XCTAssertEqual(try h.exec(name, ["true"]).json?["exitCode"] as? Int, 0)
+        XCTAssertEqual(try h.delete(name).status, 200)
+        XCTAssertNil(leaseHolder(cpuLease))
+        XCTAssertEqual(h.stop(), 0)
+        // The adopted init's parent was the daemon that died: its zombie is reaped by PID 1.
+        var left = h.leftovers()
+        for _ in 0..<30 where !left.isEmpty {
+            usleep(100_000)
+            left = h.leftovers()
+        }
+        XCTAssertEqual(left, [:])
+    }
+}
