@@ -109,6 +109,20 @@ public enum Daemon {
         let recovered = await manager.recover()
         logger.info("recovery done", metadata: ["adopted": "\(recovered.adopted)", "removed": "\(recovered.removed)"])
 
+        // Socket activation (safespaced.socket): Hummingbird 2 binds by path and cannot serve
+        // on an inherited fd, so the daemon takes the unit's socket path over with its own
+        // socket (same owner and mode); connections queued on systemd's socket before the
+        // daemon started are dropped.
+        let inherited = Systemd.listenFDs()
+        var takeOver = false
+        for fd in inherited {
+            if Systemd.isUnixStreamListener(fd, path: options.socketPath) { takeOver = true }
+            close(fd)
+        }
+        if takeOver {
+            logger.warning("socket activation: serving on a socket of its own at \(options.socketPath) (Hummingbird cannot take the inherited one)")
+            unlink(options.socketPath)
+        }
         try prepareSocket(options.socketPath)
         let router = Router(context: DaemonContext.self)
         router.middlewares.add(AccessMiddleware(policy: AccessPolicy(group: config.group), audit: audit, logger: logger))
@@ -176,7 +190,13 @@ public enum Daemon {
     static func prepareSocket(_ path: String) throws {
         guard path.utf8.count < 108 else { throw ConfigError("--socket \(path): longer than a unix socket path may be (107 bytes)") }
         let dir = String(path[..<(path.lastIndex(of: "/") ?? path.startIndex)])
-        if !dir.isEmpty { do { try makeDirectories(dir, mode: 0o755) } catch { throw ConfigError("--socket \(path): \(error)") } }
+        if !dir.isEmpty {
+            do { try makeDirectories(dir, mode: 0o755) } catch { throw ConfigError("--socket \(path): \(error)") }
+            // Members of the group must reach the socket: the directory (/run/safespace is also
+            // the runtime's state root, made 0700 by it) is made searchable, not listable.
+            var st = stat()
+            if stat(dir, &st) == 0, st.st_uid == 0, st.st_mode & 0o011 != 0o011 { _ = chmod(dir, (st.st_mode & 0o7777) | 0o011) }
+        }
         var st = stat()
         guard lstat(path, &st) == 0 else { return }
         guard st.st_mode & S_IFMT == S_IFSOCK else { throw ConfigError("--socket \(path): exists and is not a socket") }
