@@ -178,6 +178,13 @@ final class SandboxManager: @unchecked Sendable {
         var sandbox = decoded.applying(SandboxOverrides())
         do { try sandbox.validate() } catch { throw APIError.from(error) }
         let name = sandbox.metadata.name!
+        // The daemon reads a Localhost profile as root: a caller that is not root names only
+        // profiles of the node's profile directory, never any file of the node.
+        if !caller.isRoot, let path = sandbox.spec.securityContext?.seccompProfile?.localhostProfile, path.hasPrefix("/") {
+            throw APIError.badRequest(
+                "an absolute path names a file of the node, which only root may have the daemon read; name a profile of the node's profile directory (\(config.seccompProfiles))",
+                field: "spec.securityContext.seccompProfile.localhostProfile")
+        }
         if SecurityLevel.of(sandbox)?.profile.backend == .gvisor {
             throw APIError.badRequest(
                 "\(sandbox.spec.securityLevel ?? "") runs under gVisor, which safespaced does not serve yet (its exec has no captured stdio); use standard or custom",

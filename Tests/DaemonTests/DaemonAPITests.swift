@@ -339,6 +339,10 @@ final class DaemonAPITests: XCTestCase {
         let created = try call(uid: 65534, gid: gid, groups: "\(gid)", "POST", "/v1/sandboxes", #"{"metadata":{"name":"\#(mine)"},"spec":{"resources":{"cpu":"100m","memory":"64Mi"}}}"#)
         XCTAssertEqual(created.0, 201, created.1)
         try h.create(roots)
+        // A file of the node as a seccomp profile: root's privilege only.
+        let profile = try call(uid: 65534, gid: gid, groups: "\(gid)", "POST", "/v1/sandboxes", #"{"spec":{"securityContext":{"seccompProfile":{"type":"Localhost","localhostProfile":"/etc/shadow"}}}}"#)
+        XCTAssertEqual(profile.0, 400, profile.1)
+        XCTAssertTrue(profile.1.contains("spec.securityContext.seccompProfile.localhostProfile"), profile.1)
         let listed = try call(uid: 65534, gid: gid, groups: "\(gid)", "GET", "/v1/sandboxes")
         XCTAssertTrue(listed.1.contains(mine) && !listed.1.contains(roots), listed.1)
         let other = try call(uid: 65534, gid: gid, groups: "\(gid)", "POST", "/v1/sandboxes/\(roots)/exec", #"{"command":["id"]}"#)
