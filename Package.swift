@@ -7,11 +7,18 @@ let package = Package(
     products: [
         .executable(name: "safespace-runtime", targets: ["safespace-runtime"]),
         .executable(name: "safespace", targets: ["safespace"]),
+        .executable(name: "safespaced", targets: ["safespaced"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
-        // SHA-256 of rootfs trees (RootfsListing): BoringSSL's, not one of our own.
+        // The daemon only (safespaced): never linked into safespace-runtime or safespace.
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        // SHA-256 of rootfs trees (RootfsListing), the audit chain, file digests: BoringSSL's.
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
     ],
     targets: [
@@ -28,6 +35,14 @@ let package = Package(
         // The shape of every error (code, field, operation, errno, cause); imports nothing.
         .target(name: "Errors"),
         .target(name: "LinuxKernel", dependencies: ["Errors", "CSafeSpace", "CLibcap"]),
+        // libsystemd (sd-daemon, sd-journal), for the daemon: readiness, watchdog, socket
+        // activation (SystemdSupport) and journald audit records (Audit).
+        .systemLibrary(
+            name: "CSystemd", pkgConfig: "libsystemd",
+            providers: [.apt(["libsystemd-dev"])]),
+        .target(name: "SystemdSupport", dependencies: ["CSystemd"]),
+        // The hash-chained audit log (JSON lines + journald) and its verifier.
+        .target(name: "Audit", dependencies: ["CSystemd", .product(name: "Crypto", package: "swift-crypto")]),
         // Whether this host can run SafeSpace (`safespace doctor`, the daemon at start,
         // scripts/install-node --check): containerd, cgroups, user namespaces, libseccomp,
         // capabilities, AppArmor, gVisor. Reads the host; changes nothing.
@@ -68,16 +83,40 @@ let package = Package(
         .target(name: "SandboxHosting", dependencies: ["Errors", "OCI", "LinuxKernel", "Cgroups", "Runtime", "GVisor", "SandboxSpec", "SeccompFilters", "NodeResources"]),
         .executableTarget(
             name: "safespace",
-            dependencies: ["Errors", "Runtime", "SandboxSpec", "SandboxHosting", "SeccompFilters", "NodeResources", "HostChecks", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+            dependencies: ["Errors", "Runtime", "SandboxSpec", "SandboxHosting", "SeccompFilters", "NodeResources", "HostChecks", "Audit", "DaemonClient", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         // Tests: one unit-test target per module (<Module>Tests, root-free but for the few that
         // need the kernel: cgroups, mounts), the root-only runtime integration tests (real
         // containers through safespace-runtime and safespace run), and the tests in which real
         // clients (containerd's ctr and CRI, podman, install-node) drive the runtime. TestSupport
         // holds what they share (Harness: the one process runner and polling helper).
         .target(name: "TestSupport", dependencies: ["OCI", "Runtime"], path: "Tests/TestSupport"),
+        // A client of the daemon's API over its unix socket (HTTP/1.1, Foundation only): the
+        // CLI's verbs and the daemon's tests. No NIO, so `safespace` stays small.
+        .target(name: "DaemonClient"),
+        // openat2(2) and SO_PEERCRED's struct for the daemon.
+        .target(name: "CDaemon"),
+        // safespaced: the per-node daemon (issue 12). The library holds the server, the
+        // sandbox registry and the API; the executable is its main.
+        .target(
+            name: "SafeSpaceDaemon",
+            dependencies: [
+                "OCI", "LinuxKernel", "Cgroups", "Runtime", "SandboxSpec", "SandboxHosting", "NodeResources", "CSafeSpace", "CDaemon", "Audit", "SystemdSupport",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Yams", package: "Yams"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            exclude: ["openapi.yaml"]),
+        .executableTarget(name: "safespaced", dependencies: ["SafeSpaceDaemon", "Runtime"]),
+        .testTarget(name: "DaemonTests", dependencies: ["DaemonClient", "SafeSpaceDaemon", "SandboxSpec", "Audit", .product(name: "Yams", package: "Yams")]),
         .testTarget(name: "OCITests", dependencies: ["OCI"]),
         .testTarget(name: "LinuxKernelTests", dependencies: ["LinuxKernel", "Errors"]),
         .testTarget(name: "HostChecksTests", dependencies: ["HostChecks"]),
+        .testTarget(name: "AuditTests", dependencies: ["Audit", "CSafeSpace"]),
+        .testTarget(name: "SystemdSupportTests", dependencies: ["SystemdSupport"]),
         .testTarget(name: "CgroupsTests", dependencies: ["Cgroups", "OCI", "Errors"]),
         .testTarget(name: "NodeResourcesTests", dependencies: ["NodeResources", "OCI", "LinuxKernel", "Errors"]),
         .testTarget(name: "SandboxSpecTests", dependencies: ["SandboxSpec", "OCI", "SeccompFilters", "NodeResources", "Errors"]),

@@ -49,6 +49,13 @@ pid_t ss_spawn(const struct ss_spawn_config *c) {
     // Stage 1: single-threaded copy of the caller. Its copy of the caller's end goes first:
     // while it stays open, a read of sync_fd cannot see the caller die.
     if (c->peer_fd > 2) syscall(SYS_close, c->peer_fd);
+    // Stdio of the caller's choosing (the daemon's pipes of one exec): in place before anything
+    // runs in the container's namespaces, so the caller's own fds 0-2 never get there.
+    if (c->stdio_set) {
+        for (int i = 0; i < 3; i++) {
+            if (syscall(SYS_dup3, c->stdio_fds[i], i, 0) < 0) fail(c->sync_fd, SS_STEP_STDIO);
+        }
+    }
     // Then non-dumpable, before it joins anything (runc's nsexec does the same): a dumpable
     // process in a container's PID namespace lets the container open
     // /proc/PID/{exe,root,cwd,fd,mem} of a host process. Stage 2 inherits it; execve(2) resets

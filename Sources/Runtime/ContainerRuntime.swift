@@ -35,6 +35,9 @@ public struct ExecOptions: Sendable {
     public var pidFile: String?
     public var consoleSocket: String?
     public var preserveFds: Int
+    /// The exec'd process's fds 0, 1, 2 (each above 2, e.g. pipes); nil: the caller's own.
+    /// Native backend only (a gVisor container refuses it).
+    public var stdio: [Int32]? = nil
 
     public init(process: Process, detach: Bool = false, pidFile: String? = nil, consoleSocket: String? = nil, preserveFds: Int = 0) {
         self.process = process

@@ -24,6 +24,8 @@ extension ContainerRuntime {
     /// - Throws: "container not running" when the container is not created or running.
     public func exec(id: String, options: ExecOptions) throws -> Int32 {
         let state = try store.load(id)
+        // Captured stdio (the daemon's pipes) is passed to the native helper only.
+        if options.stdio != nil && state.backend == .gvisor { throw RuntimeError("exec with its own stdio is not supported in a gVisor sandbox") }
         return try backends.backend(for: state).exec(state, options: options, in: self)
     }
 
@@ -70,7 +72,7 @@ extension ContainerRuntime {
         defer { if listenerOpen, let seccompListener { close(seccompListener) } }
         let spawned = try spawnInit(
             join: join, unshare: 0, uidMappings: [], gidMappings: [], preserveFds: options.preserveFds,
-            userNamespaceGids: state.spec.linux?.gidMappings ?? [])
+            userNamespaceGids: state.spec.linux?.gidMappings ?? [], stdio: options.stdio)
         defer { close(spawned.channel.fd) }
         // The exec'd process: the helper itself without a PID namespace to join, else its child.
         var pid = spawned.pid

@@ -43,9 +43,11 @@ struct JoinNamespace {
 /// - Throws: `SysError` naming the failed stage and errno.
 ///   - userNamespaceGids: the gid mappings of a user namespace joined by `join` (`exec`), to
 ///     pick a mapped gid for `nonDumpableGid`.
+///   - stdio: fds (each above 2) that become the helper's fds 0, 1, 2 in stage 1; nil keeps
+///     the caller's.
 func spawnInit(
     join: [JoinNamespace], unshare: Int32, uidMappings: [IDMapping], gidMappings: [IDMapping], preserveFds: Int = 0,
-    userNamespaceGids: [IDMapping] = []
+    userNamespaceGids: [IDMapping] = [], stdio: [Int32]? = nil
 ) throws -> SpawnedInit {
     var pair: [Int32] = [-1, -1]
     try sys("socketpair") { socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &pair) }
@@ -78,6 +80,11 @@ func spawnInit(
     config.peer_fd = parentEnd
     config.exe_fd = exeFd
     config.keep_fds = Int32(preserveFds)
+    if let stdio {
+        guard stdio.count == 3, stdio.allSatisfy({ $0 > 2 }) else { throw RuntimeError("exec stdio: three fds above 2 expected, got \(stdio)") }
+        config.stdio_set = 1
+        config.stdio_fds = (stdio[0], stdio[1], stdio[2])
+    }
     let entersUserNamespace = unshare & CLONE_NEWUSER != 0 || join.contains { $0.type == "user" }
     config.nondump_gid = nonDumpableGid(inUserNamespace: entersUserNamespace, mappings: unshare & CLONE_NEWUSER != 0 ? gidMappings : userNamespaceGids)
 
@@ -142,6 +149,7 @@ private func driveStages(stage1: pid_t, fd: Int32, uidMappings: [IDMapping], gid
         SS_STEP_SETNS: "setns", SS_STEP_UNSHARE_USER: "unshare(CLONE_NEWUSER)", SS_STEP_WAIT_MAPS: "wait for id maps",
         SS_STEP_SETID: "setresuid/setresgid(0) in the user namespace", SS_STEP_UNSHARE: "unshare", SS_STEP_CLONE: "clone",
         SS_STEP_DUMPABLE: "prctl(PR_SET_DUMPABLE, 0)", SS_STEP_NONDUMP_GID: "setresgid (real gid of the non-dumpable helper)",
+        SS_STEP_STDIO: "dup3 (exec stdio)",
     ]
     while true {
         guard let kind = try readExactly(fd, 1) else {

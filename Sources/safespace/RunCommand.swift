@@ -1,5 +1,6 @@
 /// `safespace run`: a Sandbox spec and a command -> a sandboxed run of the command.
 import ArgumentParser
+import DaemonClient
 import Foundation
 import Glibc
 import NodeResources
@@ -49,6 +50,12 @@ struct RunCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Rootfs store directory.", visibility: .hidden))
     var rootfsStore: String = RootfsStore.defaultRoot
 
+    @Flag(help: "Run in this process even when safespaced answers on its socket.")
+    var embedded = false
+
+    @Option(help: ArgumentHelp("safespaced's socket (default $SAFESPACE_SOCKET, else /run/safespace/safespaced.sock).", visibility: .hidden))
+    var socket: String?
+
     @Argument(parsing: .postTerminator, help: "The command and its arguments, after --.")
     var command: [String] = []
 
@@ -59,6 +66,10 @@ struct RunCommand: ParsableCommand {
     }
 
     func run() throws {
+        let client = DaemonClient(socketPath: socket ?? DaemonClient.defaultSocket)
+        if !embedded && client.isAnswering() {
+            throw ExitCode(DaemonRun(command: self, client: client).execute())
+        }
         do {
             let host = SandboxHost(configuration: hostConfiguration)
             let plan = try makePlan(host: host)

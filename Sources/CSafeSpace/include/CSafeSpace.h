@@ -21,6 +21,9 @@ struct ss_spawn_config {
     int keep_fds;              // fds 3..3+keep_fds-1 stay open across the exec (--preserve-fds)
     int nondump_gid;           // >= 0: stage 1 sets its real gid to this (egid unchanged) so that
                                // the exec'd helper is non-dumpable from its first instruction
+    int stdio_set;             // nonzero: stage 1 first dup2s stdio_fds[0..2] onto fds 0, 1, 2
+    int stdio_fds[3];          // (each > 2) so that no fd of the caller's own stdio reaches the
+                               // helper or the process it starts (the daemon's exec pipes)
     char *const *argv;
     char *const *envp;
 };
@@ -38,6 +41,7 @@ struct ss_spawn_config {
 #define SS_STEP_UNSHARE 5
 #define SS_STEP_CLONE 6
 #define SS_STEP_DUMPABLE 7
+#define SS_STEP_STDIO 9
 #define SS_STEP_NONDUMP_GID 8
 
 /// Clones stage 1 (a fork without atfork handlers). Returns its pid, or -1 with errno.
