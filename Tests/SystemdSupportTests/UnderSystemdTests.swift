@@ -29,3 +29,24 @@ struct UnderSystemdTests {
         #expect(getenv("LISTEN_FDS") == nil)
     }
 }
+
+extension UnderSystemdTests {
+    @Test("delegation is seen on a Delegate=yes unit's cgroup only; enterSubgroup moves the process into a leaf")
+    func delegation() throws {
+        let delegated = try #require(env["SAFESPACE_EXPECT_DELEGATED"], "SAFESPACE_EXPECT_DELEGATED")
+        let own = try #require(Systemd.ownCgroup())
+        #expect(own.hasPrefix("/system.slice/") && own.hasSuffix(".service"), "\(own)")
+        #expect(Systemd.isDelegated(cgroup: own) == (delegated == "1"))
+        guard delegated == "1" else { return }
+        let leaf = try Systemd.enterSubgroup("supervisor")
+        #expect(leaf == own + "/supervisor")
+        #expect(Systemd.ownCgroup() == leaf)
+        // The unit's cgroup holds no process now: controllers can be enabled for its children.
+        let procs = try String(contentsOfFile: "/sys/fs/cgroup" + own + "/cgroup.procs", encoding: .utf8)
+        #expect(procs.isEmpty, "\(procs)")
+        let control = open("/sys/fs/cgroup" + own + "/cgroup.subtree_control", O_WRONLY | O_CLOEXEC)
+        defer { close(control) }
+        #expect(write(control, "+pids", 5) == 5, "enable pids: \(String(cString: strerror(errno)))")
+        #expect(throws: Systemd.CgroupError.self) { try Systemd.enterSubgroup("../x") }
+    }
+}
