@@ -29,6 +29,12 @@ struct RootfsSetup {
             // owners as seen from inside: host root's are root's).
             try sys("move_mount", path: rootfs) { ss_move_mount(tree, rootfs) }
             close(tree)
+            // The tree was cloned (open_tree) in the host's namespace, before the MS_SLAVE above:
+            // a clone of a shared mount joins its peer group, and on a systemd host every mount
+            // is shared. Left so, every mount below (proc, /dev, the writable paths) would
+            // propagate to the host and to other sandboxes on the same rootfs, and pivot_root
+            // would refuse the shared root (EINVAL).
+            try mount(source: nil, target: rootfs, type: nil, flags: UInt(MS_SLAVE | MS_REC))
         } else {
             try mount(source: rootfs, target: rootfs, type: nil, flags: UInt(MS_BIND | MS_REC))
         }
