@@ -35,6 +35,10 @@ public struct ExecOptions: Sendable {
     public var pidFile: String?
     public var consoleSocket: String?
     public var preserveFds: Int
+    /// `--cgroup`: sub-cgroups of the container's cgroup to run the process in (runc 1.1).
+    public var subCgroups = SubCgroups()
+    /// `--ignore-paused`: exec into a paused container (the process is frozen with it).
+    public var ignorePaused = false
 
     public init(process: Process, detach: Bool = false, pidFile: String? = nil, consoleSocket: String? = nil, preserveFds: Int = 0) {
         self.process = process
