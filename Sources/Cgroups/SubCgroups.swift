@@ -20,8 +20,8 @@ public struct SubCgroups: Sendable, Equatable, Codable {
 
     /// Parses `--cgroup` values.
     /// - Throws: `CgroupError` (`.invalidValue`, field `--cgroup`) for more than one `:`, an
-    ///   empty controller, a path form beside others, a controller given twice, or a path with
-    ///   `..` or naming the container's cgroup itself.
+    ///   empty controller, a path form beside others, or a path with `..` or naming the
+    ///   container's cgroup itself.
     public init(parsing values: [String]) throws {
         var paths: [String: String] = [:]
         for value in values {
@@ -37,8 +37,7 @@ public struct SubCgroups: Sendable, Equatable, Codable {
             }
             for controller in parts[0].split(separator: ",", omittingEmptySubsequences: false).map(String.init) {
                 guard !controller.isEmpty else { throw Self.invalid("\(value): empty <controller> before \":\"") }
-                guard paths[controller] == nil else { throw Self.invalid("controller \(controller) is given more than once") }
-                paths[controller] = path
+                paths[controller] = path  // given twice: the last wins, as in runc 1.1.5
             }
         }
         self.paths = paths
