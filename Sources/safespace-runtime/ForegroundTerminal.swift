@@ -1,4 +1,3 @@
-import ArgumentParser
 import CSafeSpace
 #if canImport(FoundationEssentials)
 import FoundationEssentials
