@@ -160,8 +160,10 @@ public struct Cgroup: Codable, Sendable, Equatable {
             try Conversions.rejectUnsupported(resources)
             warnings = Conversions.ignoredFieldWarnings(resources)
             if mode == .unified {
+                try RealtimeCPU.refuseOnV2(resources)
                 try CgroupV2.apply(resources, to: self)
             } else {
+                try RealtimeCPU.applyV1(resources, cpuDirectory: directory(forController: "cpu"))
                 try CgroupV1.apply(resources, to: self)
             }
         }

@@ -155,8 +155,6 @@ enum Conversions {
         var fields: [String] = []
         if let c = r.cpu {
             if let b = c.burst, b != 0 { fields.append("\(cpuField).burst") }
-            if let v = c.realtimeRuntime, v != 0 { fields.append("\(cpuField).realtimeRuntime") }
-            if let v = c.realtimePeriod, v != 0 { fields.append("\(cpuField).realtimePeriod") }
             if let v = c.idle, v != 0 { fields.append("\(cpuField).idle") }
         }
         if let b = r.blockIO, let w = b.leafWeight, w != 0 { fields.append("\(blockIOField).leafWeight") }

@@ -53,6 +53,8 @@ public enum ResourceUpdate {
             old.period = c.period.flatMap { $0 == 0 ? nil : $0 } ?? old.period
             old.cpus = c.cpus.flatMap { $0.isEmpty ? nil : $0 } ?? old.cpus
             old.mems = c.mems.flatMap { $0.isEmpty ? nil : $0 } ?? old.mems
+            old.realtimePeriod = c.realtimePeriod.flatMap { $0 == 0 ? nil : $0 } ?? old.realtimePeriod
+            old.realtimeRuntime = given(c.realtimeRuntime) ?? old.realtimeRuntime
             merged.cpu = old
         }
         if let p = update.pids { merged.pids = p }

@@ -38,6 +38,10 @@ public struct ExecOptions: Sendable {
     /// The exec'd process's fds 0, 1, 2 (each above 2, e.g. pipes); nil: the caller's own.
     /// Native backend only (a gVisor container refuses it).
     public var stdio: [Int32]? = nil
+    /// `--cgroup`: sub-cgroups of the container's cgroup to run the process in (runc 1.1).
+    public var subCgroups = SubCgroups()
+    /// `--ignore-paused`: exec into a paused container (the process is frozen with it).
+    public var ignorePaused = false
 
     public init(process: Process, detach: Bool = false, pidFile: String? = nil, consoleSocket: String? = nil, preserveFds: Int = 0) {
         self.process = process

@@ -7,6 +7,7 @@ import Glibc
 import CSafeSpace
 import LinuxKernel
 import OCI
+import Cgroups
 
 extension ContainerRuntime {
     /// The process `exec` starts when only args are given: the container's own process
@@ -22,11 +23,19 @@ extension ContainerRuntime {
     ///
     /// - Returns: the process's pid (detached) or its exit status (128+N for signal N).
     /// - Throws: "container not running" when the container is not created or running.
+    /// - Throws: also `RuntimeError` (`.unsupported`, `--cgroup`) for `subCgroups` on a
+    ///   backend whose processes are not host processes (gVisor).
     public func exec(id: String, options: ExecOptions) throws -> Int32 {
         let state = try store.load(id)
+        let backend = try backends.backend(for: state)
+        if !options.subCgroups.isEmpty && backend.kind != .native {
+            throw RuntimeError(.unsupported, field: "--cgroup", "the container runs under \(backend.kind.rawValue); its processes live in the sandbox's kernel, not in host sub-cgroups")
+        }
         // Captured stdio (the daemon's pipes) is passed to the native helper only.
-        if options.stdio != nil && state.backend == .gvisor { throw RuntimeError("exec with its own stdio is not supported in a gVisor sandbox") }
-        return try backends.backend(for: state).exec(state, options: options, in: self)
+        if options.stdio != nil && backend.kind != .native {
+            throw RuntimeError(.unsupported, field: "stdio", "exec with its own stdio is not supported in a gVisor sandbox")
+        }
+        return try backend.exec(state, options: options, in: self)
     }
 
     /// `exec` of the native backend: a helper (this binary's `init`) joins the container's
@@ -34,7 +43,12 @@ extension ContainerRuntime {
     func execNative(_ state: ContainerState, options: ExecOptions) throws -> Int32 {
         let id = state.id
         let status = store.status(of: state)
-        guard status == .running || status == .created else {
+        // runc 1.1: a paused container only with --ignore-paused; the process then joins the
+        // frozen cgroup and runs once the container is resumed.
+        if status == .paused && !options.ignorePaused {
+            throw RuntimeError(.paused, "cannot exec in a paused container (use --ignore-paused to override)")
+        }
+        guard status == .running || status == .created || status == .paused else {
             throw RuntimeError.notRunning("cannot exec in a stopped container")
         }
         try SpecValidation.validate(process: options.process, field: "process")
@@ -77,7 +91,7 @@ extension ContainerRuntime {
         // The exec'd process: the helper itself without a PID namespace to join, else its child.
         var pid = spawned.pid
         do {
-            try state.cgroup.attach(pid: spawned.pid)
+            try state.cgroup.attach(pid: spawned.pid, joining: options.subCgroups)
             var fds: [Int32] = []
             var mntIndex: Int?
             if mntFd >= 0 {

@@ -81,7 +81,7 @@ func spawnInit(
     config.exe_fd = exeFd
     config.keep_fds = Int32(preserveFds)
     if let stdio {
-        guard stdio.count == 3, stdio.allSatisfy({ $0 > 2 }) else { throw RuntimeError("exec stdio: three fds above 2 expected, got \(stdio)") }
+        guard stdio.count == 3, stdio.allSatisfy({ $0 > 2 }) else { throw RuntimeError(.invalidConfiguration, field: "stdio", "three fds above 2 expected, got \(stdio)") }
         config.stdio_set = 1
         config.stdio_fds = (stdio[0], stdio[1], stdio[2])
     }

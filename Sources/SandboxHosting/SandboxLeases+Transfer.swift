@@ -16,7 +16,7 @@ extension SandboxLeases {
     public func transfer(_ id: String, to owner: ProcessIdentity) throws {
         let lock = try FileLock(path: directory + "/.lock")
         defer { withExtendedLifetime(lock) {} }
-        guard var lease = lease(id) else { throw RuntimeError("sandbox \(id): no lease in \(bundle(id))") }
+        guard var lease = lease(id) else { throw SandboxHostError(.failed, "sandbox \(id): no lease in \(bundle(id))") }
         if let dir = lease.leases { try CPUAllocator(store: LeaseStore(directory: dir)).transfer(sandbox: id, to: owner) }
         if let base = lease.ephemeralStorageBase {
             let volume = EphemeralStorage.existing(sandbox: id, base: base)

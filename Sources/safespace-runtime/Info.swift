@@ -49,7 +49,7 @@ struct Features: ParsableCommand {
                 cgroup: .init(v1: true, v2: true, systemd: false, systemdUser: false, rdma: false),
                 seccomp: SeccompNames.features, apparmor: .init(enabled: false), selinux: .init(enabled: false),
                 intelRdt: .init(enabled: false), mountExtensions: .init(idmap: .init(enabled: false))),
-            annotations: ["io.github.safespace.version": "0.1.0"])
+            annotations: ["io.github.safespace.version": RuntimeVersion.version])
         try printJSON(doc)
     }
 }

@@ -7,6 +7,7 @@ import Foundation
 import Glibc
 import CSafeSpace
 import LinuxKernel
+import Cgroups
 import OCI
 import Runtime
 
@@ -28,6 +29,11 @@ struct Exec: ParsableCommand {
     @Option(name: .customLong("additional-gids"), parsing: .singleValue) var additionalGids: [UInt32] = []
     @Option(name: .customLong("preserve-fds")) var preserveFds: Int = 0
     @Flag(name: .customLong("no-new-privs")) var noNewPrivs = false
+    @Option(name: .customLong("cgroup"), parsing: .singleValue,
+            help: "Run the process in an existing sub-cgroup of the container: [<controller>[,<controller>...]:]<path>.")
+    var cgroup: [String] = []
+    @Flag(name: .customLong("ignore-paused"), help: "Allow exec in a paused container (the process stays frozen until resume).")
+    var ignorePaused = false
     @Argument var id: String
     @Argument(parsing: .captureForPassthrough) var args: [String] = []
 
@@ -58,7 +64,17 @@ struct Exec: ParsableCommand {
                 if !additionalGids.isEmpty { p.user.additionalGids = additionalGids }
                 if noNewPrivs { p.noNewPrivileges = true }
             }
-            return try rt.exec(id: id, options: ExecOptions(process: p, detach: detach, pidFile: pidFile, consoleSocket: consoleSocket, preserveFds: preserveFds))
+            let terminal = p.terminal == true
+            try ForegroundTerminal.check(detach: detach, terminal: terminal, consoleSocket: consoleSocket)
+            var options = ExecOptions(process: p, detach: detach, pidFile: pidFile, consoleSocket: consoleSocket, preserveFds: preserveFds)
+            options.subCgroups = try SubCgroups(parsing: cgroup)
+            options.ignorePaused = ignorePaused
+            guard !detach && terminal else { return try rt.exec(id: id, options: options) }
+            // runc's foreground terminal: the pty's master comes to us, and we relay it.
+            let tty = try ForegroundTerminal()
+            options.consoleSocket = tty.socketPath
+            let container = id, execOptions = options
+            return try tty.relay { try rt.exec(id: container, options: execOptions) }
         }
         if !detach { throw ExitCode(code) }
     }

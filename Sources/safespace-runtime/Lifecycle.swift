@@ -32,7 +32,11 @@ struct Create: ParsableCommand {
         // SIGTERM during create too).
         blockStopSignals(true)
         defer { blockStopSignals(false) }
-        try perform(globals) { try $0.create(id: id, bundle: flags.bundle, options: flags.options) }
+        try perform(globals) { rt in
+            let terminal = ForegroundTerminal.terminal(inBundle: flags.bundle)
+            try ForegroundTerminal.check(detach: true, terminal: terminal, consoleSocket: flags.consoleSocket)
+            try rt.create(id: id, bundle: flags.bundle, options: flags.options)
+        }
     }
 }
 
@@ -50,9 +54,11 @@ struct StateCommand: ParsableCommand {
     func run() throws { try perform(globals) { try printJSON(try $0.state(id: id)) } }
 }
 
-/// Signal names (with or without SIG) and numbers, as runc's `kill` takes them.
+/// Signal names (with or without SIG) and numbers 0...64, as runc's `kill` takes them (0:
+/// kill(2)'s existence check).
+/// - Throws: `ValidationError` "unknown signal" for anything else.
 func parseSignal(_ text: String) throws -> Int32 {
-    if let n = Int32(text), n > 0, n < 65 { return n }
+    if let n = Int32(text), n >= 0, n < 65 { return n }
     let names: [String: Int32] = [
         "HUP": SIGHUP, "INT": SIGINT, "QUIT": SIGQUIT, "ILL": SIGILL, "TRAP": SIGTRAP, "ABRT": SIGABRT,
         "IOT": SIGIOT, "BUS": SIGBUS, "FPE": SIGFPE, "KILL": SIGKILL, "USR1": SIGUSR1, "SEGV": SIGSEGV,
@@ -75,8 +81,8 @@ struct Kill: ParsableCommand {
     @Argument var id: String
     @Argument var signal: String = "SIGTERM"
     func run() throws {
-        let sig = try parseSignal(signal)
-        try perform(globals) { try $0.kill(id: id, signal: sig, all: all) }
+        // Signal 0 checks that the container's init is alive (kill(2)), as runc's `kill ID 0`.
+        try perform(globals) { try $0.kill(id: id, signal: try parseSignal(signal), all: all) }
     }
 }
 
@@ -101,7 +107,13 @@ struct Run: ParsableCommand {
     func run() throws {
         blockStopSignals(true)
         let code: Int32 = try perform(globals) { rt in
-            try rt.create(id: id, bundle: flags.bundle, options: flags.options)
+            let terminal = ForegroundTerminal.terminal(inBundle: flags.bundle)
+            try ForegroundTerminal.check(detach: detach, terminal: terminal, consoleSocket: flags.consoleSocket)
+            // runc's foreground terminal: the pty's master comes to us, and we relay it.
+            let tty = !detach && terminal == true ? try ForegroundTerminal() : nil
+            var options = flags.options
+            if let tty { options.consoleSocket = tty.socketPath }
+            try rt.create(id: id, bundle: flags.bundle, options: options)
             do { try rt.start(id: id) } catch {
                 try? rt.delete(id: id, force: true)
                 throw error
@@ -110,7 +122,16 @@ struct Run: ParsableCommand {
             let pid = try rt.state(id: id).pid
             forwardSignals(to: pid)
             blockStopSignals(false)
-            let status = try rt.wait(id: id)
+            let status: Int32
+            if let tty {
+                let container = id
+                do { status = try tty.relay { try rt.wait(id: container) } } catch {
+                    try? rt.delete(id: id, force: true)
+                    throw error
+                }
+            } else {
+                status = try rt.wait(id: id)
+            }
             if !keep { try rt.delete(id: id, force: true) }
             return status
         }

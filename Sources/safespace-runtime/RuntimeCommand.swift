@@ -77,10 +77,11 @@ struct RuntimeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "safespace-runtime",
         abstract: "An OCI runtime with runc's command line (runtime-spec \(Spec.version)).",
-        version: "0.1.0",
+        version: RuntimeVersion.text,
         subcommands: [
             Create.self, Start.self, StateCommand.self, Kill.self, Delete.self, Run.self, Exec.self,
             List.self, Ps.self, Features.self, SpecCommand.self, Update.self, Events.self, Pause.self, Resume.self,
+            Checkpoint.self, Restore.self,
         ])
     @OptionGroup var globals: GlobalOptions
 }

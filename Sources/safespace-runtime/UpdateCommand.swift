@@ -17,23 +17,27 @@ struct Update: ParsableCommand {
     @OptionGroup var globals: GlobalOptions
     @Option(name: [.short, .customLong("resources")], help: "linux.resources JSON file, or - for stdin.")
     var resources: String?
-    @Option(name: .customLong("blkio-weight"), help: "Block I/O weight, 10-1000.") var blkioWeight: UInt16?
-    @Option(name: .customLong("cpu-period"), help: "CFS period in µs.") var cpuPeriod: UInt64?
-    @Option(name: .customLong("cpu-quota"), help: "CFS quota in µs (-1: none).") var cpuQuota: Int64?
-    @Option(name: .customLong("cpu-share"), help: "CPU shares (relative weight).") var cpuShare: UInt64?
+    // `.unconditional`: the next argument is the value even when it looks like an option,
+    // so `--memory-swap -1` and `--cpu-quota -1` work as in runc.
+    @Option(name: .customLong("blkio-weight"), parsing: .unconditional, help: "Block I/O weight, 10-1000.") var blkioWeight: UInt16?
+    @Option(name: .customLong("cpu-period"), parsing: .unconditional, help: "CFS period in µs.") var cpuPeriod: UInt64?
+    @Option(name: .customLong("cpu-quota"), parsing: .unconditional, help: "CFS quota in µs (-1: none).") var cpuQuota: Int64?
+    @Option(name: .customLong("cpu-share"), parsing: .unconditional, help: "CPU shares (relative weight).") var cpuShare: UInt64?
+    @Option(name: .customLong("cpu-rt-period"), parsing: .unconditional, help: "Realtime period in µs (cgroup v1 cpu.rt_period_us).") var cpuRtPeriod: UInt64?
+    @Option(name: .customLong("cpu-rt-runtime"), parsing: .unconditional, help: "Realtime runtime in µs per period (cpu.rt_runtime_us; -1: no limit).") var cpuRtRuntime: Int64?
     @Option(name: .customLong("cpuset-cpus"), help: "CPUs allowed, e.g. 0-3,5.") var cpusetCpus: String?
     @Option(name: .customLong("cpuset-mems"), help: "Memory nodes allowed.") var cpusetMems: String?
-    @Option(name: .customLong("memory"), help: "Memory limit: bytes or with k/m/g (-1: none).") var memory: String?
-    @Option(name: .customLong("memory-reservation"), help: "Memory soft limit.") var memoryReservation: String?
-    @Option(name: .customLong("memory-swap"), help: "Memory+swap limit (-1: unlimited swap).") var memorySwap: String?
-    @Option(name: .customLong("pids-limit"), help: "Maximum number of tasks (-1: none).") var pidsLimit: Int64?
+    @Option(name: .customLong("memory"), parsing: .unconditional, help: "Memory limit: bytes or with k/m/g (-1: none).") var memory: String?
+    @Option(name: .customLong("memory-reservation"), parsing: .unconditional, help: "Memory soft limit.") var memoryReservation: String?
+    @Option(name: .customLong("memory-swap"), parsing: .unconditional, help: "Memory+swap limit (-1: unlimited swap).") var memorySwap: String?
+    @Option(name: .customLong("pids-limit"), parsing: .unconditional, help: "Maximum number of tasks (-1: none).") var pidsLimit: Int64?
     @Argument var id: String
 
     func run() throws {
         try perform(globals) { rt in
             var r = try baseResources()
             if blkioWeight != nil || cpuPeriod != nil || cpuQuota != nil || cpuShare != nil || cpusetCpus != nil || cpusetMems != nil
-                || memory != nil || memoryReservation != nil || memorySwap != nil || pidsLimit != nil
+                || cpuRtPeriod != nil || cpuRtRuntime != nil || memory != nil || memoryReservation != nil || memorySwap != nil || pidsLimit != nil
             {
                 try applyFlags(&r)
             }
@@ -61,8 +65,10 @@ struct Update: ParsableCommand {
             if let v = memorySwap { m.swap = try Self.bytes(v, flag: "--memory-swap") }
             r.memory = m
         }
-        if cpuPeriod != nil || cpuQuota != nil || cpuShare != nil || cpusetCpus != nil || cpusetMems != nil {
+        if cpuPeriod != nil || cpuQuota != nil || cpuShare != nil || cpusetCpus != nil || cpusetMems != nil || cpuRtPeriod != nil || cpuRtRuntime != nil {
             var c = r.cpu ?? Resources.CPU()
+            if let v = cpuRtPeriod { c.realtimePeriod = v }
+            if let v = cpuRtRuntime { c.realtimeRuntime = v }
             if let v = cpuPeriod { c.period = v }
             if let v = cpuQuota { c.quota = v }
             if let v = cpuShare { c.shares = v }

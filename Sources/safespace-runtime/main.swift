@@ -21,4 +21,5 @@ if CommandLine.arguments.dropFirst().contains(where: { ["create", "run", "exec"]
         exit(1)
     }
 }
+RuncCommandLine.preflight(CommandLine.arguments, verbs: RuntimeCommand.configuration.subcommands.map { $0._commandName } + ["help"])
 RuntimeCommand.main()

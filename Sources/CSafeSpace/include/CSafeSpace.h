@@ -72,6 +72,15 @@ int ss_prctl(int option, unsigned long arg2, unsigned long arg3, unsigned long a
 int ss_set_dumpable(int on);
 int ss_ioctl_int(int fd, unsigned long request, int arg);
 int ss_set_winsize(int fd, unsigned short rows, unsigned short cols);
+/// ioctl(2) TIOCGWINSZ: the terminal's window size in character cells; 0, or -1 with errno.
+int ss_get_winsize(int fd, unsigned short *rows, unsigned short *cols);
+/// Blocks `sigs` in the calling thread (and so in the threads it starts) and returns a
+/// signalfd(2) for them (non-blocking, close-on-exec), or -1 with errno.
+int ss_signalfd_block(const int *sigs, int n);
+/// Reads one signal from a signalfd: its number, or -1 (none pending: EAGAIN).
+int ss_signalfd_next(int fd);
+/// accept4(2) with SOCK_CLOEXEC, EINTR retried.
+int ss_accept_cloexec(int fd);
 int ss_join_session_keyring(const char *name);
 int ss_loopback_up(void);
 int ss_mount_setattr_idmap(int dfd, const char *path, int userns_fd, int recursive);
