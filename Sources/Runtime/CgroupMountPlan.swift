@@ -38,7 +38,8 @@ struct CgroupMountPlan: Equatable {
     /// The plan for a process whose cgroups `/proc/self/cgroup` lists, given its mount table.
     /// Hierarchies the mount table does not show are left out (runc's `getCgroupMounts`).
     static func make(procSelfCgroup: String, mounts: [MountInfo]) -> CgroupMountPlan {
-        var hierarchies: [Hierarchy] = []
+        // In the mount table's order, as runc walks it.
+        var hierarchies: [(index: Int, hierarchy: Hierarchy)] = []
         var links: [(String, String)] = []
         let lines = procSelfCgroup.split(separator: "\n").compactMap { line -> (controllers: String, path: String)? in
             let parts = line.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false)
@@ -60,19 +61,21 @@ struct CgroupMountPlan: Equatable {
                 let relative = mount.root == "/" ? path : String(path.dropFirst(mount.root.count))
                 directory = cleanPath(mount.mountPoint + "/" + relative)
             }
+            let index = mounts.firstIndex(of: mount) ?? 0
             if unifiedHost {
-                hierarchies.append(Hierarchy(name: "", fstype: "cgroup2", data: nil, directory: directory))
+                hierarchies.append((index, Hierarchy(name: "", fstype: "cgroup2", data: nil, directory: directory)))
                 continue
             }
             let base = mount.mountPoint.split(separator: "/").last.map(String.init) ?? controllers
             let name = controllers.isEmpty ? "unified" : base
             let data = controllers.isEmpty ? nil : (controllers.hasPrefix("name=") ? "none,\(controllers)" : controllers)
-            hierarchies.append(Hierarchy(name: name, fstype: controllers.isEmpty ? "cgroup2" : "cgroup", data: data, directory: directory))
-            if name.contains(",") {
-                for c in name.split(separator: ",") where c != Substring(name) { links.append((String(c), name)) }
-            }
+            hierarchies.append((index, Hierarchy(name: name, fstype: controllers.isEmpty ? "cgroup2" : "cgroup", data: data, directory: directory)))
         }
-        return CgroupMountPlan(hierarchies: hierarchies, links: links, unified: unifiedHost)
+        let ordered = hierarchies.sorted { $0.index < $1.index }.map(\.hierarchy)
+        for name in ordered.map(\.name) where name.contains(",") {
+            for c in name.split(separator: ",") { links.append((String(c), name)) }
+        }
+        return CgroupMountPlan(hierarchies: ordered, links: links, unified: unifiedHost)
     }
 
     /// Whether cgroup `path` lies at or below a mount's `root`.
