@@ -1,4 +1,5 @@
 import Glibc
+import LinuxKernel
 import OCI
 
 /// How the host mounts cgroups under its cgroup root.
@@ -31,6 +32,10 @@ public struct Cgroup: Codable, Sendable, Equatable {
     /// The OOM-kill counter (`oomKillCount()`) right after `create`: nonzero only for a reused
     /// cgroup, whose earlier kills must not be reported as this container's. Nil when unknown.
     public var oomKillBaseline: UInt64?
+    /// The processes a reused cgroup already held at `create` (runc warns and goes on): not the
+    /// container's, so `killAll` and `killAndDestroy` leave them alone and `destroy` leaves the
+    /// sub-cgroups below the leaf (and the leaf, which it did not make). Nil: none.
+    public var foreignProcesses: [ProcessIdentity]?
 
     /// A cgroup from known directories; most callers use `resolve` or decode a stored one.
     public init(mode: CgroupMode, path: String, directories: [String: String], mountPoints: [String: String], created: [String] = []) {
@@ -72,19 +77,25 @@ public struct Cgroup: Codable, Sendable, Equatable {
     /// Creates the cgroup: `mkdir -p` in every hierarchy. On v1, each new cpuset level gets
     /// `cpuset.cpus`/`cpuset.mems` copied from its parent (an empty cpuset cannot take tasks).
     ///
-    /// Every directory made is recorded in `created`. A leaf that already exists is reused only
-    /// when neither it nor a sub-cgroup holds a process; a frozen cgroup (a leftover, or below a
-    /// frozen parent) is refused. On failure everything made so far is removed again.
+    /// Every directory made is recorded in `created`. A leaf that already exists is reused; if it
+    /// or a sub-cgroup holds processes, as runc 1.1 does the container goes in anyway with a
+    /// warning, and those processes are recorded in `foreignProcesses` so that no teardown of
+    /// this container kills them. A frozen cgroup (a leftover, or below a frozen parent) is
+    /// refused. On failure everything made so far is removed again.
     ///
     /// On v2 the controllers every sandbox needs for accounting (`memory`, `pids`, `cpu`, `io`:
     /// OOM events, stats, the default pids limit) are enabled down to the leaf where the
     /// hierarchy offers them; a limit on any controller is enforced (or refused) by `apply`.
     /// `cpuset` is enabled only by `apply`, when a cpuset is asked for. Then the OOM-kill
     /// counter is recorded in `oomKillBaseline`.
+    /// - Returns: warnings for the caller's log: runc's `container's cgroup is not empty: N
+    ///   process(es) found` for a reused cgroup holding processes.
     /// - Throws: `CgroupError` (`mkdir`, `read`, `write`, or `create` naming
-    ///   `linux.cgroupsPath` for a leaf in use or a frozen cgroup).
-    public mutating func create() throws {
+    ///   `linux.cgroupsPath` for a frozen cgroup).
+    @discardableResult
+    public mutating func create() throws -> [String] {
         var made: [String] = []
+        var foreign = Set<Int32>()
         do {
             for (key, dir) in directories.sorted(by: { $0.key < $1.key }) {
                 let mountPoint = mountPoints[key] ?? CgroupPath.parent(dir)
@@ -111,11 +122,8 @@ public struct Cgroup: Codable, Sendable, Equatable {
                 }
                 // Sub-cgroups count too (runc checks GetAllPids): a leftover whose workload
                 // made sub-cgroups is still in use.
-                let pids = leafExisted ? ([dir] + Self.descendants(of: dir)).flatMap { (try? CgroupFS.procs(in: $0)) ?? [] } : []
-                if !pids.isEmpty {
-                    throw CgroupError(
-                        .inUse, operation: "create", path: dir, field: CgroupPath.field,
-                        message: "cgroup already exists and holds processes \(pids.prefix(5).map(String.init).joined(separator: ","))")
+                if leafExisted {
+                    for sub in [dir] + Self.descendants(of: dir) { foreign.formUnion((try? CgroupFS.procs(in: sub)) ?? []) }
                 }
             }
             // A frozen leftover (or a new leaf under a frozen parent, which v1 freezes too)
@@ -132,10 +140,17 @@ public struct Cgroup: Codable, Sendable, Equatable {
             throw error
         }
         created.append(contentsOf: made)
+        var warnings: [String] = []
+        if !foreign.isEmpty {
+            foreignProcesses = foreign.sorted().compactMap { pid in ProcStat.read(pid: pid).map { ProcessIdentity(pid: pid, startTime: $0.startTime) } }
+            // runc 1.1 libcontainer/factory_linux.go, word for word.
+            warnings.append("container's cgroup is not empty: \(foreign.count) process(es) found")
+        }
         if mode == .unified, let dir = directories["unified"] {
             CgroupV2.enableAvailable(CgroupV2.accountingControllers, root: mountPoints["unified"] ?? CgroupPath.parent(dir), directory: dir)
         }
         oomKillBaseline = oomKillCount()
+        return warnings
     }
 
     /// Writes `linux.resources` to the cgroup's files (see `CgroupV1` / `CgroupV2` for the
@@ -237,7 +252,7 @@ public struct Cgroup: Codable, Sendable, Equatable {
     }
 
     /// Sends `signal` to every process of the cgroup and its sub-cgroups in any hierarchy
-    /// (`allProcesses()`). With SIGKILL, as runc does: the cgroup is frozen first (nothing forks
+    /// (`ownProcesses()`: those it held before `create` excepted). With SIGKILL, as runc does: the cgroup is frozen first (nothing forks
     /// while the list is read; bounded, best effort), every task is killed (v2: `cgroup.kill`
     /// too), and the cgroup and its sub-cgroups are thawed, since a task frozen by the v1 freezer
     /// acts on SIGKILL only once thawed; the list is re-read a few times to catch forks.
@@ -247,13 +262,13 @@ public struct Cgroup: Codable, Sendable, Equatable {
         if signal == SIGKILL { freezeForKill() }
         defer { if signal == SIGKILL { thawSubtree() } }
         // v2 (Linux 5.14+): cgroup.kill SIGKILLs the whole subtree at once, forks and frozen
-        // tasks included.
-        if signal == SIGKILL, mode == .unified, let dir = directories["unified"], CgroupFS.exists(dir + "/cgroup.kill") {
+        // tasks included (not in a cgroup shared with processes not the container's).
+        if signal == SIGKILL, mode == .unified, foreignProcesses == nil, let dir = directories["unified"], CgroupFS.exists(dir + "/cgroup.kill") {
             try? CgroupFS.write(dir + "/cgroup.kill", "1")
         }
         var signaled = Set<Int32>()
         for _ in 0..<(signal == SIGKILL ? 10 : 1) {
-            let pids = allProcesses().filter { !signaled.contains($0) }
+            let pids = ownProcesses().filter { !signaled.contains($0) }
             if pids.isEmpty { break }
             for pid in pids {
                 if kill(pid, signal) != 0 && errno != ESRCH {
@@ -261,6 +276,14 @@ public struct Cgroup: Codable, Sendable, Equatable {
                 }
                 signaled.insert(pid)
             }
+        }
+    }
+
+    /// `allProcesses()` without the `foreignProcesses` (matched by pid and start time).
+    public func ownProcesses() -> [Int32] {
+        guard let foreign = foreignProcesses, !foreign.isEmpty else { return allProcesses() }
+        return allProcesses().filter { pid in
+            !foreign.contains { $0.pid == pid && ProcStat.read(pid: pid)?.startTime == $0.startTime }
         }
     }
 
@@ -275,7 +298,8 @@ public struct Cgroup: Codable, Sendable, Equatable {
     /// - Throws: `CgroupError` (`rmdir`) for the first leaf that could not be removed.
     public func destroy() throws {
         let leaves = Set(directories.values.map { CgroupPath.join($0) })
-        for leaf in leaves.sorted() {
+        // A reused cgroup that held processes is not ours below the leaf: leave it as it is.
+        for leaf in leaves.sorted() where foreignProcesses == nil {
             for sub in Self.descendants(of: leaf) { _ = try? CgroupFS.rmdirCgroup(sub, retryBusy: false) }
         }
         var candidates = Set(created.map { CgroupPath.join($0) })

@@ -1,3 +1,4 @@
+import Glibc
 import OCI
 
 /// The cgroup v1 driver: one hierarchy per controller (or controller list).
@@ -15,6 +16,7 @@ import OCI
 /// | cpu.cpus, cpu.mems | cpuset.cpus, cpuset.mems | list (`0-3,5`) |
 /// | pids.limit | pids.max | N, `max` for < 0 |
 /// | blockIO.weight | blkio.weight, else blkio.bfq.weight | 10...1000 |
+/// | blockIO.weightDevice | blkio.weight_device, else blkio.bfq.weight_device | `MAJ:MIN W`, one write each |
 enum CgroupV1 {
     static let memoryLimit = "memory.limit_in_bytes"
     static let memorySoftLimit = "memory.soft_limit_in_bytes"
@@ -29,6 +31,8 @@ enum CgroupV1 {
     static let memorySwappiness = "memory.swappiness"
     static let blkioWeight = "blkio.weight"
     static let blkioBfqWeight = "blkio.bfq.weight"
+    static let blkioWeightDevice = "blkio.weight_device"
+    static let blkioBfqWeightDevice = "blkio.bfq.weight_device"
 
     /// The writes `resources` asks for, in order (pure; no file is touched).
     /// - Parameters:
@@ -49,6 +53,9 @@ enum CgroupV1 {
         }
         if let w = try Conversions.blkioWeight(r.blockIO?.weight) {
             out.append(CgroupWrite(controller: "blkio", file: blkioWeight, value: String(w), field: "\(Conversions.blockIOField).weight"))
+        }
+        for d in try Conversions.weightDevices(r.blockIO) {
+            out.append(CgroupWrite(controller: "blkio", file: blkioWeightDevice, value: "\(d.device) \(d.weight)", field: d.field))
         }
         if let u = r.unified, !u.isEmpty {
             throw CgroupError.unsupported("linux.resources.unified", "needs a cgroup v2 (unified) host; this one uses cgroup v1 controllers")
@@ -122,17 +129,36 @@ enum CgroupV1 {
             currentLimit = Int64(text) ?? (UInt64(text) != nil ? Int64.max : nil)
         }
         let swapActive = ((try? CgroupFS.read("/proc/swaps")) ?? "").split(separator: "\n").count > 1
-        for var w in try writes(r, currentMemoryLimit: currentLimit, memswAvailable: memswAvailable, swapActive: swapActive) {
+        let all = try writes(r, currentMemoryLimit: currentLimit, memswAvailable: memswAvailable, swapActive: swapActive)
+        // runc fs/cpu.go: a shorter period the kernel refuses (EINVAL: the old quota over the new
+        // period exceeds what the parent allows) is written again after the quota.
+        var retryPeriod: (String, CgroupWrite)?
+        for var w in all {
+            if let (dir, period) = retryPeriod, w.file != cfsQuota {
+                try CgroupFS.write(dir + "/" + period.file, period.value, field: period.field)
+                retryPeriod = nil
+            }
             guard let dir = cgroup.directory(forController: w.controller) else {
                 throw CgroupError.unsupported(w.field, "the \(w.controller) cgroup controller is not mounted on this host")
             }
-            if w.file == blkioWeight && !CgroupFS.exists(dir + "/" + blkioWeight) {
+            // runc's choice (fs/blkio.go): the CFQ files where blkio.weight exists, else BFQ's.
+            let bfqFiles = [blkioWeight: blkioBfqWeight, blkioWeightDevice: blkioBfqWeightDevice]
+            if let bfq = bfqFiles[w.file], !CgroupFS.exists(dir + "/" + blkioWeight) {
                 guard CgroupFS.exists(dir + "/" + blkioBfqWeight) else {
-                    throw CgroupError.unsupported(w.field, "neither blkio.weight nor blkio.bfq.weight exists: no proportional I/O scheduler (CFQ/BFQ) is active on this host")
+                    throw CgroupError.unsupported(w.field, "neither \(w.file) nor \(bfq) exists: no proportional I/O scheduler (CFQ/BFQ) is available for this cgroup")
                 }
-                w.file = blkioBfqWeight
+                w.file = bfq
             }
-            try CgroupFS.write(dir + "/" + w.file, w.value, field: w.field)
+            if w.file == cfsPeriod, all.contains(where: { $0.file == cfsQuota }) {
+                do { try CgroupFS.write(dir + "/" + w.file, w.value, field: w.field) } catch let e as CgroupError where e.errno == EINVAL {
+                    retryPeriod = (dir, w)
+                }
+                continue
+            }
+            try Conversions.writeWeight(dir + "/" + w.file, w)
+        }
+        if let (dir, period) = retryPeriod {
+            try CgroupFS.write(dir + "/" + period.file, period.value, field: period.field)
         }
     }
 

@@ -17,6 +17,7 @@ import OCI
 /// | cpu.cpus, cpu.mems | cpuset.cpus, cpuset.mems | list (`0-3,5`) |
 /// | pids.limit | pids.max | N, `max` for < 0 |
 /// | blockIO.weight | io.bfq.weight, else io.weight | as is; else 1 + (w - 10) * 9999 / 990 |
+/// | blockIO.weightDevice | io.bfq.weight, else io.weight | `MAJ:MIN W`, the weight as for blockIO.weight |
 /// | unified["file"] | file | as given, written last |
 enum CgroupV2 {
     static let memoryMax = "memory.max"
@@ -58,7 +59,14 @@ enum CgroupV2 {
             out.append(CgroupWrite(controller: "pids", file: pidsMax, value: Conversions.maxOrNumber(p.limit), field: "\(Conversions.pidsField).limit"))
         }
         if let w = try Conversions.blkioWeight(r.blockIO?.weight) {
-            out.append(CgroupWrite(controller: "io", file: ioWeight, value: String(Conversions.ioWeight(fromBlkioWeight: w)), field: "\(Conversions.blockIOField).weight"))
+            out.append(CgroupWrite(
+                controller: "io", file: ioWeight, value: String(Conversions.ioWeight(fromBlkioWeight: w)), field: "\(Conversions.blockIOField).weight",
+                bfqValue: String(w)))
+        }
+        for d in try Conversions.weightDevices(r.blockIO) {
+            out.append(CgroupWrite(
+                controller: "io", file: ioWeight, value: "\(d.device) \(Conversions.ioWeight(fromBlkioWeight: d.weight))", field: d.field,
+                bfqValue: "\(d.device) \(d.weight)"))
         }
         for (key, value) in (r.unified ?? [:]).sorted(by: { $0.key < $1.key }) {
             let field = "linux.resources.unified[\"\(key)\"]"
@@ -178,11 +186,14 @@ enum CgroupV2 {
         try enableControllers(fields, root: root, directory: dir)
         for var w in writes {
             // BFQ takes the v1 weight range unconverted, as runc writes it (io.bfq.weight: 1...1000).
-            if w.file == ioWeight, let raw = r.blockIO?.weight, CgroupFS.exists(dir + "/" + ioBfqWeight) {
+            if w.file == ioWeight, let raw = w.bfqValue, CgroupFS.exists(dir + "/" + ioBfqWeight) {
                 w.file = ioBfqWeight
-                w.value = String(raw)
+                w.value = raw
             }
-            try CgroupFS.write(dir + "/" + w.file, w.value, field: w.field)
+            if w.file == ioWeight, w.bfqValue != nil, !CgroupFS.exists(dir + "/" + ioWeight) {
+                throw CgroupError.unsupported(w.field, "neither io.bfq.weight nor io.weight exists: no proportional I/O control (BFQ or blk-iocost) is available for this cgroup")
+            }
+            try Conversions.writeWeight(dir + "/" + w.file, w)
         }
     }
 }

@@ -10,6 +10,9 @@ struct CgroupWrite: Equatable, Sendable, CustomStringConvertible {
     var value: String
     /// The OCI field named in errors, e.g. `linux.resources.memory.limit`.
     var field: String
+    /// For a proportional I/O weight: the value to write when the BFQ file is used instead
+    /// (BFQ takes the v1 range as is, where v2's `io.weight` needs it converted).
+    var bfqValue: String? = nil
 
     var description: String { "\(file)=\(value)" }
 }
@@ -33,6 +36,19 @@ enum Conversions {
             throw CgroupError.invalid("\(blockIOField).weight", "\(w) is outside 10...1000")
         }
         return UInt64(w)
+    }
+
+    /// `blockIO.weightDevice`: one `(major:minor, weight)` per entry with a nonzero weight, in
+    /// order, each validated as `weight` is (runc skips a weight of 0, as here).
+    /// - Throws: `CgroupError` naming `linux.resources.blockIO.weightDevice[i].weight`.
+    static func weightDevices(_ b: Resources.BlockIO?) throws -> [(device: String, weight: UInt64, field: String)] {
+        try (b?.weightDevice ?? []).enumerated().compactMap { i, d in
+            let field = "\(blockIOField).weightDevice[\(i)]"
+            guard let w = d.weight, w != 0 else { return nil }
+            guard (10...1000).contains(w) else { throw CgroupError.invalid("\(field).weight", "\(w) is outside 10...1000") }
+            guard d.major >= 0, d.minor >= 0 else { throw CgroupError.invalid(field, "\(d.major):\(d.minor) is not a device number") }
+            return ("\(d.major):\(d.minor)", UInt64(w), field)
+        }
     }
 
     /// v1 blkio weight (10...1000) to v2 `io.weight` (1...10000), the linear map runc and crun
@@ -158,6 +174,10 @@ enum Conversions {
             if let v = c.idle, v != 0 { fields.append("\(cpuField).idle") }
         }
         if let b = r.blockIO, let w = b.leafWeight, w != 0 { fields.append("\(blockIOField).leafWeight") }
+        // Leaf weights were CFQ's, gone with it in Linux 5.0.
+        for (i, d) in (r.blockIO?.weightDevice ?? []).enumerated() where (d.leafWeight ?? 0) != 0 {
+            fields.append("\(blockIOField).weightDevice[\(i)].leafWeight")
+        }
         if let h = r.hugepageLimits, !h.isEmpty { fields.append("linux.resources.hugepageLimits") }
         return fields
     }
@@ -189,6 +209,27 @@ enum Conversions {
             throw CgroupError(
                 .unsupported, operation: "apply", field: fields.joined(separator: ", "),
                 message: "not supported by SafeSpace's cgroup drivers yet; remove the field(s)")
+        }
+    }
+}
+
+extension Conversions {
+    /// Writes an I/O weight; a per-device one the kernel refuses because the device's I/O
+    /// scheduler keeps no weights (EOPNOTSUPP, EINVAL) or the device does not exist (ENODEV)
+    /// is an error saying so, naming the field.
+    /// - Throws: `CgroupError` naming `w.field`.
+    static func writeWeight(_ path: String, _ w: CgroupWrite) throws {
+        do { try CgroupFS.write(path, w.value, field: w.field) } catch var e as CgroupError where w.value.contains(":") {
+            let device = String(w.value.prefix { $0 != " " })
+            switch e.errno {
+            case EOPNOTSUPP, EINVAL:
+                e.message = "device \(device) refuses a weight: its I/O scheduler is not BFQ (or CFQ) (/sys/dev/block/\(device)/queue/scheduler)"
+            case ENODEV, ENOENT:
+                e.message = "no block device \(device)"
+            default:
+                break
+            }
+            throw e
         }
     }
 }

@@ -46,8 +46,15 @@ public enum ResourceUpdate {
             merged.memory = old
             apply.memory = m
         }
-        if let c = update.cpu {
+        if var c = update.cpu {
             var old = merged.cpu ?? Resources.CPU()
+            // A period alone is written with the container's quota, as runc's update re-applies
+            // both: v2's cpu.max holds the pair ("$QUOTA $PERIOD"; a lone period would lift the
+            // quota), and v1 may refuse the period until the quota follows.
+            if c.period.map({ $0 != 0 }) == true, given(c.quota) == nil, let quota = given(old.quota) {
+                c.quota = quota
+                apply.cpu = c
+            }
             old.shares = c.shares.flatMap { $0 == 0 ? nil : $0 } ?? old.shares
             old.quota = given(c.quota) ?? old.quota
             old.period = c.period.flatMap { $0 == 0 ? nil : $0 } ?? old.period
@@ -61,6 +68,17 @@ public enum ResourceUpdate {
         if let given = update.blockIO, let w = given.weight, w != 0 {
             var b = merged.blockIO ?? given
             b.weight = w
+            merged.blockIO = b
+        }
+        if let devices = update.blockIO?.weightDevice, !devices.isEmpty {
+            // Per device: a new weight replaces that device's, others stay.
+            var b = merged.blockIO ?? Resources.BlockIO()
+            var all = b.weightDevice ?? []
+            for d in devices {
+                all.removeAll { $0.major == d.major && $0.minor == d.minor }
+                all.append(d)
+            }
+            b.weightDevice = all
             merged.blockIO = b
         }
         if let u = update.unified, !u.isEmpty {

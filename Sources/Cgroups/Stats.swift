@@ -1,101 +1,5 @@
 import Glibc
 
-/// A container's resource usage in the JSON shape of runc's `events` (`types.Stats` in
-/// runc's types/events.go), so tools that parse `runc events --stats` read it unchanged.
-/// Fields runc tags `omitempty` are optional here and left out when zero or unknown.
-public struct CgroupStats: Codable, Sendable, Equatable {
-    public var cpu = CPU()
-    public var memory = Memory()
-    public var pids = Pids()
-    public var blkio = Blkio()
-
-    public init() {}
-
-    public struct CPU: Codable, Sendable, Equatable {
-        public var usage = Usage()
-        public var throttling = Throttling()
-
-        /// CPU time in nanoseconds since the cgroup was created.
-        public struct Usage: Codable, Sendable, Equatable {
-            public var total: UInt64?
-            public var percpu: [UInt64]?
-            public var kernel: UInt64 = 0
-            public var user: UInt64 = 0
-        }
-
-        /// CFS bandwidth throttling; `throttledTime` in nanoseconds.
-        public struct Throttling: Codable, Sendable, Equatable {
-            public var periods: UInt64?
-            public var throttledPeriods: UInt64?
-            public var throttledTime: UInt64?
-        }
-    }
-
-    public struct Memory: Codable, Sendable, Equatable {
-        public var cache: UInt64?
-        /// Memory: `usage` now, `max` the peak, `limit` (bytes; `UInt64.max` = none), `failcnt`
-        /// the times the limit was hit.
-        public var usage = Entry()
-        public var swap = Entry()
-        /// memory.stat, as runc's `raw`.
-        public var raw: [String: UInt64]?
-        /// memory.events (v2) or memory.oom_control (v1) counters.
-        public var eventCount: EventCount?
-
-        public struct Entry: Codable, Sendable, Equatable {
-            public var limit: UInt64 = 0
-            public var usage: UInt64?
-            public var max: UInt64?
-            public var failcnt: UInt64 = 0
-        }
-
-        public struct EventCount: Codable, Sendable, Equatable {
-            public var low: UInt64?
-            public var high: UInt64?
-            public var max: UInt64?
-            public var oom: UInt64?
-            public var oomKill: UInt64?
-
-            enum CodingKeys: String, CodingKey {
-                case low, high, max, oom
-                case oomKill = "oom_kill"
-            }
-        }
-
-        enum CodingKeys: String, CodingKey {
-            case cache, usage, swap, raw
-            case eventCount = "event_count"
-        }
-    }
-
-    public struct Pids: Codable, Sendable, Equatable {
-        public var current: UInt64?
-        /// pids.max; absent for `max`.
-        public var limit: UInt64?
-    }
-
-    public struct Blkio: Codable, Sendable, Equatable {
-        /// Bytes read and written per device (`op` `Read` / `Write`).
-        public var ioServiceBytesRecursive: [Entry]?
-        /// I/O operations per device.
-        public var ioServicedRecursive: [Entry]?
-
-        public struct Entry: Codable, Sendable, Equatable {
-            public var major: UInt64?
-            public var minor: UInt64?
-            public var op: String?
-            public var value: UInt64?
-
-            public init(major: UInt64, minor: UInt64, op: String, value: UInt64) {
-                self.major = major == 0 ? nil : major
-                self.minor = minor == 0 ? nil : minor
-                self.op = op
-                self.value = value == 0 ? nil : value
-            }
-        }
-    }
-}
-
 extension Cgroup {
     /// Reads the cgroup's usage: CPU time, memory now and peak, pids, I/O bytes.
     ///
@@ -110,7 +14,7 @@ extension Cgroup {
             return StatsParser.v2(read: { try? CgroupFS.read(dir + "/" + $0) })
         }
         var readers: [String: String] = [:]
-        for key in ["cpu", "cpuacct", "memory", "pids", "blkio"] {
+        for key in ["cpu", "cpuacct", "cpuset", "memory", "pids", "blkio", "hugetlb"] {
             if let dir = directory(forController: key) { readers[key] = dir }
         }
         guard let tracking = trackingDirectory, CgroupFS.isDirectory(tracking) else {
@@ -226,12 +130,24 @@ enum StatsParser {
             s.memory.eventCount = .init(
                 low: events["low"], high: events["high"], max: events["max"], oom: events["oom"], oomKill: events["oom_kill"])
         }
-        s.memory.swap.usage = nonZero(number(read("memory.swap.current")))
-        s.memory.swap.max = nonZero(number(read("memory.swap.peak")))
-        s.memory.swap.limit = number(read("memory.swap.max")) ?? 0
+        // v1's swap is memory+swap; runc reports v2's the same way (usage summed, the limit
+        // too unless unlimited, no peak: the two peaks need not coincide).
+        if let swapUsage = number(read("memory.swap.current")) {
+            s.memory.swap.usage = nonZero(swapUsage &+ (s.memory.usage.usage ?? 0))
+        }
+        if let swapLimit = number(read("memory.swap.max")) {
+            let (sum, overflow) = swapLimit.addingReportingOverflow(s.memory.usage.limit)
+            s.memory.swap.limit = swapLimit == UInt64.max || overflow ? UInt64.max : sum
+        }
 
         s.pids.current = nonZero(number(read("pids.current")))
         s.pids.limit = number(read("pids.max")).flatMap { $0 == UInt64.max ? nil : nonZero($0) }
+
+        for size in hugePageSizes {
+            guard let usage = number(read("hugetlb.\(size).current")) else { continue }
+            let events = flatKeyed(read("hugetlb.\(size).events") ?? "")
+            s.hugetlb[size] = .init(usage: nonZero(usage), max: nil, failcnt: events["max"] ?? 0)
+        }
 
         let io = ioStat(read("io.stat") ?? "")
         s.blkio.ioServiceBytesRecursive = io.bytes.isEmpty ? nil : io.bytes
@@ -248,6 +164,12 @@ enum StatsParser {
         // cpuacct.usage_sys/usage_user are in ns (cpuacct.stat is in USER_HZ ticks).
         s.cpu.usage.kernel = number(read("cpuacct", "cpuacct.usage_sys")) ?? 0
         s.cpu.usage.user = number(read("cpuacct", "cpuacct.usage_user")) ?? 0
+        // `cpu user system` then one line per CPU, in ns (Linux 4.7+).
+        let perCPU = (read("cpuacct", "cpuacct.usage_all") ?? "").split(separator: "\n").dropFirst().map { $0.split(separator: " ").compactMap { UInt64($0) } }
+        if !perCPU.isEmpty && perCPU.allSatisfy({ $0.count == 3 }) {
+            s.cpu.usage.percpuUser = perCPU.map { $0[1] }
+            s.cpu.usage.percpuKernel = perCPU.map { $0[2] }
+        }
         let cpu = flatKeyed(read("cpu", "cpu.stat") ?? "")
         s.cpu.throttling.periods = nonZero(cpu["nr_periods"])
         s.cpu.throttling.throttledPeriods = nonZero(cpu["nr_throttled"])
@@ -264,11 +186,21 @@ enum StatsParser {
         s.memory.swap.max = nonZero(number(read("memory", "memory.memsw.max_usage_in_bytes")))
         s.memory.swap.limit = number(read("memory", CgroupV1.memswLimit)) ?? 0
         s.memory.swap.failcnt = number(read("memory", "memory.memsw.failcnt")) ?? 0
+        s.memory.kernel = memoryEntry("memory.kmem", read)
+        s.memory.kernelTCP = memoryEntry("memory.kmem.tcp", read)
         let oom = flatKeyed(read("memory", CgroupV1.oomControl) ?? "")
         if let kills = oom["oom_kill"] { s.memory.eventCount = .init(oomKill: kills) }
 
         s.pids.current = nonZero(number(read("pids", "pids.current")))
         s.pids.limit = number(read("pids", "pids.max")).flatMap { $0 == UInt64.max ? nil : nonZero($0) }
+
+        s.cpuset = cpusetV1 { read("cpuset", "cpuset." + $0) }
+        for size in hugePageSizes {
+            guard let usage = number(read("hugetlb", "hugetlb.\(size).usage_in_bytes")) else { continue }
+            s.hugetlb[size] = .init(
+                usage: nonZero(usage), max: nonZero(number(read("hugetlb", "hugetlb.\(size).max_usage_in_bytes"))),
+                failcnt: number(read("hugetlb", "hugetlb.\(size).failcnt")) ?? 0)
+        }
 
         // CFQ/BFQ files when a proportional scheduler runs, else the throttle layer's counters.
         let bytes = read("blkio", "blkio.io_service_bytes_recursive") ?? read("blkio", "blkio.bfq.io_service_bytes_recursive")
@@ -281,5 +213,76 @@ enum StatsParser {
         s.blkio.ioServiceBytesRecursive = b.isEmpty ? nil : b
         s.blkio.ioServicedRecursive = ios.isEmpty ? nil : ios
         return s
+    }
+
+    /// A v1 memory entry from `<prefix>.{usage_in_bytes,max_usage_in_bytes,limit_in_bytes,failcnt}`.
+    static func memoryEntry(_ prefix: String, _ read: (String, String) -> String?) -> CgroupStats.Memory.Entry {
+        var e = CgroupStats.Memory.Entry()
+        e.usage = nonZero(number(read("memory", prefix + ".usage_in_bytes")))
+        e.max = nonZero(number(read("memory", prefix + ".max_usage_in_bytes")))
+        e.limit = number(read("memory", prefix + ".limit_in_bytes")) ?? 0
+        e.failcnt = number(read("memory", prefix + ".failcnt")) ?? 0
+        return e
+    }
+
+    /// The v1 cpuset files (`read("cpus")` reads `cpuset.cpus`), as runc's `CPUSetStats`.
+    static func cpusetV1(_ read: (String) -> String?) -> CgroupStats.CPUSet {
+        var c = CgroupStats.CPUSet()
+        c.cpus = read("cpus").flatMap { listNumbers($0) }
+        c.mems = read("mems").flatMap { listNumbers($0) }
+        func flag(_ file: String) -> UInt64 { number(read(file)) ?? 0 }
+        c.cpuExclusive = flag("cpu_exclusive")
+        c.memHardwall = flag("mem_hardwall")
+        c.memExclusive = flag("mem_exclusive")
+        c.memoryMigrate = flag("memory_migrate")
+        c.memorySpreadPage = flag("memory_spread_page")
+        c.memorySpreadSlab = flag("memory_spread_slab")
+        c.memoryPressure = flag("memory_pressure")
+        c.schedLoadBalance = flag("sched_load_balance")
+        c.schedRelaxDomainLevel = read("sched_relax_domain_level").flatMap { Int64(CgroupFS.trimmed($0)) } ?? 0
+        return c
+    }
+
+    /// A cpuset list (`0-3,5`) as its numbers; nil when empty or malformed.
+    static func listNumbers(_ text: String) -> [UInt16]? {
+        var out: [UInt16] = []
+        for part in CgroupFS.trimmed(text).split(separator: ",") {
+            let bounds = part.split(separator: "-").compactMap { UInt16($0) }
+            if bounds.count == 1 {
+                out.append(bounds[0])
+            } else if bounds.count == 2, bounds[0] <= bounds[1] {
+                out += Array(bounds[0]...bounds[1])
+            } else {
+                return nil
+            }
+        }
+        return out.isEmpty ? nil : out
+    }
+
+    /// The huge page sizes of the host as the hugetlb files name them (`2MB`, `1GB`), from
+    /// /sys/kernel/mm/hugepages/hugepages-<N>kB (runc's `HugePageSizes`).
+    static var hugePageSizes: [String] {
+        guard let dir = opendir("/sys/kernel/mm/hugepages") else { return [] }
+        defer { closedir(dir) }
+        var sizes: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            guard name.hasPrefix("hugepages-"), name.hasSuffix("kB"), let kb = UInt64(name.dropFirst(10).dropLast(2)) else { continue }
+            sizes.append(pageSizeName(kb))
+        }
+        return sizes.sorted()
+    }
+
+    /// 2048 (kB) -> `2MB`, 1048576 -> `1GB`, 64 -> `64KB` (runc's `units.CustomSize("%g%s", …, 1024)`).
+    static func pageSizeName(_ kb: UInt64) -> String {
+        var value = Double(kb)
+        var unit = 1
+        let units = ["B", "KB", "MB", "GB", "TB", "PB"]
+        while value >= 1024 && unit < units.count - 1 {
+            value /= 1024
+            unit += 1
+        }
+        let text = value == value.rounded() ? String(Int64(value)) : String(value)
+        return text + units[unit]
     }
 }

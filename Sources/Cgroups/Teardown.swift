@@ -88,7 +88,7 @@ extension Cgroup {
         var left: [Int32] = []
         while true {
             try? killAll(signal: SIGKILL)
-            left = allProcesses()
+            left = ownProcesses()
             if left.isEmpty {
                 do {
                     try destroy()

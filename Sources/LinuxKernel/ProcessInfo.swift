@@ -51,7 +51,7 @@ public struct ProcessIdentity: Codable, Sendable, Equatable, CustomStringConvert
     public var description: String { "pid \(pid)" }
 }
 
-/// RFC 3339 with nanoseconds in UTC, as runc prints `created`.
+/// RFC 3339 with up to nanoseconds in UTC, as runc prints `created` (Go's `RFC3339Nano`).
 public func rfc3339Now() -> String {
     var ts = timespec()
     clock_gettime(CLOCK_REALTIME, &ts)
@@ -62,6 +62,9 @@ public func rfc3339Now() -> String {
         let s = String(v)
         return String(repeating: "0", count: max(0, n - s.count)) + s
     }
-    let nanos = String(ts.tv_nsec)
-    return "\(pad(tmv.tm_year + 1900, 4))-\(pad(tmv.tm_mon + 1, 2))-\(pad(tmv.tm_mday, 2))T\(pad(tmv.tm_hour, 2)):\(pad(tmv.tm_min, 2)):\(pad(tmv.tm_sec, 2)).\(String(repeating: "0", count: 9 - nanos.count) + nanos)Z"
+    // Go's time.RFC3339Nano, as runc writes `created`: trailing zeros of the fraction dropped
+    // (and the dot with them when nothing is left).
+    var fraction = String(String(repeating: "0", count: 9 - String(ts.tv_nsec).count) + String(ts.tv_nsec))
+    while fraction.hasSuffix("0") { fraction.removeLast() }
+    return "\(pad(tmv.tm_year + 1900, 4))-\(pad(tmv.tm_mon + 1, 2))-\(pad(tmv.tm_mday, 2))T\(pad(tmv.tm_hour, 2)):\(pad(tmv.tm_min, 2)):\(pad(tmv.tm_sec, 2))\(fraction.isEmpty ? "" : "." + fraction)Z"
 }

@@ -6,16 +6,19 @@ import Foundation
 #endif
 
 /// config-linux.md: the `linux` object.
+///
+/// The members are declared in the order of runtime-spec's Go type (specs-go `Linux`), which
+/// is the order they are encoded in: `spec` writes config.json as runc does.
 public struct Linux: Codable, Sendable, Equatable {
-    public var namespaces: [Namespace]?
     public var uidMappings: [IDMapping]?
     public var gidMappings: [IDMapping]?
-    public var devices: [Device]?
-    public var cgroupsPath: String?
-    public var resources: Resources?
-    public var rootfsPropagation: String?
-    public var seccomp: Seccomp?
     public var sysctl: [String: String]?
+    public var resources: Resources?
+    public var cgroupsPath: String?
+    public var namespaces: [Namespace]?
+    public var devices: [Device]?
+    public var seccomp: Seccomp?
+    public var rootfsPropagation: String?
     public var maskedPaths: [String]?
     public var readonlyPaths: [String]?
     public var mountLabel: String?
@@ -171,9 +174,33 @@ public struct Resources: Codable, Sendable, Equatable {
         public init(limit: Int64) { self.limit = limit }
     }
 
+    /// config-linux.md#block-io: weights 10...1000 (`weight`, `leafWeight`) and per-device
+    /// weights (`weightDevice`).
     public struct BlockIO: Codable, Sendable, Equatable {
         public var weight: UInt16?
         public var leafWeight: UInt16?
+        public var weightDevice: [WeightDevice]?
+
+        public init(weight: UInt16? = nil, leafWeight: UInt16? = nil, weightDevice: [WeightDevice]? = nil) {
+            self.weight = weight
+            self.leafWeight = leafWeight
+            self.weightDevice = weightDevice
+        }
+
+        /// One block device's weight: `major`:`minor`, `weight` and `leafWeight` 10...1000.
+        public struct WeightDevice: Codable, Sendable, Equatable {
+            public var major: Int64
+            public var minor: Int64
+            public var weight: UInt16?
+            public var leafWeight: UInt16?
+
+            public init(major: Int64, minor: Int64, weight: UInt16? = nil, leafWeight: UInt16? = nil) {
+                self.major = major
+                self.minor = minor
+                self.weight = weight
+                self.leafWeight = leafWeight
+            }
+        }
     }
 
     public struct HugepageLimit: Codable, Sendable, Equatable {

@@ -34,8 +34,9 @@ public struct RuncState: Codable, Sendable, Equatable {
     public var rootfs: String
     /// RFC 3339 with nanoseconds.
     public var created: String
-    public var owner: String
     public var annotations: [String: String]?
+    /// The user owning the container's state directory (`list`; empty in `state`, as runc).
+    public var owner: String
     /// Not runc's: for a container whose `create` has not finished (`creating`, or `stopped`
     /// when that create died), the pid of the process running it. Absent otherwise.
     public var creator: Int32?

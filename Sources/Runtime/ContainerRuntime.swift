@@ -140,13 +140,14 @@ public struct ContainerRuntime: Sendable {
             // `delete --force` or a reclaim removes the cgroup of a create killed half-way.
             record.cgroup = cg.planned()
             try store.saveCreating(record)
-            try cg.create()
+            for warning in try cg.create() { log.warn(warning) }
             cgroup = cg
             record.cgroup = cg
             try store.saveCreating(record)
             try creation.configure(cg, spec: spec)
             if !creation.holdsLockUntilSaved { lock.release() }
             let spec = spec, idRange = idRange
+            log.log(.debug, "container \(id): cgroup ready", fields: ["cgroup": .text(cg.path), "bundle": .text(bundle)])
             return try creation.launch(spec: spec, cgroup: cg) { pid, startTime in
                 var state = ContainerState(
                     id: id, bundle: bundle, rootfs: rootfs, pid: pid, startTime: startTime, created: rfc3339Now(),
@@ -157,9 +158,7 @@ public struct ContainerRuntime: Sendable {
                 try store.save(state)
                 try creation.saved(state)
                 lock.release()
-                if let pidFile = options.pidFile {
-                    try Files.writeAtomically(try absolute(pidFile), Array("\(pid)".utf8), mode: 0o644)
-                }
+                if let pidFile = options.pidFile { try PidFile.write(pidFile, pid: pid) }
             }
         } catch {
             let failure = creation.abort(error, cgroup: cgroup)
@@ -199,6 +198,7 @@ public struct ContainerRuntime: Sendable {
         default: throw RuntimeError.startRunning()
         }
         try backend.start(state, in: self)
+        log.log(.debug, "container \(id): started", fields: ["pid": .int(state.pid)])
         unlink(store.fifoPath(id))
         let running = State(id: id, status: "running", pid: state.pid, bundle: state.bundle, annotations: state.annotations)
         let json = String(decoding: (try? JSONEncoder().encode(running)) ?? Data(), as: UTF8.self)
@@ -228,9 +228,18 @@ public struct ContainerRuntime: Sendable {
             rootfs: state.rootfs, created: state.created, annotations: state.annotations)
     }
 
-    /// Every container of the root, half-made ones included (`creating`/`stopped`).
+    /// Every container of the root, half-made ones included (`creating`/`stopped`), with
+    /// `owner` the name of the user owning its state directory (`#UID` without a passwd entry),
+    /// as runc's `list` gives it.
     public func list() -> [RuncState] {
-        store.entries().compactMap { try? state(id: $0) }
+        store.entries().compactMap { id in
+            guard var entry = try? state(id: id) else { return nil }
+            var st = stat()
+            if stat(store.directory(id), &st) == 0 {
+                entry.owner = getpwuid(st.st_uid).map { String(cString: $0.pointee.pw_name) } ?? "#\(st.st_uid)"
+            }
+            return entry
+        }
     }
 
     /// The container's status (runtime.md#state) as its backend derives it
@@ -248,6 +257,7 @@ public struct ContainerRuntime: Sendable {
     /// - Throws: "container not running" when the init is gone and `all` is false.
     public func kill(id: String, signal: Int32, all: Bool) throws {
         let state = try store.load(id)
+        log.log(.debug, "container \(id): signal \(signal)\(all ? " to every process" : "")")
         try backends.backend(for: state).kill(state, signal: signal, all: all, in: self)
     }
 
@@ -292,6 +302,7 @@ public struct ContainerRuntime: Sendable {
             do { try Hooks.run(hook, field: "hooks.poststop[\(i)]", state: json) } catch { log.warn("\(error)") }
         }
         if let cgroupError { throw cgroupError }
+        log.log(.debug, "container \(id): deleted")
     }
 
     /// Refuses to delete a container that is not stopped (running or paused) without `force`.
@@ -356,7 +367,9 @@ public struct ContainerRuntime: Sendable {
     /// - Returns: the exit code, 128+N when killed by signal N.
     public func wait(id: String) throws -> Int32 {
         let state = try store.load(id)
-        return try backends.backend(for: state).wait(state, in: self)
+        let status = try backends.backend(for: state).wait(state, in: self)
+        log.log(.debug, "process exited", fields: ["pid": .int(state.pid), "status": .int(status)])
+        return status
     }
 
     // MARK: ps

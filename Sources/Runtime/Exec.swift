@@ -147,12 +147,21 @@ extension ContainerRuntime {
             }
             throw error
         }
+        log.log(.debug, "exec in container \(id): process \(pid) started", fields: ["args": .text((options.process.args ?? []).joined(separator: " "))])
         if let pidFile = options.pidFile {
-            try Files.writeAtomically(try absolute(pidFile), Array("\(pid)".utf8), mode: 0o644)
+            do { try PidFile.write(pidFile, pid: pid) } catch {
+                // As runc: a process whose pid nobody can learn is not left running.
+                Glibc.kill(pid, SIGKILL)
+                var st: Int32 = 0
+                while waitpid(pid, &st, 0) < 0 && errno == EINTR {}
+                throw error
+            }
         }
         if options.detach { return pid }
         _ = ss_forward_signals(pid)
         defer { _ = ss_forward_signals(0) }
-        return try waitChild(pid)
+        let exitStatus = try waitChild(pid)
+        log.log(.debug, "process exited", fields: ["pid": .int(pid), "status": .int(exitStatus)])
+        return exitStatus
     }
 }

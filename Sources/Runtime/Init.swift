@@ -110,9 +110,10 @@ public enum ContainerInit {
         let setup = ProcessSetup(process: process, noNewKeyring: config.noNewKeyring, preserveFds: config.preserveFds)
         try setup.applyRlimits()
         let executable = try setup.resolveExecutable()
-        // Refuse a bad cwd at create, as runc does, not only when the workload starts; the
-        // real chdir follows the drop to the workload's user.
-        try setup.changeDirectory()
+        // Refuse a bad cwd at create, not only when the workload starts; the real chdir comes
+        // last (ProcessSetup.finalizeAndExec), where a permission error is tried again as the
+        // workload's user.
+        try setup.changeDirectory(retryAsUser: true)
         try sys("chdir", path: "/") { chdir("/") }
         guard let fifoIndex = config.fifoFdIndex, fifoIndex < fds.count else {
             throw RuntimeError(.initFailed, "init: no exec FIFO")

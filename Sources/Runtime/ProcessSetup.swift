@@ -125,11 +125,24 @@ struct ProcessSetup {
         }
     }
 
-    func changeDirectory() throws {
+    /// chdir(2) to `process.cwd`, checked as above. runc's order (libcontainer/init_linux.go
+    /// `finalizeNamespace`): the first attempt comes before the switch to the process's user,
+    /// with the runtime's privileges; only a permission error (EACCES, EPERM) is tried again
+    /// as that user (`retryAsUser`: then this returns false and the caller calls again later).
+    /// - Returns: whether the working directory is set.
+    /// - Throws: `RuntimeError` (`.invalidSpec`, field `process.cwd`, the errno) worded as
+    ///   runc's: `chdir to cwd ("/data") set in config.json failed: permission denied`;
+    ///   `.refused` for a cwd that resolves outside the root.
+    @discardableResult
+    func changeDirectory(retryAsUser: Bool = false) throws -> Bool {
         let cwd = process.cwd
         try Self.checkCwdPath(cwd, field: "process.cwd")
         if chdir(cwd) != 0 {
-            throw SysError("chdir", path: cwd, field: "process.cwd")
+            let e = errno
+            if retryAsUser && (e == EACCES || e == EPERM) { return false }
+            throw RuntimeError(
+                .invalidSpec, field: "process.cwd", "chdir to cwd (\"\(cwd)\") set in config.json failed: \(goErrnoText(e))",
+                operation: "chdir", errno: e)
         }
         var buf = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
         guard getcwd(&buf, buf.count) != nil else {
@@ -139,6 +152,7 @@ struct ProcessSetup {
         guard actual.hasPrefix("/") else {
             throw RuntimeError(.refused, field: "process.cwd", "\(cwd) resolves outside the container's root (\(actual))", operation: "chdir")
         }
+        return true
     }
 
     /// seccomp(2) with the filter compiled by the parent. For a notifying filter the listener fd
@@ -169,8 +183,9 @@ struct ProcessSetup {
         var cEnv: [UnsafeMutablePointer<CChar>?] = (process.env ?? []).map { strdup($0) } + [nil]
         try applyAppArmor()
         if process.noNewPrivileges != true { try loadSeccomp(seccomp, handoff: handoff) }
+        let inCwd = try changeDirectory(retryAsUser: true)
         try applyIdentity()
-        try changeDirectory()
+        if !inCwd { try changeDirectory() }
         try applyNoNewPrivileges()
         _ = ss_sigmask_all(0)
         if process.noNewPrivileges == true { try loadSeccomp(seccomp, handoff: handoff) }

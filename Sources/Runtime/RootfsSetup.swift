@@ -108,32 +108,38 @@ struct RootfsSetup {
         }
     }
 
-    /// /sys/fs/cgroup: cgroup2 on a unified host; on v1 a tmpfs with one cgroup mount per
-    /// hierarchy (these show the cgroup namespace's root when one is created).
+    /// A `cgroup`/`cgroup2` entry of `mounts` (`CgroupMountPlan`): fresh cgroup mounts with a
+    /// cgroup namespace of the container's own, else bind mounts of the container's own cgroup
+    /// directories, so a container never sees the host's tree and a user namespace without a
+    /// cgroup namespace (where the kernel refuses a fresh mount) gets its cgroups all the same.
+    /// `ro` and the other flags of the entry hold for each hierarchy.
     private func mountCgroups(at dest: String, flags: UInt) throws {
         let mountFlags = flags | UInt(MS_NOSUID | MS_NODEV | MS_NOEXEC)
-        if Files.exists("/sys/fs/cgroup/cgroup.controllers") {
-            try mount(source: "cgroup2", target: dest, type: "cgroup2", flags: mountFlags)
+        let plan = CgroupMountPlan.make(procSelfCgroup: (try? Files.readString("/proc/self/cgroup")) ?? "", mounts: (try? MountInfo.read()) ?? [])
+        let fresh = config.newNamespaces.contains("cgroup")
+        func mountHierarchy(_ h: CgroupMountPlan.Hierarchy, at target: String) throws {
+            if fresh {
+                try mount(source: h.fstype == "cgroup2" ? "cgroup2" : "cgroup", target: target, type: h.fstype, flags: mountFlags, data: h.data)
+            } else {
+                guard let directory = h.directory else {
+                    throw RuntimeError(.unsupported, field: "mounts[\(dest)]", "the container's \(h.name.isEmpty ? "cgroup" : h.name) cgroup is not visible in the runtime's mount table; add a cgroup namespace (linux.namespaces)")
+                }
+                try mount(source: directory, target: target, type: nil, flags: UInt(MS_BIND | MS_REC))
+                try remount(target, adding: mountFlags)
+            }
+        }
+        if plan.unified {
+            if let h = plan.hierarchies.first { try mountHierarchy(h, at: dest) }
             return
         }
         try mount(source: "tmpfs", target: dest, type: "tmpfs", flags: UInt(MS_NOSUID | MS_NODEV | MS_NOEXEC), data: "mode=755")
-        let lines = (try? Files.readString("/proc/self/cgroup")) ?? ""
-        for line in lines.split(separator: "\n") {
-            let parts = line.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false)
-            guard parts.count == 3 else { continue }
-            let controllers = String(parts[1])
-            let dir: String
-            if controllers.isEmpty {
-                dir = dest + "/unified"
-                try Files.makeDirectories(dir)
-                try mount(source: "cgroup2", target: dir, type: "cgroup2", flags: mountFlags)
-            } else {
-                let name = controllers.hasPrefix("name=") ? String(controllers.dropFirst(5)) : controllers
-                dir = dest + "/" + name
-                try Files.makeDirectories(dir)
-                let data = controllers.hasPrefix("name=") ? "none,\(controllers)" : controllers
-                try mount(source: "cgroup", target: dir, type: "cgroup", flags: mountFlags, data: data)
-            }
+        for h in plan.hierarchies {
+            let dir = dest + "/" + h.name
+            try Files.makeDirectories(dir)
+            try mountHierarchy(h, at: dir)
+        }
+        for (name, target) in plan.links where !Files.exists(dest + "/" + name) {
+            try sys("symlink", path: dest + "/" + name) { symlink(target, dest + "/" + name) }
         }
         if flags & UInt(MS_RDONLY) != 0 {
             try remount(dest, adding: UInt(MS_RDONLY))

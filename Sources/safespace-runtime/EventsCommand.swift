@@ -19,11 +19,10 @@ struct Events: ParsableCommand {
     func run() throws {
         let seconds = try Self.duration(interval)
         try perform(globals) { rt in
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.withoutEscapingSlashes]
             try rt.events(id: id, interval: seconds, statsOnce: stats) { event in
                 // One write(2) per line, unbuffered: a consumer sees each event as it happens.
-                let line = Array(try encoder.encode(event)) + [UInt8(ascii: "\n")]
+                // runc's layout: members in its order, Go's escaping (GoJSON).
+                let line = try GoJSON.marshal(event) + [UInt8(ascii: "\n")]
                 _ = line.withUnsafeBytes { Glibc.write(STDOUT_FILENO, $0.baseAddress, $0.count) }
             }
         }

@@ -59,16 +59,35 @@ enum MountOptionsNames {
     static var all: [String] { MountOptions.knownNames }
 }
 
+/// runc's `spec`: writes runc's default config.json (`DefaultSpec.runc`) into the bundle, laid
+/// out as runc writes it (Go's indented JSON, tabs, no final newline; mode 0666 less the umask).
+/// `--rootless` (the global flag, as `runc spec --rootless`) writes runc's rootless variant.
+/// Fails, as runc does, when the bundle cannot be entered or config.json exists.
 struct SpecCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "spec", abstract: "Write a default config.json to the bundle.")
+    static let configuration = CommandConfiguration(
+        commandName: "spec", abstract: "Create a new specification file (config.json), runc's default.",
+        discussion: "With --rootless: runc's configuration for a rootless container (a user namespace mapping root to the caller).")
     @OptionGroup var globals: GlobalOptions
-    @Option(name: [.short, .long]) var bundle: String = "."
+    @Option(name: [.short, .long], help: "Path to the root of the bundle directory.") var bundle: String?
     func run() throws {
-        let path = bundle + "/config.json"
-        if access(path, F_OK) == 0 { throw ValidationError("File \(path) exists. Remove it first") }
-        let enc = JSONEncoder()
-        enc.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        let data = try enc.encode(DefaultSpec.make())
-        try Files.writeAtomically(path, Array(data), mode: 0o644)
+        try perform(globals) { _ in
+            // runc chdirs into the bundle and names the file relative to it.
+            if let bundle, !bundle.isEmpty, chdir(bundle) != 0 {
+                throw RuntimeError(.invalidSpec, "chdir \(bundle): \(goErrorText(errno))")
+            }
+            let path = "config.json"
+            if access(path, F_OK) == 0 { throw RuntimeError(.alreadyExists, "File \(path) exists. Remove it first") }
+            let data = try GoJSON.marshalIndent(DefaultSpec.runc(rootless: globals.rootless))
+            let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o666)
+            guard fd >= 0 else { throw RuntimeError(.invalidSpec, "open \(path): \(goErrorText(errno))") }
+            defer { close(fd) }
+            try Files.writeAll(fd: fd, data)
+        }
     }
+}
+
+/// strerror(3) as Go prints an errno: lower case (`no such file or directory`).
+func goErrorText(_ code: Int32) -> String {
+    let text = String(cString: strerror(code))
+    return text.prefix(1).lowercased() + text.dropFirst()
 }

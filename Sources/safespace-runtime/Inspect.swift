@@ -38,7 +38,7 @@ struct Exec: ParsableCommand {
     @Argument(parsing: .captureForPassthrough) var args: [String] = []
 
     func run() throws {
-        let code: Int32 = try perform(globals) { rt in
+        let code: Int32 = try perform(globals, failure: .exec) { rt in
             var p: OCI.Process
             if let file = process {
                 let data = try readFile(file)
@@ -94,13 +94,43 @@ struct List: ParsableCommand {
     func run() throws {
         try perform(globals) { rt in
             let all = rt.list()
-            if format == "json" { return try printJSON(all, pretty: false) }
+            // runc list.go: -q first, then the format.
             if quiet { return all.forEach { print($0.id) } }
-            print("ID\tPID\tSTATUS\tBUNDLE\tCREATED\tOWNER")
-            // A half-made container (its create has not finished) shows who creates it.
-            for s in all { print("\(s.id)\t\(s.pid)\t\(s.status)\t\(s.bundle)\t\(s.created)\t\(s.creator.map { "root (create: pid \($0))" } ?? "root")") }
+            switch format {
+            case "table":
+                var rows = [["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"]]
+                // A half-made container (its create has not finished) shows who creates it.
+                rows += all.map { s in
+                    [s.id, "\(s.pid)", s.status, s.bundle, s.created, s.owner + (s.creator.map { " (create: pid \($0))" } ?? "")]
+                }
+                print(goTabwriter(rows), terminator: "")
+            case "json":
+                print(String(decoding: try GoJSON.marshal(all), as: UTF8.self))
+            default:
+                throw RuntimeError(.invalidSpec, "invalid format option")
+            }
         }
     }
+}
+
+/// Rows laid out as Go's `text/tabwriter` does for runc's `list` (`NewWriter(out, 12, 1, 3,
+/// ' ', 0)`): every cell but a row's last is padded with spaces to its column's widest cell
+/// plus 3, and at least 12 characters; the last cell stands as it is. Widths count characters.
+func goTabwriter(_ rows: [[String]], minWidth: Int = 12, padding: Int = 3) -> String {
+    let columns = (rows.map(\.count).max() ?? 1) - 1
+    var widths = [Int](repeating: minWidth, count: max(columns, 0))
+    for row in rows {
+        for (i, cell) in row.dropLast().enumerated() { widths[i] = max(widths[i], cell.count + padding) }
+    }
+    var out = ""
+    for row in rows {
+        for (i, cell) in row.enumerated() {
+            out += cell
+            if i < row.count - 1 { out += String(repeating: " ", count: widths[i] - cell.count) }
+        }
+        out += "\n"
+    }
+    return out
 }
 
 struct Ps: ParsableCommand {

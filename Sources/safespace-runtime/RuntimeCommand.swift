@@ -48,8 +48,17 @@ struct Failure: Error, CustomStringConvertible {
     }
 }
 
-/// Runs `body`, logging any error runc-style (JSON line under --log-format json) and exiting 1.
-func perform<T>(_ globals: GlobalOptions, _ body: (ContainerRuntime) throws -> T) throws -> T {
+/// How a verb reports a failure: the exit status and the words before the error, as runc's
+/// verb does it (`exec`: 255 and `exec failed: `, runc exec.go).
+struct FailureStyle {
+    var status: Int32 = 1
+    var prefix = ""
+    static let exec = FailureStyle(status: 255, prefix: "exec failed: ")
+}
+
+/// Runs `body`, logging any error runc-style (JSON line under --log-format json) and exiting
+/// with `style`'s status (1 unless the verb's runc counterpart uses another).
+func perform<T>(_ globals: GlobalOptions, failure style: FailureStyle = FailureStyle(), _ body: (ContainerRuntime) throws -> T) throws -> T {
     let rt = try globals.runtime()
     do {
         return try body(rt)
@@ -58,11 +67,11 @@ func perform<T>(_ globals: GlobalOptions, _ body: (ContainerRuntime) throws -> T
     } catch let e as ExitCode {
         throw e
     } catch {
-        rt.log.log(.error, "\(error)")
+        rt.log.log(.error, style.prefix + "\(error)")
         if globals.log != nil && globals.log != "/dev/stderr" {
-            writeStderr("safespace-runtime: \(error)\n")
+            writeStderr("safespace-runtime: \(style.prefix)\(error)\n")
         }
-        throw ExitCode(1)
+        throw ExitCode(style.status)
     }
 }
 

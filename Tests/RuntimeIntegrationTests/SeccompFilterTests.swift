@@ -138,7 +138,8 @@ struct SeccompFilterTests {
         #expect(r.stderr.contains(message), "\(r.stderr)")
         #expect(left.isEmpty, "\(left)")
         let (arch, left2) = try H.runProbe(["thread"], seccomp: H.allowing([], architectures: ["SCMP_ARCH_PDP11"]))
-        #expect(arch.stderr.contains("linux.seccomp.architectures[0]: architecture \"SCMP_ARCH_PDP11\" is not known to libseccomp"), "\(arch.stderr)")
+        // The text log quotes msg as logrus does (Go %q): inner quotes escaped.
+        #expect(arch.stderr.contains(#"linux.seccomp.architectures[0]: architecture \"SCMP_ARCH_PDP11\" is not known to libseccomp"#), "\(arch.stderr)")
         #expect(left2.isEmpty, "\(left2)")
     }
 
