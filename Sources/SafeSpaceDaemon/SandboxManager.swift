@@ -273,7 +273,7 @@ final class SandboxManager: @unchecked Sendable {
                     try SandboxLeases(directory: self.config.bundleRoot, backends: self.host.configuration.backends).transfer(name, to: identity)
                     return (prepared, identity)
                 } catch {
-                    do { try prepared.cleanup() } catch { for line in (error as? CleanupError)?.lines ?? ["\(error)"] { logger.warning("\(line)") } }
+                    do { try prepared.cleanup() } catch { for line in (error as? SandboxHostError)?.lines ?? ["\(error)"] { logger.warning("\(line)") } }
                     throw error
                 }
             }

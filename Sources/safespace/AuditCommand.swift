@@ -77,12 +77,12 @@ struct AuditVerifyCommand: ParsableCommand {
         let err = Pipe()
         process.standardOutput = out
         process.standardError = err
-        do { try process.run() } catch { throw CLIError("--journal: cannot run journalctl: \(error)") }
+        do { try process.run() } catch { throw CLIError(.journal, "--journal: cannot run journalctl: \(error)") }
         let data = out.fileHandleForReading.readDataToEndOfFile()
         let errText = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         process.waitUntilExit()
         guard process.terminationStatus == 0 else {
-            throw CLIError("--journal: journalctl failed (\(process.terminationStatus)): \(errText.trimmingCharacters(in: .whitespacesAndNewlines))")
+            throw CLIError(.journal, "--journal: journalctl failed (\(process.terminationStatus)): \(errText.trimmingCharacters(in: .whitespacesAndNewlines))")
         }
         var best: AuditAnchor?
         for line in data.split(separator: UInt8(ascii: "\n")) {
@@ -92,7 +92,7 @@ struct AuditVerifyCommand: ParsableCommand {
             else { continue }
             if seq > (best?.seq ?? 0) { best = AuditAnchor(seq: seq, sha256: sha) }
         }
-        guard let best else { throw CLIError("--journal: journald has no audit records of \(path)") }
+        guard let best else { throw CLIError(.journal, "--journal: journald has no audit records of \(path)") }
         return best
     }
 }

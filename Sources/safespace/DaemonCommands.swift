@@ -17,9 +17,9 @@ struct SocketOption: ParsableArguments {
 /// An error answer of the daemon as the CLI's error: the message, with the field.
 func daemonError(_ response: DaemonClient.Response) -> CLIError {
     if let error = response.error {
-        return CLIError(error.field.map { "\($0): \(error.message)" } ?? error.message)
+        return CLIError(.daemonRefused, error.field.map { "\($0): \(error.message)" } ?? error.message)
     }
-    return CLIError("safespaced answered \(response.status): \(response.text)")
+    return CLIError(.daemonRefused, "safespaced answered \(response.status): \(response.text)")
 }
 
 struct PsCommand: ParsableCommand {
@@ -131,14 +131,14 @@ func streamExec(_ client: DaemonClient, name: String, body: [String: Any]) throw
             } else if object["exitCode"] != nil {
                 exit = object
             } else if let error = object["error"] as? [String: Any] {
-                throw CLIError(error["message"] as? String ?? "exec failed")
+                throw CLIError(.daemonRefused, error["message"] as? String ?? "exec failed")
             }
         }
     }
     guard response.status == 200 else {
         throw daemonError(DaemonClient.Response(status: response.status, headers: response.headers, body: errorBody))
     }
-    guard let exit, let code = exit["exitCode"] as? Int else { throw CLIError("safespaced ended the exec without an exit status") }
+    guard let exit, let code = exit["exitCode"] as? Int else { throw CLIError(.daemonProtocol, "safespaced ended the exec without an exit status") }
     return (Int32(truncatingIfNeeded: code), exit["timedOut"] as? Bool ?? false, exit["oomKilled"] as? Bool ?? false)
 }
 
@@ -167,7 +167,7 @@ struct CpCommand: ParsableCommand {
         case (nil, let (name, path)?):
             let bytes: Data
             if source == "-" { bytes = FileHandle.standardInput.readDataToEndOfFile() } else {
-                guard let data = FileManager.default.contents(atPath: source) else { throw CLIError("\(source): cannot read: \(String(cString: strerror(errno)))") }
+                guard let data = FileManager.default.contents(atPath: source) else { throw CLIError(.localFile, "\(source): cannot read: \(String(cString: strerror(errno)))") }
                 bytes = data
             }
             let response = try daemon.client.request("PUT", "/v1/sandboxes/\(name)/files/\(path)", body: [UInt8](bytes))
@@ -177,7 +177,7 @@ struct CpCommand: ParsableCommand {
             guard response.status == 200 else { throw daemonError(response) }
             if destination == "-" { FileHandle.standardOutput.write(Data(response.body)) } else {
                 guard FileManager.default.createFile(atPath: destination, contents: Data(response.body)) else {
-                    throw CLIError("\(destination): cannot write")
+                    throw CLIError(.localFile, "\(destination): cannot write")
                 }
             }
         default:

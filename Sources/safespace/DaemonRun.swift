@@ -96,7 +96,7 @@ struct DaemonRun {
     /// it again).
     func makeSandbox() throws -> Sandbox {
         if command.seccomp != nil {
-            throw CLIError("--seccomp names a file of this machine, which safespaced does not read for a client; use --embedded")
+            throw CLIError(.embeddedOnly, "--seccomp names a file of this machine, which safespaced does not read for a client; use --embedded")
         }
         let base = try command.file.map { path throws(SandboxError) in try Sandbox.load(path: path) } ?? Sandbox()
         var sandbox = base.applying(SandboxOverrides(name: command.name, runtime: command.runtime, timeout: command.timeout))

@@ -67,8 +67,26 @@ struct CLIError: CodedError {
         case needsRoot
         /// The signal handlers or their pipe could not be set up.
         case signalSetup
+        /// `audit verify --journal`: journalctl could not be run or has no records of the log.
+        case journal
+        /// safespaced answered with an error (its code and field are in the message).
+        case daemonRefused
+        /// safespaced's answer was not what its API says (no exit status, bad JSON).
+        case daemonProtocol
+        /// A local file of `safespace cp` could not be read or written.
+        case localFile
+        /// An option that works only embedded (`--embedded`), not through safespaced.
+        case embeddedOnly
 
-        var category: ErrorCategory { self == .needsRoot ? .permissionDenied : .internal }
+        var category: ErrorCategory {
+            switch self {
+            case .needsRoot: .permissionDenied
+            case .embeddedOnly: .unsupported
+            case .daemonRefused: .failedPrecondition
+            case .localFile: .invalidArgument
+            case .signalSetup, .journal, .daemonProtocol: .internal
+            }
+        }
     }
 
     static let domain = "cli"

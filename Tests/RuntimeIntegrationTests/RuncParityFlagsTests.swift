@@ -1,6 +1,7 @@
 import Cgroups
 import Foundation
 import Testing
+import TestSupport
 import OCI
 import Runtime
 
@@ -22,7 +23,7 @@ struct RuncParityFlagsTests {
         let binary: String
         let root: String
         init?() {
-            guard let binary = ClientTools.runc, let root = try? Harness.tempDir("runcroot") else { return nil }
+            guard let binary = Harness.find("runc"), let root = try? Harness.tempDir("runcroot") else { return nil }
             self.binary = binary
             self.root = root
         }
@@ -48,7 +49,7 @@ struct RuncParityFlagsTests {
             #expect(l.contains("spec: \(Spec.version)"), "\(args): \(r.stdout)")
             #expect(l.contains { $0.hasPrefix("libseccomp: ") && $0.dropFirst(12).split(separator: ".").count == 3 }, "\(args): \(r.stdout)")
         }
-        if let runc = ClientTools.runc {
+        if let runc = Harness.find("runc") {
             // Every line of runc's that this runtime can state has the same key here.
             let theirs = lines(try Harness.run(runc, ["--version"]).stdout)
             let ours = lines(try Harness.run(Harness.runtimeBinary, ["--version"]).stdout)
@@ -60,7 +61,7 @@ struct RuncParityFlagsTests {
 
     @Test("help VERB, VERB -h and VERB --help for every verb of runc 1.1 exit 0 with the verb's usage")
     func helpForEveryVerb() throws {
-        let runc = ClientTools.runc
+        let runc = Harness.find("runc")
         for verb in Self.runcVerbs {
             for args in [["help", verb], [verb, "-h"], [verb, "--help"]] {
                 let r = try Harness.run(Harness.runtimeBinary, args)
@@ -80,7 +81,7 @@ struct RuncParityFlagsTests {
             let r = try Harness.run(Harness.runtimeBinary, args)
             #expect(r.status == 3, "\(args): \(r.status) \(r.stderr)")
             #expect(r.stderr.contains("No help topic for 'nosuchverb'"), "\(args): \(r.stderr)")
-            if let runc = ClientTools.runc {
+            if let runc = Harness.find("runc") {
                 let theirs = try Harness.run(runc, args)
                 #expect(theirs.status == r.status, "runc \(args): \(theirs.status) \(theirs.stderr)")
             }

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 import OCI
 import Runtime
 
@@ -9,7 +10,7 @@ import Runtime
 /// wrote, its exit status, whether the terminal was in raw mode while the container ran and
 /// whether its settings were the same again after the command exited.
 enum PtyDriver {
-    static let python = ClientTools.find("python3")
+    static let python = Harness.find("python3")
 
     /// One step: wait for text, type text, resize the window, or signal the command.
     enum Step {
@@ -243,7 +244,7 @@ struct RuncParityTerminalTests {
 
     /// `runc` and `safespace-runtime` on the same bundle: `args` after `--root ROOT`.
     static func both(_ args: (String) -> [String], id: String, steps: [PtyDriver.Step], rows: Int = 30, cols: Int = 100) throws -> (runc: PtyDriver.Report, ours: PtyDriver.Report) {
-        let runc = try #require(ClientTools.runc)
+        let runc = try #require(Harness.find("runc"))
         let runcRoot = try Harness.tempDir("runcroot")
         defer {
             _ = try? Harness.run(runc, ["--root", runcRoot, "delete", "--force", id + "-runc"])
@@ -260,7 +261,7 @@ struct RuncParityTerminalTests {
     }
 
     @Test("differential: run with a terminal gives runc's output, exit status and terminal handling",
-          .enabled(if: ClientTools.runc != nil, "needs runc"))
+          .enabled(if: Harness.find("runc") != nil, "needs runc"))
     func differentialRun() throws {
         // Waits (bounded) for the resize: runc applies SIGWINCH asynchronously, so the line
         // typed after it may reach the container first there.
@@ -278,12 +279,12 @@ struct RuncParityTerminalTests {
     }
 
     @Test("differential: exec -t gives runc's output and exit status (exit 4, SIGKILL 137)",
-          .enabled(if: ClientTools.runc != nil, "needs runc"),
+          .enabled(if: Harness.find("runc") != nil, "needs runc"),
           arguments: ["tty; stty size; exit 4", "echo x; kill -9 $$"])
     func differentialExec(script: String) throws {
         let bundle = try Harness.busyboxBundle(["sleep", "1000"])
         defer { Harness.cleanup(bundle) }
-        let runc = try #require(ClientTools.runc)
+        let runc = try #require(Harness.find("runc"))
         let id = Harness.uniqueID("ttydiffx")
         let runcRoot = try Harness.tempDir("runcroot")
         let oursRoot = try Harness.tempDir("root")

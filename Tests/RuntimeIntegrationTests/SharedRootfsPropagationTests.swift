@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import Testing
+import TestSupport
 
 /// A rootfs store on a shared mount, as on every systemd host (systemd makes / rshared; the
 /// development machines have / private). The user-namespace path clones the rootfs with
