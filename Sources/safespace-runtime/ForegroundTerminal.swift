@@ -234,6 +234,33 @@ final class ForegroundTerminal {
         copyWindowSize()
     }
 
+    /// Waits for the container's pty master on the console socket (at most `timeout`
+    /// seconds) and takes it: raw mode and the window size are in place before the caller
+    /// lets the process run (`run` calls this between create and start, as runc receives the
+    /// console during create), so its first `stty size` sees the caller's size.
+    /// - Throws: `RuntimeError` (`.initFailed`, `process.terminal`) when none arrives in time;
+    ///   `SysError` from accept(2)/poll(2).
+    func awaitMaster(timeout seconds: Int32 = 30) throws {
+        var remaining = seconds * 1000
+        while master < 0 && listener >= 0 {
+            var fds = [pollfd(fd: listener, events: Int16(POLLIN), revents: 0)]
+            let started = monotonicMilliseconds()
+            let rc = poll(&fds, 1, remaining)
+            if rc < 0 && errno != EINTR { throw SysError("poll") }
+            if rc > 0 { try receiveMaster() }
+            remaining -= Int32(clamping: monotonicMilliseconds() - started)
+            if master < 0 && remaining <= 0 {
+                throw RuntimeError(.initFailed, field: "process.terminal", "the container's pty master did not arrive on the console socket within \(seconds) s")
+            }
+        }
+    }
+
+    private func monotonicMilliseconds() -> Int64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
+    }
+
     /// runc's `initHostConsole`: stderr, stdout, stdin, else the controlling terminal.
     private func enterRawMode() {
         var fd: Int32 = -1

@@ -114,7 +114,11 @@ struct Run: ParsableCommand {
             var options = flags.options
             if let tty { options.consoleSocket = tty.socketPath }
             try rt.create(id: id, bundle: flags.bundle, options: options)
-            do { try rt.start(id: id) } catch {
+            do {
+                // The master first (raw mode, window size), then the process runs: runc's order.
+                try tty?.awaitMaster()
+                try rt.start(id: id)
+            } catch {
                 try? rt.delete(id: id, force: true)
                 throw error
             }
