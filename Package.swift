@@ -1,4 +1,4 @@
-// swift-tools-version: 6.0
+// swift-tools-version: 6.2
 import PackageDescription
 
 let package = Package(
@@ -51,7 +51,8 @@ let package = Package(
         .target(name: "SeccompFilters", dependencies: ["Errors", "OCI", "LinuxKernel", "CSeccomp", "CSafeSpace"]),
         // Host id ranges are leases of LinuxKernel's LeaseStore; the node's other state (CPUs,
         // volumes, sandbox leases) and its sweep are SandboxHosting's.
-        .target(name: "Runtime", dependencies: ["Errors", "OCI", "LinuxKernel", "Cgroups", "SeccompFilters", "CSafeSpace"]),
+        .target(
+            name: "Runtime", dependencies: ["Errors", "OCI", "LinuxKernel", "Cgroups", "SeccompFilters", "CSafeSpace"]),
         // The gVisor backend of Runtime: runsc driver, pods and their waiter, the spec runsc gets.
         // Registered by the front ends (safespace-runtime, SandboxHosting).
         .target(name: "GVisor", dependencies: ["Errors", "Runtime", "OCI", "LinuxKernel", "Cgroups", "CSafeSpace"]),
@@ -76,14 +77,25 @@ let package = Package(
             ]),
         .executableTarget(
             name: "safespace-runtime",
-            dependencies: ["Runtime", "GVisor", "Cgroups", "SeccompFilters", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+            dependencies: [
+                "Runtime", "GVisor", "Cgroups", "SeccompFilters",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
         // The node side of a sandbox: a validated Sandbox -> bundle, leases, writable layer, id
         // range, CPUs, volume, seccomp event agent, container; and its release. Front ends:
         // `safespace run`, the daemon. Never linked into safespace-runtime.
-        .target(name: "SandboxHosting", dependencies: ["Errors", "OCI", "LinuxKernel", "Cgroups", "Runtime", "GVisor", "SandboxSpec", "SeccompFilters", "NodeResources"]),
+        .target(
+            name: "SandboxHosting",
+            dependencies: [
+                "Errors", "OCI", "LinuxKernel", "Cgroups", "Runtime", "GVisor", "SandboxSpec", "SeccompFilters",
+                "NodeResources",
+            ]),
         .executableTarget(
             name: "safespace",
-            dependencies: ["Errors", "Runtime", "SandboxSpec", "SandboxHosting", "SeccompFilters", "NodeResources", "HostChecks", "Audit", "DaemonClient", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+            dependencies: [
+                "Errors", "Runtime", "SandboxSpec", "SandboxHosting", "SeccompFilters", "NodeResources", "HostChecks",
+                "Audit", "DaemonClient", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
         // Tests: one unit-test target per module (<Module>Tests, root-free but for the few that
         // need the kernel: cgroups, mounts), the root-only runtime integration tests (real
         // containers through safespace-runtime and safespace run), and the tests in which real
@@ -100,7 +112,8 @@ let package = Package(
         .target(
             name: "SafeSpaceDaemon",
             dependencies: [
-                "OCI", "LinuxKernel", "Cgroups", "Runtime", "SandboxSpec", "SandboxHosting", "NodeResources", "CSafeSpace", "CDaemon", "Audit", "SystemdSupport",
+                "OCI", "LinuxKernel", "Cgroups", "Runtime", "SandboxSpec", "SandboxHosting", "NodeResources",
+                "CSafeSpace", "CDaemon", "Audit", "SystemdSupport",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -111,7 +124,11 @@ let package = Package(
             ],
             exclude: ["openapi.yaml"]),
         .executableTarget(name: "safespaced", dependencies: ["SafeSpaceDaemon", "Runtime"]),
-        .testTarget(name: "DaemonTests", dependencies: ["DaemonClient", "SafeSpaceDaemon", "SandboxSpec", "Audit", .product(name: "Yams", package: "Yams")]),
+        .testTarget(
+            name: "DaemonTests",
+            dependencies: [
+                "DaemonClient", "SafeSpaceDaemon", "SandboxSpec", "Audit", .product(name: "Yams", package: "Yams"),
+            ]),
         .testTarget(name: "OCITests", dependencies: ["OCI"]),
         .testTarget(name: "LinuxKernelTests", dependencies: ["LinuxKernel", "Errors"]),
         .testTarget(name: "HostChecksTests", dependencies: ["HostChecks"]),
@@ -119,15 +136,25 @@ let package = Package(
         .testTarget(name: "SystemdSupportTests", dependencies: ["SystemdSupport"]),
         .testTarget(name: "CgroupsTests", dependencies: ["Cgroups", "OCI", "Errors"]),
         .testTarget(name: "NodeResourcesTests", dependencies: ["NodeResources", "OCI", "LinuxKernel", "Errors"]),
-        .testTarget(name: "SandboxSpecTests", dependencies: ["SandboxSpec", "OCI", "SeccompFilters", "NodeResources", "Errors"]),
+        .testTarget(
+            name: "SandboxSpecTests", dependencies: ["SandboxSpec", "OCI", "SeccompFilters", "NodeResources", "Errors"]),
         .testTarget(name: "SeccompFiltersTests", dependencies: ["SeccompFilters", "OCI", "Errors"]),
-        .testTarget(name: "SandboxHostingTests", dependencies: ["SandboxHosting", "SandboxSpec", "OCI", "NodeResources", "Runtime", "LinuxKernel", "Errors"]),
+        .testTarget(
+            name: "SandboxHostingTests",
+            dependencies: ["SandboxHosting", "SandboxSpec", "OCI", "NodeResources", "Runtime", "LinuxKernel", "Errors"]),
         .testTarget(name: "RuntimeTests", dependencies: ["OCI", "Runtime", "LinuxKernel", "Errors", "TestSupport"]),
         .testTarget(name: "GVisorTests", dependencies: ["GVisor", "Runtime", "OCI", "LinuxKernel"]),
         .testTarget(
             name: "RuntimeIntegrationTests",
-            dependencies: ["OCI", "Runtime", "SeccompFilters", "NodeResources", "LinuxKernel", "SandboxHosting", "TestSupport"]),
+            dependencies: [
+                "OCI", "Runtime", "SeccompFilters", "NodeResources", "LinuxKernel", "SandboxHosting", "TestSupport",
+            ]),
         .testTarget(name: "ClientIntegrationTests", dependencies: ["OCI", "LinuxKernel", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )
+
+// Warnings are errors in every target of this package (not in its dependencies).
+for target in package.targets where target.type != .system {
+    target.swiftSettings = (target.swiftSettings ?? []) + [.treatAllWarnings(as: .error)]
+}

@@ -19,7 +19,8 @@ public enum AuditLogError: Error, Sendable, Equatable, CustomStringConvertible {
         case .invalidRecord(let field, let reason): "audit record: \(field): \(reason)"
         case .system(let op, let path, let e): "audit log \(path): \(op): \(String(cString: strerror(e)))"
         case .notRegularFile(let path): "audit log \(path): not a regular file"
-        case .journalUnavailable(let socket): "journald is not running (no \(socket)); set journald off or start systemd-journald"
+        case .journalUnavailable(let socket):
+            "journald is not running (no \(socket)); set journald off or start systemd-journald"
         }
     }
 }
@@ -106,7 +107,9 @@ public final class AuditLog: Sendable {
         }
         guard fd >= 0 else {
             let e = errno
-            throw e == ELOOP ? AuditLogError.notRegularFile(path: path) : AuditLogError.system(operation: "open", path: path, errno: e)
+            throw e == ELOOP
+                ? AuditLogError.notRegularFile(path: path)
+                : AuditLogError.system(operation: "open", path: path, errno: e)
         }
         do {
             var st = stat()
@@ -140,7 +143,9 @@ public final class AuditLog: Sendable {
             try Self.lock(state.fd, path)
             defer { _ = flock(state.fd, LOCK_UN) }
             var st = stat()
-            guard fstat(state.fd, &st) == 0 else { throw AuditLogError.system(operation: "fstat", path: path, errno: errno) }
+            guard fstat(state.fd, &st) == 0 else {
+                throw AuditLogError.system(operation: "fstat", path: path, errno: errno)
+            }
             if st.st_size != state.end {
                 // Another writer appended, or the file was cut: continue from what is there.
                 let tail = try AuditTail.read(fd: state.fd, path: path)
@@ -160,7 +165,12 @@ public final class AuditLog: Sendable {
         }
         if journald {
             let r = AuditJournal.send(record, line: written.line, seq: written.seq, hash: written.hash, file: path)
-            if r < 0 { journalStats.withLock { $0.failures += 1; $0.lastErrno = -r } }
+            if r < 0 {
+                journalStats.withLock {
+                    $0.failures += 1
+                    $0.lastErrno = -r
+                }
+            }
         }
     }
 

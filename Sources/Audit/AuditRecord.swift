@@ -18,7 +18,8 @@ public enum AuditValue: Sendable, Equatable, Codable {
             self = .strings(value)
         } else {
             throw DecodingError.dataCorruptedError(
-                in: container, debugDescription: "an audit field is a string, an integer, a boolean or an array of strings")
+                in: container,
+                debugDescription: "an audit field is a string, an integer, a boolean or an array of strings")
         }
     }
 
@@ -82,19 +83,26 @@ public struct AuditRecord: Sendable {
     public func validate() throws {
         let typeParts = type.split(separator: ".", omittingEmptySubsequences: false)
         guard !type.isEmpty, type.utf8.count <= 64,
-            typeParts.allSatisfy({ !$0.isEmpty && $0.utf8.allSatisfy { ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x5F } })
+            typeParts.allSatisfy({
+                !$0.isEmpty
+                    && $0.utf8.allSatisfy { ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x5F }
+            })
         else {
-            throw AuditLogError.invalidRecord(field: "type", reason: "\"\(type)\" is not a dotted lowercase name like exec.finished")
+            throw AuditLogError.invalidRecord(
+                field: "type", reason: "\"\(type)\" is not a dotted lowercase name like exec.finished")
         }
         guard Self.outcomes.contains(outcome) else {
-            throw AuditLogError.invalidRecord(field: "outcome", reason: "\"\(outcome)\" is not one of ok, denied, error")
+            throw AuditLogError.invalidRecord(
+                field: "outcome", reason: "\"\(outcome)\" is not one of ok, denied, error")
         }
         for name in fields.keys {
             guard Self.isFieldName(name) else {
-                throw AuditLogError.invalidRecord(field: "fields.\(name)", reason: "a field name matches [A-Za-z][A-Za-z0-9_]{0,47}")
+                throw AuditLogError.invalidRecord(
+                    field: "fields.\(name)", reason: "a field name matches [A-Za-z][A-Za-z0-9_]{0,47}")
             }
             guard !Self.reservedKeys.contains(name) else {
-                throw AuditLogError.invalidRecord(field: "fields.\(name)", reason: "\(name) is a key of the record itself")
+                throw AuditLogError.invalidRecord(
+                    field: "fields.\(name)", reason: "\(name) is a key of the record itself")
             }
         }
     }

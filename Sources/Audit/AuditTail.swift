@@ -65,7 +65,9 @@ enum AuditTail {
         var buffer = [UInt8](repeating: 0, count: count)
         var done = 0
         while done < count {
-            let n = buffer[done...].withUnsafeMutableBytes { Glibc.pread(fd, $0.baseAddress, $0.count, offset + off_t(done)) }
+            let n = buffer[done...].withUnsafeMutableBytes {
+                Glibc.pread(fd, $0.baseAddress, $0.count, offset + off_t(done))
+            }
             if n < 0 {
                 if errno == EINTR { continue }
                 throw AuditLogError.system(operation: "pread", path: path, errno: errno)

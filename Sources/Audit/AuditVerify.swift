@@ -47,7 +47,9 @@ extension AuditLog {
         if Int64(result.count) < anchor.seq {
             throw AuditVerifyError(
                 line: result.count + 1,
-                reason: "missing: the file ends after line \(result.count), but the anchor records line \(anchor.seq) (lines were cut off the end)")
+                reason:
+                    "missing: the file ends after line \(result.count), but the anchor records line \(anchor.seq) (lines were cut off the end)"
+            )
         }
         if anchor.seq > 0, result.anchored != anchor.sha256 {
             throw AuditVerifyError(
@@ -59,7 +61,9 @@ extension AuditLog {
 
     /// Walks the file; returns the lines checked, the last line's anchor and the hash of line
     /// `anchorSeq`.
-    static func verifyChain(path: String, anchorSeq: Int64 = 0) throws -> (count: Int, head: AuditAnchor, anchored: String?) {
+    static func verifyChain(path: String, anchorSeq: Int64 = 0) throws -> (
+        count: Int, head: AuditAnchor, anchored: String?
+    ) {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw AuditLogError.system(operation: "open", path: path, errno: errno) }
         defer { close(fd) }
@@ -94,7 +98,9 @@ extension AuditLog {
                 }
                 throw AuditVerifyError(
                     line: lineNumber - 1,
-                    reason: "changed (or lines after it removed): its sha256 is \(prev), but line \(lineNumber) records prev \(linePrev)")
+                    reason:
+                        "changed (or lines after it removed): its sha256 is \(prev), but line \(lineNumber) records prev \(linePrev)"
+                )
             }
             prev = AuditLine.sha256Hex(line)
             if seq == anchorSeq { anchored = prev }
@@ -121,7 +127,8 @@ extension AuditLog {
             pending += buffer[start..<n]
         }
         if !pending.isEmpty {
-            throw AuditVerifyError(line: lineNumber + 1, reason: "no newline at the end: the line was cut short (truncated mid-line)")
+            throw AuditVerifyError(
+                line: lineNumber + 1, reason: "no newline at the end: the line was cut short (truncated mid-line)")
         }
         return (lineNumber, AuditAnchor(seq: Int64(lineNumber), sha256: prev), anchored)
     }

@@ -38,7 +38,10 @@ public struct Cgroup: Codable, Sendable, Equatable {
     public var foreignProcesses: [ProcessIdentity]?
 
     /// A cgroup from known directories; most callers use `resolve` or decode a stored one.
-    public init(mode: CgroupMode, path: String, directories: [String: String], mountPoints: [String: String], created: [String] = []) {
+    public init(
+        mode: CgroupMode, path: String, directories: [String: String], mountPoints: [String: String],
+        created: [String] = []
+    ) {
         self.mode = mode
         self.path = path
         self.directories = directories
@@ -123,7 +126,9 @@ public struct Cgroup: Codable, Sendable, Equatable {
                 // Sub-cgroups count too (runc checks GetAllPids): a leftover whose workload
                 // made sub-cgroups is still in use.
                 if leafExisted {
-                    for sub in [dir] + Self.descendants(of: dir) { foreign.formUnion((try? CgroupFS.procs(in: sub)) ?? []) }
+                    for sub in [dir] + Self.descendants(of: dir) {
+                        foreign.formUnion((try? CgroupFS.procs(in: sub)) ?? [])
+                    }
                 }
             }
             // A frozen leftover (or a new leaf under a frozen parent, which v1 freezes too)
@@ -133,7 +138,9 @@ public struct Cgroup: Codable, Sendable, Equatable {
             if isFrozenOrFreezing() {
                 throw CgroupError(
                     .inUse, operation: "create", path: freezerDirectory?.dir ?? "", field: CgroupPath.field,
-                    message: "the cgroup is frozen (a paused container's, or a leftover); thaw it (\(mode == .unified ? "cgroup.freeze 0" : "freezer.state THAWED")) or remove it first")
+                    message:
+                        "the cgroup is frozen (a paused container's, or a leftover); thaw it (\(mode == .unified ? "cgroup.freeze 0" : "freezer.state THAWED")) or remove it first"
+                )
             }
         } catch {
             for dir in made.reversed() { _ = try? CgroupFS.rmdirCgroup(dir, retryBusy: false) }
@@ -142,12 +149,15 @@ public struct Cgroup: Codable, Sendable, Equatable {
         created.append(contentsOf: made)
         var warnings: [String] = []
         if !foreign.isEmpty {
-            foreignProcesses = foreign.sorted().compactMap { pid in ProcStat.read(pid: pid).map { ProcessIdentity(pid: pid, startTime: $0.startTime) } }
+            foreignProcesses = foreign.sorted().compactMap { pid in
+                ProcStat.read(pid: pid).map { ProcessIdentity(pid: pid, startTime: $0.startTime) }
+            }
             // runc 1.1 libcontainer/factory_linux.go, word for word.
             warnings.append("container's cgroup is not empty: \(foreign.count) process(es) found")
         }
         if mode == .unified, let dir = directories["unified"] {
-            CgroupV2.enableAvailable(CgroupV2.accountingControllers, root: mountPoints["unified"] ?? CgroupPath.parent(dir), directory: dir)
+            CgroupV2.enableAvailable(
+                CgroupV2.accountingControllers, root: mountPoints["unified"] ?? CgroupPath.parent(dir), directory: dir)
         }
         oomKillBaseline = oomKillCount()
         return warnings
@@ -169,7 +179,9 @@ public struct Cgroup: Codable, Sendable, Equatable {
     /// - Returns: warnings for fields that are accepted but ignored (`memory.kernel`,
     ///   `memory.kernelTCP`, deprecated; runc 1.1+ ignores them too), for the caller's log.
     @discardableResult
-    public func apply(_ resources: Resources?, devices: [Device]? = nil, runtimeDevices: [Device] = []) throws -> [String] {
+    public func apply(_ resources: Resources?, devices: [Device]? = nil, runtimeDevices: [Device] = []) throws
+        -> [String]
+    {
         var warnings: [String] = []
         if let resources {
             try Conversions.rejectUnsupported(resources)
@@ -183,7 +195,8 @@ public struct Cgroup: Codable, Sendable, Equatable {
             }
         }
         if devices != nil || resources?.devices != nil {
-            try applyDevices(DeviceRules.effective(resources?.devices, linuxDevices: devices ?? [], runtimeDevices: runtimeDevices))
+            try applyDevices(
+                DeviceRules.effective(resources?.devices, linuxDevices: devices ?? [], runtimeDevices: runtimeDevices))
         }
         return warnings
     }
@@ -195,13 +208,16 @@ public struct Cgroup: Codable, Sendable, Equatable {
     public func applyDevices(_ rules: DeviceRules) throws {
         if mode == .unified {
             guard let dir = directories["unified"] else {
-                throw CgroupError(.unsupported, operation: "apply", field: DeviceRules.field, message: "no cgroup v2 directory resolved")
+                throw CgroupError(
+                    .unsupported, operation: "apply", field: DeviceRules.field,
+                    message: "no cgroup v2 directory resolved")
             }
             try DeviceFilter.attach(rules, to: dir)
             return
         }
         guard let dir = directory(forController: "devices") else {
-            throw CgroupError.unsupported(DeviceRules.field, "the devices cgroup controller is not mounted on this host")
+            throw CgroupError.unsupported(
+                DeviceRules.field, "the devices cgroup controller is not mounted on this host")
         }
         for w in rules.v1Writes() {
             try CgroupFS.write(dir + "/" + w.file, w.value, field: w.field)
@@ -263,7 +279,9 @@ public struct Cgroup: Codable, Sendable, Equatable {
         defer { if signal == SIGKILL { thawSubtree() } }
         // v2 (Linux 5.14+): cgroup.kill SIGKILLs the whole subtree at once, forks and frozen
         // tasks included (not in a cgroup shared with processes not the container's).
-        if signal == SIGKILL, mode == .unified, foreignProcesses == nil, let dir = directories["unified"], CgroupFS.exists(dir + "/cgroup.kill") {
+        if signal == SIGKILL, mode == .unified, foreignProcesses == nil, let dir = directories["unified"],
+            CgroupFS.exists(dir + "/cgroup.kill")
+        {
             try? CgroupFS.write(dir + "/cgroup.kill", "1")
         }
         var signaled = Set<Int32>()
@@ -334,6 +352,8 @@ public struct Cgroup: Codable, Sendable, Equatable {
     /// The directory of the hierarchy holding `controller` (`memory`, `cpu`, ...), if mounted.
     func directory(forController controller: String) -> String? {
         if mode == .unified { return directories["unified"] }
-        return directories.first { $0.key != "unified" && $0.key.split(separator: ",").contains(Substring(controller)) }?.value
+        return directories.first {
+            $0.key != "unified" && $0.key.split(separator: ",").contains(Substring(controller))
+        }?.value
     }
 }

@@ -73,7 +73,8 @@ public struct CgroupError: CodedError, Sendable, Equatable {
         }
         let prefix = context.isEmpty ? "" : "\(context): "
         let file = path.split(separator: "/").last.map(String.init) ?? path
-        return "\(prefix)\(operation ?? "") \(file): \(CgroupError.errnoName(errno)) (\(CgroupError.strerror(errno))) [\(path)]"
+        return
+            "\(prefix)\(operation ?? "") \(file): \(CgroupError.errnoName(errno)) (\(CgroupError.strerror(errno))) [\(path)]"
     }
 
     /// The symbolic name of an errno (`EINVAL`), or `errno N` for one not listed.

@@ -31,7 +31,8 @@ enum CgroupFS {
         }
     }
 
-    private static func openFile(_ path: String, _ flags: Int32, operation: String, field: String = "") throws -> Int32 {
+    private static func openFile(_ path: String, _ flags: Int32, operation: String, field: String = "") throws -> Int32
+    {
         while true {
             let fd = open(path, flags | O_CLOEXEC)
             if fd >= 0 { return fd }
@@ -74,7 +75,9 @@ enum CgroupFS {
             case EINTR:
                 continue
             case ENOTEMPTY:
-                if retryBusy { throw CgroupError(operation: "rmdir", path: path, errno: code, message: "cgroup has child cgroups") }
+                if retryBusy {
+                    throw CgroupError(operation: "rmdir", path: path, errno: code, message: "cgroup has child cgroups")
+                }
                 return false
             case EBUSY where retryBusy && attempts < 10:
                 attempts += 1

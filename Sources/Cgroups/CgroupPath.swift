@@ -29,7 +29,9 @@ enum CgroupPath {
         }
         if !path.hasPrefix("/") && path.split(separator: ":", omittingEmptySubsequences: false).count == 3 {
             throw CgroupError.invalid(
-                field, "\"\(path)\" is the systemd slice:prefix:name form; SafeSpace has no systemd cgroup driver yet, use a path like \"/safespace/<id>\"")
+                field,
+                "\"\(path)\" is the systemd slice:prefix:name form; SafeSpace has no systemd cgroup driver yet, use a path like \"/safespace/<id>\""
+            )
         }
         let components = path.split(separator: "/").map(String.init).filter { $0 != "." }
         if components.contains("..") {
@@ -55,7 +57,8 @@ enum CgroupPath {
     static func parseMountinfo(_ text: String) -> [Mount] {
         MountInfo.parse(text).compactMap { m in
             guard m.fstype == "cgroup" || m.fstype == "cgroup2" else { return nil }
-            return Mount(root: m.root, mountPoint: m.mountPoint, isV2: m.fstype == "cgroup2", superOptions: m.superOptions)
+            return Mount(
+                root: m.root, mountPoint: m.mountPoint, isV2: m.fstype == "cgroup2", superOptions: m.superOptions)
         }
     }
 
@@ -97,7 +100,9 @@ enum CgroupPath {
     ) throws -> Cgroup {
         let (absolute, components) = try normalize(cgroupsPath, id: id)
         let rootDir = join(root)
-        let mounts = parseMountinfo(mountinfo).filter { $0.mountPoint == rootDir || $0.mountPoint.hasPrefix(rootDir + "/") }
+        let mounts = parseMountinfo(mountinfo).filter {
+            $0.mountPoint == rootDir || $0.mountPoint.hasPrefix(rootDir + "/")
+        }
         var directories: [String: String] = [:]
         var mountPoints: [String: String] = [:]
         for (key, callerPath) in parseProcCgroup(procSelfCgroup) {
@@ -124,7 +129,9 @@ enum CgroupPath {
             mountPoints[key] = mount.mountPoint
         }
         if directories.isEmpty {
-            throw CgroupError(.unsupported, operation: "resolve", path: rootDir, message: "no cgroup hierarchy of this process is mounted under \(rootDir)")
+            throw CgroupError(
+                .unsupported, operation: "resolve", path: rootDir,
+                message: "no cgroup hierarchy of this process is mounted under \(rootDir)")
         }
         let path = (absolute ? "/" : "") + components.joined(separator: "/")
         return Cgroup(mode: mode, path: path, directories: directories, mountPoints: mountPoints)

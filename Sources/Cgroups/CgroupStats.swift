@@ -44,7 +44,11 @@ public struct CgroupStats: Codable, Sendable, Equatable {
         try c.encode(blkio, forKey: .blkio)
         try c.encode(hugetlb, forKey: .hugetlb)
         try c.encode(intelRdt, forKey: .intelRdt)
-        if let networkInterfaces { try c.encode(networkInterfaces, forKey: .networkInterfaces) } else { try c.encodeNil(forKey: .networkInterfaces) }
+        if let networkInterfaces {
+            try c.encode(networkInterfaces, forKey: .networkInterfaces)
+        } else {
+            try c.encodeNil(forKey: .networkInterfaces)
+        }
     }
 
     public struct CPU: Codable, Sendable, Equatable {

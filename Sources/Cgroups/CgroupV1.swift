@@ -44,26 +44,42 @@ enum CgroupV1 {
     ///     "no swap" request (swap == limit) is still honoured when there is no swap at all.
     /// - Throws: `CgroupError` naming the OCI field for invalid values, a swap limit without
     ///   swap accounting, or `unified` (v2 only).
-    static func writes(_ r: Resources, currentMemoryLimit: Int64?, memswAvailable: Bool, swapActive: Bool = true) throws -> [CgroupWrite] {
+    static func writes(_ r: Resources, currentMemoryLimit: Int64?, memswAvailable: Bool, swapActive: Bool = true) throws
+        -> [CgroupWrite]
+    {
         var out: [CgroupWrite] = []
-        if let m = r.memory { out += try memoryWrites(m, currentMemoryLimit: currentMemoryLimit, memswAvailable: memswAvailable, swapActive: swapActive) }
+        if let m = r.memory {
+            out += try memoryWrites(
+                m, currentMemoryLimit: currentMemoryLimit, memswAvailable: memswAvailable, swapActive: swapActive)
+        }
         if let c = r.cpu { out += try cpuWrites(c) }
         if let p = r.pids {
-            out.append(CgroupWrite(controller: "pids", file: pidsMax, value: Conversions.maxOrNumber(p.limit), field: "\(Conversions.pidsField).limit"))
+            out.append(
+                CgroupWrite(
+                    controller: "pids", file: pidsMax, value: Conversions.maxOrNumber(p.limit),
+                    field: "\(Conversions.pidsField).limit"))
         }
         if let w = try Conversions.blkioWeight(r.blockIO?.weight) {
-            out.append(CgroupWrite(controller: "blkio", file: blkioWeight, value: String(w), field: "\(Conversions.blockIOField).weight"))
+            out.append(
+                CgroupWrite(
+                    controller: "blkio", file: blkioWeight, value: String(w),
+                    field: "\(Conversions.blockIOField).weight"))
         }
         for d in try Conversions.weightDevices(r.blockIO) {
-            out.append(CgroupWrite(controller: "blkio", file: blkioWeightDevice, value: "\(d.device) \(d.weight)", field: d.field))
+            out.append(
+                CgroupWrite(
+                    controller: "blkio", file: blkioWeightDevice, value: "\(d.device) \(d.weight)", field: d.field))
         }
         if let u = r.unified, !u.isEmpty {
-            throw CgroupError.unsupported("linux.resources.unified", "needs a cgroup v2 (unified) host; this one uses cgroup v1 controllers")
+            throw CgroupError.unsupported(
+                "linux.resources.unified", "needs a cgroup v2 (unified) host; this one uses cgroup v1 controllers")
         }
         return out
     }
 
-    static func memoryWrites(_ m: Resources.Memory, currentMemoryLimit: Int64?, memswAvailable: Bool, swapActive: Bool = true) throws -> [CgroupWrite] {
+    static func memoryWrites(
+        _ m: Resources.Memory, currentMemoryLimit: Int64?, memswAvailable: Bool, swapActive: Bool = true
+    ) throws -> [CgroupWrite] {
         let field = Conversions.memoryField
         let limit = m.limit == 0 ? nil : m.limit
         var swap = m.swap == 0 ? nil : m.swap
@@ -72,13 +88,19 @@ enum CgroupV1 {
         if limit == -1 && swap == nil && memswAvailable { swap = -1 }  // unlimited memory: unlimited memsw, as runc
         if let s = swap, !memswAvailable {
             guard s == -1 || (s == limit && !swapActive) else {
-                throw CgroupError.unsupported("\(field).swap", "\(memswLimit) is missing: the kernel has no swap accounting (boot with swapaccount=1)")
+                throw CgroupError.unsupported(
+                    "\(field).swap",
+                    "\(memswLimit) is missing: the kernel has no swap accounting (boot with swapaccount=1)")
             }
             swap = nil  // -1 asks for no limit, which is what there is; swap == limit, no swap, ditto
         }
         var out: [CgroupWrite] = []
-        let limitWrite = limit.map { CgroupWrite(controller: "memory", file: memoryLimit, value: String($0), field: "\(field).limit") }
-        let swapWrite = swap.map { CgroupWrite(controller: "memory", file: memswLimit, value: String($0), field: "\(field).swap") }
+        let limitWrite = limit.map {
+            CgroupWrite(controller: "memory", file: memoryLimit, value: String($0), field: "\(field).limit")
+        }
+        let swapWrite = swap.map {
+            CgroupWrite(controller: "memory", file: memswLimit, value: String($0), field: "\(field).swap")
+        }
         if let limitWrite, let swapWrite, let s = swap {
             // Raising: memsw first; lowering: memory first (kernel: memory <= memsw always).
             let newMemsw = s < 0 ? Int64.max : s
@@ -87,15 +109,26 @@ enum CgroupV1 {
             out += [limitWrite, swapWrite].compactMap { $0 }
         }
         if let reservation = m.reservation, reservation != 0 {
-            if reservation < -1 { throw CgroupError.invalid("\(field).reservation", "\(reservation) is not a byte count or -1") }
-            out.append(CgroupWrite(controller: "memory", file: memorySoftLimit, value: String(reservation), field: "\(field).reservation"))
+            if reservation < -1 {
+                throw CgroupError.invalid("\(field).reservation", "\(reservation) is not a byte count or -1")
+            }
+            out.append(
+                CgroupWrite(
+                    controller: "memory", file: memorySoftLimit, value: String(reservation),
+                    field: "\(field).reservation"))
         }
         if let swappiness = try Conversions.swappiness(m) {
-            out.append(CgroupWrite(controller: "memory", file: memorySwappiness, value: String(swappiness), field: "\(field).swappiness"))
+            out.append(
+                CgroupWrite(
+                    controller: "memory", file: memorySwappiness, value: String(swappiness),
+                    field: "\(field).swappiness"))
         }
         // Written both ways, so an update can turn the OOM killer back on.
         if let disable = m.disableOOMKiller {
-            out.append(CgroupWrite(controller: "memory", file: oomControl, value: disable ? "1" : "0", field: "\(field).disableOOMKiller"))
+            out.append(
+                CgroupWrite(
+                    controller: "memory", file: oomControl, value: disable ? "1" : "0",
+                    field: "\(field).disableOOMKiller"))
         }
         return out
     }
@@ -129,7 +162,8 @@ enum CgroupV1 {
             currentLimit = Int64(text) ?? (UInt64(text) != nil ? Int64.max : nil)
         }
         let swapActive = ((try? CgroupFS.read("/proc/swaps")) ?? "").split(separator: "\n").count > 1
-        let all = try writes(r, currentMemoryLimit: currentLimit, memswAvailable: memswAvailable, swapActive: swapActive)
+        let all = try writes(
+            r, currentMemoryLimit: currentLimit, memswAvailable: memswAvailable, swapActive: swapActive)
         // runc fs/cpu.go: a shorter period the kernel refuses (EINVAL: the old quota over the new
         // period exceeds what the parent allows) is written again after the quota.
         var retryPeriod: (String, CgroupWrite)?
@@ -139,18 +173,24 @@ enum CgroupV1 {
                 retryPeriod = nil
             }
             guard let dir = cgroup.directory(forController: w.controller) else {
-                throw CgroupError.unsupported(w.field, "the \(w.controller) cgroup controller is not mounted on this host")
+                throw CgroupError.unsupported(
+                    w.field, "the \(w.controller) cgroup controller is not mounted on this host")
             }
             // runc's choice (fs/blkio.go): the CFQ files where blkio.weight exists, else BFQ's.
             let bfqFiles = [blkioWeight: blkioBfqWeight, blkioWeightDevice: blkioBfqWeightDevice]
             if let bfq = bfqFiles[w.file], !CgroupFS.exists(dir + "/" + blkioWeight) {
                 guard CgroupFS.exists(dir + "/" + blkioBfqWeight) else {
-                    throw CgroupError.unsupported(w.field, "neither \(w.file) nor \(bfq) exists: no proportional I/O scheduler (CFQ/BFQ) is available for this cgroup")
+                    throw CgroupError.unsupported(
+                        w.field,
+                        "neither \(w.file) nor \(bfq) exists: no proportional I/O scheduler (CFQ/BFQ) is available for this cgroup"
+                    )
                 }
                 w.file = bfq
             }
             if w.file == cfsPeriod, all.contains(where: { $0.file == cfsQuota }) {
-                do { try CgroupFS.write(dir + "/" + w.file, w.value, field: w.field) } catch let e as CgroupError where e.errno == EINVAL {
+                do { try CgroupFS.write(dir + "/" + w.file, w.value, field: w.field) } catch let e as CgroupError
+                    where e.errno == EINVAL
+                {
                     retryPeriod = (dir, w)
                 }
                 continue

@@ -46,27 +46,36 @@ enum CgroupV2 {
             if let s = try Conversions.swappiness(m), s != vmSwappiness {
                 throw CgroupError.unsupported(
                     "\(Conversions.memoryField).swappiness",
-                    "\(s) cannot be honoured on cgroup v2, which has no per-cgroup swappiness: every cgroup uses the node's vm.swappiness (\(vmSwappiness.map(String.init) ?? "unknown")); leave the field out or set it to that value")
+                    "\(s) cannot be honoured on cgroup v2, which has no per-cgroup swappiness: every cgroup uses the node's vm.swappiness (\(vmSwappiness.map(String.init) ?? "unknown")); leave the field out or set it to that value"
+                )
             }
             if m.disableOOMKiller == true {
                 throw CgroupError.unsupported(
                     "\(Conversions.memoryField).disableOOMKiller",
-                    "true cannot be honoured on cgroup v2, which has no memory.oom_control: the OOM killer cannot be turned off for a cgroup (process.oomScoreAdj -1000 keeps one process from being chosen)")
+                    "true cannot be honoured on cgroup v2, which has no memory.oom_control: the OOM killer cannot be turned off for a cgroup (process.oomScoreAdj -1000 keeps one process from being chosen)"
+                )
             }
         }
         if let c = r.cpu { out += try cpuWrites(c) }
         if let p = r.pids {
-            out.append(CgroupWrite(controller: "pids", file: pidsMax, value: Conversions.maxOrNumber(p.limit), field: "\(Conversions.pidsField).limit"))
+            out.append(
+                CgroupWrite(
+                    controller: "pids", file: pidsMax, value: Conversions.maxOrNumber(p.limit),
+                    field: "\(Conversions.pidsField).limit"))
         }
         if let w = try Conversions.blkioWeight(r.blockIO?.weight) {
-            out.append(CgroupWrite(
-                controller: "io", file: ioWeight, value: String(Conversions.ioWeight(fromBlkioWeight: w)), field: "\(Conversions.blockIOField).weight",
-                bfqValue: String(w)))
+            out.append(
+                CgroupWrite(
+                    controller: "io", file: ioWeight, value: String(Conversions.ioWeight(fromBlkioWeight: w)),
+                    field: "\(Conversions.blockIOField).weight",
+                    bfqValue: String(w)))
         }
         for d in try Conversions.weightDevices(r.blockIO) {
-            out.append(CgroupWrite(
-                controller: "io", file: ioWeight, value: "\(d.device) \(Conversions.ioWeight(fromBlkioWeight: d.weight))", field: d.field,
-                bfqValue: "\(d.device) \(d.weight)"))
+            out.append(
+                CgroupWrite(
+                    controller: "io", file: ioWeight,
+                    value: "\(d.device) \(Conversions.ioWeight(fromBlkioWeight: d.weight))", field: d.field,
+                    bfqValue: "\(d.device) \(d.weight)"))
         }
         for (key, value) in (r.unified ?? [:]).sorted(by: { $0.key < $1.key }) {
             let field = "linux.resources.unified[\"\(key)\"]"
@@ -85,14 +94,25 @@ enum CgroupV2 {
         var out: [CgroupWrite] = []
         let limit = m.limit == 0 ? nil : m.limit
         if let swap = try Conversions.swapMax(limit: limit, swap: m.swap) {
-            out.append(CgroupWrite(controller: "memory", file: memorySwapMax, value: Conversions.maxOrNumber(swap), field: "\(field).swap"))
+            out.append(
+                CgroupWrite(
+                    controller: "memory", file: memorySwapMax, value: Conversions.maxOrNumber(swap),
+                    field: "\(field).swap"))
         }
         if let limit {
-            out.append(CgroupWrite(controller: "memory", file: memoryMax, value: Conversions.maxOrNumber(limit), field: "\(field).limit"))
+            out.append(
+                CgroupWrite(
+                    controller: "memory", file: memoryMax, value: Conversions.maxOrNumber(limit),
+                    field: "\(field).limit"))
         }
         if let reservation = m.reservation, reservation != 0 {
-            if reservation < -1 { throw CgroupError.invalid("\(field).reservation", "\(reservation) is not a byte count or -1") }
-            out.append(CgroupWrite(controller: "memory", file: memoryLow, value: Conversions.maxOrNumber(reservation), field: "\(field).reservation"))
+            if reservation < -1 {
+                throw CgroupError.invalid("\(field).reservation", "\(reservation) is not a byte count or -1")
+            }
+            out.append(
+                CgroupWrite(
+                    controller: "memory", file: memoryLow, value: Conversions.maxOrNumber(reservation),
+                    field: "\(field).reservation"))
         }
         return out
     }
@@ -151,13 +171,19 @@ enum CgroupV2 {
     ///   `cgroup.controllers`, or the errno of the write (EBUSY: the level holds processes).
     static func enableControllers(_ fields: [String: String], root: String, directory: String) throws {
         for level in delegationLevels(root: root, directory: directory) {
-            let available = Set(try CgroupFS.read(level + "/" + controllersFile).split(whereSeparator: { $0 == " " || $0 == "\n" }).map(String.init))
-            let enabled = Set(try CgroupFS.read(level + "/" + subtreeControlFile).split(whereSeparator: { $0 == " " || $0 == "\n" }).map(String.init))
+            let available = Set(
+                try CgroupFS.read(level + "/" + controllersFile).split(whereSeparator: { $0 == " " || $0 == "\n" }).map(
+                    String.init))
+            let enabled = Set(
+                try CgroupFS.read(level + "/" + subtreeControlFile).split(whereSeparator: { $0 == " " || $0 == "\n" })
+                    .map(String.init))
             for (controller, field) in fields.sorted(by: { $0.key < $1.key }) where !enabled.contains(controller) {
                 guard available.contains(controller) else {
                     throw CgroupError(
                         .unsupported, operation: "apply", path: level + "/" + controllersFile, field: field,
-                        message: "the \(controller) controller is not available (\(controllersFile): \(available.sorted().joined(separator: " ")))")
+                        message:
+                            "the \(controller) controller is not available (\(controllersFile): \(available.sorted().joined(separator: " ")))"
+                    )
                 }
                 do {
                     try CgroupFS.write(level + "/" + subtreeControlFile, "+" + controller, field: field)
@@ -166,7 +192,9 @@ enum CgroupV2 {
                     // enabled while it held processes); same cause, same advice.
                     throw CgroupError(
                         .inUse, operation: "write", path: e.path, errno: e.errno, field: field,
-                        message: "cannot enable the \(controller) controller below \(level): it holds processes, and cgroup v2 allows no processes in a cgroup that delegates controllers (\"no internal processes\"); use a linux.cgroupsPath whose parent holds none")
+                        message:
+                            "cannot enable the \(controller) controller below \(level): it holds processes, and cgroup v2 allows no processes in a cgroup that delegates controllers (\"no internal processes\"); use a linux.cgroupsPath whose parent holds none"
+                    )
                 }
             }
         }
@@ -176,7 +204,8 @@ enum CgroupV2 {
     /// - Throws: `CgroupError` naming the OCI field.
     static func apply(_ r: Resources, to cgroup: Cgroup) throws {
         guard let dir = cgroup.directories["unified"] else {
-            throw CgroupError(.unsupported, operation: "apply", field: "linux.resources", message: "no cgroup v2 directory resolved")
+            throw CgroupError(
+                .unsupported, operation: "apply", field: "linux.resources", message: "no cgroup v2 directory resolved")
         }
         let root = cgroup.mountPoints["unified"] ?? "/sys/fs/cgroup"
         let vmSwappiness = (try? CgroupFS.read("/proc/sys/vm/swappiness")).flatMap { UInt64(CgroupFS.trimmed($0)) }
@@ -191,7 +220,10 @@ enum CgroupV2 {
                 w.value = raw
             }
             if w.file == ioWeight, w.bfqValue != nil, !CgroupFS.exists(dir + "/" + ioWeight) {
-                throw CgroupError.unsupported(w.field, "neither io.bfq.weight nor io.weight exists: no proportional I/O control (BFQ or blk-iocost) is available for this cgroup")
+                throw CgroupError.unsupported(
+                    w.field,
+                    "neither io.bfq.weight nor io.weight exists: no proportional I/O control (BFQ or blk-iocost) is available for this cgroup"
+                )
             }
             try Conversions.writeWeight(dir + "/" + w.file, w)
         }

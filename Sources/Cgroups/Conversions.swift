@@ -45,8 +45,12 @@ enum Conversions {
         try (b?.weightDevice ?? []).enumerated().compactMap { i, d in
             let field = "\(blockIOField).weightDevice[\(i)]"
             guard let w = d.weight, w != 0 else { return nil }
-            guard (10...1000).contains(w) else { throw CgroupError.invalid("\(field).weight", "\(w) is outside 10...1000") }
-            guard d.major >= 0, d.minor >= 0 else { throw CgroupError.invalid(field, "\(d.major):\(d.minor) is not a device number") }
+            guard (10...1000).contains(w) else {
+                throw CgroupError.invalid("\(field).weight", "\(w) is outside 10...1000")
+            }
+            guard d.major >= 0, d.minor >= 0 else {
+                throw CgroupError.invalid(field, "\(d.major):\(d.minor) is not a device number")
+            }
             return ("\(d.major):\(d.minor)", UInt64(w), field)
         }
     }
@@ -96,10 +100,13 @@ enum Conversions {
             throw CgroupError.invalid("\(memoryField).swap", "\(swap) is not a byte count or -1")
         }
         if limit <= 0 {
-            throw CgroupError.invalid("\(memoryField).swap", "swap (\(swap)) is set without a memory limit (linux.resources.memory.limit)")
+            throw CgroupError.invalid(
+                "\(memoryField).swap", "swap (\(swap)) is set without a memory limit (linux.resources.memory.limit)")
         }
         if swap < limit {
-            throw CgroupError.invalid("\(memoryField).swap", "\(swap) is smaller than \(memoryField).limit (\(limit)); swap counts memory+swap")
+            throw CgroupError.invalid(
+                "\(memoryField).swap",
+                "\(swap) is smaller than \(memoryField).limit (\(limit)); swap counts memory+swap")
         }
         return swap - limit
     }
@@ -108,7 +115,9 @@ enum Conversions {
     /// - Returns: the quota (nil = unset, -1 = unlimited) and period (nil = unset).
     /// - Throws: `CgroupError` naming `linux.resources.cpu.quota` for a quota in 1...999 or below -1,
     ///   `linux.resources.cpu.period` for a period outside 1000...1000000 (the kernel's bounds).
-    static func cpuBandwidth(quota rawQuota: Int64?, period rawPeriod: UInt64?) throws -> (quota: Int64?, period: UInt64?) {
+    static func cpuBandwidth(quota rawQuota: Int64?, period rawPeriod: UInt64?) throws -> (
+        quota: Int64?, period: UInt64?
+    ) {
         var quota: Int64? = rawQuota == 0 ? nil : rawQuota
         let period: UInt64? = rawPeriod == 0 ? nil : rawPeriod
         if let q = quota {
@@ -191,7 +200,9 @@ enum Conversions {
         if m.kernel != nil { fields.append("\(memoryField).kernel") }
         if m.kernelTCP != nil { fields.append("\(memoryField).kernelTCP") }
         if fields.isEmpty { return [] }
-        return ["\(fields.joined(separator: ", ")): kernel memory limits are deprecated and ignored (as by runc 1.1+); memory.limit counts kernel memory"]
+        return [
+            "\(fields.joined(separator: ", ")): kernel memory limits are deprecated and ignored (as by runc 1.1+); memory.limit counts kernel memory"
+        ]
     }
 
     /// `memory.swappiness`: 0...100 (runtime-spec config-linux.md, vm.swappiness's range).
@@ -219,11 +230,13 @@ extension Conversions {
     /// is an error saying so, naming the field.
     /// - Throws: `CgroupError` naming `w.field`.
     static func writeWeight(_ path: String, _ w: CgroupWrite) throws {
-        do { try CgroupFS.write(path, w.value, field: w.field) } catch var e as CgroupError where w.value.contains(":") {
+        do { try CgroupFS.write(path, w.value, field: w.field) } catch var e as CgroupError where w.value.contains(":")
+        {
             let device = String(w.value.prefix { $0 != " " })
             switch e.errno {
             case EOPNOTSUPP, EINVAL:
-                e.message = "device \(device) refuses a weight: its I/O scheduler is not BFQ (or CFQ) (/sys/dev/block/\(device)/queue/scheduler)"
+                e.message =
+                    "device \(device) refuses a weight: its I/O scheduler is not BFQ (or CFQ) (/sys/dev/block/\(device)/queue/scheduler)"
             case ENODEV, ENOENT:
                 e.message = "no block device \(device)"
             default:

@@ -102,7 +102,9 @@ enum DeviceFilter {
         if rc != 0 {
             throw CgroupError(
                 operation: "bpf", path: dir, errno: errno, field: DeviceRules.field,
-                message: "\(rc == -1 ? "attaching the device program (BPF_PROG_ATTACH)" : "detaching the previous device program")")
+                message:
+                    "\(rc == -1 ? "attaching the device program (BPF_PROG_ATTACH)" : "detaching the previous device program")"
+            )
         }
     }
 

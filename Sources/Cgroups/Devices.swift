@@ -24,7 +24,9 @@ public struct DeviceRules: Equatable, Sendable {
         public static let write = Access(rawValue: 4)
         public static let all: Access = [.read, .write, .mknod]
 
-        var text: String { (contains(.read) ? "r" : "") + (contains(.write) ? "w" : "") + (contains(.mknod) ? "m" : "") }
+        var text: String {
+            (contains(.read) ? "r" : "") + (contains(.write) ? "w" : "") + (contains(.mknod) ? "m" : "")
+        }
     }
 
     public var defaultAllow: Bool
@@ -65,11 +67,15 @@ public struct DeviceRules: Equatable, Sendable {
         for r in defaultAllowed { try rules.apply(r, field: "default device") }
         for (i, d) in linuxDevices.enumerated() where d.type != "p" {
             let type = d.type == "u" ? "c" : d.type
-            try rules.apply(.init(allow: true, type: type, major: d.major, minor: d.minor, access: "m"), field: "linux.devices[\(i)]")
+            try rules.apply(
+                .init(allow: true, type: type, major: d.major, minor: d.minor, access: "m"),
+                field: "linux.devices[\(i)]")
         }
         for d in runtimeDevices where d.type != "p" {
             let type = d.type == "u" ? "c" : d.type
-            try rules.apply(.init(allow: true, type: type, major: d.major, minor: d.minor, access: "rwm"), field: "runtime device \(d.path)")
+            try rules.apply(
+                .init(allow: true, type: type, major: d.major, minor: d.minor, access: "rwm"),
+                field: "runtime device \(d.path)")
         }
         return rules
     }
@@ -91,7 +97,8 @@ public struct DeviceRules: Equatable, Sendable {
             case "r": access.insert(.read)
             case "w": access.insert(.write)
             case "m": access.insert(.mknod)
-            default: throw CgroupError.invalid("\(field).access", "\"\(r.access ?? "")\" has characters other than r, w, m")
+            default:
+                throw CgroupError.invalid("\(field).access", "\"\(r.access ?? "")\" has characters other than r, w, m")
             }
         }
         if access.isEmpty { return }
@@ -104,7 +111,10 @@ public struct DeviceRules: Equatable, Sendable {
         }
         if type == "a" {
             // `a` with a number means both kinds; v1 would read any `a` as "everything".
-            for t in ["c", "b"] { try apply(.init(allow: r.allow, type: t, major: r.major, minor: r.minor, access: r.access), field: field) }
+            for t in ["c", "b"] {
+                try apply(
+                    .init(allow: r.allow, type: t, major: r.major, minor: r.minor, access: r.access), field: field)
+            }
             return
         }
         let key = (type, major, minor)
@@ -122,12 +132,16 @@ public struct DeviceRules: Equatable, Sendable {
 
     /// The v1 `devices.allow`/`devices.deny` writes: the default first (`a`), then exceptions.
     func v1Writes() -> [CgroupWrite] {
-        let (defaultFile, exceptionFile) = defaultAllow ? ("devices.allow", "devices.deny") : ("devices.deny", "devices.allow")
+        let (defaultFile, exceptionFile) =
+            defaultAllow ? ("devices.allow", "devices.deny") : ("devices.deny", "devices.allow")
         var out = [CgroupWrite(controller: "devices", file: defaultFile, value: "a", field: Self.field)]
         for e in exceptions {
             let major = e.major.map(String.init) ?? "*"
             let minor = e.minor.map(String.init) ?? "*"
-            out.append(CgroupWrite(controller: "devices", file: exceptionFile, value: "\(e.type) \(major):\(minor) \(e.access.text)", field: Self.field))
+            out.append(
+                CgroupWrite(
+                    controller: "devices", file: exceptionFile, value: "\(e.type) \(major):\(minor) \(e.access.text)",
+                    field: Self.field))
         }
         return out
     }

@@ -19,7 +19,8 @@ extension Cgroup {
     /// the new state. - Throws: `CgroupError` when there is no freezer or it does not settle.
     public func setFrozen(_ frozen: Bool) throws {
         guard let (dir, v2) = freezerDirectory else {
-            throw CgroupError(.unsupported, operation: "freeze", message: "no freezer controller is mounted on this host")
+            throw CgroupError(
+                .unsupported, operation: "freeze", message: "no freezer controller is mounted on this host")
         }
         if v2 {
             try CgroupFS.write(dir + "/" + Self.cgroupFreeze, frozen ? "1" : "0")
@@ -30,7 +31,9 @@ extension Cgroup {
             if try isFrozen() == frozen { return }
             usleep(10_000)
         }
-        throw CgroupError(.timedOut, operation: frozen ? "freeze" : "thaw", path: dir, message: "the cgroup did not reach the \(frozen ? "frozen" : "thawed") state in 5 s")
+        throw CgroupError(
+            .timedOut, operation: frozen ? "freeze" : "thaw", path: dir,
+            message: "the cgroup did not reach the \(frozen ? "frozen" : "thawed") state in 5 s")
     }
 
     /// Whether the cgroup is frozen now (v1 `FROZEN`; `FREEZING` is not yet).

@@ -20,7 +20,9 @@ enum RealtimeCPU {
     static func given(_ c: Resources.CPU?) throws -> (period: UInt64?, runtime: Int64?) {
         let period = c?.realtimePeriod.flatMap { $0 == 0 ? nil : $0 }
         let runtime = c?.realtimeRuntime.flatMap { $0 == 0 ? nil : $0 }
-        if let runtime, runtime < -1 { throw CgroupError.invalid(runtimeField, "\(runtime) is not a number of µs or -1") }
+        if let runtime, runtime < -1 {
+            throw CgroupError.invalid(runtimeField, "\(runtime) is not a number of µs or -1")
+        }
         return (period, runtime)
     }
 
@@ -31,7 +33,8 @@ enum RealtimeCPU {
         if period == nil && runtime == nil { return }
         throw CgroupError.unsupported(
             runtime != nil ? runtimeField : periodField,
-            "cgroup v2 has no realtime CPU bandwidth (cpu.rt_runtime_us, cpu.rt_period_us are cgroup v1 files); remove the field")
+            "cgroup v2 has no realtime CPU bandwidth (cpu.rt_runtime_us, cpu.rt_period_us are cgroup v1 files); remove the field"
+        )
     }
 
     /// Writes the realtime files of the cgroup's v1 `cpu` directory, in runc's order (fs/cpu.go
@@ -48,7 +51,8 @@ enum RealtimeCPU {
             throw CgroupError.unsupported(field, "the cpu cgroup controller is not mounted on this host")
         }
         guard CgroupFS.exists(dir + "/" + runtimeFile) else {
-            throw CgroupError.unsupported(field, "\(runtimeFile) is missing: the kernel has no realtime group scheduling (CONFIG_RT_GROUP_SCHED)")
+            throw CgroupError.unsupported(
+                field, "\(runtimeFile) is missing: the kernel has no realtime group scheduling (CONFIG_RT_GROUP_SCHED)")
         }
         var periodLater = false
         if let period {

@@ -13,11 +13,14 @@ public enum ResourceUpdate {
     /// - Returns: `apply`, the partial resources to write (with the swap it implies), and
     ///   `merged`, the full resources to record.
     /// - Throws: `CgroupError` naming the OCI field.
-    public static func merge(_ update: Resources, into current: Resources?) throws -> (apply: Resources, merged: Resources) {
+    public static func merge(_ update: Resources, into current: Resources?) throws -> (
+        apply: Resources, merged: Resources
+    ) {
         var apply = update
         var merged = current ?? Resources()
         if let d = update.devices, d != (current?.devices ?? []) {
-            throw CgroupError.unsupported("linux.resources.devices", "device rules cannot be changed by update; recreate the container")
+            throw CgroupError.unsupported(
+                "linux.resources.devices", "device rules cannot be changed by update; recreate the container")
         }
         apply.devices = nil
 
@@ -33,7 +36,8 @@ public enum ResourceUpdate {
                 } else if oldSwap < limit {
                     throw CgroupError.invalid(
                         "\(Conversions.memoryField).swap",
-                        "the container's memory+swap limit (\(oldSwap)) is below the new memory limit (\(limit)); give a new swap too")
+                        "the container's memory+swap limit (\(oldSwap)) is below the new memory limit (\(limit)); give a new swap too"
+                    )
                 } else {
                     m.swap = oldSwap
                 }

@@ -9,7 +9,9 @@ extension Cgroup {
     /// - Throws: `CgroupError` (`read`) when the cgroup is gone (ENOENT) or unreadable.
     public func stats() throws -> CgroupStats {
         if mode == .unified {
-            guard let dir = directories["unified"] else { throw CgroupError(.unsupported, operation: "stats", message: "no cgroup v2 directory") }
+            guard let dir = directories["unified"] else {
+                throw CgroupError(.unsupported, operation: "stats", message: "no cgroup v2 directory")
+            }
             guard CgroupFS.isDirectory(dir) else { throw CgroupError(operation: "read", path: dir, errno: ENOENT) }
             return StatsParser.v2(read: { try? CgroupFS.read(dir + "/" + $0) })
         }
@@ -32,10 +34,13 @@ extension Cgroup {
     ///   such counter); the raw counter, not the change since `oomKillBaseline`.
     public func oomKillCount() -> UInt64? {
         if mode == .unified {
-            guard let dir = directories["unified"], let text = try? CgroupFS.read(dir + "/" + CgroupV2.memoryEvents) else { return nil }
+            guard let dir = directories["unified"], let text = try? CgroupFS.read(dir + "/" + CgroupV2.memoryEvents)
+            else { return nil }
             return StatsParser.flatKeyed(text)["oom_kill"]
         }
-        guard let dir = directory(forController: "memory"), let text = try? CgroupFS.read(dir + "/" + CgroupV1.oomControl) else { return nil }
+        guard let dir = directory(forController: "memory"),
+            let text = try? CgroupFS.read(dir + "/" + CgroupV1.oomControl)
+        else { return nil }
         return StatsParser.flatKeyed(text)["oom_kill"]
     }
 
@@ -128,7 +133,8 @@ enum StatsParser {
         s.memory.usage.failcnt = events["max"] ?? 0
         if !events.isEmpty {
             s.memory.eventCount = .init(
-                low: events["low"], high: events["high"], max: events["max"], oom: events["oom"], oomKill: events["oom_kill"])
+                low: events["low"], high: events["high"], max: events["max"], oom: events["oom"],
+                oomKill: events["oom_kill"])
         }
         // v1's swap is memory+swap; runc reports v2's the same way (usage summed, the limit
         // too unless unlimited, no peak: the two peaks need not coincide).
@@ -159,13 +165,16 @@ enum StatsParser {
     static func v1(read: (String, String) -> String?) -> CgroupStats {
         var s = CgroupStats()
         s.cpu.usage.total = nonZero(number(read("cpuacct", "cpuacct.usage")))
-        let percpu = (read("cpuacct", "cpuacct.usage_percpu") ?? "").split(whereSeparator: { $0 == " " || $0 == "\n" }).compactMap { UInt64($0) }
+        let percpu = (read("cpuacct", "cpuacct.usage_percpu") ?? "").split(whereSeparator: { $0 == " " || $0 == "\n" })
+            .compactMap { UInt64($0) }
         s.cpu.usage.percpu = percpu.isEmpty ? nil : percpu
         // cpuacct.usage_sys/usage_user are in ns (cpuacct.stat is in USER_HZ ticks).
         s.cpu.usage.kernel = number(read("cpuacct", "cpuacct.usage_sys")) ?? 0
         s.cpu.usage.user = number(read("cpuacct", "cpuacct.usage_user")) ?? 0
         // `cpu user system` then one line per CPU, in ns (Linux 4.7+).
-        let perCPU = (read("cpuacct", "cpuacct.usage_all") ?? "").split(separator: "\n").dropFirst().map { $0.split(separator: " ").compactMap { UInt64($0) } }
+        let perCPU = (read("cpuacct", "cpuacct.usage_all") ?? "").split(separator: "\n").dropFirst().map {
+            $0.split(separator: " ").compactMap { UInt64($0) }
+        }
         if !perCPU.isEmpty && perCPU.allSatisfy({ $0.count == 3 }) {
             s.cpu.usage.percpuUser = perCPU.map { $0[1] }
             s.cpu.usage.percpuKernel = perCPU.map { $0[2] }
@@ -203,13 +212,15 @@ enum StatsParser {
         }
 
         // CFQ/BFQ files when a proportional scheduler runs, else the throttle layer's counters.
-        let bytes = read("blkio", "blkio.io_service_bytes_recursive") ?? read("blkio", "blkio.bfq.io_service_bytes_recursive")
+        let bytes =
+            read("blkio", "blkio.io_service_bytes_recursive") ?? read("blkio", "blkio.bfq.io_service_bytes_recursive")
         let useThrottle = bytes.map { blkioV1($0).isEmpty } ?? true
         let b = blkioV1((useThrottle ? read("blkio", "blkio.throttle.io_service_bytes_recursive") : bytes) ?? "")
         let ios = blkioV1(
             (useThrottle
                 ? read("blkio", "blkio.throttle.io_serviced_recursive")
-                : read("blkio", "blkio.io_serviced_recursive") ?? read("blkio", "blkio.bfq.io_serviced_recursive")) ?? "")
+                : read("blkio", "blkio.io_serviced_recursive") ?? read("blkio", "blkio.bfq.io_serviced_recursive"))
+                ?? "")
         s.blkio.ioServiceBytesRecursive = b.isEmpty ? nil : b
         s.blkio.ioServicedRecursive = ios.isEmpty ? nil : ios
         return s
@@ -266,8 +277,11 @@ enum StatsParser {
         defer { closedir(dir) }
         var sizes: [String] = []
         while let entry = readdir(dir) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-            guard name.hasPrefix("hugepages-"), name.hasSuffix("kB"), let kb = UInt64(name.dropFirst(10).dropLast(2)) else { continue }
+            let name = withUnsafeBytes(of: entry.pointee.d_name) {
+                String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self)
+            }
+            guard name.hasPrefix("hugepages-"), name.hasSuffix("kB"), let kb = UInt64(name.dropFirst(10).dropLast(2))
+            else { continue }
             sizes.append(pageSizeName(kb))
         }
         return sizes.sorted()

@@ -26,7 +26,9 @@ public struct SubCgroups: Sendable, Equatable, Codable {
         var paths: [String: String] = [:]
         for value in values {
             let parts = value.split(separator: ":", omittingEmptySubsequences: false).map(String.init)
-            guard parts.count <= 2 else { throw Self.invalid("\(value): more than one \":\" (use [<controller>:]<path>)") }
+            guard parts.count <= 2 else {
+                throw Self.invalid("\(value): more than one \":\" (use [<controller>:]<path>)")
+            }
             let path = try Self.clean(parts.count == 2 ? parts[1] : parts[0], value: value)
             if parts.count == 1 {
                 guard values.count == 1 else {
@@ -71,8 +73,11 @@ extension Cgroup {
             return [CgroupPath.join(dir, path)]
         }
         let named = sub.paths.keys.filter { !$0.isEmpty }
-        for controller in named where !directories.keys.contains(where: { Self.controllers(ofHierarchy: $0).contains(controller) }) {
-            throw SubCgroups.invalid("unknown controller \(controller): the container's cgroup hierarchies are \(directories.keys.sorted().joined(separator: " "))")
+        for controller in named
+        where !directories.keys.contains(where: { Self.controllers(ofHierarchy: $0).contains(controller) }) {
+            throw SubCgroups.invalid(
+                "unknown controller \(controller): the container's cgroup hierarchies are \(directories.keys.sorted().joined(separator: " "))"
+            )
         }
         return directories.sorted(by: { $0.key < $1.key }).map { key, dir in
             if let all = sub.paths[""] { return CgroupPath.join(dir, all) }

@@ -47,7 +47,9 @@ extension Cgroup {
     /// uninterruptible sleep) is left as it is, the kill goes on.
     func freezeForKill() {
         guard let (dir, v2) = freezerDirectory else { return }
-        if (try? CgroupFS.write(dir + "/" + (v2 ? Self.cgroupFreeze : Self.freezerState), v2 ? "1" : "FROZEN")) == nil { return }
+        if (try? CgroupFS.write(dir + "/" + (v2 ? Self.cgroupFreeze : Self.freezerState), v2 ? "1" : "FROZEN")) == nil {
+            return
+        }
         for _ in 0..<50 {
             if (try? isFrozen()) != false { return }
             usleep(20_000)
@@ -104,9 +106,14 @@ extension Cgroup {
         if !left.isEmpty {
             throw CgroupError(
                 .timedOut, operation: "destroy", path: where_,
-                message: "processes \(left.prefix(8).map(String.init).joined(separator: ",")) are still in the cgroup after \(Int(timeout)) s of SIGKILL (uninterruptible sleep?)")
+                message:
+                    "processes \(left.prefix(8).map(String.init).joined(separator: ",")) are still in the cgroup after \(Int(timeout)) s of SIGKILL (uninterruptible sleep?)"
+            )
         }
-        throw lastError ?? CgroupError(.timedOut, operation: "destroy", path: where_, message: "the cgroup could not be removed in \(Int(timeout)) s")
+        throw lastError
+            ?? CgroupError(
+                .timedOut, operation: "destroy", path: where_,
+                message: "the cgroup could not be removed in \(Int(timeout)) s")
     }
 
     static func monotonicNow() -> Double {

@@ -36,7 +36,9 @@ public struct DaemonClient: Sendable {
         public var json: [String: Any]? { (try? JSONSerialization.jsonObject(with: Data(body))) as? [String: Any] }
         /// `error.code`, `error.message` and `error.field` of an error body.
         public var error: (code: String, message: String, field: String?)? {
-            guard let error = json?["error"] as? [String: Any], let code = error["code"] as? String, let message = error["message"] as? String else { return nil }
+            guard let error = json?["error"] as? [String: Any], let code = error["code"] as? String,
+                let message = error["message"] as? String
+            else { return nil }
             return (code, message, error["field"] as? String)
         }
     }
@@ -55,7 +57,9 @@ public struct DaemonClient: Sendable {
 
     /// Sends one request and reads the whole response.
     /// - Throws: `ClientError` when the socket cannot be reached or the answer is not HTTP.
-    public func request(_ method: String, _ path: String, body: [UInt8]? = nil, headers: [String: String] = [:]) throws -> Response {
+    public func request(_ method: String, _ path: String, body: [UInt8]? = nil, headers: [String: String] = [:]) throws
+        -> Response
+    {
         var collected: [UInt8] = []
         var response = try send(method, path, body: body, headers: headers) { collected += $0 }
         response.body = collected
@@ -63,7 +67,8 @@ public struct DaemonClient: Sendable {
     }
 
     /// `request` with a JSON body.
-    public func request(_ method: String, _ path: String, json: Any, headers: [String: String] = [:]) throws -> Response {
+    public func request(_ method: String, _ path: String, json: Any, headers: [String: String] = [:]) throws -> Response
+    {
         let data = try JSONSerialization.data(withJSONObject: json, options: [.sortedKeys])
         var headers = headers
         headers["Content-Type"] = "application/json"
@@ -74,18 +79,25 @@ public struct DaemonClient: Sendable {
     /// transfer decoded), for streamed answers such as `application/x-ndjson`.
     /// - Returns: status and headers (the body is empty: it went to `onBody`).
     public func send(
-        _ method: String, _ path: String, body: [UInt8]? = nil, headers: [String: String] = [:], onBody: ([UInt8]) throws -> Void
+        _ method: String, _ path: String, body: [UInt8]? = nil, headers: [String: String] = [:],
+        onBody: ([UInt8]) throws -> Void
     ) throws -> Response {
         let fd = try connectSocket()
         defer { close(fd) }
         var head = "\(method) \(path) HTTP/1.1\r\nHost: safespaced\r\nConnection: close\r\n"
         for (name, value) in headers { head += "\(name): \(value)\r\n" }
-        if let body { head += "Content-Length: \(body.count)\r\n" } else if method == "POST" || method == "PUT" { head += "Content-Length: 0\r\n" }
+        if let body {
+            head += "Content-Length: \(body.count)\r\n"
+        } else if method == "POST" || method == "PUT" {
+            head += "Content-Length: 0\r\n"
+        }
         head += "\r\n"
         try writeAll(fd, Array(head.utf8) + (body ?? []))
 
         var reader = Reader(fd: fd)
-        guard let statusLine = try reader.line() else { throw ClientError("safespaced closed the connection without answering") }
+        guard let statusLine = try reader.line() else {
+            throw ClientError("safespaced closed the connection without answering")
+        }
         let parts = statusLine.split(separator: " ", maxSplits: 2)
         guard parts.count >= 2, parts[0].hasPrefix("HTTP/1."), let status = Int(parts[1]) else {
             throw ClientError("not an HTTP answer: \(statusLine)")
@@ -93,11 +105,14 @@ public struct DaemonClient: Sendable {
         var responseHeaders: [String: String] = [:]
         while let line = try reader.line(), !line.isEmpty {
             guard let colon = line.firstIndex(of: ":") else { continue }
-            responseHeaders[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+            responseHeaders[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(
+                in: .whitespaces)
         }
         if responseHeaders["transfer-encoding"]?.lowercased().contains("chunked") == true {
             while true {
-                guard let sizeLine = try reader.line(), let size = Int(sizeLine.split(separator: ";").first ?? "", radix: 16) else {
+                guard let sizeLine = try reader.line(),
+                    let size = Int(sizeLine.split(separator: ";").first ?? "", radix: 16)
+                else {
                     throw ClientError("bad chunked encoding")
                 }
                 if size == 0 {
@@ -129,7 +144,9 @@ public struct DaemonClient: Sendable {
             for (i, byte) in bytes.enumerated() { raw[i] = byte }
         }
         let result = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
         }
         if result != 0 {
             let text = String(cString: strerror(errno))
@@ -164,12 +181,17 @@ public struct DaemonClient: Sendable {
         init(fd: Int32) { self.fd = fd }
 
         mutating func fill() throws -> Bool {
-            if start > 65536 { buffer.removeFirst(start); start = 0 }
+            if start > 65536 {
+                buffer.removeFirst(start)
+                start = 0
+            }
             var chunk = [UInt8](repeating: 0, count: 65536)
             while true {
                 let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
                 if n < 0 && errno == EINTR { continue }
-                if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) { throw ClientError("safespaced did not answer in time") }
+                if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) {
+                    throw ClientError("safespaced did not answer in time")
+                }
                 if n < 0 { throw ClientError("read: \(String(cString: strerror(errno)))") }
                 if n == 0 { return false }
                 buffer += chunk[..<n]

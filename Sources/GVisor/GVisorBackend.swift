@@ -1,14 +1,15 @@
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
-import Glibc
 import CSafeSpace
+import Cgroups
+import Glibc
 import LinuxKernel
 import OCI
-import Cgroups
 import Runtime
+
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
 
 /// The gVisor backend: every verb of a `high` container goes to runsc on the same bundle, with
 /// runsc's state under this runtime's `--root` (`<root>/<id>/runsc`).
@@ -44,10 +45,16 @@ public struct GVisorBackend: RuntimeBackend {
         if case .container(let sandboxID) = role {
             let limit = StateStore.nameMax - "_sandbox:.state".utf8.count
             if id.utf8.count + sandboxID.utf8.count > limit {
-                throw RuntimeError(.invalidID, field: "container id", "\(id.utf8.count) characters; at the gVisor level runsc names its state file <id>_sandbox:<pod sandbox id>.state, so a pod container's id and its sandbox's may have at most \(limit) characters together")
+                throw RuntimeError(
+                    .invalidID, field: "container id",
+                    "\(id.utf8.count) characters; at the gVisor level runsc names its state file <id>_sandbox:<pod sandbox id>.state, so a pod container's id and its sandbox's may have at most \(limit) characters together"
+                )
             }
         } else if id.utf8.count > maxSandboxIDLength {
-            throw RuntimeError(.invalidID, field: "container id", "\(id.utf8.count) characters; at the gVisor level ids are at most \(maxSandboxIDLength) characters (runsc names its control socket \\0runsc-sandbox.<id>, a unix address of at most 107 bytes)")
+            throw RuntimeError(
+                .invalidID, field: "container id",
+                "\(id.utf8.count) characters; at the gVisor level ids are at most \(maxSandboxIDLength) characters (runsc names its control socket \\0runsc-sandbox.<id>, a unix address of at most 107 bytes)"
+            )
         }
     }
 
@@ -58,16 +65,20 @@ public struct GVisorBackend: RuntimeBackend {
         let consoleSocket = try request.options.consoleSocket.map { try absolute($0) }
         runtime.log.log(.debug, "gVisor create \(request.id): security level high, bundle \(request.bundle)")
         let gv = request.configuration.gvisor
-        let runscPath = gv?.runsc ?? (Files.exists("/usr/bin/runsc") ? "/usr/bin/runsc" : findInPath("runsc") ?? "/usr/bin/runsc")
+        let runscPath =
+            gv?.runsc ?? (Files.exists("/usr/bin/runsc") ? "/usr/bin/runsc" : findInPath("runsc") ?? "/usr/bin/runsc")
         let features = try GVisorFeatures.detect(runsc: runscPath, configuration: gv, cacheDir: runtime.store.root)
         let role = try PodRole.of(request.spec.annotations)
         try Self.checkRunscID(request.id, role: role)
-        try GVisorSpec.check(request.spec, options: request.options, features: features, podContainer: role != .standalone && role != .sandbox)
+        try GVisorSpec.check(
+            request.spec, options: request.options, features: features,
+            podContainer: role != .standalone && role != .sandbox)
         if case .container(let sandboxID) = role {
             return GVisorPodContainerCreation(request: request, runtime: runtime, sandboxID: sandboxID)
         }
         return try GVisorSandboxCreation(
-            request: request, runtime: runtime, runscPath: runscPath, features: features, role: role, consoleSocket: consoleSocket)
+            request: request, runtime: runtime, runscPath: runscPath, features: features, role: role,
+            consoleSocket: consoleSocket)
     }
 
     /// runtime.md#lifecycle steps 5-6: the prestart and createRuntime hooks, in the runtime
@@ -92,8 +103,10 @@ public struct GVisorBackend: RuntimeBackend {
     /// containerd poll.
     public func status(of state: ContainerState, in runtime: ContainerRuntime) -> Status {
         let status = runtime.store.status(of: state)
-        if status == .running, let sandboxID = state.gvisor?.podSandbox, let sandbox = try? runtime.store.load(sandboxID),
-           ProcStat.read(pid: sandbox.pid)?.startTime == sandbox.startTime, (try? sandbox.cgroup.isFrozen()) == true {
+        if status == .running, let sandboxID = state.gvisor?.podSandbox,
+            let sandbox = try? runtime.store.load(sandboxID),
+            ProcStat.read(pid: sandbox.pid)?.startTime == sandbox.startTime, (try? sandbox.cgroup.isFrozen()) == true
+        {
             return .paused
         }
         return status
@@ -107,7 +120,9 @@ public struct GVisorBackend: RuntimeBackend {
             try startPodContainer(state, in: runtime)
         } else {
             // runsc start sets up the network of the namespace its sandbox process joined.
-            try Self.runsc(state, in: runtime).check(["start", state.id], hidingNetCore: state.gvisor?.hideNetCore == true ? "/proc/\(state.pid)/ns/net" : nil)
+            try Self.runsc(state, in: runtime).check(
+                ["start", state.id],
+                hidingNetCore: state.gvisor?.hideNetCore == true ? "/proc/\(state.pid)/ns/net" : nil)
         }
     }
 
@@ -128,13 +143,17 @@ public struct GVisorBackend: RuntimeBackend {
             Self.reap(state, blocking: false)
         case .paused where state.gvisor?.podSandbox != nil:
             throw RuntimeError(
-                .paused, "cannot signal container \(state.id): its pod sandbox \(state.gvisor!.podSandbox!) is paused (its kernel is frozen); resume the pod sandbox first",
+                .paused,
+                "cannot signal container \(state.id): its pod sandbox \(state.gvisor!.podSandbox!) is paused (its kernel is frozen); resume the pod sandbox first",
                 operation: "kill")
         case .paused:
             // A frozen sentry cannot take runsc's request. SIGKILL goes to the sandbox's host
             // processes and lands when the cgroup thaws, as runc's does for a paused container.
             guard signal == SIGKILL else {
-                throw RuntimeError(.paused, "cannot deliver signal \(signal) to a paused gVisor container: its kernel (the sentry) is frozen; resume it first", operation: "kill")
+                throw RuntimeError(
+                    .paused,
+                    "cannot deliver signal \(signal) to a paused gVisor container: its kernel (the sentry) is frozen; resume it first",
+                    operation: "kill")
             }
             try state.cgroup.killAll(signal: SIGKILL)
         case .running:
@@ -152,7 +171,8 @@ public struct GVisorBackend: RuntimeBackend {
     public func stop(_ state: ContainerState, status: Status, force: Bool, in runtime: ContainerRuntime) throws {
         if status == .paused, let sandbox = state.gvisor?.podSandbox {
             throw RuntimeError(
-                .paused, "cannot delete container \(state.id): its pod sandbox \(sandbox) is paused (its kernel is frozen); resume the pod sandbox first",
+                .paused,
+                "cannot delete container \(state.id): its pod sandbox \(sandbox) is paused (its kernel is frozen); resume the pod sandbox first",
                 operation: "delete")
         }
         try ContainerRuntime.checkDeletable(state, status: status, force: force)
@@ -173,10 +193,14 @@ public struct GVisorBackend: RuntimeBackend {
 
     /// A container of a pod: the pod sandbox's cgroup limits without it.
     public func removed(_ state: ContainerState, in runtime: ContainerRuntime) throws {
-        if let sandboxID = state.gvisor?.podSandbox, let sandbox = try? runtime.store.load(sandboxID), status(of: sandbox, in: runtime) != .stopped {
+        if let sandboxID = state.gvisor?.podSandbox, let sandbox = try? runtime.store.load(sandboxID),
+            status(of: sandbox, in: runtime) != .stopped
+        {
             let lock = try runtime.store.lock()
             defer { withExtendedLifetime(lock) {} }
-            do { try Self.applyPodLimits(sandbox: sandbox, in: runtime) } catch { runtime.log.warn("pod sandbox \(sandboxID): limits after removing \(state.id): \(error)") }
+            do { try Self.applyPodLimits(sandbox: sandbox, in: runtime) } catch {
+                runtime.log.warn("pod sandbox \(sandboxID): limits after removing \(state.id): \(error)")
+            }
         }
     }
 
@@ -195,7 +219,8 @@ public struct GVisorBackend: RuntimeBackend {
     /// Reaps the sandbox and its helpers where they are this process's children; others are
     /// reaped by whoever is their parent (containerd's shim). Blocking waits are bounded.
     static func reap(_ state: ContainerState, blocking: Bool) {
-        let known = [GVisorState.HelperProcess(pid: state.pid, startTime: state.startTime)] + (state.gvisor?.helpers ?? [])
+        let known =
+            [GVisorState.HelperProcess(pid: state.pid, startTime: state.startTime)] + (state.gvisor?.helpers ?? [])
         for p in known {
             guard let stat = ProcStat.read(pid: p.pid), stat.startTime == p.startTime, isChild(p.pid) else { continue }
             var st: Int32 = 0
@@ -229,10 +254,15 @@ public struct GVisorBackend: RuntimeBackend {
     public func exec(_ state: ContainerState, options: ExecOptions, in runtime: ContainerRuntime) throws -> Int32 {
         let store = runtime.store
         guard status(of: state, in: runtime) == .running else {
-            throw RuntimeError(.notRunning, "cannot exec in a container that is not running (gVisor starts processes only in a started sandbox)", operation: "exec")
+            throw RuntimeError(
+                .notRunning,
+                "cannot exec in a container that is not running (gVisor starts processes only in a started sandbox)",
+                operation: "exec")
         }
         if options.preserveFds > 0 {
-            throw RuntimeError(.unsupported, field: "--preserve-fds", "runsc exec cannot pass extra file descriptors (gVisor level)", operation: "exec")
+            throw RuntimeError(
+                .unsupported, field: "--preserve-fds", "runsc exec cannot pass extra file descriptors (gVisor level)",
+                operation: "exec")
         }
         try SpecValidation.validate(process: options.process, field: "process")
         // Never weaker than the container: its seccomp profile and the umask asked for.
@@ -286,7 +316,10 @@ public struct GVisorBackend: RuntimeBackend {
         let status = status(of: state, in: runtime)
         guard status != .stopped else { return nil }
         if status == .paused, let sandbox = state.gvisor?.podSandbox {
-            throw RuntimeError(.paused, "cannot list the processes of container \(state.id): its pod sandbox \(sandbox) is paused; resume it first", operation: "ps")
+            throw RuntimeError(
+                .paused,
+                "cannot list the processes of container \(state.id): its pod sandbox \(sandbox) is paused; resume it first",
+                operation: "ps")
         }
         return try Self.runsc(state, in: runtime).check(["ps"] + (json ? ["--format", "json"] : []) + [state.id])
     }
@@ -297,7 +330,8 @@ public struct GVisorBackend: RuntimeBackend {
     public func pause(_ state: ContainerState, in runtime: ContainerRuntime) throws {
         if let sandbox = state.gvisor?.podSandbox {
             throw RuntimeError(
-                .unsupported, "cannot pause container \(state.id) alone: it runs inside gVisor pod sandbox \(sandbox), whose kernel it shares; pause the pod sandbox",
+                .unsupported,
+                "cannot pause container \(state.id) alone: it runs inside gVisor pod sandbox \(sandbox), whose kernel it shares; pause the pod sandbox",
                 operation: "pause")
         }
         try runtime.freeze(state)
@@ -305,7 +339,9 @@ public struct GVisorBackend: RuntimeBackend {
 
     /// The container's cgroup, except for a container of a pod, whose limits count in the
     /// sandbox's cgroup (GVisorPod.swift); a pod sandbox's cgroup gets the pod's sum again.
-    public func update(_ state: ContainerState, apply: Resources, merged: Resources, in runtime: ContainerRuntime) throws {
+    public func update(_ state: ContainerState, apply: Resources, merged: Resources, in runtime: ContainerRuntime)
+        throws
+    {
         let store = runtime.store
         var state = state
         if let sandboxID = state.gvisor?.podSandbox {
@@ -334,7 +370,15 @@ enum JSONScalar: Decodable {
 
     init(from decoder: any Decoder) throws {
         let c = try decoder.singleValueContainer()
-        if let s = try? c.decode(String.self) { self = .string(s) } else if let n = try? c.decode(Double.self) { self = .number(n) } else if let b = try? c.decode(Bool.self) { self = .bool(b) } else { self = .other }
+        if let s = try? c.decode(String.self) {
+            self = .string(s)
+        } else if let n = try? c.decode(Double.self) {
+            self = .number(n)
+        } else if let b = try? c.decode(Bool.self) {
+            self = .bool(b)
+        } else {
+            self = .other
+        }
     }
 }
 

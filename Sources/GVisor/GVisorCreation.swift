@@ -1,14 +1,15 @@
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
-import Glibc
 import CSafeSpace
+import Cgroups
+import Glibc
 import LinuxKernel
 import OCI
-import Cgroups
 import Runtime
+
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
 
 // The steps of a gVisor create (`ContainerCreation`), run by Runtime's create transaction
 // (`ContainerRuntime.create`), which takes the state directory, the exec FIFO and the cgroup
@@ -32,8 +33,12 @@ final class GVisorSandboxCreation: ContainerCreation {
     /// Whether runsc created the container (it has to delete it on failure).
     var created = false
 
-    init(request: CreateRequest, runtime: ContainerRuntime, runscPath: String, features: GVisorFeatures, role: PodRole, consoleSocket: String?) throws {
-        let id = request.id, spec = request.spec
+    init(
+        request: CreateRequest, runtime: ContainerRuntime, runscPath: String, features: GVisorFeatures, role: PodRole,
+        consoleSocket: String?
+    ) throws {
+        let id = request.id
+        let spec = request.spec
         let gv = request.configuration.gvisor
         let platform = try features.platform(configured: gv?.platform)
         let network = try GVisorSpec.networkMode(spec)
@@ -49,7 +54,10 @@ final class GVisorSandboxCreation: ContainerCreation {
         let store = runtime.store
         gstate = GVisorState(
             runsc: runscPath,
-            flags: ["--root", store.runscRoot(id), "--platform", platform, "--network", network, "--log", store.runscLog(id), "--log-format", "json"]
+            flags: [
+                "--root", store.runscRoot(id), "--platform", platform, "--network", network, "--log",
+                store.runscLog(id), "--log-format", "json",
+            ]
                 // A pod sandbox: its containers' seccomp profiles too.
                 + (spec.linux?.seccomp != nil || role == .sandbox ? ["--oci-seccomp"] : []) + (gv?.flags ?? []),
             platform: platform, network: network, helpers: [])
@@ -62,25 +70,32 @@ final class GVisorSandboxCreation: ContainerCreation {
     /// Device rules as written (linux.devices get no access by themselves, as in runc), plus
     /// what the sentry itself needs: in KVM guest mode, /dev/kvm; then the bundle runsc gets.
     func configure(_ cgroup: Cgroup, spec: Spec) throws {
-        let id = request.id, store = runtime.store
+        let id = request.id
+        let store = runtime.store
         var sentryDevices: [Device] = []
         if platform == "kvm" {
-            sentryDevices.append(Device(type: "c", path: "/dev/kvm", major: 10, minor: 232, fileMode: 0o660, uid: 0, gid: 0))
+            sentryDevices.append(
+                Device(type: "c", path: "/dev/kvm", major: 10, minor: 232, fileMode: 0o660, uid: 0, gid: 0))
         }
-        for warning in try cgroup.apply(spec.linux?.resources, devices: spec.linux?.devices ?? [], runtimeDevices: sentryDevices) {
+        for warning in try cgroup.apply(
+            spec.linux?.resources, devices: spec.linux?.devices ?? [], runtimeDevices: sentryDevices)
+        {
             runtime.log.warn(warning)
         }
         try Files.makeDirectories(store.runscBundle(id), mode: 0o700)
         try Files.makeDirectories(store.runscRoot(id), mode: 0o700)
-        var runscSpec = GVisorSpec.runscSpec(spec, bundle: request.bundle, rootfs: request.rootfs, cgroupsPath: cgroup.path)
+        var runscSpec = GVisorSpec.runscSpec(
+            spec, bundle: request.bundle, rootfs: request.rootfs, cgroupsPath: cgroup.path)
         if let podNetwork, let netnsFdPath {
             runscSpec.linux?.namespaces?[podNetwork.index].path = netnsFdPath
         }
-        try Files.writeAtomically(store.runscBundle(id) + "/config.json", Array(try JSONEncoder().encode(runscSpec)), mode: 0o600)
+        try Files.writeAtomically(
+            store.runscBundle(id) + "/config.json", Array(try JSONEncoder().encode(runscSpec)), mode: 0o600)
     }
 
     func launch(spec: Spec, cgroup: Cgroup, created: (Int32, UInt64) throws -> Void) throws -> Int32 {
-        let id = request.id, store = runtime.store
+        let id = request.id
+        let store = runtime.store
         runtime.log.log(.debug, "gVisor create \(id): cgroup \(cgroup.path) ready, runsc bundle written")
         _ = ss_prctl(GVisorBackend.subreaper, 1, 0, 0, 0)
         let pidPath = store.directory(id) + "/runsc.pid"
@@ -88,7 +103,9 @@ final class GVisorSandboxCreation: ContainerCreation {
         if let consoleSocket { args += ["--console-socket", consoleSocket] }
         try runner.check(args + [id], inheritStdio: true, hidingNetCore: gstate.hideNetCore == true ? netnsFdPath : nil)
         self.created = true
-        guard let pid = Int32((try Files.readString(pidPath)).trimmed), let startTime = ProcStat.read(pid: pid)?.startTime else {
+        guard let pid = Int32((try Files.readString(pidPath)).trimmed),
+            let startTime = ProcStat.read(pid: pid)?.startTime
+        else {
             throw RuntimeError(.runscFailed, "runsc create: no sandbox pid in \(pidPath)", operation: "create")
         }
         // The limits hold only if runsc joined the cgroup made here.
@@ -96,9 +113,12 @@ final class GVisorSandboxCreation: ContainerCreation {
         guard members.contains(pid) else {
             throw RuntimeError(
                 .runscFailed, field: "linux.cgroupsPath",
-                "runsc did not place its sandbox (pid \(pid)) in the container's cgroup \(cgroup.path); its limits would not apply", operation: "create")
+                "runsc did not place its sandbox (pid \(pid)) in the container's cgroup \(cgroup.path); its limits would not apply",
+                operation: "create")
         }
-        gstate.helpers = members.filter { $0 != pid }.compactMap { p in ProcStat.read(pid: p).map { .init(pid: p, startTime: $0.startTime) } }
+        gstate.helpers = members.filter { $0 != pid }.compactMap { p in
+            ProcStat.read(pid: p).map { .init(pid: p, startTime: $0.startTime) }
+        }
         try GVisorBackend.runCreateHooks(spec, id: id, pid: pid, bundle: request.bundle)
         try created(pid, startTime)
         return pid
@@ -150,7 +170,9 @@ final class GVisorPodContainerCreation: ContainerCreation {
     func locked() throws {
         let sandbox = try GVisorBackend.podSandbox(sandboxID, in: runtime)
         try GVisorBackend.checkPodContainer(request.spec, sandbox: sandbox)
-        guard var gstate = sandbox.gvisor else { throw RuntimeError(.corruptState, "pod sandbox \(sandboxID): no runsc state") }
+        guard var gstate = sandbox.gvisor else {
+            throw RuntimeError(.corruptState, "pod sandbox \(sandboxID): no runsc state")
+        }
         let logPath = runtime.store.runscLog(request.id)
         if let i = gstate.flags.firstIndex(of: "--log"), i + 1 < gstate.flags.count { gstate.flags[i + 1] = logPath }
         gstate.podSandbox = sandboxID
@@ -170,15 +192,19 @@ final class GVisorPodContainerCreation: ContainerCreation {
     func configure(_ cgroup: Cgroup, spec: Spec) throws {
         let bundle = runtime.store.runscBundle(request.id)
         try Files.makeDirectories(bundle, mode: 0o700)
-        var runscSpec = GVisorSpec.runscSpec(spec, bundle: request.bundle, rootfs: request.rootfs, cgroupsPath: cgroup.path)
+        var runscSpec = GVisorSpec.runscSpec(
+            spec, bundle: request.bundle, rootfs: request.rootfs, cgroupsPath: cgroup.path)
         // runsc creates a pod container's cgroup itself when given one; this one is made.
         runscSpec.linux?.cgroupsPath = nil
         try Files.writeAtomically(bundle + "/config.json", Array(try JSONEncoder().encode(runscSpec)), mode: 0o600)
     }
 
     func launch(spec: Spec, cgroup: Cgroup, created: (Int32, UInt64) throws -> Void) throws -> Int32 {
-        let id = request.id, dir = runtime.store.directory(id)
-        guard let sandbox, let gstate, let runner else { throw RuntimeError(.corruptState, "pod sandbox \(sandboxID): no runsc state") }
+        let id = request.id
+        let dir = runtime.store.directory(id)
+        guard let sandbox, let gstate, let runner else {
+            throw RuntimeError(.corruptState, "pod sandbox \(sandboxID): no runsc state")
+        }
         try runner.check(["create", "--bundle", runtime.store.runscBundle(id), "--pid-file", dir + "/runsc.pid", id])
         self.created = true
         waiter = try GVisorBackend.spawnWaiter(dir: dir, id: id, sandbox: sandbox, runsc: gstate)
@@ -202,13 +228,19 @@ final class GVisorPodContainerCreation: ContainerCreation {
     }
 
     func abort(_ failure: any Error, cgroup: Cgroup?) -> any Error {
-        if waiter > 0 { Glibc.kill(waiter, SIGKILL); var st: Int32 = 0; waitpid(waiter, &st, 0) }
+        if waiter > 0 {
+            Glibc.kill(waiter, SIGKILL)
+            var st: Int32 = 0
+            waitpid(waiter, &st, 0)
+        }
         if created, let runner { _ = try? runner.run(["delete", "--force", request.id]) }
         return failure
     }
 
     func rolledBack() {
-        if let sandbox, Files.exists(runtime.store.statePath(sandboxID)) { try? GVisorBackend.applyPodLimits(sandbox: sandbox, in: runtime) }
+        if let sandbox, Files.exists(runtime.store.statePath(sandboxID)) {
+            try? GVisorBackend.applyPodLimits(sandbox: sandbox, in: runtime)
+        }
     }
 }
 

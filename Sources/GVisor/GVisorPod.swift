@@ -1,14 +1,15 @@
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
-import Glibc
 import CSafeSpace
+import Cgroups
+import Glibc
 import LinuxKernel
 import OCI
-import Cgroups
 import Runtime
+
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
 
 /// How the limits of a gVisor pod's containers hold on the host. Every container of the pod runs
 /// in one sentry (the sandbox's host process), which sits in the pod sandbox container's
@@ -27,30 +28,40 @@ enum GVisorPodResources {
     /// - Throws: `RuntimeError`.
     static func check(_ r: Resources?, field: String = "linux.resources") throws {
         guard let r else { return }
-        let why = "a container of a gVisor pod runs inside the pod's sandbox, whose host cgroup holds the whole pod; this limit cannot be given to one container there"
+        let why =
+            "a container of a gVisor pod runs inside the pod's sandbox, whose host cgroup holds the whole pod; this limit cannot be given to one container there"
         if let c = r.cpu {
             if !(c.cpus ?? "").isEmpty { throw RuntimeError(.unsupported, field: "\(field).cpu.cpus", why) }
             if !(c.mems ?? "").isEmpty { throw RuntimeError(.unsupported, field: "\(field).cpu.mems", why) }
-            if (c.realtimeRuntime ?? 0) != 0 || (c.realtimePeriod ?? 0) != 0 { throw RuntimeError(.unsupported, field: "\(field).cpu.realtimeRuntime", why) }
+            if (c.realtimeRuntime ?? 0) != 0 || (c.realtimePeriod ?? 0) != 0 {
+                throw RuntimeError(.unsupported, field: "\(field).cpu.realtimeRuntime", why)
+            }
             if (c.burst ?? 0) != 0 { throw RuntimeError(.unsupported, field: "\(field).cpu.burst", why) }
             if (c.idle ?? 0) != 0 { throw RuntimeError(.unsupported, field: "\(field).cpu.idle", why) }
         }
-        if let b = r.blockIO, b.weight != nil || b.leafWeight != nil { throw RuntimeError(.unsupported, field: "\(field).blockIO", why) }
+        if let b = r.blockIO, b.weight != nil || b.leafWeight != nil {
+            throw RuntimeError(.unsupported, field: "\(field).blockIO", why)
+        }
         if !(r.unified ?? [:]).isEmpty { throw RuntimeError(.unsupported, field: "\(field).unified", why) }
-        if r.memory?.disableOOMKiller == true { throw RuntimeError(.unsupported, field: "\(field).memory.disableOOMKiller", why) }
+        if r.memory?.disableOOMKiller == true {
+            throw RuntimeError(.unsupported, field: "\(field).memory.disableOOMKiller", why)
+        }
     }
 
     /// The hugepage sizes `cgroup` has limit files for, with hugetlb limits set by this pod
     /// before (v1 `hugetlb.<size>.limit_in_bytes`, v2 `hugetlb.<size>.max`); empty without
     /// the controller or when none was ever set.
     static func pageSizes(of cgroup: Cgroup) -> [String] {
-        guard let dir = cgroup.directories.first(where: { $0.key.split(separator: ",").contains("hugetlb") })?.value
-            ?? (cgroup.mode == .unified ? cgroup.directories["unified"] : nil),
-              let names = try? FileManager.default.contentsOfDirectory(atPath: dir)
+        guard
+            let dir = cgroup.directories.first(where: { $0.key.split(separator: ",").contains("hugetlb") })?.value
+                ?? (cgroup.mode == .unified ? cgroup.directories["unified"] : nil),
+            let names = try? FileManager.default.contentsOfDirectory(atPath: dir)
         else { return [] }
         return names.compactMap { name -> String? in
             let parts = name.split(separator: ".")
-            guard parts.count == 3, parts[0] == "hugetlb", parts[2] == "limit_in_bytes" || parts[2] == "max" else { return nil }
+            guard parts.count == 3, parts[0] == "hugetlb", parts[2] == "limit_in_bytes" || parts[2] == "max" else {
+                return nil
+            }
             return String(parts[1])
         }.sorted()
     }
@@ -81,7 +92,9 @@ enum GVisorPodResources {
         let swaps = containers.map { $0?.memory?.swap }
         if ownMemory?.swap != nil || (!swaps.isEmpty && swaps.allSatisfy { $0 != nil }) {
             memory.swap = bound(own: ownMemory?.swap, parts: swaps)
-            if let limit = memory.limit, limit > 0, let swap = memory.swap, swap > 0, swap < limit { memory.swap = limit }
+            if let limit = memory.limit, limit > 0, let swap = memory.swap, swap > 0, swap < limit {
+                memory.swap = limit
+            }
         } else {
             // Not every container bounds it: memory+swap unbounded (an old total below a new
             // memory limit would make the kernel refuse the limit).
@@ -124,7 +137,9 @@ enum GVisorPodResources {
             let containerLimits = containers.map { $0?.hugepageLimits?.first { $0.pageSize == size }?.limit }
             var bounds: [UInt64] = []
             if let ownLimit { bounds.append(ownLimit) }
-            if !containerLimits.isEmpty, containerLimits.allSatisfy({ $0 != nil }) { bounds.append(containerLimits.reduce(UInt64(0)) { $0 &+ $1! }) }
+            if !containerLimits.isEmpty, containerLimits.allSatisfy({ $0 != nil }) {
+                bounds.append(containerLimits.reduce(UInt64(0)) { $0 &+ $1! })
+            }
             // No bound for this size: the largest value the kernel takes (unlimited).
             huge.append(Resources.HugepageLimit(pageSize: size, limit: bounds.min() ?? UInt64(Int64.max)))
         }
@@ -144,7 +159,7 @@ extension GVisorBackend {
     /// - Throws: `RuntimeError`/`SysError` naming the namespace entry.
     static func podNetwork(_ spec: Spec) throws -> (index: Int, path: String, fd: Int32)? {
         guard let (i, ns) = (spec.linux?.namespaces ?? []).enumerated().first(where: { $0.element.type == "network" }),
-              let path = ns.path, !path.isEmpty
+            let path = ns.path, !path.isEmpty
         else { return nil }
         let field = "linux.namespaces[\(i)].path"
         let fd = open(path, O_RDONLY | O_CLOEXEC)
@@ -159,7 +174,10 @@ extension GVisorBackend {
             var st = stat()
             if stat(host, &st) == 0, st.st_dev == target.st_dev, st.st_ino == target.st_ino {
                 close(fd)
-                throw RuntimeError(.unsupported, field: field, "\(path) is the host's network namespace; the gVisor level would hand the host's network to the sandbox")
+                throw RuntimeError(
+                    .unsupported, field: field,
+                    "\(path) is the host's network namespace; the gVisor level would hand the host's network to the sandbox"
+                )
             }
         }
         return (i, path, fd)
@@ -174,22 +192,33 @@ extension GVisorBackend {
         let store = runtime.store
         let field = "annotations[\(PodRole.sandboxKeys[0])]"
         guard let sandbox = try? store.load(sandboxID) else {
-            throw RuntimeError(.notFound, field: field, "pod sandbox \"\(sandboxID)\" is not a container of this runtime root (\(store.root))")
+            throw RuntimeError(
+                .notFound, field: field,
+                "pod sandbox \"\(sandboxID)\" is not a container of this runtime root (\(store.root))")
         }
         guard sandbox.backend == .gvisor else {
-            throw RuntimeError(.invalidSpec, field: field, "pod sandbox \"\(sandboxID)\" runs at the standard level; a gVisor container cannot join it (set llmsafespace.dev/security-level on the pod, or use the safespace-high handler)")
+            throw RuntimeError(
+                .invalidSpec, field: field,
+                "pod sandbox \"\(sandboxID)\" runs at the standard level; a gVisor container cannot join it (set llmsafespace.dev/security-level on the pod, or use the safespace-high handler)"
+            )
         }
         if let pod = sandbox.gvisor?.podSandbox {
-            throw RuntimeError(.invalidSpec, field: field, "\"\(sandboxID)\" is a container of pod sandbox \"\(pod)\", not a pod sandbox")
+            throw RuntimeError(
+                .invalidSpec, field: field,
+                "\"\(sandboxID)\" is a container of pod sandbox \"\(pod)\", not a pod sandbox")
         }
         // Only a sandbox made as one (runsc booted it for a pod: --oci-seccomp for every
         // container's profile).
         guard (try? PodRole.of(sandbox.annotations)) == .sandbox else {
-            throw RuntimeError(.invalidSpec, field: field, "\"\(sandboxID)\" was not created as a pod sandbox (annotations[\(PodRole.typeKeys[0])]: sandbox)")
+            throw RuntimeError(
+                .invalidSpec, field: field,
+                "\"\(sandboxID)\" was not created as a pod sandbox (annotations[\(PodRole.typeKeys[0])]: sandbox)")
         }
         let status = runtime.status(of: sandbox)
         guard status == .running else {
-            throw RuntimeError(status == .paused ? .paused : .notRunning, field: field, "pod sandbox \"\(sandboxID)\" is \(status.rawValue), not running")
+            throw RuntimeError(
+                status == .paused ? .paused : .notRunning, field: field,
+                "pod sandbox \"\(sandboxID)\" is \(status.rawValue), not running")
         }
         return sandbox
     }
@@ -201,30 +230,48 @@ extension GVisorBackend {
     /// - Throws: `RuntimeError` naming the field.
     static func checkPodContainer(_ spec: Spec, sandbox: ContainerState) throws {
         if spec.process?.terminal == true {
-            throw RuntimeError(.unsupported, field: "process.terminal", "not supported for a container of a gVisor pod (its stdio are handed over at start, where no console socket is)")
+            throw RuntimeError(
+                .unsupported, field: "process.terminal",
+                "not supported for a container of a gVisor pod (its stdio are handed over at start, where no console socket is)"
+            )
         }
         let names = ["network": "net", "ipc": "ipc", "uts": "uts"]
         var joinedNetwork = false
         for (i, ns) in (spec.linux?.namespaces ?? []).enumerated() {
             guard let path = ns.path, !path.isEmpty else {
                 if ns.type == "network" {
-                    throw RuntimeError(.invalidSpec, field: "linux.namespaces[\(i)]", "a container of a gVisor pod shares its sandbox's network stack; join the sandbox's network namespace by path")
+                    throw RuntimeError(
+                        .invalidSpec, field: "linux.namespaces[\(i)]",
+                        "a container of a gVisor pod shares its sandbox's network stack; join the sandbox's network namespace by path"
+                    )
                 }
                 continue
             }
             guard let name = names[ns.type] else {
-                throw RuntimeError(.unsupported, field: "linux.namespaces[\(i)].path", "a container of a gVisor pod can join only the sandbox's network, ipc and uts namespaces, not \(ns.type)")
+                throw RuntimeError(
+                    .unsupported, field: "linux.namespaces[\(i)].path",
+                    "a container of a gVisor pod can join only the sandbox's network, ipc and uts namespaces, not \(ns.type)"
+                )
             }
-            var given = stat(), own = stat()
+            var given = stat()
+            var own = stat()
             let sandboxPath = "/proc/\(sandbox.pid)/ns/\(name)"
-            guard stat(path, &given) == 0 else { throw SysError("stat", path: path, errno: errno, field: "linux.namespaces[\(i)].path") }
+            guard stat(path, &given) == 0 else {
+                throw SysError("stat", path: path, errno: errno, field: "linux.namespaces[\(i)].path")
+            }
             guard stat(sandboxPath, &own) == 0, given.st_dev == own.st_dev, given.st_ino == own.st_ino else {
-                throw RuntimeError(.invalidSpec, field: "linux.namespaces[\(i)].path", "\(path) is not the \(ns.type) namespace of pod sandbox \"\(sandbox.id)\" (\(sandboxPath)); a container of a gVisor pod runs inside that sandbox")
+                throw RuntimeError(
+                    .invalidSpec, field: "linux.namespaces[\(i)].path",
+                    "\(path) is not the \(ns.type) namespace of pod sandbox \"\(sandbox.id)\" (\(sandboxPath)); a container of a gVisor pod runs inside that sandbox"
+                )
             }
             if ns.type == "network" { joinedNetwork = true }
         }
         if !joinedNetwork {
-            throw RuntimeError(.invalidSpec, field: "linux.namespaces", "a container of a gVisor pod shares its sandbox's network stack; join the sandbox's network namespace by path")
+            throw RuntimeError(
+                .invalidSpec, field: "linux.namespaces",
+                "a container of a gVisor pod shares its sandbox's network stack; join the sandbox's network namespace by path"
+            )
         }
         try GVisorPodResources.check(spec.linux?.resources)
     }
@@ -239,8 +286,10 @@ extension GVisorBackend {
             containers.append(s.spec.linux?.resources)
         }
         let combined = GVisorPodResources.combined(
-            own: sandbox.spec.linux?.resources, containers: containers, cgroupPageSizes: GVisorPodResources.pageSizes(of: sandbox.cgroup))
-        runtime.log.log(.debug, "gVisor pod \(sandbox.id): \(containers.count) container(s); sandbox cgroup limits \(combined)")
+            own: sandbox.spec.linux?.resources, containers: containers,
+            cgroupPageSizes: GVisorPodResources.pageSizes(of: sandbox.cgroup))
+        runtime.log.log(
+            .debug, "gVisor pod \(sandbox.id): \(containers.count) container(s); sandbox cgroup limits \(combined)")
         try sandbox.cgroup.apply(combined)
     }
 
@@ -256,10 +305,14 @@ extension GVisorBackend {
         var ready: [Int32] = [-1, -1]
         try sys("pipe2") { ss_pipe2_cloexec(&ready) }
         defer { close(ready[0]) }
-        let argv = ["safespace-runtime", "gvisor-wait", dir, id, "\(sandbox.pid)", "\(sandbox.startTime)", runsc.runsc] + runsc.flags
+        let argv =
+            ["safespace-runtime", "gvisor-wait", dir, id, "\(sandbox.pid)", "\(sandbox.startTime)", runsc.runsc]
+            + runsc.flags
         // Stdio and the ready pipe only: whatever else this process leaked would be held for
         // the container's lifetime.
-        let (pid, rc) = spawnWithDefaultSignals("/proc/self/exe", argv, keepFds: 4) { posix_spawn_file_actions_adddup2(&$0, ready[1], 3) }
+        let (pid, rc) = spawnWithDefaultSignals("/proc/self/exe", argv, keepFds: 4) {
+            posix_spawn_file_actions_adddup2(&$0, ready[1], 3)
+        }
         close(ready[1])
         guard rc == 0 else { throw SysError("posix_spawn", path: "/proc/self/exe gvisor-wait", errno: rc) }
         var byte: UInt8 = 0
@@ -268,7 +321,9 @@ extension GVisorBackend {
         guard n == 1 else {
             var st: Int32 = 0
             waitpid(pid, &st, 0)
-            throw RuntimeError(.initFailed, "gVisor pod container \(id): its waiter exited before it was ready (status \(ss_exit_status(st)))")
+            throw RuntimeError(
+                .initFailed,
+                "gVisor pod container \(id): its waiter exited before it was ready (status \(ss_exit_status(st)))")
         }
         return pid
     }
@@ -296,7 +351,8 @@ extension GVisorBackend {
         guard request >= 0 else {
             let e = errno
             throw RuntimeError(
-                .initFailed, "cannot start container \(state.id): its waiter (pid \(state.pid)) is gone (\(String(cString: strerror(e))))",
+                .initFailed,
+                "cannot start container \(state.id): its waiter (pid \(state.pid)) is gone (\(String(cString: strerror(e))))",
                 operation: "open", errno: e)
         }
         var go: UInt8 = 0x73  // "s"
@@ -313,10 +369,15 @@ extension GVisorBackend {
                 guard n > 0 else { continue }
                 let answer = String(decoding: buf[0..<n], as: UTF8.self)
                 if answer == "ok" { return }
-                throw RuntimeError(.runscFailed, answer.hasPrefix("error: ") ? String(answer.dropFirst(7)) : answer, operation: "start")
+                throw RuntimeError(
+                    .runscFailed, answer.hasPrefix("error: ") ? String(answer.dropFirst(7)) : answer, operation: "start"
+                )
             }
             guard let stat = ProcStat.read(pid: state.pid), stat.startTime == state.startTime, stat.state != "Z" else {
-                throw RuntimeError(.initFailed, "cannot start container \(state.id): its waiter (pid \(state.pid)) exited before answering", operation: "start")
+                throw RuntimeError(
+                    .initFailed,
+                    "cannot start container \(state.id): its waiter (pid \(state.pid)) exited before answering",
+                    operation: "start")
             }
         }
     }
@@ -332,11 +393,13 @@ extension GVisorBackend {
 public enum GVisorWaiter {
     public static func main(_ args: [String]) -> Never {
         guard args.count >= 7, let sandboxPid = Int32(args[4]), let sandboxStart = UInt64(args[5]) else {
-            let usage = Array("usage: safespace-runtime gvisor-wait DIR ID SANDBOX-PID SANDBOX-START RUNSC [FLAGS...]\n".utf8)
+            let usage = Array(
+                "usage: safespace-runtime gvisor-wait DIR ID SANDBOX-PID SANDBOX-START RUNSC [FLAGS...]\n".utf8)
             _ = usage.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
             exit(2)
         }
-        let dir = args[2], id = args[3]
+        let dir = args[2]
+        let id = args[3]
         let state = GVisorState(runsc: args[6], flags: Array(args.dropFirst(7)), platform: "", network: "", helpers: [])
         // pidfd_open(2), then the start time: the sandbox, not a process that reused its pid.
         let sandbox = ss_pidfd_open(sandboxPid)
@@ -349,7 +412,10 @@ public enum GVisorWaiter {
         close(3)
         var byte: UInt8 = 0
         while true {
-            var fds = [pollfd(fd: request, events: Int16(POLLIN), revents: 0), pollfd(fd: sandbox, events: Int16(POLLIN), revents: 0)]
+            var fds = [
+                pollfd(fd: request, events: Int16(POLLIN), revents: 0),
+                pollfd(fd: sandbox, events: Int16(POLLIN), revents: 0),
+            ]
             if poll(&fds, 2, -1) < 0 {
                 if errno == EINTR { continue }
                 exit(126)
@@ -378,11 +444,14 @@ public enum GVisorWaiter {
         // The container's stdio now live in the sentry; holding them would keep the shim's
         // copies of its output open after it exits.
         let null = open("/dev/null", O_RDWR)
-        if null >= 0 { for fd in Int32(0)...2 { dup2(null, fd) }; if null > 2 { close(null) } }
+        if null >= 0 {
+            for fd in Int32(0)...2 { dup2(null, fd) }
+            if null > 2 { close(null) }
+        }
         guard started else { exit(255) }
         guard let result = try? runsc.run(["wait", id]), result.status == 0,
-              let decoded = try? JSONDecoder().decode([String: JSONScalar].self, from: Data(result.stdout.utf8)),
-              case .number(let status)? = decoded["exitStatus"]
+            let decoded = try? JSONDecoder().decode([String: JSONScalar].self, from: Data(result.stdout.utf8)),
+            case .number(let status)? = decoded["exitStatus"]
         else { exit(128 + SIGKILL) }
         exit(Int32(max(0, min(255, status))))
     }

@@ -1,13 +1,14 @@
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
-import Glibc
 import CSafeSpace
+import Glibc
 import LinuxKernel
 import OCI
 import Runtime
+
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
 
 /// One runsc invocation's outcome.
 struct RunscResult {
@@ -32,8 +33,11 @@ struct Runsc {
     func run(_ args: [String], inheritStdio: Bool = false, hidingNetCore: String? = nil) throws -> RunscResult {
         if inheritStdio { appendRegularStdio() }
         let start = monotonicSeconds()
-        let result = try spawnAndWait([state.runsc] + state.flags + args, inheritStdio: inheritStdio, hidingNetCore: hidingNetCore)
-        log?.log(.debug, "runsc \(args.first ?? ""): exit \(result.status) after \(Int((monotonicSeconds() - start) * 1000)) ms")
+        let result = try spawnAndWait(
+            [state.runsc] + state.flags + args, inheritStdio: inheritStdio, hidingNetCore: hidingNetCore)
+        log?.log(
+            .debug,
+            "runsc \(args.first ?? ""): exit \(result.status) after \(Int((monotonicSeconds() - start) * 1000)) ms")
         return result
     }
 
@@ -46,8 +50,12 @@ struct Runsc {
         guard result.status == 0 else {
             var why = result.stderr.trimmed.split(separator: "\n").last.map(String.init) ?? ""
             let logged = logErrors(since: logStart).filter { !why.contains($0) }
-            if !logged.isEmpty { why += (why.isEmpty ? "" : " (") + logged.joined(separator: "; ") + (why.isEmpty ? "" : ")") }
-            throw RuntimeError(.runscFailed, "runsc \(args.first ?? ""): \(why.isEmpty ? "exit status \(result.status)" : why)", operation: args.first)
+            if !logged.isEmpty {
+                why += (why.isEmpty ? "" : " (") + logged.joined(separator: "; ") + (why.isEmpty ? "" : ")")
+            }
+            throw RuntimeError(
+                .runscFailed, "runsc \(args.first ?? ""): \(why.isEmpty ? "exit status \(result.status)" : why)",
+                operation: args.first)
         }
         return result
     }
@@ -70,11 +78,19 @@ struct Runsc {
 /// Top-level `{…}` objects of concatenated JSON (strings and escapes respected).
 func splitJSONObjects(_ bytes: [UInt8]) -> [[UInt8]] {
     var out: [[UInt8]] = []
-    var depth = 0, start = -1
-    var inString = false, escaped = false
+    var depth = 0
+    var start = -1
+    var inString = false
+    var escaped = false
     for (i, b) in bytes.enumerated() {
         if inString {
-            if escaped { escaped = false } else if b == UInt8(ascii: "\\") { escaped = true } else if b == UInt8(ascii: "\"") { inString = false }
+            if escaped {
+                escaped = false
+            } else if b == UInt8(ascii: "\\") {
+                escaped = true
+            } else if b == UInt8(ascii: "\"") {
+                inString = false
+            }
             continue
         }
         switch b {
@@ -102,7 +118,8 @@ func splitJSONObjects(_ bytes: [UInt8]) -> [[UInt8]] {
 /// hides that namespace's /proc/sys/net/core from it in a private mount namespace.
 /// - Throws: `SysError` when the spawn fails (naming the failed step for the fork path).
 func spawnAndWait(_ argv: [String], inheritStdio: Bool, hidingNetCore: String? = nil) throws -> RunscResult {
-    var outPipe: [Int32] = [-1, -1], errPipe: [Int32] = [-1, -1]
+    var outPipe: [Int32] = [-1, -1]
+    var errPipe: [Int32] = [-1, -1]
     if !inheritStdio {
         try sys("pipe2") { ss_pipe2_cloexec(&outPipe) }
         do { try sys("pipe2") { ss_pipe2_cloexec(&errPipe) } } catch {
@@ -121,12 +138,19 @@ func spawnAndWait(_ argv: [String], inheritStdio: Bool, hidingNetCore: String? =
         } else {
             var step: Int32 = -1
             let null = inheritStdio ? -1 : open("/dev/null", O_RDONLY | O_CLOEXEC)
-            pid = ss_spawn_hiding_net_core(argv[0], &cArgs, environ, null, inheritStdio ? -1 : outPipe[1], inheritStdio ? -1 : errPipe[1], nsFd, &step)
+            pid = ss_spawn_hiding_net_core(
+                argv[0], &cArgs, environ, null, inheritStdio ? -1 : outPipe[1], inheritStdio ? -1 : errPipe[1], nsFd,
+                &step)
             rc = pid < 0 ? errno : 0
             if null >= 0 { close(null) }
             close(nsFd)
             if pid < 0, step >= 0, step < NetCoreStep.names.count {
-                if !inheritStdio { close(outPipe[1]); close(errPipe[1]); close(outPipe[0]); close(errPipe[0]) }
+                if !inheritStdio {
+                    close(outPipe[1])
+                    close(errPipe[1])
+                    close(outPipe[0])
+                    close(errPipe[0])
+                }
                 throw SysError(NetCoreStep.names[Int(step)], path: netns, errno: rc)
             }
         }
@@ -145,24 +169,31 @@ func spawnAndWait(_ argv: [String], inheritStdio: Bool, hidingNetCore: String? =
         close(errPipe[1])
     }
     guard rc == 0 else {
-        if !inheritStdio { close(outPipe[0]); close(errPipe[0]) }
+        if !inheritStdio {
+            close(outPipe[0])
+            close(errPipe[0])
+        }
         throw SysError("posix_spawn", path: argv[0], errno: rc)
     }
-    var out: [UInt8] = [], err: [UInt8] = []
+    var out: [UInt8] = []
+    var err: [UInt8] = []
     if !inheritStdio {
         (out, err) = readBoth(outPipe[0], errPipe[0])
         close(outPipe[0])
         close(errPipe[0])
     }
     let status = try waitChild(pid)
-    return RunscResult(status: status, stdout: String(decoding: out, as: UTF8.self), stderr: String(decoding: err, as: UTF8.self))
+    return RunscResult(
+        status: status, stdout: String(decoding: out, as: UTF8.self), stderr: String(decoding: err, as: UTF8.self))
 }
 
 /// posix_spawn(3) of `path` with `argv`, default signal dispositions and an empty signal mask
 /// (the caller may block signals it reads from a signalfd; its children must not inherit
 /// that), after the file actions `configure` adds (stdio), closing every fd from `keepFds` up.
 /// - Returns: the child's pid and posix_spawn's result (0, or an errno).
-func spawnWithDefaultSignals(_ path: String, _ argv: [String], keepFds: Int32, _ configure: (inout posix_spawn_file_actions_t) -> Void) -> (pid_t, Int32) {
+func spawnWithDefaultSignals(
+    _ path: String, _ argv: [String], keepFds: Int32, _ configure: (inout posix_spawn_file_actions_t) -> Void
+) -> (pid_t, Int32) {
     var actions = posix_spawn_file_actions_t()
     posix_spawn_file_actions_init(&actions)
     defer { posix_spawn_file_actions_destroy(&actions) }
@@ -172,7 +203,8 @@ func spawnWithDefaultSignals(_ path: String, _ argv: [String], keepFds: Int32, _
     var attr = posix_spawnattr_t()
     posix_spawnattr_init(&attr)
     defer { posix_spawnattr_destroy(&attr) }
-    var empty = sigset_t(), all = sigset_t()
+    var empty = sigset_t()
+    var all = sigset_t()
     sigemptyset(&empty)
     sigfillset(&all)
     posix_spawnattr_setsigmask(&attr, &empty)
@@ -213,7 +245,10 @@ private func readBoth(_ a: Int32, _ b: Int32) -> ([UInt8], [UInt8]) {
     var open = [true, true]
     var chunk = [UInt8](repeating: 0, count: 16384)
     while open[0] || open[1] {
-        var fds = [pollfd(fd: open[0] ? a : -1, events: Int16(POLLIN), revents: 0), pollfd(fd: open[1] ? b : -1, events: Int16(POLLIN), revents: 0)]
+        var fds = [
+            pollfd(fd: open[0] ? a : -1, events: Int16(POLLIN), revents: 0),
+            pollfd(fd: open[1] ? b : -1, events: Int16(POLLIN), revents: 0),
+        ]
         if poll(&fds, 2, -1) < 0 {
             if errno == EINTR { continue }
             break
@@ -233,10 +268,15 @@ extension GVisorFeatures {
     /// /proc/sys/net/core/rmem_default on this kernel), all cached in `cacheDir` per binary
     /// identity (path, size, mtime) and kernel release; errnoRet support from the configuration.
     /// - Throws: `RuntimeError` when runsc is missing or `runsc help platforms` fails.
-    static func detect(runsc: String, configuration: RuntimeConfiguration.GVisorConfiguration?, cacheDir: String) throws -> GVisorFeatures {
+    static func detect(runsc: String, configuration: RuntimeConfiguration.GVisorConfiguration?, cacheDir: String) throws
+        -> GVisorFeatures
+    {
         var st = stat()
         guard stat(runsc, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG, access(runsc, X_OK) == 0 else {
-            throw RuntimeError(.unsupported, "gVisor level: runsc not found or not executable at \(runsc) (apt-get install runsc, or set gvisor.runsc in \(RuntimeConfiguration.defaultPath))")
+            throw RuntimeError(
+                .unsupported,
+                "gVisor level: runsc not found or not executable at \(runsc) (apt-get install runsc, or set gvisor.runsc in \(RuntimeConfiguration.defaultPath))"
+            )
         }
         var u = utsname()
         uname(&u)
@@ -250,7 +290,8 @@ extension GVisorFeatures {
         var netCoreShown = false
         if let text = try? Files.readString(cache) {
             let lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
-            if lines.first == identity, lines.count > 3, lines[1].hasPrefix("release "), lines[2].hasPrefix("netcore ") {
+            if lines.first == identity, lines.count > 3, lines[1].hasPrefix("release "), lines[2].hasPrefix("netcore ")
+            {
                 release = Int(lines[1].dropFirst(8)) ?? 0
                 netCoreShown = lines[2] == "netcore 1"
                 platforms = lines.dropFirst(3).filter { !$0.isEmpty }
@@ -258,12 +299,17 @@ extension GVisorFeatures {
         }
         if platforms == nil {
             let result = try spawnAndWait([runsc, "help", "platforms"], inheritStdio: false)
-            let found = result.stdout.split(separator: "\n").map { String($0).trimmed }.filter { !$0.isEmpty && !$0.contains(" ") }
+            let found = result.stdout.split(separator: "\n").map { String($0).trimmed }.filter {
+                !$0.isEmpty && !$0.contains(" ")
+            }
             guard result.status == 0, !found.isEmpty else {
-                throw RuntimeError(.runscFailed, "gVisor level: \(runsc) help platforms failed: \(result.stderr.trimmed)", operation: "help platforms")
+                throw RuntimeError(
+                    .runscFailed, "gVisor level: \(runsc) help platforms failed: \(result.stderr.trimmed)",
+                    operation: "help platforms")
             }
             platforms = found
-            release = Self.releaseDate(versionOutput: (try? spawnAndWait([runsc, "--version"], inheritStdio: false).stdout) ?? "")
+            release = Self.releaseDate(
+                versionOutput: (try? spawnAndWait([runsc, "--version"], inheritStdio: false).stdout) ?? "")
             netCoreShown = ss_new_netns_shows("/proc/sys/net/core/rmem_default") == 1
             try? Files.makeDirectories(cacheDir, mode: 0o700)
             let lines = [identity, "release \(release)", "netcore \(netCoreShown ? 1 : 0)"] + found
@@ -291,13 +337,19 @@ extension GVisorFeatures {
     func platform(configured: String?) throws -> String {
         if let configured {
             guard platforms.contains(configured) else {
-                throw RuntimeError(.invalidConfiguration, field: "gvisor.platform", "\"\(configured)\" is not a platform of the installed runsc (it has \(platforms.joined(separator: ", ")))")
+                throw RuntimeError(
+                    .invalidConfiguration, field: "gvisor.platform",
+                    "\"\(configured)\" is not a platform of the installed runsc (it has \(platforms.joined(separator: ", ")))"
+                )
             }
             return configured
         }
         if platforms.contains("systrap") { return "systrap" }
         if platforms.contains("ptrace") { return "ptrace" }
-        guard let first = platforms.first else { throw RuntimeError(.runscFailed, "gVisor level: the installed runsc lists no platform", operation: "help platforms") }
+        guard let first = platforms.first else {
+            throw RuntimeError(
+                .runscFailed, "gVisor level: the installed runsc lists no platform", operation: "help platforms")
+        }
         return first
     }
 }

@@ -21,7 +21,9 @@ struct GVisorFeatures: Sendable, Equatable {
 /// enforce, and the config.json runsc is given (written into the container's state directory).
 enum GVisorSpec {
     /// The seccomp actions runsc's OCI converter knows (runsc/specutils/seccomp: KnownActions).
-    static let seccompActions: Set<String> = ["SCMP_ACT_KILL", "SCMP_ACT_TRAP", "SCMP_ACT_ERRNO", "SCMP_ACT_TRACE", "SCMP_ACT_ALLOW"]
+    static let seccompActions: Set<String> = [
+        "SCMP_ACT_KILL", "SCMP_ACT_TRAP", "SCMP_ACT_ERRNO", "SCMP_ACT_TRACE", "SCMP_ACT_ALLOW",
+    ]
     static let seccompOperators: Set<String> = [
         "SCMP_CMP_NE", "SCMP_CMP_LT", "SCMP_CMP_LE", "SCMP_CMP_EQ", "SCMP_CMP_GE", "SCMP_CMP_GT", "SCMP_CMP_MASKED_EQ",
     ]
@@ -30,30 +32,44 @@ enum GVisorSpec {
     /// (`podContainer`) may join namespaces by path: `GVisorBackend.checkPodContainer` checks
     /// they are its sandbox's.
     /// - Throws: `RuntimeError`.
-    static func check(_ spec: Spec, options: CreateOptions, features: GVisorFeatures, podContainer: Bool = false) throws {
+    static func check(_ spec: Spec, options: CreateOptions, features: GVisorFeatures, podContainer: Bool = false) throws
+    {
         if options.preserveFds > 0 {
-            throw RuntimeError(.unsupported, field: "--preserve-fds", "runsc cannot pass extra file descriptors to the workload (gVisor level)")
+            throw RuntimeError(
+                .unsupported, field: "--preserve-fds",
+                "runsc cannot pass extra file descriptors to the workload (gVisor level)")
         }
         for kind in ["createContainer", "startContainer"] {
             let hooks = kind == "createContainer" ? spec.hooks?.createContainer : spec.hooks?.startContainer
             if !(hooks ?? []).isEmpty {
-                throw RuntimeError(.unsupported, field: "hooks.\(kind)", "runs inside the container's namespaces, which gVisor does not expose to the host; not supported at the gVisor level")
+                throw RuntimeError(
+                    .unsupported, field: "hooks.\(kind)",
+                    "runs inside the container's namespaces, which gVisor does not expose to the host; not supported at the gVisor level"
+                )
             }
         }
         for (i, ns) in (spec.linux?.namespaces ?? []).enumerated() {
             let joined = !(ns.path ?? "").isEmpty
             if ns.type == "user" {
-                throw RuntimeError(.unsupported, field: "linux.namespaces[\(i)]", "user: runsc ignores linux.uidMappings (its sandbox runs as an unprivileged host user in a user namespace of its own); remove the user namespace for the gVisor level")
+                throw RuntimeError(
+                    .unsupported, field: "linux.namespaces[\(i)]",
+                    "user: runsc ignores linux.uidMappings (its sandbox runs as an unprivileged host user in a user namespace of its own); remove the user namespace for the gVisor level"
+                )
             }
             if joined && ns.type != "network" && !podContainer {
-                throw RuntimeError(.unsupported, field: "linux.namespaces[\(i)].path", "runsc cannot join a \(ns.type) namespace by path (only network)")
+                throw RuntimeError(
+                    .unsupported, field: "linux.namespaces[\(i)].path",
+                    "runsc cannot join a \(ns.type) namespace by path (only network)")
             }
         }
         for (i, m) in (spec.mounts ?? []).enumerated() {
             // runsc ignores options it does not know (with a warning): `rro` would mount writable.
             let recursive = MountOptions(m.options ?? []).recursiveNames
             if !recursive.isEmpty {
-                throw RuntimeError(.unsupported, field: "mounts[\(i)].options", "\(recursive.joined(separator: ", ")) (recursive mount attributes) are not enforced by runsc; not supported at the gVisor level")
+                throw RuntimeError(
+                    .unsupported, field: "mounts[\(i)].options",
+                    "\(recursive.joined(separator: ", ")) (recursive mount attributes) are not enforced by runsc; not supported at the gVisor level"
+                )
             }
         }
         _ = try networkMode(spec)
@@ -71,7 +87,8 @@ enum GVisorSpec {
         guard let mask = process?.user.umask, mask != runscUmask else { return }
         throw RuntimeError(
             .unsupported, field: "\(field).user.umask",
-            "\(mask) (0\(String(mask, radix: 8))) is not applied at the gVisor level: runsc starts every process with umask 0022 and ignores the field; remove it or set it to 18 (0022)")
+            "\(mask) (0\(String(mask, radix: 8))) is not applied at the gVisor level: runsc starts every process with umask 0022 and ignores the field; remove it or set it to 18 (0022)"
+        )
     }
 
     /// A process for `exec` into a running gVisor container whose spec is `container`.
@@ -87,7 +104,8 @@ enum GVisorSpec {
         if container.linux?.seccomp != nil, try !execSeccomp() {
             throw RuntimeError(
                 .unsupported, field: "linux.seccomp",
-                "container \(id) has a seccomp profile, which the installed runsc applies to its init only; a process started by exec would run without it at the gVisor level, so exec is refused (run the command from the workload, create the container without linux.seccomp, or set gvisor.execSeccomp in \(RuntimeConfiguration.defaultPath) once runsc applies it to exec'd processes, gVisor PR 12692)")
+                "container \(id) has a seccomp profile, which the installed runsc applies to its init only; a process started by exec would run without it at the gVisor level, so exec is refused (run the command from the workload, create the container without linux.seccomp, or set gvisor.execSeccomp in \(RuntimeConfiguration.defaultPath) once runsc applies it to exec'd processes, gVisor PR 12692)"
+            )
         }
     }
 
@@ -96,7 +114,10 @@ enum GVisorSpec {
     /// - Throws: `RuntimeError` for a spec without a network namespace (the host's network).
     static func networkMode(_ spec: Spec) throws -> String {
         guard let ns = spec.linux?.namespaces?.first(where: { $0.type == "network" }) else {
-            throw RuntimeError(.unsupported, field: "linux.namespaces", "the gVisor level needs a network namespace; runsc --network=host would hand the host's network to the sandbox")
+            throw RuntimeError(
+                .unsupported, field: "linux.namespaces",
+                "the gVisor level needs a network namespace; runsc --network=host would hand the host's network to the sandbox"
+            )
         }
         return (ns.path ?? "").isEmpty ? "none" : "sandbox"
     }
@@ -109,17 +130,25 @@ enum GVisorSpec {
         }
         func checkAction(_ action: String, errnoRet: UInt32?, field: String) throws {
             guard seccompActions.contains(action) else {
-                throw RuntimeError(.unsupported, field: field, "\(action) is not enforced by runsc (it knows \(seccompActions.sorted().joined(separator: ", ")))")
+                throw RuntimeError(
+                    .unsupported, field: field,
+                    "\(action) is not enforced by runsc (it knows \(seccompActions.sorted().joined(separator: ", ")))")
             }
-            if let errnoRet, errnoRet != UInt32(EPERM), !features.seccompErrnoRet, action == "SCMP_ACT_ERRNO" || action == "SCMP_ACT_TRACE" {
-                throw RuntimeError(.unsupported, field: field, "errno \(errnoRet) cannot be enforced: the installed runsc answers EPERM for every \(action) (set gvisor.seccompErrnoRet in the runtime configuration once runsc honours errnoRet)")
+            if let errnoRet, errnoRet != UInt32(EPERM), !features.seccompErrnoRet,
+                action == "SCMP_ACT_ERRNO" || action == "SCMP_ACT_TRACE"
+            {
+                throw RuntimeError(
+                    .unsupported, field: field,
+                    "errno \(errnoRet) cannot be enforced: the installed runsc answers EPERM for every \(action) (set gvisor.seccompErrnoRet in the runtime configuration once runsc honours errnoRet)"
+                )
             }
         }
         try checkAction(seccomp.defaultAction, errnoRet: seccomp.defaultErrnoRet, field: "\(field).defaultAction")
         for (i, rule) in (seccomp.syscalls ?? []).enumerated() {
             try checkAction(rule.action, errnoRet: rule.errnoRet, field: "\(field).syscalls[\(i)]")
             for (j, arg) in (rule.args ?? []).enumerated() where !seccompOperators.contains(arg.op) {
-                throw RuntimeError(.unsupported, field: "\(field).syscalls[\(i)].args[\(j)].op", "\(arg.op) is not enforced by runsc")
+                throw RuntimeError(
+                    .unsupported, field: "\(field).syscalls[\(i)].args[\(j)].op", "\(arg.op) is not enforced by runsc")
             }
         }
     }

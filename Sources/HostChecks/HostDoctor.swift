@@ -36,7 +36,9 @@ public struct HostDoctor: Sendable {
     /// containerd 1.6 or newer; 2.x is refused (its CRI plugin has other table names).
     func containerd() -> HostCheck {
         guard let program = environment.program("containerd") else {
-            return HostCheck(Name.containerd, .fail, "containerd is not installed (apt-get install containerd, or your distribution's package)")
+            return HostCheck(
+                Name.containerd, .fail,
+                "containerd is not installed (apt-get install containerd, or your distribution's package)")
         }
         // `containerd github.com/containerd/containerd 1.6.20~ds1 <commit>`: the third word.
         guard let out = environment.run([program, "--version"])?.output,
@@ -51,7 +53,8 @@ public struct HostDoctor: Sendable {
         if (Int(v.prefix { $0 != "." }) ?? 0) >= 2 {
             return HostCheck(
                 Name.containerd, .fail,
-                "containerd \(v): 2.x is not handled yet (add the tables of systemd/containerd/safespace-runtimes.toml under plugins.\"io.containerd.cri.v1.runtime\" by hand)")
+                "containerd \(v): 2.x is not handled yet (add the tables of systemd/containerd/safespace-runtimes.toml under plugins.\"io.containerd.cri.v1.runtime\" by hand)"
+            )
         }
         guard Self.version(v, atLeast: "1.6") else {
             return HostCheck(Name.containerd, .fail, "containerd \(v): 1.6 or newer is needed")
@@ -69,12 +72,17 @@ public struct HostDoctor: Sendable {
         switch fstype {
         case "cgroup2":
             let controllers = words(environment.read("/sys/fs/cgroup/cgroup.controllers"))
-            checks.append(HostCheck(Name.cgroup, .ok, "cgroup v2 (unified); controllers: \(controllers.isEmpty ? "none" : controllers.joined(separator: " "))"))
+            checks.append(
+                HostCheck(
+                    Name.cgroup, .ok,
+                    "cgroup v2 (unified); controllers: \(controllers.isEmpty ? "none" : controllers.joined(separator: " "))"
+                ))
             for c in ["cpu", "memory", "pids"] {
                 checks.append(
                     controllers.contains(c)
                         ? HostCheck(Name.controller(c), .ok, "cgroup v2 controller \(c)")
-                        : HostCheck(Name.controller(c), .fail, "cgroup v2 controller \(c) is not available at the root"))
+                        : HostCheck(Name.controller(c), .fail, "cgroup v2 controller \(c) is not available at the root")
+                )
             }
             let subtree = words(environment.read("/sys/fs/cgroup/cgroup.subtree_control"))
             for c in ["cpu", "memory", "pids"] {
@@ -83,7 +91,8 @@ public struct HostDoctor: Sendable {
                         ? HostCheck(Name.delegated(c), .ok, "cgroup v2: \(c) is enabled below the root")
                         : HostCheck(
                             Name.delegated(c), .warn,
-                            "cgroup v2: \(c) is not delegated below the root (cgroup.subtree_control: \(subtree.isEmpty ? "empty" : subtree.joined(separator: " "))); limits under it fail"))
+                            "cgroup v2: \(c) is not delegated below the root (cgroup.subtree_control: \(subtree.isEmpty ? "empty" : subtree.joined(separator: " "))); limits under it fail"
+                        ))
             }
             if environment.program("systemctl") != nil, environment.isDirectory("/run/systemd/system") {
                 checks.append(containerdDelegate())
@@ -110,7 +119,9 @@ public struct HostDoctor: Sendable {
         let value = environment.run([systemctl, "show", "-p", "Delegate", "--value", "containerd"])?.output
         return value.map(trim) == "yes"
             ? HostCheck(Name.containerdDelegate, .ok, "containerd.service has Delegate=yes")
-            : HostCheck(Name.containerdDelegate, .warn, "containerd.service lacks Delegate=yes: systemd may take back the cgroups of pods")
+            : HostCheck(
+                Name.containerdDelegate, .warn,
+                "containerd.service lacks Delegate=yes: systemd may take back the cgroups of pods")
     }
 
     /// user_namespaces(7): user.max_user_namespaces = 0 disables them.
@@ -118,7 +129,9 @@ public struct HostDoctor: Sendable {
         let max = Int(trim(environment.read("/proc/sys/user/max_user_namespaces") ?? "")) ?? 0
         return max > 0
             ? HostCheck(Name.userNamespaces, .ok, "user namespaces (max_user_namespaces=\(max))")
-            : HostCheck(Name.userNamespaces, .warn, "user namespaces are disabled (user.max_user_namespaces=0): bundles with a user namespace fail")
+            : HostCheck(
+                Name.userNamespaces, .warn,
+                "user namespaces are disabled (user.max_user_namespaces=0): bundles with a user namespace fail")
     }
 
     /// The seccomp compiler needs libseccomp 2.5.0 (SCMP_ACT_NOTIFY, SCMP_FLTATR_API_SYSRAWRC).
@@ -134,12 +147,16 @@ public struct HostDoctor: Sendable {
     /// Without CAP_SYS_RESOURCE a negative oom_score_adj (the pause container asks for -998)
     /// fails; containerd must then clamp scores (restrict_oom_score_adj).
     func capSysResource() -> HostCheck {
-        let line = (environment.read("/proc/self/status") ?? "").split(separator: "\n").first { $0.hasPrefix("CapBnd:") }
+        let line = (environment.read("/proc/self/status") ?? "").split(separator: "\n").first {
+            $0.hasPrefix("CapBnd:")
+        }
         let mask = line.flatMap { UInt64(trim(String($0.dropFirst("CapBnd:".count))), radix: 16) } ?? 0
         let bit = UInt64(Capability.value(named: "CAP_SYS_RESOURCE") ?? 24)  // linux/capability.h
         return mask >> bit & 1 == 1
             ? HostCheck(Name.capSysResource, .ok, "CAP_SYS_RESOURCE")
-            : HostCheck(Name.capSysResource, .warn, "CAP_SYS_RESOURCE is missing: the drop-in sets restrict_oom_score_adj = true")
+            : HostCheck(
+                Name.capSysResource, .warn,
+                "CAP_SYS_RESOURCE is missing: the drop-in sets restrict_oom_score_adj = true")
     }
 
     /// containerd's CRI plugin gives every pod the profile cri-containerd.apparmor.d unless
@@ -149,11 +166,15 @@ public struct HostDoctor: Sendable {
             return HostCheck(Name.appArmor, .ok, "AppArmor is off")
         }
         if criDisablesAppArmor {
-            return HostCheck(Name.appArmor, .warn, "AppArmor is on; --cri-disable-apparmor: the CRI plugin applies no AppArmor profile to any pod (runc pods too)")
+            return HostCheck(
+                Name.appArmor, .warn,
+                "AppArmor is on; --cri-disable-apparmor: the CRI plugin applies no AppArmor profile to any pod (runc pods too)"
+            )
         }
         return HostCheck(
             Name.appArmor, .warn,
-            "AppArmor is on: containerd gives pods the profile cri-containerd.apparmor.d, which safespace-runtime refuses (process.apparmorProfile); SafeSpace pods need securityContext.appArmorProfile.type: Unconfined, or install with --cri-disable-apparmor")
+            "AppArmor is on: containerd gives pods the profile cri-containerd.apparmor.d, which safespace-runtime refuses (process.apparmorProfile); SafeSpace pods need securityContext.appArmorProfile.type: Unconfined, or install with --cri-disable-apparmor"
+        )
     }
 
     /// runsc for safespace-high. runsc before release-20240801 takes
@@ -162,7 +183,10 @@ public struct HostDoctor: Sendable {
     /// directory from runsc's create and start of a pod sandbox, so this is a note.
     func gVisor() -> HostCheck {
         guard let runsc = environment.program("runsc") else {
-            return HostCheck(Name.gVisor, .warn, "runsc (gVisor) is not installed: safespace-high is not offered on this node (apt-get install runsc, or gVisor's release)")
+            return HostCheck(
+                Name.gVisor, .warn,
+                "runsc (gVisor) is not installed: safespace-high is not offered on this node (apt-get install runsc, or gVisor's release)"
+            )
         }
         let first = environment.run([runsc, "--version"])?.output.split(separator: "\n").first.map(String.init) ?? ""
         let date = Self.firstDate(first)
@@ -174,7 +198,8 @@ public struct HostDoctor: Sendable {
             let kernel = trim(environment.read("/proc/sys/kernel/osrelease") ?? "?")
             return HostCheck(
                 Name.gVisor, .ok,
-                "runsc \(shown) (\(runsc)); it misreads pod network namespaces on kernel \(kernel) (gVisor issue 10704): safespace-runtime works around it")
+                "runsc \(shown) (\(runsc)); it misreads pod network namespaces on kernel \(kernel) (gVisor issue 10704): safespace-runtime works around it"
+            )
         }
         return HostCheck(Name.gVisor, .ok, "runsc \(shown) (\(runsc))")
     }
@@ -198,9 +223,11 @@ public struct HostDoctor: Sendable {
         func parts(_ s: String) -> [Int] {
             s.split(separator: ".").map { Int($0.prefix { $0.isNumber }) ?? 0 }
         }
-        let x = parts(a), y = parts(b)
+        let x = parts(a)
+        let y = parts(b)
         for i in 0..<max(x.count, y.count) {
-            let m = i < x.count ? x[i] : 0, n = i < y.count ? y[i] : 0
+            let m = i < x.count ? x[i] : 0
+            let n = i < y.count ? y[i] : 0
             if m != n { return m > n }
         }
         return true

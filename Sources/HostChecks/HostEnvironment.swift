@@ -25,7 +25,9 @@ public struct HostEnvironment: Sendable {
     /// This host: `/`, `$PATH` (or the usual directories when unset), the libseccomp
     /// linked into this program (seccomp_version(3)).
     public static func current() -> HostEnvironment {
-        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        let path =
+            ProcessInfo.processInfo.environment["PATH"]
+            ?? "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
         let v = seccomp_version().pointee
         return HostEnvironment(
             root: "", searchPath: path.split(separator: ":").map(String.init),
@@ -75,7 +77,8 @@ public struct HostEnvironment: Sendable {
             exited.wait()
             return nil
         }
-        let status = process.terminationReason == .uncaughtSignal ? 128 + process.terminationStatus : process.terminationStatus
+        let status =
+            process.terminationReason == .uncaughtSignal ? 128 + process.terminationStatus : process.terminationStatus
         return (status, reader.wait())
     }
 }

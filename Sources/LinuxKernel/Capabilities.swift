@@ -1,6 +1,6 @@
-import Glibc
 import CLibcap
 import CSafeSpace
+import Glibc
 
 // prctl(2) options glibc's module does not export (linux/prctl.h).
 let PR_CAPBSET_DROP: Int32 = 24
@@ -44,13 +44,17 @@ public enum Capability {
         let last = lastCap
         for cap in 0...last where !keep.contains(cap) {
             if ss_prctl(PR_CAPBSET_DROP, UInt(cap), 0, 0, 0) != 0 && errno != EINVAL {
-                throw SysError("prctl(PR_CAPBSET_DROP)", path: String(cString: cap_to_name(cap)), field: "process.capabilities.bounding")
+                throw SysError(
+                    "prctl(PR_CAPBSET_DROP)", path: String(cString: cap_to_name(cap)),
+                    field: "process.capabilities.bounding")
             }
         }
     }
 
     /// Sets effective, permitted and inheritable sets of the calling thread (capset(2)).
-    public static func setProcessSets(effective: [cap_value_t], permitted: [cap_value_t], inheritable: [cap_value_t]) throws {
+    public static func setProcessSets(effective: [cap_value_t], permitted: [cap_value_t], inheritable: [cap_value_t])
+        throws
+    {
         guard let caps = cap_init() else { throw SysError("cap_init") }
         defer { cap_free(UnsafeMutableRawPointer(caps)) }
         func set(_ flag: cap_flag_t, _ values: [cap_value_t]) {

@@ -1,5 +1,5 @@
-import Glibc
 import CSafeSpace
+import Glibc
 
 /// Small file helpers with errno-carrying errors; every fd is opened O_CLOEXEC.
 public enum Files {
@@ -17,7 +17,9 @@ public enum Files {
         var out: [UInt8] = []
         var buf = [UInt8](repeating: 0, count: 65536)
         while true {
-            let n = try sys("read", path: path) { buf.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) } }
+            let n = try sys("read", path: path) {
+                buf.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+            }
             if n == 0 { return out }
             out.append(contentsOf: buf[0..<n])
         }
@@ -105,7 +107,8 @@ public enum Files {
                 var cst = stat()
                 let child = path + "/" + name
                 if lstat(child, &cst) == 0 && cst.st_dev != st.st_dev {
-                    throw SysError(.refused, "refusing to remove \(child): a mount point", operation: "remove", path: child)
+                    throw SysError(
+                        .refused, "refusing to remove \(child): a mount point", operation: "remove", path: child)
                 }
                 try removeTree(child)
             }

@@ -1,9 +1,10 @@
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
 import Glibc
+
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
 
 /// The node's leases: which process holds which piece of a shared node resource (pinned CPUs,
 /// host uid/gid ranges), recorded on disk under one lock so that every process of the node
@@ -122,7 +123,9 @@ public struct LeaseStore: Sendable, Equatable {
         private func read<R>(_ kind: Kind<R>, path: String, key: String) throws -> Lease<R> {
             let bytes = try Files.read(path)
             guard let lease = try? JSONDecoder().decode(Lease<R>.self, from: Data(bytes)), lease.key == key else {
-                throw SysError(.corruptFile, "\(path) is not a \(kind.name) lease; remove it once no sandbox uses what it held", operation: "read lease", path: path)
+                throw SysError(
+                    .corruptFile, "\(path) is not a \(kind.name) lease; remove it once no sandbox uses what it held",
+                    operation: "read lease", path: path)
             }
             return lease
         }

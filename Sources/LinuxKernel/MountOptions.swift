@@ -1,5 +1,5 @@
-import Glibc
 import CSafeSpace
+import Glibc
 
 /// mount(8) options of an OCI `mounts[].options` list, split into mount(2) flags, the
 /// propagation flags applied afterwards, and the data string (runc's parseMountOptions).
@@ -56,7 +56,8 @@ public struct MountOptions: Sendable, Equatable {
         "rnodiratime": (false, UInt64(MOUNT_ATTR_NODIRATIME)), "rdiratime": (true, UInt64(MOUNT_ATTR_NODIRATIME)),
         "rrelatime": (false, UInt64(MOUNT_ATTR_RELATIME)), "rnorelatime": (true, UInt64(MOUNT_ATTR_RELATIME)),
         "rnoatime": (false, UInt64(MOUNT_ATTR_NOATIME)), "ratime": (true, UInt64(MOUNT_ATTR_NOATIME)),
-        "rstrictatime": (false, UInt64(MOUNT_ATTR_STRICTATIME)), "rnostrictatime": (true, UInt64(MOUNT_ATTR_STRICTATIME)),
+        "rstrictatime": (false, UInt64(MOUNT_ATTR_STRICTATIME)),
+        "rnostrictatime": (true, UInt64(MOUNT_ATTR_STRICTATIME)),
         "rnosymfollow": (false, UInt64(MOUNT_ATTR_NOSYMFOLLOW)), "rsymfollow": (true, UInt64(MOUNT_ATTR_NOSYMFOLLOW)),
     ]
 

@@ -15,7 +15,8 @@ public struct ProcStat: Sendable, Equatable {
         // comm (field 2) may hold spaces and parentheses: split after the last ')'.
         guard let close = s.lastIndex(of: ")") else { return nil }
         let rest = s[s.index(after: close)...].split(separator: " ")
-        guard rest.count > 19, let state = rest[0].first, let parent = Int32(rest[1]), let start = UInt64(rest[19]) else {
+        guard rest.count > 19, let state = rest[0].first, let parent = Int32(rest[1]), let start = UInt64(rest[19])
+        else {
             return nil
         }
         return ProcStat(state: state, parentPid: parent, startTime: start)
@@ -66,5 +67,6 @@ public func rfc3339Now() -> String {
     // (and the dot with them when nothing is left).
     var fraction = String(String(repeating: "0", count: 9 - String(ts.tv_nsec).count) + String(ts.tv_nsec))
     while fraction.hasSuffix("0") { fraction.removeLast() }
-    return "\(pad(tmv.tm_year + 1900, 4))-\(pad(tmv.tm_mon + 1, 2))-\(pad(tmv.tm_mday, 2))T\(pad(tmv.tm_hour, 2)):\(pad(tmv.tm_min, 2)):\(pad(tmv.tm_sec, 2))\(fraction.isEmpty ? "" : "." + fraction)Z"
+    return
+        "\(pad(tmv.tm_year + 1900, 4))-\(pad(tmv.tm_mon + 1, 2))-\(pad(tmv.tm_mday, 2))T\(pad(tmv.tm_hour, 2)):\(pad(tmv.tm_min, 2)):\(pad(tmv.tm_sec, 2))\(fraction.isEmpty ? "" : "." + fraction)Z"
 }

@@ -54,7 +54,10 @@ public struct SysError: CodedError, Sendable {
     }
 
     /// A failure `message` explains (`description` is `field: message`).
-    public init(_ code: Code, field: String? = nil, _ message: String, operation: String? = nil, path: String? = nil, errno: Int32? = nil) {
+    public init(
+        _ code: Code, field: String? = nil, _ message: String, operation: String? = nil, path: String? = nil,
+        errno: Int32? = nil
+    ) {
         self.code = code
         self.operation = operation
         self.path = path

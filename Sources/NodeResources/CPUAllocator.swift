@@ -1,10 +1,11 @@
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
 import Glibc
 import LinuxKernel
+
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
 
 /// Whole CPUs given to one pinned sandbox alone (`cpuPinning: true`), recorded as leases in the
 /// node's `LeaseStore` (kind `cpus`, key the sandbox id, under the store's one lock, beside the
@@ -70,7 +71,9 @@ public struct CPUAllocator: Sendable {
     ///   - reserved: CPUs never pinned (e.g. `[0]` for the node's own work).
     ///   - legacyPath: an earlier version's allocation file (`CPUAllocator.legacyPath` on a
     ///     node upgraded in place).
-    public init(store: LeaseStore = LeaseStore(), pool: [Int]? = nil, reserved: Set<Int> = [], legacyPath: String? = nil) {
+    public init(
+        store: LeaseStore = LeaseStore(), pool: [Int]? = nil, reserved: Set<Int> = [], legacyPath: String? = nil
+    ) {
         self.store = store
         self.legacyPath = legacyPath
         let online = pool ?? CPUList.parse((try? Self.readText("/sys/devices/system/cpu/online")) ?? "0") ?? [0]
@@ -82,7 +85,9 @@ public struct CPUAllocator: Sendable {
     /// - Throws: `ResourceError` naming `spec.resources.cpu` when fewer than `count` CPUs are
     ///   free (the message lists who holds them), or naming `cpuPinning` for an error of the
     ///   store. `lease`: see `Allocation.lease`.
-    public func allocate(sandbox id: String, count: Int, runtimeRoot: String, lease: String? = nil, field: String = "spec.resources.cpu") throws(ResourceError) -> [Int] {
+    public func allocate(
+        sandbox id: String, count: Int, runtimeRoot: String, lease: String? = nil, field: String = "spec.resources.cpu"
+    ) throws(ResourceError) -> [Int] {
         try withLeases { leases in
             try prune(leases)
             if let mine = try leases.lease(Self.kind, key: id) {
@@ -97,10 +102,13 @@ public struct CPUAllocator: Sendable {
                 let holders = held.map { "\($0.key): \(CPUList.format($0.record.cpus))" }
                 throw ResourceError(
                     .exhausted, field: field,
-                    "cpuPinning: \(count) whole CPU(s) asked for, \(free.count) free of \(pool.count) pinnable (\(CPUList.format(pool)))\(holders.isEmpty ? "" : "; pinned: " + holders.joined(separator: ", "))")
+                    "cpuPinning: \(count) whole CPU(s) asked for, \(free.count) free of \(pool.count) pinnable (\(CPUList.format(pool)))\(holders.isEmpty ? "" : "; pinned: " + holders.joined(separator: ", "))"
+                )
             }
             let cpus = Array(free.prefix(count))
-            try leases.write(Self.kind, LeaseStore.Lease(key: id, record: CPURecord(cpus: cpus, runtimeRoot: runtimeRoot, lease: lease)))
+            try leases.write(
+                Self.kind,
+                LeaseStore.Lease(key: id, record: CPURecord(cpus: cpus, runtimeRoot: runtimeRoot, lease: lease)))
             return cpus
         }
     }
@@ -164,7 +172,9 @@ public struct CPUAllocator: Sendable {
         } catch let error as ResourceError {
             throw error
         } catch {
-            throw ResourceError(.failed, field: "cpuPinning", "\(error)", operation: (error as? SysError)?.operation, errno: (error as? SysError)?.errno)
+            throw ResourceError(
+                .failed, field: "cpuPinning", "\(error)", operation: (error as? SysError)?.operation,
+                errno: (error as? SysError)?.errno)
         }
     }
 
@@ -182,10 +192,14 @@ public struct CPUAllocator: Sendable {
         if !text.isEmpty {
             let file: File
             do { file = try JSONDecoder().decode(File.self, from: Data(text.utf8)) } catch {
-                throw ResourceError(.failed, field: "cpuPinning", "\(legacyPath) is corrupt (\(error)); remove it only when no pinned sandbox runs")
+                throw ResourceError(
+                    .failed, field: "cpuPinning",
+                    "\(legacyPath) is corrupt (\(error)); remove it only when no pinned sandbox runs")
             }
-            for (id, allocation) in file.allocations.sorted(by: { $0.key < $1.key }) where try leases.lease(Self.kind, key: id) == nil {
-                let record = CPURecord(cpus: allocation.cpus, runtimeRoot: allocation.runtimeRoot, lease: allocation.lease)
+            for (id, allocation) in file.allocations.sorted(by: { $0.key < $1.key })
+            where try leases.lease(Self.kind, key: id) == nil {
+                let record = CPURecord(
+                    cpus: allocation.cpus, runtimeRoot: allocation.runtimeRoot, lease: allocation.lease)
                 try leases.write(Self.kind, LeaseStore.Lease(key: id, holder: allocation.holder, record: record))
             }
         }
@@ -198,7 +212,9 @@ public struct CPUAllocator: Sendable {
         do { return try Files.readString(path) } catch {
             let code = (error as? SysError)?.errno ?? EIO
             let operation = (error as? SysError)?.operation ?? "read"
-            throw ResourceError(.failed, field: path, "\(operation): \(String(cString: strerror(code)))", operation: operation, errno: code)
+            throw ResourceError(
+                .failed, field: path, "\(operation): \(String(cString: strerror(code)))", operation: operation,
+                errno: code)
         }
     }
 }

@@ -1,11 +1,12 @@
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
 import CSafeSpace
 import Glibc
 import LinuxKernel
+
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
 
 /// `spec.resources.ephemeralStorage`: one volume of the requested size per sandbox that holds
 /// everything the sandbox can write (each writable path as a subdirectory, bind-mounted into
@@ -57,7 +58,9 @@ public struct EphemeralStorage: Sendable, Equatable {
     /// Makes and mounts sandbox `id`'s volume of `size` bytes.
     /// - Throws: `ResourceError` naming `spec.resources.ephemeralStorage` with the step and
     ///   errno; on failure nothing is left behind.
-    public static func create(sandbox id: String, size: Int64, base: String = defaultBase, backend: Backend? = nil) throws(ResourceError) -> EphemeralStorage {
+    public static func create(sandbox id: String, size: Int64, base: String = defaultBase, backend: Backend? = nil)
+        throws(ResourceError) -> EphemeralStorage
+    {
         guard !id.isEmpty, !id.contains("/"), id != ".", id != ".." else {
             throw ResourceError(.invalidValue, field: "id", "\"\(id)\" cannot name a directory")
         }
@@ -67,7 +70,9 @@ public struct EphemeralStorage: Sendable, Equatable {
         if mkdir(storage.directory, 0o755) != 0 {
             // Never adopt a directory: it is another sandbox's volume (a live one, or one `reap` takes).
             throw errno == EEXIST
-                ? ResourceError(.alreadyExists, field: field, "\(storage.directory) exists already: a volume of a sandbox named \(id)")
+                ? ResourceError(
+                    .alreadyExists, field: field,
+                    "\(storage.directory) exists already: a volume of a sandbox named \(id)")
                 : error("mkdir \(storage.directory)")
         }
         do {
@@ -77,7 +82,9 @@ public struct EphemeralStorage: Sendable, Equatable {
             try makeDirectories(storage.volume)
             switch storage.backend {
             case .tmpfs:
-                try mountOrThrow("tmpfs", storage.volume, "tmpfs", UInt(MS_NOSUID | MS_NODEV), "size=\(size),mode=0755", step: "mount tmpfs")
+                try mountOrThrow(
+                    "tmpfs", storage.volume, "tmpfs", UInt(MS_NOSUID | MS_NODEV), "size=\(size),mode=0755",
+                    step: "mount tmpfs")
             case .loop:
                 try storage.makeImage()
                 try storage.mountImage()
@@ -93,7 +100,9 @@ public struct EphemeralStorage: Sendable, Equatable {
     var ownerPath: String { directory + "/owner.json" }
 
     func writeOwner(_ owner: ProcessIdentity) throws(ResourceError) {
-        guard let data = try? JSONEncoder().encode(owner) else { throw ResourceError(.failed, field: Self.field, "encode owner") }
+        guard let data = try? JSONEncoder().encode(owner) else {
+            throw ResourceError(.failed, field: Self.field, "encode owner")
+        }
         let fd = open(ownerPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw Self.error("create \(ownerPath)") }
         let ok = data.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) == $0.count }
@@ -121,10 +130,18 @@ public struct EphemeralStorage: Sendable, Equatable {
         let code = errno
         close(fd)
         guard ok else { throw Self.error("truncate \(image) to \(size) bytes", code: code) }
-        guard let mkfs = Self.mkfsPath else { throw ResourceError(.missingTool, field: Self.field, "mkfs.ext4 is not installed (apt-get install e2fsprogs)") }
+        guard let mkfs = Self.mkfsPath else {
+            throw ResourceError(
+                .missingTool, field: Self.field, "mkfs.ext4 is not installed (apt-get install e2fsprogs)")
+        }
         // No journal (the data dies with the sandbox), no blocks reserved for root.
-        let status = Self.spawnAndWait([mkfs, "-q", "-F", "-m", "0", "-O", "^has_journal", "-E", "nodiscard,lazy_itable_init=1", image])
-        guard status == 0 else { throw ResourceError(.failed, field: Self.field, "mkfs.ext4 \(image) exited with \(status)", operation: "mkfs.ext4") }
+        let status = Self.spawnAndWait([
+            mkfs, "-q", "-F", "-m", "0", "-O", "^has_journal", "-E", "nodiscard,lazy_itable_init=1", image,
+        ])
+        guard status == 0 else {
+            throw ResourceError(
+                .failed, field: Self.field, "mkfs.ext4 \(image) exited with \(status)", operation: "mkfs.ext4")
+        }
     }
 
     func mountImage() throws(ResourceError) {
@@ -142,7 +159,9 @@ public struct EphemeralStorage: Sendable, Equatable {
     /// A directory for writable path `path` (e.g. `/workspace`) on the volume, owned by
     /// `uid`:`gid` (host ids), to bind-mount at `path` in the sandbox.
     /// - Returns: its host path, `<volume>/paths/<path with / as _>`.
-    public func directory(for path: String, uid: UInt32, gid: UInt32, mode: mode_t = 0o755) throws(ResourceError) -> String {
+    public func directory(for path: String, uid: UInt32, gid: UInt32, mode: mode_t = 0o755) throws(ResourceError)
+        -> String
+    {
         let name = path.split(separator: "/").joined(separator: "_")
         let dir = volume + "/paths/" + (name.isEmpty ? "_" : name)
         try Self.makeDirectories(dir)
@@ -153,11 +172,14 @@ public struct EphemeralStorage: Sendable, Equatable {
     /// A writable root: an overlay of `lower` (the shared, read-only rootfs) with its upper
     /// and work dirs on the volume, mounted at `rootfs` (use it as `root.path`).
     public func writableLayer(lower: String) throws(ResourceError) -> String {
-        let upper = volume + "/layer/upper", work = volume + "/layer/work"
+        let upper = volume + "/layer/upper"
+        let work = volume + "/layer/work"
         try Self.makeDirectories(upper)
         try Self.makeDirectories(work)
         try Self.makeDirectories(rootfs)
-        try Self.mountOrThrow("overlay", rootfs, "overlay", 0, "lowerdir=\(lower),upperdir=\(upper),workdir=\(work)", step: "mount overlay")
+        try Self.mountOrThrow(
+            "overlay", rootfs, "overlay", 0, "lowerdir=\(lower),upperdir=\(upper),workdir=\(work)",
+            step: "mount overlay")
         return rootfs
     }
 
@@ -204,19 +226,24 @@ public struct EphemeralStorage: Sendable, Equatable {
     static func checkDiskSpace(size: Int64, base: String) throws(ResourceError) {
         var st = statvfs()
         guard statvfs(base, &st) == 0 else { throw error("statvfs \(base)") }
-        let available = Int64(clamping: UInt64(st.f_bavail).multipliedReportingOverflow(by: UInt64(st.f_frsize)).partialValue)
+        let available = Int64(
+            clamping: UInt64(st.f_bavail).multipliedReportingOverflow(by: UInt64(st.f_frsize)).partialValue)
         if size > available {
             throw ResourceError(
                 .exceedsNode, field: field,
-                "\(size) bytes asked for, but \(base) has \(available) bytes free; a cap above the node's free disk would let the sandbox fill it")
+                "\(size) bytes asked for, but \(base) has \(available) bytes free; a cap above the node's free disk would let the sandbox fill it"
+            )
         }
     }
 
     static func error(_ step: String, code: Int32 = errno) -> ResourceError {
-        ResourceError(.failed, field: field, "\(step): \(String(cString: strerror(code)))", operation: step, errno: code)
+        ResourceError(
+            .failed, field: field, "\(step): \(String(cString: strerror(code)))", operation: step, errno: code)
     }
 
-    static func mountOrThrow(_ source: String, _ target: String, _ type: String, _ flags: UInt, _ data: String, step: String) throws(ResourceError) {
+    static func mountOrThrow(
+        _ source: String, _ target: String, _ type: String, _ flags: UInt, _ data: String, step: String
+    ) throws(ResourceError) {
         if mount(source, target, type, flags, data) != 0 { throw error(step) }
     }
 
@@ -244,7 +271,9 @@ public struct EphemeralStorage: Sendable, Equatable {
         posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
         let argv: [UnsafeMutablePointer<CChar>?] = args.map { $0.withCString { strdup($0) } } + [nil]
         defer { argv.forEach { free($0) } }
-        var env: [UnsafeMutablePointer<CChar>?] = ["PATH=/usr/sbin:/usr/bin:/sbin:/bin".withCString { strdup($0) }, nil]
+        var env: [UnsafeMutablePointer<CChar>?] = [
+            "PATH=/usr/sbin:/usr/bin:/sbin:/bin".withCString { strdup($0) }, nil,
+        ]
         defer { free(env[0]) }
         var pid: pid_t = 0
         guard posix_spawn(&pid, args[0], &actions, nil, argv, &env) == 0 else { return 127 }

@@ -16,19 +16,25 @@ public struct NodeCapacity: Sendable, Equatable {
     /// - Throws: `ResourceError` (field `node`) when those files cannot be read or parsed.
     public static func read() throws(ResourceError) -> NodeCapacity {
         func text(_ path: String) throws(ResourceError) -> String {
-            do { return try CPUAllocator.readText(path) } catch { throw ResourceError(.failed, field: "node", "cannot read \(path)", operation: "read", errno: error.errno) }
+            do { return try CPUAllocator.readText(path) } catch {
+                throw ResourceError(
+                    .failed, field: "node", "cannot read \(path)", operation: "read", errno: error.errno)
+            }
         }
         guard let online = CPUList.parse(try text("/sys/devices/system/cpu/online").trimmingWhitespace) else {
             throw ResourceError(.failed, field: "node", "cannot parse /sys/devices/system/cpu/online")
         }
         let status = try text("/proc/self/status")
         let allowedLine = status.split(separator: "\n").first { $0.hasPrefix("Cpus_allowed_list:") }
-        let allowed = allowedLine.flatMap { CPUList.parse(String($0.dropFirst("Cpus_allowed_list:".count)).trimmingWhitespace) } ?? online
+        let allowed =
+            allowedLine.flatMap { CPUList.parse(String($0.dropFirst("Cpus_allowed_list:".count)).trimmingWhitespace) }
+            ?? online
         let cpus = Set(online).intersection(allowed).count
         let meminfo = try text("/proc/meminfo")
         // "MemTotal:       24576000 kB" (proc(5): kB are KiB).
         guard let line = meminfo.split(separator: "\n").first(where: { $0.hasPrefix("MemTotal:") }),
-              let kib = line.split(separator: " ").dropFirst().first.flatMap({ Int64($0) }) else {
+            let kib = line.split(separator: " ").dropFirst().first.flatMap({ Int64($0) })
+        else {
             throw ResourceError(.failed, field: "node", "no MemTotal in /proc/meminfo")
         }
         return NodeCapacity(cpus: max(cpus, 1), memoryBytes: kib * 1024)
@@ -39,16 +45,20 @@ public struct NodeCapacity: Sendable, Equatable {
     ///   - field: prefix of the field named (`spec.resources` -> `spec.resources.cpu`).
     ///   - source: appended to the message (where the value came from).
     /// - Throws: `ResourceError` naming `<field>.cpu` or `<field>.memory`.
-    public func check(cpuMillis: Int64?, memoryBytes memory: Int64?, field: String, source: String = "") throws(ResourceError) {
+    public func check(cpuMillis: Int64?, memoryBytes memory: Int64?, field: String, source: String = "")
+        throws(ResourceError)
+    {
         if let millis = cpuMillis, millis > Int64(cpus) * 1000 {
             throw ResourceError(
                 .exceedsNode, field: "\(field).cpu",
-                "\(Self.formatCPU(millis)) CPUs asked for, but this node has \(cpus) CPU(s) a sandbox can run on; a limit above them can never be given\(source)")
+                "\(Self.formatCPU(millis)) CPUs asked for, but this node has \(cpus) CPU(s) a sandbox can run on; a limit above them can never be given\(source)"
+            )
         }
         if let bytes = memory, bytes > memoryBytes {
             throw ResourceError(
                 .exceedsNode, field: "\(field).memory",
-                "\(bytes) bytes asked for, but this node has \(memoryBytes) bytes of RAM (MemTotal); a limit above it can never be given\(source)")
+                "\(bytes) bytes asked for, but this node has \(memoryBytes) bytes of RAM (MemTotal); a limit above it can never be given\(source)"
+            )
         }
     }
 

@@ -13,7 +13,8 @@ public enum Quantity {
     public static func milli(_ text: String, field: String) throws(ResourceError) -> Int64 {
         let (digits, fraction, suffix) = try split(text, field: field)
         // value = (digits.fraction) * 10^d * 2^b * 1000 (for milli)
-        var scale10 = 3, shift2 = 0
+        var scale10 = 3
+        var shift2 = 0
         if suffix == "m" {
             scale10 = 0
         } else if let e = decimal[suffix] {
@@ -21,9 +22,12 @@ public enum Quantity {
         } else if let b = binary[suffix] {
             shift2 = b
         } else if !suffix.isEmpty {
-            throw ResourceError(.invalidValue, field: field, "\(q(text)): unknown suffix \(q(suffix)); use m, k, M, G, T, Ki, Mi, Gi or Ti")
+            throw ResourceError(
+                .invalidValue, field: field,
+                "\(q(text)): unknown suffix \(q(suffix)); use m, k, M, G, T, Ki, Mi, Gi or Ti")
         }
-        return try compose(digits: digits, fraction: fraction, scale10: scale10, shift2: shift2, text: text, field: field)
+        return try compose(
+            digits: digits, fraction: fraction, scale10: scale10, shift2: shift2, text: text, field: field)
     }
 
     /// A byte count: `"1Gi"` is 1073741824, `"1G"` 1000000000, `"1.5Ki"` 1536; a fraction of a
@@ -31,15 +35,19 @@ public enum Quantity {
     /// - Throws: `ResourceError` naming `field`.
     public static func bytes(_ text: String, field: String) throws(ResourceError) -> Int64 {
         let (digits, fraction, suffix) = try split(text, field: field)
-        var scale10 = 0, shift2 = 0
+        var scale10 = 0
+        var shift2 = 0
         if let e = decimal[suffix] {
             scale10 = e
         } else if let b = binary[suffix] {
             shift2 = b
         } else if !suffix.isEmpty {
-            throw ResourceError(.invalidValue, field: field, "\(q(text)): \(q(suffix)) is not a byte suffix; use Ki, Mi, Gi, Ti (or k, M, G, T)")
+            throw ResourceError(
+                .invalidValue, field: field,
+                "\(q(text)): \(q(suffix)) is not a byte suffix; use Ki, Mi, Gi, Ti (or k, M, G, T)")
         }
-        return try compose(digits: digits, fraction: fraction, scale10: scale10, shift2: shift2, text: text, field: field)
+        return try compose(
+            digits: digits, fraction: fraction, scale10: scale10, shift2: shift2, text: text, field: field)
     }
 
     static func q(_ s: String) -> String { "\"\(s)\"" }
@@ -56,13 +64,17 @@ public enum Quantity {
             if text.hasPrefix("-") {
                 throw ResourceError(.invalidValue, field: field, "\(q(text)) is negative")
             }
-            throw ResourceError(.invalidValue, field: field, "\(q(text)) is not a quantity such as \"500m\", \"2\", \"512Mi\" or \"1Gi\"")
+            throw ResourceError(
+                .invalidValue, field: field,
+                "\(q(text)) is not a quantity such as \"500m\", \"2\", \"512Mi\" or \"1Gi\"")
         }
         return (String(parts[0]), parts.count == 2 ? String(parts[1]) : "", suffix)
     }
 
     /// (digits.fraction) * 10^scale10 * 2^shift2, rounded up, checked for overflow.
-    static func compose(digits: String, fraction: String, scale10: Int, shift2: Int, text: String, field: String) throws(ResourceError) -> Int64 {
+    static func compose(digits: String, fraction: String, scale10: Int, shift2: Int, text: String, field: String)
+        throws(ResourceError) -> Int64
+    {
         let tooBig = ResourceError(.invalidValue, field: field, "\(q(text)) is too large")
         // Work in integers: mantissa = digits+fraction, then divide by 10^fraction.count.
         let mantissaText = (digits + fraction).drop { $0 == "0" }

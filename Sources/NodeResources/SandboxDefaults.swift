@@ -1,9 +1,10 @@
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
 import Glibc
+
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
 
 /// The limits every sandbox gets where its `spec.resources` names none: node configuration,
 /// the `sandboxDefaults` object of `/etc/safespace/runtime.json` (or `$SAFESPACE_RUNTIME_CONFIG`,
@@ -44,7 +45,10 @@ public struct SandboxDefaults: Sendable, Equatable {
     public var nofile: UInt64
 
     /// The built-in defaults (a node without `sandboxDefaults`).
-    public init(cpuMillis: Int64 = 1000, memoryBytes: Int64 = 1 << 30, ephemeralStorageBytes: Int64 = 1 << 30, pidsLimit: Int64 = SandboxLimits.defaultPidsLimit, nofile: UInt64 = 512) {
+    public init(
+        cpuMillis: Int64 = 1000, memoryBytes: Int64 = 1 << 30, ephemeralStorageBytes: Int64 = 1 << 30,
+        pidsLimit: Int64 = SandboxLimits.defaultPidsLimit, nofile: UInt64 = 512
+    ) {
         self.cpuMillis = cpuMillis
         self.memoryBytes = memoryBytes
         self.ephemeralStorageBytes = ephemeralStorageBytes
@@ -62,20 +66,28 @@ public struct SandboxDefaults: Sendable, Equatable {
     ///   a value of the wrong type, below the minimum, or not a quantity; or naming the file when
     ///   it is unreadable or not JSON (a missing default file is not an error, a missing
     ///   `$SAFESPACE_RUNTIME_CONFIG` file is).
-    public static func load(environment: [String: String] = ProcessInfo.processInfo.environment) throws(ResourceError) -> SandboxDefaults {
+    public static func load(environment: [String: String] = ProcessInfo.processInfo.environment) throws(ResourceError)
+        -> SandboxDefaults
+    {
         let explicit = environment[pathVariable].flatMap { $0.isEmpty ? nil : $0 }
         let path = explicit ?? defaultPath
         guard access(path, F_OK) == 0 else {
-            if explicit != nil { throw ResourceError(.invalidConfiguration, field: pathVariable, "\(path): no such file") }
+            if explicit != nil {
+                throw ResourceError(.invalidConfiguration, field: pathVariable, "\(path): no such file")
+            }
             return SandboxDefaults()
         }
         let text: String
         do { text = try CPUAllocator.readText(path) } catch {
-            throw ResourceError(.invalidConfiguration, field: key, "\(path): \(String(cString: strerror(error.errno ?? EIO)))", operation: "read", errno: error.errno)
+            throw ResourceError(
+                .invalidConfiguration, field: key, "\(path): \(String(cString: strerror(error.errno ?? EIO)))",
+                operation: "read", errno: error.errno)
         }
         let file: File
         do { file = try JSONDecoder().decode(File.self, from: Data(text.utf8)) } catch {
-            throw ResourceError(.invalidConfiguration, field: key, "\(path): not JSON, or \(key) is not an object such as {\"memory\": \"1Gi\"}")
+            throw ResourceError(
+                .invalidConfiguration, field: key,
+                "\(path): not JSON, or \(key) is not an object such as {\"memory\": \"1Gi\"}")
         }
         return try parse(file.sandboxDefaults?.values ?? [:], source: path)
     }
@@ -87,33 +99,47 @@ public struct SandboxDefaults: Sendable, Equatable {
 
     /// `sandboxDefaults` decoded (`load` without the file).
     /// - Throws: `ResourceError` naming `sandboxDefaults.<key>` (and `source` in the message).
-    public static func parse(_ object: [String: Value], source: String = defaultPath) throws(ResourceError) -> SandboxDefaults {
+    public static func parse(_ object: [String: Value], source: String = defaultPath) throws(ResourceError)
+        -> SandboxDefaults
+    {
         var out = SandboxDefaults()
         let known = ["cpu", "memory", "ephemeralStorage", "pids", "nofile"]
         if let unknown = object.keys.sorted().first(where: { !known.contains($0) }) {
-            throw ResourceError(.invalidConfiguration, field: "\(key).\(unknown)", "unknown key (in \(source)); known: \(known.joined(separator: ", "))")
+            throw ResourceError(
+                .invalidConfiguration, field: "\(key).\(unknown)",
+                "unknown key (in \(source)); known: \(known.joined(separator: ", "))")
         }
         func text(_ name: String) throws(ResourceError) -> String? {
             switch object[name] {
             case nil: return nil
             case .string(let s)?: return s
-            default: throw ResourceError(.invalidConfiguration, field: "\(key).\(name)", "must be a quantity string such as \"1Gi\" or \"500m\" (in \(source))")
+            default:
+                throw ResourceError(
+                    .invalidConfiguration, field: "\(key).\(name)",
+                    "must be a quantity string such as \"1Gi\" or \"500m\" (in \(source))")
             }
         }
         func integer(_ name: String, minimum: Int64) throws(ResourceError) -> Int64? {
             switch object[name] {
             case nil: return nil
             case .integer(let n)?:
-                guard n >= minimum else { throw ResourceError(.invalidConfiguration, field: "\(key).\(name)", "\(n) is below the minimum of \(minimum) (in \(source))") }
+                guard n >= minimum else {
+                    throw ResourceError(
+                        .invalidConfiguration, field: "\(key).\(name)",
+                        "\(n) is below the minimum of \(minimum) (in \(source))")
+                }
                 return n
-            default: throw ResourceError(.invalidConfiguration, field: "\(key).\(name)", "must be a whole number (in \(source))")
+            default:
+                throw ResourceError(
+                    .invalidConfiguration, field: "\(key).\(name)", "must be a whole number (in \(source))")
             }
         }
         // The same quantities and minimums as spec.resources (SandboxLimits.parse).
         let parsed: SandboxLimits
         do {
             parsed = try SandboxLimits.parse(
-                cpu: try text("cpu"), memory: try text("memory"), ephemeralStorage: try text("ephemeralStorage"), cpuPinning: nil, field: key)
+                cpu: try text("cpu"), memory: try text("memory"), ephemeralStorage: try text("ephemeralStorage"),
+                cpuPinning: nil, field: key)
         } catch {
             throw ResourceError(.invalidConfiguration, field: error.field ?? key, "\(error.message) (in \(source))")
         }
@@ -158,7 +184,9 @@ public struct SandboxDefaults: Sendable, Equatable {
     /// Refuses defaults the node can never give (`NodeCapacity.check`), naming
     /// `sandboxDefaults.cpu` / `.memory`.
     public func check(against capacity: NodeCapacity) throws(ResourceError) {
-        try capacity.check(cpuMillis: cpuMillis, memoryBytes: memoryBytes, field: Self.key, source: " (the node's \(Self.key), or the built-in value: set it in the runtime configuration file)")
+        try capacity.check(
+            cpuMillis: cpuMillis, memoryBytes: memoryBytes, field: Self.key,
+            source: " (the node's \(Self.key), or the built-in value: set it in the runtime configuration file)")
     }
 }
 

@@ -27,7 +27,10 @@ public struct SandboxLimits: Sendable, Equatable {
     public static let minimumMemory: Int64 = 6 << 20
     public static let minimumEphemeralStorage: Int64 = 1 << 20
 
-    public init(cpuMillis: Int64? = nil, memoryBytes: Int64? = nil, ephemeralStorageBytes: Int64? = nil, cpuPinning: Bool = false) {
+    public init(
+        cpuMillis: Int64? = nil, memoryBytes: Int64? = nil, ephemeralStorageBytes: Int64? = nil,
+        cpuPinning: Bool = false
+    ) {
         self.cpuMillis = cpuMillis
         self.memoryBytes = memoryBytes
         self.ephemeralStorageBytes = ephemeralStorageBytes
@@ -46,21 +49,25 @@ public struct SandboxLimits: Sendable, Equatable {
         if let cpu {
             let millis = try Quantity.milli(cpu, field: "\(field).cpu")
             if millis < minimumCPUMillis {
-                throw ResourceError(.invalidValue, field: "\(field).cpu", "\"\(cpu)\" is below the minimum of \"\(minimumCPUMillis)m\"")
+                throw ResourceError(
+                    .invalidValue, field: "\(field).cpu", "\"\(cpu)\" is below the minimum of \"\(minimumCPUMillis)m\"")
             }
             limits.cpuMillis = millis
         }
         if let memory {
             let bytes = try Quantity.bytes(memory, field: "\(field).memory")
             if bytes < minimumMemory {
-                throw ResourceError(.invalidValue, field: "\(field).memory", "\"\(memory)\" is below the minimum of \"6Mi\"")
+                throw ResourceError(
+                    .invalidValue, field: "\(field).memory", "\"\(memory)\" is below the minimum of \"6Mi\"")
             }
             limits.memoryBytes = bytes
         }
         if let ephemeralStorage {
             let bytes = try Quantity.bytes(ephemeralStorage, field: "\(field).ephemeralStorage")
             if bytes < minimumEphemeralStorage {
-                throw ResourceError(.invalidValue, field: "\(field).ephemeralStorage", "\"\(ephemeralStorage)\" is below the minimum of \"1Mi\"")
+                throw ResourceError(
+                    .invalidValue, field: "\(field).ephemeralStorage",
+                    "\"\(ephemeralStorage)\" is below the minimum of \"1Mi\"")
             }
             limits.ephemeralStorageBytes = bytes
         }
@@ -68,7 +75,8 @@ public struct SandboxLimits: Sendable, Equatable {
             guard let millis = limits.cpuMillis, millis % 1000 == 0 else {
                 throw ResourceError(
                     .invalidValue, field: "\(field).cpuPinning",
-                    "pinning gives whole CPUs: set \(field).cpu to a whole number such as \"2\"\(cpu.map { " (it is \"\($0)\")" } ?? "")")
+                    "pinning gives whole CPUs: set \(field).cpu to a whole number such as \"2\"\(cpu.map { " (it is \"\($0)\")" } ?? "")"
+                )
             }
         }
         return limits
@@ -85,7 +93,9 @@ public struct SandboxLimits: Sendable, Equatable {
     /// - Parameters:
     ///   - pinnedCPUs: what `CPUAllocator.allocate` returned (required when pinning).
     ///   - devices: the device rules the policy already sets (kept as they are).
-    public func ociResources(pinnedCPUs: [Int]? = nil, pidsLimit: Int64 = defaultPidsLimit, devices: [Resources.DeviceCgroup]? = nil) -> Resources {
+    public func ociResources(
+        pinnedCPUs: [Int]? = nil, pidsLimit: Int64 = defaultPidsLimit, devices: [Resources.DeviceCgroup]? = nil
+    ) -> Resources {
         var r = Resources(devices: devices)
         if let millis = cpuMillis {
             r.cpu = .init(quota: millis * Int64(Self.cpuPeriod) / 1000, period: Self.cpuPeriod)

@@ -1,7 +1,7 @@
 #if canImport(FoundationEssentials)
-import FoundationEssentials
+    import FoundationEssentials
 #else
-import Foundation
+    import Foundation
 #endif
 
 /// Range-checked integers. JSONDecoder reports an out-of-range number (`"uid": -1`) as
@@ -12,10 +12,12 @@ extension KeyedDecodingContainer {
         do { wide = try decode(Int64.self, forKey: key) } catch {
             // JSONDecoder throws an internal error type for 1.5 or 1e400: catch everything.
             if let e = error as? DecodingError, case .keyNotFound = e { throw e }
-            throw DecodingError.dataCorruptedError(forKey: key, in: self, debugDescription: "expected an integer from 0 to \(UInt32.max)")
+            throw DecodingError.dataCorruptedError(
+                forKey: key, in: self, debugDescription: "expected an integer from 0 to \(UInt32.max)")
         }
         guard let v = UInt32(exactly: wide) else {
-            throw DecodingError.dataCorruptedError(forKey: key, in: self, debugDescription: "\(wide) is outside 0...\(UInt32.max)")
+            throw DecodingError.dataCorruptedError(
+                forKey: key, in: self, debugDescription: "\(wide) is outside 0...\(UInt32.max)")
         }
         return v
     }
@@ -29,11 +31,13 @@ extension KeyedDecodingContainer {
         guard contains(key), try !decodeNil(forKey: key) else { return nil }
         let wide: [Int64]
         do { wide = try decode([Int64].self, forKey: key) } catch {
-            throw DecodingError.dataCorruptedError(forKey: key, in: self, debugDescription: "expected integers from 0 to \(UInt32.max)")
+            throw DecodingError.dataCorruptedError(
+                forKey: key, in: self, debugDescription: "expected integers from 0 to \(UInt32.max)")
         }
         return try wide.map {
             guard let v = UInt32(exactly: $0) else {
-                throw DecodingError.dataCorruptedError(forKey: key, in: self, debugDescription: "\($0) is outside 0...\(UInt32.max)")
+                throw DecodingError.dataCorruptedError(
+                    forKey: key, in: self, debugDescription: "\($0) is outside 0...\(UInt32.max)")
             }
             return v
         }
@@ -45,7 +49,8 @@ extension KeyedDecodingContainer {
         if let negative = try? decode(Int64.self, forKey: key) {
             throw DecodingError.dataCorruptedError(forKey: key, in: self, debugDescription: "\(negative) is negative")
         }
-        throw DecodingError.dataCorruptedError(forKey: key, in: self, debugDescription: "expected an integer from 0 to \(UInt64.max)")
+        throw DecodingError.dataCorruptedError(
+            forKey: key, in: self, debugDescription: "expected an integer from 0 to \(UInt64.max)")
     }
 }
 
@@ -148,13 +153,34 @@ public enum JSONDecoding {
 
         init(from decoder: Decoder) throws {
             let c = try decoder.singleValueContainer()
-            if c.decodeNil() { self = .null; return }
-            if let v = try? c.decode(Bool.self) { self = .bool(v); return }
-            if let v = try? c.decode(Int64.self) { self = .int(v); return }
-            if let v = try? c.decode(UInt64.self) { self = .uint(v); return }
-            if let v = try? c.decode(Double.self) { self = .double(v); return }
-            if let v = try? c.decode(String.self) { self = .string(v); return }
-            if let v = try? c.decode([Value].self) { self = .array(v); return }
+            if c.decodeNil() {
+                self = .null
+                return
+            }
+            if let v = try? c.decode(Bool.self) {
+                self = .bool(v)
+                return
+            }
+            if let v = try? c.decode(Int64.self) {
+                self = .int(v)
+                return
+            }
+            if let v = try? c.decode(UInt64.self) {
+                self = .uint(v)
+                return
+            }
+            if let v = try? c.decode(Double.self) {
+                self = .double(v)
+                return
+            }
+            if let v = try? c.decode(String.self) {
+                self = .string(v)
+                return
+            }
+            if let v = try? c.decode([Value].self) {
+                self = .array(v)
+                return
+            }
             self = .object(try c.decode([String: Value].self))
         }
 
@@ -223,7 +249,9 @@ public enum JSONDecoding {
             do {
                 _ = try JSONDecoder().decode(type, from: bytes)
             } catch DecodingError.typeMismatch(let expected, let ctx) {
-                let reached = ctx.codingPath.map { key -> Step in key.intValue.map { .index($0) } ?? .key(key.stringValue) }
+                let reached = ctx.codingPath.map { key -> Step in
+                    key.intValue.map { .index($0) } ?? .key(key.stringValue)
+                }
                 guard reached == path, let reason = outOfRange(value, expected) else { continue }
                 return .dataCorrupted(.init(codingPath: ctx.codingPath, debugDescription: reason))
             } catch {

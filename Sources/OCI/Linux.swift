@@ -1,8 +1,8 @@
 /// config-linux.md types.
 #if canImport(FoundationEssentials)
-import FoundationEssentials
+    import FoundationEssentials
 #else
-import Foundation
+    import Foundation
 #endif
 
 /// config-linux.md: the `linux` object.
@@ -84,7 +84,10 @@ public struct Device: Codable, Sendable, Equatable {
     public var uid: UInt32?
     public var gid: UInt32?
 
-    public init(type: String, path: String, major: Int64? = nil, minor: Int64? = nil, fileMode: UInt32? = nil, uid: UInt32? = nil, gid: UInt32? = nil) {
+    public init(
+        type: String, path: String, major: Int64? = nil, minor: Int64? = nil, fileMode: UInt32? = nil,
+        uid: UInt32? = nil, gid: UInt32? = nil
+    ) {
         self.type = type
         self.path = path
         self.major = major
@@ -159,7 +162,9 @@ public struct Resources: Codable, Sendable, Equatable {
         public var mems: String?
         public var idle: Int64?
 
-        public init(shares: UInt64? = nil, quota: Int64? = nil, period: UInt64? = nil, cpus: String? = nil, mems: String? = nil) {
+        public init(
+            shares: UInt64? = nil, quota: Int64? = nil, period: UInt64? = nil, cpus: String? = nil, mems: String? = nil
+        ) {
             self.shares = shares
             self.quota = quota
             self.period = period
@@ -224,7 +229,10 @@ public struct Seccomp: Codable, Sendable, Equatable {
     public var listenerMetadata: String?
     public var syscalls: [Syscall]?
 
-    public init(defaultAction: String, defaultErrnoRet: UInt32? = nil, architectures: [String]? = nil, flags: [String]? = nil, syscalls: [Syscall]? = nil) {
+    public init(
+        defaultAction: String, defaultErrnoRet: UInt32? = nil, architectures: [String]? = nil, flags: [String]? = nil,
+        syscalls: [Syscall]? = nil
+    ) {
         self.defaultAction = defaultAction
         self.defaultErrnoRet = defaultErrnoRet
         self.architectures = architectures

@@ -4,9 +4,9 @@
 /// requires of runtimes ("MUST ignore unknown properties", config.md#extensibility);
 /// `Spec.validate()` enforces the rules SafeSpace relies on.
 #if canImport(FoundationEssentials)
-import FoundationEssentials
+    import FoundationEssentials
 #else
-import Foundation
+    import Foundation
 #endif
 
 public struct Spec: Codable, Sendable, Equatable {

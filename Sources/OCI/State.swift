@@ -1,8 +1,8 @@
 /// runtime.md#state: the state a runtime reports and passes to hooks on stdin.
 #if canImport(FoundationEssentials)
-import FoundationEssentials
+    import FoundationEssentials
 #else
-import Foundation
+    import Foundation
 #endif
 
 /// runtime.md#state. `status` is one of `creating`, `created`, `running`, `stopped`.
@@ -41,7 +41,10 @@ public struct RuncState: Codable, Sendable, Equatable {
     /// when that create died), the pid of the process running it. Absent otherwise.
     public var creator: Int32?
 
-    public init(id: String, pid: Int32, status: String, bundle: String, rootfs: String, created: String, annotations: [String: String]?) {
+    public init(
+        id: String, pid: Int32, status: String, bundle: String, rootfs: String, created: String,
+        annotations: [String: String]?
+    ) {
         self.ociVersion = Spec.version
         self.id = id
         self.pid = pid

@@ -1,5 +1,5 @@
-import Glibc
 import Cgroups
+import Glibc
 
 extension Cgroup {
     /// Removes the container's cgroup, SIGKILLing whatever is still in it, also when it is

@@ -32,7 +32,8 @@ struct CgroupMountPlan: Equatable {
     var unified: Bool
 
     static func == (a: Self, b: Self) -> Bool {
-        a.hierarchies == b.hierarchies && a.unified == b.unified && a.links.map { [$0.0, $0.1] } == b.links.map { [$0.0, $0.1] }
+        a.hierarchies == b.hierarchies && a.unified == b.unified
+            && a.links.map { [$0.0, $0.1] } == b.links.map { [$0.0, $0.1] }
     }
 
     /// The plan for a process whose cgroups `/proc/self/cgroup` lists, given its mount table.
@@ -45,7 +46,9 @@ struct CgroupMountPlan: Equatable {
             let parts = line.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false)
             return parts.count == 3 ? (String(parts[1]), String(parts[2])) : nil
         }
-        let unifiedHost = lines.count == 1 && lines[0].controllers.isEmpty && mounts.contains { $0.fstype == "cgroup2" && $0.mountPoint == "/sys/fs/cgroup" }
+        let unifiedHost =
+            lines.count == 1 && lines[0].controllers.isEmpty
+            && mounts.contains { $0.fstype == "cgroup2" && $0.mountPoint == "/sys/fs/cgroup" }
         for (controllers, path) in lines {
             let wanted = controllers.split(separator: ",").map(String.init)
             let candidates = mounts.filter { m in
@@ -53,8 +56,11 @@ struct CgroupMountPlan: Equatable {
                 return m.fstype == "cgroup" && wanted.allSatisfy { m.superOptions.contains($0) }
             }
             // The host's own mount (under /sys/fs/cgroup) when there are several.
-            guard let mount = candidates.first(where: { $0.mountPoint.hasPrefix("/sys/fs/cgroup") && contains($0.root, path) })
-                ?? candidates.first(where: { contains($0.root, path) }) ?? candidates.first
+            guard
+                let mount = candidates.first(where: {
+                    $0.mountPoint.hasPrefix("/sys/fs/cgroup") && contains($0.root, path)
+                })
+                    ?? candidates.first(where: { contains($0.root, path) }) ?? candidates.first
             else { continue }
             var directory: String?
             if contains(mount.root, path) {
@@ -68,8 +74,15 @@ struct CgroupMountPlan: Equatable {
             }
             let base = mount.mountPoint.split(separator: "/").last.map(String.init) ?? controllers
             let name = controllers.isEmpty ? "unified" : base
-            let data = controllers.isEmpty ? nil : (controllers.hasPrefix("name=") ? "none,\(controllers)" : controllers)
-            hierarchies.append((index, Hierarchy(name: name, fstype: controllers.isEmpty ? "cgroup2" : "cgroup", data: data, directory: directory)))
+            let data =
+                controllers.isEmpty ? nil : (controllers.hasPrefix("name=") ? "none,\(controllers)" : controllers)
+            hierarchies.append(
+                (
+                    index,
+                    Hierarchy(
+                        name: name, fstype: controllers.isEmpty ? "cgroup2" : "cgroup", data: data, directory: directory
+                    )
+                ))
         }
         let ordered = hierarchies.sorted { $0.index < $1.index }.map(\.hierarchy)
         for name in ordered.map(\.name) where name.contains(",") {

@@ -35,13 +35,17 @@ extension RuntimeError {
     /// `container "ID" already exists`, with `(being created by CREATOR)` while another
     /// process's create of that id is under way.
     public static func containerExists(_ id: String, beingCreatedBy creator: String? = nil) -> RuntimeError {
-        RuntimeError(.alreadyExists, "container \"\(id)\" \(ClientWordings.alreadyExists)" + (creator.map { " (being created by \($0))" } ?? ""))
+        RuntimeError(
+            .alreadyExists,
+            "container \"\(id)\" \(ClientWordings.alreadyExists)" + (creator.map { " (being created by \($0))" } ?? ""))
     }
 
     /// `container not running` (`ClientWordings.containerNotRunning`), after `context` when
     /// given: `cannot exec in a stopped container: container not running`.
     public static func notRunning(_ context: String? = nil) -> RuntimeError {
-        RuntimeError(.notRunning, context.map { "\($0): \(ClientWordings.containerNotRunning)" } ?? ClientWordings.containerNotRunning)
+        RuntimeError(
+            .notRunning,
+            context.map { "\($0): \(ClientWordings.containerNotRunning)" } ?? ClientWordings.containerNotRunning)
     }
 
     /// `container ID is not paused: container not paused` (resume).
@@ -68,6 +72,8 @@ extension RuntimeError {
     /// `process.args[0]: exec: "NAME": executable file not found in $PATH`
     /// (`ClientWordings.executableNotFound`), runc's text for a name no PATH entry holds.
     public static func executableNotFound(_ name: String) -> RuntimeError {
-        RuntimeError(.executableNotFound, field: "process.args[0]", "exec: \"\(name)\": \(ClientWordings.executableNotFound)", operation: "exec")
+        RuntimeError(
+            .executableNotFound, field: "process.args[0]", "exec: \"\(name)\": \(ClientWordings.executableNotFound)",
+            operation: "exec")
     }
 }

@@ -1,5 +1,5 @@
-import Glibc
 import CSafeSpace
+import Glibc
 import LinuxKernel
 import OCI
 
@@ -12,7 +12,7 @@ enum Console {
         try sys("unlockpt") { ss_unlockpt(master) }
         var name = [CChar](repeating: 0, count: 128)
         try sys("ptsname") { ss_ptsname(master, &name, name.count) }
-        let slavePath = String(cString: name)
+        let slavePath = String(nulTerminated: name)
         if let size { _ = ss_set_winsize(master, UInt16(size.height), UInt16(size.width)) }
         let slave = try sys("open", path: slavePath) { ss_open(slavePath, O_RDWR | O_NOCTTY | O_CLOEXEC, 0) }
         if bindConsole { try bind(slavePath, overConsoleOf: "/dev") }
@@ -44,7 +44,10 @@ enum Console {
         guard dev >= 0 else {
             let e = errno
             if e == ELOOP || e == ENOTDIR {
-                throw RuntimeError(.refused, field: field, "\(devDir) in the container's root is not a directory (a symbolic link?); refusing to bind /dev/console through it")
+                throw RuntimeError(
+                    .refused, field: field,
+                    "\(devDir) in the container's root is not a directory (a symbolic link?); refusing to bind /dev/console through it"
+                )
             }
             throw SysError("open", path: devDir, errno: e, field: field)
         }
@@ -63,12 +66,18 @@ enum Console {
         guard fstat(fd, &st) == 0 else { throw SysError("fstat", path: devDir + "/console", field: field) }
         let kind = st.st_mode & S_IFMT
         guard kind == S_IFREG || kind == S_IFCHR else {
-            let what = kind == S_IFLNK ? "a symbolic link" : kind == S_IFDIR ? "a directory" : "neither a regular file nor a character device"
-            throw RuntimeError(.refused, field: field, "/dev/console in the container's root is \(what); refusing to bind the console over what it names")
+            let what =
+                kind == S_IFLNK
+                ? "a symbolic link" : kind == S_IFDIR ? "a directory" : "neither a regular file nor a character device"
+            throw RuntimeError(
+                .refused, field: field,
+                "/dev/console in the container's root is \(what); refusing to bind the console over what it names")
         }
         let tree = try sys("open_tree", path: slavePath) { ss_open_tree_clone(slavePath, 0) }
         defer { close(tree) }
-        do { try sys("move_mount", path: devDir + "/console") { ss_move_mount_to_fd(tree, fd) } } catch var e as SysError {
+        do { try sys("move_mount", path: devDir + "/console") { ss_move_mount_to_fd(tree, fd) } } catch var e
+            as SysError
+        {
             e.field = field
             throw e
         }

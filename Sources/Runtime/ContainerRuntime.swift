@@ -1,14 +1,15 @@
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
-import Glibc
 import CSafeSpace
+import Cgroups
+import Glibc
 import LinuxKernel
 import OCI
-import Cgroups
 import SeccompFilters
+
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
 
 /// Options of `create` (runc's flags of the same names).
 public struct CreateOptions: Sendable {
@@ -19,7 +20,10 @@ public struct CreateOptions: Sendable {
     /// Extra fds (3…3+N-1) passed to the workload (`--preserve-fds`).
     public var preserveFds: Int
 
-    public init(pidFile: String? = nil, consoleSocket: String? = nil, noPivot: Bool = false, noNewKeyring: Bool = false, preserveFds: Int = 0) {
+    public init(
+        pidFile: String? = nil, consoleSocket: String? = nil, noPivot: Bool = false, noNewKeyring: Bool = false,
+        preserveFds: Int = 0
+    ) {
         self.pidFile = pidFile
         self.consoleSocket = consoleSocket
         self.noPivot = noPivot
@@ -43,7 +47,10 @@ public struct ExecOptions: Sendable {
     /// `--ignore-paused`: exec into a paused container (the process is frozen with it).
     public var ignorePaused = false
 
-    public init(process: Process, detach: Bool = false, pidFile: String? = nil, consoleSocket: String? = nil, preserveFds: Int = 0) {
+    public init(
+        process: Process, detach: Bool = false, pidFile: String? = nil, consoleSocket: String? = nil,
+        preserveFds: Int = 0
+    ) {
         self.process = process
         self.detach = detach
         self.pidFile = pidFile
@@ -63,7 +70,10 @@ public struct ContainerRuntime: Sendable {
     /// The backends containers of this root can run on (`RuntimeBackends`).
     public let backends: RuntimeBackends
 
-    public init(root: String = "/run/safespace", log: RuntimeLog = RuntimeLog(path: nil, format: .text, debug: false), backends: RuntimeBackends) {
+    public init(
+        root: String = "/run/safespace", log: RuntimeLog = RuntimeLog(path: nil, format: .text, debug: false),
+        backends: RuntimeBackends
+    ) {
         self.store = StateStore(root: root)
         self.log = log
         self.backends = backends
@@ -89,22 +99,30 @@ public struct ContainerRuntime: Sendable {
         let bundle = try absolute(bundle)
         let specBytes: [UInt8]
         do { specBytes = try Files.read(bundle + "/config.json") } catch {
-            throw RuntimeError(.invalidSpec, "bundle \(bundle): cannot read config.json: \(error)", operation: "read", errno: (error as? SysError)?.errno, cause: error)
+            throw RuntimeError(
+                .invalidSpec, "bundle \(bundle): cannot read config.json: \(error)", operation: "read",
+                errno: (error as? SysError)?.errno, cause: error)
         }
         var spec: Spec
         do { spec = try JSONDecoding.decode(Spec.self, from: Data(specBytes)) } catch {
-            throw RuntimeError(.invalidSpec, "config.json: \(describe(decodingError: error))", operation: "decode", cause: error)
+            throw RuntimeError(
+                .invalidSpec, "config.json: \(describe(decodingError: error))", operation: "decode", cause: error)
         }
         try SpecValidation.validate(spec, bundle: bundle)
         let rootPath = spec.root!.path
         let rootfs = try absolute(rootPath.hasPrefix("/") ? rootPath : bundle + "/" + rootPath)
-        guard Files.isDirectory(rootfs) else { throw RuntimeError(.invalidSpec, field: "root.path", "\(rootfs) is not a directory") }
+        guard Files.isDirectory(rootfs) else {
+            throw RuntimeError(.invalidSpec, field: "root.path", "\(rootfs) is not a directory")
+        }
         // Security levels: the configured level, raised by the bundle's annotation, picks the
         // backend; `high` runs under runsc (the GVisor module).
         let configuration = try RuntimeConfiguration.load()
-        let level = try SecurityLevel.effective(configured: configuration.configuredLevel(root: store.root), annotations: spec.annotations)
+        let level = try SecurityLevel.effective(
+            configured: configuration.configuredLevel(root: store.root), annotations: spec.annotations)
         let creation = try backends.backend(level.backend).prepareCreate(
-            CreateRequest(id: id, bundle: bundle, rootfs: rootfs, spec: spec, options: options, configuration: configuration), in: self)
+            CreateRequest(
+                id: id, bundle: bundle, rootfs: rootfs, spec: spec, options: options, configuration: configuration),
+            in: self)
 
         // Held from the id check to the recorded cgroup, released before the container is
         // started (unless the backend needs it to the saved state), so a create that hangs or
@@ -119,7 +137,8 @@ public struct ContainerRuntime: Sendable {
         do {
             // Recorded before anything is taken, so a create killed at any point leaves a
             // directory that says whose it was and what to undo (CreatingRecord).
-            var record = CreatingRecord(id: id, creator: .current(), bundle: bundle, created: rfc3339Now(), annotations: spec.annotations)
+            var record = CreatingRecord(
+                id: id, creator: .current(), bundle: bundle, created: rfc3339Now(), annotations: spec.annotations)
             try store.saveCreating(record)
             // The created marker: status is `created` until `start` removes it (ContainerState).
             let fifo = store.fifoPath(id)
@@ -130,7 +149,8 @@ public struct ContainerRuntime: Sendable {
             if UserNamespaceRange.wantsAllocation(spec) {
                 let allocator = configuration.idAllocator
                 let allocation = try allocator.allocate(owner: dir)
-                idRange = IDRangeRecord(directory: allocator.directory, hostID: allocation.hostID, size: allocation.size)
+                idRange = IDRangeRecord(
+                    directory: allocator.directory, hostID: allocation.hostID, size: allocation.size)
                 spec.linux?.uidMappings = allocation.mappings
                 spec.linux?.gidMappings = allocation.mappings
             }
@@ -146,8 +166,10 @@ public struct ContainerRuntime: Sendable {
             try store.saveCreating(record)
             try creation.configure(cg, spec: spec)
             if !creation.holdsLockUntilSaved { lock.release() }
-            let spec = spec, idRange = idRange
-            log.log(.debug, "container \(id): cgroup ready", fields: ["cgroup": .text(cg.path), "bundle": .text(bundle)])
+            let spec = spec
+            let idRange = idRange
+            log.log(
+                .debug, "container \(id): cgroup ready", fields: ["cgroup": .text(cg.path), "bundle": .text(bundle)])
             return try creation.launch(spec: spec, cgroup: cg) { pid, startTime in
                 var state = ContainerState(
                     id: id, bundle: bundle, rootfs: rootfs, pid: pid, startTime: startTime, created: rfc3339Now(),
@@ -179,7 +201,9 @@ public struct ContainerRuntime: Sendable {
         guard let seccomp = spec.linux?.seccomp else { return nil }
         let program = try SeccompCache(directory: store.root + "/.seccomp-cache").program(for: seccomp)
         if !program.unknownSyscalls.isEmpty {
-            log.warn("linux.seccomp: syscalls unknown to libseccomp were skipped (they return ENOSYS when newer than every named one): \(program.unknownSyscalls.joined(separator: ", "))")
+            log.warn(
+                "linux.seccomp: syscalls unknown to libseccomp were skipped (they return ENOSYS when newer than every named one): \(program.unknownSyscalls.joined(separator: ", "))"
+            )
         }
         program.warnings.forEach { log.warn($0) }
         return program
@@ -200,7 +224,8 @@ public struct ContainerRuntime: Sendable {
         try backend.start(state, in: self)
         log.log(.debug, "container \(id): started", fields: ["pid": .int(state.pid)])
         unlink(store.fifoPath(id))
-        let running = State(id: id, status: "running", pid: state.pid, bundle: state.bundle, annotations: state.annotations)
+        let running = State(
+            id: id, status: "running", pid: state.pid, bundle: state.bundle, annotations: state.annotations)
         let json = String(decoding: (try? JSONEncoder().encode(running)) ?? Data(), as: UTF8.self)
         for (i, hook) in (state.spec.hooks?.poststart ?? []).enumerated() {
             do { try Hooks.run(hook, field: "hooks.poststart[\(i)]", state: json) } catch { log.warn("\(error)") }
@@ -275,7 +300,9 @@ public struct ContainerRuntime: Sendable {
             // Again under the lock: the create may have finished (or another delete won) meanwhile.
             if let record = store.loadCreating(id: id) {
                 if record.creatorAlive && !force {
-                    throw RuntimeError.deleteNotStopped(id, status: "creating (create by \(record.creator.map { "\($0)" } ?? "a live process") still runs)")
+                    throw RuntimeError.deleteNotStopped(
+                        id,
+                        status: "creating (create by \(record.creator.map { "\($0)" } ?? "a live process") still runs)")
                 }
                 try removeHalfMade(record)
                 return
@@ -327,7 +354,10 @@ public struct ContainerRuntime: Sendable {
         if record.creatorAlive {
             throw RuntimeError.containerExists(id, beingCreatedBy: record.creator.map { "\($0)" } ?? "a live process")
         }
-        log.log(.debug, "reclaiming container \(id): its create (\(record.creator.map { "\($0)" } ?? "unknown process")) died half-way")
+        log.log(
+            .debug,
+            "reclaiming container \(id): its create (\(record.creator.map { "\($0)" } ?? "unknown process")) died half-way"
+        )
         try removeHalfMade(record)
     }
 
@@ -360,7 +390,6 @@ public struct ContainerRuntime: Sendable {
         return reclaimed
     }
 
-
     // MARK: wait
 
     /// Waits for the process of a container this process created (it is our child).
@@ -389,7 +418,6 @@ public struct ContainerRuntime: Sendable {
     }
 }
 
-
 /// waitpid(2) for a child, EINTR retried; shell-style status.
 package func waitChild(_ pid: Int32) throws -> Int32 {
     var status: Int32 = 0
@@ -404,7 +432,7 @@ package func absolute(_ path: String) throws -> String {
     if path.hasPrefix("/") { return cleanPath(path) }
     var buf = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
     guard getcwd(&buf, buf.count) != nil else { throw SysError("getcwd") }
-    return cleanPath(String(cString: buf) + "/" + path)
+    return cleanPath(String(nulTerminated: buf) + "/" + path)
 }
 
 /// Connects a SOCK_STREAM unix socket (close-on-exec) to `path`.
@@ -423,7 +451,9 @@ func connectUnix(_ path: String, field: String = "--console-socket") throws -> I
         for (i, b) in bytes.enumerated() { raw[i] = b }
     }
     let rc = withUnsafePointer(to: &addr) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+        }
     }
     if rc != 0 {
         let e = errno
@@ -437,7 +467,8 @@ func connectUnix(_ path: String, field: String = "--console-socket") throws -> I
 public func describe(decodingError error: Error) -> String {
     guard let e = error as? DecodingError else { return "\(error)" }
     func path(_ ctx: DecodingError.Context) -> String {
-        ctx.codingPath.map { $0.intValue.map { "[\($0)]" } ?? ".\($0.stringValue)" }.joined().drop { $0 == "." }.description
+        ctx.codingPath.map { $0.intValue.map { "[\($0)]" } ?? ".\($0.stringValue)" }.joined().drop { $0 == "." }
+            .description
     }
     switch e {
     case .typeMismatch(let type, let ctx): return "\(path(ctx)): expected \(type): \(ctx.debugDescription)"

@@ -1,12 +1,13 @@
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
+import Cgroups
 import Glibc
 import LinuxKernel
 import OCI
-import Cgroups
+
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
 
 /// What the runtime keeps on disk for one container: `<root>/<id>/state.json`.
 ///
@@ -69,7 +70,10 @@ public struct GVisorState: Codable, Sendable, Equatable {
     /// after the sandbox when they are this process's children (it is a subreaper).
     public var helpers: [HelperProcess]
 
-    public init(runsc: String, flags: [String], platform: String, network: String, hideNetCore: Bool? = nil, podSandbox: String? = nil, helpers: [HelperProcess]) {
+    public init(
+        runsc: String, flags: [String], platform: String, network: String, hideNetCore: Bool? = nil,
+        podSandbox: String? = nil, helpers: [HelperProcess]
+    ) {
         self.runsc = runsc
         self.flags = flags
         self.platform = platform
@@ -106,7 +110,10 @@ public struct CreatingRecord: Codable, Sendable, Equatable {
     /// not exist yet, so a create killed during the mkdirs leaves nothing `destroy` misses.
     public var cgroup: Cgroup?
 
-    public init(id: String, creator: ProcessIdentity? = nil, bundle: String? = nil, created: String? = nil, annotations: [String: String]? = nil, cgroup: Cgroup? = nil) {
+    public init(
+        id: String, creator: ProcessIdentity? = nil, bundle: String? = nil, created: String? = nil,
+        annotations: [String: String]? = nil, cgroup: Cgroup? = nil
+    ) {
         self.id = id
         self.creator = creator
         self.bundle = bundle
@@ -150,7 +157,9 @@ public struct StateStore: Sendable {
     public static func validate(id: String) throws {
         let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.+-")
         guard !id.isEmpty, id.count <= 1024, id != ".", id != "..", id.allSatisfy({ allowed.contains($0) }) else {
-            throw RuntimeError(.invalidID, "invalid container id \"\(id)\": use 1-1024 characters of [A-Za-z0-9_.+-], not \".\" or \"..\"")
+            throw RuntimeError(
+                .invalidID,
+                "invalid container id \"\(id)\": use 1-1024 characters of [A-Za-z0-9_.+-], not \".\" or \"..\"")
         }
     }
 
@@ -191,7 +200,9 @@ public struct StateStore: Sendable {
         let dir = directory(id)
         guard Files.isDirectory(dir), !Files.exists(statePath(id)) else { return nil }
         guard let bytes = try? Files.read(creatingPath(id)) else { return CreatingRecord(id: id) }
-        if let record = try? JSONDecoder().decode(CreatingRecord.self, from: Data(bytes)), record.id == id { return record }
+        if let record = try? JSONDecoder().decode(CreatingRecord.self, from: Data(bytes)), record.id == id {
+            return record
+        }
         return CreatingRecord(id: id, cgroup: try? JSONDecoder().decode(Cgroup.self, from: Data(bytes)))
     }
 
@@ -215,8 +226,9 @@ public struct StateStore: Sendable {
                 struct Named: Decodable { var id: String }
                 for file in ["/state.json", "/creating.json"] {
                     if let bytes = try? Files.read(root + "/" + name + file),
-                       let named = try? JSONDecoder().decode(Named.self, from: Data(bytes)),
-                       Self.directoryName(named.id) == name {
+                        let named = try? JSONDecoder().decode(Named.self, from: Data(bytes)),
+                        Self.directoryName(named.id) == name
+                    {
                         out.append(named.id)
                         break
                     }
@@ -232,7 +244,9 @@ public struct StateStore: Sendable {
     /// and the container's own cgroup: what every backend's status starts from
     /// (`RuntimeBackend.status`; `ContainerRuntime.status(of:)` asks the container's backend).
     public func status(of state: ContainerState) -> Status {
-        guard let stat = ProcStat.read(pid: state.pid), stat.startTime == state.startTime, stat.state != "Z", stat.state != "X" else {
+        guard let stat = ProcStat.read(pid: state.pid), stat.startTime == state.startTime, stat.state != "Z",
+            stat.state != "X"
+        else {
             return .stopped
         }
         if Files.exists(fifoPath(state.id)) { return .created }

@@ -33,17 +33,27 @@ public enum DefaultSpec {
             terminal: true, user: User(uid: 0, gid: 0), args: ["sh"],
             env: ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "TERM=xterm"],
             cwd: "/",
-            capabilities: Capabilities(bounding: capabilities, effective: capabilities, permitted: capabilities, ambient: capabilities),
+            capabilities: Capabilities(
+                bounding: capabilities, effective: capabilities, permitted: capabilities, ambient: capabilities),
             rlimits: [Rlimit(type: "RLIMIT_NOFILE", hard: 1024, soft: 1024)], noNewPrivileges: true)
         process.user.additionalGids = nil
         var mounts = [
             Mount(destination: "/proc", type: "proc", source: "proc"),
-            Mount(destination: "/dev", type: "tmpfs", source: "tmpfs", options: ["nosuid", "strictatime", "mode=755", "size=65536k"]),
-            Mount(destination: "/dev/pts", type: "devpts", source: "devpts", options: ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]),
-            Mount(destination: "/dev/shm", type: "tmpfs", source: "shm", options: ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]),
-            Mount(destination: "/dev/mqueue", type: "mqueue", source: "mqueue", options: ["nosuid", "noexec", "nodev"]),
+            Mount(
+                destination: "/dev", type: "tmpfs", source: "tmpfs",
+                options: ["nosuid", "strictatime", "mode=755", "size=65536k"]),
+            Mount(
+                destination: "/dev/pts", type: "devpts", source: "devpts",
+                options: ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]),
+            Mount(
+                destination: "/dev/shm", type: "tmpfs", source: "shm",
+                options: ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]),
+            Mount(
+                destination: "/dev/mqueue", type: "mqueue", source: "mqueue", options: ["nosuid", "noexec", "nodev"]),
             Mount(destination: "/sys", type: "sysfs", source: "sysfs", options: ["nosuid", "noexec", "nodev", "ro"]),
-            Mount(destination: "/sys/fs/cgroup", type: "cgroup", source: "cgroup", options: ["nosuid", "noexec", "nodev", "relatime", "ro"]),
+            Mount(
+                destination: "/sys/fs/cgroup", type: "cgroup", source: "cgroup",
+                options: ["nosuid", "noexec", "nodev", "relatime", "ro"]),
         ]
         var linux = Linux(
             namespaces: ["pid", "network", "ipc", "uts", "mount"].map { Namespace(type: $0) },
@@ -51,12 +61,17 @@ public enum DefaultSpec {
             maskedPaths: RuncDefaults.maskedPaths, readonlyPaths: RuncDefaults.readonlyPaths)
         if rootless {
             // specconv.ToRootless, step by step.
-            linux.namespaces = (linux.namespaces ?? []).filter { $0.type != "network" && $0.type != "user" } + [Namespace(type: "user")]
+            linux.namespaces =
+                (linux.namespaces ?? []).filter { $0.type != "network" && $0.type != "user" } + [
+                    Namespace(type: "user")
+                ]
             linux.uidMappings = [IDMapping(containerID: 0, hostID: uid, size: 1)]
             linux.gidMappings = [IDMapping(containerID: 0, hostID: gid, size: 1)]
             mounts = mounts.map { m in
                 if m.destination == "/sys" {
-                    return Mount(destination: "/sys", type: "none", source: "/sys", options: ["rbind", "nosuid", "noexec", "nodev", "ro"])
+                    return Mount(
+                        destination: "/sys", type: "none", source: "/sys",
+                        options: ["rbind", "nosuid", "noexec", "nodev", "ro"])
                 }
                 var m = m
                 m.options = m.options.map { $0.filter { !$0.hasPrefix("gid=") && !$0.hasPrefix("uid=") } }
@@ -64,7 +79,9 @@ public enum DefaultSpec {
             }
             linux.resources = nil
         }
-        return Spec(process: process, root: Root(path: "rootfs", readonly: true), hostname: hostname, mounts: mounts, linux: linux)
+        return Spec(
+            process: process, root: Root(path: "rootfs", readonly: true), hostname: hostname, mounts: mounts,
+            linux: linux)
     }
 
     /// runc's template with another root, args and terminal: the base of bundles made in code

@@ -1,12 +1,13 @@
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
 import Cgroups
 import Glibc
 import LinuxKernel
 import OCI
+
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
 
 /// One line of `events`: runc's `{"type":"stats"|"oom","id":…,"data":…}`.
 public struct RuntimeEvent: Codable, Sendable, Equatable {
@@ -67,7 +68,9 @@ extension ContainerRuntime {
             }
             guard alive else { return }
             if monotonicSeconds() >= nextStats {
-                if let stats = try? Self.ownStats(state.cgroup) { try emit(RuntimeEvent(type: "stats", id: id, data: stats)) }
+                if let stats = try? Self.ownStats(state.cgroup) {
+                    try emit(RuntimeEvent(type: "stats", id: id, data: stats))
+                }
                 nextStats += max(interval, 0.1)
             }
             usleep(100_000)

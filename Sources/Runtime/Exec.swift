@@ -1,13 +1,14 @@
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
-import Glibc
 import CSafeSpace
+import Cgroups
+import Glibc
 import LinuxKernel
 import OCI
-import Cgroups
+
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
 
 extension ContainerRuntime {
     /// The process `exec` starts when only args are given: the container's own process
@@ -29,11 +30,15 @@ extension ContainerRuntime {
         let state = try store.load(id)
         let backend = try backends.backend(for: state)
         if !options.subCgroups.isEmpty && backend.kind != .native {
-            throw RuntimeError(.unsupported, field: "--cgroup", "the container runs under \(backend.kind.rawValue); its processes live in the sandbox's kernel, not in host sub-cgroups")
+            throw RuntimeError(
+                .unsupported, field: "--cgroup",
+                "the container runs under \(backend.kind.rawValue); its processes live in the sandbox's kernel, not in host sub-cgroups"
+            )
         }
         // Captured stdio (the daemon's pipes) is passed to the native helper only.
         if options.stdio != nil && backend.kind != .native {
-            throw RuntimeError(.unsupported, field: "stdio", "exec with its own stdio is not supported in a gVisor sandbox")
+            throw RuntimeError(
+                .unsupported, field: "stdio", "exec with its own stdio is not supported in a gVisor sandbox")
         }
         return try backend.exec(state, options: options, in: self)
     }
@@ -57,7 +62,8 @@ extension ContainerRuntime {
         // The mount and PID namespaces are joined by the helper after its re-exec, in that
         // order (ContainerInit.runExec): never in the container's PID namespace with the
         // host's root.
-        var mntFd: Int32 = -1, pidFd: Int32 = -1
+        var mntFd: Int32 = -1
+        var pidFd: Int32 = -1
         defer { for fd in [mntFd, pidFd] where fd >= 0 { close(fd) } }
         let types = Set((state.spec.linux?.namespaces ?? []).map(\.type))
         for type in NamespaceKind.joinOrder where types.contains(type) {
@@ -77,7 +83,9 @@ extension ContainerRuntime {
         var consoleFd: Int32 = -1
         defer { if consoleFd >= 0 { close(consoleFd) } }
         if options.process.terminal == true {
-            guard let path = options.consoleSocket else { throw RuntimeError(.invalidSpec, "--tty needs --console-socket") }
+            guard let path = options.consoleSocket else {
+                throw RuntimeError(.invalidSpec, "--tty needs --console-socket")
+            }
             consoleFd = try connectUnix(path)
         }
         let seccomp = try compileSeccomp(state.spec)
@@ -109,15 +117,18 @@ extension ContainerRuntime {
                 fds.append(consoleFd)
             }
             var config = InitConfig(
-                mode: .exec, id: id, bundle: state.bundle, rootfs: state.rootfs, spec: state.spec, process: options.process,
+                mode: .exec, id: id, bundle: state.bundle, rootfs: state.rootfs, spec: state.spec,
+                process: options.process,
                 noPivot: false, noNewKeyring: true, preserveFds: options.preserveFds, fifoFdIndex: nil,
-                consoleSocketFdIndex: consoleIndex, mountNamespaceFdIndex: mntIndex, newNamespaces: [], stateJSON: "", seccomp: seccomp)
+                consoleSocketFdIndex: consoleIndex, mountNamespaceFdIndex: mntIndex, newNamespaces: [], stateJSON: "",
+                seccomp: seccomp)
             config.pidNamespaceFdIndex = pidIndex
             // The init loads the compiled filter; the profile itself would only be decoded again.
             config.spec.linux?.seccomp = nil
             if let seccompListener {
                 // SCMP_ACT_NOTIFY: the exec'd process hands its listener fd to the agent (SeccompNotify.swift).
-                let running = State(id: id, status: "running", pid: state.pid, bundle: state.bundle, annotations: state.annotations)
+                let running = State(
+                    id: id, status: "running", pid: state.pid, bundle: state.bundle, annotations: state.annotations)
                 let processState = try SeccompNotify.processState(spec: state.spec, pid: spawned.pid, state: running)
                 config.seccompHandoff = SeccompHandoff(socketFdIndex: fds.count, processState: processState)
                 fds.append(seccompListener)
@@ -131,7 +142,9 @@ extension ContainerRuntime {
             while let (message, _) = try spawned.channel.receive(InitMessage.self) {
                 // The helper forked the process in the PID namespace and exited: that child
                 // (ours, CLONE_PARENT) is the exec'd process from here on.
-                if message.type == "pid", pid == spawned.pid, let child = message.message.flatMap({ Int32($0) }), child > 0 {
+                if message.type == "pid", pid == spawned.pid, let child = message.message.flatMap({ Int32($0) }),
+                    child > 0
+                {
                     pid = child
                     var st: Int32 = 0
                     while waitpid(spawned.pid, &st, 0) < 0 && errno == EINTR {}
@@ -147,7 +160,9 @@ extension ContainerRuntime {
             }
             throw error
         }
-        log.log(.debug, "exec in container \(id): process \(pid) started", fields: ["args": .text((options.process.args ?? []).joined(separator: " "))])
+        log.log(
+            .debug, "exec in container \(id): process \(pid) started",
+            fields: ["args": .text((options.process.args ?? []).joined(separator: " "))])
         if let pidFile = options.pidFile {
             do { try PidFile.write(pidFile, pid: pid) } catch {
                 // As runc: a process whose pid nobody can learn is not left running.

@@ -52,7 +52,9 @@ public enum GoJSON {
                 }
                 continue
             }
-            if byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") || byte == UInt8(ascii: "\n") || byte == UInt8(ascii: "\r") {
+            if byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") || byte == UInt8(ascii: "\n")
+                || byte == UInt8(ascii: "\r")
+            {
                 continue
             }
             let closing = byte == UInt8(ascii: "}") || byte == UInt8(ascii: "]")
@@ -101,7 +103,10 @@ public enum GoJSON {
             case "\t": out += [UInt8(ascii: "\\"), UInt8(ascii: "t")]
             case "<", ">", "&", "\u{2028}", "\u{2029}":
                 let v = scalar.value
-                out += Array("\\u".utf8) + [hex[Int(v >> 12) & 15], hex[Int(v >> 8) & 15], hex[Int(v >> 4) & 15], hex[Int(v) & 15]]
+                out +=
+                    Array("\\u".utf8) + [
+                        hex[Int(v >> 12) & 15], hex[Int(v >> 8) & 15], hex[Int(v >> 4) & 15], hex[Int(v) & 15],
+                    ]
             default:
                 if scalar.value < 0x20 {
                     out += Array("\\u00".utf8) + [hex[Int(scalar.value >> 4)], hex[Int(scalar.value & 15)]]
@@ -234,7 +239,9 @@ public enum GoJSON {
         let node: Node
         var codingPath: [any CodingKey]
 
-        mutating func encodeNil(forKey key: Key) throws { node.member(key.stringValue).kind = .scalar(Array("null".utf8)) }
+        mutating func encodeNil(forKey key: Key) throws {
+            node.member(key.stringValue).kind = .scalar(Array("null".utf8))
+        }
         mutating func encode<T: Encodable>(_ value: T, forKey key: Key) throws { try put(value, key) }
         func put<T: Encodable>(_ value: T, _ key: Key) throws {
             try node.member(key.stringValue).set(value, codingPath: codingPath + [key])
@@ -254,7 +261,9 @@ public enum GoJSON {
         mutating func encode(_ value: UInt32, forKey key: Key) throws { try put(value, key) }
         mutating func encode(_ value: UInt64, forKey key: Key) throws { try put(value, key) }
 
-        mutating func nestedContainer<NestedKey: CodingKey>(keyedBy keyType: NestedKey.Type, forKey key: Key) -> KeyedEncodingContainer<NestedKey> {
+        mutating func nestedContainer<NestedKey: CodingKey>(keyedBy keyType: NestedKey.Type, forKey key: Key)
+            -> KeyedEncodingContainer<NestedKey>
+        {
             let child = node.member(key.stringValue)
             child.makeObject()
             return KeyedEncodingContainer(Keyed<NestedKey>(node: child, codingPath: codingPath + [key]))
@@ -265,7 +274,9 @@ public enum GoJSON {
             return Unkeyed(node: child, codingPath: codingPath + [key])
         }
         mutating func superEncoder() -> any Encoder { NodeEncoder(node: node.member("super"), codingPath: codingPath) }
-        mutating func superEncoder(forKey key: Key) -> any Encoder { NodeEncoder(node: node.member(key.stringValue), codingPath: codingPath + [key]) }
+        mutating func superEncoder(forKey key: Key) -> any Encoder {
+            NodeEncoder(node: node.member(key.stringValue), codingPath: codingPath + [key])
+        }
     }
 
     struct Unkeyed: UnkeyedEncodingContainer {
@@ -291,7 +302,9 @@ public enum GoJSON {
         mutating func encode(_ value: UInt32) throws { try put(value) }
         mutating func encode(_ value: UInt64) throws { try put(value) }
 
-        mutating func nestedContainer<NestedKey: CodingKey>(keyedBy keyType: NestedKey.Type) -> KeyedEncodingContainer<NestedKey> {
+        mutating func nestedContainer<NestedKey: CodingKey>(keyedBy keyType: NestedKey.Type) -> KeyedEncodingContainer<
+            NestedKey
+        > {
             let child = node.appendElement()
             child.makeObject()
             return KeyedEncodingContainer(Keyed<NestedKey>(node: child, codingPath: codingPath))

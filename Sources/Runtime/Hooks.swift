@@ -1,5 +1,5 @@
-import Glibc
 import CSafeSpace
+import Glibc
 import LinuxKernel
 import OCI
 

@@ -1,11 +1,12 @@
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
 import Glibc
 import LinuxKernel
 import OCI
+
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
 
 /// Host uid/gid ranges for user namespaces: every sandbox gets `IDAllocator.rangeSize` (65536)
 /// consecutive host ids of its own, so its uid 0..65535 are host ids no other sandbox and no
@@ -57,7 +58,10 @@ public struct IDAllocator: Sendable {
         public var holderStartTime: UInt64
         public var created: String
 
-        public init(index: Int, hostID: UInt32, size: UInt32, owner: String, holderPid: Int32, holderStartTime: UInt64, created: String) {
+        public init(
+            index: Int, hostID: UInt32, size: UInt32, owner: String, holderPid: Int32, holderStartTime: UInt64,
+            created: String
+        ) {
             self.index = index
             self.hostID = hostID
             self.size = size
@@ -90,7 +94,8 @@ public struct IDAllocator: Sendable {
     ///   - legacyDirectories: range directories of an earlier version still to honour
     ///     (`IDAllocator.legacyDirectory` on a node upgraded in place).
     public init(
-        store: LeaseStore = LeaseStore(), firstHostID: UInt32 = IDAllocator.defaultFirstHostID, ranges: Int = IDAllocator.defaultRanges,
+        store: LeaseStore = LeaseStore(), firstHostID: UInt32 = IDAllocator.defaultFirstHostID,
+        ranges: Int = IDAllocator.defaultRanges,
         legacyDirectories: [String] = []
     ) {
         self.store = store
@@ -100,7 +105,9 @@ public struct IDAllocator: Sendable {
     }
 
     /// The allocator of the store in `directory` (`IDRangeRecord.directory` of a container).
-    public init(directory: String, firstHostID: UInt32 = IDAllocator.defaultFirstHostID, ranges: Int = IDAllocator.defaultRanges) {
+    public init(
+        directory: String, firstHostID: UInt32 = IDAllocator.defaultFirstHostID, ranges: Int = IDAllocator.defaultRanges
+    ) {
         self.init(store: LeaseStore(directory: directory), firstHostID: firstHostID, ranges: ranges)
     }
 
@@ -120,10 +127,15 @@ public struct IDAllocator: Sendable {
                 }
             }
             guard let index = (0..<ranges).first(where: { !used.contains($0) }) else {
-                throw RuntimeError(.exhausted, "user namespace: all \(ranges) host id ranges of \(directory) are in use; delete sandboxes or raise userNamespaces.ranges in the runtime configuration")
+                throw RuntimeError(
+                    .exhausted,
+                    "user namespace: all \(ranges) host id ranges of \(directory) are in use; delete sandboxes or raise userNamespaces.ranges in the runtime configuration"
+                )
             }
             let lease = LeaseStore.Lease(
-                key: String(index), record: RangeRecord(hostID: firstHostID + UInt32(index) * Self.rangeSize, size: Self.rangeSize, owner: owner))
+                key: String(index),
+                record: RangeRecord(
+                    hostID: firstHostID + UInt32(index) * Self.rangeSize, size: Self.rangeSize, owner: owner))
             try held.transaction.write(Self.kind, lease)
             return Self.allocation(lease, index: index)
         }
@@ -207,7 +219,10 @@ public struct IDAllocator: Sendable {
             var held: [HeldRange] = []
             for lease in try transaction.leases(Self.kind) {
                 guard let index = Int(lease.key) else { continue }
-                held.append(HeldRange(allocation: Self.allocation(lease, index: index), remove: { try transaction.remove(Self.kind, key: lease.key) }))
+                held.append(
+                    HeldRange(
+                        allocation: Self.allocation(lease, index: index),
+                        remove: { try transaction.remove(Self.kind, key: lease.key) }))
             }
             var locks: [FileLock] = []
             defer { locks.forEach { $0.release() } }
@@ -216,7 +231,8 @@ public struct IDAllocator: Sendable {
                 if !Self.isSameFile(dir, store.directory) { locks.append(try FileLock(path: dir + "/.lock")) }
                 held += try Self.readLegacy(dir)
             }
-            return try body(HeldRanges(transaction: transaction, ranges: held.sorted { $0.allocation.index < $1.allocation.index }))
+            return try body(
+                HeldRanges(transaction: transaction, ranges: held.sorted { $0.allocation.index < $1.allocation.index }))
         }
     }
 
@@ -233,7 +249,8 @@ public struct IDAllocator: Sendable {
             guard name.hasSuffix(".json"), let index = Int(name.dropLast(5)) else { continue }
             let path = dir + "/" + name
             guard let bytes = try? Files.read(path),
-                let allocation = try? JSONDecoder().decode(Allocation.self, from: Data(bytes)), allocation.index == index
+                let allocation = try? JSONDecoder().decode(Allocation.self, from: Data(bytes)),
+                allocation.index == index
             else {
                 // A torn or foreign file holds no range anyone can prove: drop it.
                 try? Files.removeTree(path)
@@ -246,7 +263,8 @@ public struct IDAllocator: Sendable {
 
     /// Whether two paths name the same file (device and inode, stat(2)).
     private static func isSameFile(_ a: String, _ b: String) -> Bool {
-        var sa = stat(), sb = stat()
+        var sa = stat()
+        var sb = stat()
         return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino
     }
 }

@@ -1,5 +1,5 @@
-import Glibc
 import CSafeSpace
+import Glibc
 import LinuxKernel
 import OCI
 
@@ -36,10 +36,14 @@ public enum IDMappedMount {
     /// init's user namespace unless the root directory already belongs to an id inside the
     /// mapping (an overlay over an idmapped lower), or the kernel or filesystem cannot idmap it
     /// (then `log` gets a warning saying what the sandbox sees instead).
-    static func rootfsTree(_ rootfs: String, initPid: Int32, uidMappings: [IDMapping], log: RuntimeLog) throws -> Int32 {
+    static func rootfsTree(_ rootfs: String, initPid: Int32, uidMappings: [IDMapping], log: RuntimeLog) throws -> Int32
+    {
         var st = stat()
-        let shifted = stat(rootfs, &st) == 0
-            && uidMappings.contains { st.st_uid >= $0.hostID && UInt64(st.st_uid) < UInt64($0.hostID) + UInt64($0.size) }
+        let shifted =
+            stat(rootfs, &st) == 0
+            && uidMappings.contains {
+                st.st_uid >= $0.hostID && UInt64(st.st_uid) < UInt64($0.hostID) + UInt64($0.size)
+            }
         if !shifted {
             let nsPath = "/proc/\(initPid)/ns/user"
             let ns = try sys("open", path: nsPath) { ss_open(nsPath, O_RDONLY | O_CLOEXEC, 0) }
@@ -47,7 +51,9 @@ public enum IDMappedMount {
             do {
                 return try clone(rootfs, usernsFd: ns)
             } catch let e as SysError where e.errno.map(unsupported.contains) == true {
-                log.warn("root.path: \(rootfs) cannot be idmapped (\(e)); the sandbox sees its files as they are on the host: those owned by ids outside its range show as nobody (65534), world-readable ones stay readable")
+                log.warn(
+                    "root.path: \(rootfs) cannot be idmapped (\(e)); the sandbox sees its files as they are on the host: those owned by ids outside its range show as nobody (65534), world-readable ones stay readable"
+                )
             }
         }
         let tree = ss_open_tree_clone(rootfs, 1)

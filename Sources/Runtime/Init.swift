@@ -1,12 +1,13 @@
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
-import Glibc
 import CSafeSpace
+import Glibc
 import LinuxKernel
 import OCI
+
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
 
 /// `safespace-runtime init`: the container's first process, started by `spawnInit` in its new
 /// namespaces. Single-threaded, never awaits; reports failures to the parent on the init
@@ -62,7 +63,8 @@ public enum ContainerInit {
     static func runCreate(_ config: InitConfig, fds: [Int32], channel: InitChannel) throws -> Never {
         let spec = config.spec
         // Before anything is mounted: an unmapped id is bad input, reported as the create's error.
-        try ProcessSetup(process: config.process, noNewKeyring: config.noNewKeyring, preserveFds: config.preserveFds).checkIDsMapped()
+        try ProcessSetup(process: config.process, noNewKeyring: config.noNewKeyring, preserveFds: config.preserveFds)
+            .checkIDsMapped()
         if config.newNamespaces.contains("cgroup") {
             // After the parent moved us into the container's cgroup: that cgroup becomes the root.
             try sys("unshare(CLONE_NEWCGROUP)") { ss_unshare(CLONE_NEWCGROUP) }
@@ -78,7 +80,9 @@ public enum ContainerInit {
             }
         }
         // runtime.md#createcontainer-hooks: in the container's namespaces, before pivot_root.
-        try Hooks.run(hooks?.createContainer ?? [], kind: "createContainer", state: containerState(config.stateJSON, status: "creating"))
+        try Hooks.run(
+            hooks?.createContainer ?? [], kind: "createContainer",
+            state: containerState(config.stateJSON, status: "creating"))
         let process = config.process
         var consoleFd: Int32 = -1
         try rootfs.pivotRoot()
@@ -95,7 +99,9 @@ public enum ContainerInit {
             try sys("setdomainname", path: domain) { setdomainname(domain, domain.utf8.count) }
         }
         for (key, value) in spec.linux?.sysctl ?? [:] {
-            do { try Files.write("/proc/sys/" + key.split(separator: ".").joined(separator: "/"), value) } catch var e as SysError {
+            do { try Files.write("/proc/sys/" + key.split(separator: ".").joined(separator: "/"), value) } catch var e
+                as SysError
+            {
                 e.field = "linux.sysctl[\(key)]"
                 throw e
             }
@@ -133,8 +139,11 @@ public enum ContainerInit {
             close(w)
             close(fds[fifoIndex])
             // The create is over, the workload not yet executed: `created` (runtime.md#state).
-            try Hooks.run(hooks?.startContainer ?? [], kind: "startContainer", state: containerState(config.stateJSON, status: "created"))
-            try setup.finalizeAndExec(executable, seccomp: config.seccomp, handoff: PreparedHandoff(config.seccompHandoff, fds: fds))
+            try Hooks.run(
+                hooks?.startContainer ?? [], kind: "startContainer",
+                state: containerState(config.stateJSON, status: "created"))
+            try setup.finalizeAndExec(
+                executable, seccomp: config.seccomp, handoff: PreparedHandoff(config.seccompHandoff, fds: fds))
         } catch {
             // The parent is gone; the workload's stderr is where a person looks.
             writeStderr("safespace-runtime: \(error)\n")
@@ -169,7 +178,8 @@ public enum ContainerInit {
         let setup = ProcessSetup(process: process, noNewKeyring: true, preserveFds: config.preserveFds)
         try setup.applyRlimits()
         let executable = try setup.resolveExecutable()
-        try setup.finalizeAndExec(executable, seccomp: config.seccomp, handoff: PreparedHandoff(config.seccompHandoff, fds: fds))
+        try setup.finalizeAndExec(
+            executable, seccomp: config.seccomp, handoff: PreparedHandoff(config.seccompHandoff, fds: fds))
     }
 }
 
@@ -206,7 +216,8 @@ private func enterPIDNamespace(_ handoff: SeccompHandoff?, channel: InitChannel)
     guard n == MemoryLayout<Int32>.size else { throw RuntimeError(.initFailed, "exec: the helper gave no pid") }
     if setsid() < 0 { throw SysError("setsid") }
     guard var handoff else { return nil }
-    var state = try JSONDecoder().decode(SeccompNotify.ContainerProcessState.self, from: Data(handoff.processState.utf8))
+    var state = try JSONDecoder().decode(
+        SeccompNotify.ContainerProcessState.self, from: Data(handoff.processState.utf8))
     state.pid = hostPid
     handoff.processState = String(decoding: try JSONEncoder().encode(state), as: UTF8.self)
     return handoff
@@ -217,7 +228,9 @@ private func enterPIDNamespace(_ handoff: SeccompHandoff?, channel: InitChannel)
 /// inherits what it would have without the non-dumpable exec (process.rlimits still apply).
 private func restoreStackLimit(_ soft: UInt64) {
     var lim = rlimit()
-    guard getrlimit(__rlimit_resource_t(UInt32(Rlimits.resources["RLIMIT_STACK"]!)), &lim) == 0, lim.rlim_cur != rlim_t(soft) else { return }
+    guard getrlimit(__rlimit_resource_t(UInt32(Rlimits.resources["RLIMIT_STACK"]!)), &lim) == 0,
+        lim.rlim_cur != rlim_t(soft)
+    else { return }
     lim.rlim_cur = min(rlim_t(soft), lim.rlim_max)
     _ = setrlimit(__rlimit_resource_t(UInt32(Rlimits.resources["RLIMIT_STACK"]!)), &lim)
 }

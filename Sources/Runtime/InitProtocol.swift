@@ -1,14 +1,15 @@
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
-import Glibc
 import CSafeSpace
 import Errors
+import Glibc
 import LinuxKernel
 import OCI
 import SeccompFilters
+
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
 
 /// What the parent sends the init helper (`safespace-runtime init`) over the init socket.
 ///
@@ -120,7 +121,9 @@ struct InitChannel {
         var sent = 0
         while sent < frame.count {
             let n: Int32 = frame[sent...].withUnsafeBytes { buf in
-                sent == 0 ? ss_send_fds(fd, buf.baseAddress, buf.count, fds, Int32(fds.count)) : ss_send_fds(fd, buf.baseAddress, buf.count, nil, 0)
+                sent == 0
+                    ? ss_send_fds(fd, buf.baseAddress, buf.count, fds, Int32(fds.count))
+                    : ss_send_fds(fd, buf.baseAddress, buf.count, nil, 0)
             }
             if n < 0 { throw SysError("send on init socket") }
             sent += Int(n)

@@ -1,11 +1,12 @@
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
-import Glibc
 import CSafeSpace
+import Glibc
 import LinuxKernel
+
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
 
 /// runc-compatible logging: `--log FILE`, `--log-format text|json`, `--debug`, in the line
 /// formats of logrus as runc configures it (runc libcontainer/logs, sirupsen/logrus
@@ -67,7 +68,9 @@ public final class RuntimeLog: @unchecked Sendable {
     public func warn(_ message: String) { log(.warning, message) }
 
     /// One log line, newline included (pure; tests feed it a fixed time).
-    static func line(_ level: Level, _ message: String, fields: [(String, Field)], format: Format, time: String) -> [UInt8] {
+    static func line(_ level: Level, _ message: String, fields: [(String, Field)], format: Format, time: String)
+        -> [UInt8]
+    {
         switch format {
         case .json:
             var object: [String: Field] = ["level": .text(level.rawValue), "msg": .text(message), "time": .text(time)]
@@ -92,9 +95,12 @@ public final class RuntimeLog: @unchecked Sendable {
     /// logrus's `needsQuoting`: a value of letters, digits and `-._/@^+` stands bare, any other
     /// (an empty one included) is quoted as Go's `%q` does it.
     static func textValue(_ value: String) -> String {
-        let bare = !value.isEmpty && value.unicodeScalars.allSatisfy { c in
-            (c >= "a" && c <= "z") || (c >= "A" && c <= "Z") || (c >= "0" && c <= "9") || "-._/@^+".unicodeScalars.contains(c)
-        }
+        let bare =
+            !value.isEmpty
+            && value.unicodeScalars.allSatisfy { c in
+                (c >= "a" && c <= "z") || (c >= "A" && c <= "Z") || (c >= "0" && c <= "9")
+                    || "-._/@^+".unicodeScalars.contains(c)
+            }
         return bare ? value : goQuote(value)
     }
 

@@ -1,14 +1,15 @@
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
-import Glibc
 import CSafeSpace
+import Cgroups
+import Glibc
 import LinuxKernel
 import OCI
-import Cgroups
 import SeccompFilters
+
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
 
 /// This runtime's own backend: the container's processes run on the host kernel in
 /// namespaces and a cgroup of their own, under its seccomp filter, set up by this binary's
@@ -24,9 +25,13 @@ public struct NativeBackend: RuntimeBackend {
     public func prepareCreate(_ request: CreateRequest, in runtime: ContainerRuntime) throws -> any ContainerCreation {
         // A container of a pod whose sandbox runs under gVisor cannot run natively: the paths
         // it joins are the sentry's host namespaces, not the pod's.
-        if case .container(let sandboxID) = try PodRole.of(request.spec.annotations), let sandbox = try? runtime.store.load(sandboxID),
-           (sandbox.backend ?? .native) != .native {
-            throw RuntimeError(.invalidSpec, field: "annotations[\(PodRole.sandboxKeys[0])]", "pod sandbox \"\(sandboxID)\" runs under gVisor; its containers must too (security level high)")
+        if case .container(let sandboxID) = try PodRole.of(request.spec.annotations),
+            let sandbox = try? runtime.store.load(sandboxID),
+            (sandbox.backend ?? .native) != .native
+        {
+            throw RuntimeError(
+                .invalidSpec, field: "annotations[\(PodRole.sandboxKeys[0])]",
+                "pod sandbox \"\(sandboxID)\" runs under gVisor; its containers must too (security level high)")
         }
         let creation = NativeCreation(request: request, runtime: runtime)
         if request.spec.process?.terminal == true {
@@ -109,7 +114,9 @@ public struct NativeBackend: RuntimeBackend {
         try runtime.freeze(state)
     }
 
-    public func update(_ state: ContainerState, apply: Resources, merged: Resources, in runtime: ContainerRuntime) throws {
+    public func update(_ state: ContainerState, apply: Resources, merged: Resources, in runtime: ContainerRuntime)
+        throws
+    {
         try runtime.updateCgroup(state, apply: apply, merged: merged)
     }
 }
@@ -136,12 +143,15 @@ final class NativeCreation: ContainerCreation {
     /// Device rules always (default deny + the spec's rules + the usual allow list), not only
     /// when given; linux.devices nodes get mknod only, their access is the spec's.
     func configure(_ cgroup: Cgroup, spec: Spec) throws {
-        for warning in try cgroup.apply(spec.linux?.resources, devices: spec.linux?.devices ?? []) { runtime.log.warn(warning) }
+        for warning in try cgroup.apply(spec.linux?.resources, devices: spec.linux?.devices ?? []) {
+            runtime.log.warn(warning)
+        }
     }
 
     func launch(spec: Spec, cgroup: Cgroup, created: (Int32, UInt64) throws -> Void) throws -> Int32 {
         let (pid, _) = try runtime.startInit(
-            id: request.id, bundle: request.bundle, rootfs: request.rootfs, spec: spec, cgroup: cgroup, options: request.options,
+            id: request.id, bundle: request.bundle, rootfs: request.rootfs, spec: spec, cgroup: cgroup,
+            options: request.options,
             consoleSocketFd: consoleSocketFd
         ) { pid, startTime in
             initPid = pid
@@ -157,7 +167,8 @@ final class NativeCreation: ContainerCreation {
         if let cgroup, (cgroup.oomKillsSinceCreate() ?? 0) > 0 {
             failure = RuntimeError(
                 .initFailed, field: "linux.resources.memory.limit",
-                "the container's init was OOM-killed while it was set up (memory limit too low?): \(failure)", cause: failure)
+                "the container's init was OOM-killed while it was set up (memory limit too low?): \(failure)",
+                cause: failure)
         }
         if initPid > 0 {
             Glibc.kill(initPid, SIGKILL)
@@ -174,14 +185,17 @@ extension ContainerRuntime {
     ///   after it returns is the init told `saved` and allowed to wait for `start` (an init whose
     ///   creator died before that exits instead of waiting for ever).
     fileprivate func startInit(
-        id: String, bundle: String, rootfs: String, spec: Spec, cgroup: Cgroup, options: CreateOptions, consoleSocketFd: Int32,
+        id: String, bundle: String, rootfs: String, spec: Spec, cgroup: Cgroup, options: CreateOptions,
+        consoleSocketFd: Int32,
         created: (Int32, UInt64) throws -> Void
     ) throws -> (Int32, UInt64) {
         let namespaces = spec.linux?.namespaces ?? []
         var join: [JoinNamespace] = []
         defer { join.forEach { close($0.fd) } }
         for type in NamespaceKind.joinOrder {
-            guard let ns = namespaces.first(where: { $0.type == type }), let path = ns.path, !path.isEmpty else { continue }
+            guard let ns = namespaces.first(where: { $0.type == type }), let path = ns.path, !path.isEmpty else {
+                continue
+            }
             let fd = ss_open(path, O_RDONLY | O_CLOEXEC, 0)
             if fd < 0 { throw SysError("open namespace", path: path, field: "linux.namespaces[\(type)].path") }
             join.append(JoinNamespace(type: type, fd: fd))
@@ -193,9 +207,13 @@ extension ContainerRuntime {
         let seccompListener = try SeccompNotify.connectListener(seccomp, spec: spec)
         var listenerOpen = seccompListener != nil
         defer { if listenerOpen, let seccompListener { close(seccompListener) } }
-        let spawned = try spawnInit(join: join, unshare: flags, uidMappings: spec.linux?.uidMappings ?? [], gidMappings: spec.linux?.gidMappings ?? [], preserveFds: options.preserveFds)
+        let spawned = try spawnInit(
+            join: join, unshare: flags, uidMappings: spec.linux?.uidMappings ?? [],
+            gidMappings: spec.linux?.gidMappings ?? [], preserveFds: options.preserveFds)
         let pid = spawned.pid
-        log.log(.debug, "container \(id): init \(pid) runs this binary sealed (\(SealedExecutable.method?.rawValue ?? "?"))")
+        log.log(
+            .debug, "container \(id): init \(pid) runs this binary sealed (\(SealedExecutable.method?.rawValue ?? "?"))"
+        )
         defer { close(spawned.channel.fd) }
         do {
             try cgroup.attach(pid: pid)
@@ -215,7 +233,9 @@ extension ContainerRuntime {
             }
             let creating = State(id: id, status: "creating", pid: pid, bundle: bundle, annotations: spec.annotations)
             let stateJSON = String(decoding: try JSONEncoder().encode(creating), as: UTF8.self)
-            let fifoFd = try sys("open", path: store.fifoPath(id)) { ss_open(store.fifoPath(id), O_PATH | O_CLOEXEC, 0) }
+            let fifoFd = try sys("open", path: store.fifoPath(id)) {
+                ss_open(store.fifoPath(id), O_PATH | O_CLOEXEC, 0)
+            }
             defer { close(fifoFd) }
             var fds = [fifoFd]
             var consoleIndex: Int?
@@ -224,8 +244,10 @@ extension ContainerRuntime {
                 fds.append(consoleSocketFd)
             }
             // In a new user namespace the shared rootfs goes in idmapped (IDMappedMount.swift).
-            let rootfsTree: Int32? = own.contains("user")
-                ? try IDMappedMount.rootfsTree(rootfs, initPid: pid, uidMappings: spec.linux?.uidMappings ?? [], log: log) : nil
+            let rootfsTree: Int32? =
+                own.contains("user")
+                ? try IDMappedMount.rootfsTree(
+                    rootfs, initPid: pid, uidMappings: spec.linux?.uidMappings ?? [], log: log) : nil
             defer { if let rootfsTree { close(rootfsTree) } }
             var rootfsIndex: Int?
             if let rootfsTree {
@@ -279,7 +301,6 @@ extension ContainerRuntime {
             throw error
         }
     }
-
 
     /// Signals the init through a pidfd checked against the recorded start time (no pid reuse race).
     fileprivate func signalInit(_ state: ContainerState, _ signal: Int32) throws {

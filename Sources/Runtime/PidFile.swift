@@ -1,5 +1,5 @@
-import Glibc
 import CSafeSpace
+import Glibc
 import LinuxKernel
 
 /// `--pid-file`, written as runc writes it (runc utils_linux.go `createPidFile`): the pid in
@@ -27,7 +27,8 @@ enum PidFile {
         guard rename(temporary, target) == 0 else {
             let e = errno
             unlink(temporary)
-            throw RuntimeError(.invalidSpec, "rename \(temporary) \(target): \(goErrnoText(e))", operation: "rename", errno: e)
+            throw RuntimeError(
+                .invalidSpec, "rename \(temporary) \(target): \(goErrnoText(e))", operation: "rename", errno: e)
         }
     }
 

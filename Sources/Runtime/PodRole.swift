@@ -18,18 +18,23 @@ public enum PodRole: Equatable, Sendable {
     /// - Throws: `RuntimeError` naming the annotation for an unknown container type, or a
     ///   `container` without a sandbox id.
     public static func of(_ annotations: [String: String]?) throws -> PodRole {
-        guard let annotations, let key = typeKeys.first(where: { annotations[$0] != nil }), let type = annotations[key] else {
+        guard let annotations, let key = typeKeys.first(where: { annotations[$0] != nil }), let type = annotations[key]
+        else {
             return .standalone
         }
         switch type {
         case "sandbox": return .sandbox
         case "container":
             guard let sandbox = sandboxKeys.lazy.compactMap({ annotations[$0] }).first(where: { !$0.isEmpty }) else {
-                throw RuntimeError(.invalidSpec, field: "annotations[\(key)]", "\"container\" without annotations[\(sandboxKeys[0])]: the pod sandbox to run in is not named")
+                throw RuntimeError(
+                    .invalidSpec, field: "annotations[\(key)]",
+                    "\"container\" without annotations[\(sandboxKeys[0])]: the pod sandbox to run in is not named")
             }
             return .container(sandboxID: sandbox)
         default:
-            throw RuntimeError(.invalidSpec, field: "annotations[\(key)]", "unknown container type \"\(type)\" (expected sandbox or container)")
+            throw RuntimeError(
+                .invalidSpec, field: "annotations[\(key)]",
+                "unknown container type \"\(type)\" (expected sandbox or container)")
         }
     }
 }

@@ -1,6 +1,6 @@
-import Glibc
 import CLibcap
 import CSafeSpace
+import Glibc
 import LinuxKernel
 import OCI
 import SeccompFilters
@@ -20,7 +20,8 @@ struct ProcessSetup {
             guard access(name, X_OK) == 0 else { throw SysError("exec", path: name, field: "process.args[0]") }
             return name
         }
-        let path = (process.env ?? []).first { $0.hasPrefix("PATH=") }.map { String($0.dropFirst(5)) }
+        let path =
+            (process.env ?? []).first { $0.hasPrefix("PATH=") }.map { String($0.dropFirst(5)) }
             ?? "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
         for dir in path.split(separator: ":") {
             let candidate = "\(dir)/\(name)"
@@ -51,17 +52,26 @@ struct ProcessSetup {
                 return (inside, inside + count)
             }
         }
-        func mapped(_ id: UInt32, _ r: [(UInt64, UInt64)]) -> Bool { r.contains { UInt64(id) >= $0.0 && UInt64(id) < $0.1 } }
-        let uids = try ranges("/proc/self/uid_map"), gids = try ranges("/proc/self/gid_map")
+        func mapped(_ id: UInt32, _ r: [(UInt64, UInt64)]) -> Bool {
+            r.contains { UInt64(id) >= $0.0 && UInt64(id) < $0.1 }
+        }
+        let uids = try ranges("/proc/self/uid_map")
+        let gids = try ranges("/proc/self/gid_map")
         let user = process.user
         if !mapped(user.uid, uids) {
-            throw RuntimeError(.invalidSpec, field: "process.user.uid", "uid \(user.uid) is not mapped in the container's user namespace (linux.uidMappings)")
+            throw RuntimeError(
+                .invalidSpec, field: "process.user.uid",
+                "uid \(user.uid) is not mapped in the container's user namespace (linux.uidMappings)")
         }
         if !mapped(user.gid, gids) {
-            throw RuntimeError(.invalidSpec, field: "process.user.gid", "gid \(user.gid) is not mapped in the container's user namespace (linux.gidMappings)")
+            throw RuntimeError(
+                .invalidSpec, field: "process.user.gid",
+                "gid \(user.gid) is not mapped in the container's user namespace (linux.gidMappings)")
         }
         for (i, gid) in (user.additionalGids ?? []).enumerated() where !mapped(gid, gids) {
-            throw RuntimeError(.invalidSpec, field: "process.user.additionalGids[\(i)]", "gid \(gid) is not mapped in the container's user namespace (linux.gidMappings)")
+            throw RuntimeError(
+                .invalidSpec, field: "process.user.additionalGids[\(i)]",
+                "gid \(gid) is not mapped in the container's user namespace (linux.gidMappings)")
         }
     }
 
@@ -70,7 +80,9 @@ struct ProcessSetup {
     static func applyPersonality(_ personality: Personality?) throws {
         guard let personality else { return }
         guard let value = Personality.domains[personality.domain] else {
-            throw RuntimeError(.invalidSpec, field: "linux.personality.domain", "\"\(personality.domain)\" is not one of LINUX, LINUX32")
+            throw RuntimeError(
+                .invalidSpec, field: "linux.personality.domain",
+                "\"\(personality.domain)\" is not one of LINUX, LINUX32")
         }
         if ss_personality(value) < 0 {
             throw SysError("personality(\(personality.domain))", field: "linux.personality")
@@ -100,8 +112,12 @@ struct ProcessSetup {
         let groups = (process.user.additionalGids ?? []).map { gid_t($0) }
         do {
             try sys("setgroups") { groups.withUnsafeBufferPointer { ss_setgroups(groups.count, $0.baseAddress) } }
-            try sys("setresgid(\(process.user.gid))") { ss_setresgid(process.user.gid, process.user.gid, process.user.gid) }
-            try sys("setresuid(\(process.user.uid))") { ss_setresuid(process.user.uid, process.user.uid, process.user.uid) }
+            try sys("setresgid(\(process.user.gid))") {
+                ss_setresgid(process.user.gid, process.user.gid, process.user.gid)
+            }
+            try sys("setresuid(\(process.user.uid))") {
+                ss_setresuid(process.user.uid, process.user.uid, process.user.uid)
+            }
         } catch var e as SysError {
             e.field = "process.user"
             throw e
@@ -120,8 +136,12 @@ struct ProcessSetup {
     /// `/proc/thread-self/fd/N`) is refused outright: it could point outside the root.
     static func checkCwdPath(_ cwd: String, field: String) throws {
         let parts = cleanPath(cwd).split(separator: "/")
-        if parts.count >= 3, parts[0] == "proc", parts[2] == "fd" || (parts.count >= 5 && parts[2] == "task" && parts[4] == "fd") {
-            throw RuntimeError(.refused, field: field, "\(cwd) is refused: a working directory through a file descriptor could leave the container's root")
+        if parts.count >= 3, parts[0] == "proc",
+            parts[2] == "fd" || (parts.count >= 5 && parts[2] == "task" && parts[4] == "fd")
+        {
+            throw RuntimeError(
+                .refused, field: field,
+                "\(cwd) is refused: a working directory through a file descriptor could leave the container's root")
         }
     }
 
@@ -141,16 +161,19 @@ struct ProcessSetup {
             let e = errno
             if retryAsUser && (e == EACCES || e == EPERM) { return false }
             throw RuntimeError(
-                .invalidSpec, field: "process.cwd", "chdir to cwd (\"\(cwd)\") set in config.json failed: \(goErrnoText(e))",
+                .invalidSpec, field: "process.cwd",
+                "chdir to cwd (\"\(cwd)\") set in config.json failed: \(goErrnoText(e))",
                 operation: "chdir", errno: e)
         }
         var buf = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
         guard getcwd(&buf, buf.count) != nil else {
             throw SysError("getcwd after chdir", path: cwd, field: "process.cwd")
         }
-        let actual = String(cString: buf)
+        let actual = String(nulTerminated: buf)
         guard actual.hasPrefix("/") else {
-            throw RuntimeError(.refused, field: "process.cwd", "\(cwd) resolves outside the container's root (\(actual))", operation: "chdir")
+            throw RuntimeError(
+                .refused, field: "process.cwd", "\(cwd) resolves outside the container's root (\(actual))",
+                operation: "chdir")
         }
         return true
     }
@@ -165,7 +188,8 @@ struct ProcessSetup {
         if program.notifies {
             guard let handoff else {
                 close(fd)
-                throw RuntimeError(.initFailed, field: "linux.seccomp", "the filter notifies but no listener connection was set up")
+                throw RuntimeError(
+                    .initFailed, field: "linux.seccomp", "the filter notifies but no listener connection was set up")
             }
             try handoff.send(listener: fd)
         }
@@ -197,7 +221,9 @@ struct ProcessSetup {
     /// `exec PROFILE` to the thread's AppArmor exec attribute; apparmor(7)).
     func applyAppArmor() throws {
         guard let profile = process.apparmorProfile, !profile.isEmpty else { return }
-        let path = Files.exists("/proc/thread-self/attr/apparmor/exec") ? "/proc/thread-self/attr/apparmor/exec" : "/proc/thread-self/attr/exec"
+        let path =
+            Files.exists("/proc/thread-self/attr/apparmor/exec")
+            ? "/proc/thread-self/attr/apparmor/exec" : "/proc/thread-self/attr/exec"
         do { try Files.write(path, "exec \(profile)") } catch var e as SysError {
             e.field = "process.apparmorProfile"
             throw e

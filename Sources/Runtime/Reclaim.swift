@@ -1,5 +1,5 @@
-import Glibc
 import Cgroups
+import Glibc
 import LinuxKernel
 
 // Crash recovery: a process that holds node state can be killed at any moment (SIGKILL, OOM,
@@ -42,4 +42,3 @@ extension Cgroup {
         return copy
     }
 }
-

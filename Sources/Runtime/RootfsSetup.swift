@@ -1,5 +1,5 @@
-import Glibc
 import CSafeSpace
+import Glibc
 import LinuxKernel
 import OCI
 
@@ -69,7 +69,9 @@ struct RootfsSetup {
             if opts.hasRecursiveAttributes {
                 // `rro` and friends: the whole tree below dest, submounts of a bind source
                 // included (mount(2) flags only reach the top mount).
-                try mountSetattrRecursive(dest, set: opts.recursiveSet, clear: opts.recursiveClear, field: field + ".options", options: opts.recursiveNames)
+                try mountSetattrRecursive(
+                    dest, set: opts.recursiveSet, clear: opts.recursiveClear, field: field + ".options",
+                    options: opts.recursiveNames)
             }
         } catch var e as SysError where e.code == .syscall {
             // A kernel without the recursive attributes (`.unsupported`) keeps `<field>.options`.
@@ -115,14 +117,20 @@ struct RootfsSetup {
     /// `ro` and the other flags of the entry hold for each hierarchy.
     private func mountCgroups(at dest: String, flags: UInt) throws {
         let mountFlags = flags | UInt(MS_NOSUID | MS_NODEV | MS_NOEXEC)
-        let plan = CgroupMountPlan.make(procSelfCgroup: (try? Files.readString("/proc/self/cgroup")) ?? "", mounts: (try? MountInfo.read()) ?? [])
+        let plan = CgroupMountPlan.make(
+            procSelfCgroup: (try? Files.readString("/proc/self/cgroup")) ?? "", mounts: (try? MountInfo.read()) ?? [])
         let fresh = config.newNamespaces.contains("cgroup")
         func mountHierarchy(_ h: CgroupMountPlan.Hierarchy, at target: String) throws {
             if fresh {
-                try mount(source: h.fstype == "cgroup2" ? "cgroup2" : "cgroup", target: target, type: h.fstype, flags: mountFlags, data: h.data)
+                try mount(
+                    source: h.fstype == "cgroup2" ? "cgroup2" : "cgroup", target: target, type: h.fstype,
+                    flags: mountFlags, data: h.data)
             } else {
                 guard let directory = h.directory else {
-                    throw RuntimeError(.unsupported, field: "mounts[\(dest)]", "the container's \(h.name.isEmpty ? "cgroup" : h.name) cgroup is not visible in the runtime's mount table; add a cgroup namespace (linux.namespaces)")
+                    throw RuntimeError(
+                        .unsupported, field: "mounts[\(dest)]",
+                        "the container's \(h.name.isEmpty ? "cgroup" : h.name) cgroup is not visible in the runtime's mount table; add a cgroup namespace (linux.namespaces)"
+                    )
                 }
                 try mount(source: directory, target: target, type: nil, flags: UInt(MS_BIND | MS_REC))
                 try remount(target, adding: mountFlags)
@@ -132,7 +140,9 @@ struct RootfsSetup {
             if let h = plan.hierarchies.first { try mountHierarchy(h, at: dest) }
             return
         }
-        try mount(source: "tmpfs", target: dest, type: "tmpfs", flags: UInt(MS_NOSUID | MS_NODEV | MS_NOEXEC), data: "mode=755")
+        try mount(
+            source: "tmpfs", target: dest, type: "tmpfs", flags: UInt(MS_NOSUID | MS_NODEV | MS_NOEXEC),
+            data: "mode=755")
         for h in plan.hierarchies {
             let dir = dest + "/" + h.name
             try Files.makeDirectories(dir)
@@ -152,7 +162,11 @@ struct RootfsSetup {
         let dev = try securePath(root: rootfs, "/dev")
         try Files.makeDirectories(dev)
         var devices: [(Device, String)] = Self.defaultDevices.map {
-            (Device(type: "c", path: "/dev/" + $0.name, major: Int64($0.major), minor: Int64($0.minor), fileMode: 0o666, uid: 0, gid: 0), "default device")
+            (
+                Device(
+                    type: "c", path: "/dev/" + $0.name, major: Int64($0.major), minor: Int64($0.minor), fileMode: 0o666,
+                    uid: 0, gid: 0), "default device"
+            )
         }
         if spec.process?.terminal == true {
             // /dev/console is bound to the pty later.
@@ -181,7 +195,10 @@ struct RootfsSetup {
                 throw e
             }
         }
-        let links = [("/proc/self/fd", "fd"), ("/proc/self/fd/0", "stdin"), ("/proc/self/fd/1", "stdout"), ("/proc/self/fd/2", "stderr")]
+        let links = [
+            ("/proc/self/fd", "fd"), ("/proc/self/fd/0", "stdin"), ("/proc/self/fd/1", "stdout"),
+            ("/proc/self/fd/2", "stderr"),
+        ]
         for (target, name) in links where !Files.exists(dev + "/" + name) {
             try sys("symlink", path: "/dev/" + name) { symlink(target, dev + "/" + name) }
         }

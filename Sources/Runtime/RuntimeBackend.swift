@@ -1,7 +1,7 @@
+import Cgroups
 import Glibc
 import LinuxKernel
 import OCI
-import Cgroups
 
 /// A way to run containers: this runtime's own (`NativeBackend`: namespaces, cgroups, seccomp
 /// and the `init` helper) or gVisor's (`GVisorBackend` of the GVisor module: runsc).
@@ -169,7 +169,10 @@ public struct RuntimeBackends: Sendable {
     /// - Throws: `RuntimeError` when the front end gave none of that kind.
     public func backend(_ kind: Backend) throws -> any RuntimeBackend {
         guard let backend = all.first(where: { $0.kind == kind }) else {
-            throw RuntimeError(.unsupported, "the \(kind.rawValue) backend is not available in this program (it runs \(all.map(\.kind.rawValue).joined(separator: ", ")))")
+            throw RuntimeError(
+                .unsupported,
+                "the \(kind.rawValue) backend is not available in this program (it runs \(all.map(\.kind.rawValue).joined(separator: ", ")))"
+            )
         }
         return backend
     }

@@ -1,11 +1,12 @@
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
 import Glibc
 import LinuxKernel
 import OCI
+
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
 
 /// The node's runtime configuration: `/etc/safespace/runtime.json` (or `$SAFESPACE_RUNTIME_CONFIG`),
 /// every key optional; a missing file means the defaults.
@@ -71,7 +72,10 @@ public struct RuntimeConfiguration: Codable, Sendable, Equatable {
         /// the init only). Default false: exec into a container with `linux.seccomp` is refused.
         public var execSeccomp: Bool?
 
-        public init(runsc: String? = nil, platform: String? = nil, seccompErrnoRet: Bool? = nil, flags: [String]? = nil, execSeccomp: Bool? = nil) {
+        public init(
+            runsc: String? = nil, platform: String? = nil, seccompErrnoRet: Bool? = nil, flags: [String]? = nil,
+            execSeccomp: Bool? = nil
+        ) {
             self.runsc = runsc
             self.platform = platform
             self.seccompErrnoRet = seccompErrnoRet
@@ -106,11 +110,14 @@ public struct RuntimeConfiguration: Codable, Sendable, Equatable {
             return RuntimeConfiguration()
         }
         let bytes: [UInt8]
-        do { bytes = try Files.read(path) } catch { throw RuntimeError(.invalidConfiguration, "\(path): \(error)", operation: "read", cause: error) }
+        do { bytes = try Files.read(path) } catch {
+            throw RuntimeError(.invalidConfiguration, "\(path): \(error)", operation: "read", cause: error)
+        }
         do {
             return try JSONDecoder().decode(RuntimeConfiguration.self, from: Data(bytes))
         } catch {
-            throw RuntimeError(.invalidConfiguration, "\(path): \(describe(decodingError: error))", operation: "decode", cause: error)
+            throw RuntimeError(
+                .invalidConfiguration, "\(path): \(describe(decodingError: error))", operation: "decode", cause: error)
         }
     }
 
@@ -119,7 +126,9 @@ public struct RuntimeConfiguration: Codable, Sendable, Equatable {
     /// shim passes `--root <handler Root>/<namespace>`, so `/run/safespace-high` covers every
     /// containerd namespace), else `securityLevel`, else standard.
     /// - Throws: `RuntimeError` `.invalidConfiguration` for a value that is not a level.
-    public func configuredLevel(root: String, environment: [String: String] = processEnvironment()) throws -> SecurityLevel {
+    public func configuredLevel(root: String, environment: [String: String] = processEnvironment()) throws
+        -> SecurityLevel
+    {
         if let value = environment[Self.levelVariable], !value.isEmpty {
             return try SecurityLevel.parse(value, field: Self.levelVariable)
         }
@@ -153,7 +162,9 @@ public struct RuntimeConfiguration: Codable, Sendable, Equatable {
 
 /// How the runtime reads a level (the type is the OCI module's, shared with the Sandbox policy).
 extension SecurityLevel {
-    static func parse(_ value: String, field: String, code: RuntimeError.Code = .invalidConfiguration) throws -> SecurityLevel {
+    static func parse(_ value: String, field: String, code: RuntimeError.Code = .invalidConfiguration) throws
+        -> SecurityLevel
+    {
         guard let level = SecurityLevel(rawValue: value) else {
             throw RuntimeError(code, field: field, "\"\(value)\" is not a security level (standard, high, custom)")
         }

@@ -1,5 +1,5 @@
-import Glibc
 import CSafeSpace
+import Glibc
 import LinuxKernel
 
 /// The binary every helper runs where a container can see it (`init`, the `exec` helper, the
@@ -37,7 +37,10 @@ public enum SealedExecutable {
     ///   cannot be opened. The same error on every call of this process.
     static func fd() throws -> Int32 {
         guard isRunningSealed else {
-            throw RuntimeError(.hostFailure, "refusing to start a container's helpers from a process that runs the host's binary: call SealedExecutable.reexecIfUnsealed() first")
+            throw RuntimeError(
+                .hostFailure,
+                "refusing to start a container's helpers from a process that runs the host's binary: call SealedExecutable.reexecIfUnsealed() first"
+            )
         }
         return try sealed.get().fd
     }

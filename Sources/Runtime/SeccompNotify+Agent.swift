@@ -1,13 +1,14 @@
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
-import Glibc
 import CSafeSpace
+import Glibc
 import LinuxKernel
 import SeccompFilters
 import Synchronization
+
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
 
 /// A seccomp agent for syscall events: it listens on a unix socket (the profile's
 /// `listenerPath`), takes the listener fd each container process state brings, answers every
@@ -45,7 +46,9 @@ public final class SeccompEventAgent: Sendable {
         }
         let old = umask(0o077)
         let rc = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
         }
         umask(old)
         if rc != 0 || listen(fd, 16) != 0 {

@@ -1,13 +1,14 @@
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
-import Glibc
 import CSafeSpace
+import Glibc
 import LinuxKernel
 import OCI
 import SeccompFilters
+
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
 
 /// SCMP_ACT_NOTIFY: the runtime's half (config-linux.md#seccomp `listenerPath`, and
 /// #containerprocessstate) and an agent that answers notifications with an errno and counts

@@ -21,7 +21,9 @@ func securePath(root: String, _ path: String) throws -> String {
         var st = stat()
         if lstat(candidate, &st) == 0 && (st.st_mode & S_IFMT) == S_IFLNK {
             links += 1
-            if links > 255 { throw RuntimeError(.refused, "\(path): too many levels of symbolic links inside \(root)", errno: ELOOP) }
+            if links > 255 {
+                throw RuntimeError(.refused, "\(path): too many levels of symbolic links inside \(root)", errno: ELOOP)
+            }
             var buf = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
             let n = readlink(candidate, &buf, Int(PATH_MAX))
             guard n >= 0 else { throw SysError("readlink", path: candidate) }
@@ -40,7 +42,10 @@ package func cleanPath(_ path: String) -> String {
     var out: [Substring] = []
     for part in path.split(separator: "/") {
         if part == "." { continue }
-        if part == ".." { _ = out.popLast(); continue }
+        if part == ".." {
+            _ = out.popLast()
+            continue
+        }
         out.append(part)
     }
     return "/" + out.joined(separator: "/")

@@ -1,5 +1,5 @@
-import Glibc
 import CSafeSpace
+import Glibc
 import LinuxKernel
 import OCI
 
@@ -51,7 +51,8 @@ func spawnInit(
 ) throws -> SpawnedInit {
     var pair: [Int32] = [-1, -1]
     try sys("socketpair") { socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &pair) }
-    let parentEnd = pair[0], childEnd = pair[1]
+    let parentEnd = pair[0]
+    let childEnd = pair[1]
     defer { close(childEnd) }
     // Never the host's file itself: the helper is visible in the container (SealedExecutable).
     let exeFd = try SealedExecutable.fd()
@@ -81,12 +82,15 @@ func spawnInit(
     config.exe_fd = exeFd
     config.keep_fds = Int32(preserveFds)
     if let stdio {
-        guard stdio.count == 3, stdio.allSatisfy({ $0 > 2 }) else { throw RuntimeError(.invalidConfiguration, field: "stdio", "three fds above 2 expected, got \(stdio)") }
+        guard stdio.count == 3, stdio.allSatisfy({ $0 > 2 }) else {
+            throw RuntimeError(.invalidConfiguration, field: "stdio", "three fds above 2 expected, got \(stdio)")
+        }
         config.stdio_set = 1
         config.stdio_fds = (stdio[0], stdio[1], stdio[2])
     }
     let entersUserNamespace = unshare & CLONE_NEWUSER != 0 || join.contains { $0.type == "user" }
-    config.nondump_gid = nonDumpableGid(inUserNamespace: entersUserNamespace, mappings: unshare & CLONE_NEWUSER != 0 ? gidMappings : userNamespaceGids)
+    config.nondump_gid = nonDumpableGid(
+        inUserNamespace: entersUserNamespace, mappings: unshare & CLONE_NEWUSER != 0 ? gidMappings : userNamespaceGids)
 
     let stage1: pid_t = cArgv.withUnsafeMutableBufferPointer { a in
         cEnvp.withUnsafeMutableBufferPointer { e in
@@ -147,8 +151,10 @@ private func readExactly(_ fd: Int32, _ count: Int) throws -> [UInt8]? {
 private func driveStages(stage1: pid_t, fd: Int32, uidMappings: [IDMapping], gidMappings: [IDMapping]) throws -> Int32 {
     let steps: [Int32: String] = [
         SS_STEP_SETNS: "setns", SS_STEP_UNSHARE_USER: "unshare(CLONE_NEWUSER)", SS_STEP_WAIT_MAPS: "wait for id maps",
-        SS_STEP_SETID: "setresuid/setresgid(0) in the user namespace", SS_STEP_UNSHARE: "unshare", SS_STEP_CLONE: "clone",
-        SS_STEP_DUMPABLE: "prctl(PR_SET_DUMPABLE, 0)", SS_STEP_NONDUMP_GID: "setresgid (real gid of the non-dumpable helper)",
+        SS_STEP_SETID: "setresuid/setresgid(0) in the user namespace", SS_STEP_UNSHARE: "unshare",
+        SS_STEP_CLONE: "clone",
+        SS_STEP_DUMPABLE: "prctl(PR_SET_DUMPABLE, 0)",
+        SS_STEP_NONDUMP_GID: "setresgid (real gid of the non-dumpable helper)",
         SS_STEP_STDIO: "dup3 (exec stdio)",
     ]
     while true {
@@ -168,7 +174,9 @@ private func driveStages(stage1: pid_t, fd: Int32, uidMappings: [IDMapping], gid
             guard let p = try readExactly(fd, 8) else { throw RuntimeError(.initFailed, "short error message") }
             let step = Int32(p[0]) | Int32(p[1]) << 8 | Int32(p[2]) << 16 | Int32(p[3]) << 24
             let err = Int32(p[4]) | Int32(p[5]) << 8 | Int32(p[6]) << 16 | Int32(p[7]) << 24
-            throw SysError(steps[step] ?? "stage \(step)", errno: err, field: step == SS_STEP_SETNS || step == SS_STEP_UNSHARE ? "linux.namespaces" : nil)
+            throw SysError(
+                steps[step] ?? "stage \(step)", errno: err,
+                field: step == SS_STEP_SETNS || step == SS_STEP_UNSHARE ? "linux.namespaces" : nil)
         default:
             throw RuntimeError(.initFailed, "unexpected stage message \(kind[0])")
         }
@@ -177,7 +185,9 @@ private func driveStages(stage1: pid_t, fd: Int32, uidMappings: [IDMapping], gid
 
 /// Writes a user namespace id map (user_namespaces(7)): one `containerID hostID size` line each.
 func writeIDMap(_ path: String, _ mappings: [IDMapping], field: String) throws {
-    guard !mappings.isEmpty else { throw RuntimeError(.invalidSpec, field: field, "a new user namespace needs at least one mapping") }
+    guard !mappings.isEmpty else {
+        throw RuntimeError(.invalidSpec, field: field, "a new user namespace needs at least one mapping")
+    }
     let text = mappings.map { "\($0.containerID) \($0.hostID) \($0.size)\n" }.joined()
     do { try Files.write(path, text) } catch let e as SysError {
         throw SysError("write \(text.trimmed) to", path: path, errno: e.errno, field: field)

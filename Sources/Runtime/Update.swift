@@ -1,12 +1,13 @@
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
 import Cgroups
 import Glibc
 import LinuxKernel
 import OCI
+
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
 
 extension ContainerRuntime {
     /// runc's `update`: applies `resources` to a created or running container's cgroup and

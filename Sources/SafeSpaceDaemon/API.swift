@@ -32,16 +32,21 @@ struct AccessMiddleware: RouterMiddleware {
     let audit: AuditTrail
     let logger: Logger
 
-    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
+        -> Response
+    {
         Metrics.requests.increment()
         var context = context
         do {
             let caller = try await Caller.of(channel: context.channel)
             if let refusal = policy.refusal(for: caller) {
                 Metrics.accessDenied.increment()
-                audit.record("api.denied", sandbox: nil, caller: caller, outcome: "denied", fields: [
-                    "method": .string(request.method.rawValue), "path": .string(request.uri.path), "reason": .string(refusal),
-                ])
+                audit.record(
+                    "api.denied", sandbox: nil, caller: caller, outcome: "denied",
+                    fields: [
+                        "method": .string(request.method.rawValue), "path": .string(request.uri.path),
+                        "reason": .string(refusal),
+                    ])
                 throw APIError(.forbidden, "forbidden", refusal)
             }
             context.caller = caller
@@ -50,9 +55,14 @@ struct AccessMiddleware: RouterMiddleware {
             throw error
         } catch let error as HTTPError {
             switch error.status {
-            case .notFound: throw APIError(.notFound, "no_route", "no route \(request.method.rawValue) \(request.uri.path)")
-            case .contentTooLarge: throw APIError(.contentTooLarge, "too_large", "the request body is above the limit", field: "body")
-            case .methodNotAllowed: throw APIError(.methodNotAllowed, "method_not_allowed", "\(request.method.rawValue) is not allowed on \(request.uri.path)")
+            case .notFound:
+                throw APIError(.notFound, "no_route", "no route \(request.method.rawValue) \(request.uri.path)")
+            case .contentTooLarge:
+                throw APIError(.contentTooLarge, "too_large", "the request body is above the limit", field: "body")
+            case .methodNotAllowed:
+                throw APIError(
+                    .methodNotAllowed, "method_not_allowed",
+                    "\(request.method.rawValue) is not allowed on \(request.uri.path)")
             default: throw APIError(error.status, "http_error", error.body ?? error.status.reasonPhrase)
             }
         } catch {
@@ -136,14 +146,18 @@ struct DaemonAPI: Sendable {
             do {
                 let sha = try await blocking { try files.write(target, bytes: bytes) }
                 Metrics.fileBytes.increment(by: bytes.count)
-                manager.audit.record("file.written", sandbox: sandbox.name, caller: caller, outcome: "ok", fields: [
-                    "path": .string(target.absolute), "bytes": .int(bytes.count), "sha256": .string(sha),
-                ])
+                manager.audit.record(
+                    "file.written", sandbox: sandbox.name, caller: caller, outcome: "ok",
+                    fields: [
+                        "path": .string(target.absolute), "bytes": .int(bytes.count), "sha256": .string(sha),
+                    ])
                 return JSON.response(["path": target.absolute, "bytes": bytes.count, "sha256": sha])
             } catch let error as APIError {
-                manager.audit.record("file.written", sandbox: sandbox.name, caller: caller, outcome: "error", fields: [
-                    "path": .string(target.absolute), "error": .string(error.message),
-                ])
+                manager.audit.record(
+                    "file.written", sandbox: sandbox.name, caller: caller, outcome: "error",
+                    fields: [
+                        "path": .string(target.absolute), "error": .string(error.message),
+                    ])
                 throw error
             }
         }
@@ -157,30 +171,38 @@ struct DaemonAPI: Sendable {
                 let bytes = try await blocking { try files.read(target, limit: limit) }
                 let sha = SandboxFiles.sha256(bytes)
                 Metrics.fileBytes.increment(by: bytes.count)
-                manager.audit.record("file.read", sandbox: sandbox.name, caller: caller, outcome: "ok", fields: [
-                    "path": .string(target.absolute), "bytes": .int(bytes.count), "sha256": .string(sha),
-                ])
+                manager.audit.record(
+                    "file.read", sandbox: sandbox.name, caller: caller, outcome: "ok",
+                    fields: [
+                        "path": .string(target.absolute), "bytes": .int(bytes.count), "sha256": .string(sha),
+                    ])
                 return Response(
                     status: .ok, headers: [.contentType: "application/octet-stream"],
                     body: ResponseBody(byteBuffer: ByteBuffer(bytes: bytes)))
             } catch let error as APIError {
-                manager.audit.record("file.read", sandbox: sandbox.name, caller: caller, outcome: "error", fields: [
-                    "path": .string(target.absolute), "error": .string(error.message),
-                ])
+                manager.audit.record(
+                    "file.read", sandbox: sandbox.name, caller: caller, outcome: "error",
+                    fields: [
+                        "path": .string(target.absolute), "error": .string(error.message),
+                    ])
                 throw error
             }
         }
     }
 
     private func sandboxName(_ context: DaemonContext) throws -> String {
-        guard let name = context.parameters.get("name") else { throw APIError.badRequest("missing sandbox name", field: "name") }
+        guard let name = context.parameters.get("name") else {
+            throw APIError.badRequest("missing sandbox name", field: "name")
+        }
         return name
     }
 
     /// The raw (still percent-encoded) path after `/files/`.
     private func filePath(_ request: Request, _ context: DaemonContext) throws -> Substring {
         let path = request.uri.path
-        guard let range = path.range(of: "/files/") else { throw APIError.badRequest("missing file path", field: "path") }
+        guard let range = path.range(of: "/files/") else {
+            throw APIError.badRequest("missing file path", field: "path")
+        }
         let rest = path[range.upperBound...]
         if rest.isEmpty { throw APIError.badRequest("missing file path", field: "path") }
         return rest
@@ -188,15 +210,20 @@ struct DaemonAPI: Sendable {
 
     /// The request body, at most `limit` bytes.
     /// - Throws: 413 naming `field` above the limit.
-    private func collect(_ request: Request, limit: Int, field: String = "body", what: String = "request body") async throws -> [UInt8] {
+    private func collect(_ request: Request, limit: Int, field: String = "body", what: String = "request body")
+        async throws -> [UInt8]
+    {
         if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > limit {
-            throw APIError(.contentTooLarge, "too_large", "the \(what) is \(length) bytes, above the limit of \(limit)", field: field)
+            throw APIError(
+                .contentTooLarge, "too_large", "the \(what) is \(length) bytes, above the limit of \(limit)",
+                field: field)
         }
         do {
             var buffer = try await request.body.collect(upTo: limit)
             return buffer.readBytes(length: buffer.readableBytes) ?? []
         } catch let error as HTTPError where error.status == .contentTooLarge {
-            throw APIError(.contentTooLarge, "too_large", "the \(what) is above the limit of \(limit) bytes", field: field)
+            throw APIError(
+                .contentTooLarge, "too_large", "the \(what) is above the limit of \(limit) bytes", field: field)
         }
     }
 
@@ -232,10 +259,13 @@ struct DaemonAPI: Sendable {
                     })
                 for stream in [OutputStream.stdout, .stderr] {
                     let rest = splitter.finish(stream)
-                    if !rest.isEmpty { continuation.yield(ByteBuffer(bytes: JSON.encode([stream.rawValue: rest]) + [0x0A])) }
+                    if !rest.isEmpty {
+                        continuation.yield(ByteBuffer(bytes: JSON.encode([stream.rawValue: rest]) + [0x0A]))
+                    }
                 }
                 var exit: [String: Any] = [
-                    "exitCode": Int(result.exitCode), "durationMs": result.durationMs, "timedOut": result.timedOut, "oomKilled": result.oomKilled,
+                    "exitCode": Int(result.exitCode), "durationMs": result.durationMs, "timedOut": result.timedOut,
+                    "oomKilled": result.oomKilled,
                 ]
                 if let killed = result.killedBy { exit["killedBy"] = killed }
                 continuation.yield(ByteBuffer(bytes: JSON.encode(exit) + [0x0A]))
@@ -253,7 +283,8 @@ struct DaemonAPI: Sendable {
             budget.give(buffer.readableBytes)
             return buffer
         }
-        return Response(status: .ok, headers: [.contentType: "application/x-ndjson"], body: ResponseBody(asyncSequence: metered))
+        return Response(
+            status: .ok, headers: [.contentType: "application/x-ndjson"], body: ResponseBody(asyncSequence: metered))
     }
 
     /// The JSON of a sandbox: the resource as created, with `spec.timeoutSeconds` and a

@@ -55,7 +55,9 @@ public struct APIError: Error, HTTPResponseError, CustomStringConvertible {
         case .notEnforceable?: code = "not_enforceable"
         default: code = "invalid_value"
         }
-        return APIError(.badRequest, code, error.issues.map(\.description).joined(separator: "; "), field: first.map { $0.field.isEmpty ? nil : $0.field } ?? nil)
+        return APIError(
+            .badRequest, code, error.issues.map(\.description).joined(separator: "; "),
+            field: first.map { $0.field.isEmpty ? nil : $0.field } ?? nil)
     }
 
     /// A `ResourceError` (quantities, volumes, CPUs): 400 naming its field.
@@ -67,14 +69,19 @@ public struct APIError: Error, HTTPResponseError, CustomStringConvertible {
 /// JSON of `JSONSerialization` values: sorted keys, no escaped slashes.
 enum JSON {
     static func encode(_ value: Any) -> [UInt8] {
-        let data = (try? JSONSerialization.data(withJSONObject: value, options: [.sortedKeys, .withoutEscapingSlashes, .fragmentsAllowed])) ?? Data("null".utf8)
+        let data =
+            (try? JSONSerialization.data(
+                withJSONObject: value, options: [.sortedKeys, .withoutEscapingSlashes, .fragmentsAllowed]))
+            ?? Data("null".utf8)
         return [UInt8](data)
     }
 
     /// A JSON object of `bytes`.
     /// - Throws: `APIError` 400 `malformed_json` for anything but one JSON object.
     static func object(_ bytes: [UInt8]) throws -> [String: Any] {
-        if bytes.isEmpty { throw APIError.badRequest("the request body is empty: a JSON object is expected", code: "malformed_json") }
+        if bytes.isEmpty {
+            throw APIError.badRequest("the request body is empty: a JSON object is expected", code: "malformed_json")
+        }
         let value: Any
         do { value = try JSONSerialization.jsonObject(with: Data(bytes), options: []) } catch {
             throw APIError.badRequest("the request body is not valid JSON: \(describe(error))", code: "malformed_json")
@@ -107,7 +114,9 @@ struct JSONFields {
         self.object = object
         self.prefix = prefix
         for key in object.keys.sorted() where !allowed.contains(key) {
-            throw APIError.badRequest("unknown field (known: \(allowed.sorted().joined(separator: ", ")))", field: prefix + key, code: "unknown_field")
+            throw APIError.badRequest(
+                "unknown field (known: \(allowed.sorted().joined(separator: ", ")))", field: prefix + key,
+                code: "unknown_field")
         }
     }
 
@@ -125,7 +134,9 @@ struct JSONFields {
 
     func int(_ key: String) throws -> Int? {
         guard let value = object[key], !(value is NSNull) else { return nil }
-        guard isNumber(value), let n = value as? NSNumber, let i = Int(exactly: n.doubleValue) else { throw wrongType(key, "an integer") }
+        guard isNumber(value), let n = value as? NSNumber, let i = Int(exactly: n.doubleValue) else {
+            throw wrongType(key, "an integer")
+        }
         return i
     }
 
@@ -145,7 +156,9 @@ struct JSONFields {
         guard let map = value as? [String: Any] else { throw wrongType(key, "an object of strings") }
         var out: [String: String] = [:]
         for (k, v) in map {
-            guard let s = v as? String else { throw APIError.badRequest("expected a string", field: "\(prefix)\(key).\(k)", code: "wrong_type") }
+            guard let s = v as? String else {
+                throw APIError.badRequest("expected a string", field: "\(prefix)\(key).\(k)", code: "wrong_type")
+            }
             out[k] = s
         }
         return out

@@ -24,7 +24,10 @@ enum AuditBridge {
                 case .null: break
                 }
             }
-            try log.append(AuditRecord(type: type, sandbox: sandbox, callerUID: caller?.uid, callerPID: caller?.pid, outcome: outcome, fields: values))
+            try log.append(
+                AuditRecord(
+                    type: type, sandbox: sandbox, callerUID: caller?.uid, callerPID: caller?.pid, outcome: outcome,
+                    fields: values))
         }
     }
 }

@@ -15,7 +15,10 @@ enum AuditField: Sendable, Equatable {
 /// Where audit records go. `sink` writes one record (the audit library's `AuditLog`); a
 /// record that cannot be written is logged as an error, never dropped silently.
 final class AuditTrail: Sendable {
-    typealias Sink = @Sendable (_ type: String, _ sandbox: String?, _ caller: Caller?, _ outcome: String, _ fields: [String: AuditField]) throws -> Void
+    typealias Sink =
+        @Sendable (
+            _ type: String, _ sandbox: String?, _ caller: Caller?, _ outcome: String, _ fields: [String: AuditField]
+        ) throws -> Void
     private let sink: Sink
     private let logger: Logger
 

@@ -20,7 +20,8 @@ public struct Caller: Sendable, Equatable {
             throw APIError(.forbidden, "forbidden", "the caller's credentials cannot be read on this transport")
         }
         let cred: sd_ucred = try await provider.unsafeGetSocketOption(
-            level: SocketOptionLevel(SD_SOL_SOCKET), name: SocketOptionName(SD_SO_PEERCRED)).get()
+            level: SocketOptionLevel(SD_SOL_SOCKET), name: SocketOptionName(SD_SO_PEERCRED)
+        ).get()
         return Caller(pid: cred.pid, uid: cred.uid, gid: cred.gid)
     }
 }

@@ -32,12 +32,16 @@ public struct DaemonOptions: Sendable {
         var rest = arguments[...]
         while let arg = rest.popFirst() {
             let (name, inline): (String, String?) = {
-                if let eq = arg.firstIndex(of: "="), arg.hasPrefix("--") { return (String(arg[..<eq]), String(arg[arg.index(after: eq)...])) }
+                if let eq = arg.firstIndex(of: "="), arg.hasPrefix("--") {
+                    return (String(arg[..<eq]), String(arg[arg.index(after: eq)...]))
+                }
                 return (arg, nil)
             }()
             func value() throws -> String {
                 if let inline { return inline }
-                guard let next = rest.popFirst(), !next.isEmpty else { throw ConfigError("\(name): a value is required") }
+                guard let next = rest.popFirst(), !next.isEmpty else {
+                    throw ConfigError("\(name): a value is required")
+                }
                 return next
             }
             switch name {
@@ -48,7 +52,8 @@ public struct DaemonOptions: Sendable {
             default: throw ConfigError("unknown option \(arg)\n\(usage)")
             }
         }
-        for (flag, path) in [("--socket", options.socketPath), ("--state-dir", options.stateDir)] where !path.hasPrefix("/") {
+        for (flag, path) in [("--socket", options.socketPath), ("--state-dir", options.stateDir)]
+        where !path.hasPrefix("/") {
             throw ConfigError("\(flag) \(path): must be an absolute path")
         }
         return options
@@ -91,7 +96,8 @@ public enum Daemon {
     public static func run(options: DaemonOptions) async throws {
         let notify: @Sendable (String) -> Void = { Systemd.notify($0) }
         var baseLogger = Logger(label: "safespaced")
-        baseLogger.logLevel = ProcessInfo.processInfo.environment["SAFESPACED_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .info
+        baseLogger.logLevel =
+            ProcessInfo.processInfo.environment["SAFESPACED_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .info
         let logger = baseLogger
         let config = try DaemonConfig.load(path: options.configPath)
         guard geteuid() == 0 else { throw ConfigError("safespaced must run as root (namespaces, mounts, cgroups)") }
@@ -120,17 +126,21 @@ public enum Daemon {
             close(fd)
         }
         if takeOver {
-            logger.warning("socket activation: serving on a socket of its own at \(options.socketPath) (Hummingbird cannot take the inherited one)")
+            logger.warning(
+                "socket activation: serving on a socket of its own at \(options.socketPath) (Hummingbird cannot take the inherited one)"
+            )
             unlink(options.socketPath)
         }
         try prepareSocket(options.socketPath)
         let router = Router(context: DaemonContext.self)
-        router.middlewares.add(AccessMiddleware(policy: AccessPolicy(group: config.group), audit: audit, logger: logger))
+        router.middlewares.add(
+            AccessMiddleware(policy: AccessPolicy(group: config.group), audit: audit, logger: logger))
         DaemonAPI(manager: manager, registry: registry).register(on: router)
         let socketPath = options.socketPath
         let app = Application(
             router: router,
-            configuration: ApplicationConfiguration(address: .unixDomainSocket(path: socketPath), serverName: "safespaced"),
+            configuration: ApplicationConfiguration(
+                address: .unixDomainSocket(path: socketPath), serverName: "safespaced"),
             onServerRunning: { _ in
                 // bind(2) made the socket with this process's umask (only root can connect);
                 // now the group may.
@@ -143,12 +153,13 @@ public enum Daemon {
                 logger.info("serving", metadata: ["socket": "\(socketPath)"])
             },
             logger: logger)
-        let group = ServiceGroup(configuration: ServiceGroupConfiguration(
-            services: [
-                .init(service: app),
-                .init(service: SandboxService(manager: manager)),
-            ] + (Systemd.watchdogInterval().map { [.init(service: WatchdogService(interval: $0))] } ?? []),
-            gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        let group = ServiceGroup(
+            configuration: ServiceGroupConfiguration(
+                services: [
+                    .init(service: app),
+                    .init(service: SandboxService(manager: manager)),
+                ] + (Systemd.watchdogInterval().map { [.init(service: WatchdogService(interval: $0))] } ?? []),
+                gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
         notify("STOPPING=1")
         unlink(socketPath)
@@ -165,10 +176,14 @@ public enum Daemon {
             try process.run()
             process.waitUntilExit()
         } catch {
-            throw ConfigError("group \(name) does not exist and groupadd could not run: \(error); create it (groupadd --system \(name)) or set group: in the configuration")
+            throw ConfigError(
+                "group \(name) does not exist and groupadd could not run: \(error); create it (groupadd --system \(name)) or set group: in the configuration"
+            )
         }
         guard process.terminationStatus == 0, let group = getgrnam(name) else {
-            throw ConfigError("group \(name) does not exist and `groupadd --system \(name)` failed (exit \(process.terminationStatus))")
+            throw ConfigError(
+                "group \(name) does not exist and `groupadd --system \(name)` failed (exit \(process.terminationStatus))"
+            )
         }
         return group.pointee.gr_gid
     }
@@ -177,7 +192,9 @@ public enum Daemon {
     static func lockStateDir(_ dir: String) throws -> Int32 {
         do { try makeDirectories(dir, mode: 0o700) } catch { throw ConfigError("--state-dir \(dir): \(error)") }
         let fd = open(dir + "/daemon.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw ConfigError("--state-dir \(dir): cannot open daemon.lock: \(String(cString: strerror(errno)))") }
+        guard fd >= 0 else {
+            throw ConfigError("--state-dir \(dir): cannot open daemon.lock: \(String(cString: strerror(errno)))")
+        }
         guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
             close(fd)
             throw ConfigError("--state-dir \(dir): another safespaced holds it (daemon.lock)")
@@ -188,14 +205,18 @@ public enum Daemon {
     /// The socket's directory exists; a socket file left there is removed only when nothing
     /// answers on it (another daemon's live socket is never taken over).
     static func prepareSocket(_ path: String) throws {
-        guard path.utf8.count < 108 else { throw ConfigError("--socket \(path): longer than a unix socket path may be (107 bytes)") }
+        guard path.utf8.count < 108 else {
+            throw ConfigError("--socket \(path): longer than a unix socket path may be (107 bytes)")
+        }
         let dir = String(path[..<(path.lastIndex(of: "/") ?? path.startIndex)])
         if !dir.isEmpty {
             do { try makeDirectories(dir, mode: 0o755) } catch { throw ConfigError("--socket \(path): \(error)") }
             // Members of the group must reach the socket: the directory (/run/safespace is also
             // the runtime's state root, made 0700 by it) is made searchable, not listable.
             var st = stat()
-            if stat(dir, &st) == 0, st.st_uid == 0, st.st_mode & 0o011 != 0o011 { _ = chmod(dir, (st.st_mode & 0o7777) | 0o011) }
+            if stat(dir, &st) == 0, st.st_uid == 0, st.st_mode & 0o011 != 0o011 {
+                _ = chmod(dir, (st.st_mode & 0o7777) | 0o011)
+            }
         }
         var st = stat()
         guard lstat(path, &st) == 0 else { return }
@@ -208,7 +229,9 @@ public enum Daemon {
             for (i, byte) in path.utf8.enumerated() { raw[i] = byte }
         }
         let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
         }
         if connected == 0 { throw ConfigError("--socket \(path): another process is listening on it") }
         unlink(path)
@@ -218,7 +241,9 @@ public enum Daemon {
         var current = ""
         for part in path.split(separator: "/") {
             current += "/" + part
-            if mkdir(current, mode) != 0 && errno != EEXIST { throw ConfigError("cannot create \(current): \(String(cString: strerror(errno)))") }
+            if mkdir(current, mode) != 0 && errno != EEXIST {
+                throw ConfigError("cannot create \(current): \(String(cString: strerror(errno)))")
+            }
         }
     }
 }

@@ -87,15 +87,20 @@ public struct DaemonConfig: Sendable, Equatable {
         do { root = try Yams.compose(yaml: text) } catch { throw ConfigError("not valid YAML: \(error)") }
         var config = DaemonConfig()
         guard let root else { return config }  // an empty file: the defaults
-        guard let top = root.mapping else { throw ConfigError("expected a mapping of sections (\(sections[""]!.sorted().joined(separator: ", ")))") }
+        guard let top = root.mapping else {
+            throw ConfigError("expected a mapping of sections (\(sections[""]!.sorted().joined(separator: ", ")))")
+        }
 
         func entries(_ mapping: Node.Mapping, section: String) throws -> [(String, Node)] {
             var seen = Set<String>()
             return try mapping.map { key, value in
-                guard let name = key.string else { throw ConfigError("\(section.isEmpty ? "" : section + "."): keys must be strings") }
+                guard let name = key.string else {
+                    throw ConfigError("\(section.isEmpty ? "" : section + "."): keys must be strings")
+                }
                 let full = section.isEmpty ? name : "\(section).\(name)"
                 guard sections[section]!.contains(name) else {
-                    throw ConfigError("\(full): unknown key (known: \(sections[section]!.sorted().joined(separator: ", ")))")
+                    throw ConfigError(
+                        "\(full): unknown key (known: \(sections[section]!.sorted().joined(separator: ", ")))")
                 }
                 guard seen.insert(name).inserted else { throw ConfigError("\(full): given twice") }
                 return (name, value)
@@ -108,10 +113,14 @@ public struct DaemonConfig: Sendable, Equatable {
         func int(_ node: Node, _ key: String, min: Int = 0) throws -> Int {
             guard let s = node.scalar?.string else { throw ConfigError("\(key): expected a number") }
             let value: Int64
-            if let plain = Int64(s) { value = plain } else {
+            if let plain = Int64(s) {
+                value = plain
+            } else {
                 do { value = try Quantity.bytes(s, field: key) } catch { throw ConfigError("\(error)") }
             }
-            guard value >= Int64(min), value <= Int64(Int32.max) * 64 else { throw ConfigError("\(key): \(s) is out of range (at least \(min))") }
+            guard value >= Int64(min), value <= Int64(Int32.max) * 64 else {
+                throw ConfigError("\(key): \(s) is out of range (at least \(min))")
+            }
             return Int(value)
         }
         func bool(_ node: Node, _ key: String) throws -> Bool {
@@ -122,7 +131,9 @@ public struct DaemonConfig: Sendable, Equatable {
             }
         }
         func section(_ node: Node, _ name: String) throws -> [(String, Node)] {
-            guard let mapping = node.mapping else { throw ConfigError("\(name): expected a mapping (\(sections[name]!.sorted().joined(separator: ", ")))") }
+            guard let mapping = node.mapping else {
+                throw ConfigError("\(name): expected a mapping (\(sections[name]!.sorted().joined(separator: ", ")))")
+            }
             return try entries(mapping, section: name)
         }
 
@@ -135,7 +146,9 @@ public struct DaemonConfig: Sendable, Equatable {
                 for (key, v) in try section(value, "audit") {
                     if key == "path" {
                         config.auditPath = try string(v, "audit.path")
-                        guard config.auditPath.hasPrefix("/") else { throw ConfigError("audit.path: must be an absolute path") }
+                        guard config.auditPath.hasPrefix("/") else {
+                            throw ConfigError("audit.path: must be an absolute path")
+                        }
                     } else {
                         config.auditJournald = try bool(v, "audit.journald")
                     }

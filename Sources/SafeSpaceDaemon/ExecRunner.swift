@@ -22,7 +22,8 @@ struct ExecRequest: Sendable {
     static func parse(_ bytes: [UInt8]) throws -> ExecRequest {
         let fields = try JSONFields(JSON.object(bytes), allowed: ["command", "stdin", "env", "cwd", "timeoutSeconds"])
         guard let command = try fields.stringArray("command") else {
-            throw APIError.badRequest("required: the program and its arguments", field: "command", code: "missing_field")
+            throw APIError.badRequest(
+                "required: the program and its arguments", field: "command", code: "missing_field")
         }
         guard let program = command.first, !program.isEmpty else {
             throw APIError.badRequest("must name a program: an empty command cannot run", field: "command")
@@ -34,7 +35,8 @@ struct ExecRequest: Sendable {
         request.stdin = Array((try fields.string("stdin") ?? "").utf8)
         for (key, value) in try fields.stringMap("env") ?? [:] {
             if key.isEmpty || key.contains("=") || key.utf8.contains(0) || value.utf8.contains(0) {
-                throw APIError.badRequest("an environment variable name must be non-empty without '=' or NUL", field: "env.\(key)")
+                throw APIError.badRequest(
+                    "an environment variable name must be non-empty without '=' or NUL", field: "env.\(key)")
             }
             request.env[key] = value
         }
@@ -45,7 +47,9 @@ struct ExecRequest: Sendable {
             request.cwd = cwd
         }
         if let timeout = try fields.int("timeoutSeconds") {
-            guard timeout > 0 else { throw APIError.badRequest("must be a positive number of seconds", field: "timeoutSeconds") }
+            guard timeout > 0 else {
+                throw APIError.badRequest("must be a positive number of seconds", field: "timeoutSeconds")
+            }
             request.timeoutSeconds = timeout
         }
         return request
@@ -158,7 +162,8 @@ enum ExecRunner {
         guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &stdinPair) == 0 else {
             throw APIError(.internalServerError, "internal", "socketpair: \(String(cString: strerror(errno)))")
         }
-        var out: [Int32] = [-1, -1], err: [Int32] = [-1, -1]
+        var out: [Int32] = [-1, -1]
+        var err: [Int32] = [-1, -1]
         guard ss_pipe2_cloexec(&out) == 0 else {
             stdinPair.forEach { close($0) }
             throw APIError(.internalServerError, "internal", "pipe2: \(String(cString: strerror(errno)))")
@@ -167,7 +172,9 @@ enum ExecRunner {
             (stdinPair + out).forEach { close($0) }
             throw APIError(.internalServerError, "internal", "pipe2: \(String(cString: strerror(errno)))")
         }
-        let stdinW = stdinPair[0], stdoutR = out[0], stderrR = err[0]
+        let stdinW = stdinPair[0]
+        let stdoutR = out[0]
+        let stderrR = err[0]
         var childEnds = [stdinPair[1], out[1], err[1]]
         defer {
             for fd in [stdinW, stdoutR, stderrR] + childEnds where fd >= 0 { close(fd) }
@@ -198,14 +205,20 @@ enum ExecRunner {
         var kept = 0
         var stdinRemaining = request.stdin[...]
         var stdinOpen = true
-        if stdinRemaining.isEmpty { shutdown(stdinW, Int32(SHUT_WR)); stdinOpen = false }
+        if stdinRemaining.isEmpty {
+            shutdown(stdinW, Int32(SHUT_WR))
+            stdinOpen = false
+        }
         let deadline = request.timeoutSeconds.map { started + .seconds($0) }
         var buffer = [UInt8](repeating: 0, count: 65536)
         var open: [Int32: OutputStream] = [stdoutR: .stdout, stderrR: .stderr]
         var exited = false
 
         func take(_ stream: OutputStream, _ bytes: ArraySlice<UInt8>) {
-            if let emit { emit(stream, Array(bytes)); return }
+            if let emit {
+                emit(stream, Array(bytes))
+                return
+            }
             let room = max(0, maxOutput - kept)
             if bytes.count > room { result.truncated = true }
             let part = bytes.prefix(room)
@@ -216,7 +229,10 @@ enum ExecRunner {
         func drain(_ fd: Int32) -> Bool {
             while true {
                 let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-                if n > 0 { take(open[fd]!, buffer[..<n]); continue }
+                if n > 0 {
+                    take(open[fd]!, buffer[..<n])
+                    continue
+                }
                 if n < 0 && errno == EINTR { continue }
                 return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)
             }
@@ -241,7 +257,9 @@ enum ExecRunner {
             if ready < 0 && errno != EINTR { break }
             for entry in fds where entry.revents != 0 {
                 if entry.fd == stdinW {
-                    let n = stdinRemaining.withUnsafeBytes { send(stdinW, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+                    let n = stdinRemaining.withUnsafeBytes {
+                        send(stdinW, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL))
+                    }
                     if n > 0 { stdinRemaining = stdinRemaining.dropFirst(n) }
                     if (n < 0 && errno != EAGAIN && errno != EINTR) || stdinRemaining.isEmpty {
                         shutdown(stdinW, Int32(SHUT_WR))
@@ -272,7 +290,9 @@ enum ExecRunner {
             for fd in Array(open.keys) where !drain(fd) { open[fd] = nil }
         }
         result.durationMs = Int((clock.now - started) / .milliseconds(1))
-        if result.exitCode == 128 + SIGKILL, let before = oomBefore, let after = (try? runtime.oomKills(id: id)) ?? nil, after > before {
+        if result.exitCode == 128 + SIGKILL, let before = oomBefore, let after = (try? runtime.oomKills(id: id)) ?? nil,
+            after > before
+        {
             result.oomKilled = true
         }
         if let reason = handle.killReason, reason != "timeout" { result.killedBy = reason }

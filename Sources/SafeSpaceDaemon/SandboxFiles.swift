@@ -42,9 +42,12 @@ struct SandboxFiles {
             guard let decoded = String(part).removingPercentEncoding else {
                 throw APIError.badRequest("invalid percent-encoding in \(part)", field: "path")
             }
-            if decoded.isEmpty { throw APIError.badRequest("empty path component (a doubled or trailing '/')", field: "path") }
+            if decoded.isEmpty {
+                throw APIError.badRequest("empty path component (a doubled or trailing '/')", field: "path")
+            }
             if decoded == "." || decoded == ".." {
-                throw APIError.badRequest("'\(decoded)' is not allowed in a file path", field: "path", code: "path_escape")
+                throw APIError.badRequest(
+                    "'\(decoded)' is not allowed in a file path", field: "path", code: "path_escape")
             }
             if decoded.contains("/") || decoded.utf8.contains(0) {
                 throw APIError.badRequest("a path component contains '/' or NUL", field: "path")
@@ -63,7 +66,8 @@ struct SandboxFiles {
         return Target(writable: writable.joined(separator: "/"), below: Array(components.dropFirst(writable.count)))
     }
 
-    private static let beneath = UInt64(SD_RESOLVE_BENEATH | SD_RESOLVE_NO_SYMLINKS | SD_RESOLVE_NO_MAGICLINKS | SD_RESOLVE_NO_XDEV)
+    private static let beneath = UInt64(
+        SD_RESOLVE_BENEATH | SD_RESOLVE_NO_SYMLINKS | SD_RESOLVE_NO_MAGICLINKS | SD_RESOLVE_NO_XDEV)
 
     /// The sandbox's root directory (O_PATH), checked to belong to its init still.
     private func openRoot() throws -> Int32 {
@@ -80,19 +84,27 @@ struct SandboxFiles {
     private func openParent(_ target: Target, create: Bool) throws -> Int32 {
         let root = try openRoot()
         defer { close(root) }
-        var dir = sd_openat2(root, target.writable, UInt64(O_PATH | O_DIRECTORY | O_CLOEXEC), 0, UInt64(SD_RESOLVE_IN_ROOT | SD_RESOLVE_NO_SYMLINKS | SD_RESOLVE_NO_MAGICLINKS))
+        var dir = sd_openat2(
+            root, target.writable, UInt64(O_PATH | O_DIRECTORY | O_CLOEXEC), 0,
+            UInt64(SD_RESOLVE_IN_ROOT | SD_RESOLVE_NO_SYMLINKS | SD_RESOLVE_NO_MAGICLINKS))
         if dir < 0 { throw Self.error(errno, "/" + target.writable) }
         var walked = "/" + target.writable
         for component in target.below.dropLast() {
             walked += "/" + component
-            var next = sd_openat2(dir, component, UInt64(O_PATH | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW), 0, Self.beneath)
+            var next = sd_openat2(
+                dir, component, UInt64(O_PATH | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW), 0, Self.beneath)
             if next < 0 && errno == ENOENT && create {
                 if mkdirat(dir, component, 0o755) == 0 {
-                    next = sd_openat2(dir, component, UInt64(O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW), 0, Self.beneath)
+                    next = sd_openat2(
+                        dir, component, UInt64(O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW), 0, Self.beneath)
                     // fchmod too: another thread may have narrowed the process umask for a moment.
-                    if next >= 0 { _ = fchown(next, uid, gid); _ = fchmod(next, 0o755) }
+                    if next >= 0 {
+                        _ = fchown(next, uid, gid)
+                        _ = fchmod(next, 0o755)
+                    }
                 } else if errno == EEXIST {
-                    next = sd_openat2(dir, component, UInt64(O_PATH | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW), 0, Self.beneath)
+                    next = sd_openat2(
+                        dir, component, UInt64(O_PATH | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW), 0, Self.beneath)
                 }
             }
             var saved = errno
@@ -122,7 +134,8 @@ struct SandboxFiles {
         defer { close(fd) }
         var status = stat()
         guard fstat(fd, &status) == 0, status.st_mode & S_IFMT == S_IFREG else {
-            throw APIError(.conflict, "not_a_file", "\(target.absolute) exists and is not a regular file", field: "path")
+            throw APIError(
+                .conflict, "not_a_file", "\(target.absolute) exists and is not a regular file", field: "path")
         }
         guard fchown(fd, uid, gid) == 0, ftruncate(fd, 0) == 0 else { throw Self.error(errno, target.absolute) }
         var offset = 0
@@ -140,7 +153,8 @@ struct SandboxFiles {
     func read(_ target: Target, limit: Int) throws -> [UInt8] {
         let dir = try openParent(target, create: false)
         defer { close(dir) }
-        let fd = sd_openat2(dir, target.below.last!, UInt64(O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY), 0, Self.beneath)
+        let fd = sd_openat2(
+            dir, target.below.last!, UInt64(O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY), 0, Self.beneath)
         if fd < 0 { throw Self.error(errno, target.absolute) }
         defer { close(fd) }
         var status = stat()
@@ -148,7 +162,10 @@ struct SandboxFiles {
             throw APIError(.conflict, "not_a_file", "\(target.absolute) is not a regular file", field: "path")
         }
         if Int(status.st_size) > limit {
-            throw APIError(.contentTooLarge, "too_large", "\(target.absolute) is \(status.st_size) bytes, above the limit of \(limit) (limits.maxFileBytes)", field: "path")
+            throw APIError(
+                .contentTooLarge, "too_large",
+                "\(target.absolute) is \(status.st_size) bytes, above the limit of \(limit) (limits.maxFileBytes)",
+                field: "path")
         }
         var out: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 65536)
@@ -159,7 +176,9 @@ struct SandboxFiles {
             if n == 0 { break }
             out += buffer[..<n]
             if out.count > limit {
-                throw APIError(.contentTooLarge, "too_large", "\(target.absolute) grew above the limit of \(limit) bytes while read", field: "path")
+                throw APIError(
+                    .contentTooLarge, "too_large",
+                    "\(target.absolute) grew above the limit of \(limit) bytes while read", field: "path")
             }
         }
         return out
@@ -180,13 +199,18 @@ struct SandboxFiles {
         let text = String(cString: strerror(code))
         switch code {
         case ELOOP, EXDEV:
-            return APIError(.badRequest, "path_escape", "\(path): a symbolic link or mount point on the way; refused (\(text))", field: "path")
+            return APIError(
+                .badRequest, "path_escape", "\(path): a symbolic link or mount point on the way; refused (\(text))",
+                field: "path")
         case ENOENT:
-            return APIError(.notFound, "file_not_found", "\(path): no such file or directory in the sandbox", field: "path")
+            return APIError(
+                .notFound, "file_not_found", "\(path): no such file or directory in the sandbox", field: "path")
         case ENOTDIR, EISDIR:
             return APIError(.conflict, "not_a_file", "\(path): \(text)", field: "path")
         case ENOSPC, EDQUOT:
-            return APIError(.init(code: 507, reasonPhrase: "Insufficient Storage"), "no_space", "\(path): the sandbox's storage is full (\(text))", field: "path")
+            return APIError(
+                .init(code: 507, reasonPhrase: "Insufficient Storage"), "no_space",
+                "\(path): the sandbox's storage is full (\(text))", field: "path")
         case EROFS, EACCES, EPERM:
             return APIError(.forbidden, "not_writable", "\(path): \(text)", field: "path")
         default:

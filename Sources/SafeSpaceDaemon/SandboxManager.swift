@@ -101,10 +101,14 @@ final class SandboxManager: @unchecked Sendable {
         self.audit = audit
         self.logger = logger
         records = try RecordStore(stateDir: stateDir)
-        host = SandboxHost(configuration: SandboxHost.Configuration(
-            stateRoot: config.runtimeRoot, bundleRoot: config.bundleRoot, ephemeralStorageBase: config.ephemeralStorage, rootfsStore: config.rootfsStore, seccompProfiles: config.seccompProfiles))
+        host = SandboxHost(
+            configuration: SandboxHost.Configuration(
+                stateRoot: config.runtimeRoot, bundleRoot: config.bundleRoot,
+                ephemeralStorageBase: config.ephemeralStorage, rootfsStore: config.rootfsStore,
+                seccompProfiles: config.seccompProfiles))
         runtime = ContainerRuntime(root: config.runtimeRoot, backends: host.configuration.backends)
-        var cpu = config.allocatableCPUMillis, memory = config.allocatableMemoryBytes
+        var cpu = config.allocatableCPUMillis
+        var memory = config.allocatableMemoryBytes
         if cpu == nil || memory == nil {
             let capacity = try NodeCapacity.read()
             cpu = cpu ?? Int64(capacity.cpus) * 1000
@@ -124,7 +128,8 @@ final class SandboxManager: @unchecked Sendable {
         if !caller.isRoot && sandbox.record.creatorUID != caller.uid {
             Metrics.accessDenied.increment()
             let message = "sandbox \(name) was created by another user; uid \(caller.uid) may touch only its own"
-            audit.record("api.denied", sandbox: name, caller: caller, outcome: "denied", fields: ["reason": .string(message)])
+            audit.record(
+                "api.denied", sandbox: name, caller: caller, outcome: "denied", fields: ["reason": .string(message)])
             throw APIError(.forbidden, "forbidden", message, field: "name")
         }
         return sandbox
@@ -140,7 +145,9 @@ final class SandboxManager: @unchecked Sendable {
     var isDraining: Bool { lock.withLock { draining } }
 
     private func checkNotDraining() throws {
-        if isDraining { throw APIError(.serviceUnavailable, "shutting_down", "safespaced is shutting down: no new work is accepted") }
+        if isDraining {
+            throw APIError(.serviceUnavailable, "shutting_down", "safespaced is shutting down: no new work is accepted")
+        }
     }
 
     // MARK: create
@@ -180,7 +187,9 @@ final class SandboxManager: @unchecked Sendable {
         let name = sandbox.metadata.name!
         // The daemon reads a Localhost profile as root: a caller that is not root names only
         // profiles of the node's profile directory, never any file of the node.
-        if !caller.isRoot, let path = sandbox.spec.securityContext?.seccompProfile?.localhostProfile, path.hasPrefix("/") {
+        if !caller.isRoot, let path = sandbox.spec.securityContext?.seccompProfile?.localhostProfile,
+            path.hasPrefix("/")
+        {
             throw APIError.badRequest(
                 "an absolute path names a file of the node, which only root may have the daemon read; name a profile of the node's profile directory (\(config.seccompProfiles))",
                 field: "spec.securityContext.seccompProfile.localhostProfile")
@@ -203,17 +212,28 @@ final class SandboxManager: @unchecked Sendable {
         }
 
         // Admission: reserve the name and the limits, or refuse.
-        let cpu = plan.limits.cpuMillis ?? 0, memory = plan.limits.memoryBytes ?? 0
+        let cpu = plan.limits.cpuMillis ?? 0
+        let memory = plan.limits.memoryBytes ?? 0
         try lock.withLock {
-            if draining { throw APIError(.serviceUnavailable, "shutting_down", "safespaced is shutting down: no new work is accepted") }
+            if draining {
+                throw APIError(
+                    .serviceUnavailable, "shutting_down", "safespaced is shutting down: no new work is accepted")
+            }
             if sandboxes[name] != nil || reserved[name] != nil {
                 throw APIError(.conflict, "exists", "a sandbox named \(name) exists already", field: "metadata.name")
             }
             if sandboxes.count + reserved.count >= config.maxSandboxes {
-                throw APIError(.tooManyRequests, "too_many_sandboxes", "this node runs \(config.maxSandboxes) sandboxes, its limit (limits.maxSandboxes); delete one first")
+                throw APIError(
+                    .tooManyRequests, "too_many_sandboxes",
+                    "this node runs \(config.maxSandboxes) sandboxes, its limit (limits.maxSandboxes); delete one first"
+                )
             }
-            let usedCPU = sandboxes.values.reduce(0) { $0 + ($1.record.cpuMillis ?? 0) } + reserved.values.reduce(0) { $0 + $1.cpu }
-            let usedMemory = sandboxes.values.reduce(0) { $0 + ($1.record.memoryBytes ?? 0) } + reserved.values.reduce(0) { $0 + $1.memory }
+            let usedCPU =
+                sandboxes.values.reduce(0) { $0 + ($1.record.cpuMillis ?? 0) }
+                + reserved.values.reduce(0) { $0 + $1.cpu }
+            let usedMemory =
+                sandboxes.values.reduce(0) { $0 + ($1.record.memoryBytes ?? 0) }
+                + reserved.values.reduce(0) { $0 + $1.memory }
             if usedCPU + cpu > allocatableCPUMillis {
                 Metrics.admissionRefusals.increment()
                 throw APIError(
@@ -240,7 +260,8 @@ final class SandboxManager: @unchecked Sendable {
             name: name, phase: .creating, creatorUID: caller.uid, creatorPID: caller.pid, created: Self.now(),
             timeoutSeconds: lifetime, expiresAt: lifetime.map { Date().timeIntervalSince1970 + Double($0) },
             level: sandbox.spec.securityLevel ?? SecurityLevel.default.rawValue, runtime: sandbox.spec.runtime!,
-            cpuMillis: plan.limits.cpuMillis, memoryBytes: plan.limits.memoryBytes, ephemeralStorageBytes: plan.limits.ephemeralStorageBytes,
+            cpuMillis: plan.limits.cpuMillis, memoryBytes: plan.limits.memoryBytes,
+            ephemeralStorageBytes: plan.limits.ephemeralStorageBytes,
             writablePaths: plan.writablePaths, execTimeoutSeconds: sandbox.spec.timeout,
             resource: (try? encoder.encode(resource)) ?? Data())
         do { try records.save(record) } catch {
@@ -248,14 +269,17 @@ final class SandboxManager: @unchecked Sendable {
         }
 
         // Seccomp denials of this sandbox come back as one summary line when it ends.
-        let audit = self.audit, logger = self.logger
+        let audit = self.audit
+        let logger = self.logger
         var configuration = host.configuration
         configuration.messages = { message in
             switch message {
             case .warning(let text): logger.warning("\(text)", metadata: ["sandbox": "\(name)"])
             case .seccompSummary(let summary):
                 for (syscall, count) in Self.parseSeccompSummary(summary) {
-                    audit.record("seccomp.denied", sandbox: name, caller: nil, outcome: "denied", fields: ["syscall": .string(syscall), "count": .int(count)])
+                    audit.record(
+                        "seccomp.denied", sandbox: name, caller: nil, outcome: "denied",
+                        fields: ["syscall": .string(syscall), "count": .int(count)])
                 }
             }
         }
@@ -270,10 +294,13 @@ final class SandboxManager: @unchecked Sendable {
                     // The sandbox's node state now belongs to its init: it outlives the daemon.
                     let state = try self.runtime.store.load(name)
                     let identity = ProcessIdentity(pid: state.pid, startTime: state.startTime)
-                    try SandboxLeases(directory: self.config.bundleRoot, backends: self.host.configuration.backends).transfer(name, to: identity)
+                    try SandboxLeases(directory: self.config.bundleRoot, backends: self.host.configuration.backends)
+                        .transfer(name, to: identity)
                     return (prepared, identity)
                 } catch {
-                    do { try prepared.cleanup() } catch { for line in (error as? SandboxHostError)?.lines ?? ["\(error)"] { logger.warning("\(line)") } }
+                    do { try prepared.cleanup() } catch {
+                        for line in (error as? SandboxHostError)?.lines ?? ["\(error)"] { logger.warning("\(line)") }
+                    }
                     throw error
                 }
             }
@@ -288,16 +315,20 @@ final class SandboxManager: @unchecked Sendable {
             lock.withLock { sandboxes[name] = managed }
             Metrics.createDuration.recordInterval(ContinuousClock.now - started)
             Metrics.sandboxesCreated.increment()
-            audit.record("sandbox.created", sandbox: name, caller: caller, outcome: "ok", fields: [
-                "runtime": .string(record.runtime), "level": .string(record.level),
-                "timeoutSeconds": record.timeoutSeconds.map { .int($0) } ?? .null,
-            ])
+            audit.record(
+                "sandbox.created", sandbox: name, caller: caller, outcome: "ok",
+                fields: [
+                    "runtime": .string(record.runtime), "level": .string(record.level),
+                    "timeoutSeconds": record.timeoutSeconds.map { .int($0) } ?? .null,
+                ])
             logger.info("sandbox created", metadata: ["sandbox": "\(name)", "uid": "\(caller.uid)"])
             return managed
         } catch {
             records.remove(name)
             let apiError: APIError
-            if let e = error as? APIError { apiError = e } else {
+            if let e = error as? APIError {
+                apiError = e
+            } else {
                 let text = "\(error)"
                 if text.contains("exists already") {
                     apiError = APIError(.conflict, "exists", text, field: "metadata.name")
@@ -307,7 +338,9 @@ final class SandboxManager: @unchecked Sendable {
                     apiError = APIError(.internalServerError, "create_failed", "cannot create sandbox \(name): \(text)")
                 }
             }
-            audit.record("sandbox.created", sandbox: name, caller: caller, outcome: "error", fields: ["error": .string(apiError.message)])
+            audit.record(
+                "sandbox.created", sandbox: name, caller: caller, outcome: "error",
+                fields: ["error": .string(apiError.message)])
             throw apiError
         }
     }
@@ -333,20 +366,28 @@ final class SandboxManager: @unchecked Sendable {
         }
         if let agent = sandbox.agent {
             for (syscall, count) in Self.parseSeccompSummary(agent.finish() ?? "") {
-                audit.record("seccomp.denied", sandbox: sandbox.name, caller: nil, outcome: "denied", fields: ["syscall": .string(syscall), "count": .int(count)])
+                audit.record(
+                    "seccomp.denied", sandbox: sandbox.name, caller: nil, outcome: "denied",
+                    fields: ["syscall": .string(syscall), "count": .int(count)])
             }
         }
         if !problems.isEmpty {
             sandbox.deleteFailed()
-            audit.record("sandbox.deleted", sandbox: sandbox.name, caller: caller, outcome: "error", fields: [
-                "reason": .string(reason.rawValue), "error": .string(problems.joined(separator: "; ")),
-            ])
-            throw APIError(.internalServerError, "delete_failed", "sandbox \(sandbox.name) was not fully removed: \(problems.joined(separator: "; "))")
+            audit.record(
+                "sandbox.deleted", sandbox: sandbox.name, caller: caller, outcome: "error",
+                fields: [
+                    "reason": .string(reason.rawValue), "error": .string(problems.joined(separator: "; ")),
+                ])
+            throw APIError(
+                .internalServerError, "delete_failed",
+                "sandbox \(sandbox.name) was not fully removed: \(problems.joined(separator: "; "))")
         }
         records.remove(sandbox.name)
         lock.withLock { _ = sandboxes.removeValue(forKey: sandbox.name) }
         Metrics.sandboxesDeleted.increment()
-        audit.record("sandbox.deleted", sandbox: sandbox.name, caller: caller, outcome: "ok", fields: ["reason": .string(reason.rawValue)])
+        audit.record(
+            "sandbox.deleted", sandbox: sandbox.name, caller: caller, outcome: "ok",
+            fields: ["reason": .string(reason.rawValue)])
         logger.info("sandbox deleted", metadata: ["sandbox": "\(sandbox.name)", "reason": "\(reason.rawValue)"])
     }
 
@@ -375,7 +416,8 @@ final class SandboxManager: @unchecked Sendable {
 
     /// Runs an exec in `sandbox`; with `emit`, output is streamed there and not kept.
     func exec(
-        _ sandbox: ManagedSandbox, request: ExecRequest, caller: Caller, emit: (@Sendable (OutputStream, [UInt8]) -> Void)?,
+        _ sandbox: ManagedSandbox, request: ExecRequest, caller: Caller,
+        emit: (@Sendable (OutputStream, [UInt8]) -> Void)?,
         onHandle: @Sendable (ExecHandle) -> Void = { _ in }
     ) async throws -> ExecResult {
         try checkNotDraining()
@@ -386,17 +428,22 @@ final class SandboxManager: @unchecked Sendable {
             return ExecHandle(id: nextExecID, request: request)
         }
         guard sandbox.add(handle) else {
-            throw APIError(.conflict, "not_running", "sandbox \(sandbox.name) is \(sandbox.record.phase.rawValue.lowercased())")
+            throw APIError(
+                .conflict, "not_running", "sandbox \(sandbox.name) is \(sandbox.record.phase.rawValue.lowercased())")
         }
         defer { sandbox.remove(handle) }
         onHandle(handle)
-        audit.record("exec.started", sandbox: sandbox.name, caller: caller, outcome: "ok", fields: [
-            "argv": .strings(request.command), "stdinSHA256": .string(SandboxFiles.sha256(request.stdin)),
-            "execID": .int(Int(handle.id)),
-        ])
+        audit.record(
+            "exec.started", sandbox: sandbox.name, caller: caller, outcome: "ok",
+            fields: [
+                "argv": .strings(request.command), "stdinSHA256": .string(SandboxFiles.sha256(request.stdin)),
+                "execID": .int(Int(handle.id)),
+            ])
         Metrics.execsRunning.increment()
         defer { Metrics.execsRunning.decrement() }
-        let runtime = self.runtime, maxOutput = config.maxExecOutputBytes, name = sandbox.name
+        let runtime = self.runtime
+        let maxOutput = config.maxExecOutputBytes
+        let name = sandbox.name
         do {
             let result = try await blocking {
                 try ExecRunner.run(runtime: runtime, id: name, handle: handle, maxOutput: maxOutput, emit: emit)
@@ -404,16 +451,19 @@ final class SandboxManager: @unchecked Sendable {
             Metrics.execs.increment()
             Metrics.execDuration.recordMilliseconds(result.durationMs)
             var fields: [String: AuditField] = [
-                "execID": .int(Int(handle.id)), "exitCode": .int(Int(result.exitCode)), "durationMs": .int(result.durationMs),
+                "execID": .int(Int(handle.id)), "exitCode": .int(Int(result.exitCode)),
+                "durationMs": .int(result.durationMs),
                 "oomKilled": .bool(result.oomKilled), "timedOut": .bool(result.timedOut),
             ]
             if let killed = result.killedBy { fields["killedBy"] = .string(killed) }
             audit.record("exec.finished", sandbox: name, caller: caller, outcome: "ok", fields: fields)
             return result
         } catch {
-            audit.record("exec.finished", sandbox: name, caller: caller, outcome: "error", fields: [
-                "execID": .int(Int(handle.id)), "error": .string("\(error)"),
-            ])
+            audit.record(
+                "exec.finished", sandbox: name, caller: caller, outcome: "error",
+                fields: [
+                    "execID": .int(Int(handle.id)), "error": .string("\(error)"),
+                ])
             throw error
         }
     }
@@ -432,12 +482,15 @@ final class SandboxManager: @unchecked Sendable {
         let user = state.spec.process?.user
         func host(_ id: UInt32, _ mappings: [IDMapping]?) -> UInt32 {
             guard let mappings, !mappings.isEmpty else { return id }
-            for m in mappings where id >= m.containerID && id - m.containerID < m.size { return m.hostID + (id - m.containerID) }
+            for m in mappings where id >= m.containerID && id - m.containerID < m.size {
+                return m.hostID + (id - m.containerID)
+            }
             return 65534
         }
         return SandboxFiles(
             initPid: pid, initStartTime: start, writablePaths: record.writablePaths,
-            uid: host(user?.uid ?? 0, state.spec.linux?.uidMappings), gid: host(user?.gid ?? 0, state.spec.linux?.gidMappings))
+            uid: host(user?.uid ?? 0, state.spec.linux?.uidMappings),
+            gid: host(user?.gid ?? 0, state.spec.linux?.gidMappings))
     }
 
     // MARK: lifetimes, shutdown, recovery
@@ -491,7 +544,8 @@ final class SandboxManager: @unchecked Sendable {
     /// what dead owners left on the node (`SandboxHost.gc`).
     /// - Returns: names adopted and removed.
     func recover() async -> (adopted: [String], removed: [String]) {
-        var adopted: [String] = [], removed: [String] = []
+        var adopted: [String] = []
+        var removed: [String] = []
         let (found, unreadable) = records.all()
         for name in unreadable {
             logger.warning("unreadable sandbox record; removing the sandbox", metadata: ["sandbox": "\(name)"])
@@ -508,7 +562,9 @@ final class SandboxManager: @unchecked Sendable {
                 var agent: AdoptedSeccompAgent?
                 if let path = (try? runtime.store.load(record.name))?.spec.linux?.seccomp?.listenerPath {
                     do { agent = try AdoptedSeccompAgent(path: path) } catch {
-                        logger.warning("seccomp events of an adopted sandbox are off: \(error)", metadata: ["sandbox": "\(record.name)"])
+                        logger.warning(
+                            "seccomp events of an adopted sandbox are off: \(error)",
+                            metadata: ["sandbox": "\(record.name)"])
                     }
                 }
                 lock.withLock { sandboxes[record.name] = ManagedSandbox(record: record, prepared: nil, agent: agent) }
@@ -520,11 +576,16 @@ final class SandboxManager: @unchecked Sendable {
             if problems.isEmpty {
                 records.remove(record.name)
                 removed.append(record.name)
-                audit.record("sandbox.deleted", sandbox: record.name, caller: nil, outcome: "ok", fields: [
-                    "reason": .string(DeleteReason.error.rawValue), "detail": .string("found \(record.phase.rawValue.lowercased()) after a daemon restart"),
-                ])
+                audit.record(
+                    "sandbox.deleted", sandbox: record.name, caller: nil, outcome: "ok",
+                    fields: [
+                        "reason": .string(DeleteReason.error.rawValue),
+                        "detail": .string("found \(record.phase.rawValue.lowercased()) after a daemon restart"),
+                    ])
             } else {
-                logger.error("cannot remove a half-made sandbox", metadata: ["sandbox": "\(record.name)", "problems": "\(problems)"])
+                logger.error(
+                    "cannot remove a half-made sandbox",
+                    metadata: ["sandbox": "\(record.name)", "problems": "\(problems)"])
             }
         }
         let report = await blocking { try? self.host.gc() }
@@ -566,7 +627,9 @@ final class SandboxManager: @unchecked Sendable {
         guard let colon = summary.firstIndex(of: ":") else { return [] }
         return summary[summary.index(after: colon)...].split(separator: ",").compactMap { part in
             let text = part.trimmingCharacters(in: .whitespaces)
-            guard let open = text.lastIndex(of: "("), text.hasSuffix(")"), let count = Int(text[text.index(after: open)..<text.index(before: text.endIndex)]) else { return nil }
+            guard let open = text.lastIndex(of: "("), text.hasSuffix(")"),
+                let count = Int(text[text.index(after: open)..<text.index(before: text.endIndex)])
+            else { return nil }
             return (text[..<open].trimmingCharacters(in: .whitespaces), count)
         }
     }
@@ -620,7 +683,12 @@ final class AdoptedSeccompAgent: @unchecked Sendable {
     /// Stops the agent and removes its socket.
     /// - Returns: the summary line of denied syscalls, nil when none were (or it was done).
     func finish() -> String? {
-        guard lock.withLock({ () -> Bool in defer { finished = true }; return !finished }) else { return nil }
+        guard
+            lock.withLock({ () -> Bool in
+                defer { finished = true }
+                return !finished
+            })
+        else { return nil }
         agent.stop()
         done.wait()
         agent.close()

@@ -69,10 +69,13 @@ struct RecordStore: Sendable {
 
     /// Every readable record; unreadable files are returned by name for removal.
     func all() -> (records: [SandboxRecord], unreadable: [String]) {
-        var records: [SandboxRecord] = [], unreadable: [String] = []
+        var records: [SandboxRecord] = []
+        var unreadable: [String] = []
         for entry in Files.entries(directory) ?? [] where entry.hasSuffix(".json") {
             let name = String(entry.dropLast(5))
-            if let bytes = try? Files.read(directory + "/" + entry), let record = try? JSONDecoder().decode(SandboxRecord.self, from: Data(bytes)) {
+            if let bytes = try? Files.read(directory + "/" + entry),
+                let record = try? JSONDecoder().decode(SandboxRecord.self, from: Data(bytes))
+            {
                 records.append(record)
             } else {
                 unreadable.append(name)

@@ -40,7 +40,8 @@ final class BundleDirectory {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         let data = try encoder.encode(spec)
-        guard FileManager.default.createFile(atPath: configPath, contents: data, attributes: [.posixPermissions: 0o600]) else {
+        guard FileManager.default.createFile(atPath: configPath, contents: data, attributes: [.posixPermissions: 0o600])
+        else {
             throw SandboxHostError(.failed, "cannot write \(configPath)", operation: "write")
         }
     }
@@ -53,7 +54,8 @@ final class BundleDirectory {
     func mountWritableLayer(lowerdir: String, size: String, idMapping: [IDMapping]? = nil) throws {
         // overlayfs splits its options on ',' and lowerdir on ':'.
         if lowerdir.contains(where: { $0 == "," || $0 == ":" || $0 == "\\" }) {
-            throw SandboxHostError(.invalidPlan, "rootfs path \(lowerdir) contains ',', ':' or '\\', which overlayfs cannot take")
+            throw SandboxHostError(
+                .invalidPlan, "rootfs path \(lowerdir) contains ',', ':' or '\\', which overlayfs cannot take")
         }
         for dir in [layerPath, rootfsPath] where mkdir(dir, 0o700) != 0 {
             throw SandboxHostError.failed("cannot create \(dir)", operation: "mkdir")
@@ -63,7 +65,8 @@ final class BundleDirectory {
             throw SandboxHostError.failed("mount tmpfs on \(layerPath)", operation: "mount")
         }
         layerMounted = true
-        let upper = layerPath + "/upper", work = layerPath + "/work"
+        let upper = layerPath + "/upper"
+        let work = layerPath + "/work"
         // The upper dir is the overlay's root directory: it takes its mode from the rootfs'.
         var status = stat()
         let rootMode = stat(lowerdir, &status) == 0 ? status.st_mode & 0o7777 : 0o755
@@ -73,11 +76,15 @@ final class BundleDirectory {
         _ = chmod(upper, rootMode)
         var lower = lowerdir
         if let idMapping, let root = idMapping.first(where: { $0.containerID == 0 }) {
-            guard mkdir(lowerPath, 0o700) == 0 else { throw SandboxHostError.failed("cannot create \(lowerPath)", operation: "mkdir") }
+            guard mkdir(lowerPath, 0o700) == 0 else {
+                throw SandboxHostError.failed("cannot create \(lowerPath)", operation: "mkdir")
+            }
             try IDMappedMount.mount(lowerdir, at: lowerPath, mappings: idMapping)
             lowerMounted = true
             lower = lowerPath
-            guard chown(upper, root.hostID, root.hostID) == 0 else { throw SandboxHostError.failed("chown \(upper)", operation: "chown") }
+            guard chown(upper, root.hostID, root.hostID) == 0 else {
+                throw SandboxHostError.failed("chown \(upper)", operation: "chown")
+            }
         }
         let options = "lowerdir=\(lower),upperdir=\(upper),workdir=\(work)"
         guard mount("overlay", rootfsPath, "overlay", flags, options) == 0 else {
@@ -109,7 +116,9 @@ final class BundleDirectory {
                 problems.append("cannot remove \(dir): \(lastError())")
             }
         }
-        if !problems.isEmpty { throw SandboxHostError(.failed, problems.joined(separator: "; "), operation: "remove bundle") }
+        if !problems.isEmpty {
+            throw SandboxHostError(.failed, problems.joined(separator: "; "), operation: "remove bundle")
+        }
     }
 
     /// umount(2), falling back to a lazy unmount when something still holds the mount.

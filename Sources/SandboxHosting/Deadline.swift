@@ -13,7 +13,9 @@ enum Deadline {
     ///     began finishes before `run` returns.
     /// - Returns: what `wait` returned, and whether `expire` ran.
     /// - Throws: what `wait` throws.
-    static func run<T>(timeout: Duration?, wait: () throws -> T, expire: @escaping @Sendable () -> Void) throws -> (result: T, expired: Bool) {
+    static func run<T>(timeout: Duration?, wait: () throws -> T, expire: @escaping @Sendable () -> Void) throws -> (
+        result: T, expired: Bool
+    ) {
         guard let timeout else { return (try wait(), false) }
         let watch = Watch()
         let waited = DispatchSemaphore(value: 0)
@@ -34,7 +36,8 @@ enum Deadline {
         let (seconds, attoseconds) = duration.components
         guard seconds >= 0 else { return .nanoseconds(0) }
         let (nanos, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
-        return .nanoseconds(overflow ? Int.max : Int(clamping: nanos.addingReportingOverflow(attoseconds / 1_000_000_000).partialValue))
+        return .nanoseconds(
+            overflow ? Int.max : Int(clamping: nanos.addingReportingOverflow(attoseconds / 1_000_000_000).partialValue))
     }
 
     /// Whether the wait ended first or the deadline did, decided under one lock.

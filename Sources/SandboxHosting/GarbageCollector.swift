@@ -21,7 +21,8 @@ public struct GarbageCollector: Sendable {
     public var backends: RuntimeBackends
 
     public init(
-        stateRoot: String, bundleRoot: String, cpuAllocator: CPUAllocator = CPUAllocator(), idAllocator: IDAllocator = IDAllocator(),
+        stateRoot: String, bundleRoot: String, cpuAllocator: CPUAllocator = CPUAllocator(),
+        idAllocator: IDAllocator = IDAllocator(),
         ephemeralStorageBase: String = EphemeralStorage.defaultBase, backends: RuntimeBackends
     ) {
         self.stateRoot = stateRoot
@@ -48,7 +49,9 @@ public struct GarbageCollector: Sendable {
         public var errors: [String] = []
 
         public var description: String {
-            func list(_ items: [String]) -> String { items.isEmpty ? "0" : "\(items.count) (\(items.joined(separator: ", ")))" }
+            func list(_ items: [String]) -> String {
+                items.isEmpty ? "0" : "\(items.count) (\(items.joined(separator: ", ")))"
+            }
             return """
                 sandboxes: \(list(sandboxes))
                 half-made containers: \(list(containers))
@@ -88,16 +91,22 @@ public struct GarbageCollector: Sendable {
     /// (its workload may still run on those CPUs). `safespace run` calls this before it
     /// allocates; `CPUAllocator.allocate` alone frees nothing a container may still use.
     /// - Returns: the sandbox ids released, and errors of those that stay held.
-    public static func reclaimCPUHolders(_ allocator: CPUAllocator, backends: RuntimeBackends) -> (reclaimed: [String], errors: [String]) {
-        var reclaimed: [String] = [], errors: [String] = []
+    public static func reclaimCPUHolders(_ allocator: CPUAllocator, backends: RuntimeBackends) -> (
+        reclaimed: [String], errors: [String]
+    ) {
+        var reclaimed: [String] = []
+        var errors: [String] = []
         let dead: [String: CPUAllocator.Allocation]
-        do { dead = try allocator.deadHolders() } catch { return ([], ["CPU allocations of \(allocator.store.directory): \(error)"]) }
+        do { dead = try allocator.deadHolders() } catch {
+            return ([], ["CPU allocations of \(allocator.store.directory): \(error)"])
+        }
         for (id, allocation) in dead.sorted(by: { $0.key < $1.key }) {
             do {
                 let runtime = ContainerRuntime(root: allocation.runtimeRoot, backends: backends)
                 var containerIsOthers = runtime.store.loadCreating(id: id)?.creatorAlive == true
                 if let lease = allocation.lease {
-                    let leases = SandboxLeases(directory: String(lease[..<(lease.lastIndex(of: "/") ?? lease.startIndex)]), backends: backends)
+                    let leases = SandboxLeases(
+                        directory: String(lease[..<(lease.lastIndex(of: "/") ?? lease.startIndex)]), backends: backends)
                     try leases.reclaimIfDead(id, stateRoot: allocation.runtimeRoot)
                     // The name was taken again by a live run: the container of that id is its.
                     if let current = leases.lease(id), current.owner.isAlive { containerIsOthers = true }

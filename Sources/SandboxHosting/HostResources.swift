@@ -5,8 +5,8 @@
 /// writable layer, so their total is capped.
 import Foundation
 import Glibc
-import OCI
 import NodeResources
+import OCI
 import Runtime
 
 enum RunResources {
@@ -24,7 +24,9 @@ enum RunResources {
         if let count = plan.limits.pinnedCPUCount {
             let allocator = try RuntimeConfiguration.load().cpuAllocator
             // CPUs of dead holders: their sandboxes are torn down and the CPUs freed first.
-            for problem in GarbageCollector.reclaimCPUHolders(allocator, backends: configuration.backends).errors { configuration.warn("reclaim: \(problem)") }
+            for problem in GarbageCollector.reclaimCPUHolders(allocator, backends: configuration.backends).errors {
+                configuration.warn("reclaim: \(problem)")
+            }
             cleanup.append(("pinned CPUs of \(id)", { try allocator.release(sandbox: id) }))
             let cpus = try allocator.allocate(
                 sandbox: id, count: count, runtimeRoot: runtime.store.root, lease: configuration.bundleRoot + "/" + id)
@@ -43,7 +45,8 @@ enum RunResources {
         let volume = try EphemeralStorage.create(sandbox: id, size: bytes, base: configuration.ephemeralStorageBase)
         cleanup.append(("ephemeral storage \(volume.directory)", { try volume.destroy() }))
         func host(_ id: UInt32) -> UInt32 { (hostRange?.hostID ?? 0) + id }
-        let uid = spec.process?.user.uid ?? 0, gid = spec.process?.user.gid ?? 0
+        let uid = spec.process?.user.uid ?? 0
+        let gid = spec.process?.user.gid ?? 0
 
         // Each writable path's tmpfs becomes a directory of the volume, bind-mounted in place;
         // /dev/shm too (sticky, world-writable, noexec as its tmpfs was), so shared memory
@@ -51,13 +54,19 @@ enum RunResources {
         spec.mounts = try (spec.mounts ?? []).map { mount in
             if mount.destination == "/dev/shm", mount.type == "tmpfs" {
                 let dir = try volume.directory(for: mount.destination, uid: host(0), gid: host(0), mode: 0o1777)
-                return Mount(destination: mount.destination, type: "bind", source: dir, options: ["rbind", "nosuid", "nodev", "noexec"])
+                return Mount(
+                    destination: mount.destination, type: "bind", source: dir,
+                    options: ["rbind", "nosuid", "nodev", "noexec"])
             }
-            guard mount.type == "tmpfs", mount.source == "tmpfs", plan.writablePaths.contains(mount.destination) else { return mount }
+            guard mount.type == "tmpfs", mount.source == "tmpfs", plan.writablePaths.contains(mount.destination) else {
+                return mount
+            }
             let isTmp = mount.destination == "/tmp"
             let dir = try volume.directory(
-                for: mount.destination, uid: host(isTmp ? 0 : uid), gid: host(isTmp ? 0 : gid), mode: isTmp ? 0o1777 : 0o755)
-            return Mount(destination: mount.destination, type: "bind", source: dir, options: ["rbind", "nosuid", "nodev"])
+                for: mount.destination, uid: host(isTmp ? 0 : uid), gid: host(isTmp ? 0 : gid),
+                mode: isTmp ? 0o1777 : 0o755)
+            return Mount(
+                destination: mount.destination, type: "bind", source: dir, options: ["rbind", "nosuid", "nodev"])
         }
 
         if let layer = plan.writableLayer {
@@ -74,7 +83,9 @@ enum RunResources {
                 try IDMappedMount.mount(layer.lowerdir, at: lower, mappings: range.mappings)
                 var status = stat()
                 let mode = stat(layer.lowerdir, &status) == 0 ? status.st_mode & 0o7777 : 0o755
-                guard chown(upper, range.hostID, range.hostID) == 0, chmod(upper, mode) == 0 else { throw SandboxHostError.failed("chown \(upper)", operation: "chown") }
+                guard chown(upper, range.hostID, range.hostID) == 0, chmod(upper, mode) == 0 else {
+                    throw SandboxHostError.failed("chown \(upper)", operation: "chown")
+                }
             }
             spec.root?.path = try volume.writableLayer(lower: lower)
         }

@@ -2,8 +2,8 @@
 /// release of everything it took, on every path (normal exit, signal, timeout, error).
 import Foundation
 import Glibc
-import OCI
 import NodeResources
+import OCI
 import Runtime
 
 /// A sandbox whose node state is taken and whose bundle is written (`SandboxHost.prepare`).
@@ -23,7 +23,9 @@ public final class PreparedSandbox: @unchecked Sendable {
     /// The container id; the sandbox name.
     public var id: String { plan.id }
     /// The bundle directory, `<bundleRoot>/<id>` (`SandboxLeases.bundle`).
-    public var bundle: String { SandboxLeases(directory: configuration.bundleRoot, backends: configuration.backends).bundle(plan.id) }
+    public var bundle: String {
+        SandboxLeases(directory: configuration.bundleRoot, backends: configuration.backends).bundle(plan.id)
+    }
 
     init(plan: SandboxPlan, configuration: SandboxHost.Configuration) {
         self.plan = plan
@@ -40,15 +42,18 @@ public final class PreparedSandbox: @unchecked Sendable {
         // The sandbox's lease: what a later run of the name or `safespace gc` reclaims if
         // this process is killed (SandboxLeases.swift).
         let lease = SandboxLease(
-            id: plan.id, stateRoot: configuration.stateRoot, leases: (try? RuntimeConfiguration.load())?.leaseStore.directory,
+            id: plan.id, stateRoot: configuration.stateRoot,
+            leases: (try? RuntimeConfiguration.load())?.leaseStore.directory,
             ephemeralStorageBase: configuration.ephemeralStorageBase)
-        let bundle = try BundleDirectory(leases: SandboxLeases(directory: configuration.bundleRoot, backends: configuration.backends), lease: lease)
+        let bundle = try BundleDirectory(
+            leases: SandboxLeases(directory: configuration.bundleRoot, backends: configuration.backends), lease: lease)
         onCleanup("bundle \(bundle.path)", bundle.remove)
         var spec = plan.spec
         var cleanup: [(String, () throws -> Void)] = []
         defer { for (what, step) in cleanup { onCleanup(what, step) } }
         // Pinned CPUs and the ephemeral storage volume, which then holds the writable layer.
-        let volume = try RunResources.prepare(plan: plan, configuration: configuration, runtime: runtime, spec: &spec, cleanup: &cleanup)
+        let volume = try RunResources.prepare(
+            plan: plan, configuration: configuration, runtime: runtime, spec: &spec, cleanup: &cleanup)
         if let layer = plan.writableLayer, volume == nil {
             // In a user namespace the overlay's lower layer is the store's rootfs idmapped to
             // the sandbox's host range (an overlay cannot be idmapped itself): the range is
@@ -60,7 +65,9 @@ public final class PreparedSandbox: @unchecked Sendable {
             try bundle.mountWritableLayer(lowerdir: layer.lowerdir, size: layer.size, idMapping: idMapping)
         }
         // Syscall events: this process answers the filter's denials and counts them (SeccompEventsAgent.swift).
-        if let events = SeccompEventsRun.start(spec: &spec, socket: bundle.path + "/seccomp.sock", configuration: configuration) {
+        if let events = SeccompEventsRun.start(
+            spec: &spec, socket: bundle.path + "/seccomp.sock", configuration: configuration)
+        {
             cleanup.append(("seccomp events", events.finish))
         }
         try bundle.writeConfig(spec)
@@ -73,7 +80,8 @@ public final class PreparedSandbox: @unchecked Sendable {
         if lock.withLock({ cleanedUp }) { throw SandboxHostError(.cleanedUp, "sandbox \(plan.id) is cleaned up") }
         // Registered before create: a failed create leaves nothing, and delete --force of
         // an id without state is a no-op.
-        let runtime = self.runtime, id = plan.id
+        let runtime = self.runtime
+        let id = plan.id
         onCleanup("container \(id)", { try runtime.delete(id: id, force: true) })
         try runtime.create(id: id, bundle: bundle)
     }
@@ -106,7 +114,8 @@ public final class PreparedSandbox: @unchecked Sendable {
     /// - Returns: `.exited` with the workload's code, or `.timedOut`.
     /// - Throws: what `ContainerRuntime.wait` throws.
     public func wait(timeout: Duration?) throws -> Exit {
-        let runtime = self.runtime, id = plan.id
+        let runtime = self.runtime
+        let id = plan.id
         let (code, expired) = try Deadline.run(timeout: timeout, wait: { try runtime.wait(id: id) }) {
             try? runtime.kill(id: id, signal: SIGKILL, all: true)
         }
@@ -133,7 +142,10 @@ public final class PreparedSandbox: @unchecked Sendable {
     ///   are done).
     public func cleanup() throws(SandboxHostError) {
         let steps = lock.withLock {
-            defer { releases = []; cleanedUp = true }
+            defer {
+                releases = []
+                cleanedUp = true
+            }
             return releases
         }
         var failed: [(String, () throws -> Void)] = []

@@ -11,10 +11,10 @@
 /// It must not import ArgumentParser or anything of a front end.
 import Cgroups
 import Foundation
-import Glibc
 import GVisor
-import OCI
+import Glibc
 import NodeResources
+import OCI
 import Runtime
 import SandboxSpec
 
@@ -100,7 +100,9 @@ public struct SandboxHost: Sendable {
         // The node's limits for what spec.resources leaves out (runtime.json's sandboxDefaults).
         let defaults: SandboxDefaults
         do { defaults = try SandboxDefaults.load() } catch {
-            throw SandboxHostError(.invalidConfiguration, field: error.field, error.message, operation: "load sandbox defaults", cause: error)
+            throw SandboxHostError(
+                .invalidConfiguration, field: error.field, error.message, operation: "load sandbox defaults",
+                cause: error)
         }
         let bundle = try SandboxPolicy.bundle(
             for: sandbox, rootfs: rootPath, id: id, args: args, env: env,
@@ -108,7 +110,8 @@ public struct SandboxHost: Sendable {
         return SandboxPlan(
             id: id, spec: bundle.spec,
             writableLayer: bundle.writableLayer ? (resolved.rootfsPath, SandboxPolicy.writableLayerSize) : nil,
-            timeout: sandbox.spec.timeout, limits: bundle.limits, writablePaths: SandboxPolicy.writablePaths(of: sandbox))
+            timeout: sandbox.spec.timeout, limits: bundle.limits,
+            writablePaths: SandboxPolicy.writablePaths(of: sandbox))
     }
 
     /// Takes the node state of `plan` and writes its bundle, in this order: ephemeral storage
@@ -139,7 +142,9 @@ public struct SandboxHost: Sendable {
     /// Destroys the ephemeral storage volumes left by runs that crashed (`prepare` does it
     /// first); nothing without root.
     public func reapVolumes() {
-        RunResources.reapVolumes(root: configuration.stateRoot, bundleRoot: configuration.bundleRoot, base: configuration.ephemeralStorageBase)
+        RunResources.reapVolumes(
+            root: configuration.stateRoot, bundleRoot: configuration.bundleRoot,
+            base: configuration.ephemeralStorageBase)
     }
 
     /// The resource usage of sandbox `id` from its cgroup (`ContainerRuntime.stats`).
@@ -154,7 +159,8 @@ public struct SandboxHost: Sendable {
     public func gc() throws -> GarbageCollector.Report {
         let runtimeConfiguration = try RuntimeConfiguration.load()
         return GarbageCollector(
-            stateRoot: configuration.stateRoot, bundleRoot: configuration.bundleRoot, cpuAllocator: runtimeConfiguration.cpuAllocator,
+            stateRoot: configuration.stateRoot, bundleRoot: configuration.bundleRoot,
+            cpuAllocator: runtimeConfiguration.cpuAllocator,
             idAllocator: runtimeConfiguration.idAllocator, ephemeralStorageBase: configuration.ephemeralStorageBase,
             backends: configuration.backends
         ).sweep()

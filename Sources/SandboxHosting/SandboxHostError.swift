@@ -61,11 +61,12 @@ public struct SandboxHostError: CodedError {
 
     /// `spec.runtime: <error>` for a runtime the rootfs store cannot give.
     init(runtime error: any Error) {
-        let code: Code = switch (error as? RootfsError)?.code {
-        case .notInstalled?: .runtimeNotFound
-        case .invalidRuntime?: .invalidPlan
-        default: .invalidConfiguration
-        }
+        let code: Code =
+            switch (error as? RootfsError)?.code {
+            case .notInstalled?: .runtimeNotFound
+            case .invalidRuntime?: .invalidPlan
+            default: .invalidConfiguration
+            }
         self.init(code, field: "spec.runtime", "\(error)", cause: error)
     }
 
@@ -76,7 +77,9 @@ public struct SandboxHostError: CodedError {
 
     /// `.cleanupFailed` with `failures`.
     init(cleanup failures: [(step: String, error: any Error)]) {
-        self.init(.cleanupFailed, failures.map { "cleanup: \($0.step): \($0.error)" }.joined(separator: "\n"), operation: "cleanup")
+        self.init(
+            .cleanupFailed, failures.map { "cleanup: \($0.step): \($0.error)" }.joined(separator: "\n"),
+            operation: "cleanup")
         self.failures = failures
     }
 

@@ -17,12 +17,15 @@ extension SandboxLeases {
         let lock = try FileLock(path: directory + "/.lock")
         defer { withExtendedLifetime(lock) {} }
         guard var lease = lease(id) else { throw SandboxHostError(.failed, "sandbox \(id): no lease in \(bundle(id))") }
-        if let dir = lease.leases { try CPUAllocator(store: LeaseStore(directory: dir)).transfer(sandbox: id, to: owner) }
+        if let dir = lease.leases {
+            try CPUAllocator(store: LeaseStore(directory: dir)).transfer(sandbox: id, to: owner)
+        }
         if let base = lease.ephemeralStorageBase {
             let volume = EphemeralStorage.existing(sandbox: id, base: base)
             if volume.owner == nil || volume.owner == lease.owner { try volume.transferOwner(to: owner) }
         }
         lease.owner = owner
-        try Files.writeAtomically(bundle(id) + "/" + SandboxLease.fileName, Array(try JSONEncoder().encode(lease)), mode: 0o600)
+        try Files.writeAtomically(
+            bundle(id) + "/" + SandboxLease.fileName, Array(try JSONEncoder().encode(lease)), mode: 0o600)
     }
 }

@@ -40,7 +40,10 @@ public struct SandboxLease: Codable, Sendable, Equatable {
     /// RFC 3339.
     public var created: String
 
-    public init(id: String, owner: ProcessIdentity = .current(), stateRoot: String, leases: String? = nil, ephemeralStorageBase: String? = nil) {
+    public init(
+        id: String, owner: ProcessIdentity = .current(), stateRoot: String, leases: String? = nil,
+        ephemeralStorageBase: String? = nil
+    ) {
         self.id = id
         self.owner = owner
         self.stateRoot = stateRoot
@@ -78,14 +81,17 @@ public struct SandboxLeases: Sendable {
         let path = bundle(lease.id)
         if Files.exists(path) {
             if let current = self.lease(lease.id), current.owner.isAlive {
-                throw SandboxHostError(.nameInUse, field: "metadata.name", "a sandbox named \(lease.id) exists already (\(path), run by \(current.owner))")
+                throw SandboxHostError(
+                    .nameInUse, field: "metadata.name",
+                    "a sandbox named \(lease.id) exists already (\(path), run by \(current.owner))")
             }
             try reclaimLocked(lease.id, stateRoot: lease.stateRoot)
         }
         try sys("mkdir", path: path) { mkdir(path, 0o711) }
         _ = chmod(path, 0o711)
         do {
-            try Files.writeAtomically(path + "/" + SandboxLease.fileName, Array(try JSONEncoder().encode(lease)), mode: 0o600)
+            try Files.writeAtomically(
+                path + "/" + SandboxLease.fileName, Array(try JSONEncoder().encode(lease)), mode: 0o600)
         } catch {
             try? Files.removeTree(path)
             throw error
@@ -123,9 +129,12 @@ public struct SandboxLeases: Sendable {
     /// - Parameter stateRoot: see `reclaimIfDead`.
     /// - Returns: the names reclaimed and the errors of those that could not be.
     public func reclaimAbandoned(stateRoot: String? = nil) -> (reclaimed: [String], errors: [String]) {
-        var reclaimed: [String] = [], errors: [String] = []
+        var reclaimed: [String] = []
+        var errors: [String] = []
         for id in ids() {
-            do { if try reclaimIfDead(id, stateRoot: stateRoot) { reclaimed.append(id) } } catch { errors.append("sandbox \(id): \(error)") }
+            do { if try reclaimIfDead(id, stateRoot: stateRoot) { reclaimed.append(id) } } catch {
+                errors.append("sandbox \(id): \(error)")
+            }
         }
         return (reclaimed, errors)
     }
@@ -158,7 +167,9 @@ public struct SandboxLeases: Sendable {
             if let base = lease.ephemeralStorageBase {
                 let volume = EphemeralStorage.existing(sandbox: id, base: base)
                 // Only its own: a volume of that name another (live) process made stays.
-                if Files.exists(volume.directory), volume.owner == nil || volume.owner == lease.owner || volume.owner?.isAlive == false {
+                if Files.exists(volume.directory),
+                    volume.owner == nil || volume.owner == lease.owner || volume.owner?.isAlive == false
+                {
                     try volume.destroy()
                 }
             }
@@ -192,6 +203,9 @@ enum Mounts {
                 throw SysError("umount", path: point)
             }
         }
-        if !points(under: path).isEmpty { throw SandboxHostError(.failed, "\(path): mounts remain after unmounting: \(points(under: path))", operation: "umount") }
+        if !points(under: path).isEmpty {
+            throw SandboxHostError(
+                .failed, "\(path): mounts remain after unmounting: \(points(under: path))", operation: "umount")
+        }
     }
 }

@@ -5,7 +5,8 @@ import Errors
 /// (`spec.runtime: …`, SandboxHost).
 extension RootfsError: CodedError {
     public enum Code: String, ErrorCode {
-        case invalidRuntime, notInstalled, invalidManifest, rootfsMissing, unreadableStore, buildScriptNotFound, buildFailed
+        case invalidRuntime, notInstalled, invalidManifest, rootfsMissing, unreadableStore, buildScriptNotFound,
+            buildFailed
         case unreadableTree, unlistableName, cannotWrite, digestMismatch
 
         public var category: ErrorCategory {
@@ -13,7 +14,8 @@ extension RootfsError: CodedError {
             case .invalidRuntime: .invalidArgument
             case .notInstalled: .notFound
             case .invalidManifest, .rootfsMissing, .unreadableStore, .buildScriptNotFound, .buildFailed,
-                .unreadableTree, .unlistableName, .cannotWrite, .digestMismatch: .internal
+                .unreadableTree, .unlistableName, .cannotWrite, .digestMismatch:
+                .internal
             }
         }
     }

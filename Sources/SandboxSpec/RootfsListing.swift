@@ -98,14 +98,19 @@ public struct RootfsListing: Sendable, Equatable {
             String(decoding: line.drop { $0 != 0x09 }.dropFirst(), as: UTF8.self)
                 .replacingTabs()
         }
-        var i = 0, j = 0
-        let a = recorded.lines, b = actual.lines
+        var i = 0
+        var j = 0
+        let a = recorded.lines
+        let b = actual.lines
         while i < a.count || j < b.count {
             guard i < a.count else { return RootfsDifference(path: path(b[j]), recorded: nil, actual: fields(b[j])) }
             guard j < b.count else { return RootfsDifference(path: path(a[i]), recorded: fields(a[i]), actual: nil) }
-            let ka = key(a[i]), kb = key(b[j])
+            let ka = key(a[i])
+            let kb = key(b[j])
             if ka.elementsEqual(kb) {
-                if a[i] != b[j] { return RootfsDifference(path: path(a[i]), recorded: fields(a[i]), actual: fields(b[j])) }
+                if a[i] != b[j] {
+                    return RootfsDifference(path: path(a[i]), recorded: fields(a[i]), actual: fields(b[j]))
+                }
                 i += 1
                 j += 1
             } else if ka.lexicographicallyPrecedes(kb) {
@@ -207,7 +212,10 @@ private struct Scanner {
         mode = String(repeating: "0", count: max(0, 4 - mode.count)) + mode
         let size = type == UInt8(ascii: "f") ? String(st.st_size) : "-"
         var line = relative
-        for field in [[type], Array(mode.utf8), Array(String(st.st_uid).utf8), Array(String(st.st_gid).utf8), Array(size.utf8), data] {
+        for field in [
+            [type], Array(mode.utf8), Array(String(st.st_uid).utf8), Array(String(st.st_gid).utf8), Array(size.utf8),
+            data,
+        ] {
             line.append(0x09)
             line += field
         }
@@ -264,7 +272,9 @@ private struct Scanner {
             case S_IFLNK:
                 var target = [UInt8](repeating: 0, count: Int(max(st.st_size, 255)) + 1)
                 let n = target.withUnsafeMutableBufferPointer {
-                    readlinkat(dirfd(dir), cName, UnsafeMutableRawPointer($0.baseAddress!).assumingMemoryBound(to: CChar.self), $0.count)
+                    readlinkat(
+                        dirfd(dir), cName, UnsafeMutableRawPointer($0.baseAddress!).assumingMemoryBound(to: CChar.self),
+                        $0.count)
                 }
                 guard n >= 0 else { throw RootfsError.unreadableTree(path: display(child), reason: errnoText()) }
                 add(relative: child, st, data: Array(target[..<n]))

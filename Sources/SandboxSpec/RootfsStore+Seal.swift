@@ -43,7 +43,8 @@ extension RootfsStore {
         let statusPath = tree + "/var/lib/dpkg/status"
         let status: Data
         do { status = try Data(contentsOf: URL(fileURLWithPath: statusPath)) } catch {
-            throw RootfsError.invalidManifest(path: statusPath, reason: "cannot read dpkg's status: \(error.localizedDescription)")
+            throw RootfsError.invalidManifest(
+                path: statusPath, reason: "cannot read dpkg's status: \(error.localizedDescription)")
         }
         let packages = RootfsPackage.installed(dpkgStatus: String(decoding: status, as: UTF8.self))
         guard !packages.isEmpty else {

@@ -253,7 +253,8 @@ public enum RootfsError: Error, Sendable, Equatable, CustomStringConvertible {
         case .cannotWrite(let path, let reason):
             return "cannot write \(path): \(reason)"
         case .digestMismatch(let runtime, let manifestDigest, let actualDigest, let difference):
-            let what = difference.map { "first difference: \($0)" }
+            let what =
+                difference.map { "first difference: \($0)" }
                 ?? "no listing was recorded with this rootfs to name the path (rebuild it to record one)"
             return "runtime \"\(runtime)\" does not match its manifest: \(what); "
                 + "manifest digest \(manifestDigest), tree digest \(actualDigest)"
@@ -344,7 +345,8 @@ public struct RootfsStore: Sendable {
         let installed = try list()
         let match: RootfsManifest?
         if let version {
-            match = installed.first { $0.runtime == runtime }
+            match =
+                installed.first { $0.runtime == runtime }
                 ?? installed.first { $0.name == name && Self.version($0.version, hasPrefix: version) }
         } else {
             match = installed.first { $0.name == name }  // list() puts the newest first
@@ -386,16 +388,19 @@ public struct RootfsStore: Sendable {
         do {
             try process.run()
         } catch {
-            throw RootfsError.buildFailed(name: name, script: script, reason: "cannot start: \(error.localizedDescription)")
+            throw RootfsError.buildFailed(
+                name: name, script: script, reason: "cannot start: \(error.localizedDescription)")
         }
         process.waitUntilExit()
         switch process.terminationReason {
         case .exit where process.terminationStatus == 0:
             return
         case .exit:
-            throw RootfsError.buildFailed(name: name, script: script, reason: "exit status \(process.terminationStatus)")
+            throw RootfsError.buildFailed(
+                name: name, script: script, reason: "exit status \(process.terminationStatus)")
         case .uncaughtSignal:
-            throw RootfsError.buildFailed(name: name, script: script, reason: "killed by signal \(process.terminationStatus)")
+            throw RootfsError.buildFailed(
+                name: name, script: script, reason: "killed by signal \(process.terminationStatus)")
         @unknown default:
             throw RootfsError.buildFailed(name: name, script: script, reason: "ended abnormally")
         }
@@ -443,12 +448,16 @@ public struct RootfsStore: Sendable {
         let parts = runtime.split(separator: ":", omittingEmptySubsequences: false)
         guard parts.count == 1 || parts.count == 2 else { return nil }
         let name = String(parts[0])
-        let nameOK = name.utf8.first.map(isLowerAlnum) == true
-            && name.utf8.allSatisfy { isLowerAlnum($0) || $0 == UInt8(ascii: "+") || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: "-") }
+        let nameOK =
+            name.utf8.first.map(isLowerAlnum) == true
+            && name.utf8.allSatisfy {
+                isLowerAlnum($0) || $0 == UInt8(ascii: "+") || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: "-")
+            }
         guard nameOK else { return nil }
         guard parts.count == 2 else { return (name, nil) }
         let version = String(parts[1])
-        let versionOK = version.utf8.first.map { isAlnum($0) } == true
+        let versionOK =
+            version.utf8.first.map { isAlnum($0) } == true
             && version.utf8.allSatisfy { isAlnum($0) || ".+_-".utf8.contains($0) }
         return versionOK ? (name, version) : nil
     }

@@ -1,9 +1,10 @@
 /// Reading a `Sandbox` from YAML or JSON text.
 import Foundation
-#if canImport(Glibc)
-import Glibc
-#endif
 import Yams
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 extension Sandbox {
     /// Decodes one `Sandbox` from YAML or JSON (a JSON document is YAML; Yams reads both).
@@ -89,11 +90,12 @@ extension Sandbox {
             return try decodeResource(T.self, yaml: text)
         } catch {
             // Prefix document-level problems with the file name.
-            throw SandboxError(error.issues.map { issue in
-                var issue = issue
-                if issue.field.isEmpty { issue.message = "\(path): \(issue.message)" }
-                return issue
-            })
+            throw SandboxError(
+                error.issues.map { issue in
+                    var issue = issue
+                    if issue.field.isEmpty { issue.message = "\(path): \(issue.message)" }
+                    return issue
+                })
         }
     }
 
@@ -124,7 +126,8 @@ extension Sandbox {
         case .typeMismatch(let type, let context):
             return FieldIssue(.wrongType, field: fieldPath(context.codingPath), "expected \(describe(type))")
         case .valueNotFound(let type, let context):
-            return FieldIssue(.wrongType, field: fieldPath(context.codingPath), "expected \(describe(type)), found null")
+            return FieldIssue(
+                .wrongType, field: fieldPath(context.codingPath), "expected \(describe(type)), found null")
         case .keyNotFound(let key, let context):
             return FieldIssue(.missingField, field: fieldPath(context.codingPath + [key]), "required")
         case .dataCorrupted(let context):

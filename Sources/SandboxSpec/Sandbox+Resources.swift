@@ -1,9 +1,9 @@
+import NodeResources
 /// `spec.resources`: parsed and checked by `SandboxLimits` (the Resources target), completed
 /// with the node's `SandboxDefaults`, checked against the node's capacity, and turned into
 /// `linux.resources` by the policy. The CPUs of `cpuPinning` and the ephemeral storage volume
 /// are node state: the caller (`safespace run`) allocates them and completes the spec.
 import OCI
-import NodeResources
 
 extension SandboxError {
     /// A resource request the node cannot honour, as an `.invalidValue` issue of its field.
@@ -18,7 +18,8 @@ extension Sandbox {
     public func limits() throws(SandboxError) -> SandboxLimits {
         guard let r = spec.resources else { return SandboxLimits() }
         do {
-            return try SandboxLimits.parse(cpu: r.cpu, memory: r.memory, ephemeralStorage: r.ephemeralStorage, cpuPinning: r.cpuPinning)
+            return try SandboxLimits.parse(
+                cpu: r.cpu, memory: r.memory, ephemeralStorage: r.ephemeralStorage, cpuPinning: r.cpuPinning)
         } catch {
             throw SandboxError(error)
         }
@@ -29,7 +30,8 @@ extension Sandbox {
     /// - Throws: `SandboxError(.invalidValue)` naming `spec.resources.cpu` / `.memory` for a
     ///   limit above what `capacity` (the node) has, or `sandboxDefaults.cpu` / `.memory` for
     ///   such a default; the errors of `limits()`.
-    public func effectiveLimits(defaults: SandboxDefaults, capacity: NodeCapacity) throws(SandboxError) -> SandboxLimits {
+    public func effectiveLimits(defaults: SandboxDefaults, capacity: NodeCapacity) throws(SandboxError) -> SandboxLimits
+    {
         let own = try limits()
         do {
             try capacity.check(cpuMillis: own.cpuMillis, memoryBytes: own.memoryBytes, field: "spec.resources")

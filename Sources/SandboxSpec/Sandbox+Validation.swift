@@ -21,7 +21,8 @@ extension Sandbox {
     /// Checks every field, including `resourceIssues()`, `securityLevelIssues()`, `seccompIssues()` and `notEnforceableYet()`.
     /// - Throws: `SandboxError` listing every issue found, each naming its field.
     public func validate() throws(SandboxError) {
-        let issues = validationIssues() + resourceIssues() + securityLevelIssues() + seccompIssues() + notEnforceableYet()
+        let issues =
+            validationIssues() + resourceIssues() + securityLevelIssues() + seccompIssues() + notEnforceableYet()
         if !issues.isEmpty { throw SandboxError(issues) }
     }
 
@@ -65,7 +66,10 @@ extension Sandbox {
                 guard let id else { continue }
                 let path = "spec.securityContext.\(field)"
                 if id == 0 {
-                    invalid(path, "0 is root; sandboxes run as a non-root id (\(Sandbox.idRange.lowerBound)-\(Sandbox.idRange.upperBound))")
+                    invalid(
+                        path,
+                        "0 is root; sandboxes run as a non-root id (\(Sandbox.idRange.lowerBound)-\(Sandbox.idRange.upperBound))"
+                    )
                 } else if !Sandbox.idRange.contains(id) {
                     invalid(path, "\(id) is out of range \(Sandbox.idRange.lowerBound)-\(Sandbox.idRange.upperBound)")
                 }
@@ -74,7 +78,8 @@ extension Sandbox {
 
         if let paths = spec.filesystem?.writablePaths {
             if paths.count > Sandbox.maxWritablePaths {
-                invalid("spec.filesystem.writablePaths", "at most \(Sandbox.maxWritablePaths) paths, not \(paths.count)")
+                invalid(
+                    "spec.filesystem.writablePaths", "at most \(Sandbox.maxWritablePaths) paths, not \(paths.count)")
             }
             var seen = Set<String>()
             for (index, path) in paths.enumerated() {
@@ -92,7 +97,9 @@ extension Sandbox {
             if let problem = Sandbox.domainProblem(rule.domain) { invalid("\(field).domain", problem) }
             for (portIndex, port) in (rule.ports ?? []).enumerated() {
                 let portField = "\(field).ports[\(portIndex)]"
-                if !(1...65535).contains(port.port) { invalid("\(portField).port", "must be 1-65535, not \(port.port)") }
+                if !(1...65535).contains(port.port) {
+                    invalid("\(portField).port", "must be 1-65535, not \(port.port)")
+                }
                 if let proto = port.protocol, !["TCP", "UDP"].contains(proto) {
                     invalid("\(portField).protocol", "must be TCP or UDP, not \(quoted(proto))")
                 }
@@ -108,7 +115,8 @@ extension Sandbox {
         if name.utf8.count > 63 { return "\(quoted(name)) is longer than 63 characters" }
         let allowed = name.utf8.allSatisfy { isLowerAlnum($0) || $0 == UInt8(ascii: "-") }
         if !allowed || !isLowerAlnum(name.utf8.first!) || !isLowerAlnum(name.utf8.last!) {
-            return "\(quoted(name)) is not a DNS-1123 label (lower-case letters, digits and '-', starting and ending with a letter or digit)"
+            return
+                "\(quoted(name)) is not a DNS-1123 label (lower-case letters, digits and '-', starting and ending with a letter or digit)"
         }
         return nil
     }
@@ -116,12 +124,15 @@ extension Sandbox {
     /// Why `runtime` is not a `name:version` runtime reference (`python:3.11`), or nil.
     public static func runtimeProblem(_ runtime: String) -> String? {
         let parts = runtime.split(separator: ":", omittingEmptySubsequences: false)
-        let nameOK = parts.first.map { part in
-            !part.isEmpty && isLowerAlnum(part.utf8.first!)
-                && part.utf8.allSatisfy { isLowerAlnum($0) || "._-".utf8.contains($0) }
-        } ?? false
-        let versionOK = parts.count == 1 || (parts.count == 2 && !parts[1].isEmpty
-            && parts[1].utf8.allSatisfy { isLowerAlnum($0) || isUpper($0) || "._-".utf8.contains($0) })
+        let nameOK =
+            parts.first.map { part in
+                !part.isEmpty && isLowerAlnum(part.utf8.first!)
+                    && part.utf8.allSatisfy { isLowerAlnum($0) || "._-".utf8.contains($0) }
+            } ?? false
+        let versionOK =
+            parts.count == 1
+            || (parts.count == 2 && !parts[1].isEmpty
+                && parts[1].utf8.allSatisfy { isLowerAlnum($0) || isUpper($0) || "._-".utf8.contains($0) })
         if !nameOK || !versionOK || runtime.utf8.count > 128 {
             return "\(quoted(runtime)) is not a runtime reference like python:3.11"
         }
@@ -153,10 +164,12 @@ extension Sandbox {
         var name = Substring(domain)
         if name.hasPrefix("*.") { name = name.dropFirst(2) }
         let labels = name.split(separator: ".", omittingEmptySubsequences: false)
-        let ok = !name.isEmpty && domain.utf8.count <= 253 && labels.allSatisfy { label in
-            !label.isEmpty && label.utf8.count <= 63 && label.first != "-" && label.last != "-"
-                && label.utf8.allSatisfy { isLowerAlnum($0) || isUpper($0) || $0 == UInt8(ascii: "-") }
-        }
+        let ok =
+            !name.isEmpty && domain.utf8.count <= 253
+            && labels.allSatisfy { label in
+                !label.isEmpty && label.utf8.count <= 63 && label.first != "-" && label.last != "-"
+                    && label.utf8.allSatisfy { isLowerAlnum($0) || isUpper($0) || $0 == UInt8(ascii: "-") }
+            }
         return ok ? nil : "\(quoted(domain)) is not a domain name"
     }
 

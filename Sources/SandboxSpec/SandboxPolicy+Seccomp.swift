@@ -28,22 +28,27 @@ extension SandboxPolicy {
         if let ref {
             field = "spec.securityContext.seccompProfile"
             if sandbox.spec.profileRef != nil, try sandboxProfileSeccomp(sandbox, profiles) != nil {
-                throw SandboxError(.invalidValue, field: field, "both this and the SandboxProfile of spec.profileRef name a seccomp profile; keep one")
+                throw SandboxError(
+                    .invalidValue, field: field,
+                    "both this and the SandboxProfile of spec.profileRef name a seccomp profile; keep one")
             }
             switch ref.type {
             case "Unconfined": return nil
             case "Localhost":
                 field += ".localhostProfile"
-                (profile, source) = try profiles.seccompProfile(ref.localhostProfile ?? "", relativeTo: profiles.directory, field: field)
+                (profile, source) = try profiles.seccompProfile(
+                    ref.localhostProfile ?? "", relativeTo: profiles.directory, field: field)
             default:
-                (profile, source) = try profiles.seccompProfile(SeccompProfiles.defaultName, relativeTo: profiles.directory, field: field)
+                (profile, source) = try profiles.seccompProfile(
+                    SeccompProfiles.defaultName, relativeTo: profiles.directory, field: field)
             }
         } else if let named = try sandboxProfileSeccomp(sandbox, profiles) {
             field = "spec.profileRef"
             (profile, source) = try profiles.seccompProfile(named.reference, relativeTo: named.base, field: field)
         } else {
             field = "spec.securityLevel"
-            (profile, source) = try profiles.seccompProfile(SeccompProfiles.defaultName, relativeTo: profiles.directory, field: field)
+            (profile, source) = try profiles.seccompProfile(
+                SeccompProfiles.defaultName, relativeTo: profiles.directory, field: field)
         }
         do {
             let target = target ?? .host(capabilities: Set(capabilities))
@@ -55,13 +60,17 @@ extension SandboxPolicy {
 
     /// The seccomp profile reference of the sandbox's SandboxProfile, nil without profileRef
     /// or when the SandboxProfile names none.
-    private static func sandboxProfileSeccomp(_ sandbox: Sandbox, _ profiles: SeccompProfiles) throws(SandboxError) -> (reference: String, base: String)? {
+    private static func sandboxProfileSeccomp(_ sandbox: Sandbox, _ profiles: SeccompProfiles) throws(SandboxError) -> (
+        reference: String, base: String
+    )? {
         guard let ref = sandbox.spec.profileRef else { return nil }
         let (profile, base) = try profiles.sandboxProfile(ref.name, field: "spec.profileRef.name")
         let runtime = sandbox.spec.runtime ?? Sandbox.defaultRuntime
         let language = String(runtime.split(separator: ":").first ?? "")
         if let wanted = profile.spec.language, wanted != language {
-            throw SandboxError(.invalidValue, field: "spec.profileRef", "SandboxProfile \(ref.name) is for \(wanted); the sandbox runs \(runtime)")
+            throw SandboxError(
+                .invalidValue, field: "spec.profileRef",
+                "SandboxProfile \(ref.name) is for \(wanted); the sandbox runs \(runtime)")
         }
         return profile.spec.seccompProfile.map { ($0, base) }
     }
@@ -79,16 +88,24 @@ extension Sandbox {
             case "Localhost":
                 let path = ref.localhostProfile ?? ""
                 if path.isEmpty {
-                    issues.append(FieldIssue(.missingField, field: field + ".localhostProfile", "required with type Localhost"))
+                    issues.append(
+                        FieldIssue(.missingField, field: field + ".localhostProfile", "required with type Localhost"))
                 } else if !path.hasPrefix("/") && path.split(separator: "/").contains("..") {
-                    issues.append(FieldIssue(.invalidValue, field: field + ".localhostProfile", "\(path): a relative path may not contain .."))
+                    issues.append(
+                        FieldIssue(
+                            .invalidValue, field: field + ".localhostProfile",
+                            "\(path): a relative path may not contain .."))
                 }
             case "RuntimeDefault", "Unconfined":
                 if ref.localhostProfile != nil {
-                    issues.append(FieldIssue(.invalidValue, field: field + ".localhostProfile", "only for type Localhost"))
+                    issues.append(
+                        FieldIssue(.invalidValue, field: field + ".localhostProfile", "only for type Localhost"))
                 }
             default:
-                issues.append(FieldIssue(.invalidValue, field: field + ".type", "\"\(ref.type)\" is not RuntimeDefault, Localhost or Unconfined"))
+                issues.append(
+                    FieldIssue(
+                        .invalidValue, field: field + ".type",
+                        "\"\(ref.type)\" is not RuntimeDefault, Localhost or Unconfined"))
             }
         }
         if let name = spec.profileRef?.name, let problem = Sandbox.dns1123LabelProblem(name) {

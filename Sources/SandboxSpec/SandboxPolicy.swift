@@ -1,3 +1,6 @@
+import NodeResources
+import OCI
+
 /// Policy: a validated `Sandbox` -> an OCI runtime-spec `config.json`.
 ///
 /// Every security decision made from a `Sandbox` ends here as a field of the spec, so it
@@ -5,10 +8,8 @@
 /// (mounts, masked and read-only paths), and are stricter elsewhere: no capabilities at
 /// all, no new privileges, a non-root user with no supplementary groups.
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
-import OCI
-import NodeResources
 
 /// What `SandboxPolicy.bundle` produces: the spec, and what the caller must prepare.
 public struct BundlePlan: Sendable, Equatable {
@@ -149,7 +150,8 @@ public enum SandboxPolicy {
             annotations: annotations,
             linux: linux)
         // The security level last: backend, user namespace, seccomp source (SecurityLevel.swift).
-        result.linux?.seccomp = try seccomp(for: sandbox, capabilities: process.capabilities?.bounding ?? [], profiles: seccompProfiles)
+        result.linux?.seccomp = try seccomp(
+            for: sandbox, capabilities: process.capabilities?.bounding ?? [], profiles: seccompProfiles)
         SecurityLevelPolicy.apply(sandbox, to: &result)
         return BundlePlan(spec: result, limits: limits, writableLayer: !readOnlyRoot)
     }
@@ -159,7 +161,10 @@ public enum SandboxPolicy {
         for sandbox: Sandbox, rootfs: String, id: String, args: [String], env: [String] = [],
         nofileHardLimit: UInt64? = nil, defaults: SandboxDefaults = SandboxDefaults(), capacity: NodeCapacity? = nil
     ) throws(SandboxError) -> Spec {
-        try bundle(for: sandbox, rootfs: rootfs, id: id, args: args, env: env, nofileHardLimit: nofileHardLimit, defaults: defaults, capacity: capacity).spec
+        try bundle(
+            for: sandbox, rootfs: rootfs, id: id, args: args, env: env, nofileHardLimit: nofileHardLimit,
+            defaults: defaults, capacity: capacity
+        ).spec
     }
 
     /// The writable paths of `sandbox`, defaults applied, parents before children.
@@ -167,7 +172,11 @@ public enum SandboxPolicy {
         let paths = sandbox.spec.filesystem?.writablePaths ?? defaultWritablePaths
         // Stable sort by depth: a parent tmpfs must be mounted before one inside it.
         return paths.enumerated()
-            .sorted { ($0.element.split(separator: "/").count, $0.offset) < ($1.element.split(separator: "/").count, $1.offset) }
+            .sorted {
+                ($0.element.split(separator: "/").count, $0.offset) < (
+                    $1.element.split(separator: "/").count, $1.offset
+                )
+            }
             .map(\.element)
     }
 
@@ -176,11 +185,15 @@ public enum SandboxPolicy {
     /// here; the caller puts it on the ephemeral storage volume, inside the sandbox's cap.
     public static let systemMounts: [Mount] = [
         Mount(destination: "/proc", type: "proc", source: "proc", options: ["nosuid", "noexec", "nodev"]),
-        Mount(destination: "/dev", type: "tmpfs", source: "tmpfs", options: ["nosuid", "strictatime", "mode=755", "size=65536k"]),
+        Mount(
+            destination: "/dev", type: "tmpfs", source: "tmpfs",
+            options: ["nosuid", "strictatime", "mode=755", "size=65536k"]),
         Mount(
             destination: "/dev/pts", type: "devpts", source: "devpts",
             options: ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]),
-        Mount(destination: "/dev/shm", type: "tmpfs", source: "shm", options: ["nosuid", "noexec", "nodev", "mode=1777", "size=64m"]),
+        Mount(
+            destination: "/dev/shm", type: "tmpfs", source: "shm",
+            options: ["nosuid", "noexec", "nodev", "mode=1777", "size=64m"]),
         Mount(destination: "/dev/mqueue", type: "mqueue", source: "mqueue", options: ["nosuid", "noexec", "nodev"]),
         Mount(destination: "/sys", type: "sysfs", source: "sysfs", options: ["nosuid", "noexec", "nodev", "ro"]),
     ]
@@ -232,10 +245,10 @@ public enum SandboxPolicy {
     /// The calling process's `RLIMIT_NOFILE` hard limit.
     static func callerNofileHardLimit() -> UInt64 {
         #if canImport(Glibc)
-        var limit = rlimit()
-        if getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit) == 0 {
-            return UInt64(limit.rlim_max)
-        }
+            var limit = rlimit()
+            if getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit) == 0 {
+                return UInt64(limit.rlim_max)
+            }
         #endif
         return nofileLimit
     }

@@ -51,7 +51,10 @@ public struct SandboxProfile: Codable, Sendable, Equatable {
             issues.append(FieldIssue(.invalidValue, field: "kind", "\(path): must be \(kind)"))
         }
         if let language = profile.spec.language, Sandbox.runtimeProblem(language + ":1") != nil {
-            issues.append(FieldIssue(.invalidValue, field: "spec.language", "\(path): \"\(language)\" is not a language name (python, node)"))
+            issues.append(
+                FieldIssue(
+                    .invalidValue, field: "spec.language",
+                    "\(path): \"\(language)\" is not a language name (python, node)"))
         }
         if !issues.isEmpty { throw SandboxError(issues) }
         return profile

@@ -32,15 +32,24 @@ public struct SeccompProfiles: Sendable {
     /// A seccomp profile: a built-in name, or a file (`relativeTo` for a relative path).
     /// - Returns: the profile and what to call it in messages (the name or the path).
     /// - Throws: `SandboxError` naming `field`.
-    public func seccompProfile(_ reference: String, relativeTo base: String, field: String) throws(SandboxError) -> (SeccompProfile, source: String) {
+    public func seccompProfile(_ reference: String, relativeTo base: String, field: String) throws(SandboxError) -> (
+        SeccompProfile, source: String
+    ) {
         if let text = Self.builtin[reference] {
-            do { return (try SeccompProfile.decode(Array(text.utf8), source: "built-in profile \(reference)"), "built-in profile \(reference)") } catch {
+            do {
+                return (
+                    try SeccompProfile.decode(Array(text.utf8), source: "built-in profile \(reference)"),
+                    "built-in profile \(reference)"
+                )
+            } catch {
                 throw SandboxError(.invalidValue, field: field, "\(error)")
             }
         }
         let path = reference.hasPrefix("/") ? reference : base + "/" + reference
         guard let data = FileManager.default.contents(atPath: path) else {
-            throw SandboxError(.invalidValue, field: field, "cannot read the seccomp profile \(path)\(reference.hasPrefix("/") ? "" : " (relative to \(base))")")
+            throw SandboxError(
+                .invalidValue, field: field,
+                "cannot read the seccomp profile \(path)\(reference.hasPrefix("/") ? "" : " (relative to \(base))")")
         }
         do {
             return (try SeccompProfile.decode(Array(data), source: path), path)
@@ -61,13 +70,20 @@ public struct SeccompProfiles: Sendable {
                 throw SandboxError(error.issues.map { FieldIssue($0.kind, field: field, "\(path): \($0.description)") })
             }
             if let actual = profile.metadata.name, actual != name {
-                throw SandboxError(.invalidValue, field: field, "\(path) holds the SandboxProfile \(actual), not \(name)")
+                throw SandboxError(
+                    .invalidValue, field: field, "\(path) holds the SandboxProfile \(actual), not \(name)")
             }
             return (profile, directory)
         }
         if name == "python" || name == "node" {
-            return (SandboxProfile(metadata: ObjectMeta(name: name), spec: SandboxProfileSpec(language: name, seccompProfile: name)), directory)
+            return (
+                SandboxProfile(
+                    metadata: ObjectMeta(name: name), spec: SandboxProfileSpec(language: name, seccompProfile: name)),
+                directory
+            )
         }
-        throw SandboxError(.invalidValue, field: field, "no SandboxProfile \(name) (looked for \(directory)/\(name).yaml, .yml, .json)")
+        throw SandboxError(
+            .invalidValue, field: field, "no SandboxProfile \(name) (looked for \(directory)/\(name).yaml, .yml, .json)"
+        )
     }
 }

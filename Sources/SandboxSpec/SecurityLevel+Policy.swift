@@ -20,7 +20,8 @@ public enum SecurityLevelPolicy {
         var annotations = spec.annotations ?? [:]
         annotations[SandboxPolicy.Annotation.securityLevel] = level.rawValue
         if !profile.capabilities {
-            spec.process?.capabilities = Capabilities(bounding: [], effective: [], inheritable: [], permitted: [], ambient: [])
+            spec.process?.capabilities = Capabilities(
+                bounding: [], effective: [], inheritable: [], permitted: [], ambient: [])
         }
         if profile.noNewPrivileges { spec.process?.noNewPrivileges = true }
 
@@ -55,9 +56,10 @@ extension Sandbox {
         guard let level = SecurityLevel.of(self), !level.profile.fieldsMayWeaken else { return [] }
         var issues: [FieldIssue] = []
         func weakens(_ field: String, _ what: String) {
-            issues.append(FieldIssue(
-                .invalidValue, field: field,
-                "\(what) weakens securityLevel \(level.rawValue); only securityLevel: custom may lower a level"))
+            issues.append(
+                FieldIssue(
+                    .invalidValue, field: field,
+                    "\(what) weakens securityLevel \(level.rawValue); only securityLevel: custom may lower a level"))
         }
         if level.profile.readOnlyRoot, spec.filesystem?.readOnlyRoot == false {
             weakens("spec.filesystem.readOnlyRoot", "false (a writable root)")

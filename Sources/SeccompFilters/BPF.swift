@@ -50,7 +50,9 @@ public struct BPFInstruction: Equatable, Sendable, CustomStringConvertible {
     /// Instructions from the bytes `seccomp_export_bpf` writes.
     /// - Throws: when the length is not a multiple of 8.
     public static func decode(_ bytes: [UInt8]) throws -> [BPFInstruction] {
-        guard bytes.count % 8 == 0 else { throw SeccompError(.invalidProgram, "BPF program of \(bytes.count) bytes is not whole instructions") }
+        guard bytes.count % 8 == 0 else {
+            throw SeccompError(.invalidProgram, "BPF program of \(bytes.count) bytes is not whole instructions")
+        }
         return stride(from: 0, to: bytes.count, by: 8).map { i in
             let code = UInt16(bytes[i]) | UInt16(bytes[i + 1]) << 8
             var k = UInt32(bytes[i + 4])

@@ -44,7 +44,8 @@ public enum EnosysStub {
         for token in architectures {
             let isX32 = token == SeccompNames.archX32
             let audit = isX32 ? SeccompNames.archX86_64 : token
-            var h = result.first(where: { $0.auditArch == audit })
+            var h =
+                result.first(where: { $0.auditArch == audit })
                 ?? Horizon(auditArch: audit, max: nil, maxX32: nil, splitsX32: audit == SeccompNames.archX86_64)
             if isX32 { h.maxX32 = largest(token) } else { h.max = largest(token) }
             if let i = result.firstIndex(where: { $0.auditArch == audit }) { result[i] = h } else { result.append(h) }
@@ -91,7 +92,9 @@ public enum EnosysStub {
         var labels: [Label: Int] = [:]
 
         mutating func emit(_ i: BPFInstruction) { items.append(.fixed(i)) }
-        mutating func branch(_ op: UInt16, _ k: UInt32, true t: Label, false f: Label) { items.append(.branch(op, k, t, f)) }
+        mutating func branch(_ op: UInt16, _ k: UInt32, true t: Label, false f: Label) {
+            items.append(.branch(op, k, t, f))
+        }
         mutating func always(_ target: Label) { items.append(.always(target)) }
         mutating func place(_ label: Label) { labels[label] = items.count }
 
@@ -104,7 +107,9 @@ public enum EnosysStub {
             try items.enumerated().map { pc, item in
                 func offset(_ label: Label) throws -> UInt32 {
                     if label == .next { return 0 }
-                    guard let target = labels[label], target > pc else { throw SeccompError(.invalidProgram, "ENOSYS stub: bad jump target \(label)") }
+                    guard let target = labels[label], target > pc else {
+                        throw SeccompError(.invalidProgram, "ENOSYS stub: bad jump target \(label)")
+                    }
                     return UInt32(target - pc - 1)
                 }
                 switch item {
@@ -112,7 +117,9 @@ public enum EnosysStub {
                 case .always(let l): return .jumpAlways(try offset(l))
                 case .branch(let op, let k, let t, let f):
                     let (jt, jf) = (try offset(t), try offset(f))
-                    guard jt <= 255, jf <= 255 else { throw SeccompError(.invalidProgram, "ENOSYS stub: jump too long") }
+                    guard jt <= 255, jf <= 255 else {
+                        throw SeccompError(.invalidProgram, "ENOSYS stub: jump too long")
+                    }
                     return .jump(op, k, UInt8(jt), UInt8(jf))
                 }
             }

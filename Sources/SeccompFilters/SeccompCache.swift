@@ -104,7 +104,10 @@ public struct SeccompCache: Sendable {
             let unknown = field(), let warnings = field(), let bpf = field(), i == bytes.count, bpf.count % 8 == 0
         else { return nil }
         func lines(_ s: ArraySlice<UInt8>) -> [String] {
-            s.isEmpty ? [] : String(decoding: s, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+            s.isEmpty
+                ? []
+                : String(decoding: s, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false).map(
+                    String.init)
         }
         return SeccompProgram(bpf: Array(bpf), flags: flags, unknownSyscalls: lines(unknown), warnings: lines(warnings))
     }

@@ -1,6 +1,6 @@
-import Glibc
 import CSafeSpace
 import CSeccomp
+import Glibc
 import LinuxKernel
 import OCI
 
@@ -57,11 +57,15 @@ public enum SeccompCompiler {
     ///   failures included).
     public static func compile(_ seccomp: Seccomp) throws -> SeccompProgram {
         let field = "linux.seccomp"
-        let defaultAction = try SeccompNames.action(seccomp.defaultAction, errnoRet: seccomp.defaultErrnoRet, field: field + ".defaultAction")
+        let defaultAction = try SeccompNames.action(
+            seccomp.defaultAction, errnoRet: seccomp.defaultErrnoRet, field: field + ".defaultAction")
         if seccomp.listenerMetadata != nil && (seccomp.listenerPath ?? "").isEmpty {
-            throw SeccompError(.invalidProfile, "listenerMetadata is set without listenerPath", field: field + ".listenerMetadata")
+            throw SeccompError(
+                .invalidProfile, "listenerMetadata is set without listenerPath", field: field + ".listenerMetadata")
         }
-        guard let ctx = seccomp_init(defaultAction) else { throw SeccompError(.libseccompFailed, "seccomp_init failed", field: field, operation: "seccomp_init") }
+        guard let ctx = seccomp_init(defaultAction) else {
+            throw SeccompError(.libseccompFailed, "seccomp_init failed", field: field, operation: "seccomp_init")
+        }
         defer { seccomp_release(ctx) }
         // No NO_NEW_PRIVS from libseccomp: process.noNewPrivileges decides that.
         _ = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_NNP, 0)
@@ -72,7 +76,9 @@ public enum SeccompCompiler {
             let token = try SeccompNames.architecture(name, field: "\(field).architectures[\(i)]")
             let rc = seccomp_arch_add(ctx, token)
             if rc != 0 && rc != -EEXIST {
-                throw SeccompError(.libseccompFailed, "seccomp_arch_add \(name): \(String(cString: strerror(-rc)))", field: "\(field).architectures[\(i)]", operation: "seccomp_arch_add", errno: -rc)
+                throw SeccompError(
+                    .libseccompFailed, "seccomp_arch_add \(name): \(String(cString: strerror(-rc)))",
+                    field: "\(field).architectures[\(i)]", operation: "seccomp_arch_add", errno: -rc)
             }
             if !architectures.contains(token) { architectures.append(token) }
         }
@@ -80,7 +86,10 @@ public enum SeccompCompiler {
         var flags: UInt32 = 0
         for (i, name) in (seccomp.flags ?? []).enumerated() {
             guard let bit = SeccompNames.flags[name] else {
-                throw SeccompError(.invalidProfile, "unknown flag \"\(name)\" (one of \(SeccompNames.flags.keys.sorted().joined(separator: ", ")))", field: "\(field).flags[\(i)]")
+                throw SeccompError(
+                    .invalidProfile,
+                    "unknown flag \"\(name)\" (one of \(SeccompNames.flags.keys.sorted().joined(separator: ", ")))",
+                    field: "\(field).flags[\(i)]")
             }
             flags |= bit
         }
@@ -99,10 +108,14 @@ public enum SeccompCompiler {
                 seccomp_rule_add_array(ctx, rule.action, rule.nr, UInt32($0.count), $0.baseAddress)
             }
             if rc != 0 {
-                throw SeccompError(.libseccompFailed, "seccomp_rule_add \(rule.name): \(String(cString: strerror(-rc)))", field: rule.field, operation: "seccomp_rule_add", errno: -rc)
+                throw SeccompError(
+                    .libseccompFailed, "seccomp_rule_add \(rule.name): \(String(cString: strerror(-rc)))",
+                    field: rule.field, operation: "seccomp_rule_add", errno: -rc)
             }
         }
-        if rules.contains(where: { $0.action & 0xffff_0000 == SeccompNames.actionNotify }) || defaultAction == SeccompNames.actionNotify {
+        if rules.contains(where: { $0.action & 0xffff_0000 == SeccompNames.actionNotify })
+            || defaultAction == SeccompNames.actionNotify
+        {
             flags |= SeccompNames.flagNewListener
             if flags & SeccompNames.flagTsync != 0 { flags |= SeccompNames.flagTsyncEsrch }
         }
@@ -110,12 +123,17 @@ public enum SeccompCompiler {
         var program = try BPFInstruction.decode(try export(ctx))
         if stubApplies(defaultAction) {
             let names = (seccomp.syscalls ?? []).flatMap(\.names)
-            program = try EnosysStub.instructions(EnosysStub.horizons(architectures: architectures, names: names)) + program
+            program =
+                try EnosysStub.instructions(EnosysStub.horizons(architectures: architectures, names: names)) + program
         }
         guard program.count <= bpfMaxInstructions else {
-            throw SeccompError(.invalidProfile, "the filter has \(program.count) BPF instructions; the kernel takes at most \(bpfMaxInstructions)", field: field)
+            throw SeccompError(
+                .invalidProfile,
+                "the filter has \(program.count) BPF instructions; the kernel takes at most \(bpfMaxInstructions)",
+                field: field)
         }
-        return SeccompProgram(bpf: BPFInstruction.encode(program), flags: flags, unknownSyscalls: unknown, warnings: warnings)
+        return SeccompProgram(
+            bpf: BPFInstruction.encode(program), flags: flags, unknownSyscalls: unknown, warnings: warnings)
     }
 
     /// runc's rule: only a denying default gets the stub. ALLOW, LOG and TRACE let newer syscalls
@@ -143,21 +161,36 @@ public enum SeccompCompiler {
             let field = "linux.seccomp.syscalls[\(i)]"
             let action = try SeccompNames.action(entry.action, errnoRet: entry.errnoRet, field: field + ".action")
             if action == SeccompNames.actionNotify && (seccomp.listenerPath ?? "").isEmpty {
-                throw SeccompError(.invalidProfile, "SCMP_ACT_NOTIFY needs linux.seccomp.listenerPath, the agent that answers the notifications", field: field + ".action")
+                throw SeccompError(
+                    .invalidProfile,
+                    "SCMP_ACT_NOTIFY needs linux.seccomp.listenerPath, the agent that answers the notifications",
+                    field: field + ".action")
             }
             var conditions: [scmp_arg_cmp] = []
             for (j, arg) in (entry.args ?? []).enumerated() {
-                guard arg.index < 6 else { throw SeccompError(.invalidProfile, "\(arg.index) is not an argument index (0-5)", field: "\(field).args[\(j)].index") }
+                guard arg.index < 6 else {
+                    throw SeccompError(
+                        .invalidProfile, "\(arg.index) is not an argument index (0-5)",
+                        field: "\(field).args[\(j)].index")
+                }
                 guard let op = SeccompNames.operators[arg.op] else {
-                    throw SeccompError(.invalidProfile, "unknown operator \"\(arg.op)\" (one of \(SeccompNames.operators.keys.sorted().joined(separator: ", ")))", field: "\(field).args[\(j)].op")
+                    throw SeccompError(
+                        .invalidProfile,
+                        "unknown operator \"\(arg.op)\" (one of \(SeccompNames.operators.keys.sorted().joined(separator: ", ")))",
+                        field: "\(field).args[\(j)].op")
                 }
                 conditions.append(scmp_arg_cmp(arg: arg.index, op: op, datum_a: arg.value, datum_b: arg.valueTwo ?? 0))
             }
             let indexes = conditions.map(\.arg)
             let groups: [[scmp_arg_cmp]] = Set(indexes).count == indexes.count ? [conditions] : conditions.map { [$0] }
-            guard !entry.names.isEmpty else { throw SeccompError(.invalidProfile, "empty: an entry names at least one syscall", field: field + ".names") }
+            guard !entry.names.isEmpty else {
+                throw SeccompError(
+                    .invalidProfile, "empty: an entry names at least one syscall", field: field + ".names")
+            }
             for (k, name) in entry.names.enumerated() {
-                guard !name.isEmpty else { throw SeccompError(.invalidProfile, "empty syscall name", field: "\(field).names[\(k)]") }
+                guard !name.isEmpty else {
+                    throw SeccompError(.invalidProfile, "empty syscall name", field: "\(field).names[\(k)]")
+                }
                 guard let nr = SeccompNames.syscall(name) else {
                     if !unknown.contains(name) { unknown.append(name) }
                     continue
@@ -188,7 +221,9 @@ public enum SeccompCompiler {
             let stricter = SeccompNames.precedence(rule.action) > SeccompNames.precedence(current.action)
             let (winner, loser) = stricter ? (rule, current) : (current, rule)
             kept[rule.nr] = winner
-            warnings.append("\(loser.field): the rule for \(rule.name) is dropped: \(winner.field) gives it a more restrictive action unconditionally")
+            warnings.append(
+                "\(loser.field): the rule for \(rule.name) is dropped: \(winner.field) gives it a more restrictive action unconditionally"
+            )
         }
         var out: [Rule] = []
         var reported = Set<String>()
@@ -198,7 +233,9 @@ public enum SeccompCompiler {
                 continue
             }
             if rule.conditions.isEmpty {
-                if rule.field == winner.field && rule.action == winner.action && !out.contains(where: { $0.nr == rule.nr && $0.conditions.isEmpty }) {
+                if rule.field == winner.field && rule.action == winner.action
+                    && !out.contains(where: { $0.nr == rule.nr && $0.conditions.isEmpty })
+                {
                     out.append(rule)
                 }
                 continue
@@ -206,10 +243,13 @@ public enum SeccompCompiler {
             guard rule.action != winner.action, reported.insert("\(rule.field) \(rule.name)").inserted else { continue }
             if SeccompNames.precedence(rule.action) > SeccompNames.precedence(winner.action) {
                 throw SeccompError(
-                    .unsupported, "the argument-conditional rule for \(rule.name) would be dropped by libseccomp, which keeps only the unconditional rule of \(winner.field) for it; the filter would be weaker than written (write the exception as conditions on the other rule, or use a default action that denies)",
+                    .unsupported,
+                    "the argument-conditional rule for \(rule.name) would be dropped by libseccomp, which keeps only the unconditional rule of \(winner.field) for it; the filter would be weaker than written (write the exception as conditions on the other rule, or use a default action that denies)",
                     field: rule.field)
             }
-            warnings.append("\(rule.field): the argument-conditional rule for \(rule.name) is dropped: \(winner.field) applies to it unconditionally")
+            warnings.append(
+                "\(rule.field): the argument-conditional rule for \(rule.name) is dropped: \(winner.field) applies to it unconditionally"
+            )
         }
         return (out, warnings)
     }
@@ -219,12 +259,20 @@ public enum SeccompCompiler {
     static func checkNotify(_ seccomp: Seccomp, rules: [Rule], defaultAction: UInt32) throws {
         guard let sendmsg = SeccompNames.syscall("sendmsg") else { return }
         for rule in rules where rule.nr == sendmsg && rule.action == SeccompNames.actionNotify {
-            throw SeccompError(.unsupported, "SCMP_ACT_NOTIFY cannot apply to sendmsg: the runtime hands the listener its fd with sendmsg(2) after loading the filter", field: rule.field)
+            throw SeccompError(
+                .unsupported,
+                "SCMP_ACT_NOTIFY cannot apply to sendmsg: the runtime hands the listener its fd with sendmsg(2) after loading the filter",
+                field: rule.field)
         }
         if defaultAction == SeccompNames.actionNotify
-            && !rules.contains(where: { $0.nr == sendmsg && $0.conditions.isEmpty && $0.action != SeccompNames.actionNotify })
+            && !rules.contains(where: {
+                $0.nr == sendmsg && $0.conditions.isEmpty && $0.action != SeccompNames.actionNotify
+            })
         {
-            throw SeccompError(.unsupported, "SCMP_ACT_NOTIFY as the default action needs sendmsg named with another action: the runtime hands the listener its fd with sendmsg(2) after loading the filter", field: "linux.seccomp.defaultAction")
+            throw SeccompError(
+                .unsupported,
+                "SCMP_ACT_NOTIFY as the default action needs sendmsg named with another action: the runtime hands the listener its fd with sendmsg(2) after loading the filter",
+                field: "linux.seccomp.defaultAction")
         }
     }
 
@@ -232,18 +280,29 @@ public enum SeccompCompiler {
     /// (a pipe of 1 MiB holds the largest program the kernel accepts, 4096 * 8 bytes, many times).
     private static func export(_ ctx: scmp_filter_ctx) throws -> [UInt8] {
         var fds: [Int32] = [-1, -1]
-        guard ss_pipe2_cloexec(&fds) == 0 else { throw SeccompError(.libseccompFailed, "pipe: \(String(cString: strerror(errno)))", operation: "pipe2", errno: errno) }
+        guard ss_pipe2_cloexec(&fds) == 0 else {
+            throw SeccompError(
+                .libseccompFailed, "pipe: \(String(cString: strerror(errno)))", operation: "pipe2", errno: errno)
+        }
         defer { close(fds[0]) }
         _ = fcntl(fds[1], F_SETPIPE_SZ, Int32(1 << 20))
         let rc = seccomp_export_bpf(ctx, fds[1])
         close(fds[1])
-        if rc != 0 { throw SeccompError(.libseccompFailed, "seccomp_export_bpf: \(String(cString: strerror(-rc)))", field: "linux.seccomp", operation: "seccomp_export_bpf", errno: -rc) }
+        if rc != 0 {
+            throw SeccompError(
+                .libseccompFailed, "seccomp_export_bpf: \(String(cString: strerror(-rc)))", field: "linux.seccomp",
+                operation: "seccomp_export_bpf", errno: -rc)
+        }
         var out: [UInt8] = []
         var buf = [UInt8](repeating: 0, count: 65536)
         while true {
             let n = buf.withUnsafeMutableBytes { read(fds[0], $0.baseAddress, $0.count) }
             if n < 0 && errno == EINTR { continue }
-            if n < 0 { throw SeccompError(.libseccompFailed, "read exported BPF: \(String(cString: strerror(errno)))", operation: "read", errno: errno) }
+            if n < 0 {
+                throw SeccompError(
+                    .libseccompFailed, "read exported BPF: \(String(cString: strerror(errno)))", operation: "read",
+                    errno: errno)
+            }
             if n == 0 { return out }
             out.append(contentsOf: buf[0..<n])
         }

@@ -32,7 +32,9 @@ public enum SeccompEvents {
         let sendmsgRule = syscalls.first { $0.names.contains("sendmsg") && ($0.args ?? []).isEmpty }
         let sendmsgAction = sendmsgRule?.action ?? seccomp.defaultAction
         guard sendmsgAction == "SCMP_ACT_ALLOW" || sendmsgAction == "SCMP_ACT_LOG" else {
-            return (nil, "the profile does not allow sendmsg(2), with which the runtime hands the event listener its fd")
+            return (
+                nil, "the profile does not allow sendmsg(2), with which the runtime hands the event listener its fd"
+            )
         }
         var out = seccomp
         var changed = false
@@ -90,7 +92,9 @@ public struct SeccompNotification: Sendable {
     public static func receive(fd: Int32) throws -> SeccompNotification? {
         var req: UnsafeMutablePointer<seccomp_notif>?
         var resp: UnsafeMutablePointer<seccomp_notif_resp>?
-        guard seccomp_notify_alloc(&req, &resp) == 0, let req, let resp else { throw SeccompError(.libseccompFailed, "seccomp_notify_alloc failed", operation: "seccomp_notify_alloc") }
+        guard seccomp_notify_alloc(&req, &resp) == 0, let req, let resp else {
+            throw SeccompError(.libseccompFailed, "seccomp_notify_alloc failed", operation: "seccomp_notify_alloc")
+        }
         defer { seccomp_notify_free(req, resp) }
         while true {
             // The kernel wants a zeroed struct (EINVAL otherwise).
@@ -98,8 +102,13 @@ public struct SeccompNotification: Sendable {
             let rc = seccomp_notify_receive(fd, req)
             if rc == -EINTR { continue }
             if rc == -ENOENT { return nil }
-            if rc != 0 { throw SeccompError(.libseccompFailed, "seccomp_notify_receive: \(String(cString: strerror(-rc)))", operation: "seccomp_notify_receive", errno: -rc) }
-            return SeccompNotification(id: req.pointee.id, pid: req.pointee.pid, nr: req.pointee.data.nr, arch: req.pointee.data.arch)
+            if rc != 0 {
+                throw SeccompError(
+                    .libseccompFailed, "seccomp_notify_receive: \(String(cString: strerror(-rc)))",
+                    operation: "seccomp_notify_receive", errno: -rc)
+            }
+            return SeccompNotification(
+                id: req.pointee.id, pid: req.pointee.pid, nr: req.pointee.data.nr, arch: req.pointee.data.arch)
         }
     }
 
@@ -108,7 +117,9 @@ public struct SeccompNotification: Sendable {
     public func deny(fd: Int32, errno: Int32) throws {
         var req: UnsafeMutablePointer<seccomp_notif>?
         var resp: UnsafeMutablePointer<seccomp_notif_resp>?
-        guard seccomp_notify_alloc(&req, &resp) == 0, let req, let resp else { throw SeccompError(.libseccompFailed, "seccomp_notify_alloc failed", operation: "seccomp_notify_alloc") }
+        guard seccomp_notify_alloc(&req, &resp) == 0, let req, let resp else {
+            throw SeccompError(.libseccompFailed, "seccomp_notify_alloc failed", operation: "seccomp_notify_alloc")
+        }
         defer { seccomp_notify_free(req, resp) }
         memset(resp, 0, MemoryLayout<seccomp_notif_resp>.size)
         resp.pointee.id = id
@@ -117,7 +128,9 @@ public struct SeccompNotification: Sendable {
             let rc = seccomp_notify_respond(fd, resp)
             if rc == -EINTR { continue }
             if rc == 0 || rc == -ENOENT { return }
-            throw SeccompError(.libseccompFailed, "seccomp_notify_respond: \(String(cString: strerror(-rc)))", operation: "seccomp_notify_respond", errno: -rc)
+            throw SeccompError(
+                .libseccompFailed, "seccomp_notify_respond: \(String(cString: strerror(-rc)))",
+                operation: "seccomp_notify_respond", errno: -rc)
         }
     }
 }

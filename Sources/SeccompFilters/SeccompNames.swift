@@ -30,11 +30,14 @@ public enum SeccompNames {
     /// - Throws: `SeccompError` naming `field` for an unknown action or a bad errnoRet.
     public static func action(_ name: String, errnoRet: UInt32?, field: String) throws -> UInt32 {
         guard let base = actions[name] else {
-            throw SeccompError(.invalidProfile, "unknown action \"\(name)\" (one of \(actions.keys.sorted().joined(separator: ", ")))", field: field)
+            throw SeccompError(
+                .invalidProfile, "unknown action \"\(name)\" (one of \(actions.keys.sorted().joined(separator: ", ")))",
+                field: field)
         }
         guard base == actionErrno || base == actionTrace else {
             if let errnoRet {
-                throw SeccompError(.invalidProfile, "errnoRet \(errnoRet) is given but \(name) returns no errno", field: field)
+                throw SeccompError(
+                    .invalidProfile, "errnoRet \(errnoRet) is given but \(name) returns no errno", field: field)
             }
             return base
         }
@@ -83,7 +86,9 @@ public enum SeccompNames {
     public static func architecture(_ name: String, field: String) throws -> UInt32 {
         let short = (name.hasPrefix("SCMP_ARCH_") ? String(name.dropFirst(10)) : name).lowercased()
         let token = short.isEmpty ? 0 : seccomp_arch_resolve_name(short)
-        guard token != 0 else { throw SeccompError(.invalidProfile, "architecture \"\(name)\" is not known to libseccomp", field: field) }
+        guard token != 0 else {
+            throw SeccompError(.invalidProfile, "architecture \"\(name)\" is not known to libseccomp", field: field)
+        }
         return token
     }
 
@@ -113,8 +118,10 @@ public enum SeccompNames {
 
     public static var features: Features {
         let archs = [
-            "SCMP_ARCH_X86", "SCMP_ARCH_X86_64", "SCMP_ARCH_X32", "SCMP_ARCH_ARM", "SCMP_ARCH_AARCH64", "SCMP_ARCH_MIPS",
-            "SCMP_ARCH_MIPS64", "SCMP_ARCH_MIPS64N32", "SCMP_ARCH_MIPSEL", "SCMP_ARCH_MIPSEL64", "SCMP_ARCH_MIPSEL64N32",
+            "SCMP_ARCH_X86", "SCMP_ARCH_X86_64", "SCMP_ARCH_X32", "SCMP_ARCH_ARM", "SCMP_ARCH_AARCH64",
+            "SCMP_ARCH_MIPS",
+            "SCMP_ARCH_MIPS64", "SCMP_ARCH_MIPS64N32", "SCMP_ARCH_MIPSEL", "SCMP_ARCH_MIPSEL64",
+            "SCMP_ARCH_MIPSEL64N32",
             "SCMP_ARCH_PPC", "SCMP_ARCH_PPC64", "SCMP_ARCH_PPC64LE", "SCMP_ARCH_S390", "SCMP_ARCH_S390X",
             "SCMP_ARCH_PARISC", "SCMP_ARCH_PARISC64", "SCMP_ARCH_RISCV64",
         ].filter { (try? architecture($0, field: "")) != nil }

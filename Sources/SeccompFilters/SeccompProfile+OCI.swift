@@ -20,8 +20,10 @@ public struct SeccompTarget: Sendable, Equatable {
 
     /// This machine, for a process with `capabilities` in its bounding set.
     public static func host(capabilities: Set<String> = []) -> SeccompTarget {
-        let release = (try? Files.readString("/proc/sys/kernel/osrelease"))?.split(separator: "\n").first.map(String.init) ?? "0"
-        return SeccompTarget(architecture: SeccompNames.nativeArchitecture, capabilities: capabilities, kernelRelease: release)
+        let release =
+            (try? Files.readString("/proc/sys/kernel/osrelease"))?.split(separator: "\n").first.map(String.init) ?? "0"
+        return SeccompTarget(
+            architecture: SeccompNames.nativeArchitecture, capabilities: capabilities, kernelRelease: release)
     }
 
     /// Docker's spelling of the native architecture in `includes.arches` (`amd64`, `arm64`).
@@ -32,7 +34,8 @@ public struct SeccompTarget: Sendable, Equatable {
     static let dockerNames = [
         "SCMP_ARCH_X86_64": "amd64", "SCMP_ARCH_X86": "x86", "SCMP_ARCH_X32": "x32", "SCMP_ARCH_AARCH64": "arm64",
         "SCMP_ARCH_ARM": "arm", "SCMP_ARCH_PPC64LE": "ppc64le", "SCMP_ARCH_PPC64": "ppc64", "SCMP_ARCH_S390X": "s390x",
-        "SCMP_ARCH_S390": "s390", "SCMP_ARCH_RISCV64": "riscv64", "SCMP_ARCH_MIPS64": "mips64", "SCMP_ARCH_MIPSEL64": "mipsel64",
+        "SCMP_ARCH_S390": "s390", "SCMP_ARCH_RISCV64": "riscv64", "SCMP_ARCH_MIPS64": "mips64",
+        "SCMP_ARCH_MIPSEL64": "mipsel64",
     ]
 
     /// Whether the kernel is at least `version` (`4.8`, `5.6.0`).
@@ -85,7 +88,9 @@ extension SeccompProfile {
             out.architectures = [native.architecture] + (native.subArchitectures ?? [])
         }
         for (i, arch) in (out.architectures ?? []).enumerated() {
-            try check { _ = try SeccompNames.architecture(arch, field: archMap == nil ? "architectures[\(i)]" : "archMap") }
+            try check {
+                _ = try SeccompNames.architecture(arch, field: archMap == nil ? "architectures[\(i)]" : "archMap")
+            }
         }
         for (i, flag) in (flags ?? []).enumerated() where SeccompNames.flags[flag] == nil {
             throw fail("flags[\(i)]", "unknown flag \"\(flag)\"")
@@ -99,33 +104,48 @@ extension SeccompProfile {
             guard try applies(entry, to: target, field: field, fail) else { continue }
             let names: [String]
             switch (entry.name, entry.names) {
-            case (let name?, let list?) where !list.isEmpty: throw fail(field, "both name (\(name)) and names are given; use one")
+            case (let name?, let list?) where !list.isEmpty:
+                throw fail(field, "both name (\(name)) and names are given; use one")
             case (let name?, _): names = [name]
             case (nil, let list?): names = list
             case (nil, nil): throw fail(field + ".names", "missing")
             }
             let errnoRet = try errno(number: entry.errnoRet, name: entry.errno, field: field + ".errnoRet", fail)
             try check { _ = try SeccompNames.action(entry.action, errnoRet: errnoRet, field: field + ".action") }
-            for (k, name) in names.enumerated() where name.isEmpty { throw fail("\(field).names[\(k)]", "empty syscall name") }
+            for (k, name) in names.enumerated() where name.isEmpty {
+                throw fail("\(field).names[\(k)]", "empty syscall name")
+            }
             if names.isEmpty { throw fail(field + ".names", "empty: an entry names at least one syscall") }
             for (j, arg) in (entry.args ?? []).enumerated() {
-                if arg.index > 5 { throw fail("\(field).args[\(j)].index", "\(arg.index) is not an argument index (0-5)") }
-                if SeccompNames.operators[arg.op] == nil { throw fail("\(field).args[\(j)].op", "unknown operator \"\(arg.op)\"") }
+                if arg.index > 5 {
+                    throw fail("\(field).args[\(j)].index", "\(arg.index) is not an argument index (0-5)")
+                }
+                if SeccompNames.operators[arg.op] == nil {
+                    throw fail("\(field).args[\(j)].op", "unknown operator \"\(arg.op)\"")
+                }
             }
-            let args = entry.args?.map { Seccomp.Arg(index: $0.index, value: $0.value, valueTwo: $0.valueTwo, op: $0.op) }
-            syscalls.append(Seccomp.Syscall(names: names, action: entry.action, errnoRet: errnoRet, args: args?.isEmpty == true ? nil : args))
+            let args = entry.args?.map {
+                Seccomp.Arg(index: $0.index, value: $0.value, valueTwo: $0.valueTwo, op: $0.op)
+            }
+            syscalls.append(
+                Seccomp.Syscall(
+                    names: names, action: entry.action, errnoRet: errnoRet, args: args?.isEmpty == true ? nil : args))
         }
         out.syscalls = syscalls
         return out
     }
 
-    private func applies(_ entry: Syscall, to target: SeccompTarget, field: String, _ fail: (String, String) -> SeccompError) throws -> Bool {
+    private func applies(
+        _ entry: Syscall, to target: SeccompTarget, field: String, _ fail: (String, String) -> SeccompError
+    ) throws -> Bool {
         let arch = target.dockerArchitecture
         if let ex = entry.excludes {
             if let arches = ex.arches, arches.contains(arch) { return false }
             if let caps = ex.caps, caps.contains(where: target.capabilities.contains) { return false }
             if let v = ex.minKernel {
-                guard let atLeast = target.kernelAtLeast(v) else { throw fail(field + ".excludes.minKernel", "\"\(v)\" is not a kernel version") }
+                guard let atLeast = target.kernelAtLeast(v) else {
+                    throw fail(field + ".excludes.minKernel", "\"\(v)\" is not a kernel version")
+                }
                 if atLeast { return false }
             }
         }
@@ -133,7 +153,9 @@ extension SeccompProfile {
             if let arches = inc.arches, !arches.isEmpty, !arches.contains(arch) { return false }
             if let caps = inc.caps, !caps.allSatisfy(target.capabilities.contains) { return false }
             if let v = inc.minKernel {
-                guard let atLeast = target.kernelAtLeast(v) else { throw fail(field + ".includes.minKernel", "\"\(v)\" is not a kernel version") }
+                guard let atLeast = target.kernelAtLeast(v) else {
+                    throw fail(field + ".includes.minKernel", "\"\(v)\" is not a kernel version")
+                }
                 if !atLeast { return false }
             }
         }
@@ -141,7 +163,9 @@ extension SeccompProfile {
     }
 
     /// errnoRet, or the number of Podman's errno name; both given must agree.
-    private func errno(number: UInt32?, name: String?, field: String, _ fail: (String, String) -> SeccompError) throws -> UInt32? {
+    private func errno(number: UInt32?, name: String?, field: String, _ fail: (String, String) -> SeccompError) throws
+        -> UInt32?
+    {
         guard let name else { return number }
         guard let value = ErrnoNames.number(name) else { throw fail(field, "unknown errno name \"\(name)\"") }
         if let number, number != value { throw fail(field, "\(number) and the errno name \(name) (\(value)) disagree") }

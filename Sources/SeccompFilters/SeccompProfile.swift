@@ -1,7 +1,7 @@
 #if canImport(FoundationEssentials)
-import FoundationEssentials
+    import FoundationEssentials
 #else
-import Foundation
+    import Foundation
 #endif
 
 /// A seccomp profile in the Docker/Podman format (moby's profiles/seccomp, containers/common's
@@ -72,7 +72,8 @@ public struct SeccompProfile: Decodable, Sendable, Equatable {
         } catch let error as DecodingError {
             throw SeccompError(.invalidProfile, describe(error), field: source, operation: "decode")
         } catch let error as SeccompError {
-            throw SeccompError(error.code, error.description, field: source, operation: error.operation, errno: error.errno)
+            throw SeccompError(
+                error.code, error.description, field: source, operation: error.operation, errno: error.errno)
         } catch {
             throw SeccompError(.invalidProfile, "\(error)", field: source, operation: "decode")
         }
@@ -80,7 +81,8 @@ public struct SeccompProfile: Decodable, Sendable, Equatable {
 
     static func describe(_ error: DecodingError) -> String {
         func path(_ ctx: DecodingError.Context) -> String {
-            ctx.codingPath.map { $0.intValue.map { "[\($0)]" } ?? ".\($0.stringValue)" }.joined().drop { $0 == "." }.description
+            ctx.codingPath.map { $0.intValue.map { "[\($0)]" } ?? ".\($0.stringValue)" }.joined().drop { $0 == "." }
+                .description
         }
         switch error {
         case .typeMismatch(let type, let ctx): return "\(path(ctx)): expected \(type)"
@@ -126,15 +128,20 @@ extension KeyedDecodingContainer {
         } else if let d = try? decode(Double.self, forKey: key) {
             shown = String(d)
         } else {
-            throw DecodingError.typeMismatch(T.self, .init(codingPath: codingPath + [key], debugDescription: "expected an integer"))
+            throw DecodingError.typeMismatch(
+                T.self, .init(codingPath: codingPath + [key], debugDescription: "expected an integer"))
         }
-        throw DecodingError.dataCorrupted(.init(codingPath: codingPath + [key], debugDescription: "\(shown) is not an integer from \(T.min) to \(T.max)"))
+        throw DecodingError.dataCorrupted(
+            .init(
+                codingPath: codingPath + [key], debugDescription: "\(shown) is not an integer from \(T.min) to \(T.max)"
+            ))
     }
 }
 
 extension SeccompProfile {
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case defaultAction, defaultErrnoRet, defaultErrno, architectures, archMap, syscalls, flags, listenerPath, listenerMetadata
+        case defaultAction, defaultErrnoRet, defaultErrno, architectures, archMap, syscalls, flags, listenerPath,
+            listenerMetadata
     }
 
     public init(from decoder: any Decoder) throws {
@@ -152,7 +159,10 @@ extension SeccompProfile {
     }
 
     /// A profile in code (tests, conversions).
-    public init(defaultAction: String, defaultErrnoRet: UInt32? = nil, architectures: [String]? = nil, syscalls: [Syscall]? = nil) {
+    public init(
+        defaultAction: String, defaultErrnoRet: UInt32? = nil, architectures: [String]? = nil,
+        syscalls: [Syscall]? = nil
+    ) {
         self.defaultAction = defaultAction
         self.defaultErrnoRet = defaultErrnoRet
         self.architectures = architectures
@@ -190,7 +200,10 @@ extension SeccompProfile.Syscall {
         excludes = try c.decodeIfPresent(SeccompProfile.Filter.self, forKey: .excludes)
     }
 
-    public init(names: [String], action: String, errnoRet: UInt32? = nil, args: [SeccompProfile.Arg]? = nil, includes: SeccompProfile.Filter? = nil, excludes: SeccompProfile.Filter? = nil) {
+    public init(
+        names: [String], action: String, errnoRet: UInt32? = nil, args: [SeccompProfile.Arg]? = nil,
+        includes: SeccompProfile.Filter? = nil, excludes: SeccompProfile.Filter? = nil
+    ) {
         self.names = names
         self.action = action
         self.errnoRet = errnoRet
@@ -219,10 +232,12 @@ extension SeccompProfile.Arg {
         try decoder.rejectUnknownKeys(Set(CodingKeys.allCases.map(\.rawValue)))
         let c = try decoder.container(keyedBy: CodingKeys.self)
         guard let index = try c.decodeInteger(UInt32.self, forKey: .index) else {
-            throw DecodingError.keyNotFound(CodingKeys.index, .init(codingPath: c.codingPath, debugDescription: "missing"))
+            throw DecodingError.keyNotFound(
+                CodingKeys.index, .init(codingPath: c.codingPath, debugDescription: "missing"))
         }
         guard let value = try c.decodeInteger(UInt64.self, forKey: .value) else {
-            throw DecodingError.keyNotFound(CodingKeys.value, .init(codingPath: c.codingPath, debugDescription: "missing"))
+            throw DecodingError.keyNotFound(
+                CodingKeys.value, .init(codingPath: c.codingPath, debugDescription: "missing"))
         }
         self.index = index
         self.value = value

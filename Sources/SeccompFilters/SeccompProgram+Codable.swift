@@ -10,7 +10,8 @@ extension SeccompProgram: Codable {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         let hex = try c.decode(String.self, forKey: .bpf)
         guard let bytes = Self.bytes(hex: hex) else {
-            throw DecodingError.dataCorruptedError(forKey: .bpf, in: c, debugDescription: "not an even-length hex string")
+            throw DecodingError.dataCorruptedError(
+                forKey: .bpf, in: c, debugDescription: "not an even-length hex string")
         }
         self.init(
             bpf: bytes, flags: try c.decode(UInt32.self, forKey: .flags),

@@ -46,7 +46,9 @@ extension Systemd {
         guard !name.isEmpty, !name.contains("/"), name != ".", name != ".." else {
             throw CgroupError(operation: "subgroup name", path: name, errno: EINVAL)
         }
-        guard let own = ownCgroup() else { throw CgroupError(operation: "read", path: "/proc/self/cgroup", errno: ENOENT) }
+        guard let own = ownCgroup() else {
+            throw CgroupError(operation: "read", path: "/proc/self/cgroup", errno: ENOENT)
+        }
         let target = (own == "/" ? "" : own) + "/" + name
         let dir = root + target
         if mkdir(dir, 0o755) != 0 && errno != EEXIST {

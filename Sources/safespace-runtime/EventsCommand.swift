@@ -1,11 +1,12 @@
 import ArgumentParser
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
 import Glibc
 import Runtime
+
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
 
 /// runc's `events`: one JSON object per line, `{"type":"stats","id":…,"data":{…}}` every
 /// --interval and `{"type":"oom","id":…}` when the OOM killer strikes, until the container stops.

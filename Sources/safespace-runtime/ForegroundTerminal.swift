@@ -1,12 +1,13 @@
 import CSafeSpace
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
 import Glibc
 import LinuxKernel
 import Runtime
+
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
 
 /// runc's foreground terminal (runc tty.go and utils_linux.go `setupIO`, docs/terminals.md
 /// "new terminal, foreground"): `run` without `--detach` and `exec` without `--detach` of a
@@ -117,10 +118,14 @@ final class ForegroundTerminal {
     static func check(detach: Bool, terminal: Bool?, consoleSocket: String?) throws {
         guard let terminal else { return }
         if detach && terminal && consoleSocket == nil {
-            throw RuntimeError(.invalidSpec, field: "process.terminal", "cannot allocate tty if the runtime will detach without setting console socket (--console-socket)")
+            throw RuntimeError(
+                .invalidSpec, field: "process.terminal",
+                "cannot allocate tty if the runtime will detach without setting console socket (--console-socket)")
         }
         if (!detach || !terminal) && consoleSocket != nil {
-            throw RuntimeError(.invalidSpec, field: "--console-socket", "cannot use console socket if the runtime will not detach or allocate tty")
+            throw RuntimeError(
+                .invalidSpec, field: "--console-socket",
+                "cannot use console socket if the runtime will not detach or allocate tty")
         }
     }
 
@@ -131,7 +136,7 @@ final class ForegroundTerminal {
             var process: Process?
         }
         guard let bytes = try? Files.read(bundle + "/config.json"),
-              let config = try? JSONDecoder().decode(Config.self, from: Data(bytes))
+            let config = try? JSONDecoder().decode(Config.self, from: Data(bytes))
         else { return nil }
         return config.process?.terminal ?? false
     }
@@ -144,11 +149,15 @@ final class ForegroundTerminal {
         var masterOpen = true
         var buffer = [UInt8](repeating: 0, count: 32 * 1024)
         while true {
-            var fds = [pollfd(fd: done, events: Int16(POLLIN), revents: 0), pollfd(fd: signals, events: Int16(POLLIN), revents: 0)]
+            var fds = [
+                pollfd(fd: done, events: Int16(POLLIN), revents: 0),
+                pollfd(fd: signals, events: Int16(POLLIN), revents: 0),
+            ]
             if listener >= 0 { fds.append(pollfd(fd: listener, events: Int16(POLLIN), revents: 0)) }
             let masterIndex = fds.count
             if master >= 0 && masterOpen {
-                fds.append(pollfd(fd: master, events: Int16(POLLIN) | (pending.isEmpty ? 0 : Int16(POLLOUT)), revents: 0))
+                fds.append(
+                    pollfd(fd: master, events: Int16(POLLIN) | (pending.isEmpty ? 0 : Int16(POLLOUT)), revents: 0))
             }
             let stdinIndex = fds.count
             if master >= 0 && masterOpen && stdinOpen && pending.isEmpty {
@@ -169,7 +178,11 @@ final class ForegroundTerminal {
                 let ev = fds[masterIndex].revents
                 if ev & Int16(POLLOUT) != 0 && !pending.isEmpty {
                     let n = write(master, pending, pending.count)
-                    if n > 0 { pending.removeFirst(n) } else if n < 0 && errno != EAGAIN && errno != EINTR { pending = [] }
+                    if n > 0 {
+                        pending.removeFirst(n)
+                    } else if n < 0 && errno != EAGAIN && errno != EINTR {
+                        pending = []
+                    }
                 }
                 if ev & Int16(POLLIN | POLLHUP | POLLERR) != 0 {
                     let n = read(master, &buffer, buffer.count)
@@ -225,7 +238,9 @@ final class ForegroundTerminal {
         var count: Int32 = 0
         let n = ss_recv_fds(conn, &payload, payload.count, &fds, 1, &count)
         guard n >= 0, count == 1 else {
-            throw RuntimeError(.initFailed, field: "process.terminal", "the container's pty master did not arrive on the console socket")
+            throw RuntimeError(
+                .initFailed, field: "process.terminal",
+                "the container's pty master did not arrive on the console socket")
         }
         closeListener()
         master = fds[0]
@@ -250,7 +265,9 @@ final class ForegroundTerminal {
             if rc > 0 { try receiveMaster() }
             remaining -= Int32(clamping: monotonicMilliseconds() - started)
             if master < 0 && remaining <= 0 {
-                throw RuntimeError(.initFailed, field: "process.terminal", "the container's pty master did not arrive on the console socket within \(seconds) s")
+                throw RuntimeError(
+                    .initFailed, field: "process.terminal",
+                    "the container's pty master did not arrive on the console socket within \(seconds) s")
             }
         }
     }
@@ -286,7 +303,8 @@ final class ForegroundTerminal {
     /// container's foreground process group with SIGWINCH).
     private func copyWindowSize() {
         guard master >= 0, hostSizeSource >= 0 else { return }
-        var rows: UInt16 = 0, cols: UInt16 = 0
+        var rows: UInt16 = 0
+        var cols: UInt16 = 0
         guard ss_get_winsize(hostSizeSource, &rows, &cols) == 0 else { return }
         _ = ss_set_winsize(master, rows, cols)
     }
@@ -319,7 +337,9 @@ final class ForegroundTerminal {
             for (i, b) in bytes.enumerated() { raw[i] = b }
         }
         let rc = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
         }
         guard rc == 0, Glibc.listen(fd, 1) == 0 else {
             let e = errno
@@ -349,13 +369,15 @@ final class BackgroundCall: @unchecked Sendable {
         self.body = body
         var tid = pthread_t()
         let context = Unmanaged.passRetained(self).toOpaque()
-        let rc = pthread_create(&tid, nil, { raw in
-            let call = Unmanaged<BackgroundCall>.fromOpaque(raw!).takeRetainedValue()
-            call.result = Result { try call.body() }
-            var byte: UInt8 = 1
-            _ = write(call.writeFd, &byte, 1)
-            return nil
-        }, context)
+        let rc = pthread_create(
+            &tid, nil,
+            { raw in
+                let call = Unmanaged<BackgroundCall>.fromOpaque(raw!).takeRetainedValue()
+                call.result = Result { try call.body() }
+                var byte: UInt8 = 1
+                _ = write(call.writeFd, &byte, 1)
+                return nil
+            }, context)
         guard rc == 0 else {
             Unmanaged<BackgroundCall>.fromOpaque(context).release()
             close(fds[0])

@@ -1,20 +1,27 @@
 import ArgumentParser
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
 import Glibc
 import LinuxKernel
 import OCI
 import Runtime
 import SeccompFilters
 
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
+
 /// runtime-spec features.md: what this runtime implements.
 struct FeaturesDocument: Encodable {
     struct LinuxFeatures: Encodable {
         struct Enabled: Encodable { var enabled: Bool }
-        struct CgroupFeatures: Encodable { var v1: Bool; var v2: Bool; var systemd: Bool; var systemdUser: Bool; var rdma: Bool }
+        struct CgroupFeatures: Encodable {
+            var v1: Bool
+            var v2: Bool
+            var systemd: Bool
+            var systemdUser: Bool
+            var rdma: Bool
+        }
         struct MountExtensions: Encodable { var idmap: Enabled }
         var namespaces: [String]
         var capabilities: [String]
@@ -34,7 +41,8 @@ struct FeaturesDocument: Encodable {
 }
 
 struct Features: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Print the features this runtime implements (features.md).")
+    static let configuration = CommandConfiguration(
+        abstract: "Print the features this runtime implements (features.md).")
     @OptionGroup var globals: GlobalOptions
     func run() throws {
         var caps: [String] = []
@@ -66,7 +74,9 @@ enum MountOptionsNames {
 struct SpecCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "spec", abstract: "Create a new specification file (config.json), runc's default.",
-        discussion: "With --rootless: runc's configuration for a rootless container (a user namespace mapping root to the caller).")
+        discussion:
+            "With --rootless: runc's configuration for a rootless container (a user namespace mapping root to the caller)."
+    )
     @OptionGroup var globals: GlobalOptions
     @Option(name: [.short, .long], help: "Path to the root of the bundle directory.") var bundle: String?
     func run() throws {

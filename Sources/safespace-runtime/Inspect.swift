@@ -1,15 +1,16 @@
 import ArgumentParser
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
-import Glibc
 import CSafeSpace
-import LinuxKernel
 import Cgroups
+import Glibc
+import LinuxKernel
 import OCI
 import Runtime
+
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
 
 func forwardSignals(to pid: Int32) { _ = ss_forward_signals(pid) }
 func blockStopSignals(_ block: Bool) { _ = ss_block_stop_signals(block ? 1 : 0) }
@@ -29,10 +30,13 @@ struct Exec: ParsableCommand {
     @Option(name: .customLong("additional-gids"), parsing: .singleValue) var additionalGids: [UInt32] = []
     @Option(name: .customLong("preserve-fds")) var preserveFds: Int = 0
     @Flag(name: .customLong("no-new-privs")) var noNewPrivs = false
-    @Option(name: .customLong("cgroup"), parsing: .singleValue,
-            help: "Run the process in an existing sub-cgroup of the container: [<controller>[,<controller>...]:]<path>.")
+    @Option(
+        name: .customLong("cgroup"), parsing: .singleValue,
+        help: "Run the process in an existing sub-cgroup of the container: [<controller>[,<controller>...]:]<path>.")
     var cgroup: [String] = []
-    @Flag(name: .customLong("ignore-paused"), help: "Allow exec in a paused container (the process stays frozen until resume).")
+    @Flag(
+        name: .customLong("ignore-paused"),
+        help: "Allow exec in a paused container (the process stays frozen until resume).")
     var ignorePaused = false
     @Argument var id: String
     @Argument(parsing: .captureForPassthrough) var args: [String] = []
@@ -54,10 +58,14 @@ struct Exec: ParsableCommand {
                 p.env = (p.env ?? []) + env
                 if let user {
                     let parts = user.split(separator: ":")
-                    guard let uid = UInt32(parts[0]) else { throw ValidationError("--user: \"\(user)\" is not uid[:gid]") }
+                    guard let uid = UInt32(parts[0]) else {
+                        throw ValidationError("--user: \"\(user)\" is not uid[:gid]")
+                    }
                     p.user.uid = uid
                     if parts.count > 1 {
-                        guard let gid = UInt32(parts[1]) else { throw ValidationError("--user: \"\(user)\" is not uid[:gid]") }
+                        guard let gid = UInt32(parts[1]) else {
+                            throw ValidationError("--user: \"\(user)\" is not uid[:gid]")
+                        }
                         p.user.gid = gid
                     }
                 }
@@ -66,14 +74,16 @@ struct Exec: ParsableCommand {
             }
             let terminal = p.terminal == true
             try ForegroundTerminal.check(detach: detach, terminal: terminal, consoleSocket: consoleSocket)
-            var options = ExecOptions(process: p, detach: detach, pidFile: pidFile, consoleSocket: consoleSocket, preserveFds: preserveFds)
+            var options = ExecOptions(
+                process: p, detach: detach, pidFile: pidFile, consoleSocket: consoleSocket, preserveFds: preserveFds)
             options.subCgroups = try SubCgroups(parsing: cgroup)
             options.ignorePaused = ignorePaused
             guard !detach && terminal else { return try rt.exec(id: id, options: options) }
             // runc's foreground terminal: the pty's master comes to us, and we relay it.
             let tty = try ForegroundTerminal()
             options.consoleSocket = tty.socketPath
-            let container = id, execOptions = options
+            let container = id
+            let execOptions = options
             return try tty.relay { try rt.exec(id: container, options: execOptions) }
         }
         if !detach { throw ExitCode(code) }
@@ -101,7 +111,10 @@ struct List: ParsableCommand {
                 var rows = [["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"]]
                 // A half-made container (its create has not finished) shows who creates it.
                 rows += all.map { s in
-                    [s.id, "\(s.pid)", s.status, s.bundle, s.created, s.owner + (s.creator.map { " (create: pid \($0))" } ?? "")]
+                    [
+                        s.id, "\(s.pid)", s.status, s.bundle, s.created,
+                        s.owner + (s.creator.map { " (create: pid \($0))" } ?? ""),
+                    ]
                 }
                 print(goTabwriter(rows), terminator: "")
             case "json":

@@ -18,7 +18,9 @@ struct CreateFlags: ParsableArguments {
     var preserveFds: Int = 0
 
     var options: CreateOptions {
-        CreateOptions(pidFile: pidFile, consoleSocket: consoleSocket, noPivot: noPivot, noNewKeyring: noNewKeyring, preserveFds: preserveFds)
+        CreateOptions(
+            pidFile: pidFile, consoleSocket: consoleSocket, noPivot: noPivot, noNewKeyring: noNewKeyring,
+            preserveFds: preserveFds)
     }
 }
 
@@ -48,7 +50,8 @@ struct Start: ParsableCommand {
 }
 
 struct StateCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "state", abstract: "Print a container's state as JSON.")
+    static let configuration = CommandConfiguration(
+        commandName: "state", abstract: "Print a container's state as JSON.")
     @OptionGroup var globals: GlobalOptions
     @Argument var id: String
     func run() throws { try perform(globals) { try printJSON(try $0.state(id: id)) } }
@@ -96,7 +99,8 @@ struct Delete: ParsableCommand {
 }
 
 struct Run: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Create and start a container; wait for it unless --detach.")
+    static let configuration = CommandConfiguration(
+        abstract: "Create and start a container; wait for it unless --detach.")
     @OptionGroup var globals: GlobalOptions
     @OptionGroup var flags: CreateFlags
     @Flag(name: [.short, .long], help: "Do not wait for the container.")

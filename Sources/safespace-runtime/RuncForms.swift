@@ -22,15 +22,15 @@ enum RuntimeVersion {
     /// The Swift language version this binary was compiled with.
     static var swift: String {
         #if compiler(>=6.4)
-        "6.4 or later"
+            "6.4 or later"
         #elseif compiler(>=6.3)
-        "6.3"
+            "6.3"
         #elseif compiler(>=6.2)
-        "6.2"
+            "6.2"
         #elseif compiler(>=6.1)
-        "6.1"
+            "6.1"
         #else
-        "6.0"
+            "6.0"
         #endif
     }
 }
@@ -99,7 +99,9 @@ enum RuncCommandLine {
 struct Checkpoint: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Not supported: checkpoint a running container (runc does it with CRIU).",
-        discussion: "safespace-runtime does not checkpoint containers: it has no CRIU integration. The command fails with exit status 1.")
+        discussion:
+            "safespace-runtime does not checkpoint containers: it has no CRIU integration. The command fails with exit status 1."
+    )
     @OptionGroup var globals: GlobalOptions
     @Argument(parsing: .allUnrecognized, help: "runc's checkpoint options and the container id (not used).")
     var arguments: [String] = []
@@ -109,7 +111,9 @@ struct Checkpoint: ParsableCommand {
 struct Restore: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Not supported: restore a container from a checkpoint (runc does it with CRIU).",
-        discussion: "safespace-runtime does not restore containers: it has no CRIU integration. The command fails with exit status 1.")
+        discussion:
+            "safespace-runtime does not restore containers: it has no CRIU integration. The command fails with exit status 1."
+    )
     @OptionGroup var globals: GlobalOptions
     @Argument(parsing: .allUnrecognized, help: "runc's restore options and the container id (not used).")
     var arguments: [String] = []
@@ -119,6 +123,9 @@ struct Restore: ParsableCommand {
 /// Logs `VERB is not supported: ...` as runc logs an error, exit 1.
 func refuseCRIU(_ verb: String, _ globals: GlobalOptions) throws {
     try perform(globals) { (_: ContainerRuntime) throws -> Void in
-        throw RuntimeError(.unsupported, "\(verb) is not supported: safespace-runtime cannot checkpoint or restore containers (runc does it through CRIU, which this runtime does not use)")
+        throw RuntimeError(
+            .unsupported,
+            "\(verb) is not supported: safespace-runtime cannot checkpoint or restore containers (runc does it through CRIU, which this runtime does not use)"
+        )
     }
 }

@@ -1,13 +1,14 @@
 import ArgumentParser
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
-import Glibc
 import GVisor
+import Glibc
 import OCI
 import Runtime
+
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
 
 /// runc's global flags; they may stand before or after the verb.
 struct GlobalOptions: ParsableArguments {
@@ -31,7 +32,11 @@ struct GlobalOptions: ParsableArguments {
             throw Failure(logger: logger, message: "--log-format: \"\(logFormat)\" is not text or json")
         }
         if systemdCgroup {
-            throw Failure(logger: logger, message: "--systemd-cgroup: the systemd cgroup driver is not supported; use cgroupfs (drop the flag, or SystemdCgroup = false in containerd)")
+            throw Failure(
+                logger: logger,
+                message:
+                    "--systemd-cgroup: the systemd cgroup driver is not supported; use cgroupfs (drop the flag, or SystemdCgroup = false in containerd)"
+            )
         }
         // The backends this runtime runs containers with: its own and gVisor's (security level high).
         return ContainerRuntime(root: root, log: logger, backends: RuntimeBackends([NativeBackend(), GVisorBackend()]))
@@ -58,7 +63,9 @@ struct FailureStyle {
 
 /// Runs `body`, logging any error runc-style (JSON line under --log-format json) and exiting
 /// with `style`'s status (1 unless the verb's runc counterpart uses another).
-func perform<T>(_ globals: GlobalOptions, failure style: FailureStyle = FailureStyle(), _ body: (ContainerRuntime) throws -> T) throws -> T {
+func perform<T>(
+    _ globals: GlobalOptions, failure style: FailureStyle = FailureStyle(), _ body: (ContainerRuntime) throws -> T
+) throws -> T {
     let rt = try globals.runtime()
     do {
         return try body(rt)
@@ -80,7 +87,6 @@ func printJSON<T: Encodable>(_ value: T, pretty: Bool = true) throws {
     if pretty { enc.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes] }
     print(String(decoding: try enc.encode(value), as: UTF8.self))
 }
-
 
 struct RuntimeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -1,13 +1,14 @@
 import ArgumentParser
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
 import Glibc
 import LinuxKernel
 import OCI
 import Runtime
+
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
 
 /// runc's `update`: change a running container's resource limits. Only what is given changes.
 struct Update: ParsableCommand {
@@ -19,25 +20,38 @@ struct Update: ParsableCommand {
     var resources: String?
     // `.unconditional`: the next argument is the value even when it looks like an option,
     // so `--memory-swap -1` and `--cpu-quota -1` work as in runc.
-    @Option(name: .customLong("blkio-weight"), parsing: .unconditional, help: "Block I/O weight, 10-1000.") var blkioWeight: UInt16?
+    @Option(name: .customLong("blkio-weight"), parsing: .unconditional, help: "Block I/O weight, 10-1000.")
+    var blkioWeight: UInt16?
     @Option(name: .customLong("cpu-period"), parsing: .unconditional, help: "CFS period in µs.") var cpuPeriod: UInt64?
-    @Option(name: .customLong("cpu-quota"), parsing: .unconditional, help: "CFS quota in µs (-1: none).") var cpuQuota: Int64?
-    @Option(name: .customLong("cpu-share"), parsing: .unconditional, help: "CPU shares (relative weight).") var cpuShare: UInt64?
-    @Option(name: .customLong("cpu-rt-period"), parsing: .unconditional, help: "Realtime period in µs (cgroup v1 cpu.rt_period_us).") var cpuRtPeriod: UInt64?
-    @Option(name: .customLong("cpu-rt-runtime"), parsing: .unconditional, help: "Realtime runtime in µs per period (cpu.rt_runtime_us; -1: no limit).") var cpuRtRuntime: Int64?
+    @Option(name: .customLong("cpu-quota"), parsing: .unconditional, help: "CFS quota in µs (-1: none).") var cpuQuota:
+        Int64?
+    @Option(name: .customLong("cpu-share"), parsing: .unconditional, help: "CPU shares (relative weight).")
+    var cpuShare: UInt64?
+    @Option(
+        name: .customLong("cpu-rt-period"), parsing: .unconditional,
+        help: "Realtime period in µs (cgroup v1 cpu.rt_period_us).") var cpuRtPeriod: UInt64?
+    @Option(
+        name: .customLong("cpu-rt-runtime"), parsing: .unconditional,
+        help: "Realtime runtime in µs per period (cpu.rt_runtime_us; -1: no limit).") var cpuRtRuntime: Int64?
     @Option(name: .customLong("cpuset-cpus"), help: "CPUs allowed, e.g. 0-3,5.") var cpusetCpus: String?
     @Option(name: .customLong("cpuset-mems"), help: "Memory nodes allowed.") var cpusetMems: String?
-    @Option(name: .customLong("memory"), parsing: .unconditional, help: "Memory limit: bytes or with k/m/g (-1: none).") var memory: String?
-    @Option(name: .customLong("memory-reservation"), parsing: .unconditional, help: "Memory soft limit.") var memoryReservation: String?
-    @Option(name: .customLong("memory-swap"), parsing: .unconditional, help: "Memory+swap limit (-1: unlimited swap).") var memorySwap: String?
-    @Option(name: .customLong("pids-limit"), parsing: .unconditional, help: "Maximum number of tasks (-1: none).") var pidsLimit: Int64?
+    @Option(name: .customLong("memory"), parsing: .unconditional, help: "Memory limit: bytes or with k/m/g (-1: none).")
+    var memory: String?
+    @Option(name: .customLong("memory-reservation"), parsing: .unconditional, help: "Memory soft limit.")
+    var memoryReservation: String?
+    @Option(name: .customLong("memory-swap"), parsing: .unconditional, help: "Memory+swap limit (-1: unlimited swap).")
+    var memorySwap: String?
+    @Option(name: .customLong("pids-limit"), parsing: .unconditional, help: "Maximum number of tasks (-1: none).")
+    var pidsLimit: Int64?
     @Argument var id: String
 
     func run() throws {
         try perform(globals) { rt in
             var r = try baseResources()
-            if blkioWeight != nil || cpuPeriod != nil || cpuQuota != nil || cpuShare != nil || cpusetCpus != nil || cpusetMems != nil
-                || cpuRtPeriod != nil || cpuRtRuntime != nil || memory != nil || memoryReservation != nil || memorySwap != nil || pidsLimit != nil
+            if blkioWeight != nil || cpuPeriod != nil || cpuQuota != nil || cpuShare != nil || cpusetCpus != nil
+                || cpusetMems != nil
+                || cpuRtPeriod != nil || cpuRtRuntime != nil || memory != nil || memoryReservation != nil
+                || memorySwap != nil || pidsLimit != nil
             {
                 try applyFlags(&r)
             }
@@ -48,12 +62,15 @@ struct Update: ParsableCommand {
     func baseResources() throws -> Resources {
         guard let source = resources else { return Resources() }
         let fd = source == "-" ? STDIN_FILENO : open(source, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw ValidationError("--resources: cannot open \(source): \(String(cString: strerror(errno)))") }
+        guard fd >= 0 else {
+            throw ValidationError("--resources: cannot open \(source): \(String(cString: strerror(errno)))")
+        }
         defer { if fd != STDIN_FILENO { close(fd) } }
         let bytes: [UInt8]
         do { bytes = try Files.readAll(fd: fd) } catch { throw ValidationError("--resources: cannot read \(source)") }
         do { return try JSONDecoding.decode(Resources.self, from: Data(bytes)) } catch {
-            throw ValidationError("--resources: \(source) is not OCI linux.resources JSON: \(describe(decodingError: error))")
+            throw ValidationError(
+                "--resources: \(source) is not OCI linux.resources JSON: \(describe(decodingError: error))")
         }
     }
 
@@ -65,7 +82,9 @@ struct Update: ParsableCommand {
             if let v = memorySwap { m.swap = try Self.bytes(v, flag: "--memory-swap") }
             r.memory = m
         }
-        if cpuPeriod != nil || cpuQuota != nil || cpuShare != nil || cpusetCpus != nil || cpusetMems != nil || cpuRtPeriod != nil || cpuRtRuntime != nil {
+        if cpuPeriod != nil || cpuQuota != nil || cpuShare != nil || cpusetCpus != nil || cpusetMems != nil
+            || cpuRtPeriod != nil || cpuRtRuntime != nil
+        {
             var c = r.cpu ?? Resources.CPU()
             if let v = cpuRtPeriod { c.realtimePeriod = v }
             if let v = cpuRtRuntime { c.realtimeRuntime = v }

@@ -1,6 +1,6 @@
 import ArgumentParser
-import Glibc
 import GVisor
+import Glibc
 import Runtime
 
 // `init` runs in the container's fresh namespaces: go there before any parsing.
@@ -21,5 +21,6 @@ if CommandLine.arguments.dropFirst().contains(where: { ["create", "run", "exec"]
         exit(1)
     }
 }
-RuncCommandLine.preflight(CommandLine.arguments, verbs: RuntimeCommand.configuration.subcommands.map { $0._commandName } + ["help"])
+RuncCommandLine.preflight(
+    CommandLine.arguments, verbs: RuntimeCommand.configuration.subcommands.map { $0._commandName } + ["help"])
 RuntimeCommand.main()

@@ -82,7 +82,10 @@ struct AuditVerifyCommand: ParsableCommand {
         let errText = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         process.waitUntilExit()
         guard process.terminationStatus == 0 else {
-            throw CLIError(.journal, "--journal: journalctl failed (\(process.terminationStatus)): \(errText.trimmingCharacters(in: .whitespacesAndNewlines))")
+            throw CLIError(
+                .journal,
+                "--journal: journalctl failed (\(process.terminationStatus)): \(errText.trimmingCharacters(in: .whitespacesAndNewlines))"
+            )
         }
         var best: AuditAnchor?
         for line in data.split(separator: UInt8(ascii: "\n")) {

@@ -23,7 +23,8 @@ func daemonError(_ response: DaemonClient.Response) -> CLIError {
 }
 
 struct PsCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "ps", abstract: "List the daemon's sandboxes (yours; root sees all).")
+    static let configuration = CommandConfiguration(
+        commandName: "ps", abstract: "List the daemon's sandboxes (yours; root sees all).")
 
     @OptionGroup var daemon: SocketOption
     @Flag(help: "Print the API's JSON.") var json = false
@@ -40,14 +41,19 @@ struct PsCommand: ParsableCommand {
         for item in items {
             let status = item["status"] as? [String: Any] ?? [:]
             rows.append([
-                (item["metadata"] as? [String: Any])?["name"] as? String ?? "?", status["phase"] as? String ?? "", status["level"] as? String ?? "",
-                status["runtime"] as? String ?? "", status["createdAt"] as? String ?? "", status["expiresAt"] as? String ?? "-",
+                (item["metadata"] as? [String: Any])?["name"] as? String ?? "?", status["phase"] as? String ?? "",
+                status["level"] as? String ?? "",
+                status["runtime"] as? String ?? "", status["createdAt"] as? String ?? "",
+                status["expiresAt"] as? String ?? "-",
                 "\(status["execs"] as? Int ?? 0)", "\(status["creatorUID"] as? Int ?? 0)",
             ])
         }
         let widths = (0..<rows[0].count).map { column in rows.map { $0[column].count }.max() ?? 0 }
         for row in rows {
-            print(row.enumerated().map { $1.padding(toLength: widths[$0], withPad: " ", startingAt: 0) }.joined(separator: "  ").trimmingCharacters(in: .whitespaces))
+            print(
+                row.enumerated().map { $1.padding(toLength: widths[$0], withPad: " ", startingAt: 0) }.joined(
+                    separator: "  "
+                ).trimmingCharacters(in: .whitespaces))
         }
     }
 }
@@ -62,7 +68,9 @@ struct RmCommand: ParsableCommand {
         var failed = false
         for name in names {
             let response = try daemon.client.request("DELETE", "/v1/sandboxes/\(name)")
-            if response.status == 200 { print(name) } else {
+            if response.status == 200 {
+                print(name)
+            } else {
                 Diagnostics.error("\(name): \(daemonError(response))")
                 failed = true
             }
@@ -74,13 +82,17 @@ struct RmCommand: ParsableCommand {
 struct ExecCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "exec", abstract: "Run a command in a sandbox of the daemon.",
-        discussion: "Output streams as it is written. Exit status: the command's (124 on --timeout); 125 when safespace failed.")
+        discussion:
+            "Output streams as it is written. Exit status: the command's (124 on --timeout); 125 when safespace failed."
+    )
 
     @OptionGroup var daemon: SocketOption
-    @Option(name: [.customShort("e"), .long], help: "Environment variable KEY=VALUE (repeatable).") var env: [String] = []
+    @Option(name: [.customShort("e"), .long], help: "Environment variable KEY=VALUE (repeatable).") var env: [String] =
+        []
     @Option(help: "Working directory in the sandbox.") var cwd: String?
     @Option(help: "Seconds the command may run.") var timeout: Int?
-    @Flag(name: [.customShort("i"), .long], help: "Send this process's standard input to the command.") var interactive = false
+    @Flag(name: [.customShort("i"), .long], help: "Send this process's standard input to the command.")
+    var interactive = false
     @Argument(help: "The sandbox's name.") var name: String
     @Argument(parsing: .postTerminator, help: "The command and its arguments, after --.") var command: [String] = []
 
@@ -92,13 +104,17 @@ struct ExecCommand: ParsableCommand {
         var body: [String: Any] = ["command": command]
         var environment: [String: String] = [:]
         for entry in env {
-            guard let eq = entry.firstIndex(of: "="), eq != entry.startIndex else { throw ValidationError("--env \(entry): expected KEY=VALUE") }
+            guard let eq = entry.firstIndex(of: "="), eq != entry.startIndex else {
+                throw ValidationError("--env \(entry): expected KEY=VALUE")
+            }
             environment[String(entry[..<eq])] = String(entry[entry.index(after: eq)...])
         }
         if !environment.isEmpty { body["env"] = environment }
         if let cwd { body["cwd"] = cwd }
         if let timeout { body["timeoutSeconds"] = timeout }
-        if interactive { body["stdin"] = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self) }
+        if interactive {
+            body["stdin"] = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
+        }
         let result = try streamExec(daemon.client, name: name, body: body)
         if result.timedOut { Diagnostics.error("the command timed out after \(timeout ?? 0) seconds; killed") }
         if result.oomKilled { Diagnostics.error("the command was OOM-killed") }
@@ -109,7 +125,9 @@ struct ExecCommand: ParsableCommand {
 /// Runs an exec with `Accept: application/x-ndjson`, writing its output to this process's
 /// stdout and stderr as it comes.
 /// - Returns: the exit object's fields.
-func streamExec(_ client: DaemonClient, name: String, body: [String: Any]) throws -> (exitCode: Int32, timedOut: Bool, oomKilled: Bool) {
+func streamExec(_ client: DaemonClient, name: String, body: [String: Any]) throws -> (
+    exitCode: Int32, timedOut: Bool, oomKilled: Bool
+) {
     let data = try JSONSerialization.data(withJSONObject: body)
     var pending: [UInt8] = []
     var errorBody: [UInt8] = []
@@ -138,7 +156,9 @@ func streamExec(_ client: DaemonClient, name: String, body: [String: Any]) throw
     guard response.status == 200 else {
         throw daemonError(DaemonClient.Response(status: response.status, headers: response.headers, body: errorBody))
     }
-    guard let exit, let code = exit["exitCode"] as? Int else { throw CLIError(.daemonProtocol, "safespaced ended the exec without an exit status") }
+    guard let exit, let code = exit["exitCode"] as? Int else {
+        throw CLIError(.daemonProtocol, "safespaced ended the exec without an exit status")
+    }
     return (Int32(truncatingIfNeeded: code), exit["timedOut"] as? Bool ?? false, exit["oomKilled"] as? Bool ?? false)
 }
 
@@ -157,7 +177,8 @@ struct CpCommand: ParsableCommand {
         let name = String(text[..<colon])
         guard !name.isEmpty, !name.contains("/") else { return nil }
         let path = text[text.index(after: colon)...].split(separator: "/").map {
-            String($0).addingPercentEncoding(withAllowedCharacters: .urlPathAllowed.subtracting(CharacterSet(charactersIn: "/"))) ?? String($0)
+            String($0).addingPercentEncoding(
+                withAllowedCharacters: .urlPathAllowed.subtracting(CharacterSet(charactersIn: "/"))) ?? String($0)
         }.joined(separator: "/")
         return (name, path)
     }
@@ -166,8 +187,12 @@ struct CpCommand: ParsableCommand {
         switch (Self.remote(source), Self.remote(destination)) {
         case (nil, let (name, path)?):
             let bytes: Data
-            if source == "-" { bytes = FileHandle.standardInput.readDataToEndOfFile() } else {
-                guard let data = FileManager.default.contents(atPath: source) else { throw CLIError(.localFile, "\(source): cannot read: \(String(cString: strerror(errno)))") }
+            if source == "-" {
+                bytes = FileHandle.standardInput.readDataToEndOfFile()
+            } else {
+                guard let data = FileManager.default.contents(atPath: source) else {
+                    throw CLIError(.localFile, "\(source): cannot read: \(String(cString: strerror(errno)))")
+                }
                 bytes = data
             }
             let response = try daemon.client.request("PUT", "/v1/sandboxes/\(name)/files/\(path)", body: [UInt8](bytes))
@@ -175,7 +200,9 @@ struct CpCommand: ParsableCommand {
         case (let (name, path)?, nil):
             let response = try daemon.client.request("GET", "/v1/sandboxes/\(name)/files/\(path)")
             guard response.status == 200 else { throw daemonError(response) }
-            if destination == "-" { FileHandle.standardOutput.write(Data(response.body)) } else {
+            if destination == "-" {
+                FileHandle.standardOutput.write(Data(response.body))
+            } else {
                 guard FileManager.default.createFile(atPath: destination, contents: Data(response.body)) else {
                     throw CLIError(.localFile, "\(destination): cannot write")
                 }

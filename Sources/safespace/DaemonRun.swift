@@ -81,7 +81,8 @@ struct DaemonRun {
         do {
             let result = try streamExec(client, name: name, body: exec)
             if result.timedOut {
-                Diagnostics.error("sandbox \(name) timed out after \(sandbox.spec.timeout ?? 0) seconds (spec.timeout); killed")
+                Diagnostics.error(
+                    "sandbox \(name) timed out after \(sandbox.spec.timeout ?? 0) seconds (spec.timeout); killed")
                 return RunExit.timedOut
             }
             if result.oomKilled { writeStandardError("safespace: sandbox \(name) was OOM-killed\n") }
@@ -96,10 +97,13 @@ struct DaemonRun {
     /// it again).
     func makeSandbox() throws -> Sandbox {
         if command.seccomp != nil {
-            throw CLIError(.embeddedOnly, "--seccomp names a file of this machine, which safespaced does not read for a client; use --embedded")
+            throw CLIError(
+                .embeddedOnly,
+                "--seccomp names a file of this machine, which safespaced does not read for a client; use --embedded")
         }
         let base = try command.file.map { path throws(SandboxError) in try Sandbox.load(path: path) } ?? Sandbox()
-        var sandbox = base.applying(SandboxOverrides(name: command.name, runtime: command.runtime, timeout: command.timeout))
+        var sandbox = base.applying(
+            SandboxOverrides(name: command.name, runtime: command.runtime, timeout: command.timeout))
         if let level = command.securityLevel { sandbox.spec.securityLevel = level }
         try sandbox.validate()
         return sandbox

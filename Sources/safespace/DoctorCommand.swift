@@ -19,9 +19,13 @@ struct DoctorCommand: ParsableCommand {
         let report = HostDoctor(criDisablesAppArmor: criDisableApparmor).run()
         for check in report.checks { print(check) }
         if report.passed {
-            print("safespace doctor: the host can run SafeSpace \(report.offersHigh ? "(both handlers)" : "(safespace only; safespace-high is not offered)")")
+            print(
+                "safespace doctor: the host can run SafeSpace \(report.offersHigh ? "(both handlers)" : "(safespace only; safespace-high is not offered)")"
+            )
         } else {
-            print("safespace doctor: the host cannot run SafeSpace: \(report.failures.map(\.name).joined(separator: ", ")) failed")
+            print(
+                "safespace doctor: the host cannot run SafeSpace: \(report.failures.map(\.name).joined(separator: ", ")) failed"
+            )
             throw ExitCode(1)
         }
     }

@@ -23,7 +23,8 @@ struct GCCommand: ParsableCommand {
     func run() throws {
         if geteuid() != 0 { throw CLIError(.needsRoot, "safespace gc needs root (cgroups, mounts, /run)") }
         let report = try SandboxHost(
-            configuration: .init(stateRoot: node.root, bundleRoot: node.bundleRoot, ephemeralStorageBase: node.ephemeralStorage)
+            configuration: .init(
+                stateRoot: node.root, bundleRoot: node.bundleRoot, ephemeralStorageBase: node.ephemeralStorage)
         ).gc()
         print(report.description)
         for error in report.errors { Diagnostics.error(error) }

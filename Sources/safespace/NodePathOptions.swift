@@ -11,6 +11,8 @@ struct NodePathOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Directory under which bundles are written.", visibility: .hidden))
     var bundleRoot: String = "/run/safespace-bundles"
 
-    @Option(name: .customLong("ephemeral-storage"), help: ArgumentHelp("Base directory of ephemeral storage volumes.", visibility: .hidden))
+    @Option(
+        name: .customLong("ephemeral-storage"),
+        help: ArgumentHelp("Base directory of ephemeral storage volumes.", visibility: .hidden))
     var ephemeralStorage: String = EphemeralStorage.defaultBase
 }

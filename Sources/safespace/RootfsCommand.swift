@@ -32,12 +32,14 @@ struct RootfsCommand: ParsableCommand {
         func run() throws {
             var manifests: [RootfsManifest] = []
             try reportingErrors { manifests = try RootfsStore(root: options.store).list() }
-            let rows = [["RUNTIME", "SUITE", "SIZE", "CREATED", "DIGEST"]] + manifests.map { manifest in
-                [
-                    manifest.runtime, manifest.debianSuite, Self.size(manifest.sizeBytes),
-                    manifest.created.formatted(.iso8601), String(manifest.digest.prefix(19)),
-                ]
-            }
+            let rows =
+                [["RUNTIME", "SUITE", "SIZE", "CREATED", "DIGEST"]]
+                + manifests.map { manifest in
+                    [
+                        manifest.runtime, manifest.debianSuite, Self.size(manifest.sizeBytes),
+                        manifest.created.formatted(.iso8601), String(manifest.digest.prefix(19)),
+                    ]
+                }
             let widths = rows[0].indices.map { column in rows.map { $0[column].count }.max() ?? 0 }
             for row in rows {
                 let padded = row.enumerated().map { column, cell in
@@ -54,7 +56,8 @@ struct RootfsCommand: ParsableCommand {
     }
 
     struct Build: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Build and install the rootfs of a recipe (python, node).")
+        static let configuration = CommandConfiguration(
+            abstract: "Build and install the rootfs of a recipe (python, node).")
 
         @Argument(help: "Recipe name or runtime: python, python:3.11, node.")
         var name: String
@@ -67,7 +70,9 @@ struct RootfsCommand: ParsableCommand {
         func run() throws {
             // The script seals the tree with this very program (`safespace rootfs seal`).
             let store = RootfsStore(root: options.store)
-            try reportingErrors { try store.build(name: name, force: force, safespace: RootfsStore.currentExecutable()) }
+            try reportingErrors {
+                try store.build(name: name, force: force, safespace: RootfsStore.currentExecutable())
+            }
         }
     }
 
@@ -96,7 +101,8 @@ struct RootfsCommand: ParsableCommand {
     struct Listing: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Print the listing the digest of an installed runtime is computed over.",
-            discussion: "One line per path (rootfs/README.md, \"What the digest covers\"); diff two to see what changed.")
+            discussion:
+                "One line per path (rootfs/README.md, \"What the digest covers\"); diff two to see what changed.")
 
         @Argument(help: "Runtime: python, python:3.11, node.")
         var runtime: String
@@ -113,7 +119,9 @@ struct RootfsCommand: ParsableCommand {
                 let listing: RootfsListing
                 if recorded {
                     guard let saved = try store.recordedListing(for: manifest) else {
-                        Diagnostics.error("runtime \"\(manifest.runtime)\" has no recorded listing (sealed before listings were recorded)")
+                        Diagnostics.error(
+                            "runtime \"\(manifest.runtime)\" has no recorded listing (sealed before listings were recorded)"
+                        )
                         throw ExitCode(Diagnostics.setupFailure)
                     }
                     listing = saved
@@ -157,7 +165,9 @@ struct RootfsCommand: ParsableCommand {
                 let manifest = try RootfsStore.seal(
                     directory: directory, name: name, version: version, runtime: runtime,
                     debianSuite: suite, architecture: architecture)
-                print("\(manifest.runtime) \(manifest.digest) \(manifest.sizeBytes) bytes \(manifest.packages.count) packages")
+                print(
+                    "\(manifest.runtime) \(manifest.digest) \(manifest.sizeBytes) bytes \(manifest.packages.count) packages"
+                )
             }
         }
     }

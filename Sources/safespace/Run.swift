@@ -84,7 +84,8 @@ struct SandboxRun {
 
 /// `1Gi`, `64Mi`, `512Ki` when exact, else bytes.
 func formatBytes(_ bytes: Int64) -> String {
-    for (suffix, shift) in [("Ti", 40), ("Gi", 30), ("Mi", 20), ("Ki", 10)] where bytes >= (1 << shift) && bytes % (1 << shift) == 0 {
+    for (suffix, shift) in [("Ti", 40), ("Gi", 30), ("Mi", 20), ("Ki", 10)]
+    where bytes >= (1 << shift) && bytes % (1 << shift) == 0 {
         return "\(bytes >> shift)\(suffix)"
     }
     return "\(bytes)"

@@ -4,8 +4,8 @@ import DaemonClient
 import Foundation
 import Glibc
 import NodeResources
-import SandboxSpec
 import SandboxHosting
+import SandboxSpec
 
 struct RunCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -33,7 +33,8 @@ struct RunCommand: ParsableCommand {
     @Option(help: "Seconds the command may run (overrides spec.timeout).")
     var timeout: Int?
 
-    @Option(name: .customLong("security-level"), help: "standard, high (gVisor) or custom (overrides spec.securityLevel).")
+    @Option(
+        name: .customLong("security-level"), help: "standard, high (gVisor) or custom (overrides spec.securityLevel).")
     var securityLevel: String?
 
     @Option(help: "Seccomp profile file, Docker/Podman format (overrides spec.securityContext.seccompProfile).")
@@ -53,7 +54,10 @@ struct RunCommand: ParsableCommand {
     @Flag(help: "Run in this process even when safespaced answers on its socket.")
     var embedded = false
 
-    @Option(help: ArgumentHelp("safespaced's socket (default $SAFESPACE_SOCKET, else /run/safespace/safespaced.sock).", visibility: .hidden))
+    @Option(
+        help: ArgumentHelp(
+            "safespaced's socket (default $SAFESPACE_SOCKET, else /run/safespace/safespaced.sock).", visibility: .hidden
+        ))
     var socket: String?
 
     @Argument(parsing: .postTerminator, help: "The command and its arguments, after --.")
@@ -94,7 +98,8 @@ struct RunCommand: ParsableCommand {
 
     /// The Sandbox with flags applied and validated, and its plan on this node (rootfs, bundle spec).
     func makePlan(host: SandboxHost) throws -> SandboxPlan {
-        let base = try file.map { path throws(SandboxError) in try Sandbox.load(path: path) }
+        let base =
+            try file.map { path throws(SandboxError) in try Sandbox.load(path: path) }
             ?? Sandbox()
         var sandbox = base.applying(SandboxOverrides(name: name, runtime: runtime, timeout: timeout))
         if let securityLevel { sandbox.spec.securityLevel = securityLevel }

@@ -46,7 +46,9 @@ struct StatsCommand: ParsableCommand {
             pids = s.pids.current
             pidsLimit = s.pids.limit
             let io = s.blkio.ioServiceBytesRecursive ?? []
-            func sum(_ op: String) -> UInt64 { io.filter { $0.op?.lowercased() == op }.reduce(0) { $0 + ($1.value ?? 0) } }
+            func sum(_ op: String) -> UInt64 {
+                io.filter { $0.op?.lowercased() == op }.reduce(0) { $0 + ($1.value ?? 0) }
+            }
             ioReadBytes = sum("read")
             ioWriteBytes = sum("write")
             oomKills = s.memory.eventCount?.oomKill
@@ -85,9 +87,13 @@ struct StatsCommand: ParsableCommand {
 
     /// 1.5MiB, 12.0KiB, 512B.
     static func bytes(_ n: UInt64) -> String {
-        var v = Double(n), unit = 0
+        var v = Double(n)
+        var unit = 0
         let units = ["B", "KiB", "MiB", "GiB", "TiB"]
-        while v >= 1024 && unit < units.count - 1 { v /= 1024; unit += 1 }
+        while v >= 1024 && unit < units.count - 1 {
+            v /= 1024
+            unit += 1
+        }
         return unit == 0 ? "\(n)B" : String(format: "%.1f%@", v, units[unit])
     }
 }

@@ -30,7 +30,10 @@ struct SafeSpace: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "safespace",
         abstract: "Run untrusted code in a sandbox described by an llmsafespace.dev/v1 Sandbox.",
-        subcommands: [RunCommand.self, StatsCommand.self, RootfsCommand.self, GCCommand.self, PsCommand.self, ExecCommand.self, CpCommand.self, RmCommand.self, AuditCommand.self, DoctorCommand.self])
+        subcommands: [
+            RunCommand.self, StatsCommand.self, RootfsCommand.self, GCCommand.self, PsCommand.self, ExecCommand.self,
+            CpCommand.self, RmCommand.self, AuditCommand.self, DoctorCommand.self,
+        ])
 }
 
 /// Error output and exit codes, as docker and podman do: `safespace: error: ...` and 125 for

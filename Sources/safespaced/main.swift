@@ -18,7 +18,10 @@ do { try SealedExecutable.reexecIfUnsealed() } catch {
 // fds 0-2 exist (a daemon started with them closed would hand out 0-2 as sockets and pipes).
 for fd: Int32 in 0...2 where fcntl(fd, F_GETFD) < 0 {
     let null = open("/dev/null", O_RDWR)
-    if null >= 0 && null != fd { dup2(null, fd); close(null) }
+    if null >= 0 && null != fd {
+        dup2(null, fd)
+        close(null)
+    }
 }
 
 let options: DaemonOptions

@@ -26,7 +26,8 @@ struct AuditCLITests {
         #expect(ok.stdout == "\(path): 6 lines, chain intact; last line 6:\(try sha256sum(all[5]))\n", "\(ok)")
 
         var edited = all
-        edited[1] = Array(String(decoding: edited[1], as: UTF8.self).replacingOccurrences(of: "python3", with: "python2").utf8)
+        edited[1] = Array(
+            String(decoding: edited[1], as: UTF8.self).replacingOccurrences(of: "python3", with: "python2").utf8)
         var removed = all
         removed.remove(at: 4)
         var reordered = all
@@ -62,7 +63,9 @@ struct AuditCLITests {
         #expect(cut.status == 1 && cut.stderr.contains("line 6: missing"), "\(cut)")
 
         let badAnchor = try run(cli, ["audit", "verify", "--anchor", "6:xyz", path])
-        #expect(badAnchor.status != 0 && badAnchor.status != 1 && badAnchor.stderr.contains("--anchor: expected SEQ:SHA256"), "\(badAnchor)")
+        #expect(
+            badAnchor.status != 0 && badAnchor.status != 1
+                && badAnchor.stderr.contains("--anchor: expected SEQ:SHA256"), "\(badAnchor)")
         let missing = try run(cli, ["audit", "verify", dir.path + "/nope.jsonl"])
         #expect(missing.status == 125 && missing.stderr.contains("No such file"), "\(missing)")
     }

@@ -1,10 +1,10 @@
+import CSafeSpace
 import Foundation
 import Glibc
 import Synchronization
 import Testing
 
 @testable import Audit
-import CSafeSpace
 
 /// journald is not running on the development machines (no systemd as PID 1), and a test
 /// should not depend on the host's journal anyway: this test starts its own systemd-journald
@@ -31,10 +31,14 @@ struct AuditJournalTests {
         var verifiedAfterStop = -1
     }
 
-    @Test("records reach journald with structured fields; journalctl -o json reads them back; sends fail honestly without journald")
+    @Test(
+        "records reach journald with structured fields; journalctl -o json reads them back; sends fail honestly without journald"
+    )
     func journalRoundTrip() throws {
         try #require(getuid() == 0, "needs root: a mount namespace and its own journald")
-        try #require(FileManager.default.isExecutableFile(atPath: Self.journald), "systemd-journald is not installed (apt-get install systemd)")
+        try #require(
+            FileManager.default.isExecutableFile(atPath: Self.journald),
+            "systemd-journald is not installed (apt-get install systemd)")
         let dir = try TempDir("audit-journal")
         defer { dir.remove() }
         let hostSocketBefore = access(AuditJournal.socketPath, F_OK) == 0
@@ -46,7 +50,9 @@ struct AuditJournalTests {
         try inPrivateMountNamespace { [records] in
             try Self.exercise(path: path, records: records, cli: cli, into: seen)
         }
-        #expect((access(AuditJournal.socketPath, F_OK) == 0) == hostSocketBefore, "the test's journald socket leaked onto the host")
+        #expect(
+            (access(AuditJournal.socketPath, F_OK) == 0) == hostSocketBefore,
+            "the test's journald socket leaked onto the host")
 
         // Without journald: init refuses, a raw send reports the errno.
         #expect(seen.initWithoutJournald as? AuditLogError == .journalUnavailable(socket: AuditJournal.socketPath))
@@ -68,7 +74,9 @@ struct AuditJournalTests {
             #expect(field(entry, "SAFESPACE_AUDIT_FILE") == path)
             #expect(field(entry, "SYSLOG_IDENTIFIER") == "safespace-audit")
             #expect(field(entry, "MESSAGE_ID") == AuditJournal.messageID)
-            #expect(field(entry, "MESSAGE")?.hasPrefix("\(records[i].type) \(records[i].outcome) sandbox=sb-journal") == true)
+            #expect(
+                field(entry, "MESSAGE")?.hasPrefix("\(records[i].type) \(records[i].outcome) sandbox=sb-journal")
+                    == true)
         }
         #expect(field(entries[0], "SAFESPACE_CALLER_UID") == "1000")
         #expect(field(entries[0], "SAFESPACE_CALLER_PID") == "4242")
@@ -87,14 +95,18 @@ struct AuditJournalTests {
         // The CLI anchors the file's tail on these entries.
         let intact = try #require(seen.cliIntact, "\(cli) is not built: swift build --build-tests builds it")
         #expect(intact.status == 0, "\(intact)")
-        #expect(intact.stdout.contains("6 lines, chain intact") && intact.stdout.contains("matches journald at line 6"), "\(intact)")
+        #expect(
+            intact.stdout.contains("6 lines, chain intact") && intact.stdout.contains("matches journald at line 6"),
+            "\(intact)")
         let cut = try #require(seen.cliCut)
         #expect(cut.status == 1, "\(cut)")
         #expect(cut.stderr.contains("line 6: missing"), "\(cut)")
 
         // journald gone: the append still reaches the file; the failed send is counted.
         #expect(seen.failuresAfterStop.count == 1)
-        #expect([ECONNREFUSED, ENOENT].contains(seen.failuresAfterStop.lastErrno), "errno \(seen.failuresAfterStop.lastErrno)")
+        #expect(
+            [ECONNREFUSED, ENOENT].contains(seen.failuresAfterStop.lastErrno),
+            "errno \(seen.failuresAfterStop.lastErrno)")
         #expect(seen.verifiedAfterStop == 7)
     }
 
@@ -112,7 +124,9 @@ struct AuditJournalTests {
             if journald.isRunning { kill(journald.processIdentifier, SIGKILL) }
             journald.waitUntilExit()
         }
-        guard eventually({ access(AuditJournal.socketPath, F_OK) == 0 }) else { throw AuditTestError("journald made no socket") }
+        guard eventually({ access(AuditJournal.socketPath, F_OK) == 0 }) else {
+            throw AuditTestError("journald made no socket")
+        }
         seen.sendWithJournald = AuditJournal.sendv([Array("MESSAGE=safespace audit test".utf8)])
 
         let log = try AuditLog(path: path, journald: true)
@@ -135,7 +149,8 @@ struct AuditJournalTests {
         kill(journald.processIdentifier, SIGTERM)
         journald.waitUntilExit()
         let reopened = try AuditLog(path: path, journald: true)
-        try reopened.append(AuditRecord(type: "sandbox.deleted", sandbox: "sb-journal", fields: ["reason": .string("shutdown")]))
+        try reopened.append(
+            AuditRecord(type: "sandbox.deleted", sandbox: "sb-journal", fields: ["reason": .string("shutdown")]))
         seen.failuresAfterStop = reopened.journalFailures
         seen.verifiedAfterStop = try AuditLog.verify(path: path)
     }

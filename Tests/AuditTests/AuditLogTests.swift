@@ -7,7 +7,9 @@ import Testing
 
 @Suite("AuditLog: appending")
 struct AuditLogTests {
-    @Test("each record is one JSON line with time, seq, type, sandbox, caller, outcome, fields and prev chained by SHA-256")
+    @Test(
+        "each record is one JSON line with time, seq, type, sandbox, caller, outcome, fields and prev chained by SHA-256"
+    )
     func lineFormat() throws {
         let dir = try TempDir()
         defer { dir.remove() }
@@ -23,14 +25,18 @@ struct AuditLogTests {
             #expect(object["seq"] as? Int == i + 1)
             #expect(object["prev"] as? String == prev, "line \(i + 1)")
             let time = try #require(object["time"] as? String)
-            #expect(time.wholeMatch(of: /\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z/) != nil, "RFC 3339 UTC with ms: \(time)")
+            #expect(
+                time.wholeMatch(of: /\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z/) != nil, "RFC 3339 UTC with ms: \(time)")
             prev = try sha256sum(line)
         }
         #expect(log.head == AuditAnchor(seq: 6, sha256: prev))
         // Keys in a fixed order, fields sorted, prev last; strings escaped.
         let text = String(decoding: all[1], as: UTF8.self)
         #expect(text.hasPrefix("{\"time\":\""))
-        #expect(text.contains(",\"seq\":2,\"type\":\"exec.started\",\"sandbox\":\"sb-1\",\"caller\":{\"uid\":1000,\"pid\":4242},\"outcome\":\"ok\",\"argv\":[\"python3\",\"-c\",\"print(\\\"hi\\\")\\n\"],\"stdinSHA256\":\""))
+        #expect(
+            text.contains(
+                ",\"seq\":2,\"type\":\"exec.started\",\"sandbox\":\"sb-1\",\"caller\":{\"uid\":1000,\"pid\":4242},\"outcome\":\"ok\",\"argv\":[\"python3\",\"-c\",\"print(\\\"hi\\\")\\n\"],\"stdinSHA256\":\""
+            ))
         #expect(text.hasSuffix(",\"prev\":\"\(try sha256sum(all[0]))\"}"))
         let finished = try json(all[2])
         #expect(finished["exitCode"] as? Int == 0)
@@ -72,7 +78,10 @@ struct AuditLogTests {
         let path = dir.path + "/audit.jsonl"
         // Two AuditLogs on one file: two open file descriptions, as two processes would have,
         // serialized by flock and each re-reading the tail the other wrote.
-        let logs = [try AuditLog(path: path, journald: false, sync: .none), try AuditLog(path: path, journald: false, sync: .none)]
+        let logs = [
+            try AuditLog(path: path, journald: false, sync: .none),
+            try AuditLog(path: path, journald: false, sync: .none),
+        ]
         let threads = 16
         let perThread = 200
         let failures = Mutex<[String]>([])
@@ -84,7 +93,9 @@ struct AuditLogTests {
                 for i in 0..<perThread {
                     do {
                         try logs[t % 2].append(
-                            AuditRecord(type: "exec.finished", sandbox: "sb-\(t)", callerUID: UInt32(t), callerPID: Int32(i), fields: ["exitCode": .int(Int64(i))]))
+                            AuditRecord(
+                                type: "exec.finished", sandbox: "sb-\(t)", callerUID: UInt32(t), callerPID: Int32(i),
+                                fields: ["exitCode": .int(Int64(i))]))
                     } catch {
                         failures.withLock { $0.append("\(error)") }
                     }
@@ -111,7 +122,9 @@ struct AuditLogTests {
         let path = dir.path + "/audit.jsonl"
         let log = try AuditLog(path: path, journald: false)
         DispatchQueue.concurrentPerform(iterations: 8) { t in
-            for i in 0..<25 { try? log.append(AuditRecord(type: "file.read", sandbox: "s\(t)", fields: ["bytes": .int(Int64(i))])) }
+            for i in 0..<25 {
+                try? log.append(AuditRecord(type: "file.read", sandbox: "s\(t)", fields: ["bytes": .int(Int64(i))]))
+            }
         }
         #expect(try AuditLog.verify(path: path) == 200)
     }
@@ -146,16 +159,18 @@ struct AuditLogTests {
         }
     }
 
-    @Test("bad records are refused, naming the field, and nothing is written", arguments: [
-        (AuditRecord(type: "Exec.Started"), "type"),
-        (AuditRecord(type: "exec..started"), "type"),
-        (AuditRecord(type: ""), "type"),
-        (AuditRecord(type: "exec.started", outcome: "maybe"), "outcome"),
-        (AuditRecord(type: "exec.started", fields: ["prev": .string("x")]), "fields.prev"),
-        (AuditRecord(type: "exec.started", fields: ["seq": .int(1)]), "fields.seq"),
-        (AuditRecord(type: "exec.started", fields: ["exit code": .int(1)]), "fields.exit code"),
-        (AuditRecord(type: "exec.started", fields: ["_x": .int(1)]), "fields._x"),
-    ])
+    @Test(
+        "bad records are refused, naming the field, and nothing is written",
+        arguments: [
+            (AuditRecord(type: "Exec.Started"), "type"),
+            (AuditRecord(type: "exec..started"), "type"),
+            (AuditRecord(type: ""), "type"),
+            (AuditRecord(type: "exec.started", outcome: "maybe"), "outcome"),
+            (AuditRecord(type: "exec.started", fields: ["prev": .string("x")]), "fields.prev"),
+            (AuditRecord(type: "exec.started", fields: ["seq": .int(1)]), "fields.seq"),
+            (AuditRecord(type: "exec.started", fields: ["exit code": .int(1)]), "fields.exit code"),
+            (AuditRecord(type: "exec.started", fields: ["_x": .int(1)]), "fields._x"),
+        ])
     func invalidRecords(record: AuditRecord, field: String) throws {
         let dir = try TempDir()
         defer { dir.remove() }

@@ -13,7 +13,10 @@ struct AuditVerifyTests {
         return (path, try lines(of: path))
     }
 
-    private func expectBroken(_ path: String, line: Int, _ reason: String, anchor: AuditAnchor? = nil, sourceLocation: SourceLocation = #_sourceLocation) {
+    private func expectBroken(
+        _ path: String, line: Int, _ reason: String, anchor: AuditAnchor? = nil,
+        sourceLocation: SourceLocation = #_sourceLocation
+    ) {
         do {
             let count = try anchor.map { try AuditLog.verify(path: path, anchor: $0) } ?? AuditLog.verify(path: path)
             Issue.record("verify accepted a tampered log (\(count) lines)", sourceLocation: sourceLocation)

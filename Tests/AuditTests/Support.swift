@@ -53,15 +53,24 @@ func sha256sum(_ bytes: [UInt8]) throws -> String {
 /// A few records of each kind the daemon writes.
 func sampleRecords(sandbox: String = "sb-1") -> [AuditRecord] {
     [
-        AuditRecord(type: "sandbox.created", sandbox: sandbox, callerUID: 1000, callerPID: 4242, fields: ["level": .string("standard")]),
+        AuditRecord(
+            type: "sandbox.created", sandbox: sandbox, callerUID: 1000, callerPID: 4242,
+            fields: ["level": .string("standard")]),
         AuditRecord(
             type: "exec.started", sandbox: sandbox, callerUID: 1000, callerPID: 4242,
-            fields: ["argv": .strings(["python3", "-c", "print(\"hi\")\n"]), "stdinSHA256": .string(String(repeating: "ab", count: 32))]),
+            fields: [
+                "argv": .strings(["python3", "-c", "print(\"hi\")\n"]),
+                "stdinSHA256": .string(String(repeating: "ab", count: 32)),
+            ]),
         AuditRecord(
             type: "exec.finished", sandbox: sandbox, callerUID: 1000, callerPID: 4242,
             fields: ["exitCode": .int(0), "durationMs": .int(37), "oomKilled": .bool(false)]),
-        AuditRecord(type: "file.written", sandbox: sandbox, callerUID: 1000, callerPID: 4242, fields: ["path": .string("/workspace/in.txt"), "bytes": .int(5), "sha256": .string("x")]),
-        AuditRecord(type: "api.denied", sandbox: sandbox, callerUID: 1001, callerPID: 77, outcome: "denied", fields: ["reason": .string("not the owner")]),
+        AuditRecord(
+            type: "file.written", sandbox: sandbox, callerUID: 1000, callerPID: 4242,
+            fields: ["path": .string("/workspace/in.txt"), "bytes": .int(5), "sha256": .string("x")]),
+        AuditRecord(
+            type: "api.denied", sandbox: sandbox, callerUID: 1001, callerPID: 77, outcome: "denied",
+            fields: ["reason": .string("not the owner")]),
         AuditRecord(type: "sandbox.deleted", sandbox: sandbox, fields: ["reason": .string("timeout")]),
     ]
 }

@@ -7,9 +7,10 @@ import Testing
 /// The v2 driver against a real cgroup v2 kernel. This host is cgroup v1 (hybrid), so these
 /// run in the VM: `scripts/vm-test -- .build-res/debug/SafeSpacePackageTests.xctest
 /// --testing-library swift-testing --filter CgroupsV2`. Inside the VM they never skip.
-@Suite(.enabled(
-    if: inTestVM || (getuid() == 0 && Cgroup.detectMode() == .unified),
-    "needs root on a cgroup v2 (unified) host; this one is not: run it with scripts/vm-test"))
+@Suite(
+    .enabled(
+        if: inTestVM || (getuid() == 0 && Cgroup.detectMode() == .unified),
+        "needs root on a cgroup v2 (unified) host; this one is not: run it with scripts/vm-test"))
 struct CgroupsV2Tests {
     func read(_ dir: String, _ file: String) throws -> String {
         CgroupFS.trimmed(try CgroupFS.read(dir + "/" + file))
@@ -21,10 +22,13 @@ struct CgroupsV2Tests {
         var cg = try Cgroup.resolve(cgroupsPath: "\(uniqueTestParent())/\(leaf)", id: leaf)
         try cg.create()
         let dir = try #require(cg.directories["unified"])
-        return (cg, dir, {
-            try? cg.killAll(signal: SIGKILL)
-            try? cg.destroy()
-        })
+        return (
+            cg, dir,
+            {
+                try? cg.killAll(signal: SIGKILL)
+                try? cg.destroy()
+            }
+        )
     }
 
     @Test("every OCI field lands in its v2 file and reads back")
@@ -65,7 +69,8 @@ struct CgroupsV2Tests {
         defer { cleanup() }
         try cg.apply(OCIResources(cpu: .init(period: 250_000)))
         #expect(try read(dir, "cpu.max") == "max 250000")
-        let (apply, _) = try ResourceUpdate.merge(OCIResources(cpu: .init(quota: 50_000)), into: OCIResources(cpu: .init(period: 250_000)))
+        let (apply, _) = try ResourceUpdate.merge(
+            OCIResources(cpu: .init(quota: 50_000)), into: OCIResources(cpu: .init(period: 250_000)))
         try cg.apply(apply)
         #expect(try read(dir, "cpu.max") == "50000 250000")
         #expect {
@@ -121,7 +126,8 @@ struct CgroupsV2Tests {
             try leaf.apply(OCIResources(memory: .init(limit: 64 << 20)))
         } throws: { error in
             let text = "\(error)"
-            return text.hasPrefix("linux.resources.memory.limit: ") && text.contains("no internal processes") && (error as? CgroupError)?.errno == EBUSY
+            return text.hasPrefix("linux.resources.memory.limit: ") && text.contains("no internal processes")
+                && (error as? CgroupError)?.errno == EBUSY
         }
         // create left the busy parent as it was (not turned into a threaded domain).
         #expect(try read(try #require(parent.directories["unified"]), "cgroup.type") == "domain")
@@ -150,11 +156,16 @@ struct CgroupsV2Tests {
         #expect(DeviceFilter.attachedCount(dir) == 0)
         try cg.apply(nil, devices: [])
         #expect(DeviceFilter.attachedCount(dir) == 1)
-        try cg.apply(OCIResources(devices: [.init(allow: false, access: "rwm"), .init(allow: true, type: "c", major: 10, minor: 200, access: "rw")]))
+        try cg.apply(
+            OCIResources(devices: [
+                .init(allow: false, access: "rwm"), .init(allow: true, type: "c", major: 10, minor: 200, access: "rw"),
+            ]))
         #expect(DeviceFilter.attachedCount(dir) == 1)
     }
 
-    @Test("killAndDestroy kills a frozen cgroup with frozen, populated sub-cgroups and removes it all; create refuses a frozen cgroup")
+    @Test(
+        "killAndDestroy kills a frozen cgroup with frozen, populated sub-cgroups and removes it all; create refuses a frozen cgroup"
+    )
     func killAndDestroyFrozen() throws {
         try checkKillAndDestroyFrozenTree(parent: uniqueTestParent())
     }

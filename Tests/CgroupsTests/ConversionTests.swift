@@ -64,7 +64,10 @@ struct ConversionTests {
 
     @Test(
         "quota below 1000 µs or an out-of-range period is refused",
-        arguments: [(999, nil, "quota"), (1, 100_000, "quota"), (-5, nil, "quota"), (50_000, 999, "period"), (nil, 1_000_001, "period")]
+        arguments: [
+            (999, nil, "quota"), (1, 100_000, "quota"), (-5, nil, "quota"), (50_000, 999, "period"),
+            (nil, 1_000_001, "period"),
+        ]
             as [(Int64?, UInt64?, String)])
     func cpuBandwidthErrors(quota: Int64?, period: UInt64?, field: String) {
         #expect {
@@ -74,7 +77,9 @@ struct ConversionTests {
         }
     }
 
-    @Test("-1 and other negatives become max", arguments: [(-1, "max"), (-7, "max"), (0, "0"), (42, "42")] as [(Int64, String)])
+    @Test(
+        "-1 and other negatives become max",
+        arguments: [(-1, "max"), (-7, "max"), (0, "0"), (42, "42")] as [(Int64, String)])
     func maxOrNumber(value: Int64, text: String) {
         #expect(Conversions.maxOrNumber(value) == text)
     }
@@ -107,23 +112,34 @@ struct ConversionTests {
 
     @Test("memory.kernel and memory.kernelTCP are accepted and ignored with a warning naming them (runc 1.1+)")
     func kernelMemoryIgnored() throws {
-        let r = try JSONDecoder().decode(OCIResources.self, from: Data(#"{"memory": {"limit": 1048576, "kernel": 1048576, "kernelTCP": 0}}"#.utf8))
+        let r = try JSONDecoder().decode(
+            OCIResources.self, from: Data(#"{"memory": {"limit": 1048576, "kernel": 1048576, "kernelTCP": 0}}"#.utf8))
         #expect(Conversions.unsupportedFields(r).isEmpty)
         let warnings = Conversions.ignoredFieldWarnings(r)
         #expect(warnings.count == 1)
-        #expect(warnings.first?.hasPrefix("linux.resources.memory.kernel, linux.resources.memory.kernelTCP: ") == true, "\(warnings)")
+        #expect(
+            warnings.first?.hasPrefix("linux.resources.memory.kernel, linux.resources.memory.kernelTCP: ") == true,
+            "\(warnings)")
         #expect(Conversions.ignoredFieldWarnings(OCIResources(memory: .init(limit: 1))).isEmpty)
         // The drivers write nothing for them.
-        #expect(try CgroupV1.writes(r, currentMemoryLimit: nil, memswAvailable: true).map(\.file) == ["memory.limit_in_bytes"])
+        #expect(
+            try CgroupV1.writes(r, currentMemoryLimit: nil, memswAvailable: true).map(\.file) == [
+                "memory.limit_in_bytes"
+            ])
         #expect(try CgroupV2.writes(r).map(\.file) == ["memory.max"])
     }
 
     @Test("errors name the file, the errno and the OCI field")
     func errorMessages() {
-        let write = CgroupError(operation: "write", path: "/sys/fs/cgroup/a/memory.max", errno: 22, message: "linux.resources.memory.limit")
-        #expect(write.description == "linux.resources.memory.limit: write memory.max: EINVAL (Invalid argument) [/sys/fs/cgroup/a/memory.max]")
+        let write = CgroupError(
+            operation: "write", path: "/sys/fs/cgroup/a/memory.max", errno: 22, message: "linux.resources.memory.limit")
+        #expect(
+            write.description
+                == "linux.resources.memory.limit: write memory.max: EINVAL (Invalid argument) [/sys/fs/cgroup/a/memory.max]"
+        )
         let bare = CgroupError(operation: "rmdir", path: "/sys/fs/cgroup/pids/x", errno: 16)
         #expect(bare.description.hasPrefix("rmdir x: EBUSY"))
-        #expect(CgroupError.invalid("linux.resources.pids.limit", "bad").description == "linux.resources.pids.limit: bad")
+        #expect(
+            CgroupError.invalid("linux.resources.pids.limit", "bad").description == "linux.resources.pids.limit: bad")
     }
 }

@@ -15,7 +15,9 @@ struct DeviceRulesTests {
         var pc = 0
         for _ in 0..<10_000 {
             let i = program[pc]
-            let code = UInt8(i & 0xff), dst = Int((i >> 8) & 0xf), src = Int((i >> 12) & 0xf)
+            let code = UInt8(i & 0xff)
+            let dst = Int((i >> 8) & 0xf)
+            let src = Int((i >> 12) & 0xf)
             let off = Int(Int16(bitPattern: UInt16((i >> 16) & 0xffff)))
             let imm = UInt32((i >> 32) & 0xffff_ffff)
             pc += 1
@@ -28,7 +30,9 @@ struct DeviceRulesTests {
             case DeviceFilter.jmpJneK: if r[dst] != UInt64(imm) { pc += off }
             case DeviceFilter.jmpJeqK: if r[dst] == UInt64(imm) { pc += off }
             case DeviceFilter.exit: return UInt32(truncatingIfNeeded: r[0])
-            default: Issue.record("unknown opcode \(code)"); return 99
+            default:
+                Issue.record("unknown opcode \(code)")
+                return 99
             }
         }
         Issue.record("program did not exit")
@@ -39,7 +43,9 @@ struct DeviceRulesTests {
     static let r: UInt32 = 2, w: UInt32 = 4, m: UInt32 = 1
 
     /// v1 semantics, evaluated directly (the reference the program must agree with).
-    static func v1Allows(_ rules: DeviceRules, type: Character, access: DeviceRules.Access, major: Int64, minor: Int64) -> Bool {
+    static func v1Allows(_ rules: DeviceRules, type: Character, access: DeviceRules.Access, major: Int64, minor: Int64)
+        -> Bool
+    {
         let matching = rules.exceptions.filter {
             $0.type == type && ($0.major == nil || $0.major == major) && ($0.minor == nil || $0.minor == minor)
         }
@@ -52,11 +58,19 @@ struct DeviceRulesTests {
         let rules = try DeviceRules.effective([Rule(allow: false, access: "rwm")])
         #expect(!rules.defaultAllow)
         let prog = DeviceFilter.program(rules)
-        for (major, minor) in [(1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0), (5, 2), (136, 0), (136, 7)] as [(UInt32, UInt32)] {
-            #expect(Self.run(prog, type: Self.c, access: Self.r | Self.w, major: major, minor: minor) == 1, "\(major):\(minor)")
+        for (major, minor) in [(1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0), (5, 2), (136, 0), (136, 7)]
+            as [(UInt32, UInt32)]
+        {
+            #expect(
+                Self.run(prog, type: Self.c, access: Self.r | Self.w, major: major, minor: minor) == 1,
+                "\(major):\(minor)")
         }
-        for (type, major, minor) in [(Self.c, 1, 1), (Self.c, 1, 11), (Self.c, 10, 200), (Self.b, 8, 0), (Self.b, 1, 3), (Self.c, 5, 1)] as [(UInt32, UInt32, UInt32)] {
-            #expect(Self.run(prog, type: type, access: Self.r, major: major, minor: minor) == 0, "\(type) \(major):\(minor)")
+        for (type, major, minor) in [
+            (Self.c, 1, 1), (Self.c, 1, 11), (Self.c, 10, 200), (Self.b, 8, 0), (Self.b, 1, 3), (Self.c, 5, 1),
+        ] as [(UInt32, UInt32, UInt32)] {
+            #expect(
+                Self.run(prog, type: type, access: Self.r, major: major, minor: minor) == 0, "\(type) \(major):\(minor)"
+            )
         }
         #expect(rules.v1Writes().first?.description == "devices.deny=a")
         #expect(rules.v1Writes().contains { $0.description == "devices.allow=c 136:* rwm" })
@@ -67,8 +81,10 @@ struct DeviceRulesTests {
     @Test("spec rules as written, then the defaults, then runtime devices; partial access; allow-all mode")
     func specRules() throws {
         let rules = try DeviceRules.effective(
-            [Rule(allow: false, access: "rwm"), Rule(allow: true, type: "c", major: 10, minor: 229, access: "rw"),
-             Rule(allow: true, type: "b", major: 8, minor: nil, access: "r")],
+            [
+                Rule(allow: false, access: "rwm"), Rule(allow: true, type: "c", major: 10, minor: 229, access: "rw"),
+                Rule(allow: true, type: "b", major: 8, minor: nil, access: "r"),
+            ],
             runtimeDevices: [Device(type: "c", path: "/dev/fuse2", major: 10, minor: 230)])
         let prog = DeviceFilter.program(rules)
         #expect(Self.run(prog, type: Self.c, access: Self.r | Self.w, major: 10, minor: 229) == 1)
@@ -79,7 +95,9 @@ struct DeviceRulesTests {
         #expect(rules.v1Writes().map(\.description).contains("devices.allow=c 10:229 rw"))
 
         // Allow-all with one denied device: the program and the v1 writes agree.
-        let open = try DeviceRules.effective([Rule(allow: true, access: "rwm"), Rule(allow: false, type: "c", major: 1, minor: 1, access: "w")])
+        let open = try DeviceRules.effective([
+            Rule(allow: true, access: "rwm"), Rule(allow: false, type: "c", major: 1, minor: 1, access: "w"),
+        ])
         #expect(open.defaultAllow)
         let p2 = DeviceFilter.program(open)
         #expect(Self.run(p2, type: Self.c, access: Self.r, major: 1, minor: 1) == 1)
@@ -88,29 +106,36 @@ struct DeviceRulesTests {
         #expect(open.v1Writes().map(\.description) == ["devices.allow=a", "devices.deny=c 1:1 w"])
     }
 
-    @Test("a deny-all spec keeps its deny for every device but the default set (linux.devices are not allowed by themselves)")
+    @Test(
+        "a deny-all spec keeps its deny for every device but the default set (linux.devices are not allowed by themselves)"
+    )
     func denyAllHolds() throws {
         let kmsg = Device(type: "c", path: "/dev/kmsg", major: 1, minor: 11)
         let rules = try DeviceRules.effective([Rule(allow: false, access: "rwm")], linuxDevices: [kmsg])
         let prog = DeviceFilter.program(rules)
         for access in [Self.r, Self.w, Self.r | Self.w, Self.r | Self.m] {
-            #expect(Self.run(prog, type: Self.c, access: access, major: 1, minor: 11) == 0, "/dev/kmsg access \(access)")
+            #expect(
+                Self.run(prog, type: Self.c, access: access, major: 1, minor: 11) == 0, "/dev/kmsg access \(access)")
         }
         // mknod only: the init creates the node from inside the cgroup.
         #expect(Self.run(prog, type: Self.c, access: Self.m, major: 1, minor: 11) == 1)
         #expect(Self.run(prog, type: Self.c, access: Self.r | Self.w, major: 1, minor: 3) == 1, "/dev/null")
-        #expect(rules.v1Writes().filter { $0.value.hasPrefix("c 1:11") }.map(\.description) == ["devices.allow=c 1:11 m"])
+        #expect(
+            rules.v1Writes().filter { $0.value.hasPrefix("c 1:11") }.map(\.description) == ["devices.allow=c 1:11 m"])
         // An explicit allow in the spec still opens it.
         let allowed = try DeviceRules.effective(
-            [Rule(allow: false, access: "rwm"), Rule(allow: true, type: "c", major: 1, minor: 11, access: "rw")], linuxDevices: [kmsg])
-        #expect(Self.run(DeviceFilter.program(allowed), type: Self.c, access: Self.r | Self.w, major: 1, minor: 11) == 1)
+            [Rule(allow: false, access: "rwm"), Rule(allow: true, type: "c", major: 1, minor: 11, access: "rw")],
+            linuxDevices: [kmsg])
+        #expect(
+            Self.run(DeviceFilter.program(allowed), type: Self.c, access: Self.r | Self.w, major: 1, minor: 11) == 1)
     }
 
     @Test("a deny after an allow of the same device takes its bits back; `a` with a number is c and b")
     func revoke() throws {
         let rules = try DeviceRules.effective([
             Rule(allow: false, access: "rwm"), Rule(allow: true, type: "c", major: 4, minor: 1, access: "rw"),
-            Rule(allow: false, type: "c", major: 4, minor: 1, access: "w"), Rule(allow: true, type: "a", major: 7, minor: 0, access: "r"),
+            Rule(allow: false, type: "c", major: 4, minor: 1, access: "w"),
+            Rule(allow: true, type: "a", major: 7, minor: 0, access: "r"),
         ])
         #expect(rules.exceptions.contains { $0.type == "c" && $0.major == 4 && $0.access == .read })
         #expect(rules.exceptions.contains { $0.type == "b" && $0.major == 7 })
@@ -121,22 +146,28 @@ struct DeviceRulesTests {
     func agreesWithV1(allowAll: Bool) throws {
         let rules = try DeviceRules.effective([
             Rule(allow: allowAll, access: "rwm"), Rule(allow: !allowAll, type: "c", major: 1, minor: nil, access: "rw"),
-            Rule(allow: !allowAll, type: "b", major: nil, minor: 2, access: "m"), Rule(allow: !allowAll, type: "c", major: 3, minor: 3, access: "r"),
+            Rule(allow: !allowAll, type: "b", major: nil, minor: 2, access: "m"),
+            Rule(allow: !allowAll, type: "c", major: 3, minor: 3, access: "r"),
         ])
         let prog = DeviceFilter.program(rules)
         for (t, tc) in [(Self.c, Character("c")), (Self.b, Character("b"))] {
             for major in [1, 3, 136] as [UInt32] {
                 for minor in [0, 2, 3, 5] as [UInt32] {
                     for bits in 1...7 as ClosedRange<UInt8> {
-                        let want = Self.v1Allows(rules, type: tc, access: .init(rawValue: bits), major: Int64(major), minor: Int64(minor))
-                        #expect(Self.run(prog, type: t, access: UInt32(bits), major: major, minor: minor) == (want ? 1 : 0), "\(tc) \(major):\(minor) \(bits)")
+                        let want = Self.v1Allows(
+                            rules, type: tc, access: .init(rawValue: bits), major: Int64(major), minor: Int64(minor))
+                        #expect(
+                            Self.run(prog, type: t, access: UInt32(bits), major: major, minor: minor) == (want ? 1 : 0),
+                            "\(tc) \(major):\(minor) \(bits)")
                     }
                 }
             }
         }
     }
 
-    @Test("bad type or access names the rule", arguments: [Rule(allow: true, type: "x"), Rule(allow: true, type: "c", access: "rx")])
+    @Test(
+        "bad type or access names the rule",
+        arguments: [Rule(allow: true, type: "x"), Rule(allow: true, type: "c", access: "rx")])
     func badRule(rule: Rule) {
         #expect {
             _ = try DeviceRules.effective([rule])

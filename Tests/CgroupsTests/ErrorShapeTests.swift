@@ -9,11 +9,18 @@ import Testing
 struct CgroupErrorShapeTests {
     @Test("a failed write carries the field and errno; the message is the one built from a field-only message")
     func syscall() {
-        let error = CgroupError(operation: "write", path: "/sys/fs/cgroup/a/memory.max", errno: EINVAL, field: "linux.resources.memory.limit")
+        let error = CgroupError(
+            operation: "write", path: "/sys/fs/cgroup/a/memory.max", errno: EINVAL,
+            field: "linux.resources.memory.limit")
         #expect(error.code == .syscall && error.codeName == "cgroups.syscall" && error.category == .internal)
         #expect(error.field == "linux.resources.memory.limit" && error.operation == "write" && error.errno == EINVAL)
-        #expect(error.description == "linux.resources.memory.limit: write memory.max: EINVAL (Invalid argument) [/sys/fs/cgroup/a/memory.max]")
-        let asMessage = CgroupError(operation: "write", path: "/sys/fs/cgroup/a/memory.max", errno: EINVAL, message: "linux.resources.memory.limit")
+        #expect(
+            error.description
+                == "linux.resources.memory.limit: write memory.max: EINVAL (Invalid argument) [/sys/fs/cgroup/a/memory.max]"
+        )
+        let asMessage = CgroupError(
+            operation: "write", path: "/sys/fs/cgroup/a/memory.max", errno: EINVAL,
+            message: "linux.resources.memory.limit")
         #expect(error.description == asMessage.description)
     }
 
@@ -29,11 +36,15 @@ struct CgroupErrorShapeTests {
         let error = #expect(throws: CgroupError.self) { try CgroupV2.writes(r) }
         #expect(error?.code == .unsupported && error?.category == .unsupported)
         #expect(error?.field == "linux.resources.memory.disableOOMKiller")
-        #expect(error?.description.hasPrefix("linux.resources.memory.disableOOMKiller: true cannot be honoured") == true)
+        #expect(
+            error?.description.hasPrefix("linux.resources.memory.disableOOMKiller: true cannot be honoured") == true)
     }
 
     @Test("codes have stable names")
     func names() {
-        #expect(CgroupError.Code.allCases.map(\.rawValue) == ["syscall", "invalidValue", "unsupported", "inUse", "timedOut"])
+        #expect(
+            CgroupError.Code.allCases.map(\.rawValue) == [
+                "syscall", "invalidValue", "unsupported", "inUse", "timedOut",
+            ])
     }
 }

@@ -61,7 +61,8 @@ struct HostTests {
         #expect(try !readValue(cg, "cpuset", "cpuset.cpus").isEmpty)
         #expect(try !readValue(cg, "cpuset", "cpuset.mems").isEmpty)
 
-        let memswAvailable = CgroupFS.exists(try #require(cg.directory(forController: "memory")) + "/memory.memsw.limit_in_bytes")
+        let memswAvailable = CgroupFS.exists(
+            try #require(cg.directory(forController: "memory")) + "/memory.memsw.limit_in_bytes")
         let resources = OCIResources(
             memory: .init(limit: 64 << 20, reservation: 32 << 20, swap: memswAvailable ? 128 << 20 : nil),
             cpu: .init(shares: 512, quota: 50_000, period: 100_000, cpus: "0", mems: "0"),
@@ -79,7 +80,9 @@ struct HostTests {
         #expect(try readValue(cg, "pids", "pids.max") == "32")
 
         // Raising limits later (update) must order memsw and memory writes correctly.
-        try cg.apply(OCIResources(memory: .init(limit: 256 << 20, swap: memswAvailable ? 512 << 20 : nil), pids: .init(limit: -1)))
+        try cg.apply(
+            OCIResources(
+                memory: .init(limit: 256 << 20, swap: memswAvailable ? 512 << 20 : nil), pids: .init(limit: -1)))
         #expect(try readValue(cg, "memory", "memory.limit_in_bytes") == "268435456")
         #expect(try readValue(cg, "pids", "pids.max") == "max")
 
@@ -112,7 +115,8 @@ struct HostTests {
             let text = "\(error)"
             // A CPU beyond nr_cpu_ids: ERANGE on current kernels, EINVAL on older ones.
             let code = (error as? CgroupError)?.errno ?? 0
-            return text.hasPrefix("linux.resources.cpu.cpus: write cpuset.cpus: \(CgroupError.errnoName(code)) ") && code != 0
+            return text.hasPrefix("linux.resources.cpu.cpus: write cpuset.cpus: \(CgroupError.errnoName(code)) ")
+                && code != 0
         }
         #expect {
             var r = OCIResources()
@@ -148,7 +152,9 @@ struct HostTests {
         }
     }
 
-    @Test("killAndDestroy kills a frozen cgroup with frozen, populated sub-cgroups and removes it all; create refuses a frozen cgroup")
+    @Test(
+        "killAndDestroy kills a frozen cgroup with frozen, populated sub-cgroups and removes it all; create refuses a frozen cgroup"
+    )
     func killAndDestroyFrozen() throws {
         try checkKillAndDestroyFrozenTree(parent: Self.uniqueParent())
     }

@@ -1,8 +1,8 @@
 import Foundation
+import LinuxKernel
 import Testing
 
 @testable import Cgroups
-import LinuxKernel
 
 struct PathTests {
     // This development host: v1 controllers, cgroup2 at /sys/fs/cgroup/unified, caller in a
@@ -39,15 +39,16 @@ struct PathTests {
     func relativeHybrid() throws {
         let cg = try resolveHybrid("a/b")
         #expect(cg.path == "a/b")
-        #expect(cg.directories == [
-            "name=systemd": "/sys/fs/cgroup/systemd/a/b",
-            "pids": "/sys/fs/cgroup/pids/a/b",
-            "devices": "/sys/fs/cgroup/devices/a/b",
-            "memory": "/sys/fs/cgroup/memory/process_api/abc/a/b",
-            "cpuset": "/sys/fs/cgroup/cpuset/a/b",
-            "cpu,cpuacct": "/sys/fs/cgroup/cpu,cpuacct/user.slice/a/b",
-            "unified": "/sys/fs/cgroup/unified/a/b",
-        ])
+        #expect(
+            cg.directories == [
+                "name=systemd": "/sys/fs/cgroup/systemd/a/b",
+                "pids": "/sys/fs/cgroup/pids/a/b",
+                "devices": "/sys/fs/cgroup/devices/a/b",
+                "memory": "/sys/fs/cgroup/memory/process_api/abc/a/b",
+                "cpuset": "/sys/fs/cgroup/cpuset/a/b",
+                "cpu,cpuacct": "/sys/fs/cgroup/cpu,cpuacct/user.slice/a/b",
+                "unified": "/sys/fs/cgroup/unified/a/b",
+            ])
         #expect(cg.mountPoints["memory"] == "/sys/fs/cgroup/memory")
         #expect(cg.directory(forController: "cpu") == "/sys/fs/cgroup/cpu,cpuacct/user.slice/a/b")
         #expect(cg.trackingDirectory == "/sys/fs/cgroup/pids/a/b")
@@ -81,11 +82,14 @@ struct PathTests {
     func mountRoot() throws {
         let cg = try CgroupPath.resolve(
             cgroupsPath: "c", id: "c", root: "/sys/fs/cgroup", mode: .legacy,
-            procSelfCgroup: "4:memory:/outer/inner\n", mountinfo: "35 31 0:32 /outer /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n")
+            procSelfCgroup: "4:memory:/outer/inner\n",
+            mountinfo: "35 31 0:32 /outer /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n")
         #expect(cg.directories == ["memory": "/sys/fs/cgroup/memory/inner/c"])
     }
 
-    @Test("bad paths are refused with the field named", arguments: ["a/../b", "..", "/a/..", "system.slice:safespace:c1", "/", "//."])
+    @Test(
+        "bad paths are refused with the field named",
+        arguments: ["a/../b", "..", "/a/..", "system.slice:safespace:c1", "/", "//."])
     func badPaths(path: String) {
         #expect {
             _ = try resolveHybrid(path)
@@ -97,7 +101,9 @@ struct PathTests {
     @Test("no hierarchy under the root is an error")
     func noHierarchy() {
         #expect(throws: CgroupError.self) {
-            try CgroupPath.resolve(cgroupsPath: nil, id: "c", root: "/elsewhere", mode: .hybrid, procSelfCgroup: Self.hybridProc, mountinfo: Self.hybridMounts)
+            try CgroupPath.resolve(
+                cgroupsPath: nil, id: "c", root: "/elsewhere", mode: .hybrid, procSelfCgroup: Self.hybridProc,
+                mountinfo: Self.hybridMounts)
         }
     }
 
@@ -138,7 +144,8 @@ struct PathTests {
     func detectModeHost() throws {
         let mounts = CgroupPath.parseMountinfo(try String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8))
         let expected: CgroupMode =
-            mounts.contains { $0.isV2 && $0.mountPoint == "/sys/fs/cgroup" } ? .unified
+            mounts.contains { $0.isV2 && $0.mountPoint == "/sys/fs/cgroup" }
+            ? .unified
             : mounts.contains { $0.isV2 && $0.mountPoint == "/sys/fs/cgroup/unified" } ? .hybrid : .legacy
         #expect(Cgroup.detectMode() == expected)
     }

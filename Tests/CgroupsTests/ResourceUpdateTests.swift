@@ -6,7 +6,8 @@ import Testing
 /// `update`: what is written and what is recorded; fields not given keep their value.
 struct ResourceUpdateTests {
     static let current = OCIResources(
-        memory: .init(limit: 64 << 20, swap: 64 << 20), cpu: .init(quota: 50_000, period: 250_000, cpus: "0"), pids: .init(limit: 64))
+        memory: .init(limit: 64 << 20, swap: 64 << 20), cpu: .init(quota: 50_000, period: 250_000, cpus: "0"),
+        pids: .init(limit: 64))
 
     @Test("a quota-only update keeps the period, and other fields keep their values")
     func quotaOnly() throws {
@@ -18,7 +19,8 @@ struct ResourceUpdateTests {
 
     @Test("a limit-only update of a container without swap keeps it without swap")
     func memoryNoSwap() throws {
-        let (apply, merged) = try ResourceUpdate.merge(OCIResources(memory: .init(limit: 128 << 20)), into: Self.current)
+        let (apply, merged) = try ResourceUpdate.merge(
+            OCIResources(memory: .init(limit: 128 << 20)), into: Self.current)
         #expect(try CgroupV2.writes(apply).map(\.description) == ["memory.swap.max=0", "memory.max=134217728"])
         #expect(merged.memory?.swap == 128 << 20)
     }
@@ -42,7 +44,9 @@ struct ResourceUpdateTests {
         }
     }
 
-    @Test("blockIO.weight: v2 io.weight conversion and range", arguments: [(10, 1), (500, 4950), (1000, 10000)] as [(UInt64, UInt64)])
+    @Test(
+        "blockIO.weight: v2 io.weight conversion and range",
+        arguments: [(10, 1), (500, 4950), (1000, 10000)] as [(UInt64, UInt64)])
     func ioWeight(blkio: UInt64, io: UInt64) {
         #expect(Conversions.ioWeight(fromBlkioWeight: blkio) == io)
     }

@@ -17,12 +17,19 @@ struct RuncParityCgroupTests {
 
     @Test("weightDevice: v1 writes blkio.weight_device (BFQ's file chosen at apply), one `MAJ:MIN W` per device")
     func weightDeviceV1() throws {
-        let r = try Self.blockIO(#"{"weight": 500, "weightDevice": [{"major": 8, "minor": 0, "weight": 300}, {"major": 7, "minor": 4, "weight": 0}, {"major": 7, "minor": 5, "weight": 1000}]}"#)
+        let r = try Self.blockIO(
+            #"{"weight": 500, "weightDevice": [{"major": 8, "minor": 0, "weight": 300}, {"major": 7, "minor": 4, "weight": 0}, {"major": 7, "minor": 5, "weight": 1000}]}"#
+        )
         let writes = try CgroupV1.writes(r, currentMemoryLimit: nil, memswAvailable: true)
-        #expect(writes.map(\.description) == ["blkio.weight=500", "blkio.weight_device=8:0 300", "blkio.weight_device=7:5 1000"])
-        #expect(writes.map(\.field) == [
-            "linux.resources.blockIO.weight", "linux.resources.blockIO.weightDevice[0]", "linux.resources.blockIO.weightDevice[2]",
-        ])
+        #expect(
+            writes.map(\.description) == [
+                "blkio.weight=500", "blkio.weight_device=8:0 300", "blkio.weight_device=7:5 1000",
+            ])
+        #expect(
+            writes.map(\.field) == [
+                "linux.resources.blockIO.weight", "linux.resources.blockIO.weightDevice[0]",
+                "linux.resources.blockIO.weightDevice[2]",
+            ])
     }
 
     @Test("weightDevice: v2 writes io.weight converted, or the raw weight to io.bfq.weight")
@@ -37,26 +44,41 @@ struct RuncParityCgroupTests {
     @Test("weightDevice: a weight outside 10...1000 and a leafWeight are refused naming the entry")
     func weightDeviceRefused() throws {
         #expect {
-            _ = try CgroupV1.writes(try Self.blockIO(#"{"weightDevice": [{"major": 8, "minor": 0, "weight": 5}]}"#), currentMemoryLimit: nil, memswAvailable: true)
+            _ = try CgroupV1.writes(
+                try Self.blockIO(#"{"weightDevice": [{"major": 8, "minor": 0, "weight": 5}]}"#),
+                currentMemoryLimit: nil, memswAvailable: true)
         } throws: { "\($0)" == "linux.resources.blockIO.weightDevice[0].weight: 5 is outside 10...1000" }
-        let leaf = try Self.blockIO(#"{"weightDevice": [{"major": 8, "minor": 0, "weight": 100}, {"major": 8, "minor": 1, "leafWeight": 100}]}"#)
+        let leaf = try Self.blockIO(
+            #"{"weightDevice": [{"major": 8, "minor": 0, "weight": 100}, {"major": 8, "minor": 1, "leafWeight": 100}]}"#
+        )
         #expect(Conversions.unsupportedFields(leaf) == ["linux.resources.blockIO.weightDevice[1].leafWeight"])
     }
 
-    @Test("update: a period alone is applied with the container's quota (cpu.max keeps it); weightDevice merges per device")
+    @Test(
+        "update: a period alone is applied with the container's quota (cpu.max keeps it); weightDevice merges per device"
+    )
     func periodAlone() throws {
         var current = OCIResources(cpu: .init(quota: 20_000, period: 100_000))
-        current.blockIO = try Self.blockIO(#"{"weightDevice": [{"major": 8, "minor": 0, "weight": 300}, {"major": 8, "minor": 1, "weight": 200}]}"#).blockIO
+        current.blockIO = try Self.blockIO(
+            #"{"weightDevice": [{"major": 8, "minor": 0, "weight": 300}, {"major": 8, "minor": 1, "weight": 200}]}"#
+        ).blockIO
         let (apply, merged) = try ResourceUpdate.merge(OCIResources(cpu: .init(period: 50_000)), into: current)
         #expect(apply.cpu?.quota == 20_000 && apply.cpu?.period == 50_000)
         #expect(try CgroupV2.writes(apply).map(\.description) == ["cpu.max=20000 50000"])
-        #expect(try CgroupV1.writes(apply, currentMemoryLimit: nil, memswAvailable: true).map(\.description) == ["cpu.cfs_period_us=50000", "cpu.cfs_quota_us=20000"])
+        #expect(
+            try CgroupV1.writes(apply, currentMemoryLimit: nil, memswAvailable: true).map(\.description) == [
+                "cpu.cfs_period_us=50000", "cpu.cfs_quota_us=20000",
+            ])
         #expect(merged.cpu?.quota == 20_000 && merged.cpu?.period == 50_000)
         // Without a quota there is none to carry: the period goes alone.
         let (alone, _) = try ResourceUpdate.merge(OCIResources(cpu: .init(period: 50_000)), into: OCIResources())
         #expect(alone.cpu?.quota == nil)
-        let (_, devices) = try ResourceUpdate.merge(try Self.blockIO(#"{"weightDevice": [{"major": 8, "minor": 1, "weight": 900}]}"#), into: current)
-        #expect(devices.blockIO?.weightDevice?.map { "\($0.major):\($0.minor) \($0.weight ?? 0)" } == ["8:0 300", "8:1 900"])
+        let (_, devices) = try ResourceUpdate.merge(
+            try Self.blockIO(#"{"weightDevice": [{"major": 8, "minor": 1, "weight": 900}]}"#), into: current)
+        #expect(
+            devices.blockIO?.weightDevice?.map { "\($0.major):\($0.minor) \($0.weight ?? 0)" } == [
+                "8:0 300", "8:1 900",
+            ])
     }
 
     @Test("v1 stats: runc's per-CPU kernel/user times, cpuset, kernel memory and hugetlb fields")
@@ -70,34 +92,54 @@ struct RuncParityCgroupTests {
         ]
         let s = StatsParser.v1 { files["\($0)/\($1)"] }
         #expect(s.cpu.usage.percpuUser == [100, 300] && s.cpu.usage.percpuKernel == [200, 400])
-        #expect(s.cpuset.cpus == [0, 1, 2, 5] && s.cpuset.mems == [0] && s.cpuset.schedLoadBalance == 1 && s.cpuset.schedRelaxDomainLevel == -1)
+        #expect(
+            s.cpuset.cpus == [0, 1, 2, 5] && s.cpuset.mems == [0] && s.cpuset.schedLoadBalance == 1
+                && s.cpuset.schedRelaxDomainLevel == -1)
         #expect(s.memory.kernel.usage == 4096 && s.memory.kernel.limit == UInt64.max && s.memory.kernelTCP.failcnt == 2)
-        #expect(StatsParser.pageSizeName(2048) == "2MB" && StatsParser.pageSizeName(1_048_576) == "1GB" && StatsParser.pageSizeName(64) == "64KB")
+        #expect(
+            StatsParser.pageSizeName(2048) == "2MB" && StatsParser.pageSizeName(1_048_576) == "1GB"
+                && StatsParser.pageSizeName(64) == "64KB")
     }
 
     @Test("v2 stats: swap is reported as memory+swap, as runc does for v1 compatibility")
     func statsV2Swap() {
-        let files = ["memory.current": "1000\n", "memory.max": "4096\n", "memory.swap.current": "24\n", "memory.swap.max": "1024\n"]
+        let files = [
+            "memory.current": "1000\n", "memory.max": "4096\n", "memory.swap.current": "24\n",
+            "memory.swap.max": "1024\n",
+        ]
         let s = StatsParser.v2 { files[$0] }
         #expect(s.memory.swap.usage == 1024 && s.memory.swap.limit == 5120)
-        let unlimited = StatsParser.v2 { ["memory.current": "1000\n", "memory.max": "max\n", "memory.swap.current": "0\n", "memory.swap.max": "max\n"][$0] }
+        let unlimited = StatsParser.v2 {
+            [
+                "memory.current": "1000\n", "memory.max": "max\n", "memory.swap.current": "0\n",
+                "memory.swap.max": "max\n",
+            ][$0]
+        }
         #expect(unlimited.memory.swap.limit == UInt64.max && unlimited.memory.swap.usage == 1000)
     }
 
-    @Test("the stats JSON has runc's members in runc's order, network_interfaces null, empty hugetlb and intel_rdt objects")
+    @Test(
+        "the stats JSON has runc's members in runc's order, network_interfaces null, empty hugetlb and intel_rdt objects"
+    )
     func statsJSON() throws {
         let data = try JSONEncoder().encode(CgroupStats())
         let obj = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
-        #expect(Set(obj.keys) == ["cpu", "cpuset", "memory", "pids", "blkio", "hugetlb", "intel_rdt", "network_interfaces"])
+        #expect(
+            Set(obj.keys) == ["cpu", "cpuset", "memory", "pids", "blkio", "hugetlb", "intel_rdt", "network_interfaces"])
         #expect(obj["network_interfaces"] is NSNull)
-        #expect((obj["hugetlb"] as? [String: Any])?.isEmpty == true && (obj["intel_rdt"] as? [String: Any])?.isEmpty == true)
+        #expect(
+            (obj["hugetlb"] as? [String: Any])?.isEmpty == true && (obj["intel_rdt"] as? [String: Any])?.isEmpty == true
+        )
         let memory = try #require(obj["memory"] as? [String: Any])
         #expect((memory["kernelTCP"] as? [String: Any])?.keys.sorted() == ["failcnt", "limit"])
         let cpuset = try #require(obj["cpuset"] as? [String: Any])
         #expect(cpuset.count == 9 && cpuset["sched_relax_domain_level"] as? Int == 0)
         // And it decodes back, older JSON without the new members too.
         #expect(try JSONDecoder().decode(CgroupStats.self, from: data) == CgroupStats())
-        #expect(try JSONDecoder().decode(CgroupStats.self, from: Data(#"{"cpu":{"usage":{"kernel":1,"user":2},"throttling":{}}}"#.utf8)).cpu.usage.user == 2)
+        #expect(
+            try JSONDecoder().decode(
+                CgroupStats.self, from: Data(#"{"cpu":{"usage":{"kernel":1,"user":2},"throttling":{}}}"#.utf8)
+            ).cpu.usage.user == 2)
     }
 }
 

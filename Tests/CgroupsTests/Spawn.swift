@@ -22,7 +22,8 @@ struct BlockedChild {
         posix_spawn_file_actions_adddup2(&actions, devnull, 1)
         posix_spawn_file_actions_adddup2(&actions, devnull, 2)
         var pid: pid_t = 0
-        let args: [UnsafeMutablePointer<CChar>?] = ["/bin/sh", "-c", "read x; " + script].map { $0.withCString { strdup($0) } } + [nil]
+        let args: [UnsafeMutablePointer<CChar>?] =
+            ["/bin/sh", "-c", "read x; " + script].map { $0.withCString { strdup($0) } } + [nil]
         defer { args.forEach { free($0) } }
         var env: [UnsafeMutablePointer<CChar>?] = ["PATH=/usr/bin:/bin".withCString { strdup($0) }, nil]
         defer { free(env[0]) }

@@ -7,7 +7,8 @@ import Testing
 /// Stats parsing from sample cgroup files, and the JSON shape runc's `events` prints.
 struct StatsTests {
     static let v2Files: [String: String] = [
-        "cpu.stat": "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\nnr_periods 10\nnr_throttled 2\nthrottled_usec 30\n",
+        "cpu.stat":
+            "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\nnr_periods 10\nnr_throttled 2\nthrottled_usec 30\n",
         "memory.current": "1048576\n", "memory.peak": "4194304\n", "memory.max": "33554432\n",
         "memory.swap.current": "0\n", "memory.swap.max": "max\n",
         "memory.stat": "anon 4096\nfile 8192\n",
@@ -22,15 +23,17 @@ struct StatsTests {
         #expect(s.cpu.usage.total == 1_500_000)
         #expect(s.cpu.usage.user == 1_000_000 && s.cpu.usage.kernel == 500_000)
         #expect(s.cpu.throttling.throttledPeriods == 2 && s.cpu.throttling.throttledTime == 30_000)
-        #expect(s.memory.usage.usage == 1_048_576 && s.memory.usage.max == 4_194_304 && s.memory.usage.limit == 33_554_432)
+        #expect(
+            s.memory.usage.usage == 1_048_576 && s.memory.usage.max == 4_194_304 && s.memory.usage.limit == 33_554_432)
         #expect(s.memory.usage.failcnt == 7)
         #expect(s.memory.swap.limit == UInt64.max)
         #expect(s.memory.cache == 8192)
         #expect(s.memory.eventCount?.oomKill == 2)
         #expect(s.pids.current == 3 && s.pids.limit == 32)
-        #expect(s.blkio.ioServiceBytesRecursive == [
-            .init(major: 8, minor: 0, op: "Read", value: 4096), .init(major: 8, minor: 0, op: "Write", value: 8192),
-        ])
+        #expect(
+            s.blkio.ioServiceBytesRecursive == [
+                .init(major: 8, minor: 0, op: "Read", value: 4096), .init(major: 8, minor: 0, op: "Write", value: 8192),
+            ])
     }
 
     @Test("v1 files map to the same fields")

@@ -1,4 +1,5 @@
 import Testing
+
 @testable import Cgroups
 
 /// `exec --cgroup` values (runc 1.1 exec.go): parsing and the directories a process joins.
@@ -7,7 +8,8 @@ struct SubCgroupsTests {
         mode: .hybrid, path: "/c1",
         directories: [
             "cpu,cpuacct": "/sys/fs/cgroup/cpu,cpuacct/c1", "memory": "/sys/fs/cgroup/memory/c1",
-            "pids": "/sys/fs/cgroup/pids/c1", "name=systemd": "/sys/fs/cgroup/systemd/c1", "unified": "/sys/fs/cgroup/unified/c1",
+            "pids": "/sys/fs/cgroup/pids/c1", "name=systemd": "/sys/fs/cgroup/systemd/c1",
+            "unified": "/sys/fs/cgroup/unified/c1",
         ],
         mountPoints: [:])
     static let v2 = Cgroup(mode: .unified, path: "/c1", directories: ["unified": "/sys/fs/cgroup/c1"], mountPoints: [:])
@@ -16,12 +18,15 @@ struct SubCgroupsTests {
     func parsing() throws {
         #expect(try SubCgroups(parsing: ["sub"]).paths == ["": "sub"])
         #expect(try SubCgroups(parsing: ["/a/./b/"]).paths == ["": "a/b"])
-        #expect(try SubCgroups(parsing: ["cpu,memory:x", "pids:y/z"]).paths == ["cpu": "x", "memory": "x", "pids": "y/z"])
+        #expect(
+            try SubCgroups(parsing: ["cpu,memory:x", "pids:y/z"]).paths == ["cpu": "x", "memory": "x", "pids": "y/z"])
         #expect(try SubCgroups(parsing: ["cpu:x", "cpu:y"]).paths == ["cpu": "y"])
         #expect(try SubCgroups(parsing: []).isEmpty)
     }
 
-    @Test("refused, naming --cgroup", arguments: [["a:b:c"], ["sub", "cpu:sub"], [":sub"], ["cpu,:sub"], ["../x"], ["a/../../x"], ["/"], ["cpu:"]])
+    @Test(
+        "refused, naming --cgroup",
+        arguments: [["a:b:c"], ["sub", "cpu:sub"], [":sub"], ["cpu,:sub"], ["../x"], ["a/../../x"], ["/"], ["cpu:"]])
     func refused(values: [String]) {
         #expect {
             try SubCgroups(parsing: values)
@@ -35,10 +40,11 @@ struct SubCgroupsTests {
         let all = try Self.v1.directories(joining: SubCgroups(parsing: ["s"]))
         #expect(all.allSatisfy { $0.hasSuffix("/c1/s") } && all.count == 5)
         let some = Set(try Self.v1.directories(joining: SubCgroups(parsing: ["cpuacct,name=systemd:s", "memory:t/u"])))
-        #expect(some == [
-            "/sys/fs/cgroup/cpu,cpuacct/c1/s", "/sys/fs/cgroup/memory/c1/t/u", "/sys/fs/cgroup/pids/c1",
-            "/sys/fs/cgroup/systemd/c1/s", "/sys/fs/cgroup/unified/c1",
-        ])
+        #expect(
+            some == [
+                "/sys/fs/cgroup/cpu,cpuacct/c1/s", "/sys/fs/cgroup/memory/c1/t/u", "/sys/fs/cgroup/pids/c1",
+                "/sys/fs/cgroup/systemd/c1/s", "/sys/fs/cgroup/unified/c1",
+            ])
         #expect(Set(try Self.v1.directories(joining: SubCgroups())) == Set(Self.v1.directories.values))
         #expect(throws: CgroupError.self) { try Self.v1.directories(joining: SubCgroups(parsing: ["foo:s"])) }
     }

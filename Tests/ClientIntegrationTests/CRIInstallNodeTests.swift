@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// scripts/install-node against a staged node root (`--destdir`): containerd's own
 /// `config dump` checks the result, so the drop-in is exactly what containerd would load.
@@ -33,7 +33,8 @@ struct CRIInstallNodeTests {
     }
 
     func dump(_ dest: String) throws -> String {
-        let r = try ClientTools.run(ClientTools.containerd!, ["--config", dest + "/etc/containerd/config.toml", "config", "dump"], timeout: 60)
+        let r = try ClientTools.run(
+            ClientTools.containerd!, ["--config", dest + "/etc/containerd/config.toml", "config", "dump"], timeout: 60)
         try #require(r.status == 0, "config dump: \(r.stderr)")
         return r.stdout
     }
@@ -41,15 +42,21 @@ struct CRIInstallNodeTests {
     /// The lines of `[<prefix>]`'s table in a config dump.
     func table(_ dump: String, _ name: String) -> [String] {
         let header = "[plugins.\"io.containerd.grpc.v1.cri\"\(name)]"
-        var out: [String] = [], inside = false
+        var out: [String] = []
+        var inside = false
         for line in dump.split(separator: "\n").map({ $0.trimmingCharacters(in: .whitespaces) }) {
-            if line.hasPrefix("[") { inside = line == header; continue }
+            if line.hasPrefix("[") {
+                inside = line == header
+                continue
+            }
             if inside { out.append(line) }
         }
         return out
     }
 
-    @Test("--destdir: both handlers over the node's own CRI settings; a second run changes nothing; --uninstall restores config.toml")
+    @Test(
+        "--destdir: both handlers over the node's own CRI settings; a second run changes nothing; --uninstall restores config.toml"
+    )
     func installTwiceThenUninstall() throws {
         let dest = try Harness.tempDir("node")
         defer { Harness.cleanup(dest) }
@@ -60,8 +67,10 @@ struct CRIInstallNodeTests {
 
         let first = try run(args)
         try #require(first.status == 0, "install-node: \(first.stdout)\n\(first.stderr)")
-        for file in ["/usr/local/bin/safespace-runtime", "/usr/local/bin/safespace", "/etc/safespace/runtime.json",
-                     "/etc/containerd/conf.d/safespace.toml", "/usr/local/share/safespace/deploy/runtimeclasses.yaml"] {
+        for file in [
+            "/usr/local/bin/safespace-runtime", "/usr/local/bin/safespace", "/etc/safespace/runtime.json",
+            "/etc/containerd/conf.d/safespace.toml", "/usr/local/share/safespace/deploy/runtimeclasses.yaml",
+        ] {
             #expect(FileManager.default.fileExists(atPath: dest + file), "\(file) not installed")
         }
         let d = try dump(dest)
@@ -78,16 +87,23 @@ struct CRIInstallNodeTests {
         #expect(table(d, ".cni").contains(#"bin_dir = "/usr/lib/cni""#))
         #expect(table(d, ".containerd.runtimes.runc.options").contains("SystemdCgroup = true"))
 
-        let snapshot = try ClientTools.run("/usr/bin/sha256sum", [config, dest + "/etc/containerd/conf.d/safespace.toml"]).stdout
+        let snapshot = try ClientTools.run(
+            "/usr/bin/sha256sum", [config, dest + "/etc/containerd/conf.d/safespace.toml"]
+        ).stdout
         let second = try run(args)
         #expect(second.status == 0, "\(second.stderr)")
         #expect(second.stdout.contains("containerd config unchanged"), "\(second.stdout)")
-        #expect(try ClientTools.run("/usr/bin/sha256sum", [config, dest + "/etc/containerd/conf.d/safespace.toml"]).stdout == snapshot)
+        #expect(
+            try ClientTools.run("/usr/bin/sha256sum", [config, dest + "/etc/containerd/conf.d/safespace.toml"]).stdout
+                == snapshot)
 
         let un = try run(["--destdir", dest, "--uninstall", "--no-restart"])
         #expect(un.status == 0, "\(un.stdout)\n\(un.stderr)")
         #expect(try String(contentsOfFile: config, encoding: .utf8) == Self.nodeConfig, "config.toml is back as it was")
-        for file in ["/usr/local/bin/safespace-runtime", "/etc/safespace", "/etc/containerd/conf.d", "/usr/local/share/safespace"] {
+        for file in [
+            "/usr/local/bin/safespace-runtime", "/etc/safespace", "/etc/containerd/conf.d",
+            "/usr/local/share/safespace",
+        ] {
             #expect(!FileManager.default.fileExists(atPath: dest + file), "\(file) left after --uninstall")
         }
         #expect(table(try dump(dest), ".containerd.runtimes.safespace").isEmpty)
@@ -98,7 +114,9 @@ struct CRIInstallNodeTests {
         let r = try run(["--check", "--bin-dir", Harness.buildDir])
         #expect(r.status == 0, "\(r.stdout)\n\(r.stderr)")
         if CRITools.runsc == nil {
-            #expect(r.stdout.contains("safespace-high is not offered"), "expected because runsc is not installed: \(r.stdout)")
+            #expect(
+                r.stdout.contains("safespace-high is not offered"),
+                "expected because runsc is not installed: \(r.stdout)")
         } else {
             #expect(r.stdout.contains("both handlers"), "\(r.stdout)")
         }

@@ -1,8 +1,8 @@
 import Foundation
 import LinuxKernel
-import Testing
 import OCI
 import TestSupport
+import Testing
 
 /// What containerd's runc v2 shim relies on, called exactly as it calls it (go-runc 1.1):
 /// global flags first (`--root <Root>/<namespace> --log <bundle>/log.json --log-format json`),
@@ -28,7 +28,8 @@ struct CRIShimContractTests {
 
         @discardableResult
         func call(_ args: [String], stdin: String? = nil) throws -> Harness.Result {
-            try Harness.spawn([Harness.runtimeBinary, "--root", root, "--log", log, "--log-format", "json"] + args, stdin: stdin)
+            try Harness.spawn(
+                [Harness.runtimeBinary, "--root", root, "--log", log, "--log-format", "json"] + args, stdin: stdin)
         }
 
         /// `create --bundle B --pid-file P ID`; the init's pid.
@@ -36,12 +37,16 @@ struct CRIShimContractTests {
             let pidFile = bundle + "/init.pid"
             let r = try call(["create", "--bundle", bundle, "--pid-file", pidFile, id])
             try #require(r.status == 0, "create: \(r.stderr)")
-            return try #require(Int32(try String(contentsOfFile: pidFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)))
+            return try #require(
+                Int32(
+                    try String(contentsOfFile: pidFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+                ))
         }
 
         func status() -> String? {
             guard let r = try? call(["state", id]), r.status == 0,
-                let obj = try? JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any] else { return nil }
+                let obj = try? JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any]
+            else { return nil }
             return obj["status"] as? String
         }
 
@@ -50,7 +55,9 @@ struct CRIShimContractTests {
             let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
             var last: String?
             for line in text.split(separator: "\n") {
-                let obj = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], "log.json line is not JSON: \(line)")
+                let obj = try #require(
+                    try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+                    "log.json line is not JSON: \(line)")
                 #expect(obj["time"] is String && obj["msg"] is String && obj["level"] is String, "\(line)")
                 if obj["level"] as? String == "error" { last = obj["msg"] as? String }
             }
@@ -103,7 +110,9 @@ struct CRIShimContractTests {
         #expect(try c.call(["delete", "--force", c.id]).status == 0)
     }
 
-    @Test("`kill --all ID 9` after the init exited succeeds; `kill ID 9` says \"container not running\" on stderr and in log.json")
+    @Test(
+        "`kill --all ID 9` after the init exited succeeds; `kill ID 9` says \"container not running\" on stderr and in log.json"
+    )
     func killAllAfterExit() throws {
         let c = try Shim(["true"])
         defer { c.destroy() }
@@ -122,7 +131,9 @@ struct CRIShimContractTests {
         #expect(c.leftovers().isEmpty, "\(c.leftovers())")
     }
 
-    @Test("`exec --process FILE --detach --pid-file P ID`: a live pid in the container's namespaces, listed by `ps --format json`")
+    @Test(
+        "`exec --process FILE --detach --pid-file P ID`: a live pid in the container's namespaces, listed by `ps --format json`"
+    )
     func execDetach() throws {
         let c = try Shim(["sh", "-c", "exec >/dev/null 2>&1; exec sleep 1000"])
         defer { c.destroy() }
@@ -131,19 +142,24 @@ struct CRIShimContractTests {
         // containerd writes the process to a temp file of its own, outside the bundle.
         let tmp = try Harness.tempDir("runc-process")
         defer { Harness.cleanup(tmp) }
-        var process = OCI.Process(user: User(uid: 1000, gid: 1000), args: ["sleep", "999"], env: ["PATH=/bin"], cwd: "/")
+        var process = OCI.Process(
+            user: User(uid: 1000, gid: 1000), args: ["sleep", "999"], env: ["PATH=/bin"], cwd: "/")
         process.noNewPrivileges = true
         try JSONEncoder().encode(process).write(to: URL(fileURLWithPath: tmp + "/process.json"))
         let pidFile = c.bundle + "/exec-1.pid"
         let e = try c.call(["exec", "--process", tmp + "/process.json", "--detach", "--pid-file", pidFile, c.id])
         #expect(e.status == 0, "\(e.stderr)")
-        let pid = try #require(Int32(try String(contentsOfFile: pidFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)))
+        let pid = try #require(
+            Int32(try String(contentsOfFile: pidFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)))
         #expect(kill(pid, 0) == 0)
-        let ns = { (p: Int32) in (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(p)/ns/pid")) ?? "?\(p)" }
+        let ns = { (p: Int32) in
+            (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(p)/ns/pid")) ?? "?\(p)"
+        }
         #expect(ns(pid) == ns(initPid), "the exec'd process is in the container's pid namespace")
         let ps = try c.call(["ps", "--format", "json", c.id])
         #expect(ps.status == 0, "\(ps.stderr)")
-        let pids = (try? JSONSerialization.jsonObject(with: Data(ps.stdout.utf8)) as? [NSNumber])?.map(\.int32Value) ?? []
+        let pids =
+            (try? JSONSerialization.jsonObject(with: Data(ps.stdout.utf8)) as? [NSNumber])?.map(\.int32Value) ?? []
         #expect(Set(pids).isSuperset(of: [initPid, pid]), "ps --format json: \(ps.stdout)")
         #expect(try c.call(["kill", "--all", c.id, "9"]).status == 0)
         // The init of a pid namespace finishes exiting once every process in it is reaped.
@@ -157,22 +173,29 @@ struct CRIShimContractTests {
     @Test("`update --resources - ID` with CRI's UpdateContainerResources JSON on stdin sets the container's cgroup")
     func updateResources() throws {
         let c = try Shim(["sh", "-c", "exec >/dev/null 2>&1; exec sleep 1000"]) { spec in
-            spec.linux?.resources = Resources(memory: .init(limit: 256 << 20), cpu: .init(shares: 1024, quota: 100_000, period: 100_000))
+            spec.linux?.resources = Resources(
+                memory: .init(limit: 256 << 20), cpu: .init(shares: 1024, quota: 100_000, period: 100_000))
         }
         defer { c.destroy() }
         let pid = try c.create()
         #expect(try c.call(["start", c.id]).status == 0)
         // What containerd 1.6 sends on cgroup v1: swap equal to the limit (no swap).
-        let resources = #"{"memory":{"limit":134217728,"swap":134217728},"cpu":{"shares":256,"quota":20000,"period":100000}}"#
+        let resources =
+            #"{"memory":{"limit":134217728,"swap":134217728},"cpu":{"shares":256,"quota":20000,"period":100000}}"#
         let u = try c.call(["update", "--resources", "-", c.id], stdin: resources)
         #expect(u.status == 0, "\(u.stderr)")
         let v2 = !FileManager.default.fileExists(atPath: "/sys/fs/cgroup/memory")
         func read(_ controller: String, _ file: String) -> String {
             let procCgroup = (try? String(contentsOfFile: "/proc/\(pid)/cgroup", encoding: .utf8)) ?? ""
-            let line = procCgroup.split(separator: "\n").first { v2 ? $0.hasPrefix("0::") : $0.split(separator: ":")[1].split(separator: ",").contains(Substring(controller)) }
+            let line = procCgroup.split(separator: "\n").first {
+                v2
+                    ? $0.hasPrefix("0::")
+                    : $0.split(separator: ":")[1].split(separator: ",").contains(Substring(controller))
+            }
             let path = line.map { String($0.split(separator: ":", maxSplits: 2)[2]) } ?? "?"
             let base = v2 ? "/sys/fs/cgroup" : "/sys/fs/cgroup/\(controller)"
-            return ((try? String(contentsOfFile: base + path + "/" + file, encoding: .utf8)) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
+            return ((try? String(contentsOfFile: base + path + "/" + file, encoding: .utf8)) ?? "").trimmingCharacters(
+                in: .whitespacesAndNewlines)
         }
         if v2 {
             #expect(read("memory", "memory.max") == "134217728")
@@ -188,14 +211,18 @@ struct CRIShimContractTests {
         #expect(c.leftovers().isEmpty, "\(c.leftovers())")
     }
 
-    @Test("a failing create writes JSON lines to --log whose last error names the field; stderr carries it too; nothing remains")
+    @Test(
+        "a failing create writes JSON lines to --log whose last error names the field; stderr carries it too; nothing remains"
+    )
     func errorLinesInLog() throws {
         let c = try Shim(["/no/such/program"])
         defer { c.destroy() }
         let r = try c.call(["create", "--bundle", c.bundle, "--pid-file", c.bundle + "/init.pid", c.id])
         #expect(r.status != 0)
         let msg = try c.lastLogError()
-        #expect(msg?.contains("process.args") == true && msg?.contains("/no/such/program") == true, "last error line: \(msg ?? "none")")
+        #expect(
+            msg?.contains("process.args") == true && msg?.contains("/no/such/program") == true,
+            "last error line: \(msg ?? "none")")
         #expect(r.stderr.contains("/no/such/program"), "\(r.stderr)")
         #expect(c.leftovers().isEmpty, "\(c.leftovers())")
     }

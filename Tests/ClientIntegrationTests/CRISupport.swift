@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// What the CRI tests need besides containerd: a Python with grpcio and grpcio-tools for the
 /// client in Tests/cri, a C compiler for the pause image, the CNI plugins, and how far the
@@ -27,13 +27,16 @@ enum CRITools {
     static let unshare = Harness.find("unshare")
     static let ip = Harness.find("ip")
     static var hasCNI: Bool {
-        ["bridge", "host-local", "loopback"].allSatisfy { FileManager.default.isExecutableFile(atPath: cniDir + "/" + $0) }
+        ["bridge", "host-local", "loopback"].allSatisfy {
+            FileManager.default.isExecutableFile(atPath: cniDir + "/" + $0)
+        }
     }
 
     static var ready: Bool {
         ClientTools.hasContainerd && python != nil && cc != nil && unshare != nil && ip != nil && hasCNI
     }
-    static let notReady = "needs containerd, python3 with grpcio and grpcio-tools (pip install grpcio grpcio-tools), cc, unshare, ip and the CNI plugins (apt-get install containernetworking-plugins)"
+    static let notReady =
+        "needs containerd, python3 with grpcio and grpcio-tools (pip install grpcio grpcio-tools), cc, unshare, ip and the CNI plugins (apt-get install containernetworking-plugins)"
 
     static var runsc: String? { Harness.find("runsc") }
 
@@ -44,7 +47,9 @@ enum CRITools {
     /// file in every network namespace.
     static let runscMisreadsPodNetns: Bool = {
         guard let runsc else { return false }
-        let probe = try? ClientTools.run(unshare ?? "/usr/bin/unshare", ["--net", "--", "/bin/sh", "-c", "test -e /proc/sys/net/core/rmem_default"], timeout: 30)
+        let probe = try? ClientTools.run(
+            unshare ?? "/usr/bin/unshare", ["--net", "--", "/bin/sh", "-c", "test -e /proc/sys/net/core/rmem_default"],
+            timeout: 30)
         guard probe?.status == 0 else { return false }
         let version = (try? ClientTools.run(runsc, ["--version"], timeout: 30).stdout) ?? ""
         // Debian: "runsc version 0.0~20221219.0"; upstream: "runsc version release-20240807.0".
@@ -101,7 +106,9 @@ final class CRINode {
     static let handlers = ["runc", "safespace", "safespace-high"]
     /// The handlers this host can test: runc and runsc installed.
     static var testable: [String] {
-        handlers.filter { ($0 != "runc" || ClientTools.runc != nil) && ($0 != "safespace-high" || CRITools.runsc != nil) }
+        handlers.filter {
+            ($0 != "runc" || ClientTools.runc != nil) && ($0 != "safespace-high" || CRITools.runsc != nil)
+        }
     }
 
     let containerd: PrivateContainerd
@@ -123,20 +130,25 @@ final class CRINode {
         baseRoot = tmp + "/runtime"
         let runtimeConfig = tmp + "/runtime.json"
         let levels = ["\(baseRoot)/safespace-high/k8s.io": "high"]
-        try JSONSerialization.data(withJSONObject: ["rootSecurityLevels": levels]).write(to: URL(fileURLWithPath: runtimeConfig))
+        try JSONSerialization.data(withJSONObject: ["rootSecurityLevels": levels]).write(
+            to: URL(fileURLWithPath: runtimeConfig))
         var env = ProcessInfo.processInfo.environment
         env["SAFESPACE_RUNTIME_CONFIG"] = runtimeConfig  // the shims, so the runtime, inherit it
         cgroupParent = try CgroupParent(name: "safespace-cri-\(getpid())-\(UInt32.random(in: 0..<UInt32.max))")
         containerd = try PrivateContainerd(
             namespace: "k8s.io", criConfig: try Self.criConfig(tmp: tmp, base: baseRoot), environment: env,
-            launcher: [CRITools.unshare!, "--net", "--", "/bin/sh", "-c", "\(CRITools.ip!) link set lo up && exec \"$0\" \"$@\""])
+            launcher: [
+                CRITools.unshare!, "--net", "--", "/bin/sh", "-c",
+                "\(CRITools.ip!) link set lo up && exec \"$0\" \"$@\"",
+            ])
         try Self.writeCNIConfig(dir: tmp)
     }
 
     /// The CRI plugin's section: `runc`, and SafeSpace's handlers as the node install ships them
     /// (systemd/containerd/safespace-runtimes.toml) with the built binary and roots under `base`.
     private static func criConfig(tmp: String, base: String) throws -> String {
-        let shipped = try String(contentsOfFile: ClientTools.repo + "/systemd/containerd/safespace-runtimes.toml", encoding: .utf8)
+        let shipped = try String(
+            contentsOfFile: ClientTools.repo + "/systemd/containerd/safespace-runtimes.toml", encoding: .utf8)
         let tables = shipped.split(separator: "\n", omittingEmptySubsequences: false)
             .drop { !$0.contains("[plugins.") }.joined(separator: "\n")
             .replacingOccurrences(of: "@PREFIX@/bin/safespace-runtime", with: Harness.runtimeBinary)
@@ -173,12 +185,17 @@ final class CRINode {
         try FileManager.default.createDirectory(atPath: dir + "/cni", withIntermediateDirectories: true)
         let conf: [String: Any] = [
             "cniVersion": "0.4.0", "name": "safespace-cri-test",
-            "plugins": [[
-                "type": "bridge", "bridge": "sscri0", "isGateway": false, "ipMasq": false,
-                "ipam": ["type": "host-local", "ranges": [[["subnet": "10.88.0.0/24"]]], "dataDir": dir + "/cni-ipam"],
-            ]],
+            "plugins": [
+                [
+                    "type": "bridge", "bridge": "sscri0", "isGateway": false, "ipMasq": false,
+                    "ipam": [
+                        "type": "host-local", "ranges": [[["subnet": "10.88.0.0/24"]]], "dataDir": dir + "/cni-ipam",
+                    ],
+                ]
+            ],
         ]
-        try JSONSerialization.data(withJSONObject: conf, options: [.sortedKeys]).write(to: URL(fileURLWithPath: dir + "/cni/10-safespace-test.conflist"))
+        try JSONSerialization.data(withJSONObject: conf, options: [.sortedKeys]).write(
+            to: URL(fileURLWithPath: dir + "/cni/10-safespace-test.conflist"))
     }
 
     /// Starts containerd and imports the pause image (built here from Tests/cri/pause.c) and
@@ -187,7 +204,8 @@ final class CRINode {
         try containerd.start()
         let pauseRoot = dir + "/pause-rootfs"
         try FileManager.default.createDirectory(atPath: pauseRoot, withIntermediateDirectories: true)
-        let cc = try ClientTools.run(CRITools.cc!, ["-static", "-O2", "-s", "-o", pauseRoot + "/pause", CRITools.pauseSource], timeout: 120)
+        let cc = try ClientTools.run(
+            CRITools.cc!, ["-static", "-O2", "-s", "-o", pauseRoot + "/pause", CRITools.pauseSource], timeout: 120)
         guard cc.status == 0 else { throw ClientError("cc -static pause.c: \(cc.stderr)") }
         try OCIImageArchive.write(
             rootfs: pauseRoot, name: Self.pauseImage, to: dir + "/pause.tar",
@@ -202,17 +220,26 @@ final class CRINode {
 
     /// `cri_client.py --socket SOCK ARGS…`, its JSON output parsed.
     func client(_ args: [String], timeout: Double = 300) throws -> [String: Any] {
-        let r = try ClientTools.run(CRITools.python!, [CRITools.clientScript, "--socket", socket] + args, timeout: timeout)
+        let r = try ClientTools.run(
+            CRITools.python!, [CRITools.clientScript, "--socket", socket] + args, timeout: timeout)
         guard let json = (try? JSONSerialization.jsonObject(with: Data(r.stdout.utf8))) as? [String: Any] else {
-            throw ClientError("cri_client.py \(args.first ?? ""): exit \(r.status)\nstdout: \(r.stdout.suffix(2000))\nstderr: \(r.stderr.suffix(3000))")
+            throw ClientError(
+                "cri_client.py \(args.first ?? ""): exit \(r.status)\nstdout: \(r.stdout.suffix(2000))\nstderr: \(r.stderr.suffix(3000))"
+            )
         }
         return json
     }
 
     /// One pod through the whole flow (`cri_client.py pod`); the sandbox id is adopted for
     /// cleanup of its shim socket.
-    func pod(handler: String, command: [String], exec: [String]? = nil, annotations: [String: String] = [:], seccomp: String = "runtime-default", probe: [String]? = nil, logUntil: [String] = []) throws -> CRIPodReport {
-        var args = ["pod", "--handler", handler, "--image", Self.pythonImage, "--log-dir", dir + "/logs", "--cgroup-parent", cgroupParent.path, "--seccomp", seccomp, "--command", try Self.json(command)]
+    func pod(
+        handler: String, command: [String], exec: [String]? = nil, annotations: [String: String] = [:],
+        seccomp: String = "runtime-default", probe: [String]? = nil, logUntil: [String] = []
+    ) throws -> CRIPodReport {
+        var args = [
+            "pod", "--handler", handler, "--image", Self.pythonImage, "--log-dir", dir + "/logs", "--cgroup-parent",
+            cgroupParent.path, "--seccomp", seccomp, "--command", try Self.json(command),
+        ]
         if let exec { args += ["--exec", try Self.json(exec)] }
         if let probe { args += ["--probe", try Self.json(probe)] }
         for (k, v) in annotations.sorted(by: { $0.key < $1.key }) { args += ["--annotation", "\(k)=\(v)"] }
@@ -220,7 +247,8 @@ final class CRINode {
         let report = CRIPodReport(json: try client(args))
         if let id = report.sandboxID { containerd.adopt(id) }
         if ProcessInfo.processInfo.environment["SAFESPACE_CRI_VERBOSE"] != nil,
-            let data = try? JSONSerialization.data(withJSONObject: report.json, options: [.prettyPrinted, .sortedKeys]) {
+            let data = try? JSONSerialization.data(withJSONObject: report.json, options: [.prettyPrinted, .sortedKeys])
+        {
             print("cri_client.py pod --handler \(handler):\n" + String(decoding: data, as: UTF8.self))
         }
         return report

@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// Helpers for the tests in which real clients (containerd's `ctr`, podman) drive
 /// `safespace-runtime`: finding the tools, running them with a timeout, an OCI image made from the
@@ -24,7 +24,9 @@ enum ClientTools {
 
     /// `Harness.run` with a `timeout` (seconds) after which the program is SIGKILLed.
     @discardableResult
-    static func run(_ path: String, _ args: [String], stdin: String? = nil, env: [String: String]? = nil, timeout: Double = 120) throws -> Harness.Result {
+    static func run(
+        _ path: String, _ args: [String], stdin: String? = nil, env: [String: String]? = nil, timeout: Double = 120
+    ) throws -> Harness.Result {
         try Harness.run(path, args, stdin: stdin, env: env, timeout: timeout)
     }
 
@@ -43,7 +45,9 @@ enum ClientTools {
 
     static func sha256(_ text: String) throws -> String {
         let r = try run("/usr/bin/sha256sum", [], stdin: text)
-        guard r.status == 0, let hex = r.stdout.split(separator: " ").first else { throw ClientError("sha256sum: \(r.stderr)") }
+        guard r.status == 0, let hex = r.stdout.split(separator: " ").first else {
+            throw ClientError("sha256sum: \(r.stderr)")
+        }
         return String(hex)
     }
 
@@ -83,7 +87,9 @@ enum ClientTools {
     static func pids(matching needles: [String]) -> [Int32] {
         guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return [] }
         return entries.compactMap { Int32($0) }.filter { pid in
-            guard pid != getpid(), let data = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { return false }
+            guard pid != getpid(), let data = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else {
+                return false
+            }
             let cmd = String(decoding: data.map { $0 == 0 ? 32 : $0 }, as: UTF8.self)
             return needles.allSatisfy { cmd.contains($0) }
         }
@@ -131,7 +137,8 @@ enum OCIImageArchive {
         defer { try? FileManager.default.removeItem(atPath: layout) }
 
         let layerTmp = layout + "/layer.tar"
-        let tar = try ClientTools.run("/bin/tar", ["--numeric-owner", "-C", rootfs, "-cf", layerTmp, "."], timeout: 600)
+        let tar = try ClientTools.run(
+            "/bin/tar", ["--numeric-owner", "-C", rootfs, "-cf", layerTmp, "."], timeout: 600)
         guard tar.status == 0 else { throw ClientError("tar \(rootfs): \(tar.stderr)") }
         let layerDigest = try ClientTools.sha256(file: layerTmp)
         let layerSize = try ClientTools.fileSize(layerTmp)
@@ -164,25 +171,31 @@ enum OCIImageArchive {
                 "mediaType": "application/vnd.oci.image.config.v1+json",
                 "digest": "sha256:" + config.digest, "size": config.size,
             ],
-            "layers": [[
-                "mediaType": "application/vnd.oci.image.layer.v1.tar",
-                "digest": "sha256:" + layerDigest, "size": layerSize,
-            ]],
+            "layers": [
+                [
+                    "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": "sha256:" + layerDigest, "size": layerSize,
+                ]
+            ],
         ])
         let tag = name.split(separator: ":").last.map(String.init) ?? "latest"
         let index: [String: Any] = [
             "schemaVersion": 2,
             "mediaType": "application/vnd.oci.image.index.v1+json",
-            "manifests": [[
-                "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                "digest": "sha256:" + manifest.digest, "size": manifest.size,
-                "platform": ["architecture": "amd64", "os": "linux"],
-                "annotations": ["io.containerd.image.name": name, "org.opencontainers.image.ref.name": tag],
-            ]],
+            "manifests": [
+                [
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "digest": "sha256:" + manifest.digest, "size": manifest.size,
+                    "platform": ["architecture": "amd64", "os": "linux"],
+                    "annotations": ["io.containerd.image.name": name, "org.opencontainers.image.ref.name": tag],
+                ]
+            ],
         ]
-        try JSONSerialization.data(withJSONObject: index, options: [.sortedKeys]).write(to: URL(fileURLWithPath: layout + "/index.json"))
+        try JSONSerialization.data(withJSONObject: index, options: [.sortedKeys]).write(
+            to: URL(fileURLWithPath: layout + "/index.json"))
         try Data(#"{"imageLayoutVersion":"1.0.0"}"#.utf8).write(to: URL(fileURLWithPath: layout + "/oci-layout"))
-        let pack = try ClientTools.run("/bin/tar", ["-C", layout, "-cf", archive, "oci-layout", "index.json", "blobs"], timeout: 600)
+        let pack = try ClientTools.run(
+            "/bin/tar", ["-C", layout, "-cf", archive, "oci-layout", "index.json", "blobs"], timeout: 600)
         guard pack.status == 0 else { throw ClientError("tar \(layout): \(pack.stderr)") }
     }
 }
@@ -209,7 +222,10 @@ final class PrivateContainerd {
     /// A command containerd is started under (CRITests: a network namespace of its own).
     private let launcher: [String]
 
-    init(namespace: String = "safespace-test", criConfig: String? = nil, environment: [String: String]? = nil, launcher: [String] = []) throws {
+    init(
+        namespace: String = "safespace-test", criConfig: String? = nil, environment: [String: String]? = nil,
+        launcher: [String] = []
+    ) throws {
         dir = try Harness.tempDir("containerd")
         address = dir + "/containerd.sock"
         self.namespace = namespace
@@ -259,7 +275,9 @@ final class PrivateContainerd {
             """
         try config.write(toFile: dir + "/config.toml", atomically: true, encoding: .utf8)
         let command = launcher + [ClientTools.containerd!, "--config", dir + "/config.toml"]
-        process = try ClientProcess(command[0], Array(command.dropFirst()), stdout: dir + "/containerd.log", stderr: dir + "/containerd.log", env: environment)
+        process = try ClientProcess(
+            command[0], Array(command.dropFirst()), stdout: dir + "/containerd.log", stderr: dir + "/containerd.log",
+            env: environment)
         let up = ClientTools.eventually(timeout: 30) {
             guard process?.isRunning == true, FileManager.default.fileExists(atPath: address) else { return false }
             return (try? ctr(["version"], timeout: 10).status) == 0
@@ -391,7 +409,9 @@ final class PrivatePodman {
         let r = try podman(["load", "-q", "-i", archive], timeout: 300)
         guard r.status == 0 else { throw ClientError("podman load: \(r.status) \(r.stderr)") }
         let ids = try podman(["images", "-q", "--no-trunc"])
-        guard let id = ids.stdout.split(separator: "\n").first else { throw ClientError("podman images: no image after load: \(ids.stderr)") }
+        guard let id = ids.stdout.split(separator: "\n").first else {
+            throw ClientError("podman images: no image after load: \(ids.stderr)")
+        }
         return String(id)
     }
 
@@ -399,7 +419,10 @@ final class PrivatePodman {
     /// within the caller's (podman asks for RLIMIT_NPROC/NOFILE of 1048576+, which needs
     /// CAP_SYS_RESOURCE here; runc fails the same way).
     var runOptions: [String] {
-        ["--cgroup-parent", cgroupParent.path, "--network", "none", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096"]
+        [
+            "--cgroup-parent", cgroupParent.path, "--network", "none", "--ulimit", "nofile=1024:1024", "--ulimit",
+            "nproc=4096:4096",
+        ]
     }
 
     func destroy() {
@@ -447,7 +470,9 @@ struct CgroupParent {
         // The deepest own cgroup; every other must be an ancestor of it.
         let deepest = hier.map(\.1).max { $0.count < $1.count } ?? ""
         for (_, own) in hier where !(deepest == own || deepest.hasPrefix(own + "/") || own.isEmpty) {
-            throw ClientError("this process's cgroups differ per hierarchy (\(own) vs \(deepest)); no single --cgroup-parent lies below all of them")
+            throw ClientError(
+                "this process's cgroups differ per hierarchy (\(own) vs \(deepest)); no single --cgroup-parent lies below all of them"
+            )
         }
         path = deepest + "/" + name
         hierarchies = hier
@@ -480,7 +505,9 @@ struct CgroupParent {
             guard let e = FileManager.default.enumerator(atPath: base) else { continue }
             while let rel = e.nextObject() as? String {
                 var isDir: ObjCBool = false
-                if FileManager.default.fileExists(atPath: base + "/" + rel, isDirectory: &isDir), isDir.boolValue { out.append(base + "/" + rel) }
+                if FileManager.default.fileExists(atPath: base + "/" + rel, isDirectory: &isDir), isDir.boolValue {
+                    out.append(base + "/" + rel)
+                }
             }
         }
         return out.sorted { $0.count > $1.count }
@@ -489,7 +516,9 @@ struct CgroupParent {
     /// Processes still in the parent's subtree (a cgroup with processes cannot be removed).
     func processes() -> [String] {
         (children() + hierarchies.map { $0.mount + path }).flatMap { dir in
-            ((try? String(contentsOfFile: dir + "/cgroup.procs", encoding: .utf8)) ?? "").split(separator: "\n").map { "\(dir): \($0)" }
+            ((try? String(contentsOfFile: dir + "/cgroup.procs", encoding: .utf8)) ?? "").split(separator: "\n").map {
+                "\(dir): \($0)"
+            }
         }
     }
 

@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// Real clients drive `safespace-runtime` through runc's command line: containerd 1.6 (its
 /// io.containerd.runc.v2 shim, via `ctr run --runc-binary`) and podman 4.3 (`--runtime`), on an
@@ -10,7 +10,9 @@ import TestSupport
 /// Root only. A test is skipped only when its client is not installed (CI installs them). The
 /// suite is serialized: the clients share host paths (/run/containerd/s, /run/containers,
 /// /var/lib/containers) that a test removes when it created them.
-@Suite("Real clients drive safespace-runtime", .serialized, .enabled(if: Harness.isRoot, "needs root: containerd and podman run containers as root"))
+@Suite(
+    "Real clients drive safespace-runtime", .serialized,
+    .enabled(if: Harness.isRoot, "needs root: containerd and podman run containers as root"))
 struct ClientTests {
     static let image = "local/python:3.11"
     static let script = #"import sys; print("hi"); sys.exit(7)"#
@@ -30,7 +32,9 @@ struct ClientTests {
 
     @Test(
         "ctr run --runc-binary: python's stdout and exit code come back through containerd's runc shim",
-        .enabled(if: ClientTools.hasContainerd, "containerd, ctr or containerd-shim-runc-v2 not installed (apt-get install containerd)"))
+        .enabled(
+            if: ClientTools.hasContainerd,
+            "containerd, ctr or containerd-shim-runc-v2 not installed (apt-get install containerd)"))
     func containerdRun() throws {
         let d = try PrivateContainerd()
         defer { d.stop() }
@@ -41,7 +45,8 @@ struct ClientTests {
 
         for (label, runtime) in Self.runtimes {
             let id = d.newID("ctr-run")
-            let r = try d.ctr(["run", "--rm"] + d.runOptions(runtime: runtime) + [Self.image, id, "python3", "-c", Self.script])
+            let r = try d.ctr(
+                ["run", "--rm"] + d.runOptions(runtime: runtime) + [Self.image, id, "python3", "-c", Self.script])
             #expect(r.status == 7, "\(label): ctr run exit status; stderr: \(r.stderr)")
             #expect(r.stdout == "hi\n", "\(label): stdout")
             // The shim exits shortly after `ctr run --rm` returns; then nothing may remain.
@@ -54,14 +59,17 @@ struct ClientTests {
         }
         // A missing command: containerd reports the runtime's last JSON error line.
         let id = d.newID("ctr-enoent")
-        let r = try d.ctr(["run", "--rm"] + d.runOptions(runtime: Harness.runtimeBinary) + [Self.image, id, "/no/such/program"])
+        let r = try d.ctr(
+            ["run", "--rm"] + d.runOptions(runtime: Harness.runtimeBinary) + [Self.image, id, "/no/such/program"])
         #expect(r.status != 0)
         #expect(r.stderr.contains("/no/such/program"), "the runtime's error should name the program: \(r.stderr)")
     }
 
     @Test(
         "ctr task exec / ps / kill / metrics on a container run by safespace-runtime",
-        .enabled(if: ClientTools.hasContainerd, "containerd, ctr or containerd-shim-runc-v2 not installed (apt-get install containerd)"))
+        .enabled(
+            if: ClientTools.hasContainerd,
+            "containerd, ctr or containerd-shim-runc-v2 not installed (apt-get install containerd)"))
     func containerdTaskLifecycle() throws {
         let d = try PrivateContainerd()
         defer { d.stop() }
@@ -79,7 +87,9 @@ struct ClientTests {
                 + ["--memory-limit", "104857600", Self.image, id, "sh", "-c", initScript],
             stdout: d.dir + "/run.out", stderr: d.dir + "/run.err")
         defer { run.kill() }
-        func exec(_ args: [String], stdin: String? = nil, user: String? = nil, cwd: String? = nil) throws -> Harness.Result {
+        func exec(_ args: [String], stdin: String? = nil, user: String? = nil, cwd: String? = nil) throws
+            -> Harness.Result
+        {
             var opts = ["tasks", "exec", "--fifo-dir", d.fifoDir, "--exec-id", "e\(UInt32.random(in: 0..<UInt32.max))"]
             if let user { opts += ["--user", user] }
             if let cwd { opts += ["--cwd", cwd] }
@@ -87,15 +97,21 @@ struct ClientTests {
         }
         let ready = ClientTools.eventually(timeout: 30) { (try? exec(["test", "-e", "/tmp/ready"]))?.status == 0 }
         let runErr = (try? String(contentsOfFile: d.dir + "/run.err", encoding: .utf8)) ?? ""
-        try #require(ready, "container never became ready; ctr run stderr: \(runErr)\ncontainerd log: \(d.log.suffix(2000))")
+        try #require(
+            ready, "container never became ready; ctr run stderr: \(runErr)\ncontainerd log: \(d.log.suffix(2000))")
 
         // ps: runc ps --format json <id>; the init and its sleep.
         let ps = try d.ctr(["tasks", "ps", id])
         #expect(ps.status == 0, "ctr tasks ps: \(ps.stderr)")
-        let pids = ps.stdout.split(separator: "\n").dropFirst().compactMap { Int32($0.split(separator: " ").first ?? "") }
+        let pids = ps.stdout.split(separator: "\n").dropFirst().compactMap {
+            Int32($0.split(separator: " ").first ?? "")
+        }
         let ls = try d.ctr(["tasks", "ls"])
-        let initPid = ls.stdout.split(separator: "\n").first { $0.hasPrefix(id + " ") }.flatMap { Int32($0.split(separator: " ")[1]) }
-        #expect(initPid != nil && pids.contains(initPid!), "ps \(pids) should list the init \(String(describing: initPid))")
+        let initPid = ls.stdout.split(separator: "\n").first { $0.hasPrefix(id + " ") }.flatMap {
+            Int32($0.split(separator: " ")[1])
+        }
+        #expect(
+            initPid != nil && pids.contains(initPid!), "ps \(pids) should list the init \(String(describing: initPid))")
         #expect(pids.count >= 2, "ps should list the init and its sleep: \(ps.stdout)")
 
         // exec: separate stdout / stderr, the exit code, stdin, --user and --cwd.
@@ -113,7 +129,9 @@ struct ClientTests {
 
         // metrics: the shim reads the container's cgroup (found from the init's pid).
         let metrics = try d.ctr(["tasks", "metrics", id])
-        #expect(metrics.stdout.contains("memory.limit_in_bytes") && metrics.stdout.contains("104857600"), "ctr tasks metrics: \(metrics.stdout) \(metrics.stderr)")
+        #expect(
+            metrics.stdout.contains("memory.limit_in_bytes") && metrics.stdout.contains("104857600"),
+            "ctr tasks metrics: \(metrics.stdout) \(metrics.stderr)")
 
         // kill (SIGTERM to the init): `ctr run` returns the init's exit status.
         let k = try d.ctr(["tasks", "kill", id])
@@ -123,15 +141,18 @@ struct ClientTests {
         let out = (try? String(contentsOfFile: d.dir + "/run.out", encoding: .utf8)) ?? ""
         #expect(out.contains("got-term"), "init output: \(out)")
         var left: [String] = []
-        #expect(ClientTools.eventually(timeout: 10) {
-            left = Harness.leftovers(id: id, root: d.runtimeRoot + "/" + d.namespace)
-            return left.isEmpty
-        }, "left: \(left)")
+        #expect(
+            ClientTools.eventually(timeout: 10) {
+                left = Harness.leftovers(id: id, root: d.runtimeRoot + "/" + d.namespace)
+                return left.isEmpty
+            }, "left: \(left)")
     }
 
     @Test(
         "ctr run -d, task pause/resume, kill --all, task rm on safespace-runtime",
-        .enabled(if: ClientTools.hasContainerd, "containerd, ctr or containerd-shim-runc-v2 not installed (apt-get install containerd)"))
+        .enabled(
+            if: ClientTools.hasContainerd,
+            "containerd, ctr or containerd-shim-runc-v2 not installed (apt-get install containerd)"))
     func containerdDetachedKillAll() throws {
         let d = try PrivateContainerd()
         defer { d.stop() }
@@ -141,7 +162,10 @@ struct ClientTests {
         try? FileManager.default.removeItem(atPath: d.dir + "/image.tar")
 
         let id = d.newID("ctr-detach")
-        let r = try d.ctr(["run", "-d"] + d.runOptions(runtime: Harness.runtimeBinary) + [Self.image, id, "sh", "-c", "sleep 1000 & sleep 1000"])
+        let r = try d.ctr(
+            ["run", "-d"] + d.runOptions(runtime: Harness.runtimeBinary) + [
+                Self.image, id, "sh", "-c", "sleep 1000 & sleep 1000",
+            ])
         try #require(r.status == 0, "ctr run -d: \(r.stderr)")
         #expect(ClientTools.eventually { d.taskStatus(id) == "RUNNING" })
 
@@ -155,16 +179,19 @@ struct ClientTests {
 
         let k = try d.ctr(["tasks", "kill", "--all", "-s", "SIGKILL", id])
         #expect(k.status == 0, "ctr tasks kill --all: \(k.stderr)")
-        #expect(ClientTools.eventually(timeout: 20) { d.taskStatus(id) == "STOPPED" }, "status: \(String(describing: d.taskStatus(id)))")
+        #expect(
+            ClientTools.eventually(timeout: 20) { d.taskStatus(id) == "STOPPED" },
+            "status: \(String(describing: d.taskStatus(id)))")
         let rm = try d.ctr(["tasks", "rm", id])
         #expect(rm.status == 0, "ctr tasks rm: \(rm.stderr)")
         let crm = try d.ctr(["containers", "rm", id])
         #expect(crm.status == 0, "ctr containers rm: \(crm.stderr)")
         var left: [String] = []
-        #expect(ClientTools.eventually(timeout: 10) {
-            left = Harness.leftovers(id: id, root: d.runtimeRoot + "/" + d.namespace)
-            return left.isEmpty
-        }, "left: \(left)")
+        #expect(
+            ClientTools.eventually(timeout: 10) {
+                left = Harness.leftovers(id: id, root: d.runtimeRoot + "/" + d.namespace)
+                return left.isEmpty
+            }, "left: \(left)")
     }
 
     // MARK: podman
@@ -188,13 +215,19 @@ struct ClientTests {
         for (label, runtime) in Self.runtimes {
             pm.runtime = runtime ?? ClientTools.runc!
             let cidfile = pm.dir + "/cid-\(label)"
-            let r = try pm.podman(["run", "--rm", "--cidfile", cidfile] + pm.runOptions + Self.unconfined + [image, "python3", "-c", Self.script])
+            let r = try pm.podman(
+                ["run", "--rm", "--cidfile", cidfile] + pm.runOptions + Self.unconfined + [
+                    image, "python3", "-c", Self.script,
+                ])
             #expect(r.status == 7, "\(label): podman run exit status; stderr: \(r.stderr)")
             #expect(r.stdout == "hi\n", "\(label): stdout")
-            let cid = ((try? String(contentsOfFile: cidfile, encoding: .utf8)) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
+            let cid = ((try? String(contentsOfFile: cidfile, encoding: .utf8)) ?? "").trimmingCharacters(
+                in: .whitespacesAndNewlines)
             #expect(!cid.isEmpty)
             if label == "safespace-runtime" && !cid.isEmpty {
-                #expect(!FileManager.default.fileExists(atPath: "/run/safespace/" + cid), "state dir left in /run/safespace")
+                #expect(
+                    !FileManager.default.fileExists(atPath: "/run/safespace/" + cid), "state dir left in /run/safespace"
+                )
                 let cgroups = pm.cgroupParent.children().filter { $0.contains(cid) }
                 #expect(cgroups.isEmpty, "container cgroups left: \(cgroups)")
             }
@@ -202,7 +235,10 @@ struct ClientTests {
         pm.runtime = Harness.runtimeBinary
 
         // A terminal: the pty master comes back over podman's --console-socket.
-        let tty = try pm.podman(["run", "--rm", "-t"] + pm.runOptions + Self.unconfined + [image, "python3", "-c", "import os, sys; print(os.isatty(1)); sys.exit(5)"])
+        let tty = try pm.podman(
+            ["run", "--rm", "-t"] + pm.runOptions + Self.unconfined + [
+                image, "python3", "-c", "import os, sys; print(os.isatty(1)); sys.exit(5)",
+            ])
         #expect(tty.status == 5, "podman run -t: \(tty.stderr)")
         #expect(tty.stdout == "True\r\n", "podman run -t stdout: \(tty.stdout.debugDescription)")
 
@@ -244,9 +280,10 @@ struct ClientTests {
         // conmon (in the cgroup parent) exits shortly after `podman run --rm` returns; then
         // nothing may remain.
         var left: [String] = []
-        #expect(Harness.eventually(timeout: 10) {
-            left = pm.cgroupParent.processes()
-            return left.isEmpty
-        }, "left in the cgroup parent: \(left)")
+        #expect(
+            Harness.eventually(timeout: 10) {
+                left = pm.cgroupParent.processes()
+                return left.isEmpty
+            }, "left in the cgroup parent: \(left)")
     }
 }

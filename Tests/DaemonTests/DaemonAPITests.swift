@@ -4,9 +4,10 @@ import Audit
 import DaemonClient
 import Foundation
 import Glibc
-@testable import SafeSpaceDaemon
 import XCTest
 import Yams
+
+@testable import SafeSpaceDaemon
 
 final class DaemonAPITests: XCTestCase {
     var harness: DaemonHarness!
@@ -38,7 +39,10 @@ final class DaemonAPITests: XCTestCase {
         XCTAssertEqual(left, [:], "leaked", file: file, line: line)
     }
 
-    func assertError(_ response: DaemonClient.Response, _ status: Int, _ code: String, field: String? = nil, file: StaticString = #filePath, line: UInt = #line) {
+    func assertError(
+        _ response: DaemonClient.Response, _ status: Int, _ code: String, field: String? = nil,
+        file: StaticString = #filePath, line: UInt = #line
+    ) {
         XCTAssertEqual(response.status, status, response.text, file: file, line: line)
         XCTAssertEqual(response.error?.code, code, response.text, file: file, line: line)
         XCTAssertFalse(response.error?.message.isEmpty ?? true, file: file, line: line)
@@ -50,14 +54,16 @@ final class DaemonAPITests: XCTestCase {
     /// Every route of the OpenAPI file is a route of the server and the other way round;
     /// each answers on the real server (not `no_route`).
     func testOpenAPIMatchesServerRoutes() throws {
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
         let text = try String(contentsOfFile: root.path + "/Sources/SafeSpaceDaemon/openapi.yaml", encoding: .utf8)
         let document = try XCTUnwrap(try Yams.load(yaml: text) as? [String: Any])
         XCTAssertTrue((document["openapi"] as? String)?.hasPrefix("3.") == true)
         let paths = try XCTUnwrap(document["paths"] as? [String: Any])
         var documented: Set<String> = []
         for (path, item) in paths {
-            for method in (item as? [String: Any] ?? [:]).keys where ["get", "put", "post", "delete", "patch"].contains(method) {
+            for method in (item as? [String: Any] ?? [:]).keys
+            where ["get", "put", "post", "delete", "patch"].contains(method) {
                 documented.insert("\(method.uppercased()) \(path)")
             }
         }
@@ -66,8 +72,10 @@ final class DaemonAPITests: XCTestCase {
         let h = try start()
         for route in DaemonAPI.routes {
             let parts = route.split(separator: " ")
-            let path = String(parts[1]).replacingOccurrences(of: "{name}", with: "no-such-sandbox").replacingOccurrences(of: "{path}", with: "workspace/x")
-            let response = try h.client.request(String(parts[0]), path, body: parts[0] == "GET" || parts[0] == "DELETE" ? nil : Array("{}".utf8))
+            let path = String(parts[1]).replacingOccurrences(of: "{name}", with: "no-such-sandbox")
+                .replacingOccurrences(of: "{path}", with: "workspace/x")
+            let response = try h.client.request(
+                String(parts[0]), path, body: parts[0] == "GET" || parts[0] == "DELETE" ? nil : Array("{}".utf8))
             XCTAssertNotEqual(response.error?.code, "no_route", "\(route): \(response.text)")
         }
         XCTAssertEqual(try h.client.request("GET", "/v1/nowhere").error?.code, "no_route")
@@ -86,17 +94,23 @@ final class DaemonAPITests: XCTestCase {
         XCTAssertEqual(((created.json?["spec"] as? [String: Any])?["timeoutSeconds"] as? Int), 600)
 
         // A generated name.
-        let generated = try h.client.request("POST", "/v1/sandboxes", json: ["spec": ["resources": ["cpu": "100m", "memory": "64Mi"]]])
+        let generated = try h.client.request(
+            "POST", "/v1/sandboxes", json: ["spec": ["resources": ["cpu": "100m", "memory": "64Mi"]]])
         XCTAssertEqual(generated.status, 201, generated.text)
         let generatedName = try XCTUnwrap((generated.json?["metadata"] as? [String: Any])?["name"] as? String)
         XCTAssertTrue(generatedName.hasPrefix("sandbox-"))
         XCTAssertEqual(try h.delete(generatedName).status, 200)
 
         let list = try h.client.request("GET", "/v1/sandboxes")
-        XCTAssertEqual((list.json?["items"] as? [[String: Any]])?.compactMap { ($0["metadata"] as? [String: Any])?["name"] as? String }, [name])
+        XCTAssertEqual(
+            (list.json?["items"] as? [[String: Any]])?.compactMap {
+                ($0["metadata"] as? [String: Any])?["name"] as? String
+            }, [name])
 
         // exec: stdout, stderr, exit code, stdin, env, cwd.
-        let run = try h.exec(name, ["sh", "-c", "cat; echo \"$GREETING\" >&2; pwd; exit 7"], stdin: "in-bytes\n", extra: ["env": ["GREETING": "héllo"], "cwd": "/tmp"])
+        let run = try h.exec(
+            name, ["sh", "-c", "cat; echo \"$GREETING\" >&2; pwd; exit 7"], stdin: "in-bytes\n",
+            extra: ["env": ["GREETING": "héllo"], "cwd": "/tmp"])
         XCTAssertEqual(run.status, 200, run.text)
         XCTAssertEqual(run.json?["stdout"] as? String, "in-bytes\n/tmp\n")
         XCTAssertEqual(run.json?["stderr"] as? String, "héllo\n")
@@ -117,12 +131,15 @@ final class DaemonAPITests: XCTestCase {
         var lines: [[String: Any]] = []
         var pending: [UInt8] = []
         let streamed = try h.client.send(
-            "POST", "/v1/sandboxes/\(name)/exec", body: Array(#"{"command":["sh","-c","echo one; sleep 0.3; echo two >&2; exit 3"]}"#.utf8),
+            "POST", "/v1/sandboxes/\(name)/exec",
+            body: Array(#"{"command":["sh","-c","echo one; sleep 0.3; echo two >&2; exit 3"]}"#.utf8),
             headers: ["Accept": "application/x-ndjson", "Content-Type": "application/json"]
         ) { chunk in
             pending += chunk
             while let newline = pending.firstIndex(of: 0x0A) {
-                if let object = try? JSONSerialization.jsonObject(with: Data(pending[..<newline])) as? [String: Any] { lines.append(object) }
+                if let object = try? JSONSerialization.jsonObject(with: Data(pending[..<newline])) as? [String: Any] {
+                    lines.append(object)
+                }
                 pending.removeSubrange(...newline)
             }
         }
@@ -136,12 +153,15 @@ final class DaemonAPITests: XCTestCase {
         var streamedBytes = 0
         var tail: [UInt8] = []
         _ = try h.client.send(
-            "POST", "/v1/sandboxes/\(name)/exec", body: Array(#"{"command":["sh","-c","head -c 20000000 /dev/zero | tr '\\0' a"]}"#.utf8),
+            "POST", "/v1/sandboxes/\(name)/exec",
+            body: Array(#"{"command":["sh","-c","head -c 20000000 /dev/zero | tr '\\0' a"]}"#.utf8),
             headers: ["Accept": "application/x-ndjson"]
         ) { chunk in
             tail += chunk
             while let newline = tail.firstIndex(of: 0x0A) {
-                if let object = try? JSONSerialization.jsonObject(with: Data(tail[..<newline])) as? [String: Any], let text = object["stdout"] as? String {
+                if let object = try? JSONSerialization.jsonObject(with: Data(tail[..<newline])) as? [String: Any],
+                    let text = object["stdout"] as? String
+                {
                     streamedBytes += text.utf8.count
                 }
                 tail.removeSubrange(...newline)
@@ -152,14 +172,18 @@ final class DaemonAPITests: XCTestCase {
         // A client that goes away: its exec is killed at its next output (a silent one runs
         // on to its timeout: nothing tells the server of a half-closed connection).
         struct Gone: Error {}
-        XCTAssertThrowsError(try h.client.send(
-            "POST", "/v1/sandboxes/\(name)/exec", body: Array(#"{"command":["sh","-c","while :; do echo tick; sleep 0.2; done"]}"#.utf8),
-            headers: ["Accept": "application/x-ndjson"]
-        ) { _ in throw Gone() })
+        XCTAssertThrowsError(
+            try h.client.send(
+                "POST", "/v1/sandboxes/\(name)/exec",
+                body: Array(#"{"command":["sh","-c","while :; do echo tick; sleep 0.2; done"]}"#.utf8),
+                headers: ["Accept": "application/x-ndjson"]
+            ) { _ in throw Gone() })
         var execs = -1
         for _ in 0..<100 where execs != 0 {
             usleep(100_000)
-            execs = ((try h.client.request("GET", "/v1/sandboxes/\(name)").json?["status"] as? [String: Any])?["execs"] as? Int) ?? -1
+            execs =
+                ((try h.client.request("GET", "/v1/sandboxes/\(name)").json?["status"] as? [String: Any])?["execs"]
+                    as? Int) ?? -1
         }
         XCTAssertEqual(execs, 0, "the exec of a client that left still runs")
 
@@ -173,7 +197,9 @@ final class DaemonAPITests: XCTestCase {
         XCTAssertEqual(got.status, 200)
         XCTAssertEqual(got.body, payload)
         let owner = try h.exec(name, ["stat", "-c", "%u:%g %s", "/workspace/dir/in.bin", "/workspace/dir"])
-        XCTAssertEqual((owner.json?["stdout"] as? String)?.split(separator: "\n").map { $0.prefix(9) }, ["1000:1000", "1000:1000"], owner.text)
+        XCTAssertEqual(
+            (owner.json?["stdout"] as? String)?.split(separator: "\n").map { $0.prefix(9) },
+            ["1000:1000", "1000:1000"], owner.text)
         XCTAssertTrue((owner.json?["stdout"] as? String)?.hasPrefix("1000:1000 300000\n") == true, owner.text)
         // What the sandbox writes comes out.
         _ = try h.exec(name, ["sh", "-c", "printf out > /tmp/o.txt"])
@@ -198,16 +224,22 @@ final class DaemonAPITests: XCTestCase {
         assertError(try h.delete(name), 404, "not_found", field: "name")
         assertError(try h.exec(name, ["true"]), 404, "not_found", field: "name")
         assertNothingLeft(h)
-        let seccomp = h.auditRecords().first { $0["type"] as? String == "seccomp.denied" && $0["sandbox"] as? String == name }
+        let seccomp = h.auditRecords().first {
+            $0["type"] as? String == "seccomp.denied" && $0["sandbox"] as? String == name
+        }
         XCTAssertEqual(seccomp?["syscall"] as? String, "unshare", "\(h.auditRecords().map { $0["type"] ?? "" })")
         XCTAssertEqual(seccomp?["count"] as? Int, 1)
 
         // The audit log: every event, a valid chain.
         let types = h.auditRecords().compactMap { $0["type"] as? String }
-        for type in ["sandbox.created", "exec.started", "exec.finished", "file.written", "file.read", "sandbox.deleted"] {
+        for type in [
+            "sandbox.created", "exec.started", "exec.finished", "file.written", "file.read", "sandbox.deleted",
+        ] {
             XCTAssertTrue(types.contains(type), "no \(type) in \(types)")
         }
-        let deleted = h.auditRecords().first { $0["type"] as? String == "sandbox.deleted" && $0["sandbox"] as? String == name }
+        let deleted = h.auditRecords().first {
+            $0["type"] as? String == "sandbox.deleted" && $0["sandbox"] as? String == name
+        }
         XCTAssertEqual(deleted?["reason"] as? String, "request")
         let started = h.auditRecords().first { $0["type"] as? String == "exec.started" }
         XCTAssertEqual((started?["stdinSHA256"] as? String)?.count, 64)
@@ -223,13 +255,24 @@ final class DaemonAPITests: XCTestCase {
         // Malformed JSON, unknown fields, wrong types.
         assertError(try c.request("POST", "/v1/sandboxes", body: Array("{\"spec\": ".utf8)), 400, "malformed_json")
         assertError(try c.request("POST", "/v1/sandboxes", body: Array("[1]".utf8)), 400, "malformed_json")
-        assertError(try c.request("POST", "/v1/sandboxes", json: ["spec": ["bogus": 1]]), 400, "unknown_field", field: "spec.bogus")
-        assertError(try c.request("POST", "/v1/sandboxes", json: ["spec": ["timeoutSeconds": -1]]), 400, "invalid_value", field: "spec.timeoutSeconds")
-        assertError(try c.request("POST", "/v1/sandboxes", json: ["spec": ["timeoutSeconds": "x"]]), 400, "wrong_type", field: "spec.timeoutSeconds")
-        assertError(try c.request("POST", "/v1/sandboxes", json: ["metadata": ["name": "Bad_Name"]]), 400, "invalid_value", field: "metadata.name")
-        assertError(try c.request("POST", "/v1/sandboxes", json: ["spec": ["runtime": "cobol:1"]]), 400, "invalid_value", field: "spec.runtime")
+        assertError(
+            try c.request("POST", "/v1/sandboxes", json: ["spec": ["bogus": 1]]), 400, "unknown_field",
+            field: "spec.bogus")
+        assertError(
+            try c.request("POST", "/v1/sandboxes", json: ["spec": ["timeoutSeconds": -1]]), 400, "invalid_value",
+            field: "spec.timeoutSeconds")
+        assertError(
+            try c.request("POST", "/v1/sandboxes", json: ["spec": ["timeoutSeconds": "x"]]), 400, "wrong_type",
+            field: "spec.timeoutSeconds")
+        assertError(
+            try c.request("POST", "/v1/sandboxes", json: ["metadata": ["name": "Bad_Name"]]), 400, "invalid_value",
+            field: "metadata.name")
+        assertError(
+            try c.request("POST", "/v1/sandboxes", json: ["spec": ["runtime": "cobol:1"]]), 400, "invalid_value",
+            field: "spec.runtime")
         // Oversized body.
-        assertError(try c.request("POST", "/v1/sandboxes", body: Array(repeating: 0x20, count: 100_000)), 413, "too_large")
+        assertError(
+            try c.request("POST", "/v1/sandboxes", body: Array(repeating: 0x20, count: 100_000)), 413, "too_large")
         // Unknown names.
         assertError(try c.request("GET", "/v1/sandboxes/nope"), 404, "not_found", field: "name")
         assertError(try c.request("DELETE", "/v1/sandboxes/nope"), 404, "not_found", field: "name")
@@ -237,39 +280,67 @@ final class DaemonAPITests: XCTestCase {
 
         let name = h.name("bad")
         try h.create(name)
-        assertError(try c.request("POST", "/v1/sandboxes", json: ["metadata": ["name": name]]), 409, "exists", field: "metadata.name")
+        assertError(
+            try c.request("POST", "/v1/sandboxes", json: ["metadata": ["name": name]]), 409, "exists",
+            field: "metadata.name")
         // Exec requests.
-        assertError(try c.request("POST", "/v1/sandboxes/\(name)/exec", json: ["command": []]), 400, "invalid_value", field: "command")
-        assertError(try c.request("POST", "/v1/sandboxes/\(name)/exec", json: ["cmd": ["ls"]]), 400, "unknown_field", field: "cmd")
-        assertError(try c.request("POST", "/v1/sandboxes/\(name)/exec", json: ["command": "ls"]), 400, "wrong_type", field: "command")
-        assertError(try c.request("POST", "/v1/sandboxes/\(name)/exec", json: ["command": ["ls"], "cwd": "rel"]), 400, "invalid_value", field: "cwd")
-        assertError(try c.request("POST", "/v1/sandboxes/\(name)/exec", json: ["command": ["/no/such/program"]]), 400, "exec_failed", field: "command")
+        assertError(
+            try c.request("POST", "/v1/sandboxes/\(name)/exec", json: ["command": []]), 400, "invalid_value",
+            field: "command")
+        assertError(
+            try c.request("POST", "/v1/sandboxes/\(name)/exec", json: ["cmd": ["ls"]]), 400, "unknown_field",
+            field: "cmd")
+        assertError(
+            try c.request("POST", "/v1/sandboxes/\(name)/exec", json: ["command": "ls"]), 400, "wrong_type",
+            field: "command")
+        assertError(
+            try c.request("POST", "/v1/sandboxes/\(name)/exec", json: ["command": ["ls"], "cwd": "rel"]), 400,
+            "invalid_value", field: "cwd")
+        assertError(
+            try c.request("POST", "/v1/sandboxes/\(name)/exec", json: ["command": ["/no/such/program"]]), 400,
+            "exec_failed", field: "command")
         assertError(try c.request("POST", "/v1/sandboxes/\(name)/exec", body: Array("{".utf8)), 400, "malformed_json")
 
         // File paths: `..`, encoded `..`, outside the writable paths, symlinks the sandbox planted.
         let hostFile = h.dir + "/host-secret"
         try "host".write(toFile: hostFile, atomically: true, encoding: .utf8)
-        let plant = try h.exec(name, ["sh", "-c", "ln -s /etc /workspace/etcdir; ln -s /etc/hostname /workspace/link; ln -s \(hostFile) /workspace/hostlink; ln -s ../../.. /workspace/up; mkfifo /workspace/fifo"])
+        let plant = try h.exec(
+            name,
+            [
+                "sh", "-c",
+                "ln -s /etc /workspace/etcdir; ln -s /etc/hostname /workspace/link; ln -s \(hostFile) /workspace/hostlink; ln -s ../../.. /workspace/up; mkfifo /workspace/fifo",
+            ])
         XCTAssertEqual(plant.json?["exitCode"] as? Int, 0, plant.text)
         for path in ["workspace/../etc/passwd", "workspace/%2e%2e/etc/passwd", "workspace/./x"] {
             assertError(try c.request("GET", "/v1/sandboxes/\(name)/files/\(path)"), 400, "path_escape", field: "path")
-            assertError(try c.request("PUT", "/v1/sandboxes/\(name)/files/\(path)", body: Array("x".utf8)), 400, "path_escape", field: "path")
+            assertError(
+                try c.request("PUT", "/v1/sandboxes/\(name)/files/\(path)", body: Array("x".utf8)), 400, "path_escape",
+                field: "path")
         }
         assertError(try c.request("GET", "/v1/sandboxes/\(name)/files/etc/passwd"), 403, "not_writable", field: "path")
-        assertError(try c.request("PUT", "/v1/sandboxes/\(name)/files/workspace", body: Array("x".utf8)), 403, "not_writable", field: "path")
+        assertError(
+            try c.request("PUT", "/v1/sandboxes/\(name)/files/workspace", body: Array("x".utf8)), 403, "not_writable",
+            field: "path")
         for path in ["workspace/etcdir/passwd", "workspace/link", "workspace/hostlink", "workspace/up\(hostFile)"] {
             assertError(try c.request("GET", "/v1/sandboxes/\(name)/files/\(path)"), 400, "path_escape", field: "path")
-            assertError(try c.request("PUT", "/v1/sandboxes/\(name)/files/\(path)", body: Array("pwned".utf8)), 400, "path_escape", field: "path")
+            assertError(
+                try c.request("PUT", "/v1/sandboxes/\(name)/files/\(path)", body: Array("pwned".utf8)), 400,
+                "path_escape", field: "path")
         }
         XCTAssertEqual(try String(contentsOfFile: hostFile, encoding: .utf8), "host")
-        assertError(try c.request("GET", "/v1/sandboxes/\(name)/files/workspace/fifo"), 409, "not_a_file", field: "path")
-        assertError(try c.request("GET", "/v1/sandboxes/\(name)/files/workspace/missing"), 404, "file_not_found", field: "path")
-        assertError(try c.request("PUT", "/v1/sandboxes/\(name)/files/workspace/big", body: Array(repeating: 1, count: 70_000)), 413, "too_large")
+        assertError(
+            try c.request("GET", "/v1/sandboxes/\(name)/files/workspace/fifo"), 409, "not_a_file", field: "path")
+        assertError(
+            try c.request("GET", "/v1/sandboxes/\(name)/files/workspace/missing"), 404, "file_not_found", field: "path")
+        assertError(
+            try c.request("PUT", "/v1/sandboxes/\(name)/files/workspace/big", body: Array(repeating: 1, count: 70_000)),
+            413, "too_large")
         XCTAssertEqual(try h.exec(name, ["ls", "/workspace/big"]).json?["exitCode"] as? Int, 2)
 
         XCTAssertEqual(try h.delete(name).status, 200)
         assertError(try h.exec(name, ["true"]), 404, "not_found")
-        assertError(try c.request("PUT", "/v1/sandboxes/\(name)/files/workspace/x", body: Array("x".utf8)), 404, "not_found")
+        assertError(
+            try c.request("PUT", "/v1/sandboxes/\(name)/files/workspace/x", body: Array("x".utf8)), 404, "not_found")
         assertNothingLeft(h)
     }
 
@@ -277,12 +348,18 @@ final class DaemonAPITests: XCTestCase {
 
     func testAdmissionRefusesOvercommitAndLifetimeRemoves() throws {
         let h = try start("node:\n  allocatableCPU: \"1\"\n  allocatableMemory: 1Gi\n")
-        let a = h.name("a"), b = h.name("b"), short = h.name("short")
+        let a = h.name("a")
+        let b = h.name("b")
+        let short = h.name("short")
         try h.create(a, spec: ["resources": ["cpu": "600m", "memory": "256Mi"]])
-        let refused = try h.client.request("POST", "/v1/sandboxes", json: ["metadata": ["name": b], "spec": ["resources": ["cpu": "600m", "memory": "256Mi"]]])
+        let refused = try h.client.request(
+            "POST", "/v1/sandboxes",
+            json: ["metadata": ["name": b], "spec": ["resources": ["cpu": "600m", "memory": "256Mi"]]])
         assertError(refused, 429, "overcommitted", field: "spec.resources.cpu")
         XCTAssertTrue(refused.error?.message.contains("allocatable") == true, refused.text)
-        let memory = try h.client.request("POST", "/v1/sandboxes", json: ["metadata": ["name": b], "spec": ["resources": ["cpu": "100m", "memory": "900Mi"]]])
+        let memory = try h.client.request(
+            "POST", "/v1/sandboxes",
+            json: ["metadata": ["name": b], "spec": ["resources": ["cpu": "100m", "memory": "900Mi"]]])
         assertError(memory, 429, "overcommitted", field: "spec.resources.memory")
         XCTAssertEqual(try h.delete(a).status, 200)
         try h.create(b, spec: ["resources": ["cpu": "600m", "memory": "256Mi"]])
@@ -295,7 +372,9 @@ final class DaemonAPITests: XCTestCase {
             gone = try h.client.request("GET", "/v1/sandboxes/\(short)").status == 404
         }
         XCTAssertTrue(gone, "the sandbox outlived its lifetime")
-        let record = h.auditRecords().first { $0["type"] as? String == "sandbox.deleted" && $0["sandbox"] as? String == short }
+        let record = h.auditRecords().first {
+            $0["type"] as? String == "sandbox.deleted" && $0["sandbox"] as? String == short
+        }
         XCTAssertEqual(record?["reason"] as? String, "timeout")
         assertNothingLeft(h)
     }
@@ -309,7 +388,9 @@ final class DaemonAPITests: XCTestCase {
         let h = try start()
         guard let group = getgrnam("safespace") else { return XCTFail("no safespace group") }
         let gid = group.pointee.gr_gid
-        func call(uid: Int, gid: UInt32, groups: String, _ method: String, _ path: String, _ body: String = "") throws -> (Int, String) {
+        func call(uid: Int, gid: UInt32, groups: String, _ method: String, _ path: String, _ body: String = "") throws
+            -> (Int, String)
+        {
             let script = """
                 import socket, sys
                 s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])
@@ -324,7 +405,10 @@ final class DaemonAPITests: XCTestCase {
                 """
             let process = Process()
             process.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
-            process.arguments = ["--reuid=\(uid)", "--regid=\(gid)", "--groups=\(groups)", "/usr/bin/python3", "-c", script, h.socket, method, path, body]
+            process.arguments = [
+                "--reuid=\(uid)", "--regid=\(gid)", "--groups=\(groups)", "/usr/bin/python3", "-c", script, h.socket,
+                method, path, body,
+            ]
             let pipe = Pipe()
             process.standardOutput = pipe
             try process.run()
@@ -334,18 +418,25 @@ final class DaemonAPITests: XCTestCase {
             let status = Int(text.split(separator: " ").dropFirst().first ?? "") ?? -1
             return (status, text)
         }
-        try XCTSkipUnless(access("/usr/bin/setpriv", X_OK) == 0 && access("/usr/bin/python3", X_OK) == 0, "needs setpriv and python3")
-        let mine = h.name("mine"), roots = h.name("roots")
-        let created = try call(uid: 65534, gid: gid, groups: "\(gid)", "POST", "/v1/sandboxes", #"{"metadata":{"name":"\#(mine)"},"spec":{"resources":{"cpu":"100m","memory":"64Mi"}}}"#)
+        try XCTSkipUnless(
+            access("/usr/bin/setpriv", X_OK) == 0 && access("/usr/bin/python3", X_OK) == 0, "needs setpriv and python3")
+        let mine = h.name("mine")
+        let roots = h.name("roots")
+        let created = try call(
+            uid: 65534, gid: gid, groups: "\(gid)", "POST", "/v1/sandboxes",
+            #"{"metadata":{"name":"\#(mine)"},"spec":{"resources":{"cpu":"100m","memory":"64Mi"}}}"#)
         XCTAssertEqual(created.0, 201, created.1)
         try h.create(roots)
         // A file of the node as a seccomp profile: root's privilege only.
-        let profile = try call(uid: 65534, gid: gid, groups: "\(gid)", "POST", "/v1/sandboxes", #"{"spec":{"securityContext":{"seccompProfile":{"type":"Localhost","localhostProfile":"/etc/shadow"}}}}"#)
+        let profile = try call(
+            uid: 65534, gid: gid, groups: "\(gid)", "POST", "/v1/sandboxes",
+            #"{"spec":{"securityContext":{"seccompProfile":{"type":"Localhost","localhostProfile":"/etc/shadow"}}}}"#)
         XCTAssertEqual(profile.0, 400, profile.1)
         XCTAssertTrue(profile.1.contains("spec.securityContext.seccompProfile.localhostProfile"), profile.1)
         let listed = try call(uid: 65534, gid: gid, groups: "\(gid)", "GET", "/v1/sandboxes")
         XCTAssertTrue(listed.1.contains(mine) && !listed.1.contains(roots), listed.1)
-        let other = try call(uid: 65534, gid: gid, groups: "\(gid)", "POST", "/v1/sandboxes/\(roots)/exec", #"{"command":["id"]}"#)
+        let other = try call(
+            uid: 65534, gid: gid, groups: "\(gid)", "POST", "/v1/sandboxes/\(roots)/exec", #"{"command":["id"]}"#)
         XCTAssertEqual(other.0, 403, other.1)
         let otherUser = try call(uid: 65533, gid: gid, groups: "\(gid)", "DELETE", "/v1/sandboxes/\(mine)")
         XCTAssertEqual(otherUser.0, 403, otherUser.1)
@@ -372,9 +463,12 @@ final class DaemonAPITests: XCTestCase {
         let createFailures = Locked<[String]>([])
         DispatchQueue.concurrentPerform(iterations: names.count) { i in
             do {
-                let response = try h.client.request("POST", "/v1/sandboxes", json: [
-                    "metadata": ["name": names[i]], "spec": ["resources": ["cpu": "100m", "memory": "96Mi", "ephemeralStorage": "32Mi"]],
-                ])
+                let response = try h.client.request(
+                    "POST", "/v1/sandboxes",
+                    json: [
+                        "metadata": ["name": names[i]],
+                        "spec": ["resources": ["cpu": "100m", "memory": "96Mi", "ephemeralStorage": "32Mi"]],
+                    ])
                 if response.status != 201 { createFailures.mutate { $0.append(response.text) } }
             } catch { createFailures.mutate { $0.append("\(error)") } }
         }
@@ -393,10 +487,15 @@ final class DaemonAPITests: XCTestCase {
                     var input = "\(name)/\(e)\n"
                     for k in 0..<(2000 + s * 97 + e * 13) { input += "line \(k) of exec \(e) in \(name)\n" }
                     do {
-                        let response = try h.exec(name, ["sh", "-c", "cat; echo done-$0 >&2", "\(s)-\(e)"], stdin: input)
+                        let response = try h.exec(
+                            name, ["sh", "-c", "cat; echo done-$0 >&2", "\(s)-\(e)"], stdin: input)
                         let json = response.json
-                        if response.status != 200 || json?["stdout"] as? String != input || json?["stderr"] as? String != "done-\(s)-\(e)\n" || json?["exitCode"] as? Int != 0 {
-                            failures.mutate { $0.append("\(name) #\(e): \(response.status) \(response.text.prefix(300))") }
+                        if response.status != 200 || json?["stdout"] as? String != input
+                            || json?["stderr"] as? String != "done-\(s)-\(e)\n" || json?["exitCode"] as? Int != 0
+                        {
+                            failures.mutate {
+                                $0.append("\(name) #\(e): \(response.status) \(response.text.prefix(300))")
+                            }
                         }
                     } catch { failures.mutate { $0.append("\(name) #\(e): \(error)") } }
                 }
@@ -409,7 +508,9 @@ final class DaemonAPITests: XCTestCase {
 
         DispatchQueue.concurrentPerform(iterations: names.count) { i in
             let response = try? h.delete(names[i])
-            if response?.status != 200 { failures.mutate { $0.append("delete \(names[i]): \(response?.text ?? "no answer")") } }
+            if response?.status != 200 {
+                failures.mutate { $0.append("delete \(names[i]): \(response?.text ?? "no answer")") }
+            }
         }
         XCTAssertEqual(failures.value, [])
         assertNothingLeft(h)
@@ -440,7 +541,9 @@ final class DaemonAPITests: XCTestCase {
         var running = 0
         for _ in 0..<100 where running < 3 {
             usleep(50_000)
-            running = ((try h.client.request("GET", "/v1/sandboxes/\(ready[2])").json?["status"] as? [String: Any])?["execs"] as? Int) ?? 0
+            running =
+                ((try h.client.request("GET", "/v1/sandboxes/\(ready[2])").json?["status"] as? [String: Any])?["execs"]
+                    as? Int) ?? 0
         }
         XCTAssertEqual(running, 3)
         for i in 0..<6 {
@@ -453,8 +556,13 @@ final class DaemonAPITests: XCTestCase {
         // ... and so does a create: the kill comes while a record says Creating.
         var creating = false
         for _ in 0..<2000 where !creating {
-            for entry in (try? FileManager.default.contentsOfDirectory(atPath: h.stateDir + "/sandboxes")) ?? [] where entry.hasSuffix(".json") {
-                if let text = try? String(contentsOfFile: h.stateDir + "/sandboxes/" + entry, encoding: .utf8), text.contains("\"phase\":\"Creating\"") { creating = true }
+            for entry in (try? FileManager.default.contentsOfDirectory(atPath: h.stateDir + "/sandboxes")) ?? []
+            where entry.hasSuffix(".json") {
+                if let text = try? String(contentsOfFile: h.stateDir + "/sandboxes/" + entry, encoding: .utf8),
+                    text.contains("\"phase\":\"Creating\"")
+                {
+                    creating = true
+                }
             }
             if !creating { usleep(2_000) }
         }
@@ -478,7 +586,10 @@ final class DaemonAPITests: XCTestCase {
         assertNothingLeft(h)
         XCTAssertTrue(h.auditRecords().contains { $0["type"] as? String == "sandbox.adopted" })
         // What the restart found half-made was removed (audited with reason error).
-        let removed = h.auditRecords().filter { $0["type"] as? String == "sandbox.deleted" && ($0["detail"] as? String)?.contains("after a daemon restart") == true }
+        let removed = h.auditRecords().filter {
+            $0["type"] as? String == "sandbox.deleted"
+                && ($0["detail"] as? String)?.contains("after a daemon restart") == true
+        }
         XCTAssertFalse(removed.isEmpty, "nothing half-made was found: \(h.log)")
         print("kill -9 recovery: \(h.log.split(separator: "\n").filter { $0.contains("recovery done") })")
     }
@@ -506,7 +617,9 @@ final class DaemonAPITests: XCTestCase {
         group.wait()
         XCTAssertEqual(answered.value?.json?["exitCode"] as? Int, 137, answered.value?.text ?? "no answer")
         XCTAssertEqual(answered.value?.json?["killedBy"] as? String, "daemon shutdown")
-        let deleted = h.auditRecords().first { $0["type"] as? String == "sandbox.deleted" && $0["sandbox"] as? String == name }
+        let deleted = h.auditRecords().first {
+            $0["type"] as? String == "sandbox.deleted" && $0["sandbox"] as? String == name
+        }
         XCTAssertEqual(deleted?["reason"] as? String, "daemon shutdown")
         assertNothingLeft(h)
     }
@@ -526,7 +639,8 @@ final class DaemonCLITests: XCTestCase {
     func testRunPsExecCpRmThroughTheDaemon() throws {
         try XCTSkipUnless(geteuid() == 0, "safespaced needs root")
         let cli = URL(fileURLWithPath: DaemonHarness.binary).deletingLastPathComponent().path + "/safespace"
-        try XCTSkipUnless(access(DaemonHarness.binary, X_OK) == 0 && access(cli, X_OK) == 0, "build safespace and safespaced first")
+        try XCTSkipUnless(
+            access(DaemonHarness.binary, X_OK) == 0 && access(cli, X_OK) == 0, "build safespace and safespaced first")
         let h = try DaemonHarness()
         defer { h.tearDown() }
         try h.start()
@@ -535,14 +649,17 @@ final class DaemonCLITests: XCTestCase {
             process.executableURL = URL(fileURLWithPath: cli)
             process.arguments = args
             process.environment = ["SAFESPACE_SOCKET": h.socket, "PATH": "/usr/bin:/bin"]
-            let out = Pipe(), err = Pipe(), input = Pipe()
+            let out = Pipe()
+            let err = Pipe()
+            let input = Pipe()
             process.standardOutput = out
             process.standardError = err
             process.standardInput = input
             try process.run()
             if let stdin { input.fileHandleForWriting.write(Data(stdin.utf8)) }
             try input.fileHandleForWriting.close()
-            let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
+            let o = out.fileHandleForReading.readDataToEndOfFile()
+            let e = err.fileHandleForReading.readDataToEndOfFile()
             process.waitUntilExit()
             return (process.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
         }
@@ -585,12 +702,16 @@ final class DaemonPinnedCPUTests: XCTestCase {
         defer { h.tearDown() }
         try h.start()
         let name = h.name("pinned")
-        let created = try h.client.request("POST", "/v1/sandboxes", json: [
-            "metadata": ["name": name], "spec": ["resources": ["cpu": "1", "memory": "64Mi", "cpuPinning": true]],
-        ])
+        let created = try h.client.request(
+            "POST", "/v1/sandboxes",
+            json: [
+                "metadata": ["name": name], "spec": ["resources": ["cpu": "1", "memory": "64Mi", "cpuPinning": true]],
+            ])
         XCTAssertEqual(created.status, 201, created.text)
         func leaseHolder(_ path: String) -> Int? {
-            guard let data = FileManager.default.contents(atPath: path), let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { return nil }
+            guard let data = FileManager.default.contents(atPath: path),
+                let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
+            else { return nil }
             return ((object["holder"] ?? object["owner"]) as? [String: Any])?["pid"] as? Int ?? object["pid"] as? Int
         }
         let cpuLease = LeaseDirectory.path + "/cpus/\(name).json"
@@ -599,7 +720,10 @@ final class DaemonPinnedCPUTests: XCTestCase {
         XCTAssertEqual(leaseHolder(h.bundleRoot + "/\(name)/lease.json"), initPid)
         XCTAssertEqual(leaseHolder(h.ephemeral + "/\(name)/owner.json"), initPid)
         let cpus = try h.exec(name, ["sh", "-c", "grep Cpus_allowed_list /proc/self/status"])
-        XCTAssertEqual((cpus.json?["stdout"] as? String)?.split(separator: ":").last?.trimmingCharacters(in: .whitespacesAndNewlines).count, 1, cpus.text)
+        XCTAssertEqual(
+            (cpus.json?["stdout"] as? String)?.split(separator: ":").last?.trimmingCharacters(
+                in: .whitespacesAndNewlines
+            ).count, 1, cpus.text)
 
         h.kill9()
         XCTAssertNotNil(leaseHolder(cpuLease), "the CPU lease went with the daemon")

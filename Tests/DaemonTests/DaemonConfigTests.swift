@@ -1,7 +1,8 @@
 /// The configuration file and options of safespaced (no daemon needed).
 import Foundation
-@testable import SafeSpaceDaemon
 import XCTest
+
+@testable import SafeSpaceDaemon
 
 final class DaemonConfigTests: XCTestCase {
     func testMissingFileMeansDefaults() throws {
@@ -12,14 +13,15 @@ final class DaemonConfigTests: XCTestCase {
     }
 
     func testEveryKey() throws {
-        let config = try DaemonConfig.parse(yaml: """
-            group: sbx
-            audit: {path: /a/log.jsonl, journald: false}
-            node: {allocatableCPU: 1500m, allocatableMemory: 2Gi}
-            limits: {maxRequestBytes: 2Mi, maxFileBytes: 1024, maxExecOutputBytes: 3Mi, maxSandboxes: 9}
-            shutdown: {gracePeriodSeconds: 4, sandboxes: remove}
-            paths: {runtimeRoot: /r, bundleRoot: /b, ephemeralStorage: /e, rootfsStore: /s, seccompProfiles: /p}
-            """)
+        let config = try DaemonConfig.parse(
+            yaml: """
+                group: sbx
+                audit: {path: /a/log.jsonl, journald: false}
+                node: {allocatableCPU: 1500m, allocatableMemory: 2Gi}
+                limits: {maxRequestBytes: 2Mi, maxFileBytes: 1024, maxExecOutputBytes: 3Mi, maxSandboxes: 9}
+                shutdown: {gracePeriodSeconds: 4, sandboxes: remove}
+                paths: {runtimeRoot: /r, bundleRoot: /b, ephemeralStorage: /e, rootfsStore: /s, seccompProfiles: /p}
+                """)
         XCTAssertEqual(config.group, "sbx")
         XCTAssertEqual(config.auditPath, "/a/log.jsonl")
         XCTAssertFalse(config.auditJournald)
@@ -30,19 +32,28 @@ final class DaemonConfigTests: XCTestCase {
         XCTAssertEqual(config.maxSandboxes, 9)
         XCTAssertEqual(config.gracePeriodSeconds, 4)
         XCTAssertTrue(config.removeSandboxesOnShutdown)
-        XCTAssertEqual([config.runtimeRoot, config.bundleRoot, config.ephemeralStorage, config.rootfsStore, config.seccompProfiles], ["/r", "/b", "/e", "/s", "/p"])
+        XCTAssertEqual(
+            [
+                config.runtimeRoot, config.bundleRoot, config.ephemeralStorage, config.rootfsStore,
+                config.seccompProfiles,
+            ], ["/r", "/b", "/e", "/s", "/p"])
     }
 
     func testUnknownAndBadKeysAreRefusedByName() {
         func message(_ yaml: String) -> String {
-            do { _ = try DaemonConfig.parse(yaml: yaml); return "accepted" } catch { return "\(error)" }
+            do {
+                _ = try DaemonConfig.parse(yaml: yaml)
+                return "accepted"
+            } catch { return "\(error)" }
         }
         XCTAssertTrue(message("grup: x").hasPrefix("grup: unknown key"), message("grup: x"))
         XCTAssertTrue(message("audit:\n  paht: /x").hasPrefix("audit.paht: unknown key"))
         XCTAssertTrue(message("limits:\n  maxFileBytes: -1").hasPrefix("limits.maxFileBytes"))
         XCTAssertTrue(message("shutdown:\n  sandboxes: maybe").hasPrefix("shutdown.sandboxes"))
         XCTAssertTrue(message("paths:\n  runtimeRoot: relative").hasPrefix("paths.runtimeRoot"))
-        XCTAssertTrue(message("node:\n  allocatableCPU: lots").hasPrefix("node.allocatableCPU"), message("node:\n  allocatableCPU: lots"))
+        XCTAssertTrue(
+            message("node:\n  allocatableCPU: lots").hasPrefix("node.allocatableCPU"),
+            message("node:\n  allocatableCPU: lots"))
         XCTAssertTrue(message("- a\n- b").contains("expected a mapping"))
         XCTAssertTrue(message("audit: 3").hasPrefix("audit: expected a mapping"))
     }

@@ -22,7 +22,8 @@ final class DaemonHarness: @unchecked Sendable {
 
     static var binary: String {
         if let dir = ProcessInfo.processInfo.environment["SAFESPACE_BUILD_DIR"] { return dir + "/safespaced" }
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
         return root.path + "/.build/debug/safespaced"
     }
 
@@ -60,7 +61,9 @@ final class DaemonHarness: @unchecked Sendable {
         defer { cArgv.forEach { free($0) } }
         var child: pid_t = 0
         let rc = posix_spawn(&child, Self.binary, &fileActions, nil, &cArgv, environ)
-        guard rc == 0 else { throw DaemonClient.ClientError("posix_spawn \(Self.binary): \(String(cString: strerror(rc)))") }
+        guard rc == 0 else {
+            throw DaemonClient.ClientError("posix_spawn \(Self.binary): \(String(cString: strerror(rc)))")
+        }
         pid = child
         let deadline = Date().addingTimeInterval(60)
         while Date() < deadline {
@@ -110,21 +113,27 @@ final class DaemonHarness: @unchecked Sendable {
     func leftovers() -> [String: [String]] {
         var out: [String: [String]] = [:]
         func entries(_ path: String) -> [String] {
-            ((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []).filter { !$0.hasPrefix(".") && !$0.hasSuffix(".lock") }.sorted()
+            ((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []).filter {
+                !$0.hasPrefix(".") && !$0.hasSuffix(".lock")
+            }.sorted()
         }
         out["runtime state"] = entries(runtimeRoot)
         out["bundles (leases)"] = entries(bundleRoot)
         out["ephemeral volumes"] = entries(ephemeral)
         out["daemon records"] = entries(stateDir + "/sandboxes")
         let mounts = (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? ""
-        out["mounts"] = mounts.split(separator: "\n").map(String.init).filter { $0.contains(runDir) || $0.contains(ephemeral) }
+        out["mounts"] = mounts.split(separator: "\n").map(String.init).filter {
+            $0.contains(runDir) || $0.contains(ephemeral)
+        }
         // Pinned CPUs: leases of the node's store (runtime.json), keyed by sandbox name.
         out["cpu leases"] = entries(LeaseDirectory.path + "/cpus").filter { $0.hasPrefix(id) }
         out["cgroups"] = entries("/sys/fs/cgroup/safespace").filter { $0.hasPrefix(id) }
         // Processes of sandboxes: in a cgroup of this test's sandboxes.
         var procs: [String] = []
         for entry in entries("/proc") where Int32(entry) != nil {
-            if let cgroup = try? String(contentsOfFile: "/proc/\(entry)/cgroup", encoding: .utf8), cgroup.contains("/safespace/\(id)") {
+            if let cgroup = try? String(contentsOfFile: "/proc/\(entry)/cgroup", encoding: .utf8),
+                cgroup.contains("/safespace/\(id)")
+            {
                 procs.append(entry)
             }
         }
@@ -132,7 +141,9 @@ final class DaemonHarness: @unchecked Sendable {
         // Loop devices of the volumes' images.
         var loops: [String] = []
         for entry in entries("/sys/block") where entry.hasPrefix("loop") {
-            if let backing = try? String(contentsOfFile: "/sys/block/\(entry)/loop/backing_file", encoding: .utf8), backing.contains(ephemeral) {
+            if let backing = try? String(contentsOfFile: "/sys/block/\(entry)/loop/backing_file", encoding: .utf8),
+                backing.contains(ephemeral)
+            {
                 loops.append(entry)
             }
         }
@@ -149,7 +160,10 @@ final class DaemonHarness: @unchecked Sendable {
         for name in leftovers()["runtime state"] ?? [] {
             Self.run([binDir + "/safespace-runtime", "--root", runtimeRoot, "delete", "--force", name])
         }
-        Self.run([binDir + "/safespace", "gc", "--root", runtimeRoot, "--bundle-root", bundleRoot, "--ephemeral-storage", ephemeral])
+        Self.run([
+            binDir + "/safespace", "gc", "--root", runtimeRoot, "--bundle-root", bundleRoot, "--ephemeral-storage",
+            ephemeral,
+        ])
         for d in [dir, runDir, ephemeral] { try? FileManager.default.removeItem(atPath: d) }
         if let names = try? FileManager.default.contentsOfDirectory(atPath: "/sys/fs/cgroup/safespace") {
             for name in names where name.hasPrefix(id) { rmdir("/sys/fs/cgroup/safespace/" + name) }
@@ -178,17 +192,23 @@ final class DaemonHarness: @unchecked Sendable {
     // MARK: requests
 
     @discardableResult
-    func create(_ name: String, spec: [String: Any] = [:], file: StaticString = #filePath, line: UInt = #line) throws -> DaemonClient.Response {
+    func create(_ name: String, spec: [String: Any] = [:], file: StaticString = #filePath, line: UInt = #line) throws
+        -> DaemonClient.Response
+    {
         var body: [String: Any] = ["metadata": ["name": name]]
         var spec = spec
-        if spec["resources"] == nil { spec["resources"] = ["cpu": "100m", "memory": "128Mi", "ephemeralStorage": "64Mi"] }
+        if spec["resources"] == nil {
+            spec["resources"] = ["cpu": "100m", "memory": "128Mi", "ephemeralStorage": "64Mi"]
+        }
         body["spec"] = spec
         let response = try client.request("POST", "/v1/sandboxes", json: body)
         XCTAssertEqual(response.status, 201, "create \(name): \(response.text)", file: file, line: line)
         return response
     }
 
-    func exec(_ name: String, _ command: [String], stdin: String? = nil, extra: [String: Any] = [:]) throws -> DaemonClient.Response {
+    func exec(_ name: String, _ command: [String], stdin: String? = nil, extra: [String: Any] = [:]) throws
+        -> DaemonClient.Response
+    {
         var body: [String: Any] = ["command": command]
         if let stdin { body["stdin"] = stdin }
         for (k, v) in extra { body[k] = v }
@@ -202,7 +222,9 @@ final class DaemonHarness: @unchecked Sendable {
     /// The audit log's records.
     func auditRecords() -> [[String: Any]] {
         let text = (try? String(contentsOfFile: auditPath, encoding: .utf8)) ?? ""
-        return text.split(separator: "\n").compactMap { (try? JSONSerialization.jsonObject(with: Data($0.utf8))) as? [String: Any] }
+        return text.split(separator: "\n").compactMap {
+            (try? JSONSerialization.jsonObject(with: Data($0.utf8))) as? [String: Any]
+        }
     }
 }
 
@@ -210,7 +232,9 @@ final class DaemonHarness: @unchecked Sendable {
 enum LeaseDirectory {
     static var path: String {
         if let data = FileManager.default.contents(atPath: "/etc/safespace/runtime.json"),
-           let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any], let dir = object["leases"] as? String {
+            let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+            let dir = object["leases"] as? String
+        {
             return dir
         }
         return "/run/safespace-leases"

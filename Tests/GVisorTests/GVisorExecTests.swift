@@ -1,8 +1,9 @@
+import LinuxKernel
 import Testing
+
+@testable import GVisor
 @testable import OCI
 @testable import Runtime
-@testable import GVisor
-import LinuxKernel
 
 /// What the gVisor backend refuses before `runsc exec` (GVisorSpec.checkExec): a container's
 /// seccomp profile the installed runsc would not give the exec'd process, and a umask it
@@ -26,14 +27,18 @@ struct GVisorExecUnitTests {
         }
     }
 
-    @Test("user.umask: only runsc's own 0022 (or none) passes", arguments: [(UInt32?.none, true), (0o022, true), (0o077, false), (0, false)])
+    @Test(
+        "user.umask: only runsc's own 0022 (or none) passes",
+        arguments: [(UInt32?.none, true), (0o022, true), (0o077, false), (0, false)])
     func umask(mask: UInt32?, passes: Bool) throws {
         var process = Self.process
         process.user.umask = mask
         if passes {
             try GVisorSpec.checkExec(process: process, container: Spec(), id: "c") { false }
         } else {
-            let error = #expect(throws: RuntimeError.self) { try GVisorSpec.checkExec(process: process, container: Spec(), id: "c") { false } }
+            let error = #expect(throws: RuntimeError.self) {
+                try GVisorSpec.checkExec(process: process, container: Spec(), id: "c") { false }
+            }
             #expect(error?.description.hasPrefix("process.user.umask:") == true, "\(String(describing: error))")
             #expect(error?.code == .unsupported && error?.field == "process.user.umask")
         }

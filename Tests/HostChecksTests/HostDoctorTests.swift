@@ -42,7 +42,8 @@ private struct FakeHost {
     }
 
     func doctor(libseccomp: String? = "2.5.4") -> HostReport {
-        HostDoctor(environment: HostEnvironment(root: root, searchPath: ["/usr/bin"], libseccompVersion: libseccomp)).run()
+        HostDoctor(environment: HostEnvironment(root: root, searchPath: ["/usr/bin"], libseccompVersion: libseccomp))
+            .run()
     }
 
     func remove() { try? FileManager.default.removeItem(atPath: root) }
@@ -62,7 +63,8 @@ private struct FakeHost {
         #expect(
             report.checks.map(\.name) == [
                 "containerd", "cgroup", "cgroup.cpu", "cgroup.memory", "cgroup.pids", "cgroup.subtree.cpu",
-                "cgroup.subtree.memory", "cgroup.subtree.pids", "userns", "libseccomp", "cap_sys_resource", "apparmor", "gvisor",
+                "cgroup.subtree.memory", "cgroup.subtree.pids", "userns", "libseccomp", "cap_sys_resource", "apparmor",
+                "gvisor",
             ])
     }
 
@@ -112,7 +114,9 @@ private struct FakeHost {
         try host.program("containerd", output: "containerd github.com/containerd/containerd/v2 v2.0.2 abc")
         #expect(host.doctor().check("containerd")?.reason.hasPrefix("containerd 2.0.2: 2.x is not handled yet") == true)
         try host.program("containerd", output: "containerd containerd.io 1.5.9 1407cab")
-        #expect(host.doctor().check("containerd") == HostCheck("containerd", .fail, "containerd 1.5.9: 1.6 or newer is needed"))
+        #expect(
+            host.doctor().check("containerd")
+                == HostCheck("containerd", .fail, "containerd 1.5.9: 1.6 or newer is needed"))
     }
 
     /// cgroup v1 (hybrid here): the controllers the v1 driver uses must be mounted.
@@ -168,7 +172,8 @@ private struct FakeHost {
         let report = HostDoctor().run()
         let failures = report.failures
         #expect(
-            failures.isEmpty || failures.map(\.name) == ["containerd"] && HostEnvironment.current().program("containerd") == nil,
+            failures.isEmpty
+                || failures.map(\.name) == ["containerd"] && HostEnvironment.current().program("containerd") == nil,
             "\(failures)")
         #expect(report.check("libseccomp")?.status == .ok)
         #expect(report.check("cgroup")?.status == .ok)

@@ -1,5 +1,6 @@
 import Glibc
 import Testing
+
 @testable import LinuxKernel
 
 /// `Capability`: capability names and numbers (capabilities(7), through libcap).

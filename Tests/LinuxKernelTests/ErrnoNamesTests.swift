@@ -1,5 +1,6 @@
 import Glibc
 import Testing
+
 @testable import LinuxKernel
 
 /// `ErrnoNames`: the one errno table (errno(3), asm-generic/errno-base.h and errno.h).
@@ -46,7 +47,9 @@ struct ErrnoNamesTests {
         #expect(unnamed == [41, 58])
     }
 
-    @Test("glibc's strerrorname_np(3) names every number the same way", .enabled(if: ErrnoNamesTests.strerrorname != nil, "glibc before 2.32"))
+    @Test(
+        "glibc's strerrorname_np(3) names every number the same way",
+        .enabled(if: ErrnoNamesTests.strerrorname != nil, "glibc before 2.32"))
     func glibcNames() throws {
         let strerrorname = try #require(Self.strerrorname)
         for code: Int32 in 1...133 {

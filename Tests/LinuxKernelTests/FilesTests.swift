@@ -1,5 +1,6 @@
 import Glibc
 import Testing
+
 @testable import LinuxKernel
 
 /// A fresh directory under /tmp for one test; `removeTree` it when done.
@@ -125,7 +126,9 @@ struct FilesTests {
         #expect(!Files.exists(dir + "/plain"))
     }
 
-    @Test("removeTree refuses to descend into a mount point and leaves the mount's files", .enabled(if: getuid() == 0, "needs root to mount"))
+    @Test(
+        "removeTree refuses to descend into a mount point and leaves the mount's files",
+        .enabled(if: getuid() == 0, "needs root to mount"))
     func removeTreeStopsAtMount() throws {
         let dir = try scratchDirectory("rm-mount")
         defer { try? Files.removeTree(dir) }

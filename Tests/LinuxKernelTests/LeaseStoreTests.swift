@@ -54,20 +54,24 @@ struct LeaseStoreTests {
         let (store, dir) = Self.temp()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         for key in ["", "../x", ".lock", "a/b"] {
-            #expect(throws: SysError.self) { try store.withLock { try $0.write(Self.things, LeaseStore.Lease(key: key, record: Thing(size: 0))) } }
+            #expect(throws: SysError.self) {
+                try store.withLock { try $0.write(Self.things, LeaseStore.Lease(key: key, record: Thing(size: 0))) }
+            }
         }
         try store.withLock { try $0.write(Self.things, LeaseStore.Lease(key: "ok", record: Thing(size: 0))) }
         try "{".write(toFile: store.directory + "/things/junk.json", atomically: true, encoding: .utf8)
         #expect {
             try store.withLock { try $0.leases(Self.things) }
         } throws: { error in
-            "\(error)" == "\(store.directory)/things/junk.json is not a things lease; remove it once no sandbox uses what it held"
+            "\(error)"
+                == "\(store.directory)/things/junk.json is not a things lease; remove it once no sandbox uses what it held"
         }
         // Left in place: it may stand for something in use.
         #expect(FileManager.default.fileExists(atPath: store.directory + "/things/junk.json"))
     }
 
-    @Test("reclaim removes the leases of dead holders that nothing uses; a write killed before its rename leaves nothing")
+    @Test(
+        "reclaim removes the leases of dead holders that nothing uses; a write killed before its rename leaves nothing")
     func reclaim() throws {
         let (store, dir) = Self.temp()
         defer { try? FileManager.default.removeItem(atPath: dir) }

@@ -1,13 +1,19 @@
 import Glibc
 import Testing
+
 @testable import LinuxKernel
 
 /// `MountInfo`: the one parser of /proc/PID/mountinfo (proc(5)).
 struct MountInfoTests {
     @Test("proc(5)'s example line: root, mount point, file system type, super options")
     func manPageExample() {
-        let mounts = MountInfo.parse("36 35 98:0 /mnt1 /mnt/parent rw,noatime master:1 - ext3 /dev/root rw,errors=continue\n")
-        #expect(mounts == [MountInfo(root: "/mnt1", mountPoint: "/mnt/parent", fstype: "ext3", superOptions: ["rw", "errors=continue"])])
+        let mounts = MountInfo.parse(
+            "36 35 98:0 /mnt1 /mnt/parent rw,noatime master:1 - ext3 /dev/root rw,errors=continue\n")
+        #expect(
+            mounts == [
+                MountInfo(
+                    root: "/mnt1", mountPoint: "/mnt/parent", fstype: "ext3", superOptions: ["rw", "errors=continue"])
+            ])
     }
 
     @Test("zero or several optional fields before the separator")
@@ -24,7 +30,8 @@ struct MountInfoTests {
 
     @Test("octal escapes in paths are undone: space, tab, newline, backslash")
     func escapedPaths() {
-        let mounts = MountInfo.parse(#"40 30 0:50 /a\040b /run/with\040space\011tab\012nl\134bs rw - tmpfs tmpfs rw,size=1024k"#)
+        let mounts = MountInfo.parse(
+            #"40 30 0:50 /a\040b /run/with\040space\011tab\012nl\134bs rw - tmpfs tmpfs rw,size=1024k"#)
         #expect(mounts.count == 1)
         #expect(mounts.first?.root == "/a b")
         #expect(mounts.first?.mountPoint == "/run/with space\ttab\nnl\\bs")
@@ -61,7 +68,9 @@ struct MountInfoTests {
         #expect(mounts.contains { $0.mountPoint == "/proc" && $0.fstype == "proc" })
     }
 
-    @Test("read: a tmpfs mounted on a path with a space shows with that path, its type and options", .enabled(if: getuid() == 0, "needs root to mount"))
+    @Test(
+        "read: a tmpfs mounted on a path with a space shows with that path, its type and options",
+        .enabled(if: getuid() == 0, "needs root to mount"))
     func readMounted() throws {
         let dir = try scratchDirectory("mountinfo")
         defer { try? Files.removeTree(dir) }

@@ -1,5 +1,6 @@
 import Glibc
 import Testing
+
 @testable import LinuxKernel
 
 /// mount(8) option lists of OCI `mounts[].options` split into mount(2) flags, propagation,
@@ -41,8 +42,9 @@ struct MountOptionsTests {
 
     @Test("propagation options are kept in order for a second mount(2); propagation(named:) knows the eight")
     func propagation() {
-        #expect(MountOptions(["shared", "rslave", "runbindable"]).propagation
-            == [UInt(MS_SHARED), UInt(MS_SLAVE | MS_REC), UInt(MS_UNBINDABLE | MS_REC)])
+        #expect(
+            MountOptions(["shared", "rslave", "runbindable"]).propagation
+                == [UInt(MS_SHARED), UInt(MS_SLAVE | MS_REC), UInt(MS_UNBINDABLE | MS_REC)])
         let names: [(String, UInt)] = [
             ("private", UInt(MS_PRIVATE)), ("rprivate", UInt(MS_PRIVATE | MS_REC)), ("shared", UInt(MS_SHARED)),
             ("rshared", UInt(MS_SHARED | MS_REC)), ("slave", UInt(MS_SLAVE)), ("rslave", UInt(MS_SLAVE | MS_REC)),
@@ -69,12 +71,16 @@ struct MountOptionsTests {
         #expect(again.recursiveSet == UInt64(MOUNT_ATTR_NOSUID) && again.recursiveClear == 0)
     }
 
-    @Test("every recursive option is an r-name with a MOUNT_ATTR_* bit (relatime's is 0); knownNames is sorted and unique")
+    @Test(
+        "every recursive option is an r-name with a MOUNT_ATTR_* bit (relatime's is 0); knownNames is sorted and unique"
+    )
     func knownNames() {
         let names = MountOptions.knownNames
         #expect(names == names.sorted())
         #expect(Set(names).count == names.count)
-        for known in ["ro", "rw", "bind", "rbind", "private", "rshared", "defaults", "rro", "rnosymfollow", "nostrictatime"] {
+        for known in [
+            "ro", "rw", "bind", "rbind", "private", "rshared", "defaults", "rro", "rnosymfollow", "nostrictatime",
+        ] {
             #expect(names.contains(known), "\(known)")
         }
         #expect(!names.contains("size=64m") && !names.contains("newinstance"))
@@ -107,7 +113,8 @@ struct MountOptionsTests {
     func setattrError() {
         let error = #expect(throws: (any Error).self) {
             try mountSetattrRecursive(
-                "/nonexistent-safespace-\(getpid())", set: UInt64(MOUNT_ATTR_RDONLY), clear: 0, field: "mounts[3].options",
+                "/nonexistent-safespace-\(getpid())", set: UInt64(MOUNT_ATTR_RDONLY), clear: 0,
+                field: "mounts[3].options",
                 options: ["rro"])
         }
         #expect("\(error.map { "\($0)" } ?? "")".hasPrefix("mounts[3].options: "))

@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import Testing
+
 @testable import LinuxKernel
 
 /// A child started with posix_spawn (never fork from the threaded test process), stdio on
@@ -9,7 +10,9 @@ func spawnChild(_ path: String, _ args: [String]) throws -> pid_t {
     var actions = posix_spawn_file_actions_t()
     posix_spawn_file_actions_init(&actions)
     defer { posix_spawn_file_actions_destroy(&actions) }
-    for fd: Int32 in 0...2 { posix_spawn_file_actions_addopen(&actions, fd, "/dev/null", fd == 0 ? O_RDONLY : O_WRONLY, 0) }
+    for fd: Int32 in 0...2 {
+        posix_spawn_file_actions_addopen(&actions, fd, "/dev/null", fd == 0 ? O_RDONLY : O_WRONLY, 0)
+    }
     let argv: [UnsafeMutablePointer<CChar>?] = args.map { strdup($0) } + [nil]
     defer { argv.forEach { free($0) } }
     var pid: pid_t = 0
@@ -29,7 +32,9 @@ func within10s(_ condition: () -> Bool) -> Bool {
 
 /// `ProcStat` (the /proc/PID/stat parser, proc(5)) and `ProcessIdentity` (pid + start time).
 struct ProcStatTests {
-    @Test("this process: running or sleeping (its main thread's state), its parent, the start time ProcessIdentity.current records")
+    @Test(
+        "this process: running or sleeping (its main thread's state), its parent, the start time ProcessIdentity.current records"
+    )
     func ownProcess() throws {
         let me = try #require(ProcStat.read(pid: getpid()))
         #expect("RS".contains(me.state))
@@ -50,7 +55,9 @@ struct ProcStatTests {
         #expect(!ProcessIdentity(pid: pidMax + 1, startTime: 1).isAlive)
     }
 
-    @Test("a command name with spaces and parentheses; alive, then a zombie (not alive), then gone; another start time is another process")
+    @Test(
+        "a command name with spaces and parentheses; alive, then a zombie (not alive), then gone; another start time is another process"
+    )
     func childLifecycle() throws {
         let dir = try scratchDirectory("procstat")
         defer { try? Files.removeTree(dir) }
@@ -93,6 +100,8 @@ struct ProcStatTests {
         let encoder = JSONEncoder()
         encoder.outputFormatting = .sortedKeys
         #expect(String(decoding: try encoder.encode(identity), as: UTF8.self) == #"{"pid":42,"startTime":123456}"#)
-        #expect(try JSONDecoder().decode(ProcessIdentity.self, from: Data(#"{"startTime":7,"pid":9}"#.utf8)) == ProcessIdentity(pid: 9, startTime: 7))
+        #expect(
+            try JSONDecoder().decode(ProcessIdentity.self, from: Data(#"{"startTime":7,"pid":9}"#.utf8))
+                == ProcessIdentity(pid: 9, startTime: 7))
     }
 }

@@ -1,14 +1,19 @@
 import Errors
 import Glibc
 import Testing
+
 @testable import LinuxKernel
 
 /// `SysError` (operation, path, errno, field) and `sys`, the EINTR-retrying call wrapper.
 struct SysErrorTests {
     @Test("description: field, operation, path, strerror and the errno name")
     func description() {
-        #expect("\(SysError("mount proc on", path: "/proc", errno: EPERM))" == "mount proc on /proc: Operation not permitted (EPERM)")
-        #expect("\(SysError("chdir", path: "/x", errno: ENOENT, field: "process.cwd"))" == "process.cwd: chdir /x: No such file or directory (ENOENT)")
+        #expect(
+            "\(SysError("mount proc on", path: "/proc", errno: EPERM))"
+                == "mount proc on /proc: Operation not permitted (EPERM)")
+        #expect(
+            "\(SysError("chdir", path: "/x", errno: ENOENT, field: "process.cwd"))"
+                == "process.cwd: chdir /x: No such file or directory (ENOENT)")
         #expect("\(SysError("capset", errno: EPERM))" == "capset: Operation not permitted (EPERM)")
         // A number with no name has no parenthesis.
         #expect(!"\(SysError("x", errno: 41))".contains("("))
@@ -46,7 +51,9 @@ struct SysErrorTests {
         #expect(error?.errno == EACCES)
     }
 
-    @Test("Rlimits: OCI names are <sys/resource.h>'s numbers; an unknown type and soft > hard are refused naming the field")
+    @Test(
+        "Rlimits: OCI names are <sys/resource.h>'s numbers; an unknown type and soft > hard are refused naming the field"
+    )
     func rlimits() throws {
         #expect(Rlimits.resources["RLIMIT_NOFILE"] == Int32(RLIMIT_NOFILE.rawValue))
         #expect(Rlimits.resources["RLIMIT_NPROC"] == Int32(__RLIMIT_NPROC.rawValue))
@@ -75,9 +82,14 @@ struct SysErrorTests {
         #expect(call.code == .syscall && call.codeName == "kernel.syscall" && call.category == .internal)
         #expect(call.errno == EPERM && call.operation == "mount proc on")
         #expect(call.description == "mounts[0]: mount proc on /proc: Operation not permitted (EPERM)")
-        let unknown = #expect(throws: SysError.self) { _ = try Capability.values(["CAP_BOGUS"], field: "process.capabilities.bounding") }
+        let unknown = #expect(throws: SysError.self) {
+            _ = try Capability.values(["CAP_BOGUS"], field: "process.capabilities.bounding")
+        }
         #expect(unknown?.code == .invalidValue && unknown?.category == .invalidArgument && unknown?.errno == nil)
         #expect(unknown?.description == #"process.capabilities.bounding: unknown capability "CAP_BOGUS""#)
-        #expect(SysError.Code.allCases.map(\.rawValue) == ["syscall", "invalidValue", "unsupported", "permissionDenied", "refused", "corruptFile"])
+        #expect(
+            SysError.Code.allCases.map(\.rawValue) == [
+                "syscall", "invalidValue", "unsupported", "permissionDenied", "refused", "corruptFile",
+            ])
     }
 }

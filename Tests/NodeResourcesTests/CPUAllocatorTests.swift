@@ -24,14 +24,18 @@ struct CPUAllocatorTests {
             _ = try alloc.allocate(sandbox: "c", count: 1, runtimeRoot: root)
         } throws: { error in
             let text = "\(error)"
-            return text.hasPrefix("spec.resources.cpu: cpuPinning: 1 whole CPU(s) asked for, 0 free of 4") && text.contains("a: 0-1")
+            return text.hasPrefix("spec.resources.cpu: cpuPinning: 1 whole CPU(s) asked for, 0 free of 4")
+                && text.contains("a: 0-1")
         }
         // Idempotent for the same sandbox; release frees.
         #expect(try alloc.allocate(sandbox: "a", count: 2, runtimeRoot: root) == [0, 1])
         try alloc.release(sandbox: "a")
         #expect(try alloc.allocate(sandbox: "c", count: 1, runtimeRoot: root) == [0])
         // Another allocator instance (another process) sees the same file.
-        #expect(try CPUAllocator(store: LeaseStore(directory: path), pool: [0, 1, 2, 3]).allocations().keys.sorted() == ["b", "c"])
+        #expect(
+            try CPUAllocator(store: LeaseStore(directory: path), pool: [0, 1, 2, 3]).allocations().keys.sorted() == [
+                "b", "c",
+            ])
     }
 
     @Test("after a crash: an allocation whose holder died and whose sandbox has no state is released")
@@ -66,7 +70,9 @@ struct CPUAllocatorTests {
         return (path, dir, dir + "/cpus.json")
     }
 
-    @Test("an earlier version's allocation file: its allocations move into the store (a dead holder's without a container are dropped) and the file goes")
+    @Test(
+        "an earlier version's allocation file: its allocations move into the store (a dead holder's without a container are dropped) and the file goes"
+    )
     func legacyFileMovesIn() throws {
         let (path, dir, legacy) = try Self.legacyTemp()
         defer { try? FileManager.default.removeItem(atPath: dir) }

@@ -1,7 +1,7 @@
 import Foundation
+import LinuxKernel
 import Testing
 
-import LinuxKernel
 @testable import NodeResources
 
 /// Real volumes (root: mount, loop devices). Each test uses its own base directory and
@@ -45,8 +45,9 @@ struct EphemeralStorageTests {
         return nil
     }
 
-    @Test("loop: writing past the cap gets ENOSPC, across writable paths together; destroy leaves nothing",
-          .enabled(if: EphemeralStorage.preferredBackend == .loop, "no /dev/loop-control or mkfs.ext4 on this node"))
+    @Test(
+        "loop: writing past the cap gets ENOSPC, across writable paths together; destroy leaves nothing",
+        .enabled(if: EphemeralStorage.preferredBackend == .loop, "no /dev/loop-control or mkfs.ext4 on this node"))
     func enospcLoop() throws { try enospc(backend: .loop) }
 
     @Test("tmpfs: writing past the cap gets ENOSPC, across writable paths together; destroy leaves nothing")
@@ -57,7 +58,9 @@ struct EphemeralStorageTests {
         defer { try? FileManager.default.removeItem(atPath: base) }
         let v = try EphemeralStorage.create(sandbox: "s1", size: 16 << 20, base: base, backend: backend)
         // What is really mounted there: ext4 on a loop device, or a tmpfs.
-        #expect(Self.mountSource(v.volume) == (backend == .loop ? "ext4 /dev/loop" : "tmpfs tmpfs"), "\(String(describing: Self.mountSource(v.volume)))")
+        #expect(
+            Self.mountSource(v.volume) == (backend == .loop ? "ext4 /dev/loop" : "tmpfs tmpfs"),
+            "\(String(describing: Self.mountSource(v.volume)))")
         var destroyed = false
         defer { if !destroyed { try? v.destroy() } }
         #expect(Self.mounted(v.volume))
@@ -107,7 +110,9 @@ struct EphemeralStorageTests {
         #expect(!Self.mounted(root) && !Self.mounted(v.volume))
     }
 
-    @Test("reap removes the volumes whose owner died (pid reused or gone), keeps a live owner's; unrecorded ones are asked about")
+    @Test(
+        "reap removes the volumes whose owner died (pid reused or gone), keeps a live owner's; unrecorded ones are asked about"
+    )
     func reap() throws {
         let base = Self.base()
         defer { try? FileManager.default.removeItem(atPath: base) }
@@ -129,7 +134,9 @@ struct EphemeralStorageTests {
         try reused.writeOwner(me)
         unlink(legacy.ownerPath)
         #expect(EphemeralStorage.reap(base: base) { $0 != "legacy" }.sorted() == ["gone", "legacy", "reused"])
-        #expect(!Self.mounted(gone.volume) && !Self.mounted(reused.volume) && !Self.mounted(legacy.volume) && Self.mounted(alive.volume))
+        #expect(
+            !Self.mounted(gone.volume) && !Self.mounted(reused.volume) && !Self.mounted(legacy.volume)
+                && Self.mounted(alive.volume))
         #expect(EphemeralStorage.reap(base: base) { _ in false }.isEmpty)
     }
 }

@@ -4,22 +4,29 @@ import Testing
 @testable import NodeResources
 
 struct QuantityTests {
-    @Test("cpu quantities in millicores", arguments: [
-        ("1", 1000), ("500m", 500), ("2", 2000), ("0.5", 500), ("1.5", 1500), ("+2", 2000), ("100m", 100), ("0.0015", 2),
-    ] as [(String, Int64)])
+    @Test(
+        "cpu quantities in millicores",
+        arguments: [
+            ("1", 1000), ("500m", 500), ("2", 2000), ("0.5", 500), ("1.5", 1500), ("+2", 2000), ("100m", 100),
+            ("0.0015", 2),
+        ] as [(String, Int64)])
     func milli(text: String, value: Int64) throws {
         #expect(try Quantity.milli(text, field: "f") == value)
     }
 
-    @Test("byte quantities", arguments: [
-        ("1Gi", 1 << 30), ("512Mi", 512 << 20), ("1G", 1_000_000_000), ("100M", 100_000_000), ("1.5Ki", 1536),
-        ("5Gi", 5 << 30), ("123", 123), ("1k", 1000), ("0.5", 1),
-    ] as [(String, Int64)])
+    @Test(
+        "byte quantities",
+        arguments: [
+            ("1Gi", 1 << 30), ("512Mi", 512 << 20), ("1G", 1_000_000_000), ("100M", 100_000_000), ("1.5Ki", 1536),
+            ("5Gi", 5 << 30), ("123", 123), ("1k", 1000), ("0.5", 1),
+        ] as [(String, Int64)])
     func bytes(text: String, value: Int64) throws {
         #expect(try Quantity.bytes(text, field: "f") == value)
     }
 
-    @Test("bad quantities name the field", arguments: ["lots", "-1", "", "1.2.3", "1Q", "Gi", ".", "1e3", "1 Gi", "99999999999Ei"])
+    @Test(
+        "bad quantities name the field",
+        arguments: ["lots", "-1", "", "1.2.3", "1Q", "Gi", ".", "1e3", "1 Gi", "99999999999Ei"])
     func bad(text: String) {
         #expect {
             _ = try Quantity.bytes(text, field: "spec.resources.memory")
@@ -55,12 +62,15 @@ struct SandboxLimitsTests {
         #expect(r.cpu?.cpus == "2-3" && r.cpu?.quota == 200_000)
     }
 
-    @Test("bad input names the field", arguments: [
-        ("lots", nil, nil, false, "spec.resources.cpu"), ("-1", nil, nil, false, "spec.resources.cpu"),
-        ("0", nil, nil, false, "spec.resources.cpu"), (nil, "lots", nil, false, "spec.resources.memory"),
-        (nil, "1Ki", nil, false, "spec.resources.memory"), (nil, nil, "-5Gi", false, "spec.resources.ephemeralStorage"),
-        ("1500m", nil, nil, true, "spec.resources.cpuPinning"), (nil, nil, nil, true, "spec.resources.cpuPinning"),
-    ] as [(String?, String?, String?, Bool, String)])
+    @Test(
+        "bad input names the field",
+        arguments: [
+            ("lots", nil, nil, false, "spec.resources.cpu"), ("-1", nil, nil, false, "spec.resources.cpu"),
+            ("0", nil, nil, false, "spec.resources.cpu"), (nil, "lots", nil, false, "spec.resources.memory"),
+            (nil, "1Ki", nil, false, "spec.resources.memory"),
+            (nil, nil, "-5Gi", false, "spec.resources.ephemeralStorage"),
+            ("1500m", nil, nil, true, "spec.resources.cpuPinning"), (nil, nil, nil, true, "spec.resources.cpuPinning"),
+        ] as [(String?, String?, String?, Bool, String)])
     func bad(cpu: String?, memory: String?, storage: String?, pin: Bool, field: String) {
         #expect {
             _ = try SandboxLimits.parse(cpu: cpu, memory: memory, ephemeralStorage: storage, cpuPinning: pin)

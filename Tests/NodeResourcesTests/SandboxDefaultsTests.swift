@@ -13,7 +13,8 @@ struct SandboxDefaultsFileTests {
 
     @Test("load: the file's sandboxDefaults over the built-in values; a file without the key is the built-in values")
     func load() throws {
-        let path = try Self.file(#"{"securityLevel": "standard", "sandboxDefaults": {"memory": "256Mi", "nofile": 4096}}"#)
+        let path = try Self.file(
+            #"{"securityLevel": "standard", "sandboxDefaults": {"memory": "256Mi", "nofile": 4096}}"#)
         defer { unlink(path) }
         let d = try SandboxDefaults.load(environment: [SandboxDefaults.pathVariable: path])
         #expect(d == SandboxDefaults(memoryBytes: 256 << 20, nofile: 4096))
@@ -22,13 +23,18 @@ struct SandboxDefaultsFileTests {
         #expect(try SandboxDefaults.load(environment: [SandboxDefaults.pathVariable: other]) == SandboxDefaults())
     }
 
-    @Test("load: a missing named file, malformed JSON and a sandboxDefaults that is no object are errors", arguments: [
-        (nil, SandboxDefaults.pathVariable), (#"{"sandboxDefaults": ["#, "sandboxDefaults"), (#"{"sandboxDefaults": "1Gi"}"#, "sandboxDefaults"),
-    ])
+    @Test(
+        "load: a missing named file, malformed JSON and a sandboxDefaults that is no object are errors",
+        arguments: [
+            (nil, SandboxDefaults.pathVariable), (#"{"sandboxDefaults": ["#, "sandboxDefaults"),
+            (#"{"sandboxDefaults": "1Gi"}"#, "sandboxDefaults"),
+        ])
     func loadErrors(text: String?, field: String) throws {
         let path = try text.map { try Self.file($0) } ?? "/nonexistent/runtime.json"
         defer { unlink(path) }
-        let error = #expect(throws: ResourceError.self) { try SandboxDefaults.load(environment: [SandboxDefaults.pathVariable: path]) }
+        let error = #expect(throws: ResourceError.self) {
+            try SandboxDefaults.load(environment: [SandboxDefaults.pathVariable: path])
+        }
         #expect(error?.field == field)
         #expect(error?.message.contains(path) == true, "\(String(describing: error))")
     }
@@ -36,11 +42,16 @@ struct SandboxDefaultsFileTests {
     @Test("the node's capacity: at least one CPU, no more than are online; MemTotal in bytes")
     func capacity() throws {
         let node = try NodeCapacity.read()
-        let online = try #require(CPUList.parse(try CPUAllocator.readText("/sys/devices/system/cpu/online").trimmingWhitespace))
+        let online = try #require(
+            CPUList.parse(try CPUAllocator.readText("/sys/devices/system/cpu/online").trimmingWhitespace))
         #expect(node.cpus >= 1 && node.cpus <= online.count)
         #expect(node.memoryBytes > 64 << 20 && node.memoryBytes % 1024 == 0)
-        #expect(throws: ResourceError.self) { try node.check(cpuMillis: Int64(node.cpus) * 1000 + 1, memoryBytes: nil, field: "spec.resources") }
+        #expect(throws: ResourceError.self) {
+            try node.check(cpuMillis: Int64(node.cpus) * 1000 + 1, memoryBytes: nil, field: "spec.resources")
+        }
         try node.check(cpuMillis: Int64(node.cpus) * 1000, memoryBytes: node.memoryBytes, field: "spec.resources")
-        #expect(NodeCapacity.formatCPU(2500) == "2.5" && NodeCapacity.formatCPU(100_000_000) == "100000" && NodeCapacity.formatCPU(10) == "0.01")
+        #expect(
+            NodeCapacity.formatCPU(2500) == "2.5" && NodeCapacity.formatCPU(100_000_000) == "100000"
+                && NodeCapacity.formatCPU(10) == "0.01")
     }
 }

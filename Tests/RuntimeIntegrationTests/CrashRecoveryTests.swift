@@ -1,11 +1,11 @@
 import Foundation
-import Testing
 import LinuxKernel
-import OCI
 import NodeResources
+import OCI
 import Runtime
 import SandboxHosting
 import TestSupport
+import Testing
 
 /// Crash safety (issue 10): a `safespace run` or `safespace-runtime create` SIGKILLed at a
 /// random moment must leave nothing that the next operation needing it (a run or create of the
@@ -75,7 +75,9 @@ struct CrashRecoveryTests {
                 found += mounts.split(separator: "\n").filter { $0.contains(dir) }.map { "mount: \($0)" }
             }
             let nameArgs = names.enumerated().flatMap { i, name in (i == 0 ? [] : ["-o"]) + ["-name", name] }
-            if let out = try? Harness.run("/usr/bin/find", ["/sys/fs/cgroup", "-maxdepth", "6", "-type", "d", "("] + nameArgs + [")"]).stdout {
+            if let out = try? Harness.run(
+                "/usr/bin/find", ["/sys/fs/cgroup", "-maxdepth", "6", "-type", "d", "("] + nameArgs + [")"]
+            ).stdout {
                 found += out.split(separator: "\n").map { "cgroup: \($0)" }
             }
             return found
@@ -100,7 +102,8 @@ struct CrashRecoveryTests {
 
         init(_ args: [String], env: [String: String]) throws {
             errPath = NSTemporaryDirectory() + "safespace-crash-err-\(UUID().uuidString.prefix(8))"
-            process = try ClientProcess(args[0], Array(args.dropFirst()), stdout: "/dev/null", stderr: errPath, env: env)
+            process = try ClientProcess(
+                args[0], Array(args.dropFirst()), stdout: "/dev/null", stderr: errPath, env: env)
         }
 
         deinit {
@@ -120,7 +123,9 @@ struct CrashRecoveryTests {
     /// Starts `args`, SIGKILLs it `delay` after `killWhen` holds (or at once), and reaps it.
     /// - Returns: nil when it was still running when killed, else its own exit status.
     @discardableResult
-    static func startAndKill(_ args: [String], env: [String: String], after delay: Duration, killWhen: (() -> Bool)? = nil) throws -> Int32? {
+    static func startAndKill(
+        _ args: [String], env: [String: String], after delay: Duration, killWhen: (() -> Bool)? = nil
+    ) throws -> Int32? {
         let child = try Child(args, env: env)
         if let killWhen { _ = Harness.eventually(timeout: 30) { killWhen() || child.exited != nil } }
         let seconds = Double(delay.components.seconds) + Double(delay.components.attoseconds) / 1e18
@@ -143,16 +148,21 @@ struct CrashRecoveryTests {
         case 1:  // a writable root: overlay + tmpfs layer + idmapped lower under the bundle directory
             spec = "  securityLevel: custom\n  filesystem: {readOnlyRoot: false, writablePaths: [/tmp]}\n"
         case 2:  // a volume holding the writable layer and paths (loop device or tmpfs)
-            spec = "  securityLevel: custom\n  filesystem: {readOnlyRoot: false, writablePaths: [/tmp]}\n  resources: {ephemeralStorage: 48Mi}\n"
+            spec =
+                "  securityLevel: custom\n  filesystem: {readOnlyRoot: false, writablePaths: [/tmp]}\n  resources: {ephemeralStorage: 48Mi}\n"
         case 3:  // a pinned CPU
             spec = "  resources: {cpu: \"1\", cpuPinning: true}\n"
         default:
             spec = ""
         }
-        return "apiVersion: llmsafespace.dev/v1\nkind: Sandbox\nmetadata:\n  name: \(name)\nspec:\n  runtime: python:3.11\n" + spec
+        return
+            "apiVersion: llmsafespace.dev/v1\nkind: Sandbox\nmetadata:\n  name: \(name)\nspec:\n  runtime: python:3.11\n"
+            + spec
     }
 
-    @Test("safespace run SIGKILLed at random moments (40 runs): a new run of the name or safespace gc leaves zero bundles, state, cgroups, mounts, volumes, CPUs, id ranges")
+    @Test(
+        "safespace run SIGKILLed at random moments (40 runs): a new run of the name or safespace gc leaves zero bundles, state, cgroups, mounts, volumes, CPUs, id ranges"
+    )
     func killedRuns() throws {
         let tag = "crk\(getpid() % 100_000)"
         let names = (0..<4).map { "\(tag)-v\($0)" }
@@ -169,7 +179,8 @@ struct CrashRecoveryTests {
             try Self.sandboxYAML(name: name, variant: variant).write(toFile: yaml, atomically: true, encoding: .utf8)
             let delay = Duration.milliseconds(Int.random(in: 5...450))
             let ended = try Self.startAndKill(
-                [Harness.cliBinary, "run"] + world.paths("run") + ["-f", yaml, "--", "sleep", "3"], env: world.environment, after: delay)
+                [Harness.cliBinary, "run"] + world.paths("run") + ["-f", yaml, "--", "sleep", "3"],
+                env: world.environment, after: delay)
             if ended == nil { killedLive += 1 }
             // Recovery: a new run of the same name, or gc (each variant gets both).
             let byRun = (i / 4) % 2 == 0
@@ -181,14 +192,19 @@ struct CrashRecoveryTests {
             }
             let after = world.snapshot()
             let ok = recovery.status == 0 && after == before
-            #expect(ok, "iteration \(i) (variant \(variant), killed after \(delay)): \(byRun ? "run" : "gc") exited \(recovery.status): \(recovery.stderr.prefix(600)); left: \(after.prefix(12))")
+            #expect(
+                ok,
+                "iteration \(i) (variant \(variant), killed after \(delay)): \(byRun ? "run" : "gc") exited \(recovery.status): \(recovery.stderr.prefix(600)); left: \(after.prefix(12))"
+            )
             if !ok { failures += 1 }
         }
         print("killed runs: \(killedLive) of 40 still running when killed")
         #expect(killedLive > 10, "only \(killedLive) of 40 runs were still running when killed")
     }
 
-    @Test("safespace-runtime create SIGKILLed at random moments (30 creates): list shows the half-made one, create of the id, delete or gc reclaims it, nothing is left")
+    @Test(
+        "safespace-runtime create SIGKILLed at random moments (30 creates): list shows the half-made one, create of the id, delete or gc reclaims it, nothing is left"
+    )
     func killedCreates() throws {
         let tag = "crc\(getpid() % 100_000)"
         let names = ["\(tag)-plain", "\(tag)-userns"]
@@ -202,21 +218,31 @@ struct CrashRecoveryTests {
         defer { Harness.cleanup(plain, userns) }
         let before = world.snapshot()
         try #require(before.isEmpty, "\(before)")
-        var failures = 0, halfMade = 0, created = 0, nothing = 0
+        var failures = 0
+        var halfMade = 0
+        var created = 0
+        var nothing = 0
         for i in 0..<30 where failures < 3 {
-            let id = names[i % 2], bundle = i % 2 == 0 ? plain : userns
+            let id = names[i % 2]
+            let bundle = i % 2 == 0 ? plain : userns
             let delay = Duration.milliseconds(Int.random(in: 0...120))
             try Self.startAndKill(
-                [Harness.runtimeBinary, "--root", world.root, "create", "--bundle", bundle, id], env: world.environment, after: delay)
+                [Harness.runtimeBinary, "--root", world.root, "create", "--bundle", bundle, id], env: world.environment,
+                after: delay)
             var problems: [String] = []
             let stateExists = FileManager.default.fileExists(atPath: "\(world.root)/\(id)/state.json")
-            if stateExists { created += 1 } else if !FileManager.default.fileExists(atPath: "\(world.root)/\(id)") { nothing += 1 }
+            if stateExists {
+                created += 1
+            } else if !FileManager.default.fileExists(atPath: "\(world.root)/\(id)") {
+                nothing += 1
+            }
             if FileManager.default.fileExists(atPath: "\(world.root)/\(id)"), !stateExists {
                 halfMade += 1
                 // Shown as such: `stopped`, with its dead creator unless it died before recording
                 // itself (between its mkdir and creating.json, under the store lock).
                 let list = try world.runtime(["list", "--format", "json"])
-                let entries = (try? JSONSerialization.jsonObject(with: Data(list.stdout.utf8)) as? [[String: Any]]) ?? []
+                let entries =
+                    (try? JSONSerialization.jsonObject(with: Data(list.stdout.utf8)) as? [[String: Any]]) ?? []
                 let entry = entries.first { $0["id"] as? String == id }
                 let recorded = FileManager.default.fileExists(atPath: "\(world.root)/\(id)/creating.json")
                 if entry?["status"] as? String != "stopped" || recorded != (entry?["creator"] != nil) {
@@ -228,8 +254,12 @@ struct CrashRecoveryTests {
                 let d = try world.runtime(["delete", "--force", id])
                 if d.status != 0 { problems.append("delete: \(d.stderr)") }
             } else if i % 4 < 2 {
-                let created = try Self.runQuiet([Harness.runtimeBinary, "--root", world.root, "create", "--bundle", bundle, id], env: world.environment)
-                if created.status != 0 { problems.append("create of the same id exited \(created.status): \(created.stderr)") }
+                let created = try Self.runQuiet(
+                    [Harness.runtimeBinary, "--root", world.root, "create", "--bundle", bundle, id],
+                    env: world.environment)
+                if created.status != 0 {
+                    problems.append("create of the same id exited \(created.status): \(created.stderr)")
+                }
                 let d = try world.runtime(["delete", "--force", id])
                 if d.status != 0 { problems.append("delete: \(d.stderr)") }
             } else if i % 4 == 2 {
@@ -242,7 +272,9 @@ struct CrashRecoveryTests {
             } else {
                 // Killed before its directory: nothing to take; a plain delete says so, as runc's.
                 let d = try world.runtime(["delete", id])
-                if d.status == 0 || !d.stderr.contains("does not exist") { problems.append("delete of nothing: \(d.status) \(d.stderr)") }
+                if d.status == 0 || !d.stderr.contains("does not exist") {
+                    problems.append("delete of nothing: \(d.status) \(d.stderr)")
+                }
             }
             let after = world.snapshot()
             if after != before { problems.append("left: \(after.prefix(12))") }
@@ -253,7 +285,9 @@ struct CrashRecoveryTests {
         #expect(halfMade > 0, "no create was killed half-way in 30 tries")
     }
 
-    @Test("cpuPinning: two runs SIGKILLed while holding every pinnable CPU, then a pinned run of another name succeeds and nothing is left")
+    @Test(
+        "cpuPinning: two runs SIGKILLed while holding every pinnable CPU, then a pinned run of another name succeeds and nothing is left"
+    )
     func killedPinnedRuns() throws {
         let tag = "crp\(getpid() % 100_000)"
         let pool = CPUAllocator().pool.count
@@ -265,13 +299,16 @@ struct CrashRecoveryTests {
         let each = max(1, pool / 2)
         for name in names.prefix(2) {
             let yaml = world.dir + "/\(name).yaml"
-            try "apiVersion: llmsafespace.dev/v1\nkind: Sandbox\nmetadata:\n  name: \(name)\nspec:\n  resources: {cpu: \"\(each)\", cpuPinning: true}\n"
+            try
+                "apiVersion: llmsafespace.dev/v1\nkind: Sandbox\nmetadata:\n  name: \(name)\nspec:\n  resources: {cpu: \"\(each)\", cpuPinning: true}\n"
                 .write(toFile: yaml, atomically: true, encoding: .utf8)
             // Killed once its container exists (its CPUs are taken, state.json is written),
             // a random moment later.
             let ended = try Self.startAndKill(
-                [Harness.cliBinary, "run"] + world.paths("run") + ["-f", yaml, "--", "sleep", "30"], env: world.environment,
-                after: .milliseconds(Int.random(in: 0...200)), killWhen: { FileManager.default.fileExists(atPath: "\(world.root)/\(name)/state.json") })
+                [Harness.cliBinary, "run"] + world.paths("run") + ["-f", yaml, "--", "sleep", "30"],
+                env: world.environment,
+                after: .milliseconds(Int.random(in: 0...200)),
+                killWhen: { FileManager.default.fileExists(atPath: "\(world.root)/\(name)/state.json") })
             try #require(ended == nil, "\(name) ended by itself (\(ended ?? 0)) before it was killed")
         }
         // The second run's allocation may already have reclaimed the first's CPUs (its holder
@@ -280,7 +317,8 @@ struct CrashRecoveryTests {
         try #require(!held.isEmpty && held.values.allSatisfy { !$0.holder.isAlive }, "\(held)")
         let last = names[2]
         let yaml = world.dir + "/\(last).yaml"
-        try "apiVersion: llmsafespace.dev/v1\nkind: Sandbox\nmetadata:\n  name: \(last)\nspec:\n  resources: {cpu: \"\(each)\", cpuPinning: true}\n"
+        try
+            "apiVersion: llmsafespace.dev/v1\nkind: Sandbox\nmetadata:\n  name: \(last)\nspec:\n  resources: {cpu: \"\(each)\", cpuPinning: true}\n"
             .write(toFile: yaml, atomically: true, encoding: .utf8)
         let r = try world.safespace("run", ["-f", yaml, "--", "sh", "-c", "grep Cpus_allowed_list /proc/self/status"])
         #expect(r.status == 0, "\(r.stderr)")
@@ -289,7 +327,9 @@ struct CrashRecoveryTests {
         #expect(world.snapshot().isEmpty, "\(world.snapshot())")
     }
 
-    @Test("a half-made container: list and state show `creating` with its creator, create of the id refuses; once the creator is killed: `stopped`, create succeeds")
+    @Test(
+        "a half-made container: list and state show `creating` with its creator, create of the id refuses; once the creator is killed: `stopped`, create succeeds"
+    )
     func halfMadeContainer() throws {
         let id = Harness.uniqueID("crh")
         let world = try World("crash-half", names: [id])
@@ -297,11 +337,14 @@ struct CrashRecoveryTests {
         let gate = world.dir + "/gate"
         // A prestart hook that waits for the gate holds the create half-way, deterministically.
         let held = try Harness.busyboxBundle(["sleep", "5"]) { spec in
-            spec.hooks = Hooks(prestart: [Hook(path: "/bin/sh", args: ["sh", "-c", "while [ ! -e \(gate) ]; do sleep 0.05; done"])])
+            spec.hooks = Hooks(prestart: [
+                Hook(path: "/bin/sh", args: ["sh", "-c", "while [ ! -e \(gate) ]; do sleep 0.05; done"])
+            ])
         }
         let plain = try Harness.busyboxBundle(["true"])
         defer { Harness.cleanup(held, plain) }
-        let p = try Child([Harness.runtimeBinary, "--root", world.root, "create", "--bundle", held, id], env: world.environment)
+        let p = try Child(
+            [Harness.runtimeBinary, "--root", world.root, "create", "--bundle", held, id], env: world.environment)
         defer { _ = FileManager.default.createFile(atPath: gate, contents: nil) }
         // The hook runs once the cgroup and the init exist.
         let hookRuns = Harness.eventually {
@@ -322,8 +365,11 @@ struct CrashRecoveryTests {
         let table = try world.runtime(["list"])
         #expect(table.stdout.contains("creating") && table.stdout.contains("create: pid \(p.pid)"), "\(table.stdout)")
         // Its creator lives: the id stays taken, and a plain delete refuses.
-        let again = try Self.runQuiet([Harness.runtimeBinary, "--root", world.root, "create", "--bundle", plain, id], env: world.environment)
-        #expect(again.status != 0 && again.stderr.contains("already exists (being created by pid \(p.pid))"), "\(again.stderr)")
+        let again = try Self.runQuiet(
+            [Harness.runtimeBinary, "--root", world.root, "create", "--bundle", plain, id], env: world.environment)
+        #expect(
+            again.status != 0 && again.stderr.contains("already exists (being created by pid \(p.pid))"),
+            "\(again.stderr)")
         #expect(try world.runtime(["delete", id]).status != 0)
         // gc never takes what a live owner holds.
         #expect(try world.safespace("gc", []).status == 0)
@@ -334,7 +380,8 @@ struct CrashRecoveryTests {
         _ = FileManager.default.createFile(atPath: gate, contents: nil)
         let stopped = try #require(try listed())
         #expect(stopped["status"] as? String == "stopped")
-        let created = try Self.runQuiet([Harness.runtimeBinary, "--root", world.root, "create", "--bundle", plain, id], env: world.environment)
+        let created = try Self.runQuiet(
+            [Harness.runtimeBinary, "--root", world.root, "create", "--bundle", plain, id], env: world.environment)
         #expect(created.status == 0, "\(created.stderr)")
         #expect(try world.runtime(["state", id]).stdout.contains("\"created\""))
         #expect(try world.runtime(["delete", "--force", id]).status == 0)
@@ -369,12 +416,15 @@ struct CrashRecoveryTests {
         }
         // A bundle directory without a lease (before leases; or its run died between mkdir and
         // lease): its owner is unknown, so dead; its container is looked for in gc's root.
-        try FileManager.default.createDirectory(atPath: world.bundles + "/crl-legacy", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(
+            atPath: world.bundles + "/crl-legacy", withIntermediateDirectories: true)
         // Half-made containers created by either (and by nobody known, the legacy sandbox's).
         for (name, owner) in [("crl-ctr-live", alive), ("crl-ctr-reused", reused), ("crl-legacy", reused)] {
             try FileManager.default.createDirectory(atPath: "\(world.root)/\(name)", withIntermediateDirectories: true)
-            try JSONEncoder().encode(CreatingRecord(id: name, creator: owner, bundle: "/nonexistent", created: "2026-01-01T00:00:00Z"))
-                .write(to: URL(fileURLWithPath: "\(world.root)/\(name)/creating.json"))
+            try JSONEncoder().encode(
+                CreatingRecord(id: name, creator: owner, bundle: "/nonexistent", created: "2026-01-01T00:00:00Z")
+            )
+            .write(to: URL(fileURLWithPath: "\(world.root)/\(name)/creating.json"))
         }
 
         let report = GarbageCollector(
@@ -386,10 +436,14 @@ struct CrashRecoveryTests {
         #expect(report.containers == ["crl-ctr-reused"])
         #expect(report.cpuAllocations == ["crl-cpu-reused"])
         #expect(report.idRanges == [0x6f00_0000 + 65536])
-        #expect(world.snapshot().sorted() == ["bundle: crl-live", "cpus: crl-cpu-live", "id range: 0.json", "state: crl-ctr-live"])
+        #expect(
+            world.snapshot().sorted() == [
+                "bundle: crl-live", "cpus: crl-cpu-live", "id range: 0.json", "state: crl-ctr-live",
+            ])
         // The live owner's name stays taken, its container too.
         #expect(throws: (any Error).self) { try leases.acquire(SandboxLease(id: "crl-live", stateRoot: world.root)) }
-        #expect(try ContainerRuntime(root: world.root, backends: .native).state(id: "crl-ctr-live").status == "creating")
+        #expect(
+            try ContainerRuntime(root: world.root, backends: .native).state(id: "crl-ctr-live").status == "creating")
 
         // Once the owner is dead, everything goes.
         kill(sleeper.pid, SIGKILL)
@@ -398,7 +452,9 @@ struct CrashRecoveryTests {
             stateRoot: world.root, bundleRoot: world.bundles, cpuAllocator: cpus, idAllocator: ids,
             ephemeralStorageBase: world.volumes, backends: .native
         ).sweep()
-        #expect(after.sandboxes == ["crl-live"] && after.containers == ["crl-ctr-live"] && after.cpuAllocations == ["crl-cpu-live"], "\(after)")
+        #expect(
+            after.sandboxes == ["crl-live"] && after.containers == ["crl-ctr-live"]
+                && after.cpuAllocations == ["crl-cpu-live"], "\(after)")
         #expect(after.idRanges == [0x6f00_0000])
         #expect(world.snapshot().isEmpty, "\(world.snapshot())")
     }

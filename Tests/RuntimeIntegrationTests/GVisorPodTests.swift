@@ -1,8 +1,8 @@
 import Foundation
-import Testing
 import OCI
 import Runtime
 import TestSupport
+import Testing
 
 /// A gVisor pod as containerd's CRI lays it out, without containerd: a pod sandbox container in
 /// a network namespace of its own (made here with `ip netns`), and containers that name it in
@@ -30,14 +30,17 @@ final class GVisorPodFixture {
             spec.annotations?["io.kubernetes.cri.container-type"] = "sandbox"
             spec.annotations?["io.kubernetes.cri.sandbox-id"] = "sandbox"
             spec.hostname = hostname
-            spec.linux?.namespaces = ["pid", "ipc", "uts", "mount"].map { Namespace(type: $0) } + [Namespace(type: "network", path: nsPath)]
+            spec.linux?.namespaces =
+                ["pid", "ipc", "uts", "mount"].map { Namespace(type: $0) } + [Namespace(type: "network", path: nsPath)]
         }
         bundles.append(sandboxBundle)
     }
 
     /// `safespace-runtime --root ROOT ARGS…`
     @discardableResult
-    func rt(_ args: [String]) throws -> Harness.Result { try Harness.spawn([Harness.runtimeBinary, "--root", root] + args) }
+    func rt(_ args: [String]) throws -> Harness.Result {
+        try Harness.spawn([Harness.runtimeBinary, "--root", root] + args)
+    }
 
     /// Creates and starts the pod sandbox.
     func startSandbox() throws {
@@ -56,8 +59,11 @@ final class GVisorPodFixture {
             spec.annotations?["io.kubernetes.cri.container-type"] = "container"
             spec.annotations?["io.kubernetes.cri.sandbox-id"] = sandbox
             spec.hostname = nil
-            spec.linux?.namespaces = [Namespace(type: "pid"), Namespace(type: "mount")]
-                + [("network", "net"), ("ipc", "ipc"), ("uts", "uts")].map { Namespace(type: $0.0, path: "/proc/\(pid)/ns/\($0.1)") }
+            spec.linux?.namespaces =
+                [Namespace(type: "pid"), Namespace(type: "mount")]
+                + [("network", "net"), ("ipc", "ipc"), ("uts", "uts")].map {
+                    Namespace(type: $0.0, path: "/proc/\(pid)/ns/\($0.1)")
+                }
             edit(&spec)
         }
         bundles.append(bundle)
@@ -75,8 +81,14 @@ final class GVisorPodFixture {
     /// (gVisor writes a host file at offsets of its own per fd: one file for both would be
     /// overwritten.)
     func create(_ id: String, bundle: String) throws -> (Harness.Result, out: String, err: String) {
-        let out = root + "/\(id).out", err = root + "/\(id).err"
-        let r = try Harness.run("/bin/sh", ["-c", "exec \"$0\" --root \"$1\" create --bundle \"$2\" \"$3\" >\"$4\" 2>\"$5\"", Harness.runtimeBinary, root, bundle, id, out, err])
+        let out = root + "/\(id).out"
+        let err = root + "/\(id).err"
+        let r = try Harness.run(
+            "/bin/sh",
+            [
+                "-c", "exec \"$0\" --root \"$1\" create --bundle \"$2\" \"$3\" >\"$4\" 2>\"$5\"", Harness.runtimeBinary,
+                root, bundle, id, out, err,
+            ])
         return (r, out, err)
     }
 
@@ -92,7 +104,8 @@ final class GVisorPodFixture {
         let data = try Data(contentsOf: URL(fileURLWithPath: root + "/" + id + "/state.json"))
         let state = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
         let dirs = try #require((state["cgroup"] as? [String: Any])?["directories"] as? [String: String])
-        return try #require(dirs.first { $0.key.split(separator: ",").contains(Substring(controller)) }?.value ?? dirs["unified"])
+        return try #require(
+            dirs.first { $0.key.split(separator: ",").contains(Substring(controller)) }?.value ?? dirs["unified"])
     }
 
     func read(_ path: String) -> String {
@@ -101,7 +114,8 @@ final class GVisorPodFixture {
 
     func leftovers() -> [String] {
         (ids + [sandbox]).flatMap { Harness.leftovers(id: $0, root: root) + GVisor.runscProcesses($0) }
-            + (((try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? "").contains("safespace-net-core") ? ["mount: safespace-net-core"] : [])
+            + (((try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? "").contains(
+                "safespace-net-core") ? ["mount: safespace-net-core"] : [])
     }
 
     func destroy() {
@@ -115,9 +129,12 @@ final class GVisorPodFixture {
 
 @Suite(
     "gVisor pods: containers run inside their pod's sandbox", .serialized,
-    .enabled(if: GVisor.available && GVisorPodFixture.ip != nil, "needs root, runsc, ip (iproute2) and the python rootfs"))
+    .enabled(
+        if: GVisor.available && GVisorPodFixture.ip != nil, "needs root, runsc, ip (iproute2) and the python rootfs"))
 struct GVisorPodTests {
-    @Test("a pod container: stdio given at create, the sandbox's hostname and network, its exit status through the waiter; nothing left")
+    @Test(
+        "a pod container: stdio given at create, the sandbox's hostname and network, its exit status through the waiter; nothing left"
+    )
     func podContainer() throws {
         let pod = try GVisorPodFixture()
         defer { pod.destroy() }
@@ -132,10 +149,13 @@ struct GVisorPodTests {
         // The container's host process is the waiter, in the container's cgroup.
         let waiter = try #require((pod.state(id)?["pid"] as? NSNumber)?.int32Value)
         #expect(pod.read("/proc/\(waiter)/cmdline").contains("gvisor-wait"))
-        #expect(pod.read(try pod.cgroupDir(id, controller: "memory") + "/cgroup.procs").split(separator: "\n").contains("\(waiter)"))
+        #expect(
+            pod.read(try pod.cgroupDir(id, controller: "memory") + "/cgroup.procs").split(separator: "\n").contains(
+                "\(waiter)"))
         #expect(try pod.rt(["start", id]).status == 0)
         #expect(Harness.eventually { pod.status(id) == "stopped" })
-        #expect(pod.read(out).split(separator: "\n") == ["gvpod", "4.4.0"], "the stdout create was given: \(pod.read(out))")
+        #expect(
+            pod.read(out).split(separator: "\n") == ["gvpod", "4.4.0"], "the stdout create was given: \(pod.read(out))")
         #expect(pod.read(err) == "to-stderr", "the stderr create was given: \(pod.read(err))")
         #expect(pod.status(pod.sandbox) == "running", "the sandbox outlives its container")
         #expect(try pod.rt(["delete", id]).status == 0)
@@ -148,11 +168,17 @@ struct GVisorPodTests {
 
         // Two containers of one pod share the sandbox's network stack: one listens on loopback,
         // the other connects.
-        let server = try pod.containerBundle(["python3", "-c", "import socket; s=socket.socket(); s.bind(('127.0.0.1', 7071)); s.listen(1); c,_=s.accept(); c.send(b'pong'); c.close()"])
+        let server = try pod.containerBundle([
+            "python3", "-c",
+            "import socket; s=socket.socket(); s.bind(('127.0.0.1', 7071)); s.listen(1); c,_=s.accept(); c.send(b'pong'); c.close()",
+        ])
         let serverID = pod.newID("gvpod-s")
         #expect(try pod.create(serverID, bundle: server).0.status == 0)
         #expect(try pod.rt(["start", serverID]).status == 0)
-        let client = try pod.containerBundle(["python3", "-c", "import socket, time\nfor _ in range(200):\n    try:\n        s=socket.create_connection(('127.0.0.1', 7071)); break\n    except OSError: time.sleep(0.05)\nprint(s.recv(10).decode())"])
+        let client = try pod.containerBundle([
+            "python3", "-c",
+            "import socket, time\nfor _ in range(200):\n    try:\n        s=socket.create_connection(('127.0.0.1', 7071)); break\n    except OSError: time.sleep(0.05)\nprint(s.recv(10).decode())",
+        ])
         let c = try pod.rt(["run", "--bundle", client, pod.newID("gvpod-cl")])
         #expect(c.status == 0 && c.stdout == "pong\n", "\(c.stdout) \(c.stderr)")
 
@@ -170,9 +196,14 @@ struct GVisorPodTests {
         let pids = try pod.cgroupDir(pod.sandbox, controller: "pids")
         let unlimited = pod.read(memory + "/memory.limit_in_bytes")
 
-        let a = try pod.containerBundle(["sleep", "60"]) { $0.linux?.resources = Resources(memory: .init(limit: 96 << 20), pids: .init(limit: 300)) }
-        let b = try pod.containerBundle(["sleep", "60"]) { $0.linux?.resources = Resources(memory: .init(limit: 64 << 20), pids: .init(limit: 200)) }
-        let ida = pod.newID("gvpod-a"), idb = pod.newID("gvpod-b")
+        let a = try pod.containerBundle(["sleep", "60"]) {
+            $0.linux?.resources = Resources(memory: .init(limit: 96 << 20), pids: .init(limit: 300))
+        }
+        let b = try pod.containerBundle(["sleep", "60"]) {
+            $0.linux?.resources = Resources(memory: .init(limit: 64 << 20), pids: .init(limit: 200))
+        }
+        let ida = pod.newID("gvpod-a")
+        let idb = pod.newID("gvpod-b")
         #expect(try pod.create(ida, bundle: a).0.status == 0)
         #expect(pod.read(memory + "/memory.limit_in_bytes") == "\(96 << 20)")
         #expect(pod.read(pids + "/pids.max") == "300")
@@ -192,28 +223,39 @@ struct GVisorPodTests {
         #expect(pod.read(pids + "/pids.max") == "max")
     }
 
-    @Test("a pod container that would not be inside its sandbox is refused, naming the field, leaving nothing", arguments: [
-        ("host-network", "is not the network namespace of pod sandbox"),
-        ("own-network", "shares its sandbox's network stack"),
-        ("terminal", "process.terminal"),
-        ("cpuset", "linux.resources.cpu.cpus"),
-        ("unknown-sandbox", "is not a container of this runtime root"),
-        ("standard-level", "runs under gVisor; its containers must too"),
-        ("pid-join", "only the sandbox's network, ipc and uts namespaces"),
-    ])
+    @Test(
+        "a pod container that would not be inside its sandbox is refused, naming the field, leaving nothing",
+        arguments: [
+            ("host-network", "is not the network namespace of pod sandbox"),
+            ("own-network", "shares its sandbox's network stack"),
+            ("terminal", "process.terminal"),
+            ("cpuset", "linux.resources.cpu.cpus"),
+            ("unknown-sandbox", "is not a container of this runtime root"),
+            ("standard-level", "runs under gVisor; its containers must too"),
+            ("pid-join", "only the sandbox's network, ipc and uts namespaces"),
+        ])
     func refused(what: String, message: String) throws {
         let pod = try GVisorPodFixture()
         defer { pod.destroy() }
         try pod.startSandbox()
         let bundle = try pod.containerBundle(["true"]) { spec in
             switch what {
-            case "host-network": spec.linux!.namespaces = spec.linux!.namespaces!.map { $0.type == "network" ? Namespace(type: "network", path: "/proc/\(getpid())/ns/net") : $0 }
-            case "own-network": spec.linux!.namespaces = spec.linux!.namespaces!.map { $0.type == "network" ? Namespace(type: "network") : $0 }
+            case "host-network":
+                spec.linux!.namespaces = spec.linux!.namespaces!.map {
+                    $0.type == "network" ? Namespace(type: "network", path: "/proc/\(getpid())/ns/net") : $0
+                }
+            case "own-network":
+                spec.linux!.namespaces = spec.linux!.namespaces!.map {
+                    $0.type == "network" ? Namespace(type: "network") : $0
+                }
             case "terminal": spec.process?.terminal = true
             case "cpuset": spec.linux?.resources = Resources(cpu: .init(cpus: "0"))
             case "unknown-sandbox": spec.annotations?["io.kubernetes.cri.sandbox-id"] = "no-such-sandbox"
             case "standard-level": spec.annotations?["llmsafespace.dev/security-level"] = nil
-            case "pid-join": spec.linux!.namespaces = spec.linux!.namespaces!.map { $0.type == "pid" ? Namespace(type: "pid", path: "/proc/\(pod.sandboxPid)/ns/pid") : $0 }
+            case "pid-join":
+                spec.linux!.namespaces = spec.linux!.namespaces!.map {
+                    $0.type == "pid" ? Namespace(type: "pid", path: "/proc/\(pod.sandboxPid)/ns/pid") : $0
+                }
             default: break
             }
         }
@@ -240,13 +282,19 @@ struct GVisorPodTests {
 
     // The old-runsc workaround hides /proc/sys/net/core from runsc, which disables runsc's own
     // guard against the host's network namespace; the runtime's own check must hold instead.
-    @Test("security: a gVisor sandbox is never given the host's network namespace by path (runsc's own guard is worked around)")
+    @Test(
+        "security: a gVisor sandbox is never given the host's network namespace by path (runsc's own guard is worked around)"
+    )
     func hostNetnsRefused() throws {
         // The test's own network namespace (the host's), by pid and as the runtime's /proc/self.
         for path in ["/proc/\(getpid())/ns/net", "/proc/self/ns/net"] {
-            let c = try TestContainer("gv-hostnet", bundle: try GVisor.bundle(["true"]) { spec in
-                spec.linux!.namespaces = spec.linux!.namespaces!.map { $0.type == "network" ? Namespace(type: "network", path: path) : $0 }
-            })
+            let c = try TestContainer(
+                "gv-hostnet",
+                bundle: try GVisor.bundle(["true"]) { spec in
+                    spec.linux!.namespaces = spec.linux!.namespaces!.map {
+                        $0.type == "network" ? Namespace(type: "network", path: path) : $0
+                    }
+                })
             defer { c.destroy() }
             let r = try c.create()
             #expect(r.status != 0)
@@ -255,24 +303,33 @@ struct GVisorPodTests {
         }
     }
 
-    @Test("a pod sandbox in a network namespace gets its interfaces; the net.core workaround leaves no mount on the host")
+    @Test(
+        "a pod sandbox in a network namespace gets its interfaces; the net.core workaround leaves no mount on the host")
     func sandboxNetwork() throws {
         let pod = try GVisorPodFixture()
         defer { pod.destroy() }
         let ip = try #require(GVisorPodFixture.ip)
         let veth = "ssgv\(UInt16.random(in: 0 ... .max))"
-        try #require(try Harness.run(ip, ["link", "add", veth, "type", "veth", "peer", "name", veth + "p", "netns", pod.netns]).status == 0)
+        try #require(
+            try Harness.run(ip, ["link", "add", veth, "type", "veth", "peer", "name", veth + "p", "netns", pod.netns])
+                .status == 0)
         defer { _ = try? Harness.run(ip, ["link", "del", veth]) }
         _ = try Harness.run(ip, ["netns", "exec", pod.netns, ip, "addr", "add", "10.251.7.2/24", "dev", veth + "p"])
         _ = try Harness.run(ip, ["netns", "exec", pod.netns, ip, "link", "set", veth + "p", "up"])
         try pod.startSandbox()
-        let r = try pod.rt(["run", "--bundle", try pod.containerBundle(["python3", "-c", "import socket; print(sorted(n for _, n in socket.if_nameindex()))"]), pod.newID("gvpod-n")])
+        let r = try pod.rt([
+            "run", "--bundle",
+            try pod.containerBundle([
+                "python3", "-c", "import socket; print(sorted(n for _, n in socket.if_nameindex()))",
+            ]), pod.newID("gvpod-n"),
+        ])
         #expect(r.status == 0, "\(r.stderr)")
         #expect(r.stdout.contains("'\(veth)p'"), "the pod's interface inside gVisor: \(r.stdout)")
         #expect(!(try String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)).contains("safespace-net-core"))
         // runsc got the namespace the runtime opened and checked, not the path (which could
         // be swapped for the host's between the check and runsc's open).
-        let runscConfig = try Data(contentsOf: URL(fileURLWithPath: pod.root + "/" + pod.sandbox + "/bundle/config.json"))
+        let runscConfig = try Data(
+            contentsOf: URL(fileURLWithPath: pod.root + "/" + pod.sandbox + "/bundle/config.json"))
         let runscSpec = try JSONDecoder().decode(Spec.self, from: runscConfig)
         let given = runscSpec.linux?.namespaces?.first { $0.type == "network" }?.path ?? ""
         #expect(given.hasPrefix("/proc/") && given.contains("/fd/"), "runsc's network namespace path: \(given)")
@@ -297,8 +354,16 @@ struct GVisorPodTests {
 
         // A standalone gVisor container (booted without --oci-seccomp for its pod's profiles).
         let alone = try TestContainer("gv-alone", bundle: try GVisor.bundle(["sleep", "60"]))
-        defer { _ = try? pod.rt(["delete", "--force", alone.id]); alone.destroy() }
-        _ = try Harness.run("/bin/sh", ["-c", "exec \"$0\" --root \"$1\" create --bundle \"$2\" \"$3\" >/dev/null 2>&1", Harness.runtimeBinary, pod.root, alone.bundle, alone.id])
+        defer {
+            _ = try? pod.rt(["delete", "--force", alone.id])
+            alone.destroy()
+        }
+        _ = try Harness.run(
+            "/bin/sh",
+            [
+                "-c", "exec \"$0\" --root \"$1\" create --bundle \"$2\" \"$3\" >/dev/null 2>&1", Harness.runtimeBinary,
+                pod.root, alone.bundle, alone.id,
+            ])
         #expect(try pod.rt(["start", alone.id]).status == 0)
         let intoAlone = try pod.containerBundle(["true"]) { $0.annotations?["io.kubernetes.cri.sandbox-id"] = alone.id }
         let x = pod.newID("gvpod-alone")
@@ -307,20 +372,28 @@ struct GVisorPodTests {
         #expect(try pod.rt(["delete", "--force", alone.id]).status == 0)
     }
 
-    @Test("while the pod sandbox is paused its containers report paused and refuse kill, ps, exec, start and delete instead of hanging")
+    @Test(
+        "while the pod sandbox is paused its containers report paused and refuse kill, ps, exec, start and delete instead of hanging"
+    )
     func pausedSandbox() throws {
         let pod = try GVisorPodFixture()
         defer { pod.destroy() }
         try pod.startSandbox()
-        let running = pod.newID("gvpod-run"), created = pod.newID("gvpod-cr")
+        let running = pod.newID("gvpod-run")
+        let created = pod.newID("gvpod-cr")
         #expect(try pod.create(running, bundle: try pod.containerBundle(["sleep", "60"])).0.status == 0)
         #expect(try pod.rt(["start", running]).status == 0)
         #expect(try pod.create(created, bundle: try pod.containerBundle(["true"])).0.status == 0)
         #expect(try pod.rt(["pause", pod.sandbox]).status == 0)
         #expect(pod.status(running) == "paused")
-        for args in [["kill", running, "KILL"], ["ps", running], ["exec", running, "true"], ["delete", "--force", running], ["start", created]] {
+        for args in [
+            ["kill", running, "KILL"], ["ps", running], ["exec", running, "true"], ["delete", "--force", running],
+            ["start", created],
+        ] {
             let r = try pod.rt(args)
-            #expect(r.status != 0 && (r.stderr.contains("paused") || r.stderr.contains("not running")), "\(args): \(r.stderr)")
+            #expect(
+                r.status != 0 && (r.stderr.contains("paused") || r.stderr.contains("not running")),
+                "\(args): \(r.stderr)")
         }
         #expect(try pod.rt(["resume", pod.sandbox]).status == 0)
         #expect(pod.status(running) == "running")
@@ -328,7 +401,9 @@ struct GVisorPodTests {
         #expect(try pod.rt(["start", created]).status == 0)
     }
 
-    @Test("a container whose start failed is deleted promptly with its gofer and every cgroup; one whose sandbox ended before start stops")
+    @Test(
+        "a container whose start failed is deleted promptly with its gofer and every cgroup; one whose sandbox ended before start stops"
+    )
     func failedStartAndDeadSandbox() throws {
         let pod = try GVisorPodFixture()
         defer { pod.destroy() }
@@ -338,7 +413,9 @@ struct GVisorPodTests {
         let start = try pod.rt(["start", bad])
         #expect(start.status != 0 && start.stderr.contains("/no/such/program"), "\(start.stderr)")
         #expect(try pod.rt(["delete", "--force", bad]).status == 0)
-        #expect(Harness.eventually(timeout: 30) { Harness.leftovers(id: bad, root: pod.root).isEmpty }, "\(Harness.leftovers(id: bad, root: pod.root))")
+        #expect(
+            Harness.eventually(timeout: 30) { Harness.leftovers(id: bad, root: pod.root).isEmpty },
+            "\(Harness.leftovers(id: bad, root: pod.root))")
 
         // The sandbox ends while a container is still created: its waiter goes, status stopped.
         let orphan = pod.newID("gvpod-orphan")
@@ -351,7 +428,9 @@ struct GVisorPodTests {
         #expect(Harness.eventually { pod.leftovers().isEmpty }, "\(pod.leftovers())")
     }
 
-    @Test("limits: containers with and without swap mix, shares return to the default, a pids sum past the kernel's maximum is unlimited")
+    @Test(
+        "limits: containers with and without swap mix, shares return to the default, a pids sum past the kernel's maximum is unlimited"
+    )
     func limitEdges() throws {
         let pod = try GVisorPodFixture()
         defer { pod.destroy() }
@@ -359,9 +438,15 @@ struct GVisorPodTests {
         let cpu = try pod.cgroupDir(pod.sandbox, controller: "cpu")
         let pidsDir = try pod.cgroupDir(pod.sandbox, controller: "pids")
         let shares = pod.read(cpu + "/cpu.shares")
-        let a = try pod.containerBundle(["sleep", "60"]) { $0.linux?.resources = Resources(memory: .init(limit: 96 << 20, swap: 96 << 20), cpu: .init(shares: 4096), pids: .init(limit: 3_000_000)) }
-        let b = try pod.containerBundle(["sleep", "60"]) { $0.linux?.resources = Resources(memory: .init(limit: 64 << 20), pids: .init(limit: 3_000_000)) }
-        let ida = pod.newID("gvpod-sa"), idb = pod.newID("gvpod-sb")
+        let a = try pod.containerBundle(["sleep", "60"]) {
+            $0.linux?.resources = Resources(
+                memory: .init(limit: 96 << 20, swap: 96 << 20), cpu: .init(shares: 4096), pids: .init(limit: 3_000_000))
+        }
+        let b = try pod.containerBundle(["sleep", "60"]) {
+            $0.linux?.resources = Resources(memory: .init(limit: 64 << 20), pids: .init(limit: 3_000_000))
+        }
+        let ida = pod.newID("gvpod-sa")
+        let idb = pod.newID("gvpod-sb")
         let (ra, _, ea) = try pod.create(ida, bundle: a)
         #expect(ra.status == 0, "\(pod.read(ea))")
         #expect(pod.read(cpu + "/cpu.shares") == "4096", "the sandbox sets none of its own (was \(shares))")
@@ -384,7 +469,13 @@ struct GVisorOutputTests {
         let c = try TestContainer("gv-out", bundle: try GVisor.bundle(["sh", "-c", "echo one; echo two >&2"]))
         defer { c.destroy() }
         let file = c.root + "/log"
-        let r = try Harness.run("/bin/sh", ["-c", "( echo AAAAAAAAAAAAAAAAAAAA; \"$0\" --root \"$1\" run --bundle \"$2\" \"$3\"; echo BBBB ) >\"$4\" 2>&1", Harness.runtimeBinary, c.root, c.bundle, c.id, file])
+        let r = try Harness.run(
+            "/bin/sh",
+            [
+                "-c",
+                "( echo AAAAAAAAAAAAAAAAAAAA; \"$0\" --root \"$1\" run --bundle \"$2\" \"$3\"; echo BBBB ) >\"$4\" 2>&1",
+                Harness.runtimeBinary, c.root, c.bundle, c.id, file,
+            ])
         #expect(r.status == 0, "\(r.stderr)")
         let text = try String(contentsOfFile: file, encoding: .utf8)
         #expect(text == "AAAAAAAAAAAAAAAAAAAA\none\ntwo\nBBBB\n", "\(text)")

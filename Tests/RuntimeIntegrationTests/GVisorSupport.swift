@@ -1,12 +1,14 @@
 import Foundation
-import Testing
 import OCI
 import Runtime
 import TestSupport
+import Testing
 
 /// Helpers of the gVisor backend's tests: bundles that ask for `high`, and what runsc left.
 enum GVisor {
-    static let runsc: String? = ["/usr/bin/runsc", "/usr/local/bin/runsc"].first { FileManager.default.isExecutableFile(atPath: $0) }
+    static let runsc: String? = ["/usr/bin/runsc", "/usr/local/bin/runsc"].first {
+        FileManager.default.isExecutableFile(atPath: $0)
+    }
     static var available: Bool { Harness.isRoot && runsc != nil && Harness.hasPythonRootfs }
 
     /// A python-rootfs bundle whose annotation asks for the gVisor level.

@@ -1,9 +1,9 @@
 import Foundation
 import LinuxKernel
-import OCI
 import NodeResources
-import Testing
+import OCI
 import TestSupport
+import Testing
 
 /// Resource limits on real containers through the `safespace-runtime` binary: OOM (exit 137,
 /// counted per container), a contained fork bomb, cpuset pinning, `update`, `events`, device
@@ -25,7 +25,8 @@ struct ResourceTests {
     static var unified: Bool { FileManager.default.fileExists(atPath: "/sys/fs/cgroup/cgroup.controllers") }
 
     static func read(_ dir: String, _ file: String) -> String {
-        ((try? String(contentsOfFile: dir + "/" + file, encoding: .utf8)) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
+        ((try? String(contentsOfFile: dir + "/" + file, encoding: .utf8)) ?? "").trimmingCharacters(
+            in: .whitespacesAndNewlines)
     }
 
     static func flat(_ text: String) -> [String: Int] {
@@ -54,17 +55,22 @@ struct ResourceTests {
         try Harness.spawn([Harness.runtimeBinary, "--root", c.root, "run", "--detach", "--bundle", c.bundle, c.id])
     }
 
-    static func limited(_ script: String, memory: Int64? = nil, pids: Int64? = nil, cpus: String? = nil) throws -> String {
+    static func limited(_ script: String, memory: Int64? = nil, pids: Int64? = nil, cpus: String? = nil) throws
+        -> String
+    {
         try Harness.busyboxBundle(["sh", "-c", script]) { spec in
             spec.linux?.resources = Resources(
-                memory: memory.map { .init(limit: $0) }, cpu: cpus.map { .init(cpus: $0) }, pids: pids.map { .init(limit: $0) })
+                memory: memory.map { .init(limit: $0) }, cpu: cpus.map { .init(cpus: $0) },
+                pids: pids.map { .init(limit: $0) })
         }
     }
 
     @Test("touching 4x the memory limit exits 137 and is counted as an OOM kill; twice; a clean run is not")
     func oomKilled() throws {
         for round in 1...2 {
-            let c = try TestContainer("oom", bundle: try Self.limited("exec dd if=/dev/zero of=/dev/null bs=128M count=1", memory: 32 * Self.mib))
+            let c = try TestContainer(
+                "oom",
+                bundle: try Self.limited("exec dd if=/dev/zero of=/dev/null bs=128M count=1", memory: 32 * Self.mib))
             defer { c.destroy() }
             let r = try c.run(["--keep"])
             #expect(r.status == 137, "round \(round): \(r.stderr)")
@@ -72,7 +78,8 @@ struct ResourceTests {
             #expect(try c.delete().status == 0)
             #expect(c.leftovers().isEmpty, "\(c.leftovers())")
         }
-        let c = try TestContainer("oom", bundle: try Self.limited("exec dd if=/dev/zero of=/dev/null bs=1M count=8", memory: 32 * Self.mib))
+        let c = try TestContainer(
+            "oom", bundle: try Self.limited("exec dd if=/dev/zero of=/dev/null bs=1M count=8", memory: 32 * Self.mib))
         defer { c.destroy() }
         let r = try c.run(["--keep"])
         #expect(r.status == 0, "\(r.stderr)")
@@ -81,7 +88,8 @@ struct ResourceTests {
 
     @Test("`events` streams stats and an oom event, then ends with the container")
     func eventsStream() throws {
-        let c = try TestContainer("ev", bundle: try Self.limited("exec dd if=/dev/zero of=/dev/null bs=128M count=1", memory: 32 * Self.mib))
+        let c = try TestContainer(
+            "ev", bundle: try Self.limited("exec dd if=/dev/zero of=/dev/null bs=128M count=1", memory: 32 * Self.mib))
         defer { c.destroy() }
         // Harness.spawn: the created init keeps what its caller gave it (see there).
         let cr = try Harness.spawn([Harness.runtimeBinary, "--root", c.root, "create", "--bundle", c.bundle, c.id])
@@ -113,12 +121,14 @@ struct ResourceTests {
 
     @Test("a fork bomb stays inside pids.max; the node answers; kill + delete leave nothing")
     func forkBomb() throws {
-        let c = try TestContainer("bomb", bundle: try Self.limited("exec >/dev/null 2>&1; f() { f | f & }; f; exec sleep 600", pids: 32))
+        let c = try TestContainer(
+            "bomb", bundle: try Self.limited("exec >/dev/null 2>&1; f() { f | f & }; f; exec sleep 600", pids: 32))
         defer { c.destroy() }
         let r = try Self.detached(c)
         try #require(r.status == 0, "\(r.stderr)")
         let dir = try Self.cgroupDir(c, "pids")
-        #expect(Harness.eventually { (Self.flat(Self.read(dir, "pids.events"))["max"] ?? 0) > 0 }, "pids.max never reached")
+        #expect(
+            Harness.eventually { (Self.flat(Self.read(dir, "pids.events"))["max"] ?? 0) > 0 }, "pids.max never reached")
         #expect((Int(Self.read(dir, "pids.current")) ?? 99) <= 32)
         #expect(try Harness.run("/bin/sh", ["-c", "echo node-ok"]).stdout == "node-ok\n")
         #expect(try c.rt(["kill", "--all", c.id, "KILL"]).status == 0)
@@ -144,15 +154,24 @@ struct ResourceTests {
 
     @Test("update changes what it is given and keeps the rest (quota-only keeps the period)")
     func update() throws {
-        let c = try TestContainer("upd", bundle: try Harness.busyboxBundle(["sh", "-c", "exec >/dev/null 2>&1; exec sleep 600"]) { spec in
-            spec.linux?.resources = Resources(memory: .init(limit: 64 * Self.mib), cpu: .init(period: 250_000), pids: .init(limit: 64))
-        })
+        let c = try TestContainer(
+            "upd",
+            bundle: try Harness.busyboxBundle(["sh", "-c", "exec >/dev/null 2>&1; exec sleep 600"]) { spec in
+                spec.linux?.resources = Resources(
+                    memory: .init(limit: 64 * Self.mib), cpu: .init(period: 250_000), pids: .init(limit: 64))
+            })
         defer { c.destroy() }
         try #require(try Self.detached(c).status == 0)
-        let cpu = try Self.cgroupDir(c, "cpu"), mem = try Self.cgroupDir(c, "memory"), pids = try Self.cgroupDir(c, "pids")
-        let (memFile, cpuCheck): (String, () -> Bool) = Self.unified
+        let cpu = try Self.cgroupDir(c, "cpu")
+        let mem = try Self.cgroupDir(c, "memory")
+        let pids = try Self.cgroupDir(c, "pids")
+        let (memFile, cpuCheck): (String, () -> Bool) =
+            Self.unified
             ? ("memory.max", { Self.read(cpu, "cpu.max") == "50000 250000" })
-            : ("memory.limit_in_bytes", { Self.read(cpu, "cpu.cfs_quota_us") == "50000" && Self.read(cpu, "cpu.cfs_period_us") == "250000" })
+            : (
+                "memory.limit_in_bytes",
+                { Self.read(cpu, "cpu.cfs_quota_us") == "50000" && Self.read(cpu, "cpu.cfs_period_us") == "250000" }
+            )
 
         var u = try c.rt(["update", "--cpu-quota", "50000", c.id])
         #expect(u.status == 0, "\(u.stderr)")
@@ -177,9 +196,15 @@ struct ResourceTests {
     func devices() throws {
         func bundle(allow: Bool) throws -> String {
             try Harness.busyboxBundle(["sh", "-c", ": > /dev/null && : > /dev/kmsg && echo opened"]) { spec in
-                spec.mounts = (spec.mounts ?? []) + [Mount(destination: "/dev/kmsg", type: "bind", source: "/dev/kmsg", options: ["bind"])]
+                spec.mounts =
+                    (spec.mounts ?? []) + [
+                        Mount(destination: "/dev/kmsg", type: "bind", source: "/dev/kmsg", options: ["bind"])
+                    ]
                 if allow {
-                    spec.linux?.resources = Resources(devices: [.init(allow: false, access: "rwm"), .init(allow: true, type: "c", major: 1, minor: 11, access: "w")])
+                    spec.linux?.resources = Resources(devices: [
+                        .init(allow: false, access: "rwm"),
+                        .init(allow: true, type: "c", major: 1, minor: 11, access: "w"),
+                    ])
                 }
             }
         }
@@ -201,12 +226,15 @@ struct ResourceTests {
         defer { try? volume.destroy() }
         let tmp = try volume.directory(for: "/tmp", uid: 0, gid: 0)
         let work = try volume.directory(for: "/workspace", uid: 0, gid: 0)
-        let script = "dd if=/dev/zero of=/tmp/a bs=1M count=10 2>/dev/null && echo tmp-ok; dd if=/dev/zero of=/workspace/b bs=1M count=10; echo rc=$?"
+        let script =
+            "dd if=/dev/zero of=/tmp/a bs=1M count=10 2>/dev/null && echo tmp-ok; dd if=/dev/zero of=/workspace/b bs=1M count=10; echo rc=$?"
         let (r, left) = try Harness.runScript(script, prefix: "eph") { spec in
-            spec.mounts = (spec.mounts ?? []) + [
-                Mount(destination: "/tmp", type: "bind", source: tmp, options: ["rbind", "nosuid", "nodev"]),
-                Mount(destination: "/workspace", type: "bind", source: work, options: ["rbind", "nosuid", "nodev"]),
-            ]
+            spec.mounts =
+                (spec.mounts ?? []) + [
+                    Mount(destination: "/tmp", type: "bind", source: tmp, options: ["rbind", "nosuid", "nodev"]),
+                    Mount(
+                        destination: "/workspace", type: "bind", source: work, options: ["rbind", "nosuid", "nodev"]),
+                ]
         }
         #expect(r.stdout.contains("tmp-ok") && r.stdout.contains("rc=1"), "\(r.stdout) \(r.stderr)")
         #expect(r.stderr.contains("No space left on device"), "\(r.stderr)")
@@ -254,12 +282,19 @@ struct ResourceTests {
 
     @Test("delete --force of a paused (frozen) container returns, kills it and leaves no cgroup")
     func deletePaused() throws {
-        let c = try TestContainer("pausedel", bundle: try Harness.busyboxBundle(["sh", "-c", "exec >/dev/null 2>&1; sleep 600 & sleep 600 & exec sleep 600"]))
+        let c = try TestContainer(
+            "pausedel",
+            bundle: try Harness.busyboxBundle([
+                "sh", "-c", "exec >/dev/null 2>&1; sleep 600 & sleep 600 & exec sleep 600",
+            ]))
         defer { c.destroy() }
         try #require(try Self.detached(c).status == 0)
         let dirs = try Self.cgroupDirs(c)
         let pid = try #require(c.pid)
-        #expect(Harness.eventually { Self.read(try! Self.cgroupDir(c, "pids"), "cgroup.procs").split(separator: "\n").count == 3 })
+        #expect(
+            Harness.eventually {
+                Self.read(try! Self.cgroupDir(c, "pids"), "cgroup.procs").split(separator: "\n").count == 3
+            })
         let p = try c.rt(["pause", c.id])
         try #require(p.status == 0, "\(p.stderr)")
         #expect(c.status == "paused")
@@ -272,7 +307,9 @@ struct ResourceTests {
         #expect(c.leftovers().isEmpty, "\(c.leftovers())")
     }
 
-    @Test("delete --force of a container whose workload made, filled and froze nested sub-cgroups returns and leaves none")
+    @Test(
+        "delete --force of a container whose workload made, filled and froze nested sub-cgroups returns and leaves none"
+    )
     func deleteWithSubCgroups() throws {
         // A cgroup namespace (runc's default config has one) with a writable cgroupfs: the
         // workload makes sub/deeper in every hierarchy, moves a process into each level and
@@ -295,21 +332,29 @@ struct ResourceTests {
             touch /tmp/ready
             exec sleep 600
             """
-        let c = try TestContainer("subdel", bundle: try Harness.busyboxBundle(["sh", "-c", script]) { spec in
-            spec.mounts = spec.mounts?.map { m in
-                guard m.destination == "/sys/fs/cgroup" else { return m }
-                var rw = m
-                rw.options = (m.options ?? []).filter { $0 != "ro" } + ["rw"]
-                return rw
-            }
-            spec.mounts = (spec.mounts ?? []) + [Mount(destination: "/tmp", type: "tmpfs", source: "tmpfs", options: ["nosuid", "nodev"])]
-        })
+        let c = try TestContainer(
+            "subdel",
+            bundle: try Harness.busyboxBundle(["sh", "-c", script]) { spec in
+                spec.mounts = spec.mounts?.map { m in
+                    guard m.destination == "/sys/fs/cgroup" else { return m }
+                    var rw = m
+                    rw.options = (m.options ?? []).filter { $0 != "ro" } + ["rw"]
+                    return rw
+                }
+                spec.mounts =
+                    (spec.mounts ?? []) + [
+                        Mount(destination: "/tmp", type: "tmpfs", source: "tmpfs", options: ["nosuid", "nodev"])
+                    ]
+            })
         defer { c.destroy() }
         try #require(try Self.detached(c).status == 0)
         let dirs = try Self.cgroupDirs(c)
         let pidsDir = try Self.cgroupDir(c, "pids")
         let deeper = (Self.unified ? pidsDir : try Self.cgroupDir(c, "freezer")) + "/sub/deeper"
-        let frozen = { Self.read(deeper, Self.unified ? "cgroup.events" : "freezer.state").contains(Self.unified ? "frozen 1" : "FROZEN") }
+        let frozen = {
+            Self.read(deeper, Self.unified ? "cgroup.events" : "freezer.state").contains(
+                Self.unified ? "frozen 1" : "FROZEN")
+        }
         try #require(Harness.eventually(frozen), "the workload never froze sub/deeper")
         #expect(!Self.read(pidsDir + "/sub/deeper", "cgroup.procs").isEmpty)
         #expect(!Self.read(pidsDir + "/sub", "cgroup.procs").isEmpty)
@@ -320,7 +365,9 @@ struct ResourceTests {
         #expect(c.leftovers().isEmpty, "\(c.leftovers())")
     }
 
-    @Test("create over a pre-existing frozen cgroup fails at once naming linux.cgroupsPath; nothing is left, the frozen cgroup untouched")
+    @Test(
+        "create over a pre-existing frozen cgroup fails at once naming linux.cgroupsPath; nothing is left, the frozen cgroup untouched"
+    )
     func createOverFrozenCgroup() throws {
         let path = "/safespace-test-frozen-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         let freezerRoot = Self.unified ? "/sys/fs/cgroup" : "/sys/fs/cgroup/freezer"
@@ -328,19 +375,28 @@ struct ResourceTests {
         try FileManager.default.createDirectory(atPath: leftover, withIntermediateDirectories: true)
         defer {
             // Only the test's own cgroup: thaw it and remove it in every hierarchy.
-            try? (Self.unified ? "0" : "THAWED").write(toFile: leftover + (Self.unified ? "/cgroup.freeze" : "/freezer.state"), atomically: false, encoding: .utf8)
-            for h in (try? FileManager.default.contentsOfDirectory(atPath: "/sys/fs/cgroup")) ?? [] { rmdir("/sys/fs/cgroup/\(h)\(path)") }
+            try? (Self.unified ? "0" : "THAWED").write(
+                toFile: leftover + (Self.unified ? "/cgroup.freeze" : "/freezer.state"), atomically: false,
+                encoding: .utf8)
+            for h in (try? FileManager.default.contentsOfDirectory(atPath: "/sys/fs/cgroup")) ?? [] {
+                rmdir("/sys/fs/cgroup/\(h)\(path)")
+            }
             rmdir(leftover)
         }
-        try (Self.unified ? "1" : "FROZEN").write(toFile: leftover + (Self.unified ? "/cgroup.freeze" : "/freezer.state"), atomically: false, encoding: .utf8)
-        let c = try TestContainer("frozencg", bundle: try Harness.busyboxBundle(["true"]) { $0.linux?.cgroupsPath = path })
+        try (Self.unified ? "1" : "FROZEN").write(
+            toFile: leftover + (Self.unified ? "/cgroup.freeze" : "/freezer.state"), atomically: false, encoding: .utf8)
+        let c = try TestContainer(
+            "frozencg", bundle: try Harness.busyboxBundle(["true"]) { $0.linux?.cgroupsPath = path })
         defer { c.destroy() }
-        let create = try Harness.Background(Harness.runtimeBinary, ["--root", c.root, "create", "--bundle", c.bundle, c.id])
+        let create = try Harness.Background(
+            Harness.runtimeBinary, ["--root", c.root, "create", "--bundle", c.bundle, c.id])
         let returned = Harness.eventually(timeout: 60) { !create.process.isRunning }
         if !returned {
             // The old behaviour: the init sits frozen in the cgroup and create waits for it.
             create.terminate()
-            try? (Self.unified ? "0" : "THAWED").write(toFile: leftover + (Self.unified ? "/cgroup.freeze" : "/freezer.state"), atomically: false, encoding: .utf8)
+            try? (Self.unified ? "0" : "THAWED").write(
+                toFile: leftover + (Self.unified ? "/cgroup.freeze" : "/freezer.state"), atomically: false,
+                encoding: .utf8)
         }
         let r = create.wait()
         try #require(returned, "create over a frozen cgroup did not return")
@@ -349,7 +405,8 @@ struct ResourceTests {
         #expect(c.state() == nil)
         #expect(!FileManager.default.fileExists(atPath: c.root + "/" + c.id))
         // The frozen cgroup is as it was; the other hierarchies got nothing from this create.
-        #expect(Self.read(leftover, Self.unified ? "cgroup.freeze" : "freezer.state") == (Self.unified ? "1" : "FROZEN"))
+        #expect(
+            Self.read(leftover, Self.unified ? "cgroup.freeze" : "freezer.state") == (Self.unified ? "1" : "FROZEN"))
         if !Self.unified {
             #expect(!FileManager.default.fileExists(atPath: "/sys/fs/cgroup/memory" + path))
         }
@@ -370,7 +427,9 @@ struct ResourceTests {
             ls -l /dev/kmsg | cut -c1
             """
         let (r, left) = try Harness.runScript(script, prefix: "devdeny") { spec in
-            spec.linux?.devices = [Device(type: "c", path: "/dev/kmsg", major: 1, minor: 11, fileMode: 0o666, uid: 0, gid: 0)]
+            spec.linux?.devices = [
+                Device(type: "c", path: "/dev/kmsg", major: 1, minor: 11, fileMode: 0o666, uid: 0, gid: 0)
+            ]
             spec.linux?.resources = Resources(devices: [.init(allow: false, access: "rwm")])
         }
         let out = lines(r.stdout)
@@ -385,7 +444,9 @@ struct ResourceTests {
 
     // MARK: linux.resources.memory conformance
 
-    @Test("memory.swappiness and disableOOMKiller land in memory.swappiness / memory.oom_control (v1); v2 takes only what it can honour")
+    @Test(
+        "memory.swappiness and disableOOMKiller land in memory.swappiness / memory.oom_control (v1); v2 takes only what it can honour"
+    )
     func swappinessAndOOMKiller() throws {
         let hostSwappiness = UInt64(Self.read("/proc/sys/vm", "swappiness")) ?? 60
         func bundle(swappiness: UInt64?, disableOOMKiller: Bool?) throws -> String {
@@ -404,12 +465,15 @@ struct ResourceTests {
             try #require(r.status == 0, "\(r.stderr)")
             let mem = try Self.cgroupDir(c, "memory")
             #expect(Self.read(mem, "memory.swappiness") == "\(wanted)")
-            #expect(Self.read(mem, "memory.oom_control").split(separator: "\n").contains("oom_kill_disable 1"), "\(Self.read(mem, "memory.oom_control"))")
+            #expect(
+                Self.read(mem, "memory.oom_control").split(separator: "\n").contains("oom_kill_disable 1"),
+                "\(Self.read(mem, "memory.oom_control"))")
             #expect(try c.delete(force: true).status == 0)
             #expect(c.leftovers().isEmpty, "\(c.leftovers())")
         } else {
             // What v2 gives every cgroup anyway is accepted.
-            let ok = try TestContainer("swappy", bundle: try bundle(swappiness: hostSwappiness, disableOOMKiller: false))
+            let ok = try TestContainer(
+                "swappy", bundle: try bundle(swappiness: hostSwappiness, disableOOMKiller: false))
             defer { ok.destroy() }
             let r = try Self.detached(ok)
             #expect(r.status == 0, "\(r.stderr)")
@@ -417,8 +481,9 @@ struct ResourceTests {
         }
         // Out of range on v1, not honourable on v2: refused naming the field, nothing left.
         for (swappiness, disable, field) in [
-            (Self.unified ? (hostSwappiness == 7 ? 8 : 7) : 101, false, "linux.resources.memory.swappiness"),
-        ] + (Self.unified ? [(nil, true, "linux.resources.memory.disableOOMKiller")] : []) as [(UInt64?, Bool, String)] {
+            (Self.unified ? (hostSwappiness == 7 ? 8 : 7) : 101, false, "linux.resources.memory.swappiness")
+        ] + (Self.unified ? [(nil, true, "linux.resources.memory.disableOOMKiller")] : []) as [(UInt64?, Bool, String)]
+        {
             let c = try TestContainer("swappy", bundle: try bundle(swappiness: swappiness, disableOOMKiller: disable))
             defer { c.destroy() }
             let r = try c.create()
@@ -438,7 +503,9 @@ struct ResourceTests {
         }
         #expect(r.status == 0, "\(r.stderr)")
         #expect(r.stdout == "ran\n")
-        #expect(r.stderr.contains("level=warning") && r.stderr.contains("linux.resources.memory.kernel, linux.resources.memory.kernelTCP"), "\(r.stderr)")
+        #expect(
+            r.stderr.contains("level=warning")
+                && r.stderr.contains("linux.resources.memory.kernel, linux.resources.memory.kernelTCP"), "\(r.stderr)")
         #expect(left.isEmpty, "\(left)")
     }
 }

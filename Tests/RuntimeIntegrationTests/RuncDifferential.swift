@@ -1,8 +1,8 @@
 import Foundation
-import Testing
-import TestSupport
 import OCI
 import Runtime
+import TestSupport
+import Testing
 
 /// The same bundle and command line through runc and through safespace-runtime, each with a
 /// root of its own and the same container id, so their outputs can be compared as they are.

@@ -1,9 +1,9 @@
 import Cgroups
 import Foundation
-import Testing
-import TestSupport
 import OCI
 import Runtime
+import TestSupport
+import Testing
 
 /// Item 3 of issue 16: runc's flags and argument forms on the real binary — `-v`/`--version`,
 /// `help VERB` and `VERB -h` for every verb of runc 1.1, an unknown verb (exit 3), `checkpoint`
@@ -28,7 +28,9 @@ struct RuncParityFlagsTests {
             self.root = root
         }
         @discardableResult
-        func callAsFunction(_ args: [String]) throws -> Harness.Result { try Harness.run(binary, ["--root", root] + args, timeout: 60) }
+        func callAsFunction(_ args: [String]) throws -> Harness.Result {
+            try Harness.run(binary, ["--root", root] + args, timeout: 60)
+        }
         func destroy(_ ids: String...) {
             for id in ids { _ = try? self(["delete", "--force", id]) }
             Harness.cleanup(root)
@@ -47,15 +49,21 @@ struct RuncParityFlagsTests {
             let l = lines(r.stdout)
             #expect(l.first == "safespace-runtime version 0.1.0", "\(args): \(r.stdout)")
             #expect(l.contains("spec: \(Spec.version)"), "\(args): \(r.stdout)")
-            #expect(l.contains { $0.hasPrefix("libseccomp: ") && $0.dropFirst(12).split(separator: ".").count == 3 }, "\(args): \(r.stdout)")
+            #expect(
+                l.contains { $0.hasPrefix("libseccomp: ") && $0.dropFirst(12).split(separator: ".").count == 3 },
+                "\(args): \(r.stdout)")
         }
         if let runc = Harness.find("runc") {
             // Every line of runc's that this runtime can state has the same key here.
             let theirs = lines(try Harness.run(runc, ["--version"]).stdout)
             let ours = lines(try Harness.run(Harness.runtimeBinary, ["--version"]).stdout)
             #expect(theirs.first?.hasPrefix("runc version ") == true)
-            func keys(_ l: [String]) -> Set<String> { Set(l.dropFirst().compactMap { $0.split(separator: ":").first.map(String.init) }) }
-            #expect(keys(theirs).subtracting(["commit", "go"]) == keys(ours).subtracting(["swift"]), "runc \(theirs), ours \(ours)")
+            func keys(_ l: [String]) -> Set<String> {
+                Set(l.dropFirst().compactMap { $0.split(separator: ":").first.map(String.init) })
+            }
+            #expect(
+                keys(theirs).subtracting(["commit", "go"]) == keys(ours).subtracting(["swift"]),
+                "runc \(theirs), ours \(ours)")
         }
     }
 
@@ -88,8 +96,12 @@ struct RuncParityFlagsTests {
         }
     }
 
-    @Test("checkpoint and restore are refused by name (no CRIU path), exit 1, whatever their options",
-          arguments: [["checkpoint", "--image-path", "/tmp/img", "--leave-running", "ctr"], ["restore", "--image-path", "/tmp/img", "--detach", "ctr"]])
+    @Test(
+        "checkpoint and restore are refused by name (no CRIU path), exit 1, whatever their options",
+        arguments: [
+            ["checkpoint", "--image-path", "/tmp/img", "--leave-running", "ctr"],
+            ["restore", "--image-path", "/tmp/img", "--detach", "ctr"],
+        ])
     func criuRefused(args: [String]) throws {
         let root = try Harness.tempDir("root")
         defer { Harness.cleanup(root) }
@@ -124,7 +136,9 @@ struct RuncParityFlagsTests {
             let state = try rt(["state", id]).stdout
             #expect(state.contains("\"running\""), "\(name): signal 0 must not stop it: \(state)")
             try #require(try rt(["kill", id, "KILL"]).status == 0)
-            #expect(Harness.eventually { (try? rt(["state", id]).stdout.contains("\"stopped\"")) == true }, "\(name) never stopped")
+            #expect(
+                Harness.eventually { (try? rt(["state", id]).stdout.contains("\"stopped\"")) == true },
+                "\(name) never stopped")
             let gone = try rt(["kill", id, "0"])
             #expect(gone.status != 0 && gone.stderr.contains("not running"), "\(name): \(gone.stderr)")
             let unknown = try rt(["kill", id + "-none", "0"])
@@ -143,7 +157,9 @@ struct RuncParityFlagsTests {
         for line in text.split(separator: "\n") {
             let parts = line.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false).map(String.init)
             guard parts.count == 3 else { continue }
-            if parts[1].split(separator: ",").contains(Substring(controller)) { return "/sys/fs/cgroup/\(parts[1])\(parts[2])" }
+            if parts[1].split(separator: ",").contains(Substring(controller)) {
+                return "/sys/fs/cgroup/\(parts[1])\(parts[2])"
+            }
             if parts[1].isEmpty, Cgroup.detectMode() == .unified { return "/sys/fs/cgroup\(parts[2])" }
         }
         return nil
@@ -156,7 +172,8 @@ struct RuncParityFlagsTests {
     @Test("update takes -1 as a value (--memory-swap, --cpu-quota, --pids-limit, --memory), as runc does")
     func negativeValues() throws {
         let bundle = try Harness.busyboxBundle(["sleep", "1000"]) { spec in
-            spec.linux?.resources = Resources(memory: .init(limit: 64 << 20), cpu: .init(quota: 50_000, period: 100_000), pids: .init(limit: 100))
+            spec.linux?.resources = Resources(
+                memory: .init(limit: 64 << 20), cpu: .init(quota: 50_000, period: 100_000), pids: .init(limit: 100))
         }
         defer { Harness.cleanup(bundle) }
         let id = Harness.uniqueID("updneg")
@@ -167,7 +184,10 @@ struct RuncParityFlagsTests {
             Harness.cleanup(root)
             runc?.destroy(id)
         }
-        let commands = [["--memory-swap", "-1"], ["--cpu-quota", "-1"], ["--pids-limit", "-1"], ["--memory", "-1"], ["--cpu-quota=-1"]]
+        let commands = [
+            ["--memory-swap", "-1"], ["--cpu-quota", "-1"], ["--pids-limit", "-1"], ["--memory", "-1"],
+            ["--cpu-quota=-1"],
+        ]
         try #require(try Harness.runtime(root: root, ["run", "--detach", "--bundle", bundle, id]).status == 0)
         var ours: [Int32] = []
         for flags in commands {
@@ -182,9 +202,15 @@ struct RuncParityFlagsTests {
             #expect(Self.read(dir + "/pids.max") == "max")
             #expect(Self.read(dir + "/memory.max") == "max")
         } else {
-            #expect(Self.read(try #require(Self.cgroupDirectory(pid: pid, controller: "cpu")) + "/cpu.cfs_quota_us") == "-1")
+            #expect(
+                Self.read(try #require(Self.cgroupDirectory(pid: pid, controller: "cpu")) + "/cpu.cfs_quota_us") == "-1"
+            )
             #expect(Self.read(try #require(Self.cgroupDirectory(pid: pid, controller: "pids")) + "/pids.max") == "max")
-            #expect(UInt64(Self.read(try #require(Self.cgroupDirectory(pid: pid, controller: "memory")) + "/memory.limit_in_bytes")).map { $0 > 1 << 50 } == true)
+            #expect(
+                UInt64(
+                    Self.read(
+                        try #require(Self.cgroupDirectory(pid: pid, controller: "memory")) + "/memory.limit_in_bytes")
+                ).map { $0 > 1 << 50 } == true)
         }
         if let runc {
             try #require(try runc(["run", "--detach", "--bundle", bundle, id]).status == 0)
@@ -193,7 +219,8 @@ struct RuncParityFlagsTests {
         }
     }
 
-    @Test("update --cpu-rt-period/--cpu-rt-runtime write cpu.rt_* where the kernel has them; else fail naming the field")
+    @Test(
+        "update --cpu-rt-period/--cpu-rt-runtime write cpu.rt_* where the kernel has them; else fail naming the field")
     func realtime() throws {
         let id = Harness.uniqueID("updrt")
         // Directly below the hierarchy's root, whose realtime budget a child can draw on (the
@@ -218,7 +245,9 @@ struct RuncParityFlagsTests {
         guard let cpuDir, FileManager.default.fileExists(atPath: cpuDir + "/cpu.rt_runtime_us") else {
             let r = try Harness.runtime(root: root, ["update", "--cpu-rt-runtime", "10000", id])
             #expect(r.status == 1)
-            #expect(r.stderr.contains("linux.resources.cpu.realtimeRuntime") && (r.stderr.contains("cgroup v2") || r.stderr.contains("CONFIG_RT_GROUP_SCHED")), "\(r.stderr)")
+            #expect(
+                r.stderr.contains("linux.resources.cpu.realtimeRuntime")
+                    && (r.stderr.contains("cgroup v2") || r.stderr.contains("CONFIG_RT_GROUP_SCHED")), "\(r.stderr)")
             return
         }
         var ours: [Int32] = []
@@ -267,7 +296,9 @@ struct RuncParityFlagsTests {
         }
     }
 
-    @Test("exec --cgroup joins existing sub-cgroups: the path form everywhere, controller forms per hierarchy; bad forms refused")
+    @Test(
+        "exec --cgroup joins existing sub-cgroups: the path form everywhere, controller forms per hierarchy; bad forms refused"
+    )
     func execCgroup() throws {
         let id = Harness.uniqueID("execcg")
         let bundle = try Harness.busyboxBundle(["sleep", "1000"]) { spec in spec.linux?.cgroupsPath = "/" + id }
@@ -289,8 +320,12 @@ struct RuncParityFlagsTests {
             made.append(dir + "/sub")
         }
         let ok: [[String]] = unified ? [["sub"], ["/sub/"]] : [["sub"], ["cpu:sub"], ["cpu,memory:sub", "pids:sub"]]
-        let bad: [[String]] = [["a:b:c"], ["sub", "cpu:sub"], ["foo:sub"], ["../x"], [unified ? "nosuch" : "cpu:nosuch"]]
-        func exec(_ rt: ([String]) throws -> Harness.Result, _ target: String, _ forms: [String]) throws -> Harness.Result {
+        let bad: [[String]] = [
+            ["a:b:c"], ["sub", "cpu:sub"], ["foo:sub"], ["../x"], [unified ? "nosuch" : "cpu:nosuch"],
+        ]
+        func exec(_ rt: ([String]) throws -> Harness.Result, _ target: String, _ forms: [String]) throws
+            -> Harness.Result
+        {
             try rt(["exec"] + forms.flatMap { ["--cgroup", $0] } + [target, "cat", "/proc/self/cgroup"])
         }
         var ours: [[String: Bool]] = []
@@ -339,7 +374,8 @@ struct RuncParityFlagsTests {
         }
     }
 
-    @Test("exec into a paused container: refused naming --ignore-paused; with it the process waits for resume, then runs")
+    @Test(
+        "exec into a paused container: refused naming --ignore-paused; with it the process waits for resume, then runs")
     func ignorePaused() throws {
         let c = try TestContainer("execpause", bundle: try Harness.busyboxBundle(["sleep", "1000"]))
         defer { c.destroy() }
@@ -347,11 +383,14 @@ struct RuncParityFlagsTests {
         try #require(try c.rt(["pause", c.id]).status == 0)
         let refused = try c.rt(["exec", c.id, "true"])
         #expect(refused.status != 0)
-        #expect(refused.stderr.contains("cannot exec in a paused container") && refused.stderr.contains("--ignore-paused"), "\(refused.stderr)")
+        #expect(
+            refused.stderr.contains("cannot exec in a paused container") && refused.stderr.contains("--ignore-paused"),
+            "\(refused.stderr)")
         let dir = try Harness.tempDir("io")
         defer { Harness.cleanup(dir) }
         let exec = try ClientProcess(
-            Harness.runtimeBinary, ["--root", c.root, "exec", "--ignore-paused", c.id, "sh", "-c", "echo ran > /dev/shm/ip"],
+            Harness.runtimeBinary,
+            ["--root", c.root, "exec", "--ignore-paused", c.id, "sh", "-c", "echo ran > /dev/shm/ip"],
             stdout: dir + "/out", stderr: dir + "/err")
         defer { exec.kill() }
         // Frozen with the container: it has not finished while the container stays paused.
@@ -383,7 +422,7 @@ extension TestContainer {
     /// The init's pid from `state` under `root`, nil when there is none.
     static func pid(root: String, id: String) -> Int32? {
         guard let r = try? Harness.runtime(root: root, ["state", id]), r.status == 0,
-              let obj = try? JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any]
+            let obj = try? JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any]
         else { return nil }
         return (obj["pid"] as? NSNumber)?.int32Value
     }

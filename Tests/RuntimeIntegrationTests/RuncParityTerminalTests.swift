@@ -1,8 +1,8 @@
 import Foundation
-import Testing
-import TestSupport
 import OCI
 import Runtime
+import TestSupport
+import Testing
 
 /// A real pseudo-terminal in front of a runtime command, as a person at a terminal has:
 /// python3's `pty.fork()` makes the pty (the command's stdio and controlling terminal), sets
@@ -107,15 +107,21 @@ enum PtyDriver {
 
     /// Runs `argv` on a fresh pty of `rows` x `cols` and plays `steps`; the command is killed
     /// after `timeout` seconds (a bound against hanging, reported as `timedOut`).
-    static func run(_ argv: [String], rows: Int = 30, cols: Int = 100, steps: [Step], timeout: Double = 60) throws -> Report {
+    static func run(_ argv: [String], rows: Int = 30, cols: Int = 100, steps: [Step], timeout: Double = 60) throws
+        -> Report
+    {
         let python = try #require(python)
         let dir = try Harness.tempDir("pty")
         defer { Harness.cleanup(dir) }
         try script.write(toFile: dir + "/drive.py", atomically: true, encoding: .utf8)
-        let config: [String: Any] = ["rows": rows, "cols": cols, "argv": argv, "steps": steps.map(\.json), "timeout": timeout]
+        let config: [String: Any] = [
+            "rows": rows, "cols": cols, "argv": argv, "steps": steps.map(\.json), "timeout": timeout,
+        ]
         let json = String(decoding: try JSONSerialization.data(withJSONObject: config), as: UTF8.self)
         let r = try Harness.run(python, [dir + "/drive.py", json], timeout: timeout + 30)
-        let obj = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any], "driver: \(r.stdout) \(r.stderr)")
+        let obj = try #require(
+            try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any],
+            "driver: \(r.stdout) \(r.stderr)")
         return Report(
             output: obj["output"] as? String ?? "", status: (obj["status"] as? NSNumber)?.int32Value ?? -1,
             rawDuring: obj["raw_during"] as? Bool, restored: obj["restored"] as? Bool ?? false,
@@ -124,7 +130,10 @@ enum PtyDriver {
 
     /// The private directories the runtime's foreground terminals listen in (ForegroundTerminal).
     static func consoleDirectories() -> Set<String> {
-        Set(((try? FileManager.default.contentsOfDirectory(atPath: "/tmp")) ?? []).filter { $0.hasPrefix("safespace-tty.") })
+        Set(
+            ((try? FileManager.default.contentsOfDirectory(atPath: "/tmp")) ?? []).filter {
+                $0.hasPrefix("safespace-tty.")
+            })
     }
 }
 
@@ -144,15 +153,18 @@ struct RuncParityTerminalTests {
     /// A script that shows the size, reads a line, waits for a resize, and exits 7.
     static let interactive = "stty size; echo ready1; read a; echo got:$a; read b; stty size; echo done:$b; exit 7"
     static let interactiveSteps: [PtyDriver.Step] = [
-        .expect("ready1"), .send("hello\n"), .expect("got:hello"), .resize(rows: 40, cols: 120), .send("go\n"), .expect("done:go"),
+        .expect("ready1"), .send("hello\n"), .expect("got:hello"), .resize(rows: 40, cols: 120), .send("go\n"),
+        .expect("done:go"),
     ]
 
-    @Test("run with a terminal: output, input, the caller's window size and its resize, raw mode restored, exit status 7")
+    @Test(
+        "run with a terminal: output, input, the caller's window size and its resize, raw mode restored, exit status 7")
     func runForeground() throws {
         let before = PtyDriver.consoleDirectories()
         let c = try TestContainer("ttyrun", bundle: try Self.ttyBundle(Self.interactive))
         defer { c.destroy() }
-        let r = try PtyDriver.run([Harness.runtimeBinary, "--root", c.root, "run", "--bundle", c.bundle, c.id], steps: Self.interactiveSteps)
+        let r = try PtyDriver.run(
+            [Harness.runtimeBinary, "--root", c.root, "run", "--bundle", c.bundle, c.id], steps: Self.interactiveSteps)
         #expect(!r.timedOut, "\(r.output)")
         #expect(r.status == 7, "\(r.output)")
         // The resize reaches the pty before the line typed after it (signals are read first).
@@ -170,7 +182,10 @@ struct RuncParityTerminalTests {
         defer { c.destroy() }
         try #require(try c.run(["--detach"]).status == 0)
         let r = try PtyDriver.run(
-            [Harness.runtimeBinary, "--root", c.root, "exec", "-t", c.id, "sh", "-c", "stty size; tty; echo ready1; read a; echo got:$a; kill -9 $$"],
+            [
+                Harness.runtimeBinary, "--root", c.root, "exec", "-t", c.id, "sh", "-c",
+                "stty size; tty; echo ready1; read a; echo got:$a; kill -9 $$",
+            ],
             rows: 25, cols: 90, steps: [.expect("ready1"), .send("hi\n"), .expect("got:hi")])
         #expect(!r.timedOut, "\(r.output)")
         #expect(r.status == 137, "\(r.output)")
@@ -180,9 +195,12 @@ struct RuncParityTerminalTests {
         // A process.json with terminal: true is the same as -t.
         let dir = try Harness.tempDir("proc")
         defer { Harness.cleanup(dir) }
-        let process = #"{"terminal": true, "args": ["sh", "-c", "stty size; exit 3"], "cwd": "/", "env": ["PATH=/bin"], "user": {"uid": 0, "gid": 0}}"#
+        let process =
+            #"{"terminal": true, "args": ["sh", "-c", "stty size; exit 3"], "cwd": "/", "env": ["PATH=/bin"], "user": {"uid": 0, "gid": 0}}"#
         try process.write(toFile: dir + "/process.json", atomically: true, encoding: .utf8)
-        let p = try PtyDriver.run([Harness.runtimeBinary, "--root", c.root, "exec", "--process", dir + "/process.json", c.id], rows: 12, cols: 34, steps: [])
+        let p = try PtyDriver.run(
+            [Harness.runtimeBinary, "--root", c.root, "exec", "--process", dir + "/process.json", c.id], rows: 12,
+            cols: 34, steps: [])
         #expect(p.status == 3, "\(p.output)")
         #expect(p.lines == ["12 34"], "\(p.output)")
         #expect(p.restored)
@@ -191,9 +209,13 @@ struct RuncParityTerminalTests {
 
     @Test("run with a terminal forwards a signal to the container's process: its trap's exit status")
     func signalForwarded() throws {
-        let c = try TestContainer("ttysig", bundle: try Self.ttyBundle("trap 'echo term; exit 9' TERM; echo ready1; while :; do sleep 0.1; done"))
+        let c = try TestContainer(
+            "ttysig",
+            bundle: try Self.ttyBundle("trap 'echo term; exit 9' TERM; echo ready1; while :; do sleep 0.1; done"))
         defer { c.destroy() }
-        let r = try PtyDriver.run([Harness.runtimeBinary, "--root", c.root, "run", "--bundle", c.bundle, c.id], steps: [.expect("ready1"), .signal(SIGTERM), .expect("term")])
+        let r = try PtyDriver.run(
+            [Harness.runtimeBinary, "--root", c.root, "run", "--bundle", c.bundle, c.id],
+            steps: [.expect("ready1"), .signal(SIGTERM), .expect("term")])
         #expect(!r.timedOut, "\(r.output)")
         #expect(r.status == 9, "\(r.output)")
         #expect(r.restored)
@@ -207,7 +229,10 @@ struct RuncParityTerminalTests {
         let r = try c.rt(["run", "--bundle", c.bundle, c.id], stdin: "from-a-file\n")
         #expect(r.status == 5, "\(r.stderr)")
         // The pty echoes the input whenever it arrives, before or after `tty`'s line.
-        #expect(Set(lines(r.stdout.replacingOccurrences(of: "\r", with: ""))) == ["/dev/pts/0", "from-a-file", "got:from-a-file"], "\(r.stdout)")
+        #expect(
+            Set(lines(r.stdout.replacingOccurrences(of: "\r", with: ""))) == [
+                "/dev/pts/0", "from-a-file", "got:from-a-file",
+            ], "\(r.stdout)")
         #expect(c.leftovers().isEmpty, "\(c.leftovers())")
     }
 
@@ -218,7 +243,9 @@ struct RuncParityTerminalTests {
         for args in [["run", "--detach"], ["create"]] {
             let r = try c.rt(args + ["--bundle", c.bundle, c.id])
             #expect(r.status == 1, "\(args): \(r.stderr)")
-            #expect(r.stderr.contains("process.terminal") && r.stderr.contains("cannot allocate tty") && r.stderr.contains("--console-socket"), "\(args): \(r.stderr)")
+            #expect(
+                r.stderr.contains("process.terminal") && r.stderr.contains("cannot allocate tty")
+                    && r.stderr.contains("--console-socket"), "\(args): \(r.stderr)")
         }
         let foreground = try c.rt(["run", "--console-socket", c.root + "/x.sock", "--bundle", c.bundle, c.id])
         #expect(foreground.status == 1)
@@ -243,7 +270,9 @@ struct RuncParityTerminalTests {
     // MARK: differential against runc
 
     /// `runc` and `safespace-runtime` on the same bundle: `args` after `--root ROOT`.
-    static func both(_ args: (String) -> [String], id: String, steps: [PtyDriver.Step], rows: Int = 30, cols: Int = 100) throws -> (runc: PtyDriver.Report, ours: PtyDriver.Report) {
+    static func both(_ args: (String) -> [String], id: String, steps: [PtyDriver.Step], rows: Int = 30, cols: Int = 100)
+        throws -> (runc: PtyDriver.Report, ours: PtyDriver.Report)
+    {
         let runc = try #require(Harness.find("runc"))
         let runcRoot = try Harness.tempDir("runcroot")
         defer {
@@ -255,32 +284,39 @@ struct RuncParityTerminalTests {
             _ = try? Harness.runtime(root: oursRoot, ["delete", "--force", id])
             Harness.cleanup(oursRoot)
         }
-        let r = try PtyDriver.run([runc, "--root", runcRoot] + args(id + "-runc"), rows: rows, cols: cols, steps: steps)
-        let o = try PtyDriver.run([Harness.runtimeBinary, "--root", oursRoot] + args(id), rows: rows, cols: cols, steps: steps)
+        let r = try PtyDriver.run(
+            [runc, "--root", runcRoot] + args(id + "-runc"), rows: rows, cols: cols, steps: steps)
+        let o = try PtyDriver.run(
+            [Harness.runtimeBinary, "--root", oursRoot] + args(id), rows: rows, cols: cols, steps: steps)
         return (r, o)
     }
 
-    @Test("differential: run with a terminal gives runc's output, exit status and terminal handling",
-          .enabled(if: Harness.find("runc") != nil, "needs runc"))
+    @Test(
+        "differential: run with a terminal gives runc's output, exit status and terminal handling",
+        .enabled(if: Harness.find("runc") != nil, "needs runc"))
     func differentialRun() throws {
         // Waits (bounded) for the resize: runc applies SIGWINCH asynchronously, so the line
         // typed after it may reach the container first there.
-        let script = "stty size; echo ready1; read a; echo got:$a; i=0; while [ \"$(stty size)\" != '40 120' ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done; stty size; exit 7"
+        let script =
+            "stty size; echo ready1; read a; echo got:$a; i=0; while [ \"$(stty size)\" != '40 120' ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done; stty size; exit 7"
         let bundle = try Self.ttyBundle(script)
         defer { Harness.cleanup(bundle) }
         let id = Harness.uniqueID("ttydiff")
-        let (runc, ours) = try Self.both({ ["run", "--bundle", bundle, $0] }, id: id,
-                                         steps: [.expect("ready1"), .send("hello\n"), .expect("got:hello"), .resize(rows: 40, cols: 120)])
+        let (runc, ours) = try Self.both(
+            { ["run", "--bundle", bundle, $0] }, id: id,
+            steps: [.expect("ready1"), .send("hello\n"), .expect("got:hello"), .resize(rows: 40, cols: 120)])
         #expect(!runc.timedOut && !ours.timedOut, "runc: \(runc.output) ours: \(ours.output)")
         #expect(runc.status == 7 && ours.status == runc.status, "runc \(runc.status), ours \(ours.status)")
-        #expect(ours.output == runc.output, "runc: \(runc.output.debugDescription) ours: \(ours.output.debugDescription)")
+        #expect(
+            ours.output == runc.output, "runc: \(runc.output.debugDescription) ours: \(ours.output.debugDescription)")
         #expect(ours.rawDuring == runc.rawDuring && ours.restored == runc.restored)
         #expect(runc.lines.last == "40 120")
     }
 
-    @Test("differential: exec -t gives runc's output and exit status (exit 4, SIGKILL 137)",
-          .enabled(if: Harness.find("runc") != nil, "needs runc"),
-          arguments: ["tty; stty size; exit 4", "echo x; kill -9 $$"])
+    @Test(
+        "differential: exec -t gives runc's output and exit status (exit 4, SIGKILL 137)",
+        .enabled(if: Harness.find("runc") != nil, "needs runc"),
+        arguments: ["tty; stty size; exit 4", "echo x; kill -9 $$"])
     func differentialExec(script: String) throws {
         let bundle = try Harness.busyboxBundle(["sleep", "1000"])
         defer { Harness.cleanup(bundle) }
@@ -293,10 +329,14 @@ struct RuncParityTerminalTests {
             _ = try? Harness.runtime(root: oursRoot, ["delete", "--force", id])
             Harness.cleanup(runcRoot, oursRoot)
         }
-        try #require(try Harness.run(runc, ["--root", runcRoot, "run", "--detach", "--bundle", bundle, id]).status == 0)
+        try #require(
+            try Harness.run(runc, ["--root", runcRoot, "run", "--detach", "--bundle", bundle, id]).status == 0)
         try #require(try Harness.runtime(root: oursRoot, ["run", "--detach", "--bundle", bundle, id]).status == 0)
-        let r = try PtyDriver.run([runc, "--root", runcRoot, "exec", "-t", id, "sh", "-c", script], rows: 20, cols: 70, steps: [])
-        let o = try PtyDriver.run([Harness.runtimeBinary, "--root", oursRoot, "exec", "-t", id, "sh", "-c", script], rows: 20, cols: 70, steps: [])
+        let r = try PtyDriver.run(
+            [runc, "--root", runcRoot, "exec", "-t", id, "sh", "-c", script], rows: 20, cols: 70, steps: [])
+        let o = try PtyDriver.run(
+            [Harness.runtimeBinary, "--root", oursRoot, "exec", "-t", id, "sh", "-c", script], rows: 20, cols: 70,
+            steps: [])
         #expect(o.status == r.status, "runc \(r.status): \(r.output); ours \(o.status): \(o.output)")
         // Lines, not bytes: an exec's process runs while the runtime is still taking the pty
         // master, so whether the first output passes the caller's terminal before or after raw

@@ -1,22 +1,27 @@
 import Foundation
-import Testing
 import OCI
 import Runtime
 import TestSupport
+import Testing
 
 /// Bad bundles and ids: a non-zero exit, a message naming the field at fault, and nothing left
 /// on the host — including when `create` fails half-way, after the init and cgroup exist.
 @Suite(.enabled(if: Harness.isRoot, "needs root"))
 struct RuntimeBadInputTests {
     /// Runs `create` then `run` on the bundle; both must fail naming `expected`, leaving nothing.
-    func expectRefused(_ bundle: String, naming expected: [String], prefix: String = "bad", sourceLocation: SourceLocation = #_sourceLocation) throws {
+    func expectRefused(
+        _ bundle: String, naming expected: [String], prefix: String = "bad",
+        sourceLocation: SourceLocation = #_sourceLocation
+    ) throws {
         let c = try TestContainer(prefix, bundle: bundle)
         defer { c.destroy() }
         for verb in ["create", "run"] {
             let r = verb == "create" ? try c.create() : try c.run()
             #expect(r.status != 0, "\(verb) succeeded", sourceLocation: sourceLocation)
             for word in expected {
-                #expect(r.stderr.contains(word), "\(verb): stderr does not name \(word): \(r.stderr)", sourceLocation: sourceLocation)
+                #expect(
+                    r.stderr.contains(word), "\(verb): stderr does not name \(word): \(r.stderr)",
+                    sourceLocation: sourceLocation)
             }
             #expect(c.leftovers().isEmpty, "\(verb) left: \(c.leftovers())", sourceLocation: sourceLocation)
             #expect(c.state() == nil, sourceLocation: sourceLocation)
@@ -28,7 +33,8 @@ struct RuntimeBadInputTests {
     @Test("malformed config.json (syntax error)")
     func malformedJSON() throws {
         let bundle = try Harness.busyboxBundle(["true"])
-        try #"{"ociVersion": "1.2.0", "process": {"#.write(toFile: bundle + "/config.json", atomically: true, encoding: .utf8)
+        try #"{"ociVersion": "1.2.0", "process": {"#.write(
+            toFile: bundle + "/config.json", atomically: true, encoding: .utf8)
         try expectRefused(bundle, naming: ["config.json"])
     }
 
@@ -69,7 +75,8 @@ struct RuntimeBadInputTests {
         try expectRefused(bundle, naming: ["process.user.uid"])
     }
 
-    @Test("an integer out of its field's range (memory.limit 1e30) names the field and the range, not \"malformed JSON\"")
+    @Test(
+        "an integer out of its field's range (memory.limit 1e30) names the field and the range, not \"malformed JSON\"")
     func outOfRangeInteger() throws {
         let bundle = try Harness.busyboxBundle(["true"])
         try Harness.patchConfig(bundle: bundle) { obj in
@@ -77,7 +84,8 @@ struct RuntimeBadInputTests {
             linux["resources"] = ["memory": ["limit": 1e30]]
             obj["linux"] = linux
         }
-        try expectRefused(bundle, naming: ["linux.resources.memory.limit", "1e+30", "-9223372036854775808...9223372036854775807"])
+        try expectRefused(
+            bundle, naming: ["linux.resources.memory.limit", "1e+30", "-9223372036854775808...9223372036854775807"])
         let c = try TestContainer("bad", bundle: bundle)
         defer { c.destroy() }
         #expect(!(try c.create()).stderr.contains("malformed JSON"))
@@ -85,7 +93,9 @@ struct RuntimeBadInputTests {
 
     @Test("a missing rootfs directory names root.path")
     func missingRootfs() throws {
-        let bundle = try Harness.busyboxBundle(["true"]) { spec in spec.root = Root(path: "no-such-rootfs", readonly: true) }
+        let bundle = try Harness.busyboxBundle(["true"]) { spec in
+            spec.root = Root(path: "no-such-rootfs", readonly: true)
+        }
         try expectRefused(bundle, naming: ["root.path", "no-such-rootfs"])
     }
 
@@ -121,7 +131,9 @@ struct RuntimeBadInputTests {
         #expect(c.leftovers().isEmpty, "\(c.leftovers())")
     }
 
-    @Test("ids with \"/\" or \"..\" are refused by every verb and touch nothing", arguments: ["a/b", "..", ".", "../escape", "x/../../escape", "/abs", "other/.."])
+    @Test(
+        "ids with \"/\" or \"..\" are refused by every verb and touch nothing",
+        arguments: ["a/b", "..", ".", "../escape", "x/../../escape", "/abs", "other/.."])
     func badIDs(id: String) throws {
         // parent/sentinel, parent/escape/, and another container's state dir in the root: a verb
         // that joins the id onto --root unchecked would reach them.
@@ -136,13 +148,20 @@ struct RuntimeBadInputTests {
         try "x".write(toFile: parent + "/sentinel", atomically: true, encoding: .utf8)
         let bundle = try Harness.busyboxBundle(["true"])
         defer { Harness.cleanup(bundle) }
-        for verb in [["create", "--bundle", bundle], ["run", "--bundle", bundle], ["state"], ["start"], ["kill"], ["kill", "--all"], ["delete"], ["delete", "--force"], ["exec"]] {
-            let r = try Harness.spawn([Harness.runtimeBinary, "--root", root] + verb + (verb == ["exec"] ? [id, "true"] : [id]))
+        for verb in [
+            ["create", "--bundle", bundle], ["run", "--bundle", bundle], ["state"], ["start"], ["kill"],
+            ["kill", "--all"], ["delete"], ["delete", "--force"], ["exec"],
+        ] {
+            let r = try Harness.spawn(
+                [Harness.runtimeBinary, "--root", root] + verb + (verb == ["exec"] ? [id, "true"] : [id]))
             #expect(r.status != 0, "\(verb) \(id) succeeded")
             #expect(r.stderr.contains("container id"), "\(verb) \(id): \(r.stderr)")
             #expect(fm.fileExists(atPath: parent + "/sentinel"), "\(verb) \(id) removed a file outside --root")
-            #expect(fm.fileExists(atPath: root + "/other/state.json"), "\(verb) \(id) removed another container's state")
-            #expect(fm.fileExists(atPath: parent + "/escape") && fm.fileExists(atPath: root + "/a/b"), "\(verb) \(id) removed a directory it names")
+            #expect(
+                fm.fileExists(atPath: root + "/other/state.json"), "\(verb) \(id) removed another container's state")
+            #expect(
+                fm.fileExists(atPath: parent + "/escape") && fm.fileExists(atPath: root + "/a/b"),
+                "\(verb) \(id) removed a directory it names")
         }
         let inRoot = ((try? fm.contentsOfDirectory(atPath: root)) ?? []).filter { !$0.hasPrefix(".") }
         #expect(Set(inRoot) == ["other", "a"], "\(inRoot)")
@@ -164,7 +183,8 @@ struct RuntimeBadInputTests {
         var index = -1
         let bundle = try Harness.busyboxBundle(["true"]) { spec in
             index = spec.mounts!.count
-            spec.mounts!.append(Mount(destination: "/data", type: "bind", source: "/no/such/source", options: ["rbind", "ro"]))
+            spec.mounts!.append(
+                Mount(destination: "/data", type: "bind", source: "/no/such/source", options: ["rbind", "ro"]))
         }
         try expectRefused(bundle, naming: ["mounts[\(index)].source"])
     }
@@ -172,7 +192,9 @@ struct RuntimeBadInputTests {
     @Test("an unknown rlimit type names process.rlimits[N].type")
     func unknownRlimit() throws {
         let bundle = try Harness.busyboxBundle(["true"]) { spec in
-            spec.process?.rlimits = [Rlimit(type: "RLIMIT_NOFILE", hard: 100, soft: 100), Rlimit(type: "RLIMIT_BOGUS", hard: 1, soft: 1)]
+            spec.process?.rlimits = [
+                Rlimit(type: "RLIMIT_NOFILE", hard: 100, soft: 100), Rlimit(type: "RLIMIT_BOGUS", hard: 1, soft: 1),
+            ]
         }
         try expectRefused(bundle, naming: ["process.rlimits[1].type"])
     }
@@ -190,7 +212,8 @@ struct RuntimeBadInputTests {
         var index = -1
         let bundle = try Harness.busyboxBundle(["true"]) { spec in
             index = spec.mounts!.count
-            spec.mounts!.append(Mount(destination: "/etc", type: "bind", source: "/etc/hostname", options: ["bind", "ro"]))
+            spec.mounts!.append(
+                Mount(destination: "/etc", type: "bind", source: "/etc/hostname", options: ["bind", "ro"]))
         }
         try expectRefused(bundle, naming: ["mounts[\(index)]"])
     }

@@ -1,8 +1,8 @@
 import Foundation
-import Testing
 import OCI
 import Runtime
 import TestSupport
+import Testing
 
 /// The container escapes of issue 10, reproduced as an attacker inside a root container without
 /// a user namespace (runc's default config) would run them. Each test fails on ffe6433.
@@ -25,172 +25,172 @@ struct RuntimeEscapeTests {
     /// runtime process still runs the file: ETXTBSY), and reports all of it in result.json.
     /// It creates `caught` when it first keeps a handle.
     static let watcher = #"""
-import errno, json, os, signal, stat, time
+        import errno, json, os, signal, stat, time
 
-REPORT = "/mnt"
-HOST_MARKER = os.environ.get("HOST_MARKER")
-O_PATH = getattr(os, "O_PATH", 0o10000000)
+        REPORT = "/mnt"
+        HOST_MARKER = os.environ.get("HOST_MARKER")
+        O_PATH = getattr(os, "O_PATH", 0o10000000)
 
-def ename(e):
-    return errno.errorcode.get(e.errno, str(e.errno))
+        def ename(e):
+            return errno.errorcode.get(e.errno, str(e.errno))
 
-def cmdline(pid):
-    try:
-        with open("/proc/%d/cmdline" % pid, "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
-    except OSError:
-        return None
-
-def foreign(fd):
-    """(not one of the container's own files, what /proc/self/fd/N names)"""
-    try:
-        link = os.readlink("/proc/self/fd/%d" % fd)
-    except OSError as e:
-        return True, "readlink: " + ename(e)
-    st = os.fstat(fd)
-    try:
-        own = os.stat(link)
-        if (own.st_dev, own.st_ino) == (st.st_dev, st.st_ino):
-            return False, link
-    except OSError:
-        pass
-    return True, link
-
-held = []
-
-def state(pid):
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return "X"
-
-def stop(pid):
-    """SIGSTOP, then wait until it is stopped: False when it is gone."""
-    os.kill(pid, signal.SIGSTOP)
-    for _ in range(200000):
-        s = state(pid)
-        if s in ("T", "t"):
-            return True
-        if s in ("Z", "X"):
-            return False
-    return True
-
-def handle(pid):
-    info = {"pid": pid, "cmdlines": [], "denied": 0, "caught": None, "end": None}
-    def note(cl):
-        if cl and cl not in info["cmdlines"]:
-            info["cmdlines"].append(cl)
-    try:
-        alive = stop(pid)
-        if OTHER_CPUS:
+        def cmdline(pid):
             try:
-                os.sched_setaffinity(pid, OTHER_CPUS)
+                with open("/proc/%d/cmdline" % pid, "rb") as f:
+                    return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+            except OSError:
+                return None
+
+        def foreign(fd):
+            """(not one of the container's own files, what /proc/self/fd/N names)"""
+            try:
+                link = os.readlink("/proc/self/fd/%d" % fd)
+            except OSError as e:
+                return True, "readlink: " + ename(e)
+            st = os.fstat(fd)
+            try:
+                own = os.stat(link)
+                if (own.st_dev, own.st_ino) == (st.st_dev, st.st_ino):
+                    return False, link
             except OSError:
                 pass
-        for step in range(1000000):
-            note(cmdline(pid))
-            # A file only the host has, through the process's root: reached means host root.
-            if HOST_MARKER and os.path.exists("/proc/%d/root%s" % (pid, HOST_MARKER)):
-                info["hostRoot"] = True
+            return True, link
+
+        held = []
+
+        def state(pid):
             try:
-                fd = os.open("/proc/%d/exe" % pid, O_PATH | os.O_CLOEXEC)
-            except PermissionError:
-                info["denied"] += 1
-            except (FileNotFoundError, ProcessLookupError):
-                info["end"] = "gone (state %s)" % state(pid)
-                return info
-            except OSError as e:
-                info["end"] = "open: " + ename(e)
-                return info
-            else:
-                is_foreign, link = foreign(fd)
-                if is_foreign:
-                    held.append({"pid": pid, "cmdline": cmdline(pid), "link": link, "fd": fd})
-                    open(REPORT + "/caught", "w").close()
-                    info["caught"] = link
-                    info["end"] = "caught"
-                else:
-                    os.close(fd)
-                    info["end"] = "own file " + link
-                return info
-            if not alive:
-                info["end"] = "gone (stop: state %s)" % state(pid)
-                return info
-            # Let it run for about 20 us, then stop it again: no window of its life is longer
-            # than one step unless it is inside one system call (execve(2) returns stopped).
-            os.kill(pid, signal.SIGCONT)
-            until = time.perf_counter_ns() + 20000
-            while time.perf_counter_ns() < until:
+                with open("/proc/%d/stat" % pid) as f:
+                    return f.read().rsplit(")", 1)[1].split()[0]
+            except (OSError, IndexError):
+                return "X"
+
+        def stop(pid):
+            """SIGSTOP, then wait until it is stopped: False when it is gone."""
+            os.kill(pid, signal.SIGSTOP)
+            for _ in range(200000):
+                s = state(pid)
+                if s in ("T", "t"):
+                    return True
+                if s in ("Z", "X"):
+                    return False
+            return True
+
+        def handle(pid):
+            info = {"pid": pid, "cmdlines": [], "denied": 0, "caught": None, "end": None}
+            def note(cl):
+                if cl and cl not in info["cmdlines"]:
+                    info["cmdlines"].append(cl)
+            try:
+                alive = stop(pid)
+                if OTHER_CPUS:
+                    try:
+                        os.sched_setaffinity(pid, OTHER_CPUS)
+                    except OSError:
+                        pass
+                for step in range(1000000):
+                    note(cmdline(pid))
+                    # A file only the host has, through the process's root: reached means host root.
+                    if HOST_MARKER and os.path.exists("/proc/%d/root%s" % (pid, HOST_MARKER)):
+                        info["hostRoot"] = True
+                    try:
+                        fd = os.open("/proc/%d/exe" % pid, O_PATH | os.O_CLOEXEC)
+                    except PermissionError:
+                        info["denied"] += 1
+                    except (FileNotFoundError, ProcessLookupError):
+                        info["end"] = "gone (state %s)" % state(pid)
+                        return info
+                    except OSError as e:
+                        info["end"] = "open: " + ename(e)
+                        return info
+                    else:
+                        is_foreign, link = foreign(fd)
+                        if is_foreign:
+                            held.append({"pid": pid, "cmdline": cmdline(pid), "link": link, "fd": fd})
+                            open(REPORT + "/caught", "w").close()
+                            info["caught"] = link
+                            info["end"] = "caught"
+                        else:
+                            os.close(fd)
+                            info["end"] = "own file " + link
+                        return info
+                    if not alive:
+                        info["end"] = "gone (stop: state %s)" % state(pid)
+                        return info
+                    # Let it run for about 20 us, then stop it again: no window of its life is longer
+                    # than one step unless it is inside one system call (execve(2) returns stopped).
+                    os.kill(pid, signal.SIGCONT)
+                    until = time.perf_counter_ns() + 20000
+                    while time.perf_counter_ns() < until:
+                        pass
+                    alive = stop(pid)
+                info["end"] = "step limit"
+            except ProcessLookupError:
+                info["end"] = "gone"
+            finally:
+                try:
+                    os.kill(pid, signal.SIGCONT)
+                except OSError:
+                    pass
+            return info
+
+        # The watcher on one CPU, the watched process on the others (same uid: allowed): otherwise
+        # SIGCONT wakes it on this CPU, it preempts the watcher and runs for a whole time slice.
+        OTHER_CPUS = None
+        cpus = os.sched_getaffinity(0)
+        if len(cpus) >= 2:
+            os.sched_setaffinity(0, {min(cpus)})
+            OTHER_CPUS = cpus - {min(cpus)}
+
+        with open("/tmp/evil", "w") as f:
+            f.write("#!/proc/self/exe\n")
+        os.chmod("/tmp/evil", 0o755)
+        open(REPORT + "/ready", "w").close()
+
+        seen = []
+        next_pid = os.getpid() + 1
+        while not os.path.exists(REPORT + "/done"):
+            for pid in range(next_pid, next_pid + 8):
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    continue
+                except PermissionError:
+                    pass
+                seen.append(handle(pid))
+                next_pid = pid + 1
+                break
+            try:
+                os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
                 pass
-            alive = stop(pid)
-        info["end"] = "step limit"
-    except ProcessLookupError:
-        info["end"] = "gone"
-    finally:
-        try:
-            os.kill(pid, signal.SIGCONT)
-        except OSError:
-            pass
-    return info
 
-# The watcher on one CPU, the watched process on the others (same uid: allowed): otherwise
-# SIGCONT wakes it on this CPU, it preempts the watcher and runs for a whole time slice.
-OTHER_CPUS = None
-cpus = os.sched_getaffinity(0)
-if len(cpus) >= 2:
-    os.sched_setaffinity(0, {min(cpus)})
-    OTHER_CPUS = cpus - {min(cpus)}
+        writes = []
+        for h in held:
+            r = {k: v for k, v in h.items() if k != "fd"}
+            r["open"] = "ETXTBSY"
+            for attempt in range(1500):
+                try:
+                    w = os.open("/proc/self/fd/%d" % h["fd"], os.O_WRONLY | os.O_APPEND)
+                except OSError as e:
+                    if e.errno == errno.ETXTBSY:
+                        time.sleep(0.02)
+                        continue
+                    r["open"] = ename(e)
+                    break
+                r["open"] = "ok"
+                try:
+                    r["write"] = os.write(w, b"\n# written by a container through /proc/self/fd\n")
+                except OSError as e:
+                    r["write"] = ename(e)
+                os.close(w)
+                break
+            writes.append(r)
 
-with open("/tmp/evil", "w") as f:
-    f.write("#!/proc/self/exe\n")
-os.chmod("/tmp/evil", 0o755)
-open(REPORT + "/ready", "w").close()
-
-seen = []
-next_pid = os.getpid() + 1
-while not os.path.exists(REPORT + "/done"):
-    for pid in range(next_pid, next_pid + 8):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            continue
-        except PermissionError:
-            pass
-        seen.append(handle(pid))
-        next_pid = pid + 1
-        break
-    try:
-        os.waitpid(-1, os.WNOHANG)
-    except ChildProcessError:
-        pass
-
-writes = []
-for h in held:
-    r = {k: v for k, v in h.items() if k != "fd"}
-    r["open"] = "ETXTBSY"
-    for attempt in range(1500):
-        try:
-            w = os.open("/proc/self/fd/%d" % h["fd"], os.O_WRONLY | os.O_APPEND)
-        except OSError as e:
-            if e.errno == errno.ETXTBSY:
-                time.sleep(0.02)
-                continue
-            r["open"] = ename(e)
-            break
-        r["open"] = "ok"
-        try:
-            r["write"] = os.write(w, b"\n# written by a container through /proc/self/fd\n")
-        except OSError as e:
-            r["write"] = ename(e)
-        os.close(w)
-        break
-    writes.append(r)
-
-with open(REPORT + "/result.json.tmp", "w") as f:
-    json.dump({"seen": seen, "held": writes}, f)
-os.rename(REPORT + "/result.json.tmp", REPORT + "/result.json")
-"""#
+        with open(REPORT + "/result.json.tmp", "w") as f:
+            json.dump({"seen": seen, "held": writes}, f)
+        os.rename(REPORT + "/result.json.tmp", REPORT + "/result.json")
+        """#
 
     struct Report {
         var seen: [[String: Any]]
@@ -204,9 +204,14 @@ os.rename(REPORT + "/result.json.tmp", REPORT + "/result.json")
         }
 
         var summary: String {
-            let h = seen.map { "pid \($0["pid"] ?? "?") \((($0["cmdlines"] as? [String]) ?? []).map { $0.prefix(60) }) denied \($0["denied"] ?? 0) end \($0["end"] ?? "?")" }
-            let w = held.map { "pid \($0["pid"] ?? "?") [\($0["cmdline"] ?? "")] \($0["link"] ?? "?"): reopen O_WRONLY \($0["open"] ?? "?"), write \($0["write"] ?? "-")" }
-            return "\(seen.count) processes seen, \(helpers.count) ran the runtime's binary: \(h); handles kept and write attempts: \(w); runtime binary unchanged: \(binaryUnchanged)"
+            let h = seen.map {
+                "pid \($0["pid"] ?? "?") \((($0["cmdlines"] as? [String]) ?? []).map { $0.prefix(60) }) denied \($0["denied"] ?? 0) end \($0["end"] ?? "?")"
+            }
+            let w = held.map {
+                "pid \($0["pid"] ?? "?") [\($0["cmdline"] ?? "")] \($0["link"] ?? "?"): reopen O_WRONLY \($0["open"] ?? "?"), write \($0["write"] ?? "-")"
+            }
+            return
+                "\(seen.count) processes seen, \(helpers.count) ran the runtime's binary: \(h); handles kept and write attempts: \(w); runtime binary unchanged: \(binaryUnchanged)"
         }
     }
 
@@ -216,10 +221,13 @@ os.rename(REPORT + "/result.json.tmp", REPORT + "/result.json")
     /// PID namespace (create, start: its `init` is watched); then `execs` × `exec ID /bin/true`,
     /// with `evil` then `exec ID /tmp/evil` until the watcher holds a handle (at most 20 times)
     /// and `execs` more. Then `done`, and the report.
-    func attack(env: [String] = [], sharedPidContainer: Bool, evil: Bool, execs: Int, ptrace: Bool = false) throws -> Report {
+    func attack(env: [String] = [], sharedPidContainer: Bool, evil: Bool, execs: Int, ptrace: Bool = false) throws
+        -> Report
+    {
         let dir = try Harness.tempDir("escape")
         defer { Harness.cleanup(dir) }
-        let binDir = dir + "/bin", reportDir = dir + "/report"
+        let binDir = dir + "/bin"
+        let reportDir = dir + "/report"
         try FileManager.default.createDirectory(atPath: binDir, withIntermediateDirectories: true)
         try FileManager.default.createDirectory(atPath: reportDir, withIntermediateDirectories: true)
         let binary = binDir + "/safespace-runtime"
@@ -242,7 +250,8 @@ os.rename(REPORT + "/result.json.tmp", REPORT + "/result.json")
                 // CAP_SYS_PTRACE in the host's user namespace opens /proc/PID/exe of any process
                 // in the container's PID namespace, non-dumpable or not.
                 for keyPath in [\Capabilities.bounding, \Capabilities.effective, \Capabilities.permitted] {
-                    spec.process!.capabilities![keyPath: keyPath] = (spec.process!.capabilities![keyPath: keyPath] ?? []) + ["CAP_SYS_PTRACE"]
+                    spec.process!.capabilities![keyPath: keyPath] =
+                        (spec.process!.capabilities![keyPath: keyPath] ?? []) + ["CAP_SYS_PTRACE"]
                 }
             }
         }
@@ -254,7 +263,9 @@ os.rename(REPORT + "/result.json.tmp", REPORT + "/result.json")
         let created = try rt(["create", "--bundle", bundle, id])
         try #require(created.status == 0, "create: \(created.stderr)")
         try #require(try rt(["start", id]).status == 0)
-        try #require(Harness.eventually { FileManager.default.fileExists(atPath: reportDir + "/ready") }, "the watcher never got ready")
+        try #require(
+            Harness.eventually { FileManager.default.fileExists(atPath: reportDir + "/ready") },
+            "the watcher never got ready")
 
         if sharedPidContainer {
             let state = try rt(["state", id])
@@ -286,7 +297,8 @@ os.rename(REPORT + "/result.json.tmp", REPORT + "/result.json")
             for attempt in 1...20 {
                 let r = try rt(["exec", id, "/tmp/evil"])
                 if FileManager.default.fileExists(atPath: reportDir + "/caught") {
-                    print("escape test: exec /tmp/evil (attempt \(attempt)) exited \(r.status): \(r.stderr.prefix(200))")
+                    print(
+                        "escape test: exec /tmp/evil (attempt \(attempt)) exited \(r.status): \(r.stderr.prefix(200))")
                     break
                 }
             }
@@ -295,8 +307,11 @@ os.rename(REPORT + "/result.json.tmp", REPORT + "/result.json")
         // Every runtime command has returned: nothing runs the copy now, so a write can land.
         try Data().write(to: URL(fileURLWithPath: reportDir + "/done"))
         let resultPath = reportDir + "/result.json"
-        try #require(Harness.eventually { FileManager.default.fileExists(atPath: resultPath) }, "the watcher wrote no result")
-        let result = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: resultPath))) as? [String: Any])
+        try #require(
+            Harness.eventually { FileManager.default.fileExists(atPath: resultPath) }, "the watcher wrote no result")
+        let result = try #require(
+            try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: resultPath))) as? [String: Any]
+        )
         let after = try Data(contentsOf: URL(fileURLWithPath: binary))
         let report = Report(
             seen: result["seen"] as? [[String: Any]] ?? [], held: result["held"] as? [[String: Any]] ?? [],
@@ -319,7 +334,9 @@ os.rename(REPORT + "/result.json.tmp", REPORT + "/result.json")
         #expect(report.binaryUnchanged, "the runtime binary was rewritten from inside the container: \(report.summary)")
     }
 
-    @Test("CVE-2019-5736 with CAP_SYS_PTRACE: every runtime process the container can see runs the sealed binary; its root is never the host's; no write reaches the host's file")
+    @Test(
+        "CVE-2019-5736 with CAP_SYS_PTRACE: every runtime process the container can see runs the sealed binary; its root is never the host's; no write reaches the host's file"
+    )
     func ptraceCapableContainer() throws {
         // Non-dumpable does not hold against CAP_SYS_PTRACE: /proc/PID/exe and /proc/PID/root of
         // what the exec puts in the container's PID namespace open. The exe must be the sealed
@@ -329,9 +346,12 @@ os.rename(REPORT + "/result.json.tmp", REPORT + "/result.json")
         // The exec'd processes were watched; none was ever ours with the host's root (the helper
         // joins the PID namespace after the mount namespace).
         #expect(report.seen.count >= 4, "too few exec'd processes watched: \(report.summary)")
-        #expect(!report.seen.contains { $0["hostRoot"] as? Bool == true }, "a process in the container's PID namespace had the host's root: \(report.summary)")
-        #expect(report.held.contains { (($0["cmdline"] as? String) ?? "").contains("safespace-runtime") },
-                "the watcher held no handle of a runtime helper: \(report.summary)")
+        #expect(
+            !report.seen.contains { $0["hostRoot"] as? Bool == true },
+            "a process in the container's PID namespace had the host's root: \(report.summary)")
+        #expect(
+            report.held.contains { (($0["cmdline"] as? String) ?? "").contains("safespace-runtime") },
+            "the watcher held no handle of a runtime helper: \(report.summary)")
         for h in report.held {
             #expect(!(h["write"] is Int), "a write through a kept handle landed: \(report.summary)")
         }
@@ -348,11 +368,13 @@ os.rename(REPORT + "/result.json.tmp", REPORT + "/result.json")
         // under the load of several builds, 2-8 of the 17 were caught per run). Not vacuous: at
         // least 3 were watched from their re-exec until they ran the workload.
         let watchedThrough = report.helpers.filter {
-            (($0["cmdlines"] as? [String]) ?? []).contains("safespace-runtime init") && (($0["end"] as? String) ?? "").hasPrefix("own file")
+            (($0["cmdlines"] as? [String]) ?? []).contains("safespace-runtime init")
+                && (($0["end"] as? String) ?? "").hasPrefix("own file")
         }
         #expect(watchedThrough.count >= 3, "too few helpers watched from re-exec to workload: \(report.summary)")
         for h in report.helpers {
-            #expect(h["caught"] is NSNull || h["caught"] == nil, "a helper's /proc/PID/exe was opened: \(report.summary)")
+            #expect(
+                h["caught"] is NSNull || h["caught"] == nil, "a helper's /proc/PID/exe was opened: \(report.summary)")
         }
         #expect(report.held.isEmpty, "\(report.summary)")
         #expect(report.binaryUnchanged, "\(report.summary)")
@@ -362,32 +384,32 @@ os.rename(REPORT + "/result.json.tmp", REPORT + "/result.json")
 
     /// Run inside the container with the caller's pty as stdio: what it can do to that terminal.
     static let ttyProbe = #"""
-import errno, fcntl, json, os, termios
+        import errno, fcntl, json, os, termios
 
-def ename(e):
-    return errno.errorcode.get(e.errno, str(e.errno))
+        def ename(e):
+            return errno.errorcode.get(e.errno, str(e.errno))
 
-r = {"isatty0": os.isatty(0)}
-try:
-    os.close(os.open("/dev/tty", os.O_RDWR))
-    r["devtty"] = "opened"
-except OSError as e:
-    r["devtty"] = ename(e)
-with open("/proc/self/stat") as f:
-    fields = f.read().rsplit(")", 1)[1].split()
-r["tty_nr"] = int(fields[4])
-r["own_session"] = os.getsid(0) == os.getpid()
-sti = set()
-for ch in b"INJECTED":
-    try:
-        fcntl.ioctl(0, termios.TIOCSTI, bytes([ch]))
-        sti.add("ok")
-    except OSError as e:
-        sti.add(ename(e))
-r["tiocsti"] = sorted(sti)
-with open(os.environ["REPORT"], "w") as f:
-    json.dump(r, f)
-"""#
+        r = {"isatty0": os.isatty(0)}
+        try:
+            os.close(os.open("/dev/tty", os.O_RDWR))
+            r["devtty"] = "opened"
+        except OSError as e:
+            r["devtty"] = ename(e)
+        with open("/proc/self/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        r["tty_nr"] = int(fields[4])
+        r["own_session"] = os.getsid(0) == os.getpid()
+        sti = set()
+        for ch in b"INJECTED":
+            try:
+                fcntl.ioctl(0, termios.TIOCSTI, bytes([ch]))
+                sti.add("ok")
+            except OSError as e:
+                sti.add(ename(e))
+        r["tiocsti"] = sorted(sti)
+        with open(os.environ["REPORT"], "w") as f:
+            json.dump(r, f)
+        """#
 
     /// A new pty pair in raw mode (no echo, no line discipline buffering): injected input is
     /// readable on the slave at once.
@@ -435,7 +457,10 @@ with open(os.environ["REPORT"], "w") as f:
         let c = try TestContainer("tty", bundle: bundle)
         defer { c.destroy() }
         let pty = try Self.openPty()
-        defer { close(pty.master); close(pty.slave) }
+        defer {
+            close(pty.master)
+            close(pty.slave)
+        }
         var commandArgs = [Harness.runtimeBinary, "--root", c.root]
         if command == "run" {
             commandArgs += ["run", "--bundle", bundle, c.id]
@@ -446,7 +471,9 @@ with open(os.environ["REPORT"], "w") as f:
         }
         // The caller: a session of its own whose controlling terminal is the test's pty, as a
         // shell in a terminal would be (setsid(1) --ctty: TIOCSCTTY on its stdin).
-        let r = try Harness.spawn(["/usr/bin/setsid", "--ctty", "--wait"] + commandArgs, inherit: [(pty.slave, 0), (pty.slave, 1), (pty.slave, 2)])
+        let r = try Harness.spawn(
+            ["/usr/bin/setsid", "--ctty", "--wait"] + commandArgs,
+            inherit: [(pty.slave, 0), (pty.slave, 1), (pty.slave, 2)])
         let output = Self.pending(pty.master)
         try #require(r.status == 0, "\(command) exited \(r.status): \(output)")
         let data = try Data(contentsOf: URL(fileURLWithPath: reportDir + "/result.json"))

@@ -1,8 +1,8 @@
 import Foundation
-import Testing
 import OCI
 import Runtime
 import TestSupport
+import Testing
 
 /// `exec` into a running busybox container: exit codes, detach + pid file, --process, --user,
 /// --env, --cwd, and refusal once the container has stopped.
@@ -10,9 +10,14 @@ import TestSupport
 struct RuntimeExecTests {
     /// A started container running `sleep 1000` (with a tmpfs /tmp); `body` gets it.
     func withRunning(_ prefix: String, _ body: (TestContainer) throws -> Void) throws {
-        let c = try TestContainer(prefix, bundle: try Harness.busyboxBundle(["sleep", "1000"]) { spec in
-            spec.mounts!.append(Mount(destination: "/tmp", type: "tmpfs", source: "tmpfs", options: ["nosuid", "nodev", "mode=1777", "size=1m"]))
-        })
+        let c = try TestContainer(
+            prefix,
+            bundle: try Harness.busyboxBundle(["sleep", "1000"]) { spec in
+                spec.mounts!.append(
+                    Mount(
+                        destination: "/tmp", type: "tmpfs", source: "tmpfs",
+                        options: ["nosuid", "nodev", "mode=1777", "size=1m"]))
+            })
         defer { c.destroy() }
         try #require(try c.create().status == 0)
         try #require(try c.start().status == 0)
@@ -49,14 +54,16 @@ struct RuntimeExecTests {
             let pidFile = c.root + "/exec.pid"
             let r = try c.rt(["exec", "--detach", "--pid-file", pidFile, c.id, "sleep", "500"])
             #expect(r.status == 0, "\(r.stderr)")
-            let text = try String(contentsOfFile: pidFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+            let text = try String(contentsOfFile: pidFile, encoding: .utf8).trimmingCharacters(
+                in: .whitespacesAndNewlines)
             let pid = try #require(Int32(text), "pid file holds \(text)")
             #expect(kill(pid, 0) == 0, "pid \(pid) is not alive")
             let cmdline = (try? String(contentsOfFile: "/proc/\(pid)/cmdline", encoding: .utf8)) ?? ""
             #expect(cmdline.hasPrefix("sleep\u{0}500"), "\(cmdline)")
             let ps = try c.rt(["ps", "--format", "json", c.id])
             #expect(ps.status == 0, "\(ps.stderr)")
-            let pids = try #require(try JSONSerialization.jsonObject(with: Data(ps.stdout.utf8)) as? [NSNumber], "\(ps.stdout)")
+            let pids = try #require(
+                try JSONSerialization.jsonObject(with: Data(ps.stdout.utf8)) as? [NSNumber], "\(ps.stdout)")
             #expect(pids.map(\.int32Value).contains(pid), "\(ps.stdout)")
             #expect(pids.map(\.int32Value).contains(c.pid ?? -1), "\(ps.stdout)")
         }
@@ -66,7 +73,9 @@ struct RuntimeExecTests {
     func processFile() throws {
         try withRunning("execp") { c in
             let file = c.root + "/process.json"
-            var p = OCI.Process(user: User(uid: 1000, gid: 1000), args: ["sh", "-c", "echo from-file $A $(id -u) $(pwd); exit 7"], env: ["PATH=/bin", "A=aa"], cwd: "/tmp")
+            var p = OCI.Process(
+                user: User(uid: 1000, gid: 1000), args: ["sh", "-c", "echo from-file $A $(id -u) $(pwd); exit 7"],
+                env: ["PATH=/bin", "A=aa"], cwd: "/tmp")
             p.noNewPrivileges = true
             try JSONEncoder().encode(p).write(to: URL(fileURLWithPath: file))
             let r = try c.rt(["exec", "--process", file, c.id])
@@ -149,9 +158,12 @@ struct RuntimeExecTests {
         let pidFile = c.root + "/../\(c.id).exec.pid"
         defer { Harness.cleanup(pidFile) }
         try #require(try c.rt(["exec", "--detach", "--pid-file", pidFile, c.id, "sleep", "600"]).status == 0)
-        let pid = try #require(Int32(try String(contentsOfFile: pidFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)))
+        let pid = try #require(
+            Int32(try String(contentsOfFile: pidFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)))
         #expect(try c.delete(force: true).status == 0)
-        #expect(Harness.eventually { kill(pid, 0) != 0 || RuntimeLifecycleTests.isZombie(pid) }, "exec'd pid \(pid) survived delete --force")
+        #expect(
+            Harness.eventually { kill(pid, 0) != 0 || RuntimeLifecycleTests.isZombie(pid) },
+            "exec'd pid \(pid) survived delete --force")
         #expect(c.leftovers().isEmpty, "\(c.leftovers())")
     }
 }

@@ -1,8 +1,8 @@
 import Foundation
-import Testing
 import OCI
 import Runtime
 import TestSupport
+import Testing
 
 /// OCI hooks run on the host (prestart, createRuntime, poststart, poststop): each receives the
 /// state JSON on stdin with the container's id, pid and the status of its lifecycle point.
@@ -37,12 +37,14 @@ struct RuntimeHooksTests {
         let dir = try Harness.tempDir("hooks")
         defer { Harness.cleanup(dir) }
         let rec = try Self.recorder(dir)
-        let c = try TestContainer(prefix, bundle: try bundle { spec in
-            spec.hooks = Hooks(
-                prestart: [Self.hook(rec, "prestart")], createRuntime: [Self.hook(rec, "createRuntime")],
-                poststart: [Self.hook(rec, "poststart")], poststop: [Self.hook(rec, "poststop")])
-            spec.annotations = (spec.annotations ?? [:]).merging(["org.example.key": "value"]) { $1 }
-        })
+        let c = try TestContainer(
+            prefix,
+            bundle: try bundle { spec in
+                spec.hooks = Hooks(
+                    prestart: [Self.hook(rec, "prestart")], createRuntime: [Self.hook(rec, "createRuntime")],
+                    poststart: [Self.hook(rec, "poststart")], poststop: [Self.hook(rec, "poststop")])
+                spec.annotations = (spec.annotations ?? [:]).merging(["org.example.key": "value"]) { $1 }
+            })
         defer { c.destroy() }
 
         let cr = try c.create()
@@ -93,12 +95,15 @@ struct RuntimeHooksTests {
             /bin/cat /proc/$pid/cmdline | /bin/tr '\\0' ' ' > \(dir)/cmdline
             """
         let script = try Harness.script(dir, "ns.sh", body)
-        let c = try TestContainer("hookns", bundle: try Harness.busyboxBundle(["sleep", "1000"]) { spec in
-            spec.hooks = Hooks(createRuntime: [Hook(path: script)])
-        })
+        let c = try TestContainer(
+            "hookns",
+            bundle: try Harness.busyboxBundle(["sleep", "1000"]) { spec in
+                spec.hooks = Hooks(createRuntime: [Hook(path: script)])
+            })
         defer { c.destroy() }
         try #require(try c.create().status == 0)
-        let uts = try String(contentsOfFile: dir + "/uts", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        let uts = try String(contentsOfFile: dir + "/uts", encoding: .utf8).trimmingCharacters(
+            in: .whitespacesAndNewlines)
         let hostUTS = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/ns/uts")
         #expect(uts.hasPrefix("uts:["), "\(uts)")
         #expect(uts != hostUTS, "the init had no uts namespace of its own when createRuntime ran")
@@ -108,16 +113,22 @@ struct RuntimeHooksTests {
         #expect(c.leftovers().isEmpty, "\(c.leftovers())")
     }
 
-    @Test("createContainer and startContainer hooks run in the container's namespaces with its own view of the pid (1): creating, then created")
+    @Test(
+        "createContainer and startContainer hooks run in the container's namespaces with its own view of the pid (1): creating, then created"
+    )
     func containerNamespaceHooks() throws {
         let dir = try Harness.tempDir("hooks")
         defer { Harness.cleanup(dir) }
         let rec = try Self.recorder(dir)
-        let c = try TestContainer("hookctr", bundle: try Harness.busyboxBundle(["sleep", "1000"]) { spec in
-            // startContainer runs after pivot_root: its path resolves in the container
-            // (config.md#posix-platform-hooks); it leaves its state on the container's /dev/shm.
-            spec.hooks = Hooks(createContainer: [Self.hook(rec, "createContainer")], startContainer: [Hook(path: "/startContainer.sh")])
-        })
+        let c = try TestContainer(
+            "hookctr",
+            bundle: try Harness.busyboxBundle(["sleep", "1000"]) { spec in
+                // startContainer runs after pivot_root: its path resolves in the container
+                // (config.md#posix-platform-hooks); it leaves its state on the container's /dev/shm.
+                spec.hooks = Hooks(
+                    createContainer: [Self.hook(rec, "createContainer")],
+                    startContainer: [Hook(path: "/startContainer.sh")])
+            })
         defer { c.destroy() }
         _ = try Harness.script(c.bundle + "/rootfs", "startContainer.sh", "/bin/cat > /dev/shm/startContainer.json")
 
@@ -137,9 +148,16 @@ struct RuntimeHooksTests {
         // Created, not yet running: startContainer runs before the workload is executed. The
         // init runs it once `start` has read the exec FIFO (as runc's does), so `start` may
         // return first: wait for the workload.
-        #expect(Harness.eventually { ((try? String(contentsOfFile: "/proc/\(pid)/cmdline", encoding: .utf8)) ?? "").hasPrefix("sleep") })
-        let data = try #require(FileManager.default.contents(atPath: "/proc/\(pid)/root/dev/shm/startContainer.json"), "startContainer got no state")
-        let start = try #require((try JSONSerialization.jsonObject(with: data)) as? [String: Any], "\(String(decoding: data, as: UTF8.self))")
+        #expect(
+            Harness.eventually {
+                ((try? String(contentsOfFile: "/proc/\(pid)/cmdline", encoding: .utf8)) ?? "").hasPrefix("sleep")
+            })
+        let data = try #require(
+            FileManager.default.contents(atPath: "/proc/\(pid)/root/dev/shm/startContainer.json"),
+            "startContainer got no state")
+        let start = try #require(
+            (try JSONSerialization.jsonObject(with: data)) as? [String: Any], "\(String(decoding: data, as: UTF8.self))"
+        )
         #expect(start["id"] as? String == c.id)
         #expect((start["pid"] as? NSNumber)?.int32Value == 1, "\(start)")
         #expect(start["status"] as? String == "created", "\(start)")
@@ -152,28 +170,36 @@ struct RuntimeHooksTests {
         let dir = try Harness.tempDir("hooks")
         defer { Harness.cleanup(dir) }
         let rec = try Self.recorder(dir)
-        let c = try TestContainer("hookrun", bundle: try Harness.busyboxBundle(["sh", "-c", "exit 4"]) { spec in
-            spec.hooks = Hooks(poststart: [Self.hook(rec, "poststart")], poststop: [Self.hook(rec, "poststop")])
-        })
+        let c = try TestContainer(
+            "hookrun",
+            bundle: try Harness.busyboxBundle(["sh", "-c", "exit 4"]) { spec in
+                spec.hooks = Hooks(poststart: [Self.hook(rec, "poststart")], poststop: [Self.hook(rec, "poststop")])
+            })
         defer { c.destroy() }
         let r = try c.run()
         #expect(r.status == 4, "\(r.stderr)")
         #expect(Self.order(dir) == ["poststart", "poststop"])
         #expect(Self.read(dir, "poststop")?["status"] as? String == "stopped")
-        #expect(Self.read(dir, "poststop").map { $0["pid"] == nil } == true, "\(String(describing: Self.read(dir, "poststop")))")
+        #expect(
+            Self.read(dir, "poststop").map { $0["pid"] == nil } == true,
+            "\(String(describing: Self.read(dir, "poststop")))")
         #expect(Self.read(dir, "poststop")?["id"] as? String == c.id)
         #expect(c.leftovers().isEmpty, "\(c.leftovers())")
     }
 
-    @Test("a failing createRuntime hook fails create naming hooks.createRuntime[0]; later hooks do not run; nothing remains")
+    @Test(
+        "a failing createRuntime hook fails create naming hooks.createRuntime[0]; later hooks do not run; nothing remains"
+    )
     func failingCreateRuntime() throws {
         let dir = try Harness.tempDir("hooks")
         defer { Harness.cleanup(dir) }
         let rec = try Self.recorder(dir)
         let fail = try Harness.script(dir, "fail.sh", "/bin/cat > /dev/null; exit 3")
-        let c = try TestContainer("hookfail", bundle: try Harness.busyboxBundle(["sleep", "1000"]) { spec in
-            spec.hooks = Hooks(createRuntime: [Hook(path: fail)], poststart: [Self.hook(rec, "poststart")])
-        })
+        let c = try TestContainer(
+            "hookfail",
+            bundle: try Harness.busyboxBundle(["sleep", "1000"]) { spec in
+                spec.hooks = Hooks(createRuntime: [Hook(path: fail)], poststart: [Self.hook(rec, "poststart")])
+            })
         defer { c.destroy() }
         let r = try c.create()
         #expect(r.status != 0)
@@ -188,9 +214,11 @@ struct RuntimeHooksTests {
         let dir = try Harness.tempDir("hooks")
         defer { Harness.cleanup(dir) }
         let slow = try Harness.script(dir, "slow.sh", "exec /bin/sleep 120")
-        let c = try TestContainer("hooktime", bundle: try Harness.busyboxBundle(["true"]) { spec in
-            spec.hooks = Hooks(createRuntime: [Hook(path: slow, timeout: 1)])
-        })
+        let c = try TestContainer(
+            "hooktime",
+            bundle: try Harness.busyboxBundle(["true"]) { spec in
+                spec.hooks = Hooks(createRuntime: [Hook(path: slow, timeout: 1)])
+            })
         defer { c.destroy() }
         let r = try c.create()
         #expect(r.status != 0)
@@ -200,9 +228,11 @@ struct RuntimeHooksTests {
 
     @Test("a hook path that does not exist fails create naming the hook")
     func missingHook() throws {
-        let c = try TestContainer("hookmiss", bundle: try Harness.busyboxBundle(["true"]) { spec in
-            spec.hooks = Hooks(prestart: [Hook(path: "/no/such/hook")])
-        })
+        let c = try TestContainer(
+            "hookmiss",
+            bundle: try Harness.busyboxBundle(["true"]) { spec in
+                spec.hooks = Hooks(prestart: [Hook(path: "/no/such/hook")])
+            })
         defer { c.destroy() }
         let r = try c.create()
         #expect(r.status != 0)

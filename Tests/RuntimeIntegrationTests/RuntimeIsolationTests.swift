@@ -1,8 +1,8 @@
 import Foundation
-import Testing
 import OCI
 import Runtime
 import TestSupport
+import Testing
 
 /// What a workload sees from inside a real container (busybox, or the Python rootfs), checked
 /// from inside (its own output) and outside (the host after `run`).
@@ -34,14 +34,17 @@ struct RuntimeIsolationTests {
         let out = lines(r.stdout)
         try #require(out.count == 2, "\(r.stdout)")
         #expect(Set(out[0].split(separator: " ").map(String.init)) == ["1000", "5"], "id -G: \(out[0])")
-        let kernel = out[1].dropFirst("Groups:".count).split(whereSeparator: { $0 == " " || $0 == "\t" }).map(String.init)
+        let kernel = out[1].dropFirst("Groups:".count).split(whereSeparator: { $0 == " " || $0 == "\t" }).map(
+            String.init)
         #expect(kernel.sorted() == ["1000", "5"], "\(out[1])")
         #expect(left.isEmpty, "\(left)")
     }
 
     // MARK: file system
 
-    @Test("read-only root: EROFS under /, tmpfs /tmp and /workspace writable, size=1m gives ENOSPC, /dev/shm nosuid,nodev,noexec")
+    @Test(
+        "read-only root: EROFS under /, tmpfs /tmp and /workspace writable, size=1m gives ENOSPC, /dev/shm nosuid,nodev,noexec"
+    )
     func readonlyRootAndTmpfs() throws {
         let script = """
             touch /x 2>&1 && echo ROOT-WRITABLE
@@ -55,7 +58,8 @@ struct RuntimeIsolationTests {
             spec.root?.readonly = true
             spec.mounts! += [
                 Mount(destination: "/tmp", type: "tmpfs", source: "tmpfs", options: ["nosuid", "nodev", "size=1m"]),
-                Mount(destination: "/workspace", type: "tmpfs", source: "tmpfs", options: ["nosuid", "nodev", "size=1m"]),
+                Mount(
+                    destination: "/workspace", type: "tmpfs", source: "tmpfs", options: ["nosuid", "nodev", "size=1m"]),
             ]
         }
         #expect(r.status == 0, "\(r.stderr)")
@@ -98,10 +102,12 @@ struct RuntimeIsolationTests {
     @Test("hostname without a uts namespace is refused naming `hostname`; the host's hostname never changes")
     func hostnameNeedsUTS() throws {
         let host = Harness.hostname()
-        let c = try TestContainer("nouts", bundle: try Harness.busyboxBundle(["hostname"]) { spec in
-            spec.hostname = "must-not-leak"
-            spec.linux?.namespaces?.removeAll { $0.type == "uts" }
-        })
+        let c = try TestContainer(
+            "nouts",
+            bundle: try Harness.busyboxBundle(["hostname"]) { spec in
+                spec.hostname = "must-not-leak"
+                spec.linux?.namespaces?.removeAll { $0.type == "uts" }
+            })
         defer { c.destroy() }
         let r = try c.run()
         #expect(r.status != 0)
@@ -115,8 +121,11 @@ struct RuntimeIsolationTests {
 
     @Test("empty capability sets give CapEff 0, and noNewPrivileges gives NoNewPrivs 1")
     func capabilitiesAndNoNewPrivs() throws {
-        let (r, left) = try Harness.runScript("grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs):' /proc/self/status") { spec in
-            spec.process?.capabilities = Capabilities(bounding: [], effective: [], inheritable: [], permitted: [], ambient: [])
+        let (r, left) = try Harness.runScript(
+            "grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs):' /proc/self/status"
+        ) { spec in
+            spec.process?.capabilities = Capabilities(
+                bounding: [], effective: [], inheritable: [], permitted: [], ambient: [])
             spec.process?.noNewPrivileges = true
         }
         #expect(r.status == 0, "\(r.stderr)")
@@ -164,10 +173,13 @@ struct RuntimeIsolationTests {
     @Test("masked /proc paths read empty; /proc/sys and /proc/sysrq-trigger are read-only")
     func procMaskedAndReadonly() throws {
         // This kernel has no /proc/kcore or /proc/sysrq-trigger; check the paths that exist.
-        let masked = ["/proc/kcore", "/proc/keys", "/proc/timer_list", "/proc/sched_debug"].filter { FileManager.default.fileExists(atPath: $0) }
+        let masked = ["/proc/kcore", "/proc/keys", "/proc/timer_list", "/proc/sched_debug"].filter {
+            FileManager.default.fileExists(atPath: $0)
+        }
         try #require(!masked.isEmpty, "no maskable /proc file on this host")
         var script = masked.map { "echo \"\($0)=$(cat \($0) 2>/dev/null | wc -c)\"" }.joined(separator: "\n")
-        script += "\n{ echo x > /proc/sys/kernel/hostname; } 2>&1 || true; echo \"kernel.hostname=$(cat /proc/sys/kernel/hostname)\""
+        script +=
+            "\n{ echo x > /proc/sys/kernel/hostname; } 2>&1 || true; echo \"kernel.hostname=$(cat /proc/sys/kernel/hostname)\""
         let hasSysrq = FileManager.default.fileExists(atPath: "/proc/sysrq-trigger")
         // 'h' only prints help to the kernel log if the write were to get through.
         if hasSysrq { script += "\n{ echo h > /proc/sysrq-trigger; } 2>&1 && echo SYSRQ-WRITABLE" }
@@ -180,13 +192,18 @@ struct RuntimeIsolationTests {
         #expect(left.isEmpty, "\(left)")
     }
 
-    @Test("a mount whose destination is under /proc is refused naming mounts[N].destination", arguments: ["/proc/self", "/proc/sys", "/proc/../proc/sys/kernel"])
+    @Test(
+        "a mount whose destination is under /proc is refused naming mounts[N].destination",
+        arguments: ["/proc/self", "/proc/sys", "/proc/../proc/sys/kernel"])
     func mountUnderProcRefused(destination: String) throws {
         var index = -1
-        let c = try TestContainer("procmnt", bundle: try Harness.busyboxBundle(["true"]) { spec in
-            index = spec.mounts!.count
-            spec.mounts!.append(Mount(destination: destination, type: "tmpfs", source: "tmpfs", options: ["size=1m"]))
-        })
+        let c = try TestContainer(
+            "procmnt",
+            bundle: try Harness.busyboxBundle(["true"]) { spec in
+                index = spec.mounts!.count
+                spec.mounts!.append(
+                    Mount(destination: destination, type: "tmpfs", source: "tmpfs", options: ["size=1m"]))
+            })
         defer { c.destroy() }
         let r = try c.run()
         #expect(r.status != 0)
@@ -196,7 +213,9 @@ struct RuntimeIsolationTests {
 
     // MARK: Python rootfs
 
-    @Test("python rootfs: read-only root, writable tmpfs /tmp and /workspace", .enabled(if: Harness.hasPythonRootfs, "no python rootfs"))
+    @Test(
+        "python rootfs: read-only root, writable tmpfs /tmp and /workspace",
+        .enabled(if: Harness.hasPythonRootfs, "no python rootfs"))
     func pythonReadonly() throws {
         let code = """
             import errno, os
@@ -222,7 +241,9 @@ struct RuntimeIsolationTests {
         #expect(!FileManager.default.fileExists(atPath: Harness.pythonRootfs + "/tmp/f"))
     }
 
-    @Test("python rootfs: http.server on 127.0.0.1 answers urllib in the same container", .enabled(if: Harness.hasPythonRootfs, "no python rootfs"))
+    @Test(
+        "python rootfs: http.server on 127.0.0.1 answers urllib in the same container",
+        .enabled(if: Harness.hasPythonRootfs, "no python rootfs"))
     func pythonLoopbackHTTP() throws {
         let code = """
             import http.server, threading, urllib.request
@@ -252,7 +273,9 @@ struct RuntimeIsolationTests {
         #expect(left.isEmpty, "\(left)")
     }
 
-    @Test("python rootfs: a write past a tmpfs size=1m gets ENOSPC", .enabled(if: Harness.hasPythonRootfs, "no python rootfs"))
+    @Test(
+        "python rootfs: a write past a tmpfs size=1m gets ENOSPC",
+        .enabled(if: Harness.hasPythonRootfs, "no python rootfs"))
     func pythonTmpfsFull() throws {
         let code = """
             import errno
@@ -263,7 +286,9 @@ struct RuntimeIsolationTests {
             except OSError as e:
                 print("enospc" if e.errno == errno.ENOSPC else "other", e.strerror)
             """
-        let c = try TestContainer("pyfull", bundle: try Harness.pythonBundle(["python3", "-c", code], tmpOptions: ["nosuid", "nodev", "size=1m"]))
+        let c = try TestContainer(
+            "pyfull",
+            bundle: try Harness.pythonBundle(["python3", "-c", code], tmpOptions: ["nosuid", "nodev", "size=1m"]))
         defer { c.destroy() }
         let r = try c.run()
         #expect(r.status == 0, "\(r.stderr)")

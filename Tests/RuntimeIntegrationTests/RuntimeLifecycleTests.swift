@@ -1,9 +1,9 @@
 import Foundation
 import LinuxKernel
-import Testing
 import OCI
 import Runtime
 import TestSupport
+import Testing
 
 /// create / start / state / kill / delete / run through the CLI: exit codes, signals, statuses,
 /// error reporting, and that nothing of a container remains afterwards.
@@ -42,15 +42,16 @@ struct RuntimeLifecycleTests {
     /// Whether `pid` has a handler for `signal` (/proc/PID/status SigCgt).
     static func catches(_ pid: Int32, _ signal: Int32) -> Bool {
         guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
-              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("SigCgt:") }),
-              let mask = UInt64(line.dropFirst("SigCgt:".count).trimmingCharacters(in: .whitespaces), radix: 16)
+            let line = status.split(separator: "\n").first(where: { $0.hasPrefix("SigCgt:") }),
+            let mask = UInt64(line.dropFirst("SigCgt:".count).trimmingCharacters(in: .whitespaces), radix: 16)
         else { return false }
         return mask & (1 << UInt64(signal - 1)) != 0
     }
 
     @Test("SIGTERM to an init that traps it (`trap 'exit 143' TERM`) makes `run` exit 143")
     func trappedTerm() throws {
-        let c = try TestContainer("term", bundle: try Harness.busyboxBundle(["sh", "-c", "trap 'exit 143' TERM; sleep 1000 & wait"]))
+        let c = try TestContainer(
+            "term", bundle: try Harness.busyboxBundle(["sh", "-c", "trap 'exit 143' TERM; sleep 1000 & wait"]))
         defer { c.destroy() }
         let run = try Harness.Background(Harness.runtimeBinary, ["--root", c.root, "run", "--bundle", c.bundle, c.id])
         defer { run.terminate() }
@@ -76,7 +77,9 @@ struct RuntimeLifecycleTests {
         try #require(cr.status == 0, "\(cr.stderr)")
         #expect(c.status == "created")
         let pid = try #require(c.pid)
-        #expect(try String(contentsOfFile: pidFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines) == "\(pid)")
+        #expect(
+            try String(contentsOfFile: pidFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+                == "\(pid)")
         #expect(kill(pid, 0) == 0)
         let st = try c.start()
         #expect(st.status == 0, "\(st.stderr)")
@@ -162,12 +165,15 @@ struct RuntimeLifecycleTests {
         let root = try Harness.tempDir("root")
         defer { Harness.cleanup(root) }
         let logFile = root + "/log.json"
-        let r = try Harness.run(Harness.runtimeBinary, ["--root", root, "--log", logFile, "--log-format", "json", "state", "no-such-container"])
+        let r = try Harness.run(
+            Harness.runtimeBinary,
+            ["--root", root, "--log", logFile, "--log-format", "json", "state", "no-such-container"])
         #expect(r.status != 0)
         #expect(r.stdout.isEmpty, "\(r.stdout)")
         let text = try String(contentsOfFile: logFile, encoding: .utf8)
         let last = try #require(lines(text).last, "empty log")
-        let obj = try #require(try JSONSerialization.jsonObject(with: Data(last.utf8)) as? [String: Any], "not JSON: \(last)")
+        let obj = try #require(
+            try JSONSerialization.jsonObject(with: Data(last.utf8)) as? [String: Any], "not JSON: \(last)")
         #expect(obj["level"] as? String == "error")
         #expect((obj["msg"] as? String)?.contains("does not exist") == true, "\(last)")
         #expect(obj["time"] is String)
@@ -193,7 +199,8 @@ struct RuntimeLifecycleTests {
         defer { run.terminate() }
         try #require(c.waitFor(status: "running"))
         let during = c.leftovers()
-        #expect(during.contains { $0.hasPrefix("cgroup:") }, "no cgroup named after the container while it runs: \(during)")
+        #expect(
+            during.contains { $0.hasPrefix("cgroup:") }, "no cgroup named after the container while it runs: \(during)")
         #expect(during.contains { $0.hasPrefix("state:") }, "\(during)")
         try #require(try c.rt(["kill", c.id, "KILL"]).status == 0)
         _ = run.wait()
@@ -208,7 +215,9 @@ struct RuntimeLifecycleTests {
         let l = try c.rt(["list", "--format", "json"])
         #expect(l.status == 0, "\(l.stderr)")
         let arr = try JSONSerialization.jsonObject(with: Data(l.stdout.utf8)) as? [[String: Any]]
-        #expect(arr?.contains { $0["id"] as? String == c.id && $0["status"] as? String == "created" } == true, "\(l.stdout)")
+        #expect(
+            arr?.contains { $0["id"] as? String == c.id && $0["status"] as? String == "created" } == true, "\(l.stdout)"
+        )
         try #require(try c.delete(force: true).status == 0)
         #expect(!(try c.rt(["list", "-q"]).stdout.contains(c.id)))
     }

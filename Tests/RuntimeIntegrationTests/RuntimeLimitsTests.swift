@@ -1,8 +1,8 @@
 import Foundation
-import Testing
 import OCI
 import Runtime
 import TestSupport
+import Testing
 
 /// process.rlimits, process.oomScoreAdj and linux.sysctl on a host where root lacks
 /// CAP_SYS_RESOURCE: what works is visible inside, what cannot work fails naming the field.
@@ -24,7 +24,8 @@ struct RuntimeLimitsTests {
 
     @Test("RLIMIT_NOFILE 100/100 is what `ulimit -n` shows inside")
     func nofile() throws {
-        let (r, left) = try Harness.runScript("ulimit -n; ulimit -Hn; grep 'Max open files' /proc/self/limits") { spec in
+        let (r, left) = try Harness.runScript("ulimit -n; ulimit -Hn; grep 'Max open files' /proc/self/limits") {
+            spec in
             spec.process?.rlimits = [Rlimit(type: "RLIMIT_NOFILE", hard: 100, soft: 100)]
         }
         #expect(r.status == 0, "\(r.stderr)")
@@ -43,8 +44,9 @@ struct RuntimeLimitsTests {
         #expect(lines(r.stdout) == ["50", "200"])
     }
 
-    @Test("a hard limit above the caller's hard limit fails naming CAP_SYS_RESOURCE; nothing remains",
-          .enabled(if: callerHardNofile() < UInt64(Int32.max), "the caller's hard RLIMIT_NOFILE is unlimited"))
+    @Test(
+        "a hard limit above the caller's hard limit fails naming CAP_SYS_RESOURCE; nothing remains",
+        .enabled(if: callerHardNofile() < UInt64(Int32.max), "the caller's hard RLIMIT_NOFILE is unlimited"))
     func hardAboveCaller() throws {
         let hard = Self.callerHardNofile() + 1
         let bundle = try Harness.busyboxBundle(["true"]) { spec in
@@ -64,18 +66,22 @@ struct RuntimeLimitsTests {
 
     @Test("a positive oomScoreAdj (500) is applied to the workload")
     func oomScoreAdjPositive() throws {
-        let (r, left) = try Harness.runScript("cat /proc/self/oom_score_adj") { spec in spec.process?.oomScoreAdj = 500 }
+        let (r, left) = try Harness.runScript("cat /proc/self/oom_score_adj") { spec in spec.process?.oomScoreAdj = 500
+        }
         #expect(r.status == 0, "\(r.stderr)")
         #expect(lines(r.stdout) == ["500"])
         #expect(left.isEmpty, "\(left)")
     }
 
-    @Test("a negative oomScoreAdj (-500) fails naming process.oomScoreAdj; nothing remains",
-          .enabled(if: ownOomScoreAdj > -500, "the caller's own oom_score_adj is already ≤ -500"))
+    @Test(
+        "a negative oomScoreAdj (-500) fails naming process.oomScoreAdj; nothing remains",
+        .enabled(if: ownOomScoreAdj > -500, "the caller's own oom_score_adj is already ≤ -500"))
     func oomScoreAdjNegative() throws {
-        let c = try TestContainer("oom", bundle: try Harness.busyboxBundle(["cat", "/proc/self/oom_score_adj"]) { spec in
-            spec.process?.oomScoreAdj = -500
-        })
+        let c = try TestContainer(
+            "oom",
+            bundle: try Harness.busyboxBundle(["cat", "/proc/self/oom_score_adj"]) { spec in
+                spec.process?.oomScoreAdj = -500
+            })
         defer { c.destroy() }
         for r in [try c.create(), try c.run()] {
             #expect(r.status != 0, "oomScoreAdj -500 was accepted: \(r.stdout)")
@@ -86,7 +92,8 @@ struct RuntimeLimitsTests {
 
     @Test("an oomScoreAdj outside -1000…1000 names process.oomScoreAdj")
     func oomScoreAdjRange() throws {
-        let c = try TestContainer("oomr", bundle: try Harness.busyboxBundle(["true"]) { spec in spec.process?.oomScoreAdj = 1001 })
+        let c = try TestContainer(
+            "oomr", bundle: try Harness.busyboxBundle(["true"]) { spec in spec.process?.oomScoreAdj = 1001 })
         defer { c.destroy() }
         let r = try c.run()
         #expect(r.status != 0)
@@ -120,9 +127,11 @@ struct RuntimeLimitsTests {
     @Test("a non-namespaced sysctl (kernel.panic) is refused naming linux.sysctl; the host's value is unchanged")
     func sysctlHostWide() throws {
         let host = Self.hostFile("/proc/sys/kernel/panic")
-        let c = try TestContainer("sysctl", bundle: try Harness.busyboxBundle(["true"]) { spec in
-            spec.linux?.sysctl = ["kernel.panic": host == "7" ? "8" : "7"]
-        })
+        let c = try TestContainer(
+            "sysctl",
+            bundle: try Harness.busyboxBundle(["true"]) { spec in
+                spec.linux?.sysctl = ["kernel.panic": host == "7" ? "8" : "7"]
+            })
         defer { c.destroy() }
         let r = try c.run()
         #expect(r.status != 0)
@@ -132,13 +141,16 @@ struct RuntimeLimitsTests {
         #expect(c.leftovers().isEmpty, "\(c.leftovers())")
     }
 
-    @Test("a net.* sysctl without a new network namespace is refused naming linux.sysctl; the host's value is unchanged")
+    @Test(
+        "a net.* sysctl without a new network namespace is refused naming linux.sysctl; the host's value is unchanged")
     func sysctlWithoutNetns() throws {
         let host = Self.hostFile("/proc/sys/net/ipv4/ip_forward")
-        let c = try TestContainer("sysnet", bundle: try Harness.busyboxBundle(["true"]) { spec in
-            spec.linux?.namespaces?.removeAll { $0.type == "network" }
-            spec.linux?.sysctl = ["net.ipv4.ip_forward": host == "1" ? "0" : "1"]
-        })
+        let c = try TestContainer(
+            "sysnet",
+            bundle: try Harness.busyboxBundle(["true"]) { spec in
+                spec.linux?.namespaces?.removeAll { $0.type == "network" }
+                spec.linux?.sysctl = ["net.ipv4.ip_forward": host == "1" ? "0" : "1"]
+            })
         defer { c.destroy() }
         let r = try c.run()
         #expect(r.status != 0)

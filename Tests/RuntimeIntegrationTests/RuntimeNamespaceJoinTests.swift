@@ -1,16 +1,18 @@
 import Foundation
-import Testing
 import OCI
 import Runtime
 import TestSupport
+import Testing
 
 /// `linux.namespaces[].path`: a container joins another's namespace instead of creating one.
 @Suite(.enabled(if: Harness.isRoot, "needs root"))
 struct RuntimeNamespaceJoinTests {
-    @Test("B created with A's network namespace (/proc/<A>/ns/net) sees A's interfaces and reaches A's listening socket")
+    @Test(
+        "B created with A's network namespace (/proc/<A>/ns/net) sees A's interfaces and reaches A's listening socket")
     func joinNetwork() throws {
         // A serves a line on 127.0.0.1:9090 in a loop.
-        let a = try TestContainer("netA", bundle: try Harness.busyboxBundle(["sh", "-c", "while true; do echo from-A | nc -l -p 9090; done"]))
+        let a = try TestContainer(
+            "netA", bundle: try Harness.busyboxBundle(["sh", "-c", "while true; do echo from-A | nc -l -p 9090; done"]))
         defer { a.destroy() }
         try #require(try a.create().status == 0)
         try #require(try a.start().status == 0)
@@ -29,11 +31,13 @@ struct RuntimeNamespaceJoinTests {
             for i in $(seq 100); do n=$(netstat -ltn | grep -c ':9090 '); [ "$n" = 1 ] && break; usleep 20000; done
             echo "$n"
             """
-        let b = try TestContainer("netB", bundle: try Harness.busyboxBundle(["sh", "-c", script]) { spec in
-            for i in spec.linux!.namespaces!.indices where spec.linux!.namespaces![i].type == "network" {
-                spec.linux!.namespaces![i].path = "/proc/\(aPid)/ns/net"
-            }
-        })
+        let b = try TestContainer(
+            "netB",
+            bundle: try Harness.busyboxBundle(["sh", "-c", script]) { spec in
+                for i in spec.linux!.namespaces!.indices where spec.linux!.namespaces![i].type == "network" {
+                    spec.linux!.namespaces![i].path = "/proc/\(aPid)/ns/net"
+                }
+            })
         defer { b.destroy() }
         let r = try b.run()
         #expect(r.status == 0, "\(r.stderr)")
@@ -52,9 +56,12 @@ struct RuntimeNamespaceJoinTests {
         #expect(a.leftovers().isEmpty, "\(a.leftovers())")
     }
 
-    @Test("B joining A's uts namespace sees A's hostname; with hostname set it renames that namespace (runc allows it), never the host's")
+    @Test(
+        "B joining A's uts namespace sees A's hostname; with hostname set it renames that namespace (runc allows it), never the host's"
+    )
     func joinUTS() throws {
-        let a = try TestContainer("utsA", bundle: try Harness.busyboxBundle(["sleep", "1000"]) { spec in spec.hostname = "host-of-a" })
+        let a = try TestContainer(
+            "utsA", bundle: try Harness.busyboxBundle(["sleep", "1000"]) { spec in spec.hostname = "host-of-a" })
         defer { a.destroy() }
         try #require(try a.create().status == 0)
         try #require(try a.start().status == 0)
@@ -101,10 +108,12 @@ struct RuntimeNamespaceJoinTests {
     @Test("a namespace path that does not exist names linux.namespaces[N].path; nothing remains")
     func missingNamespacePath() throws {
         var index = -1
-        let c = try TestContainer("nspath", bundle: try Harness.busyboxBundle(["true"]) { spec in
-            index = spec.linux!.namespaces!.firstIndex { $0.type == "network" }!
-            spec.linux!.namespaces![index].path = "/proc/999999999/ns/net"
-        })
+        let c = try TestContainer(
+            "nspath",
+            bundle: try Harness.busyboxBundle(["true"]) { spec in
+                index = spec.linux!.namespaces!.firstIndex { $0.type == "network" }!
+                spec.linux!.namespaces![index].path = "/proc/999999999/ns/net"
+            })
         defer { c.destroy() }
         let r = try c.run()
         #expect(r.status != 0)
@@ -112,12 +121,15 @@ struct RuntimeNamespaceJoinTests {
         #expect(c.leftovers().isEmpty, "\(c.leftovers())")
     }
 
-    @Test("a namespace path of the wrong type (a uts ns given as network) fails naming linux.namespaces; nothing remains")
+    @Test(
+        "a namespace path of the wrong type (a uts ns given as network) fails naming linux.namespaces; nothing remains")
     func wrongNamespaceType() throws {
-        let c = try TestContainer("nstype", bundle: try Harness.busyboxBundle(["true"]) { spec in
-            let i = spec.linux!.namespaces!.firstIndex { $0.type == "network" }!
-            spec.linux!.namespaces![i].path = "/proc/self/ns/uts"
-        })
+        let c = try TestContainer(
+            "nstype",
+            bundle: try Harness.busyboxBundle(["true"]) { spec in
+                let i = spec.linux!.namespaces!.firstIndex { $0.type == "network" }!
+                spec.linux!.namespaces![i].path = "/proc/self/ns/uts"
+            })
         defer { c.destroy() }
         let r = try c.run()
         #expect(r.status != 0)

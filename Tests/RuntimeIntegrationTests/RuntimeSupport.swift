@@ -1,8 +1,9 @@
 import Foundation
-import Testing
+import LinuxKernel
 import OCI
 import Runtime
 import TestSupport
+import Testing
 
 /// One container under test: its own `--root`, a unique id and a bundle. `destroy()` force-deletes
 /// it and removes the root and the bundle; tests call it in `defer`.
@@ -23,10 +24,16 @@ struct TestContainer {
         try Harness.spawn([Harness.runtimeBinary, "--root", root] + args, stdin: stdin)
     }
 
-    @discardableResult func run(_ extra: [String] = []) throws -> Harness.Result { try rt(["run", "--bundle", bundle] + extra + [id]) }
-    @discardableResult func create(_ extra: [String] = []) throws -> Harness.Result { try rt(["create", "--bundle", bundle] + extra + [id]) }
+    @discardableResult func run(_ extra: [String] = []) throws -> Harness.Result {
+        try rt(["run", "--bundle", bundle] + extra + [id])
+    }
+    @discardableResult func create(_ extra: [String] = []) throws -> Harness.Result {
+        try rt(["create", "--bundle", bundle] + extra + [id])
+    }
     @discardableResult func start() throws -> Harness.Result { try rt(["start", id]) }
-    @discardableResult func delete(force: Bool = false) throws -> Harness.Result { try rt(["delete"] + (force ? ["--force"] : []) + [id]) }
+    @discardableResult func delete(force: Bool = false) throws -> Harness.Result {
+        try rt(["delete"] + (force ? ["--force"] : []) + [id])
+    }
 
     /// The `state` JSON, or nil when `state` fails.
     func state() -> [String: Any]? {
@@ -54,7 +61,9 @@ struct TestContainer {
 extension Harness {
     /// Runs `sh -c script` with `run` in a fresh busybox container and deletes it; returns the
     /// result and what the container left on the host right after `run` returned.
-    static func runScript(_ script: String, prefix: String = "iso", edit: (inout Spec) -> Void = { _ in }) throws -> (Result, [String]) {
+    static func runScript(_ script: String, prefix: String = "iso", edit: (inout Spec) -> Void = { _ in }) throws -> (
+        Result, [String]
+    ) {
         let c = try TestContainer(prefix, bundle: try busyboxBundle(["sh", "-c", script], edit: edit))
         defer { c.destroy() }
         let r = try c.run()
@@ -62,7 +71,9 @@ extension Harness {
     }
 
     /// The same with a Python-rootfs bundle.
-    static func runPython(_ args: [String], prefix: String = "py", edit: (inout Spec) -> Void = { _ in }) throws -> (Result, [String]) {
+    static func runPython(_ args: [String], prefix: String = "py", edit: (inout Spec) -> Void = { _ in }) throws -> (
+        Result, [String]
+    ) {
         let c = try TestContainer(prefix, bundle: try pythonBundle(args, edit: edit))
         defer { c.destroy() }
         let r = try c.run()
@@ -70,7 +81,10 @@ extension Harness {
     }
 
     /// A bundle whose root is the shared Python rootfs, read-only, with tmpfs /tmp and /workspace.
-    static func pythonBundle(_ args: [String], tmpOptions: [String] = ["nosuid", "nodev", "mode=1777", "size=16m"], edit: (inout Spec) -> Void = { _ in }) throws -> String {
+    static func pythonBundle(
+        _ args: [String], tmpOptions: [String] = ["nosuid", "nodev", "mode=1777", "size=16m"],
+        edit: (inout Spec) -> Void = { _ in }
+    ) throws -> String {
         let bundle = try tempDir("pybundle")
         defer { if !FileManager.default.fileExists(atPath: bundle + "/config.json") { cleanup(bundle) } }
         var spec = DefaultSpec.make(rootfs: pythonRootfs, args: args)
@@ -129,8 +143,12 @@ extension Harness {
         func wait() -> Result {
             process.waitUntilExit()
             group.wait()
-            let status = process.terminationReason == .uncaughtSignal ? 128 + process.terminationStatus : process.terminationStatus
-            return Result(status: status, stdout: String(decoding: outData, as: UTF8.self), stderr: String(decoding: errData, as: UTF8.self))
+            let status =
+                process.terminationReason == .uncaughtSignal
+                ? 128 + process.terminationStatus : process.terminationStatus
+            return Result(
+                status: status, stdout: String(decoding: outData, as: UTF8.self),
+                stderr: String(decoding: errData, as: UTF8.self))
         }
 
         func terminate() {
@@ -142,6 +160,6 @@ extension Harness {
     static func hostname() -> String {
         var buf = [CChar](repeating: 0, count: 256)
         gethostname(&buf, buf.count)
-        return String(cString: buf)
+        return String(nulTerminated: buf)
     }
 }

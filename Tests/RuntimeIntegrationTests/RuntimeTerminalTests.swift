@@ -1,8 +1,8 @@
 import Foundation
-import Testing
 import OCI
 import Runtime
 import TestSupport
+import Testing
 
 /// `process.terminal` with `--console-socket`: the runtime sends the pty master over SCM_RIGHTS
 /// (as runc does); the test receives it with recvmsg(2) and reads the workload's output from it.
@@ -18,7 +18,9 @@ struct RuntimeTerminalTests {
         try #require(bytes.count < MemoryLayout.size(ofValue: addr.sun_path))
         withUnsafeMutableBytes(of: &addr.sun_path) { raw in for (i, b) in bytes.enumerated() { raw[i] = b } }
         let rc = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
         }
         try #require(rc == 0, "bind \(path): \(String(cString: strerror(errno)))")
         try #require(listen(fd, 4) == 0)
@@ -53,12 +55,15 @@ struct RuntimeTerminalTests {
         }
         try #require(received > 0, "recvmsg: \(String(cString: strerror(errno)))")
         let (len, level, type, fd): (Int, Int32, Int32, Int32) = control.withUnsafeBytes { raw in
-            (raw.load(fromByteOffset: 0, as: Int.self),
-             raw.load(fromByteOffset: MemoryLayout<Int>.size, as: Int32.self),
-             raw.load(fromByteOffset: MemoryLayout<Int>.size + 4, as: Int32.self),
-             raw.load(fromByteOffset: headerSize, as: Int32.self))
+            (
+                raw.load(fromByteOffset: 0, as: Int.self),
+                raw.load(fromByteOffset: MemoryLayout<Int>.size, as: Int32.self),
+                raw.load(fromByteOffset: MemoryLayout<Int>.size + 4, as: Int32.self),
+                raw.load(fromByteOffset: headerSize, as: Int32.self)
+            )
         }
-        try #require(level == SOL_SOCKET && type == 1 /* SCM_RIGHTS */ && len == headerSize + 4, "no SCM_RIGHTS in the message")
+        try #require(
+            level == SOL_SOCKET && type == 1 /* SCM_RIGHTS */ && len == headerSize + 4, "no SCM_RIGHTS in the message")
         return (fd, String(decoding: data[0..<received], as: UTF8.self))
     }
 
@@ -79,9 +84,12 @@ struct RuntimeTerminalTests {
 
     @Test("--console-socket: the pty master arrives over SCM_RIGHTS and carries the workload's output")
     func consoleSocket() throws {
-        let c = try TestContainer("tty", bundle: try Harness.busyboxBundle(["sh", "-c", "tty; stty size; [ -t 0 ] && [ -t 1 ] && echo tty-ok"]) { spec in
-            spec.process?.terminal = true
-        })
+        let c = try TestContainer(
+            "tty",
+            bundle: try Harness.busyboxBundle(["sh", "-c", "tty; stty size; [ -t 0 ] && [ -t 1 ] && echo tty-ok"]) {
+                spec in
+                spec.process?.terminal = true
+            })
         defer { c.destroy() }
         // ConsoleSize has no public initializer: set it in the JSON.
         try Harness.patchConfig(bundle: c.bundle) { obj in
@@ -114,7 +122,8 @@ struct RuntimeTerminalTests {
 
     @Test("process.terminal without --console-socket is refused naming process.terminal; nothing remains")
     func terminalNeedsSocket() throws {
-        let c = try TestContainer("ttyno", bundle: try Harness.busyboxBundle(["tty"]) { spec in spec.process?.terminal = true })
+        let c = try TestContainer(
+            "ttyno", bundle: try Harness.busyboxBundle(["tty"]) { spec in spec.process?.terminal = true })
         defer { c.destroy() }
         let r = try c.create()
         #expect(r.status != 0)
@@ -124,7 +133,8 @@ struct RuntimeTerminalTests {
 
     @Test("a --console-socket nobody listens on fails create naming --console-socket; nothing remains")
     func deadConsoleSocket() throws {
-        let c = try TestContainer("ttydead", bundle: try Harness.busyboxBundle(["tty"]) { spec in spec.process?.terminal = true })
+        let c = try TestContainer(
+            "ttydead", bundle: try Harness.busyboxBundle(["tty"]) { spec in spec.process?.terminal = true })
         defer { c.destroy() }
         let r = try c.create(["--console-socket", c.root + "/no-such.sock"])
         #expect(r.status != 0)

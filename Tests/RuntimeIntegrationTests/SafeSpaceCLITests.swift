@@ -18,7 +18,8 @@ struct SafeSpaceCLITests {
         return nil
     }()
 
-    static let canRun = binary != nil && geteuid() == 0
+    static let canRun =
+        binary != nil && geteuid() == 0
         && FileManager.default.fileExists(atPath: "/var/lib/safespace/rootfs/python-3.11/rootfs")
 
     struct Result {
@@ -31,7 +32,9 @@ struct SafeSpaceCLITests {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: try #require(binary))
         process.arguments = arguments
-        let out = Pipe(), err = Pipe(), input = Pipe()
+        let out = Pipe()
+        let err = Pipe()
+        let input = Pipe()
         process.standardOutput = out
         process.standardError = err
         process.standardInput = input
@@ -51,17 +54,26 @@ struct SafeSpaceCLITests {
     /// (Sandbox read from stdin, the error line expected)
     static let refusals: [(String, String)] = [
         (header + "spec:\n  filesystm: {}\n", "safespace: error: spec.filesystm: unknown field"),
-        (header + "spec:\n  securityContext:\n    runAsUser: 0\n",
-         "safespace: error: spec.securityContext.runAsUser: 0 is root; sandboxes run as a non-root id (1-65534)"),
-        (header + "spec:\n  resources:\n    memory: lots\n",
-         "safespace: error: spec.resources.memory: \"lots\" is not a quantity such as \"500m\", \"2\", \"512Mi\" or \"1Gi\""),
-        (header + "spec:\n  networkAccess:\n    egress:\n      - domain: pypi.org\n",
-         "safespace: error: spec.networkAccess.egress: not enforceable yet: egress filtering is not built; sandboxes have no network; remove the field"),
-        (header + "spec:\n  filesystem:\n    writablePaths: [/proc/x]\n",
-         "safespace: error: spec.filesystem.writablePaths[0]: /proc/x is under /proc, which the sandbox mounts itself"),
+        (
+            header + "spec:\n  securityContext:\n    runAsUser: 0\n",
+            "safespace: error: spec.securityContext.runAsUser: 0 is root; sandboxes run as a non-root id (1-65534)"
+        ),
+        (
+            header + "spec:\n  resources:\n    memory: lots\n",
+            "safespace: error: spec.resources.memory: \"lots\" is not a quantity such as \"500m\", \"2\", \"512Mi\" or \"1Gi\""
+        ),
+        (
+            header + "spec:\n  networkAccess:\n    egress:\n      - domain: pypi.org\n",
+            "safespace: error: spec.networkAccess.egress: not enforceable yet: egress filtering is not built; sandboxes have no network; remove the field"
+        ),
+        (
+            header + "spec:\n  filesystem:\n    writablePaths: [/proc/x]\n",
+            "safespace: error: spec.filesystem.writablePaths[0]: /proc/x is under /proc, which the sandbox mounts itself"
+        ),
     ]
 
-    @Test("a refused Sandbox exits 125 with an error naming the field", .enabled(if: binary != nil), arguments: refusals)
+    @Test(
+        "a refused Sandbox exits 125 with an error naming the field", .enabled(if: binary != nil), arguments: refusals)
     func refused(sandbox: String, message: String) throws {
         let result = try Self.safespace(["run", "-f", "-", "--", "true"], stdin: sandbox)
         #expect(result.status == 125)
@@ -93,7 +105,8 @@ struct SafeSpaceCLITests {
         #expect(help.stdout.contains("USAGE: safespace run"))
     }
 
-    @Test("a run prints the workload's output, exits with its code, as 1000:1000 without capabilities",
+    @Test(
+        "a run prints the workload's output, exits with its code, as 1000:1000 without capabilities",
         .enabled(if: canRun))
     func run() throws {
         let name = "cli-test-\(UInt32.random(in: 0 ... .max))"
@@ -107,9 +120,10 @@ struct SafeSpaceCLITests {
             """
         let result = try Self.safespace(["run", "--name", name, "--", "python3", "-c", script], stdin: "from stdin")
         #expect(result.status == 7)
-        #expect(result.stdout.split(separator: "\n").map(String.init) == [
-            "1000 1000 [] /workspace \(name)", "0000000000000000 0000000000000000 1", "from stdin",
-        ])
+        #expect(
+            result.stdout.split(separator: "\n").map(String.init) == [
+                "1000 1000 [] /workspace \(name)", "0000000000000000 0000000000000000 1", "from stdin",
+            ])
         #expect(result.stderr.isEmpty)
         #expect(!FileManager.default.fileExists(atPath: "/run/safespace-bundles/\(name)"))
         #expect(!FileManager.default.fileExists(atPath: "/run/safespace/\(name)"))
@@ -125,13 +139,17 @@ struct SafeSpaceCLITests {
         #expect(!FileManager.default.fileExists(atPath: "/run/safespace/\(name)"))
     }
 
-    @Test("a writable root is a private overlay: writes never reach the store, and it is unmounted",
+    @Test(
+        "a writable root is a private overlay: writes never reach the store, and it is unmounted",
         .enabled(if: canRun))
     func writableRoot() throws {
         let name = "cli-overlay-\(UInt32.random(in: 0 ... .max))"
-        let sandbox = Self.header + "metadata:\n  name: \(name)\nspec:\n  securityLevel: custom\n  filesystem:\n    readOnlyRoot: false\n"
+        let sandbox =
+            Self.header
+            + "metadata:\n  name: \(name)\nspec:\n  securityLevel: custom\n  filesystem:\n    readOnlyRoot: false\n"
         let marker = "/home/sandbox/written-\(name)"
-        let result = try Self.safespace(["run", "-f", "-", "--", "sh", "-c", "echo x > \(marker) && cat \(marker)"], stdin: sandbox)
+        let result = try Self.safespace(
+            ["run", "-f", "-", "--", "sh", "-c", "echo x > \(marker) && cat \(marker)"], stdin: sandbox)
         #expect(result.status == 0)
         #expect(result.stdout == "x\n")
         #expect(!FileManager.default.fileExists(atPath: "/var/lib/safespace/rootfs/python-3.11/rootfs\(marker)"))
@@ -140,7 +158,8 @@ struct SafeSpaceCLITests {
         #expect(!FileManager.default.fileExists(atPath: "/run/safespace-bundles/\(name)"))
     }
 
-    @Test("SIGTERM and SIGINT are forwarded; the run exits 128+N and leaves nothing",
+    @Test(
+        "SIGTERM and SIGINT are forwarded; the run exits 128+N and leaves nothing",
         .enabled(if: canRun), arguments: [SIGTERM, SIGINT])
     func signal(signo: Int32) throws {
         let name = "cli-signal-\(signo)-\(UInt32.random(in: 0 ... .max))"

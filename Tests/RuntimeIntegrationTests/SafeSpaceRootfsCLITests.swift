@@ -9,8 +9,11 @@ struct SafeSpaceRootfsCLITests {
         try SafeSpaceCLITests.safespace(arguments)
     }
 
-    @Test("rootfs verify: an installed rootfs matches its manifest",
-        .enabled(if: binary != nil && geteuid() == 0 && FileManager.default.fileExists(atPath: "/var/lib/safespace/rootfs/python-3.11/manifest.json")))
+    @Test(
+        "rootfs verify: an installed rootfs matches its manifest",
+        .enabled(
+            if: binary != nil && geteuid() == 0
+                && FileManager.default.fileExists(atPath: "/var/lib/safespace/rootfs/python-3.11/manifest.json")))
     func verifyInstalled() throws {
         let r = try Self.safespace(["rootfs", "verify", "python"])
         #expect(r.status == 0, "\(r.stderr)")
@@ -29,9 +32,13 @@ struct SafeSpaceRootfsCLITests {
         try Data(status.utf8).write(to: URL(fileURLWithPath: dir + "/rootfs/var/lib/dpkg/status"))
         try Data("x\n".utf8).write(to: URL(fileURLWithPath: dir + "/rootfs/file"))
 
-        let seal = try Self.safespace(["rootfs", "seal", dir, "--name", "tiny", "--version", "1", "--suite", "bookworm", "--architecture", "amd64"])
+        let seal = try Self.safespace([
+            "rootfs", "seal", dir, "--name", "tiny", "--version", "1", "--suite", "bookworm", "--architecture", "amd64",
+        ])
         #expect(seal.status == 0, "\(seal.stderr)")
-        #expect(seal.stdout.hasPrefix("tiny:1 sha256:") && seal.stdout.hasSuffix(" \(2 + status.utf8.count) bytes 1 packages\n"), "\(seal.stdout)")
+        #expect(
+            seal.stdout.hasPrefix("tiny:1 sha256:")
+                && seal.stdout.hasSuffix(" \(2 + status.utf8.count) bytes 1 packages\n"), "\(seal.stdout)")
 
         let ok = try Self.safespace(["rootfs", "verify", "tiny", "--store", store])
         #expect(ok.status == 0, "\(ok.stderr)")
@@ -43,7 +50,10 @@ struct SafeSpaceRootfsCLITests {
         try Data("y\n".utf8).write(to: URL(fileURLWithPath: dir + "/rootfs/file"))
         let bad = try Self.safespace(["rootfs", "verify", "tiny", "--store", store])
         #expect(bad.status == 1)
-        #expect(bad.stderr.hasPrefix("safespace: error: runtime \"tiny:1\" does not match its manifest: first difference: /file changed: "), "\(bad.stderr)")
+        #expect(
+            bad.stderr.hasPrefix(
+                "safespace: error: runtime \"tiny:1\" does not match its manifest: first difference: /file changed: "),
+            "\(bad.stderr)")
 
         let missing = try Self.safespace(["rootfs", "verify", "ruby", "--store", store])
         #expect(missing.status == 125)

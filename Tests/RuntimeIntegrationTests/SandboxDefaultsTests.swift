@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// Every sandbox has limits (issue 10, finding 5): `safespace run` of a Sandbox without
 /// `spec.resources` gets the node's `sandboxDefaults` (a test node configuration with small
@@ -18,13 +18,19 @@ struct SandboxDefaultsTests {
         var root: String { dir + "/root" }
         var bundles: String { dir + "/bundles" }
 
-        init(_ json: String = #"{"sandboxDefaults": {"cpu": "500m", "memory": "64Mi", "ephemeralStorage": "16Mi", "pids": 64, "nofile": 256}}"#) throws {
+        init(
+            _ json: String =
+                #"{"sandboxDefaults": {"cpu": "500m", "memory": "64Mi", "ephemeralStorage": "16Mi", "pids": 64, "nofile": 256}}"#
+        ) throws {
             dir = try Harness.tempDir("ssdefaults")
             try json.write(toFile: dir + "/runtime.json", atomically: true, encoding: .utf8)
         }
 
         var environment: [String: String] {
-            ["PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "SAFESPACE_RUNTIME_CONFIG": config]
+            [
+                "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                "SAFESPACE_RUNTIME_CONFIG": config,
+            ]
         }
 
         func arguments(_ extra: [String]) -> [String] {
@@ -38,9 +44,14 @@ struct SandboxDefaultsTests {
 
         /// What a run left: state, bundles, mounts of the bundle directory or of its volume.
         func leftovers(id: String) -> [String] {
-            var found = ((try? FileManager.default.contentsOfDirectory(atPath: bundles)) ?? []).filter { !$0.hasPrefix(".") }.map { "bundle: \($0)" }
-            found += ((try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []).filter { !$0.hasPrefix(".") }.map { "state: \($0)" }
-            if FileManager.default.fileExists(atPath: "/var/lib/safespace/ephemeral/" + id) { found.append("volume: \(id)") }
+            var found = ((try? FileManager.default.contentsOfDirectory(atPath: bundles)) ?? []).filter {
+                !$0.hasPrefix(".")
+            }.map { "bundle: \($0)" }
+            found += ((try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []).filter { !$0.hasPrefix(".") }
+                .map { "state: \($0)" }
+            if FileManager.default.fileExists(atPath: "/var/lib/safespace/ephemeral/" + id) {
+                found.append("volume: \(id)")
+            }
             return found + Harness.leftovers(id: id, root: root)
         }
 
@@ -61,7 +72,9 @@ struct SandboxDefaultsTests {
         return try #require(dirs.first { $0.key.split(separator: ",").contains(Substring(controller)) }?.value)
     }
 
-    @Test("a run without spec.resources gets the node's defaults: memory and pids in its cgroup, RLIMIT_NOFILE and the storage cap in config.json")
+    @Test(
+        "a run without spec.resources gets the node's defaults: memory and pids in its cgroup, RLIMIT_NOFILE and the storage cap in config.json"
+    )
     func defaultsInCgroupAndBundle() throws {
         let node = try Node()
         defer { node.remove() }
@@ -75,20 +88,31 @@ struct SandboxDefaultsTests {
         p.standardError = FileHandle.nullDevice
         try p.run()
         defer { if p.isRunning { kill(p.processIdentifier, SIGKILL) } }
-        let stateFile = "\(node.root)/\(id)/state.json", configFile = "\(node.bundles)/\(id)/config.json"
-        #expect(Harness.eventually { FileManager.default.fileExists(atPath: stateFile) && FileManager.default.fileExists(atPath: configFile) })
+        let stateFile = "\(node.root)/\(id)/state.json"
+        let configFile = "\(node.bundles)/\(id)/config.json"
+        #expect(
+            Harness.eventually {
+                FileManager.default.fileExists(atPath: stateFile) && FileManager.default.fileExists(atPath: configFile)
+            })
 
         let unified = FileManager.default.fileExists(atPath: "/sys/fs/cgroup/cgroup.controllers")
-        let memory = try Self.cgroupDir(root: node.root, id: id, "memory"), pids = try Self.cgroupDir(root: node.root, id: id, "pids")
+        let memory = try Self.cgroupDir(root: node.root, id: id, "memory")
+        let pids = try Self.cgroupDir(root: node.root, id: id, "pids")
         #expect(Self.read(memory + (unified ? "/memory.max" : "/memory.limit_in_bytes")) == "\(64 * Self.mib)")
         #expect(Self.read(pids + "/pids.max") == "64")
         let cpu = try Self.cgroupDir(root: node.root, id: id, "cpu")
-        #expect(unified ? Self.read(cpu + "/cpu.max") == "50000 100000" : Self.read(cpu + "/cpu.cfs_quota_us") == "50000")
+        #expect(
+            unified ? Self.read(cpu + "/cpu.max") == "50000 100000" : Self.read(cpu + "/cpu.cfs_quota_us") == "50000")
 
-        let config = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: configFile))) as? [String: Any])
+        let config = try #require(
+            try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: configFile))) as? [String: Any]
+        )
         let process = try #require(config["process"] as? [String: Any])
         let rlimits = try #require(process["rlimits"] as? [[String: Any]])
-        #expect(rlimits.contains { $0["type"] as? String == "RLIMIT_NOFILE" && $0["hard"] as? Int == 256 && $0["soft"] as? Int == 256 }, "\(rlimits)")
+        #expect(
+            rlimits.contains {
+                $0["type"] as? String == "RLIMIT_NOFILE" && $0["hard"] as? Int == 256 && $0["soft"] as? Int == 256
+            }, "\(rlimits)")
         let annotations = try #require(config["annotations"] as? [String: String])
         #expect(annotations["llmsafespace.dev/ephemeral-storage"] == "\(16 * Self.mib)")
         let resources = try #require((config["linux"] as? [String: Any])?["resources"] as? [String: Any])
@@ -109,7 +133,10 @@ struct SandboxDefaultsTests {
         let node = try Node()
         defer { node.remove() }
         let id = Harness.uniqueID("ssoom")
-        let r = try node.run(["--name", id, "--runtime", "python:3.11", "--", "python3", "-c", "b = bytearray(256 << 20); print('survived', len(b))"])
+        let r = try node.run([
+            "--name", id, "--runtime", "python:3.11", "--", "python3", "-c",
+            "b = bytearray(256 << 20); print('survived', len(b))",
+        ])
         #expect(r.status == 137, "\(r.stdout) \(r.stderr)")
         #expect(!r.stdout.contains("survived"))
         #expect(r.stderr.contains("OOM-killed (memory limit 64Mi)"), "\(r.stderr)")
@@ -171,14 +198,17 @@ struct SandboxDefaultsTests {
         "apiVersion: llmsafespace.dev/v1\nkind: Sandbox\nmetadata:\n  name: NAME\nspec:\n  runtime: python:3.11\n  resources:\n    \(resources)\n"
     }
 
-    @Test("a limit the node can never give is refused, naming the field, with nothing left", arguments: [
-        ("cpu: \"100000\"", "spec.resources.cpu"), ("memory: 1Pi", "spec.resources.memory"),
-    ])
+    @Test(
+        "a limit the node can never give is refused, naming the field, with nothing left",
+        arguments: [
+            ("cpu: \"100000\"", "spec.resources.cpu"), ("memory: 1Pi", "spec.resources.memory"),
+        ])
     func aboveCapacity(resources: String, field: String) throws {
         let node = try Node()
         defer { node.remove() }
         let id = Harness.uniqueID("sscap")
-        let r = try node.run(["-f", "-", "--", "true"], stdin: Self.sandbox(resources).replacingOccurrences(of: "NAME", with: id))
+        let r = try node.run(
+            ["-f", "-", "--", "true"], stdin: Self.sandbox(resources).replacingOccurrences(of: "NAME", with: id))
         #expect(r.status == 125)
         #expect(r.stderr.contains(field) && r.stderr.contains("can never be given"), "\(r.stderr)")
         #expect(node.leftovers(id: id).isEmpty, "\(node.leftovers(id: id))")

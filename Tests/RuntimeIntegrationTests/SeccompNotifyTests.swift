@@ -1,9 +1,9 @@
 import Foundation
-import Testing
 import OCI
 import Runtime
 import SeccompFilters
 import TestSupport
+import Testing
 
 /// SCMP_ACT_NOTIFY with `listenerPath`: the runtime hands the listener fd and the container
 /// process state to an agent (config-linux.md#seccomp); the agent here is the runtime's own
@@ -46,7 +46,10 @@ struct SeccompNotifyTests {
     func handoff() throws {
         let running = try RunningAgent()
         defer { running.finish() }
-        let c = try TestContainer("notify", bundle: try H.probeBundle(["syscall", "110"], seccomp: notifying(running.agent.path, metadata: "safespace-events errno=13")))
+        let c = try TestContainer(
+            "notify",
+            bundle: try H.probeBundle(
+                ["syscall", "110"], seccomp: notifying(running.agent.path, metadata: "safespace-events errno=13")))
         defer { c.destroy() }
         let r = try c.run()
         #expect(r.status == 0, "\(r.stderr)")
@@ -70,14 +73,19 @@ struct SeccompNotifyTests {
     func exec() throws {
         let running = try RunningAgent()
         defer { running.finish() }
-        let bundle = try Harness.busyboxBundle(["sleep", "30"]) { $0.linux?.seccomp = notifying(running.agent.path, metadata: nil) }
-        try FileManager.default.copyItem(atPath: try H.probeDir.get() + "/seccomp_probe", toPath: bundle + "/rootfs/bin/seccomp_probe")
+        let bundle = try Harness.busyboxBundle(["sleep", "30"]) {
+            $0.linux?.seccomp = notifying(running.agent.path, metadata: nil)
+        }
+        try FileManager.default.copyItem(
+            atPath: try H.probeDir.get() + "/seccomp_probe", toPath: bundle + "/rootfs/bin/seccomp_probe")
         let c = try TestContainer("notifyx", bundle: bundle)
         defer { c.destroy() }
         try #require(try c.create().status == 0)
         try #require(try c.start().status == 0)
         let r = try c.rt(["exec", c.id, "/bin/seccomp_probe", "syscall", "111"])
-        #expect(H.results(r.stdout)["syscall 111"] == "EPERM", "getpgrp, answered EPERM by default: \(r.status) \(r.stdout) \(r.stderr)")
+        #expect(
+            H.results(r.stdout)["syscall 111"] == "EPERM",
+            "getpgrp, answered EPERM by default: \(r.status) \(r.stdout) \(r.stderr)")
         let states = running.agent.processStates
         #expect(states.count == 2, "one for the init, one for the exec: \(states)")
         #expect(states.last?.contains("\"status\":\"running\"") == true, "\(states)")
@@ -96,7 +104,8 @@ struct SeccompNotifyTests {
 
     @Test("NOTIFY without listenerPath, or on sendmsg, is refused before anything is created")
     func refused() throws {
-        let (r, left) = try H.runProbe(["thread"], seccomp: H.allowing([.init(names: ["getppid"], action: "SCMP_ACT_NOTIFY")]))
+        let (r, left) = try H.runProbe(
+            ["thread"], seccomp: H.allowing([.init(names: ["getppid"], action: "SCMP_ACT_NOTIFY")]))
         #expect(r.stderr.contains("SCMP_ACT_NOTIFY needs linux.seccomp.listenerPath"), "\(r.stderr)")
         var s = H.allowing([.init(names: ["sendmsg"], action: "SCMP_ACT_NOTIFY")])
         s.listenerPath = "/run/whatever.sock"

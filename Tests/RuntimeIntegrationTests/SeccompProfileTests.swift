@@ -1,9 +1,9 @@
 import Foundation
-import Testing
 import OCI
 import Runtime
 import SeccompFilters
 import TestSupport
+import Testing
 
 /// The profiles of seccomp/ and Podman's, with real interpreters: `safespace run` runs the
 /// workloads of Tests/Probes (uid 1000, no capabilities, syscall events on: any denial during a
@@ -13,8 +13,11 @@ struct SeccompProfileTests {
     typealias H = SeccompHarness
 
     /// `safespace run` with its own state root and bundle directory.
-    static func safespace(_ args: [String], profileDir: String? = nil) throws -> (Harness.Result, root: String, bundles: String) {
-        let root = try Harness.tempDir("ssroot"), bundles = try Harness.tempDir("ssbundles")
+    static func safespace(_ args: [String], profileDir: String? = nil) throws -> (
+        Harness.Result, root: String, bundles: String
+    ) {
+        let root = try Harness.tempDir("ssroot")
+        let bundles = try Harness.tempDir("ssbundles")
         let extra = ["--root", root, "--bundle-root", bundles] + (profileDir.map { ["--profile-dir", $0] } ?? [])
         let r = try Harness.run(Harness.cliBinary, ["run"] + extra + args)
         return (r, root, bundles)
@@ -22,8 +25,11 @@ struct SeccompProfileTests {
 
     /// Nothing of a `safespace run` left: no state, no bundle, no mount.
     static func leftovers(root: String, bundles: String) -> [String] {
-        var found = ((try? FileManager.default.contentsOfDirectory(atPath: bundles)) ?? []).filter { !$0.hasPrefix(".") }.map { "bundle: \($0)" }
-        found += ((try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []).filter { !$0.hasPrefix(".") }.map { "state: \($0)" }
+        var found = ((try? FileManager.default.contentsOfDirectory(atPath: bundles)) ?? []).filter {
+            !$0.hasPrefix(".")
+        }.map { "bundle: \($0)" }
+        found += ((try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []).filter { !$0.hasPrefix(".") }.map
+        { "state: \($0)" }
         if let mounts = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) {
             found += mounts.split(separator: "\n").filter { $0.contains(bundles) }.map { "mount: \($0)" }
         }
@@ -38,23 +44,29 @@ struct SeccompProfileTests {
     static let pythonWorkload = ["--runtime", "python:3.11", "--", "python3", "-c"]
     static let nodeWorkload = ["--runtime", "node:18", "--", "node", "-e"]
 
-    @Test("the Python workload runs under default, python and Podman's profile with nothing denied", arguments: ["seccomp/default.json", "seccomp/python.json", H.podmanProfile])
+    @Test(
+        "the Python workload runs under default, python and Podman's profile with nothing denied",
+        arguments: ["seccomp/default.json", "seccomp/python.json", H.podmanProfile])
     func pythonWorkload(profile: String) throws {
         let path = profile.hasPrefix("/") ? profile : H.repo + "/" + profile
         try #require(FileManager.default.fileExists(atPath: path), "\(path)")
-        let (r, root, bundles) = try Self.safespace(["--seccomp", path] + Self.pythonWorkload + [try Self.workload("workload.py")])
+        let (r, root, bundles) = try Self.safespace(
+            ["--seccomp", path] + Self.pythonWorkload + [try Self.workload("workload.py")])
         #expect(r.status == 0, "\(r.stderr)")
         #expect(r.stdout.contains("WORKLOAD-OK"), "\(r.stdout)")
         #expect(!r.stderr.contains("seccomp denied"), "a syscall was denied: \(r.stderr)")
         #expect(Self.leftovers(root: root, bundles: bundles).isEmpty)
     }
 
-    @Test("the Node.js workload runs under default, node and Podman's profile with nothing denied", .enabled(if: H.hasNodeRootfs, "needs the node rootfs"),
-          arguments: ["seccomp/default.json", "seccomp/node.json", H.podmanProfile])
+    @Test(
+        "the Node.js workload runs under default, node and Podman's profile with nothing denied",
+        .enabled(if: H.hasNodeRootfs, "needs the node rootfs"),
+        arguments: ["seccomp/default.json", "seccomp/node.json", H.podmanProfile])
     func nodeWorkload(profile: String) throws {
         let path = profile.hasPrefix("/") ? profile : H.repo + "/" + profile
         try #require(FileManager.default.fileExists(atPath: path), "\(path)")
-        let (r, root, bundles) = try Self.safespace(["--seccomp", path] + Self.nodeWorkload + [try Self.workload("workload.js")])
+        let (r, root, bundles) = try Self.safespace(
+            ["--seccomp", path] + Self.nodeWorkload + [try Self.workload("workload.js")])
         #expect(r.status == 0, "\(r.stderr)")
         #expect(r.stdout.contains("WORKLOAD-OK"), "\(r.stdout)")
         #expect(!r.stderr.contains("seccomp denied"), "a syscall was denied: \(r.stderr)")
@@ -63,15 +75,19 @@ struct SeccompProfileTests {
 
     /// The denied set, as the probe names it, and what each profile answers.
     static let deniedSet = [
-        "mount", "umount2", "ptrace", "process_vm_readv", "unshare", "setns", "keyctl", "add_key", "bpf", "perf_event_open",
+        "mount", "umount2", "ptrace", "process_vm_readv", "unshare", "setns", "keyctl", "add_key", "bpf",
+        "perf_event_open",
         "userfaultfd", "io_uring_setup", "kexec_load", "init_module", "pivot_root", "open_tree", "fsopen", "syslog",
         "clone-newuser", "personality-addr-no-randomize", "ioctl-tiocsti", "ioctl-tiocsti-high", "ioctl-tioclinux-high",
         "socket-vsock", "socket-vsock-high", "get_mempolicy",
     ]
 
-    @Test("each profile blocks the denied set (EPERM), and clone3 answers ENOSYS", arguments: [
-        ("seccomp/default.json", Harness.pythonRootfs), ("seccomp/python.json", Harness.pythonRootfs), ("seccomp/node.json", H.nodeRootfs),
-    ])
+    @Test(
+        "each profile blocks the denied set (EPERM), and clone3 answers ENOSYS",
+        arguments: [
+            ("seccomp/default.json", Harness.pythonRootfs), ("seccomp/python.json", Harness.pythonRootfs),
+            ("seccomp/node.json", H.nodeRootfs),
+        ])
     func deniedSet(profile: String, rootfs: String) throws {
         try #require(FileManager.default.fileExists(atPath: rootfs), "\(rootfs)")
         let seccomp = try H.resolved(H.repo + "/" + profile)
@@ -80,10 +96,12 @@ struct SeccompProfileTests {
             spec.mounts!.append(try! H.probeMount())
             // As a sandbox: no capabilities, not root.
             spec.process?.user = User(uid: 1000, gid: 1000)
-            spec.process?.capabilities = Capabilities(bounding: [], effective: [], inheritable: [], permitted: [], ambient: [])
+            spec.process?.capabilities = Capabilities(
+                bounding: [], effective: [], inheritable: [], permitted: [], ambient: [])
         }
         let args = ["/mnt/seccomp_probe", "denied"]
-        let bundle = rootfs == H.nodeRootfs ? try H.nodeBundle(args, edit: edit) : try Harness.pythonBundle(args, edit: edit)
+        let bundle =
+            rootfs == H.nodeRootfs ? try H.nodeBundle(args, edit: edit) : try Harness.pythonBundle(args, edit: edit)
         let c = try TestContainer("denied", bundle: bundle)
         defer { c.destroy() }
         let r = try c.run()
@@ -104,26 +122,33 @@ struct SeccompProfileTests {
             spec.linux?.seccomp = seccomp
             spec.mounts!.append(mount)
             spec.process?.user = User(uid: 1000, gid: 1000)
-            spec.process?.capabilities = Capabilities(bounding: [], effective: [], inheritable: [], permitted: [], ambient: [])
+            spec.process?.capabilities = Capabilities(
+                bounding: [], effective: [], inheritable: [], permitted: [], ambient: [])
         }
     }
 
-    @Test("each profile: syscalls newer than it (statmount 457, mseal 462) answer ENOSYS; older ones it does not name (get_mempolicy, tuxcall) EPERM",
-          arguments: ["seccomp/default.json", "seccomp/python.json", "seccomp/node.json"])
+    @Test(
+        "each profile: syscalls newer than it (statmount 457, mseal 462) answer ENOSYS; older ones it does not name (get_mempolicy, tuxcall) EPERM",
+        arguments: ["seccomp/default.json", "seccomp/python.json", "seccomp/node.json"])
     func unnamedSyscalls(profile: String) throws {
-        let bundle = try Harness.pythonBundle(["/mnt/seccomp_probe", "syscalls", "457", "462", "239", "184"], edit: try Self.asSandbox(profile))
+        let bundle = try Harness.pythonBundle(
+            ["/mnt/seccomp_probe", "syscalls", "457", "462", "239", "184"], edit: try Self.asSandbox(profile))
         let c = try TestContainer("unnamed", bundle: bundle)
         defer { c.destroy() }
         let r = try c.run()
         #expect(r.status == 0, "\(r.stderr)")
         let results = H.results(r.stdout)
         for (nr, expected) in [("457", "ENOSYS"), ("462", "ENOSYS"), ("239", "EPERM"), ("184", "EPERM")] {
-            #expect(results["syscall \(nr)"] == expected, "\(profile): syscall \(nr) -> \(results["syscall \(nr)"] ?? "nothing")")
+            #expect(
+                results["syscall \(nr)"] == expected,
+                "\(profile): syscall \(nr) -> \(results["syscall \(nr)"] ?? "nothing")")
         }
         #expect(c.leftovers().isEmpty)
     }
 
-    @Test("a standard sandbox (built-in default profile): AF_VSOCK sockets, TIOCSTI with the upper half set and NUMA policy are denied, newer syscalls answer ENOSYS")
+    @Test(
+        "a standard sandbox (built-in default profile): AF_VSOCK sockets, TIOCSTI with the upper half set and NUMA policy are denied, newer syscalls answer ENOSYS"
+    )
     func standardSandboxDenials() throws {
         let script = """
             import ctypes, errno, fcntl, socket
@@ -144,15 +169,22 @@ struct SeccompProfileTests {
         let (r, root, bundles) = try Self.safespace(Self.pythonWorkload + [script])
         #expect(r.status == 0, "\(r.stderr)")
         let results = H.results(r.stdout)
-        for (what, expected) in [("vsock", "EPERM"), ("vsock-high", "EPERM"), ("tiocsti-high", "EPERM"), ("get_mempolicy", "EPERM"), ("statmount", "ENOSYS"), ("mseal", "ENOSYS")] {
+        for (what, expected) in [
+            ("vsock", "EPERM"), ("vsock-high", "EPERM"), ("tiocsti-high", "EPERM"), ("get_mempolicy", "EPERM"),
+            ("statmount", "ENOSYS"), ("mseal", "ENOSYS"),
+        ] {
             #expect(results[what] == expected, "\(what) -> \(results[what] ?? "nothing"): \(r.stdout) \(r.stderr)")
         }
         // The denials are events; the ENOSYS answers are compatibility, not denials.
-        #expect(r.stderr.contains("safespace: seccomp denied 4 syscalls: socket (2), get_mempolicy (1), ioctl (1)"), "\(r.stderr)")
+        #expect(
+            r.stderr.contains("safespace: seccomp denied 4 syscalls: socket (2), get_mempolicy (1), ioctl (1)"),
+            "\(r.stderr)")
         #expect(Self.leftovers(root: root, bundles: bundles).isEmpty)
     }
 
-    @Test("a standard sandbox (built-in default profile) runs Python threads, subprocess and pip --version with nothing denied")
+    @Test(
+        "a standard sandbox (built-in default profile) runs Python threads, subprocess and pip --version with nothing denied"
+    )
     func standardSandboxPython() throws {
         let script = """
             import subprocess, sys, threading
@@ -173,7 +205,9 @@ struct SeccompProfileTests {
         #expect(Self.leftovers(root: root, bundles: bundles).isEmpty)
     }
 
-    @Test("a standard sandbox (built-in default profile) runs Node.js workers and child processes with nothing denied", .enabled(if: H.hasNodeRootfs, "needs the node rootfs"))
+    @Test(
+        "a standard sandbox (built-in default profile) runs Node.js workers and child processes with nothing denied",
+        .enabled(if: H.hasNodeRootfs, "needs the node rootfs"))
     func standardSandboxNode() throws {
         let script = """
             const { Worker } = require('worker_threads');
@@ -205,18 +239,36 @@ struct SeccompProfileTests {
         let (r, root, bundles) = try Self.safespace(Self.pythonWorkload + [script])
         #expect(r.status == 0, "\(r.stderr)")
         #expect(r.stdout.contains("denied-as-expected"))
-        #expect(r.stderr.contains("safespace: seccomp denied 4 syscalls: mount (2), keyctl (1), ptrace (1)"), "\(r.stderr)")
+        #expect(
+            r.stderr.contains("safespace: seccomp denied 4 syscalls: mount (2), keyctl (1), ptrace (1)"), "\(r.stderr)")
         #expect(Self.leftovers(root: root, bundles: bundles).isEmpty)
     }
 
-    @Test("bad profiles: a clear error naming the file and entry, exit 125, no sandbox", arguments: [
-        ("{not json", "not JSON"),
-        (#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_DENY"}]}"#, "syscalls[0].action: unknown action \"SCMP_ACT_DENY\""),
-        (#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_ERRNO", "args": [{"index": 0, "value": 1, "op": "SCMP_CMP_ABOUT"}]}]}"#, "syscalls[0].args[0].op: unknown operator \"SCMP_CMP_ABOUT\""),
-        (#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_ERRNO", "errnoRet": 99999}]}"#, "syscalls[0].action: errnoRet 99999 is out of range"),
-        (#"{"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_Z80"]}"#, "architectures[0]: architecture \"SCMP_ARCH_Z80\" is not known to libseccomp"),
-        (#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": [""], "action": "SCMP_ACT_ERRNO"}]}"#, "syscalls[0].names[0]: empty syscall name"),
-    ])
+    @Test(
+        "bad profiles: a clear error naming the file and entry, exit 125, no sandbox",
+        arguments: [
+            ("{not json", "not JSON"),
+            (
+                #"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_DENY"}]}"#,
+                "syscalls[0].action: unknown action \"SCMP_ACT_DENY\""
+            ),
+            (
+                #"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_ERRNO", "args": [{"index": 0, "value": 1, "op": "SCMP_CMP_ABOUT"}]}]}"#,
+                "syscalls[0].args[0].op: unknown operator \"SCMP_CMP_ABOUT\""
+            ),
+            (
+                #"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_ERRNO", "errnoRet": 99999}]}"#,
+                "syscalls[0].action: errnoRet 99999 is out of range"
+            ),
+            (
+                #"{"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_Z80"]}"#,
+                "architectures[0]: architecture \"SCMP_ARCH_Z80\" is not known to libseccomp"
+            ),
+            (
+                #"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": [""], "action": "SCMP_ACT_ERRNO"}]}"#,
+                "syscalls[0].names[0]: empty syscall name"
+            ),
+        ])
     func badProfile(text: String, message: String) throws {
         let dir = try Harness.tempDir("badprofile")
         defer { Harness.cleanup(dir) }
@@ -224,7 +276,9 @@ struct SeccompProfileTests {
         try text.write(toFile: path, atomically: true, encoding: .utf8)
         let (r, root, bundles) = try Self.safespace(["--seccomp", path] + Self.pythonWorkload + ["print('ran')"])
         #expect(r.status == 125, "\(r.status) \(r.stderr)")
-        #expect(r.stderr.contains("spec.securityContext.seccompProfile.localhostProfile: \(path): \(message)"), "\(r.stderr)")
+        #expect(
+            r.stderr.contains("spec.securityContext.seccompProfile.localhostProfile: \(path): \(message)"),
+            "\(r.stderr)")
         #expect(!r.stdout.contains("ran"))
         #expect(Self.leftovers(root: root, bundles: bundles).isEmpty)
     }
@@ -234,26 +288,38 @@ struct SeccompProfileTests {
         let dir = try Harness.tempDir("profiles")
         defer { Harness.cleanup(dir) }
         try FileManager.default.createDirectory(atPath: dir + "/profiles", withIntermediateDirectories: true)
-        try #"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}]}"#
+        try
+            #"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}]}"#
             .write(toFile: dir + "/profiles/no-mkdir.json", atomically: true, encoding: .utf8)
-        try "apiVersion: llmsafespace.dev/v1\nkind: SandboxProfile\nmetadata:\n  name: custom-python\nspec:\n  language: python\n  seccompProfile: profiles/no-mkdir.json\n"
+        try
+            "apiVersion: llmsafespace.dev/v1\nkind: SandboxProfile\nmetadata:\n  name: custom-python\nspec:\n  language: python\n  seccompProfile: profiles/no-mkdir.json\n"
             .write(toFile: dir + "/custom-python.yaml", atomically: true, encoding: .utf8)
         let sandbox = dir + "/sandbox.yaml"
-        try "apiVersion: llmsafespace.dev/v1\nkind: Sandbox\nspec:\n  profileRef:\n    name: custom-python\n".write(toFile: sandbox, atomically: true, encoding: .utf8)
-        let script = "import os\ntry:\n    os.mkdir('/tmp/d')\nexcept PermissionError as e:\n    print('errno', e.errno)\n"
-        let (r, root, bundles) = try Self.safespace(["-f", sandbox, "--runtime", "python:3.11", "--", "python3", "-c", script], profileDir: dir)
+        try "apiVersion: llmsafespace.dev/v1\nkind: Sandbox\nspec:\n  profileRef:\n    name: custom-python\n".write(
+            toFile: sandbox, atomically: true, encoding: .utf8)
+        let script =
+            "import os\ntry:\n    os.mkdir('/tmp/d')\nexcept PermissionError as e:\n    print('errno', e.errno)\n"
+        let (r, root, bundles) = try Self.safespace(
+            ["-f", sandbox, "--runtime", "python:3.11", "--", "python3", "-c", script], profileDir: dir)
         #expect(r.stdout.contains("errno 13"), "\(r.stdout) \(r.stderr)")
         #expect(Self.leftovers(root: root, bundles: bundles).isEmpty)
 
-        let (mismatch, root2, bundles2) = try Self.safespace(["-f", sandbox, "--runtime", "node:18", "--", "node", "-e", "1"], profileDir: dir)
+        let (mismatch, root2, bundles2) = try Self.safespace(
+            ["-f", sandbox, "--runtime", "node:18", "--", "node", "-e", "1"], profileDir: dir)
         #expect(mismatch.status == 125)
-        #expect(mismatch.stderr.contains("spec.profileRef: SandboxProfile custom-python is for python; the sandbox runs node:18"), "\(mismatch.stderr)")
+        #expect(
+            mismatch.stderr.contains(
+                "spec.profileRef: SandboxProfile custom-python is for python; the sandbox runs node:18"),
+            "\(mismatch.stderr)")
         #expect(Self.leftovers(root: root2, bundles: bundles2).isEmpty)
 
         // The built-in SandboxProfile `python`: python.json, whose allowlist has no reboot(2).
-        try "apiVersion: llmsafespace.dev/v1\nkind: Sandbox\nspec:\n  profileRef:\n    name: python\n".write(toFile: sandbox, atomically: true, encoding: .utf8)
-        let reboot = "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\nprint(libc.syscall(169, 0, 0, 0, 0), ctypes.get_errno())\n"
-        let (builtin, root3, bundles3) = try Self.safespace(["-f", sandbox, "--", "python3", "-c", reboot], profileDir: dir)
+        try "apiVersion: llmsafespace.dev/v1\nkind: Sandbox\nspec:\n  profileRef:\n    name: python\n".write(
+            toFile: sandbox, atomically: true, encoding: .utf8)
+        let reboot =
+            "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\nprint(libc.syscall(169, 0, 0, 0, 0), ctypes.get_errno())\n"
+        let (builtin, root3, bundles3) = try Self.safespace(
+            ["-f", sandbox, "--", "python3", "-c", reboot], profileDir: dir)
         #expect(builtin.stdout.contains("-1 1"), "\(builtin.stdout) \(builtin.stderr)")
         #expect(builtin.stderr.contains("seccomp denied 1 syscall: reboot (1)"), "\(builtin.stderr)")
         #expect(Self.leftovers(root: root3, bundles: bundles3).isEmpty)

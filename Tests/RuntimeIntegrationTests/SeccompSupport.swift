@@ -1,9 +1,9 @@
 import Foundation
-import Testing
 import OCI
 import Runtime
 import SeccompFilters
 import TestSupport
+import Testing
 
 /// Helpers of the seccomp integration tests: the static C probe (Tests/Probes/seccomp_probe.c),
 /// bundles that carry it, and the repository's profiles resolved for this machine.
@@ -24,14 +24,18 @@ enum SeccompHarness {
         do {
             let source = repo + "/Tests/Probes/seccomp_probe.c"
             var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-            for byte in try Data(contentsOf: URL(fileURLWithPath: source)) { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+            for byte in try Data(contentsOf: URL(fileURLWithPath: source)) {
+                hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3
+            }
             let dir = NSTemporaryDirectory() + "safespace-seccomp-probe-" + String(hash, radix: 16)
             if FileManager.default.isExecutableFile(atPath: dir + "/seccomp_probe") { return .success(dir) }
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
             let tmp = dir + "/seccomp_probe.\(getpid())"
             let r = try Harness.run("/usr/bin/cc", ["-static", "-pthread", "-O2", "-o", tmp, source])
             guard r.status == 0 else { return .failure(ProbeError(message: "cc: \(r.stderr)")) }
-            guard rename(tmp, dir + "/seccomp_probe") == 0 else { return .failure(ProbeError(message: "rename \(tmp): errno \(errno)")) }
+            guard rename(tmp, dir + "/seccomp_probe") == 0 else {
+                return .failure(ProbeError(message: "rename \(tmp): errno \(errno)"))
+            }
             return .success(dir)
         } catch {
             return .failure(ProbeError(message: "\(error)"))
@@ -44,7 +48,8 @@ enum SeccompHarness {
     }
 
     /// A busybox bundle whose `/bin/seccomp_probe` runs with `args` under `seccomp`.
-    static func probeBundle(_ args: [String], seccomp: Seccomp?, edit: (inout Spec) -> Void = { _ in }) throws -> String {
+    static func probeBundle(_ args: [String], seccomp: Seccomp?, edit: (inout Spec) -> Void = { _ in }) throws -> String
+    {
         let dir = try probeDir.get()
         let bundle = try Harness.busyboxBundle(["/bin/seccomp_probe"] + args) { spec in
             spec.linux?.seccomp = seccomp
@@ -55,7 +60,9 @@ enum SeccompHarness {
     }
 
     /// Runs the probe in a fresh container; returns the result and what the container left behind.
-    static func runProbe(_ args: [String], seccomp: Seccomp?, edit: (inout Spec) -> Void = { _ in }) throws -> (Harness.Result, [String]) {
+    static func runProbe(_ args: [String], seccomp: Seccomp?, edit: (inout Spec) -> Void = { _ in }) throws -> (
+        Harness.Result, [String]
+    ) {
         let c = try TestContainer("sec", bundle: try probeBundle(args, seccomp: seccomp, edit: edit))
         defer { c.destroy() }
         let r = try c.run()

@@ -14,7 +14,9 @@ struct RuntimeErrorShapeTests {
         var spec = DefaultSpec.make(rootfs: "/", args: ["sh"])
         spec.linux?.namespaces?.append(Namespace(type: "bogus"))
         let error = #expect(throws: RuntimeError.self) { try SpecValidation.validate(spec, bundle: "/") }
-        #expect(error?.code == .invalidSpec && error?.codeName == "runtime.invalidSpec" && error?.category == .invalidArgument)
+        #expect(
+            error?.code == .invalidSpec && error?.codeName == "runtime.invalidSpec"
+                && error?.category == .invalidArgument)
         #expect(error?.field?.hasPrefix("linux.namespaces[") == true && error?.field?.hasSuffix("].type") == true)
         #expect(error?.description == "\(error?.field ?? ""): unknown namespace type \"bogus\"")
     }
@@ -25,14 +27,20 @@ struct RuntimeErrorShapeTests {
         #expect(RuntimeError.containerNotFound("c1").description == #"container "c1" does not exist"#)
         #expect(RuntimeError.containerNotFound("c1").code == .notFound)
         #expect(RuntimeError.containerExists("c1").description == #"container "c1" already exists"#)
-        #expect(RuntimeError.containerExists("c1", beingCreatedBy: "pid 7").description == #"container "c1" already exists (being created by pid 7)"#)
+        #expect(
+            RuntimeError.containerExists("c1", beingCreatedBy: "pid 7").description
+                == #"container "c1" already exists (being created by pid 7)"#)
         #expect(RuntimeError.notRunning().description == "container not running")
-        #expect(RuntimeError.notRunning("cannot exec in a stopped container").description == "cannot exec in a stopped container: container not running")
+        #expect(
+            RuntimeError.notRunning("cannot exec in a stopped container").description
+                == "cannot exec in a stopped container: container not running")
         #expect(RuntimeError.notRunning().category == .failedPrecondition)
         #expect(RuntimeError.notPaused("c1").description == "container c1 is not paused: container not paused")
         #expect(RuntimeError.startStopped().description == "cannot start a container that has stopped")
         #expect(RuntimeError.startRunning().description == "cannot start an already running container")
-        #expect(RuntimeError.deleteNotStopped("c1", status: "running").description == "cannot delete container c1 that is not stopped: running")
+        #expect(
+            RuntimeError.deleteNotStopped("c1", status: "running").description
+                == "cannot delete container c1 that is not stopped: running")
         let exec = RuntimeError.executableNotFound("pyhton")
         #expect(exec.description == #"process.args[0]: exec: "pyhton": executable file not found in $PATH"#)
         #expect(exec.field == "process.args[0]" && exec.code == .executableNotFound)
@@ -52,7 +60,9 @@ struct RuntimeErrorShapeTests {
         let key = PodRole.typeKeys[0]
         let unknown = #expect(throws: RuntimeError.self) { _ = try PodRole.of([key: "bogus"]) }
         #expect(unknown?.code == .invalidSpec && unknown?.field == "annotations[\(key)]")
-        #expect(unknown?.description == "annotations[\(key)]: unknown container type \"bogus\" (expected sandbox or container)")
+        #expect(
+            unknown?.description
+                == "annotations[\(key)]: unknown container type \"bogus\" (expected sandbox or container)")
         let unnamed = #expect(throws: RuntimeError.self) { _ = try PodRole.of([key: "container"]) }
         #expect(unnamed?.code == .invalidSpec && unnamed?.field == "annotations[\(key)]")
         let missing = #expect(throws: RuntimeError.self) { _ = try RuntimeBackends.native.backend(.gvisor) }
@@ -66,14 +76,21 @@ struct RuntimeErrorShapeTests {
     func initProtocol() throws {
         func roundTrip(_ error: any Error) throws -> any Error {
             let data = try JSONEncoder().encode(InitMessage(reporting: error))
-            return try JSONDecoder().decode(InitMessage.self, from: data).reportedError(default: "container init failed", operation: "exec")
+            return try JSONDecoder().decode(InitMessage.self, from: data).reportedError(
+                default: "container init failed", operation: "exec")
         }
-        let runtime = RuntimeError(.invalidSpec, field: "process.user.uid", "uid 5 is not mapped in the container's user namespace (linux.uidMappings)")
+        let runtime = RuntimeError(
+            .invalidSpec, field: "process.user.uid",
+            "uid 5 is not mapped in the container's user namespace (linux.uidMappings)")
         let r = try #require(try roundTrip(runtime) as? RuntimeError)
-        #expect(r.code == .invalidSpec && r.field == "process.user.uid" && r.description == runtime.description && r.operation == nil)
+        #expect(
+            r.code == .invalidSpec && r.field == "process.user.uid" && r.description == runtime.description
+                && r.operation == nil)
         let exec = RuntimeError.executableNotFound("pyhton")
         let e = try #require(try roundTrip(exec) as? RuntimeError)
-        #expect(e.code == .executableNotFound && e.field == exec.field && e.operation == "exec" && e.description == exec.description)
+        #expect(
+            e.code == .executableNotFound && e.field == exec.field && e.operation == "exec"
+                && e.description == exec.description)
         let sys = SysError("mount proc on", path: "/proc", errno: EPERM, field: "mounts[0]")
         let s = try #require(try roundTrip(sys) as? SysError)
         #expect(s.code == .syscall && s.field == "mounts[0]" && s.errno == EPERM && s.operation == "mount proc on")

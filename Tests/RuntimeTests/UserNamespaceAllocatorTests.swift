@@ -1,9 +1,9 @@
 import Foundation
-import Testing
 import LinuxKernel
 import OCI
 import Runtime
 import TestSupport
+import Testing
 
 /// `IDAllocator`: host id ranges kept on disk under a lock, freed by release, recovered after a
 /// crash. Each test uses its own allocator directory.
@@ -17,7 +17,7 @@ struct UserNamespaceAllocatorTests {
     static func liveOwner(_ dir: String, _ name: String) throws -> String {
         let owner = dir + "/" + name
         try FileManager.default.createDirectory(atPath: owner, withIntermediateDirectories: true)
-        FileManager.default.createFile(atPath: owner + "/state.json", contents: Data("{}".utf8))
+        _ = FileManager.default.createFile(atPath: owner + "/state.json", contents: Data("{}".utf8))
         return owner
     }
 
@@ -100,17 +100,22 @@ struct UserNamespaceAllocatorTests {
         #expect(Set(ids).count == owners.count)
     }
 
-    @Test("ranges of an earlier version (<index>.json in its own directory) stay taken until released or stale, then their files go")
+    @Test(
+        "ranges of an earlier version (<index>.json in its own directory) stay taken until released or stale, then their files go"
+    )
     func legacyDirectory() throws {
         let dir = try Harness.tempDir("idmap-legacy")
         defer { Harness.cleanup(dir) }
         let legacy = dir + "/idmap"
         try FileManager.default.createDirectory(atPath: legacy, withIntermediateDirectories: true)
-        let a = IDAllocator(store: LeaseStore(directory: dir + "/leases"), firstHostID: 0x5000_0000, ranges: 4, legacyDirectories: [legacy])
+        let a = IDAllocator(
+            store: LeaseStore(directory: dir + "/leases"), firstHostID: 0x5000_0000, ranges: 4,
+            legacyDirectories: [legacy])
         // As /run/safespace-idmap held them: a running container's range, a crashed create's, and
         // a write killed before its rename.
         let running = IDAllocator.Allocation(
-            index: 0, hostID: 0x5000_0000, size: 65536, owner: try Self.liveOwner(dir, "running"), holderPid: 999_999_999,
+            index: 0, hostID: 0x5000_0000, size: 65536, owner: try Self.liveOwner(dir, "running"),
+            holderPid: 999_999_999,
             holderStartTime: 1, created: "2026-01-01T00:00:00Z")
         let crashed = IDAllocator.Allocation(
             index: 1, hostID: 0x5000_0000 + 65536, size: 65536, owner: dir + "/crashed", holderPid: 999_999_999,
@@ -133,7 +138,8 @@ struct UserNamespaceAllocatorTests {
         // A container of the earlier version records the old directory: its delete opens it as a
         // store, whose own old-format files count.
         let old = IDAllocator.Allocation(
-            index: 3, hostID: 0x5000_0000 + 3 * 65536, size: 65536, owner: try Self.liveOwner(dir, "old"), holderPid: 999_999_999,
+            index: 3, hostID: 0x5000_0000 + 3 * 65536, size: 65536, owner: try Self.liveOwner(dir, "old"),
+            holderPid: 999_999_999,
             holderStartTime: 1, created: "2026-01-01T00:00:00Z")
         try JSONEncoder().encode(old).write(to: URL(fileURLWithPath: "\(legacy)/3.json"))
         #expect(try IDAllocator(directory: legacy).allocation(owner: old.owner) == old)

@@ -1,8 +1,9 @@
 import Glibc
 import Testing
+
+@testable import LinuxKernel
 @testable import OCI
 @testable import Runtime
-@testable import LinuxKernel
 
 struct ValidationTests {
     func base() -> Spec {
@@ -32,36 +33,57 @@ struct ValidationTests {
         #expect(error { $0.ociVersion = "2.0.0" }?.contains("ociVersion") == true)
         #expect(error { $0.process?.args = [] }?.contains("process.args") == true)
         #expect(error { $0.process?.cwd = "relative" }?.contains("process.cwd") == true)
-        #expect(error { $0.process?.rlimits = [Rlimit(type: "RLIMIT_BOGUS", hard: 1, soft: 1)] }?.contains("process.rlimits[0].type") == true)
-        #expect(error { $0.process?.rlimits = [Rlimit(type: "RLIMIT_NOFILE", hard: 1, soft: 2)] }?.contains("process.rlimits[0]") == true)
-        #expect(error { $0.process?.capabilities?.bounding = ["CAP_BOGUS"] }?.contains("process.capabilities.bounding") == true)
+        #expect(
+            error { $0.process?.rlimits = [Rlimit(type: "RLIMIT_BOGUS", hard: 1, soft: 1)] }?.contains(
+                "process.rlimits[0].type") == true)
+        #expect(
+            error { $0.process?.rlimits = [Rlimit(type: "RLIMIT_NOFILE", hard: 1, soft: 2)] }?.contains(
+                "process.rlimits[0]") == true)
+        #expect(
+            error { $0.process?.capabilities?.bounding = ["CAP_BOGUS"] }?.contains("process.capabilities.bounding")
+                == true)
         #expect(error { $0.process?.env = ["NOEQUALS"] }?.contains("process.env") == true)
         #expect(error { $0.process?.oomScoreAdj = 5000 }?.contains("process.oomScoreAdj") == true)
         // runc's template lists five namespaces: the bogus one is the sixth.
-        #expect(error { $0.linux?.namespaces?.append(Namespace(type: "bogus")) }?.contains("linux.namespaces[5].type") == true)
+        #expect(
+            error { $0.linux?.namespaces?.append(Namespace(type: "bogus")) }?.contains("linux.namespaces[5].type")
+                == true)
         #expect(error { $0.linux?.namespaces?.append(Namespace(type: "pid")) }?.contains("listed twice") == true)
-        #expect(error { $0.linux?.namespaces?.removeAll { $0.type == "mount" } }?.contains("mount namespace is required") == true)
+        #expect(
+            error { $0.linux?.namespaces?.removeAll { $0.type == "mount" } }?.contains("mount namespace is required")
+                == true)
         #expect(error { $0.linux?.namespaces?.removeAll { $0.type == "uts" } }?.contains("hostname") == true)
         #expect(error { $0.linux?.sysctl = ["kernel.panic": "1"] }?.contains("linux.sysctl") == true)
-        #expect(error {
-            $0.linux?.sysctl = ["net.ipv4.ip_forward": "1"]
-            $0.linux?.namespaces?.removeAll { $0.type == "network" }
-        }?.contains("needs a network namespace") == true)
+        #expect(
+            error {
+                $0.linux?.sysctl = ["net.ipv4.ip_forward": "1"]
+                $0.linux?.namespaces?.removeAll { $0.type == "network" }
+            }?.contains("needs a network namespace") == true)
         #expect(error { $0.linux?.namespaces?.append(Namespace(type: "user")) }?.contains("linux.uidMappings") == true)
         #expect(error { $0.linux?.rootfsPropagation = "sideways" }?.contains("linux.rootfsPropagation") == true)
-        #expect(error { $0.linux?.devices = [Device(type: "x", path: "/dev/foo")] }?.contains("linux.devices[0].type") == true)
-        #expect(error { $0.linux?.devices = [Device(type: "c", path: "/etc/foo")] }?.contains("linux.devices[0].path") == true)
-        #expect(error { $0.linux?.namespaces?.append(Namespace(type: "time", path: "/nonexistent/ns")) }?.contains("/nonexistent/ns does not exist") == true)
+        #expect(
+            error { $0.linux?.devices = [Device(type: "x", path: "/dev/foo")] }?.contains("linux.devices[0].type")
+                == true)
+        #expect(
+            error { $0.linux?.devices = [Device(type: "c", path: "/etc/foo")] }?.contains("linux.devices[0].path")
+                == true)
+        #expect(
+            error { $0.linux?.namespaces?.append(Namespace(type: "time", path: "/nonexistent/ns")) }?.contains(
+                "/nonexistent/ns does not exist") == true)
     }
 
     @Test("kernel.hostname is refused; kernel.domainname only beside domainname; both name the fields")
     func utsSysctls() {
-        #expect(error { $0.linux?.sysctl = ["kernel.hostname": "x"] }.map { $0.contains("linux.sysctl") && $0.contains("hostname field") } == true)
+        #expect(
+            error { $0.linux?.sysctl = ["kernel.hostname": "x"] }.map {
+                $0.contains("linux.sysctl") && $0.contains("hostname field")
+            } == true)
         #expect(error { $0.linux?.sysctl = ["kernel.domainname": "x"] } == nil)
-        #expect(error {
-            $0.domainname = "a"
-            $0.linux?.sysctl = ["kernel.domainname": "x"]
-        }.map { $0.contains("linux.sysctl") && $0.contains("domainname field") } == true)
+        #expect(
+            error {
+                $0.domainname = "a"
+                $0.linux?.sysctl = ["kernel.domainname": "x"]
+            }.map { $0.contains("linux.sysctl") && $0.contains("domainname field") } == true)
     }
 
     @Test("hostname in a joined uts namespace is allowed unless it is the runtime's own")
@@ -76,7 +98,11 @@ struct ValidationTests {
         // /proc/1/ns/uts is another process's file for the same namespace only when the test
         // runs in the host's; /proc/self/ns/uts is always the runtime's own.
         #expect(error(join("/proc/self/ns/uts"))?.contains("hostname") == true)
-        #expect(error { join("/proc/self/ns/uts")(&$0); $0.hostname = nil } == nil)
+        #expect(
+            error {
+                join("/proc/self/ns/uts")(&$0)
+                $0.hostname = nil
+            } == nil)
     }
 
     @Test("a mount namespace joined by path that is the runtime's own is refused like none at all")
@@ -93,11 +119,17 @@ struct ValidationTests {
     func personality() {
         #expect(error { $0.linux?.personality = Personality(domain: "LINUX32") } == nil)
         #expect(error { $0.linux?.personality = Personality(domain: "LINUX") } == nil)
-        #expect(error { $0.linux?.personality = Personality(domain: "PER_BSD") }?.contains("linux.personality.domain") == true)
-        #expect(error { $0.linux?.personality = Personality(domain: "LINUX", flags: ["X"]) }?.contains("linux.personality.flags") == true)
+        #expect(
+            error { $0.linux?.personality = Personality(domain: "PER_BSD") }?.contains("linux.personality.domain")
+                == true)
+        #expect(
+            error { $0.linux?.personality = Personality(domain: "LINUX", flags: ["X"]) }?.contains(
+                "linux.personality.flags") == true)
     }
 
-    @Test("mounts over /proc sub-paths are refused", arguments: ["/proc/self", "/proc/sys", "/proc//kcore", "/proc/../proc/1"])
+    @Test(
+        "mounts over /proc sub-paths are refused",
+        arguments: ["/proc/self", "/proc/sys", "/proc//kcore", "/proc/../proc/1"])
     func procMounts(dest: String) {
         let e = error { $0.mounts?.append(Mount(destination: dest, type: "tmpfs", source: "tmpfs")) }
         #expect(e?.contains("mounts[7].destination") == true)
@@ -106,8 +138,14 @@ struct ValidationTests {
     @Test("a non-proc file system at /proc and relative destinations are refused")
     func otherMounts() {
         #expect(error { $0.mounts?[0].type = "tmpfs" }?.contains("mounts[0].destination") == true)
-        #expect(error { $0.mounts?.append(Mount(destination: "tmp", type: "tmpfs")) }?.contains("mounts[7].destination") == true)
-        #expect(error { $0.mounts?.append(Mount(destination: "/x", type: "bind", source: "/nonexistent-src", options: ["rbind"])) }?.contains("mounts[7].source") == true)
+        #expect(
+            error { $0.mounts?.append(Mount(destination: "tmp", type: "tmpfs")) }?.contains("mounts[7].destination")
+                == true)
+        #expect(
+            error {
+                $0.mounts?.append(
+                    Mount(destination: "/x", type: "bind", source: "/nonexistent-src", options: ["rbind"]))
+            }?.contains("mounts[7].source") == true)
     }
 
     @Test("container ids", arguments: ["a/b", "..", ".", "", "x y", "../etc", String(repeating: "a", count: 1025)])
@@ -134,7 +172,8 @@ struct ValidationTests {
 }
 
 struct PathTests {
-    @Test("cleanPath", arguments: [("//a/./b/../c", "/a/c"), ("/../..", "/"), ("/proc//self", "/proc/self"), ("/", "/")])
+    @Test(
+        "cleanPath", arguments: [("//a/./b/../c", "/a/c"), ("/../..", "/"), ("/proc//self", "/proc/self"), ("/", "/")])
     func clean(input: String, output: String) {
         #expect(cleanPath(input) == output)
     }

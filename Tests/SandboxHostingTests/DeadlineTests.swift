@@ -36,7 +36,9 @@ import Testing
     @Test("a process past its timeout is killed: the wait ends with SIGKILL's status, expired")
     func pastTheTimeout() throws {
         let pid = try Self.spawn(["/bin/sleep", "60"])
-        let (status, expired) = try Deadline.run(timeout: .milliseconds(300), wait: { Self.reap(pid) }) { _ = kill(pid, SIGKILL) }
+        let (status, expired) = try Deadline.run(timeout: .milliseconds(300), wait: { Self.reap(pid) }) {
+            _ = kill(pid, SIGKILL)
+        }
         #expect(expired)
         #expect(status == 128 + SIGKILL)
         // Reaped: no child of ours any more.
@@ -57,7 +59,9 @@ import Testing
     @Test("without a timeout the wait has no deadline")
     func noTimeout() throws {
         let pid = try Self.spawn(["/bin/true"])
-        let (status, expired) = try Deadline.run(timeout: nil, wait: { Self.reap(pid) }) { Issue.record("expired without a timeout") }
+        let (status, expired) = try Deadline.run(timeout: nil, wait: { Self.reap(pid) }) {
+            Issue.record("expired without a timeout")
+        }
         #expect(!expired && status == 0)
     }
 
@@ -66,7 +70,9 @@ import Testing
         struct Failed: Error {}
         let fired = Flag()
         #expect(throws: Failed.self) {
-            _ = try Deadline.run(timeout: .milliseconds(200), wait: { () throws -> Int32 in throw Failed() }) { fired.set() }
+            _ = try Deadline.run(timeout: .milliseconds(200), wait: { () throws -> Int32 in throw Failed() }) {
+                fired.set()
+            }
         }
         usleep(500_000)
         #expect(!fired.isSet)

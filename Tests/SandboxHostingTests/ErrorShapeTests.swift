@@ -8,10 +8,15 @@ import Testing
 struct SandboxHostErrorShapeTests {
     @Test("a runtime the store cannot give is an error of spec.runtime, coded by the store's error")
     func runtime() {
-        let missing = SandboxHostError(runtime: RootfsError.notInstalled(runtime: "node:20", installed: ["python:3.11"]))
-        #expect(missing.code == .runtimeNotFound && missing.codeName == "host.runtimeNotFound" && missing.category == .notFound)
+        let missing = SandboxHostError(
+            runtime: RootfsError.notInstalled(runtime: "node:20", installed: ["python:3.11"]))
+        #expect(
+            missing.code == .runtimeNotFound && missing.codeName == "host.runtimeNotFound"
+                && missing.category == .notFound)
         #expect(missing.field == "spec.runtime" && missing.cause is RootfsError)
-        #expect(missing.description == "spec.runtime: \(RootfsError.notInstalled(runtime: "node:20", installed: ["python:3.11"]))")
+        #expect(
+            missing.description
+                == "spec.runtime: \(RootfsError.notInstalled(runtime: "node:20", installed: ["python:3.11"]))")
         #expect(SandboxHostError(runtime: RootfsError.invalidRuntime("a b")).code == .invalidPlan)
     }
 
@@ -25,7 +30,10 @@ struct SandboxHostErrorShapeTests {
 
     @Test("failed releases: one line each, in the failures")
     func cleanup() {
-        let error = SandboxHostError(cleanup: [(step: "bundle /b", error: SandboxHostError(.failed, "busy")), (step: "cpus", error: SandboxHostError(.failed, "gone"))])
+        let error = SandboxHostError(cleanup: [
+            (step: "bundle /b", error: SandboxHostError(.failed, "busy")),
+            (step: "cpus", error: SandboxHostError(.failed, "gone")),
+        ])
         #expect(error.code == .cleanupFailed && error.failures.count == 2)
         #expect(error.lines == ["cleanup: bundle /b: busy", "cleanup: cpus: gone"])
         #expect(error.description == "cleanup: bundle /b: busy\ncleanup: cpus: gone")

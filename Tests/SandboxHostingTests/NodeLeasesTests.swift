@@ -16,7 +16,9 @@ import Testing
     /// `<temp>/store` (the store), `<temp>/root` (container directories), `<temp>/owners`.
     static func temp() throws -> String {
         let dir = NSTemporaryDirectory() + "safespace-node-leases-\(UUID().uuidString.prefix(8))"
-        for sub in ["root", "owners"] { try FileManager.default.createDirectory(atPath: dir + "/" + sub, withIntermediateDirectories: true) }
+        for sub in ["root", "owners"] {
+            try FileManager.default.createDirectory(atPath: dir + "/" + sub, withIntermediateDirectories: true)
+        }
         return dir
     }
 
@@ -60,7 +62,10 @@ import Testing
         #expect(lock.withLock { finished }.sorted() == ["cpus", "range"])
         #expect(FileManager.default.fileExists(atPath: dir + "/store/cpus/a.json"))
         #expect(FileManager.default.fileExists(atPath: dir + "/store/uid-ranges/0.json"))
-        #expect(try FileManager.default.contentsOfDirectory(atPath: dir + "/store").sorted() == [".lock", "cpus", "uid-ranges"])
+        #expect(
+            try FileManager.default.contentsOfDirectory(atPath: dir + "/store").sorted() == [
+                ".lock", "cpus", "uid-ranges",
+            ])
     }
 
     @Test("a dead holder's CPUs and range are reclaimed by the sweep; a live holder's stay")
@@ -87,7 +92,8 @@ import Testing
         }
         #expect(try cpus.deadHolders().keys.sorted() == ["dead"])
         let report = GarbageCollector(
-            stateRoot: dir + "/root", bundleRoot: dir + "/bundles", cpuAllocator: cpus, idAllocator: ids, ephemeralStorageBase: dir + "/volumes", backends: .native
+            stateRoot: dir + "/root", bundleRoot: dir + "/bundles", cpuAllocator: cpus, idAllocator: ids,
+            ephemeralStorageBase: dir + "/volumes", backends: .native
         ).sweep()
         #expect(report.errors.isEmpty, "\(report.errors)")
         #expect(report.cpuAllocations == ["dead"])
@@ -104,7 +110,8 @@ import Testing
     @Test(.enabled(if: isChild))
     func leaseChildProcess() throws {
         let env = ProcessInfo.processInfo.environment
-        let dir = try #require(env[Self.childVariable]), name = try #require(env["SAFESPACE_LEASE_TEST_NAME"])
+        let dir = try #require(env[Self.childVariable])
+        let name = try #require(env["SAFESPACE_LEASE_TEST_NAME"])
         let (cpus, ids) = Self.allocators(dir)
         while !FileManager.default.fileExists(atPath: dir + "/go") { usleep(1000) }
         for i in 0..<5 {

@@ -18,7 +18,8 @@ private struct TempNode {
             try FileManager.default.createDirectory(atPath: base + "/" + dir, withIntermediateDirectories: true)
         }
         configuration = SandboxHost.Configuration(
-            stateRoot: base + "/state", bundleRoot: base + "/bundles", ephemeralStorageBase: base + "/volumes", rootfsStore: base + "/store", seccompProfiles: base + "/profiles",
+            stateRoot: base + "/state", bundleRoot: base + "/bundles", ephemeralStorageBase: base + "/volumes",
+            rootfsStore: base + "/store", seccompProfiles: base + "/profiles",
             messages: messages)
     }
 
@@ -49,7 +50,8 @@ private func sandbox(_ name: String, runtime: String = "python:3.11", readOnlyRo
 
 /// A plan that takes no root-only node state: no CPUs, no volume, no writable layer, no filter.
 private func minimalPlan(_ id: String) -> SandboxPlan {
-    SandboxPlan(id: id, spec: Spec(process: OCI.Process(args: ["true"], cwd: "/"), root: Root(path: "/", readonly: true)))
+    SandboxPlan(
+        id: id, spec: Spec(process: OCI.Process(args: ["true"], cwd: "/"), root: Root(path: "/", readonly: true)))
 }
 
 @Suite struct SandboxHostPlanTests {
@@ -97,9 +99,12 @@ private func minimalPlan(_ id: String) -> SandboxPlan {
         let host = SandboxHost(configuration: node.configuration)
         let sandbox = try host.prepare(minimalPlan("sb-prep"))
         #expect(sandbox.bundle == node.base + "/bundles/sb-prep")
-        let config = try JSONDecoder().decode(Spec.self, from: Data(contentsOf: URL(fileURLWithPath: sandbox.bundle + "/config.json")))
+        let config = try JSONDecoder().decode(
+            Spec.self, from: Data(contentsOf: URL(fileURLWithPath: sandbox.bundle + "/config.json")))
         #expect(config.process?.args == ["true"])
-        let lease = try #require(SandboxLeases(directory: node.configuration.bundleRoot, backends: node.configuration.backends).lease("sb-prep"))
+        let lease = try #require(
+            SandboxLeases(directory: node.configuration.bundleRoot, backends: node.configuration.backends).lease(
+                "sb-prep"))
         #expect(lease.owner == .current())
         #expect(lease.stateRoot == node.configuration.stateRoot)
 
@@ -146,7 +151,9 @@ private func minimalPlan(_ id: String) -> SandboxPlan {
         DispatchQueue.concurrentPerform(iterations: prepared.count) { index in
             #expect(throws: Never.self) { try prepared[index].cleanup() }
         }
-        #expect(SandboxLeases(directory: node.configuration.bundleRoot, backends: node.configuration.backends).ids().isEmpty)
+        #expect(
+            SandboxLeases(directory: node.configuration.bundleRoot, backends: node.configuration.backends).ids().isEmpty
+        )
     }
 
     @Test func aFailedPrepareReleasesWhatItTook() throws {

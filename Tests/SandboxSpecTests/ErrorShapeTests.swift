@@ -11,7 +11,9 @@ struct SandboxErrorShapeTests {
             FieldIssue(.unknownField, field: "spec.filesystm", "unknown field"),
             FieldIssue(.notEnforceable, field: "spec.storage.volumeSize", "not enforceable yet"),
         ])
-        #expect(error.code == .unknownField && error.codeName == "sandbox.unknownField" && error.category == .invalidArgument)
+        #expect(
+            error.code == .unknownField && error.codeName == "sandbox.unknownField"
+                && error.category == .invalidArgument)
         #expect(error.field == "spec.filesystm" && error.operation == nil && error.errno == nil)
         #expect(error.description == "spec.filesystm: unknown field\nspec.storage.volumeSize: not enforceable yet")
         #expect(SandboxError(.notEnforceable, field: "spec.x", "no").category == .unsupported)
@@ -29,7 +31,8 @@ struct SandboxErrorShapeTests {
     @Test("rootfs errors: one code per case, no field")
     func rootfs() {
         let missing = RootfsError.notInstalled(runtime: "node:20", installed: [])
-        #expect(missing.code == .notInstalled && missing.codeName == "rootfs.notInstalled" && missing.category == .notFound)
+        #expect(
+            missing.code == .notInstalled && missing.codeName == "rootfs.notInstalled" && missing.category == .notFound)
         #expect(missing.field == nil && missing.errno == nil)
         #expect(RootfsError.invalidRuntime("x y").category == .invalidArgument)
         #expect(RootfsError.buildFailed(name: "a", script: "s", reason: "exit status 3").operation == "build")
@@ -39,8 +42,10 @@ struct SandboxErrorShapeTests {
     func rootfsCodes() {
         let all: [RootfsError] = [
             .invalidRuntime("x"), .notInstalled(runtime: "x", installed: []), .invalidManifest(path: "p", reason: "r"),
-            .rootfsMissing(runtime: "x", path: "p"), .unreadableStore(path: "p", reason: "r"), .buildScriptNotFound(searched: []),
-            .buildFailed(name: "a", script: "s", reason: "r"), .unreadableTree(path: "p", reason: "r"), .unlistableName(path: "p"),
+            .rootfsMissing(runtime: "x", path: "p"), .unreadableStore(path: "p", reason: "r"),
+            .buildScriptNotFound(searched: []),
+            .buildFailed(name: "a", script: "s", reason: "r"), .unreadableTree(path: "p", reason: "r"),
+            .unlistableName(path: "p"),
             .cannotWrite(path: "p", reason: "r"),
             .digestMismatch(runtime: "x", manifestDigest: "a", actualDigest: "b", difference: nil),
         ]

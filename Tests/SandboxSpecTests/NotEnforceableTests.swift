@@ -13,15 +13,16 @@ struct NotEnforceableTests {
     ]
 
     static func sandbox(spec body: String) throws -> Sandbox {
-        try Sandbox.decode(yaml: """
-            apiVersion: llmsafespace.dev/v1
-            kind: Sandbox
-            metadata:
-              name: box
-            spec:
-              runtime: python:3.11
-              \(body)
-            """)
+        try Sandbox.decode(
+            yaml: """
+                apiVersion: llmsafespace.dev/v1
+                kind: Sandbox
+                metadata:
+                  name: box
+                spec:
+                  runtime: python:3.11
+                  \(body)
+                """)
     }
 
     @Test("a field this build cannot enforce is refused by name", arguments: refused)

@@ -49,7 +49,8 @@ private struct TempBuild {
         try write("/etc/hostname", "sandbox\n")
         try write("/a", "hello\n", mode: 0o644)
         try write("/s", "", mode: 0o4755)
-        try fm.createDirectory(atPath: tree + "/d", withIntermediateDirectories: true, attributes: [.posixPermissions: 0o750])
+        try fm.createDirectory(
+            atPath: tree + "/d", withIntermediateDirectories: true, attributes: [.posixPermissions: 0o750])
         try fm.createSymbolicLink(atPath: tree + "/d/link", withDestinationPath: "../a")
         try fm.linkItem(atPath: tree + "/a", toPath: tree + "/d/h")
         #expect(mkfifo(tree + "/p", 0o600) == 0)
@@ -74,7 +75,8 @@ private func makedev(major: UInt64, minor: UInt64) -> dev_t {
 private func sha256sum(_ bytes: [UInt8]) throws -> String {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: "/usr/bin/sha256sum")
-    let input = Pipe(), output = Pipe()
+    let input = Pipe()
+    let output = Pipe()
     process.standardInput = input
     process.standardOutput = output
     try process.run()
@@ -92,7 +94,8 @@ private func sha256sum(_ bytes: [UInt8]) throws -> String {
         let build = try TempBuild()
         defer { build.remove() }
         let listing = try RootfsListing.scan(build.tree)
-        let u = getuid(), g = getgid()
+        let u = getuid()
+        let g = getgid()
         let hello = "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03"  // sha256("hello\n")
         let empty = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         let statusSize = TempBuild.status.utf8.count
@@ -134,20 +137,30 @@ private func sha256sum(_ bytes: [UInt8]) throws -> String {
         let build = try TempBuild()
         defer { build.remove() }
         try build.write("/bad\nname", "")
-        #expect(throws: RootfsError.unlistableName(path: build.tree + "/bad\nname")) { try RootfsListing.scan(build.tree) }
+        #expect(throws: RootfsError.unlistableName(path: build.tree + "/bad\nname")) {
+            try RootfsListing.scan(build.tree)
+        }
     }
 
     @Test func firstDifferenceNamesAddedRemovedAndChangedPaths() {
         func listing(_ lines: [String]) -> RootfsListing { RootfsListing(lines: lines.map { Array($0.utf8) }) }
-        let base = listing(["/\td\t0755\t0\t0\t-\t-", "/a\tf\t0644\t0\t0\t1\tx", "/a/b\td\t0755\t0\t0\t-\t-", "/c\tf\t0644\t0\t0\t1\ty"])
+        let base = listing([
+            "/\td\t0755\t0\t0\t-\t-", "/a\tf\t0644\t0\t0\t1\tx", "/a/b\td\t0755\t0\t0\t-\t-", "/c\tf\t0644\t0\t0\t1\ty",
+        ])
         #expect(RootfsListing.firstDifference(recorded: base, actual: base) == nil)
-        let changed = listing(["/\td\t0755\t0\t0\t-\t-", "/a\tf\t0600\t0\t0\t1\tx", "/a/b\td\t0755\t0\t0\t-\t-", "/c\tf\t0644\t0\t0\t1\ty"])
+        let changed = listing([
+            "/\td\t0755\t0\t0\t-\t-", "/a\tf\t0600\t0\t0\t1\tx", "/a/b\td\t0755\t0\t0\t-\t-", "/c\tf\t0644\t0\t0\t1\ty",
+        ])
         #expect(
             RootfsListing.firstDifference(recorded: base, actual: changed)
                 == RootfsDifference(path: "/a", recorded: "f 0644 0 0 1 x", actual: "f 0600 0 0 1 x"))
         let removed = listing(["/\td\t0755\t0\t0\t-\t-", "/a\tf\t0644\t0\t0\t1\tx", "/c\tf\t0644\t0\t0\t1\ty"])
-        #expect(RootfsListing.firstDifference(recorded: base, actual: removed)?.description == "/a/b was removed (was d 0755 0 0 - -)")
-        #expect(RootfsListing.firstDifference(recorded: removed, actual: base)?.description == "/a/b was added (d 0755 0 0 - -)")
+        #expect(
+            RootfsListing.firstDifference(recorded: base, actual: removed)?.description
+                == "/a/b was removed (was d 0755 0 0 - -)")
+        #expect(
+            RootfsListing.firstDifference(recorded: removed, actual: base)?.description
+                == "/a/b was added (d 0755 0 0 - -)")
         let added = listing(base.lines.map { String(decoding: $0, as: UTF8.self) } + ["/d\tf\t0644\t0\t0\t1\tz"])
         #expect(RootfsListing.firstDifference(recorded: base, actual: added)?.path == "/d")
     }
@@ -200,14 +213,17 @@ private func sha256sum(_ bytes: [UInt8]) throws -> String {
     func verifyNamesTheFirstDifferingPath(change: String, path: String, says: String) throws {
         let build = try TempBuild()
         defer { build.remove() }
-        try RootfsStore.seal(directory: build.dir, name: "python", version: "3.11", debianSuite: "bookworm", architecture: "amd64")
+        try RootfsStore.seal(
+            directory: build.dir, name: "python", version: "3.11", debianSuite: "bookworm", architecture: "amd64")
         switch change {
         case "content": try build.write(path, "other\n")
         case "mode": try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: build.tree + path)
         case "added": try build.write(path, "x")
         default: try FileManager.default.removeItem(atPath: build.tree + path)
         }
-        let error = #expect(throws: RootfsError.self) { try RootfsStore(root: build.store).verify(runtime: "python:3.11") }
+        let error = #expect(throws: RootfsError.self) {
+            try RootfsStore(root: build.store).verify(runtime: "python:3.11")
+        }
         guard case .digestMismatch(let runtime, _, _, let difference) = error else {
             Issue.record("unexpected \(String(describing: error))")
             return
@@ -223,7 +239,8 @@ private func sha256sum(_ bytes: [UInt8]) throws -> String {
     @Test func withoutARecordedListingAMismatchNamesNoPath() throws {
         let build = try TempBuild()
         defer { build.remove() }
-        try RootfsStore.seal(directory: build.dir, name: "python", version: "3.11", debianSuite: "bookworm", architecture: "amd64")
+        try RootfsStore.seal(
+            directory: build.dir, name: "python", version: "3.11", debianSuite: "bookworm", architecture: "amd64")
         try FileManager.default.removeItem(atPath: build.dir + "/rootfs.listing")
         let store = RootfsStore(root: build.store)
         #expect(try store.verify(runtime: "python:3.11").runtime == "python:3.11")
@@ -241,14 +258,18 @@ private func sha256sum(_ bytes: [UInt8]) throws -> String {
         let build = try TempBuild()
         defer { build.remove() }
         #expect(throws: RootfsError.invalidRuntime("Python:3.11")) {
-            try RootfsStore.seal(directory: build.dir, name: "Python", version: "3.11", debianSuite: "bookworm", architecture: "amd64")
+            try RootfsStore.seal(
+                directory: build.dir, name: "Python", version: "3.11", debianSuite: "bookworm", architecture: "amd64")
         }
         #expect(throws: RootfsError.invalidRuntime("python")) {
-            try RootfsStore.seal(directory: build.dir, name: "python", version: "3.11", runtime: "python", debianSuite: "bookworm", architecture: "amd64")
+            try RootfsStore.seal(
+                directory: build.dir, name: "python", version: "3.11", runtime: "python", debianSuite: "bookworm",
+                architecture: "amd64")
         }
         try FileManager.default.removeItem(atPath: build.tree + "/var/lib/dpkg/status")
         #expect(throws: RootfsError.self) {
-            try RootfsStore.seal(directory: build.dir, name: "python", version: "3.11", debianSuite: "bookworm", architecture: "amd64")
+            try RootfsStore.seal(
+                directory: build.dir, name: "python", version: "3.11", debianSuite: "bookworm", architecture: "amd64")
         }
         #expect(!FileManager.default.fileExists(atPath: build.dir + "/manifest.json"))
     }

@@ -124,7 +124,8 @@ private struct TempStore {
         // a build in progress, a lock file and a directory without a manifest are not runtimes
         try store.add(".build-ruby-3.1.AbC123", manifest: manifestJSON(name: "ruby", version: "3.1"))
         try Data().write(to: URL(fileURLWithPath: store.root + "/.python-3.11.lock"))
-        try FileManager.default.createDirectory(atPath: store.root + "/go-1.19/rootfs", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(
+            atPath: store.root + "/go-1.19/rootfs", withIntermediateDirectories: true)
 
         let runtimes = try RootfsStore(root: store.root).list().map(\.runtime)
         #expect(runtimes == ["node:18", "python:3.11", "python:3.9"])
@@ -198,11 +199,13 @@ private struct TempStore {
     }
 
     @Test func buildScriptSearchOrder() {
-        let c = RootfsStore.buildScriptCandidates(environment: "/opt/x/build-rootfs", executable: "/usr/local/bin/safespace")
-        #expect(c == [
-            "/opt/x/build-rootfs",
-            "/usr/local/share/safespace/scripts/build-rootfs",
-        ])
+        let c = RootfsStore.buildScriptCandidates(
+            environment: "/opt/x/build-rootfs", executable: "/usr/local/bin/safespace")
+        #expect(
+            c == [
+                "/opt/x/build-rootfs",
+                "/usr/local/share/safespace/scripts/build-rootfs",
+            ])
         // no guessing from a source tree: a program in .build/ finds no script of its own
         #expect(
             RootfsStore.buildScriptCandidates(environment: nil, executable: "/src/safespace/.build/debug/safespace")
@@ -246,7 +249,8 @@ private struct TempStore {
         let out = store.root + "/cli"
         try Data("#!/bin/sh\nprintf %s \"$SAFESPACE_CLI\" > '\(out)'\n".utf8).write(to: URL(fileURLWithPath: script))
         try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: script)
-        try RootfsStore(root: store.root, buildScript: script).build(name: "good", force: false, safespace: "/opt/bin/safespace")
+        try RootfsStore(root: store.root, buildScript: script).build(
+            name: "good", force: false, safespace: "/opt/bin/safespace")
         #expect(try String(contentsOfFile: out, encoding: .utf8) == "/opt/bin/safespace")
     }
 }
@@ -276,7 +280,8 @@ private struct TempStore {
     }
 
     static let installed = ["python:3.11", "node:18"].filter {
-        FileManager.default.fileExists(atPath: RootfsStore.defaultRoot + "/" + $0.replacingOccurrences(of: ":", with: "-") + "/manifest.json")
+        FileManager.default.fileExists(
+            atPath: RootfsStore.defaultRoot + "/" + $0.replacingOccurrences(of: ":", with: "-") + "/manifest.json")
     }
 
     /// Recomputes the digest (about 2 s each); root only, since the rootfs holds files only

@@ -54,7 +54,8 @@ struct SandboxDecodingTests {
         #expect(sandbox.spec.runtime == "python:3.10")
         #expect(sandbox.spec.securityLevel == "standard")
         #expect(sandbox.spec.timeout == 300)
-        #expect(sandbox.spec.resources == ResourcesSpec(cpu: "1", memory: "1Gi", ephemeralStorage: "5Gi", cpuPinning: true))
+        #expect(
+            sandbox.spec.resources == ResourcesSpec(cpu: "1", memory: "1Gi", ephemeralStorage: "5Gi", cpuPinning: true))
         #expect(sandbox.spec.networkAccess?.egress?.map(\.domain) == ["pypi.org", "files.pythonhosted.org"])
         #expect(sandbox.spec.networkAccess?.egress?[1].ports == [PortRule(port: 443, protocol: "TCP")])
         #expect(sandbox.spec.networkAccess?.ingress == false)
@@ -66,7 +67,8 @@ struct SandboxDecodingTests {
 
     @Test("an unquoted YAML number is accepted as a quantity string")
     func numericQuantity() throws {
-        let sandbox = try Sandbox.decode(yaml: "apiVersion: llmsafespace.dev/v1\nkind: Sandbox\nspec:\n  resources:\n    cpu: 2\n")
+        let sandbox = try Sandbox.decode(
+            yaml: "apiVersion: llmsafespace.dev/v1\nkind: Sandbox\nspec:\n  resources:\n    cpu: 2\n")
         #expect(sandbox.spec.resources?.cpu == "2")
     }
 
@@ -114,12 +116,19 @@ struct SandboxDecodingTests {
         ("spec:\n  filesystem:\n    readOnlyroot: true\n", "spec.filesystem.readOnlyroot"),
         ("spec:\n  securityContext:\n    privileged: true\n", "spec.securityContext.privileged"),
         ("spec:\n  resources:\n    gpu: 1\n", "spec.resources.gpu"),
-        ("spec:\n  networkAccess:\n    egress:\n      - domain: a.org\n        port: 80\n", "spec.networkAccess.egress[0].port"),
-        ("spec:\n  networkAccess:\n    egress:\n      - domain: a.org\n        ports:\n          - port: 80\n            proto: TCP\n",
-         "spec.networkAccess.egress[0].ports[0].proto"),
+        (
+            "spec:\n  networkAccess:\n    egress:\n      - domain: a.org\n        port: 80\n",
+            "spec.networkAccess.egress[0].port"
+        ),
+        (
+            "spec:\n  networkAccess:\n    egress:\n      - domain: a.org\n        ports:\n          - port: 80\n            proto: TCP\n",
+            "spec.networkAccess.egress[0].ports[0].proto"
+        ),
         ("spec:\n  storage:\n    size: 1Gi\n", "spec.storage.size"),
-        ("spec:\n  securityContext:\n    seccompProfile:\n      type: RuntimeDefault\n      path: x\n",
-         "spec.securityContext.seccompProfile.path"),
+        (
+            "spec:\n  securityContext:\n    seccompProfile:\n      type: RuntimeDefault\n      path: x\n",
+            "spec.securityContext.seccompProfile.path"
+        ),
         ("spec:\n  profileRef:\n    name: p\n    kind: X\n", "spec.profileRef.kind"),
         ("metadata:\n  name: a\n  uid: abc\n", "metadata.uid"),
         ("status: {}\n", "status"),
@@ -135,7 +144,8 @@ struct SandboxDecodingTests {
 
     @Test("unknown fields are found in JSON too")
     func unknownFieldJSON() {
-        let json = #"{"apiVersion":"llmsafespace.dev/v1","kind":"Sandbox","spec":{"filesystem":{"writeablePaths":["/tmp"]}}}"#
+        let json =
+            #"{"apiVersion":"llmsafespace.dev/v1","kind":"Sandbox","spec":{"filesystem":{"writeablePaths":["/tmp"]}}}"#
         let error = #expect(throws: SandboxError.self) { try Sandbox.decode(yaml: json) }
         #expect(error?.fields == ["spec.filesystem.writeablePaths"])
         #expect(error?.issues.first?.kind == .unknownField)
@@ -152,7 +162,8 @@ struct SandboxDecodingTests {
                 runAsUser: 0
             """
         let error = #expect(throws: SandboxError.self) { try Sandbox.decode(yaml: text) }
-        #expect(error?.issues == [FieldIssue(.duplicateField, field: "spec.securityContext.runAsUser", "duplicate field")])
+        #expect(
+            error?.issues == [FieldIssue(.duplicateField, field: "spec.securityContext.runAsUser", "duplicate field")])
     }
 
     /// (document body, field at fault, kind)
@@ -162,7 +173,10 @@ struct SandboxDecodingTests {
         ("spec:\n  filesystem:\n    readOnlyRoot: maybe\n", "spec.filesystem.readOnlyRoot", .wrongType),
         ("spec:\n  securityContext:\n    runAsUser: [1]\n", "spec.securityContext.runAsUser", .wrongType),
         ("spec:\n  filesystem: [a]\n", "spec.filesystem", .wrongType),
-        ("spec:\n  networkAccess:\n    egress:\n      - ports: []\n", "spec.networkAccess.egress[0].domain", .missingField),
+        (
+            "spec:\n  networkAccess:\n    egress:\n      - ports: []\n", "spec.networkAccess.egress[0].domain",
+            .missingField
+        ),
     ]
 
     @Test("a value of the wrong type is an error naming the field", arguments: badTypes)
@@ -177,11 +191,14 @@ struct SandboxDecodingTests {
     func headerRequired() {
         let noVersion = #expect(throws: SandboxError.self) { try Sandbox.decode(yaml: "kind: Sandbox\n") }
         #expect(noVersion?.issues == [FieldIssue(.missingField, field: "apiVersion", "required (llmsafespace.dev/v1)")])
-        let noKind = #expect(throws: SandboxError.self) { try Sandbox.decode(yaml: "apiVersion: llmsafespace.dev/v1\n") }
+        let noKind = #expect(throws: SandboxError.self) {
+            try Sandbox.decode(yaml: "apiVersion: llmsafespace.dev/v1\n")
+        }
         #expect(noKind?.fields == ["kind"])
     }
 
-    @Test("text that is not one mapping is a syntax error", arguments: ["", "- a\n- b\n", "a: [\n", "a: 1\n---\nb: 2\n"])
+    @Test(
+        "text that is not one mapping is a syntax error", arguments: ["", "- a\n- b\n", "a: [\n", "a: 1\n---\nb: 2\n"])
     func notAMapping(text: String) {
         let error = #expect(throws: SandboxError.self) { try Sandbox.decode(yaml: text) }
         #expect(error?.fields == [""])
@@ -190,7 +207,8 @@ struct SandboxDecodingTests {
 
     @Test("load reads a file and names it in document-level errors")
     func loadFile() throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("sandbox-tests-\(UInt32.random(in: 0 ... .max))")
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "sandbox-tests-\(UInt32.random(in: 0 ... .max))")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
         let good = directory.appendingPathComponent("good.yaml")

@@ -6,17 +6,18 @@ import Testing
 struct SandboxOverridesTests {
     @Test("flags replace the file's name, runtime and timeout")
     func flagsOverride() throws {
-        let file = try Sandbox.decode(yaml: """
-            apiVersion: llmsafespace.dev/v1
-            kind: Sandbox
-            metadata:
-              name: from-file
-            spec:
-              runtime: python:3.10
-              timeout: 300
-              filesystem:
-                writablePaths: [/tmp]
-            """)
+        let file = try Sandbox.decode(
+            yaml: """
+                apiVersion: llmsafespace.dev/v1
+                kind: Sandbox
+                metadata:
+                  name: from-file
+                spec:
+                  runtime: python:3.10
+                  timeout: 300
+                  filesystem:
+                    writablePaths: [/tmp]
+                """)
         let result = file.applying(SandboxOverrides(name: "from-flag", runtime: "node:20", timeout: 5))
         #expect(result.metadata.name == "from-flag")
         #expect(result.spec.runtime == "node:20")

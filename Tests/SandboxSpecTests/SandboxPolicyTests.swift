@@ -35,8 +35,10 @@ struct SandboxPolicyTests {
 
     @Test("runAsUser and runAsGroup set the process user and the owner of writable paths")
     func customUser() throws {
-        let spec = try Self.spec(Self.sandbox(SandboxSpec(
-            runtime: "python:3.11", securityContext: SecurityContextSpec(runAsUser: 2000, runAsGroup: 3000))))
+        let spec = try Self.spec(
+            Self.sandbox(
+                SandboxSpec(
+                    runtime: "python:3.11", securityContext: SecurityContextSpec(runAsUser: 2000, runAsGroup: 3000))))
         #expect(spec.process?.user == User(uid: 2000, gid: 3000, additionalGids: []))
         #expect(Self.mount(spec, "/workspace")?.options?.contains("uid=2000") == true)
         #expect(Self.mount(spec, "/workspace")?.options?.contains("gid=3000") == true)
@@ -45,11 +47,14 @@ struct SandboxPolicyTests {
     @Test("no capability in any of the five sets, and no new privileges")
     func noPrivileges() throws {
         let process = try #require(try Self.spec().process)
-        #expect(process.capabilities == Capabilities(bounding: [], effective: [], inheritable: [], permitted: [], ambient: []))
+        #expect(
+            process.capabilities
+                == Capabilities(bounding: [], effective: [], inheritable: [], permitted: [], ambient: []))
         #expect(process.noNewPrivileges == true)
     }
 
-    @Test("RLIMIT_NOFILE is the node's default (built in: 512/512), lowered to the caller's hard limit when that is lower",
+    @Test(
+        "RLIMIT_NOFILE is the node's default (built in: 512/512), lowered to the caller's hard limit when that is lower",
         arguments: [(UInt64(1 << 20), UInt64(512)), (4096, 512), (512, 512), (256, 256)])
     func nofile(hard: UInt64, expected: UInt64) throws {
         let spec = try Self.spec(nofile: hard)
@@ -60,7 +65,9 @@ struct SandboxPolicyTests {
     func namespaces() throws {
         let spec = try Self.spec(Self.sandbox(name: "agent-7"))
         // The user namespace is the standard level's; its host range is the runtime's to pick.
-        #expect(spec.linux?.namespaces == ["user", "pid", "network", "ipc", "uts", "mount", "cgroup"].map { Namespace(type: $0) })
+        #expect(
+            spec.linux?.namespaces
+                == ["user", "pid", "network", "ipc", "uts", "mount", "cgroup"].map { Namespace(type: $0) })
         #expect(spec.linux?.namespaces?.allSatisfy { $0.path == nil } == true)
         #expect(spec.hostname == "agent-7")
         #expect(spec.linux?.cgroupsPath == "safespace/box")
@@ -78,7 +85,9 @@ struct SandboxPolicyTests {
     @Test("readOnlyRoot: false (securityLevel custom) asks the caller for a writable layer")
     func writableRoot() throws {
         let plan = try SandboxPolicy.bundle(
-            for: Self.sandbox(SandboxSpec(runtime: "python:3.11", securityLevel: "custom", filesystem: FilesystemSpec(readOnlyRoot: false))),
+            for: Self.sandbox(
+                SandboxSpec(
+                    runtime: "python:3.11", securityLevel: "custom", filesystem: FilesystemSpec(readOnlyRoot: false))),
             rootfs: "/run/safespace-bundles/box/rootfs", id: "box", args: ["sh"], nofileHardLimit: 4096)
         #expect(plan.spec.root == Root(path: "/run/safespace-bundles/box/rootfs", readonly: false))
         #expect(plan.writableLayer == true)
@@ -88,14 +97,33 @@ struct SandboxPolicyTests {
     @Test("kernel filesystems are mounted as runc mounts them")
     func systemMounts() throws {
         let spec = try Self.spec()
-        #expect(Self.mount(spec, "/proc") == Mount(destination: "/proc", type: "proc", source: "proc", options: ["nosuid", "noexec", "nodev"]))
-        #expect(Self.mount(spec, "/dev") == Mount(destination: "/dev", type: "tmpfs", source: "tmpfs", options: ["nosuid", "strictatime", "mode=755", "size=65536k"]))
-        #expect(Self.mount(spec, "/dev/pts") == Mount(
-            destination: "/dev/pts", type: "devpts", source: "devpts",
-            options: ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]))
-        #expect(Self.mount(spec, "/dev/shm") == Mount(destination: "/dev/shm", type: "tmpfs", source: "shm", options: ["nosuid", "noexec", "nodev", "mode=1777", "size=64m"]))
-        #expect(Self.mount(spec, "/dev/mqueue") == Mount(destination: "/dev/mqueue", type: "mqueue", source: "mqueue", options: ["nosuid", "noexec", "nodev"]))
-        #expect(Self.mount(spec, "/sys") == Mount(destination: "/sys", type: "sysfs", source: "sysfs", options: ["nosuid", "noexec", "nodev", "ro"]))
+        #expect(
+            Self.mount(spec, "/proc")
+                == Mount(destination: "/proc", type: "proc", source: "proc", options: ["nosuid", "noexec", "nodev"]))
+        #expect(
+            Self.mount(spec, "/dev")
+                == Mount(
+                    destination: "/dev", type: "tmpfs", source: "tmpfs",
+                    options: ["nosuid", "strictatime", "mode=755", "size=65536k"]))
+        #expect(
+            Self.mount(spec, "/dev/pts")
+                == Mount(
+                    destination: "/dev/pts", type: "devpts", source: "devpts",
+                    options: ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]))
+        #expect(
+            Self.mount(spec, "/dev/shm")
+                == Mount(
+                    destination: "/dev/shm", type: "tmpfs", source: "shm",
+                    options: ["nosuid", "noexec", "nodev", "mode=1777", "size=64m"]))
+        #expect(
+            Self.mount(spec, "/dev/mqueue")
+                == Mount(
+                    destination: "/dev/mqueue", type: "mqueue", source: "mqueue",
+                    options: ["nosuid", "noexec", "nodev"]))
+        #expect(
+            Self.mount(spec, "/sys")
+                == Mount(
+                    destination: "/sys", type: "sysfs", source: "sysfs", options: ["nosuid", "noexec", "nodev", "ro"]))
         // /dev comes before what is mounted inside it.
         let order = spec.mounts?.map(\.destination) ?? []
         #expect(order.prefix(6) == ["/proc", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue", "/sys"])
@@ -104,11 +132,16 @@ struct SandboxPolicyTests {
     @Test("default writable paths: /tmp (64m, 1777) and /workspace (256m, sandbox user's)")
     func defaultWritablePaths() throws {
         let spec = try Self.spec()
-        #expect(Self.mount(spec, "/tmp") == Mount(
-            destination: "/tmp", type: "tmpfs", source: "tmpfs", options: ["nosuid", "nodev", "mode=1777", "size=64m"]))
-        #expect(Self.mount(spec, "/workspace") == Mount(
-            destination: "/workspace", type: "tmpfs", source: "tmpfs",
-            options: ["nosuid", "nodev", "mode=0755", "uid=1000", "gid=1000", "size=256m"]))
+        #expect(
+            Self.mount(spec, "/tmp")
+                == Mount(
+                    destination: "/tmp", type: "tmpfs", source: "tmpfs",
+                    options: ["nosuid", "nodev", "mode=1777", "size=64m"]))
+        #expect(
+            Self.mount(spec, "/workspace")
+                == Mount(
+                    destination: "/workspace", type: "tmpfs", source: "tmpfs",
+                    options: ["nosuid", "nodev", "mode=0755", "uid=1000", "gid=1000", "size=256m"]))
         #expect(spec.mounts?.count == 8)
         #expect(spec.process?.cwd == "/workspace")
         #expect(spec.process?.env == ["PATH=\(SandboxPolicy.defaultPATH)", "HOME=/tmp", "LANG=C.UTF-8"])
@@ -116,15 +149,22 @@ struct SandboxPolicyTests {
 
     @Test("each listed writable path is a sized tmpfs, parents first; none listed means none")
     func listedWritablePaths() throws {
-        let spec = try Self.spec(Self.sandbox(SandboxSpec(
-            runtime: "python:3.11", filesystem: FilesystemSpec(writablePaths: ["/home/sandbox/.cache", "/home/sandbox", "/tmp"]))))
+        let spec = try Self.spec(
+            Self.sandbox(
+                SandboxSpec(
+                    runtime: "python:3.11",
+                    filesystem: FilesystemSpec(writablePaths: ["/home/sandbox/.cache", "/home/sandbox", "/tmp"]))))
         let writable = spec.mounts?.dropFirst(6).map(\.destination)
         #expect(writable == ["/tmp", "/home/sandbox", "/home/sandbox/.cache"])
-        #expect(Self.mount(spec, "/home/sandbox")?.options == ["nosuid", "nodev", "mode=0755", "uid=1000", "gid=1000", "size=64m"])
+        #expect(
+            Self.mount(spec, "/home/sandbox")?.options == [
+                "nosuid", "nodev", "mode=0755", "uid=1000", "gid=1000", "size=64m",
+            ])
         #expect(spec.process?.cwd == "/tmp")
         #expect(spec.process?.env?.contains("HOME=/home/sandbox") == true)
 
-        let none = try Self.spec(Self.sandbox(SandboxSpec(runtime: "python:3.11", filesystem: FilesystemSpec(writablePaths: []))))
+        let none = try Self.spec(
+            Self.sandbox(SandboxSpec(runtime: "python:3.11", filesystem: FilesystemSpec(writablePaths: []))))
         #expect(none.mounts?.count == 6)
         #expect(none.process?.cwd == "/")
         #expect(none.process?.env?.contains("HOME=/") == true)
@@ -134,8 +174,10 @@ struct SandboxPolicyTests {
     func maskedPaths() throws {
         let linux = try #require(try Self.spec().linux)
         let masked = Set(linux.maskedPaths ?? [])
-        for path in ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
-                     "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi"] {
+        for path in [
+            "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
+            "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi",
+        ] {
             #expect(masked.contains(path), "\(path) is not masked")
         }
         #expect(linux.readonlyPaths == ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"])
@@ -149,21 +191,25 @@ struct SandboxPolicyTests {
         var sandbox = Self.sandbox(SandboxSpec(runtime: "node:20", timeout: 30))
         sandbox.metadata.namespace = "team-a"
         let spec = try Self.spec(sandbox)
-        #expect(spec.annotations == [
-            "llmsafespace.dev/sandbox-name": "box",
-            "llmsafespace.dev/sandbox-namespace": "team-a",
-            "llmsafespace.dev/runtime": "node:20",
-            "llmsafespace.dev/security-level": "standard",
-            "llmsafespace.dev/timeout": "30",
-            "llmsafespace.dev/userns": "auto",
-            "llmsafespace.dev/ephemeral-storage": "1073741824",
-        ])
+        #expect(
+            spec.annotations == [
+                "llmsafespace.dev/sandbox-name": "box",
+                "llmsafespace.dev/sandbox-namespace": "team-a",
+                "llmsafespace.dev/runtime": "node:20",
+                "llmsafespace.dev/security-level": "standard",
+                "llmsafespace.dev/timeout": "30",
+                "llmsafespace.dev/userns": "auto",
+                "llmsafespace.dev/ephemeral-storage": "1073741824",
+            ])
     }
 
     @Test("env entries are added or replace the defaults; malformed ones are refused by index")
     func environment() throws {
         let spec = try Self.spec(env: ["LANG=en_US.UTF-8", "FOO=a=b", "EMPTY="])
-        #expect(spec.process?.env == ["PATH=\(SandboxPolicy.defaultPATH)", "HOME=/tmp", "LANG=en_US.UTF-8", "FOO=a=b", "EMPTY="])
+        #expect(
+            spec.process?.env == [
+                "PATH=\(SandboxPolicy.defaultPATH)", "HOME=/tmp", "LANG=en_US.UTF-8", "FOO=a=b", "EMPTY=",
+            ])
         let error = #expect(throws: SandboxError.self) { try Self.spec(env: ["OK=1", "NOEQUALS"]) }
         #expect(error?.fields == ["env[1]"])
         let empty = #expect(throws: SandboxError.self) { try Self.spec(env: ["=x"]) }
@@ -174,15 +220,18 @@ struct SandboxPolicyTests {
     func refusals() {
         #expect((#expect(throws: SandboxError.self) { try Self.spec(args: []) })?.fields == ["args"])
         let badID = #expect(throws: SandboxError.self) {
-            try SandboxPolicy.bundleSpec(for: Self.sandbox(), rootfs: "/r", id: "Bad_ID", args: ["sh"], nofileHardLimit: 1024)
+            try SandboxPolicy.bundleSpec(
+                for: Self.sandbox(), rootfs: "/r", id: "Bad_ID", args: ["sh"], nofileHardLimit: 1024)
         }
         #expect(badID?.fields == ["id"])
         let relative = #expect(throws: SandboxError.self) {
-            try SandboxPolicy.bundleSpec(for: Self.sandbox(), rootfs: "rootfs", id: "box", args: ["sh"], nofileHardLimit: 1024)
+            try SandboxPolicy.bundleSpec(
+                for: Self.sandbox(), rootfs: "rootfs", id: "box", args: ["sh"], nofileHardLimit: 1024)
         }
         #expect(relative?.fields == ["rootfs"])
         let root = #expect(throws: SandboxError.self) {
-            try Self.spec(Self.sandbox(SandboxSpec(runtime: "python:3.11", securityContext: SecurityContextSpec(runAsUser: 0))))
+            try Self.spec(
+                Self.sandbox(SandboxSpec(runtime: "python:3.11", securityContext: SecurityContextSpec(runAsUser: 0))))
         }
         #expect(root?.fields == ["spec.securityContext.runAsUser"])
     }

@@ -23,34 +23,36 @@ struct SandboxValidationTests {
     @Test("the minimal sandbox and the product's examples are valid")
     func validExamples() throws {
         try Self.valid().validate()
-        let example = try Sandbox.decode(yaml: """
-            apiVersion: llmsafespace.dev/v1
-            kind: Sandbox
-            metadata:
-              name: filesystem-secure-sandbox
-            spec:
-              runtime: python:3.10
-              securityLevel: standard
-              timeout: 600
-              networkAccess:
-                egress: []
-                ingress: false
-              filesystem:
-                readOnlyRoot: true
-                writablePaths:
-                  - /tmp
-                  - /workspace
-              securityContext:
-                runAsUser: 1000
-                runAsGroup: 1000
-            """)
+        let example = try Sandbox.decode(
+            yaml: """
+                apiVersion: llmsafespace.dev/v1
+                kind: Sandbox
+                metadata:
+                  name: filesystem-secure-sandbox
+                spec:
+                  runtime: python:3.10
+                  securityLevel: standard
+                  timeout: 600
+                  networkAccess:
+                    egress: []
+                    ingress: false
+                  filesystem:
+                    readOnlyRoot: true
+                    writablePaths:
+                      - /tmp
+                      - /workspace
+                  securityContext:
+                    runAsUser: 1000
+                    runAsGroup: 1000
+                """)
         try example.validate()
     }
 
     @Test("runAsUser and runAsGroup 0 (root) are refused", arguments: ["runAsUser", "runAsGroup"])
     func rootRefused(field: String) {
         let issues = Self.issues {
-            $0.spec.securityContext = field == "runAsUser"
+            $0.spec.securityContext =
+                field == "runAsUser"
                 ? SecurityContextSpec(runAsUser: 0) : SecurityContextSpec(runAsGroup: 0)
         }
         #expect(issues.map(\.field) == ["spec.securityContext.\(field)"])
@@ -70,7 +72,8 @@ struct SandboxValidationTests {
         #expect(Self.issues { $0.spec.securityContext = SecurityContextSpec(runAsUser: id, runAsGroup: id) } == [])
     }
 
-    @Test("writable paths that are not absolute, normalized and outside /proc /sys /dev are refused",
+    @Test(
+        "writable paths that are not absolute, normalized and outside /proc /sys /dev are refused",
         arguments: [
             "tmp", "", "/", "/tmp/", "/a//b", "/a/./b", "/a/../etc", "/..", "/proc", "/proc/sys",
             "/sys", "/sys/fs/cgroup", "/dev", "/dev/shm", "/tmp\nx",
@@ -83,7 +86,12 @@ struct SandboxValidationTests {
 
     @Test("good writable paths are accepted, a repeated one is not")
     func writablePaths() {
-        #expect(Self.issues { $0.spec.filesystem = FilesystemSpec(writablePaths: ["/tmp", "/workspace", "/home/sandbox", "/devices", "/proc2"]) } == [])
+        #expect(
+            Self.issues {
+                $0.spec.filesystem = FilesystemSpec(writablePaths: [
+                    "/tmp", "/workspace", "/home/sandbox", "/devices", "/proc2",
+                ])
+            } == [])
         #expect(Self.issues { $0.spec.filesystem = FilesystemSpec(writablePaths: []) } == [])
         let twice = Self.issues { $0.spec.filesystem = FilesystemSpec(writablePaths: ["/tmp", "/x", "/tmp"]) }
         #expect(twice.map(\.field) == ["spec.filesystem.writablePaths[2]"])
@@ -91,7 +99,8 @@ struct SandboxValidationTests {
         #expect(many.map(\.field) == ["spec.filesystem.writablePaths"])
     }
 
-    @Test("the name must be a DNS-1123 label",
+    @Test(
+        "the name must be a DNS-1123 label",
         arguments: ["", "Box", "box_1", "-box", "box-", "box.example", String(repeating: "a", count: 64), "bö"])
     func badName(name: String) {
         let issues = Self.issues { $0.metadata.name = name }
@@ -99,7 +108,8 @@ struct SandboxValidationTests {
         #expect(issues.first?.kind == .invalidValue)
     }
 
-    @Test("DNS-1123 labels are accepted as names", arguments: ["a", "box-1", "0box", String(repeating: "a", count: 63)])
+    @Test(
+        "DNS-1123 labels are accepted as names", arguments: ["a", "box-1", "0box", String(repeating: "a", count: 63)])
     func goodName(name: String) {
         #expect(Self.issues { $0.metadata.name = name } == [])
     }
@@ -124,7 +134,8 @@ struct SandboxValidationTests {
         #expect(issues[0].message == #"must be llmsafespace.dev/v1, not "v1""#)
     }
 
-    @Test("malformed runtimes are refused", arguments: ["", "Python:3", "python:", ":3.11", "py thon", "a:b:c", "../x"])
+    @Test(
+        "malformed runtimes are refused", arguments: ["", "Python:3", "python:", ":3.11", "py thon", "a:b:c", "../x"])
     func badRuntime(runtime: String) {
         #expect(Self.issues { $0.spec.runtime = runtime }.map(\.field) == ["spec.runtime"])
     }
@@ -144,15 +155,19 @@ struct SandboxValidationTests {
     @Test("egress rules are checked field by field")
     func egressRules() {
         let issues = Self.sandboxIssues(
-            SandboxSpec(runtime: "python:3.11", networkAccess: NetworkAccessSpec(egress: [
-                EgressRule(domain: "pypi.org"),
-                EgressRule(domain: "bad domain", ports: [PortRule(port: 0), PortRule(port: 443, protocol: "SCTP")]),
-            ])))
-        #expect(issues.filter { $0.kind == .invalidValue }.map(\.field) == [
-            "spec.networkAccess.egress[1].domain",
-            "spec.networkAccess.egress[1].ports[0].port",
-            "spec.networkAccess.egress[1].ports[1].protocol",
-        ])
+            SandboxSpec(
+                runtime: "python:3.11",
+                networkAccess: NetworkAccessSpec(egress: [
+                    EgressRule(domain: "pypi.org"),
+                    EgressRule(
+                        domain: "bad domain", ports: [PortRule(port: 0), PortRule(port: 443, protocol: "SCTP")]),
+                ])))
+        #expect(
+            issues.filter { $0.kind == .invalidValue }.map(\.field) == [
+                "spec.networkAccess.egress[1].domain",
+                "spec.networkAccess.egress[1].ports[0].port",
+                "spec.networkAccess.egress[1].ports[1].protocol",
+            ])
     }
 
     @Test("every issue is reported at once, each naming its field")
@@ -163,10 +178,11 @@ struct SandboxValidationTests {
             $0.spec.filesystem = FilesystemSpec(writablePaths: ["relative"])
             $0.spec.resources = ResourcesSpec(memory: "lots")
         }
-        #expect(issues.map(\.field) == [
-            "metadata.name", "spec.securityContext.runAsUser", "spec.filesystem.writablePaths[0]",
-            "spec.resources.memory",
-        ])
+        #expect(
+            issues.map(\.field) == [
+                "metadata.name", "spec.securityContext.runAsUser", "spec.filesystem.writablePaths[0]",
+                "spec.resources.memory",
+            ])
         let error = SandboxError(issues)
         #expect(error.description.split(separator: "\n").count == 4)
     }

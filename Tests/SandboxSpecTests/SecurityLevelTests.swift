@@ -6,7 +6,9 @@ import Testing
 /// Security levels: one table (`SecurityLevel.profile`), one policy function
 /// (`SecurityLevelPolicy.apply`), and fields that may only raise a level.
 struct SecurityLevelTests {
-    static func sandbox(_ level: String?, filesystem: FilesystemSpec? = nil, seccomp: SeccompProfileRef? = nil) -> Sandbox {
+    static func sandbox(_ level: String?, filesystem: FilesystemSpec? = nil, seccomp: SeccompProfileRef? = nil)
+        -> Sandbox
+    {
         Sandbox(
             metadata: ObjectMeta(name: "box"),
             spec: SandboxSpec(
@@ -15,12 +17,15 @@ struct SecurityLevelTests {
     }
 
     static func spec(_ sandbox: Sandbox) throws -> Spec {
-        try SandboxPolicy.bundleSpec(for: sandbox, rootfs: "/store/python", id: "box", args: ["python3"], nofileHardLimit: 4096)
+        try SandboxPolicy.bundleSpec(
+            for: sandbox, rootfs: "/store/python", id: "box", args: ["python3"], nofileHardLimit: 4096)
     }
 
     @Test("the table: what each level turns on")
     func table() {
-        let standard = SecurityLevel.standard.profile, high = SecurityLevel.high.profile, custom = SecurityLevel.custom.profile
+        let standard = SecurityLevel.standard.profile
+        let high = SecurityLevel.high.profile
+        let custom = SecurityLevel.custom.profile
         #expect(standard.backend == .native && high.backend == .gvisor && custom.backend == .native)
         #expect(standard.userNamespace && !high.userNamespace && custom.userNamespace)
         #expect(standard.seccomp == .runtimeDefault && high.seccomp == .gvisorSentry)
@@ -31,7 +36,9 @@ struct SecurityLevelTests {
         #expect(SecurityLevel.of(Self.sandbox(nil)) == .standard)
     }
 
-    @Test("standard and custom: a user namespace whose range the runtime allocates", arguments: [nil, "standard", "custom"])
+    @Test(
+        "standard and custom: a user namespace whose range the runtime allocates",
+        arguments: [nil, "standard", "custom"])
     func userNamespace(level: String?) throws {
         let spec = try Self.spec(Self.sandbox(level))
         #expect(spec.linux?.namespaces?.first == Namespace(type: "user"))
@@ -50,7 +57,9 @@ struct SecurityLevelTests {
         #expect(spec.linux?.namespaces?.contains { $0.type == "user" } == false)
         #expect(spec.linux?.namespaces == standard.linux?.namespaces?.filter { $0.type != "user" })
         #expect(spec.linux?.namespaces?.contains(Namespace(type: "network")) == true)
-        #expect(spec.process?.capabilities == Capabilities(bounding: [], effective: [], inheritable: [], permitted: [], ambient: []))
+        #expect(
+            spec.process?.capabilities
+                == Capabilities(bounding: [], effective: [], inheritable: [], permitted: [], ambient: []))
         #expect(spec.process?.noNewPrivileges == true)
         #expect(spec.root?.readonly == true)
         #expect(spec.process?.user.uid == 1000)
@@ -61,7 +70,11 @@ struct SecurityLevelTests {
 
     @Test("high loads no OCI seccomp profile inside gVisor unless the Sandbox names one")
     func highSeccomp() {
-        var spec = Spec(process: nil, root: nil, linux: Linux(namespaces: [Namespace(type: "user")], seccomp: Seccomp(defaultAction: "SCMP_ACT_ERRNO", defaultErrnoRet: 38)))
+        var spec = Spec(
+            process: nil, root: nil,
+            linux: Linux(
+                namespaces: [Namespace(type: "user")],
+                seccomp: Seccomp(defaultAction: "SCMP_ACT_ERRNO", defaultErrnoRet: 38)))
         SecurityLevelPolicy.apply(Self.sandbox("high"), to: &spec)
         #expect(spec.linux?.seccomp == nil)
         #expect(spec.linux?.namespaces == [])
@@ -81,10 +94,14 @@ struct SecurityLevelTests {
     @Test("apply restores the floor whatever came before: no capabilities, no_new_privs")
     func floor() {
         var spec = Spec(
-            process: Process(user: User(uid: 1000, gid: 1000), args: ["sh"], cwd: "/", capabilities: Capabilities(bounding: ["CAP_SYS_ADMIN"]), noNewPrivileges: false),
+            process: Process(
+                user: User(uid: 1000, gid: 1000), args: ["sh"], cwd: "/",
+                capabilities: Capabilities(bounding: ["CAP_SYS_ADMIN"]), noNewPrivileges: false),
             root: nil, linux: Linux())
         SecurityLevelPolicy.apply(Self.sandbox("custom"), to: &spec)
-        #expect(spec.process?.capabilities == Capabilities(bounding: [], effective: [], inheritable: [], permitted: [], ambient: []))
+        #expect(
+            spec.process?.capabilities
+                == Capabilities(bounding: [], effective: [], inheritable: [], permitted: [], ambient: []))
         #expect(spec.process?.noNewPrivileges == true)
     }
 
@@ -98,7 +115,9 @@ struct SecurityLevelTests {
     ]
 
     @Test("a field that would weaken the level is an error naming it, unless the level is custom", arguments: weakening)
-    func weakeningRefused(level: String?, filesystem: FilesystemSpec?, seccomp: SeccompProfileRef?, field: String) throws {
+    func weakeningRefused(level: String?, filesystem: FilesystemSpec?, seccomp: SeccompProfileRef?, field: String)
+        throws
+    {
         let sandbox = Self.sandbox(level, filesystem: filesystem, seccomp: seccomp)
         let issues = sandbox.securityLevelIssues()
         #expect(issues.map(\.field) == [field])
@@ -114,7 +133,8 @@ struct SecurityLevelTests {
     @Test("custom allows a writable root; the policy asks for the writable layer")
     func customWritable() throws {
         let plan = try SandboxPolicy.bundle(
-            for: Self.sandbox("custom", filesystem: FilesystemSpec(readOnlyRoot: false)), rootfs: "/b/rootfs", id: "box",
+            for: Self.sandbox("custom", filesystem: FilesystemSpec(readOnlyRoot: false)), rootfs: "/b/rootfs",
+            id: "box",
             args: ["sh"], nofileHardLimit: 4096)
         #expect(plan.writableLayer)
         #expect(plan.spec.root?.readonly == false)

@@ -37,14 +37,16 @@ struct BPFSimulator {
             default:
                 let i = Int(offset - 16) / 8
                 let value = args[i]
-                return (offset - 16) % 8 == 0 ? UInt32(truncatingIfNeeded: value) : UInt32(truncatingIfNeeded: value >> 32)
+                return (offset - 16) % 8 == 0
+                    ? UInt32(truncatingIfNeeded: value) : UInt32(truncatingIfNeeded: value >> 32)
             }
         }
     }
 
     /// The SECCOMP_RET_* value the program returns for `call`.
     func run(_ call: Call) -> UInt32 {
-        var a: UInt32 = 0, x: UInt32 = 0
+        var a: UInt32 = 0
+        var x: UInt32 = 0
         var mem = [UInt32](repeating: 0, count: 16)
         var pc = 0
         while pc < program.count {

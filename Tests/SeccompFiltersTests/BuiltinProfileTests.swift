@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import OCI
 @testable import SeccompFilters
 
@@ -24,7 +25,9 @@ struct BuiltinProfileTests {
         return (seccomp, try SeccompCompiler.compile(seccomp))
     }
 
-    @Test("each profile compiles with no unknown name, no dropped rule, native architecture only", arguments: ["default", "python", "node"])
+    @Test(
+        "each profile compiles with no unknown name, no dropped rule, native architecture only",
+        arguments: ["default", "python", "node"])
     func compilesCleanly(name: String) throws {
         let (seccomp, program) = try Self.compiled(name)
         #expect(program.unknownSyscalls.isEmpty, "\(program.unknownSyscalls)")
@@ -32,17 +35,22 @@ struct BuiltinProfileTests {
         #expect(seccomp.architectures == ["SCMP_ARCH_X86_64"])
         #expect(program.instructionCount < 1000, "\(program.instructionCount) instructions")
         let sim = try BPFSimulator(program)
-        #expect(sim.run(.init("getpid", arch: SeccompNames.archX86)) == SeccompNames.actionKillProcess, "32-bit calls are killed")
+        #expect(
+            sim.run(.init("getpid", arch: SeccompNames.archX86)) == SeccompNames.actionKillProcess,
+            "32-bit calls are killed")
     }
 
     /// What every profile denies, with the same answers (SeccompProfileTests runs them for real).
     @Test("the denied set is EPERM, clone3 ENOSYS, in every profile", arguments: ["default", "python", "node"])
     func deniedSet(name: String) throws {
         let sim = try BPFSimulator(try Self.compiled(name).1)
-        for call in ["mount", "umount2", "ptrace", "process_vm_readv", "process_vm_writev", "unshare", "setns", "keyctl", "add_key",
-                     "request_key", "bpf", "perf_event_open", "userfaultfd", "io_uring_setup", "io_uring_enter", "kexec_load",
-                     "init_module", "finit_module", "pivot_root", "chroot", "open_tree", "move_mount", "fsopen", "mount_setattr",
-                     "syslog", "open_by_handle_at", "kcmp", "pidfd_getfd"] {
+        for call in [
+            "mount", "umount2", "ptrace", "process_vm_readv", "process_vm_writev", "unshare", "setns", "keyctl",
+            "add_key",
+            "request_key", "bpf", "perf_event_open", "userfaultfd", "io_uring_setup", "io_uring_enter", "kexec_load",
+            "init_module", "finit_module", "pivot_root", "chroot", "open_tree", "move_mount", "fsopen", "mount_setattr",
+            "syslog", "open_by_handle_at", "kcmp", "pidfd_getfd",
+        ] {
             #expect(sim.run(.init(call)) == Self.eperm, "\(name): \(call)")
         }
         #expect(sim.run(.init("clone3")) == Self.enosys)
@@ -71,7 +79,10 @@ struct BuiltinProfileTests {
         let sim = try BPFSimulator(program)
         // Unnamed and older than the newest name (futex_requeue, 456): the default, EPERM. None
         // of them is in moby's default list either (NUMA policy only with CAP_SYS_NICE).
-        for call in ["get_mempolicy", "mbind", "set_mempolicy", "tuxcall", "security", "sethostname", "name_to_handle_at", "modify_ldt"] {
+        for call in [
+            "get_mempolicy", "mbind", "set_mempolicy", "tuxcall", "security", "sethostname", "name_to_handle_at",
+            "modify_ldt",
+        ] {
             #expect(sim.run(.init(call)) == Self.eperm, "\(call)")
         }
         // Newer than every name: ENOSYS, so that glibc falls back (statmount, listmount, mseal...).
@@ -84,7 +95,8 @@ struct BuiltinProfileTests {
         for value: UInt64 in [0x0040000, 0x0400000, 0x1_0000_0000, 0x0100000] {
             #expect(sim.run(.init("personality", args: [value])) == Self.eperm, "personality \(value)")
         }
-        #expect(sim.run(.init("socket", args: [17, 3, 0])) == Self.allow, "AF_PACKET: the missing CAP_NET_RAW denies it")
+        #expect(
+            sim.run(.init("socket", args: [17, 3, 0])) == Self.allow, "AF_PACKET: the missing CAP_NET_RAW denies it")
     }
 
     @Test("default: socket(2) for every family but AF_VSOCK, also when the register's upper half is set")
@@ -99,10 +111,13 @@ struct BuiltinProfileTests {
         for family: UInt64 in [0x1_0000_0028, 0xffff_ffff_0000_0028, 0x8000_0000_0000_0028] {
             #expect(sim.run(.init("socket", args: [family, 1, 0])) == Self.eperm, "family \(family)")
         }
-        #expect(sim.run(.init("socket", args: [0x1_0000_0002, 1, 0])) == Self.eperm, "no real family has an upper half")
+        #expect(
+            sim.run(.init("socket", args: [0x1_0000_0002, 1, 0])) == Self.eperm, "no real family has an upper half")
     }
 
-    @Test("the built-in profiles hold no number above 2^53: jq 1.6 (scripts/bench) and other float64 JSON readers would round it", arguments: ["default", "python", "node"])
+    @Test(
+        "the built-in profiles hold no number above 2^53: jq 1.6 (scripts/bench) and other float64 JSON readers would round it",
+        arguments: ["default", "python", "node"])
     func numbersSurviveFloat64(name: String) throws {
         let (seccomp, _) = try Self.compiled(name)
         for entry in seccomp.syscalls ?? [] {
@@ -114,7 +129,8 @@ struct BuiltinProfileTests {
 
     /// The ioctl rules of default.json, as (mask, datum) blocks of the low 32 bits.
     static func ioctlBlocks(_ seccomp: Seccomp) throws -> [(mask: UInt64, datum: UInt64)] {
-        try (seccomp.syscalls ?? []).filter { $0.names.contains("ioctl") && $0.action == "SCMP_ACT_ALLOW" }.map { entry in
+        try (seccomp.syscalls ?? []).filter { $0.names.contains("ioctl") && $0.action == "SCMP_ACT_ALLOW" }.map {
+            entry in
             try #require(entry.names == ["ioctl"] && entry.args?.count == 1)
             let arg = try #require(entry.args?.first)
             try #require(arg.index == 1 && arg.op == "SCMP_CMP_MASKED_EQ", "\(arg)")
@@ -140,7 +156,8 @@ struct BuiltinProfileTests {
         // Disjoint, and together 2^32 - 2 commands: all but the two that no block holds.
         for (i, a) in blocks.enumerated() {
             for c in blocks[(i + 1)...] {
-                let wider = a.mask < c.mask ? a : c, narrower = a.mask < c.mask ? c : a
+                let wider = a.mask < c.mask ? a : c
+                let narrower = a.mask < c.mask ? c : a
                 #expect(narrower.datum & wider.mask != wider.datum, "blocks \(a) and \(c) overlap")
             }
         }
@@ -158,14 +175,20 @@ struct BuiltinProfileTests {
         }
     }
 
-    @Test("default: each allowed name is a syscall of x86_64 or aarch64 here, and everything python.json and node.json allow is allowed")
+    @Test(
+        "default: each allowed name is a syscall of x86_64 or aarch64 here, and everything python.json and node.json allow is allowed"
+    )
     func defaultCoversLanguages() throws {
         let (seccomp, _) = try Self.compiled("default")
-        func allowed(_ s: Seccomp) -> Set<String> { Set((s.syscalls ?? []).filter { $0.action == "SCMP_ACT_ALLOW" }.flatMap(\.names)) }
+        func allowed(_ s: Seccomp) -> Set<String> {
+            Set((s.syscalls ?? []).filter { $0.action == "SCMP_ACT_ALLOW" }.flatMap(\.names))
+        }
         // An allowed name that is no syscall here would allow nothing (32-bit-only names resolve
         // to libseccomp's negative pseudo numbers on both).
         for name in allowed(seccomp).sorted() {
-            let native = [SeccompNames.archX86_64, 0xC000_00B7 /* AUDIT_ARCH_AARCH64 */].compactMap { SeccompNames.syscall(name, arch: $0) }.filter { $0 >= 0 }
+            let native = [SeccompNames.archX86_64, 0xC000_00B7 /* AUDIT_ARCH_AARCH64 */].compactMap {
+                SeccompNames.syscall(name, arch: $0)
+            }.filter { $0 >= 0 }
             #expect(!native.isEmpty, "\(name) is not a syscall of x86_64 or aarch64 in this libseccomp")
         }
         for language in ["python", "node"] {
@@ -174,17 +197,23 @@ struct BuiltinProfileTests {
         }
     }
 
-    @Test("python and node: allowlists; socket families and ioctl commands are listed; newer syscalls answer ENOSYS", arguments: ["python", "node"])
+    @Test(
+        "python and node: allowlists; socket families and ioctl commands are listed; newer syscalls answer ENOSYS",
+        arguments: ["python", "node"])
     func languageAllowlists(name: String) throws {
         let (seccomp, program) = try Self.compiled(name)
         #expect(seccomp.defaultAction == "SCMP_ACT_ERRNO" && seccomp.defaultErrnoRet == 1)
         let sim = try BPFSimulator(program)
-        for family: UInt64 in [1, 2, 10] { #expect(sim.run(.init("socket", args: [family, 1, 0])) == Self.allow, "family \(family)") }
+        for family: UInt64 in [1, 2, 10] {
+            #expect(sim.run(.init("socket", args: [family, 1, 0])) == Self.allow, "family \(family)")
+        }
         #expect(sim.run(.init("socket", args: [16, 3, 0])) == Self.allow, "NETLINK_ROUTE")
         #expect(sim.run(.init("socket", args: [16, 3, 9])) == Self.eperm, "NETLINK_AUDIT")
         #expect(sim.run(.init("socket", args: [17, 3, 0])) == Self.eperm, "AF_PACKET")
         #expect(sim.run(.init("socket", args: [38, 5, 0])) == Self.eperm, "AF_ALG")
-        for cmd: UInt64 in [0x5401, 0x5413, 0x5421, 0x4004_9409] { #expect(sim.run(.init("ioctl", args: [0, cmd])) == Self.allow, "ioctl \(cmd)") }
+        for cmd: UInt64 in [0x5401, 0x5413, 0x5421, 0x4004_9409] {
+            #expect(sim.run(.init("ioctl", args: [0, cmd])) == Self.allow, "ioctl \(cmd)")
+        }
         #expect(sim.run(.init("ioctl", args: [0, 0x5423])) == Self.eperm, "TIOCSETD is not listed")
         #expect(sim.run(.init("reboot")) == Self.eperm && sim.run(.init("personality")) == Self.eperm)
         // Newer than every name (quotactl_fd, 443): ENOSYS, so glibc falls back.

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import OCI
 @testable import SeccompFilters
 
@@ -30,14 +31,16 @@ struct CacheTests {
         }
     }
 
-    @Test("profiles that differ in any field have different keys", arguments: [
-        { (s: inout Seccomp) in s.defaultAction = "SCMP_ACT_LOG" },
-        { (s: inout Seccomp) in s.syscalls![0].errnoRet = 13 },
-        { (s: inout Seccomp) in s.syscalls![0].names = ["mkdir", "no_such"] },
-        { (s: inout Seccomp) in s.syscalls![0].args = [.init(index: 0, value: 1, op: "SCMP_CMP_EQ")] },
-        { (s: inout Seccomp) in s.architectures = ["SCMP_ARCH_X86_64"] },
-        { (s: inout Seccomp) in s.flags = ["SECCOMP_FILTER_FLAG_LOG"] },
-    ] as [@Sendable (inout Seccomp) -> Void])
+    @Test(
+        "profiles that differ in any field have different keys",
+        arguments: [
+            { (s: inout Seccomp) in s.defaultAction = "SCMP_ACT_LOG" },
+            { (s: inout Seccomp) in s.syscalls![0].errnoRet = 13 },
+            { (s: inout Seccomp) in s.syscalls![0].names = ["mkdir", "no_such"] },
+            { (s: inout Seccomp) in s.syscalls![0].args = [.init(index: 0, value: 1, op: "SCMP_CMP_EQ")] },
+            { (s: inout Seccomp) in s.architectures = ["SCMP_ARCH_X86_64"] },
+            { (s: inout Seccomp) in s.flags = ["SECCOMP_FILTER_FLAG_LOG"] },
+        ] as [@Sendable (inout Seccomp) -> Void])
     func keys(change: @Sendable (inout Seccomp) -> Void) {
         var other = denyMkdir
         change(&other)
@@ -68,7 +71,8 @@ struct CacheTests {
             var cache = base
             cache.capacity = 3
             for errno in 1...5 {
-                _ = try cache.program(for: profile([.init(names: ["mkdir"], action: "SCMP_ACT_ERRNO", errnoRet: UInt32(errno))]))
+                _ = try cache.program(
+                    for: profile([.init(names: ["mkdir"], action: "SCMP_ACT_ERRNO", errnoRet: UInt32(errno))]))
             }
             #expect(files(cache).count == 3)
         }

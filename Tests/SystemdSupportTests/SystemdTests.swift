@@ -23,7 +23,9 @@ struct SystemdTests {
             for (i, b) in path.utf8.enumerated() { raw[i] = b }
         }
         let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
         }
         try #require(bound == 0)
 
@@ -51,7 +53,10 @@ struct SystemdTests {
 
     @Test("watchdogInterval reads WATCHDOG_USEC for this pid only")
     func watchdog() {
-        defer { unsetenv("WATCHDOG_USEC"); unsetenv("WATCHDOG_PID") }
+        defer {
+            unsetenv("WATCHDOG_USEC")
+            unsetenv("WATCHDOG_PID")
+        }
         unsetenv("WATCHDOG_USEC")
         unsetenv("WATCHDOG_PID")
         #expect(Systemd.watchdogInterval() == nil)
@@ -95,7 +100,9 @@ struct SystemdTests {
             for (i, b) in path.utf8.enumerated() { raw[i] = b }
         }
         _ = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
         }
         #expect(!Systemd.isUnixStreamListener(fd), "bound but not listening")
         #expect(listen(fd, 8) == 0)

@@ -7,7 +7,8 @@ import Testing
 /// --root`). Needs the `systemd` package (scripts/setup installs it).
 @Suite("systemd units")
 struct SystemdUnitTests {
-    static let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+    static let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().path
     static let analyze = "/usr/bin/systemd-analyze"
 
     /// The daemon binary for ExecStart=: verify requires an executable there. The built
@@ -34,9 +35,11 @@ struct SystemdUnitTests {
         let dir = FileManager.default.temporaryDirectory.path + "/safespace-units-" + UUID().uuidString
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         var service = try String(contentsOfFile: Self.repo + "/systemd/safespaced.service", encoding: .utf8)
-        service = service.replacingOccurrences(of: "ExecStart=/usr/local/bin/safespaced", with: "ExecStart=\(Self.daemonBinary)")
+        service = service.replacingOccurrences(
+            of: "ExecStart=/usr/local/bin/safespaced", with: "ExecStart=\(Self.daemonBinary)")
         try edit(service).write(toFile: dir + "/safespaced.service", atomically: true, encoding: .utf8)
-        try FileManager.default.copyItem(atPath: Self.repo + "/systemd/safespaced.socket", toPath: dir + "/safespaced.socket")
+        try FileManager.default.copyItem(
+            atPath: Self.repo + "/systemd/safespaced.socket", toPath: dir + "/safespaced.socket")
         return dir
     }
 
@@ -46,7 +49,9 @@ struct SystemdUnitTests {
 
     @Test("systemd-analyze verify: both units load without a warning")
     func analyzeVerify() throws {
-        try #require(FileManager.default.isExecutableFile(atPath: Self.analyze), "systemd-analyze is missing (apt-get install systemd)")
+        try #require(
+            FileManager.default.isExecutableFile(atPath: Self.analyze),
+            "systemd-analyze is missing (apt-get install systemd)")
         let dir = try stage()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let out = try verify(dir)
@@ -57,7 +62,9 @@ struct SystemdUnitTests {
         let bad = try stage { $0.replacingOccurrences(of: "KillMode=process", with: "KillMode=proces") }
         defer { try? FileManager.default.removeItem(atPath: bad) }
         #expect(try verify(bad).stderr.contains("Failed to parse kill mode"))
-        let missing = try stage { $0.replacingOccurrences(of: "ExecStart=\(Self.daemonBinary)", with: "ExecStart=/nonexistent/safespaced") }
+        let missing = try stage {
+            $0.replacingOccurrences(of: "ExecStart=\(Self.daemonBinary)", with: "ExecStart=/nonexistent/safespaced")
+        }
         defer { try? FileManager.default.removeItem(atPath: missing) }
         #expect(try verify(missing).status != 0)
     }
@@ -67,7 +74,8 @@ struct SystemdUnitTests {
         let text = try String(contentsOfFile: Self.repo + "/systemd/safespaced.service", encoding: .utf8)
         let lines = Set(text.split(separator: "\n").map(String.init).filter { !$0.hasPrefix("#") })
         for line in [
-            "Type=notify", "NotifyAccess=main", "ExecStart=/usr/local/bin/safespaced", "Restart=on-failure", "KillMode=process",
+            "Type=notify", "NotifyAccess=main", "ExecStart=/usr/local/bin/safespaced", "Restart=on-failure",
+            "KillMode=process",
             "Delegate=yes", "RuntimeDirectory=safespace", "RuntimeDirectoryMode=0755", "RuntimeDirectoryPreserve=yes",
             "LogsDirectory=safespace", "NoNewPrivileges=yes",
         ] {
@@ -75,9 +83,13 @@ struct SystemdUnitTests {
         }
         #expect(lines.contains { $0.hasPrefix("WatchdogSec=") })
         // No directive that would give the daemon a mount namespace of its own.
-        for key in ["ProtectSystem", "ProtectHome", "PrivateTmp", "PrivateDevices", "ProtectKernelTunables", "ProtectKernelModules",
-                    "ProtectKernelLogs", "ProtectControlGroups", "ProtectProc", "ReadWritePaths", "ReadOnlyPaths", "InaccessiblePaths",
-                    "TemporaryFileSystem", "BindPaths", "PrivateMounts", "MemoryDenyWriteExecute", "RestrictNamespaces"] {
+        for key in [
+            "ProtectSystem", "ProtectHome", "PrivateTmp", "PrivateDevices", "ProtectKernelTunables",
+            "ProtectKernelModules",
+            "ProtectKernelLogs", "ProtectControlGroups", "ProtectProc", "ReadWritePaths", "ReadOnlyPaths",
+            "InaccessiblePaths",
+            "TemporaryFileSystem", "BindPaths", "PrivateMounts", "MemoryDenyWriteExecute", "RestrictNamespaces",
+        ] {
             #expect(!lines.contains { $0.hasPrefix(key + "=") }, "\(key)=")
         }
         let socket = try String(contentsOfFile: Self.repo + "/systemd/safespaced.socket", encoding: .utf8)
@@ -91,10 +103,12 @@ struct SystemdUnitTests {
         try #require(FileManager.default.isExecutableFile(atPath: Self.analyze), "systemd-analyze is missing")
         let dir = try stage()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        try "[Service]\nExecStart=\(Self.daemonBinary)\n".write(toFile: dir + "/bare.service", atomically: true, encoding: .utf8)
+        try "[Service]\nExecStart=\(Self.daemonBinary)\n".write(
+            toFile: dir + "/bare.service", atomically: true, encoding: .utf8)
         func exposure(_ unit: String) throws -> Double {
             let out = try run(Self.analyze, ["security", "--offline=yes", "--no-pager", dir + "/" + unit])
-            let line = try #require(out.stdout.split(separator: "\n").last { $0.contains("Overall exposure level") }, "\(out)")
+            let line = try #require(
+                out.stdout.split(separator: "\n").last { $0.contains("Overall exposure level") }, "\(out)")
             let number = try #require(line.firstMatch(of: /level for [^:]+: (\d+\.\d)/), "\(line)")
             return try #require(Double(number.1))
         }
@@ -129,8 +143,8 @@ func run(_ path: String, _ args: [String]) throws -> Output {
     let dir = FileManager.default.temporaryDirectory.path + "/safespace-run-" + UUID().uuidString
     try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
     defer { try? FileManager.default.removeItem(atPath: dir) }
-    FileManager.default.createFile(atPath: dir + "/out", contents: nil)
-    FileManager.default.createFile(atPath: dir + "/err", contents: nil)
+    _ = FileManager.default.createFile(atPath: dir + "/out", contents: nil)
+    _ = FileManager.default.createFile(atPath: dir + "/err", contents: nil)
     let p = Process()
     p.executableURL = URL(fileURLWithPath: path)
     p.arguments = args

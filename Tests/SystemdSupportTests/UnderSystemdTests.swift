@@ -14,7 +14,8 @@ struct UnderSystemdTests {
 
     @Test("READY=1, STATUS= and WATCHDOG=1 reach PID 1; the watchdog interval is the unit's")
     func notify() throws {
-        let expected = try #require(env["SAFESPACE_EXPECT_WATCHDOG_USEC"].flatMap(Int64.init), "SAFESPACE_EXPECT_WATCHDOG_USEC")
+        let expected = try #require(
+            env["SAFESPACE_EXPECT_WATCHDOG_USEC"].flatMap(Int64.init), "SAFESPACE_EXPECT_WATCHDOG_USEC")
         #expect(Systemd.watchdogInterval() == .microseconds(expected))
         #expect(Systemd.notifyResult("STATUS=under systemd test") == .sent)
         #expect(Systemd.notify("READY=1"))

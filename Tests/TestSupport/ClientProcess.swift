@@ -14,7 +14,10 @@ package final class ClientProcess {
 
     /// `inherit`: fds of this process duplicated onto the given numbers in the child; every
     /// other fd above 2 is closed.
-    package init(_ path: String, _ args: [String], stdout: String, stderr: String, stdin: String? = nil, env: [String: String]? = nil, inherit: [(fd: Int32, as: Int32)] = []) throws {
+    package init(
+        _ path: String, _ args: [String], stdout: String, stderr: String, stdin: String? = nil,
+        env: [String: String]? = nil, inherit: [(fd: Int32, as: Int32)] = []
+    ) throws {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
@@ -61,7 +64,9 @@ package final class ClientProcess {
     /// Closes every descriptor from `first` on in the child: closefrom, or each fd open now.
     private static func closeFrom(_ first: Int32, _ actions: inout posix_spawn_file_actions_t) {
         if let addCloseFrom, addCloseFrom(&actions, first) == 0 { return }
-        let fds = ((try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []).compactMap { Int32($0) }
+        let fds = ((try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []).compactMap {
+            Int32($0)
+        }
         for fd in fds where fd >= first { posix_spawn_file_actions_addclose(&actions, fd) }
     }
 
@@ -112,4 +117,3 @@ package struct ClientError: Error, CustomStringConvertible {
     package let description: String
     package init(_ message: String) { description = message }
 }
-

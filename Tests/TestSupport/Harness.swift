@@ -12,7 +12,9 @@ package enum Harness {
         // The test bundle lives in .build/<triple>/debug/; the executables sit next to it.
         var url = Bundle.main.bundleURL
         for _ in 0..<4 {
-            if FileManager.default.fileExists(atPath: url.appendingPathComponent("safespace-runtime").path) { return url.path }
+            if FileManager.default.fileExists(atPath: url.appendingPathComponent("safespace-runtime").path) {
+                return url.path
+            }
             url.deleteLastPathComponent()
         }
         let cwd = FileManager.default.currentDirectoryPath
@@ -24,7 +26,9 @@ package enum Harness {
 
     package static var isRoot: Bool { getuid() == 0 }
     package static let pythonRootfs = "/var/lib/safespace/rootfs/python-3.11/rootfs"
-    package static var hasPythonRootfs: Bool { FileManager.default.fileExists(atPath: pythonRootfs + "/usr/bin/python3") }
+    package static var hasPythonRootfs: Bool {
+        FileManager.default.fileExists(atPath: pythonRootfs + "/usr/bin/python3")
+    }
 
     package struct Result {
         package var status: Int32
@@ -47,7 +51,10 @@ package enum Harness {
     /// program is SIGKILLed, its status is -1 and stderr says so.
     /// - Returns: the shell-style status (128+N for signal N) and the output.
     @discardableResult
-    package static func run(_ path: String, _ args: [String], stdin: String? = nil, env: [String: String]? = nil, timeout: Double? = nil, inherit: [(fd: Int32, as: Int32)] = []) throws -> Result {
+    package static func run(
+        _ path: String, _ args: [String], stdin: String? = nil, env: [String: String]? = nil, timeout: Double? = nil,
+        inherit: [(fd: Int32, as: Int32)] = []
+    ) throws -> Result {
         let dir = try tempDir("io")
         defer { cleanup(dir) }
         var input: String?
@@ -55,7 +62,8 @@ package enum Harness {
             try stdin.write(toFile: dir + "/in", atomically: false, encoding: .utf8)
             input = dir + "/in"
         }
-        let p = try ClientProcess(path, args, stdout: dir + "/out", stderr: dir + "/err", stdin: input, env: env, inherit: inherit)
+        let p = try ClientProcess(
+            path, args, stdout: dir + "/out", stderr: dir + "/err", stdin: input, env: env, inherit: inherit)
         let exited = timeout.map { p.wait(timeout: $0) } ?? true
         if !exited { p.kill() }
         let status = exited ? p.wait() : -1
@@ -68,7 +76,8 @@ package enum Harness {
     /// Polls `condition` every `interval` seconds until it holds or `timeout` seconds have
     /// passed: the one polling helper of these tests. A bound against hanging, not a timing
     /// assertion. - Returns: whether it held.
-    package static func eventually(timeout: Double = 30, every interval: Double = 0.02, _ condition: () -> Bool) -> Bool {
+    package static func eventually(timeout: Double = 30, every interval: Double = 0.02, _ condition: () -> Bool) -> Bool
+    {
         let deadline = Date().addingTimeInterval(timeout)
         while true {
             if condition() { return true }
@@ -107,7 +116,8 @@ package enum Harness {
         for applet in list where applet != "busybox" {
             try? fm.createSymbolicLink(atPath: dir + "/bin/" + applet, withDestinationPath: "busybox")
         }
-        try "root:x:0:0:root:/:/bin/sh\nsandbox:x:1000:1000::/tmp:/bin/sh\n".write(toFile: dir + "/etc/passwd", atomically: true, encoding: .utf8)
+        try "root:x:0:0:root:/:/bin/sh\nsandbox:x:1000:1000::/tmp:/bin/sh\n".write(
+            toFile: dir + "/etc/passwd", atomically: true, encoding: .utf8)
         try "root:x:0:\nsandbox:x:1000:\n".write(toFile: dir + "/etc/group", atomically: true, encoding: .utf8)
     }
 
@@ -146,7 +156,9 @@ package enum Harness {
         }
         if FileManager.default.fileExists(atPath: root + "/" + id) { found.append("state: \(root)/\(id)") }
         if let ps = try? run("/bin/ps", ["-eo", "pid,args"]).stdout {
-            found += ps.split(separator: "\n").filter { $0.contains(id) && !$0.contains("/bin/ps") }.map { "process: \($0)" }
+            found += ps.split(separator: "\n").filter { $0.contains(id) && !$0.contains("/bin/ps") }.map {
+                "process: \($0)"
+            }
         }
         return found
     }
@@ -169,7 +181,9 @@ package enum Harness {
     /// it (as runc's does), and Foundation.Process both reads its pipes to EOF and detects exit
     /// through a socket its child inherits — either would wait for the container to die, not
     /// for the command.
-    package static func spawn(_ args: [String], stdin: String? = nil, inherit: [(fd: Int32, as: Int32)] = []) throws -> Result {
+    package static func spawn(_ args: [String], stdin: String? = nil, inherit: [(fd: Int32, as: Int32)] = []) throws
+        -> Result
+    {
         try run(args[0], Array(args.dropFirst()), stdin: stdin, inherit: inherit)
     }
 
