@@ -44,13 +44,16 @@ public final class SeccompEventAgent: Sendable {
         withUnsafeMutableBytes(of: &addr.sun_path) { raw in
             for (i, b) in bytes.enumerated() { raw[i] = b }
         }
-        let old = umask(0o077)
-        let rc = withUnsafePointer(to: &addr) {
+        // Not umask(2): it is the whole process's, and in a multithreaded caller (the daemon)
+        // another thread's mkdir(2) would get 0700 meanwhile. The socket is made 0600 between
+        // bind(2) and listen(2): before listen nobody can connect (ECONNREFUSED), so the mode
+        // is in place before the first connection is possible.
+        var rc = withUnsafePointer(to: &addr) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
                 bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
             }
         }
-        umask(old)
+        if rc == 0 { rc = chmod(path, 0o600) }
         if rc != 0 || listen(fd, 16) != 0 {
             let e = errno
             Glibc.close(fd)
