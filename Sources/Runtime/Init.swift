@@ -199,14 +199,18 @@ private func enterPIDNamespace(_ handoff: SeccompHandoff?, channel: InitChannel)
     if child < 0 { throw SysError("clone(CLONE_PARENT)") }
     if child > 0 {
         // The helper: in the host's PID namespace, so `child` is the pid the runtime sees.
+        // The runtime hears of the child before the child may run: the child reports its own
+        // errors (an execve that fails) on the same channel, and a report that came first
+        // would leave the runtime not knowing it has a child to reap; in a long-lived caller
+        // (the daemon) that zombie, in the container's PID namespace, holds the container's
+        // init in zap_pid_ns_processes (kernel/pid_namespace.c) once it is killed, so the delete never finishes.
         close(pipe[0])
-        var pid = child
-        _ = withUnsafeBytes(of: &pid) { write(pipe[1], $0.baseAddress, $0.count) }
-        // A runtime that never hears of the child must not find it running: it waits for us.
         do { try channel.send(InitMessage(type: "pid", message: "\(child)")) } catch {
             kill(child, SIGKILL)
             _exit(1)
         }
+        var pid = child
+        _ = withUnsafeBytes(of: &pid) { write(pipe[1], $0.baseAddress, $0.count) }
         _exit(0)
     }
     close(pipe[1])

@@ -36,7 +36,7 @@ final class DaemonAPITests: XCTestCase {
             usleep(100_000)
             left = h.leftovers()
         }
-        XCTAssertEqual(left, [:], "leaked", file: file, line: line)
+        XCTAssertEqual(left, [:], "leaked; the daemon's log:\n\(left.isEmpty ? "" : h.log)", file: file, line: line)
     }
 
     func assertError(
@@ -341,6 +341,30 @@ final class DaemonAPITests: XCTestCase {
         assertError(try h.exec(name, ["true"]), 404, "not_found")
         assertError(
             try c.request("PUT", "/v1/sandboxes/\(name)/files/workspace/x", body: Array("x".utf8)), 404, "not_found")
+        assertNothingLeft(h)
+    }
+
+    /// Regression: the exec helper used to let the exec'd child run before it told the runtime
+    /// the child's pid, so a child whose execve failed could report first; the daemon then never
+    /// reaped that child (its own, CLONE_PARENT), and the zombie, in the sandbox's PID
+    /// namespace, held the sandbox's killed init in zap_pid_ns_processes: the delete stalled
+    /// and two processes stayed in the deleted cgroup (about one failing exec in 30 lost it).
+    func testFailingExecsLeaveNoZombieOfTheDaemon() throws {
+        let h = try start()
+        let name = h.name("zombie")
+        try h.create(name)
+        let client = h.client
+        let failures = LockedCounter()
+        DispatchQueue.concurrentPerform(iterations: 4) { _ in
+            for _ in 0..<30 {
+                let r = try? client.request(
+                    "POST", "/v1/sandboxes/\(name)/exec", json: ["command": ["/no/such/program"]])
+                if r?.status == 400, r?.error?.code == "exec_failed" { failures.add() }
+            }
+        }
+        XCTAssertEqual(failures.value, 120)
+        XCTAssertEqual(h.zombieChildren(), [], "children of the daemon nobody reaped")
+        XCTAssertEqual(try h.delete(name).status, 200)
         assertNothingLeft(h)
     }
 

@@ -134,7 +134,15 @@ final class DaemonHarness: @unchecked Sendable {
             if let cgroup = try? String(contentsOfFile: "/proc/\(entry)/cgroup", encoding: .utf8),
                 cgroup.contains("/safespace/\(id)")
             {
-                procs.append(entry)
+                // The command line says which process it is when a test fails.
+                let cmdline = (try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(entry)/cmdline"))) ?? Data()
+                let argv = String(decoding: cmdline, as: UTF8.self).split(separator: "\0").joined(separator: " ")
+                let cg = cgroup.split(separator: "\n").first { $0.contains("/safespace/\(id)") } ?? ""
+                // State and parent (fields 3 and 4 of stat(5)): a zombie names who did not reap it.
+                let stat = (try? String(contentsOfFile: "/proc/\(entry)/stat", encoding: .utf8)) ?? ""
+                let after =
+                    stat.split(separator: ")").last?.split(separator: " ").prefix(2).joined(separator: " ") ?? ""
+                procs.append("\(entry) \(argv) [\(cg)] state,ppid=\(after) daemon=\(pid)")
             }
         }
         out["processes"] = procs
@@ -149,6 +157,18 @@ final class DaemonHarness: @unchecked Sendable {
         }
         out["loop devices"] = loops
         return out.filter { !$0.value.isEmpty }
+    }
+
+    /// The daemon's children that have exited and were not reaped (state Z in stat(5)), by pid.
+    func zombieChildren() -> [String] {
+        guard pid > 0 else { return [] }
+        return ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).filter { entry in
+            guard Int32(entry) != nil,
+                let stat = try? String(contentsOfFile: "/proc/\(entry)/stat", encoding: .utf8),
+                let fields = stat.split(separator: ")").last?.split(separator: " "), fields.count > 1
+            else { return false }
+            return fields[0] == "Z" && Int32(fields[1]) == pid
+        }
     }
 
     /// Stops the daemon if it runs, removes what is left (for a failed test) and the directories.
@@ -239,4 +259,12 @@ enum LeaseDirectory {
         }
         return "/run/safespace-leases"
     }
+}
+
+/// A count shared by concurrent requests.
+final class LockedCounter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var count = 0
+    var value: Int { lock.withLock { count } }
+    func add() { lock.withLock { count += 1 } }
 }
