@@ -20,6 +20,9 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         // SHA-256 of rootfs trees (RootfsListing), the audit chain, file digests: BoringSSL's.
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        // The egress filter (EgressFilter): DNS responder and SNI/Host proxy. Already resolved
+        // through hummingbird; named for its products NIOTLS and NIOHTTP1.
+        .package(url: "https://github.com/apple/swift-nio", from: "2.81.0"),
     ],
     targets: [
         // The few syscalls Swift cannot call (clone stages, pivot_root, setns, close_range)
@@ -124,6 +127,18 @@ let package = Package(
             ],
             exclude: ["openapi.yaml"]),
         .executableTarget(name: "safespaced", dependencies: ["SafeSpaceDaemon", "Runtime"]),
+        // The node's egress filter (issue 13): a DNS responder answering allowed names only and
+        // a transparent proxy for 80/443 that matches HTTP Host / TLS SNI and dials the name it
+        // resolved itself. Hosted by safespaced or `safespace run`; never by safespace-runtime.
+        .target(
+            name: "EgressFilter",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOTLS", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ]),
         .testTarget(
             name: "DaemonTests",
             dependencies: [
@@ -149,6 +164,7 @@ let package = Package(
             dependencies: [
                 "OCI", "Runtime", "SeccompFilters", "NodeResources", "LinuxKernel", "SandboxHosting", "TestSupport",
             ]),
+        .testTarget(name: "EgressFilterTests", dependencies: ["EgressFilter", "TestSupport"]),
         .testTarget(name: "ClientIntegrationTests", dependencies: ["OCI", "LinuxKernel", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]

@@ -1,0 +1,249 @@
+import NIOCore
+import NIOPosix
+import Synchronization
+
+/// The node's egress filter (issue 13): a DNS responder that answers A/AAAA for allowed names
+/// only, and a transparent TCP proxy for HTTP (Host) and TLS (SNI) that dials the address it
+/// resolved itself. Sandboxes are told apart by their source address (`register`); the
+/// topology redirects their DNS, port 80 and port 443 to the bound ports. Every decision is
+/// an `EgressRecord`. One event loop group of its own (2 threads), shut down by `shutdown()`.
+public final class EgressFilter: Sendable {
+    let configuration: EgressFilterConfiguration
+    let allowedRanges: [CIDR]
+    let resolver: UpstreamResolver
+    let group: MultiThreadedEventLoopGroup
+    let state = Mutex(State())
+
+    struct SandboxEntry {
+        var name: String
+        var source: IPAddress
+        var policy: CompiledPolicy
+        var counters = EgressCounters()
+        var tokens: Double
+        var refilled: NIODeadline
+    }
+
+    struct State {
+        var bySource: [IPAddress: String] = [:]
+        var sandboxes: [String: SandboxEntry] = [:]
+        var channels: [Channel] = []
+        var ports: (dns: UInt16, http: UInt16, tls: UInt16) = (0, 0, 0)
+        var stopped = false
+    }
+
+    /// - Throws: `EgressFilterError` naming the field: listenAddress not IPv4, an upstream or
+    ///   private range that does not parse, no upstream.
+    public init(configuration: EgressFilterConfiguration) throws {
+        guard let listen = IPAddress(configuration.listenAddress), listen.isIPv4 else {
+            throw EgressFilterError.invalidAddress(field: "listenAddress", value: configuration.listenAddress)
+        }
+        self.configuration = configuration
+        self.allowedRanges = try configuration.allowedPrivateRanges.map { text throws(EgressFilterError) in try CIDR(text) }
+        self.resolver = UpstreamResolver(
+            servers: try UpstreamResolver.parse(configuration.upstreamDNS),
+            timeout: .milliseconds(Int64(configuration.upstreamTimeout * 1000)))
+        self.group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+    }
+
+    /// The ports bound by `start()` (the configured ones, or the kernel's picks for 0).
+    public var boundPorts: (dns: UInt16, http: UInt16, tls: UInt16) { state.withLock { $0.ports } }
+
+    /// Binds DNS (UDP and TCP on the same port), HTTP and TLS listeners on `listenAddress`.
+    /// - Throws: `EgressFilterError.bind` naming the address, port and listener; nothing
+    ///   stays bound after a failure.
+    public func start() async throws {
+        let address = configuration.listenAddress
+        var channels: [Channel] = []
+        func bound(_ what: String, _ port: UInt16, _ make: () async throws -> Channel) async throws -> UInt16 {
+            do {
+                let channel = try await make()
+                channels.append(channel)
+                return UInt16(channel.localAddress?.port ?? 0)
+            } catch {
+                for channel in channels { try? await channel.close() }
+                throw EgressFilterError.bind(address: address, port: port, what: what, reason: "\(error)")
+            }
+        }
+        let dnsPort = try await bound("DNS (udp)", configuration.dnsPort) {
+            try await DatagramBootstrap(group: group)
+                .channelOption(.socketOption(.so_reuseaddr), value: 1)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(DNSUDPServerHandler(filter: self))
+                    }
+                }
+                .bind(host: address, port: Int(configuration.dnsPort)).get()
+        }
+        _ = try await bound("DNS (tcp)", dnsPort) {
+            try await ServerBootstrap(group: group)
+                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                .childChannelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        let sync = channel.pipeline.syncOperations
+                        try sync.addHandler(IdleStateHandler(readTimeout: .seconds(Int64(max(1, self.configuration.sniffTimeout)))))
+                        try sync.addHandler(ByteToMessageHandler(DNSLengthFrameDecoder()))
+                        try sync.addHandler(DNSTCPServerHandler(filter: self))
+                    }
+                }
+                .bind(host: address, port: Int(dnsPort)).get()
+        }
+        let httpPort = try await bound("HTTP proxy", configuration.httpPort) {
+            try await proxyBootstrap(.http).bind(host: address, port: Int(configuration.httpPort)).get()
+        }
+        let tlsPort = try await bound("TLS proxy", configuration.tlsPort) {
+            try await proxyBootstrap(.tls).bind(host: address, port: Int(configuration.tlsPort)).get()
+        }
+        state.withLock {
+            $0.channels = channels
+            $0.ports = (dnsPort, httpPort, tlsPort)
+        }
+    }
+
+    private func proxyBootstrap(_ kind: EgressRecord.NetworkProtocol) -> ServerBootstrap {
+        ServerBootstrap(group: group)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .serverChannelOption(.backlog, value: 256)
+            .childChannelOption(.allowRemoteHalfClosure, value: true)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try ProxyConnection.install(on: channel, kind: kind, filter: self)
+                }
+            }
+    }
+
+    /// Starts filtering for a sandbox whose packets come from `source` (its IPv4 address on
+    /// its veth). - Throws: `EgressFilterError` for a bad source, rule or limit, a source or
+    /// sandbox name already registered.
+    public func register(sandbox: String, source: String, policy: EgressPolicy) throws {
+        guard let address = IPAddress(source), address.isIPv4 else {
+            throw EgressFilterError.invalidAddress(field: "source", value: source)
+        }
+        let compiled = try CompiledPolicy(policy)
+        try state.withLock { state throws(EgressFilterError) in
+            if let other = state.bySource[address] { throw .sourceInUse(source: source, sandbox: other) }
+            if state.sandboxes[sandbox] != nil { throw .sandboxInUse(sandbox) }
+            state.bySource[address] = sandbox
+            state.sandboxes[sandbox] = SandboxEntry(
+                name: sandbox, source: address, policy: compiled, tokens: Double(policy.dnsQueriesPerSecond),
+                refilled: .now())
+        }
+    }
+
+    /// Stops filtering for a sandbox: its source becomes unknown (refused). Connections open
+    /// now run to their end. - Returns: its counters, nil when it was not registered.
+    @discardableResult
+    public func unregister(sandbox: String) -> EgressCounters? {
+        state.withLock { state in
+            guard let entry = state.sandboxes.removeValue(forKey: sandbox) else { return nil }
+            state.bySource.removeValue(forKey: entry.source)
+            return entry.counters
+        }
+    }
+
+    /// The sandbox's counters since `register` (zero when not registered).
+    public func counters(sandbox: String) -> EgressCounters {
+        state.withLock { $0.sandboxes[sandbox]?.counters ?? EgressCounters() }
+    }
+
+    /// Closes the listeners and the event loops (open connections are closed with them).
+    public func shutdown() async throws {
+        let channels = state.withLock { state in
+            state.stopped = true
+            defer { state.channels = [] }
+            return state.channels
+        }
+        for channel in channels { try? await channel.close() }
+        try await group.shutdownGracefully()
+    }
+
+    // MARK: - Shared by the DNS responder and the proxy
+
+    /// The sandbox sending from `source`, or nil.
+    func sandbox(for source: IPAddress) -> (name: String, policy: CompiledPolicy)? {
+        state.withLock { state in
+            guard let name = state.bySource[source], let entry = state.sandboxes[name] else { return nil }
+            return (name, entry.policy)
+        }
+    }
+
+    func update(_ sandbox: String, _ change: (inout EgressCounters) -> Void) {
+        state.withLock { state in
+            if state.sandboxes[sandbox] != nil { change(&state.sandboxes[sandbox]!.counters) }
+        }
+    }
+
+    /// Takes a DNS token of the sandbox's bucket. - Returns: false when over the rate.
+    func takeDNSToken(_ sandbox: String) -> Bool {
+        state.withLock { state in
+            guard var entry = state.sandboxes[sandbox] else { return false }
+            let now = NIODeadline.now()
+            let rate = Double(entry.policy.policy.dnsQueriesPerSecond)
+            let elapsed = Double((now - entry.refilled).nanoseconds) / 1e9
+            entry.tokens = min(rate, entry.tokens + elapsed * rate)
+            entry.refilled = now
+            let ok = entry.tokens >= 1
+            if ok { entry.tokens -= 1 }
+            state.sandboxes[sandbox] = entry
+            return ok
+        }
+    }
+
+    /// Takes a connection slot. - Returns: nil when taken, else the refusal.
+    func acquireConnection(_ sandbox: String) -> String? {
+        state.withLock { state in
+            guard var entry = state.sandboxes[sandbox] else { return "sandbox unregistered" }
+            guard entry.counters.activeConnections < entry.policy.policy.maxConnections else {
+                return "connection limit: \(entry.policy.policy.maxConnections) concurrent connections"
+            }
+            entry.counters.activeConnections += 1
+            state.sandboxes[sandbox] = entry
+            return nil
+        }
+    }
+
+    func releaseConnection(_ sandbox: String) {
+        update(sandbox) { $0.activeConnections -= 1 }
+    }
+
+    func emit(_ record: EgressRecord) {
+        configuration.record(record)
+    }
+
+    /// The addresses `name` resolves to through the upstream servers that the filter may
+    /// dial: A records first, then AAAA; addresses that are not global (and not in
+    /// `allowedPrivateRanges`) are left out. - Returns: the usable addresses and the refusals.
+    func resolve(_ name: String, on loop: EventLoop) -> EventLoopFuture<(usable: [IPAddress], refused: [String])> {
+        resolver.query(name: name, type: DNSMessage.typeA, on: loop).flatMap { reply in
+            let (usable, refused) = self.addresses(in: reply, for: name)
+            if !usable.isEmpty { return loop.makeSucceededFuture((usable, refused)) }
+            return self.resolver.query(name: name, type: DNSMessage.typeAAAA, on: loop).map { reply6 in
+                let (usable6, refused6) = self.addresses(in: reply6, for: name)
+                return (usable6, refused + refused6)
+            }
+        }
+    }
+
+    /// The A/AAAA addresses of the answer chain starting at `name` (following CNAMEs in the
+    /// answer section, RFC 1034 §3.6.2), split into usable and refused (with the reason).
+    func addresses(in reply: DNSMessage, for name: String) -> (usable: [IPAddress], refused: [String]) {
+        var owners: Set<String> = [name]
+        // A chain is at most as long as the answer section; iterate to a fixed point.
+        for _ in 0..<reply.answers.count {
+            for record in reply.answers where record.type == DNSMessage.typeCNAME && owners.contains(record.name) {
+                if let target = record.target { owners.insert(target) }
+            }
+        }
+        var usable: [IPAddress] = []
+        var refused: [String] = []
+        for record in reply.answers
+        where (record.type == DNSMessage.typeA || record.type == DNSMessage.typeAAAA) && owners.contains(record.name) {
+            guard let address = IPAddress(bytes: record.data) else { continue }
+            if let why = AddressPolicy.refusal(for: address, allowed: allowedRanges) {
+                refused.append(why)
+            } else {
+                usable.append(address)
+            }
+        }
+        return (usable, refused)
+    }
+}
