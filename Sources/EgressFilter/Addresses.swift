@@ -108,6 +108,7 @@ public enum AddressPolicy {
             ("2001::/23", "IETF protocol assignments (RFC 2928)"),
             ("2001:db8::/32", "documentation (RFC 3849)"),
             ("2002::/16", "6to4 (RFC 3056)"),
+            ("3fff::/20", "documentation (RFC 9637)"),
             ("fc00::/7", "unique local, ULA (RFC 4193)"),
             ("fe80::/10", "link-local (RFC 4291)"),
             ("fec0::/10", "site-local, deprecated (RFC 3879)"),

@@ -39,7 +39,10 @@ public struct DNSMessage: Equatable, Sendable {
         public var data: [UInt8]
         public var target: String?
 
-        public init(name: String, type: UInt16, rclass: UInt16 = DNSMessage.classIN, ttl: UInt32, data: [UInt8], target: String? = nil) {
+        public init(
+            name: String, type: UInt16, rclass: UInt16 = DNSMessage.classIN, ttl: UInt32, data: [UInt8],
+            target: String? = nil
+        ) {
             self.name = name
             self.type = type
             self.rclass = rclass
@@ -96,7 +99,9 @@ public struct DNSMessage: Equatable, Sendable {
     /// or looping message, or trailing bytes.
     public static func parse(_ bytes: [UInt8]) throws(ParseError) -> DNSMessage {
         var reader = Reader(bytes: bytes)
-        guard bytes.count >= 12 else { throw ParseError(description: "message shorter than the 12-byte header", offset: 0) }
+        guard bytes.count >= 12 else {
+            throw ParseError(description: "message shorter than the 12-byte header", offset: 0)
+        }
         let id = try reader.u16()
         let flags = try reader.u16()
         let qd = try reader.u16()
@@ -121,7 +126,9 @@ public struct DNSMessage: Equatable, Sendable {
             }
         }
         guard reader.offset == bytes.count else {
-            throw ParseError(description: "\(bytes.count - reader.offset) trailing bytes after the last record", offset: reader.offset)
+            throw ParseError(
+                description: "\(bytes.count - reader.offset) trailing bytes after the last record",
+                offset: reader.offset)
         }
         return message
     }
@@ -138,9 +145,16 @@ public struct DNSMessage: Equatable, Sendable {
     public func encode() throws(ParseError) -> [UInt8] {
         var out: [UInt8] = []
         out.reserveCapacity(512)
-        func u16(_ v: UInt16) { out.append(UInt8(v >> 8)); out.append(UInt8(v & 0xFF)) }
-        func u32(_ v: UInt32) { u16(UInt16(v >> 16)); u16(UInt16(v & 0xFFFF)) }
-        guard questions.count <= 0xFFFF, answers.count <= 0xFFFF, authorities.count <= 0xFFFF, additionals.count <= 0xFFFF
+        func u16(_ v: UInt16) {
+            out.append(UInt8(v >> 8))
+            out.append(UInt8(v & 0xFF))
+        }
+        func u32(_ v: UInt32) {
+            u16(UInt16(v >> 16))
+            u16(UInt16(v & 0xFFFF))
+        }
+        guard questions.count <= 0xFFFF, answers.count <= 0xFFFF, authorities.count <= 0xFFFF,
+            additionals.count <= 0xFFFF
         else { throw ParseError(description: "too many records", offset: 0) }
         u16(id)
         u16(flags)
@@ -193,7 +207,9 @@ public struct DNSMessage: Equatable, Sendable {
         var offset = 0
 
         mutating func u8() throws(ParseError) -> UInt8 {
-            guard offset < bytes.count else { throw ParseError(description: "message ends inside a field", offset: offset) }
+            guard offset < bytes.count else {
+                throw ParseError(description: "message ends inside a field", offset: offset)
+            }
             defer { offset += 1 }
             return bytes[offset]
         }
@@ -223,7 +239,11 @@ public struct DNSMessage: Equatable, Sendable {
             default: break
             }
             offset = start + length
-            return Record(name: name, type: type, rclass: rclass, ttl: ttl, data: Array(bytes[start..<start + length]), target: target)
+            // A name in RDATA is kept uncompressed, so `data` stands alone in another message.
+            let data =
+                try target.map { t throws(ParseError) in try DNSMessage.wireName(t) }
+                ?? Array(bytes[start..<start + length])
+            return Record(name: name, type: type, rclass: rclass, ttl: ttl, data: data, target: target)
         }
 
         /// A (possibly compressed) name at the offset; the offset moves past its in-place part.
@@ -234,7 +254,9 @@ public struct DNSMessage: Equatable, Sendable {
             var pointers = 0
             var resumeAt: Int?
             while true {
-                guard position < bytes.count else { throw ParseError(description: "name runs past the message end", offset: position) }
+                guard position < bytes.count else {
+                    throw ParseError(description: "name runs past the message end", offset: position)
+                }
                 let length = bytes[position]
                 switch length & 0xC0 {
                 case 0xC0:
@@ -244,11 +266,13 @@ public struct DNSMessage: Equatable, Sendable {
                     let target = Int(length & 0x3F) << 8 | Int(bytes[position + 1])
                     // Strictly backwards: no pointer to itself or forwards, so no loops.
                     guard target < position else {
-                        throw ParseError(description: "compression pointer to \(target) does not point backwards", offset: position)
+                        throw ParseError(
+                            description: "compression pointer to \(target) does not point backwards", offset: position)
                     }
                     pointers += 1
                     guard pointers <= DNSMessage.maxPointers else {
-                        throw ParseError(description: "more than \(DNSMessage.maxPointers) compression pointers", offset: position)
+                        throw ParseError(
+                            description: "more than \(DNSMessage.maxPointers) compression pointers", offset: position)
                     }
                     if resumeAt == nil { resumeAt = position + 2 }
                     position = target
@@ -269,13 +293,15 @@ public struct DNSMessage: Equatable, Sendable {
                     // Presentation form is dotted: a label holding "." or bytes outside
                     // printable ASCII has no safe text form here, so it is refused.
                     guard label.allSatisfy({ $0 > 0x20 && $0 < 0x7F && $0 != UInt8(ascii: ".") }) else {
-                        throw ParseError(description: "label with a byte outside printable ASCII or a dot", offset: position)
+                        throw ParseError(
+                            description: "label with a byte outside printable ASCII or a dot", offset: position)
                     }
                     labels.append(String(decoding: label, as: UTF8.self).lowercased())
                     position += Int(length)
                 default:
                     // 0x40 and 0x80: extended label types (RFC 6891 §5), not used.
-                    throw ParseError(description: "label type 0x\(String(length & 0xC0, radix: 16)) unknown", offset: position)
+                    throw ParseError(
+                        description: "label type 0x\(String(length & 0xC0, radix: 16)) unknown", offset: position)
                 }
             }
         }

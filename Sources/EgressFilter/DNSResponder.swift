@@ -19,10 +19,16 @@ import NIOPosix
 extension EgressFilter {
     enum Transport { case udp, tcp }
 
-    func answer(_ bytes: [UInt8], from source: IPAddress, transport: Transport, on loop: EventLoop) -> EventLoopFuture<[UInt8]?> {
+    func answer(_ bytes: [UInt8], from source: IPAddress, transport: Transport, on loop: EventLoop) -> EventLoopFuture<
+        [UInt8]?
+    > {
         let started = NIODeadline.now()
-        guard let header = DNSMessage.header(bytes), header.flags & 0x8000 == 0 else { return loop.makeSucceededFuture(nil) }
-        @Sendable func reply(_ code: DNSMessage.ResponseCode, questions: [DNSMessage.Question] = [], answers: [DNSMessage.Record] = [])
+        guard let header = DNSMessage.header(bytes), header.flags & 0x8000 == 0 else {
+            return loop.makeSucceededFuture(nil)
+        }
+        @Sendable func reply(
+            _ code: DNSMessage.ResponseCode, questions: [DNSMessage.Question] = [], answers: [DNSMessage.Record] = []
+        )
             -> [UInt8]?
         {
             // QR, the query's opcode and RD, RA; AA clear: the filter is not authoritative.
@@ -36,10 +42,14 @@ extension EgressFilter {
             }
             return wire
         }
-        @Sendable func record(_ event: EgressRecord.Event, _ sandbox: String, _ question: DNSMessage.Question?, _ reason: String, addresses: [IPAddress] = []) {
+        @Sendable func record(
+            _ event: EgressRecord.Event, _ sandbox: String, _ question: DNSMessage.Question?, _ reason: String,
+            addresses: [IPAddress] = []
+        ) {
             emit(
                 EgressRecord(
-                    event: event, sandbox: sandbox, domain: question?.name, destinationAddress: addresses.isEmpty ? nil : addresses.map(\.description).joined(separator: ","),
+                    event: event, sandbox: sandbox, domain: question?.name,
+                    destinationAddress: addresses.isEmpty ? nil : addresses.map(\.description).joined(separator: ","),
                     destinationPort: nil, originalDestination: nil, networkProtocol: .dns,
                     queryType: question.map { Self.typeName($0.type) }, bytesOut: 0, bytesIn: 0,
                     durationMs: UInt64((NIODeadline.now() - started).nanoseconds / 1_000_000), reason: reason,
@@ -70,7 +80,8 @@ extension EgressFilter {
         let question = message.questions[0]
         guard takeDNSToken(sandbox) else {
             update(sandbox) { $0.dnsRefused += 1 }
-            record(.denied, sandbox, question, "DNS rate limit: \(policy.policy.dnsQueriesPerSecond) queries per second")
+            record(
+                .denied, sandbox, question, "DNS rate limit: \(policy.policy.dnsQueriesPerSecond) queries per second")
             return loop.makeSucceededFuture(reply(.refused, questions: [question]))
         }
         guard question.qclass == DNSMessage.classIN else {
@@ -142,7 +153,9 @@ final class DNSUDPServerHandler: ChannelInboundHandler {
         filter.answer(Array(envelope.data.readableBytesView), from: source, transport: .udp, on: context.eventLoop)
             .whenSuccess { reply in
                 guard let reply else { return }
-                channel.writeAndFlush(AddressedEnvelope(remoteAddress: remote, data: channel.allocator.buffer(bytes: reply)), promise: nil)
+                channel.writeAndFlush(
+                    AddressedEnvelope(remoteAddress: remote, data: channel.allocator.buffer(bytes: reply)), promise: nil
+                )
             }
     }
 
@@ -173,14 +186,16 @@ final class DNSTCPServerHandler: ChannelInboundHandler {
             return
         }
         let channel = context.channel
-        filter.answer(Array(unwrapInboundIn(data).readableBytesView), from: source, transport: .tcp, on: context.eventLoop)
-            .whenSuccess { reply in
-                guard let reply else { return }
-                var buffer = channel.allocator.buffer(capacity: reply.count + 2)
-                buffer.writeInteger(UInt16(reply.count))
-                buffer.writeBytes(reply)
-                channel.writeAndFlush(buffer, promise: nil)
-            }
+        filter.answer(
+            Array(unwrapInboundIn(data).readableBytesView), from: source, transport: .tcp, on: context.eventLoop
+        )
+        .whenSuccess { reply in
+            guard let reply else { return }
+            var buffer = channel.allocator.buffer(capacity: reply.count + 2)
+            buffer.writeInteger(UInt16(reply.count))
+            buffer.writeBytes(reply)
+            channel.writeAndFlush(buffer, promise: nil)
+        }
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {

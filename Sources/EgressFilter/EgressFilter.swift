@@ -38,7 +38,9 @@ public final class EgressFilter: Sendable {
             throw EgressFilterError.invalidAddress(field: "listenAddress", value: configuration.listenAddress)
         }
         self.configuration = configuration
-        self.allowedRanges = try configuration.allowedPrivateRanges.map { text throws(EgressFilterError) in try CIDR(text) }
+        self.allowedRanges = try configuration.allowedPrivateRanges.map { text throws(EgressFilterError) in
+            try CIDR(text)
+        }
         self.resolver = UpstreamResolver(
             servers: try UpstreamResolver.parse(configuration.upstreamDNS),
             timeout: .milliseconds(Int64(configuration.upstreamTimeout * 1000)))
@@ -80,7 +82,8 @@ public final class EgressFilter: Sendable {
                 .childChannelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
                         let sync = channel.pipeline.syncOperations
-                        try sync.addHandler(IdleStateHandler(readTimeout: .seconds(Int64(max(1, self.configuration.sniffTimeout)))))
+                        try sync.addHandler(
+                            IdleStateHandler(readTimeout: .seconds(Int64(max(1, self.configuration.sniffTimeout)))))
                         try sync.addHandler(ByteToMessageHandler(DNSLengthFrameDecoder()))
                         try sync.addHandler(DNSTCPServerHandler(filter: self))
                     }

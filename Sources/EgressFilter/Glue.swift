@@ -18,7 +18,9 @@ final class GlueHandler: ChannelDuplexHandler {
 
     private init(onRead: @escaping (Int) -> Void) { self.onRead = onRead }
 
-    static func matchedPair(firstRead: @escaping (Int) -> Void, secondRead: @escaping (Int) -> Void) -> (GlueHandler, GlueHandler) {
+    static func matchedPair(firstRead: @escaping (Int) -> Void, secondRead: @escaping (Int) -> Void) -> (
+        GlueHandler, GlueHandler
+    ) {
         let first = GlueHandler(onRead: firstRead)
         let second = GlueHandler(onRead: secondRead)
         first.partner = second

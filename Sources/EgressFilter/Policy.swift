@@ -53,7 +53,8 @@ public enum EgressFilterError: Error, Equatable, CustomStringConvertible {
         case .sourceInUse(let source, let sandbox): "source \(source) is already registered for sandbox \(sandbox)"
         case .sandboxInUse(let s): "sandbox \(s) is already registered"
         case .noUpstreamDNS(let why): "no upstream DNS server: \(why)"
-        case .bind(let address, let port, let what, let reason): "egress filter \(what) cannot bind \(address):\(port): \(reason)"
+        case .bind(let address, let port, let what, let reason):
+            "egress filter \(what) cannot bind \(address):\(port): \(reason)"
         case .notStarted: "egress filter not started"
         }
     }
@@ -68,7 +69,9 @@ struct CompiledPolicy: Sendable {
 
     init(_ policy: EgressPolicy) throws(EgressFilterError) {
         self.policy = policy
-        guard policy.maxConnections >= 1 else { throw .invalidLimit(field: "maxConnections", value: policy.maxConnections) }
+        guard policy.maxConnections >= 1 else {
+            throw .invalidLimit(field: "maxConnections", value: policy.maxConnections)
+        }
         guard policy.dnsQueriesPerSecond >= 1 else {
             throw .invalidLimit(field: "dnsQueriesPerSecond", value: policy.dnsQueriesPerSecond)
         }
@@ -120,7 +123,9 @@ enum HostName {
         guard !name.isEmpty, name.utf8.count <= 253 else { return nil }
         for label in name.split(separator: ".", omittingEmptySubsequences: false) {
             guard !label.isEmpty, label.utf8.count <= 63, !label.hasPrefix("-"), !label.hasSuffix("-"),
-                label.utf8.allSatisfy({ ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2D || $0 == 0x5F })
+                label.utf8.allSatisfy({
+                    ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2D || $0 == 0x5F
+                })
             else { return nil }
         }
         if IPAddress(name) != nil { return nil }

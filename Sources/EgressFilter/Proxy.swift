@@ -1,13 +1,14 @@
-#if canImport(Glibc)
-    import Glibc
-#elseif canImport(Musl)
-    import Musl
-#endif
 import NIOCore
 import NIOEmbedded
 import NIOHTTP1
 import NIOPosix
 import NIOTLS
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#endif
 
 /// One proxied connection from a sandbox, from accept to close.
 ///
@@ -43,12 +44,17 @@ final class ProxyConnection: ChannelInboundHandler {
     var bytesOut: UInt64 = 0
     var bytesIn: UInt64 = 0
     var upstream: Channel?
+    /// A request head was read: denials answer 403 (HTTP only).
+    var sawHead = false
     var timer: Scheduled<Void>?
     weak var context: ChannelHandlerContext?
 
     var port: Int { kind == .tls ? 443 : 80 }
 
-    init(filter: EgressFilter, kind: EgressRecord.NetworkProtocol, sandbox: String, policy: CompiledPolicy, source: IPAddress) {
+    init(
+        filter: EgressFilter, kind: EgressRecord.NetworkProtocol, sandbox: String, policy: CompiledPolicy,
+        source: IPAddress
+    ) {
         self.filter = filter
         self.kind = kind
         self.sandbox = sandbox
@@ -90,7 +96,9 @@ final class ProxyConnection: ChannelInboundHandler {
                     SNIHandler { result in
                         switch result {
                         case .hostname(let name): bound.value.sniffed(name: name, head: nil, failure: nil)
-                        case .fallback: bound.value.sniffed(name: nil, head: nil, failure: "no server name (SNI) in the ClientHello")
+                        case .fallback:
+                            bound.value.sniffed(
+                                name: nil, head: nil, failure: "no server name (SNI) in the ClientHello")
                         }
                         return channel.eventLoop.makeSucceededVoidFuture()
                     }))
@@ -111,7 +119,9 @@ final class ProxyConnection: ChannelInboundHandler {
             future.whenSuccess { address in
                 var raw = address.sin_addr
                 let bytes = withUnsafeBytes(of: &raw) { Array($0) }
-                if let ip = IPAddress(bytes: bytes) { bound.value.originalDestination = (ip, UInt16(bigEndian: address.sin_port)) }
+                if let ip = IPAddress(bytes: bytes) {
+                    bound.value.originalDestination = (ip, UInt16(bigEndian: address.sin_port))
+                }
             }
         }
         let timeout = filter.configuration.sniffTimeout
@@ -149,6 +159,7 @@ final class ProxyConnection: ChannelInboundHandler {
     func sniffed(name rawName: String?, head: HTTPRequestHead?, failure: String?) {
         guard phase == .sniffing, let context else { return }
         timer?.cancel()
+        sawHead = head != nil
         phase = .deciding
         context.channel.setOption(ChannelOptions.autoRead, value: false).whenFailure { _ in }
         let name = rawName.flatMap(HostName.normalize)
@@ -161,9 +172,11 @@ final class ProxyConnection: ChannelInboundHandler {
                 switch result {
                 case .failure(let error): connection.deny("resolving \(name) failed: \(error)")
                 case .success(let (usable, refused)):
-                    guard let address = usable.first, let target = try? SocketAddress(ipAddress: address.description, port: connection.port)
+                    guard let address = usable.first,
+                        let target = try? SocketAddress(ipAddress: address.description, port: connection.port)
                     else {
-                        connection.deny(refused.first.map { "resolved address refused: \($0)" } ?? "\(name) has no address")
+                        connection.deny(
+                            refused.first.map { "resolved address refused: \($0)" } ?? "\(name) has no address")
                         return
                     }
                     connection.connect(to: target, reason: "domain rule")
@@ -181,8 +194,7 @@ final class ProxyConnection: ChannelInboundHandler {
             }
             return
         }
-        let why = failure ?? "name not allowed"
-        deny(why, httpStatus: head != nil)
+        deny(failure ?? "name not allowed")
     }
 
     func connect(to target: SocketAddress, reason: String) {
@@ -232,13 +244,13 @@ final class ProxyConnection: ChannelInboundHandler {
         context.channel.setOption(ChannelOptions.autoRead, value: true).whenFailure { _ in }
     }
 
-    func deny(_ why: String, httpStatus: Bool = false) {
+    func deny(_ why: String) {
         guard phase != .closed, phase != .spliced, let context else { return }
         phase = .closed
         timer?.cancel()
         filter.update(sandbox) { $0.deniedConnections += 1 }
         filter.emit(record(.denied, why))
-        if httpStatus, kind == .http {
+        if sawHead, kind == .http {
             let body = "egress denied: \(domain ?? "?"): \(why)\n"
             let response =
                 "HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n"
@@ -257,7 +269,8 @@ final class ProxyConnection: ChannelInboundHandler {
             event: event, sandbox: sandbox, domain: domain, destinationAddress: destination?.ipAddress,
             destinationPort: destination?.port.map(UInt16.init) ?? UInt16(port),
             originalDestination: originalDestination.map { "\($0.0):\($0.1)" }, networkProtocol: kind, queryType: nil,
-            bytesOut: bytesOut, bytesIn: bytesIn, durationMs: UInt64((NIODeadline.now() - accepted).nanoseconds / 1_000_000),
+            bytesOut: bytesOut, bytesIn: bytesIn,
+            durationMs: UInt64((NIODeadline.now() - accepted).nanoseconds / 1_000_000),
             reason: reason, source: source.description)
     }
 
@@ -279,7 +292,9 @@ final class ProxyConnection: ChannelInboundHandler {
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let event = event as? ChannelEvent, case .inputClosed = event, phase != .spliced {
             inputClosed = true
-            if phase == .sniffing { deny("connection closed before the \(kind == .tls ? "ClientHello" : "request head")") }
+            if phase == .sniffing {
+                deny("connection closed before the \(kind == .tls ? "ClientHello" : "request head")")
+            }
             return
         }
         context.fireUserInboundEventTriggered(event)
@@ -329,7 +344,8 @@ final class HTTPHeadSniffer: ChannelInboundHandler, RemovableChannelHandler {
     init(maxHead: Int, onHead: @escaping (Result<HTTPRequestHead, Failure>) -> Void) {
         self.maxHead = maxHead
         self.onHead = onHead
-        self.parser = EmbeddedChannel(handler: ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes)))
+        self.parser = EmbeddedChannel(
+            handler: ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes)))
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {

@@ -69,7 +69,8 @@ struct UpstreamResolver: Sendable {
             }
             let server = servers[index]
             return queryUDP(name: name, type: type, server: server, on: loop).flatMap { message in
-                message.isTruncated ? queryTCP(name: name, type: type, server: server, on: loop) : loop.makeSucceededFuture(message)
+                message.isTruncated
+                    ? queryTCP(name: name, type: type, server: server, on: loop) : loop.makeSucceededFuture(message)
             }.flatMapError { error in attempt(index + 1, error) }
         }
         return attempt(0, nil)
@@ -82,7 +83,9 @@ struct UpstreamResolver: Sendable {
         return (message, bytes)
     }
 
-    private func queryUDP(name: String, type: UInt16, server: SocketAddress, on loop: EventLoop) -> EventLoopFuture<DNSMessage> {
+    private func queryUDP(name: String, type: UInt16, server: SocketAddress, on loop: EventLoop) -> EventLoopFuture<
+        DNSMessage
+    > {
         guard let (message, bytes) = request(name: name, type: type) else {
             return loop.makeFailedFuture(UpstreamError(description: "name \(name) not encodable"))
         }
@@ -101,10 +104,13 @@ struct UpstreamResolver: Sendable {
                 switch result {
                 case .failure(let error): promise.fail(error)
                 case .success(let channel):
-                    let envelope = AddressedEnvelope(remoteAddress: server, data: channel.allocator.buffer(bytes: bytes))
+                    let envelope = AddressedEnvelope(
+                        remoteAddress: server, data: channel.allocator.buffer(bytes: bytes))
                     channel.writeAndFlush(envelope).whenFailure { promise.fail($0) }
                     let timer = loop.scheduleTask(in: timeout) {
-                        promise.fail(UpstreamError(description: "no answer from \(server) within \(timeout.nanoseconds / 1_000_000) ms"))
+                        promise.fail(
+                            UpstreamError(
+                                description: "no answer from \(server) within \(timeout.nanoseconds / 1_000_000) ms"))
                     }
                     promise.futureResult.whenComplete { _ in
                         timer.cancel()
@@ -115,7 +121,9 @@ struct UpstreamResolver: Sendable {
         return promise.futureResult
     }
 
-    private func queryTCP(name: String, type: UInt16, server: SocketAddress, on loop: EventLoop) -> EventLoopFuture<DNSMessage> {
+    private func queryTCP(name: String, type: UInt16, server: SocketAddress, on loop: EventLoop) -> EventLoopFuture<
+        DNSMessage
+    > {
         guard let (message, bytes) = request(name: name, type: type) else {
             return loop.makeFailedFuture(UpstreamError(description: "name \(name) not encodable"))
         }
@@ -140,7 +148,10 @@ struct UpstreamResolver: Sendable {
                     buffer.writeBytes(bytes)
                     channel.writeAndFlush(buffer).whenFailure { promise.fail($0) }
                     let timer = loop.scheduleTask(in: timeout) {
-                        promise.fail(UpstreamError(description: "no TCP answer from \(server) within \(timeout.nanoseconds / 1_000_000) ms"))
+                        promise.fail(
+                            UpstreamError(
+                                description: "no TCP answer from \(server) within \(timeout.nanoseconds / 1_000_000) ms"
+                            ))
                     }
                     promise.futureResult.whenComplete { _ in
                         timer.cancel()

@@ -21,15 +21,20 @@ import Testing
         }
         #expect(throws: EgressFilterError.self) { try CompiledPolicy(EgressPolicy(rules: [.domain("a.*.com")])) }
         #expect(throws: EgressFilterError.self) { try CompiledPolicy(EgressPolicy(rules: [.domain("10.0.0.1")])) }
-        #expect(throws: EgressFilterError.self) { try CompiledPolicy(EgressPolicy(rules: [.cidr("10.0.0.1/8", ports: nil)])) }
-        #expect(throws: EgressFilterError.self) { try CompiledPolicy(EgressPolicy(rules: [.cidr("10.0.0.0/33", ports: nil)])) }
+        #expect(throws: EgressFilterError.self) {
+            try CompiledPolicy(EgressPolicy(rules: [.cidr("10.0.0.1/8", ports: nil)]))
+        }
+        #expect(throws: EgressFilterError.self) {
+            try CompiledPolicy(EgressPolicy(rules: [.cidr("10.0.0.0/33", ports: nil)]))
+        }
         #expect(throws: EgressFilterError.invalidLimit(field: "maxConnections", value: 0)) {
             try CompiledPolicy(EgressPolicy(rules: [], maxConnections: 0))
         }
     }
 
     @Test func cidrRulesMatchAddressAndPorts() throws {
-        let policy = try CompiledPolicy(EgressPolicy(rules: [.cidr("198.18.0.0/15", ports: [5432]), .cidr("2001:db8::/32", ports: nil)]))
+        let policy = try CompiledPolicy(
+            EgressPolicy(rules: [.cidr("198.18.0.0/15", ports: [5432]), .cidr("2001:db8::/32", ports: nil)]))
         #expect(policy.allows(address: IPAddress("198.19.255.1")!, port: 5432))
         #expect(!policy.allows(address: IPAddress("198.19.255.1")!, port: 80))
         #expect(!policy.allows(address: IPAddress("198.20.0.1")!, port: 5432))
@@ -64,7 +69,11 @@ import Testing
     }
 
     @Test func upstreamPrecedenceAndParsing() throws {
-        #expect(try EgressFilterConfiguration.upstreamDNS(environment: ["SAFESPACE_UPSTREAM_DNS": "198.18.0.53:5353, 1.1.1.1"], nodeConfig: ["9.9.9.9"]) == ["198.18.0.53:5353", "1.1.1.1"])
+        #expect(
+            try EgressFilterConfiguration.upstreamDNS(
+                environment: ["SAFESPACE_UPSTREAM_DNS": "198.18.0.53:5353, 1.1.1.1"], nodeConfig: ["9.9.9.9"]) == [
+                    "198.18.0.53:5353", "1.1.1.1",
+                ])
         #expect(try EgressFilterConfiguration.upstreamDNS(environment: [:], nodeConfig: ["9.9.9.9"]) == ["9.9.9.9"])
         let servers = try UpstreamResolver.parse(["198.18.0.53:5353", "1.1.1.1", "[2001:db8::1]:53"])
         #expect(servers.map(\.port) == [5353, 53, 53])
