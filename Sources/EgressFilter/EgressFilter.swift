@@ -23,7 +23,20 @@ public final class EgressFilter: Sendable {
         var refilled: NIODeadline
     }
 
+    /// A name the proxy resolved, until its TTL (capped at `maxCacheSeconds`) runs out.
+    struct CachedResolution {
+        var usable: [IPAddress]
+        var refused: [String]
+        var expires: NIODeadline
+    }
+
+    /// Seconds a resolution is reused at most, whatever the records' TTL.
+    static let maxCacheSeconds: UInt32 = 300
+    /// Names cached at most (expired ones are dropped first, then all when still full).
+    static let maxCacheEntries = 4096
+
     struct State {
+        var resolutions: [String: CachedResolution] = [:]
         var bySource: [IPAddress: String] = [:]
         var sandboxes: [String: SandboxEntry] = [:]
         var channels: [Channel] = []
@@ -107,12 +120,19 @@ public final class EgressFilter: Sendable {
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .serverChannelOption(.backlog, value: 256)
             .childChannelOption(.allowRemoteHalfClosure, value: true)
+            .childChannelOption(.recvAllocator, value: Self.receiveAllocator)
+            .childChannelOption(.writeBufferWaterMark, value: Self.waterMark)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try ProxyConnection.install(on: channel, kind: kind, filter: self)
                 }
             }
     }
+
+    /// Reads of up to 256 KiB and up to 1 MiB queued per direction before reads pause: the
+    /// splice's buffers (bytes).
+    static let receiveAllocator = AdaptiveRecvByteBufferAllocator(minimum: 2048, initial: 65536, maximum: 262_144)
+    static let waterMark = ChannelOptions.Types.WriteBufferWaterMark(low: 262_144, high: 1_048_576)
 
     /// Starts filtering for a sandbox whose packets come from `source` (its IPv4 address on
     /// its veth). - Throws: `EgressFilterError` for a bad source, rule or limit, a source or
@@ -215,12 +235,34 @@ public final class EgressFilter: Sendable {
     /// The addresses `name` resolves to through the upstream servers that the filter may
     /// dial: A records first, then AAAA; addresses that are not global (and not in
     /// `allowedPrivateRanges`) are left out. - Returns: the usable addresses and the refusals.
+    /// Answers with usable addresses are cached for their smallest TTL (RFC 1035 §3.2.1),
+    /// at most `maxCacheSeconds`; failures and empty answers are not.
     func resolve(_ name: String, on loop: EventLoop) -> EventLoopFuture<(usable: [IPAddress], refused: [String])> {
-        resolver.query(name: name, type: DNSMessage.typeA, on: loop).flatMap { reply in
+        let now = NIODeadline.now()
+        if let cached = state.withLock({ $0.resolutions[name] }), cached.expires > now {
+            return loop.makeSucceededFuture((cached.usable, cached.refused))
+        }
+        @Sendable func remember(_ usable: [IPAddress], _ refused: [String], _ reply: DNSMessage) {
+            let ttl = min(reply.answers.map(\.ttl).min() ?? 0, Self.maxCacheSeconds)
+            guard !usable.isEmpty, ttl > 0 else { return }
+            state.withLock { state in
+                if state.resolutions.count >= Self.maxCacheEntries {
+                    state.resolutions = state.resolutions.filter { $0.value.expires > now }
+                    if state.resolutions.count >= Self.maxCacheEntries { state.resolutions = [:] }
+                }
+                state.resolutions[name] = CachedResolution(
+                    usable: usable, refused: refused, expires: now + .seconds(Int64(ttl)))
+            }
+        }
+        return resolver.query(name: name, type: DNSMessage.typeA, on: loop).flatMap { reply in
             let (usable, refused) = self.addresses(in: reply, for: name)
-            if !usable.isEmpty { return loop.makeSucceededFuture((usable, refused)) }
+            if !usable.isEmpty {
+                remember(usable, refused, reply)
+                return loop.makeSucceededFuture((usable, refused))
+            }
             return self.resolver.query(name: name, type: DNSMessage.typeAAAA, on: loop).map { reply6 in
                 let (usable6, refused6) = self.addresses(in: reply6, for: name)
+                remember(usable6, refused + refused6, reply6)
                 return (usable6, refused + refused6)
             }
         }

@@ -206,6 +206,8 @@ final class ProxyConnection: ChannelInboundHandler {
         ClientBootstrap(group: loop)
             .connectTimeout(.milliseconds(Int64(filter.configuration.connectTimeout * 1000)))
             .channelOption(.allowRemoteHalfClosure, value: true)
+            .channelOption(.recvAllocator, value: EgressFilter.receiveAllocator)
+            .channelOption(.writeBufferWaterMark, value: EgressFilter.waterMark)
             .connect(to: target)
             .whenComplete { result in
                 let connection = bound.value

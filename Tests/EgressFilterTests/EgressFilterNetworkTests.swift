@@ -153,6 +153,14 @@ import Testing
             let record = log.wait { $0.event == .denied && $0.domain == name && $0.networkProtocol == .http }
             #expect(record?.reason.contains("is not global") == true, "\(name): \(String(describing: record))")
         }
+        // A client that half-closes after its request still gets the whole response, and the
+        // connection is recorded when both sides are done.
+        r = try net.client(["http", net.decoyServer, "80", a, "www.wild.test", "shut"])
+        #expect(r.stdout.contains("hello from \(net.allowedServer) host=www.wild.test"), "\(r)")
+        let halfClosed = log.wait {
+            $0.event == .allowed && $0.domain == "www.wild.test" && $0.networkProtocol == .http
+        }
+        #expect((halfClosed?.bytesIn ?? 0) > 0, "\(String(describing: halfClosed))")
         // A name with a private and a global address goes to the global one.
         r = try net.client(["http", net.decoyServer, "80", a, "mixed.test"])
         #expect(r.stdout.contains("hello from \(net.allowedServer)"), "\(r)")

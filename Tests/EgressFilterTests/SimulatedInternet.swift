@@ -338,6 +338,8 @@ final class SimulatedInternet: @unchecked Sendable {
             host, port, source, header = sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
             s = sock(source); s.settimeout(15); s.connect((host, port))
             s.sendall(("GET / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % header).encode())
+            if len(sys.argv) > 6 and sys.argv[6] == "shut":
+                s.shutdown(socket.SHUT_WR)  # half-close: the response must still arrive
             data = b""
             try:
                 while True:
