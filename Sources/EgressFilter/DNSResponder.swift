@@ -19,9 +19,11 @@ import NIOPosix
 extension EgressFilter {
     enum Transport { case udp, tcp }
 
-    func answer(_ bytes: [UInt8], from source: IPAddress, transport: Transport, on loop: EventLoop) -> EventLoopFuture<
-        [UInt8]?
-    > {
+    func answer(
+        _ bytes: [UInt8], from source: IPAddress, at local: IPAddress?, transport: Transport, on loop: EventLoop
+    )
+        -> EventLoopFuture<[UInt8]?>
+    {
         let started = NIODeadline.now()
         guard let header = DNSMessage.header(bytes), header.flags & 0x8000 == 0 else {
             return loop.makeSucceededFuture(nil)
@@ -55,8 +57,8 @@ extension EgressFilter {
                     durationMs: UInt64((NIODeadline.now() - started).nanoseconds / 1_000_000), reason: reason,
                     source: source.description))
         }
-        guard let (sandbox, policy) = self.sandbox(for: source) else {
-            record(.denied, "", nil, "unknown source \(source)")
+        guard let (sandbox, policy) = self.sandbox(for: source, at: local) else {
+            record(.denied, "", nil, "unknown source \(source) (at \(local?.description ?? "?"))")
             return loop.makeSucceededFuture(reply(.refused))
         }
         let message: DNSMessage
@@ -150,13 +152,16 @@ final class DNSUDPServerHandler: ChannelInboundHandler {
         guard let ip = envelope.remoteAddress.ipAddress, let source = IPAddress(ip) else { return }
         let channel = context.channel
         let remote = envelope.remoteAddress
-        filter.answer(Array(envelope.data.readableBytesView), from: source, transport: .udp, on: context.eventLoop)
-            .whenSuccess { reply in
-                guard let reply else { return }
-                channel.writeAndFlush(
-                    AddressedEnvelope(remoteAddress: remote, data: channel.allocator.buffer(bytes: reply)), promise: nil
-                )
-            }
+        let local = envelope.metadata?.packetInfo?.destinationAddress.ipAddress.flatMap(IPAddress.init)
+        filter.answer(
+            Array(envelope.data.readableBytesView), from: source, at: local, transport: .udp, on: context.eventLoop
+        )
+        .whenSuccess { reply in
+            guard let reply else { return }
+            channel.writeAndFlush(
+                AddressedEnvelope(remoteAddress: remote, data: channel.allocator.buffer(bytes: reply)), promise: nil
+            )
+        }
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
@@ -174,7 +179,8 @@ final class DNSTCPServerHandler: ChannelInboundHandler {
 
     func channelActive(context: ChannelHandlerContext) {
         let source = context.channel.remoteAddress?.ipAddress.flatMap(IPAddress.init)
-        if source.flatMap(filter.sandbox(for:)) == nil {
+        let local = context.channel.localAddress?.ipAddress.flatMap(IPAddress.init)
+        if source.flatMap({ filter.sandbox(for: $0, at: local) }) == nil {
             context.close(promise: nil)
         }
         context.fireChannelActive()
@@ -187,7 +193,8 @@ final class DNSTCPServerHandler: ChannelInboundHandler {
         }
         let channel = context.channel
         filter.answer(
-            Array(unwrapInboundIn(data).readableBytesView), from: source, transport: .tcp, on: context.eventLoop
+            Array(unwrapInboundIn(data).readableBytesView), from: source,
+            at: context.channel.localAddress?.ipAddress.flatMap(IPAddress.init), transport: .tcp, on: context.eventLoop
         )
         .whenSuccess { reply in
             guard let reply else { return }

@@ -17,6 +17,8 @@ public final class EgressFilter: Sendable {
     struct SandboxEntry {
         var name: String
         var source: IPAddress
+        /// Where its connections and queries must arrive (the DNAT target), when given.
+        var hostAddress: IPAddress?
         var policy: CompiledPolicy
         var counters = EgressCounters()
         var tokens: Double
@@ -82,6 +84,7 @@ public final class EgressFilter: Sendable {
         let dnsPort = try await bound("DNS (udp)", configuration.dnsPort) {
             try await DatagramBootstrap(group: group)
                 .channelOption(.socketOption(.so_reuseaddr), value: 1)
+                .channelOption(.receivePacketInfo, value: true)  // IP_PKTINFO: the address a query arrived at
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
                         try channel.pipeline.syncOperations.addHandler(DNSUDPServerHandler(filter: self))
@@ -135,11 +138,22 @@ public final class EgressFilter: Sendable {
     static let waterMark = ChannelOptions.Types.WriteBufferWaterMark(low: 262_144, high: 1_048_576)
 
     /// Starts filtering for a sandbox whose packets come from `source` (its IPv4 address on
-    /// its veth). - Throws: `EgressFilterError` for a bad source, rule or limit, a source or
-    /// sandbox name already registered.
-    public func register(sandbox: String, source: String, policy: EgressPolicy) throws {
+    /// its veth). `hostAddress`: the local address its traffic is DNATed to (the host side of
+    /// its veth); when given, a connection or query from `source` that arrives at another
+    /// local address is refused, so a filter bound to 0.0.0.0 serves a source only on its own
+    /// veth (an address from another interface is not taken for the sandbox's).
+    /// - Throws: `EgressFilterError` for a bad source, host address, rule or limit, a source
+    ///   or sandbox name already registered.
+    public func register(sandbox: String, source: String, policy: EgressPolicy, hostAddress: String? = nil) throws {
         guard let address = IPAddress(source), address.isIPv4 else {
             throw EgressFilterError.invalidAddress(field: "source", value: source)
+        }
+        var host: IPAddress?
+        if let hostAddress {
+            guard let parsed = IPAddress(hostAddress), parsed.isIPv4 else {
+                throw EgressFilterError.invalidAddress(field: "hostAddress", value: hostAddress)
+            }
+            host = parsed
         }
         let compiled = try CompiledPolicy(policy)
         try state.withLock { state throws(EgressFilterError) in
@@ -147,19 +161,18 @@ public final class EgressFilter: Sendable {
             if state.sandboxes[sandbox] != nil { throw .sandboxInUse(sandbox) }
             state.bySource[address] = sandbox
             state.sandboxes[sandbox] = SandboxEntry(
-                name: sandbox, source: address, policy: compiled, tokens: Double(policy.dnsQueriesPerSecond),
+                name: sandbox, source: address, hostAddress: host, policy: compiled,
+                tokens: Double(policy.dnsQueriesPerSecond),
                 refilled: .now())
         }
     }
 
-    /// Stops filtering for a sandbox: its source becomes unknown (refused). Connections open
-    /// now run to their end. - Returns: its counters, nil when it was not registered.
-    @discardableResult
-    public func unregister(sandbox: String) -> EgressCounters? {
+    /// Stops filtering for a sandbox: its source becomes unknown (refused), its counters are
+    /// dropped (read them first). Connections open now run to their end.
+    public func unregister(sandbox: String) {
         state.withLock { state in
-            guard let entry = state.sandboxes.removeValue(forKey: sandbox) else { return nil }
+            guard let entry = state.sandboxes.removeValue(forKey: sandbox) else { return }
             state.bySource.removeValue(forKey: entry.source)
-            return entry.counters
         }
     }
 
@@ -181,10 +194,12 @@ public final class EgressFilter: Sendable {
 
     // MARK: - Shared by the DNS responder and the proxy
 
-    /// The sandbox sending from `source`, or nil.
-    func sandbox(for source: IPAddress) -> (name: String, policy: CompiledPolicy)? {
+    /// The sandbox sending from `source` to `local`, or nil (unknown source, or arrived at
+    /// another address than its registered host address; `local` nil: not known).
+    func sandbox(for source: IPAddress, at local: IPAddress?) -> (name: String, policy: CompiledPolicy)? {
         state.withLock { state in
             guard let name = state.bySource[source], let entry = state.sandboxes[name] else { return nil }
+            if let expected = entry.hostAddress, local != expected { return nil }
             return (name, entry.policy)
         }
     }

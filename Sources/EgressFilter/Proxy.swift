@@ -75,8 +75,9 @@ final class ProxyConnection: ChannelInboundHandler {
                     source: source?.description ?? "?"))
             channel.close(promise: nil)
         }
-        guard let source, let (sandbox, policy) = filter.sandbox(for: source) else {
-            refuse("", "unknown source \(source?.description ?? "?")")
+        let local = channel.localAddress?.ipAddress.flatMap(IPAddress.init)
+        guard let source, let (sandbox, policy) = filter.sandbox(for: source, at: local) else {
+            refuse("", "unknown source \(source?.description ?? "?") (at \(local?.description ?? "?"))")
             return
         }
         if let refusal = filter.acquireConnection(sandbox) {

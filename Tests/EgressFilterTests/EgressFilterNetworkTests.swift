@@ -16,7 +16,7 @@ import Testing
         do {
             try net.up()
             var configuration = EgressFilterConfiguration(
-                listenAddress: net.hostAddress, upstreamDNS: ["\(net.dnsServer):53"],
+                listenAddress: "0.0.0.0", upstreamDNS: ["\(net.dnsServer):53"],
                 allowedPrivateRanges: ["198.18.0.0/15"], record: { log.append($0) })
             configuration.sniffTimeout = 3
             let started = try EgressFilter(configuration: configuration)
@@ -32,7 +32,7 @@ import Testing
                         .domain("allowed.test"), .domain("*.wild.test"), .domain("alias.test"),
                         .domain("rebind-lo.test"), .domain("rebind-private.test"), .domain("metadata.test"),
                         .domain("mixed.test"), .cidr("\(net.cidrServer)/32", ports: [80]),
-                    ], maxConnections: 64, dnsQueriesPerSecond: 1000))
+                    ], maxConnections: 64, dnsQueriesPerSecond: 1000), hostAddress: net.hostAddress)
             try started.register(
                 sandbox: "sbx-b", source: net.secondAddress,
                 policy: EgressPolicy(rules: [.domain("allowed.test")], maxConnections: 2, dnsQueriesPerSecond: 5))
@@ -210,8 +210,23 @@ import Testing
         #expect(
             countersA.bytesIn > 0 && countersA.bytesOut > 0 && countersA.dnsAnswered > 0 && countersA.dnsRefused > 0)
         // Unregistered: its source is unknown from now on.
-        #expect(filter.unregister(sandbox: "sbx-b") != nil)
+        filter.unregister(sandbox: "sbx-b")
+        #expect(filter.counters(sandbox: "sbx-b") == EgressCounters())
         r = try net.client(["dns", net.hostAddress, "allowed.test", "1", b])
         #expect(r.stdout.contains("rcode=5"), "\(r)")
+
+        // The filter listens on 0.0.0.0: a source registered with another host address (as if
+        // its veth were elsewhere) is refused when its traffic arrives at this veth's address.
+        try filter.register(
+            sandbox: "sbx-c", source: net.unknownAddress, policy: EgressPolicy(rules: [.domain("allowed.test")]),
+            hostAddress: "198.18.\(net.k).1")
+        r = try net.client(["dns", net.hostAddress, "allowed.test", "1", net.unknownAddress])
+        #expect(r.stdout.contains("rcode=5"), "\(r)")
+        r = try net.client(["dns", net.hostAddress, "allowed.test", "1", net.unknownAddress, "tcp"])
+        #expect(!r.stdout.contains("rcode=0"), "\(r)")
+        r = try net.client(["http", net.allowedServer, "80", net.unknownAddress, "allowed.test"])
+        #expect(r.stdout.contains("closed"), "\(r)")
+        #expect(log.wait { $0.networkProtocol == .http && $0.reason.contains("(at \(net.hostAddress))") } != nil)
+        #expect(filter.counters(sandbox: "sbx-c") == EgressCounters())
     }
 }
