@@ -82,3 +82,39 @@ import Testing
         #expect(throws: EgressFilterError.self) { try UpstreamResolver.parse([]) }
     }
 }
+
+@Suite struct RecordTests {
+    func record(_ event: EgressRecord.Event, _ domain: String?, sandbox: String = "s", original: String? = nil)
+        -> EgressRecord
+    {
+        EgressRecord(
+            event: event, sandbox: sandbox, domain: domain, destinationAddress: "1.2.3.4", destinationPort: 443,
+            originalDestination: original, networkProtocol: .tls, queryType: nil, bytesOut: 10, bytesIn: 20,
+            durationMs: 3,
+            reason: "r", source: "100.64.0.2")
+    }
+
+    @Test func auditFieldsNameEveryField() {
+        let fields = record(.allowed, "pypi.org", original: "9.9.9.9:443").auditFields
+        #expect(
+            fields == [
+                "event": "network.allowed", "sandbox": "s", "source": "100.64.0.2", "protocol": "tls",
+                "domain": "pypi.org",
+                "destination": "1.2.3.4", "port": "443", "original_destination": "9.9.9.9:443", "bytes_out": "10",
+                "bytes_in": "20", "duration_ms": "3", "reason": "r",
+            ])
+        #expect(record(.denied, nil).auditFields["domain"] == nil)
+    }
+
+    @Test func denialSummaryCountsThisSandboxesDenials() {
+        let summary = EgressDenialSummary(sandbox: "s")
+        #expect(summary.line() == nil)
+        summary.add(record(.denied, "evil.example"))
+        summary.add(record(.denied, "evil.example"))
+        summary.add(record(.denied, nil, original: "10.0.0.1:443"))
+        summary.add(record(.allowed, "pypi.org"))
+        summary.add(record(.denied, "other.example", sandbox: "t"))
+        #expect(summary.line() == "egress denied: 2 x evil.example, 1 x 10.0.0.1:443")
+        #expect(summary.line(limit: 1) == "egress denied: 2 x evil.example, and 1 more")
+    }
+}
