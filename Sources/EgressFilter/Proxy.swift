@@ -46,6 +46,9 @@ final class ProxyConnection: ChannelInboundHandler {
     var upstream: Channel?
     /// A request head was read: denials answer 403 (HTTP only).
     var sawHead = false
+    /// HTTP by a domain rule: every later request head on the connection (keep-alive,
+    /// pipelining) is parsed too and must name the same host, or the connection is closed.
+    var followUp: EmbeddedChannel?
     var timer: Scheduled<Void>?
     weak var context: ChannelHandlerContext?
 
@@ -238,13 +241,56 @@ final class ProxyConnection: ChannelInboundHandler {
             deny("splicing failed: \(error)")
             return
         }
+        if kind == .http, reason == "domain rule" {
+            followUp = EmbeddedChannel(
+                handler: ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes)))
+        }
         if let pending, pending.readableBytes > 0 {
+            if let violation = checkFollowUp(pending) {
+                refuseFollowUp(violation, context: context)
+                return
+            }
             bytesOut += UInt64(pending.readableBytes)
             upstream.writeAndFlush(pending, promise: nil)
         }
         pending = nil
         if inputClosed { upstream.close(mode: .output, promise: nil) }
         context.channel.setOption(ChannelOptions.autoRead, value: true).whenFailure { _ in }
+    }
+
+    /// Parses the sandbox's bytes of an HTTP connection for request heads (RFC 9112 §9.3):
+    /// - Returns: why the connection must close (another host, a target that is not
+    ///   origin-form, bytes that are not HTTP/1.1), nil while every head names `domain`.
+    ///   After an Upgrade the parser stops (the rest is dropped by it), as the server does.
+    func checkFollowUp(_ buffer: ByteBuffer) -> String? {
+        guard let parser = followUp else { return nil }
+        do {
+            try parser.writeInbound(buffer)
+            while let part = try parser.readInbound(as: HTTPServerRequestPart.self) {
+                guard case .head(let head) = part else { continue }
+                let hosts = head.headers["host"]
+                guard hosts.count == 1, let host = HostName.fromHostHeader(hosts[0]), host == domain else {
+                    return
+                        "a later request on the connection names another Host: \(hosts.joined(separator: ",").prefix(100))"
+                }
+                guard head.uri.hasPrefix("/") || (head.uri == "*" && head.method == .OPTIONS) else {
+                    return "a later request target \"\(head.uri.prefix(100))\" is not origin-form"
+                }
+            }
+        } catch {
+            return "malformed HTTP on the connection: \(error)"
+        }
+        return nil
+    }
+
+    /// Closes a spliced connection whose later request broke the rule; a `network.denied`
+    /// record now, the connection's `network.allowed` (bytes so far) when it closes.
+    func refuseFollowUp(_ why: String, context: ChannelHandlerContext) {
+        _ = try? followUp?.finish()
+        followUp = nil
+        filter.update(sandbox) { $0.deniedConnections += 1 }
+        filter.emit(record(.denied, why))
+        context.close(promise: nil)
     }
 
     func deny(_ why: String) {
@@ -281,6 +327,10 @@ final class ProxyConnection: ChannelInboundHandler {
         let buffer = unwrapInboundIn(data)
         switch phase {
         case .spliced:
+            if let violation = checkFollowUp(buffer) {
+                refuseFollowUp(violation, context: context)
+                return
+            }
             bytesOut += UInt64(buffer.readableBytes)
             context.fireChannelRead(data)
         case .sniffing, .deciding:
@@ -305,6 +355,8 @@ final class ProxyConnection: ChannelInboundHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         timer?.cancel()
+        _ = try? followUp?.finish()
+        followUp = nil
         if phase == .spliced {
             phase = .closed
             let (out, into) = (bytesOut, bytesIn)

@@ -133,6 +133,20 @@ import Testing
         let tlsDenied = log.wait { $0.event == .denied && $0.networkProtocol == .tls && $0.domain == "denied.test" }
         #expect(tlsDenied?.originalDestination == "\(net.decoyServer):443" && tlsDenied?.reason == "name not allowed")
 
+        // Keep-alive: a second request on the same connection naming another host is not
+        // passed on (the decoy, or any other host of the resolved server, would get it);
+        // the same host is.
+        r = try net.client(["keepalive", net.decoyServer, "80", a, "allowed.test", "decoy.test"])
+        #expect(r.stdout.contains("first: HTTP/1.1 200") && r.stdout.contains("second: closed"), "\(r)")
+        let keptAlive = log.wait {
+            $0.event == .denied && $0.reason.hasPrefix("a later request on the connection names another Host")
+        }
+        #expect(keptAlive?.domain == "allowed.test" && keptAlive?.destinationAddress == net.allowedServer)
+        r = try net.client(["keepalive", net.decoyServer, "80", a, "allowed.test", "ALLOWED.test:80"])
+        #expect(r.stdout.contains("second: HTTP/1.1 200"), "\(r)")
+        let served = (try? String(contentsOfFile: net.dir + "/served.log", encoding: .utf8)) ?? ""
+        #expect(!served.contains("decoy.test"), "\(served)")
+
         // A ClientHello split over many segments (3 bytes, then 40-byte pieces).
         r = try net.client(["split", net.decoyServer, "443", a, "allowed.test", "40"])
         #expect(r.stdout.contains("hello from \(net.allowedServer) host=allowed.test"), "\(r)")

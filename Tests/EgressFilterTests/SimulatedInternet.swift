@@ -349,6 +349,27 @@ final class SimulatedInternet: @unchecked Sendable {
             except ConnectionResetError:
                 pass
             print(data.decode(errors="replace") if data else "closed")
+        elif cmd == "keepalive":  # keepalive HOST PORT SOURCE HOST1 HOST2: two requests, one connection
+            s = sock(sys.argv[4]); s.settimeout(15); s.connect((sys.argv[2], int(sys.argv[3])))
+            s.sendall(("GET / HTTP/1.1\r\nHost: %s\r\n\r\n" % sys.argv[5]).encode())
+            first = b""
+            while b"\r\n\r\n" not in first:
+                first += s.recv(65536)
+            head, body = first.split(b"\r\n\r\n", 1)
+            length = int([l.split(b":")[1] for l in head.split(b"\r\n") if l.lower().startswith(b"content-length")][0])
+            while len(body) < length:
+                body += s.recv(65536)
+            print("first:", head.decode(errors="replace").replace("\r\n", " "))
+            s.sendall(("GET / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % sys.argv[6]).encode())
+            data = b""
+            try:
+                while True:
+                    c = s.recv(65536)
+                    if not c: break
+                    data += c
+            except ConnectionResetError:
+                pass
+            print("second:", data.decode(errors="replace").replace("\r\n", " ") if data else "closed")
         elif cmd == "silent":  # silent HOST PORT SOURCE: connect, send nothing, wait for the close
             s = sock(sys.argv[4]); s.settimeout(60); s.connect((sys.argv[2], int(sys.argv[3])))
             try:
