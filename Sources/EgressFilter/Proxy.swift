@@ -367,6 +367,10 @@ final class ProxyConnection: ChannelInboundHandler {
             filter.emit(record(.allowed, reason))
         } else if phase == .sniffing {
             deny("connection closed before the \(kind == .tls ? "ClientHello" : "request head")")
+        } else if phase == .deciding {
+            phase = .closed
+            filter.update(sandbox) { $0.deniedConnections += 1 }
+            filter.emit(record(.denied, "closed by the sandbox while the filter was resolving or connecting"))
         }
         phase = .closed
         upstream?.close(promise: nil)

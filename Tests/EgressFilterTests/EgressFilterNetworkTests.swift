@@ -31,7 +31,7 @@ import Testing
                     rules: [
                         .domain("allowed.test"), .domain("*.wild.test"), .domain("alias.test"),
                         .domain("rebind-lo.test"), .domain("rebind-private.test"), .domain("metadata.test"),
-                        .domain("mixed.test"), .cidr("\(net.cidrServer)/32", ports: [80]),
+                        .domain("mixed.test"), .domain("big.test"), .cidr("\(net.cidrServer)/32", ports: [80]),
                     ], maxConnections: 64, dnsQueriesPerSecond: 1000), hostAddress: net.hostAddress)
             try started.register(
                 sandbox: "sbx-b", source: net.secondAddress,
@@ -71,6 +71,16 @@ import Testing
         #expect(r.stdout.contains("rcode=3"), "\(r)")
         let upstreamLog = (try? String(contentsOfFile: net.dir + "/dns.log", encoding: .utf8)) ?? ""
         #expect(!upstreamLog.contains("denied.test"), "\(upstreamLog)")
+        // An answer over 512 bytes: the upstream truncates it over UDP, the filter asks again
+        // over TCP (RFC 7766), and truncates its own UDP answer: the client gets all 40
+        // addresses over TCP.
+        r = try net.client(["dns", net.hostAddress, "big.test", "1", a])
+        #expect(r.stdout.contains("rcode=0 answers= tc=1"), "\(r)")
+        r = try net.client(["dns", net.hostAddress, "big.test", "1", a, "tcp"])
+        #expect(
+            r.stdout.contains("answers=198.18.\(net.k).100,") && r.stdout.contains("198.18.\(net.k).139 tc=0"), "\(r)")
+        let upstreamTCP = (try? String(contentsOfFile: net.dir + "/dns.log", encoding: .utf8)) ?? ""
+        #expect(upstreamTCP.contains("tcp"), "\(upstreamTCP)")
         // Other QTYPEs of an allowed name: NODATA, not forwarded.
         r = try net.client(["dns", net.hostAddress, "allowed.test", "16", a])
         #expect(r.stdout.contains("rcode=0 answers= "), "\(r)")

@@ -174,6 +174,7 @@ final class SimulatedInternet: @unchecked Sendable {
             "allowed.test": [net + "10"], "www.wild.test": [net + "10"], "decoy.test": [net + "20"],
             "denied.test": [net + "20"], "rebind-lo.test": ["127.0.0.1"], "rebind-private.test": ["10.0.0.1"],
             "metadata.test": ["169.254.169.254"], "mixed.test": ["10.0.0.1", net + "10"],
+            "big.test": [net + str(100 + i) for i in range(40)],  # 40 A records: over 512 bytes
         }
         CNAME = {"alias.test": "allowed.test"}
         lock = threading.Lock()
@@ -209,9 +210,28 @@ final class SimulatedInternet: @unchecked Sendable {
             while True:
                 q, peer = s.recvfrom(4096)
                 try:
-                    s.sendto(answer(q), peer)
+                    r = answer(q)
+                    if len(r) > 512:  # RFC 1035 4.2.1: truncated, TC set; the client asks over TCP
+                        r = struct.pack("!HHHHHH", struct.unpack("!H", r[:2])[0], 0x8380, 1, 0, 0, 0) + q[12:]
+                    s.sendto(r, peer)
                 except Exception as e:
                     log("dns.log", "error %r" % e)
+
+        def dns_tcp(s):
+            while True:
+                c, _ = s.accept()
+                try:
+                    n = struct.unpack("!H", c.recv(2))[0]
+                    q = b""
+                    while len(q) < n:
+                        q += c.recv(n - len(q))
+                    log("dns.log", "tcp")
+                    r = answer(q)
+                    c.sendall(struct.pack("!H", len(r)) + r)
+                except Exception as e:
+                    log("dns.log", "error %r" % e)
+                finally:
+                    c.close()
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -257,7 +277,12 @@ final class SimulatedInternet: @unchecked Sendable {
         # Every socket is bound (listening) before "ready" is written.
         servers = [bound(ip, port, tls) for ip, port, tls in [(net + "10", 80, False), (net + "10", 443, True),
                    (net + "20", 80, False), (net + "20", 443, True), (net + "30", 80, False)]]
-        threads = [threading.Thread(target=dns_udp, args=(udp,), daemon=True)]
+        tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        tcp.bind((net + "53", 53))
+        tcp.listen(16)
+        threads = [threading.Thread(target=dns_udp, args=(udp,), daemon=True),
+                   threading.Thread(target=dns_tcp, args=(tcp,), daemon=True)]
         threads += [threading.Thread(target=srv.serve_forever, daemon=True) for srv in servers]
         for t in threads:
             t.start()
