@@ -67,7 +67,7 @@ public final class EgressFilter: Sendable {
 
     /// Binds DNS (UDP and TCP on the same port), HTTP and TLS listeners on `listenAddress`.
     /// - Throws: `EgressFilterError.bind` naming the address, port and listener; nothing
-    ///   stays bound after a failure.
+    ///   stays bound after a failure (`shutdown()` still ends the event loop threads).
     public func start() async throws {
         let address = configuration.listenAddress
         var channels: [Channel] = []
@@ -81,30 +81,45 @@ public final class EgressFilter: Sendable {
                 throw EgressFilterError.bind(address: address, port: port, what: what, reason: "\(error)")
             }
         }
-        let dnsPort = try await bound("DNS (udp)", configuration.dnsPort) {
-            try await DatagramBootstrap(group: group)
-                .channelOption(.socketOption(.so_reuseaddr), value: 1)
-                .channelOption(.receivePacketInfo, value: true)  // IP_PKTINFO: the address a query arrived at
-                .channelInitializer { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHandler(DNSUDPServerHandler(filter: self))
+        // UDP and TCP DNS share a port. With port 0 the kernel picks the UDP one, which may be
+        // taken for TCP: a few other picks are tried. No SO_REUSEADDR on UDP: on Linux it
+        // would let a second filter bind the same port and take half of the queries.
+        let attempts = configuration.dnsPort == 0 ? 8 : 1
+        var dnsPort: UInt16 = 0
+        for attempt in 1...attempts {
+            let udpPort = try await bound("DNS (udp)", configuration.dnsPort) {
+                try await DatagramBootstrap(group: group)
+                    .channelOption(.receivePacketInfo, value: true)  // IP_PKTINFO: the address a query arrived at
+                    .channelInitializer { channel in
+                        channel.eventLoop.makeCompletedFuture {
+                            try channel.pipeline.syncOperations.addHandler(DNSUDPServerHandler(filter: self))
+                        }
                     }
-                }
-                .bind(host: address, port: Int(configuration.dnsPort)).get()
-        }
-        _ = try await bound("DNS (tcp)", dnsPort) {
-            try await ServerBootstrap(group: group)
-                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-                .childChannelInitializer { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        let sync = channel.pipeline.syncOperations
-                        try sync.addHandler(
-                            IdleStateHandler(readTimeout: .seconds(Int64(max(1, self.configuration.sniffTimeout)))))
-                        try sync.addHandler(ByteToMessageHandler(DNSLengthFrameDecoder()))
-                        try sync.addHandler(DNSTCPServerHandler(filter: self))
+                    .bind(host: address, port: Int(configuration.dnsPort)).get()
+            }
+            do {
+                let tcp = try await ServerBootstrap(group: group)
+                    .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                    .childChannelInitializer { channel in
+                        channel.eventLoop.makeCompletedFuture {
+                            let sync = channel.pipeline.syncOperations
+                            try sync.addHandler(
+                                IdleStateHandler(readTimeout: .seconds(Int64(max(1, self.configuration.sniffTimeout)))))
+                            try sync.addHandler(ByteToMessageHandler(DNSLengthFrameDecoder()))
+                            try sync.addHandler(DNSTCPServerHandler(filter: self))
+                        }
                     }
+                    .bind(host: address, port: Int(udpPort)).get()
+                channels.append(tcp)
+                dnsPort = udpPort
+                break
+            } catch {
+                if attempt == attempts {
+                    for channel in channels { try? await channel.close() }
+                    throw EgressFilterError.bind(address: address, port: udpPort, what: "DNS (tcp)", reason: "\(error)")
                 }
-                .bind(host: address, port: Int(dnsPort)).get()
+                try? await channels.removeLast().close()
+            }
         }
         let httpPort = try await bound("HTTP proxy", configuration.httpPort) {
             try await proxyBootstrap(.http).bind(host: address, port: Int(configuration.httpPort)).get()

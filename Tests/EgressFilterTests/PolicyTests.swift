@@ -118,3 +118,40 @@ import Testing
         #expect(summary.line(limit: 1) == "egress denied: 2 x evil.example, and 1 more")
     }
 }
+
+@Suite struct StartTests {
+    @Test func bindFailuresNameTheAddressPortAndListener() async throws {
+        let first = try EgressFilter(
+            configuration: EgressFilterConfiguration(listenAddress: "127.0.0.1", upstreamDNS: ["127.0.0.1:53"]))
+        try await first.start()
+        let ports = first.boundPorts
+        #expect(ports.dns != 0 && ports.http != 0 && ports.tls != 0)
+        // The same DNS port (UDP): refused, not shared.
+        let second = try EgressFilter(
+            configuration: EgressFilterConfiguration(
+                listenAddress: "127.0.0.1", dnsPort: ports.dns, upstreamDNS: ["127.0.0.1"]))
+        await #expect(throws: EgressFilterError.self) { try await second.start() }
+        do {
+            try await second.start()
+        } catch let EgressFilterError.bind(address, port, what, _) {
+            #expect(address == "127.0.0.1" && port == ports.dns && what == "DNS (udp)")
+        }
+        try await second.shutdown()
+        // The same TLS port: the listeners bound before it are closed again.
+        let third = try EgressFilter(
+            configuration: EgressFilterConfiguration(
+                listenAddress: "127.0.0.1", tlsPort: ports.tls, upstreamDNS: ["127.0.0.1"]))
+        do {
+            try await third.start()
+            Issue.record("bound a port in use")
+        } catch let EgressFilterError.bind(_, port, what, _) {
+            #expect(port == ports.tls && what == "TLS proxy")
+        }
+        #expect(third.boundPorts == (0, 0, 0))
+        try await third.shutdown()
+        try await first.shutdown()
+        #expect(throws: EgressFilterError.invalidAddress(field: "listenAddress", value: "::1")) {
+            try EgressFilter(configuration: EgressFilterConfiguration(listenAddress: "::1", upstreamDNS: ["127.0.0.1"]))
+        }
+    }
+}
