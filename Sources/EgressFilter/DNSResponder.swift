@@ -177,12 +177,22 @@ final class DNSTCPServerHandler: ChannelInboundHandler {
 
     init(filter: EgressFilter) { self.filter = filter }
 
+    /// A TCP DNS connection takes one of the sandbox's connection slots (`maxConnections`)
+    /// until it closes, so held-open DNS connections cannot exhaust the filter's descriptors.
     func channelActive(context: ChannelHandlerContext) {
         let source = context.channel.remoteAddress?.ipAddress.flatMap(IPAddress.init)
         let local = context.channel.localAddress?.ipAddress.flatMap(IPAddress.init)
-        if source.flatMap({ filter.sandbox(for: $0, at: local) }) == nil {
+        guard let sandbox = source.flatMap({ filter.sandbox(for: $0, at: local) })?.name else {
             context.close(promise: nil)
+            return
         }
+        if filter.acquireConnection(sandbox) != nil {
+            filter.update(sandbox) { $0.dnsRefused += 1 }
+            context.close(promise: nil)
+            return
+        }
+        let owner = filter
+        context.channel.closeFuture.whenComplete { _ in owner.releaseConnection(sandbox) }
         context.fireChannelActive()
     }
 
