@@ -58,6 +58,7 @@ extension EgressFilter {
                     source: source.description))
         }
         guard let (sandbox, policy) = self.sandbox(for: source, at: local) else {
+            guard admitUnknownSource() else { return loop.makeSucceededFuture(nil) }
             record(.denied, "", nil, "unknown source \(source) (at \(local?.description ?? "?"))")
             return loop.makeSucceededFuture(reply(.refused))
         }

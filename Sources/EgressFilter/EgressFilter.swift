@@ -43,6 +43,9 @@ public final class EgressFilter: Sendable {
         var sandboxes: [String: SandboxEntry] = [:]
         var channels: [Channel] = []
         var ports: (dns: UInt16, http: UInt16, tls: UInt16) = (0, 0, 0)
+        /// Tokens for traffic from unknown sources (answered and recorded while any are left).
+        var unknownTokens = Double(EgressFilter.unknownSourceRate)
+        var unknownRefilled = NIODeadline.now()
         var stopped = false
     }
 
@@ -222,6 +225,25 @@ public final class EgressFilter: Sendable {
     func update(_ sandbox: String, _ change: (inout EgressCounters) -> Void) {
         state.withLock { state in
             if state.sandboxes[sandbox] != nil { change(&state.sandboxes[sandbox]!.counters) }
+        }
+    }
+
+    /// Queries and connections from unknown sources answered (REFUSED, closed) and recorded
+    /// per second, all sources together; beyond it they are dropped unrecorded, so a flood
+    /// (with the filter on 0.0.0.0, from any host that reaches it) cannot flood the audit log.
+    static let unknownSourceRate = 20
+
+    /// Takes a token of the unknown-source bucket. - Returns: false when over the rate.
+    func admitUnknownSource() -> Bool {
+        state.withLock { state in
+            let now = NIODeadline.now()
+            let rate = Double(Self.unknownSourceRate)
+            let elapsed = Double((now - state.unknownRefilled).nanoseconds) / 1e9
+            state.unknownTokens = min(rate, state.unknownTokens + elapsed * rate)
+            state.unknownRefilled = now
+            guard state.unknownTokens >= 1 else { return false }
+            state.unknownTokens -= 1
+            return true
         }
     }
 

@@ -80,6 +80,10 @@ final class ProxyConnection: ChannelInboundHandler {
         }
         let local = channel.localAddress?.ipAddress.flatMap(IPAddress.init)
         guard let source, let (sandbox, policy) = filter.sandbox(for: source, at: local) else {
+            guard filter.admitUnknownSource() else {
+                channel.close(promise: nil)
+                return
+            }
             refuse("", "unknown source \(source?.description ?? "?") (at \(local?.description ?? "?"))")
             return
         }

@@ -197,6 +197,12 @@ import Testing
         #expect(
             log.wait { $0.sandbox == "" && $0.networkProtocol == .http && $0.reason.hasPrefix("unknown source") } != nil
         )
+        // A flood from an unknown source: answered and recorded only up to the global rate
+        // for unknown sources (20 a second), the rest dropped unrecorded.
+        let unknownBefore = log.all.filter { $0.sandbox == "" }.count
+        r = try net.client(["burst", net.hostAddress, "allowed.test", net.unknownAddress, "200"])
+        let unknownRecords = log.all.filter { $0.sandbox == "" }.count - unknownBefore
+        #expect(r.stdout.hasPrefix("5:") && unknownRecords > 0 && unknownRecords < 200, "\(r) \(unknownRecords)")
 
         // Limits of sbx-b: 2 concurrent connections (the third is refused), 5 DNS queries
         // per second (a burst of 40 gets REFUSED beyond the bucket).
