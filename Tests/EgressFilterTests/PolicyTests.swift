@@ -1,3 +1,4 @@
+import TestSupport
 import Testing
 
 @testable import EgressFilter
@@ -152,6 +153,27 @@ import Testing
         try await first.shutdown()
         #expect(throws: EgressFilterError.invalidAddress(field: "listenAddress", value: "::1")) {
             try EgressFilter(configuration: EgressFilterConfiguration(listenAddress: "::1", upstreamDNS: ["127.0.0.1"]))
+        }
+    }
+}
+
+@Suite struct ResolvConfTests {
+    @Test func nameserverLinesOfResolvConf() throws {
+        let dir = try Harness.tempDir("resolv")
+        defer { Harness.cleanup(dir) }
+        try
+            "# comment\nsearch example\nnameserver 10.255.255.53\nnameserver\tfd00::53\nnameserver bogus\noptions ndots:1\n"
+            .write(toFile: dir + "/resolv.conf", atomically: true, encoding: .utf8)
+        #expect(
+            try EgressFilterConfiguration.upstreamDNS(environment: [:], resolvConf: dir + "/resolv.conf") == [
+                "10.255.255.53", "fd00::53",
+            ])
+        try "search example\n".write(toFile: dir + "/empty.conf", atomically: true, encoding: .utf8)
+        #expect(throws: EgressFilterError.self) {
+            try EgressFilterConfiguration.upstreamDNS(environment: [:], resolvConf: dir + "/empty.conf")
+        }
+        #expect(throws: EgressFilterError.self) {
+            try EgressFilterConfiguration.upstreamDNS(environment: [:], resolvConf: dir + "/missing.conf")
         }
     }
 }
