@@ -277,7 +277,7 @@ public final class EgressFilter: Sendable {
     }
 
     func releaseConnection(_ sandbox: String) {
-        update(sandbox) { $0.activeConnections -= 1 }
+        update(sandbox) { $0.activeConnections = max(0, $0.activeConnections - 1) }  // a re-registered name starts at 0
     }
 
     func emit(_ record: EgressRecord) {
