@@ -157,6 +157,14 @@ import Testing
         let served = (try? String(contentsOfFile: net.dir + "/served.log", encoding: .utf8)) ?? ""
         #expect(!served.contains("decoy.test"), "\(served)")
 
+        // TLS to an IP literal (no SNI) and plain text on 443: refused.
+        r = try net.inClient(["curl", "-sS", "-k", "-m", "20", "https://\(net.allowedServer)/"])
+        #expect(r.status != 0 && !r.stdout.contains("hello"), "\(r)")
+        r = try net.client(["http", net.allowedServer, "443", a, "allowed.test"])
+        #expect(r.stdout.contains("closed"), "\(r)")
+        let noSNI = log.wait { $0.networkProtocol == .tls && $0.reason == "no server name (SNI) in the ClientHello" }
+        #expect(noSNI?.event == .denied && noSNI?.originalDestination == "\(net.allowedServer):443")
+
         // A ClientHello split over many segments (3 bytes, then 40-byte pieces).
         r = try net.client(["split", net.decoyServer, "443", a, "allowed.test", "40"])
         #expect(r.stdout.contains("hello from \(net.allowedServer) host=allowed.test"), "\(r)")
