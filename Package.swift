@@ -75,6 +75,14 @@ let package = Package(
                 .embedInCode("BuiltinProfiles/python.json"),
                 .embedInCode("BuiltinProfiles/node.json"),
             ]),
+        // The network of a sandbox with egress rules (issue 13): address pool leases, network
+        // namespace files, veth pairs and routes (rtnetlink, CSandboxNetwork), nftables tables
+        // through libnftables' JSON API (CNftables). No NIO: the egress filter is a protocol.
+        .target(name: "CSandboxNetwork"),
+        .systemLibrary(
+            name: "CNftables", pkgConfig: "libnftables",
+            providers: [.apt(["libnftables-dev"])]),
+        .target(name: "SandboxNetwork", dependencies: ["Errors", "LinuxKernel", "CSandboxNetwork", "CNftables"]),
         .executableTarget(
             name: "safespace-runtime",
             dependencies: [
@@ -88,7 +96,7 @@ let package = Package(
             name: "SandboxHosting",
             dependencies: [
                 "Errors", "OCI", "LinuxKernel", "Cgroups", "Runtime", "GVisor", "SandboxSpec", "SeccompFilters",
-                "NodeResources",
+                "NodeResources", "SandboxNetwork",
             ]),
         .executableTarget(
             name: "safespace",
@@ -149,6 +157,7 @@ let package = Package(
             dependencies: [
                 "OCI", "Runtime", "SeccompFilters", "NodeResources", "LinuxKernel", "SandboxHosting", "TestSupport",
             ]),
+        .testTarget(name: "SandboxNetworkTests", dependencies: ["SandboxNetwork", "LinuxKernel", "TestSupport"]),
         .testTarget(name: "ClientIntegrationTests", dependencies: ["OCI", "LinuxKernel", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]

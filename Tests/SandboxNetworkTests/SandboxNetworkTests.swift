@@ -1,0 +1,334 @@
+import Foundation
+import Glibc
+import LinuxKernel
+import TestSupport
+import Testing
+
+@testable import SandboxNetwork
+
+/// The topology of a sandbox with egress rules, against the kernel: namespace file, veth,
+/// addresses, routes, the nftables table and its counters; what is dropped, what reaches the
+/// filter (a stand-in: `NetworkProbes.Listener`), and that nothing is left on any exit path.
+/// Root only; each test has its own lease store and a pool of its own in 100.127.0.0/16.
+@Suite(.serialized, .enabled(if: getuid() == 0, "needs root (network namespaces, veth, nftables)"))
+struct SandboxNetworkTests {
+    static let childVariable = "SAFESPACE_NETWORK_TEST_CHILD"
+    static let isChild = ProcessInfo.processInfo.environment[childVariable] != nil
+
+    /// A lease store in a temp dir and a pool `100.127.<n>.0/24` of its own.
+    static func networks(_ n: Int, dir: String) throws -> SandboxNetworks {
+        try SandboxNetworks(
+            pool: "100.127.\(n).0/24", leases: LeaseStore(directory: dir + "/leases"),
+            namespaceDirectory: SandboxNetworks.defaultNamespaceDirectory)
+    }
+
+    static func name(_ tag: String) -> String { "nt\(tag)-\(getpid() % 100_000)" }
+
+    /// What exists of sandbox `name`'s network: veth, table, namespace file, host route, lease.
+    static func leftovers(_ name: String, _ networks: SandboxNetworks) throws -> [String] {
+        var out: [String] = []
+        let veth = SandboxNetworks.vethName(name)
+        if try NetworkProbes.ip(["-br", "link"]).contains(veth) { out.append("veth \(veth)") }
+        if try NetworkProbes.tables().contains("table inet \(SandboxNetworks.table(name))") {
+            out.append("table \(SandboxNetworks.table(name))")
+        }
+        let file = networks.namespaceDirectory + "/" + name
+        if FileManager.default.fileExists(atPath: file) { out.append("namespace file \(file)") }
+        let prefix = "100.127.\(networks.pool.address.value >> 8 & 0xff)."
+        for route in lines(try NetworkProbes.ip(["route"])) where route.hasPrefix(prefix) {
+            out.append("route \(route)")
+        }
+        let leases = try networks.leases.withLock { try $0.leases(SandboxNetworks.leaseKind) }
+        for lease in leases where lease.record.sandbox == name { out.append("lease \(lease.key)") }
+        return out
+    }
+
+    static let ports = EgressPorts(dns: 1, http: 2, tls: 3)
+
+    @Test(
+        "a sandbox with egress rules gets a namespace with lo up, eth0 with its address and a default route, a veth on the host with the host address, and its table; detach leaves nothing"
+    )
+    func topology() throws {
+        let dir = try Harness.tempDir("net-topology")
+        defer { Harness.cleanup(dir) }
+        let networks = try Self.networks(1, dir: dir)
+        let name = Self.name("topo")
+        let net = try networks.attach(sandbox: name, ports: Self.ports)
+        defer { try? net.detach() }
+        #expect(net.hostAddress.description == "100.127.1.1")
+        #expect(net.sandboxAddress.description == "100.127.1.2")
+        #expect(net.namespacePath == "/run/safespace-netns/\(name)")
+        let veth = SandboxNetworks.vethName(name)
+        #expect(veth.utf8.count <= 15)
+        let host = try NetworkProbes.ip(["-br", "-4", "addr", "show", "dev", veth])
+        #expect(host.contains("100.127.1.1/30") && host.contains("UP"), "\(host)")
+        let inside = try NetworkProbes.ip(["-br", "-4", "addr"], in: net.namespacePath)
+        #expect(inside.contains("eth0") && inside.contains("100.127.1.2/30"), "\(inside)")
+        #expect(inside.contains("127.0.0.1/8"), "lo is up: \(inside)")
+        let routes = try NetworkProbes.ip(["route"], in: net.namespacePath)
+        #expect(routes.contains("default via 100.127.1.1 dev eth0"), "\(routes)")
+        #expect(try SandboxNetworks.counters(sandbox: name).keys.sorted() == SandboxRules.counters.sorted())
+        #expect(try Self.leftovers(name, networks).count == 5, "veth, table, file, route, lease")
+
+        try net.detach()
+        #expect(try Self.leftovers(name, networks) == [])
+    }
+
+    @Test(
+        "from the sandbox: DNS (udp, tcp), 80 and 443 to any address reach the filter; port 22 of the host, udp 9999, 169.254.169.254 and other ports are dropped and counted; the host's 127.0.0.1 is out of reach"
+    )
+    func egress() throws {
+        let dir = try Harness.tempDir("net-egress")
+        defer { Harness.cleanup(dir) }
+        let listener = try NetworkProbes.Listener()
+        defer { listener.stop() }
+        let networks = try Self.networks(2, dir: dir)
+        let name = Self.name("egress")
+        let ports = EgressPorts(dns: listener.ports["dns"]!, http: listener.ports["http"]!, tls: listener.ports["tls"]!)
+        let net = try networks.attach(sandbox: name, ports: ports)
+        defer { try? net.detach() }
+        let ns = net.namespacePath
+        let host = net.hostAddress.description
+
+        #expect(try NetworkProbes.attempt(in: ns, "udp", "8.8.8.8", 53) == "reply:dns")
+        #expect(try NetworkProbes.attempt(in: ns, "udp", host, 53) == "reply:dns")
+        #expect(try NetworkProbes.attempt(in: ns, "tcp", "1.1.1.1", 53) == "reply:dns")
+        #expect(try NetworkProbes.attempt(in: ns, "tcp", "93.184.216.34", 80) == "reply:http")
+        #expect(try NetworkProbes.attempt(in: ns, "tcp", "93.184.216.34", 443) == "reply:tls")
+        #expect(
+            try NetworkProbes.attempt(in: ns, "tcp", "169.254.169.254", 443) == "reply:tls",
+            "to the filter, which judges it")
+        let hits = listener.hits
+        #expect(hits.count == 6, "\(hits)")
+        #expect(
+            hits.allSatisfy { $0.hasSuffix(" " + net.sandboxAddress.description) },
+            "the filter sees the sandbox's address: \(hits)")
+
+        let before = try SandboxNetworks.counters(sandbox: name)["egress_dropped"] ?? 0
+        // Dropped, not refused: no answer at all.
+        #expect(try NetworkProbes.attempt(in: ns, "tcp", host, 22) == "timeout")
+        #expect(
+            try NetworkProbes.attempt(in: ns, "tcp", host, listener.ports["extra"]!) == "timeout",
+            "a host port that listens")
+        #expect(try NetworkProbes.attempt(in: ns, "udp", "93.184.216.34", 9999) == "timeout")
+        #expect(try NetworkProbes.attempt(in: ns, "tcp", "169.254.169.254", 8080) == "timeout")
+        #expect(try NetworkProbes.attempt(in: ns, "tcp", "10.0.0.1", 5432) == "timeout")
+        let after = try SandboxNetworks.counters(sandbox: name)["egress_dropped"] ?? 0
+        #expect(after >= before + 5, "egress_dropped \(before) -> \(after)")
+        // 127.0.0.1 in the sandbox is its own loopback: the host's listener there is not reached.
+        #expect(try NetworkProbes.attempt(in: ns, "tcp", "127.0.0.1", listener.ports["loopback"]!) == "refused")
+        #expect(listener.hits.count == 6, "nothing else reached the host: \(listener.hits)")
+    }
+
+    @Test("from the veth only the sandbox's address: a second address inside is dropped and counted as spoof_dropped")
+    func antiSpoof() throws {
+        let dir = try Harness.tempDir("net-spoof")
+        defer { Harness.cleanup(dir) }
+        let listener = try NetworkProbes.Listener()
+        defer { listener.stop() }
+        let networks = try Self.networks(3, dir: dir)
+        let name = Self.name("spoof")
+        let ports = EgressPorts(dns: listener.ports["dns"]!, http: listener.ports["http"]!, tls: listener.ports["tls"]!)
+        let net = try networks.attach(sandbox: name, ports: ports)
+        defer { try? net.detach() }
+        // Root in the sandbox's namespace (CAP_NET_ADMIN there) adds an address of its own.
+        _ = try NetworkProbes.ip(["addr", "add", "10.9.9.9/32", "dev", "eth0"], in: net.namespacePath)
+        let before = try SandboxNetworks.counters(sandbox: name)["spoof_dropped"] ?? 0
+        #expect(
+            try NetworkProbes.attempt(in: net.namespacePath, "tcp", "93.184.216.34", 80, source: "10.9.9.9")
+                == "timeout")
+        #expect((try SandboxNetworks.counters(sandbox: name)["spoof_dropped"] ?? 0) > before)
+        #expect(listener.hits.isEmpty, "\(listener.hits)")
+    }
+
+    @Test("ingress: false drops a connection from the host into the sandbox and counts it; ingress: true lets it in")
+    func ingress() throws {
+        let dir = try Harness.tempDir("net-ingress")
+        defer { Harness.cleanup(dir) }
+        let networks = try Self.networks(4, dir: dir)
+        for allowed in [false, true] {
+            let name = Self.name(allowed ? "ingon" : "ingoff")
+            let net = try networks.attach(sandbox: name, ports: Self.ports, ingress: allowed)
+            defer { try? net.detach() }
+            // A listener inside the sandbox's namespace.
+            let inside = Process()
+            inside.executableURL = URL(fileURLWithPath: "/usr/bin/nsenter")
+            inside.arguments = [
+                "--net=\(net.namespacePath)", "/usr/bin/python3", "-c",
+                "import socket\ns=socket.socket();s.bind(('0.0.0.0',8000));s.listen(5)\nwhile True:\n c,_=s.accept();c.recv(10);c.sendall(b'in');c.close()",
+            ]
+            inside.standardOutput = FileHandle.nullDevice
+            inside.standardError = FileHandle.nullDevice
+            try inside.run()
+            defer {
+                kill(inside.processIdentifier, SIGKILL)
+                inside.waitUntilExit()
+            }
+            #expect(
+                Harness.eventually(timeout: 20) {
+                    (try? NetworkProbes.ip(["-br", "link"], in: net.namespacePath)) != nil
+                        && (try? Harness.run("/usr/bin/nsenter", ["--net=\(net.namespacePath)", "/usr/bin/ss", "-ltn"]))?
+                            .stdout
+                            .contains(":8000") == true
+                })
+            let before = try SandboxNetworks.counters(sandbox: name)["ingress_dropped"] ?? 0
+            let result = try NetworkProbes.attempt(in: nil, "tcp", net.sandboxAddress.description, 8000)
+            let after = try SandboxNetworks.counters(sandbox: name)["ingress_dropped"] ?? 0
+            if allowed {
+                #expect(result == "reply:in")
+            } else {
+                // Dropped in output: connect(2) fails (EPERM) or times out, never connects.
+                #expect(result == "timeout" || result == "error:EPERM", "\(result)")
+                #expect(after > before)
+            }
+        }
+    }
+
+    @Test(
+        "bad input leaves nothing: cidr rules while forwarding is off, a veth name taken by someone else, a pool that is not a prefix"
+    )
+    func badInput() throws {
+        let dir = try Harness.tempDir("net-bad")
+        defer { Harness.cleanup(dir) }
+        let networks = try Self.networks(5, dir: dir)
+        let name = Self.name("bad")
+        let forwarding = try Files.readString(SandboxNetworks.forwardingSysctl).trimmingCharacters(
+            in: .whitespacesAndNewlines)
+        if forwarding != "1" {
+            let rule = CIDRRule(prefix: try IPv4Prefix("198.18.0.0/15"), ports: [.init(port: 5432)])
+            do {
+                _ = try networks.attach(
+                    sandbox: name, ports: Self.ports, cidrRules: [rule], cidrField: "spec.networkAccess.egress[1].cidr")
+                Issue.record("cidr rules accepted with forwarding off")
+            } catch let error as NetworkError {
+                #expect(error.code == .unsupported)
+                #expect(error.field == "spec.networkAccess.egress[1].cidr")
+                #expect(error.message.contains("net.ipv4.ip_forward"))
+            }
+            #expect(try Self.leftovers(name, networks) == [])
+        }
+        // Someone else's link has the veth's name: the attach fails, that link stays, nothing else is left.
+        let veth = SandboxNetworks.vethName(name)
+        let made = try Harness.run("/usr/sbin/ip", ["link", "add", veth, "type", "veth"])
+        try #require(made.status == 0, "ip link add: \(made.stderr)")
+        defer { _ = try? Harness.run("/usr/sbin/ip", ["link", "del", veth]) }
+        do {
+            let net = try networks.attach(sandbox: name, ports: Self.ports)
+            try? net.detach()
+            Issue.record("attached over a link of the same name")
+        } catch let error as NetworkError {
+            #expect(error.errno == EEXIST, "\(error)")
+        }
+        #expect(try Self.leftovers(name, networks) == ["veth \(veth)"], "only the other link")
+        #expect(try !NetworkProbes.ip(["-4", "addr", "show", veth]).contains("100.127."), "untouched")
+
+        for (pool, problem) in [
+            ("100.127.5.0/31", "smaller than one /30"), ("100.127.5.1/24", "host bits"),
+            ("100.127.5/24", "not an IPv4 CIDR"),
+        ] {
+            do {
+                _ = try SandboxNetworks(pool: pool, leases: networks.leases)
+                Issue.record("pool \(pool) accepted")
+            } catch let error as NetworkError {
+                #expect(error.field == "network.pool")
+                #expect(error.message.contains(problem), "\(error)")
+            }
+        }
+        for bad in ["Upper", "a_b", "", String(repeating: "a", count: 64)] {
+            do {
+                let net = try networks.attach(sandbox: bad, ports: Self.ports)
+                try? net.detach()
+                Issue.record("attached sandbox name \(bad)")
+            } catch let error as NetworkError {
+                #expect(error.field == "metadata.name")
+            }
+        }
+    }
+
+    /// Runs only in the child process of `killedHolder`: attaches the network of
+    /// `<SAFESPACE_NETWORK_TEST_NAME>` and waits to be killed.
+    @Test(.enabled(if: isChild))
+    func holderChildProcess() throws {
+        let env = ProcessInfo.processInfo.environment
+        let dir = try #require(env[Self.childVariable])
+        let name = try #require(env["SAFESPACE_NETWORK_TEST_NAME"])
+        _ = try Self.networks(6, dir: dir).attach(sandbox: name, ports: Self.ports)
+        _ = FileManager.default.createFile(atPath: dir + "/attached", contents: nil)
+        while true { sleep(60) }
+    }
+
+    @Test(
+        "kill -9 of the process holding a network, then the sweep: no veth, table, route, namespace file or lease is left",
+        .enabled(if: !isChild, "the parent run; its child process runs holderChildProcess"))
+    func killedHolder() throws {
+        let dir = try Harness.tempDir("net-killed")
+        defer { Harness.cleanup(dir) }
+        let networks = try Self.networks(6, dir: dir)
+        let name = Self.name("killed")
+        let child = Process()
+        child.executableURL = URL(
+            fileURLWithPath: try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"))
+        child.arguments = ["--testing-library", "swift-testing", "--filter", "holderChildProcess"]
+        var env = ProcessInfo.processInfo.environment
+        env[Self.childVariable] = dir
+        env["SAFESPACE_NETWORK_TEST_NAME"] = name
+        child.environment = env
+        child.standardOutput = FileHandle.nullDevice
+        child.standardError = FileHandle.nullDevice
+        try child.run()
+        let attached = Harness.eventually(timeout: 120) { FileManager.default.fileExists(atPath: dir + "/attached") }
+        kill(child.processIdentifier, SIGKILL)
+        child.waitUntilExit()
+        try #require(attached, "the child did not attach")
+
+        let before = try Self.leftovers(name, networks)
+        #expect(before.count == 5, "veth, table, namespace file, route, lease: \(before)")
+        let swept = networks.sweep()
+        #expect(swept.reclaimed == [name])
+        #expect(swept.errors == [])
+        #expect(try Self.leftovers(name, networks) == [])
+    }
+
+    @Test("a live holder's network stays through the sweep; a second attach of the name is refused")
+    func liveHolderKept() throws {
+        let dir = try Harness.tempDir("net-live")
+        defer { Harness.cleanup(dir) }
+        let networks = try Self.networks(7, dir: dir)
+        let name = Self.name("live")
+        let net = try networks.attach(sandbox: name, ports: Self.ports)
+        defer { try? net.detach() }
+        #expect(networks.sweep().reclaimed == [])
+        do {
+            _ = try networks.attach(sandbox: name, ports: Self.ports)
+            Issue.record("a second network of \(name)")
+        } catch let error as NetworkError {
+            #expect(error.code == .inUse)
+        }
+        #expect(try Self.leftovers(name, networks).count == 5)
+    }
+}
+
+@Suite struct AddressTests {
+    @Test("dotted quads and prefixes: parsed strictly, printed back")
+    func parsing() throws {
+        #expect(IPv4Address("100.64.0.1")?.description == "100.64.0.1")
+        for bad in ["1.2.3", "1.2.3.4.5", "01.2.3.4", "256.1.1.1", "1.2.3.-4", "a.b.c.d", "", "1..2.3"] {
+            #expect(IPv4Address(bad) == nil, "\(bad)")
+        }
+        #expect(try IPv4Prefix("198.18.0.0/15").description == "198.18.0.0/15")
+        #expect(try IPv4Prefix("0.0.0.0/0").size == 1 << 32)
+        #expect(throws: NetworkError.self) { try IPv4Prefix("198.18.0.0/33") }
+        #expect(throws: NetworkError.self) { try IPv4Prefix("198.18.0.1/15") }
+        #expect(try IPv4Prefix("198.18.0.0/15").contains(IPv4Address("198.19.255.255")!))
+        #expect(try !IPv4Prefix("198.18.0.0/15").contains(IPv4Address("198.20.0.0")!))
+    }
+
+    @Test("veth names: at most 15 bytes, distinct for names that share their first characters")
+    func vethNames() {
+        let a = SandboxNetworks.vethName("a-very-long-sandbox-name-1")
+        let b = SandboxNetworks.vethName("a-very-long-sandbox-name-2")
+        #expect(a.utf8.count <= 15 && b.utf8.count <= 15)
+        #expect(a != b)
+        #expect(SandboxNetworks.vethName("x").hasPrefix("ss-x-"))
+    }
+}
