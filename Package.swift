@@ -149,13 +149,17 @@ let package = Package(
         .testTarget(name: "SeccompFiltersTests", dependencies: ["SeccompFilters", "OCI", "Errors"]),
         .testTarget(
             name: "SandboxHostingTests",
-            dependencies: ["SandboxHosting", "SandboxSpec", "OCI", "NodeResources", "Runtime", "LinuxKernel", "Errors"]),
+            dependencies: [
+                "SandboxHosting", "SandboxSpec", "SandboxNetwork", "OCI", "NodeResources", "Runtime", "LinuxKernel",
+                "Errors",
+            ]),
         .testTarget(name: "RuntimeTests", dependencies: ["OCI", "Runtime", "LinuxKernel", "Errors", "TestSupport"]),
         .testTarget(name: "GVisorTests", dependencies: ["GVisor", "Runtime", "OCI", "LinuxKernel"]),
         .testTarget(
             name: "RuntimeIntegrationTests",
             dependencies: [
-                "OCI", "Runtime", "SeccompFilters", "NodeResources", "LinuxKernel", "SandboxHosting", "TestSupport",
+                "OCI", "Runtime", "SeccompFilters", "NodeResources", "LinuxKernel", "SandboxHosting", "SandboxNetwork",
+                "TestSupport",
             ]),
         .testTarget(name: "SandboxNetworkTests", dependencies: ["SandboxNetwork", "LinuxKernel", "TestSupport"]),
         .testTarget(name: "ClientIntegrationTests", dependencies: ["OCI", "LinuxKernel", "TestSupport"]),

@@ -100,6 +100,8 @@ enum NetworkHosting {
         try filter.register(sandbox: plan.id, source: attachment.sandboxAddress, rules: network.rules)
         cleanup.append(("egress filter registration of \(plan.id)", { filter.unregister(sandbox: plan.id) }))
 
+        // Never without the namespace: a spec with no linux section would join the host's network.
+        if spec.linux == nil { spec.linux = Linux() }
         var namespaces = spec.linux?.namespaces ?? []
         if let i = namespaces.firstIndex(where: { $0.type == "network" }) {
             namespaces[i].path = attachment.namespacePath
@@ -112,6 +114,15 @@ enum NetworkHosting {
         var target = stat()
         if lstat(rootfs + "/etc/resolv.conf", &target) == 0, target.st_mode & S_IFMT == S_IFREG {
             let file = bundle + "/" + resolvConf
+            cleanup.append(
+                (
+                    "resolv.conf of \(plan.id)",
+                    {
+                        if unlink(file) != 0 && errno != ENOENT {
+                            throw SandboxHostError.failed("cannot remove \(file)", operation: "unlink")
+                        }
+                    }
+                ))
             try Files.writeAtomically(file, Array("nameserver \(attachment.hostAddress)\n".utf8), mode: 0o644)
             spec.mounts =
                 (spec.mounts ?? []) + [
@@ -121,7 +132,7 @@ enum NetworkHosting {
                 ]
         } else {
             configuration.warn(
-                "\(plan.id): the rootfs has no /etc/resolv.conf to mount over; resolvers default to 127.0.0.1, so name lookups need nameserver \(attachment.hostAddress) (the egress filter) set by the workload"
+                "\(plan.id): the rootfs has no /etc/resolv.conf to mount over (scripts/build-rootfs makes one); resolvers default to 127.0.0.1, so name lookups need nameserver \(attachment.hostAddress) (the egress filter) set by the workload"
             )
         }
     }

@@ -1,15 +1,14 @@
 import Foundation
 import Glibc
-import TestSupport
 
 /// What the tests run around a sandbox network: a stand-in for the egress filter on the host
 /// (python3 listeners that answer with their name and log every peer), and clients run inside
 /// the sandbox's network namespace (nsenter --net).
-enum NetworkProbes {
+package enum NetworkProbes {
     /// Listeners on 0.0.0.0 (ports chosen by the kernel): TCP `dns`, `http`, `tls`, UDP `dns`,
     /// and `extra` TCP on 0.0.0.0 and `loopback` TCP on 127.0.0.1. Each answers its name to
     /// whatever it receives and appends `name peer` to `<dir>/hits`. Ports go to `<dir>/ports`.
-    static let listenerScript = #"""
+    package static let listenerScript = #"""
         import json, os, selectors, socket, sys
         d = sys.argv[1]
         sel = selectors.DefaultSelector()
@@ -44,7 +43,7 @@ enum NetworkProbes {
     /// One attempt: `tcp|udp host port [source]`: prints `reply:<text>`, `timeout`, `refused`
     /// or `error:<errno name>`. The 2 s bound tells a dropped packet (no answer) from a refused
     /// one; it is not a timing assertion.
-    static let clientScript = #"""
+    package static let clientScript = #"""
         import errno, socket, sys
         proto, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM)
@@ -59,12 +58,12 @@ enum NetworkProbes {
         except OSError as e: print("error:" + errno.errorcode.get(e.errno, str(e.errno)))
         """#
 
-    final class Listener {
-        let process: Process
-        let dir: String
-        let ports: [String: UInt16]
+    package final class Listener {
+        package let process: Process
+        package let dir: String
+        package let ports: [String: UInt16]
 
-        init() throws {
+        package init() throws {
             dir = try Harness.tempDir("net-listener")
             process = Process()
             process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
@@ -84,9 +83,9 @@ enum NetworkProbes {
         }
 
         /// `name peer` lines so far.
-        var hits: [String] { lines((try? String(contentsOfFile: dir + "/hits", encoding: .utf8)) ?? "") }
+        package var hits: [String] { lines((try? String(contentsOfFile: dir + "/hits", encoding: .utf8)) ?? "") }
 
-        func stop() {
+        package func stop() {
             kill(process.processIdentifier, SIGKILL)
             process.waitUntilExit()
             Harness.cleanup(dir)
@@ -94,7 +93,9 @@ enum NetworkProbes {
     }
 
     /// Runs the client in network namespace file `namespace` (nil: the host's).
-    static func attempt(in namespace: String?, _ proto: String, _ host: String, _ port: UInt16, source: String? = nil)
+    package static func attempt(
+        in namespace: String?, _ proto: String, _ host: String, _ port: UInt16, source: String? = nil
+    )
         throws -> String
     {
         var args = ["-c", clientScript, proto, host, String(port)]
@@ -110,7 +111,7 @@ enum NetworkProbes {
     }
 
     /// `ip ARGS` (iproute2, the tests' independent view of the kernel), in `namespace` if given.
-    static func ip(_ args: [String], in namespace: String? = nil) throws -> String {
+    package static func ip(_ args: [String], in namespace: String? = nil) throws -> String {
         let result =
             if let namespace {
                 try Harness.run("/usr/bin/nsenter", ["--net=\(namespace)", "/usr/sbin/ip"] + args, timeout: 30)
@@ -121,12 +122,12 @@ enum NetworkProbes {
     }
 
     /// `nft list tables` lines (nftables' CLI, apart from the library under test).
-    static func tables() throws -> [String] {
+    package static func tables() throws -> [String] {
         lines(try Harness.run("/usr/sbin/nft", ["list", "tables"], timeout: 30).stdout)
     }
 
-    struct ProbeError: Error, CustomStringConvertible {
-        var description: String
-        init(_ description: String) { self.description = description }
+    package struct ProbeError: Error, CustomStringConvertible {
+        package var description: String
+        package init(_ description: String) { self.description = description }
     }
 }

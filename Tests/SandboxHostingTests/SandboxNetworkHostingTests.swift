@@ -1,0 +1,206 @@
+import Foundation
+import Glibc
+import LinuxKernel
+import NodeResources
+import OCI
+import Runtime
+import SandboxNetwork
+import SandboxSpec
+import Testing
+
+@testable import SandboxHosting
+
+/// The egress filter as the host sees it: what was registered, and what was taken back.
+private final class RecordingFilter: SandboxEgressFilter, @unchecked Sendable {
+    let egressPorts = EgressPorts(dns: 5301, http: 5302, tls: 5303)
+    private let lock = NSLock()
+    private var registered: [String: (IPv4Address, [SandboxEgressRule])] = [:]
+    private var log: [String] = []
+
+    func register(sandbox: String, source: IPv4Address, rules: [SandboxEgressRule]) throws {
+        lock.withLock {
+            registered[sandbox] = (source, rules)
+            log.append("register \(sandbox) \(source)")
+        }
+    }
+
+    func unregister(sandbox: String) {
+        lock.withLock {
+            registered[sandbox] = nil
+            log.append("unregister \(sandbox)")
+        }
+    }
+
+    func registration(_ sandbox: String) -> (IPv4Address, [SandboxEgressRule])? {
+        lock.withLock { registered[sandbox] }
+    }
+    var events: [String] { lock.withLock { log } }
+}
+
+private func node(filter: (any SandboxEgressFilter)?) throws -> (base: String, configuration: SandboxHost.Configuration)
+{
+    let base = FileManager.default.temporaryDirectory.path + "/sandbox-net-host-" + UUID().uuidString
+    for dir in ["bundles", "state", "store", "profiles", "volumes", "rootfs/etc"] {
+        try FileManager.default.createDirectory(atPath: base + "/" + dir, withIntermediateDirectories: true)
+    }
+    #expect(FileManager.default.createFile(atPath: base + "/rootfs/etc/resolv.conf", contents: Data()))
+    var configuration = SandboxHost.Configuration(
+        stateRoot: base + "/state", bundleRoot: base + "/bundles", ephemeralStorageBase: base + "/volumes",
+        rootfsStore: base + "/store", seccompProfiles: base + "/profiles")
+    configuration.egressFilter = filter
+    configuration.networkPool = "100.127.50.0/24"
+    return (base, configuration)
+}
+
+private func egressSandbox(_ name: String, _ rules: [EgressRule]) -> Sandbox {
+    var sandbox = Sandbox().applying(SandboxOverrides(name: name, runtime: "python:3.11"))
+    sandbox.spec.networkAccess = NetworkAccessSpec(egress: rules)
+    return sandbox
+}
+
+@Suite struct SandboxNetworkPlanTests {
+    @Test("egress rules on a host without an egress filter: refused at plan, naming spec.networkAccess.egress")
+    func noFilter() throws {
+        let (base, configuration) = try node(filter: nil)
+        defer { try? FileManager.default.removeItem(atPath: base) }
+        let error = #expect(throws: SandboxHostError.self) {
+            try SandboxHost(configuration: configuration).plan(
+                for: egressSandbox("net-nofilter", [EgressRule(domain: "pypi.org")]), args: ["true"])
+        }
+        #expect(error?.code == .unsupported)
+        #expect(error?.field == "spec.networkAccess.egress")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: base + "/bundles") == [])
+    }
+
+    @Test("the network plan: domains and cidr rules for the filter, cidr rules with their ports for nftables")
+    func plan() throws {
+        let plan = try #require(
+            try SandboxNetworkPlan(
+                egressSandbox(
+                    "p",
+                    [
+                        EgressRule(domain: "pypi.org"),
+                        EgressRule(
+                            cidr: "198.18.0.0/15", ports: [PortRule(port: 5432), PortRule(port: 53, protocol: "UDP")]),
+                    ])))
+        #expect(plan.rules == [.domain("pypi.org"), .cidr(try IPv4Prefix("198.18.0.0/15"), ports: [5432, 53])])
+        #expect(plan.cidrRules.first?.ports == [.init(port: 5432, protocol: "tcp"), .init(port: 53, protocol: "udp")])
+        #expect(plan.cidrField == "spec.networkAccess.egress[1].cidr")
+        #expect(plan.ingress == false)
+        #expect(try SandboxNetworkPlan(egressSandbox("p", [])) == nil, "no egress: only lo")
+    }
+}
+
+@Suite(.serialized, .enabled(if: getuid() == 0, "needs root (network namespaces, veth, nftables)"))
+struct SandboxNetworkHostingTests {
+    static func plan(_ id: String, rootfs: String, rules: [EgressRule]) throws -> SandboxPlan {
+        var spec = Spec(process: OCI.Process(args: ["true"], cwd: "/"), root: Root(path: rootfs, readonly: true))
+        spec.linux = Linux(namespaces: [Namespace(type: "pid"), Namespace(type: "network")])
+        return SandboxPlan(id: id, spec: spec, network: try SandboxNetworkPlan(egressSandbox(id, rules)))
+    }
+
+    static func leftovers(_ id: String) -> [String] {
+        var out: [String] = []
+        let links = (try? String(contentsOfFile: "/proc/net/dev", encoding: .utf8)) ?? ""
+        if links.contains(SandboxNetworks.vethName(id) + ":") { out.append("veth") }
+        if FileManager.default.fileExists(atPath: SandboxNetworks.defaultNamespaceDirectory + "/" + id) {
+            out.append("namespace file")
+        }
+        if (try? SandboxNetworks.counters(sandbox: id)) != nil { out.append("table") }
+        return out
+    }
+
+    @Test(
+        "prepare: the spec joins the sandbox's namespace file, resolv.conf names the host side, the filter knows the sandbox's address; cleanup takes all of it back"
+    )
+    func prepareAndCleanup() throws {
+        let filter = RecordingFilter()
+        let (base, configuration) = try node(filter: filter)
+        defer { try? FileManager.default.removeItem(atPath: base) }
+        let id = "net-host-\(getpid() % 100_000)"
+        let sandbox = try SandboxHost(configuration: configuration).prepare(
+            try Self.plan(id, rootfs: base + "/rootfs", rules: [EgressRule(domain: "pypi.org")]))
+        defer { try? sandbox.cleanup() }
+
+        let config = try JSONDecoder().decode(
+            Spec.self, from: Data(contentsOf: URL(fileURLWithPath: sandbox.bundle + "/config.json")))
+        let network = config.linux?.namespaces?.first { $0.type == "network" }
+        #expect(network?.path == SandboxNetworks.defaultNamespaceDirectory + "/" + id)
+        let resolv = config.mounts?.first { $0.destination == "/etc/resolv.conf" }
+        #expect(resolv?.source == sandbox.bundle + "/resolv.conf")
+        #expect(resolv?.options?.contains("ro") == true)
+        let (source, rules) = try #require(filter.registration(id))
+        #expect(
+            try String(contentsOfFile: sandbox.bundle + "/resolv.conf", encoding: .utf8).hasPrefix(
+                "nameserver 100.127.50."))
+        #expect(source.description.hasPrefix("100.127.50."))
+        #expect(rules == [.domain("pypi.org")])
+        #expect(Self.leftovers(id) == ["veth", "namespace file", "table"])
+
+        try sandbox.cleanup()
+        #expect(filter.registration(id) == nil)
+        #expect(filter.events == ["register \(id) \(source)", "unregister \(id)"])
+        #expect(Self.leftovers(id) == [])
+        #expect(!FileManager.default.fileExists(atPath: sandbox.bundle))
+    }
+
+    @Test(
+        "cidr rules while net.ipv4.ip_forward is 0: prepare fails naming the rule's field and leaves nothing (bundle, network, registration)"
+    )
+    func forwardingOff() throws {
+        let forwarding = try Files.readString(SandboxNetworks.forwardingSysctl)
+        guard forwarding.hasPrefix("0") else { return }
+        let filter = RecordingFilter()
+        let (base, configuration) = try node(filter: filter)
+        defer { try? FileManager.default.removeItem(atPath: base) }
+        let id = "net-fwd-\(getpid() % 100_000)"
+        let plan = try Self.plan(
+            id, rootfs: base + "/rootfs",
+            rules: [EgressRule(domain: "pypi.org"), EgressRule(cidr: "198.18.0.0/15", ports: [PortRule(port: 5432)])])
+        do {
+            let sandbox = try SandboxHost(configuration: configuration).prepare(plan)
+            try? sandbox.cleanup()
+            Issue.record("prepared with forwarding off")
+        } catch let error as NetworkError {
+            #expect(error.field == "spec.networkAccess.egress[1].cidr")
+            #expect(error.code == .unsupported)
+        }
+        #expect(filter.events == [])
+        #expect(Self.leftovers(id) == [])
+        #expect(
+            try FileManager.default.contentsOfDirectory(atPath: base + "/bundles").filter { !$0.hasPrefix(".") } == [])
+    }
+
+    @Test("gc: the network of a dead holder (veth, table, namespace file, lease) is swept by GarbageCollector")
+    func garbageCollector() throws {
+        let dir = FileManager.default.temporaryDirectory.path + "/sandbox-net-gc-" + UUID().uuidString
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let store = LeaseStore(directory: dir + "/leases")
+        let id = "net-gc-\(getpid() % 100_000)"
+        let net = try SandboxNetworks(pool: "100.127.51.0/24", leases: store).attach(
+            sandbox: id, ports: EgressPorts(dns: 1, http: 2, tls: 3))
+        // Its holder dies: the lease now names an exited process.
+        let child = Process()
+        child.executableURL = URL(fileURLWithPath: "/bin/true")
+        try child.run()
+        child.waitUntilExit()
+        try store.withLock { tx in
+            for var lease in try tx.leases(SandboxNetworks.leaseKind) where lease.record.sandbox == id {
+                lease.holder = ProcessIdentity(pid: child.processIdentifier, startTime: 1)
+                try tx.write(SandboxNetworks.leaseKind, lease)
+            }
+        }
+        #expect(Self.leftovers(id) == ["veth", "namespace file", "table"])
+        let report = GarbageCollector(
+            stateRoot: dir + "/state", bundleRoot: dir + "/bundles",
+            cpuAllocator: CPUAllocator(store: store, pool: [0]),
+            idAllocator: IDAllocator(store: store), ephemeralStorageBase: dir + "/volumes",
+            backends: RuntimeBackends([NativeBackend()])
+        ).sweep()
+        #expect(report.networks == [id], "\(report.errors)")
+        #expect(Self.leftovers(id) == [])
+        #expect(try store.withLock { try $0.leases(SandboxNetworks.leaseKind) }.isEmpty)
+        #expect(report.description.contains("sandbox networks: 1 (\(id))"))
+        _ = net
+    }
+}
