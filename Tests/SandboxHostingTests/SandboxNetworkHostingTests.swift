@@ -93,6 +93,9 @@ private func egressSandbox(_ name: String, _ rules: [EgressRule]) -> Sandbox {
 
 @Suite(.serialized, .enabled(if: getuid() == 0, "needs root (network namespaces, veth, nftables)"))
 struct SandboxNetworkHostingTests {
+    static let childVariable = "SAFESPACE_NETWORK_HOST_CHILD"
+    static let isChild = ProcessInfo.processInfo.environment[childVariable] != nil
+
     static func plan(_ id: String, rootfs: String, rules: [EgressRule]) throws -> SandboxPlan {
         var spec = Spec(process: OCI.Process(args: ["true"], cwd: "/"), root: Root(path: rootfs, readonly: true))
         spec.linux = Linux(namespaces: [Namespace(type: "pid"), Namespace(type: "network")])
@@ -202,5 +205,82 @@ struct SandboxNetworkHostingTests {
         #expect(try store.withLock { try $0.leases(SandboxNetworks.leaseKind) }.isEmpty)
         #expect(report.description.contains("sandbox networks: 1 (\(id))"))
         _ = net
+    }
+
+    /// Runs only in the child process of `killedHost`: prepares sandbox
+    /// `SAFESPACE_NETWORK_HOST_NAME` with egress rules in the node directories under
+    /// `<SAFESPACE_NETWORK_HOST_CHILD>` and waits to be killed.
+    @Test(.enabled(if: isChild))
+    func hostChildProcess() throws {
+        let env = ProcessInfo.processInfo.environment
+        let base = try #require(env[Self.childVariable])
+        let id = try #require(env["SAFESPACE_NETWORK_HOST_NAME"])
+        var configuration = SandboxHost.Configuration(
+            stateRoot: base + "/state", bundleRoot: base + "/bundles", ephemeralStorageBase: base + "/volumes",
+            rootfsStore: base + "/store", seccompProfiles: base + "/profiles")
+        configuration.egressFilter = RecordingFilter()
+        configuration.networkPool = "100.127.52.0/24"
+        _ = try SandboxHost(configuration: configuration).prepare(
+            try Self.plan(id, rootfs: base + "/rootfs", rules: [EgressRule(domain: "pypi.org")]))
+        #expect(FileManager.default.createFile(atPath: base + "/prepared", contents: nil))
+        while true { sleep(60) }
+    }
+
+    @Test(
+        "kill -9 of the hosting process with a sandbox network taken, then `safespace gc`: no veth, table, namespace file, address lease or bundle is left",
+        .enabled(
+            if: !isChild && ProcessInfo.processInfo.environment["SAFESPACE_BUILD_DIR"] != nil,
+            "the parent run, with the safespace binary (SAFESPACE_BUILD_DIR)"))
+    func killedHost() throws {
+        let (base, _) = try node(filter: nil)
+        defer { try? FileManager.default.removeItem(atPath: base) }
+        let id = "net-kill-\(getpid() % 100_000)"
+        let child = Process()
+        child.executableURL = URL(
+            fileURLWithPath: try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"))
+        child.arguments = ["--testing-library", "swift-testing", "--filter", "hostChildProcess"]
+        var env = ProcessInfo.processInfo.environment
+        env[Self.childVariable] = base
+        env["SAFESPACE_NETWORK_HOST_NAME"] = id
+        child.environment = env
+        child.standardOutput = FileHandle.nullDevice
+        child.standardError = FileHandle.nullDevice
+        try child.run()
+        var prepared = false
+        for _ in 0..<1200 where !prepared {
+            prepared = FileManager.default.fileExists(atPath: base + "/prepared")
+            if !prepared { usleep(100_000) }
+        }
+        kill(child.processIdentifier, SIGKILL)
+        child.waitUntilExit()
+        try #require(prepared, "the child did not prepare its sandbox")
+
+        let store = try RuntimeConfiguration.load().leaseStore
+        func leases() throws -> [String] {
+            try store.withLock { try $0.leases(SandboxNetworks.leaseKind) }.filter { $0.record.sandbox == id }.map(
+                \.key)
+        }
+        #expect(Self.leftovers(id) == ["veth", "namespace file", "table"])
+        #expect(try leases().count == 1)
+        #expect(FileManager.default.fileExists(atPath: base + "/bundles/" + id))
+
+        let gc = Process()
+        gc.executableURL = URL(
+            fileURLWithPath: ProcessInfo.processInfo.environment["SAFESPACE_BUILD_DIR"]! + "/safespace")
+        gc.arguments = [
+            "gc", "--root", base + "/state", "--bundle-root", base + "/bundles", "--ephemeral-storage",
+            base + "/volumes",
+        ]
+        let out = Pipe()
+        gc.standardOutput = out
+        gc.standardError = FileHandle.nullDevice
+        try gc.run()
+        let report = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        gc.waitUntilExit()
+        #expect(gc.terminationStatus == 0, "\(report)")
+        #expect(report.contains("sandbox networks: 1 (\(id))"), "\(report)")
+        #expect(Self.leftovers(id) == [])
+        #expect(try leases() == [])
+        #expect(!FileManager.default.fileExists(atPath: base + "/bundles/" + id))
     }
 }
