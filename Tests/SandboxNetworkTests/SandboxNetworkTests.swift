@@ -141,6 +141,60 @@ struct SandboxNetworkTests {
         #expect(listener.hits.isEmpty, "\(listener.hits)")
     }
 
+    @Test("IPv6 from the sandbox (the veth's link-local addresses) is dropped and counted")
+    func ipv6Dropped() throws {
+        let dir = try Harness.tempDir("net-ipv6")
+        defer { Harness.cleanup(dir) }
+        let networks = try Self.networks(8, dir: dir)
+        let name = Self.name("six")
+        let net = try networks.attach(sandbox: name, ports: Self.ports)
+        defer { try? net.detach() }
+        let veth = SandboxNetworks.vethName(name)
+        // Both ends' link-local addresses, once duplicate address detection is done.
+        var hostLinkLocal: String?
+        let ready = Harness.eventually(timeout: 30, every: 0.1) {
+            let host = (try? NetworkProbes.ip(["-6", "-o", "addr", "show", "dev", veth])) ?? ""
+            let inside =
+                (try? NetworkProbes.ip(["-6", "-o", "addr", "show", "dev", "eth0"], in: net.namespacePath)) ?? ""
+            guard host.contains("fe80::"), inside.contains("fe80::"), !host.contains("tentative"),
+                !inside.contains("tentative")
+            else { return false }
+            hostLinkLocal = host.split(separator: " ").first { $0.hasPrefix("fe80::") }.map {
+                String($0.split(separator: "/")[0])
+            }
+            return true
+        }
+        guard ready, let address = hostLinkLocal else {
+            Issue.record("no IPv6 link-local addresses on the veth (IPv6 off on this host?)")
+            return
+        }
+        let before = try SandboxNetworks.counters(sandbox: name)["egress_dropped"] ?? 0
+        // Not refused (no listener would answer with a reset): dropped before the host's stack.
+        #expect(try NetworkProbes.attempt(in: net.namespacePath, "tcp", address + "%eth0", 22) == "timeout")
+        #expect((try SandboxNetworks.counters(sandbox: name)["egress_dropped"] ?? 0) > before)
+    }
+
+    @Test("sandboxes do not reach each other: not the other's address, not the filter ports on the other's host side")
+    func sandboxesApart() throws {
+        let dir = try Harness.tempDir("net-apart")
+        defer { Harness.cleanup(dir) }
+        let listener = try NetworkProbes.Listener()
+        defer { listener.stop() }
+        let networks = try Self.networks(9, dir: dir)
+        let ports = EgressPorts(dns: listener.ports["dns"]!, http: listener.ports["http"]!, tls: listener.ports["tls"]!)
+        let a = try networks.attach(sandbox: Self.name("a"), ports: ports, ingress: true)
+        defer { try? a.detach() }
+        let b = try networks.attach(sandbox: Self.name("b"), ports: ports, ingress: true)
+        defer { try? b.detach() }
+        #expect(a.sandboxAddress != b.sandboxAddress)
+        #expect(try NetworkProbes.attempt(in: a.namespacePath, "tcp", b.sandboxAddress.description, 8000) == "timeout")
+        #expect(
+            try NetworkProbes.attempt(in: a.namespacePath, "tcp", b.hostAddress.description, ports.tls) == "timeout")
+        #expect(
+            try NetworkProbes.attempt(in: a.namespacePath, "tcp", a.hostAddress.description, ports.tls) == "reply:tls")
+        #expect(listener.hits == ["tls \(a.sandboxAddress)"])
+    }
+
     @Test("ingress: false drops a connection from the host into the sandbox and counts it; ingress: true lets it in")
     func ingress() throws {
         let dir = try Harness.tempDir("net-ingress")

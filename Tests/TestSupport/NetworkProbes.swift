@@ -40,18 +40,20 @@ package enum NetworkProbes {
                     data, peer = key.fileobj.recvfrom(4096); hit(name, peer[0]); key.fileobj.sendto(b"dns", peer)
         """#
 
-    /// One attempt: `tcp|udp host port [source]`: prints `reply:<text>`, `timeout`, `refused`
+    /// One attempt: `tcp|udp host port [source]` (host IPv4, or IPv6 with `%scope`): prints `reply:<text>`, `timeout`, `refused`
     /// or `error:<errno name>`. The 2 s bound tells a dropped packet (no answer) from a refused
     /// one; it is not a timing assertion.
     package static let clientScript = #"""
         import errno, socket, sys
         proto, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM)
+        kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
+        family, _, _, _, address = socket.getaddrinfo(host, port, 0, kind)[0]
+        s = socket.socket(family, kind)
         s.settimeout(2)
         if len(sys.argv) > 4: s.bind((sys.argv[4], 0))
         try:
-            if proto == "tcp": s.connect((host, port)); s.sendall(b"hello")
-            else: s.sendto(b"hello", (host, port))
+            if proto == "tcp": s.connect(address); s.sendall(b"hello")
+            else: s.sendto(b"hello", address)
             print("reply:" + s.recv(100).decode())
         except socket.timeout: print("timeout")
         except ConnectionRefusedError: print("refused")
