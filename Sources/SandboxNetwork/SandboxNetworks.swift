@@ -147,7 +147,6 @@ public struct SandboxNetworks: Sendable {
         // that someone else made (the create steps are exclusive and fail on those).
         var undo: [() throws -> Void] = [{ try attachment.releaseLease() }]
         do {
-            try Kernel.prepareNamespaceDirectory(namespaceDirectory)
             try Kernel.createNamespace(at: record.namespacePath)
             undo.append { try Kernel.removeNamespace(at: record.namespacePath) }
             let inside = try RouteSocket(namespace: record.namespacePath)
@@ -177,6 +176,8 @@ public struct SandboxNetworks: Sendable {
     /// Takes a subnet for `sandbox`, after reclaiming the networks of dead holders.
     func lease(_ sandbox: String) throws -> NetworkLeaseRecord {
         try leases.withLock { tx in
+            // Under the lock: two first attaches must not both bind the directory on itself.
+            try Kernel.prepareNamespaceDirectory(namespaceDirectory)
             _ = try reclaimLocked(tx)
             let current = try tx.leases(Self.leaseKind)
             if let held = current.first(where: { $0.record.sandbox == sandbox }) {
