@@ -16,7 +16,7 @@ import Foundation
 ///     iifname V ip daddr <cidr> [ports] accept          -- cidr rules: not redirected
 ///     iifname V udp/tcp dport 53 dnat to H:<dns>; tcp dport 80 dnat to H:<http>; 443 to H:<tls> }
 ///   chain egress      { type filter hook prerouting priority filter (0), after dstnat
-///     iifname V ct state established,related accept     -- replies, and what was accepted new
+///     iifname V ct direction reply ip daddr H accept    -- replies to the host's connections
 ///     iifname V ip daddr H udp dport <dns> accept; tcp dport {<dns>,<http>,<tls>} accept
 ///     iifname V ip daddr <cidr> [ports] accept
 ///     iifname V drop (egress_dropped) }                 -- in prerouting: counted whether or
@@ -130,11 +130,12 @@ struct SandboxRules {
 
         // After dstnat: the destinations are the filter's, or the cidr rules' (not redirected).
         out.append(chain("egress", type: "filter", hook: "prerouting", prio: 0))
-        out.append(
-            rule(
-                "egress",
-                [fromVeth, Self.match(["ct": ["key": "state"]], ["established", "related"], op: "in"), Self.accept]))
         let toHost = Self.match(Self.payload("ip", "daddr"), h)
+        // Replies to the host's own connections into the sandbox (ingress: true). Never a plain
+        // `ct state established` accept: conntrack entries outlive a sandbox, and the next
+        // sandbox given the same address would inherit its forwarded connections. Every other
+        // packet, not only a connection's first, is judged by the rules below.
+        out.append(rule("egress", [fromVeth, Self.match(["ct": ["key": "direction"]], "reply"), toHost, Self.accept]))
         out.append(
             rule("egress", [fromVeth, toHost, Self.match(Self.payload("udp", "dport"), Int(ports.dns)), Self.accept]))
         out.append(

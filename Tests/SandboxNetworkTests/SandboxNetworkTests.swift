@@ -343,6 +343,117 @@ struct SandboxNetworkTests {
         #expect(try Self.leftovers(name, networks) == [])
     }
 
+    static let forwardChildVariable = "SAFESPACE_NETWORK_FORWARD_CHILD"
+    static let isForwardChild = ProcessInfo.processInfo.environment[forwardChildVariable] != nil
+
+    /// Upstream of the forwarding test: TCP 5432 and 5433, UDP 5353, each answering `up` and
+    /// logging `proto port peer` to `<dir>/uphits`.
+    static let upstreamScript = #"""
+        import selectors, socket, sys
+        d = sys.argv[1]
+        sel = selectors.DefaultSelector()
+        def hit(text):
+            with open(d + "/uphits", "a") as f: f.write(text + "\n")
+        for port in (5432, 5433):
+            s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("0.0.0.0", port)); s.listen(16); sel.register(s, selectors.EVENT_READ, "tcp")
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("0.0.0.0", 5353))
+        sel.register(u, selectors.EVENT_READ, "udp")
+        open(d + "/upready", "w").close()
+        while True:
+            for key, _ in sel.select():
+                if key.data == "tcp":
+                    c, peer = key.fileobj.accept(); hit("tcp %d %s" % (c.getsockname()[1], peer[0]))
+                    c.settimeout(2)
+                    try: c.recv(100); c.sendall(b"up")
+                    except OSError: pass
+                    c.close()
+                else:
+                    data, peer = key.fileobj.recvfrom(100); hit("udp 5353 %s" % peer[0]); key.fileobj.sendto(b"up", peer)
+        """#
+
+    /// Runs only in `cidrForwarded`'s child, in a network namespace of its own (the node):
+    /// forwarding on there, an upstream namespace at 198.18.0.2 behind a veth.
+    @Test(.enabled(if: isForwardChild))
+    func forwardingChildProcess() throws {
+        let dir = try #require(ProcessInfo.processInfo.environment[Self.forwardChildVariable])
+        let name = Self.name("fwd")
+        _ = try Harness.run("/usr/sbin/ip", ["link", "set", "lo", "up"])
+        try Files.write(SandboxNetworks.forwardingSysctl, "1")
+        let networks = try Self.networks(10, dir: dir)
+        // The upstream: its own namespace file, a veth 198.18.0.1 (node) - 198.18.0.2 (upstream).
+        let upstream = networks.namespaceDirectory + "/" + name + "-up"
+        try Kernel.prepareNamespaceDirectory(networks.namespaceDirectory)
+        try Kernel.createNamespace(at: upstream)
+        defer { try? Kernel.removeNamespace(at: upstream) }
+        let node = try RouteSocket()
+        try node.createVeth(host: "up-" + name.suffix(8), peer: "up0", peerNamespace: upstream)
+        defer { try? node.deleteLink("up-" + name.suffix(8)) }
+        let inside = try RouteSocket(namespace: upstream)
+        try node.addAddress(IPv4Address("198.18.0.1")!, prefix: 24, to: "up-" + name.suffix(8))
+        try inside.addAddress(IPv4Address("198.18.0.2")!, prefix: 24, to: "up0")
+        try node.up("up-" + name.suffix(8))
+        try inside.up("up0")
+        try inside.up("lo")
+        let server = Process()
+        server.executableURL = URL(fileURLWithPath: "/usr/bin/nsenter")
+        server.arguments = ["--net=\(upstream)", "/usr/bin/python3", "-c", Self.upstreamScript, dir]
+        server.standardOutput = FileHandle.nullDevice
+        server.standardError = FileHandle.nullDevice
+        try server.run()
+        defer {
+            kill(server.processIdentifier, SIGKILL)
+            server.waitUntilExit()
+        }
+        try #require(Harness.eventually(timeout: 20) { FileManager.default.fileExists(atPath: dir + "/upready") })
+        func upstreamHits() -> [String] { lines((try? String(contentsOfFile: dir + "/uphits", encoding: .utf8)) ?? "") }
+
+        let rule = CIDRRule(
+            prefix: try IPv4Prefix("198.18.0.0/24"), ports: [.init(port: 5432), .init(port: 5353, protocol: "udp")])
+        let a = try networks.attach(sandbox: name, ports: Self.ports, cidrRules: [rule])
+        let source = a.sandboxAddress.description
+        #expect(try NetworkProbes.attempt(in: a.namespacePath, "tcp", "198.18.0.2", 5432) == "reply:up")
+        #expect(try NetworkProbes.attempt(in: a.namespacePath, "tcp", "198.18.0.2", 5433) == "timeout", "not in ports")
+        #expect(
+            try NetworkProbes.attempt(in: a.namespacePath, "udp", "198.18.0.2", 5353, source: source + ",40000")
+                == "reply:up")
+        // Masqueraded: upstream sees the node's address, never the sandbox's.
+        #expect(upstreamHits() == ["tcp 5432 198.18.0.1", "udp 5353 198.18.0.1"])
+        try a.detach()
+
+        // The next sandbox gets the same address and no cidr rule. The conntrack entry of the
+        // UDP flow above is still there: the same 5-tuple must not ride on it.
+        let b = try networks.attach(sandbox: name, ports: Self.ports)
+        defer { try? b.detach() }
+        #expect(b.sandboxAddress.description == source)
+        #expect(
+            try NetworkProbes.attempt(in: b.namespacePath, "udp", "198.18.0.2", 5353, source: source + ",40000")
+                == "timeout")
+        #expect(try NetworkProbes.attempt(in: b.namespacePath, "tcp", "198.18.0.2", 5432) == "timeout")
+        #expect(upstreamHits().count == 2, "\(upstreamHits())")
+        #expect(FileManager.default.createFile(atPath: dir + "/done", contents: nil))
+    }
+
+    @Test(
+        "cidr rules, on a node with forwarding on (a network namespace of the test's own): the prefix's ports are forwarded and masqueraded, others dropped; a later sandbox with the same address inherits nothing through conntrack",
+        .enabled(if: !isChild && !isForwardChild, "the parent run; its child runs forwardingChildProcess"))
+    func cidrForwarded() throws {
+        let dir = try Harness.tempDir("net-forward")
+        defer { Harness.cleanup(dir) }
+        let exe = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
+        var env = ProcessInfo.processInfo.environment
+        env[Self.forwardChildVariable] = dir
+        let r = try Harness.run(
+            "/usr/bin/unshare",
+            ["--net", "--", exe, "--testing-library", "swift-testing", "--filter", "forwardingChildProcess"],
+            env: env, timeout: 300)
+        let output = (r.stdout + r.stderr).split(separator: "\n").filter {
+            $0.contains("✘") || $0.contains("Expectation")
+        }
+        #expect(r.status == 0, "\(output.joined(separator: "\n"))")
+        #expect(FileManager.default.fileExists(atPath: dir + "/done"), "the child ran to its end")
+    }
+
     @Test("a live holder's network stays through the sweep; a second attach of the name is refused")
     func liveHolderKept() throws {
         let dir = try Harness.tempDir("net-live")

@@ -40,7 +40,7 @@ package enum NetworkProbes {
                     data, peer = key.fileobj.recvfrom(4096); hit(name, peer[0]); key.fileobj.sendto(b"dns", peer)
         """#
 
-    /// One attempt: `tcp|udp host port [source]` (host IPv4, or IPv6 with `%scope`): prints `reply:<text>`, `timeout`, `refused`
+    /// One attempt: `tcp|udp host port [source[,port]]` (host IPv4, or IPv6 with `%scope`): prints `reply:<text>`, `timeout`, `refused`
     /// or `error:<errno name>`. The 2 s bound tells a dropped packet (no answer) from a refused
     /// one; it is not a timing assertion.
     package static let clientScript = #"""
@@ -50,7 +50,9 @@ package enum NetworkProbes {
         family, _, _, _, address = socket.getaddrinfo(host, port, 0, kind)[0]
         s = socket.socket(family, kind)
         s.settimeout(2)
-        if len(sys.argv) > 4: s.bind((sys.argv[4], 0))
+        if len(sys.argv) > 4:
+            source = sys.argv[4].split(",")
+            s.bind((source[0], int(source[1]) if len(source) > 1 else 0))
         try:
             if proto == "tcp": s.connect(address); s.sendall(b"hello")
             else: s.sendto(b"hello", address)
