@@ -97,7 +97,9 @@ enum NetworkHosting {
             sandbox: plan.id, ports: filter.egressPorts, cidrRules: network.cidrRules, ingress: network.ingress,
             cidrField: network.cidrField)
         cleanup.append(("network of \(plan.id)", attachment.detach))
-        try filter.register(sandbox: plan.id, source: attachment.sandboxAddress, rules: network.rules)
+        try filter.register(
+            sandbox: plan.id, source: attachment.sandboxAddress, hostAddress: attachment.hostAddress,
+            rules: network.rules)
         cleanup.append(("egress filter registration of \(plan.id)", { filter.unregister(sandbox: plan.id) }))
 
         // Never without the namespace: a spec with no linux section would join the host's network.

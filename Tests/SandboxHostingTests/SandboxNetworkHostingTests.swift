@@ -17,10 +17,10 @@ private final class RecordingFilter: SandboxEgressFilter, @unchecked Sendable {
     private var registered: [String: (IPv4Address, [SandboxEgressRule])] = [:]
     private var log: [String] = []
 
-    func register(sandbox: String, source: IPv4Address, rules: [SandboxEgressRule]) throws {
+    func register(sandbox: String, source: IPv4Address, hostAddress: IPv4Address, rules: [SandboxEgressRule]) throws {
         lock.withLock {
             registered[sandbox] = (source, rules)
-            log.append("register \(sandbox) \(source)")
+            log.append("register \(sandbox) \(source) at \(hostAddress)")
         }
     }
 
@@ -142,7 +142,8 @@ struct SandboxNetworkHostingTests {
 
         try sandbox.cleanup()
         #expect(filter.registration(id) == nil)
-        #expect(filter.events == ["register \(id) \(source)", "unregister \(id)"])
+        let host = IPv4Address(source.value - 1)
+        #expect(filter.events == ["register \(id) \(source) at \(host)", "unregister \(id)"])
         #expect(Self.leftovers(id) == [])
         #expect(!FileManager.default.fileExists(atPath: sandbox.bundle))
     }
