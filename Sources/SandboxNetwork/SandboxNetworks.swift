@@ -246,6 +246,19 @@ public struct SandboxNetworks: Sendable {
         }
     }
 
+    /// Makes `owner` the holder of sandbox `sandbox`'s network (the daemon hands a running
+    /// sandbox to its init: the network then lives as long as the sandbox, and the sweep takes
+    /// it once the init is dead). Nothing when the sandbox has no network.
+    /// - Throws: `SysError` from the store.
+    public func transfer(sandbox: String, to owner: ProcessIdentity) throws {
+        try leases.withLockIfExists { tx in
+            for var lease in try tx.leases(Self.leaseKind) where lease.record.sandbox == sandbox {
+                lease.holder = owner
+                try tx.write(Self.leaseKind, lease)
+            }
+        }
+    }
+
     /// The named counters (packets) of sandbox `sandbox`'s table: `spoof_dropped`,
     /// `egress_dropped`, `ingress_dropped`.
     /// - Throws: `NetworkError` when the table cannot be listed (there is none).

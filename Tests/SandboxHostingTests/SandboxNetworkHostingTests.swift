@@ -175,6 +175,38 @@ struct SandboxNetworkHostingTests {
             try FileManager.default.contentsOfDirectory(atPath: base + "/bundles").filter { !$0.hasPrefix(".") } == [])
     }
 
+    @Test(
+        "transfer (the daemon hands a sandbox to its init): the network follows the sandbox's owner; swept once that owner is dead, not before"
+    )
+    func transferFollowsOwner() throws {
+        let filter = RecordingFilter()
+        let (base, configuration) = try node(filter: filter)
+        defer { try? FileManager.default.removeItem(atPath: base) }
+        let id = "net-xfer-\(getpid() % 100_000)"
+        let sandbox = try SandboxHost(configuration: configuration).prepare(
+            try Self.plan(id, rootfs: base + "/rootfs", rules: [EgressRule(domain: "pypi.org")]))
+        defer { try? sandbox.cleanup() }
+        // The new owner: a process of its own, alive until killed below.
+        let owner = Process()
+        owner.executableURL = URL(fileURLWithPath: "/bin/sleep")
+        owner.arguments = ["600"]
+        try owner.run()
+        let identity = ProcessIdentity(
+            pid: owner.processIdentifier, startTime: try #require(ProcStat.read(pid: owner.processIdentifier)).startTime
+        )
+        try SandboxLeases(directory: configuration.bundleRoot, backends: configuration.backends).transfer(
+            id, to: identity)
+        let store = try RuntimeConfiguration.load().leaseStore
+        let held = try store.withLock { try $0.leases(SandboxNetworks.leaseKind) }.filter { $0.record.sandbox == id }
+        #expect(held.map(\.holder) == [identity])
+        #expect(try SandboxNetworks(leases: store).sweep().reclaimed.contains(id) == false, "its owner lives")
+        #expect(Self.leftovers(id) == ["veth", "namespace file", "table"])
+        kill(owner.processIdentifier, SIGKILL)
+        owner.waitUntilExit()
+        #expect(try SandboxNetworks(leases: store).sweep().reclaimed.contains(id))
+        #expect(Self.leftovers(id) == [])
+    }
+
     @Test("gc: the network of a dead holder (veth, table, namespace file, lease) is swept by GarbageCollector")
     func garbageCollector() throws {
         let dir = FileManager.default.temporaryDirectory.path + "/sandbox-net-gc-" + UUID().uuidString
@@ -279,7 +311,8 @@ struct SandboxNetworkHostingTests {
         let report = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         gc.waitUntilExit()
         #expect(gc.terminationStatus == 0, "\(report)")
-        #expect(report.contains("sandbox networks: 1 (\(id))"), "\(report)")
+        // Its network goes with the sandbox's reclaim (SandboxLeases), or else in gc's network sweep.
+        #expect(report.contains("sandboxes: 1 (\(id))"), "\(report)")
         #expect(Self.leftovers(id) == [])
         #expect(try leases() == [])
         #expect(!FileManager.default.fileExists(atPath: base + "/bundles/" + id))
