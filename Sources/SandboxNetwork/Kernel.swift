@@ -48,6 +48,23 @@ enum Kernel {
     }
 }
 
+/// The connection tracking table (ctnetlink) of this network namespace.
+enum Conntrack {
+    /// The IPv4 entries whose original source or destination is `address`; with `delete`,
+    /// deleted. Conntrack entries outlive the rules and links of a sandbox: the next sandbox
+    /// given the same address must not find its flows. A kernel without ctnetlink
+    /// (EPROTONOSUPPORT) counts 0.
+    /// - Returns: how many were found.
+    /// - Throws: `NetworkError` `.failed` with the errno.
+    @discardableResult
+    static func entries(of address: IPv4Address, delete: Bool) throws -> Int {
+        let rc = ssn_conntrack_flush(address.networkOrder, delete ? 1 : 0)
+        if rc == -EPROTONOSUPPORT { return 0 }
+        try Kernel.check(rc, delete ? "delete conntrack entries of" : "list conntrack entries of", "\(address)")
+        return Int(rc)
+    }
+}
+
 /// A NETLINK_ROUTE socket in one network namespace (rtnetlink(7)).
 final class RouteSocket {
     let fd: Int32

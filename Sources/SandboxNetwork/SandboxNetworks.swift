@@ -201,11 +201,16 @@ public struct SandboxNetworks: Sendable {
     }
 
     /// Removes everything `record` names: the table, the veth (its peer and the routes over it
-    /// go with it), the namespace file. Each step does nothing when its object is gone.
+    /// go with it), the conntrack entries of the sandbox's address, the namespace file. Each
+    /// step does nothing when its object is gone.
     static func remove(_ record: NetworkLeaseRecord) throws {
         var failures: [String] = []
         do { try Nftables().deleteTable(record.table) } catch { failures.append("table \(record.table): \(error)") }
         do { try RouteSocket().deleteLink(record.veth) } catch { failures.append("veth \(record.veth): \(error)") }
+        // With the link gone no new entry can appear for the address.
+        do { try Conntrack.entries(of: record.sandboxAddress, delete: true) } catch {
+            failures.append("conntrack of \(record.sandboxAddress): \(error)")
+        }
         do { try Kernel.removeNamespace(at: record.namespacePath) } catch {
             failures.append("namespace \(record.namespacePath): \(error)")
         }

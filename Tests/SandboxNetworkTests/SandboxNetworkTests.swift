@@ -419,7 +419,9 @@ struct SandboxNetworkTests {
                 == "reply:up")
         // Masqueraded: upstream sees the node's address, never the sandbox's.
         #expect(upstreamHits() == ["tcp 5432 198.18.0.1", "udp 5353 198.18.0.1"])
+        #expect(try Conntrack.entries(of: a.sandboxAddress, delete: false) > 0)
         try a.detach()
+        #expect(try Conntrack.entries(of: a.sandboxAddress, delete: false) == 0, "detach deletes the address's flows")
 
         // The next sandbox gets the same address and no cidr rule. The conntrack entry of the
         // UDP flow above is still there: the same 5-tuple must not ride on it.

@@ -34,4 +34,10 @@ int ssn_addr_add(int rtnl, const char *name, uint32_t addr, int prefix);
 /// RTM_NEWROUTE: IPv4 default route via `gateway` (network byte order) on link `name`. 0 or -errno.
 int ssn_route_default(int rtnl, const char *name, uint32_t gateway);
 
+/// The IPv4 conntrack entries (ctnetlink, nfnetlink_conntrack) of this network namespace whose
+/// original source or destination is `addr` (network byte order): counted, and with `delete`
+/// deleted (IPCTNL_MSG_CT_DELETE of each one's original tuple). The number found, or -errno
+/// (-EPROTONOSUPPORT when the kernel has no ctnetlink).
+int ssn_conntrack_flush(uint32_t addr, int delete);
+
 #endif
