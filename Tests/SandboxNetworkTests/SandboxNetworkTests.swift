@@ -34,8 +34,8 @@ struct SandboxNetworkTests {
         }
         let file = networks.namespaceDirectory + "/" + name
         if FileManager.default.fileExists(atPath: file) { out.append("namespace file \(file)") }
-        let prefix = "100.127.\(networks.pool.address.value >> 8 & 0xff)."
-        for route in lines(try NetworkProbes.ip(["route"])) where route.hasPrefix(prefix) {
+        for route in lines(try NetworkProbes.ip(["route"]))
+        where route.contains(" dev \(veth) ") || route.hasSuffix(" dev \(veth)") {
             out.append("route \(route)")
         }
         let leases = try networks.leases.withLock { try $0.leases(SandboxNetworks.leaseKind) }
@@ -454,6 +454,59 @@ struct SandboxNetworkTests {
         }
         #expect(r.status == 0, "\(output.joined(separator: "\n"))")
         #expect(FileManager.default.fileExists(atPath: dir + "/done"), "the child ran to its end")
+    }
+
+    @Test("attaches from 8 threads at once get 8 distinct subnets, veths and tables; all detach to nothing")
+    func concurrentAttaches() throws {
+        let dir = try Harness.tempDir("net-threads")
+        defer { Harness.cleanup(dir) }
+        let networks = try Self.networks(11, dir: dir)
+        let names = (0..<8).map { Self.name("t\($0)") }
+        let lock = NSLock()
+        nonisolated(unsafe) var attached: [SandboxNetworkAttachment] = []
+        nonisolated(unsafe) var failures: [String] = []
+        DispatchQueue.concurrentPerform(iterations: names.count) { i in
+            do {
+                let net = try networks.attach(sandbox: names[i], ports: Self.ports)
+                lock.withLock { attached.append(net) }
+            } catch {
+                lock.withLock { failures.append("\(names[i]): \(error)") }
+            }
+        }
+        defer { for net in attached { try? net.detach() } }
+        #expect(failures == [])
+        #expect(Set(attached.map(\.sandboxAddress)).count == names.count)
+        for name in names { #expect(try Self.leftovers(name, networks).count == 5, "\(name)") }
+        DispatchQueue.concurrentPerform(iterations: attached.count) { i in
+            do { try attached[i].detach() } catch { lock.withLock { failures.append("detach: \(error)") } }
+        }
+        #expect(failures == [])
+        for name in names { #expect(try Self.leftovers(name, networks) == [], "\(name)") }
+    }
+
+    @Test("a full pool: the next attach fails with poolExhausted and leaves nothing")
+    func poolExhausted() throws {
+        let dir = try Harness.tempDir("net-pool")
+        defer { Harness.cleanup(dir) }
+        // A /29: two /30 subnets.
+        let networks = try SandboxNetworks(
+            pool: "100.127.12.0/29", leases: LeaseStore(directory: dir + "/leases"),
+            namespaceDirectory: SandboxNetworks.defaultNamespaceDirectory)
+        let first = try networks.attach(sandbox: Self.name("p0"), ports: Self.ports)
+        defer { try? first.detach() }
+        let second = try networks.attach(sandbox: Self.name("p1"), ports: Self.ports)
+        defer { try? second.detach() }
+        #expect(
+            [first.sandboxAddress.description, second.sandboxAddress.description] == ["100.127.12.2", "100.127.12.6"])
+        let name = Self.name("p2")
+        do {
+            let third = try networks.attach(sandbox: name, ports: Self.ports)
+            try? third.detach()
+            Issue.record("a third subnet out of a /29")
+        } catch let error as NetworkError {
+            #expect(error.code == .poolExhausted)
+        }
+        #expect(try Self.leftovers(name, networks) == [])
     }
 
     @Test("a live holder's network stays through the sweep; a second attach of the name is refused")
