@@ -26,6 +26,17 @@ extension Sandbox {
             )
         }
 
+        // A domain is reached through the egress filter on both 80 and 443; the filter's rules
+        // name the domain only, so a domain rule limited to one of them cannot be enforced.
+        for (index, rule) in (spec.networkAccess?.egress ?? []).enumerated() {
+            guard rule.domain != nil, let ports = rule.ports, !ports.isEmpty else { continue }
+            if !Set([80, 443]).isSubset(of: Set(ports.map(\.port))) {
+                refuse(
+                    "spec.networkAccess.egress[\(index)].ports",
+                    "a domain is reached on both 80 and 443 (through the egress filter); limiting it to some of them")
+            }
+        }
+
         // Storage: everything is ephemeral (tmpfs).
         if let storage = spec.storage {
             if storage.persistent == true { refuse("spec.storage.persistent", "persistent volumes are not built") }

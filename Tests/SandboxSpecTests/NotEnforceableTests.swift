@@ -7,6 +7,10 @@ struct NotEnforceableTests {
     /// (YAML under `spec:`, the field refused)
     static let refused: [(String, String)] = [
         ("networkAccess:\n    ingress: true", "spec.networkAccess.ingress"),
+        (
+            "networkAccess:\n    egress:\n      - domain: pypi.org\n        ports: [{port: 443}]",
+            "spec.networkAccess.egress[0].ports"
+        ),
         ("storage:\n    persistent: true", "spec.storage.persistent"),
         ("storage:\n    volumeSize: 10Gi", "spec.storage.volumeSize"),
     ]
@@ -51,6 +55,7 @@ struct NotEnforceableTests {
         "networkAccess:\n    egress: []\n    ingress: false",
         // Enforced by the node's network (SandboxNetwork, through SandboxHosting).
         "networkAccess:\n    egress:\n      - domain: pypi.org",
+        "networkAccess:\n    egress:\n      - domain: pypi.org\n        ports: [{port: 80}, {port: 443}]",
         "networkAccess:\n    egress:\n      - cidr: 198.18.0.0/15\n        ports: [{port: 5432}]\n    ingress: true",
         "networkAccess: {}",
         "storage:\n    persistent: false",
