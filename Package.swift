@@ -78,6 +78,14 @@ let package = Package(
                 .embedInCode("BuiltinProfiles/python.json"),
                 .embedInCode("BuiltinProfiles/node.json"),
             ]),
+        // The network of a sandbox with egress rules (issue 13): address pool leases, network
+        // namespace files, veth pairs and routes (rtnetlink, CSandboxNetwork), nftables tables
+        // through libnftables' JSON API (CNftables). No NIO: the egress filter is a protocol.
+        .target(name: "CSandboxNetwork"),
+        .systemLibrary(
+            name: "CNftables", pkgConfig: "libnftables",
+            providers: [.apt(["libnftables-dev"])]),
+        .target(name: "SandboxNetwork", dependencies: ["Errors", "LinuxKernel", "CSandboxNetwork", "CNftables"]),
         .executableTarget(
             name: "safespace-runtime",
             dependencies: [
@@ -91,7 +99,7 @@ let package = Package(
             name: "SandboxHosting",
             dependencies: [
                 "Errors", "OCI", "LinuxKernel", "Cgroups", "Runtime", "GVisor", "SandboxSpec", "SeccompFilters",
-                "NodeResources",
+                "NodeResources", "SandboxNetwork",
             ]),
         .executableTarget(
             name: "safespace",
@@ -156,15 +164,20 @@ let package = Package(
         .testTarget(name: "SeccompFiltersTests", dependencies: ["SeccompFilters", "OCI", "Errors"]),
         .testTarget(
             name: "SandboxHostingTests",
-            dependencies: ["SandboxHosting", "SandboxSpec", "OCI", "NodeResources", "Runtime", "LinuxKernel", "Errors"]),
+            dependencies: [
+                "SandboxHosting", "SandboxSpec", "SandboxNetwork", "OCI", "NodeResources", "Runtime", "LinuxKernel",
+                "Errors",
+            ]),
         .testTarget(name: "RuntimeTests", dependencies: ["OCI", "Runtime", "LinuxKernel", "Errors", "TestSupport"]),
         .testTarget(name: "GVisorTests", dependencies: ["GVisor", "Runtime", "OCI", "LinuxKernel"]),
         .testTarget(
             name: "RuntimeIntegrationTests",
             dependencies: [
-                "OCI", "Runtime", "SeccompFilters", "NodeResources", "LinuxKernel", "SandboxHosting", "TestSupport",
+                "OCI", "Runtime", "SeccompFilters", "NodeResources", "LinuxKernel", "SandboxHosting", "SandboxNetwork",
+                "TestSupport",
             ]),
         .testTarget(name: "EgressFilterTests", dependencies: ["EgressFilter", "TestSupport"]),
+        .testTarget(name: "SandboxNetworkTests", dependencies: ["SandboxNetwork", "LinuxKernel", "TestSupport"]),
         .testTarget(name: "ClientIntegrationTests", dependencies: ["OCI", "LinuxKernel", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]

@@ -4,6 +4,7 @@ import Glibc
 import LinuxKernel
 import NodeResources
 import Runtime
+import SandboxNetwork
 
 /// The sweep of `safespace gc` (and of the daemon at start): everything of this node's
 /// sandboxes and containers whose owner is dead. Safe while other sandboxes run: it touches
@@ -45,6 +46,8 @@ public struct GarbageCollector: Sendable {
         public var idRanges: [UInt32] = []
         /// Ephemeral storage volumes destroyed.
         public var volumes: [String] = []
+        /// Sandbox networks removed (veth, nftables table, namespace file, lease).
+        public var networks: [String] = []
         /// What could not be reclaimed (it stays recorded; the next sweep tries again).
         public var errors: [String] = []
 
@@ -58,13 +61,15 @@ public struct GarbageCollector: Sendable {
                 CPU allocations: \(list(cpuAllocations))
                 host id ranges: \(list(idRanges.map { String($0) }))
                 ephemeral storage volumes: \(list(volumes))
+                sandbox networks: \(list(networks))
                 """
         }
     }
 
     /// Sweeps, in dependency order: sandboxes of dead `safespace` processes (each takes its
     /// own container, CPUs, range and volume), half-made containers of dead creators, CPU
-    /// allocations of dead holders, stale id ranges, volumes of dead owners.
+    /// allocations of dead holders, stale id ranges, volumes of dead owners, networks of dead
+    /// holders (in the CPU allocator's `LeaseStore`, the node's).
     public func sweep() -> Report {
         var report = Report()
         let leases = SandboxLeases(directory: bundleRoot, backends: backends).reclaimAbandoned(stateRoot: stateRoot)
@@ -83,6 +88,12 @@ public struct GarbageCollector: Sendable {
             // A volume without an owner record: kept while its sandbox has state or a bundle.
             Files.exists("\(stateRoot)/\(id)/state.json") || Files.exists("\(bundleRoot)/\(id)")
         }.sorted()
+        // The records name everything to remove; the pool does not matter to the sweep.
+        if let networks = try? SandboxNetworks(leases: cpuAllocator.store) {
+            let swept = networks.sweep()
+            report.networks = swept.reclaimed
+            report.errors += swept.errors
+        }
         return report
     }
 

@@ -70,6 +70,11 @@ public final class PreparedSandbox: @unchecked Sendable {
         {
             cleanup.append(("seccomp events", events.finish))
         }
+        // spec.networkAccess.egress: namespace, veth, nftables, the filter (SandboxNetworkHosting.swift).
+        if let network = plan.network {
+            try NetworkHosting.prepare(
+                network, plan: plan, bundle: bundle.path, configuration: configuration, spec: &spec, cleanup: &cleanup)
+        }
         try bundle.writeConfig(spec)
     }
 

@@ -16,6 +16,7 @@ import Glibc
 import NodeResources
 import OCI
 import Runtime
+import SandboxNetwork
 import SandboxSpec
 
 /// The node-side host of sandboxes. Stateless: all the node state it takes is on disk, each
@@ -40,6 +41,14 @@ public struct SandboxHost: Sendable {
         /// What containers run with (`ContainerRuntime.backends`). Default: this runtime's own
         /// backend and gVisor's (security level high).
         public var backends: RuntimeBackends
+        /// The node's egress filter, hosted by the front end (`safespace run`, `safespaced`);
+        /// nil: sandboxes with `spec.networkAccess.egress` are refused.
+        public var egressFilter: (any SandboxEgressFilter)?
+        /// Address pool of sandbox networks: an IPv4 prefix of /30 subnets
+        /// (`SandboxNetworks.defaultPool`, 100.64.0.0/16).
+        public var networkPool: String = SandboxNetworks.defaultPool
+        /// Directory of the sandboxes' network namespace files.
+        public var networkNamespaces: String = SandboxNetworks.defaultNamespaceDirectory
 
         public init(
             stateRoot: String = "/run/safespace", bundleRoot: String = "/run/safespace-bundles",
@@ -82,11 +91,18 @@ public struct SandboxHost: Sendable {
     ///   - args: the command and its arguments.
     ///   - env: `KEY=VALUE` entries added to the process environment.
     /// - Throws: `SandboxError` from the policy; `SandboxHostError` for an unknown runtime
-    ///   ("spec.runtime: …", `.runtimeNotFound`) or unreadable node defaults.
+    ///   ("spec.runtime: …", `.runtimeNotFound`), unreadable node defaults, or egress rules on a
+    ///   host without an egress filter (`.unsupported`, "spec.networkAccess.egress: …").
     public func plan(for sandbox: Sandbox, args: [String], env: [String] = []) throws -> SandboxPlan {
         // Both are set by `applying` and checked by `validate`.
         guard let id = sandbox.metadata.name, let runtimeName = sandbox.spec.runtime else {
             throw SandboxHostError(.invalidPlan, "metadata.name and spec.runtime are required")
+        }
+        let network = try SandboxNetworkPlan(sandbox)
+        if network != nil, configuration.egressFilter == nil {
+            throw SandboxHostError(
+                .unsupported, field: "spec.networkAccess.egress",
+                "this host runs no egress filter; a sandbox with egress rules cannot be hosted here")
         }
         let store = RootfsStore(root: configuration.rootfsStore)
         let resolved: (manifest: RootfsManifest, rootfsPath: String)
@@ -111,7 +127,7 @@ public struct SandboxHost: Sendable {
             id: id, spec: bundle.spec,
             writableLayer: bundle.writableLayer ? (resolved.rootfsPath, SandboxPolicy.writableLayerSize) : nil,
             timeout: sandbox.spec.timeout, limits: bundle.limits,
-            writablePaths: SandboxPolicy.writablePaths(of: sandbox))
+            writablePaths: SandboxPolicy.writablePaths(of: sandbox), network: network)
     }
 
     /// Takes the node state of `plan` and writes its bundle, in this order: ephemeral storage
@@ -183,10 +199,13 @@ public struct SandboxPlan: Sendable {
     public var limits = SandboxLimits()
     /// The sandbox's writable paths (the tmpfs mounts an ephemeral storage volume replaces).
     public var writablePaths: [String] = []
+    /// `spec.networkAccess.egress`: the sandbox's network (veth, nftables, egress filter); nil
+    /// keeps only `lo`.
+    public var network: SandboxNetworkPlan?
 
     public init(
         id: String, spec: Spec, writableLayer: (lowerdir: String, size: String)? = nil, timeout: Int? = nil,
-        limits: SandboxLimits = SandboxLimits(), writablePaths: [String] = []
+        limits: SandboxLimits = SandboxLimits(), writablePaths: [String] = [], network: SandboxNetworkPlan? = nil
     ) {
         self.id = id
         self.spec = spec
@@ -194,6 +213,7 @@ public struct SandboxPlan: Sendable {
         self.timeout = timeout
         self.limits = limits
         self.writablePaths = writablePaths
+        self.network = network
     }
 }
 

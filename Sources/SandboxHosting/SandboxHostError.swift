@@ -20,6 +20,8 @@ public struct SandboxHostError: CodedError {
         case invalidConfiguration
         /// The sandbox was cleaned up; it cannot be created again.
         case cleanedUp
+        /// Valid input this host cannot enforce as configured (egress rules without an egress filter).
+        case unsupported
         /// A step of the host failed (mkdir, mount, chown, a file); `errno` when a call said why.
         case failed
         /// Releases of `cleanup()` failed (`failures`); each is retried by the next call.
@@ -31,6 +33,7 @@ public struct SandboxHostError: CodedError {
             case .runtimeNotFound: .notFound
             case .nameInUse: .alreadyExists
             case .cleanedUp: .failedPrecondition
+            case .unsupported: .unsupported
             case .invalidConfiguration, .failed, .cleanupFailed: .internal
             }
         }

@@ -4,10 +4,11 @@ import Glibc
 import LinuxKernel
 import NodeResources
 import Runtime
+import SandboxNetwork
 
 extension SandboxLeases {
-    /// Makes `owner` the owner of sandbox `id`: its lease, its pinned CPUs and its ephemeral
-    /// storage volume, each record rewritten under its lock. The daemon hands a running
+    /// Makes `owner` the owner of sandbox `id`: its lease, its pinned CPUs, its network and its
+    /// ephemeral storage volume, each record rewritten under its lock. The daemon hands a running
     /// sandbox to its init this way: the sandbox then survives the daemon, and `gc` (or the
     /// next holder of the name) reclaims it once the init is dead. The lease goes last: a
     /// process killed half-way leaves a lease of the old owner, whose death lets the whole
@@ -19,6 +20,7 @@ extension SandboxLeases {
         guard var lease = lease(id) else { throw SandboxHostError(.failed, "sandbox \(id): no lease in \(bundle(id))") }
         if let dir = lease.leases {
             try CPUAllocator(store: LeaseStore(directory: dir)).transfer(sandbox: id, to: owner)
+            try SandboxNetworks(leases: LeaseStore(directory: dir)).transfer(sandbox: id, to: owner)
         }
         if let base = lease.ephemeralStorageBase {
             let volume = EphemeralStorage.existing(sandbox: id, base: base)

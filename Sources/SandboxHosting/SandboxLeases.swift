@@ -12,11 +12,13 @@
 /// | CPU allocation | lease `cpus/<id>` of the `LeaseStore` | holder pid | the sandbox's teardown, a CPU allocation, gc |
 /// | host id range | lease `uid-ranges/<n>` of the `LeaseStore` | holder pid, then the container (`state.json`) | `allocate`, gc |
 /// | ephemeral storage volume | `<base>/<id>/owner.json` | the creating process | every `safespace run`, gc |
+/// | sandbox network: veth, nftables table, namespace file | lease `network/<n>` of the `LeaseStore` | holder pid | the sandbox's teardown, an attach, a reclaim of the name, gc |
 import Foundation
 import Glibc
 import LinuxKernel
 import NodeResources
 import Runtime
+import SandboxNetwork
 
 /// The lease of one `safespace run` sandbox: `<bundles>/<id>/lease.json`, written with the
 /// bundle directory (which reserves the name) before anything else of the sandbox is taken,
@@ -159,6 +161,11 @@ public struct SandboxLeases: Sendable {
                 let store = LeaseStore(directory: dir)
                 try IDAllocator(store: store).releaseIfStale(owner: lease.stateRoot + "/" + id)
                 try CPUAllocator(store: store).release(sandbox: id, heldBy: lease.owner)
+                // Its network (veth, table, namespace file), when its holder is dead too.
+                let networks = try SandboxNetworks(leases: store).sweep()
+                if let problem = networks.errors.first {
+                    throw SandboxHostError(.failed, problem, operation: "network")
+                }
             } else if let dir = lease.idRanges {
                 // An earlier version's lease: its range file. Its CPUs are in the node's store by
                 // now (`CPUAllocator.importLegacy`), where a dead holder's are reclaimed.

@@ -15,14 +15,25 @@ extension Sandbox {
 
         // Resources (cpu, memory, ephemeralStorage, cpuPinning) are enforced: Sandbox+Resources.swift.
 
-        // Network: every sandbox has an empty network namespace (loopback only). Asking for
-        // nothing (egress: [], ingress: false) is exactly that.
-        if let network = spec.networkAccess {
-            if let egress = network.egress, !egress.isEmpty {
-                refuse("spec.networkAccess.egress", "egress filtering is not built; sandboxes have no network")
-            }
-            if network.ingress == true {
-                refuse("spec.networkAccess.ingress", "ingress is not built; sandboxes have no network")
+        // Network: a sandbox without egress rules has an empty network namespace (loopback
+        // only); egress rules are enforced by the node's network (SandboxNetwork, wired by
+        // SandboxHosting, which refuses them on a host without an egress filter). `ingress:
+        // true` lets the node reach the sandbox's address, which exists only with egress rules.
+        if let network = spec.networkAccess, network.ingress == true, network.egress?.isEmpty ?? true {
+            refuse(
+                "spec.networkAccess.ingress",
+                "a sandbox without egress rules has no network the node could reach it on; port forwarding is not built"
+            )
+        }
+
+        // A domain is reached through the egress filter on both 80 and 443; the filter's rules
+        // name the domain only, so a domain rule limited to one of them cannot be enforced.
+        for (index, rule) in (spec.networkAccess?.egress ?? []).enumerated() {
+            guard rule.domain != nil, let ports = rule.ports, !ports.isEmpty else { continue }
+            if !Set([80, 443]).isSubset(of: Set(ports.map(\.port))) {
+                refuse(
+                    "spec.networkAccess.egress[\(index)].ports",
+                    "a domain is reached on both 80 and 443 (through the egress filter); limiting it to some of them")
             }
         }
 

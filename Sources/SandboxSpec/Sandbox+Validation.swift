@@ -94,14 +94,29 @@ extension Sandbox {
 
         for (index, rule) in (spec.networkAccess?.egress ?? []).enumerated() {
             let field = "spec.networkAccess.egress[\(index)]"
-            if let problem = Sandbox.domainProblem(rule.domain) { invalid("\(field).domain", problem) }
+            switch (rule.domain, rule.cidr) {
+            case (let domain?, nil):
+                if let problem = Sandbox.domainProblem(domain) { invalid("\(field).domain", problem) }
+            case (nil, let cidr?):
+                if let problem = Sandbox.cidrProblem(cidr) { invalid("\(field).cidr", problem) }
+            default:
+                invalid(field, "give one of domain or cidr, not both")
+            }
             for (portIndex, port) in (rule.ports ?? []).enumerated() {
                 let portField = "\(field).ports[\(portIndex)]"
                 if !(1...65535).contains(port.port) {
                     invalid("\(portField).port", "must be 1-65535, not \(port.port)")
+                } else if rule.domain != nil, ![80, 443].contains(port.port) {
+                    // A domain is reached through the egress filter's DNS and its HTTP/TLS proxy only.
+                    invalid(
+                        "\(portField).port",
+                        "\(port.port): a domain is reached on ports 80 and 443 only (through the egress proxy); use a cidr rule for other ports"
+                    )
                 }
                 if let proto = port.protocol, !["TCP", "UDP"].contains(proto) {
                     invalid("\(portField).protocol", "must be TCP or UDP, not \(quoted(proto))")
+                } else if rule.domain != nil, port.protocol == "UDP" {
+                    invalid("\(portField).protocol", "a domain is reached over TCP only (UDP other than DNS is denied)")
                 }
             }
         }
@@ -160,6 +175,30 @@ extension Sandbox {
     }
 
     /// Why `domain` is not a host name pattern (`pypi.org`, `*.pythonhosted.org`), or nil.
+    /// Why `cidr` is not an IPv4 prefix in CIDR notation (RFC 4632: four decimal octets
+    /// without leading zeros, `/0`-`/32`, no host bits set), or nil.
+    static func cidrProblem(_ cidr: String) -> String? {
+        let parts = cidr.split(separator: "/", omittingEmptySubsequences: false)
+        let octets = parts.first.map { $0.split(separator: ".", omittingEmptySubsequences: false) } ?? []
+        let values = octets.compactMap { octet -> UInt32? in
+            guard !octet.isEmpty, octet.count <= 3, octet.utf8.allSatisfy({ (48...57).contains($0) }),
+                octet == "0" || !octet.hasPrefix("0"), let v = UInt32(octet), v <= 255
+            else { return nil }
+            return v
+        }
+        guard parts.count == 2, octets.count == 4, values.count == 4, !parts[1].isEmpty, parts[1].count <= 2,
+            parts[1].utf8.allSatisfy({ (48...57).contains($0) }), let length = Int(parts[1]), length <= 32
+        else { return "\(quoted(cidr)) is not an IPv4 CIDR prefix like 198.18.0.0/15" }
+        let address = values.reduce(0) { $0 << 8 | $1 }
+        let mask: UInt32 = length == 0 ? 0 : UInt32.max << UInt32(32 - length)
+        if address & ~mask != 0 {
+            let network = address & mask
+            return
+                "\(quoted(cidr)) has host bits set; the prefix is \(network >> 24).\(network >> 16 & 255).\(network >> 8 & 255).\(network & 255)/\(length)"
+        }
+        return nil
+    }
+
     static func domainProblem(_ domain: String) -> String? {
         var name = Substring(domain)
         if name.hasPrefix("*.") { name = name.dropFirst(2) }

@@ -173,9 +173,14 @@ public struct NetworkAccessSpec: Codable, Sendable, Equatable {
     }
 }
 
-/// `spec.networkAccess.egress[]`: a domain and, optionally, the ports allowed to it.
+/// `spec.networkAccess.egress[]`: exactly one of `domain` (reached through the node's egress
+/// filter: DNS, and the proxy on ports 80 and 443) or `cidr` (an IPv4 prefix the host forwards
+/// to, on `ports` or every port), with optionally the ports allowed.
 public struct EgressRule: Codable, Sendable, Equatable {
-    public var domain: String
+    /// An exact name (`pypi.org`) or a wildcard of its subdomains (`*.pythonhosted.org`).
+    public var domain: String?
+    /// An IPv4 prefix in CIDR notation (RFC 4632), `198.18.0.0/15`.
+    public var cidr: String?
     public var ports: [PortRule]?
 
     public init(domain: String, ports: [PortRule]? = nil) {
@@ -183,17 +188,24 @@ public struct EgressRule: Codable, Sendable, Equatable {
         self.ports = ports
     }
 
+    public init(cidr: String, ports: [PortRule]? = nil) {
+        self.cidr = cidr
+        self.ports = ports
+    }
+
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case domain, ports
+        case domain, cidr, ports
     }
 
     public init(from decoder: any Decoder) throws {
         try decoder.rejectUnknownKeys(CodingKeys.self)
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        guard let domain = try c.decodeIfPresent(String.self, forKey: .domain) else {
-            throw SandboxError(.missingField, field: fieldPath(decoder.codingPath + [CodingKeys.domain]), "required")
+        domain = try c.decodeIfPresent(String.self, forKey: .domain)
+        cidr = try c.decodeIfPresent(String.self, forKey: .cidr)
+        if domain == nil && cidr == nil {
+            throw SandboxError(
+                .missingField, field: fieldPath(decoder.codingPath + [CodingKeys.domain]), "required (or cidr)")
         }
-        self.domain = domain
         ports = try c.decodeIfPresent([PortRule].self, forKey: .ports)
     }
 }

@@ -13,7 +13,8 @@ struct GCCommand: ParsableCommand {
             time). gc reclaims what belongs to dead owners: sandboxes of killed `safespace run`s \
             (container, cgroup, bundle directory and its mounts, pinned CPUs, host id range, \
             ephemeral storage volume), half-made containers of killed creates, CPU allocations \
-            and id ranges of dead holders, orphaned volumes. What a live process owns is never \
+            and id ranges of dead holders, orphaned volumes, sandbox networks of dead holders \
+            (veth, nftables table, network namespace file, address lease). What a live process owns is never \
             touched, so gc is safe while sandboxes run. Exit status 1 if something could not be \
             reclaimed (it stays recorded for the next gc).
             """)

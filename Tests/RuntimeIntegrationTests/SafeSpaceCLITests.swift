@@ -64,7 +64,7 @@ struct SafeSpaceCLITests {
         ),
         (
             header + "spec:\n  networkAccess:\n    egress:\n      - domain: pypi.org\n",
-            "safespace: error: spec.networkAccess.egress: not enforceable yet: egress filtering is not built; sandboxes have no network; remove the field"
+            "safespace: error: spec.networkAccess.egress: this host runs no egress filter; a sandbox with egress rules cannot be hosted here"
         ),
         (
             header + "spec:\n  filesystem:\n    writablePaths: [/proc/x]\n",

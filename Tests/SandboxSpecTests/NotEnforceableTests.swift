@@ -6,8 +6,11 @@ import Testing
 struct NotEnforceableTests {
     /// (YAML under `spec:`, the field refused)
     static let refused: [(String, String)] = [
-        ("networkAccess:\n    egress:\n      - domain: pypi.org", "spec.networkAccess.egress"),
         ("networkAccess:\n    ingress: true", "spec.networkAccess.ingress"),
+        (
+            "networkAccess:\n    egress:\n      - domain: pypi.org\n        ports: [{port: 443}]",
+            "spec.networkAccess.egress[0].ports"
+        ),
         ("storage:\n    persistent: true", "spec.storage.persistent"),
         ("storage:\n    volumeSize: 10Gi", "spec.storage.volumeSize"),
     ]
@@ -50,6 +53,10 @@ struct NotEnforceableTests {
         "resources:\n    ephemeralStorage: 5Gi",
         "resources:\n    cpu: \"2\"\n    memory: 1Gi\n    ephemeralStorage: 5Gi\n    cpuPinning: true",
         "networkAccess:\n    egress: []\n    ingress: false",
+        // Enforced by the node's network (SandboxNetwork, through SandboxHosting).
+        "networkAccess:\n    egress:\n      - domain: pypi.org",
+        "networkAccess:\n    egress:\n      - domain: pypi.org\n        ports: [{port: 80}, {port: 443}]",
+        "networkAccess:\n    egress:\n      - cidr: 198.18.0.0/15\n        ports: [{port: 5432}]\n    ingress: true",
         "networkAccess: {}",
         "storage:\n    persistent: false",
         // Enforced by the seccomp policy (SandboxPolicy+Seccomp.swift).

@@ -170,6 +170,38 @@ struct SandboxValidationTests {
             ])
     }
 
+    @Test(
+        "cidr rules: an IPv4 prefix without host bits; exactly one of domain or cidr; a domain only on TCP 80 and 443")
+    func cidrRules() {
+        var both = EgressRule(domain: "pypi.org")
+        both.cidr = "198.18.0.0/15"
+        let issues = Self.sandboxIssues(
+            SandboxSpec(
+                runtime: "python:3.11",
+                networkAccess: NetworkAccessSpec(egress: [
+                    EgressRule(
+                        cidr: "198.18.0.0/15", ports: [PortRule(port: 5432), PortRule(port: 53, protocol: "UDP")]),
+                    EgressRule(cidr: "198.18.0.1/15"),
+                    EgressRule(cidr: "198.18.0.0/33"),
+                    EgressRule(cidr: "198.018.0.0/15"),
+                    EgressRule(cidr: "pypi.org"),
+                    both,
+                    EgressRule(domain: "pypi.org", ports: [PortRule(port: 22), PortRule(port: 443, protocol: "UDP")]),
+                ])))
+        #expect(
+            issues.filter { $0.kind == .invalidValue }.map(\.field) == [
+                "spec.networkAccess.egress[1].cidr",
+                "spec.networkAccess.egress[2].cidr",
+                "spec.networkAccess.egress[3].cidr",
+                "spec.networkAccess.egress[4].cidr",
+                "spec.networkAccess.egress[5]",
+                "spec.networkAccess.egress[6].ports[0].port",
+                "spec.networkAccess.egress[6].ports[1].protocol",
+            ])
+        #expect(
+            issues.first { $0.field == "spec.networkAccess.egress[1].cidr" }?.message.contains("198.18.0.0/15") == true)
+    }
+
     @Test("every issue is reported at once, each naming its field")
     func allIssues() {
         let issues = Self.issues {
