@@ -73,6 +73,9 @@ where Responder.Context: InitializableFromSource<ApplicationRequestContextSource
                 }
             }
             .childChannelOption(ChannelOptions.allowRemoteHalfClosure, value: true)
+        // NIO calls listen(2) on the socket again with its backlog (128 pending connections),
+        // which replaces the unit's Backlog= (systemd.socket(5), default SOMAXCONN); queued
+        // connections stay queued.
         let server = try await bootstrap.bind(fd) { channel in http.setup(channel: channel, logger: logger) }
         logger.info("Server started and listening on the inherited socket (fd \(fd))")
         await withGracefulShutdownHandler {

@@ -103,6 +103,34 @@ final class SocketActivationTests: XCTestCase {
         XCTAssertEqual(run.status, 200, run.text)
         XCTAssertEqual(run.json?["stdout"] as? String, "42\n")
         XCTAssertEqual(run.json?["exitCode"] as? Int, 0)
+        // A streamed exec (ndjson chunks, then the exit object) and concurrent execs: the
+        // response body paths of the server on the inherited socket.
+        var lines: [[String: Any]] = []
+        var pending: [UInt8] = []
+        let streamed = try h.client.send(
+            "POST", "/v1/sandboxes/\(name)/exec",
+            body: Array(#"{"command":["sh","-c","echo one; sleep 0.3; echo two >&2; exit 3"]}"#.utf8),
+            headers: ["Accept": "application/x-ndjson", "Content-Type": "application/json"]
+        ) { chunk in
+            pending += chunk
+            while let newline = pending.firstIndex(of: 0x0A) {
+                if let object = try? JSONSerialization.jsonObject(with: Data(pending[..<newline])) as? [String: Any] {
+                    lines.append(object)
+                }
+                pending.removeSubrange(...newline)
+            }
+        }
+        XCTAssertEqual(streamed.status, 200)
+        XCTAssertEqual(streamed.headers["content-type"], "application/x-ndjson")
+        XCTAssertEqual(lines.compactMap { $0["stdout"] as? String }.joined(), "one\n")
+        XCTAssertEqual(lines.compactMap { $0["stderr"] as? String }.joined(), "two\n")
+        XCTAssertEqual(lines.last?["exitCode"] as? Int, 3)
+        let right = LockedCounter()
+        DispatchQueue.concurrentPerform(iterations: 8) { i in
+            let response = try? h.exec(name, ["python3", "-c", "print(\(i) * 7)"])
+            if response?.status == 200, response?.json?["stdout"] as? String == "\(i * 7)\n" { right.add() }
+        }
+        XCTAssertEqual(right.value, 8)
         // Nothing of the activation reaches the sandbox: no LISTEN_* variable, and no fd of a
         // process in it is the inherited socket.
         let seen = try h.exec(
