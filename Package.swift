@@ -18,6 +18,10 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        // Already in the graph through hummingbird; named for the socket-activated server
+        // (ServerBootstrap on an inherited fd, ServerQuiescingHelper).
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.0"),
+        .package(url: "https://github.com/apple/swift-nio-extras", from: "1.34.1"),
         // SHA-256 of rootfs trees (RootfsListing), the audit chain, file digests: BoringSSL's.
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
         // The egress filter (EgressFilter): DNS responder and SNI/Host proxy. Already resolved
@@ -126,6 +130,11 @@ let package = Package(
                 "OCI", "LinuxKernel", "Cgroups", "Runtime", "SandboxSpec", "SandboxHosting", "NodeResources",
                 "CSafeSpace", "CDaemon", "Audit", "SystemdSupport",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOExtras", package: "swift-nio-extras"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),

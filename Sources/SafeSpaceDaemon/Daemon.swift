@@ -1,12 +1,13 @@
 /// safespaced's start and run: options, configuration, the state directory's lock, recovery,
-/// the socket (0660 root:<group>), the server and the sandbox service under one ServiceGroup
-/// (SIGTERM/SIGINT: graceful shutdown).
+/// the socket (0660 root:<group>; bound here, or inherited from safespaced.socket), the server
+/// and the sandbox service under one ServiceGroup (SIGTERM/SIGINT: graceful shutdown).
 import CSafeSpace
 import Foundation
 import Glibc
 import Hummingbird
 import Logging
 import Metrics
+import NIOCore
 import Prometheus
 import ServiceLifecycle
 import SystemdSupport
@@ -99,6 +100,9 @@ public enum Daemon {
         baseLogger.logLevel =
             ProcessInfo.processInfo.environment["SAFESPACED_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .info
         let logger = baseLogger
+        // First, before any child exists: the passed socket gets FD_CLOEXEC and the LISTEN_*
+        // variables go (no helper or sandbox inherits them).
+        let activatedFD = try SocketActivation.inheritedListener(socketPath: options.socketPath, logger: logger)
         let config = try DaemonConfig.load(path: options.configPath)
         guard geteuid() == 0 else { throw ConfigError("safespaced must run as root (namespaces, mounts, cgroups)") }
 
@@ -115,54 +119,50 @@ public enum Daemon {
         let recovered = await manager.recover()
         logger.info("recovery done", metadata: ["adopted": "\(recovered.adopted)", "removed": "\(recovered.removed)"])
 
-        // Socket activation (safespaced.socket): Hummingbird 2 binds by path and cannot serve
-        // on an inherited fd, so the daemon takes the unit's socket path over with its own
-        // socket (same owner and mode); connections queued on systemd's socket before the
-        // daemon started are dropped.
-        let inherited = Systemd.listenFDs()
-        var takeOver = false
-        for fd in inherited {
-            if Systemd.isUnixStreamListener(fd, path: options.socketPath) { takeOver = true }
-            close(fd)
-        }
-        if takeOver {
-            logger.warning(
-                "socket activation: serving on a socket of its own at \(options.socketPath) (Hummingbird cannot take the inherited one)"
-            )
-            unlink(options.socketPath)
-        }
-        try prepareSocket(options.socketPath)
         let router = Router(context: DaemonContext.self)
         router.middlewares.add(
             AccessMiddleware(policy: AccessPolicy(group: config.group), audit: audit, logger: logger))
         DaemonAPI(manager: manager, registry: registry).register(on: router)
         let socketPath = options.socketPath
-        let app = Application(
-            router: router,
-            configuration: ApplicationConfiguration(
-                address: .unixDomainSocket(path: socketPath), serverName: "safespaced"),
-            onServerRunning: { _ in
-                // bind(2) made the socket with this process's umask (only root can connect);
-                // now the group may.
-                if chown(socketPath, 0, groupID) != 0 || chmod(socketPath, 0o660) != 0 {
-                    logger.critical("cannot set the socket's owner/mode: \(String(cString: strerror(errno)))")
-                    kill(getpid(), SIGTERM)
-                    return
-                }
-                notify("READY=1\nSTATUS=serving on \(socketPath); \(manager.count) sandboxes")
-                logger.info("serving", metadata: ["socket": "\(socketPath)"])
-            },
-            logger: logger)
+        let onServerRunning: @Sendable (any Channel) async -> Void = { _ in
+            // bind(2) made the socket with this process's umask (only root can connect); now
+            // the group may. An inherited socket gets the same owner and mode (safespaced.socket
+            // sets them too, with SocketGroup= naming the default group).
+            if chown(socketPath, 0, groupID) != 0 || chmod(socketPath, 0o660) != 0 {
+                logger.critical("cannot set the socket's owner/mode: \(String(cString: strerror(errno)))")
+                kill(getpid(), SIGTERM)
+                return
+            }
+            notify("READY=1\nSTATUS=serving on \(socketPath); \(manager.count) sandboxes")
+            logger.info("serving", metadata: ["socket": "\(socketPath)"])
+        }
+        let server: any Service
+        if let activatedFD {
+            // The socket unit's socket, as it is: never unlinked or bound anew while the unit
+            // owns the path (see InheritedSocketServer).
+            server = InheritedSocketServer(
+                fd: activatedFD, responder: router.buildResponder(), serverName: "safespaced", logger: logger,
+                onServerRunning: onServerRunning)
+        } else {
+            try prepareSocket(socketPath)
+            server = Application(
+                router: router,
+                configuration: ApplicationConfiguration(
+                    address: .unixDomainSocket(path: socketPath), serverName: "safespaced"),
+                onServerRunning: onServerRunning,
+                logger: logger)
+        }
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(
                 services: [
-                    .init(service: app),
+                    .init(service: server),
                     .init(service: SandboxService(manager: manager)),
                 ] + (Systemd.watchdogInterval().map { [.init(service: WatchdogService(interval: $0))] } ?? []),
                 gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
         notify("STOPPING=1")
-        unlink(socketPath)
+        // An inherited socket stays: its unit removes it (RemoveOnStop=) or keeps listening.
+        if activatedFD == nil { unlink(socketPath) }
         logger.info("stopped")
     }
 

@@ -51,20 +51,75 @@ final class DaemonHarness: @unchecked Sendable {
 
     /// Starts the daemon and waits (at most 60 s) for `GET /v1/healthz`.
     func start() throws {
+        try spawn()
+        try waitUntilAnswering()
+    }
+
+    /// Who `LISTEN_PID` names when the daemon is started with inherited fds.
+    enum ListenPID {
+        /// The daemon itself: it is exec'd by `/bin/sh -c 'LISTEN_PID=$$ exec ...'`, as systemd
+        /// (and systemd-socket-activate) set it between fork and exec.
+        case daemon
+        /// Another process (this pid), with the daemon started directly.
+        case other(pid_t)
+    }
+
+    /// Starts the daemon as socket activation would (sd_listen_fds(3)): `fds` become fds 3, 4,
+    /// ... of the daemon, with `LISTEN_FDS`, `LISTEN_PID` and (when given) `LISTEN_FDNAMES`
+    /// set. Does not wait for it to answer.
+    func spawnActivated(fds: [Int32], listenPID: ListenPID = .daemon, names: String? = "safespaced.socket") throws {
+        var env = ["LISTEN_FDS": String(fds.count)]
+        if let names { env["LISTEN_FDNAMES"] = names }
+        switch listenPID {
+        case .daemon: try spawn(passing: fds, environment: env, listenPIDOfDaemon: true)
+        case .other(let other):
+            env["LISTEN_PID"] = String(other)
+            try spawn(passing: fds, environment: env, listenPIDOfDaemon: false)
+        }
+    }
+
+    /// posix_spawn of the daemon, output to daemon.log; `passing` fds become 3, 4, ...
+    private func spawn(passing fds: [Int32] = [], environment: [String: String] = [:], listenPIDOfDaemon: Bool = false)
+        throws
+    {
         var fileActions: posix_spawn_file_actions_t = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&fileActions)
         defer { posix_spawn_file_actions_destroy(&fileActions) }
+        // Moved out of the way first: a source fd may itself be 3, 4, ... (dup2 onto itself
+        // would keep FD_CLOEXEC, and a later target could overwrite an earlier source).
+        var moved: [Int32] = []
+        for fd in fds {
+            let copy = fcntl(fd, F_DUPFD_CLOEXEC, 100)
+            guard copy >= 0 else {
+                throw DaemonClient.ClientError("F_DUPFD of fd \(fd): \(String(cString: strerror(errno)))")
+            }
+            moved.append(copy)
+        }
+        defer { moved.forEach { close($0) } }
+        for (i, fd) in moved.enumerated() { posix_spawn_file_actions_adddup2(&fileActions, fd, 3 + Int32(i)) }
         posix_spawn_file_actions_addopen(&fileActions, 1, dir + "/daemon.log", O_WRONLY | O_CREAT | O_APPEND, 0o644)
         posix_spawn_file_actions_adddup2(&fileActions, 1, 2)
-        let argv = [Self.binary, "--config", configPath, "--socket", socket, "--state-dir", stateDir]
+        var argv = [Self.binary, "--config", configPath, "--socket", socket, "--state-dir", stateDir]
+        if listenPIDOfDaemon {
+            // The shell's pid is the daemon's: exec keeps it.
+            argv = ["/bin/sh", "-c", "LISTEN_PID=$$; export LISTEN_PID; exec \"$0\" \"$@\""] + argv
+        }
+        var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("LISTEN_") }
+        for (k, v) in environment { env[k] = v }
+        var cEnv: [UnsafeMutablePointer<CChar>?] = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer { cEnv.forEach { free($0) } }
         var cArgv: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
         defer { cArgv.forEach { free($0) } }
         var child: pid_t = 0
-        let rc = posix_spawn(&child, Self.binary, &fileActions, nil, &cArgv, environ)
+        let rc = posix_spawn(&child, argv[0], &fileActions, nil, &cArgv, &cEnv)
         guard rc == 0 else {
-            throw DaemonClient.ClientError("posix_spawn \(Self.binary): \(String(cString: strerror(rc)))")
+            throw DaemonClient.ClientError("posix_spawn \(argv[0]): \(String(cString: strerror(rc)))")
         }
         pid = child
+    }
+
+    /// Waits (at most 60 s) for `GET /v1/healthz`.
+    func waitUntilAnswering() throws {
         let deadline = Date().addingTimeInterval(60)
         while Date() < deadline {
             if let response = try? client.request("GET", "/v1/healthz"), response.status == 200 { return }
@@ -76,6 +131,23 @@ final class DaemonHarness: @unchecked Sendable {
             usleep(50_000)
         }
         throw DaemonClient.ClientError("safespaced did not answer within 60 s: \(log)")
+    }
+
+    /// Waits (at most `seconds`) for the daemon to exit by itself.
+    /// - Returns: its wait status, nil when it still runs (then it is killed).
+    func waitForExit(seconds: Double = 60) -> Int32? {
+        guard pid > 0 else { return nil }
+        let deadline = Date().addingTimeInterval(seconds)
+        var status: Int32 = 0
+        while Date() < deadline {
+            if waitpid(pid, &status, WNOHANG) == pid {
+                pid = 0
+                return status
+            }
+            usleep(20_000)
+        }
+        kill9()
+        return nil
     }
 
     var log: String { (try? String(contentsOfFile: dir + "/daemon.log", encoding: .utf8)) ?? "" }
