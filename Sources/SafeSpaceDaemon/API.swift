@@ -129,10 +129,11 @@ struct DaemonAPI: Sendable {
             }
             let result = try await manager.exec(sandbox, request: exec, caller: caller, emit: nil)
             var body: [String: Any] = [
-                "exitCode": Int(result.exitCode), "stdout": String(decoding: result.stdout, as: UTF8.self),
-                "stderr": String(decoding: result.stderr, as: UTF8.self), "durationMs": result.durationMs,
+                "exitCode": Int(result.exitCode), "stdout": exec.encoding.string(result.stdout),
+                "stderr": exec.encoding.string(result.stderr), "durationMs": result.durationMs,
                 "timedOut": result.timedOut, "oomKilled": result.oomKilled,
             ]
+            if exec.encoding != .utf8 { body["encoding"] = exec.encoding.rawValue }
             if result.truncated { body["truncated"] = true }
             if let killed = result.killedBy { body["killedBy"] = killed }
             return JSON.response(body)
@@ -229,7 +230,9 @@ struct DaemonAPI: Sendable {
 
     /// `application/x-ndjson`: `{"stdout": ...}` / `{"stderr": ...}` lines as the process
     /// writes, then one line with `exitCode`, `durationMs`, `timedOut`, `oomKilled`. Errors
-    /// before the process starts are answered as usual (status + JSON error).
+    /// before the process starts are answered as usual (status + JSON error). In text
+    /// (`utf8`) a chunk never ends inside a character; in `base64` each chunk is the base64
+    /// of the bytes read, decodable on its own.
     private func streamExec(_ sandbox: ManagedSandbox, _ exec: ExecRequest, caller: Caller) async throws -> Response {
         let (stream, continuation) = AsyncStream<ByteBuffer>.makeStream()
         // At most `StreamBudget.limit` bytes wait for a slow client: past it the exec's reader
@@ -243,7 +246,7 @@ struct DaemonAPI: Sendable {
                 let result = try await manager.exec(
                     sandbox, request: exec, caller: caller,
                     emit: { stream, bytes in
-                        let text = splitter.take(stream, bytes)
+                        let text = exec.encoding == .utf8 ? splitter.take(stream, bytes) : exec.encoding.string(bytes)
                         if !text.isEmpty {
                             let line = JSON.encode([stream.rawValue: text]) + [0x0A]
                             budget.take(line.count)
@@ -268,6 +271,7 @@ struct DaemonAPI: Sendable {
                     "oomKilled": result.oomKilled,
                 ]
                 if let killed = result.killedBy { exit["killedBy"] = killed }
+                if exec.encoding != .utf8 { exit["encoding"] = exec.encoding.rawValue }
                 continuation.yield(ByteBuffer(bytes: JSON.encode(exit) + [0x0A]))
                 gate.open(nil)
             } catch {

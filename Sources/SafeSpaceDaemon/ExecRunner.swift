@@ -8,6 +8,25 @@ import Glibc
 import OCI
 import Runtime
 
+/// How the bytes of `stdin`, `stdout` and `stderr` are carried in JSON strings (the request's
+/// `encoding`).
+enum ExecEncoding: String, Sendable {
+    /// Text: output decoded as UTF-8, an invalid sequence replaced by U+FFFD (lossy for binary
+    /// output); `stdin` is the string's UTF-8 bytes. The default.
+    case utf8
+    /// Exact bytes: `stdin`, `stdout`, `stderr` and each streamed chunk are base64 (RFC 4648
+    /// section 4, with padding) of the bytes.
+    case base64
+
+    /// The JSON string of `bytes`.
+    func string(_ bytes: some Collection<UInt8>) -> String {
+        switch self {
+        case .utf8: String(decoding: bytes, as: UTF8.self)
+        case .base64: Data(bytes).base64EncodedString()
+        }
+    }
+}
+
 /// What the client asked to run.
 struct ExecRequest: Sendable {
     var command: [String]
@@ -16,11 +35,13 @@ struct ExecRequest: Sendable {
     var cwd: String?
     /// Seconds; nil: no limit.
     var timeoutSeconds: Int?
+    var encoding = ExecEncoding.utf8
 
     /// Parses the JSON body of `POST /v1/sandboxes/{name}/exec`.
     /// - Throws: `APIError` 400 naming the field.
     static func parse(_ bytes: [UInt8]) throws -> ExecRequest {
-        let fields = try JSONFields(JSON.object(bytes), allowed: ["command", "stdin", "env", "cwd", "timeoutSeconds"])
+        let fields = try JSONFields(
+            JSON.object(bytes), allowed: ["command", "stdin", "env", "cwd", "timeoutSeconds", "encoding"])
         guard let command = try fields.stringArray("command") else {
             throw APIError.badRequest(
                 "required: the program and its arguments", field: "command", code: "missing_field")
@@ -32,7 +53,23 @@ struct ExecRequest: Sendable {
             throw APIError.badRequest("contains a NUL byte", field: "command[\(index)]")
         }
         var request = ExecRequest(command: command)
-        request.stdin = Array((try fields.string("stdin") ?? "").utf8)
+        if let encoding = try fields.string("encoding") {
+            guard let known = ExecEncoding(rawValue: encoding) else {
+                throw APIError.badRequest("\"\(encoding)\": expected utf8 or base64", field: "encoding")
+            }
+            request.encoding = known
+        }
+        let stdin = try fields.string("stdin") ?? ""
+        switch request.encoding {
+        case .utf8: request.stdin = Array(stdin.utf8)
+        case .base64:
+            // Foundation's decoder refuses characters outside the alphabet and bad padding.
+            guard let data = Data(base64Encoded: stdin) else {
+                throw APIError.badRequest(
+                    "not valid base64 (RFC 4648 section 4, padded), as encoding asks", field: "stdin")
+            }
+            request.stdin = Array(data)
+        }
         for (key, value) in try fields.stringMap("env") ?? [:] {
             if key.isEmpty || key.contains("=") || key.utf8.contains(0) || value.utf8.contains(0) {
                 throw APIError.badRequest(

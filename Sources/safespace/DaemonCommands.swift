@@ -113,7 +113,8 @@ struct ExecCommand: ParsableCommand {
         if let cwd { body["cwd"] = cwd }
         if let timeout { body["timeoutSeconds"] = timeout }
         if interactive {
-            body["stdin"] = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
+            // Bytes as they are (streamExec asks for base64 both ways).
+            body["stdin"] = FileHandle.standardInput.readDataToEndOfFile().base64EncodedString()
         }
         let result = try streamExec(daemon.client, name: name, body: body)
         if result.timedOut { Diagnostics.error("the command timed out after \(timeout ?? 0) seconds; killed") }
@@ -122,12 +123,15 @@ struct ExecCommand: ParsableCommand {
     }
 }
 
-/// Runs an exec with `Accept: application/x-ndjson`, writing its output to this process's
-/// stdout and stderr as it comes.
+/// Runs an exec with `Accept: application/x-ndjson` and `encoding: base64`, writing its
+/// output byte for byte to this process's stdout and stderr as it comes. A `stdin` in `body`
+/// must be base64.
 /// - Returns: the exit object's fields.
 func streamExec(_ client: DaemonClient, name: String, body: [String: Any]) throws -> (
     exitCode: Int32, timedOut: Bool, oomKilled: Bool
 ) {
+    var body = body
+    body["encoding"] = "base64"
     let data = try JSONSerialization.data(withJSONObject: body)
     var pending: [UInt8] = []
     var errorBody: [UInt8] = []
@@ -143,9 +147,15 @@ func streamExec(_ client: DaemonClient, name: String, body: [String: Any]) throw
             pending.removeSubrange(...newline)
             guard let object = (try? JSONSerialization.jsonObject(with: Data(line))) as? [String: Any] else { continue }
             if let text = object["stdout"] as? String {
-                FileHandle.standardOutput.write(Data(text.utf8))
+                guard let bytes = Data(base64Encoded: text) else {
+                    throw CLIError(.daemonProtocol, "safespaced sent stdout that is not base64")
+                }
+                FileHandle.standardOutput.write(bytes)
             } else if let text = object["stderr"] as? String {
-                writeStandardError(text)
+                guard let bytes = Data(base64Encoded: text) else {
+                    throw CLIError(.daemonProtocol, "safespaced sent stderr that is not base64")
+                }
+                FileHandle.standardError.write(bytes)
             } else if object["exitCode"] != nil {
                 exit = object
             } else if let error = object["error"] as? [String: Any] {

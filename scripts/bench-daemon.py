@@ -1,0 +1,239 @@
+#!/usr/bin/env python3
+"""The safespaced rows of scripts/bench: a client of the daemon's API (HTTP/1.1 over its unix
+socket, python3 stdlib only) that times requests and measures memory. scripts/bench starts
+the daemon (its own socket, roots and audit log), calls this, and stops and cleans up after.
+
+  bench-daemon.py --socket S cycle --runs N --warmup W --prefix P --out FILE
+      N x (create a sandbox, exec `python3 -c print(1)` in it, delete it); each cycle's wall
+      time in seconds, one a line, to FILE. Every exec must print "1\\n" and exit 0.
+  bench-daemon.py --socket S exec --runs N --warmup W --prefix P --out FILE
+      one sandbox, N execs of `python3 -c print(1)` into it; each exec's wall time.
+  bench-daemon.py --socket S rss --pid PID --sandboxes N --prefix P
+      the daemon's VmRSS (/proc/PID/status) with no sandbox (after the timed runs), then with
+      N sandboxes (each has run one exec): (with - before) / N is its cost per sandbox; and per sandbox the
+      memory of its own processes (Rss and Pss of /proc/PID/smaps_rollup, summed over the
+      processes of its cgroup) and its cgroup's memory.current (the API's usage.memoryBytes).
+      Prints one JSON object.
+
+Times are taken in this process (time.perf_counter_ns) around the requests, so they are the
+daemon's latency as an SDK sees it, without the start-up of a client process. Sandboxes this
+run made are deleted before it returns, also on errors (the daemon is told to remove the rest
+at its shutdown: shutdown.sandboxes: remove).
+"""
+
+import argparse
+import http.client
+import json
+import os
+import socket
+import sys
+import time
+
+COMMAND = ["python3", "-c", "print(1)"]
+# The sandbox `safespace run` makes by default (python:3.11, default resources), with a
+# lifetime so that nothing outlives a crashed bench for long.
+SPEC = {"runtime": "python:3.11", "timeoutSeconds": 600}
+# The small sandboxes of the RSS measurement, so that N of them fit the node's allocatable.
+SMALL = {"runtime": "python:3.11", "timeoutSeconds": 600,
+         "resources": {"cpu": "100m", "memory": "128Mi", "ephemeralStorage": "64Mi"}}
+
+
+class UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path, timeout=120):
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.path)
+
+
+class Client:
+    """One connection, kept alive between requests (as an SDK would), reopened when closed."""
+
+    def __init__(self, path):
+        self.path = path
+        self.conn = None
+
+    def request(self, method, url, body=None):
+        data = None if body is None else json.dumps(body).encode()
+        for attempt in (0, 1):
+            if self.conn is None:
+                self.conn = UnixConnection(self.path)
+            try:
+                headers = {"Content-Type": "application/json"} if data is not None else {}
+                self.conn.request(method, url, body=data, headers=headers)
+                response = self.conn.getresponse()
+                payload = response.read()
+                if response.getheader("Connection", "").lower() == "close":
+                    self.conn.close()
+                    self.conn = None
+                return response.status, payload
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                self.conn.close()
+                self.conn = None
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    def ok(self, method, url, body=None, status=200):
+        got, payload = self.request(method, url, body)
+        if got != status:
+            raise SystemExit(f"bench-daemon: {method} {url}: {got} {payload.decode(errors='replace')}")
+        return json.loads(payload) if payload else None
+
+    def create(self, name, spec):
+        self.ok("POST", "/v1/sandboxes", {"metadata": {"name": name}, "spec": spec}, status=201)
+
+    def exec(self, name):
+        result = self.ok("POST", f"/v1/sandboxes/{name}/exec", {"command": COMMAND})
+        if result.get("exitCode") != 0 or result.get("stdout") != "1\n":
+            raise SystemExit(f"bench-daemon: exec in {name}: {result}")
+
+    def delete(self, name):
+        self.ok("DELETE", f"/v1/sandboxes/{name}")
+
+
+def timed(fn):
+    t0 = time.perf_counter_ns()
+    fn()
+    return (time.perf_counter_ns() - t0) / 1e9
+
+
+def write_times(path, times):
+    with open(path, "w") as out:
+        for t in times:
+            out.write(f"{t:.6f}\n")
+
+
+def cycle(client, args):
+    times = []
+    for i in range(args.warmup + args.runs):
+        name = f"{args.prefix}-c{i}"
+
+        def one():
+            client.create(name, SPEC)
+            try:
+                client.exec(name)
+            finally:
+                client.delete(name)
+
+        t = timed(one)
+        if i >= args.warmup:
+            times.append(t)
+    write_times(args.out, times)
+
+
+def execs(client, args):
+    name = f"{args.prefix}-exec"
+    client.create(name, SPEC)
+    try:
+        times = []
+        for i in range(args.warmup + args.runs):
+            t = timed(lambda: client.exec(name))
+            if i >= args.warmup:
+                times.append(t)
+    finally:
+        client.delete(name)
+    write_times(args.out, times)
+
+
+def vm_rss_kib(pid):
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise SystemExit(f"bench-daemon: no VmRSS for pid {pid}")
+
+
+def cgroup_processes(name):
+    """Pids whose cgroup (/proc/PID/cgroup) is the sandbox's (cgroupsPath safespace/NAME) or below it."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cgroup") as f:
+                text = f.read()
+        except OSError:
+            continue
+        paths = [line.split(":", 2)[-1] for line in text.splitlines()]
+        if any(p == f"/safespace/{name}" or p.startswith(f"/safespace/{name}/") for p in paths):
+            pids.append(int(entry))
+    return pids
+
+
+def rollup_kib(pid):
+    """Rss and Pss (KiB) of smaps_rollup (proc(5)); zeros when the process is gone."""
+    rss = pss = 0
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Rss:"):
+                    rss = int(line.split()[1])
+                elif line.startswith("Pss:"):
+                    pss = int(line.split()[1])
+    except OSError:
+        pass
+    return rss, pss
+
+
+def rss(client, args):
+    before = vm_rss_kib(args.pid)
+    names = [f"{args.prefix}-r{i}" for i in range(args.sandboxes)]
+    made = []
+    try:
+        for name in names:
+            client.create(name, SMALL)
+            made.append(name)
+            client.exec(name)  # each sandbox has run one exec, as a used one has
+        time.sleep(1)
+        loaded = vm_rss_kib(args.pid)
+        procs = rss_sum = pss_sum = cg_sum = 0
+        for name in names:
+            pids = cgroup_processes(name)
+            procs += len(pids)
+            for pid in pids:
+                r, p = rollup_kib(pid)
+                rss_sum += r
+                pss_sum += p
+            usage = (client.ok("GET", f"/v1/sandboxes/{name}").get("status") or {}).get("usage") or {}
+            cg_sum += usage.get("memoryBytes") or 0
+    finally:
+        for name in made:
+            client.delete(name)
+    n = args.sandboxes
+    print(json.dumps({
+        "daemon_rss_before_kib": before,
+        "daemon_rss_with_sandboxes_kib": loaded,
+        "sandboxes": n,
+        "daemon_rss_per_sandbox_kib": round((loaded - before) / n, 1),
+        "sandbox_processes": round(procs / n, 2),
+        "sandbox_processes_rss_kib": round(rss_sum / n, 1),
+        "sandbox_processes_pss_kib": round(pss_sum / n, 1),
+        "sandbox_cgroup_memory_kib": round(cg_sum / n / 1024, 1),
+    }))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--socket", required=True)
+    sub = parser.add_subparsers(dest="what", required=True)
+    for what in ("cycle", "exec"):
+        p = sub.add_parser(what)
+        p.add_argument("--runs", type=int, required=True)
+        p.add_argument("--warmup", type=int, default=3)
+        p.add_argument("--prefix", required=True)
+        p.add_argument("--out", required=True)
+    p = sub.add_parser("rss")
+    p.add_argument("--pid", type=int, required=True)
+    p.add_argument("--sandboxes", type=int, default=10)
+    p.add_argument("--prefix", required=True)
+    args = parser.parse_args()
+    client = Client(args.socket)
+    {"cycle": cycle, "exec": execs, "rss": rss}[args.what](client, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
