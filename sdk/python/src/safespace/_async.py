@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import inspect
 from types import TracebackType
-from typing import Any, AsyncIterator, Awaitable, Callable, List, Mapping, Optional, Sequence, Type, Union
+from typing import Any, AsyncGenerator, Awaitable, Callable, Dict, List, Mapping, Optional, Sequence, Type, Union
 
 import httpx
 
@@ -28,14 +28,24 @@ class _AsyncHttp:
     def __init__(self, socket: Optional[str], request_timeout: float) -> None:
         self.socket = _core.socket_path(socket)
         self.request_timeout = request_timeout
-        self.client = httpx.AsyncClient(
-            transport=httpx.AsyncHTTPTransport(uds=self.socket),
-            base_url=_core.BASE_URL,
-            timeout=_core.timeouts(request_timeout),
-        )
+        self._client: Optional[httpx.AsyncClient] = None
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        """The connection pool, (re)opened on first use: a closed sandbox object still
+        answers calls, on a new connection."""
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                transport=httpx.AsyncHTTPTransport(uds=self.socket),
+                base_url=_core.BASE_URL,
+                timeout=_core.timeouts(self.request_timeout),
+            )
+        return self._client
 
     async def close(self) -> None:
-        await self.client.aclose()
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.aclose()
 
     async def call(
         self,
@@ -59,7 +69,7 @@ class _AsyncHttp:
         _core.raise_for_status(response.status_code, response.content, request)
         return _core.decode_json(response.content, request) if expect_json else response.content
 
-    async def stream_lines(self, method: str, path: str, *, json: Any, read_timeout: Optional[float]) -> AsyncIterator[str]:
+    async def stream_lines(self, method: str, path: str, *, json: Any, read_timeout: Optional[float]) -> AsyncGenerator[str, None]:
         """An NDJSON answer, line by line (split at ``\\n`` only)."""
         request = f"{method} {path}"
         headers = {"Accept": _core.NDJSON}
@@ -137,7 +147,7 @@ class AsyncCommands:
                         which, text = event
                         await _call_back(on_stdout if which == "stdout" else on_stderr, text)
             finally:
-                await lines.aclose()  # type: ignore[attr-defined]
+                await lines.aclose()
             result = stream.finish()
         return _core.check_result(result, f"POST {path}", timeout)
 
@@ -197,7 +207,7 @@ class AsyncSandbox:
         Raises:
             ValueError: a bad argument (``spec`` repeating one, a non-positive timeout).
         """
-        self._body: Optional[dict] = _core.create_body(
+        self._body: Optional[Dict[str, Any]] = _core.create_body(
             name=name,
             runtime=runtime,
             security_level=security_level,
@@ -372,12 +382,13 @@ class AsyncSandbox:
         """Deletes the sandbox.
 
         Returns:
-            True when this call deleted it, False when it was gone already.
+            True when this call deleted it, False when it was gone already or another
+            deletion (its lifetime's end, another client) is under way.
         """
         try:
             await self._require_http().call("DELETE", _core.sandbox_path(self.name))
         except SafeSpaceError as e:
-            if e.code == "not_found":
+            if e.code in ("not_found", "being_deleted"):
                 return False
             raise
         return True

@@ -17,7 +17,8 @@ codes                                               class                  usual
 ``wrong_type``, ``missing_field``,
 ``invalid_value``, ``not_enforceable``,
 ``path_escape``, ``not_writable``, ``forbidden``
-``exists``, ``not_running``, ``not_a_file``         :class:`Conflict`         409
+``exists``, ``not_running``, ``not_a_file``,       :class:`Conflict`         409
+``being_deleted``
 ``shutting_down``; no daemon on the socket          :class:`Unavailable`      503
 an exec that ran out of time; a client timeout      :class:`Timeout`          (200)
 anything else (``internal``, ``create_failed``...)  :class:`SafeSpaceError`   500
@@ -117,8 +118,8 @@ class PolicyRefused(SafeSpaceError):
 
 class Conflict(SafeSpaceError):
     """The request conflicts with the sandbox's state (409): the name is taken (``exists``),
-    the sandbox is not running (``not_running``), or the path is not a regular file
-    (``not_a_file``)."""
+    the sandbox is not running (``not_running``) or is being deleted (``being_deleted``), or
+    the path is not a regular file (``not_a_file``)."""
 
 
 class Unavailable(SafeSpaceError):
@@ -162,6 +163,7 @@ _BY_CODE: Dict[str, Type[SafeSpaceError]] = {
     "exists": Conflict,
     "not_running": Conflict,
     "not_a_file": Conflict,
+    "being_deleted": Conflict,
     "shutting_down": Unavailable,
 }
 

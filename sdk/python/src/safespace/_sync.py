@@ -27,14 +27,24 @@ class _Http:
     def __init__(self, socket: Optional[str], request_timeout: float) -> None:
         self.socket = _core.socket_path(socket)
         self.request_timeout = request_timeout
-        self.client = httpx.Client(
-            transport=httpx.HTTPTransport(uds=self.socket),
-            base_url=_core.BASE_URL,
-            timeout=_core.timeouts(request_timeout),
-        )
+        self._client: Optional[httpx.Client] = None
+
+    @property
+    def client(self) -> httpx.Client:
+        """The connection pool, (re)opened on first use: a closed sandbox object still
+        answers calls, on a new connection."""
+        if self._client is None:
+            self._client = httpx.Client(
+                transport=httpx.HTTPTransport(uds=self.socket),
+                base_url=_core.BASE_URL,
+                timeout=_core.timeouts(self.request_timeout),
+            )
+        return self._client
 
     def close(self) -> None:
-        self.client.close()
+        if self._client is not None:
+            client, self._client = self._client, None
+            client.close()
 
     def call(
         self,
@@ -394,12 +404,13 @@ class Sandbox:
         everything it holds released.
 
         Returns:
-            True when this call deleted it, False when it was gone already.
+            True when this call deleted it, False when it was gone already or another
+            deletion (its lifetime's end, another client) is under way.
         """
         try:
             self._http.call("DELETE", _core.sandbox_path(self.name))
         except SafeSpaceError as e:
-            if e.code == "not_found":
+            if e.code in ("not_found", "being_deleted"):
                 return False
             raise
         return True
