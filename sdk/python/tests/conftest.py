@@ -31,10 +31,12 @@ REPO = Path(__file__).resolve().parents[3]
 # (test_packaging.py checks that the tree builds and installs as a package).
 sys.path.insert(0, str(REPO / "sdk" / "python" / "src"))
 
-# Small limits the tests reach on purpose: a file of 4 MiB + 1 byte is too large, and
+# Small limits the tests reach on purpose: a file of 4 MiB + 1 byte is too large, output
+# past 1 MiB of a non-streamed exec is dropped (truncated), and
 # memory beyond 4 GiB is more than the node offers (the machine has more: admission, not
 # the kernel, refuses it). 100 CPUs: admission never refuses CPU here.
 MAX_FILE_BYTES = 4 << 20
+MAX_EXEC_OUTPUT_BYTES = 1 << 20
 ALLOCATABLE_MEMORY = "4Gi"
 SMALL = {"cpu": "100m", "memory": "128Mi", "ephemeralStorage": "64Mi"}
 
@@ -71,6 +73,7 @@ class Daemon:
             f"  allocatableMemory: {ALLOCATABLE_MEMORY}\n"
             "limits:\n"
             f"  maxFileBytes: {MAX_FILE_BYTES}\n"
+            f"  maxExecOutputBytes: {MAX_EXEC_OUTPUT_BYTES}\n"
             "paths:\n"
             f"  runtimeRoot: {self.runtime_root}\n"
             f"  bundleRoot: {self.bundle_root}\n"

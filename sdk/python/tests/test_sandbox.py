@@ -279,3 +279,19 @@ def test_lifetime_timeout_removes_the_sandbox(daemon: Daemon, sock: str) -> None
     finally:
         sbx.kill()
         sbx.close()
+
+
+def test_result_fields_truncated_and_oom_killed(daemon: Daemon, sock: str) -> None:
+    from conftest import MAX_EXEC_OUTPUT_BYTES
+
+    with Sandbox(name=daemon.name("fields"), resources=SMALL) as sbx:
+        size = 2 * MAX_EXEC_OUTPUT_BYTES
+        cut = sbx.commands.run(f"head -c {size} /dev/zero | tr '\\0' x")
+        assert cut.exit_code == 0 and cut.truncated and len(cut.stdout) <= MAX_EXEC_OUTPUT_BYTES
+        # Streamed, nothing is dropped.
+        chunks: List[str] = []
+        whole = sbx.commands.run(f"head -c {size} /dev/zero | tr '\\0' x", on_stdout=chunks.append)
+        assert not whole.truncated and len(whole.stdout) == size and "".join(chunks) == whole.stdout
+        # Past the sandbox's 128 MiB the OOM killer ends it.
+        oom = sbx.run_code("b = []\nwhile True: b.append(bytearray(16 << 20))")
+        assert oom.oom_killed and oom.exit_code == 137
