@@ -19,14 +19,12 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         // Already in the graph through hummingbird; named for the socket-activated server
-        // (ServerBootstrap on an inherited fd, ServerQuiescingHelper).
+        // (ServerBootstrap on an inherited fd, ServerQuiescingHelper) and the egress filter
+        // (EgressFilter: DNS responder and SNI/Host proxy; products NIOTLS and NIOHTTP1).
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.0"),
         .package(url: "https://github.com/apple/swift-nio-extras", from: "1.34.1"),
         // SHA-256 of rootfs trees (RootfsListing), the audit chain, file digests: BoringSSL's.
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
-        // The egress filter (EgressFilter): DNS responder and SNI/Host proxy. Already resolved
-        // through hummingbird; named for its products NIOTLS and NIOHTTP1.
-        .package(url: "https://github.com/apple/swift-nio", from: "2.81.0"),
     ],
     targets: [
         // The few syscalls Swift cannot call (clone stages, pivot_root, setns, close_range)
