@@ -205,6 +205,10 @@ final class SandboxManager: @unchecked Sendable {
             throw APIError.from(error)
         } catch let error as ResourceError {
             throw APIError.from(error)
+        } catch let error as SandboxHostError where error.code == .unsupported {
+            // A feature this host cannot give (an egress filter): refused as the Sandbox
+            // resource's not-enforceable fields are, naming the field.
+            throw APIError.badRequest(error.message, field: error.field, code: "not_enforceable")
         } catch {
             let text = "\(error)"
             let field = text.hasPrefix("spec.") ? String(text.prefix { $0 != ":" }) : nil
