@@ -72,7 +72,9 @@ extension EgressFilter {
         }
         guard message.opcode == 0 else {
             update(sandbox) { $0.dnsRefused += 1 }
-            record(.denied, sandbox, nil, "opcode \(message.opcode) not implemented")
+            record(
+                .denied, sandbox, nil,
+                "opcode \(message.opcode): answered NOTIMP (RFC 1035 4.1.1; only QUERY is served)")
             return loop.makeSucceededFuture(reply(.notImplemented))
         }
         guard message.questions.count == 1 else {
