@@ -158,17 +158,7 @@ final class DaemonHarness: @unchecked Sendable {
     func stop(seconds: Double = 60) -> Int32? {
         guard pid > 0 else { return nil }
         kill(pid, SIGTERM)
-        let deadline = Date().addingTimeInterval(seconds)
-        var status: Int32 = 0
-        while Date() < deadline {
-            if waitpid(pid, &status, WNOHANG) == pid {
-                pid = 0
-                return status
-            }
-            usleep(20_000)
-        }
-        kill9()
-        return nil
+        return waitForExit(seconds: seconds)
     }
 
     /// SIGKILL, as a crash.
@@ -210,11 +200,9 @@ final class DaemonHarness: @unchecked Sendable {
                 let cmdline = (try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(entry)/cmdline"))) ?? Data()
                 let argv = String(decoding: cmdline, as: UTF8.self).split(separator: "\0").joined(separator: " ")
                 let cg = cgroup.split(separator: "\n").first { $0.contains("/safespace/\(id)") } ?? ""
-                // State and parent (fields 3 and 4 of stat(5)): a zombie names who did not reap it.
-                let stat = (try? String(contentsOfFile: "/proc/\(entry)/stat", encoding: .utf8)) ?? ""
-                let after =
-                    stat.split(separator: ")").last?.split(separator: " ").prefix(2).joined(separator: " ") ?? ""
-                procs.append("\(entry) \(argv) [\(cg)] state,ppid=\(after) daemon=\(pid)")
+                // State and parent: a zombie names who did not reap it.
+                let sp = Self.stateAndParent(entry).map { "\($0.state) \($0.ppid)" } ?? ""
+                procs.append("\(entry) \(argv) [\(cg)] state,ppid=\(sp) daemon=\(pid)")
             }
         }
         out["processes"] = procs
@@ -235,12 +223,19 @@ final class DaemonHarness: @unchecked Sendable {
     func zombieChildren() -> [String] {
         guard pid > 0 else { return [] }
         return ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).filter { entry in
-            guard Int32(entry) != nil,
-                let stat = try? String(contentsOfFile: "/proc/\(entry)/stat", encoding: .utf8),
-                let fields = stat.split(separator: ")").last?.split(separator: " "), fields.count > 1
-            else { return false }
-            return fields[0] == "Z" && Int32(fields[1]) == pid
+            guard Int32(entry) != nil, let sp = Self.stateAndParent(entry) else { return false }
+            return sp.state == "Z" && sp.ppid == pid
         }
+    }
+
+    /// Fields 3 (state) and 4 (ppid) of /proc/PID/stat (proc(5)), read after the `)` that ends
+    /// the command name; nil when the process is gone.
+    static func stateAndParent(_ pid: String) -> (state: String, ppid: Int32)? {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+            let fields = stat.split(separator: ")").last?.split(separator: " "), fields.count > 1,
+            let ppid = Int32(fields[1])
+        else { return nil }
+        return (String(fields[0]), ppid)
     }
 
     /// Stops the daemon if it runs, removes what is left (for a failed test) and the directories.
