@@ -176,6 +176,7 @@ public struct GVisorBackend: RuntimeBackend {
                 operation: "delete")
         }
         try ContainerRuntime.checkDeletable(state, status: status, force: force)
+        let sessions = Self.sessions(of: state)
         Self.reap(state, blocking: false)
         // A pod container stays in its sandbox (runsc's state, the sentry's record) after it
         // exits, until runsc deletes it.
@@ -188,6 +189,7 @@ public struct GVisorBackend: RuntimeBackend {
         }
         try? state.cgroup.killAll(signal: SIGKILL)
         Self.reap(state, blocking: true)
+        Self.reapSessions(sessions)
         runtime.log.log(.debug, "gVisor delete \(state.id): sandbox gone (was \(status.rawValue))")
     }
 
@@ -269,6 +271,7 @@ public struct GVisorBackend: RuntimeBackend {
         try GVisorSpec.checkExec(process: options.process, container: state.spec, id: state.id) {
             try RuntimeConfiguration.load().gvisor?.execSeccomp ?? false
         }
+        if let stdio = options.stdio { return try execCaptured(state, options: options, stdio: stdio, in: runtime) }
         let dir = store.directory(state.id)
         let token = "\(getpid())-\(UInt32.random(in: 0 ... .max))"
         let processFile = dir + "/exec-\(token).json"

@@ -189,10 +189,12 @@ func spawnAndWait(_ argv: [String], inheritStdio: Bool, hidingNetCore: String? =
 
 /// posix_spawn(3) of `path` with `argv`, default signal dispositions and an empty signal mask
 /// (the caller may block signals it reads from a signalfd; its children must not inherit
-/// that), after the file actions `configure` adds (stdio), closing every fd from `keepFds` up.
+/// that), after the file actions `configure` adds (stdio), closing every fd from `keepFds` up;
+/// with `newSession`, in a session of its own (setsid(2)).
 /// - Returns: the child's pid and posix_spawn's result (0, or an errno).
 func spawnWithDefaultSignals(
-    _ path: String, _ argv: [String], keepFds: Int32, _ configure: (inout posix_spawn_file_actions_t) -> Void
+    _ path: String, _ argv: [String], keepFds: Int32, newSession: Bool = false,
+    _ configure: (inout posix_spawn_file_actions_t) -> Void
 ) -> (pid_t, Int32) {
     var actions = posix_spawn_file_actions_t()
     posix_spawn_file_actions_init(&actions)
@@ -209,7 +211,10 @@ func spawnWithDefaultSignals(
     sigfillset(&all)
     posix_spawnattr_setsigmask(&attr, &empty)
     posix_spawnattr_setsigdefault(&attr, &all)
-    posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+    // POSIX_SPAWN_SETSID (0x80, glibc 2.26 <spawn.h>, a GNU extension Swift's Glibc does not
+    // import): the child leads a session and process group of its own.
+    let setsid: Int32 = newSession ? 0x80 : 0
+    posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | setsid))
     var cArgs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
     defer { cArgs.forEach { free($0) } }
     var pid: pid_t = 0

@@ -40,8 +40,13 @@ public struct ExecOptions: Sendable {
     public var consoleSocket: String?
     public var preserveFds: Int
     /// The exec'd process's fds 0, 1, 2 (each above 2, e.g. pipes); nil: the caller's own.
-    /// Native backend only (a gVisor container refuses it).
+    /// Native backend: the process is the caller's child. gVisor backend: `runsc exec` (not
+    /// detached) is the caller's child with these as its stdio, and it needs `internalPidFile`.
     public var stdio: [Int32]? = nil
+    /// gVisor, with `stdio`: the file runsc writes the process's pid inside the sandbox to
+    /// (`runsc exec --internal-pid-file`), for `ContainerRuntime.signalExec`. The caller
+    /// removes it.
+    public var internalPidFile: String? = nil
     /// `--cgroup`: sub-cgroups of the container's cgroup to run the process in (runc 1.1).
     public var subCgroups = SubCgroups()
     /// `--ignore-paused`: exec into a paused container (the process is frozen with it).

@@ -35,12 +35,28 @@ extension ContainerRuntime {
                 "the container runs under \(backend.kind.rawValue); its processes live in the sandbox's kernel, not in host sub-cgroups"
             )
         }
-        // Captured stdio (the daemon's pipes) is passed to the native helper only.
-        if options.stdio != nil && backend.kind != .native {
+        // Captured stdio (the daemon's pipes): gVisor's runsc exec needs a file for the
+        // process's pid inside the sandbox, or nothing could signal that process.
+        if options.stdio != nil && backend.kind != .native && options.internalPidFile == nil {
             throw RuntimeError(
-                .unsupported, field: "stdio", "exec with its own stdio is not supported in a gVisor sandbox")
+                .unsupported, field: "internalPidFile",
+                "exec with its own stdio in a \(backend.kind.rawValue) sandbox needs a file for the process's pid inside the sandbox"
+            )
         }
         return try backend.exec(state, options: options, in: self)
+    }
+
+    /// Sends `signal` to a process `exec` started with captured stdio and to the processes it
+    /// started (`RuntimeBackend.signalExec`): the timeout or the end of a daemon's exec.
+    /// - Parameters:
+    ///   - hostPid: the pid `exec` returned (a child of this process).
+    ///   - internalPid: the pid inside the sandbox (`ExecOptions.internalPidFile`), for a
+    ///     backend whose processes are not host processes.
+    /// - Throws: `RuntimeError` when the container is gone or the backend cannot signal it.
+    public func signalExec(id: String, hostPid: Int32, internalPid: Int32?, signal: Int32) throws {
+        let state = try store.load(id)
+        try backends.backend(for: state).signalExec(
+            state, hostPid: hostPid, internalPid: internalPid, signal: signal, in: self)
     }
 
     /// `exec` of the native backend: a helper (this binary's `init`) joins the container's

@@ -59,6 +59,14 @@ public protocol RuntimeBackend: Sendable {
     /// - Returns: the process's pid (detached) or its exit status (128+N for signal N).
     func exec(_ state: ContainerState, options: ExecOptions, in runtime: ContainerRuntime) throws -> Int32
 
+    /// Signals a process `exec` started with captured stdio (`ContainerRuntime.signalExec`)
+    /// and the processes it started. Default: `signal` to the process group of `hostPid`
+    /// when it leads one of its own (the native exec helper calls setsid(2)), else to
+    /// `hostPid` alone.
+    func signalExec(
+        _ state: ContainerState, hostPid: Int32, internalPid: Int32?, signal: Int32, in runtime: ContainerRuntime)
+        throws
+
     /// The pids of the container's processes (runc's `ps --format json`).
     func processes(_ state: ContainerState, in runtime: ContainerRuntime) throws -> [Int32]
 
@@ -83,6 +91,13 @@ extension RuntimeBackend {
     public func removed(_ state: ContainerState, in runtime: ContainerRuntime) throws {}
 
     public func processTable(_ state: ContainerState, in runtime: ContainerRuntime) throws -> String? { nil }
+
+    public func signalExec(
+        _ state: ContainerState, hostPid: Int32, internalPid: Int32?, signal: Int32, in runtime: ContainerRuntime
+    ) throws {
+        if getpgid(hostPid) == hostPid { Glibc.kill(-hostPid, signal) }
+        Glibc.kill(hostPid, signal)
+    }
 }
 
 /// A validated `create` (`ContainerRuntime.create`): the container's id, bundle, root and

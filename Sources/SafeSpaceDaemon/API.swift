@@ -87,6 +87,7 @@ struct DaemonAPI: Sendable {
         "POST /v1/sandboxes/{name}/exec",
         "PUT /v1/sandboxes/{name}/files/{path}",
         "GET /v1/sandboxes/{name}/files/{path}",
+        "POST /v1/sandboxes/{name}/ports/{port}",
         "GET /metrics",
     ]
 
@@ -137,6 +138,15 @@ struct DaemonAPI: Sendable {
             if result.truncated { body["truncated"] = true }
             if let killed = result.killedBy { body["killedBy"] = killed }
             return JSON.response(body)
+        }
+        router.post("/v1/sandboxes/:name/ports/:port") { _, context in
+            let caller = try context.requireCaller()
+            let sandbox = try manager.sandbox(try sandboxName(context), for: caller)
+            let port = context.parameters.get("port") ?? ""
+            let opened = try await blocking { try manager.openPort(sandbox, portText: port, caller: caller) }
+            return JSON.response(
+                ["hostPort": Int(opened.hostPort), "address": "127.0.0.1", "port": Int(port) ?? 0],
+                status: opened.opened ? .created : .ok)
         }
         router.put("/v1/sandboxes/:name/files/**") { request, context in
             let caller = try context.requireCaller()

@@ -138,6 +138,9 @@ final class ExecHandle: @unchecked Sendable {
     private var reason: String?
     private var ended = false
     private var _onStart: (@Sendable () -> Void)?
+    /// Signals the process where a host signal cannot reach it (gVisor: through runsc).
+    private var signaller: (@Sendable (Int32) -> Void)?
+    private var signalled = false
 
     /// Called once the process runs (streamed execs answer their headers then).
     var onStart: (@Sendable () -> Void)? {
@@ -153,9 +156,12 @@ final class ExecHandle: @unchecked Sendable {
     /// Why it was killed, if it was.
     var killReason: String? { lock.withLock { reason } }
 
-    func started(pid: Int32) -> Bool {
+    /// The process runs as `pid` (the daemon's child); `signaller`, when set, is how it is
+    /// killed instead of a signal to `pid`'s process group.
+    func started(pid: Int32, signaller: (@Sendable (Int32) -> Void)? = nil) -> Bool {
         let (alive, callback) = lock.withLock {
             self.pid = pid
+            self.signaller = signaller
             return (reason == nil, _onStart)
         }
         callback?()
@@ -166,15 +172,37 @@ final class ExecHandle: @unchecked Sendable {
 
     /// SIGKILL to the process and its process group (it is a session leader's group: the
     /// helper's `setsid`). Before the process exists, it is killed as soon as it starts.
+    /// With a `signaller` (gVisor), that runs once on a thread of its own (it starts runsc);
+    /// if `pid` (runsc exec) has not ended `signallerGrace` later, `pid` gets SIGKILL.
     func kill(reason: String) {
-        lock.withLock {
+        let hook = lock.withLock { () -> (@Sendable (Int32) -> Void)? in
             if self.reason == nil { self.reason = reason }
-            guard pid > 0, !ended else { return }
+            guard pid > 0, !ended else { return nil }
+            if let signaller {
+                if signalled { return nil }
+                signalled = true
+                return signaller
+            }
             let group = getpgid(pid)
             if group > 1 { Glibc.kill(-group, SIGKILL) }
             Glibc.kill(pid, SIGKILL)
+            return nil
+        }
+        guard let hook else { return }
+        Thread.detachNewThread { [self] in
+            hook(SIGKILL)
+            let clock = ContinuousClock()
+            let until = clock.now + Self.signallerGrace
+            while clock.now < until, !lock.withLock({ ended }) { usleep(20_000) }
+            lock.withLock {
+                if !ended { Glibc.kill(pid, SIGKILL) }
+            }
         }
     }
+
+    /// How long a process killed through its `signaller` has to end before its host process
+    /// (runsc exec) is killed.
+    static let signallerGrace: Duration = .seconds(10)
 }
 
 enum ExecRunner {
@@ -219,6 +247,12 @@ enum ExecRunner {
         // The process is the daemon's own child (the helper forks it CLONE_PARENT).
         var options = ExecOptions(process: request.process(base: base), detach: true)
         options.stdio = childEnds
+        // gVisor: the process lives in the sentry; runsc exec (our child) names its pid there.
+        let gvisor = (try? runtime.store.load(id))?.gvisor != nil
+        if gvisor {
+            options.internalPidFile = runtime.store.directory(id) + "/exec-\(getpid())-\(handle.id).pid"
+        }
+        defer { if let path = options.internalPidFile { unlink(path) } }
         let oomBefore = (try? runtime.oomKills(id: id)) ?? nil
         let clock = ContinuousClock()
         let started = clock.now
@@ -231,7 +265,15 @@ enum ExecRunner {
         }
         for fd in childEnds { close(fd) }
         childEnds = []
-        if !handle.started(pid: pid) { handle.kill(reason: handle.killReason ?? "killed") }
+        var signaller: (@Sendable (Int32) -> Void)?
+        if let path = options.internalPidFile {
+            let internalPid = (try? String(contentsOfFile: path, encoding: .utf8))
+                .flatMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+            signaller = { signal in
+                try? runtime.signalExec(id: id, hostPid: pid, internalPid: internalPid, signal: signal)
+            }
+        }
+        if !handle.started(pid: pid, signaller: signaller) { handle.kill(reason: handle.killReason ?? "killed") }
         defer { handle.finished() }
 
         let pidfd = ss_pidfd_open(pid)

@@ -24,6 +24,9 @@ struct SandboxFiles {
     /// Host uid/gid of the sandbox's user: owner of what is written.
     let uid: UInt32
     let gid: UInt32
+    /// At the gVisor level: the file is moved by a process inside the sandbox
+    /// (`InSandboxFiles`); the host's view of its root does not hold what it wrote.
+    var inSandbox: InSandboxFiles? = nil
 
     /// A checked path: the writable path it is under (relative, e.g. `workspace`) and the
     /// components below it (at least one).
@@ -121,6 +124,7 @@ struct SandboxFiles {
     /// - Throws: `APIError`: 400 `path_escape` for a symlink or mount on the way, 404 for a
     ///   missing directory, 409 for a non-regular file, 507 when the sandbox's storage is full.
     func write(_ target: Target, bytes: [UInt8]) throws -> String {
+        if let inSandbox { return try inSandbox.write(target, bytes: bytes) }
         let dir = try openParent(target, create: true)
         defer { close(dir) }
         let flags = O_WRONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY
@@ -151,6 +155,7 @@ struct SandboxFiles {
     /// Reads `target`, at most `limit` bytes.
     /// - Throws: `APIError` as `write`, and 413 for a file above `limit`.
     func read(_ target: Target, limit: Int) throws -> [UInt8] {
+        if let inSandbox { return try inSandbox.read(target, limit: limit) }
         let dir = try openParent(target, create: false)
         defer { close(dir) }
         let fd = sd_openat2(

@@ -80,6 +80,8 @@ final class SandboxManager: @unchecked Sendable {
     let records: RecordStore
     let audit: AuditTrail
     let logger: Logger
+    /// Port forwards into sandboxes (`SandboxManager+Ports.swift`).
+    let ports: PortForwards
     /// Allocatable CPU (millicores) and memory (bytes) of the node.
     let allocatableCPUMillis: Int64
     let allocatableMemoryBytes: Int64
@@ -100,6 +102,7 @@ final class SandboxManager: @unchecked Sendable {
         self.config = config
         self.audit = audit
         self.logger = logger
+        ports = PortForwards(logger: logger)
         records = try RecordStore(stateDir: stateDir)
         host = SandboxHost(
             configuration: SandboxHost.Configuration(
@@ -193,11 +196,6 @@ final class SandboxManager: @unchecked Sendable {
             throw APIError.badRequest(
                 "an absolute path names a file of the node, which only root may have the daemon read; name a profile of the node's profile directory (\(config.seccompProfiles))",
                 field: "spec.securityContext.seccompProfile.localhostProfile")
-        }
-        if SecurityLevel.of(sandbox)?.profile.backend == .gvisor {
-            throw APIError.badRequest(
-                "\(sandbox.spec.securityLevel ?? "") runs under gVisor, which safespaced does not serve yet (its exec has no captured stdio); use standard or custom",
-                field: "spec.securityLevel", code: "not_enforceable")
         }
         sandbox.spec.runtime = sandbox.spec.runtime ?? Sandbox.defaultRuntime
         let plan: SandboxPlan
@@ -361,6 +359,7 @@ final class SandboxManager: @unchecked Sendable {
         }
         let record = sandbox.record
         try? records.save(record)
+        closePorts(sandbox.name, reason: reason)
         for exec in sandbox.execs { exec.kill(reason: "sandbox deleted") }
         let initPid = record.initPid
         let problems: [String] = await blocking {
@@ -491,10 +490,12 @@ final class SandboxManager: @unchecked Sendable {
             }
             return 65534
         }
-        return SandboxFiles(
+        var files = SandboxFiles(
             initPid: pid, initStartTime: start, writablePaths: record.writablePaths,
             uid: host(user?.uid ?? 0, state.spec.linux?.uidMappings),
             gid: host(user?.gid ?? 0, state.spec.linux?.gidMappings))
+        if state.gvisor != nil { files.inSandbox = InSandboxFiles(runtime: runtime, id: sandbox.name) }
+        return files
     }
 
     // MARK: lifetimes, shutdown, recovery
@@ -533,6 +534,8 @@ final class SandboxManager: @unchecked Sendable {
         while ContinuousClock.now < answered, lock.withLock({ sandboxes.values.contains { !$0.execs.isEmpty } }) {
             try? await Task.sleep(for: .milliseconds(20))
         }
+        // A forward serves only while this daemon runs: kept sandboxes lose theirs.
+        for name in ports.sandboxes { closePorts(name, reason: .shutdown) }
         if config.removeSandboxesOnShutdown {
             for sandbox in lock.withLock({ Array(sandboxes.values) }) {
                 try? await delete(sandbox, reason: .shutdown, caller: nil)

@@ -1,3 +1,5 @@
+import OCI
+
 /// Fields this build parses but cannot enforce yet.
 ///
 /// A sandbox that asks for a limit or an isolation the node does not apply must fail to
@@ -18,11 +20,18 @@ extension Sandbox {
         // Network: a sandbox without egress rules has an empty network namespace (loopback
         // only); egress rules are enforced by the node's network (SandboxNetwork, wired by
         // SandboxHosting, which refuses them on a host without an egress filter). `ingress:
-        // true` lets the node reach the sandbox's address, which exists only with egress rules.
-        if let network = spec.networkAccess, network.ingress == true, network.egress?.isEmpty ?? true {
+        // true` lets the node reach the sandbox's ports: with egress rules on its address (the
+        // nftables table admits new connections), and at every native level through
+        // safespaced's port forward (`POST /v1/sandboxes/{name}/ports/{port}`), which dials
+        // 127.0.0.1 inside the sandbox's network namespace. At a gVisor level without egress
+        // rules runsc runs `--network=none`: the loopback is the sentry's own netstack, which
+        // nothing of the node can reach.
+        if let network = spec.networkAccess, network.ingress == true, network.egress?.isEmpty ?? true,
+            let level = SecurityLevel.of(self), level.profile.backend == .gvisor
+        {
             refuse(
                 "spec.networkAccess.ingress",
-                "a sandbox without egress rules has no network the node could reach it on; port forwarding is not built"
+                "at securityLevel \(level.rawValue) a sandbox without egress rules has only gVisor's own loopback (runsc --network=none), which the node cannot reach"
             )
         }
 

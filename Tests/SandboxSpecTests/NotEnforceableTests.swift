@@ -6,7 +6,7 @@ import Testing
 struct NotEnforceableTests {
     /// (YAML under `spec:`, the field refused)
     static let refused: [(String, String)] = [
-        ("networkAccess:\n    ingress: true", "spec.networkAccess.ingress"),
+        ("securityLevel: high\n  networkAccess:\n    ingress: true", "spec.networkAccess.ingress"),
         (
             "networkAccess:\n    egress:\n      - domain: pypi.org\n        ports: [{port: 443}]",
             "spec.networkAccess.egress[0].ports"
@@ -58,6 +58,8 @@ struct NotEnforceableTests {
         "networkAccess:\n    egress:\n      - domain: pypi.org\n        ports: [{port: 80}, {port: 443}]",
         "networkAccess:\n    egress:\n      - cidr: 198.18.0.0/15\n        ports: [{port: 5432}]\n    ingress: true",
         "networkAccess: {}",
+        // At a native level through safespaced's port forward (dialled inside the sandbox's netns).
+        "networkAccess:\n    ingress: true",
         "storage:\n    persistent: false",
         // Enforced by the seccomp policy (SandboxPolicy+Seccomp.swift).
         "securityContext:\n    seccompProfile:\n      type: RuntimeDefault",

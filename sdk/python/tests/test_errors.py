@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import List
 
 import pytest
 
@@ -15,6 +16,7 @@ from safespace import (
     SafeSpaceError,
     Sandbox,
     SandboxNotFound,
+    Timeout,
     Unavailable,
 )
 
@@ -78,15 +80,27 @@ def test_egress_is_refused_until_the_daemon_enforces_it(daemon: Daemon, sock: st
     assert Sandbox.list() == []
 
 
-def test_security_level_high_is_refused_until_the_daemon_serves_gvisor(daemon: Daemon, sock: str) -> None:
-    """security_level="high" is spec.securityLevel. This daemon does not serve gVisor
-    sandboxes yet and refuses the field: PolicyRefused with its message. When it does, this
-    test fails on purpose: then assert the sandbox runs under gVisor (status.level "high")."""
-    with pytest.raises(PolicyRefused) as refused:
-        Sandbox(name=daemon.name("high"), resources=SMALL, security_level="high")
-    err = refused.value
-    assert (err.code, err.status, err.field) == ("not_enforceable", 400, "spec.securityLevel")
-    assert "gVisor" in err.message
+def test_security_level_high_runs_under_gvisor(daemon: Daemon, sock: str) -> None:
+    """security_level="high" is spec.securityLevel: the daemon serves it with gVisor (runsc).
+    The sandbox's kernel is gVisor's sentry; commands, streaming, timeouts and files work as
+    at the standard level."""
+    if not any(os.access(p, os.X_OK) for p in ("/usr/bin/runsc", "/usr/local/bin/runsc")):
+        pytest.skip("runsc is not installed")
+    with Sandbox(name=daemon.name("high"), resources=SMALL, security_level="high") as sbx:
+        assert sbx.info.level == "high"
+        assert "gVisor" in sbx.commands.run("dmesg").stdout
+        result = sbx.commands.run("cat; echo err >&2; exit 7", stdin="in", envs={"A": "b"}, cwd="/tmp")
+        assert (result.exit_code, result.stdout, result.stderr) == (7, "in", "err\n")
+        chunks: List[str] = []
+        streamed = sbx.commands.run('echo "$A"; pwd', envs={"A": "b"}, cwd="/tmp", on_stdout=chunks.append)
+        assert "".join(chunks) == "b\n/tmp\n" and streamed.exit_code == 0
+        with pytest.raises(Timeout) as timed_out:
+            sbx.commands.run("echo before; exec sleep 60", timeout=1)
+        assert timed_out.value.result is not None and timed_out.value.result.timed_out
+        assert timed_out.value.result.stdout == "before\n"
+        sbx.files.write("/workspace/in.txt", "through the sentry")
+        assert sbx.files.read("/workspace/in.txt") == b"through the sentry"
+        assert sbx.commands.run("cat /workspace/in.txt").stdout == "through the sentry"
     assert Sandbox.list() == []
 
 
