@@ -31,6 +31,28 @@ int ss_loop_attach(int image_fd, int readonly, char *path, size_t path_len) {
             errno = e;
             return -1;
         }
+        // LOOP_CONFIGURE (Linux 5.8, loop(4)): the image and LO_FLAGS_AUTOCLEAR in one ioctl,
+        // so a process killed at any moment never leaves a device attached without autoclear
+        // (which nothing would release). Older kernels: LOOP_SET_FD, then LOOP_SET_STATUS64.
+        struct loop_config config;
+        memset(&config, 0, sizeof(config));
+        config.fd = (unsigned int)image_fd;
+        config.info.lo_flags = LO_FLAGS_AUTOCLEAR | (readonly ? LO_FLAGS_READ_ONLY : 0);
+        if (ioctl(dev, LOOP_CONFIGURE, &config) == 0) {
+            close(ctl);
+            return dev;
+        }
+        if (errno == EBUSY) {
+            close(dev);
+            continue;  // another process took it between GET_FREE and CONFIGURE
+        }
+        if (errno != EINVAL && errno != ENOTTY) {
+            int e = errno;
+            close(dev);
+            close(ctl);
+            errno = e;
+            return -1;
+        }
         if (ioctl(dev, LOOP_SET_FD, image_fd) < 0) {
             int e = errno;
             close(dev);
@@ -56,4 +78,14 @@ int ss_loop_attach(int image_fd, int readonly, char *path, size_t path_len) {
     close(ctl);
     errno = EBUSY;
     return -1;
+}
+
+int ss_loop_clear(const char *device) {
+    int dev = open(device, O_RDWR | O_CLOEXEC);
+    if (dev < 0) return -1;
+    int rc = ioctl(dev, LOOP_CLR_FD, 0);
+    int e = errno;
+    close(dev);
+    errno = e;
+    return rc;
 }

@@ -191,11 +191,27 @@ public struct EphemeralStorage: Sendable, Equatable {
                 throw Self.error("umount \(target)")
             }
         }
+        detachLoopDevices()
         unlink(image)
         unlink(ownerPath)
         for dir in [rootfs, volume] { rmdir(dir) }
         if rmdir(directory) != 0 && errno != ENOENT {
             throw Self.error("remove \(directory)")
+        }
+    }
+
+    /// Detaches every loop device whose backing file is this volume's image
+    /// (`/sys/block/loopN/loop/backing_file`, sysfs-block(5)): a create killed between the
+    /// attach and the mount on a kernel without LOOP_CONFIGURE, or between LOOP_SET_FD and
+    /// LOOP_SET_STATUS64, leaves one without autoclear that no unmount would release. A device
+    /// still mounted is only marked to detach when its mount goes (LOOP_CLR_FD's autoclear).
+    func detachLoopDevices() {
+        guard let devices = Files.entries("/sys/block") else { return }
+        for name in devices where name.hasPrefix("loop") {
+            guard let backing = try? Files.readString("/sys/block/\(name)/loop/backing_file") else { continue }
+            var path = String(backing.split(separator: "\n").first ?? "")
+            if path.hasSuffix(" (deleted)") { path = String(path.dropLast(" (deleted)".count)) }
+            if path == image { _ = ss_loop_clear("/dev/" + name) }
         }
     }
 

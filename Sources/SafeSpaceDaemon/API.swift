@@ -126,7 +126,7 @@ struct DaemonAPI: Sendable {
             let sandbox = try manager.sandbox(try sandboxName(context), for: caller)
             let exec = try ExecRequest.parse(try await collect(request, limit: manager.config.maxRequestBytes))
             if request.headers[.accept]?.contains("application/x-ndjson") == true {
-                return try await streamExec(sandbox, exec, caller: caller)
+                return try await streamExec(sandbox, exec, caller: caller, channel: context.channel)
             }
             let result = try await manager.exec(sandbox, request: exec, caller: caller, emit: nil)
             var body: [String: Any] = [
@@ -243,8 +243,14 @@ struct DaemonAPI: Sendable {
     /// before the process starts are answered as usual (status + JSON error). In text
     /// (`utf8`) a chunk never ends inside a character; in `base64` each chunk is the base64
     /// of the bytes read, decodable on its own.
-    private func streamExec(_ sandbox: ManagedSandbox, _ exec: ExecRequest, caller: Caller) async throws -> Response {
+    private func streamExec(_ sandbox: ManagedSandbox, _ exec: ExecRequest, caller: Caller, channel: any Channel)
+        async throws -> Response
+    {
         let (stream, continuation) = AsyncStream<ByteBuffer>.makeStream()
+        // A silent process writes nothing that would tell a gone client (ClientDisconnect.swift).
+        let gone = ClientGone()
+        let watcher = DisconnectWatcher(gone)
+        try? await channel.pipeline.addHandler(watcher, position: .first).get()
         // At most `StreamBudget.limit` bytes wait for a slow client: past it the exec's reader
         // waits, its pipes fill, and the process blocks on its writes.
         let budget = StreamBudget()
@@ -269,6 +275,7 @@ struct DaemonAPI: Sendable {
                             if case .cancelled = termination { handle.kill(reason: "client disconnected") }
                         }
                         handle.onStart = { gate.open(nil) }
+                        gone.attach(handle)
                     })
                 for stream in [OutputStream.stdout, .stderr] {
                     let rest = splitter.finish(stream)
@@ -291,6 +298,7 @@ struct DaemonAPI: Sendable {
                 }
             }
             continuation.finish()
+            channel.pipeline.removeHandler(watcher, promise: nil)
         }
         try await gate.wait()
         let metered = stream.map { buffer -> ByteBuffer in

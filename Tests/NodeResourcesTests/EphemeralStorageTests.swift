@@ -93,6 +93,73 @@ struct EphemeralStorageTests {
         #expect(!FileManager.default.fileExists(atPath: base + "/big"))
     }
 
+    /// The loop devices whose backing file is `image` (sysfs-block(5)), "(deleted)" or not.
+    static func loopDevices(backedBy image: String) -> [String] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: "/sys/block")) ?? []
+        return names.filter { name in
+            guard name.hasPrefix("loop"),
+                let backing = try? String(contentsOfFile: "/sys/block/\(name)/loop/backing_file", encoding: .utf8)
+            else { return false }
+            let path = backing.trimmingCharacters(in: .whitespacesAndNewlines)
+            return path == image || path == image + " (deleted)"
+        }
+    }
+
+    static func detach(_ device: String) {
+        let p = Foundation.Process()
+        p.executableURL = URL(
+            fileURLWithPath: access("/sbin/losetup", X_OK) == 0 ? "/sbin/losetup" : "/usr/sbin/losetup")
+        p.arguments = ["-d", device]
+        try? p.run()
+        p.waitUntilExit()
+    }
+
+    @Test(
+        "destroy detaches a loop device attached without autoclear, as a create killed between attach and mount leaves it",
+        .enabled(if: access("/sbin/losetup", X_OK) == 0 || access("/usr/sbin/losetup", X_OK) == 0, "no losetup"),
+        .enabled(if: EphemeralStorage.preferredBackend == .loop, "no /dev/loop-control"))
+    func destroyDetachesAPartwayAttach() throws {
+        let base = Self.base()
+        defer { try? FileManager.default.removeItem(atPath: base) }
+        let volume = EphemeralStorage.existing(sandbox: "cut", base: base)
+        try FileManager.default.createDirectory(atPath: volume.directory, withIntermediateDirectories: true)
+        let fd = open(volume.image, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        #expect(fd >= 0 && ftruncate(fd, 1 << 20) == 0)
+        close(fd)
+        // losetup attaches without LO_FLAGS_AUTOCLEAR: the state a kill -9 left between
+        // LOOP_SET_FD and LOOP_SET_STATUS64, which no unmount ever releases.
+        let losetup = access("/sbin/losetup", X_OK) == 0 ? "/sbin/losetup" : "/usr/sbin/losetup"
+        let attach = Foundation.Process()
+        attach.executableURL = URL(fileURLWithPath: losetup)
+        attach.arguments = ["-f", volume.image]
+        try attach.run()
+        attach.waitUntilExit()
+        let attached = Self.loopDevices(backedBy: volume.image)
+        defer {
+            for name in Self.loopDevices(backedBy: volume.image) { Self.detach("/dev/" + name) }
+        }
+        #expect(attached.count == 1)
+        try volume.destroy()
+        #expect(Self.loopDevices(backedBy: volume.image) == [])
+        #expect(!FileManager.default.fileExists(atPath: volume.directory))
+    }
+
+    @Test(
+        "loop: the device of a volume is attached with autoclear (one LOOP_CONFIGURE)",
+        .enabled(if: EphemeralStorage.preferredBackend == .loop, "no /dev/loop-control or mkfs.ext4 on this node"))
+    func loopAutoclear() throws {
+        let base = Self.base()
+        defer { try? FileManager.default.removeItem(atPath: base) }
+        let v = try EphemeralStorage.create(sandbox: "ac", size: 16 << 20, base: base, backend: .loop)
+        defer { try? v.destroy() }
+        let devices = Self.loopDevices(backedBy: v.image)
+        #expect(devices.count == 1)
+        for name in devices {
+            let flag = try String(contentsOfFile: "/sys/block/\(name)/loop/autoclear", encoding: .utf8)
+            #expect(flag.trimmingCharacters(in: .whitespacesAndNewlines) == "1")
+        }
+    }
+
     @Test("a writable root: an overlay whose writes land on the volume")
     func writableLayer() throws {
         let base = Self.base()

@@ -141,6 +141,10 @@ int ss_bpf_device_prog_count(int cgroup_fd);
 /// (`/dev/loopN`) to `path`. Returns an open fd of the device (close it after mounting), or
 /// -1 with errno.
 int ss_loop_attach(int image_fd, int readonly, char *path, size_t path_len);
+/// LOOP_CLR_FD (loop(4)) on `device` (`/dev/loopN`): detaches its backing file now, or, while
+/// the device is still open or mounted, marks it to detach on its last close (autoclear).
+/// Returns 0 or -1 with errno (ENXIO: nothing attached).
+int ss_loop_clear(const char *device);
 /// Blocks (1) or unblocks (0) SIGINT, SIGTERM, SIGHUP and SIGQUIT in the calling thread:
 /// `create` must not die half-way; `run` forwards them once the container has started.
 int ss_block_stop_signals(int block);
