@@ -238,6 +238,41 @@ extension DaemonAPITests {
     }
 }
 
+extension DaemonAPITests {
+    /// kill -9 of the daemon while a gVisor sandbox runs: the restarted daemon adopts it
+    /// (execs, files, timeout kill through runsc), and its delete leaves nothing.
+    func testHighLevelSandboxIsAdoptedAfterKill9() throws {
+        try skipUnlessRunsc()
+        let h = try start()
+        let name = h.name("highadopt")
+        try h.create(name, spec: ["securityLevel": "high"])
+        XCTAssertEqual(
+            try h.client.request("PUT", "/v1/sandboxes/\(name)/files/workspace/kept.txt", body: Array("kept".utf8))
+                .status, 200)
+        h.kill9()
+        try h.start()
+        let listed = try h.client.request("GET", "/v1/sandboxes/\(name)")
+        XCTAssertEqual(
+            (listed.json?["status"] as? [String: Any])?["phase"] as? String, "Running", listed.text)
+        XCTAssertEqual(try h.client.request("GET", "/v1/sandboxes/\(name)/files/workspace/kept.txt").text, "kept")
+        let run = try h.exec(name, ["sh", "-c", "cat /workspace/kept.txt; echo; dmesg | head -1"])
+        XCTAssertEqual(run.json?["exitCode"] as? Int, 0, run.text)
+        XCTAssertTrue((run.json?["stdout"] as? String ?? "").hasPrefix("kept\n"), run.text)
+        let timed = try h.exec(name, ["sleep", "300"], extra: ["timeoutSeconds": 1])
+        XCTAssertEqual(timed.json?["timedOut"] as? Bool, true, timed.text)
+        XCTAssertEqual(try h.delete(name).status, 200)
+        XCTAssertEqual(h.stop(), 0)
+        // The adopted sandbox's processes had the killed daemon as parent: PID 1 reaps them.
+        var left = h.leftovers()
+        for _ in 0..<50 where !left.isEmpty || !runscProcesses(h).isEmpty {
+            usleep(100_000)
+            left = h.leftovers()
+        }
+        XCTAssertEqual(left, [:])
+        XCTAssertEqual(runscProcesses(h), [])
+    }
+}
+
 /// Results of concurrent requests, by index.
 final class LockedResults: @unchecked Sendable {
     private let lock = NSLock()
