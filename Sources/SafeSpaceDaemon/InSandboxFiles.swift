@@ -85,6 +85,8 @@ struct InSandboxFiles: Sendable {
         var request = ExecRequest(command: ["/bin/sh", "-c", Self.script, "safespace-files", mode, target.absolute])
         request.stdin = stdin
         request.cwd = "/"
+        // The system's cat and mkdir, not whatever the sandbox put first on its own PATH.
+        request.env = ["PATH": "/usr/bin:/bin"]
         request.timeoutSeconds = Self.timeoutSeconds
         // Ids from 2^62 up: never an exec's (those count from 1).
         let handle = ExecHandle(id: UInt64.random(in: (1 << 62)...UInt64(Int64.max)), request: request)
