@@ -2,6 +2,9 @@
 /// Runtime's exec path (`ContainerRuntime.exec`: the sealed helper joins the mount, then the
 /// PID namespace), with its own stdio: a socket for stdin, pipes for stdout and stderr, read
 /// here until the process exits or its timeout kills it. Blocking: runs on a thread of its own.
+/// At the gVisor level the daemon's child is `runsc exec` with those fds as its stdio (it exits
+/// with the process's status), and a kill goes through runsc to the process inside the sandbox
+/// (`ContainerRuntime.signalExec`, GVisor's `GVisorCapturedExec.swift`).
 import CSafeSpace
 import Foundation
 import Glibc
