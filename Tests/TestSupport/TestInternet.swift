@@ -118,7 +118,7 @@ package final class TestInternet: @unchecked Sendable {
             \(save)
             export PIP_CERT=/tmp/ca.pem HOME=/tmp PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PIP_TIMEOUT=30
             pip download --no-deps -d /tmp/dl tinypkg
-            ls /tmp/dl
+            python3 -c 'import os; print(*os.listdir("/tmp/dl"))'
             pip install --no-deps --target /tmp/site tinypkg
             PYTHONPATH=/tmp/site python3 -c 'import tinypkg; print("tinypkg", tinypkg.VALUE)'
             python3 - <<'EOF'
