@@ -147,4 +147,35 @@ final class DaemonEgressTests: XCTestCase {
         }
         XCTAssertEqual(left, [:], h.log)
     }
+
+    /// A filter that cannot start (its DNS port is taken) leaves the daemon running without
+    /// one: a sandbox with egress rules is refused naming the field, one without runs.
+    func testADaemonWhoseFilterCannotStartRefusesEgressByName() throws {
+        let taken = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+        XCTAssertGreaterThanOrEqual(taken, 0)
+        defer { close(taken) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(taken, $0, length) == 0 && getsockname(taken, $0, &length) == 0
+            }
+        }
+        XCTAssertTrue(bound)
+        let port = UInt16(bigEndian: address.sin_port)
+        let h = try DaemonHarness(extraConfig: "network:\n  dnsPort: \(port)\n")
+        defer { h.tearDown() }
+        try h.start()
+        XCTAssertTrue(h.log.contains("no egress filter"), h.log)
+        let refused = try h.client.request(
+            "POST", "/v1/sandboxes", json: ["metadata": ["name": h.name("net")], "spec": Self.egress])
+        XCTAssertEqual(refused.status, 400, refused.text)
+        XCTAssertEqual(refused.error?.code, "not_enforceable", refused.text)
+        XCTAssertEqual(refused.error?.field, "spec.networkAccess.egress", refused.text)
+        try h.create(h.name("plain"))
+        XCTAssertEqual(try h.delete(h.name("plain")).status, 200)
+        XCTAssertEqual(h.stop(), 0)
+        XCTAssertEqual(h.leftovers(), [:], h.log)
+    }
 }
