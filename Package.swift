@@ -107,7 +107,8 @@ let package = Package(
             name: "safespace",
             dependencies: [
                 "Errors", "Runtime", "SandboxSpec", "SandboxHosting", "SeccompFilters", "NodeResources", "HostChecks",
-                "Audit", "DaemonClient", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                "Audit", "DaemonClient", "EgressHosting", "EgressFilter",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         // Tests: one unit-test target per module (<Module>Tests, root-free but for the few that
         // need the kernel: cgroups, mounts), the root-only runtime integration tests (real
@@ -126,7 +127,7 @@ let package = Package(
             name: "SafeSpaceDaemon",
             dependencies: [
                 "OCI", "LinuxKernel", "Cgroups", "Runtime", "SandboxSpec", "SandboxHosting", "NodeResources",
-                "CSafeSpace", "CDaemon", "Audit", "SystemdSupport",
+                "CSafeSpace", "CDaemon", "Audit", "SystemdSupport", "EgressHosting", "EgressFilter", "SandboxNetwork",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -154,10 +155,17 @@ let package = Package(
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
             ]),
+        // The egress filter as the front ends host it: the node's `network:` settings, the
+        // filter started on 0.0.0.0, and its adapter to SandboxNetwork's SandboxEgressFilter.
+        .target(
+            name: "EgressHosting",
+            dependencies: ["EgressFilter", "SandboxNetwork", .product(name: "Yams", package: "Yams")]),
         .testTarget(
             name: "DaemonTests",
             dependencies: [
-                "DaemonClient", "SafeSpaceDaemon", "SandboxSpec", "Audit", .product(name: "Yams", package: "Yams"),
+                "DaemonClient", "SafeSpaceDaemon", "SandboxSpec", "Audit", "TestSupport", "SandboxNetwork",
+                "EgressHosting",
+                .product(name: "Yams", package: "Yams"),
             ]),
         .testTarget(name: "OCITests", dependencies: ["OCI"]),
         .testTarget(name: "LinuxKernelTests", dependencies: ["LinuxKernel", "Errors"]),

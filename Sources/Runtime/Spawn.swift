@@ -13,8 +13,14 @@ enum NamespaceKind {
         "user": "user", "mount": "mnt", "pid": "pid", "network": "net", "ipc": "ipc", "uts": "uts",
         "cgroup": "cgroup", "time": "time",
     ]
-    /// setns(2) order: the user namespace first so the others are joined with its privileges.
-    static let joinOrder = ["user", "ipc", "uts", "network", "pid", "cgroup", "time", "mount"]
+    /// setns(2) order: the network namespace first, then the user namespace so the others are
+    /// joined with its privileges. A network namespace made by the host (a sandbox network,
+    /// a CNI netns) is owned by the initial user namespace: setns(2) into it needs
+    /// CAP_SYS_ADMIN there (setns(2), user_namespaces(7)), which the process has only before
+    /// it joins the container's user namespace. One owned by the container's user namespace
+    /// is joined as well by a process of the initial one. (runc's nsexec likewise joins what
+    /// it can before the user namespace.)
+    static let joinOrder = ["network", "user", "ipc", "uts", "pid", "cgroup", "time", "mount"]
 }
 
 /// The init helper started by `spawnInit`: its pid (in the caller's PID namespace, a child of

@@ -114,7 +114,9 @@ public enum Daemon {
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
 
         let audit = AuditTrail(logger: logger, sink: try AuditBridge.sink(config: config))
-        let manager = try SandboxManager(config: config, stateDir: options.stateDir, audit: audit, logger: logger)
+        let egress = await DaemonEgress.start(config: config, audit: audit, logger: logger)
+        let manager = try SandboxManager(
+            config: config, stateDir: options.stateDir, audit: audit, logger: logger, egress: egress)
         notify("STATUS=recovering sandboxes")
         let recovered = await manager.recover()
         logger.info("recovery done", metadata: ["adopted": "\(recovered.adopted)", "removed": "\(recovered.removed)"])
@@ -159,8 +161,12 @@ public enum Daemon {
                     .init(service: SandboxService(manager: manager)),
                 ] + (Systemd.watchdogInterval().map { [.init(service: WatchdogService(interval: $0))] } ?? []),
                 gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
-        try await group.run()
+        do { try await group.run() } catch {
+            await egress?.shutdown()
+            throw error
+        }
         notify("STOPPING=1")
+        await egress?.shutdown()
         // An inherited socket stays: its unit removes it (RemoveOnStop=) or keeps listening.
         if activatedFD == nil { unlink(socketPath) }
         logger.info("stopped")

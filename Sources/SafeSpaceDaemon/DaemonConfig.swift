@@ -25,7 +25,18 @@
 ///   ephemeralStorage: /var/lib/safespace/ephemeral
 ///   rootfsStore: /var/lib/safespace/rootfs
 ///   seccompProfiles: /etc/safespace/profiles
+/// network:                          # sandboxes with spec.networkAccess.egress (NetworkSettings;
+///                                   # `safespace run` reads this section too)
+///   pool: 100.64.0.0/16             # IPv4 prefix of the sandboxes' /30 subnets
+///   dnsPort: 0                      # the egress filter's ports on 0.0.0.0; 0: the kernel picks
+///   httpPort: 0
+///   tlsPort: 0
+///   upstreamDNS: ["192.0.2.53:53"]  # default /etc/resolv.conf; $SAFESPACE_UPSTREAM_DNS overrides
+///   allowedPrivateRanges: []        # CIDRs the filter may dial although not global
+///   maxConnections: 256             # concurrent proxied connections per sandbox
+///   dnsQueriesPerSecond: 100        # DNS queries per second per sandbox
 /// ```
+import EgressHosting
 import Foundation
 import Glibc
 import NodeResources
@@ -55,12 +66,14 @@ public struct DaemonConfig: Sendable, Equatable {
     public var ephemeralStorage = EphemeralStorage.defaultBase
     public var rootfsStore = RootfsStore.defaultRoot
     public var seccompProfiles = SeccompProfiles.defaultDirectory
+    /// `network:`: the egress filter and the sandboxes' address pool.
+    public var network = NetworkSettings()
 
     public init() {}
 
     /// The keys of each section, for the unknown-key check.
     static let sections: [String: Set<String>] = [
-        "": ["group", "audit", "node", "limits", "shutdown", "paths"],
+        "": ["group", "audit", "node", "limits", "shutdown", "paths", "network"],
         "audit": ["path", "journald"],
         "node": ["allocatableCPU", "allocatableMemory"],
         "limits": ["maxRequestBytes", "maxFileBytes", "maxExecOutputBytes", "maxSandboxes"],
@@ -186,6 +199,8 @@ public struct DaemonConfig: Sendable, Equatable {
                         }
                     }
                 }
+            case "network":
+                do { config.network = try NetworkSettings.parse(value) } catch { throw ConfigError("\(error)") }
             default:  // paths
                 for (key, v) in try section(value, "paths") {
                     let path = try string(v, "paths.\(key)")

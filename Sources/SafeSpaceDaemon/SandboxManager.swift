@@ -98,17 +98,24 @@ final class SandboxManager: @unchecked Sendable {
     /// orphans execs leave (dash reaps any child in `wait`) and ends on SIGTERM.
     static let idleCommand = ["/bin/sh", "-c", "trap 'exit 0' TERM; while :; do sleep 2147483647 & wait $!; done"]
 
-    init(config: DaemonConfig, stateDir: String, audit: AuditTrail, logger: Logger) throws {
+    /// The node's egress filter (nil: sandboxes with egress rules are refused).
+    let egress: DaemonEgress?
+
+    init(config: DaemonConfig, stateDir: String, audit: AuditTrail, logger: Logger, egress: DaemonEgress? = nil) throws
+    {
         self.config = config
         self.audit = audit
         self.logger = logger
         ports = PortForwards(logger: logger)
+        self.egress = egress
         records = try RecordStore(stateDir: stateDir)
-        host = SandboxHost(
-            configuration: SandboxHost.Configuration(
-                stateRoot: config.runtimeRoot, bundleRoot: config.bundleRoot,
-                ephemeralStorageBase: config.ephemeralStorage, rootfsStore: config.rootfsStore,
-                seccompProfiles: config.seccompProfiles))
+        var configuration = SandboxHost.Configuration(
+            stateRoot: config.runtimeRoot, bundleRoot: config.bundleRoot,
+            ephemeralStorageBase: config.ephemeralStorage, rootfsStore: config.rootfsStore,
+            seccompProfiles: config.seccompProfiles)
+        configuration.egressFilter = egress?.host.adapter
+        configuration.networkPool = config.network.pool
+        host = SandboxHost(configuration: configuration)
         runtime = ContainerRuntime(root: config.runtimeRoot, backends: host.configuration.backends)
         var cpu = config.allocatableCPUMillis
         var memory = config.allocatableMemoryBytes
@@ -400,6 +407,7 @@ final class SandboxManager: @unchecked Sendable {
     /// - Returns: what could not be released.
     private func release(name: String, prepared: PreparedSandbox?) -> [String] {
         var problems: [String] = []
+        defer { egress?.forget(name) }
         if let prepared {
             do { try prepared.cleanup() } catch { problems += error.lines }
             return problems
@@ -571,6 +579,14 @@ final class SandboxManager: @unchecked Sendable {
                     do { agent = try AdoptedSeccompAgent(path: path) } catch {
                         logger.warning(
                             "seccomp events of an adopted sandbox are off: \(error)",
+                            metadata: ["sandbox": "\(record.name)"])
+                    }
+                }
+                // Its network (when it has egress rules) is served by this daemon's filter.
+                if let egress {
+                    do { try egress.adopt(record.name, resource: record.resource) } catch {
+                        logger.warning(
+                            "the egress of an adopted sandbox is off (its DNS, 80 and 443 reach no filter): \(error)",
                             metadata: ["sandbox": "\(record.name)"])
                     }
                 }

@@ -111,6 +111,19 @@ enum NetworkHosting {
             namespaces.append(Namespace(type: "network", path: attachment.namespacePath))
         }
         spec.linux?.namespaces = namespaces
+        // sysfs can be mounted only with CAP_SYS_ADMIN in the user namespace that owns the
+        // mounter's network namespace (fs/sysfs/mount.c: kobj_ns_current_may_mount ->
+        // net_current_may_mount). This namespace is made by the host (owned by the initial
+        // user namespace), so a sandbox in a user namespace of its own gets EPERM: its /sys
+        // is an empty read-only tmpfs instead (nothing of the host's /sys is shown).
+        if namespaces.contains(where: { $0.type == "user" }), var mounts = spec.mounts {
+            for i in mounts.indices where mounts[i].destination == "/sys" && mounts[i].type == "sysfs" {
+                mounts[i] = Mount(
+                    destination: "/sys", type: "tmpfs", source: "tmpfs",
+                    options: ["nosuid", "noexec", "nodev", "ro", "mode=555", "size=4k"])
+            }
+            spec.mounts = mounts
+        }
 
         let rootfs = plan.writableLayer?.lowerdir ?? plan.spec.root?.path ?? ""
         var target = stat()

@@ -48,6 +48,13 @@ struct RunCommand: ParsableCommand {
 
     @OptionGroup var node: NodePathOptions
 
+    @Option(
+        name: .customLong("node-config"),
+        help: ArgumentHelp(
+            "The node's configuration, whose network: section (egress filter, address pool) is read.",
+            visibility: .hidden))
+    var nodeConfig: String = "/etc/safespace/safespaced.yaml"
+
     @Option(help: ArgumentHelp("Rootfs store directory.", visibility: .hidden))
     var rootfsStore: String = RootfsStore.defaultRoot
 
@@ -75,9 +82,20 @@ struct RunCommand: ParsableCommand {
             throw ExitCode(DaemonRun(command: self, client: client).execute())
         }
         do {
-            let host = SandboxHost(configuration: hostConfiguration)
-            let plan = try makePlan(host: host)
-            throw ExitCode(SandboxRun(host: host, plan: plan).execute())
+            let sandbox = try makeSandbox()
+            var configuration = hostConfiguration
+            let egress = try RunEgress.start(for: sandbox, configPath: nodeConfig, into: &configuration)
+            let code: Int32
+            do {
+                let host = SandboxHost(configuration: configuration)
+                let plan = try host.plan(for: sandbox, args: command, env: env)
+                code = SandboxRun(host: host, plan: plan).execute()
+            } catch {
+                egress?.finish()
+                throw error
+            }
+            egress?.finish()
+            throw ExitCode(code)
         } catch let error as SandboxError {
             Diagnostics.error(error.description)
             throw ExitCode(Diagnostics.setupFailure)
@@ -96,8 +114,8 @@ struct RunCommand: ParsableCommand {
             rootfsStore: rootfsStore, seccompProfiles: profileDir, messages: Diagnostics.report)
     }
 
-    /// The Sandbox with flags applied and validated, and its plan on this node (rootfs, bundle spec).
-    func makePlan(host: SandboxHost) throws -> SandboxPlan {
+    /// The Sandbox with flags applied and validated.
+    func makeSandbox() throws -> Sandbox {
         let base =
             try file.map { path throws(SandboxError) in try Sandbox.load(path: path) }
             ?? Sandbox()
@@ -112,6 +130,6 @@ struct RunCommand: ParsableCommand {
         }
         try sandbox.validate()
         if geteuid() != 0 { throw CLIError(.needsRoot, "safespace run needs root (namespaces, mounts, cgroups)") }
-        return try host.plan(for: sandbox, args: command, env: env)
+        return sandbox
     }
 }

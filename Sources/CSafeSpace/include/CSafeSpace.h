@@ -9,7 +9,7 @@
 
 /// What `ss_spawn` does in its single-threaded stages (see spawn.c for the protocol).
 struct ss_spawn_config {
-    int ns_fds[SS_MAX_NS];     // namespaces to join with setns(2), user namespace first
+    int ns_fds[SS_MAX_NS];     // namespaces to join with setns(2), in joinOrder (network, then user)
     int ns_types[SS_MAX_NS];   // CLONE_NEW* of each fd (0: let the kernel check nothing)
     int ns_count;
     int unshare_flags;         // CLONE_NEW* to create in stage 1 (CLONE_NEWUSER first)

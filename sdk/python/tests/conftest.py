@@ -78,6 +78,11 @@ class Daemon:
             f"  runtimeRoot: {self.runtime_root}\n"
             f"  bundleRoot: {self.bundle_root}\n"
             f"  ephemeralStorage: {self.ephemeral}\n"
+            # The egress filter's upstream: TEST-NET-1 (RFC 5737), where nothing answers. The
+            # tests look up only names the sandbox may not reach, which the filter answers
+            # itself (NXDOMAIN) without asking upstream.
+            "network:\n"
+            '  upstreamDNS: ["192.0.2.1:53"]\n'
         )
 
     def start(self) -> None:

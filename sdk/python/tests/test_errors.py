@@ -67,16 +67,43 @@ def test_overcommit(daemon: Daemon, sock: str) -> None:
         assert [s.name for s in Sandbox.list()] == [daemon.name("big1")]
 
 
-def test_egress_is_refused_until_the_daemon_enforces_it(daemon: Daemon, sock: str) -> None:
-    """The SDK sends egress as spec.networkAccess.egress. This daemon does not host the
-    egress filter yet and refuses the field (not_enforceable): the SDK raises PolicyRefused
-    with its message. When the daemon gains egress filtering (issue 13) this test fails on purpose:
-    then assert the sandbox reaches the allowed domain only."""
-    with pytest.raises(PolicyRefused) as refused:
-        Sandbox(name=daemon.name("net"), resources=SMALL, egress=["pypi.org", {"domain": "files.pythonhosted.org"}])
-    err = refused.value
-    assert (err.code, err.status, err.field) == ("not_enforceable", 400, "spec.networkAccess.egress")
-    assert "egress" in err.message
+EGRESS_PROBE = r"""
+import socket
+try:
+    socket.getaddrinfo("example.com", 443)
+    print("lookup resolved")
+except socket.gaierror as e:
+    print("lookup nxdomain" if e.errno == socket.EAI_NONAME else "lookup gaierror%d" % e.errno)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.connect(("192.0.2.1", 9))
+print("source", s.getsockname()[0])
+t = socket.socket()
+t.settimeout(3)
+try:
+    t.connect(("192.0.2.1", 8443))
+    print("tcp connected")
+except socket.timeout:
+    print("tcp dropped")
+except OSError as e:
+    print("tcp error%d" % e.errno)
+"""
+
+
+def test_egress_gives_a_network_that_reaches_only_the_listed_domains(daemon: Daemon, sock: str) -> None:
+    """The SDK sends egress as spec.networkAccess.egress; the daemon's egress filter serves it:
+    the sandbox gets an address of the node's pool (100.64.0.0/16), a name not on the list
+    gets NXDOMAIN from the filter, and a connection to another port is dropped."""
+    with Sandbox(
+        name=daemon.name("net"), resources=SMALL, egress=["pypi.org", {"domain": "files.pythonhosted.org"}]
+    ) as sbx:
+        r = sbx.commands.run("python3 -c '%s'" % EGRESS_PROBE.replace("'", "'\\''"))
+        assert r.exit_code == 0, r.stderr
+        out = r.stdout.splitlines()
+        assert "lookup nxdomain" in out, r.stdout
+        assert "tcp dropped" in out, r.stdout
+        source = [line.split()[1] for line in out if line.startswith("source ")]
+        assert source and source[0].startswith("100.64."), r.stdout
+        assert [s.name for s in Sandbox.list()] == [daemon.name("net")]
     assert Sandbox.list() == []
 
 
