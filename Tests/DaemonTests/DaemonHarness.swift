@@ -183,6 +183,7 @@ final class DaemonHarness: @unchecked Sendable {
         out["bundles (leases)"] = entries(bundleRoot)
         out["ephemeral volumes"] = entries(ephemeral)
         out["daemon records"] = entries(stateDir + "/sandboxes")
+        out["agent directories"] = entries(runDir + "/safespaced-agents/sandboxes")
         let mounts = (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? ""
         out["mounts"] = mounts.split(separator: "\n").map(String.init).filter {
             $0.contains(runDir) || $0.contains(ephemeral)
