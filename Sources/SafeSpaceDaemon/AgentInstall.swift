@@ -25,10 +25,14 @@ struct AgentInstall: Sendable {
     static let directorySize = "64k"
 
     /// Where the agent binary is: `$SAFESPACE_AGENT`, beside the daemon's executable, or
-    /// /usr/libexec/safespace/safespace-agent.
+    /// /usr/libexec/safespace/safespace-agent. `SAFESPACE_AGENT=off`: none (sandboxes run the
+    /// idle shell and execs the runtime exec path, as before the agent; for comparisons).
     static func locate() -> String? {
         var candidates: [String] = []
-        if let path = ProcessInfo.processInfo.environment["SAFESPACE_AGENT"] { candidates.append(path) }
+        if let path = ProcessInfo.processInfo.environment["SAFESPACE_AGENT"] {
+            if path == "off" { return nil }
+            candidates.append(path)
+        }
         // The daemon's own executable: argv[0] (/proc/self/exe may name a sealed copy).
         var executables = [CommandLine.arguments.first ?? ""]
         if let exe = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") {

@@ -64,6 +64,15 @@ final class ManagedSandbox: @unchecked Sendable {
 
     /// A delete that failed: the next one may retry.
     func deleteFailed() { lock.withLock { deleting = false } }
+
+    /// The sandbox's cgroup (for its OOM kill count), loaded once from the container's state.
+    private var _cgroup: Cgroup?
+    func cgroup(_ load: () -> Cgroup?) -> Cgroup? {
+        lock.withLock {
+            if _cgroup == nil { _cgroup = load() }
+            return _cgroup
+        }
+    }
     var execs: [ExecHandle] { lock.withLock { Array(_execs.values) } }
 }
 
@@ -482,13 +491,14 @@ final class SandboxManager: @unchecked Sendable {
                 request.code != nil && request.language == .python && record.warmPython == true
                 ? [AgentExec.pythonSocket, AgentExec.agentSocket] : [AgentExec.agentSocket]
             let logger = self.logger
+            let cgroup = endpoint == nil ? nil : sandbox.cgroup { try? runtime.store.load(name).cgroup }
             let result = try await blocking { () throws -> ExecResult in
                 if let endpoint {
                     for socket in sockets {
                         do {
                             return try AgentExec.run(
                                 endpoint: endpoint, socket: socket, handle: handle, maxOutput: maxOutput,
-                                oomKills: { (try? runtime.oomKills(id: name)) ?? nil }, emit: emit)
+                                oomKills: { cgroup?.oomKillsSinceCreate() }, emit: emit)
                         } catch let error as AgentUnavailable {
                             Metrics.agentFallbacks.increment()
                             logger.warning(
