@@ -103,6 +103,10 @@ enum AgentExec {
         }
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw AgentUnavailable(description: "socket: \(lastErrno())") }
+        // connect(2) of a unix stream socket waits while the listener's backlog is full (a
+        // fake agent that never accepts): SO_SNDTIMEO bounds that wait (unix(7)).
+        var timeout = timeval(tv_sec: 2, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         var address = sockaddr_un()
         address.sun_family = sa_family_t(AF_UNIX)
         let path = Array("/proc/self/fd/\(file)".utf8)
@@ -281,6 +285,8 @@ enum AgentExec {
         // hold them open, so read what is there now, not up to EOF.
         for fd in Array(open.keys) where !drain(fd) { open[fd] = nil }
         result.durationMs = Int((clock.now - started) / .milliseconds(1))
+        // Killed by the daemon (a delete ends the agent too): not the agent's failure.
+        if killedAt == nil, handle.killReason != nil { killedAt = clock.now }
         if let status {
             result.exitCode = ss_exit_status(status)
         } else if killedAt != nil {

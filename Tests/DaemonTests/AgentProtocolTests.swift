@@ -127,6 +127,35 @@ final class AgentProtocolTests: XCTestCase {
         XCTAssertThrowsError(try runExec()) { XCTAssertTrue($0 is AgentUnavailable, "\($0)") }
     }
 
+    /// A fake agent that never accepts, its backlog full: connect gives up (SO_SNDTIMEO)
+    /// instead of holding the exec's thread forever.
+    func testFullBacklogIsUnavailable() throws {
+        let listener = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(listener) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) {
+            $0.copyBytes(from: Array((directory + "/agent.sock").utf8) + [0])
+        }
+        let length = socklen_t(MemoryLayout<sockaddr_un>.size)
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, length) }
+        }
+        XCTAssertEqual(bound, 0)
+        XCTAssertEqual(listen(listener, 0), 0)
+        // Fill the backlog with connections nobody accepts.
+        var fillers: [Int32] = []
+        defer { fillers.forEach { close($0) } }
+        for _ in 0..<4 {
+            let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+            fillers.append(fd)
+            _ = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, length) }
+            }
+        }
+        XCTAssertThrowsError(try runExec()) { XCTAssertTrue($0 is AgentUnavailable, "\($0)") }
+    }
+
     /// A killed exec whose agent never says EXITED ends after the grace period as SIGKILL.
     func testTimeoutWithASilentAgentEnds() throws {
         _ = try fakeAgent(reply: Self.record(1, 42), hold: 8)
