@@ -16,7 +16,7 @@
 # fd; SIGINT raises KeyboardInterrupt and SIGPIPE is ignored, as in any `python3 -c`),
 # threads (this server starts none, so the child has only its main thread), the session and
 # process group (the child is the leader of its own, so a timeout kills all it started).
-import io, os, random, resource, selectors, signal, socket, struct, sys, traceback
+import gc, os, random, resource, selectors, signal, socket, struct, sys, traceback
 
 REQUEST_MAGIC = 0x51415353
 RECORD_MAGIC = 0x52415353
@@ -81,6 +81,7 @@ def run_child(conn, fds, code, env, cwd, limits, listener, wake):
     # In the child: nothing of the server survives but the modules.
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    gc.enable()
     # The sockets' objects let go of their fds (closed below): none may close a later fd.
     listener.detach()
     conn.detach()
@@ -111,10 +112,9 @@ def run_child(conn, fds, code, env, cwd, limits, listener, wake):
                 os._exit(126)
         random.seed()
         sys.argv = ["-c"]
-        sys.stdin = io.TextIOWrapper(io.BufferedReader(io.FileIO(0, "r", closefd=False)))
-        sys.stdout = io.TextIOWrapper(io.BufferedWriter(io.FileIO(1, "w", closefd=False)))
-        sys.stderr = io.TextIOWrapper(io.BufferedWriter(io.FileIO(2, "w", closefd=False)),
-                                      errors="backslashreplace", line_buffering=True)
+        # sys.stdin, sys.stdout and sys.stderr stay: they wrap fds 0, 1 and 2, now the
+        # request's, with empty buffers (nothing was read, and both were flushed before the
+        # fork) and the buffering `python3 -c` chooses for a pipe.
         main = type(sys)("__main__")
         main.__dict__["__builtins__"] = __builtins__
         sys.modules["__main__"] = main
@@ -143,6 +143,7 @@ def run_child(conn, fds, code, env, cwd, limits, listener, wake):
 
 
 def main():
+    gc.disable()
     path = sys.argv[1]
     for module in sys.argv[2:]:
         try:
@@ -214,6 +215,9 @@ def main():
             return
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
+        # The gc module's advice for a forking server: the parent's objects are frozen
+        # before fork(), so that a collection in the child does not touch (and copy) them.
+        gc.freeze()
         pid = os.fork()
         if pid == 0:
             run_child(conn, fds, code, env, cwd, limits, listener, wake_r)
