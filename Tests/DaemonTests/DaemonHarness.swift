@@ -252,6 +252,12 @@ final class DaemonHarness: @unchecked Sendable {
             binDir + "/safespace", "gc", "--root", runtimeRoot, "--bundle-root", bundleRoot, "--ephemeral-storage",
             ephemeral,
         ])
+        // The agent directories (tmpfs mounts) of sandboxes the daemon kept at its stop and
+        // the lines above removed: the next daemon's recovery would sweep them.
+        let agents = runDir + "/safespaced-agents/sandboxes"
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: agents)) ?? [] {
+            umount2(agents + "/" + name, Int32(MNT_DETACH))
+        }
         for d in [dir, runDir, ephemeral] { try? FileManager.default.removeItem(atPath: d) }
         if let names = try? FileManager.default.contentsOfDirectory(atPath: "/sys/fs/cgroup/safespace") {
             for name in names where name.hasPrefix(id) { rmdir("/sys/fs/cgroup/safespace/" + name) }
