@@ -8,6 +8,7 @@ let package = Package(
         .executable(name: "safespace-runtime", targets: ["safespace-runtime"]),
         .executable(name: "safespace", targets: ["safespace"]),
         .executable(name: "safespaced", targets: ["safespaced"]),
+        .executable(name: "safespace-agent", targets: ["safespace-agent"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -143,6 +144,12 @@ let package = Package(
             ],
             exclude: ["openapi.yaml"]),
         .executableTarget(name: "safespaced", dependencies: ["SafeSpaceDaemon", "Runtime"]),
+        // PID 1 of the daemon's sandboxes (issue 14): the exec agent, C and statically linked
+        // (no Swift runtime, no file of the rootfs: it runs in any rootfs, glibc or not).
+        // forkserver.py is embedded as forkserver.h (scripts/embed-forkserver).
+        .executableTarget(
+            name: "safespace-agent", path: "Sources/SafeSpaceAgent", exclude: ["forkserver.py"],
+            linkerSettings: [.unsafeFlags(["-static-executable", "-Xlinker", "--gc-sections", "-Xlinker", "-s"])]),
         // The node's egress filter (issue 13): a DNS responder answering allowed names only and
         // a transparent proxy for 80/443 that matches HTTP Host / TLS SNI and dials the name it
         // resolved itself. Hosted by safespaced or `safespace run`; never by safespace-runtime.

@@ -15,6 +15,17 @@ the daemon (its own socket, roots and audit log), calls this, and stops and clea
       processes of its cgroup) and its cgroup's memory.current (the API's usage.memoryBytes).
       Prints one JSON object.
 
+  bench-daemon.py --socket S paths --runs N --warmup W --prefix P
+      one sandbox, N execs of each of `/bin/true`, `python3 -c print(1)` (commands) and
+      {"code": "print(1)", "language": "python"}; prints one JSON object of p50/p99 (ms) each.
+      Against a daemon with its exec agent (the default) these are the agent's and the warm
+      interpreter's; against one started with SAFESPACE_AGENT=off, the runtime exec path's
+      (and `code` is `python3 -c` through it). With each, the p50 of the daemon's own
+      durationMs (the exec from its start to its exit, without HTTP, JSON and the audit log).
+  bench-daemon.py runc-exec --runs N --warmup W --rootfs DIR [--runc PATH]
+      `runc exec` of the same two commands into a runc container of DIR (read-only root,
+      `runc spec` defaults, running `sleep`), timed around the runc process; one JSON object.
+
 Times are taken in this process (time.perf_counter_ns) around the requests, so they are the
 daemon's latency as an SDK sees it, without the start-up of a client process. Sandboxes this
 run made are deleted before it returns, also on errors (the daemon is told to remove the rest
@@ -216,9 +227,84 @@ def rss(client, args):
     }))
 
 
+def percentiles(times):
+    ordered = sorted(times)
+    pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+    return {"p50_ms": round(pick(0.5), 3), "p99_ms": round(pick(0.99), 3), "runs": len(ordered)}
+
+
+def paths(client, args):
+    name = f"{args.prefix}-paths"
+    client.create(name, SPEC)
+    out = {}
+    try:
+        bodies = {
+            "command /bin/true": ({"command": ["/bin/true"]}, ""),
+            "command python3 -c print(1)": ({"command": COMMAND}, "1\n"),
+            "code print(1)": ({"code": "print(1)", "language": "python"}, "1\n"),
+        }
+        for label, (body, expected) in bodies.items():
+            times = []
+            inside = []
+            for i in range(args.warmup + args.runs):
+                t0 = time.perf_counter_ns()
+                result = client.ok("POST", f"/v1/sandboxes/{name}/exec", body)
+                inside.append(result.get("durationMs", 0))
+                t = (time.perf_counter_ns() - t0) / 1e9
+                if result.get("exitCode") != 0 or result.get("stdout") != expected:
+                    raise SystemExit(f"bench-daemon: {label} in {name}: {result}")
+                if i >= args.warmup:
+                    times.append(t)
+            out[label] = percentiles(times)
+            # The daemon's own durationMs (start of the exec to its exit, whole ms).
+            out[label]["durationMs_p50"] = sorted(inside[args.warmup:])[len(inside[args.warmup:]) // 2]
+    finally:
+        client.delete(name)
+    print(json.dumps(out))
+
+
+def runc_exec(args):
+    import subprocess
+    import tempfile
+
+    work = tempfile.mkdtemp(prefix="bench-runc-exec-")
+    cid = f"bench-exec-{os.getpid()}"
+    state = f"{work}/state"
+    subprocess.run([args.runc, "spec"], cwd=work, check=True)
+    with open(f"{work}/config.json") as f:
+        spec = json.load(f)
+    spec["root"] = {"path": args.rootfs, "readonly": True}
+    spec["process"]["terminal"] = False
+    spec["process"]["args"] = ["sleep", "3600"]
+    with open(f"{work}/config.json", "w") as f:
+        json.dump(spec, f)
+    out = {}
+    try:
+        subprocess.run([args.runc, "--root", state, "run", "-d", "--bundle", work, cid], check=True,
+                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for label, command, expected in (("runc exec /bin/true", ["/bin/true"], b""),
+                                         ("runc exec python3 -c print(1)", COMMAND, b"1\n")):
+            times = []
+            for i in range(args.warmup + args.runs):
+                t0 = time.perf_counter_ns()
+                done = subprocess.run([args.runc, "--root", state, "exec", cid] + command,
+                                      stdin=subprocess.DEVNULL, capture_output=True)
+                t = (time.perf_counter_ns() - t0) / 1e9
+                if done.returncode != 0 or done.stdout != expected:
+                    raise SystemExit(f"bench-daemon: {label}: {done}")
+                if i >= args.warmup:
+                    times.append(t)
+            out[label] = percentiles(times)
+    finally:
+        subprocess.run([args.runc, "--root", state, "delete", "--force", cid],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(["rm", "-rf", work])
+    print(json.dumps(out))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--socket", required=True)
+    parser.add_argument("--socket")
     sub = parser.add_subparsers(dest="what", required=True)
     for what in ("cycle", "exec"):
         p = sub.add_parser(what)
@@ -226,13 +312,26 @@ def main():
         p.add_argument("--warmup", type=int, default=3)
         p.add_argument("--prefix", required=True)
         p.add_argument("--out", required=True)
+    p = sub.add_parser("paths")
+    p.add_argument("--runs", type=int, required=True)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--prefix", required=True)
+    p = sub.add_parser("runc-exec")
+    p.add_argument("--runs", type=int, required=True)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--rootfs", required=True)
+    p.add_argument("--runc", default="runc")
     p = sub.add_parser("rss")
     p.add_argument("--pid", type=int, required=True)
     p.add_argument("--sandboxes", type=int, default=10)
     p.add_argument("--prefix", required=True)
     args = parser.parse_args()
+    if args.what == "runc-exec":
+        return runc_exec(args)
+    if not args.socket:
+        parser.error("--socket is required")
     client = Client(args.socket)
-    {"cycle": cycle, "exec": execs, "rss": rss}[args.what](client, args)
+    {"cycle": cycle, "exec": execs, "rss": rss, "paths": paths}[args.what](client, args)
 
 
 if __name__ == "__main__":

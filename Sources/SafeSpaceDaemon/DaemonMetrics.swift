@@ -12,6 +12,8 @@ enum Metrics {
     static let sandboxes = Gauge(label: "safespaced_sandboxes")
     static let execDuration = Timer(label: "safespaced_exec_duration_seconds")
     static let createDuration = Timer(label: "safespaced_sandbox_create_duration_seconds")
+    /// Execs the sandbox's agent could not take, run through the runtime exec path instead.
+    static let agentFallbacks = Counter(label: "safespaced_exec_agent_fallbacks_total")
     static let fileBytes = Counter(label: "safespaced_file_bytes_total")
 }
 

@@ -39,15 +39,49 @@ struct ExecRequest: Sendable {
     /// Seconds; nil: no limit.
     var timeoutSeconds: Int?
     var encoding = ExecEncoding.utf8
+    /// `code` and its `language`: source text for the sandbox's warm interpreter (AgentExec.swift);
+    /// `command` is then the interpreter's own (`python3 -c <code>`, `node -e <code>`), run
+    /// when no warm interpreter serves it.
+    var code: String?
+    var language: CodeLanguage?
 
     /// Parses the JSON body of `POST /v1/sandboxes/{name}/exec`.
     /// - Throws: `APIError` 400 naming the field.
     static func parse(_ bytes: [UInt8]) throws -> ExecRequest {
         let fields = try JSONFields(
-            JSON.object(bytes), allowed: ["command", "stdin", "env", "cwd", "timeoutSeconds", "encoding"])
-        guard let command = try fields.stringArray("command") else {
-            throw APIError.badRequest(
-                "required: the program and its arguments", field: "command", code: "missing_field")
+            JSON.object(bytes),
+            allowed: ["command", "code", "language", "stdin", "env", "cwd", "timeoutSeconds", "encoding"])
+        let code = try fields.string("code")
+        let languageName = try fields.string("language")
+        var language: CodeLanguage?
+        if let languageName {
+            guard let known = CodeLanguage(rawValue: languageName) else {
+                throw APIError.badRequest(
+                    "\"\(languageName)\": expected \(CodeLanguage.allCases.map(\.rawValue).joined(separator: " or "))",
+                    field: "language")
+            }
+            guard code != nil else {
+                throw APIError.badRequest("names the language of code, which is missing", field: "language")
+            }
+            language = known
+        }
+        let command: [String]
+        if let code {
+            if try fields.stringArray("command") != nil {
+                throw APIError.badRequest(
+                    "command and code exclude each other: give a command to run, or code for an interpreter",
+                    field: "code")
+            }
+            guard !code.utf8.contains(0) else { throw APIError.badRequest("contains a NUL byte", field: "code") }
+            language = language ?? .python
+            command = language!.command(code)
+        } else {
+            guard let given = try fields.stringArray("command") else {
+                throw APIError.badRequest(
+                    "required: the program and its arguments (or code with its language)", field: "command",
+                    code: "missing_field")
+            }
+            command = given
         }
         guard let program = command.first, !program.isEmpty else {
             throw APIError.badRequest("must name a program: an empty command cannot run", field: "command")
@@ -56,6 +90,8 @@ struct ExecRequest: Sendable {
             throw APIError.badRequest("contains a NUL byte", field: "command[\(index)]")
         }
         var request = ExecRequest(command: command)
+        request.code = code
+        request.language = language
         if let encoding = try fields.string("encoding") {
             guard let known = ExecEncoding(rawValue: encoding) else {
                 throw APIError.badRequest("\"\(encoding)\": expected utf8 or base64", field: "encoding")
@@ -144,6 +180,9 @@ final class ExecHandle: @unchecked Sendable {
     /// Signals the process where a host signal cannot reach it (gVisor: through runsc).
     private var signaller: (@Sendable (Int32) -> Void)?
     private var signalled = false
+    /// Set by an exec that runs through the sandbox's agent (AgentExec.swift): `pid` is then
+    /// in the sandbox's PID namespace, and this kills the process group instead.
+    private var _killer: (@Sendable () -> Void)?
 
     /// Called once the process runs (streamed execs answer their headers then).
     var onStart: (@Sendable () -> Void)? {
@@ -173,6 +212,9 @@ final class ExecHandle: @unchecked Sendable {
 
     func finished() { lock.withLock { ended = true } }
 
+    /// Makes `kill` call `killer` (with the lock held) instead of signalling `pid`.
+    func setKiller(_ killer: @escaping @Sendable () -> Void) { lock.withLock { _killer = killer } }
+
     /// SIGKILL to the process and its process group (it is a session leader's group: the
     /// helper's `setsid`). Before the process exists, it is killed as soon as it starts.
     /// With a `signaller` (gVisor), that runs once on a thread of its own (it starts runsc);
@@ -181,6 +223,10 @@ final class ExecHandle: @unchecked Sendable {
         let hook = lock.withLock { () -> (@Sendable (Int32) -> Void)? in
             if self.reason == nil { self.reason = reason }
             guard pid > 0, !ended else { return nil }
+            if let killer = _killer {
+                killer()
+                return nil
+            }
             if let signaller {
                 if signalled { return nil }
                 signalled = true

@@ -64,6 +64,15 @@ final class ManagedSandbox: @unchecked Sendable {
 
     /// A delete that failed: the next one may retry.
     func deleteFailed() { lock.withLock { deleting = false } }
+
+    /// The sandbox's cgroup (for its OOM kill count), loaded once from the container's state.
+    private var _cgroup: Cgroup?
+    func cgroup(_ load: () -> Cgroup?) -> Cgroup? {
+        lock.withLock {
+            if _cgroup == nil { _cgroup = load() }
+            return _cgroup
+        }
+    }
     var execs: [ExecHandle] { lock.withLock { Array(_execs.values) } }
 }
 
@@ -85,6 +94,8 @@ final class SandboxManager: @unchecked Sendable {
     /// Allocatable CPU (millicores) and memory (bytes) of the node.
     let allocatableCPUMillis: Int64
     let allocatableMemoryBytes: Int64
+    /// The in-sandbox agent (AgentInstall.swift); nil: sandboxes run `idleCommand`.
+    let agentInstall: AgentInstall?
 
     private let lock = NSLock()
     // Guarded by `lock`.
@@ -126,6 +137,7 @@ final class SandboxManager: @unchecked Sendable {
         }
         allocatableCPUMillis = cpu!
         allocatableMemoryBytes = memory!
+        agentInstall = AgentInstall.install(bundleRoot: config.bundleRoot, logger: logger)
     }
 
     // MARK: lookup and access
@@ -189,7 +201,9 @@ final class SandboxManager: @unchecked Sendable {
     /// - Throws: `APIError`: 400 for a bad Sandbox, 409 for a name in use, 429 when the node's
     ///   allocatable CPU or memory (or `limits.maxSandboxes`) would be exceeded, 503 while
     ///   shutting down; 500 for a host failure (nothing is left then).
-    func create(_ body: [UInt8], caller: Caller) async throws -> ManagedSandbox {
+    /// - Parameter preloadModules: modules the warm Python interpreter imports before its
+    ///   first exec (a python runtime with the agent only).
+    func create(_ body: [UInt8], caller: Caller, preloadModules: [String] = []) async throws -> ManagedSandbox {
         try checkNotDraining()
         let (decoded, lifetime) = try Self.parseCreate(body)
         var sandbox = decoded.applying(SandboxOverrides())
@@ -205,8 +219,15 @@ final class SandboxManager: @unchecked Sendable {
                 field: "spec.securityContext.seccompProfile.localhostProfile")
         }
         sandbox.spec.runtime = sandbox.spec.runtime ?? Sandbox.defaultRuntime
-        let plan: SandboxPlan
-        do { plan = try host.plan(for: sandbox, args: Self.idleCommand) } catch let error as SandboxError {
+        // The agent as PID 1 on the native backend; gVisor sandboxes keep the idle shell and
+        // the runtime exec path.
+        let agentInstall = SecurityLevel.of(sandbox)?.profile.backend == .gvisor ? nil : self.agentInstall
+        let warmPython = agentInstall != nil && sandbox.spec.runtime!.hasPrefix("python")
+        var plan: SandboxPlan
+        do {
+            plan = try host.plan(
+                for: sandbox, args: agentInstall?.args(python: warmPython, preload: preloadModules) ?? Self.idleCommand)
+        } catch let error as SandboxError {
             throw APIError.from(error)
         } catch let error as ResourceError {
             throw APIError.from(error)
@@ -219,6 +240,9 @@ final class SandboxManager: @unchecked Sendable {
             let field = text.hasPrefix("spec.") ? String(text.prefix { $0 != ":" }) : nil
             throw APIError.badRequest(text, field: field)
         }
+
+        if let agentInstall { plan.spec.mounts = (plan.spec.mounts ?? []) + agentInstall.mounts(name) }
+        let finalPlan = plan
 
         // Admission: reserve the name and the limits, or refuse.
         let cpu = plan.limits.cpuMillis ?? 0
@@ -272,7 +296,8 @@ final class SandboxManager: @unchecked Sendable {
             cpuMillis: plan.limits.cpuMillis, memoryBytes: plan.limits.memoryBytes,
             ephemeralStorageBytes: plan.limits.ephemeralStorageBytes,
             writablePaths: plan.writablePaths, execTimeoutSeconds: sandbox.spec.timeout,
-            resource: (try? encoder.encode(resource)) ?? Data())
+            resource: (try? encoder.encode(resource)) ?? Data(),
+            agentDirectory: agentInstall?.directory(name), warmPython: warmPython ? true : nil)
         do { try records.save(record) } catch {
             throw APIError(.internalServerError, "internal", "cannot write the sandbox's record: \(error)")
         }
@@ -296,10 +321,13 @@ final class SandboxManager: @unchecked Sendable {
         let started = ContinuousClock.now
         do {
             let (prepared, identity) = try await blocking { () throws -> (PreparedSandbox, ProcessIdentity) in
-                let prepared = try sandboxHost.prepare(plan)
+                let prepared = try sandboxHost.prepare(finalPlan)
                 do {
+                    try agentInstall?.prepare(name)
                     try prepared.create()
+                    if let agentInstall { try agentInstall.own(name, spec: try self.runtime.store.load(name).spec) }
                     try prepared.start()
+                    agentInstall?.waitForSockets(name, python: warmPython)
                     // The sandbox's node state now belongs to its init: it outlives the daemon.
                     let state = try self.runtime.store.load(name)
                     let identity = ProcessIdentity(pid: state.pid, startTime: state.startTime)
@@ -310,6 +338,7 @@ final class SandboxManager: @unchecked Sendable {
                     do { try prepared.cleanup() } catch {
                         for line in (error as? SandboxHostError)?.lines ?? ["\(error)"] { logger.warning("\(line)") }
                     }
+                    for problem in agentInstall?.remove(name) ?? [] { logger.warning("\(problem)") }
                     throw error
                 }
             }
@@ -406,6 +435,10 @@ final class SandboxManager: @unchecked Sendable {
     /// container, which kills its init, and reclaiming the lease it held.
     /// - Returns: what could not be released.
     private func release(name: String, prepared: PreparedSandbox?) -> [String] {
+        releaseContainer(name: name, prepared: prepared) + (agentInstall?.remove(name) ?? [])
+    }
+
+    private func releaseContainer(name: String, prepared: PreparedSandbox?) -> [String] {
         var problems: [String] = []
         defer { egress?.forget(name) }
         if let prepared {
@@ -456,8 +489,32 @@ final class SandboxManager: @unchecked Sendable {
         let maxOutput = config.maxExecOutputBytes
         let name = sandbox.name
         do {
-            let result = try await blocking {
-                try ExecRunner.run(runtime: runtime, id: name, handle: handle, maxOutput: maxOutput, emit: emit)
+            let record = sandbox.record
+            let endpoint = record.agentDirectory.flatMap { directory in
+                record.initPid.map { AgentEndpoint(directory: directory, initPid: $0) }
+            }
+            // Code for Python goes to the warm interpreter when the sandbox has one.
+            let sockets =
+                request.code != nil && request.language == .python && record.warmPython == true
+                ? [AgentExec.pythonSocket, AgentExec.agentSocket] : [AgentExec.agentSocket]
+            let logger = self.logger
+            let cgroup = endpoint == nil ? nil : sandbox.cgroup { try? runtime.store.load(name).cgroup }
+            let result = try await blocking { () throws -> ExecResult in
+                if let endpoint {
+                    for socket in sockets {
+                        do {
+                            return try AgentExec.run(
+                                endpoint: endpoint, socket: socket, handle: handle, maxOutput: maxOutput,
+                                oomKills: { cgroup?.oomKillsSinceCreate() }, emit: emit)
+                        } catch let error as AgentUnavailable {
+                            Metrics.agentFallbacks.increment()
+                            logger.warning(
+                                "agent unavailable (\(socket)): \(error); the exec runs another way",
+                                metadata: ["sandbox": "\(name)"])
+                        }
+                    }
+                }
+                return try ExecRunner.run(runtime: runtime, id: name, handle: handle, maxOutput: maxOutput, emit: emit)
             }
             Metrics.execs.increment()
             Metrics.execDuration.recordMilliseconds(result.durationMs)
@@ -609,6 +666,13 @@ final class SandboxManager: @unchecked Sendable {
                 logger.error(
                     "cannot remove a half-made sandbox",
                     metadata: ["sandbox": "\(record.name)", "problems": "\(problems)"])
+            }
+        }
+        // Agent directories of sandboxes that are gone.
+        if let agentInstall {
+            let kept = lock.withLock { Set(sandboxes.keys) }
+            for name in agentInstall.names() where !kept.contains(name) {
+                for problem in agentInstall.remove(name) { logger.warning("\(problem)") }
             }
         }
         let report = await blocking { try? self.host.gc() }

@@ -41,6 +41,11 @@ struct SandboxRecord: Codable, Sendable, Equatable {
     /// The sandbox's init once it runs (its identity: a reused pid is not it).
     var initPid: Int32?
     var initStartTime: UInt64?
+    /// Host directory of the sandbox's agent (`AgentInstall`); nil: its PID 1 is the idle
+    /// shell and every exec is a runtime exec.
+    var agentDirectory: String?
+    /// Its agent runs a warm Python interpreter (`python.sock`).
+    var warmPython: Bool?
 }
 
 /// The records under `<state-dir>/sandboxes`.

@@ -183,6 +183,7 @@ final class DaemonHarness: @unchecked Sendable {
         out["bundles (leases)"] = entries(bundleRoot)
         out["ephemeral volumes"] = entries(ephemeral)
         out["daemon records"] = entries(stateDir + "/sandboxes")
+        out["agent directories"] = entries(runDir + "/safespaced-agents/sandboxes")
         let mounts = (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? ""
         out["mounts"] = mounts.split(separator: "\n").map(String.init).filter {
             $0.contains(runDir) || $0.contains(ephemeral)
@@ -251,6 +252,12 @@ final class DaemonHarness: @unchecked Sendable {
             binDir + "/safespace", "gc", "--root", runtimeRoot, "--bundle-root", bundleRoot, "--ephemeral-storage",
             ephemeral,
         ])
+        // The agent directories (tmpfs mounts) of sandboxes the daemon kept at its stop and
+        // the lines above removed: the next daemon's recovery would sweep them.
+        let agents = runDir + "/safespaced-agents/sandboxes"
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: agents)) ?? [] {
+            umount2(agents + "/" + name, Int32(MNT_DETACH))
+        }
         for d in [dir, runDir, ephemeral] { try? FileManager.default.removeItem(atPath: d) }
         if let names = try? FileManager.default.contentsOfDirectory(atPath: "/sys/fs/cgroup/safespace") {
             for name in names where name.hasPrefix(id) { rmdir("/sys/fs/cgroup/safespace/" + name) }

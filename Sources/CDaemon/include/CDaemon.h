@@ -20,6 +20,10 @@ struct sd_ucred {
     uint32_t uid;
     uint32_t gid;
 };
+/// sendmsg(2) of `length` bytes of `buffer` with `count` fds (at most 8) as SCM_RIGHTS
+/// (unix(7)). Returns what sendmsg returns.
+ssize_t sd_send_fds(int fd, const void *buffer, size_t length, const int *fds, int count, int flags);
+
 #define SD_SOL_SOCKET 1
 #define SD_SO_PEERCRED 17
 #endif

@@ -1,0 +1,44 @@
+/*
+ * The exec protocol between safespaced and the in-sandbox agent (safespace-agent, PID 1 of a
+ * standard-level sandbox) and its warm Python fork server. One unix stream connection per
+ * exec; every integer little-endian (the daemon and the sandbox share the host's CPU).
+ *
+ * Request (daemon -> agent), once, right after connect; the exec's stdio travels with its
+ * first byte as SCM_RIGHTS (unix(7)): exactly 3 fds, stdin, stdout, stderr.
+ *   u32 magic SSA_REQUEST_MAGIC, u32 kind (SSA_KIND_*), u32 payload length (<= SSA_MAX_PAYLOAD)
+ *   payload: u32 argc, argc x (u32 length, bytes)   -- kind CODE: argc 1, the source text
+ *            u32 envc, envc x (u32 length, "NAME=value") -- replacing the agent's own of NAME
+ *            u32 length, cwd bytes                   -- 0: the sandbox's working directory
+ *            u32 count, count x (u32 resource, u64 soft, u64 hard) -- setrlimit(2)
+ * Records (both ways, fixed size): u32 SSA_RECORD_MAGIC, u32 type (SSA_RECORD_*), i32 value,
+ * i32 detail.
+ *   agent -> daemon: STARTED (value: pid in the sandbox's PID namespace), then EXITED (value:
+ *   the wait status, wait(2)), or FAILED (value: errno, detail: SSA_STAGE_*), or REFUSED (the
+ *   request was malformed; value: 0).
+ *   daemon -> agent: KILL (SIGKILL to the process group of the exec). The daemon closing the
+ *   connection kills the process group as well.
+ */
+#ifndef SAFESPACE_AGENT_PROTOCOL_H
+#define SAFESPACE_AGENT_PROTOCOL_H
+
+#define SSA_REQUEST_MAGIC 0x51415353u /* "SSAQ" */
+#define SSA_RECORD_MAGIC 0x52415353u  /* "SSAR" */
+#define SSA_KIND_COMMAND 1u
+#define SSA_KIND_CODE 2u
+#define SSA_MAX_PAYLOAD (8u << 20)
+#define SSA_MAX_STRINGS 65536u
+#define SSA_MAX_RLIMITS 16u
+#define SSA_RECORD_SIZE 16
+
+#define SSA_RECORD_STARTED 1u
+#define SSA_RECORD_EXITED 2u
+#define SSA_RECORD_FAILED 3u
+#define SSA_RECORD_REFUSED 4u
+#define SSA_RECORD_KILL 5u
+
+#define SSA_STAGE_CWD 1
+#define SSA_STAGE_EXEC 2
+#define SSA_STAGE_RLIMIT 3
+#define SSA_STAGE_FORK 4
+
+#endif
