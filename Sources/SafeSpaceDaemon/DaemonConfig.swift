@@ -25,6 +25,11 @@
 ///   ephemeralStorage: /var/lib/safespace/ephemeral
 ///   rootfsStore: /var/lib/safespace/rootfs
 ///   seccompProfiles: /etc/safespace/profiles
+/// pools:                            # warm pools (WarmPools.swift)
+///   directory: /etc/safespace/pools # WarmPool files (*.yaml) loaded at start
+///   whenEmpty: create               # create | refuse: a claim of an empty pool (a pool's
+///                                   # spec.whenEmpty wins)
+///   refillPerSecond: 2              # pool sandboxes made per second at most (one at a time)
 /// ```
 import Foundation
 import Glibc
@@ -55,17 +60,24 @@ public struct DaemonConfig: Sendable, Equatable {
     public var ephemeralStorage = EphemeralStorage.defaultBase
     public var rootfsStore = RootfsStore.defaultRoot
     public var seccompProfiles = SeccompProfiles.defaultDirectory
+    /// `pools.directory`: the WarmPool files (`*.yaml`) loaded at start.
+    public var poolsDirectory = "/etc/safespace/pools"
+    /// `pools.whenEmpty`: true for `refuse` (503), false for `create` (a cold create).
+    public var poolsRefuseWhenEmpty = false
+    /// `pools.refillPerSecond`: pool sandboxes made per second at most.
+    public var poolsRefillPerSecond = 2
 
     public init() {}
 
     /// The keys of each section, for the unknown-key check.
     static let sections: [String: Set<String>] = [
-        "": ["group", "audit", "node", "limits", "shutdown", "paths"],
+        "": ["group", "audit", "node", "limits", "shutdown", "paths", "pools"],
         "audit": ["path", "journald"],
         "node": ["allocatableCPU", "allocatableMemory"],
         "limits": ["maxRequestBytes", "maxFileBytes", "maxExecOutputBytes", "maxSandboxes"],
         "shutdown": ["gracePeriodSeconds", "sandboxes"],
         "paths": ["runtimeRoot", "bundleRoot", "ephemeralStorage", "rootfsStore", "seccompProfiles"],
+        "pools": ["directory", "whenEmpty", "refillPerSecond"],
     ]
 
     /// Reads `path`; a missing file gives the defaults.
@@ -184,6 +196,23 @@ public struct DaemonConfig: Sendable, Equatable {
                         case "remove": config.removeSandboxesOnShutdown = true
                         case let other: throw ConfigError("shutdown.sandboxes: \"\(other)\": expected keep or remove")
                         }
+                    }
+                }
+            case "pools":
+                for (key, v) in try section(value, "pools") {
+                    switch key {
+                    case "directory":
+                        config.poolsDirectory = try string(v, "pools.directory")
+                        guard config.poolsDirectory.hasPrefix("/") else {
+                            throw ConfigError("pools.directory: must be an absolute path")
+                        }
+                    case "whenEmpty":
+                        switch try string(v, "pools.whenEmpty") {
+                        case "create": config.poolsRefuseWhenEmpty = false
+                        case "refuse": config.poolsRefuseWhenEmpty = true
+                        case let other: throw ConfigError("pools.whenEmpty: \"\(other)\": expected create or refuse")
+                        }
+                    default: config.poolsRefillPerSecond = try int(v, "pools.refillPerSecond", min: 1)
                     }
                 }
             default:  // paths

@@ -78,6 +78,8 @@ class Daemon:
             f"  runtimeRoot: {self.runtime_root}\n"
             f"  bundleRoot: {self.bundle_root}\n"
             f"  ephemeralStorage: {self.ephemeral}\n"
+            "pools:\n"
+            f"  directory: {self.dir}/pools\n"
         )
 
     def start(self) -> None:
