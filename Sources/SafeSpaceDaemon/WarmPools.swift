@@ -258,7 +258,7 @@ final class PoolManager: @unchecked Sendable {
         let (pool, status): (WarmPool, [String: Any]) = lock.withLock {
             let asked = entry.hits + entry.misses
             let status: [String: Any] = [
-                "ready": entry.ready.count, "claimed": entry.claimed.count, "creating": entry.creating,
+                "ready": entry.ready.count, "claimed": liveClaimed(entry), "creating": entry.creating,
                 "refills": entry.refills, "refillFailures": entry.refillFailures, "hits": entry.hits,
                 "misses": entry.misses, "refusals": entry.refusals,
                 "hitRatio": asked == 0 ? (NSNull() as Any) : (Double(entry.hits) / Double(asked) as Any),
@@ -275,6 +275,12 @@ final class PoolManager: @unchecked Sendable {
         return object
     }
 
+    /// Claimed sandboxes of `entry` that still exist (a delete is seen at once, not at the
+    /// next upkeep round). Call with `lock` held.
+    private func liveClaimed(_ entry: PoolEntry) -> Int {
+        entry.claimed.count { manager.managed($0) != nil }
+    }
+
     private func refusesWhenEmpty(_ pool: WarmPool) -> Bool {
         pool.spec.whenEmpty.map { $0 == WarmPoolSpec.WhenEmpty.refuse.rawValue } ?? manager.config.poolsRefuseWhenEmpty
     }
@@ -282,7 +288,7 @@ final class PoolManager: @unchecked Sendable {
     /// Publishes the ready and claimed gauges (before `/metrics` is answered).
     func publishMetrics() {
         for entry in all {
-            let (ready, claimed) = lock.withLock { (entry.ready.count, entry.claimed.count) }
+            let (ready, claimed) = lock.withLock { (entry.ready.count, liveClaimed(entry)) }
             PoolMetrics.ready(entry.name).record(ready)
             PoolMetrics.claimed(entry.name).record(claimed)
         }

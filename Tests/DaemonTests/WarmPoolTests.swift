@@ -190,7 +190,7 @@ final class WarmPoolTests: XCTestCase {
         for needle in [
             "safespaced_pool_ready{pool=\"\(a)\"}", "safespaced_pool_claimed{pool=\"\(b)\"}",
             "safespaced_pool_claim_duration_seconds_bucket", "safespaced_pool_refill_duration_seconds",
-            "safespaced_pool_claims_total{outcome=\"refused\",pool=\"\(b)\"} 1",
+            "safespaced_pool_claims_total{pool=\"\(b)\",outcome=\"refused\"} 1",
         ] {
             XCTAssertTrue(metrics.contains(needle), "no \(needle) in /metrics:\n\(metrics)")
         }
