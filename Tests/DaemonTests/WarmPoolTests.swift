@@ -202,6 +202,88 @@ final class WarmPoolTests: XCTestCase {
         assertNothingLeft(h)
     }
 
+    // MARK: who may
+
+    /// One request as another user (setpriv, a python client): (status, raw answer).
+    static func call(
+        _ h: DaemonHarness, uid: Int, gid: UInt32, _ method: String, _ path: String, _ body: String = ""
+    ) throws -> (Int, String) {
+        let script = """
+            import socket, sys
+            s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])
+            body = sys.argv[4].encode()
+            s.sendall(("%s %s HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\nContent-Length: %d\\r\\n\\r\\n" % (sys.argv[2], sys.argv[3], len(body))).encode() + body)
+            data = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk: break
+                data += chunk
+            sys.stdout.write(data.decode())
+            """
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
+        process.arguments = [
+            "--reuid=\(uid)", "--regid=\(gid)", "--groups=\(gid)", "/usr/bin/python3", "-c", script, h.socket, method,
+            path, body,
+        ]
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        try process.run()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        let text = String(decoding: data, as: UTF8.self)
+        return (Int(text.split(separator: " ").dropFirst().first ?? "") ?? -1, text)
+    }
+
+    /// Only root makes or removes pools; a member of the group lists and claims, and the
+    /// claimed sandbox is then its own (others: 403). A ready sandbox is nobody's: even root
+    /// cannot exec into it, read it or delete it through the API before it is claimed.
+    func testClaimMakesTheCallerTheOwnerAndOnlyRootManagesPools() throws {
+        try XCTSkipUnless(
+            access("/usr/bin/setpriv", X_OK) == 0 && access("/usr/bin/python3", X_OK) == 0, "needs setpriv and python3")
+        let h = try make()
+        try h.start()
+        guard let group = getgrnam("safespace") else { return XCTFail("no safespace group") }
+        let gid = group.pointee.gr_gid
+        let p = h.name("own")
+        let body = #"{"apiVersion":"llmsafespace.dev/v1","kind":"WarmPool","metadata":{"name":"\#(p)"},"spec":{"minSize":2,"template":{"resources":{"cpu":"100m","memory":"128Mi"}}}}"#
+        let refused = try Self.call(h, uid: 65534, gid: gid, "POST", "/v1/warmpools", body)
+        XCTAssertEqual(refused.0, 403, refused.1)
+        XCTAssertEqual(try h.client.request("POST", "/v1/warmpools", body: Array(body.utf8)).status, 201)
+        try waitReady(h, p, 2)
+        XCTAssertEqual(try Self.call(h, uid: 65534, gid: gid, "DELETE", "/v1/warmpools/\(p)").0, 403)
+        let listed = try Self.call(h, uid: 65534, gid: gid, "GET", "/v1/warmpools")
+        XCTAssertEqual(listed.0, 200, listed.1)
+        XCTAssertTrue(listed.1.contains(p), listed.1)
+
+        // The ready sandboxes, by the runtime's state: hidden from every caller.
+        let ready = try FileManager.default.contentsOfDirectory(atPath: h.runtimeRoot).filter { $0.hasPrefix(p + "-") }
+        XCTAssertEqual(ready.count, 2, "\(ready)")
+        for name in ready {
+            XCTAssertEqual(try h.client.request("GET", "/v1/sandboxes/\(name)").status, 404)
+            XCTAssertEqual(try h.exec(name, ["id"]).status, 404)
+            XCTAssertEqual(try h.delete(name).status, 404)
+            XCTAssertEqual(try h.client.request("GET", "/v1/sandboxes/\(name)/files/tmp/x").status, 404)
+        }
+
+        let claimed = try Self.call(h, uid: 65534, gid: gid, "POST", "/v1/sandboxes?pool=\(p)")
+        XCTAssertEqual(claimed.0, 201, claimed.1)
+        let name = try XCTUnwrap(ready.first { claimed.1.contains($0) }, claimed.1)
+        XCTAssertTrue(claimed.1.contains(#""creatorUID":65534"#), claimed.1)
+        XCTAssertTrue(claimed.1.contains(#""warm":true"#), claimed.1)
+        let mine = try Self.call(h, uid: 65534, gid: gid, "GET", "/v1/sandboxes")
+        XCTAssertTrue(mine.1.contains(name), mine.1)
+        let other = try Self.call(h, uid: 65533, gid: gid, "POST", "/v1/sandboxes/\(name)/exec", #"{"command":["id"]}"#)
+        XCTAssertEqual(other.0, 403, other.1)
+        let record = h.auditRecords().first { $0["type"] as? String == "pool.claimed" && $0["sandbox"] as? String == name }
+        XCTAssertEqual((record?["caller"] as? [String: Any])?["uid"] as? Int, 65534, "\(String(describing: record))")
+        let own = try Self.call(h, uid: 65534, gid: gid, "DELETE", "/v1/sandboxes/\(name)")
+        XCTAssertEqual(own.0, 200, own.1)
+        XCTAssertEqual(try h.client.request("DELETE", "/v1/warmpools/\(p)").status, 200)
+        XCTAssertEqual(h.stop(), 0)
+        assertNothingLeft(h)
+    }
+
     // MARK: bad pools
 
     func testBadPoolsAreRefusedNamingTheField() throws {
