@@ -208,7 +208,8 @@ final class PoolManager: @unchecked Sendable {
         }
     }
 
-    /// Removes pool `name` and destroys its ready sandboxes; claimed ones stay their owners'.
+    /// Removes pool `name` and destroys its ready sandboxes (also one a refill was making);
+    /// claimed ones stay their owners'.
     /// - Throws: 403 for a caller that is not root, 404 for no such pool.
     func remove(_ name: String, caller: Caller) async throws {
         try requireRoot(caller, "remove warm pools")
@@ -222,6 +223,9 @@ final class PoolManager: @unchecked Sendable {
             return entry.ready
         }
         for sandbox in ready { await discard(sandbox.name, pool: name, reason: .poolRemoved) }
+        // A refill in flight discards its sandbox when it ends (the pool is marked removed):
+        // the answer waits for it, so that nothing of the pool is left once it is given.
+        while lock.withLock({ entry.creating > 0 }) { try? await Task.sleep(for: .milliseconds(10)) }
         PoolMetrics.ready(name).record(0)
         PoolMetrics.claimed(name).record(0)
         manager.audit.record(
@@ -345,8 +349,8 @@ final class PoolManager: @unchecked Sendable {
             lock.withLock { entry.refusals += 1 }
             PoolMetrics.claims(name, "refused").increment()
             manager.audit.record(
-                "pool.claimed", sandbox: nil, caller: caller, outcome: "refused",
-                fields: ["pool": .string(name), "reason": .string("empty")])
+                "pool.claimed", sandbox: nil, caller: caller, outcome: "error",
+                fields: ["pool": .string(name), "error": .string("pool empty (whenEmpty: refuse)")])
             throw APIError(
                 .serviceUnavailable, "pool_empty",
                 "warm pool \(name) has no ready sandbox (spec.whenEmpty: refuse); retry later", field: "pool")

@@ -174,6 +174,11 @@ final class WarmPoolTests: XCTestCase {
         XCTAssertEqual(refused.error?.code, "pool_empty")
         XCTAssertEqual(refused.error?.field, "pool")
         XCTAssertEqual(try status(h, b)["refusals"] as? Int, 1)
+        XCTAssertTrue(
+            h.auditRecords().contains {
+                $0["type"] as? String == "pool.claimed" && $0["pool"] as? String == b
+                    && $0["outcome"] as? String == "error"
+            }, h.log)
         XCTAssertEqual(try h.delete(try XCTUnwrap(Self.name(bWarm))).status, 200)
         try waitReady(h, b, 1)
 
@@ -198,6 +203,8 @@ final class WarmPoolTests: XCTestCase {
         // Removing a pool destroys its ready sandboxes.
         for pool in [a, b] { XCTAssertEqual(try h.client.request("DELETE", "/v1/warmpools/\(pool)").status, 200) }
         XCTAssertEqual(try h.client.request("GET", "/v1/warmpools/\(a)").error?.code, "pool_not_found")
+        // Once the answers are given, nothing of the pools is left (a refill in flight included).
+        XCTAssertEqual(h.leftovers(), [:])
         XCTAssertEqual(h.stop(), 0)
         assertNothingLeft(h)
     }
@@ -246,7 +253,8 @@ final class WarmPoolTests: XCTestCase {
         guard let group = getgrnam("safespace") else { return XCTFail("no safespace group") }
         let gid = group.pointee.gr_gid
         let p = h.name("own")
-        let body = #"{"apiVersion":"llmsafespace.dev/v1","kind":"WarmPool","metadata":{"name":"\#(p)"},"spec":{"minSize":2,"template":{"resources":{"cpu":"100m","memory":"128Mi"}}}}"#
+        let body =
+            #"{"apiVersion":"llmsafespace.dev/v1","kind":"WarmPool","metadata":{"name":"\#(p)"},"spec":{"minSize":2,"template":{"resources":{"cpu":"100m","memory":"128Mi"}}}}"#
         let refused = try Self.call(h, uid: 65534, gid: gid, "POST", "/v1/warmpools", body)
         XCTAssertEqual(refused.0, 403, refused.1)
         XCTAssertEqual(try h.client.request("POST", "/v1/warmpools", body: Array(body.utf8)).status, 201)
@@ -275,11 +283,64 @@ final class WarmPoolTests: XCTestCase {
         XCTAssertTrue(mine.1.contains(name), mine.1)
         let other = try Self.call(h, uid: 65533, gid: gid, "POST", "/v1/sandboxes/\(name)/exec", #"{"command":["id"]}"#)
         XCTAssertEqual(other.0, 403, other.1)
-        let record = h.auditRecords().first { $0["type"] as? String == "pool.claimed" && $0["sandbox"] as? String == name }
+        let record = h.auditRecords().first {
+            $0["type"] as? String == "pool.claimed" && $0["sandbox"] as? String == name
+        }
         XCTAssertEqual((record?["caller"] as? [String: Any])?["uid"] as? Int, 65534, "\(String(describing: record))")
         let own = try Self.call(h, uid: 65534, gid: gid, "DELETE", "/v1/sandboxes/\(name)")
         XCTAssertEqual(own.0, 200, own.1)
         XCTAssertEqual(try h.client.request("DELETE", "/v1/warmpools/\(p)").status, 200)
+        XCTAssertEqual(h.stop(), 0)
+        assertNothingLeft(h)
+    }
+
+    // MARK: the CLI
+
+    /// `safespace pool create -f`, `ls` (table and `--format json`), `rm`, over the daemon.
+    func testPoolVerbsOfTheCLI() throws {
+        let cli = URL(fileURLWithPath: DaemonHarness.binary).deletingLastPathComponent().path + "/safespace"
+        try XCTSkipUnless(access(cli, X_OK) == 0, "build safespace first")
+        let h = try make()
+        try h.start()
+        func safespace(_ args: [String]) throws -> (status: Int32, out: String, err: String) {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: cli)
+            process.arguments = args
+            process.environment = ["SAFESPACE_SOCKET": h.socket, "PATH": "/usr/bin:/bin"]
+            let out = Pipe()
+            let err = Pipe()
+            process.standardOutput = out
+            process.standardError = err
+            try process.run()
+            let o = out.fileHandleForReading.readDataToEndOfFile()
+            let e = err.fileHandleForReading.readDataToEndOfFile()
+            process.waitUntilExit()
+            return (process.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+        }
+        let p = h.name("cli")
+        let file = h.dir + "/cli-pool.yaml"
+        try Self.poolYAML(p, "minSize: 1\nmaxSize: 2").write(toFile: file, atomically: true, encoding: .utf8)
+        let created = try safespace(["pool", "create", "-f", file])
+        XCTAssertEqual(created.status, 0, created.err)
+        XCTAssertTrue(created.out.hasPrefix("NAME"), created.out)
+        XCTAssertTrue(created.out.contains(p), created.out)
+        let again = try safespace(["pool", "create", "-f", file])
+        XCTAssertNotEqual(again.status, 0)
+        XCTAssertTrue(again.err.contains("metadata.name"), again.err)
+        try waitReady(h, p, 1)
+        let table = try safespace(["pool", "ls"])
+        XCTAssertEqual(table.status, 0, table.err)
+        let row = try XCTUnwrap(table.out.split(separator: "\n").first { $0.hasPrefix(p) }, table.out)
+        XCTAssertEqual(row.split(separator: " ", omittingEmptySubsequences: true)[1], "1", table.out)
+        let json = try safespace(["pool", "ls", "--format", "json"])
+        let items =
+            (try JSONSerialization.jsonObject(with: Data(json.out.utf8)) as? [String: Any])?["items"]
+            as? [[String: Any]]
+        XCTAssertEqual((items?.first?["status"] as? [String: Any])?["ready"] as? Int, 1, json.out)
+        XCTAssertEqual(try safespace(["pool", "rm", p]).status, 0)
+        let gone = try safespace(["pool", "rm", p])
+        XCTAssertNotEqual(gone.status, 0)
+        XCTAssertTrue(gone.err.contains("no warm pool"), gone.err)
         XCTAssertEqual(h.stop(), 0)
         assertNothingLeft(h)
     }
