@@ -22,9 +22,9 @@ final class WarmPoolTests: XCTestCase {
     static var small: [String: Any] { ["cpu": "100m", "memory": "128Mi", "ephemeralStorage": "64Mi"] }
 
     /// A harness (not started) whose pools directory holds `files` (name -> YAML).
-    func make(_ extra: String = "", files: [String: String] = [:]) throws -> DaemonHarness {
+    func make(_ extra: String = "", files: [String: String] = [:], cpu: String = "100") throws -> DaemonHarness {
         let h = try DaemonHarness(
-            extraConfig: "node:\n  allocatableCPU: \"100\"\n  allocatableMemory: 100Gi\n" + extra)
+            extraConfig: "node:\n  allocatableCPU: \"\(cpu)\"\n  allocatableMemory: 100Gi\n" + extra)
         harness = h
         mkdir(h.dir + "/pools", 0o755)
         for (name, text) in files {
@@ -441,6 +441,34 @@ final class WarmPoolTests: XCTestCase {
         XCTAssertEqual(h.zombieChildren(), [])
         print("pool cycles: \(cycles), warm \(warm), status \(status)")
         XCTAssertEqual(try h.client.request("DELETE", "/v1/warmpools/\(p)").status, 200)
+        XCTAssertEqual(h.stop(), 0)
+        assertNothingLeft(h)
+    }
+
+    /// Refills go through the node's admission: a pool larger than the node's allocatable
+    /// CPU fills as far as it fits, says why it stops (status.lastError, refillFailures), and
+    /// backs off; what it holds is released once it is removed.
+    func testRefillsStayWithinTheNodesAdmission() throws {
+        let h = try make(cpu: "250m")
+        try h.start()
+        let p = h.name("adm")
+        XCTAssertEqual(try createPool(h, p, ["minSize": 4, "maxSize": 4]).status, 201)
+        try waitReady(h, p, 2)
+        var status: [String: Any] = [:]
+        for _ in 0..<200 {
+            status = try self.status(h, p)
+            if status["refillFailures"] as? Int ?? 0 >= 1 { break }
+            usleep(50_000)
+        }
+        XCTAssertEqual(status["ready"] as? Int, 2, "\(status)")
+        XCTAssertGreaterThanOrEqual(status["refillFailures"] as? Int ?? 0, 1, "\(status)")
+        XCTAssertTrue((status["lastError"] as? String)?.contains("allocatable") == true, "\(status)")
+        // The node's own creates are refused as usual while the pool holds its share.
+        let refused = try h.client.request(
+            "POST", "/v1/sandboxes", json: ["metadata": ["name": h.name("x")], "spec": ["resources": ["cpu": "100m"]]])
+        XCTAssertEqual(refused.status, 429, refused.text)
+        XCTAssertEqual(try h.client.request("DELETE", "/v1/warmpools/\(p)").status, 200)
+        XCTAssertEqual(h.leftovers(), [:])
         XCTAssertEqual(h.stop(), 0)
         assertNothingLeft(h)
     }
