@@ -501,15 +501,20 @@ final class PoolManager: @unchecked Sendable {
             PoolMetrics.refillDuration(poolName).recordInterval(ContinuousClock.now - started)
             PoolMetrics.refills(poolName, "ok").increment()
             let keep = lock.withLock { () -> Bool in
-                entry.creating -= 1
                 guard !entry.removed, !stopping else { return false }
+                entry.creating -= 1
                 entry.ready.append(.init(name: sandboxName, made: ContinuousClock.now))
                 entry.refills += 1
                 entry.consecutiveFailures = 0
                 entry.retryAt = nil
                 return true
             }
-            if !keep { await discard(sandboxName, pool: poolName, reason: .poolRemoved) }
+            if !keep {
+                // Still counted as creating until it is gone: `remove` and `shutdown` wait
+                // for that before they answer.
+                await discard(sandboxName, pool: poolName, reason: .poolRemoved)
+                lock.withLock { entry.creating -= 1 }
+            }
         } catch {
             PoolMetrics.refills(poolName, "error").increment()
             let message = (error as? APIError)?.message ?? "\(error)"

@@ -473,6 +473,27 @@ final class WarmPoolTests: XCTestCase {
         assertNothingLeft(h)
     }
 
+    /// A pool removed while a refill is making a sandbox: the answer comes once that sandbox
+    /// is gone too, so nothing of the pool is left when the caller has it.
+    func testRemovingAPoolDuringARefillLeavesNothing() throws {
+        let h = try make()
+        try h.start()
+        for round in 0..<3 {
+            let p = h.name("rm\(round)")
+            XCTAssertEqual(try createPool(h, p, ["minSize": 3, "maxSize": 3]).status, 201)
+            var creating = false
+            for _ in 0..<2000 where !creating {
+                creating = try status(h, p)["creating"] as? Int == 1
+                if !creating { usleep(2_000) }
+            }
+            XCTAssertTrue(creating, "no refill in flight")
+            XCTAssertEqual(try h.client.request("DELETE", "/v1/warmpools/\(p)").status, 200)
+            XCTAssertEqual(h.leftovers(), [:], "round \(round)")
+        }
+        XCTAssertEqual(h.stop(), 0)
+        assertNothingLeft(h)
+    }
+
     // MARK: age, restart, shutdown
 
     func testReadySandboxesOlderThanMaxAgeAreReplaced() throws {
