@@ -14,6 +14,16 @@ the daemon (its own socket, roots and audit log), calls this, and stops and clea
       memory of its own processes (Rss and Pss of /proc/PID/smaps_rollup, summed over the
       processes of its cgroup) and its cgroup's memory.current (the API's usage.memoryBytes).
       Prints one JSON object.
+  bench-daemon.py --socket S pool --runs N --warmup W --prefix P --out FILE [--size M]
+      a warm pool P-pool (minSize M, the default sandbox's template; root only), filled; then
+      N x (claim `POST /v1/sandboxes?pool=`, exec `python3 -c print(1)`, untimed delete),
+      waiting for a ready sandbox before each claim: each claim + exec wall time to FILE,
+      each claim alone to FILE.claim; prints the refill rate (sandboxes/s) of the first fill
+      as JSON. Every claim must be warm.
+  bench-daemon.py --socket S soak --runs N --prefix P [--size M]
+      N x (claim, exec, delete) of a pool, as fast as the pool serves (cold when empty);
+      prints warm/cold counts as JSON. The soak of issue 14 is N=500; check the node for
+      leftovers after (DaemonHarness.leftovers lists what to look at).
 
   bench-daemon.py --socket S paths --runs N --warmup W --prefix P
       one sandbox, N execs of each of `/bin/true`, `python3 -c print(1)` (commands) and
@@ -148,6 +158,84 @@ def execs(client, args):
     finally:
         client.delete(name)
     write_times(args.out, times)
+
+
+POOL_TEMPLATE = {"runtime": "python:3.11"}
+
+
+def make_pool(client, name, size, max_size=None):
+    spec = {"minSize": size, "maxSize": max_size or size * 2, "whenEmpty": "create", "template": POOL_TEMPLATE}
+    client.ok("POST", "/v1/warmpools", {"apiVersion": "llmsafespace.dev/v1", "kind": "WarmPool",
+                                         "metadata": {"name": name}, "spec": spec}, status=201)
+
+
+def wait_ready(client, name, count, limit=300):
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        status = client.ok("GET", f"/v1/warmpools/{name}")["status"]
+        if status["ready"] >= count:
+            return status
+        time.sleep(0.005)
+    raise SystemExit(f"bench-daemon: pool {name} did not reach {count} ready: {status}")
+
+
+def claim(client, pool):
+    got, payload = client.request("POST", f"/v1/sandboxes?pool={pool}")
+    if got != 201:
+        raise SystemExit(f"bench-daemon: claim of {pool}: {got} {payload.decode(errors='replace')}")
+    view = json.loads(payload)
+    return view["metadata"]["name"], view["status"].get("warm") is True
+
+
+def pool_bench(client, args):
+    pool = f"{args.prefix}-pool"
+    t0 = time.perf_counter_ns()
+    make_pool(client, pool, args.size)
+    try:
+        wait_ready(client, pool, args.size)
+        fill = (time.perf_counter_ns() - t0) / 1e9
+        times, claims = [], []
+        for i in range(args.warmup + args.runs):
+            wait_ready(client, pool, 1)
+            t_start = time.perf_counter_ns()
+            name, warm = claim(client, pool)
+            t_claimed = time.perf_counter_ns()
+            try:
+                client.exec(name)
+                t_done = time.perf_counter_ns()
+            finally:
+                client.delete(name)
+            if not warm:
+                raise SystemExit(f"bench-daemon: claim {i} of {pool} was not warm")
+            if i >= args.warmup:
+                times.append((t_done - t_start) / 1e9)
+                claims.append((t_claimed - t_start) / 1e9)
+        write_times(args.out, times)
+        write_times(args.out + ".claim", claims)
+        print(json.dumps({"pool_size": args.size, "first_fill_seconds": round(fill, 3),
+                          "refill_rate_per_second": round(args.size / fill, 2)}))
+    finally:
+        client.ok("DELETE", f"/v1/warmpools/{pool}")
+
+
+def soak(client, args):
+    pool = f"{args.prefix}-soak"
+    make_pool(client, pool, args.size)
+    warm = cold = 0
+    try:
+        wait_ready(client, pool, args.size)
+        for _ in range(args.runs):
+            name, was_warm = claim(client, pool)
+            try:
+                client.exec(name)
+            finally:
+                client.delete(name)
+            warm += was_warm
+            cold += not was_warm
+        status = client.ok("GET", f"/v1/warmpools/{pool}")["status"]
+    finally:
+        client.ok("DELETE", f"/v1/warmpools/{pool}")
+    print(json.dumps({"cycles": args.runs, "warm": warm, "cold": cold, "pool_status": status}))
 
 
 def vm_rss_kib(pid):
@@ -321,6 +409,16 @@ def main():
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--rootfs", required=True)
     p.add_argument("--runc", default="runc")
+    p = sub.add_parser("pool")
+    p.add_argument("--runs", type=int, required=True)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--prefix", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--size", type=int, default=2)
+    p = sub.add_parser("soak")
+    p.add_argument("--runs", type=int, default=500)
+    p.add_argument("--prefix", required=True)
+    p.add_argument("--size", type=int, default=2)
     p = sub.add_parser("rss")
     p.add_argument("--pid", type=int, required=True)
     p.add_argument("--sandboxes", type=int, default=10)
@@ -331,7 +429,9 @@ def main():
     if not args.socket:
         parser.error("--socket is required")
     client = Client(args.socket)
-    {"cycle": cycle, "exec": execs, "rss": rss, "paths": paths}[args.what](client, args)
+    {"cycle": cycle, "exec": execs, "rss": rss, "paths": paths, "pool": pool_bench, "soak": soak}[args.what](
+        client, args
+    )
 
 
 if __name__ == "__main__":

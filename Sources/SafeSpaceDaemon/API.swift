@@ -75,6 +75,7 @@ struct AccessMiddleware: RouterMiddleware {
 /// The routes.
 struct DaemonAPI: Sendable {
     let manager: SandboxManager
+    let pools: PoolManager
     let registry: PrometheusCollectorRegistry
 
     /// Every route as `METHOD path-template` (the OpenAPI file must list exactly these).
@@ -89,6 +90,10 @@ struct DaemonAPI: Sendable {
         "GET /v1/sandboxes/{name}/files/{path}",
         "POST /v1/sandboxes/{name}/ports/{port}",
         "GET /metrics",
+        "GET /v1/warmpools",
+        "POST /v1/warmpools",
+        "GET /v1/warmpools/{name}",
+        "DELETE /v1/warmpools/{name}",
     ]
 
     func register(on router: Router<DaemonContext>) {
@@ -96,6 +101,7 @@ struct DaemonAPI: Sendable {
         router.get("/metrics") { _, _ in
             var buffer: [UInt8] = []
             Metrics.sandboxes.record(manager.count)
+            pools.publishMetrics()
             registry.emit(into: &buffer)
             return Response(
                 status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
@@ -108,6 +114,7 @@ struct DaemonAPI: Sendable {
         router.post("/v1/sandboxes") { request, context in
             let caller = try context.requireCaller()
             let body = try await collect(request, limit: manager.config.maxRequestBytes)
+            if let claimed = try await claimIfPooled(request, body: body, caller: caller) { return claimed }
             let sandbox = try await manager.create(body, caller: caller)
             return JSON.response(describe(sandbox, usage: false), status: .created)
         }
@@ -326,8 +333,9 @@ struct DaemonAPI: Sendable {
         var status: [String: Any] = [
             "phase": record.phase.rawValue, "level": record.level, "runtime": record.runtime, "limits": limits,
             "createdAt": record.created, "creatorUID": Int(record.creatorUID), "writablePaths": record.writablePaths,
-            "execs": sandbox.execs.count,
+            "execs": sandbox.execs.count, "warm": record.claimed == true,
         ]
+        if let pool = record.pool { status["pool"] = pool }
         if let expires = record.expiresAt {
             status["expiresAt"] = ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: expires))
         }

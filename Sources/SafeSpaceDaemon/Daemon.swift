@@ -111,7 +111,9 @@ public enum Daemon {
         defer { close(lockFD) }
 
         let registry = PrometheusCollectorRegistry()
-        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+        var factory = PrometheusMetricsFactory(registry: registry)
+        factory.durationHistogramBuckets[PoolMetrics.claimDurationLabel] = PoolMetrics.claimBuckets
+        MetricsSystem.bootstrap(factory)
 
         let audit = AuditTrail(logger: logger, sink: try AuditBridge.sink(config: config))
         let egress = await DaemonEgress.start(config: config, audit: audit, logger: logger)
@@ -120,11 +122,16 @@ public enum Daemon {
         notify("STATUS=recovering sandboxes")
         let recovered = await manager.recover()
         logger.info("recovery done", metadata: ["adopted": "\(recovered.adopted)", "removed": "\(recovered.removed)"])
+        let pools = PoolManager(manager: manager, logger: logger)
+        try pools.load(directory: config.poolsDirectory)
+        await pools.recoverAfterRestart()
 
         let router = Router(context: DaemonContext.self)
         router.middlewares.add(
             AccessMiddleware(policy: AccessPolicy(group: config.group), audit: audit, logger: logger))
-        DaemonAPI(manager: manager, registry: registry).register(on: router)
+        let api = DaemonAPI(manager: manager, pools: pools, registry: registry)
+        api.register(on: router)
+        api.registerPools(on: router)
         let socketPath = options.socketPath
         let onServerRunning: @Sendable (any Channel) async -> Void = { _ in
             // bind(2) made the socket with this process's umask (only root can connect); now
@@ -159,6 +166,8 @@ public enum Daemon {
                 services: [
                     .init(service: server),
                     .init(service: SandboxService(manager: manager)),
+                    // Last: stopped first on SIGTERM (its ready sandboxes go before the drain).
+                    .init(service: PoolService(pools: pools)),
                 ] + (Systemd.watchdogInterval().map { [.init(service: WatchdogService(interval: $0))] } ?? []),
                 gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         do { try await group.run() } catch {

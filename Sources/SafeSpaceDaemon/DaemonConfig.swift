@@ -35,6 +35,11 @@
 ///   allowedPrivateRanges: []        # CIDRs the filter may dial although not global
 ///   maxConnections: 256             # concurrent proxied connections per sandbox
 ///   dnsQueriesPerSecond: 100        # DNS queries per second per sandbox
+/// pools:                            # warm pools (WarmPools.swift)
+///   directory: /etc/safespace/pools # WarmPool files (*.yaml) loaded at start
+///   whenEmpty: create               # create | refuse: a claim of an empty pool (a pool's
+///                                   # spec.whenEmpty wins)
+///   refillPerSecond: 2              # pool sandboxes made per second at most (one at a time)
 /// ```
 import EgressHosting
 import Foundation
@@ -68,17 +73,24 @@ public struct DaemonConfig: Sendable, Equatable {
     public var seccompProfiles = SeccompProfiles.defaultDirectory
     /// `network:`: the egress filter and the sandboxes' address pool.
     public var network = NetworkSettings()
+    /// `pools.directory`: the WarmPool files (`*.yaml`) loaded at start.
+    public var poolsDirectory = "/etc/safespace/pools"
+    /// `pools.whenEmpty`: true for `refuse` (503), false for `create` (a cold create).
+    public var poolsRefuseWhenEmpty = false
+    /// `pools.refillPerSecond`: pool sandboxes made per second at most.
+    public var poolsRefillPerSecond = 2
 
     public init() {}
 
     /// The keys of each section, for the unknown-key check.
     static let sections: [String: Set<String>] = [
-        "": ["group", "audit", "node", "limits", "shutdown", "paths", "network"],
+        "": ["group", "audit", "node", "limits", "shutdown", "paths", "network", "pools"],
         "audit": ["path", "journald"],
         "node": ["allocatableCPU", "allocatableMemory"],
         "limits": ["maxRequestBytes", "maxFileBytes", "maxExecOutputBytes", "maxSandboxes"],
         "shutdown": ["gracePeriodSeconds", "sandboxes"],
         "paths": ["runtimeRoot", "bundleRoot", "ephemeralStorage", "rootfsStore", "seccompProfiles"],
+        "pools": ["directory", "whenEmpty", "refillPerSecond"],
     ]
 
     /// Reads `path`; a missing file gives the defaults.
@@ -201,6 +213,23 @@ public struct DaemonConfig: Sendable, Equatable {
                 }
             case "network":
                 do { config.network = try NetworkSettings.parse(value) } catch { throw ConfigError("\(error)") }
+            case "pools":
+                for (key, v) in try section(value, "pools") {
+                    switch key {
+                    case "directory":
+                        config.poolsDirectory = try string(v, "pools.directory")
+                        guard config.poolsDirectory.hasPrefix("/") else {
+                            throw ConfigError("pools.directory: must be an absolute path")
+                        }
+                    case "whenEmpty":
+                        switch try string(v, "pools.whenEmpty") {
+                        case "create": config.poolsRefuseWhenEmpty = false
+                        case "refuse": config.poolsRefuseWhenEmpty = true
+                        case let other: throw ConfigError("pools.whenEmpty: \"\(other)\": expected create or refuse")
+                        }
+                    default: config.poolsRefillPerSecond = try int(v, "pools.refillPerSecond", min: 1)
+                    }
+                }
             default:  // paths
                 for (key, v) in try section(value, "paths") {
                     let path = try string(v, "paths.\(key)")

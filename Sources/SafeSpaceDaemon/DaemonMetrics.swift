@@ -17,6 +17,9 @@ enum Metrics {
     static let fileBytes = Counter(label: "safespaced_file_bytes_total")
 }
 
+/// swift-metrics' Timer, by a name that files importing Foundation (which has a `Timer`) can use.
+typealias MetricsTimer = Timer
+
 extension Timer {
     func recordInterval(_ duration: Duration) {
         let (seconds, attoseconds) = duration.components

@@ -79,6 +79,9 @@ final class ManagedSandbox: @unchecked Sendable {
 /// Why a sandbox was removed (audit `sandbox.deleted`'s `reason`).
 enum DeleteReason: String, Sendable {
     case request, timeout, shutdown = "daemon shutdown", error
+    /// A warm pool's own removals: a ready sandbox past `maxAgeSeconds`, a pool removed, a
+    /// ready sandbox found after a daemon restart.
+    case poolMaxAge = "pool max age", poolRemoved = "pool removed", poolRestart = "pool: daemon restart"
 }
 
 /// The sandbox registry and everything done to sandboxes.
@@ -146,7 +149,10 @@ final class SandboxManager: @unchecked Sendable {
     /// - Throws: 404 when it does not exist; 403 (audited `api.denied`) when it belongs to
     ///   another caller and `caller` is not root.
     func sandbox(_ name: String, for caller: Caller) throws -> ManagedSandbox {
-        guard let sandbox = lock.withLock({ sandboxes[name] }) else { throw APIError.notFound(name) }
+        // A ready sandbox of a warm pool is nobody's until claimed.
+        guard let sandbox = lock.withLock({ sandboxes[name] }), !sandbox.record.isPoolReady else {
+            throw APIError.notFound(name)
+        }
         if !caller.isRoot && sandbox.record.creatorUID != caller.uid {
             Metrics.accessDenied.increment()
             let message = "sandbox \(name) was created by another user; uid \(caller.uid) may touch only its own"
@@ -159,11 +165,15 @@ final class SandboxManager: @unchecked Sendable {
 
     func list(for caller: Caller) -> [ManagedSandbox] {
         lock.withLock { Array(sandboxes.values) }
-            .filter { caller.isRoot || $0.record.creatorUID == caller.uid }
+            .filter { !$0.record.isPoolReady && (caller.isRoot || $0.record.creatorUID == caller.uid) }
             .sorted { $0.name < $1.name }
     }
 
     var count: Int { lock.withLock { sandboxes.count } }
+    /// The sandbox `name` without an access check (the warm pools' own use), nil when none.
+    func managed(_ name: String) -> ManagedSandbox? { lock.withLock { sandboxes[name] } }
+    /// Every sandbox, pool ones included, without an access check.
+    var all: [ManagedSandbox] { lock.withLock { Array(sandboxes.values) } }
     var isDraining: Bool { lock.withLock { draining } }
 
     private func checkNotDraining() throws {
@@ -201,9 +211,12 @@ final class SandboxManager: @unchecked Sendable {
     /// - Throws: `APIError`: 400 for a bad Sandbox, 409 for a name in use, 429 when the node's
     ///   allocatable CPU or memory (or `limits.maxSandboxes`) would be exceeded, 503 while
     ///   shutting down; 500 for a host failure (nothing is left then).
+    /// With `pool`, the sandbox is a ready sandbox of that warm pool (hidden until claimed).
     /// - Parameter preloadModules: modules the warm Python interpreter imports before its
     ///   first exec (a python runtime with the agent only).
-    func create(_ body: [UInt8], caller: Caller, preloadModules: [String] = []) async throws -> ManagedSandbox {
+    func create(
+        _ body: [UInt8], caller: Caller, pool: String? = nil, preloadModules: [String] = []
+    ) async throws -> ManagedSandbox {
         try checkNotDraining()
         let (decoded, lifetime) = try Self.parseCreate(body)
         var sandbox = decoded.applying(SandboxOverrides())
@@ -298,6 +311,7 @@ final class SandboxManager: @unchecked Sendable {
             writablePaths: plan.writablePaths, execTimeoutSeconds: sandbox.spec.timeout,
             resource: (try? encoder.encode(resource)) ?? Data(),
             agentDirectory: agentInstall?.directory(name), warmPython: warmPython ? true : nil)
+        record.pool = pool
         do { try records.save(record) } catch {
             throw APIError(.internalServerError, "internal", "cannot write the sandbox's record: \(error)")
         }
@@ -358,6 +372,7 @@ final class SandboxManager: @unchecked Sendable {
                 fields: [
                     "runtime": .string(record.runtime), "level": .string(record.level),
                     "timeoutSeconds": record.timeoutSeconds.map { .int($0) } ?? .null,
+                    "pool": pool.map { .string($0) } ?? .null,
                 ])
             logger.info("sandbox created", metadata: ["sandbox": "\(name)", "uid": "\(caller.uid)"])
             return managed

@@ -46,6 +46,14 @@ struct SandboxRecord: Codable, Sendable, Equatable {
     var agentDirectory: String?
     /// Its agent runs a warm Python interpreter (`python.sock`).
     var warmPython: Bool?
+    /// The warm pool that made it (WarmPools.swift); nil for a sandbox created on request.
+    var pool: String?
+    /// A pool sandbox handed to a caller by a claim (its owner is then `creatorUID`); a pool
+    /// sandbox not claimed is ready, and no caller may see or touch it.
+    var claimed: Bool?
+
+    /// A ready sandbox of a warm pool: nobody's yet.
+    var isPoolReady: Bool { pool != nil && claimed != true }
 }
 
 /// The records under `<state-dir>/sandboxes`.

@@ -32,7 +32,7 @@ struct SafeSpace: ParsableCommand {
         abstract: "Run untrusted code in a sandbox described by an llmsafespace.dev/v1 Sandbox.",
         subcommands: [
             RunCommand.self, StatsCommand.self, RootfsCommand.self, GCCommand.self, PsCommand.self, ExecCommand.self,
-            CpCommand.self, RmCommand.self, AuditCommand.self, DoctorCommand.self,
+            CpCommand.self, RmCommand.self, AuditCommand.self, DoctorCommand.self, PoolCommand.self,
         ])
 }
 

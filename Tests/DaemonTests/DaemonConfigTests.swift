@@ -21,6 +21,7 @@ final class DaemonConfigTests: XCTestCase {
                 limits: {maxRequestBytes: 2Mi, maxFileBytes: 1024, maxExecOutputBytes: 3Mi, maxSandboxes: 9}
                 shutdown: {gracePeriodSeconds: 4, sandboxes: remove}
                 paths: {runtimeRoot: /r, bundleRoot: /b, ephemeralStorage: /e, rootfsStore: /s, seccompProfiles: /p}
+                pools: {directory: /pools, whenEmpty: refuse, refillPerSecond: 5}
                 """)
         XCTAssertEqual(config.group, "sbx")
         XCTAssertEqual(config.auditPath, "/a/log.jsonl")
@@ -37,6 +38,10 @@ final class DaemonConfigTests: XCTestCase {
                 config.runtimeRoot, config.bundleRoot, config.ephemeralStorage, config.rootfsStore,
                 config.seccompProfiles,
             ], ["/r", "/b", "/e", "/s", "/p"])
+        XCTAssertEqual(config.poolsDirectory, "/pools")
+        XCTAssertTrue(config.poolsRefuseWhenEmpty)
+        XCTAssertEqual(config.poolsRefillPerSecond, 5)
+        XCTAssertFalse(DaemonConfig().poolsRefuseWhenEmpty)
     }
 
     func testUnknownAndBadKeysAreRefusedByName() {
@@ -56,6 +61,10 @@ final class DaemonConfigTests: XCTestCase {
             message("node:\n  allocatableCPU: lots"))
         XCTAssertTrue(message("- a\n- b").contains("expected a mapping"))
         XCTAssertTrue(message("audit: 3").hasPrefix("audit: expected a mapping"))
+        XCTAssertTrue(message("pools:\n  whenEmpty: wait").hasPrefix("pools.whenEmpty"))
+        XCTAssertTrue(message("pools:\n  directory: rel").hasPrefix("pools.directory"))
+        XCTAssertTrue(message("pools:\n  refillPerSecond: 0").hasPrefix("pools.refillPerSecond"))
+        XCTAssertTrue(message("pools:\n  size: 1").hasPrefix("pools.size: unknown key"))
     }
 
     func testOptions() throws {

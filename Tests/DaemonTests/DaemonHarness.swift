@@ -44,7 +44,7 @@ final class DaemonHarness: @unchecked Sendable {
               runtimeRoot: \(runDir)/runtime
               bundleRoot: \(runDir)/bundles
               ephemeralStorage: \(ephemeral)
-            \(extraConfig)
+            \(extraConfig.contains("pools:") ? "" : "pools:\n  directory: \(dir)/pools\n")\(extraConfig)
             """
         try config.write(toFile: configPath, atomically: true, encoding: .utf8)
     }

@@ -83,6 +83,8 @@ class Daemon:
             # itself (NXDOMAIN) without asking upstream.
             "network:\n"
             '  upstreamDNS: ["192.0.2.1:53"]\n'
+            "pools:\n"
+            f"  directory: {self.dir}/pools\n"
         )
 
     def start(self) -> None:

@@ -1,6 +1,5 @@
-"""Sandbox.from_pool: against the real daemon (which has no warm pools yet), and against a
-small stand-in server for the answers a daemon with pools (or one that ignores ``pool``)
-gives, since the real one cannot give them yet."""
+"""Sandbox.from_pool: against the real daemon with a warm pool, and against a small
+stand-in server for the answer of a daemon that ignores ``pool`` (an old one)."""
 
 from __future__ import annotations
 
@@ -9,29 +8,83 @@ import json
 import os
 import socketserver
 import threading
+import time
 from http.server import BaseHTTPRequestHandler
 from typing import Any, Dict, Iterator, List, Tuple
 
+import httpx
 import pytest
 
-from conftest import Daemon
-from safespace import AsyncSandbox, PolicyRefused, SafeSpaceError, Sandbox
+from conftest import SMALL, Daemon
+from safespace import AsyncSandbox, NotFound, SafeSpaceError, Sandbox, Unavailable
 
 
-def test_from_pool_is_refused_by_a_daemon_without_pools(daemon: Daemon, sock: str) -> None:
-    """Today the daemon reads no ``pool`` and wants a body: 400 malformed_json, raised as
-    PolicyRefused with the daemon's message, and nothing is created. When warm pools land
-    (issue 14: POST /v1/sandboxes?pool=NAME, body optional) this test fails on purpose: then
-    make a pool in the test daemon and assert the claim (status.warm)."""
-    with pytest.raises(PolicyRefused) as refused:
-        Sandbox.from_pool("python-std")
-    err = refused.value
-    assert (err.status, err.code) == (400, "malformed_json")
-    assert err.request == "POST /v1/sandboxes?pool=python-std"
-    assert Sandbox.list() == []
-    with pytest.raises(PolicyRefused):
-        asyncio.run(AsyncSandbox.from_pool("python-std"))
-    assert Sandbox.list() == []
+def _pools(daemon: Daemon) -> httpx.Client:
+    return httpx.Client(transport=httpx.HTTPTransport(uds=daemon.socket), base_url="http://localhost", timeout=120)
+
+
+def _wait_ready(client: httpx.Client, pool: str, count: int) -> Dict[str, Any]:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        status = client.get(f"/v1/warmpools/{pool}").json()["status"]
+        if status["ready"] >= count:
+            return status
+        time.sleep(0.05)
+    raise AssertionError(f"pool {pool} did not fill to {count}: {status}")
+
+
+def test_from_pool_claims_a_warm_sandbox_of_the_daemon(daemon: Daemon, sock: str) -> None:
+    """A pool of the real daemon: from_pool hands over a ready sandbox (info.warm, the
+    caller's), which runs code; an empty pool that refuses raises Unavailable (pool_empty);
+    an unknown pool raises NotFound (pool_not_found). The pool is removed at the end (its
+    ready sandboxes with it), so nothing is left."""
+    pool = daemon.name("pool")
+    with _pools(daemon) as client:
+        made = client.post(
+            "/v1/warmpools",
+            json={
+                "apiVersion": "llmsafespace.dev/v1",
+                "kind": "WarmPool",
+                "metadata": {"name": pool},
+                "spec": {"minSize": 1, "maxSize": 2, "whenEmpty": "refuse", "template": {"resources": SMALL}},
+            },
+        )
+        assert made.status_code == 201, made.text
+        try:
+            _wait_ready(client, pool, 1)
+            with Sandbox.from_pool(pool) as sbx:
+                assert sbx.info.warm is True and sbx.info.pool == pool
+                assert sbx.info.raw["status"]["claim"] == {"pool": pool, "outcome": "warm"}
+                assert sbx.info.creator_uid == os.geteuid()
+                assert sbx.commands.run("echo warm").stdout == "warm\n"
+                assert [s.name for s in Sandbox.list()] == [sbx.name]
+                # maxSize 2: one claimed, one refilled at most; the next claim may find it
+                # empty or take the refill. Take what is there until it refuses.
+                taken = []
+                try:
+                    for _ in range(3):
+                        taken.append(Sandbox.from_pool(pool))
+                    raise AssertionError("a pool of maxSize 2 handed out more than 2 sandboxes")
+                except Unavailable as empty:
+                    assert empty.code == "pool_empty"
+                finally:
+                    for other in taken:
+                        other.kill()
+                        other.close()
+            _wait_ready(client, pool, 1)
+
+            async def claim_async() -> bool:
+                async with await AsyncSandbox.from_pool(pool) as warm:
+                    return warm.info.warm and (await warm.commands.run("echo a")).stdout == "a\n"
+
+            assert asyncio.run(claim_async())
+            with pytest.raises(NotFound) as missing:
+                Sandbox.from_pool(daemon.name("nopool"))
+            assert missing.value.code == "pool_not_found"
+            status = client.get(f"/v1/warmpools/{pool}").json()["status"]
+            assert status["hits"] >= 1 and status["refusals"] >= 1
+        finally:
+            assert client.delete(f"/v1/warmpools/{pool}").status_code == 200
 
 
 class _Recorder:

@@ -322,7 +322,7 @@ class AsyncSandbox:
     @classmethod
     async def from_pool(cls, pool: str, *, socket: Optional[str] = None, request_timeout: float = _core.DEFAULT_REQUEST_TIMEOUT) -> "AsyncSandbox":
         """Claims a ready sandbox of a warm pool; see :meth:`safespace.Sandbox.from_pool`
-        (today the daemon refuses: :class:`PolicyRefused`)."""
+        (``info.warm``: made before the claim; a pool that is empty may answer cold or 503)."""
         http = _AsyncHttp(socket, request_timeout)
         try:
             obj = await http.call("POST", "/v1/sandboxes?pool=" + _core.segment(pool))

@@ -19,7 +19,8 @@ codes                                               class                  usual
 ``path_escape``, ``not_writable``, ``forbidden``
 ``exists``, ``not_running``, ``not_a_file``,       :class:`Conflict`         409
 ``being_deleted``
-``shutting_down``; no daemon on the socket          :class:`Unavailable`      503
+``pool_not_found`` (a warm pool)                    :class:`NotFound`         404
+``shutting_down``, ``pool_empty``; no daemon        :class:`Unavailable`      503
 an exec that ran out of time; a client timeout      :class:`Timeout`          (200)
 anything else (``internal``, ``create_failed``...)  :class:`SafeSpaceError`   500
 =================================================  =====================  ==============

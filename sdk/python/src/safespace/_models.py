@@ -69,6 +69,8 @@ class SandboxInfo:
         usage: From its cgroup (``cpuSeconds``, ``memoryBytes``, ``memoryPeakBytes``, ``pids``);
             only from ``Sandbox.info()``, None in ``Sandbox.list()``.
         raw: The whole JSON object (the resource as created plus ``status``).
+        warm: Claimed from a warm pool, made before the claim (``status.warm``).
+        pool: The warm pool that made it (``status.pool``), or None.
     """
 
     name: str
@@ -83,6 +85,8 @@ class SandboxInfo:
     limits: Dict[str, Optional[int]]
     usage: Optional[Dict[str, Any]]
     raw: Dict[str, Any] = field(repr=False)
+    warm: bool = False
+    pool: Optional[str] = None
 
     @classmethod
     def from_api(cls, obj: Mapping[str, Any]) -> "SandboxInfo":
@@ -100,6 +104,8 @@ class SandboxInfo:
             limits=dict(status.get("limits") or {}),
             usage=status.get("usage"),
             raw=dict(obj),
+            warm=bool(status.get("warm", False)),
+            pool=status.get("pool"),
         )
 
 

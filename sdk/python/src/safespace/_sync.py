@@ -325,14 +325,18 @@ class Sandbox:
         """Claims a ready sandbox of the warm pool ``pool`` (``POST /v1/sandboxes?pool=NAME``,
         no body).
 
-        Warm pools are not served by safespaced yet: today the daemon refuses the request
-        (400 ``malformed_json``, it reads no ``pool`` and wants a body), which raises
-        :class:`PolicyRefused` with the daemon's message. A daemon that answers 201 without
-        ``status.warm`` ignored ``pool``: the sandbox it made is deleted and
-        :class:`SafeSpaceError` (code ``pool_ignored``) raised, never a cold sandbox passed off
-        as a pool's.
+        The daemon hands over a ready sandbox of the pool, made before the claim, in this one
+        request; the caller owns it from then on (``info.warm`` is True). When the pool is
+        empty, the pool's ``spec.whenEmpty`` (or the daemon's ``pools.whenEmpty``) decides: a
+        sandbox made for the claim from the pool's template (``info.warm`` False, said by the
+        daemon in ``status.claim.outcome: cold``), or 503 ``pool_empty``. A daemon that answers
+        201 without ``status.warm`` ignored ``pool`` (an old daemon): the sandbox it made is
+        deleted and :class:`SafeSpaceError` (code ``pool_ignored``) raised, never a sandbox of
+        unknown origin passed off as a pool's.
 
         Raises:
+            NotFound: no pool of that name (``pool_not_found``).
+            Unavailable: the pool is empty and refuses (``pool_empty``), or the daemon stops.
             PolicyRefused: the daemon refused the claim.
             SafeSpaceError: ``pool_ignored``, or any other typed error of the answer.
         """

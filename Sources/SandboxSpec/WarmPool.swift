@@ -1,0 +1,223 @@
+/// The `WarmPool` resource of `llmsafespace.dev/v1`: a number of sandboxes made ahead of need
+/// from one Sandbox spec (the template), handed out by a claim in one round trip.
+///
+/// ```yaml
+/// apiVersion: llmsafespace.dev/v1
+/// kind: WarmPool
+/// metadata: {name: python-std}
+/// spec:
+///   minSize: 4            # ready sandboxes kept (default 1)
+///   maxSize: 16           # ready + claimed (default: max(minSize, 4))
+///   maxAgeSeconds: 3600   # older ready ones are replaced (default 3600)
+///   recycle: false        # destroy after use and refill (the only mode built)
+///   whenEmpty: create     # create (a cold create) | refuse (503); default: the daemon's
+///   template:             # a Sandbox spec
+///     runtime: python:3.11
+///     resources: {cpu: "1", memory: 1Gi}
+/// ```
+///
+/// Decoding is strict like `Sandbox`'s (an unknown or duplicate key is an error naming its
+/// path). `preloadPackages` and `recycle: true` are decoded and refused by `validate()` as
+/// not enforceable, naming the field: a pool that would run without them must not run.
+
+/// A warm pool.
+public struct WarmPool: Codable, Sendable, Equatable {
+    public static let kind = "WarmPool"
+    /// Longest pool name: a pool sandbox is named `<pool>-<8 hex digits>`, which must stay a
+    /// DNS-1123 label (at most 63 characters, RFC 1123 section 2.1).
+    public static let maxNameLength = 40
+    /// Largest `spec.maxSize`.
+    public static let maxSizeLimit = 256
+    public static let defaultMinSize = 1
+    public static let defaultMaxAgeSeconds = 3600
+
+    public var apiVersion: String
+    public var kind: String
+    public var metadata: ObjectMeta
+    public var spec: WarmPoolSpec
+
+    public init(
+        apiVersion: String = Sandbox.apiVersion, kind: String = WarmPool.kind, metadata: ObjectMeta = .init(),
+        spec: WarmPoolSpec = .init()
+    ) {
+        self.apiVersion = apiVersion
+        self.kind = kind
+        self.metadata = metadata
+        self.spec = spec
+    }
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case apiVersion, kind, metadata, spec
+    }
+
+    public init(from decoder: any Decoder) throws {
+        try decoder.rejectUnknownKeys(CodingKeys.self)
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        (apiVersion, kind) = try decoder.decodeResourceHeader(kind: WarmPool.kind)
+        metadata = try c.decodeIfPresent(ObjectMeta.self, forKey: .metadata) ?? .init()
+        spec = try c.decodeIfPresent(WarmPoolSpec.self, forKey: .spec) ?? .init()
+    }
+
+    /// Decodes one `WarmPool` from YAML or JSON text. Decoding only: call `validate()`.
+    /// - Throws: `SandboxError` naming the field (`.syntax`, `.duplicateField`,
+    ///   `.unknownField`, `.wrongType`, `.missingField`).
+    public static func decode(yaml text: String) throws(SandboxError) -> WarmPool {
+        try Sandbox.decodeResource(WarmPool.self, yaml: text)
+    }
+
+    /// Reads and decodes the file at `path`.
+    /// - Throws: `SandboxError`; a file that cannot be read is a `.syntax` issue naming it.
+    public static func load(path: String) throws(SandboxError) -> WarmPool {
+        try Sandbox.loadResource(WarmPool.self, path: path)
+    }
+
+    /// `spec.minSize` with its default.
+    public var minSize: Int { spec.minSize ?? WarmPool.defaultMinSize }
+    /// `spec.maxSize` with its default, `max(minSize, 4)`.
+    public var maxSize: Int { spec.maxSize ?? max(minSize, 4) }
+    /// `spec.maxAgeSeconds` with its default (seconds).
+    public var maxAgeSeconds: Int { spec.maxAgeSeconds ?? WarmPool.defaultMaxAgeSeconds }
+
+    /// The Sandbox a pool sandbox is made from: the template with the defaults a create
+    /// applies (`spec.runtime` `Sandbox.defaultRuntime`), named `sandboxName`.
+    public func sandbox(named sandboxName: String) -> Sandbox {
+        var spec = self.spec.template ?? SandboxSpec()
+        if spec.runtime == nil { spec.runtime = Sandbox.defaultRuntime }
+        return Sandbox(metadata: ObjectMeta(name: sandboxName), spec: spec)
+    }
+
+    /// Whether a create of `spec` may be served by this pool: equal to the template once both
+    /// have the defaults a create applies.
+    public func matches(_ spec: SandboxSpec) -> Bool {
+        var asked = spec
+        if asked.runtime == nil { asked.runtime = Sandbox.defaultRuntime }
+        return asked == sandbox(named: "x").spec
+    }
+
+    /// Checks every field: the header, `metadata.name` (a DNS-1123 label of at most
+    /// `maxNameLength` characters), `0 <= minSize <= maxSize <= maxSizeLimit`,
+    /// `maxAgeSeconds > 0`, `whenEmpty` (create, refuse), and the template as a Sandbox spec
+    /// (its issues named `spec.template.…`); `preloadPackages` and `recycle: true` are
+    /// `.notEnforceable`.
+    /// - Throws: `SandboxError` listing every issue, each naming its field.
+    public func validate() throws(SandboxError) {
+        var issues: [FieldIssue] = []
+        func invalid(_ field: String, _ message: String) {
+            issues.append(FieldIssue(.invalidValue, field: field, message))
+        }
+        if apiVersion != Sandbox.apiVersion {
+            invalid("apiVersion", "must be \(Sandbox.apiVersion), not \"\(apiVersion)\"")
+        }
+        if kind != WarmPool.kind { invalid("kind", "must be \(WarmPool.kind), not \"\(kind)\"") }
+        if let name = metadata.name {
+            if let problem = Sandbox.dns1123LabelProblem(name) {
+                invalid("metadata.name", problem)
+            } else if name.count > WarmPool.maxNameLength {
+                invalid(
+                    "metadata.name",
+                    "at most \(WarmPool.maxNameLength) characters (its sandboxes are named <pool>-<8 hex digits>), not \(name.count)"
+                )
+            }
+        } else {
+            issues.append(FieldIssue(.missingField, field: "metadata.name", "required"))
+        }
+        if let min = spec.minSize, min < 0 { invalid("spec.minSize", "must be 0 or more, not \(min)") }
+        if let max = spec.maxSize, !(1...WarmPool.maxSizeLimit).contains(max) {
+            invalid("spec.maxSize", "must be 1-\(WarmPool.maxSizeLimit), not \(max)")
+        }
+        if minSize > maxSize, minSize >= 0 {
+            invalid("spec.minSize", "\(minSize) is above spec.maxSize (\(maxSize)); minSize <= maxSize")
+        }
+        if let age = spec.maxAgeSeconds, age <= 0 {
+            invalid("spec.maxAgeSeconds", "must be a positive number of seconds, not \(age)")
+        }
+        if let when = spec.whenEmpty, !WarmPoolSpec.WhenEmpty.allCases.map(\.rawValue).contains(when) {
+            invalid("spec.whenEmpty", "\"\(when)\" is not one of create, refuse")
+        }
+        if spec.template == nil {
+            issues.append(FieldIssue(.missingField, field: "spec.template", "required (a Sandbox spec)"))
+        } else {
+            do { try sandbox(named: "pool-template").validate() } catch {
+                for issue in error.issues {
+                    var moved = issue
+                    if issue.field.hasPrefix("spec.") {
+                        moved.field = "spec.template." + issue.field.dropFirst("spec.".count)
+                    } else if issue.field == "spec" {
+                        moved.field = "spec.template"
+                    }
+                    issues.append(moved)
+                }
+            }
+        }
+        if let packages = spec.preloadPackages, !packages.isEmpty {
+            issues.append(
+                FieldIssue(
+                    .notEnforceable, field: "spec.preloadPackages",
+                    "not enforceable yet: a pool layer of pinned, hashed and scanned packages is not built; remove the field"
+                ))
+        }
+        if spec.recycle == true {
+            issues.append(
+                FieldIssue(
+                    .notEnforceable, field: "spec.recycle",
+                    "not enforceable yet: the verified reset of a used sandbox is not built; a pool destroys each sandbox after use (recycle: false)"
+                ))
+        }
+        if !issues.isEmpty { throw SandboxError(issues) }
+    }
+}
+
+/// `spec` of a `WarmPool`.
+public struct WarmPoolSpec: Codable, Sendable, Equatable {
+    /// What a claim of an empty pool gets.
+    public enum WhenEmpty: String, CaseIterable, Sendable {
+        /// A sandbox made for the claim from the template (cold), said in the response.
+        case create
+        /// `503` with code `pool_empty`.
+        case refuse
+    }
+
+    /// Ready sandboxes kept (default 1).
+    public var minSize: Int?
+    /// Ready plus claimed sandboxes of the pool at most (default `max(minSize, 4)`).
+    public var maxSize: Int?
+    /// A ready sandbox older than this (seconds) is replaced (default 3600).
+    public var maxAgeSeconds: Int?
+    /// Whether a used sandbox goes back to the pool (default false: destroyed and refilled).
+    public var recycle: Bool?
+    /// Packages preinstalled into a layer of the pool (refused: not built).
+    public var preloadPackages: [String]?
+    /// `create` or `refuse`; nil: the daemon's `pools.whenEmpty`.
+    public var whenEmpty: String?
+    /// The Sandbox spec every sandbox of the pool is made from.
+    public var template: SandboxSpec?
+
+    public init(
+        minSize: Int? = nil, maxSize: Int? = nil, maxAgeSeconds: Int? = nil, recycle: Bool? = nil,
+        preloadPackages: [String]? = nil, whenEmpty: String? = nil, template: SandboxSpec? = nil
+    ) {
+        self.minSize = minSize
+        self.maxSize = maxSize
+        self.maxAgeSeconds = maxAgeSeconds
+        self.recycle = recycle
+        self.preloadPackages = preloadPackages
+        self.whenEmpty = whenEmpty
+        self.template = template
+    }
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case minSize, maxSize, maxAgeSeconds, recycle, preloadPackages, whenEmpty, template
+    }
+
+    public init(from decoder: any Decoder) throws {
+        try decoder.rejectUnknownKeys(CodingKeys.self)
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        minSize = try c.decodeIfPresent(Int.self, forKey: .minSize)
+        maxSize = try c.decodeIfPresent(Int.self, forKey: .maxSize)
+        maxAgeSeconds = try c.decodeIfPresent(Int.self, forKey: .maxAgeSeconds)
+        recycle = try c.decodeIfPresent(Bool.self, forKey: .recycle)
+        preloadPackages = try c.decodeIfPresent([String].self, forKey: .preloadPackages)
+        whenEmpty = try c.decodeIfPresent(String.self, forKey: .whenEmpty)
+        template = try c.decodeIfPresent(SandboxSpec.self, forKey: .template)
+    }
+}
