@@ -25,6 +25,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-extras", from: "1.34.1"),
         // SHA-256 of rootfs trees (RootfsListing), the audit chain, file digests: BoringSSL's.
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        // The MCP server of `safespace mcp` (SafeSpaceMCP): never linked into safespace-runtime.
+        .package(url: "https://github.com/modelcontextprotocol/swift-sdk", from: "0.12.1"),
     ],
     targets: [
         // The few syscalls Swift cannot call (clone stages, pivot_root, setns, close_range)
@@ -107,8 +109,14 @@ let package = Package(
             name: "safespace",
             dependencies: [
                 "Errors", "Runtime", "SandboxSpec", "SandboxHosting", "SeccompFilters", "NodeResources", "HostChecks",
-                "Audit", "DaemonClient", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                "Audit", "DaemonClient", "SafeSpaceMCP",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
+        // `safespace mcp`: a Model Context Protocol server over stdio whose tools drive
+        // safespaced through DaemonClient (create/run/files/list/delete sandboxes).
+        .target(
+            name: "SafeSpaceMCP",
+            dependencies: ["DaemonClient", .product(name: "MCP", package: "swift-sdk")]),
         // Tests: one unit-test target per module (<Module>Tests, root-free but for the few that
         // need the kernel: cgroups, mounts), the root-only runtime integration tests (real
         // containers through safespace-runtime and safespace run), and the tests in which real
