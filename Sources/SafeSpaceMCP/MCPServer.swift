@@ -65,7 +65,7 @@ public enum SafeSpaceMCPServer {
             }
             return await tools.call(parameters.name, parameters.arguments ?? [:])
         }
-        try await server.start(transport: CountingTransport(StdioTransport(), session: session))
+        try await server.start(transport: CountingTransport(LineTransport(), session: session))
         let watcher = Task {
             await server.waitUntilCompleted()
             continuation.yield(.disconnected)
@@ -88,15 +88,15 @@ public enum SafeSpaceMCPServer {
     }
 }
 
-/// The stdio transport, counting each `tools/call` of `create_sandbox` as it arrives, before
+/// The stdio transport (LineTransport), counting each `tools/call` of `create_sandbox` as it arrives, before
 /// the server dispatches it (the SDK runs each request in a task of its own): the cleanup at
 /// the session's end then waits for a create that was read but not yet begun.
 actor CountingTransport: Transport {
-    let inner: StdioTransport
+    let inner: LineTransport
     let session: SessionSandboxes
     nonisolated var logger: Logger { inner.logger }
 
-    init(_ inner: StdioTransport, session: SessionSandboxes) {
+    init(_ inner: LineTransport, session: SessionSandboxes) {
         self.inner = inner
         self.session = session
     }
@@ -137,4 +137,63 @@ actor CountingTransport: Transport {
             return request.params.name == "create_sandbox"
         }.count
     }
+}
+
+/// MCP's stdio transport (newline-delimited JSON-RPC messages on fds 0 and 1) with blocking
+/// reads on a thread of its own: the SDK's StdioTransport polls a non-blocking stdin with
+/// 10 ms sleeps, which adds up to 10 ms to every request.
+actor LineTransport: Transport {
+    nonisolated let logger = Logger(label: "safespace.mcp.stdio", factory: { _ in SwiftLogNoOpLogHandler() })
+    let input: Int32
+    let output: Int32
+    private let stream: AsyncThrowingStream<Data, any Error>
+    private let continuation: AsyncThrowingStream<Data, any Error>.Continuation
+    private var started = false
+
+    init(input: Int32 = 0, output: Int32 = 1) {
+        self.input = input
+        self.output = output
+        (stream, continuation) = AsyncThrowingStream.makeStream(of: Data.self)
+    }
+
+    func connect() async throws {
+        guard !started else { return }
+        started = true
+        let continuation = self.continuation
+        let fd = input
+        let reader = Thread {
+            var block = [UInt8](repeating: 0, count: 65536)
+            var pending: [UInt8] = []
+            while true {
+                let n = block.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+                if n < 0 && errno == EINTR { continue }
+                if n <= 0 { break }  // EOF (the client closed stdin) or a read error: the session ends
+                pending += block[..<n]
+                var start = 0
+                while let newline = pending[start...].firstIndex(of: 0x0A) {
+                    if newline > start { continuation.yield(Data(pending[start..<newline])) }
+                    start = newline + 1
+                }
+                pending.removeFirst(start)
+            }
+            continuation.finish()
+        }
+        reader.name = "mcp-stdin"
+        reader.start()
+    }
+
+    func disconnect() async { continuation.finish() }
+
+    func send(_ data: Data) async throws {
+        let bytes = [UInt8](data) + [0x0A]
+        var offset = 0
+        while offset < bytes.count {
+            let n = bytes[offset...].withUnsafeBytes { Glibc.write(output, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { throw MCPError.internalError("write to stdout: \(String(cString: strerror(errno)))") }
+            offset += n
+        }
+    }
+
+    func receive() -> AsyncThrowingStream<Data, any Error> { stream }
 }
