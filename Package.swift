@@ -167,6 +167,9 @@ let package = Package(
             dependencies: [
                 "DaemonClient", "SafeSpaceDaemon", "SandboxSpec", "Audit", .product(name: "Yams", package: "Yams"),
             ]),
+        .testTarget(
+            name: "SafeSpaceMCPTests",
+            dependencies: ["SafeSpaceMCP", "DaemonClient", .product(name: "MCP", package: "swift-sdk")]),
         .testTarget(name: "OCITests", dependencies: ["OCI"]),
         .testTarget(name: "LinuxKernelTests", dependencies: ["LinuxKernel", "Errors"]),
         .testTarget(name: "HostChecksTests", dependencies: ["HostChecks"]),
