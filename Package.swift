@@ -26,6 +26,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-extras", from: "1.34.1"),
         // SHA-256 of rootfs trees (RootfsListing), the audit chain, file digests: BoringSSL's.
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        // The MCP server of `safespace mcp` (SafeSpaceMCP): never linked into safespace-runtime.
+        .package(url: "https://github.com/modelcontextprotocol/swift-sdk", from: "0.12.1"),
     ],
     targets: [
         // The few syscalls Swift cannot call (clone stages, pivot_root, setns, close_range)
@@ -108,9 +110,14 @@ let package = Package(
             name: "safespace",
             dependencies: [
                 "Errors", "Runtime", "SandboxSpec", "SandboxHosting", "SeccompFilters", "NodeResources", "HostChecks",
-                "Audit", "DaemonClient", "EgressHosting", "EgressFilter",
+                "Audit", "DaemonClient", "EgressHosting", "EgressFilter", "SafeSpaceMCP",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
+        // `safespace mcp`: a Model Context Protocol server over stdio whose tools drive
+        // safespaced through DaemonClient (create/run/files/list/delete sandboxes).
+        .target(
+            name: "SafeSpaceMCP",
+            dependencies: ["DaemonClient", .product(name: "MCP", package: "swift-sdk")]),
         // Tests: one unit-test target per module (<Module>Tests, root-free but for the few that
         // need the kernel: cgroups, mounts), the root-only runtime integration tests (real
         // containers through safespace-runtime and safespace run), and the tests in which real
@@ -174,6 +181,9 @@ let package = Package(
                 "EgressHosting",
                 .product(name: "Yams", package: "Yams"),
             ]),
+        .testTarget(
+            name: "SafeSpaceMCPTests",
+            dependencies: ["SafeSpaceMCP", "DaemonClient", .product(name: "MCP", package: "swift-sdk")]),
         .testTarget(name: "OCITests", dependencies: ["OCI"]),
         .testTarget(name: "LinuxKernelTests", dependencies: ["LinuxKernel", "Errors"]),
         .testTarget(name: "HostChecksTests", dependencies: ["HostChecks"]),

@@ -372,9 +372,14 @@ public struct RootfsStore: Sendable {
     /// - Parameter safespace: the `safespace` program the script runs to seal the tree
     ///   (`safespace rootfs seal`), passed as `$SAFESPACE_CLI`; nil leaves the script to
     ///   take `$SAFESPACE_CLI` or `safespace` on `PATH`.
+    ///   - onOutput: when given, the script's standard output and error (merged, through a
+    ///     pipe) are handed over line by line (without the newline) instead of going to this
+    ///     process's; `safespace rootfs build` shows them as one progress line on a terminal.
     /// - Throws: `RootfsError.buildScriptNotFound` (see `locateBuildScript()`);
     ///   `RootfsError.buildFailed` when the script cannot start or does not exit 0.
-    public func build(name: String, force: Bool, safespace: String? = nil) throws {
+    public func build(
+        name: String, force: Bool, safespace: String? = nil, onOutput: ((String) -> Void)? = nil
+    ) throws {
         let script = try buildScript ?? Self.locateBuildScript()
         let process = Process()
         process.executableURL = URL(fileURLWithPath: script)
@@ -384,12 +389,34 @@ public struct RootfsStore: Sendable {
             environment["SAFESPACE_CLI"] = safespace
             process.environment = environment
         }
-        // standardInput/Output/Error left unset: the child inherits ours, so output streams.
+        // Without onOutput, standardInput/Output/Error are left unset: the child inherits
+        // ours, so output streams.
+        let pipe = onOutput.map { _ in Pipe() }
+        if let pipe {
+            process.standardOutput = pipe
+            process.standardError = pipe
+        }
         do {
             try process.run()
         } catch {
             throw RootfsError.buildFailed(
                 name: name, script: script, reason: "cannot start: \(error.localizedDescription)")
+        }
+        if let pipe, let onOutput {
+            // Our copy of the write end closed, so EOF comes when the script (and whatever it
+            // started) has closed its copies.
+            try? pipe.fileHandleForWriting.close()
+            var pending: [UInt8] = []
+            let reader = pipe.fileHandleForReading
+            // availableData: what one read(2) gives (read(upToCount:) waits for the count).
+            while case let chunk = reader.availableData, !chunk.isEmpty {
+                pending += chunk
+                while let newline = pending.firstIndex(of: 0x0A) {
+                    onOutput(String(decoding: pending[..<newline], as: UTF8.self))
+                    pending.removeSubrange(...newline)
+                }
+            }
+            if !pending.isEmpty { onOutput(String(decoding: pending, as: UTF8.self)) }
         }
         process.waitUntilExit()
         switch process.terminationReason {

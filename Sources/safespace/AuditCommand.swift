@@ -1,4 +1,5 @@
-/// `safespace audit verify FILE`: checks the hash chain of a safespaced audit log.
+/// `safespace audit verify FILE`: checks the hash chain of a safespaced audit log
+/// (`audit tail`: AuditTailCommand.swift).
 import ArgumentParser
 import Audit
 import Foundation
@@ -7,7 +8,7 @@ struct AuditCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "audit",
         abstract: "Work with safespaced's audit log.",
-        subcommands: [AuditVerifyCommand.self])
+        subcommands: [AuditTailCommand.self, AuditVerifyCommand.self])
 }
 
 struct AuditVerifyCommand: ParsableCommand {

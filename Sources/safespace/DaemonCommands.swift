@@ -27,12 +27,13 @@ struct PsCommand: ParsableCommand {
         commandName: "ps", abstract: "List the daemon's sandboxes (yours; root sees all).")
 
     @OptionGroup var daemon: SocketOption
-    @Flag(help: "Print the API's JSON.") var json = false
+    @Option(help: "table, or json (the API's answer).") var format: OutputFormat = .table
+    @Flag(help: ArgumentHelp("The same as --format json.", visibility: .hidden)) var json = false
 
     func run() throws {
         let response = try daemon.client.request("GET", "/v1/sandboxes")
         guard response.status == 200 else { throw daemonError(response) }
-        if json {
+        if json || format == .json {
             print(response.text, terminator: "")
             return
         }
@@ -48,13 +49,7 @@ struct PsCommand: ParsableCommand {
                 "\(status["execs"] as? Int ?? 0)", "\(status["creatorUID"] as? Int ?? 0)",
             ])
         }
-        let widths = (0..<rows[0].count).map { column in rows.map { $0[column].count }.max() ?? 0 }
-        for row in rows {
-            print(
-                row.enumerated().map { $1.padding(toLength: widths[$0], withPad: " ", startingAt: 0) }.joined(
-                    separator: "  "
-                ).trimmingCharacters(in: .whitespaces))
-        }
+        printTable(rows)
     }
 }
 

@@ -70,8 +70,18 @@ struct RootfsCommand: ParsableCommand {
         func run() throws {
             // The script seals the tree with this very program (`safespace rootfs seal`).
             let store = RootfsStore(root: options.store)
+            // On a terminal, one progress line (ProgressLine); elsewhere the script's output as is.
+            let progress = isatty(2) == 1 ? ProgressLine(title: "building \(name)") : nil
+            defer { progress?.finish() }
             try reportingErrors {
-                try store.build(name: name, force: force, safespace: RootfsStore.currentExecutable())
+                do {
+                    try store.build(
+                        name: name, force: force, safespace: RootfsStore.currentExecutable(),
+                        onOutput: progress.map { line in { line.update($0) } })
+                } catch {
+                    progress?.finish(showingRecent: true)
+                    throw error
+                }
             }
         }
     }

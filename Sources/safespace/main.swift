@@ -31,8 +31,9 @@ struct SafeSpace: ParsableCommand {
         commandName: "safespace",
         abstract: "Run untrusted code in a sandbox described by an llmsafespace.dev/v1 Sandbox.",
         subcommands: [
-            RunCommand.self, StatsCommand.self, RootfsCommand.self, GCCommand.self, PsCommand.self, ExecCommand.self,
-            CpCommand.self, RmCommand.self, AuditCommand.self, DoctorCommand.self, PoolCommand.self,
+            RunCommand.self, CreateCommand.self, StatsCommand.self, RootfsCommand.self, GCCommand.self, PsCommand.self,
+            ExecCommand.self, CpCommand.self, RmCommand.self, AuditCommand.self, MCPCommand.self, DoctorCommand.self,
+            PoolCommand.self,
         ])
 }
 

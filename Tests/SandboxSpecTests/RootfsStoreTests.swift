@@ -233,6 +233,27 @@ private struct TempStore {
         #expect(try String(contentsOfFile: argsFile, encoding: .utf8) == "bad\n--dest\n\(store.root)\n")
     }
 
+    /// build(onOutput:) hands over the script's stdout and stderr line by line (a last line
+    /// without its newline too) and still maps its exit status.
+    @Test func buildHandsOverTheScriptsOutput() throws {
+        let store = try TempStore()
+        defer { store.remove() }
+        let script = store.root + "/fake-build-rootfs"
+        let text =
+            "#!/bin/sh\necho 'build-rootfs: [   0s] step one'\necho oops >&2\nprintf 'last'\n[ \"$1\" = good ] || exit 4\n"
+        try Data(text.utf8).write(to: URL(fileURLWithPath: script))
+        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: script)
+        let s = RootfsStore(root: store.root, buildScript: script)
+        var lines: [String] = []
+        try s.build(name: "good", force: false) { lines.append($0) }
+        #expect(lines == ["build-rootfs: [   0s] step one", "oops", "last"])
+        lines = []
+        #expect(throws: RootfsError.buildFailed(name: "bad", script: script, reason: "exit status 4")) {
+            try s.build(name: "bad", force: false) { lines.append($0) }
+        }
+        #expect(lines == ["build-rootfs: [   0s] step one", "oops", "last"])
+    }
+
     /// Without $SAFESPACE_BUILD_ROOTFS or an installed layout, the error says what was tried
     /// and how to fix it.
     @Test func missingBuildScriptErrorSaysWhatToDo() {
