@@ -78,6 +78,11 @@ public struct Process: Codable, Sendable, Equatable {
 public struct ConsoleSize: Codable, Sendable, Equatable {
     public var height: UInt
     public var width: UInt
+
+    public init(height: UInt, width: UInt) {
+        self.height = height
+        self.width = width
+    }
 }
 
 /// config.md#posix-platform-user

@@ -74,6 +74,10 @@ struct Exec: ParsableCommand {
             }
             let terminal = p.terminal == true
             try ForegroundTerminal.check(detach: detach, terminal: terminal, consoleSocket: consoleSocket)
+            // A foreground pty starts with the host console's size (set by the init before the
+            // process runs), not 0x0 until the relay's first resize: a process that asks at
+            // once (`stty size`) would otherwise race that resize.
+            if !detach && terminal && p.consoleSize == nil { p.consoleSize = hostConsoleSize() }
             var options = ExecOptions(
                 process: p, detach: detach, pidFile: pidFile, consoleSocket: consoleSocket, preserveFds: preserveFds)
             options.subCgroups = try SubCgroups(parsing: cgroup)
@@ -88,6 +92,19 @@ struct Exec: ParsableCommand {
         }
         if !detach { throw ExitCode(code) }
     }
+}
+
+/// The size of the host console (stderr, stdout or stdin, the first that is a terminal, as
+/// runc's `initHostConsole` picks), or nil without one or when the kernel reports 0x0
+/// (TIOCGWINSZ, ioctl_tty(2)).
+func hostConsoleSize() -> ConsoleSize? {
+    for fd in [STDERR_FILENO, STDOUT_FILENO, STDIN_FILENO] where isatty(fd) == 1 {
+        var rows: UInt16 = 0
+        var cols: UInt16 = 0
+        guard ss_get_winsize(fd, &rows, &cols) == 0, rows > 0, cols > 0 else { return nil }
+        return ConsoleSize(height: UInt(rows), width: UInt(cols))
+    }
+    return nil
 }
 
 func readFile(_ path: String) throws -> Data {
