@@ -205,7 +205,6 @@ enum AgentExec {
 
         for fd in [stdinW, stdoutR, stderrR, connection] { _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) }
         var result = ExecResult(exitCode: -1)
-        var kept = 0
         var stdinRemaining = request.stdin[...]
         var stdinOpen = true
         if stdinRemaining.isEmpty {
@@ -214,33 +213,13 @@ enum AgentExec {
         }
         let deadline = request.timeoutSeconds.map { started + .seconds($0) }
         var killedAt: ContinuousClock.Instant?
-        var buffer = [UInt8](repeating: 0, count: 65536)
+        var output = ExecOutputReader(maxOutput: maxOutput, emit: emit)
         var open: [Int32: OutputStream] = [stdoutR: .stdout, stderrR: .stderr]
         var status: Int32?
         var lost: String?
 
-        func take(_ stream: OutputStream, _ bytes: ArraySlice<UInt8>) {
-            if let emit {
-                emit(stream, Array(bytes))
-                return
-            }
-            let room = max(0, maxOutput - kept)
-            if bytes.count > room { result.truncated = true }
-            let part = bytes.prefix(room)
-            kept += part.count
-            if stream == .stdout { result.stdout += part } else { result.stderr += part }
-        }
-        func drain(_ fd: Int32) -> Bool {
-            while true {
-                let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-                if n > 0 {
-                    take(open[fd]!, buffer[..<n])
-                    continue
-                }
-                if n < 0 && errno == EINTR { continue }
-                return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)
-            }
-        }
+        /// Reads what `fd` has now; false at EOF or error.
+        func drain(_ fd: Int32) -> Bool { output.drain(fd, open[fd]!, into: &result) }
 
         while status == nil && lost == nil {
             if killedAt == nil, handle.killReason != nil { killedAt = clock.now }

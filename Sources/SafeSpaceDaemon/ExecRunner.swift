@@ -254,6 +254,47 @@ final class ExecHandle: @unchecked Sendable {
     static let signallerGrace: Duration = .seconds(10)
 }
 
+/// The output side of an exec: reads its stdout and stderr pipes (non-blocking) and either
+/// hands each chunk to `emit` (a streamed exec) or keeps up to `maxOutput` bytes of both
+/// together in the `ExecResult`, marking it `truncated` past that.
+struct ExecOutputReader {
+    let maxOutput: Int
+    let emit: ((OutputStream, [UInt8]) -> Void)?
+    private var kept = 0
+    private var buffer = [UInt8](repeating: 0, count: 65536)
+
+    init(maxOutput: Int, emit: ((OutputStream, [UInt8]) -> Void)?) {
+        self.maxOutput = maxOutput
+        self.emit = emit
+    }
+
+    /// Reads what `fd` (the pipe of `stream`) has now into `result`; false at EOF or on an
+    /// error other than EAGAIN (read(2)).
+    mutating func drain(_ fd: Int32, _ stream: OutputStream, into result: inout ExecResult) -> Bool {
+        while true {
+            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n > 0 {
+                take(stream, buffer[..<n], into: &result)
+                continue
+            }
+            if n < 0 && errno == EINTR { continue }
+            return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)
+        }
+    }
+
+    private mutating func take(_ stream: OutputStream, _ bytes: ArraySlice<UInt8>, into result: inout ExecResult) {
+        if let emit {
+            emit(stream, Array(bytes))
+            return
+        }
+        let room = max(0, maxOutput - kept)
+        if bytes.count > room { result.truncated = true }
+        let part = bytes.prefix(room)
+        kept += part.count
+        if stream == .stdout { result.stdout += part } else { result.stderr += part }
+    }
+}
+
 enum ExecRunner {
     /// Runs `handle.request` in container `id` and collects its output.
     /// - Parameters:
@@ -330,7 +371,6 @@ enum ExecRunner {
         for fd in [stdinW, stdoutR, stderrR] { _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) }
 
         var result = ExecResult(exitCode: -1)
-        var kept = 0
         var stdinRemaining = request.stdin[...]
         var stdinOpen = true
         if stdinRemaining.isEmpty {
@@ -338,33 +378,12 @@ enum ExecRunner {
             stdinOpen = false
         }
         let deadline = request.timeoutSeconds.map { started + .seconds($0) }
-        var buffer = [UInt8](repeating: 0, count: 65536)
+        var output = ExecOutputReader(maxOutput: maxOutput, emit: emit)
         var open: [Int32: OutputStream] = [stdoutR: .stdout, stderrR: .stderr]
         var exited = false
 
-        func take(_ stream: OutputStream, _ bytes: ArraySlice<UInt8>) {
-            if let emit {
-                emit(stream, Array(bytes))
-                return
-            }
-            let room = max(0, maxOutput - kept)
-            if bytes.count > room { result.truncated = true }
-            let part = bytes.prefix(room)
-            kept += part.count
-            if stream == .stdout { result.stdout += part } else { result.stderr += part }
-        }
         /// Reads what `fd` has now; false at EOF or error.
-        func drain(_ fd: Int32) -> Bool {
-            while true {
-                let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-                if n > 0 {
-                    take(open[fd]!, buffer[..<n])
-                    continue
-                }
-                if n < 0 && errno == EINTR { continue }
-                return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)
-            }
-        }
+        func drain(_ fd: Int32) -> Bool { output.drain(fd, open[fd]!, into: &result) }
 
         while !exited {
             var fds: [pollfd] = open.keys.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
