@@ -29,6 +29,15 @@ public final class EgressDenialSummary: Sendable {
 
     public init(sandbox: String) { self.sandbox = sandbox }
 
+    /// A summary of counts gathered elsewhere (say, a daemon's `status.egress.denied`).
+    public init(sandbox: String, counts: [String: Int]) {
+        self.sandbox = sandbox
+        denied.withLock { $0 = counts }
+    }
+
+    /// Each denied destination (domain, else ip:port) and how often it was denied.
+    public var counts: [String: Int] { denied.withLock { $0 } }
+
     /// Counts a `network.denied` record of this sandbox by its domain (else its original
     /// destination, else "?"); other records are ignored.
     public func add(_ record: EgressRecord) {
@@ -40,7 +49,7 @@ public final class EgressDenialSummary: Sendable {
     /// "egress denied: 3 x evil.example, 1 x 10.0.0.1:443" (most frequent first, at most
     /// `limit` names, "and N more"); nil when nothing was denied.
     public func line(limit: Int = 5) -> String? {
-        let counts = denied.withLock { $0 }
+        let counts = self.counts
         guard !counts.isEmpty else { return nil }
         let sorted = counts.sorted { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }
         var text = "egress denied: " + sorted.prefix(limit).map { "\($0.value) x \($0.key)" }.joined(separator: ", ")

@@ -317,7 +317,9 @@ struct DaemonAPI: Sendable {
     }
 
     /// The JSON of a sandbox: the resource as created, with `spec.timeoutSeconds` and a
-    /// `status` (phase, level, limits, owner, times; with `usage`, the cgroup's counters).
+    /// `status` (phase, level, limits, owner, times; with `usage`, the cgroup's counters; for a
+    /// sandbox with egress rules, `egress.denied`: `[{"destination", "count"}]`, each domain
+    /// (else ip:port) the filter denied it and how often).
     func describe(_ sandbox: ManagedSandbox, usage: Bool) -> [String: Any] {
         let record = sandbox.record
         var object = (try? JSONSerialization.jsonObject(with: record.resource)) as? [String: Any] ?? [:]
@@ -340,6 +342,11 @@ struct DaemonAPI: Sendable {
             status["expiresAt"] = ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: expires))
         }
         if usage { status["usage"] = manager.usage(sandbox.name) ?? NSNull() }
+        if let denied = manager.egress?.ledger.denied(sandbox.name) {
+            status["egress"] = [
+                "denied": denied.sorted { $0.key < $1.key }.map { ["destination": $0.key, "count": $0.value] }
+            ]
+        }
         object["status"] = status
         return object
     }

@@ -12,16 +12,20 @@ import Runtime
 import SandboxHosting
 import SandboxNetwork
 import SandboxSpec
+import Synchronization
 
 final class DaemonEgress: Sendable {
     let host: EgressHost
     let settings: NetworkSettings
     let logger: Logger
+    /// The sandboxes this filter serves, each with its denied destinations.
+    let ledger: EgressLedger
 
-    private init(host: EgressHost, settings: NetworkSettings, logger: Logger) {
+    private init(host: EgressHost, settings: NetworkSettings, logger: Logger, ledger: EgressLedger) {
         self.host = host
         self.settings = settings
         self.logger = logger
+        self.ledger = ledger
     }
 
     /// Starts the filter of `config.network`. A filter that cannot start (no upstream server,
@@ -30,9 +34,10 @@ final class DaemonEgress: Sendable {
     static func start(config: DaemonConfig, audit: AuditTrail, logger: Logger) async -> DaemonEgress? {
         // Audit writes block (file, journald): off the filter's event loops, in order.
         let queue = DispatchQueue(label: "safespaced.egress-records")
+        let ledger = EgressLedger()
         do {
             let host = try await EgressHost(settings: config.network) { record in
-                EgressMetrics.count(record)
+                ledger.count(record)
                 queue.async { audit.record(record) }
             }
             let ports = host.filter.boundPorts
@@ -42,7 +47,7 @@ final class DaemonEgress: Sendable {
                     "dns": "\(ports.dns)", "http": "\(ports.http)", "tls": "\(ports.tls)",
                     "upstream": "\(host.upstreamDNS.joined(separator: ","))",
                 ])
-            return DaemonEgress(host: host, settings: config.network, logger: logger)
+            return DaemonEgress(host: host, settings: config.network, logger: logger, ledger: ledger)
         } catch {
             logger.warning(
                 "no egress filter, sandboxes with spec.networkAccess.egress are refused: \(error)")
@@ -60,6 +65,7 @@ final class DaemonEgress: Sendable {
     func adopt(_ name: String, resource: Data) throws {
         let sandbox = try Sandbox.decode(data: resource)
         guard let plan = try SandboxNetworkPlan(sandbox) else { return }
+        ledger.begin(name)
         let networks = try SandboxNetworks(pool: settings.pool, leases: RuntimeConfiguration.load().leaseStore)
         guard
             let record = try networks.retarget(
@@ -69,10 +75,11 @@ final class DaemonEgress: Sendable {
             sandbox: name, source: record.sandboxAddress, hostAddress: record.hostAddress, rules: plan.rules)
     }
 
-    /// The sandbox is gone: its source is refused from now on, its series leave /metrics.
+    /// The sandbox is gone: its source is refused from now on, its series leave /metrics (and
+    /// the records of its connections that close later are not counted in new ones).
     func forget(_ name: String) {
         host.adapter.unregister(sandbox: name)
-        EgressMetrics.forget(name)
+        ledger.forget(name)
     }
 }
 
@@ -103,6 +110,42 @@ extension AuditTrail {
     }
 }
 
+/// The sandboxes the daemon's filter serves, from `begin` (before the sandbox's network is
+/// registered with the filter, so no decision is missed) to `forget`: each decision is counted
+/// in /metrics (`EgressMetrics`) and each denied destination in the sandbox's summary
+/// (`GET /v1/sandboxes/{name}`: `status.egress.denied`, which `safespace run` prints on exit).
+/// A record of a sandbox not (or no longer) served, such as a connection that closes after
+/// its sandbox was deleted, goes to the audit log only: it does not make a new series.
+final class EgressLedger: Sendable {
+    private let served = Mutex<[String: EgressDenialSummary]>([:])
+
+    func begin(_ sandbox: String) {
+        served.withLock { $0[sandbox] = $0[sandbox] ?? EgressDenialSummary(sandbox: sandbox) }
+    }
+
+    func count(_ record: EgressRecord) {
+        guard !record.sandbox.isEmpty else {
+            EgressMetrics.count(record, as: EgressMetrics.unknownSandbox)
+            return
+        }
+        guard let summary = served.withLock({ $0[record.sandbox] }) else { return }
+        summary.add(record)
+        EgressMetrics.count(record, as: record.sandbox)
+    }
+
+    /// The denied destinations of `sandbox` (domain, else ip:port) and how often each was
+    /// denied; nil when the filter does not serve it.
+    func denied(_ sandbox: String) -> [String: Int]? {
+        served.withLock { $0[sandbox] }?.counts
+    }
+
+    func forget(_ sandbox: String) {
+        // Out of the map first: a record counted after this finds no entry.
+        guard served.withLock({ $0.removeValue(forKey: sandbox) }) != nil else { return }
+        EgressMetrics.forget(sandbox)
+    }
+}
+
 /// Per-sandbox counters of the filter's decisions, in /metrics:
 /// `safespaced_egress_connections_total{sandbox,decision}` (proxied connections, decision
 /// `allowed` / `denied`), `safespaced_egress_dns_queries_total{sandbox,decision}`,
@@ -124,9 +167,8 @@ enum EgressMetrics {
     /// Traffic from sources no sandbox holds is counted under this name.
     static let unknownSandbox = "(unknown)"
 
-    static func count(_ record: EgressRecord) {
+    static func count(_ record: EgressRecord, as sandbox: String) {
         let decision = record.event == .allowed ? "allowed" : "denied"
-        let sandbox = record.sandbox.isEmpty ? unknownSandbox : record.sandbox
         if record.networkProtocol == .dns {
             dns(sandbox, decision).increment()
             return

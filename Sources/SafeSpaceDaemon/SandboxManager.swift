@@ -332,6 +332,9 @@ final class SandboxManager: @unchecked Sendable {
             }
         }
         let sandboxHost = SandboxHost(configuration: configuration)
+        // Its filter decisions are counted from the first one (its network is registered
+        // with the filter in prepare).
+        if sandbox.spec.networkAccess?.egress?.isEmpty == false { egress?.ledger.begin(name) }
         let started = ContinuousClock.now
         do {
             let (prepared, identity) = try await blocking { () throws -> (PreparedSandbox, ProcessIdentity) in
@@ -378,6 +381,7 @@ final class SandboxManager: @unchecked Sendable {
             return managed
         } catch {
             records.remove(name)
+            egress?.forget(name)
             let apiError: APIError
             if let e = error as? APIError {
                 apiError = e

@@ -3,6 +3,7 @@
 /// daemon answers on its socket, unless `--embedded`.
 import DaemonClient
 import Dispatch
+import EgressFilter
 import Foundation
 import Glibc
 import SandboxSpec
@@ -62,6 +63,7 @@ struct DaemonRun {
         }
         defer {
             sources.forEach { $0.cancel() }
+            if sandbox.spec.networkAccess?.egress?.isEmpty == false { printEgressDenials(name) }
             do {
                 let deleted = try client.request("DELETE", "/v1/sandboxes/\(name)")
                 if deleted.status != 200 { Diagnostics.warning("sandbox \(name) not deleted: \(daemonError(deleted))") }
@@ -90,6 +92,24 @@ struct DaemonRun {
         } catch {
             Diagnostics.error("\(error)")
             return Diagnostics.setupFailure
+        }
+    }
+
+    /// Prints `safespace: egress denied: 3 x evil.example, …` when the daemon's filter denied
+    /// the sandbox something (its `status.egress.denied`), as the embedded run does.
+    func printEgressDenials(_ name: String) {
+        guard let response = try? client.request("GET", "/v1/sandboxes/\(name)"), response.status == 200,
+            let status = response.json?["status"] as? [String: Any],
+            let denied = (status["egress"] as? [String: Any])?["denied"] as? [[String: Any]]
+        else { return }
+        var counts: [String: Int] = [:]
+        for entry in denied {
+            if let destination = entry["destination"] as? String, let count = entry["count"] as? Int {
+                counts[destination] = count
+            }
+        }
+        if let line = EgressDenialSummary(sandbox: name, counts: counts).line() {
+            writeStandardError("safespace: \(line)\n")
         }
     }
 

@@ -95,6 +95,12 @@ final class DaemonEgressTests: XCTestCase {
                 && $0["domain"] as? String == "denied.test" && $0["protocol"] as? String == "tls"
         }
         XCTAssertEqual(tls?["originalDestination"] as? String, "\(internet.deniedAddress):443")
+        // The sandbox's view has what was denied (what `safespace run` prints on exit).
+        let view = try h.client.request("GET", "/v1/sandboxes/\(name)")
+        let denied =
+            ((view.json?["status"] as? [String: Any])?["egress"] as? [String: Any])?["denied"] as? [[String: Any]]
+        let deniedTest = denied?.first { $0["destination"] as? String == "denied.test" }
+        XCTAssertGreaterThanOrEqual(deniedTest?["count"] as? Int ?? 0, 2, view.text)
 
         let metrics = try h.client.request("GET", "/metrics").text
         XCTAssertTrue(
@@ -146,6 +152,58 @@ final class DaemonEgressTests: XCTestCase {
             left = h.leftovers()
         }
         XCTAssertEqual(left, [:], h.log)
+    }
+
+    /// `safespace run` through the daemon prints the denied destinations on exit, as the
+    /// embedded run does; a record that comes after the sandbox's delete makes no new series.
+    func testSafespaceRunThroughTheDaemonSumsUpDenials() throws {
+        let h = try XCTUnwrap(harness)
+        let cli = URL(fileURLWithPath: DaemonHarness.binary).deletingLastPathComponent().path + "/safespace"
+        try XCTSkipUnless(access(cli, X_OK) == 0, "build safespace first")
+        let name = h.name("run")
+        let file = h.dir + "/run.yaml"
+        try """
+        apiVersion: llmsafespace.dev/v1
+        kind: Sandbox
+        metadata: {name: \(name)}
+        spec:
+          runtime: python:3.11
+          networkAccess:
+            egress:
+              - domain: pypi.org
+        """.write(toFile: file, atomically: true, encoding: .utf8)
+        let script = """
+            import socket
+            for _ in range(2):
+                try:
+                    socket.getaddrinfo("denied.test", 80)
+                    print("resolved")
+                except socket.gaierror:
+                    print("nxdomain")
+            """
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: cli)
+        process.arguments = ["run", "-f", file, "--", "python3", "-c", script]
+        process.environment = ["SAFESPACE_SOCKET": h.socket, "PATH": "/usr/bin:/bin"]
+        let out = Pipe()
+        let err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        let o = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        let e = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        XCTAssertEqual(process.terminationStatus, 0, e)
+        XCTAssertEqual(lines(o), ["nxdomain", "nxdomain"], e)
+        // Each lookup asks for A and AAAA (glibc's getaddrinfo): one denial per question.
+        let summary = lines(e).filter { $0.hasPrefix("safespace: egress denied: ") }
+        XCTAssertEqual(summary.count, 1, e)
+        XCTAssertTrue(summary.first?.hasSuffix(" x denied.test") == true, e)
+        // Through the daemon, not embedded: the daemon made and deleted it.
+        let types = h.auditRecords().filter { $0["sandbox"] as? String == name }.compactMap { $0["type"] as? String }
+        XCTAssertTrue(types.contains("sandbox.created") && types.contains("sandbox.deleted"), "\(types)")
+        XCTAssertFalse(try h.client.request("GET", "/metrics").text.contains("sandbox=\"\(name)\""))
+        XCTAssertEqual(h.leftovers(), [:], h.log)
     }
 
     /// A filter that cannot start (its DNS port is taken) leaves the daemon running without
