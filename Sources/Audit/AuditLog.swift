@@ -41,11 +41,17 @@ public enum AuditLogError: Error, Sendable, Equatable, CustomStringConvertible {
 /// torn last line is reported by `verify` and ended by the next `init`).
 public final class AuditLog: Sendable {
     /// When appended bytes reach the disk.
-    public enum Sync: Sendable {
-        /// `fdatasync` before `append` returns.
+    public enum Sync: Sendable, Equatable {
+        /// `fdatasync` before `append` returns (auditd.conf(5) `flush = data`).
         case eachRecord
-        /// Left to the kernel's write-back.
+        /// Left to the kernel's write-back (`flush = none`).
         case none
+        /// `fdatasync` by a thread of the log, once `records` records are pending or `interval`
+        /// after the first pending one (`flush = incremental_async` with `freq = records`, plus a
+        /// time bound); `append` does not wait for the disk. A crash of the writing process
+        /// loses nothing (the bytes are in the page cache); a kernel crash or power loss loses
+        /// at most that window. `flush()` syncs at once (say, at shutdown).
+        case incrementalAsync(records: Int, interval: Duration)
     }
 
     private struct State {
@@ -65,6 +71,8 @@ public final class AuditLog: Sendable {
     public let sync: Sync
     private let state: Mutex<State>
     private let journalStats = Mutex<(failures: Int, lastErrno: Int32)>((0, 0))
+    /// The syncing thread of `Sync.incrementalAsync`.
+    private let flusher: AuditFlusher?
 
     /// Opens (or creates) the log at `path` to append to, continuing its chain.
     ///
@@ -120,6 +128,11 @@ public final class AuditLog: Sendable {
             try Self.lock(fd, path)
             defer { _ = flock(fd, LOCK_UN) }
             let tail = try AuditTail.read(fd: fd, path: path)
+            if case .incrementalAsync(let records, let interval) = sync {
+                flusher = try AuditFlusher(fd: fd, path: path, records: records, interval: interval)
+            } else {
+                flusher = nil
+            }
             state = Mutex(State(fd: fd, end: tail.end, prev: tail.prev, seq: tail.seq))
         } catch {
             close(fd)
@@ -128,8 +141,21 @@ public final class AuditLog: Sendable {
     }
 
     deinit {
+        flusher?.stop()
         state.withLock { _ = close($0.fd) }
     }
+
+    /// Syncs what was appended (`fdatasync(2)`) before returning, whatever the `sync` mode.
+    /// - Throws: `AuditLogError.system` (fdatasync).
+    public func flush() throws {
+        let failed: Int32 =
+            flusher?.flush() ?? state.withLock { fdatasync($0.fd) == 0 ? 0 : errno }
+        if failed != 0 { throw AuditLogError.system(operation: "fdatasync", path: path, errno: failed) }
+    }
+
+    /// Background syncs (`Sync.incrementalAsync`) that failed since `init`, and the errno of
+    /// the last failure.
+    public var syncFailures: (count: Int, lastErrno: Int32) { flusher?.syncFailures ?? (0, 0) }
 
     /// Appends `record` as one line: `{"time":…,"seq":…,"type":…,"sandbox":…,"caller":{"uid":…,
     /// "pid":…},"outcome":…,<fields sorted by name>,"prev":…}` and, when `journald`, sends it
@@ -157,6 +183,7 @@ public final class AuditLog: Sendable {
             if sync == .eachRecord, fdatasync(state.fd) != 0 {
                 throw AuditLogError.system(operation: "fdatasync", path: path, errno: errno)
             }
+            flusher?.appended()
             let hash = AuditLine.sha256Hex(line)
             state.end += off_t(line.count + 1)
             state.prev = hash

@@ -115,7 +115,8 @@ public enum Daemon {
         factory.durationHistogramBuckets[PoolMetrics.claimDurationLabel] = PoolMetrics.claimBuckets
         MetricsSystem.bootstrap(factory)
 
-        let audit = AuditTrail(logger: logger, sink: try AuditBridge.sink(config: config))
+        let auditLog = try AuditBridge.open(config: config)
+        let audit = AuditTrail(logger: logger, sink: auditLog.sink)
         let egress = await DaemonEgress.start(config: config, audit: audit, logger: logger)
         let manager = try SandboxManager(
             config: config, stateDir: options.stateDir, audit: audit, logger: logger, egress: egress)
@@ -176,6 +177,7 @@ public enum Daemon {
         }
         notify("STOPPING=1")
         await egress?.shutdown()
+        do { try auditLog.flush() } catch { logger.error("audit log not synced at stop: \(error)") }
         // An inherited socket stays: its unit removes it (RemoveOnStop=) or keeps listening.
         if activatedFD == nil { unlink(socketPath) }
         logger.info("stopped")

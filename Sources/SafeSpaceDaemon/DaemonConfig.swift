@@ -7,6 +7,11 @@
 /// audit:
 ///   path: /var/log/safespace/audit.jsonl
 ///   journald: true
+///   flush: incremental_async        # auditd.conf(5) terms: data (fdatasync each record before
+///                                   # the request goes on), incremental_async (a thread syncs
+///                                   # every `freq` records or 1 s after the first unsynced one),
+///                                   # none (the kernel's write-back)
+///   freq: 50                        # records per sync with incremental_async
 /// node:
 ///   allocatableCPU: "2"             # Kubernetes quantity; default: the host's CPUs
 ///   allocatableMemory: 20Gi         # default: the host's MemTotal
@@ -56,6 +61,11 @@ public struct DaemonConfig: Sendable, Equatable {
     public var group = "safespace"
     public var auditPath = "/var/log/safespace/audit.jsonl"
     public var auditJournald = true
+    /// `audit.flush`: when audit records reach the disk (auditd.conf(5)'s `flush` values we
+    /// support: `data`, `incremental_async`, `none`).
+    public var auditFlush = "incremental_async"
+    /// `audit.freq`: records per background sync with `incremental_async` (1...10000).
+    public var auditFreq = 50
     /// Millicores; nil: the host's CPUs (`NodeCapacity.read`).
     public var allocatableCPUMillis: Int64?
     /// Bytes; nil: the host's MemTotal.
@@ -85,7 +95,7 @@ public struct DaemonConfig: Sendable, Equatable {
     /// The keys of each section, for the unknown-key check.
     static let sections: [String: Set<String>] = [
         "": ["group", "audit", "node", "limits", "shutdown", "paths", "network", "pools"],
-        "audit": ["path", "journald"],
+        "audit": ["path", "journald", "flush", "freq"],
         "node": ["allocatableCPU", "allocatableMemory"],
         "limits": ["maxRequestBytes", "maxFileBytes", "maxExecOutputBytes", "maxSandboxes"],
         "shutdown": ["gracePeriodSeconds", "sandboxes"],
@@ -173,6 +183,17 @@ public struct DaemonConfig: Sendable, Equatable {
                         config.auditPath = try string(v, "audit.path")
                         guard config.auditPath.hasPrefix("/") else {
                             throw ConfigError("audit.path: must be an absolute path")
+                        }
+                    } else if key == "flush" {
+                        config.auditFlush = try string(v, "audit.flush")
+                        guard ["data", "incremental_async", "none"].contains(config.auditFlush) else {
+                            throw ConfigError(
+                                "audit.flush: \(config.auditFlush) is not one of data, incremental_async, none")
+                        }
+                    } else if key == "freq" {
+                        config.auditFreq = try int(v, "audit.freq")
+                        guard (1...10000).contains(config.auditFreq) else {
+                            throw ConfigError("audit.freq: \(config.auditFreq) is not within 1...10000 records")
                         }
                     } else {
                         config.auditJournald = try bool(v, "audit.journald")

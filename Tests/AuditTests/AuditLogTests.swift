@@ -71,6 +71,31 @@ struct AuditLogTests {
         #expect(try json(after[3])["seq"] as? Int == 4)
     }
 
+    @Test(
+        "incremental_async: appends are in the file when append returns, the chain verifies, flush syncs, and the log's thread ends with it"
+    )
+    func incrementalAsync() throws {
+        let dir = try TempDir()
+        defer { dir.remove() }
+        let path = dir.path + "/audit.jsonl"
+        weak var gone: AuditLog?
+        do {
+            let log = try AuditLog(
+                path: path, journald: false, sync: .incrementalAsync(records: 4, interval: .milliseconds(20)))
+            gone = log
+            for (i, record) in sampleRecords().enumerated() {
+                try log.append(record)
+                #expect(try lines(of: path).count == i + 1)
+            }
+            try log.flush()
+            // Past the interval: the thread has synced the rest (no failures).
+            Thread.sleep(forTimeInterval: 0.1)
+            #expect(log.syncFailures.count == 0)
+        }
+        #expect(gone == nil, "the log (and its syncing thread) outlived its last reference")
+        #expect(try AuditLog.verify(path: path) == sampleRecords().count)
+    }
+
     @Test("concurrent appends from many threads, and from two open logs on one file, keep one valid chain")
     func concurrentAppends() throws {
         let dir = try TempDir()

@@ -16,7 +16,7 @@ final class DaemonConfigTests: XCTestCase {
         let config = try DaemonConfig.parse(
             yaml: """
                 group: sbx
-                audit: {path: /a/log.jsonl, journald: false}
+                audit: {path: /a/log.jsonl, journald: false, flush: data, freq: 7}
                 node: {allocatableCPU: 1500m, allocatableMemory: 2Gi}
                 limits: {maxRequestBytes: 2Mi, maxFileBytes: 1024, maxExecOutputBytes: 3Mi, maxSandboxes: 9}
                 shutdown: {gracePeriodSeconds: 4, sandboxes: remove}
@@ -26,6 +26,10 @@ final class DaemonConfigTests: XCTestCase {
         XCTAssertEqual(config.group, "sbx")
         XCTAssertEqual(config.auditPath, "/a/log.jsonl")
         XCTAssertFalse(config.auditJournald)
+        XCTAssertEqual(config.auditFlush, "data")
+        XCTAssertEqual(config.auditFreq, 7)
+        XCTAssertEqual(AuditBridge.sync(config), .eachRecord)
+        XCTAssertEqual(AuditBridge.sync(DaemonConfig()), .incrementalAsync(records: 50, interval: .seconds(1)))
         XCTAssertEqual(config.allocatableCPUMillis, 1500)
         XCTAssertEqual(config.allocatableMemoryBytes, 2 << 30)
         XCTAssertEqual(config.maxRequestBytes, 2 << 20)
@@ -65,6 +69,8 @@ final class DaemonConfigTests: XCTestCase {
         XCTAssertTrue(message("pools:\n  directory: rel").hasPrefix("pools.directory"))
         XCTAssertTrue(message("pools:\n  refillPerSecond: 0").hasPrefix("pools.refillPerSecond"))
         XCTAssertTrue(message("pools:\n  size: 1").hasPrefix("pools.size: unknown key"))
+        XCTAssertTrue(message("audit:\n  flush: sync").hasPrefix("audit.flush: sync is not one of"))
+        XCTAssertTrue(message("audit:\n  freq: 0").hasPrefix("audit.freq"), message("audit:\n  freq: 0"))
     }
 
     func testOptions() throws {
