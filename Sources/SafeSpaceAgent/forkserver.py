@@ -16,7 +16,14 @@
 # fd; SIGINT raises KeyboardInterrupt and SIGPIPE is ignored, as in any `python3 -c`),
 # threads (this server starts none, so the child has only its main thread), the session and
 # process group (the child is the leader of its own, so a timeout kills all it started).
-import gc, os, random, resource, selectors, signal, socket, struct, sys, traceback
+#
+# The fork is made before the request: the server keeps one spare child, forked while it is idle,
+# which waits on a socketpair of its own with nothing else open; a request's payload and stdio
+# fds go to it there, and the server forks the next spare once it is idle again (a request that
+# finds no spare, such as a second one at the same time, is forked for on the spot). A spare
+# forked before the request holds no more than a child forked after it: the request's data is
+# read only once it is taken, and the random state is re-seeded then.
+import atexit, gc, os, random, resource, selectors, signal, socket, struct, sys, traceback
 
 REQUEST_MAGIC = 0x51415353
 RECORD_MAGIC = 0x52415353
@@ -77,18 +84,46 @@ def parse(payload):
     return argv[0], env, cwd, limits
 
 
-def run_child(conn, fds, code, env, cwd, limits, listener, wake):
-    # In the child: nothing of the server survives but the modules.
+def max_fds():
+    n = os.sysconf("SC_OPEN_MAX")
+    return n if n > 0 else 65536
+
+
+def spare_child(channel, detach):
+    # In the spare: nothing of the server survives but the modules and `channel`.
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    gc.enable()
-    # The sockets' objects let go of their fds (closed below): none may close a later fd.
-    listener.detach()
-    conn.detach()
+    # The server's socket objects let go of their fds (closed below): none may close a later fd.
+    for sock in detach:
+        sock.detach()
     os.setsid()
+    keep = channel.fileno()
+    os.closerange(3, keep)
+    os.closerange(keep + 1, max_fds())
+    fds = []
+    try:
+        # The request: its payload's length with the three stdio fds, then the payload.
+        msg, fds, _, _ = socket.recv_fds(channel, 4, 3)
+        if len(msg) < 4:
+            msg += read_exact(channel, 4 - len(msg))
+        (length,) = struct.unpack("<I", msg)
+        if len(fds) != 3 or length > MAX_PAYLOAD:
+            raise ValueError("bad hand-over")
+        code, env, cwd, limits = parse(read_exact(channel, length))
+    except (OSError, ValueError, struct.error):
+        # The server is gone (or stopping): nothing to run.
+        os._exit(0)
+    channel.close()
+    run_child(fds, code, env, cwd, limits)
+
+
+def run_child(fds, code, env, cwd, limits):
+    gc.enable()
     for target, fd in enumerate(fds):
         os.dup2(fd, target)
-    os.closerange(3, os.sysconf("SC_OPEN_MAX") if os.sysconf("SC_OPEN_MAX") > 0 else 65536)
+    for fd in fds:
+        if fd > 2:
+            os.close(fd)
     status = 1
     try:
         for res, soft, hard in limits:
@@ -134,6 +169,11 @@ def run_child(conn, fds, code, env, cwd, limits, listener, wake):
             traceback.print_exception(type(e), e, e.__traceback__.tb_next)
             status = 1
     finally:
+        # As `python3 -c` ends: the atexit functions, then the streams flushed.
+        try:
+            atexit._run_exitfuncs()
+        except BaseException:
+            pass
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
@@ -168,8 +208,24 @@ def main():
     sel.register(listener, selectors.EVENT_READ, "listen")
     sel.register(wake_r, selectors.EVENT_READ, "wake")
     children = {}  # pid -> connection
+    spare = None  # (pid, socket to it) of the child forked ahead of the next request
+
+    def fork_spare():
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        # The gc module's advice for a forking server: the parent's objects are frozen
+        # before fork(), so that a collection in the child does not touch (and copy) them.
+        gc.freeze()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        pid = os.fork()
+        if pid == 0:
+            spare_child(theirs, [listener, ours] + [key.fileobj for key in sel.get_map().values()
+                                                    if isinstance(key.fileobj, socket.socket)])
+        theirs.close()
+        return pid, ours
 
     def reap():
+        nonlocal spare
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -177,6 +233,12 @@ def main():
                 return
             if pid == 0:
                 return
+            if spare is not None and pid == spare[0]:
+                # The spare died before a request (killed from inside the sandbox): another
+                # is forked when the server is idle.
+                spare[1].close()
+                spare = None
+                continue
             conn = children.pop(pid, None)
             if conn is not None:
                 try:
@@ -190,6 +252,7 @@ def main():
                 conn.close()
 
     def accept():
+        nonlocal spare
         try:
             conn, _ = listener.accept()
         except (BlockingIOError, InterruptedError):
@@ -203,7 +266,8 @@ def main():
             magic, kind, length = struct.unpack("<III", msg)
             if magic != REQUEST_MAGIC or kind != KIND_CODE or length > MAX_PAYLOAD or len(fds) != 3:
                 raise ValueError("bad header")
-            code, env, cwd, limits = parse(read_exact(conn, length))
+            payload = read_exact(conn, length)
+            parse(payload)
         except (OSError, ValueError, struct.error):
             for fd in fds:
                 os.close(fd)
@@ -213,14 +277,17 @@ def main():
                 pass
             conn.close()
             return
-        for stream in (sys.stdout, sys.stderr):
-            stream.flush()
-        # The gc module's advice for a forking server: the parent's objects are frozen
-        # before fork(), so that a collection in the child does not touch (and copy) them.
-        gc.freeze()
-        pid = os.fork()
-        if pid == 0:
-            run_child(conn, fds, code, env, cwd, limits, listener, wake_r)
+        if spare is None:
+            spare = fork_spare()
+        (pid, channel), spare = spare, None
+        try:
+            socket.send_fds(channel, [struct.pack("<I", len(payload))], fds)
+            channel.sendall(payload)
+        except OSError:
+            # The spare is gone (its exit is reaped): the request is refused, as the agent
+            # then runs it another way or says so.
+            pass
+        channel.close()
         for fd in fds:
             os.close(fd)
         conn.settimeout(None)
@@ -233,7 +300,12 @@ def main():
             pass
 
     while True:
-        for key, _ in sel.select():
+        events = sel.select(0 if spare is None else None)
+        if not events and spare is None:
+            # Idle: the next request's child is forked now.
+            spare = fork_spare()
+            continue
+        for key, _ in events:
             if key.data == "listen":
                 accept()
             elif key.data == "wake":

@@ -155,6 +155,33 @@ final class DaemonAgentTests: XCTestCase {
         XCTAssertEqual(
             try Self.code(h, name, "import os; print(sorted(os.listdir('/proc/self/fd')))").json?["stdout"] as? String,
             "['0', '1', '2', '3']\n")
+        // As `python3 -c` ends: atexit functions run, then the streams are flushed.
+        let exits = try Self.code(
+            h, name, "import atexit, sys\natexit.register(lambda: print('atexit'))\nsys.stdout.write('body ')")
+        XCTAssertEqual(exits.json?["stdout"] as? String, "body atexit\n", exits.text)
+        // The child forked ahead of the request (the spare) is the one that runs it, in a
+        // session of its own; one killed from inside the sandbox is replaced: the next code runs.
+        let spare = try Self.code(
+            h, name,
+            """
+            import os, signal, time
+            print(os.getsid(0) == os.getpid())
+            server = os.getppid()
+            for _ in range(100):
+                spares = [int(p) for p in os.listdir('/proc') if p.isdigit() and int(p) != os.getpid()
+                          and open('/proc/%s/stat' % p).read().rsplit(')', 1)[1].split()[1] == str(server)]
+                if spares:
+                    break
+                time.sleep(0.02)
+            print(len(spares))
+            os.kill(spares[0], signal.SIGKILL)
+            """)
+        XCTAssertEqual(spare.json?["stdout"] as? String, "True\n1\n", spare.text)
+        for _ in 0..<3 {
+            let after = try Self.code(h, name, "print(6 * 7)")
+            XCTAssertEqual(after.json?["stdout"] as? String, "42\n", after.text)
+            XCTAssertEqual(after.json?["exitCode"] as? Int, 0, after.text)
+        }
         // A timeout kills the child's group.
         let loop = try Self.code(h, name, "while True: pass", extra: ["timeoutSeconds": 1])
         XCTAssertEqual(loop.json?["timedOut"] as? Bool, true, loop.text)
