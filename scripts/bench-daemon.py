@@ -16,7 +16,8 @@ the daemon (its own socket, roots and audit log), calls this, and stops and clea
       Prints one JSON object.
   bench-daemon.py --socket S pool --runs N --warmup W --prefix P --out FILE [--size M]
       a warm pool P-pool (minSize M, the default sandbox's template; root only), filled; then
-      N x (claim `POST /v1/sandboxes?pool=`, exec `python3 -c print(1)`, untimed delete),
+      N x (claim `POST /v1/sandboxes?pool=`, exec {"code": "print(1)", "language": "python"}
+      (issue 14's run_code in the claimed sandbox's warm interpreter), untimed delete),
       waiting for a ready sandbox before each claim: each claim + exec wall time to FILE,
       each claim alone to FILE.claim; prints the refill rate (sandboxes/s) of the first fill
       as JSON. Every claim must be warm.
@@ -112,6 +113,11 @@ class Client:
         if result.get("exitCode") != 0 or result.get("stdout") != "1\n":
             raise SystemExit(f"bench-daemon: exec in {name}: {result}")
 
+    def run_code(self, name):
+        result = self.ok("POST", f"/v1/sandboxes/{name}/exec", {"code": "print(1)", "language": "python"})
+        if result.get("exitCode") != 0 or result.get("stdout") != "1\n":
+            raise SystemExit(f"bench-daemon: code in {name}: {result}")
+
     def delete(self, name):
         self.ok("DELETE", f"/v1/sandboxes/{name}")
 
@@ -201,7 +207,7 @@ def pool_bench(client, args):
             name, warm = claim(client, pool)
             t_claimed = time.perf_counter_ns()
             try:
-                client.exec(name)
+                client.run_code(name)
                 t_done = time.perf_counter_ns()
             finally:
                 client.delete(name)
