@@ -124,9 +124,17 @@ enum EgressMetrics {
     /// Traffic from sources no sandbox holds is counted under this name.
     static let unknownSandbox = "(unknown)"
 
+    /// Denials (DNS and connections) by sandbox, since the sandbox was made: what pool
+    /// recycling reads (`denials(of:)`); removed by `forget`.
+    private static let denied = DenialCounts()
+
+    /// The filter's denials of `sandbox` since it was made (0 when none or unknown).
+    static func denials(of sandbox: String) -> Int { denied.withLock { $0[sandbox] ?? 0 } }
+
     static func count(_ record: EgressRecord) {
         let decision = record.event == .allowed ? "allowed" : "denied"
         let sandbox = record.sandbox.isEmpty ? unknownSandbox : record.sandbox
+        if record.event != .allowed { denied.withLock { $0[sandbox, default: 0] += 1 } }
         if record.networkProtocol == .dns {
             dns(sandbox, decision).increment()
             return
@@ -140,10 +148,25 @@ enum EgressMetrics {
 
     /// Removes the sandbox's series (a node runs many sandboxes over its life).
     static func forget(_ sandbox: String) {
+        denied.withLock { _ = $0.removeValue(forKey: sandbox) }
+        rebase(sandbox)
+    }
+
+    /// Removes the sandbox's series but keeps its denial count (a recycled sandbox's counters
+    /// start from zero for its next claimant; its history of denials does not).
+    static func rebase(_ sandbox: String) {
         for decision in ["allowed", "denied"] {
             connections(sandbox, decision).destroy()
             dns(sandbox, decision).destroy()
         }
         for direction in ["out", "in"] { bytes(sandbox, direction).destroy() }
     }
+}
+
+/// Denial counts by sandbox, under a lock.
+final class DenialCounts: @unchecked Sendable {
+    private let lock = NSLock()
+    private var counts: [String: Int] = [:]
+
+    func withLock<T>(_ body: (inout [String: Int]) -> T) -> T { lock.withLock { body(&counts) } }
 }
