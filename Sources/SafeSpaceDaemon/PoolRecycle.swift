@@ -68,8 +68,16 @@ struct RecycleBaseline: Sendable {
     /// The agent directory's digest (host path), without `python.sock` (stopped and started
     /// again around the checks).
     static func agentDigest(_ directory: String) throws -> TreeDigest? {
+        // The host path is the daemon's own (its parents are trusted); its last component and
+        // everything below are walked without following a symlink.
+        let dir = open(directory, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        guard dir >= 0 else {
+            if errno == ENOENT { return nil }
+            throw TreeDigest.WalkError(description: "\(directory): \(String(cString: strerror(errno)))")
+        }
+        defer { close(dir) }
         var digest = try TreeDigest.take(
-            dirfd: AT_FDCWD, path: directory, resolve: UInt64(SD_RESOLVE_NO_SYMLINKS | SD_RESOLVE_NO_MAGICLINKS))
+            dirfd: dir, path: ".", resolve: UInt64(SD_RESOLVE_BENEATH | SD_RESOLVE_NO_SYMLINKS | SD_RESOLVE_NO_MAGICLINKS))
         digest?.entries[AgentExec.pythonSocket] = nil
         return digest
     }
@@ -267,13 +275,15 @@ enum RecycleChecks {
             if cgroup.mode == .unified {
                 detail += "; memory peak not resettable on cgroup v2 (not reported after a recycle)"
             } else if let memory = cgroup.directory(forController: "memory") {
-                do {
-                    try CgroupFS.write(memory + "/memory.max_usage_in_bytes", "0")
+                // memory.max_usage_in_bytes: writing 0 resets it (cgroup-v1/memory.rst, 5.5).
+                let fd = open(memory + "/memory.max_usage_in_bytes", O_WRONLY | O_CLOEXEC | O_NOFOLLOW)
+                if fd >= 0, write(fd, "0", 1) == 1 {
                     detail += "; memory.max_usage_in_bytes reset"
-                } catch {
+                } else {
                     passed = false
-                    detail += "; memory.max_usage_in_bytes: \(error)"
+                    detail += "; memory.max_usage_in_bytes: \(String(cString: strerror(errno)))"
                 }
+                if fd >= 0 { close(fd) }
             }
         }
         checks.append(RecycleCheck(name: "counters", passed: passed, detail: detail))

@@ -42,14 +42,35 @@ final class ManagedSandbox: @unchecked Sendable {
         }
     }
 
-    /// Registers an exec; false once the sandbox is no longer running.
-    func add(_ exec: ExecHandle) -> Bool {
+    /// Registers an exec of `caller`; false once the sandbox is no longer running, or no
+    /// longer `caller`'s (a pool sandbox released to its pool since the request found it:
+    /// checked under the lock its release hides it with, so no exec of a former owner starts
+    /// after the release killed the running ones).
+    func add(_ exec: ExecHandle, caller: Caller) -> Bool {
         lock.withLock {
-            guard _record.phase == .running else { return false }
+            guard _record.phase == .running, !_record.isPoolReady, caller.isRoot || _record.creatorUID == caller.uid
+            else { return false }
             _execs[exec.id] = exec
             return true
         }
     }
+
+    // Guarded by `lock`: file reads and writes under way (`beginFileOperation`).
+    private var fileOperations = 0
+
+    /// Starts a file read or write of `caller`'s; false when the sandbox is no longer
+    /// `caller`'s (released to its pool since the request found it). A pool's release waits
+    /// for `fileOperationsInFlight` to drop to 0 after hiding the sandbox.
+    func beginFileOperation(for caller: Caller) -> Bool {
+        lock.withLock {
+            guard _record.phase == .running, !_record.isPoolReady, caller.isRoot || _record.creatorUID == caller.uid
+            else { return false }
+            fileOperations += 1
+            return true
+        }
+    }
+    func endFileOperation() { lock.withLock { fileOperations -= 1 } }
+    var fileOperationsInFlight: Int { lock.withLock { fileOperations } }
     func remove(_ exec: ExecHandle) { lock.withLock { _ = _execs.removeValue(forKey: exec.id) } }
 
     /// Marks the sandbox as being deleted (phase Deleting); false when a delete runs already.
@@ -505,7 +526,9 @@ final class SandboxManager: @unchecked Sendable {
             nextExecID += 1
             return ExecHandle(id: nextExecID, request: request)
         }
-        guard sandbox.add(handle) else {
+        guard sandbox.add(handle, caller: caller) else {
+            // Released to its pool since the request found it: no longer the caller's.
+            if sandbox.record.phase == .running { throw APIError.notFound(sandbox.name) }
             throw APIError(
                 .conflict, "not_running", "sandbox \(sandbox.name) is \(sandbox.record.phase.rawValue.lowercased())")
         }

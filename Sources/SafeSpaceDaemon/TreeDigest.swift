@@ -120,9 +120,7 @@ struct TreeDigest: Equatable, Sendable {
             rewinddir(dir)
             var names: [String] = []
             while let entry = readdir(dir) {
-                let name = withUnsafePointer(to: &entry.pointee.d_name) {
-                    $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
-                }
+                let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
                 if name != "." && name != ".." { names.append(name) }
             }
             return names.sorted()

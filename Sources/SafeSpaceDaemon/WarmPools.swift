@@ -256,7 +256,10 @@ final class PoolManager: @unchecked Sendable {
         for sandbox in ready { await discard(sandbox.name, pool: name, reason: .poolRemoved) }
         // A refill in flight discards its sandbox when it ends (the pool is marked removed):
         // the answer waits for it, so that nothing of the pool is left once it is given.
-        while lock.withLock({ entry.creating > 0 }) { try? await Task.sleep(for: .milliseconds(10)) }
+        // Likewise a release being checked: it is destroyed when its checks end.
+        while lock.withLock({ entry.creating > 0 || !entry.recycling.isEmpty }) {
+            try? await Task.sleep(for: .milliseconds(10))
+        }
         PoolMetrics.ready(name).record(0)
         PoolMetrics.claimed(name).record(0)
         manager.audit.record(
@@ -715,17 +718,23 @@ extension PoolManager {
         guard let poolName = record.pool, record.claimed == true, reason == .request || reason == .timeout,
             record.phase == .running
         else { return .destroy }
-        let taken = lock.withLock { () -> (PoolEntry, RecycleBaseline?, ContinuousClock.Instant?)?? in
+        enum Taken {
+            case check(PoolEntry, RecycleBaseline?, ContinuousClock.Instant?)
+            case not(ReleaseOutcome)
+        }
+        let taken = lock.withLock { () -> Taken in
             guard let entry = pools[poolName], !entry.removed, !stopping, entry.pool.spec.recycle == true else {
-                return .some(nil)
+                return .not(.destroy)
             }
-            if entry.recycling.contains(name) { return nil }
+            if entry.recycling.contains(name) { return .not(.busy) }
             entry.claimed.remove(name)
             entry.recycling.insert(name)
-            return (entry, entry.baselines[name], entry.made[name])
+            return .check(entry, entry.baselines[name], entry.made[name])
         }
-        guard let taken else { return .busy }
-        guard let (entry, baseline, made) = taken else { return .destroy }
+        guard case .check(let entry, let baseline, let made) = taken else {
+            if case .not(let outcome) = taken { return outcome }
+            return .destroy
+        }
         let maxAge = Duration.seconds(lock.withLock { entry.pool.maxAgeSeconds })
 
         // Nobody's from now on: the owner's next request gets 404, a crash destroys it.
@@ -739,8 +748,10 @@ extension PoolManager {
         try? manager.records.save(hidden)
         manager.closePorts(name, reason: reason)
         for exec in sandbox.execs { exec.kill(reason: "sandbox released") }
+        // No exec or file operation of the former owner starts from now on (ManagedSandbox
+        // `add`, `beginFileOperation`); those under way end first.
         let execDeadline = ContinuousClock.now + .seconds(10)
-        while !sandbox.execs.isEmpty, ContinuousClock.now < execDeadline {
+        while !sandbox.execs.isEmpty || sandbox.fileOperationsInFlight > 0, ContinuousClock.now < execDeadline {
             try? await Task.sleep(for: .milliseconds(5))
         }
 
@@ -754,8 +765,9 @@ extension PoolManager {
             egressDenials: EgressMetrics.denials(of: name),
             cgroup: sandbox.cgroup { try? runtime.store.load(name).cgroup })
         var checks = await blocking { RecycleChecks.verify(subject) }
-        if !sandbox.execs.isEmpty {
-            checks.append(RecycleCheck(name: "execs", passed: false, detail: "an exec did not end once killed"))
+        if !sandbox.execs.isEmpty || sandbox.fileOperationsInFlight > 0 {
+            checks.append(
+                RecycleCheck(name: "execs", passed: false, detail: "an exec or a file operation did not end in 10 s"))
         }
         var cpu: UInt64?
         if checks.allSatisfy(\.passed) {
