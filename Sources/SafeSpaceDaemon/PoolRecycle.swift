@@ -274,7 +274,9 @@ enum RecycleChecks {
         if let cgroup = s.cgroup {
             if cgroup.mode == .unified {
                 detail += "; memory peak not resettable on cgroup v2 (not reported after a recycle)"
-            } else if let memory = cgroup.directory(forController: "memory") {
+            } else if let memory = cgroup.directories.first(where: { $0.key.split(separator: ",").contains("memory") })?
+                .value
+            {
                 // memory.max_usage_in_bytes: writing 0 resets it (cgroup-v1/memory.rst, 5.5).
                 let fd = open(memory + "/memory.max_usage_in_bytes", O_WRONLY | O_CLOEXEC | O_NOFOLLOW)
                 if fd >= 0, write(fd, "0", 1) == 1 {

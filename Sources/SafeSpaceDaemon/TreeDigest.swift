@@ -99,7 +99,7 @@ struct TreeDigest: Equatable, Sendable {
         /// The names of the extended attributes of `fd`, sorted (flistxattr(2)).
         static func xattrNames(_ fd: Int32) -> String {
             var buffer = [CChar](repeating: 0, count: 4096)
-            let n = flistxattr(fd, &buffer, buffer.count)
+            let n = sd_flistxattr(fd, &buffer, buffer.count)
             if n < 0 { return errno == ENOTSUP ? "" : "?\(errno)" }
             let names = buffer[..<n].split(separator: 0).map { String(decoding: $0.map { UInt8(bitPattern: $0) }, as: UTF8.self) }
             return names.sorted().joined(separator: ",")

@@ -47,6 +47,8 @@
 /// lifetime, port forwards and running execs (killed first) are reset. `recycle: true` is
 /// refused for gVisor levels and for a writable root (`filesystem.readOnlyRoot: false`).
 
+import OCI
+
 /// A warm pool.
 public struct WarmPool: Codable, Sendable, Equatable {
     public static let kind = "WarmPool"

@@ -231,7 +231,14 @@ final class PoolRecycleTests: XCTestCase {
         let metrics = try h.client.request("GET", "/metrics").text
         XCTAssertTrue(metrics.contains("safespaced_pool_recycles_total"), metrics)
         XCTAssertTrue(metrics.contains("safespaced_pool_recycle_checks_total"), metrics)
+        // Recycled again (the recycle's own requests to the agent leave no denial behind).
         XCTAssertEqual(try h.delete(again).status, 200)
+        let second = h.auditRecords().filter {
+            $0["type"] as? String == "pool.recycle" && $0["sandbox"] as? String == again
+        }
+        XCTAssertEqual(second.count, 2)
+        XCTAssertEqual(second.last?["outcome"] as? String, "ok", "\(second)")
+        XCTAssertEqual(try status(h, pool)["recycled"] as? Int, 2)
         try finish(h, pool)
     }
 }
