@@ -708,7 +708,7 @@ extension PoolManager {
     /// A claimed sandbox of a `recycle: true` pool released by its owner's delete or its
     /// lifetime's end (`reason` request or timeout): hidden, its execs killed and its port
     /// forwards closed, then checked (`RecycleChecks`); every check audited in one
-    /// `pool.recycle` record (fields `check.<name>`: `passed: …` / `failed: …`) and counted.
+    /// `pool.recycle` record (fields `check_<name>`: `passed: …` / `failed: …`) and counted.
     /// - Returns: `.recycled` when it is ready again; `.destroy` when the caller deletes it
     ///   (any other sandbox, a failed check, a pool gone meanwhile); `.busy` for a second
     ///   release of the same sandbox.
@@ -794,7 +794,7 @@ extension PoolManager {
             "failed": .strings(checks.filter { !$0.passed }.map(\.name)),
         ]
         for check in checks {
-            fields["check." + check.name] = .string((check.passed ? "passed: " : "failed: ") + check.detail)
+            fields["check_" + check.name] = .string((check.passed ? "passed: " : "failed: ") + check.detail)
             PoolMetrics.recycleChecks(poolName, check.name, check.passed ? "passed" : "failed").increment()
         }
         manager.audit.record(

@@ -94,7 +94,7 @@ final class PoolRecycleTests: XCTestCase {
         let record = released.record
         XCTAssertEqual(record["outcome"] as? String, "failed", "\(record)", file: file, line: line)
         XCTAssertEqual(record["pool"] as? String, pool, file: file, line: line)
-        let detail = record["check." + check] as? String ?? ""
+        let detail = record["check_" + check] as? String ?? ""
         XCTAssertTrue(detail.hasPrefix("failed: "), "check \(check): \(record)", file: file, line: line)
         XCTAssertTrue(detail.contains(mentions), "check \(check) should mention \(mentions): \(detail)", file: file, line: line)
         XCTAssertTrue((record["failed"] as? [String] ?? []).contains(check), "\(record)", file: file, line: line)
@@ -205,7 +205,7 @@ final class PoolRecycleTests: XCTestCase {
         let record = released.record
         XCTAssertEqual(record["outcome"] as? String, "ok", "\(record)")
         for check in ["age", "securityEvents", "agent", "processes", "writablePaths", "packages", "counters", "python"] {
-            XCTAssertTrue((record["check." + check] as? String ?? "").hasPrefix("passed: "), "\(check): \(record)")
+            XCTAssertTrue((record["check_" + check] as? String ?? "").hasPrefix("passed: "), "\(check): \(record)")
         }
         XCTAssertEqual(record["failed"] as? [String], [], "\(record)")
         XCTAssertFalse(
