@@ -257,7 +257,9 @@ enum RecycleChecks {
         switch (now, then) {
         case (nil, nil): return []
         case (nil, _): return ["\(path) removed"]
-        case (.some(let now), nil): return ["\(path) created (\(now.entries.count) entries)"]
+        case (.some(let now), nil):
+            let inside = now.describeDifferences(from: TreeDigest(entries: ["": now.entries[""] ?? ""]), prefix: path)
+            return ["\(path) created\(inside.map { ": " + $0 } ?? "")"]
         case (.some(let now), .some(let then)):
             return now.describeDifferences(from: then, prefix: path).map { ["\(path): \($0)"] } ?? []
         }

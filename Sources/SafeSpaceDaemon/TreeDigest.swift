@@ -41,14 +41,14 @@ struct TreeDigest: Equatable, Sendable {
         return (added, removed, changed)
     }
 
-    /// One line for an audit detail: counts and the first few paths of each kind.
+    /// One line for an audit detail: counts and the first 8 paths of each kind.
     func describeDifferences(from baseline: TreeDigest, prefix: String) -> String? {
         let (added, removed, changed) = differences(from: baseline)
         if added.isEmpty && removed.isEmpty && changed.isEmpty { return nil }
         func list(_ name: String, _ paths: [String]) -> String? {
             guard !paths.isEmpty else { return nil }
-            let shown = paths.prefix(3).map { $0.isEmpty ? prefix : prefix + "/" + $0 }
-            return "\(name) \(paths.count) (\(shown.joined(separator: ", "))\(paths.count > 3 ? ", …" : ""))"
+            let shown = paths.prefix(8).map { $0.isEmpty ? prefix : prefix + "/" + $0 }
+            return "\(name) \(paths.count) (\(shown.joined(separator: ", "))\(paths.count > 8 ? ", …" : ""))"
         }
         return [list("added", added), list("removed", removed), list("changed", changed)].compactMap { $0 }
             .joined(separator: "; ")

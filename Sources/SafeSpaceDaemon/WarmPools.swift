@@ -798,7 +798,7 @@ extension PoolManager {
             PoolMetrics.recycleChecks(poolName, check.name, check.passed ? "passed" : "failed").increment()
         }
         manager.audit.record(
-            "pool.recycle", sandbox: name, caller: nil, outcome: passed ? "ok" : "failed", fields: fields)
+            "pool.recycle", sandbox: name, caller: nil, outcome: passed ? "ok" : "denied", fields: fields)
         PoolMetrics.recycles(poolName, passed ? "recycled" : "failed").increment()
 
         let kept = lock.withLock { () -> Bool in

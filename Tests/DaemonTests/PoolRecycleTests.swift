@@ -92,7 +92,7 @@ final class PoolRecycleTests: XCTestCase {
         mentions: String, file: StaticString = #filePath, line: UInt = #line
     ) throws {
         let record = released.record
-        XCTAssertEqual(record["outcome"] as? String, "failed", "\(record)", file: file, line: line)
+        XCTAssertEqual(record["outcome"] as? String, "denied", "\(record)", file: file, line: line)
         XCTAssertEqual(record["pool"] as? String, pool, file: file, line: line)
         let detail = record["check_" + check] as? String ?? ""
         XCTAssertTrue(detail.hasPrefix("failed: "), "check \(check): \(record)", file: file, line: line)
