@@ -43,7 +43,7 @@ struct WarmPoolTests {
         ("whenEmpty: later\ntemplate: {}", "spec.whenEmpty", .invalidValue),
         ("minSize: 1", "spec.template", .missingField),
         ("preloadPackages: [\"numpy==2.1.3\"]\ntemplate: {}", "spec.preloadPackages", .notEnforceable),
-        ("recycle: true\ntemplate:\n  filesystem: {readOnlyRoot: false}", "spec.recycle", .notEnforceable),
+        ("recycle: true\ntemplate: {securityLevel: high}", "spec.recycle", .notEnforceable),
         ("template: {runtime: \"Python 3\"}", "spec.template.runtime", .invalidValue),
         ("template:\n  securityContext: {runAsUser: 0}", "spec.template.securityContext.runAsUser", .invalidValue),
         ("template:\n  storage: {persistent: true}", "spec.template.storage.persistent", .notEnforceable),
