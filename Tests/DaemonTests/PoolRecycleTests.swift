@@ -184,6 +184,52 @@ final class PoolRecycleTests: XCTestCase {
         try finish(h, pool)
     }
 
+    // MARK: the former owner
+
+    /// A file write whose request found the sandbox before its owner released it, and whose
+    /// body arrives after the release: refused (404), nothing lands in the sandbox the pool
+    /// hands to its next claimant.
+    func testWriteInFlightAtReleaseLandsNowhere() throws {
+        let (h, pool) = try start()
+        let name = try claim(h, pool)
+        // The request line and headers now (the route finds the sandbox), the body later.
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        XCTAssertGreaterThanOrEqual(fd, 0)
+        defer { close(fd) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            let path = Array(h.socket.utf8)
+            raw.copyBytes(from: path)
+            raw[path.count] = 0
+        }
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
+        }
+        XCTAssertEqual(connected, 0)
+        func send(_ text: String) { _ = text.withCString { Glibc.send(fd, $0, strlen($0), Int32(MSG_NOSIGNAL)) } }
+        send("PUT /v1/sandboxes/\(name)/files/tmp/planted HTTP/1.1\r\nHost: safespaced\r\nContent-Length: 10\r\n\r\nhello")
+        usleep(500_000)
+        let released = try h.delete(name)
+        XCTAssertEqual(released.status, 200, released.text)
+        XCTAssertEqual(try status(h, pool)["recycled"] as? Int, 1, "\(h.log)")
+        send("world")
+        var answer = [UInt8](repeating: 0, count: 4096)
+        var timeout = timeval(tv_sec: 30, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        let n = recv(fd, &answer, answer.count, 0)
+        let text = String(decoding: answer.prefix(max(0, n)), as: UTF8.self)
+        XCTAssertTrue(text.hasPrefix("HTTP/1.1 404"), text)
+        // The next claimant gets the sandbox back without the file.
+        let again = try claim(h, pool)
+        XCTAssertEqual(again, name)
+        XCTAssertEqual(stdout(try h.exec(again, ["sh", "-c", "ls -A /tmp | wc -l"])), "0\n")
+        XCTAssertEqual(try h.delete(again).status, 200)
+        try finish(h, pool)
+    }
+
     // MARK: recycled
 
     func testCleanSandboxIsRecycledWithNothingOfItsLastClaimant() throws {
