@@ -41,7 +41,8 @@ struct RecycleBaseline: Sendable {
         if parts.first == "python" {
             let v = "python" + version
             return [
-                "/usr/local/lib/\(v)/site-packages", "/usr/local/lib/\(v)/dist-packages", "/usr/lib/python3/dist-packages",
+                "/usr/local/lib/\(v)/site-packages", "/usr/local/lib/\(v)/dist-packages",
+                "/usr/lib/python3/dist-packages",
                 "/usr/lib/\(v)/site-packages", "/usr/lib/\(v)/dist-packages", "\(home)/.local/lib/\(v)/site-packages",
             ]
         }
@@ -77,7 +78,8 @@ struct RecycleBaseline: Sendable {
         }
         defer { close(dir) }
         var digest = try TreeDigest.take(
-            dirfd: dir, path: ".", resolve: UInt64(SD_RESOLVE_BENEATH | SD_RESOLVE_NO_SYMLINKS | SD_RESOLVE_NO_MAGICLINKS))
+            dirfd: dir, path: ".",
+            resolve: UInt64(SD_RESOLVE_BENEATH | SD_RESOLVE_NO_SYMLINKS | SD_RESOLVE_NO_MAGICLINKS))
         digest?.entries[AgentExec.pythonSocket] = nil
         return digest
     }

@@ -101,7 +101,9 @@ struct TreeDigest: Equatable, Sendable {
             var buffer = [CChar](repeating: 0, count: 4096)
             let n = sd_flistxattr(fd, &buffer, buffer.count)
             if n < 0 { return errno == ENOTSUP ? "" : "?\(errno)" }
-            let names = buffer[..<n].split(separator: 0).map { String(decoding: $0.map { UInt8(bitPattern: $0) }, as: UTF8.self) }
+            let names = buffer[..<n].split(separator: 0).map {
+                String(decoding: $0.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            }
             return names.sorted().joined(separator: ",")
         }
 
@@ -120,7 +122,9 @@ struct TreeDigest: Equatable, Sendable {
             rewinddir(dir)
             var names: [String] = []
             while let entry = readdir(dir) {
-                let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+                let name = withUnsafeBytes(of: entry.pointee.d_name) {
+                    String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self)
+                }
                 if name != "." && name != ".." { names.append(name) }
             }
             return names.sorted()
@@ -130,7 +134,9 @@ struct TreeDigest: Equatable, Sendable {
             for name in try names(fd, relative: relative) {
                 let path = relative.isEmpty ? name : relative + "/" + name
                 if skip.contains(path) { continue }
-                if entries.count >= TreeDigest.maxEntries { throw fail(path, "more than \(TreeDigest.maxEntries) entries") }
+                if entries.count >= TreeDigest.maxEntries {
+                    throw fail(path, "more than \(TreeDigest.maxEntries) entries")
+                }
                 var st = stat()
                 guard fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 else {
                     throw fail(path, "fstatat: \(String(cString: strerror(errno)))")
@@ -179,7 +185,9 @@ struct TreeDigest: Equatable, Sendable {
                 st.st_dev == listed.st_dev
             else { throw fail(relative, "replaced while read") }
             bytes += Int64(st.st_size)
-            if bytes > TreeDigest.maxBytes { throw fail(relative, "more than \(TreeDigest.maxBytes) bytes in the tree") }
+            if bytes > TreeDigest.maxBytes {
+                throw fail(relative, "more than \(TreeDigest.maxBytes) bytes in the tree")
+            }
             var hash = SHA256()
             var buffer = [UInt8](repeating: 0, count: 1 << 16)
             var total: Int64 = 0

@@ -96,7 +96,8 @@ final class PoolRecycleTests: XCTestCase {
         XCTAssertEqual(record["pool"] as? String, pool, file: file, line: line)
         let detail = record["check_" + check] as? String ?? ""
         XCTAssertTrue(detail.hasPrefix("failed: "), "check \(check): \(record)", file: file, line: line)
-        XCTAssertTrue(detail.contains(mentions), "check \(check) should mention \(mentions): \(detail)", file: file, line: line)
+        XCTAssertTrue(
+            detail.contains(mentions), "check \(check) should mention \(mentions): \(detail)", file: file, line: line)
         XCTAssertTrue((record["failed"] as? [String] ?? []).contains(check), "\(record)", file: file, line: line)
         // Destroyed: deleted in the audit, and the pool's next sandbox is another one.
         XCTAssertTrue(
@@ -210,7 +211,9 @@ final class PoolRecycleTests: XCTestCase {
         }
         XCTAssertEqual(connected, 0)
         func send(_ text: String) { _ = text.withCString { Glibc.send(fd, $0, strlen($0), Int32(MSG_NOSIGNAL)) } }
-        send("PUT /v1/sandboxes/\(name)/files/tmp/planted HTTP/1.1\r\nHost: safespaced\r\nContent-Length: 10\r\n\r\nhello")
+        send(
+            "PUT /v1/sandboxes/\(name)/files/tmp/planted HTTP/1.1\r\nHost: safespaced\r\nContent-Length: 10\r\n\r\nhello"
+        )
         usleep(500_000)
         let released = try h.delete(name)
         XCTAssertEqual(released.status, 200, released.text)
@@ -244,13 +247,15 @@ final class PoolRecycleTests: XCTestCase {
             XCTAssertEqual(stdout(used), "s3cret\n", used.text)
             let code = try h.client.request(
                 "POST", "/v1/sandboxes/\(name)/exec",
-                json: ["code": "import os, sys; os.environ['LEAK'] = '1'; sys.modules['leak'] = 1; print(os.getppid())"])
+                json: ["code": "import os, sys; os.environ['LEAK'] = '1'; sys.modules['leak'] = 1; print(os.getppid())"]
+            )
             XCTAssertEqual(exitCode(code), 0, code.text)
             forkserver = stdout(code)
         }
         let record = released.record
         XCTAssertEqual(record["outcome"] as? String, "ok", "\(record)")
-        for check in ["age", "securityEvents", "agent", "processes", "writablePaths", "packages", "counters", "python"] {
+        for check in ["age", "securityEvents", "agent", "processes", "writablePaths", "packages", "counters", "python"]
+        {
             XCTAssertTrue((record["check_" + check] as? String ?? "").hasPrefix("passed: "), "\(check): \(record)")
         }
         XCTAssertEqual(record["failed"] as? [String], [], "\(record)")
@@ -265,7 +270,8 @@ final class PoolRecycleTests: XCTestCase {
         let again = try claim(h, pool)
         XCTAssertEqual(again, released.name)
         let look = try h.exec(
-            again, ["sh", "-c", "find /tmp /workspace /dev/shm -mindepth 1 | wc -l; echo \"SECRET=$SECRET LEAK=$LEAK\"; pwd"])
+            again,
+            ["sh", "-c", "find /tmp /workspace /dev/shm -mindepth 1 | wc -l; echo \"SECRET=$SECRET LEAK=$LEAK\"; pwd"])
         XCTAssertEqual(stdout(look), "0\nSECRET= LEAK=\n/workspace\n", look.text)
         let code = try h.client.request(
             "POST", "/v1/sandboxes/\(again)/exec",

@@ -67,7 +67,9 @@ struct WarmPoolTests {
         let high = #expect(throws: SandboxError.self) {
             try Self.pool("recycle: true\ntemplate: {securityLevel: high}").validate()
         }
-        #expect(high?.issues.contains { $0.field == "spec.recycle" && $0.message.contains("spec.template.securityLevel") } == true)
+        #expect(
+            high?.issues.contains { $0.field == "spec.recycle" && $0.message.contains("spec.template.securityLevel") }
+                == true)
         let writable = #expect(throws: SandboxError.self) {
             try Self.pool("recycle: true\ntemplate:\n  filesystem: {readOnlyRoot: false}").validate()
         }
