@@ -185,6 +185,33 @@ final class PoolRecycleTests: XCTestCase {
         try finish(h, pool)
     }
 
+    /// The end of a claim's lifetime releases the sandbox like its owner's delete: recycled,
+    /// and the next claimant does not inherit the lifetime.
+    func testLifetimeEndRecyclesAndClearsTheLifetime() throws {
+        let (h, pool) = try start()
+        let claimed = try h.client.request("POST", "/v1/sandboxes?pool=\(pool)", json: ["spec": ["timeoutSeconds": 1]])
+        XCTAssertEqual(claimed.status, 201, claimed.text)
+        let name = try XCTUnwrap((claimed.json?["metadata"] as? [String: Any])?["name"] as? String)
+        XCTAssertNotNil((claimed.json?["status"] as? [String: Any])?["expiresAt"])
+        let deadline = Date().addingTimeInterval(60)
+        var record: [String: Any]?
+        while record == nil, Date() < deadline {
+            record = h.auditRecords().last {
+                $0["type"] as? String == "pool.recycle" && $0["sandbox"] as? String == name
+            }
+            usleep(100_000)
+        }
+        XCTAssertEqual(record?["reason"] as? String, "timeout", "\(String(describing: record))")
+        XCTAssertEqual(record?["outcome"] as? String, "ok", "\(String(describing: record))")
+        XCTAssertEqual(try h.client.request("GET", "/v1/sandboxes/\(name)").status, 404)
+        try waitReady(h, pool)
+        let again = try h.client.request("POST", "/v1/sandboxes?pool=\(pool)")
+        XCTAssertEqual((again.json?["metadata"] as? [String: Any])?["name"] as? String, name, again.text)
+        XCTAssertNil((again.json?["status"] as? [String: Any])?["expiresAt"], again.text)
+        XCTAssertEqual(try h.delete(name).status, 200)
+        try finish(h, pool)
+    }
+
     // MARK: the former owner
 
     /// A file write whose request found the sandbox before its owner released it, and whose
