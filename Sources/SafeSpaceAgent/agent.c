@@ -19,6 +19,9 @@
  *    sandbox's PID namespace); a SIGTERM from a process of the sandbox is ignored, since a
  *    PID 1 only gets the signals it handles (pid_namespaces(7)).
  *
+ * It is not dumpable (PR_SET_DUMPABLE 0, prctl(2)): no process of the sandbox may write its
+ * memory or trace it, though they share its uid.
+ *
  * Nothing here trusts the peer more than the sandbox: a malformed request is refused, a
  * request that does not arrive within 2 s is dropped, and the fds of a request are closed
  * whatever happens to it.
@@ -34,6 +37,7 @@
 #include <string.h>
 #include <sys/ipc.h>
 #include <sys/msg.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/sem.h>
 #include <sys/shm.h>
@@ -506,6 +510,14 @@ static void start_python(const char *dir, const char *python, char **preload, in
 }
 
 int main(int argc, char **argv) {
+    /* Not dumpable: the sandbox's processes run with this uid, and a dumpable PID 1 would let
+     * them open /proc/1/mem for writing or ptrace it (ptrace access mode checks, ptrace(2));
+     * the agent outlives a claimant when its pool recycles the sandbox. execve(2) of an exec's
+     * program makes that process dumpable again; only the agent itself stays out of reach. */
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) {
+        say("safespace-agent: PR_SET_DUMPABLE: %s\n", strerror(errno));
+        return 1;
+    }
     const char *dir = NULL;
     const char *python = NULL;
     char *preload[256];

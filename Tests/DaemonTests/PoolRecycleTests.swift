@@ -212,6 +212,20 @@ final class PoolRecycleTests: XCTestCase {
         try finish(h, pool)
     }
 
+    /// PID 1 (the agent) outlives a claimant when its sandbox is recycled, so no process of
+    /// the sandbox may change it: it runs with the same uid, and without PR_SET_DUMPABLE 0
+    /// it could write the agent's memory through /proc/1/mem (ptrace access mode ATTACH,
+    /// ptrace(2)), and the next claimant's execs would be forked by code it planted.
+    func testSandboxCannotWriteItsAgentsMemory() throws {
+        let (h, pool) = try start()
+        let name = try claim(h, pool)
+        let tried = try h.exec(name, ["sh", "-c", "(exec 3<>/proc/1/mem) 2>/dev/null && echo opened || echo refused"])
+        XCTAssertEqual(exitCode(tried), 0, tried.text)
+        XCTAssertTrue(stdout(tried).hasPrefix("refused"), tried.text)
+        XCTAssertEqual(try h.delete(name).status, 200)
+        try finish(h, pool)
+    }
+
     // MARK: the former owner
 
     /// A file write whose request found the sandbox before its owner released it, and whose
