@@ -23,8 +23,9 @@ final class PoolRecycleTests: XCTestCase {
         harness = nil
     }
 
-    /// A started daemon with pool `name` (one sandbox, recycled), ready.
-    func start(maxAgeSeconds: Int = 3600) throws -> (DaemonHarness, String) {
+    /// A started daemon with pool `name` (one sandbox, recycled), ready; `template` extra
+    /// fields of the pool's template.
+    func start(maxAgeSeconds: Int = 3600, template: [String: Any] = [:]) throws -> (DaemonHarness, String) {
         let h = try DaemonHarness(extraConfig: "node:\n  allocatableCPU: \"100\"\n  allocatableMemory: 100Gi\n")
         harness = h
         try h.start()
@@ -36,7 +37,9 @@ final class PoolRecycleTests: XCTestCase {
                 "spec": [
                     "minSize": 1, "maxSize": 1, "recycle": true, "maxAgeSeconds": maxAgeSeconds,
                     "whenEmpty": "refuse",
-                    "template": ["resources": ["cpu": "100m", "memory": "128Mi", "ephemeralStorage": "64Mi"]],
+                    "template": template.merging([
+                        "resources": ["cpu": "100m", "memory": "128Mi", "ephemeralStorage": "64Mi"]
+                    ]) { $1 },
                 ],
             ])
         XCTAssertEqual(created.status, 201, created.text)
@@ -170,6 +173,18 @@ final class PoolRecycleTests: XCTestCase {
             XCTAssertNotEqual(exitCode(try h.exec(name, ["unshare", "-U", "true"])), 0)
         }
         try assertRefused(h, pool, released, check: "securityEvents", mentions: "unshare")
+        try finish(h, pool)
+    }
+
+    func testEgressDenialIsNotRecycled() throws {
+        let (h, pool) = try start(template: ["networkAccess": ["egress": [["domain": "pypi.org"]]]])
+        let released = try release(h, pool) { name in
+            // A name outside the egress rules: the filter denies its DNS queries (A, AAAA);
+            // with no seccomp denial, the check fails on those alone.
+            let looked = try h.exec(name, ["sh", "-c", "getent hosts denied.test || echo none"])
+            XCTAssertEqual(stdout(looked), "none\n", looked.text)
+        }
+        try assertRefused(h, pool, released, check: "securityEvents", mentions: "seccomp denials: 0; egress denials: ")
         try finish(h, pool)
     }
 
