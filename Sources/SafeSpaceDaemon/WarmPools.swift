@@ -756,6 +756,7 @@ extension PoolManager {
         }
 
         let runtime = manager.runtime
+        let checking = ContinuousClock.now
         let subject = RecycleChecks.Subject(
             name: name, initPid: record.initPid ?? 0, initStartTime: record.initStartTime,
             agentDirectory: record.agentDirectory, warmPython: record.warmPython == true,
@@ -790,6 +791,7 @@ extension PoolManager {
 
         var fields: [String: AuditField] = [
             "pool": .string(poolName), "reason": .string(reason.rawValue),
+            "durationMs": .int(Int((ContinuousClock.now - checking) / .milliseconds(1))),
             "passed": .strings(checks.filter(\.passed).map(\.name)),
             "failed": .strings(checks.filter { !$0.passed }.map(\.name)),
         ]
