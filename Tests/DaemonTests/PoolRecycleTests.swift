@@ -200,6 +200,34 @@ final class PoolRecycleTests: XCTestCase {
         try finish(h, pool)
     }
 
+    /// Claim, run code, release, ten times: one sandbox serves every claim, and once the pool
+    /// is removed nothing is left (the harness's count) and the daemon holds no more fds than
+    /// after the first cycle (an agent connection or a tree walk's fd kept would add one a
+    /// cycle).
+    func testTenRecycleCyclesUseOneSandboxAndLeakNothing() throws {
+        let (h, pool) = try start()
+        var names = Set<String>()
+        var fdsAfterFirst = 0
+        for cycle in 0..<10 {
+            try waitReady(h, pool)
+            let name = try claim(h, pool)
+            names.insert(name)
+            let code = try h.client.request(
+                "POST", "/v1/sandboxes/\(name)/exec", json: ["code": "print(\(cycle))"])
+            XCTAssertEqual(stdout(code), "\(cycle)\n", code.text)
+            XCTAssertEqual(try h.delete(name).status, 200)
+            if cycle == 0 {
+                fdsAfterFirst = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(h.pid)/fd"))?.count ?? 0
+            }
+        }
+        XCTAssertEqual(names.count, 1, "\(names)")
+        XCTAssertEqual(try status(h, pool)["recycled"] as? Int, 10)
+        let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(h.pid)/fd"))?.count ?? 0
+        XCTAssertLessThanOrEqual(
+            fds, fdsAfterFirst + 3, "daemon fds \(fdsAfterFirst) after one cycle, \(fds) after ten")
+        try finish(h, pool)
+    }
+
     /// The end of a claim's lifetime releases the sandbox like its owner's delete: recycled,
     /// and the next claimant does not inherit the lifetime.
     func testLifetimeEndRecyclesAndClearsTheLifetime() throws {
