@@ -19,6 +19,9 @@
  *    sandbox's PID namespace); a SIGTERM from a process of the sandbox is ignored, since a
  *    PID 1 only gets the signals it handles (pid_namespaces(7)).
  *
+ * It is not dumpable (PR_SET_DUMPABLE 0, prctl(2)): no process of the sandbox may write its
+ * memory or trace it, though they share its uid.
+ *
  * Nothing here trusts the peer more than the sandbox: a malformed request is refused, a
  * request that does not arrive within 2 s is dropped, and the fds of a request are closed
  * whatever happens to it.
@@ -32,7 +35,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ipc.h>
+#include <sys/msg.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/sem.h>
+#include <sys/shm.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -55,6 +63,11 @@ struct connection {
 static struct connection connections[MAX_CONNECTIONS];
 static int connection_count;
 static pid_t python_pid;
+/* --dir, --python and --preload, kept for START_PYTHON. */
+static const char *agent_dir;
+static const char *python_program;
+static char *python_preload[256];
+static int python_preload_count;
 extern char **environ;
 
 static void say(const char *format, const char *detail) {
@@ -189,7 +202,7 @@ static int read_request(int fd, struct request *request, int fds[3]) {
     if (received != 3 || (msg.msg_flags & MSG_CTRUNC)) goto refuse_fds;
     if (n <= 0) goto refuse;
     if ((size_t)n < sizeof header && read_exact(fd, (char *)header + n, sizeof header - (size_t)n) != 0) goto refuse;
-    if (header[0] != SSA_REQUEST_MAGIC || (header[1] != SSA_KIND_COMMAND && header[1] != SSA_KIND_CODE) ||
+    if (header[0] != SSA_REQUEST_MAGIC || header[1] < SSA_KIND_COMMAND || header[1] > SSA_KIND_START_PYTHON ||
         header[2] > SSA_MAX_PAYLOAD)
         goto refuse;
     request->kind = header[1];
@@ -320,6 +333,49 @@ static void remove_connection(int index) {
     connections[index] = connections[--connection_count];
 }
 
+static void start_python(const char *dir, const char *python, char **preload, int preload_count);
+
+/* System V IPC objects of the sandbox's IPC namespace: shm segments, message queues,
+ * semaphore sets (their *_INFO counts: shmctl(2), msgctl(2), semctl(2)); -1 when unreadable. */
+static int ipc_objects(void) {
+    struct shm_info shm;
+    struct msginfo msg;
+    struct seminfo sem;
+    union {
+        int val;
+        struct semid_ds *buf;
+        unsigned short *array;
+        struct seminfo *__buf;
+    } arg = {.__buf = &sem};
+    if (shmctl(0, SHM_INFO, (struct shmid_ds *)&shm) < 0 || msgctl(0, MSG_INFO, (struct msqid_ds *)&msg) < 0 ||
+        semctl(0, 0, SEM_INFO, arg) < 0)
+        return -1;
+    return shm.used_ids + msg.msgpool + sem.semusz;
+}
+
+/* STOP_PYTHON / START_PYTHON (pool recycling): answered at once, no process of the request. */
+static void control_request(int fd, uint32_t kind) {
+    int32_t value = 0;
+    if (kind == SSA_KIND_STOP_PYTHON) {
+        if (python_pid > 0) {
+            kill(python_pid, SIGKILL);
+            int status;
+            while (waitpid(python_pid, &status, 0) < 0 && errno == EINTR) {}
+            python_pid = 0;
+        }
+        if (agent_dir != NULL) {
+            char path[4096];
+            snprintf(path, sizeof path, "%s/python.sock", agent_dir);
+            unlink(path);
+        }
+        value = ipc_objects();
+    } else if (python_program != NULL && python_pid == 0) {
+        start_python(agent_dir, python_program, python_preload, python_preload_count);
+        value = python_pid;
+    }
+    send_record(fd, SSA_RECORD_DONE, value, 0);
+}
+
 /* A connection on the listening socket: one exec. */
 static void serve(int listener) {
     int fd = accept4(listener, NULL, NULL, SOCK_CLOEXEC);
@@ -336,6 +392,13 @@ static void serve(int listener) {
     int fds[3] = {-1, -1, -1};
     if (read_request(fd, &request, fds) != 0) {
         send_record(fd, SSA_RECORD_REFUSED, 0, 0);
+        close(fd);
+        return;
+    }
+    if (request.kind == SSA_KIND_STOP_PYTHON || request.kind == SSA_KIND_START_PYTHON) {
+        for (int i = 0; i < 3; i++) close(fds[i]);
+        free_request(&request);
+        control_request(fd, request.kind);
         close(fd);
         return;
     }
@@ -447,6 +510,14 @@ static void start_python(const char *dir, const char *python, char **preload, in
 }
 
 int main(int argc, char **argv) {
+    /* Not dumpable: the sandbox's processes run with this uid, and a dumpable PID 1 would let
+     * them open /proc/1/mem for writing or ptrace it (ptrace access mode checks, ptrace(2));
+     * the agent outlives a claimant when its pool recycles the sandbox. execve(2) of an exec's
+     * program makes that process dumpable again; only the agent itself stays out of reach. */
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) {
+        say("safespace-agent: PR_SET_DUMPABLE: %s\n", strerror(errno));
+        return 1;
+    }
     const char *dir = NULL;
     const char *python = NULL;
     char *preload[256];
@@ -490,6 +561,10 @@ int main(int argc, char **argv) {
         say("safespace-agent: cannot listen: %s\n", strerror(errno));
         return 1;
     }
+    agent_dir = dir;
+    python_program = python;
+    for (int i = 0; i < preload_count; i++) python_preload[i] = preload[i];
+    python_preload_count = preload_count;
     if (python != NULL) start_python(dir, python, preload, preload_count);
 
     struct pollfd polled[MAX_CONNECTIONS + 2];

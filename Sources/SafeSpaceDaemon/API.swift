@@ -161,6 +161,9 @@ struct DaemonAPI: Sendable {
             let files = try manager.files(of: sandbox)
             let target = try files.target(rawPath: try filePath(request, context))
             let bytes = try await collect(request, limit: manager.config.maxFileBytes, field: "body", what: "file")
+            // Still the caller's now that the body is in (a pool may have taken it back).
+            guard sandbox.beginFileOperation(for: caller) else { throw APIError.notFound(sandbox.name) }
+            defer { sandbox.endFileOperation() }
             do {
                 let sha = try await blocking { try files.write(target, bytes: bytes) }
                 Metrics.fileBytes.increment(by: bytes.count)
@@ -185,6 +188,8 @@ struct DaemonAPI: Sendable {
             let files = try manager.files(of: sandbox)
             let target = try files.target(rawPath: try filePath(request, context))
             let limit = manager.config.maxFileBytes
+            guard sandbox.beginFileOperation(for: caller) else { throw APIError.notFound(sandbox.name) }
+            defer { sandbox.endFileOperation() }
             do {
                 let bytes = try await blocking { try files.read(target, limit: limit) }
                 let sha = SandboxFiles.sha256(bytes)

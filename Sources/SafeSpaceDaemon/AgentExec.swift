@@ -56,9 +56,12 @@ enum AgentExec {
     enum Kind: UInt32 {
         case command = 1
         case code = 2
+        /// Pool recycling (`AgentControl`).
+        case stopPython = 3
+        case startPython = 4
     }
     enum RecordType: UInt32 {
-        case started = 1, exited, failed, refused, kill
+        case started = 1, exited, failed, refused, kill, done
     }
     /// Seconds the agent has to take the request and say STARTED (or FAILED).
     static let startSeconds = 10
@@ -286,7 +289,7 @@ enum AgentExec {
     }
 
     /// Sends `message` with `fds` (SCM_RIGHTS) on its first byte.
-    private static func send(
+    static func send(
         _ message: [UInt8], fds: [Int32], on fd: Int32, deadline: ContinuousClock.Instant
     ) throws(AgentUnavailable) {
         var sent = 0

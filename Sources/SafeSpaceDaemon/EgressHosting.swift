@@ -139,6 +139,18 @@ final class EgressLedger: Sendable {
         served.withLock { $0[sandbox] }?.counts
     }
 
+    /// The filter's denials (DNS and connections) of `sandbox` since it was made: what pool
+    /// recycling reads (0 when none, or when the filter does not serve it).
+    func denials(of sandbox: String) -> Int {
+        denied(sandbox)?.values.reduce(0, +) ?? 0
+    }
+
+    /// Starts the sandbox's series from zero (a recycled sandbox, for its next claimant); its
+    /// denials stay (a sandbox with one is never recycled).
+    func rebase(_ sandbox: String) {
+        EgressMetrics.forget(sandbox)
+    }
+
     func forget(_ sandbox: String) {
         // Out of the map first: a record counted after this finds no entry.
         guard served.withLock({ $0.removeValue(forKey: sandbox) }) != nil else { return }
@@ -180,7 +192,8 @@ enum EgressMetrics {
         }
     }
 
-    /// Removes the sandbox's series (a node runs many sandboxes over its life).
+    /// Removes the sandbox's series (a node runs many sandboxes over its life; a recycled
+    /// sandbox's counters start from zero for its next claimant).
     static func forget(_ sandbox: String) {
         for decision in ["allowed", "denied"] {
             connections(sandbox, decision).destroy()

@@ -47,8 +47,10 @@ extension SandboxManager {
             throw APIError(.conflict, "not_running", "sandbox \(sandbox.name) is \(record.phase.rawValue.lowercased())")
         }
         let result = try ports.open(sandbox: sandbox.name, port: port, initPid: pid, initStartTime: start)
-        // A delete that began meanwhile: its close may have run before this forward existed.
-        if sandbox.record.phase != .running {
+        // A delete that began meanwhile, or a release to its pool (a recycle: true pool): its
+        // close may have run before this forward existed.
+        let now = sandbox.record
+        if now.phase != .running || now.isPoolReady || (!caller.isRoot && now.creatorUID != caller.uid) {
             closePorts(sandbox.name, reason: .error)
             throw APIError(.conflict, "not_running", "sandbox \(sandbox.name) is being deleted")
         }

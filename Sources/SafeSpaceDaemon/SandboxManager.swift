@@ -42,14 +42,35 @@ final class ManagedSandbox: @unchecked Sendable {
         }
     }
 
-    /// Registers an exec; false once the sandbox is no longer running.
-    func add(_ exec: ExecHandle) -> Bool {
+    /// Registers an exec of `caller`; false once the sandbox is no longer running, or no
+    /// longer `caller`'s (a pool sandbox released to its pool since the request found it:
+    /// checked under the lock its release hides it with, so no exec of a former owner starts
+    /// after the release killed the running ones).
+    func add(_ exec: ExecHandle, caller: Caller) -> Bool {
         lock.withLock {
-            guard _record.phase == .running else { return false }
+            guard _record.phase == .running, !_record.isPoolReady, caller.isRoot || _record.creatorUID == caller.uid
+            else { return false }
             _execs[exec.id] = exec
             return true
         }
     }
+
+    // Guarded by `lock`: file reads and writes under way (`beginFileOperation`).
+    private var fileOperations = 0
+
+    /// Starts a file read or write of `caller`'s; false when the sandbox is no longer
+    /// `caller`'s (released to its pool since the request found it). A pool's release waits
+    /// for `fileOperationsInFlight` to drop to 0 after hiding the sandbox.
+    func beginFileOperation(for caller: Caller) -> Bool {
+        lock.withLock {
+            guard _record.phase == .running, !_record.isPoolReady, caller.isRoot || _record.creatorUID == caller.uid
+            else { return false }
+            fileOperations += 1
+            return true
+        }
+    }
+    func endFileOperation() { lock.withLock { fileOperations -= 1 } }
+    var fileOperationsInFlight: Int { lock.withLock { fileOperations } }
     func remove(_ exec: ExecHandle) { lock.withLock { _ = _execs.removeValue(forKey: exec.id) } }
 
     /// Marks the sandbox as being deleted (phase Deleting); false when a delete runs already.
@@ -107,6 +128,13 @@ final class SandboxManager: @unchecked Sendable {
     private var reserved: [String: (cpu: Int64, memory: Int64)] = [:]
     private var draining = false
     private var nextExecID: UInt64 = 0
+    /// The warm pools' release of a claimed sandbox (`PoolManager.release`), asked first by
+    /// `delete` for an owner's delete or a lifetime's end.
+    private var releaseHook: (@Sendable (ManagedSandbox, DeleteReason) async -> ReleaseOutcome)?
+
+    func setReleaseHook(_ hook: @escaping @Sendable (ManagedSandbox, DeleteReason) async -> ReleaseOutcome) {
+        lock.withLock { releaseHook = hook }
+    }
 
     /// The idle init of every sandbox: a shell as PID 1 of the sandbox, which reaps the
     /// orphans execs leave (dash reaps any child in `wait`) and ends on SIGTERM.
@@ -408,6 +436,18 @@ final class SandboxManager: @unchecked Sendable {
     /// - Throws: `APIError` 500 with the releases that failed (kept for a retry; the record
     ///   stays in phase Deleting and is finished by the next delete or daemon start).
     func delete(_ sandbox: ManagedSandbox, reason: DeleteReason, caller: Caller?) async throws {
+        // A claimed sandbox of a `recycle: true` pool may go back to its pool instead.
+        if reason == .request || reason == .timeout, sandbox.record.pool != nil, sandbox.record.claimed == true,
+            let hook = lock.withLock({ releaseHook })
+        {
+            switch await hook(sandbox, reason) {
+            case .recycled: return
+            case .busy:
+                if reason != .request { return }
+                throw APIError(.conflict, "being_deleted", "sandbox \(sandbox.name) is being deleted", field: "name")
+            case .destroy: break
+            }
+        }
         guard sandbox.beginDelete() else {
             if reason != .request { return }
             throw APIError(.conflict, "being_deleted", "sandbox \(sandbox.name) is being deleted", field: "name")
@@ -490,7 +530,9 @@ final class SandboxManager: @unchecked Sendable {
             nextExecID += 1
             return ExecHandle(id: nextExecID, request: request)
         }
-        guard sandbox.add(handle) else {
+        guard sandbox.add(handle, caller: caller) else {
+            // Released to its pool since the request found it: no longer the caller's.
+            if sandbox.record.phase == .running { throw APIError.notFound(sandbox.name) }
             throw APIError(
                 .conflict, "not_running", "sandbox \(sandbox.name) is \(sandbox.record.phase.rawValue.lowercased())")
         }
@@ -719,12 +761,18 @@ final class SandboxManager: @unchecked Sendable {
     }
 
     /// Usage of sandbox `name` from its cgroup.
+    /// A recycled sandbox's CPU time counts from its recycle (`usageBaseCPUNanoseconds`), and
+    /// its memory peak is null where the recycle could not reset it (cgroup v2).
     func usage(_ name: String) -> [String: Any]? {
         guard let stats = try? runtime.stats(id: name) else { return nil }
+        let record = managed(name)?.record
         var usage: [String: Any] = [:]
-        if let total = stats.cpu.usage.total { usage["cpuSeconds"] = Double(total) / 1e9 }
+        if let total = stats.cpu.usage.total {
+            let base = record?.usageBaseCPUNanoseconds ?? 0
+            usage["cpuSeconds"] = Double(total >= base ? total - base : 0) / 1e9
+        }
         usage["memoryBytes"] = stats.memory.usage.usage ?? NSNull()
-        usage["memoryPeakBytes"] = stats.memory.usage.max ?? NSNull()
+        usage["memoryPeakBytes"] = record?.memoryPeakUnknown == true ? NSNull() : stats.memory.usage.max ?? NSNull()
         usage["pids"] = stats.pids.current ?? NSNull()
         return usage
     }

@@ -51,6 +51,11 @@ struct SandboxRecord: Codable, Sendable, Equatable {
     /// A pool sandbox handed to a caller by a claim (its owner is then `creatorUID`); a pool
     /// sandbox not claimed is ready, and no caller may see or touch it.
     var claimed: Bool?
+    /// The cgroup's CPU time (ns) when the sandbox was last recycled: its usage is reported
+    /// from there (nil: from zero).
+    var usageBaseCPUNanoseconds: UInt64?
+    /// Recycled on cgroup v2, whose memory peak cannot be reset: the peak is not reported.
+    var memoryPeakUnknown: Bool?
 
     /// A ready sandbox of a warm pool: nobody's yet.
     var isPoolReady: Bool { pool != nil && claimed != true }

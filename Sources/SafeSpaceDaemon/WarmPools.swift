@@ -7,9 +7,17 @@
 ///   sees or touches it (`SandboxRecord.isPoolReady`). A claim pops the oldest ready one under
 ///   the pool's lock (never handed out twice), makes the caller its owner (record saved,
 ///   audited `pool.claimed`), and answers with `status.warm: true`.
-/// - Used sandboxes are never returned: a claimed sandbox is the caller's and is destroyed by
-///   the caller's delete (or its lifetime) like any other; the pool refills (`recycle: false`).
-///   `recycle: true` is refused by `WarmPool.validate()` as not enforceable.
+/// - With `recycle: false` (the default) used sandboxes are never returned: a claimed sandbox
+///   is the caller's and is destroyed by the caller's delete (or its lifetime) like any other;
+///   the pool refills.
+/// - With `recycle: true` the owner's delete or the lifetime's end releases a claimed sandbox
+///   to the pool (`release`): it is hidden at once (the owner's later requests get 404), its
+///   execs are killed and its port forwards closed, then the checks of PoolRecycle.swift run
+///   against the digests taken when it was made (`RecycleBaseline`, at refill). All passed:
+///   it is ready again (its age still counted from when it was made, owner and lifetime
+///   cleared, counters re-based, a fresh warm interpreter); one failed: it is destroyed and
+///   the pool refills. Every check's outcome is audited (`pool.recycle`) and counted
+///   (`safespaced_pool_recycle_checks_total`).
 /// - Refills run in the background, one create at a time for all pools, at most
 ///   `pools.refillPerSecond` per second, through the daemon's admission (a 429 backs off:
 ///   0.5 s doubling to 30 s, `status.lastError`). A ready sandbox older than `maxAgeSeconds`
@@ -64,6 +72,18 @@ enum PoolMetrics {
     static func discarded(_ pool: String, _ reason: String) -> Counter {
         Counter(label: "safespaced_pool_discarded_total", dimensions: [("pool", pool), ("reason", reason)])
     }
+    /// Released sandboxes of a `recycle: true` pool by `outcome`: recycled (back in the ready
+    /// set) or failed (destroyed).
+    static func recycles(_ pool: String, _ outcome: String) -> Counter {
+        Counter(label: "safespaced_pool_recycles_total", dimensions: [("pool", pool), ("outcome", outcome)])
+    }
+    /// Each recycle check's outcome: `check` (age, securityEvents, agent, processes,
+    /// writablePaths, packages, counters, python), `result` passed or failed.
+    static func recycleChecks(_ pool: String, _ check: String, _ result: String) -> Counter {
+        Counter(
+            label: "safespaced_pool_recycle_checks_total",
+            dimensions: [("pool", pool), ("check", check), ("result", result)])
+    }
 }
 
 /// What a claim got.
@@ -87,6 +107,14 @@ final class PoolEntry: @unchecked Sendable {
     /// Oldest first.
     var ready: [Ready] = []
     var claimed: Set<String> = []
+    /// Released sandboxes being checked (`recycle: true`).
+    var recycling: Set<String> = []
+    /// When each sandbox of the pool was made (its age for `maxAgeSeconds`, kept over claims).
+    var made: [String: ContinuousClock.Instant] = [:]
+    /// What each sandbox looked like when made (`recycle: true` pools).
+    var baselines: [String: RecycleBaseline] = [:]
+    var recycled = 0
+    var recycleFailures = 0
     var creating = 0
     var refills = 0
     var refillFailures = 0
@@ -122,6 +150,9 @@ final class PoolManager: @unchecked Sendable {
     init(manager: SandboxManager, logger: Logger) {
         self.manager = manager
         self.logger = logger
+        manager.setReleaseHook { [weak self] sandbox, reason in
+            await self?.release(sandbox, reason: reason) ?? .destroy
+        }
     }
 
     // MARK: pools
@@ -225,7 +256,10 @@ final class PoolManager: @unchecked Sendable {
         for sandbox in ready { await discard(sandbox.name, pool: name, reason: .poolRemoved) }
         // A refill in flight discards its sandbox when it ends (the pool is marked removed):
         // the answer waits for it, so that nothing of the pool is left once it is given.
-        while lock.withLock({ entry.creating > 0 }) { try? await Task.sleep(for: .milliseconds(10)) }
+        // Likewise a release being checked: it is destroyed when its checks end.
+        while lock.withLock({ entry.creating > 0 || !entry.recycling.isEmpty }) {
+            try? await Task.sleep(for: .milliseconds(10))
+        }
         PoolMetrics.ready(name).record(0)
         PoolMetrics.claimed(name).record(0)
         manager.audit.record(
@@ -264,6 +298,8 @@ final class PoolManager: @unchecked Sendable {
             let status: [String: Any] = [
                 "ready": entry.ready.count, "claimed": liveClaimed(entry), "creating": entry.creating,
                 "refills": entry.refills, "refillFailures": entry.refillFailures, "hits": entry.hits,
+                "recycle": entry.pool.spec.recycle == true, "recycled": entry.recycled,
+                "recycleFailures": entry.recycleFailures, "recycling": entry.recycling.count,
                 "misses": entry.misses, "refusals": entry.refusals,
                 "hitRatio": asked == 0 ? (NSNull() as Any) : (Double(entry.hits) / Double(asked) as Any),
                 "lastError": entry.lastError ?? NSNull(), "source": entry.source,
@@ -385,6 +421,7 @@ final class PoolManager: @unchecked Sendable {
                 }
                 let ready = entry.ready.removeFirst()
                 entry.claimed.insert(ready.name)
+                entry.made[ready.name] = ready.made
                 return ready
             }
             guard let next else { return nil }
@@ -448,6 +485,9 @@ final class PoolManager: @unchecked Sendable {
         lock.withLock {
             for entry in pools.values {
                 entry.claimed = entry.claimed.filter { manager.managed($0) != nil }
+                let known = Set(entry.ready.map(\.name)).union(entry.claimed).union(entry.recycling)
+                entry.made = entry.made.filter { known.contains($0.key) }
+                entry.baselines = entry.baselines.filter { known.contains($0.key) }
                 let maxAge = Duration.seconds(entry.pool.maxAgeSeconds)
                 entry.ready.removeAll { ready in
                     if now - ready.made >= maxAge {
@@ -473,7 +513,7 @@ final class PoolManager: @unchecked Sendable {
             if stopping || manager.isDraining { return nil }
             if let last = lastRefillStart, now - last < interval { return nil }
             let wanting = pools.values.filter { entry in
-                let total = entry.ready.count + entry.claimed.count + entry.creating
+                let total = entry.ready.count + entry.claimed.count + entry.creating + entry.recycling.count
                 return entry.ready.count + entry.creating < entry.pool.minSize && total < entry.pool.maxSize
                     && (entry.retryAt.map { now >= $0 } ?? true)
             }
@@ -497,13 +537,23 @@ final class PoolManager: @unchecked Sendable {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys]
             let body = Array(try encoder.encode(sandbox))
-            _ = try await manager.create(body, caller: Self.daemonCaller, pool: poolName)
+            let made = try await manager.create(body, caller: Self.daemonCaller, pool: poolName)
+            // What it looks like before anyone used it: what a release is compared with.
+            var baseline: RecycleBaseline?
+            if lock.withLock({ entry.pool.spec.recycle == true }) {
+                do { baseline = try await takeBaseline(made) } catch {
+                    logger.warning(
+                        "no recycle baseline: the sandbox will be destroyed after use: \(error)",
+                        metadata: ["pool": "\(poolName)", "sandbox": "\(sandboxName)"])
+                }
+            }
             PoolMetrics.refillDuration(poolName).recordInterval(ContinuousClock.now - started)
             PoolMetrics.refills(poolName, "ok").increment()
             let keep = lock.withLock { () -> Bool in
                 guard !entry.removed, !stopping else { return false }
                 entry.creating -= 1
                 entry.ready.append(.init(name: sandboxName, made: ContinuousClock.now))
+                if let baseline { entry.baselines[sandboxName] = baseline }
                 entry.refills += 1
                 entry.consecutiveFailures = 0
                 entry.retryAt = nil
@@ -621,5 +671,153 @@ extension DaemonAPI {
         status["claim"] = ["pool": poolName, "outcome": outcome.rawValue]
         object["status"] = status
         return JSON.response(object, status: .created)
+    }
+}
+
+// MARK: recycling
+
+/// What `SandboxManager.delete` does with a released pool sandbox.
+enum ReleaseOutcome: Sendable {
+    /// Verified and back in its pool's ready set: not deleted.
+    case recycled
+    /// Deleted as any sandbox (not a `recycle: true` pool's, or a check failed).
+    case destroy
+    /// Its release runs already.
+    case busy
+}
+
+extension PoolManager {
+    /// HOME of sandbox `name`'s processes (its container's `process.env`), `/` when none.
+    private func home(_ name: String) -> String {
+        let env = (try? manager.runtime.store.load(name))?.spec.process?.env ?? []
+        return env.last { $0.hasPrefix("HOME=") }.map { String($0.dropFirst(5)) } ?? "/"
+    }
+
+    /// The digests of a sandbox just made (`RecycleBaseline.take`), on a thread of its own.
+    func takeBaseline(_ sandbox: ManagedSandbox) async throws -> RecycleBaseline {
+        let record = sandbox.record
+        guard let pid = record.initPid else { throw TreeDigest.WalkError(description: "no init") }
+        let home = home(sandbox.name)
+        return try await blocking {
+            try RecycleBaseline.take(
+                pid: pid, startTime: record.initStartTime, writablePaths: record.writablePaths,
+                runtime: record.runtime, home: home, agentDirectory: record.agentDirectory)
+        }
+    }
+
+    /// A claimed sandbox of a `recycle: true` pool released by its owner's delete or its
+    /// lifetime's end (`reason` request or timeout): hidden, its execs killed and its port
+    /// forwards closed, then checked (`RecycleChecks`); every check audited in one
+    /// `pool.recycle` record (fields `check_<name>`: `passed: …` / `failed: …`) and counted.
+    /// - Returns: `.recycled` when it is ready again; `.destroy` when the caller deletes it
+    ///   (any other sandbox, a failed check, a pool gone meanwhile); `.busy` for a second
+    ///   release of the same sandbox.
+    func release(_ sandbox: ManagedSandbox, reason: DeleteReason) async -> ReleaseOutcome {
+        let record = sandbox.record
+        let name = sandbox.name
+        guard let poolName = record.pool, record.claimed == true, reason == .request || reason == .timeout,
+            record.phase == .running
+        else { return .destroy }
+        enum Taken {
+            case check(PoolEntry, RecycleBaseline?, ContinuousClock.Instant?)
+            case not(ReleaseOutcome)
+        }
+        let taken = lock.withLock { () -> Taken in
+            guard let entry = pools[poolName], !entry.removed, !stopping, entry.pool.spec.recycle == true else {
+                return .not(.destroy)
+            }
+            if entry.recycling.contains(name) { return .not(.busy) }
+            entry.claimed.remove(name)
+            entry.recycling.insert(name)
+            return .check(entry, entry.baselines[name], entry.made[name])
+        }
+        guard case .check(let entry, let baseline, let made) = taken else {
+            if case .not(let outcome) = taken { return outcome }
+            return .destroy
+        }
+        let maxAge = Duration.seconds(lock.withLock { entry.pool.maxAgeSeconds })
+
+        // Nobody's from now on: the owner's next request gets 404, a crash destroys it.
+        let hidden = sandbox.update { record in
+            record.claimed = nil
+            record.creatorUID = 0
+            record.creatorPID = getpid()
+            record.timeoutSeconds = nil
+            record.expiresAt = nil
+        }
+        try? manager.records.save(hidden)
+        manager.closePorts(name, reason: reason)
+        for exec in sandbox.execs { exec.kill(reason: "sandbox released") }
+        // No exec or file operation of the former owner starts from now on (ManagedSandbox
+        // `add`, `beginFileOperation`); those under way end first.
+        let execDeadline = ContinuousClock.now + .seconds(10)
+        while !sandbox.execs.isEmpty || sandbox.fileOperationsInFlight > 0, ContinuousClock.now < execDeadline {
+            try? await Task.sleep(for: .milliseconds(5))
+        }
+
+        let runtime = manager.runtime
+        let checking = ContinuousClock.now
+        let subject = RecycleChecks.Subject(
+            name: name, initPid: record.initPid ?? 0, initStartTime: record.initStartTime,
+            agentDirectory: record.agentDirectory, warmPython: record.warmPython == true,
+            writablePaths: record.writablePaths, runtime: record.runtime, home: home(name), baseline: baseline,
+            age: made.map { ContinuousClock.now - $0 } ?? maxAge, maxAge: maxAge,
+            seccompDenials: sandbox.prepared?.seccompDenials, adopted: sandbox.prepared == nil,
+            egressDenials: manager.egress?.ledger.denials(of: name) ?? 0,
+            cgroup: sandbox.cgroup { try? runtime.store.load(name).cgroup })
+        var checks = await blocking { RecycleChecks.verify(subject) }
+        if !sandbox.execs.isEmpty || sandbox.fileOperationsInFlight > 0 {
+            checks.append(
+                RecycleCheck(name: "execs", passed: false, detail: "an exec or a file operation did not end in 10 s"))
+        }
+        var cpu: UInt64?
+        if checks.allSatisfy(\.passed) {
+            cpu = (try? runtime.stats(id: name))?.cpu.usage.total
+            let base = cpu
+            checks += await blocking { RecycleChecks.renew(subject, cpuNanoseconds: base) }
+        }
+        var passed = checks.allSatisfy(\.passed)
+        if passed {
+            manager.egress?.ledger.rebase(name)
+            let renewed = sandbox.update { record in
+                record.usageBaseCPUNanoseconds = cpu
+                if subject.cgroup?.mode == .unified { record.memoryPeakUnknown = true }
+            }
+            do { try manager.records.save(renewed) } catch {
+                checks.append(RecycleCheck(name: "record", passed: false, detail: "cannot write its record: \(error)"))
+                passed = false
+            }
+        }
+
+        var fields: [String: AuditField] = [
+            "pool": .string(poolName), "reason": .string(reason.rawValue),
+            "durationMs": .int(Int((ContinuousClock.now - checking) / .milliseconds(1))),
+            "passed": .strings(checks.filter(\.passed).map(\.name)),
+            "failed": .strings(checks.filter { !$0.passed }.map(\.name)),
+        ]
+        for check in checks {
+            fields["check_" + check.name] = .string((check.passed ? "passed: " : "failed: ") + check.detail)
+            PoolMetrics.recycleChecks(poolName, check.name, check.passed ? "passed" : "failed").increment()
+        }
+        manager.audit.record(
+            "pool.recycle", sandbox: name, caller: nil, outcome: passed ? "ok" : "denied", fields: fields)
+        PoolMetrics.recycles(poolName, passed ? "recycled" : "failed").increment()
+
+        let kept = lock.withLock { () -> Bool in
+            entry.recycling.remove(name)
+            guard passed, !entry.removed, !stopping else {
+                entry.recycleFailures += passed ? 0 : 1
+                return false
+            }
+            entry.ready.append(.init(name: name, made: made ?? ContinuousClock.now))
+            entry.recycled += 1
+            return true
+        }
+        if !kept {
+            logger.info(
+                "pool sandbox not recycled: \(checks.filter { !$0.passed }.map(\.name).joined(separator: ", "))",
+                metadata: ["pool": "\(poolName)", "sandbox": "\(name)"])
+        }
+        return kept ? .recycled : .destroy
     }
 }

@@ -19,6 +19,8 @@ public final class PreparedSandbox: @unchecked Sendable {
     // Guarded by `lock`: the releases still to run, in the order taken.
     private var releases: [(String, () throws -> Void)] = []
     private var cleanedUp = false
+    // Guarded by `lock`: the sandbox's seccomp event agent, nil when its filter gives no events.
+    private var events: SeccompEventsRun?
 
     /// The container id; the sandbox name.
     public var id: String { plan.id }
@@ -69,6 +71,7 @@ public final class PreparedSandbox: @unchecked Sendable {
             spec: &spec, socket: bundle.path + "/seccomp.sock", configuration: configuration)
         {
             cleanup.append(("seccomp events", events.finish))
+            lock.withLock { self.events = events }
         }
         // spec.networkAccess.egress: namespace, veth, nftables, the filter (SandboxNetworkHosting.swift).
         if let network = plan.network {
@@ -125,6 +128,15 @@ public final class PreparedSandbox: @unchecked Sendable {
             try? runtime.kill(id: id, signal: SIGKILL, all: true)
         }
         return expired ? .timedOut : .exited(code)
+    }
+
+    /// Syscalls the sandbox's seccomp filter denied so far (every process of the sandbox,
+    /// since it was made), by name: the live count of its event agent
+    /// (`SeccompEventAgent.counts`). nil when the filter gives no events (no filter, a
+    /// profile without EPERM denials, or the agent could not start): denials are then not
+    /// seen at all.
+    public var seccompDenials: [String: Int]? {
+        lock.withLock { events }?.counts
     }
 
     /// Whether the OOM killer killed a process of the sandbox (its cgroup's `oom_kill`

@@ -47,6 +47,9 @@ final class SeccompEventsRun: @unchecked Sendable {
         return run
     }
 
+    /// Syscalls denied so far, by name (live: the agent counts each as it answers it).
+    var counts: [String: Int] { agent.counts }
+
     /// Stops the agent, removes its socket and reports the summary line of denied syscalls.
     func finish() {
         agent.stop()

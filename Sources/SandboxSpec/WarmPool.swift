@@ -9,7 +9,7 @@
 ///   minSize: 4            # ready sandboxes kept (default 1)
 ///   maxSize: 16           # ready + claimed (default: max(minSize, 4))
 ///   maxAgeSeconds: 3600   # older ready ones are replaced (default 3600)
-///   recycle: false        # destroy after use and refill (the only mode built)
+///   recycle: false        # true: a used sandbox goes back to the pool when verified
 ///   whenEmpty: create     # create (a cold create) | refuse (503); default: the daemon's
 ///   template:             # a Sandbox spec
 ///     runtime: python:3.11
@@ -17,8 +17,37 @@
 /// ```
 ///
 /// Decoding is strict like `Sandbox`'s (an unknown or duplicate key is an error naming its
-/// path). `preloadPackages` and `recycle: true` are decoded and refused by `validate()` as
-/// not enforceable, naming the field: a pool that would run without them must not run.
+/// path). `preloadPackages` is decoded and refused by `validate()` as not enforceable, naming
+/// the field: a pool that would run without it must not run.
+///
+/// `recycle: true` (issue 14): a claimed sandbox released by its owner's delete or its
+/// lifetime's end goes back to the ready set only when every check passes, each recorded
+/// (audit `pool.recycle`, metric `safespaced_pool_recycles_total{pool,outcome,check}`); the
+/// first failed check destroys it and the pool refills. Checked (safespaced `PoolRecycle`):
+/// - `age`: younger than `maxAgeSeconds` (counted from when it was made, not claimed);
+/// - `securityEvents`: no seccomp denial ever (the seccomp agent's live count, since it was
+///   made) and no egress denial ever (the egress filter's count for the sandbox);
+/// - `python`: the warm interpreter is stopped (its socket removed) and no System V IPC
+///   object (shm, message queue, semaphore set) exists in the sandbox's IPC namespace;
+/// - `processes`: its cgroup holds its PID 1 (the agent) and nothing else;
+/// - `writablePaths`: every writable path, `/dev/shm`, `/dev/mqueue` and the agent's socket
+///   directory is as it was made — no entry added, removed or changed, same mode, owner and
+///   extended attributes (a tree digest taken at warm-up, compared). A sandbox that leaves
+///   anything there is destroyed, not emptied: recycling is for sandboxes that leave
+///   nothing behind;
+/// - `packages`: the interpreter's package trees (Python: `site-packages`/`dist-packages`
+///   of the system and the user site under HOME; Node: global `node_modules`) hashed
+///   (SHA-256 of every file, modes, owners, symlink targets) equal to the digest taken at
+///   warm-up;
+/// - `counters`: the cgroup's CPU time is re-based and its memory peak reset (cgroup v1
+///   `memory.max_usage_in_bytes`; v2 has no global reset, so the peak is not reported after
+///   a recycle), the per-sandbox egress series removed;
+/// - `python` again: a fresh warm interpreter is started and answers.
+/// Not carried over: env and cwd are per exec (the agent's own never change); the owner,
+/// lifetime, port forwards and running execs (killed first) are reset. `recycle: true` is
+/// refused for gVisor levels and for a writable root (`filesystem.readOnlyRoot: false`).
+
+import OCI
 
 /// A warm pool.
 public struct WarmPool: Codable, Sendable, Equatable {
@@ -97,8 +126,8 @@ public struct WarmPool: Codable, Sendable, Equatable {
     /// Checks every field: the header, `metadata.name` (a DNS-1123 label of at most
     /// `maxNameLength` characters), `0 <= minSize <= maxSize <= maxSizeLimit`,
     /// `maxAgeSeconds > 0`, `whenEmpty` (create, refuse), and the template as a Sandbox spec
-    /// (its issues named `spec.template.…`); `preloadPackages` and `recycle: true` are
-    /// `.notEnforceable`.
+    /// (its issues named `spec.template.…`); `preloadPackages` is `.notEnforceable`, and so is
+    /// `recycle: true` with a gVisor level or a writable root.
     /// - Throws: `SandboxError` listing every issue, each naming its field.
     public func validate() throws(SandboxError) {
         var issues: [FieldIssue] = []
@@ -156,12 +185,25 @@ public struct WarmPool: Codable, Sendable, Equatable {
                     "not enforceable yet: a pool layer of pinned, hashed and scanned packages is not built; remove the field"
                 ))
         }
-        if spec.recycle == true {
-            issues.append(
-                FieldIssue(
-                    .notEnforceable, field: "spec.recycle",
-                    "not enforceable yet: the verified reset of a used sandbox is not built; a pool destroys each sandbox after use (recycle: false)"
-                ))
+        if spec.recycle == true, let template = spec.template {
+            // Recycling verifies a used sandbox from the host (its cgroup, its writable paths
+            // through its init's root, the seccomp agent's live counts): the native backend
+            // only, and only where the rest of the root cannot have been written.
+            let sandbox = sandbox(named: "pool-template")
+            if let level = SecurityLevel.of(sandbox), level.profile.backend == .gvisor {
+                issues.append(
+                    FieldIssue(
+                        .notEnforceable, field: "spec.recycle",
+                        "recycle: true needs a native level; \(level.rawValue) (spec.template.securityLevel) runs under gVisor, whose sandboxes the pool cannot verify from the host"
+                    ))
+            }
+            if template.filesystem?.readOnlyRoot == false {
+                issues.append(
+                    FieldIssue(
+                        .notEnforceable, field: "spec.recycle",
+                        "recycle: true needs a read-only root (spec.template.filesystem.readOnlyRoot: false): a writable root is neither reset nor verified"
+                    ))
+            }
         }
         if !issues.isEmpty { throw SandboxError(issues) }
     }
@@ -183,7 +225,8 @@ public struct WarmPoolSpec: Codable, Sendable, Equatable {
     public var maxSize: Int?
     /// A ready sandbox older than this (seconds) is replaced (default 3600).
     public var maxAgeSeconds: Int?
-    /// Whether a used sandbox goes back to the pool (default false: destroyed and refilled).
+    /// Whether a used sandbox goes back to the pool once verified (default false: destroyed
+    /// and refilled).
     public var recycle: Bool?
     /// Packages preinstalled into a layer of the pool (refused: not built).
     public var preloadPackages: [String]?

@@ -356,7 +356,8 @@ final class WarmPoolTests: XCTestCase {
             (["maxAgeSeconds": 0], 400, "invalid_value", "spec.maxAgeSeconds"),
             (["whenEmpty": "wait"], 400, "invalid_value", "spec.whenEmpty"),
             (["preloadPackages": ["numpy==2.1.3"]], 400, "not_enforceable", "spec.preloadPackages"),
-            (["recycle": true], 400, "not_enforceable", "spec.recycle"),
+            // Recycling is verified from the host: native levels only.
+            (["recycle": true, "template": ["securityLevel": "high"]], 400, "not_enforceable", "spec.recycle"),
             (["minsize": 1], 400, "unknown_field", "spec.minsize"),
             (["template": ["resources": ["cpu": "lots"]]], 400, "", "spec.template.resources.cpu"),
             (["template": ["runtim": "python:3.11"]], 400, "unknown_field", "spec.template.runtim"),

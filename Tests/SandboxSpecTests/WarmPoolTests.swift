@@ -43,7 +43,7 @@ struct WarmPoolTests {
         ("whenEmpty: later\ntemplate: {}", "spec.whenEmpty", .invalidValue),
         ("minSize: 1", "spec.template", .missingField),
         ("preloadPackages: [\"numpy==2.1.3\"]\ntemplate: {}", "spec.preloadPackages", .notEnforceable),
-        ("recycle: true\ntemplate: {}", "spec.recycle", .notEnforceable),
+        ("recycle: true\ntemplate: {securityLevel: high}", "spec.recycle", .notEnforceable),
         ("template: {runtime: \"Python 3\"}", "spec.template.runtime", .invalidValue),
         ("template:\n  securityContext: {runAsUser: 0}", "spec.template.securityContext.runAsUser", .invalidValue),
         ("template:\n  storage: {persistent: true}", "spec.template.storage.persistent", .notEnforceable),
@@ -55,6 +55,30 @@ struct WarmPoolTests {
         let error = #expect(throws: SandboxError.self) { try pool.validate() }
         #expect(error?.fields.first == field, "\(String(describing: error))")
         #expect(error?.code == kind)
+    }
+
+    /// Recycling is built for the native levels with a read-only root; the refusals name the
+    /// template field that rules it out.
+    @Test func recycle() throws {
+        let pool = try Self.pool("recycle: true\ntemplate: {securityLevel: standard}")
+        try pool.validate()
+        #expect(pool.spec.recycle == true)
+        try Self.pool("recycle: true\ntemplate: {}").validate()
+        let high = #expect(throws: SandboxError.self) {
+            try Self.pool("recycle: true\ntemplate: {securityLevel: high}").validate()
+        }
+        #expect(
+            high?.issues.contains { $0.field == "spec.recycle" && $0.message.contains("spec.template.securityLevel") }
+                == true)
+        let writable = #expect(throws: SandboxError.self) {
+            try Self.pool("recycle: true\ntemplate:\n  filesystem: {readOnlyRoot: false}").validate()
+        }
+        #expect(
+            writable?.issues.contains {
+                $0.field == "spec.recycle" && $0.message.contains("spec.template.filesystem.readOnlyRoot")
+            } == true)
+        let wrong = #expect(throws: SandboxError.self) { try Self.pool("recycle: yes please\ntemplate: {}") }
+        #expect(wrong?.code == .wrongType && wrong?.field == "spec.recycle")
     }
 
     @Test func strictDecoding() throws {

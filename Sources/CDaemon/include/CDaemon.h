@@ -8,6 +8,10 @@
 /// (RESOLVE_* below). Returns the fd, or -1 with errno.
 int sd_openat2(int dirfd, const char *path, uint64_t flags, uint64_t mode, uint64_t resolve);
 
+/// flistxattr(2): the NUL-separated names of the extended attributes of `fd` into `list`
+/// (`size` bytes). Returns their length, or -1 with errno.
+ssize_t sd_flistxattr(int fd, char *list, size_t size);
+
 #define SD_RESOLVE_NO_XDEV 0x01
 #define SD_RESOLVE_NO_MAGICLINKS 0x02
 #define SD_RESOLVE_NO_SYMLINKS 0x04

@@ -17,6 +17,15 @@
  *   request was malformed; value: 0).
  *   daemon -> agent: KILL (SIGKILL to the process group of the exec). The daemon closing the
  *   connection kills the process group as well.
+ *
+ * Pool recycling (safespaced's PoolRecycle), same request format (argv: one word, the 3 fds
+ * /dev/null), answered by one DONE record and no process:
+ *   STOP_PYTHON: the warm interpreter is killed (SIGKILL) and waited for, its socket
+ *   unlinked; DONE's value: the System V IPC objects (shm segments + message queues +
+ *   semaphore sets) that exist in the sandbox's IPC namespace (SHM_INFO, MSG_INFO, SEM_INFO:
+ *   shmctl(2), msgctl(2), semctl(2)), detail: 0.
+ *   START_PYTHON: a fresh warm interpreter is started (when the agent runs with --python and
+ *   none runs); DONE's value: its pid in the sandbox (0: none started).
  */
 #ifndef SAFESPACE_AGENT_PROTOCOL_H
 #define SAFESPACE_AGENT_PROTOCOL_H
@@ -25,6 +34,8 @@
 #define SSA_RECORD_MAGIC 0x52415353u  /* "SSAR" */
 #define SSA_KIND_COMMAND 1u
 #define SSA_KIND_CODE 2u
+#define SSA_KIND_STOP_PYTHON 3u
+#define SSA_KIND_START_PYTHON 4u
 #define SSA_MAX_PAYLOAD (8u << 20)
 #define SSA_MAX_STRINGS 65536u
 #define SSA_MAX_RLIMITS 16u
@@ -35,6 +46,7 @@
 #define SSA_RECORD_FAILED 3u
 #define SSA_RECORD_REFUSED 4u
 #define SSA_RECORD_KILL 5u
+#define SSA_RECORD_DONE 6u
 
 #define SSA_STAGE_CWD 1
 #define SSA_STAGE_EXEC 2
