@@ -82,6 +82,8 @@ final class PoolEntry: @unchecked Sendable {
     }
 
     var pool: WarmPool
+    /// The layer of `spec.preloadPackages` (PackageLayer.swift); nil without packages.
+    var layer: PackageLayer?
     /// `file:<path>` or `api`.
     let source: String
     /// Oldest first.
@@ -142,11 +144,15 @@ final class PoolManager: @unchecked Sendable {
                 throw ConfigError("\(path): \(text)")
             }
             let name = pool.metadata.name!
+            let layer: PackageLayer?
+            do { layer = try layerBuilder.build(pool) } catch { throw ConfigError("\(path): \(error)") }
             try lock.withLock {
                 if let other = pools[name] {
                     throw ConfigError("\(path): metadata.name: pool \(name) is defined already by \(other.source)")
                 }
-                pools[name] = PoolEntry(pool: pool, source: "file:" + path)
+                let entry = PoolEntry(pool: pool, source: "file:" + path)
+                entry.layer = layer
+                pools[name] = entry
             }
             logger.info("warm pool loaded", metadata: ["pool": "\(name)", "file": "\(path)"])
         }
@@ -154,8 +160,10 @@ final class PoolManager: @unchecked Sendable {
 
     /// Adds a pool from the API (`POST /v1/warmpools`), root only.
     /// - Throws: `APIError`: 403 for a caller that is not root, 400 naming the field of a bad
-    ///   pool (a template the host cannot plan included), 409 for a name in use.
-    func add(_ body: [UInt8], caller: Caller) throws -> PoolEntry {
+    ///   pool (a template the host cannot plan included; a package refused by the allowlist or
+    ///   the advisory scan, or a layer that cannot be built, `PackageLayerError`'s code), 409
+    ///   for a name in use.
+    func add(_ body: [UInt8], caller: Caller) async throws -> PoolEntry {
         try requireRoot(caller, "create warm pools")
         guard let text = String(bytes: body, encoding: .utf8) else {
             throw APIError.badRequest("the body is not UTF-8 text", field: "body", code: "malformed")
@@ -167,6 +175,7 @@ final class PoolManager: @unchecked Sendable {
         } catch { throw APIError.from(error) }
         try checkPlannable(pool)
         let name = pool.metadata.name!
+        let layer = try await buildLayer(pool, caller: caller)
         let entry = try lock.withLock { () throws -> PoolEntry in
             if stopping {
                 throw APIError(
@@ -176,6 +185,7 @@ final class PoolManager: @unchecked Sendable {
                 throw APIError(.conflict, "exists", "a warm pool named \(name) exists already", field: "metadata.name")
             }
             let entry = PoolEntry(pool: pool, source: "api")
+            entry.layer = layer
             pools[name] = entry
             return entry
         }
@@ -270,6 +280,7 @@ final class PoolManager: @unchecked Sendable {
                 "minSize": entry.pool.minSize, "maxSize": entry.pool.maxSize,
                 "maxAgeSeconds": entry.pool.maxAgeSeconds,
                 "whenEmpty": refusesWhenEmpty(entry.pool) ? "refuse" : "create",
+                "packages": entry.layer?.json ?? NSNull(),
             ]
             return (entry.pool, status)
         }
@@ -365,7 +376,9 @@ final class PoolManager: @unchecked Sendable {
             spec["timeoutSeconds"] = lifetime
             object["spec"] = spec
         }
-        let sandbox = try await manager.create(JSON.encode(object), caller: caller)
+        let layer = lock.withLock { entry.layer }
+        let sandbox = try await manager.create(JSON.encode(object), caller: caller, layer: layer)
+        try await verifyLayer(sandbox, layer: layer, pool: name)
         PoolMetrics.claimDuration(name).recordInterval(ContinuousClock.now - started)
         PoolMetrics.claims(name, ClaimOutcome.cold.rawValue).increment()
         manager.audit.record(
@@ -497,7 +510,9 @@ final class PoolManager: @unchecked Sendable {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys]
             let body = Array(try encoder.encode(sandbox))
-            _ = try await manager.create(body, caller: Self.daemonCaller, pool: poolName)
+            let layer = lock.withLock { entry.layer }
+            let made = try await manager.create(body, caller: Self.daemonCaller, pool: poolName, layer: layer)
+            try await verifyLayer(made, layer: layer, pool: poolName)
             PoolMetrics.refillDuration(poolName).recordInterval(ContinuousClock.now - started)
             PoolMetrics.refills(poolName, "ok").increment()
             let keep = lock.withLock { () -> Bool in
@@ -585,7 +600,7 @@ extension DaemonAPI {
         router.post("/v1/warmpools") { request, context in
             let caller = try context.requireCaller()
             var buffer = try await request.body.collect(upTo: manager.config.maxRequestBytes)
-            let entry = try pools.add(buffer.readBytes(length: buffer.readableBytes) ?? [], caller: caller)
+            let entry = try await pools.add(buffer.readBytes(length: buffer.readableBytes) ?? [], caller: caller)
             return JSON.response(pools.describe(entry), status: .created)
         }
         router.get("/v1/warmpools/:name") { _, context in
@@ -598,6 +613,7 @@ extension DaemonAPI {
             try await pools.remove(name, caller: caller)
             return JSON.response(["name": name, "deleted": true])
         }
+        registerPoolScan(on: router)
     }
 
     /// `POST /v1/sandboxes`: a claim (`?pool=NAME`, or a body with no metadata whose spec is
