@@ -209,8 +209,8 @@ struct PackageLayerBuilder: Sendable {
         func failed(_ message: String) -> PackageLayerError {
             PackageLayerError(code: "package_build_failed", field: "spec.preloadPackages", message: message)
         }
-        for dir in [settings.layers] where mkdir(dir, 0o755) != 0 && errno != EEXIST {
-            throw failed("cannot make \(dir) (packages.layers): \(String(cString: strerror(errno)))")
+        do { try FileManager.default.createDirectory(atPath: settings.layers, withIntermediateDirectories: true) } catch {
+            throw failed("cannot make \(settings.layers) (packages.layers): \(error)")
         }
         let work = settings.layers + "/.build-" + (pool.metadata.name ?? "") + "-"
             + String(UInt32.random(in: .min ... .max), radix: 16)

@@ -262,7 +262,8 @@ final class SandboxManager: @unchecked Sendable {
         if let agentInstall { plan.spec.mounts = (plan.spec.mounts ?? []) + agentInstall.mounts(name) }
         if let layer {
             plan.spec.mounts = (plan.spec.mounts ?? []) + [layer.mount]
-            plan.spec.process?.env = (plan.spec.process?.env ?? []) + [layer.environment]
+            let env = plan.spec.process?.env ?? []
+            plan.spec.process?.env = env + [layer.environment]
         }
         let finalPlan = plan
 

@@ -14,7 +14,7 @@ extension PoolManager {
         guard !pool.preloadPins.isEmpty else { return nil }
         let builder = layerBuilder
         let result = await blocking { () -> Result<PackageLayer?, PackageLayerError> in
-            do { return .success(try builder.build(pool)) } catch { return .failure(error) }
+            do throws(PackageLayerError) { return .success(try builder.build(pool)) } catch { return .failure(error) }
         }
         let name = pool.metadata.name ?? ""
         switch result {
@@ -23,7 +23,7 @@ extension PoolManager {
                 "pool.layer_built", sandbox: nil, caller: caller, outcome: "ok",
                 fields: [
                     "pool": .string(name), "layer": .string(layer?.path ?? ""),
-                    "packages": .string(layer?.packages.map(\.description).joined(separator: " ") ?? ""),
+                    "packages": .string(layer.map { $0.packages.map(\.description).joined(separator: " ") } ?? ""),
                     "manifestDigest": .string(layer?.listing.digest ?? ""),
                 ])
             return layer
@@ -65,7 +65,9 @@ extension DaemonAPI {
             let (pool, layer) = (entry.pool, entry.layer)
             let builder = pools.layerBuilder
             let result = await blocking { () -> Result<[OSVFinding], PackageLayerError> in
-                do { return .success(try builder.scan(pool, layer: layer)) } catch { return .failure(error) }
+                do throws(PackageLayerError) {
+                    return .success(try builder.scan(pool, layer: layer))
+                } catch { return .failure(error) }
             }
             let findings: [OSVFinding]
             switch result {

@@ -280,7 +280,7 @@ final class PoolManager: @unchecked Sendable {
                 "minSize": entry.pool.minSize, "maxSize": entry.pool.maxSize,
                 "maxAgeSeconds": entry.pool.maxAgeSeconds,
                 "whenEmpty": refusesWhenEmpty(entry.pool) ? "refuse" : "create",
-                "packages": entry.layer?.json ?? NSNull(),
+                "packages": entry.layer.map { $0.json as Any } ?? NSNull(),
             ]
             return (entry.pool, status)
         }
