@@ -174,8 +174,8 @@ final class PoolPackagesTests: XCTestCase {
               preloadPackages: ["tinypkg==0.9"]
               template: {}
             """.write(toFile: file, atomically: true, encoding: .utf8)
-        let (status, out) = try run(cli, ["pool", "scan", "--file", file, "--advisory-database", fixtures + "/osv"])
-        XCTAssertEqual(status, 1, out)
+        let (exitStatus, out) = try run(cli, ["pool", "scan", "--file", file, "--advisory-database", fixtures + "/osv"])
+        XCTAssertEqual(exitStatus, 1, out)
         XCTAssertTrue(out.contains("tinypkg==0.9  PYSEC-2099-7"), out)
 
         // A good pool fills; the warm interpreter has tinypkg imported already.
