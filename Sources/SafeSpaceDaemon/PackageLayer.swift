@@ -209,10 +209,12 @@ struct PackageLayerBuilder: Sendable {
         func failed(_ message: String) -> PackageLayerError {
             PackageLayerError(code: "package_build_failed", field: "spec.preloadPackages", message: message)
         }
-        do { try FileManager.default.createDirectory(atPath: settings.layers, withIntermediateDirectories: true) } catch {
+        do { try FileManager.default.createDirectory(atPath: settings.layers, withIntermediateDirectories: true) } catch
+        {
             throw failed("cannot make \(settings.layers) (packages.layers): \(error)")
         }
-        let work = settings.layers + "/.build-" + (pool.metadata.name ?? "") + "-"
+        let work =
+            settings.layers + "/.build-" + (pool.metadata.name ?? "") + "-"
             + String(UInt32.random(in: .min ... .max), radix: 16)
         let wheels = work + "/wheels"
         defer { try? FileManager.default.removeItem(atPath: work) }
@@ -257,8 +259,10 @@ struct PackageLayerBuilder: Sendable {
         // rootfs's version is that byte code the sandbox's.
         let compile = hostPythonVersion() == target.version ? [] : ["--no-compile"]
         try pip(
-            ["install", "--require-hashes", "--no-deps", "--no-index", "--find-links", wheels, "--target",
-             work + "/site-packages", "-r", work + "/requirements.lock"] + common + compile, failed)
+            [
+                "install", "--require-hashes", "--no-deps", "--no-index", "--find-links", wheels, "--target",
+                work + "/site-packages", "-r", work + "/requirements.lock",
+            ] + common + compile, failed)
         try? FileManager.default.removeItem(atPath: wheels)
         // Read-only for everyone but root, readable by the sandbox's (unmapped) users.
         normalizeModes(work + "/site-packages")
@@ -298,7 +302,8 @@ struct PackageLayerBuilder: Sendable {
             }
             return pin
         }
-        return PackageLayer(path: path, packages: packages, modules: modules, listing: RootfsListing(text: Array(listing)))
+        return PackageLayer(
+            path: path, packages: packages, modules: modules, listing: RootfsListing(text: Array(listing)))
     }
 
     /// Runs `<python> -m pip ARGS`; a failure carries pip's last lines.
@@ -379,8 +384,10 @@ struct PackageLayerBuilder: Sendable {
                     }
                 }
             }
-            for name in names where !name.isEmpty && !name.hasPrefix("_") && !modules.contains(name)
-            && name.allSatisfy({ $0 == "_" || ($0.isASCII && ($0.isLetter || $0.isNumber)) }) {
+            for name in names
+            where !name.isEmpty && !name.hasPrefix("_") && !modules.contains(name)
+                && name.allSatisfy({ $0 == "_" || ($0.isASCII && ($0.isLetter || $0.isNumber)) })
+            {
                 modules.append(name)
             }
         }

@@ -166,7 +166,9 @@ public struct WarmPool: Codable, Sendable, Equatable {
                 case .failure(let error): invalid("spec.preloadPackages[\(i)]", error.message)
                 case .success(let pin):
                     if let first = seen[pin.name] {
-                        invalid("spec.preloadPackages[\(i)]", "\(pin.name) is given already by spec.preloadPackages[\(first)]")
+                        invalid(
+                            "spec.preloadPackages[\(i)]",
+                            "\(pin.name) is given already by spec.preloadPackages[\(first)]")
                     }
                     seen[pin.name] = seen[pin.name] ?? i
                 }
@@ -178,7 +180,9 @@ public struct WarmPool: Codable, Sendable, Equatable {
         }
         for (i, id) in (spec.waiveAdvisories ?? []).enumerated()
         where id.isEmpty || !id.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-_.:".contains($0)) }) {
-            invalid("spec.waiveAdvisories[\(i)]", "\"\(id)\" is not an advisory id (e.g. GHSA-xxxx-xxxx-xxxx, PYSEC-2024-1)")
+            invalid(
+                "spec.waiveAdvisories[\(i)]", "\"\(id)\" is not an advisory id (e.g. GHSA-xxxx-xxxx-xxxx, PYSEC-2024-1)"
+            )
         }
         if spec.recycle == true {
             issues.append(

@@ -59,7 +59,9 @@ struct PoolScanCommand: ParsableCommand {
             let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
             print(String(decoding: data, as: UTF8.self))
         } else {
-            print("\(packages.count) packages scanned against \(database): \(findings.count) findings, \(unwaived) not waived")
+            print(
+                "\(packages.count) packages scanned against \(database): \(findings.count) findings, \(unwaived) not waived"
+            )
             for finding in findings {
                 let waived = (finding["waived"] as? Bool) == true ? "  [waived]" : ""
                 print(

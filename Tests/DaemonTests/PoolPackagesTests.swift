@@ -167,14 +167,15 @@ final class PoolPackagesTests: XCTestCase {
         let cli = URL(fileURLWithPath: DaemonHarness.binary).deletingLastPathComponent().path + "/safespace"
         let file = fixtures + "/pool.yaml"
         try """
-            apiVersion: llmsafespace.dev/v1
-            kind: WarmPool
-            metadata: {name: scanned}
-            spec:
-              preloadPackages: ["tinypkg==0.9"]
-              template: {}
-            """.write(toFile: file, atomically: true, encoding: .utf8)
-        let (exitStatus, out) = try run(cli, ["pool", "scan", "--file", file, "--advisory-database", fixtures + "/osv"])
+        apiVersion: llmsafespace.dev/v1
+        kind: WarmPool
+        metadata: {name: scanned}
+        spec:
+          preloadPackages: ["tinypkg==0.9"]
+          template: {}
+        """.write(toFile: file, atomically: true, encoding: .utf8)
+        let (exitStatus, out) = try run(
+            cli, ["pool", "scan", "--file", file, "--advisory-database", fixtures + "/osv"])
         XCTAssertEqual(exitStatus, 1, out)
         XCTAssertTrue(out.contains("tinypkg==0.9  PYSEC-2099-7"), out)
 
@@ -248,7 +249,8 @@ final class PoolPackagesTests: XCTestCase {
         XCTAssertEqual(warm.status, 200, warm.text)
         XCTAssertEqual(warm.json?["stdout"] as? String, "True\ntiny 1.0 dep\nread-only\n", warm.text)
         let command = try h.exec(name, ["python3", "-c", "import tinypkg; print(tinypkg.__file__)"])
-        XCTAssertEqual(command.json?["stdout"] as? String, "/dev/.safespace-packages/tinypkg/__init__.py\n", command.text)
+        XCTAssertEqual(
+            command.json?["stdout"] as? String, "/dev/.safespace-packages/tinypkg/__init__.py\n", command.text)
         return name
     }
 

@@ -32,12 +32,14 @@ struct PEP440VersionTests {
         }
     }
 
-    @Test("normalized spellings are equal", arguments: [
-        ("1.0", "1.0.0"), ("1.0", "v1.0"), ("1.0a1", "1.0alpha1"), ("1.0b0", "1.0beta"), ("1.0rc1", "1.0c1"),
-        ("1.0rc1", "1.0-pre1"), ("1.0rc1", "1.0preview1"), ("1.0.post1", "1.0-1"), ("1.0.post1", "1.0_r1"),
-        ("1.0.post0", "1.0.post"), ("1.0.dev0", "1.0-dev"), ("1.0a1", "1.0.A.1"), ("0!1.0", "1.0"),
-        ("1.0+ubuntu.1", "1.0+ubuntu-1"),
-    ])
+    @Test(
+        "normalized spellings are equal",
+        arguments: [
+            ("1.0", "1.0.0"), ("1.0", "v1.0"), ("1.0a1", "1.0alpha1"), ("1.0b0", "1.0beta"), ("1.0rc1", "1.0c1"),
+            ("1.0rc1", "1.0-pre1"), ("1.0rc1", "1.0preview1"), ("1.0.post1", "1.0-1"), ("1.0.post1", "1.0_r1"),
+            ("1.0.post0", "1.0.post"), ("1.0.dev0", "1.0-dev"), ("1.0a1", "1.0.A.1"), ("0!1.0", "1.0"),
+            ("1.0+ubuntu.1", "1.0+ubuntu-1"),
+        ])
     func equalSpellings(a: String, b: String) {
         #expect(Self.v(a) == Self.v(b), "\(a) == \(b)")
         #expect(!(Self.v(a) < Self.v(b)) && !(Self.v(b) < Self.v(a)))

@@ -47,8 +47,14 @@ struct WarmPoolTests {
         ("preloadPackages: [\"a==1\", \"numpy==2.1.*\"]\ntemplate: {}", "spec.preloadPackages[1]", .invalidValue),
         ("preloadPackages: [\"Foo_Bar==1\", \"foo.bar==2\"]\ntemplate: {}", "spec.preloadPackages[1]", .invalidValue),
         ("preloadPackages: [\"-x==1\"]\ntemplate: {}", "spec.preloadPackages[0]", .invalidValue),
-        ("preloadPackages: [\"left-pad==1.3.0\"]\ntemplate: {runtime: \"node:18\"}", "spec.preloadPackages", .invalidValue),
-        ("preloadPackages: [\"a==1\"]\nwaiveAdvisories: [\"\"]\ntemplate: {}", "spec.waiveAdvisories[0]", .invalidValue),
+        (
+            "preloadPackages: [\"left-pad==1.3.0\"]\ntemplate: {runtime: \"node:18\"}", "spec.preloadPackages",
+            .invalidValue
+        ),
+        (
+            "preloadPackages: [\"a==1\"]\nwaiveAdvisories: [\"\"]\ntemplate: {}", "spec.waiveAdvisories[0]",
+            .invalidValue
+        ),
         ("recycle: true\ntemplate: {}", "spec.recycle", .notEnforceable),
         ("template: {runtime: \"Python 3\"}", "spec.template.runtime", .invalidValue),
         ("template:\n  securityContext: {runAsUser: 0}", "spec.template.securityContext.runAsUser", .invalidValue),

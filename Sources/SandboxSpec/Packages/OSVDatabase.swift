@@ -95,7 +95,8 @@ public struct OSVDatabase: Sendable {
                 ranges.append(events)
             }
             affected.append(
-                Affected(name: PackagePin.normalize(name), versions: entry["versions"] as? [String] ?? [], ranges: ranges))
+                Affected(
+                    name: PackagePin.normalize(name), versions: entry["versions"] as? [String] ?? [], ranges: ranges))
         }
         guard !affected.isEmpty else { return }
         let advisory = Advisory(
