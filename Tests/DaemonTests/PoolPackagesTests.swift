@@ -2,8 +2,9 @@
 /// wheelhouse of two tiny pure-Python wheels made by the test (`tinypkg`, which requires
 /// `tinydep`), an allowlist and an OSV fixture. Covers the allowlist (a requested package
 /// and a dependency), an advisory refused and waived, the filled pool importing the package
-/// in its warm interpreter, the layer read-only in the sandbox, the scan (API and CLI), and a
-/// tampered layer caught before a sandbox is made ready (a changed file, then an added one).
+/// in its warm interpreter, the layer read-only in the sandbox, the scan (API and CLI, by
+/// pool and by file), and a tampered layer caught before a sandbox is made ready (a changed
+/// file, then an added one).
 import DaemonClient
 import Foundation
 import Glibc
@@ -161,10 +162,13 @@ final class PoolPackagesTests: XCTestCase {
         XCTAssertEqual(scan.json?["unwaived"] as? Int, 0)
         XCTAssertEqual((scan.json?["findings"] as? [[String: Any]])?.map { $0["id"] as? String }, ["PYSEC-2099-7"])
         XCTAssertEqual((scan.json?["findings"] as? [[String: Any]])?.first?["waived"] as? Bool, true)
+        let cli = URL(fileURLWithPath: DaemonHarness.binary).deletingLastPathComponent().path + "/safespace"
+        let (scanStatus, scanOut) = try run(cli, ["pool", "scan", waived], socket: h.socket)
+        XCTAssertEqual(scanStatus, 0, scanOut)
+        XCTAssertTrue(scanOut.contains("tinypkg==0.9  PYSEC-2099-7") && scanOut.contains("[waived]"), scanOut)
         XCTAssertEqual(try h.client.request("DELETE", "/v1/warmpools/\(waived)").status, 200)
 
         // `safespace pool scan --file`: the same pool without the waiver has a finding: exit 1.
-        let cli = URL(fileURLWithPath: DaemonHarness.binary).deletingLastPathComponent().path + "/safespace"
         let file = fixtures + "/pool.yaml"
         try """
         apiVersion: llmsafespace.dev/v1
@@ -207,11 +211,12 @@ final class PoolPackagesTests: XCTestCase {
         // Put back (same bytes, same mode): the pool fills again.
         try original.write(toFile: file1, atomically: false, encoding: .utf8)
         try waitStatus(h, p, "refill after repair") { $0["ready"] as? Int == 1 }
-        // An added file (a .pth runs code at interpreter start): caught.
-        try "import os\n".write(toFile: layer + "/site-packages/evil.pth", atomically: false, encoding: .utf8)
+        // An added file (json.py: PYTHONPATH comes before the standard library, so it would
+        // shadow the stdlib's json): caught.
+        try "print('shadowed')\n".write(toFile: layer + "/site-packages/json.py", atomically: false, encoding: .utf8)
         let second = try claimAndImport(h, p)
         try waitStatus(h, p, "an added file caught") {
-            ($0["lastError"] as? String)?.contains("/evil.pth was added") == true
+            ($0["lastError"] as? String)?.contains("/json.py was added") == true
         }
         verified = h.auditRecords().filter { $0["type"] as? String == "pool.layer_verified" }
         XCTAssertGreaterThanOrEqual(verified.count, 2)
@@ -254,10 +259,11 @@ final class PoolPackagesTests: XCTestCase {
         return name
     }
 
-    func run(_ executable: String, _ args: [String]) throws -> (Int32, String) {
+    func run(_ executable: String, _ args: [String], socket: String? = nil) throws -> (Int32, String) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = args
+        if let socket { process.environment = ["SAFESPACE_SOCKET": socket, "PATH": "/usr/bin:/bin"] }
         let out = Pipe()
         process.standardOutput = out
         process.standardError = out
