@@ -205,6 +205,11 @@ final class PoolPackagesTests: XCTestCase {
             ($0["lastError"] as? String)?.contains("/tinypkg/__init__.py changed") == true
         }
         XCTAssertEqual(try status(h, p)["ready"] as? Int, 0)
+        // A claim of the empty pool falls back to a cold create, which checks the layer too:
+        // refused, and its sandbox is gone (counted with the rest at the end).
+        let cold = try h.client.request("POST", "/v1/sandboxes?pool=\(p)")
+        XCTAssertEqual(cold.status, 500, cold.text)
+        XCTAssertEqual(cold.error?.code, "layer_tampered", cold.text)
         var verified = h.auditRecords().filter { $0["type"] as? String == "pool.layer_verified" }
         XCTAssertEqual(verified.first?["outcome"] as? String, "denied", "\(verified)")
         XCTAssertTrue("\(verified.first ?? [:])".contains("tinypkg/__init__.py"), "\(verified)")
