@@ -27,7 +27,8 @@
 /// 5. the manifest; the directory is renamed into place.
 /// A layer already built for the same inputs (pins, interpreter, platform, source) is
 /// reused, with steps 1 and 3 run again on its recorded packages (the allowlist and the
-/// database may have changed since).
+/// database may have changed since) and its files checked against its manifest (a
+/// difference is refused, `layer_tampered`).
 import Crypto
 import Foundation
 import Glibc
@@ -108,7 +109,8 @@ struct PackageLayerBuilder: Sendable {
     /// Builds (or reuses) the layer of `pool`; nil for a pool without packages.
     /// - Throws: `PackageLayerError` naming the field: `package_not_allowed` (a package
     ///   outside the allowlist, or no allowlist), `advisory` (an unwaived advisory),
-    ///   `advisory_database` (no readable database), `package_build_failed` (pip failed).
+    ///   `advisory_database` (no readable database), `package_build_failed` (pip failed),
+    ///   `layer_tampered` (a built layer that differs from its manifest).
     func build(_ pool: WarmPool) throws(PackageLayerError) -> PackageLayer? {
         let pins = pool.preloadPins
         guard !pins.isEmpty, let poolName = pool.metadata.name else { return nil }
@@ -127,6 +129,21 @@ struct PackageLayerBuilder: Sendable {
         let path = settings.layers + "/" + poolName + "-" + digest
         if let existing = try? Self.read(path) {
             try check(existing.packages, allowlist: allowlist, database: database, pool: pool)
+            // A layer changed on the node since its build is not used (nor silently rebuilt:
+            // the operator looks at it and removes it).
+            let difference: RootfsDifference?
+            do {
+                difference = try RootfsListing.firstDifference(
+                    recorded: existing.listing, actual: RootfsListing.scan(existing.sitePackages))
+            } catch {
+                throw PackageLayerError(
+                    code: "layer_tampered", field: "spec.preloadPackages", message: "\(path): \(error)")
+            }
+            if let difference {
+                throw PackageLayerError(
+                    code: "layer_tampered", field: "spec.preloadPackages",
+                    message: "the built layer \(path) differs from its manifest: \(difference); remove it to rebuild")
+            }
             return existing
         }
         return try make(path, pins: pins, target: target, allowlist: allowlist, database: database, pool: pool)

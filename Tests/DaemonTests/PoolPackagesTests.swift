@@ -227,6 +227,16 @@ final class PoolPackagesTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(verified.count, 2)
 
         XCTAssertEqual(try h.client.request("DELETE", "/v1/warmpools/\(p)").status, 200)
+        // The same pool again reuses the built layer, which is checked first: refused.
+        response = try createPool(h, p, ["minSize": 0, "preloadPackages": ["tinypkg==1.0"]])
+        XCTAssertEqual(response.status, 400, response.text)
+        XCTAssertEqual(response.error?.code, "layer_tampered", response.text)
+        XCTAssertTrue(response.text.contains("/json.py was added"), response.text)
+        // Removed by the operator: built anew, accepted.
+        try FileManager.default.removeItem(atPath: layer)
+        response = try createPool(h, p, ["minSize": 0, "preloadPackages": ["tinypkg==1.0"]])
+        XCTAssertEqual(response.status, 201, response.text)
+        XCTAssertEqual(try h.client.request("DELETE", "/v1/warmpools/\(p)").status, 200)
         for name in [first, second] { XCTAssertEqual(try h.delete(name).status, 200) }
         XCTAssertEqual(h.stop(), 0)
         var left = h.leftovers()
