@@ -33,6 +33,14 @@ the daemon (its own socket, roots and audit log), calls this, and stops and clea
       interpreter's; against one started with SAFESPACE_AGENT=off, the runtime exec path's
       (and `code` is `python3 -c` through it). With each, the p50 of the daemon's own
       durationMs (the exec from its start to its exit, without HTTP, JSON and the audit log).
+  bench-daemon.py --socket S numpy --runs N --warmup W --prefix P [--package numpy==2.1.3]
+      `import numpy` cold vs preloaded (issue 14): a warm pool P-np whose spec.preloadPackages
+      is the package (the daemon's packages.allowlist must list it and packages.advisoryDatabase
+      must exist; the layer's build time is printed), one claimed sandbox, then N x each of
+      `python3 -c "import numpy"` (a fresh interpreter importing from the layer: cold) and
+      {"code": "import numpy", "language": "python"} (the warm interpreter, which imported it
+      before forking), and N x (claim + that code exec) with a ready sandbox each time;
+      prints one JSON object of p50/p99 (ms) each.
   bench-daemon.py runc-exec --runs N --warmup W --rootfs DIR [--runc PATH]
       `runc exec` of the same two commands into a runc container of DIR (read-only root,
       `runc spec` defaults, running `sleep`), timed around the runc process; one JSON object.
@@ -221,6 +229,57 @@ def pool_bench(client, args):
         print(json.dumps({"pool_size": args.size, "first_fill_seconds": round(fill, 3),
                           "refill_rate_per_second": round(args.size / fill, 2)}))
     finally:
+        client.ok("DELETE", f"/v1/warmpools/{pool}")
+
+
+def numpy_bench(client, args):
+    pool = f"{args.prefix}-np"
+    spec = {"minSize": 1, "maxSize": 3, "whenEmpty": "create", "template": POOL_TEMPLATE,
+            "preloadPackages": [args.package]}
+    t0 = time.perf_counter_ns()
+    client.ok("POST", "/v1/warmpools", {"apiVersion": "llmsafespace.dev/v1", "kind": "WarmPool",
+                                         "metadata": {"name": pool}, "spec": spec}, status=201)
+    build = (time.perf_counter_ns() - t0) / 1e9
+    module = args.package.split("==")[0].replace("-", "_")
+    made = []
+
+    def run(name, body):
+        result = client.ok("POST", f"/v1/sandboxes/{name}/exec", body)
+        if result.get("exitCode") != 0:
+            raise SystemExit(f"bench-daemon: exec in {name}: {result}")
+
+    try:
+        wait_ready(client, pool, 1)
+        name, _ = claim(client, pool)
+        made.append(name)
+        cold, warm, claimed = [], [], []
+        for i in range(args.warmup + args.runs):
+            c = timed(lambda: run(name, {"command": ["python3", "-c", f"import {module}"]}))
+            w = timed(lambda: run(name, {"code": f"import {module}", "language": "python"}))
+            if i >= args.warmup:
+                cold.append(c)
+                warm.append(w)
+        for i in range(args.warmup + args.runs):
+            wait_ready(client, pool, 1)
+            t_start = time.perf_counter_ns()
+            other, is_warm = claim(client, pool)
+            made.append(other)
+            run(other, {"code": f"import {module}", "language": "python"})
+            t_done = time.perf_counter_ns()
+            client.delete(other)
+            made.remove(other)
+            if not is_warm:
+                raise SystemExit(f"bench-daemon: claim {i} of {pool} was not warm")
+            if i >= args.warmup:
+                claimed.append((t_done - t_start) / 1e9)
+        out = {"package": args.package, "layer_build_seconds": round(build, 2)}
+        for key, times in (("import_cold_interpreter", cold), ("import_warm_interpreter", warm),
+                           ("claim_and_import_warm", claimed)):
+            out[key] = percentiles(times)
+        print(json.dumps(out))
+    finally:
+        for name in made:
+            client.request("DELETE", f"/v1/sandboxes/{name}")
         client.ok("DELETE", f"/v1/warmpools/{pool}")
 
 
@@ -421,6 +480,11 @@ def main():
     p.add_argument("--prefix", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--size", type=int, default=2)
+    p = sub.add_parser("numpy")
+    p.add_argument("--runs", type=int, required=True)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--prefix", required=True)
+    p.add_argument("--package", default="numpy==2.1.3")
     p = sub.add_parser("soak")
     p.add_argument("--runs", type=int, default=500)
     p.add_argument("--prefix", required=True)
@@ -435,7 +499,8 @@ def main():
     if not args.socket:
         parser.error("--socket is required")
     client = Client(args.socket)
-    {"cycle": cycle, "exec": execs, "rss": rss, "paths": paths, "pool": pool_bench, "soak": soak}[args.what](
+    {"cycle": cycle, "exec": execs, "rss": rss, "paths": paths, "pool": pool_bench, "soak": soak,
+     "numpy": numpy_bench}[args.what](
         client, args
     )
 

@@ -45,6 +45,12 @@
 ///   whenEmpty: create               # create | refuse: a claim of an empty pool (a pool's
 ///                                   # spec.whenEmpty wins)
 ///   refillPerSecond: 2              # pool sandboxes made per second at most (one at a time)
+/// packages:                         # preloaded packages of warm pools (PackageLayer.swift)
+///   allowlist: /etc/safespace/package-allowlist.txt  # names a pool may preload; none: refused
+///   wheelhouse: /srv/wheels         # air-gapped: wheels from this directory only; default PyPI
+///   advisoryDatabase: /var/lib/safespace/osv  # OSV JSON files the packages are scanned against
+///   layers: /var/lib/safespace/layers         # where the pools' layers are built
+///   python: python3                 # the host interpreter that runs pip
 /// ```
 import EgressHosting
 import Foundation
@@ -89,18 +95,21 @@ public struct DaemonConfig: Sendable, Equatable {
     public var poolsRefuseWhenEmpty = false
     /// `pools.refillPerSecond`: pool sandboxes made per second at most.
     public var poolsRefillPerSecond = 2
+    /// `packages:`: the preloaded packages of warm pools.
+    var packages = PackageSettings()
 
     public init() {}
 
     /// The keys of each section, for the unknown-key check.
     static let sections: [String: Set<String>] = [
-        "": ["group", "audit", "node", "limits", "shutdown", "paths", "network", "pools"],
+        "": ["group", "audit", "node", "limits", "shutdown", "paths", "network", "pools", "packages"],
         "audit": ["path", "journald", "flush", "freq"],
         "node": ["allocatableCPU", "allocatableMemory"],
         "limits": ["maxRequestBytes", "maxFileBytes", "maxExecOutputBytes", "maxSandboxes"],
         "shutdown": ["gracePeriodSeconds", "sandboxes"],
         "paths": ["runtimeRoot", "bundleRoot", "ephemeralStorage", "rootfsStore", "seccompProfiles"],
         "pools": ["directory", "whenEmpty", "refillPerSecond"],
+        "packages": ["allowlist", "wheelhouse", "advisoryDatabase", "layers", "python"],
     ]
 
     /// Reads `path`; a missing file gives the defaults.
@@ -249,6 +258,22 @@ public struct DaemonConfig: Sendable, Equatable {
                         case let other: throw ConfigError("pools.whenEmpty: \"\(other)\": expected create or refuse")
                         }
                     default: config.poolsRefillPerSecond = try int(v, "pools.refillPerSecond", min: 1)
+                    }
+                }
+            case "packages":
+                for (key, v) in try section(value, "packages") {
+                    let text = try string(v, "packages.\(key)")
+                    guard key == "python" || text.hasPrefix("/") else {
+                        throw ConfigError("packages.\(key): must be an absolute path")
+                    }
+                    switch key {
+                    case "allowlist": config.packages.allowlist = text
+                    case "wheelhouse": config.packages.wheelhouse = text
+                    case "advisoryDatabase": config.packages.advisoryDatabase = text
+                    case "layers": config.packages.layers = text
+                    default:
+                        guard !text.isEmpty else { throw ConfigError("packages.python: must not be empty") }
+                        config.packages.python = text
                     }
                 }
             default:  // paths

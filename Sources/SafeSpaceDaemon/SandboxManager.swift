@@ -242,8 +242,11 @@ final class SandboxManager: @unchecked Sendable {
     /// With `pool`, the sandbox is a ready sandbox of that warm pool (hidden until claimed).
     /// - Parameter preloadModules: modules the warm Python interpreter imports before its
     ///   first exec (a python runtime with the agent only).
+    /// - Parameter layer: a pool's package layer, bound read-only and put on `PYTHONPATH`;
+    ///   its modules are preloaded.
     func create(
-        _ body: [UInt8], caller: Caller, pool: String? = nil, preloadModules: [String] = []
+        _ body: [UInt8], caller: Caller, pool: String? = nil, preloadModules: [String] = [],
+        layer: PackageLayer? = nil
     ) async throws -> ManagedSandbox {
         try checkNotDraining()
         let (decoded, lifetime) = try Self.parseCreate(body)
@@ -267,7 +270,9 @@ final class SandboxManager: @unchecked Sendable {
         var plan: SandboxPlan
         do {
             plan = try host.plan(
-                for: sandbox, args: agentInstall?.args(python: warmPython, preload: preloadModules) ?? Self.idleCommand)
+                for: sandbox,
+                args: agentInstall?.args(python: warmPython, preload: preloadModules + (layer?.modules ?? []))
+                    ?? Self.idleCommand)
         } catch let error as SandboxError {
             throw APIError.from(error)
         } catch let error as ResourceError {
@@ -283,6 +288,11 @@ final class SandboxManager: @unchecked Sendable {
         }
 
         if let agentInstall { plan.spec.mounts = (plan.spec.mounts ?? []) + agentInstall.mounts(name) }
+        if let layer {
+            plan.spec.mounts = (plan.spec.mounts ?? []) + [layer.mount]
+            let env = plan.spec.process?.env ?? []
+            plan.spec.process?.env = env + [layer.environment]
+        }
         let finalPlan = plan
 
         // Admission: reserve the name and the limits, or refuse.

@@ -102,6 +102,8 @@ final class PoolEntry: @unchecked Sendable {
     }
 
     var pool: WarmPool
+    /// The layer of `spec.preloadPackages` (PackageLayer.swift); nil without packages.
+    var layer: PackageLayer?
     /// `file:<path>` or `api`.
     let source: String
     /// Oldest first.
@@ -173,11 +175,15 @@ final class PoolManager: @unchecked Sendable {
                 throw ConfigError("\(path): \(text)")
             }
             let name = pool.metadata.name!
+            let layer: PackageLayer?
+            do { layer = try layerBuilder.build(pool) } catch { throw ConfigError("\(path): \(error)") }
             try lock.withLock {
                 if let other = pools[name] {
                     throw ConfigError("\(path): metadata.name: pool \(name) is defined already by \(other.source)")
                 }
-                pools[name] = PoolEntry(pool: pool, source: "file:" + path)
+                let entry = PoolEntry(pool: pool, source: "file:" + path)
+                entry.layer = layer
+                pools[name] = entry
             }
             logger.info("warm pool loaded", metadata: ["pool": "\(name)", "file": "\(path)"])
         }
@@ -185,8 +191,10 @@ final class PoolManager: @unchecked Sendable {
 
     /// Adds a pool from the API (`POST /v1/warmpools`), root only.
     /// - Throws: `APIError`: 403 for a caller that is not root, 400 naming the field of a bad
-    ///   pool (a template the host cannot plan included), 409 for a name in use.
-    func add(_ body: [UInt8], caller: Caller) throws -> PoolEntry {
+    ///   pool (a template the host cannot plan included; a package refused by the allowlist or
+    ///   the advisory scan, or a layer that cannot be built, `PackageLayerError`'s code), 409
+    ///   for a name in use.
+    func add(_ body: [UInt8], caller: Caller) async throws -> PoolEntry {
         try requireRoot(caller, "create warm pools")
         guard let text = String(bytes: body, encoding: .utf8) else {
             throw APIError.badRequest("the body is not UTF-8 text", field: "body", code: "malformed")
@@ -198,6 +206,7 @@ final class PoolManager: @unchecked Sendable {
         } catch { throw APIError.from(error) }
         try checkPlannable(pool)
         let name = pool.metadata.name!
+        let layer = try await buildLayer(pool, caller: caller)
         let entry = try lock.withLock { () throws -> PoolEntry in
             if stopping {
                 throw APIError(
@@ -207,6 +216,7 @@ final class PoolManager: @unchecked Sendable {
                 throw APIError(.conflict, "exists", "a warm pool named \(name) exists already", field: "metadata.name")
             }
             let entry = PoolEntry(pool: pool, source: "api")
+            entry.layer = layer
             pools[name] = entry
             return entry
         }
@@ -306,6 +316,7 @@ final class PoolManager: @unchecked Sendable {
                 "minSize": entry.pool.minSize, "maxSize": entry.pool.maxSize,
                 "maxAgeSeconds": entry.pool.maxAgeSeconds,
                 "whenEmpty": refusesWhenEmpty(entry.pool) ? "refuse" : "create",
+                "packages": entry.layer.map { $0.json as Any } ?? NSNull(),
             ]
             return (entry.pool, status)
         }
@@ -401,7 +412,9 @@ final class PoolManager: @unchecked Sendable {
             spec["timeoutSeconds"] = lifetime
             object["spec"] = spec
         }
-        let sandbox = try await manager.create(JSON.encode(object), caller: caller)
+        let layer = lock.withLock { entry.layer }
+        let sandbox = try await manager.create(JSON.encode(object), caller: caller, layer: layer)
+        try await verifyLayer(sandbox, layer: layer, pool: name)
         PoolMetrics.claimDuration(name).recordInterval(ContinuousClock.now - started)
         PoolMetrics.claims(name, ClaimOutcome.cold.rawValue).increment()
         manager.audit.record(
@@ -537,7 +550,9 @@ final class PoolManager: @unchecked Sendable {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys]
             let body = Array(try encoder.encode(sandbox))
-            let made = try await manager.create(body, caller: Self.daemonCaller, pool: poolName)
+            let layer = lock.withLock { entry.layer }
+            let made = try await manager.create(body, caller: Self.daemonCaller, pool: poolName, layer: layer)
+            try await verifyLayer(made, layer: layer, pool: poolName)
             // What it looks like before anyone used it: what a release is compared with.
             var baseline: RecycleBaseline?
             if lock.withLock({ entry.pool.spec.recycle == true }) {
@@ -635,7 +650,7 @@ extension DaemonAPI {
         router.post("/v1/warmpools") { request, context in
             let caller = try context.requireCaller()
             var buffer = try await request.body.collect(upTo: manager.config.maxRequestBytes)
-            let entry = try pools.add(buffer.readBytes(length: buffer.readableBytes) ?? [], caller: caller)
+            let entry = try await pools.add(buffer.readBytes(length: buffer.readableBytes) ?? [], caller: caller)
             return JSON.response(pools.describe(entry), status: .created)
         }
         router.get("/v1/warmpools/:name") { _, context in
@@ -648,6 +663,7 @@ extension DaemonAPI {
             try await pools.remove(name, caller: caller)
             return JSON.response(["name": name, "deleted": true])
         }
+        registerPoolScan(on: router)
     }
 
     /// `POST /v1/sandboxes`: a claim (`?pool=NAME`, or a body with no metadata whose spec is

@@ -10,6 +10,8 @@
 ///   maxSize: 16           # ready + claimed (default: max(minSize, 4))
 ///   maxAgeSeconds: 3600   # older ready ones are replaced (default 3600)
 ///   recycle: false        # true: a used sandbox goes back to the pool when verified
+///   preloadPackages: ["numpy==2.1.3"]   # name==version each: a read-only layer of the pool
+///   waiveAdvisories: ["GHSA-xxxx-xxxx-xxxx"]  # OSV ids (or aliases) accepted anyway
 ///   whenEmpty: create     # create (a cold create) | refuse (503); default: the daemon's
 ///   template:             # a Sandbox spec
 ///     runtime: python:3.11
@@ -17,8 +19,9 @@
 /// ```
 ///
 /// Decoding is strict like `Sandbox`'s (an unknown or duplicate key is an error naming its
-/// path). `preloadPackages` is decoded and refused by `validate()` as not enforceable, naming
-/// the field: a pool that would run without it must not run.
+/// path). `preloadPackages` entries must be pins (`name==version`, PEP 440); the allowlist,
+/// the advisory scan and the build of the layer are the daemon's
+/// (SafeSpaceDaemon/PackageLayer.swift).
 ///
 /// `recycle: true` (issue 14): a claimed sandbox released by its owner's delete or its
 /// lifetime's end goes back to the ready set only when every check passes, each recorded
@@ -104,6 +107,11 @@ public struct WarmPool: Codable, Sendable, Equatable {
     public var minSize: Int { spec.minSize ?? WarmPool.defaultMinSize }
     /// `spec.maxSize` with its default, `max(minSize, 4)`.
     public var maxSize: Int { spec.maxSize ?? max(minSize, 4) }
+    /// `spec.preloadPackages` as pins, in order; entries that are not pins are left out
+    /// (`validate()` refuses them).
+    public var preloadPins: [PackagePin] {
+        (spec.preloadPackages ?? []).compactMap { try? PackagePin.parse($0).get() }
+    }
     /// `spec.maxAgeSeconds` with its default (seconds).
     public var maxAgeSeconds: Int { spec.maxAgeSeconds ?? WarmPool.defaultMaxAgeSeconds }
 
@@ -126,8 +134,9 @@ public struct WarmPool: Codable, Sendable, Equatable {
     /// Checks every field: the header, `metadata.name` (a DNS-1123 label of at most
     /// `maxNameLength` characters), `0 <= minSize <= maxSize <= maxSizeLimit`,
     /// `maxAgeSeconds > 0`, `whenEmpty` (create, refuse), and the template as a Sandbox spec
-    /// (its issues named `spec.template.…`); `preloadPackages` is `.notEnforceable`, and so is
-    /// `recycle: true` with a gVisor level or a writable root.
+    /// (its issues named `spec.template.…`), `preloadPackages` (each `name==version`, no name
+    /// twice, a python runtime), `waiveAdvisories` (ids); `recycle: true` is `.notEnforceable`
+    /// with a gVisor level or a writable root.
     /// - Throws: `SandboxError` listing every issue, each naming its field.
     public func validate() throws(SandboxError) {
         var issues: [FieldIssue] = []
@@ -179,11 +188,29 @@ public struct WarmPool: Codable, Sendable, Equatable {
             }
         }
         if let packages = spec.preloadPackages, !packages.isEmpty {
-            issues.append(
-                FieldIssue(
-                    .notEnforceable, field: "spec.preloadPackages",
-                    "not enforceable yet: a pool layer of pinned, hashed and scanned packages is not built; remove the field"
-                ))
+            var seen: [String: Int] = [:]
+            for (i, text) in packages.enumerated() {
+                switch PackagePin.parse(text) {
+                case .failure(let error): invalid("spec.preloadPackages[\(i)]", error.message)
+                case .success(let pin):
+                    if let first = seen[pin.name] {
+                        invalid(
+                            "spec.preloadPackages[\(i)]",
+                            "\(pin.name) is given already by spec.preloadPackages[\(first)]")
+                    }
+                    seen[pin.name] = seen[pin.name] ?? i
+                }
+            }
+            let runtime = spec.template?.runtime ?? Sandbox.defaultRuntime
+            if !runtime.hasPrefix("python:") {
+                invalid("spec.preloadPackages", "Python packages need a python runtime; the template runs \(runtime)")
+            }
+        }
+        for (i, id) in (spec.waiveAdvisories ?? []).enumerated()
+        where id.isEmpty || !id.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-_.:".contains($0)) }) {
+            invalid(
+                "spec.waiveAdvisories[\(i)]", "\"\(id)\" is not an advisory id (e.g. GHSA-xxxx-xxxx-xxxx, PYSEC-2024-1)"
+            )
         }
         if spec.recycle == true, let template = spec.template {
             // Recycling verifies a used sandbox from the host (its cgroup, its writable paths
@@ -228,8 +255,13 @@ public struct WarmPoolSpec: Codable, Sendable, Equatable {
     /// Whether a used sandbox goes back to the pool once verified (default false: destroyed
     /// and refilled).
     public var recycle: Bool?
-    /// Packages preinstalled into a layer of the pool (refused: not built).
+    /// Python packages installed into a read-only layer of the pool and imported by the warm
+    /// interpreter before its first exec: each `name==version` (PEP 440), allowed by the
+    /// node's allowlist and free of unwaived advisories (the daemon's PackageLayer).
     public var preloadPackages: [String]?
+    /// Advisory ids (or aliases: GHSA-..., PYSEC-..., CVE-...) of the OSV database the pool's
+    /// packages may have.
+    public var waiveAdvisories: [String]?
     /// `create` or `refuse`; nil: the daemon's `pools.whenEmpty`.
     public var whenEmpty: String?
     /// The Sandbox spec every sandbox of the pool is made from.
@@ -237,19 +269,21 @@ public struct WarmPoolSpec: Codable, Sendable, Equatable {
 
     public init(
         minSize: Int? = nil, maxSize: Int? = nil, maxAgeSeconds: Int? = nil, recycle: Bool? = nil,
-        preloadPackages: [String]? = nil, whenEmpty: String? = nil, template: SandboxSpec? = nil
+        preloadPackages: [String]? = nil, waiveAdvisories: [String]? = nil, whenEmpty: String? = nil,
+        template: SandboxSpec? = nil
     ) {
         self.minSize = minSize
         self.maxSize = maxSize
         self.maxAgeSeconds = maxAgeSeconds
         self.recycle = recycle
         self.preloadPackages = preloadPackages
+        self.waiveAdvisories = waiveAdvisories
         self.whenEmpty = whenEmpty
         self.template = template
     }
 
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case minSize, maxSize, maxAgeSeconds, recycle, preloadPackages, whenEmpty, template
+        case minSize, maxSize, maxAgeSeconds, recycle, preloadPackages, waiveAdvisories, whenEmpty, template
     }
 
     public init(from decoder: any Decoder) throws {
@@ -260,6 +294,7 @@ public struct WarmPoolSpec: Codable, Sendable, Equatable {
         maxAgeSeconds = try c.decodeIfPresent(Int.self, forKey: .maxAgeSeconds)
         recycle = try c.decodeIfPresent(Bool.self, forKey: .recycle)
         preloadPackages = try c.decodeIfPresent([String].self, forKey: .preloadPackages)
+        waiveAdvisories = try c.decodeIfPresent([String].self, forKey: .waiveAdvisories)
         whenEmpty = try c.decodeIfPresent(String.self, forKey: .whenEmpty)
         template = try c.decodeIfPresent(SandboxSpec.self, forKey: .template)
     }

@@ -1,4 +1,4 @@
-/// `safespace pool ls|create|rm`: the daemon's warm pools (`/v1/warmpools`).
+/// `safespace pool ls|create|rm|scan`: the daemon's warm pools (`/v1/warmpools`).
 import ArgumentParser
 import DaemonClient
 import Foundation
@@ -12,7 +12,7 @@ enum PoolOutputFormat: String, ExpressibleByArgument, CaseIterable {
 struct PoolCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pool", abstract: "Warm pools of the daemon: sandboxes made ahead of need.",
-        subcommands: [PoolLsCommand.self, PoolCreateCommand.self, PoolRmCommand.self])
+        subcommands: [PoolLsCommand.self, PoolCreateCommand.self, PoolRmCommand.self, PoolScanCommand.self])
 }
 
 struct PoolLsCommand: ParsableCommand {

@@ -22,6 +22,7 @@ final class DaemonConfigTests: XCTestCase {
                 shutdown: {gracePeriodSeconds: 4, sandboxes: remove}
                 paths: {runtimeRoot: /r, bundleRoot: /b, ephemeralStorage: /e, rootfsStore: /s, seccompProfiles: /p}
                 pools: {directory: /pools, whenEmpty: refuse, refillPerSecond: 5}
+                packages: {allowlist: /al.txt, wheelhouse: /wh, advisoryDatabase: /osv, layers: /l, python: python3.11}
                 """)
         XCTAssertEqual(config.group, "sbx")
         XCTAssertEqual(config.auditPath, "/a/log.jsonl")
@@ -46,6 +47,13 @@ final class DaemonConfigTests: XCTestCase {
         XCTAssertTrue(config.poolsRefuseWhenEmpty)
         XCTAssertEqual(config.poolsRefillPerSecond, 5)
         XCTAssertFalse(DaemonConfig().poolsRefuseWhenEmpty)
+        XCTAssertEqual(
+            config.packages,
+            PackageSettings(
+                allowlist: "/al.txt", wheelhouse: "/wh", advisoryDatabase: "/osv", layers: "/l", python: "python3.11"))
+        XCTAssertEqual(DaemonConfig().packages.allowlist, "/etc/safespace/package-allowlist.txt")
+        XCTAssertNil(DaemonConfig().packages.wheelhouse)
+        XCTAssertEqual(DaemonConfig().packages.advisoryDatabase, "/var/lib/safespace/osv")
     }
 
     func testUnknownAndBadKeysAreRefusedByName() {
@@ -71,6 +79,8 @@ final class DaemonConfigTests: XCTestCase {
         XCTAssertTrue(message("pools:\n  size: 1").hasPrefix("pools.size: unknown key"))
         XCTAssertTrue(message("audit:\n  flush: sync").hasPrefix("audit.flush: sync is not one of"))
         XCTAssertTrue(message("audit:\n  freq: 0").hasPrefix("audit.freq"), message("audit:\n  freq: 0"))
+        XCTAssertTrue(message("packages:\n  wheelhouse: wheels").hasPrefix("packages.wheelhouse: must be an absolute"))
+        XCTAssertTrue(message("packages:\n  index: x").hasPrefix("packages.index: unknown key"))
     }
 
     func testOptions() throws {

@@ -355,7 +355,7 @@ final class WarmPoolTests: XCTestCase {
             (["minSize": 5, "maxSize": 2], 400, "invalid_value", "spec.minSize"),
             (["maxAgeSeconds": 0], 400, "invalid_value", "spec.maxAgeSeconds"),
             (["whenEmpty": "wait"], 400, "invalid_value", "spec.whenEmpty"),
-            (["preloadPackages": ["numpy==2.1.3"]], 400, "not_enforceable", "spec.preloadPackages"),
+            (["preloadPackages": ["numpy>=2.1"]], 400, "invalid_value", "spec.preloadPackages[0]"),
             // Recycling is verified from the host: native levels only.
             (["recycle": true, "template": ["securityLevel": "high"]], 400, "not_enforceable", "spec.recycle"),
             (["minsize": 1], 400, "unknown_field", "spec.minsize"),

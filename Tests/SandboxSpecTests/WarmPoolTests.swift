@@ -42,8 +42,20 @@ struct WarmPoolTests {
         ("maxAgeSeconds: 0\ntemplate: {}", "spec.maxAgeSeconds", .invalidValue),
         ("whenEmpty: later\ntemplate: {}", "spec.whenEmpty", .invalidValue),
         ("minSize: 1", "spec.template", .missingField),
-        ("preloadPackages: [\"numpy==2.1.3\"]\ntemplate: {}", "spec.preloadPackages", .notEnforceable),
         ("recycle: true\ntemplate: {securityLevel: high}", "spec.recycle", .notEnforceable),
+        ("preloadPackages: [\"numpy>=2\"]\ntemplate: {}", "spec.preloadPackages[0]", .invalidValue),
+        ("preloadPackages: [\"numpy\"]\ntemplate: {}", "spec.preloadPackages[0]", .invalidValue),
+        ("preloadPackages: [\"a==1\", \"numpy==2.1.*\"]\ntemplate: {}", "spec.preloadPackages[1]", .invalidValue),
+        ("preloadPackages: [\"Foo_Bar==1\", \"foo.bar==2\"]\ntemplate: {}", "spec.preloadPackages[1]", .invalidValue),
+        ("preloadPackages: [\"-x==1\"]\ntemplate: {}", "spec.preloadPackages[0]", .invalidValue),
+        (
+            "preloadPackages: [\"left-pad==1.3.0\"]\ntemplate: {runtime: \"node:18\"}", "spec.preloadPackages",
+            .invalidValue
+        ),
+        (
+            "preloadPackages: [\"a==1\"]\nwaiveAdvisories: [\"\"]\ntemplate: {}", "spec.waiveAdvisories[0]",
+            .invalidValue
+        ),
         ("template: {runtime: \"Python 3\"}", "spec.template.runtime", .invalidValue),
         ("template:\n  securityContext: {runAsUser: 0}", "spec.template.securityContext.runAsUser", .invalidValue),
         ("template:\n  storage: {persistent: true}", "spec.template.storage.persistent", .notEnforceable),
