@@ -43,12 +43,17 @@ public enum Files {
     }
 
     /// Writes a file atomically: a temporary file in the same directory, fsync, rename(2).
-    public static func writeAtomically(_ path: String, _ bytes: [UInt8], mode: mode_t = 0o600) throws {
+    /// `durable: false` leaves out the fsync(2): the rename is as atomic to every reader and to
+    /// a crash of the writing process, and only a host crash may lose the file, for records
+    /// that mean nothing after one (a container's runtime state: its processes are gone then).
+    public static func writeAtomically(
+        _ path: String, _ bytes: [UInt8], mode: mode_t = 0o600, durable: Bool = true
+    ) throws {
         let tmp = path + ".tmp"
         let fd = try sys("open", path: tmp) { ss_open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, UInt32(mode)) }
         do {
             try writeAll(fd: fd, bytes, path: tmp)
-            _ = fsync(fd)
+            if durable { _ = fsync(fd) }
             close(fd)
         } catch {
             close(fd)

@@ -266,10 +266,24 @@ public struct ContainerRuntime: Sendable {
             guard var entry = try? state(id: id) else { return nil }
             var st = stat()
             if stat(store.directory(id), &st) == 0 {
-                entry.owner = getpwuid(st.st_uid).map { String(cString: $0.pointee.pw_name) } ?? "#\(st.st_uid)"
+                entry.owner = Self.passwdName(uid: st.st_uid) ?? "#\(st.st_uid)"
             }
             return entry
         }
+    }
+
+    /// The name of `uid` in `passwd` (passwd(5): `name:password:UID:GID:...`, the first entry
+    /// with that UID), nil without one or when the file cannot be read. Read directly, not
+    /// through getpwuid(3): the release binary is linked statically, and glibc's NSS in a
+    /// static binary needs the shared libraries of the glibc it was built with.
+    static func passwdName(uid: uid_t, passwd: String = "/etc/passwd") -> String? {
+        guard let text = try? Files.readString(passwd) else { return nil }
+        for line in text.split(separator: "\n", omittingEmptySubsequences: true) {
+            let fields = line.split(separator: ":", maxSplits: 3, omittingEmptySubsequences: false)
+            guard fields.count >= 3, !fields[0].isEmpty, let id = uid_t(fields[2]), id == uid else { continue }
+            return String(fields[0])
+        }
+        return nil
     }
 
     /// The container's status (runtime.md#state) as its backend derives it

@@ -17,10 +17,16 @@ struct CreateFlags: ParsableArguments {
     @Option(name: .customLong("preserve-fds"), help: "Pass N extra fds (3…) to the workload.")
     var preserveFds: Int = 0
 
-    var options: CreateOptions {
-        CreateOptions(
-            pidFile: pidFile, consoleSocket: consoleSocket, noPivot: noPivot, noNewKeyring: noNewKeyring,
-            preserveFds: preserveFds)
+    /// The same flags as the hot verbs' parser gives them (`RuncInvocation`).
+    var plain: RuncCreateFlags {
+        var f = RuncCreateFlags()
+        f.bundle = bundle
+        f.pidFile = pidFile
+        f.consoleSocket = consoleSocket
+        f.noPivot = noPivot
+        f.noNewKeyring = noNewKeyring
+        f.preserveFds = preserveFds
+        return f
     }
 }
 
@@ -29,24 +35,14 @@ struct Create: ParsableCommand {
     @OptionGroup var globals: GlobalOptions
     @OptionGroup var flags: CreateFlags
     @Argument var id: String
-    func run() throws {
-        // A signal now would leave a half-made container: take it after create (runc survives
-        // SIGTERM during create too).
-        blockStopSignals(true)
-        defer { blockStopSignals(false) }
-        try perform(globals) { rt in
-            let terminal = ForegroundTerminal.terminal(inBundle: flags.bundle)
-            try ForegroundTerminal.check(detach: true, terminal: terminal, consoleSocket: flags.consoleSocket)
-            try rt.create(id: id, bundle: flags.bundle, options: flags.options)
-        }
-    }
+    func run() throws { try HotVerbs.create(globals.options, flags.plain, id: id) }
 }
 
 struct Start: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Start a created container.")
     @OptionGroup var globals: GlobalOptions
     @Argument var id: String
-    func run() throws { try perform(globals) { try $0.start(id: id) } }
+    func run() throws { try HotVerbs.start(globals.options, id: id) }
 }
 
 struct StateCommand: ParsableCommand {
@@ -54,7 +50,7 @@ struct StateCommand: ParsableCommand {
         commandName: "state", abstract: "Print a container's state as JSON.")
     @OptionGroup var globals: GlobalOptions
     @Argument var id: String
-    func run() throws { try perform(globals) { try printJSON(try $0.state(id: id)) } }
+    func run() throws { try HotVerbs.state(globals.options, id: id) }
 }
 
 /// Signal names (with or without SIG) and numbers 0...64, as runc's `kill` takes them (0:
@@ -83,10 +79,7 @@ struct Kill: ParsableCommand {
     var all = false
     @Argument var id: String
     @Argument var signal: String = "SIGTERM"
-    func run() throws {
-        // Signal 0 checks that the container's init is alive (kill(2)), as runc's `kill ID 0`.
-        try perform(globals) { try $0.kill(id: id, signal: try parseSignal(signal), all: all) }
-    }
+    func run() throws { try HotVerbs.kill(globals.options, all: all, id: id, signal: signal) }
 }
 
 struct Delete: ParsableCommand {
@@ -95,7 +88,7 @@ struct Delete: ParsableCommand {
     @Flag(name: [.short, .long], help: "Kill it first if it is running.")
     var force = false
     @Argument var id: String
-    func run() throws { try perform(globals) { try $0.delete(id: id, force: force) } }
+    func run() throws { try HotVerbs.delete(globals.options, force: force, id: id) }
 }
 
 struct Run: ParsableCommand {
@@ -108,7 +101,55 @@ struct Run: ParsableCommand {
     @Flag(name: .customLong("keep"), help: "Do not delete the container after it exits.")
     var keep = false
     @Argument var id: String
-    func run() throws {
+    func run() throws { try HotVerbs.run(globals.options, flags.plain, detach: detach, keep: keep, id: id) }
+}
+
+struct Pause: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Freeze every process of a running container.")
+    @OptionGroup var globals: GlobalOptions
+    @Argument var id: String
+    func run() throws { try perform(globals) { try $0.pause(id: id) } }
+}
+
+struct Resume: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Thaw a paused container.")
+    @OptionGroup var globals: GlobalOptions
+    @Argument var id: String
+    func run() throws { try perform(globals) { try $0.resume(id: id) } }
+}
+
+/// The bodies of the hot verbs, for both parsers: ArgumentParser's commands above and
+/// `RuncInvocation` (main.swift), which reads their plain command lines without reflection.
+enum HotVerbs {
+    static func create(_ globals: RuncGlobalOptions, _ flags: RuncCreateFlags, id: String) throws {
+        // A signal now would leave a half-made container: take it after create (runc survives
+        // SIGTERM during create too).
+        blockStopSignals(true)
+        defer { blockStopSignals(false) }
+        try perform(globals) { rt in
+            let terminal = ForegroundTerminal.terminal(inBundle: flags.bundle)
+            try ForegroundTerminal.check(detach: true, terminal: terminal, consoleSocket: flags.consoleSocket)
+            try rt.create(id: id, bundle: flags.bundle, options: flags.options)
+        }
+    }
+
+    static func start(_ globals: RuncGlobalOptions, id: String) throws { try perform(globals) { try $0.start(id: id) } }
+
+    static func state(_ globals: RuncGlobalOptions, id: String) throws {
+        try perform(globals) { try printJSON(try $0.state(id: id)) }
+    }
+
+    static func kill(_ globals: RuncGlobalOptions, all: Bool, id: String, signal: String) throws {
+        // Signal 0 checks that the container's init is alive (kill(2)), as runc's `kill ID 0`.
+        try perform(globals) { try $0.kill(id: id, signal: try parseSignal(signal), all: all) }
+    }
+
+    static func delete(_ globals: RuncGlobalOptions, force: Bool, id: String) throws {
+        try perform(globals) { try $0.delete(id: id, force: force) }
+    }
+
+    static func run(_ globals: RuncGlobalOptions, _ flags: RuncCreateFlags, detach: Bool, keep: Bool, id: String) throws
+    {
         blockStopSignals(true)
         let code: Int32 = try perform(globals) { rt in
             let terminal = ForegroundTerminal.terminal(inBundle: flags.bundle)
@@ -147,16 +188,17 @@ struct Run: ParsableCommand {
     }
 }
 
-struct Pause: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Freeze every process of a running container.")
-    @OptionGroup var globals: GlobalOptions
-    @Argument var id: String
-    func run() throws { try perform(globals) { try $0.pause(id: id) } }
-}
-
-struct Resume: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Thaw a paused container.")
-    @OptionGroup var globals: GlobalOptions
-    @Argument var id: String
-    func run() throws { try perform(globals) { try $0.resume(id: id) } }
+extension RuncInvocation {
+    /// Runs the verb as its ArgumentParser command would.
+    func perform() throws {
+        switch self {
+        case .create(let g, let f, let id): try HotVerbs.create(g, f, id: id)
+        case .run(let g, let f, let detach, let keep, let id):
+            try HotVerbs.run(g, f, detach: detach, keep: keep, id: id)
+        case .start(let g, let id): try HotVerbs.start(g, id: id)
+        case .state(let g, let id): try HotVerbs.state(g, id: id)
+        case .kill(let g, let all, let id, let signal): try HotVerbs.kill(g, all: all, id: id, signal: signal)
+        case .delete(let g, let force, let id): try HotVerbs.delete(g, force: force, id: id)
+        }
+    }
 }

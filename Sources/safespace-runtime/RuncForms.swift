@@ -46,8 +46,9 @@ enum RuncCommandLine {
     /// Global flags.
     static let flags = ["--debug", "--systemd-cgroup", "--rootless"]
 
-    /// Exits for the forms above; returns for everything else.
-    static func preflight(_ arguments: [String], verbs: [String]) {
+    /// Exits for the forms above; returns for everything else. `verbs` (the known verbs) is
+    /// read only past `-v`/`--version`, which needs none of ArgumentParser's reflection.
+    static func preflight(_ arguments: [String], verbs: () -> [String]) {
         var i = 1
         var log: String?
         var format = RuntimeLog.Format.text
@@ -77,7 +78,7 @@ enum RuncCommandLine {
         guard i < arguments.count else { return }
         let verb = arguments[i]
         if verb == "-v" || verb == "--version" {
-            print(RuntimeVersion.text)
+            writeStdout(RuntimeVersion.text + "\n")
             exit(0)
         }
         if verb.hasPrefix("-") { return }
@@ -86,7 +87,7 @@ enum RuncCommandLine {
             guard i + 1 < arguments.count, !arguments[i + 1].hasPrefix("-") else { return }
             topic = arguments[i + 1]
         }
-        guard !verbs.contains(topic) else { return }
+        guard !verbs().contains(topic) else { return }
         let message = "No help topic for '\(topic)'"
         RuntimeLog(path: log, format: format, debug: false).log(.error, message)
         if let log, log != "/dev/stderr" { writeStderr("safespace-runtime: \(message)\n") }

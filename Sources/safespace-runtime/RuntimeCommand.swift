@@ -13,7 +13,7 @@ import Runtime
 /// runc's global flags; they may stand before or after the verb.
 struct GlobalOptions: ParsableArguments {
     @Option(help: "Root directory for container state.")
-    var root: String = "/run/safespace"
+    var root: String = RuncGlobalOptions.defaultRoot
     @Option(help: "Log file (default: stderr).")
     var log: String?
     @Option(name: .customLong("log-format"), help: "text or json.")
@@ -25,6 +25,19 @@ struct GlobalOptions: ParsableArguments {
     @Option(help: .hidden) var criu: String?
     @Flag(help: .hidden) var rootless = false
 
+    /// The same options as the hot verbs' parser gives them (`RuncInvocation`).
+    var options: RuncGlobalOptions {
+        var o = RuncGlobalOptions()
+        o.root = root
+        o.log = log
+        o.logFormat = logFormat
+        o.debug = debug
+        o.systemdCgroup = systemdCgroup
+        return o
+    }
+}
+
+extension RuncGlobalOptions {
     func runtime() throws -> ContainerRuntime {
         let format = RuntimeLog.Format(rawValue: logFormat) ?? .text
         let logger = RuntimeLog(path: log, format: format, debug: debug)
@@ -66,6 +79,13 @@ struct FailureStyle {
 func perform<T>(
     _ globals: GlobalOptions, failure style: FailureStyle = FailureStyle(), _ body: (ContainerRuntime) throws -> T
 ) throws -> T {
+    try perform(globals.options, failure: style, body)
+}
+
+/// `perform` with the options as the hot verbs' parser gives them.
+func perform<T>(
+    _ globals: RuncGlobalOptions, failure style: FailureStyle = FailureStyle(), _ body: (ContainerRuntime) throws -> T
+) throws -> T {
     let rt = try globals.runtime()
     do {
         return try body(rt)
@@ -85,7 +105,21 @@ func perform<T>(
 func printJSON<T: Encodable>(_ value: T, pretty: Bool = true) throws {
     let enc = JSONEncoder()
     if pretty { enc.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes] }
-    print(String(decoding: try enc.encode(value), as: UTF8.self))
+    writeStdout(String(decoding: try enc.encode(value), as: UTF8.self) + "\n")
+}
+
+/// Writes `text` to fd 1 after whatever stdio holds (fflush(3) of every stream), as print(_:)
+/// would, without print's cast of its `Any` to `TextOutputStreamable`: the first such cast in
+/// a process scans every protocol conformance of this binary (swift_conformsToProtocol).
+func writeStdout(_ text: String) {
+    fflush(nil)
+    var bytes = Array(text.utf8)[...]
+    while !bytes.isEmpty {
+        let n = bytes.withUnsafeBytes { Glibc.write(STDOUT_FILENO, $0.baseAddress, $0.count) }
+        if n < 0 && errno == EINTR { continue }
+        guard n > 0 else { return }
+        bytes = bytes.dropFirst(n)
+    }
 }
 
 struct RuntimeCommand: ParsableCommand {

@@ -21,6 +21,16 @@ if CommandLine.arguments.dropFirst().contains(where: { ["create", "run", "exec"]
         exit(1)
     }
 }
-RuncCommandLine.preflight(
-    CommandLine.arguments, verbs: RuntimeCommand.configuration.subcommands.map { $0._commandName } + ["help"])
+// The hot verbs' plain command lines (what containerd, podman and CRI send for every
+// container) without ArgumentParser's reflection; anything else, and every refusal, is its.
+if let invocation = RuncInvocation.parse(CommandLine.arguments) {
+    do { try invocation.perform() } catch let code as ExitCode {
+        // `run`'s status (what ArgumentParser's exit(withError:) does with an ExitCode).
+        exit(code.rawValue)
+    } catch { RuntimeCommand.exit(withError: error) }
+    exit(0)
+}
+RuncCommandLine.preflight(CommandLine.arguments) {
+    RuntimeCommand.configuration.subcommands.map { $0._commandName } + ["help"]
+}
 RuntimeCommand.main()
