@@ -42,13 +42,18 @@ public enum Files {
         try writeAll(fd: fd, Array(contents.utf8), path: path)
     }
 
-    /// Writes a file atomically: a temporary file in the same directory, fsync, rename(2).
-    public static func writeAtomically(_ path: String, _ bytes: [UInt8], mode: mode_t = 0o600) throws {
+    /// Writes a file atomically: a temporary file in the same directory, fsync (unless `sync`
+    /// is false), rename(2). The rename alone keeps readers from ever seeing a partial file,
+    /// also when the writer is killed; the fsync only adds that the content survives a crash
+    /// of the machine.
+    public static func writeAtomically(_ path: String, _ bytes: [UInt8], mode: mode_t = 0o600, sync: Bool = true)
+        throws
+    {
         let tmp = path + ".tmp"
         let fd = try sys("open", path: tmp) { ss_open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, UInt32(mode)) }
         do {
             try writeAll(fd: fd, bytes, path: tmp)
-            _ = fsync(fd)
+            if sync { _ = fsync(fd) }
             close(fd)
         } catch {
             close(fd)
