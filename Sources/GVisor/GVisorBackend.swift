@@ -187,6 +187,9 @@ public struct GVisorBackend: RuntimeBackend {
                 runtime.log.log(.debug, "runsc delete: \(result.stderr.trimmed)")
             }
         }
+        // The sandbox is gone; its gofer, which serves nothing any more, ends now (as runsc's
+        // own destroy kills it) rather than after a freeze of the cgroup that waits for it.
+        Self.killHelpers(state)
         try? state.cgroup.killAll(signal: SIGKILL)
         Self.reap(state, blocking: true)
         Self.reapSessions(sessions)
@@ -230,6 +233,23 @@ public struct GVisorBackend: RuntimeBackend {
                 let r = waitpid(p.pid, &st, WNOHANG)
                 if r == p.pid || (r < 0 && errno != EINTR) { break }
                 if blocking { usleep(10_000) }
+            }
+        }
+    }
+
+    /// SIGKILL to the sandbox's helper processes (`GVisorState.helpers`, matched by pid and
+    /// start time, so a reused pid is never signalled), then reaps those that are this
+    /// process's children, waiting up to 5 s for each.
+    static func killHelpers(_ state: ContainerState) {
+        for p in state.gvisor?.helpers ?? [] {
+            guard let stat = ProcStat.read(pid: p.pid), stat.startTime == p.startTime else { continue }
+            if stat.state != "Z" { _ = Glibc.kill(p.pid, SIGKILL) }
+            guard isChild(p.pid) else { continue }
+            var st: Int32 = 0
+            for _ in 0..<5000 {
+                let r = waitpid(p.pid, &st, WNOHANG)
+                if r == p.pid || (r < 0 && errno != EINTR) { break }
+                usleep(1000)
             }
         }
     }

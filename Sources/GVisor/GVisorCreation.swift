@@ -30,8 +30,11 @@ final class GVisorSandboxCreation: ContainerCreation {
     let netnsFdPath: String?
     var gstate: GVisorState
     let runner: Runsc
+    let role: PodRole
     /// Whether runsc created the container (it has to delete it on failure).
     var created = false
+    /// Whether `launch` ran `runsc run --detach` (`runsAtOnce`): the workload is started.
+    var startedWithCreate = false
 
     init(
         request: CreateRequest, runtime: ContainerRuntime, runscPath: String, features: GVisorFeatures, role: PodRole,
@@ -50,6 +53,7 @@ final class GVisorSandboxCreation: ContainerCreation {
         self.consoleSocket = consoleSocket
         self.platform = platform
         self.podNetwork = podNetwork
+        self.role = role
         self.netnsFdPath = podNetwork.map { "/proc/\(getpid())/fd/\($0.fd)" }
         let store = runtime.store
         gstate = GVisorState(
@@ -82,15 +86,26 @@ final class GVisorSandboxCreation: ContainerCreation {
         {
             runtime.log.warn(warning)
         }
-        try Files.makeDirectories(store.runscBundle(id), mode: 0o700)
-        try Files.makeDirectories(store.runscRoot(id), mode: 0o700)
+        for dir in [store.runscBundle(id), store.runscRoot(id)] {
+            try sys("mkdir", path: dir) { mkdir(dir, 0o700) }
+        }
         var runscSpec = GVisorSpec.runscSpec(
             spec, bundle: request.bundle, rootfs: request.rootfs, cgroupsPath: cgroup.path)
         if let podNetwork, let netnsFdPath {
             runscSpec.linux?.namespaces?[podNetwork.index].path = netnsFdPath
         }
-        try Files.writeAtomically(
-            store.runscBundle(id) + "/config.json", Array(try JSONEncoder().encode(runscSpec)), mode: 0o600)
+        try GVisorSpec.writeRunscConfig(store.runscBundle(id), runscSpec)
+    }
+
+    /// Whether this create hands runsc the whole run (`runsc run --detach`: create and start
+    /// in one runsc process) instead of `runsc create` now and `runsc start` later: when the
+    /// caller starts the container at once (`CreateOptions.startWithCreate`, runc's `run`), the
+    /// container is its own sandbox (not a pod's), and no prestart or createRuntime hook has to
+    /// run between the create and the start (runtime.md#lifecycle steps 5-6).
+    var runsAtOnce: Bool {
+        let spec = request.spec
+        return request.options.startWithCreate && role == .standalone && (spec.hooks?.prestart ?? []).isEmpty
+            && (spec.hooks?.createRuntime ?? []).isEmpty
     }
 
     func launch(spec: Spec, cgroup: Cgroup, created: (Int32, UInt64) throws -> Void) throws -> Int32 {
@@ -99,18 +114,24 @@ final class GVisorSandboxCreation: ContainerCreation {
         runtime.log.log(.debug, "gVisor create \(id): cgroup \(cgroup.path) ready, runsc bundle written")
         _ = ss_prctl(GVisorBackend.subreaper, 1, 0, 0, 0)
         let pidPath = store.directory(id) + "/runsc.pid"
-        var args = ["create", "--bundle", store.runscBundle(id), "--pid-file", pidPath]
+        let atOnce = runsAtOnce
+        var args =
+            (atOnce ? ["run", "--detach"] : ["create"]) + ["--bundle", store.runscBundle(id), "--pid-file", pidPath]
         if let consoleSocket { args += ["--console-socket", consoleSocket] }
         try runner.check(args + [id], inheritStdio: true, hidingNetCore: gstate.hideNetCore == true ? netnsFdPath : nil)
         self.created = true
-        guard let pid = Int32((try Files.readString(pidPath)).trimmed),
-            let startTime = ProcStat.read(pid: pid)?.startTime
-        else {
-            throw RuntimeError(.runscFailed, "runsc create: no sandbox pid in \(pidPath)", operation: "create")
+        startedWithCreate = atOnce
+        // The sandbox is this process's child (subreaper): after `runsc run --detach` a workload
+        // that has already exited leaves it a zombie, whose stat still gives the start time.
+        guard let pid = Int32((try Files.readString(pidPath)).trimmed), let stat = ProcStat.read(pid: pid) else {
+            throw RuntimeError(.runscFailed, "runsc \(args[0]): no sandbox pid in \(pidPath)", operation: "create")
         }
-        // The limits hold only if runsc joined the cgroup made here.
+        let startTime = stat.startTime
+        // The limits hold only if runsc joined the cgroup made here. A sandbox that has already
+        // exited (a zombie, only after `runsc run`) has left every cgroup: there is nothing
+        // left for them to hold.
         let members = try cgroup.processes()
-        guard members.contains(pid) else {
+        guard members.contains(pid) || (atOnce && stat.state == "Z") else {
             throw RuntimeError(
                 .runscFailed, field: "linux.cgroupsPath",
                 "runsc did not place its sandbox (pid \(pid)) in the container's cgroup \(cgroup.path); its limits would not apply",
@@ -191,12 +212,12 @@ final class GVisorPodContainerCreation: ContainerCreation {
 
     func configure(_ cgroup: Cgroup, spec: Spec) throws {
         let bundle = runtime.store.runscBundle(request.id)
-        try Files.makeDirectories(bundle, mode: 0o700)
+        try sys("mkdir", path: bundle) { mkdir(bundle, 0o700) }
         var runscSpec = GVisorSpec.runscSpec(
             spec, bundle: request.bundle, rootfs: request.rootfs, cgroupsPath: cgroup.path)
         // runsc creates a pod container's cgroup itself when given one; this one is made.
         runscSpec.linux?.cgroupsPath = nil
-        try Files.writeAtomically(bundle + "/config.json", Array(try JSONEncoder().encode(runscSpec)), mode: 0o600)
+        try GVisorSpec.writeRunscConfig(bundle, runscSpec)
     }
 
     func launch(spec: Spec, cgroup: Cgroup, created: (Int32, UInt64) throws -> Void) throws -> Int32 {

@@ -3,6 +3,12 @@ import LinuxKernel
 import OCI
 import Runtime
 
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
+
 /// What the installed runsc can enforce, from the configuration and `runsc help platforms`.
 struct GVisorFeatures: Sendable, Equatable {
     /// `--platform` values the binary knows (`ptrace`, `kvm`, `systrap`).
@@ -151,6 +157,18 @@ enum GVisorSpec {
                     .unsupported, field: "\(field).syscalls[\(i)].args[\(j)].op", "\(arg.op) is not enforced by runsc")
             }
         }
+    }
+
+    /// Writes `spec` as `<directory>/config.json` (mode 0600), a new file in the directory the
+    /// create just made in the container's state directory. No fsync(2) and no rename: runsc
+    /// reads it once, in this create, and after a crash the container is gone with it.
+    /// - Throws: `SysError` from open(2) (O_EXCL: never through an existing file) or write(2).
+    static func writeRunscConfig(_ directory: String, _ spec: Spec) throws {
+        let path = directory + "/config.json"
+        let bytes = Array(try JSONEncoder().encode(spec))
+        let fd = try sys("open", path: path) { open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600) }
+        defer { close(fd) }
+        try Files.writeAll(fd: fd, bytes, path: path)
     }
 
     /// The config.json runsc gets: the bundle's, with the root and bind sources made absolute,

@@ -19,6 +19,10 @@ public struct CreateOptions: Sendable {
     public var noNewKeyring: Bool
     /// Extra fds (3…3+N-1) passed to the workload (`--preserve-fds`).
     public var preserveFds: Int
+    /// Set by `createAndStart` (runc's `run`): the backend may start the workload as part of
+    /// the create (`ContainerCreation.startedWithCreate`; gVisor: one `runsc run --detach`
+    /// instead of `runsc create` then `runsc start`). Default false.
+    public var startWithCreate = false
 
     public init(
         pidFile: String? = nil, consoleSocket: String? = nil, noPivot: Bool = false, noNewKeyring: Bool = false,
@@ -100,6 +104,34 @@ public struct ContainerRuntime: Sendable {
     ///   container remains (process, cgroup, state directory, id range).
     @discardableResult
     public func create(id: String, bundle: String, options: CreateOptions = .init()) throws -> Int32 {
+        try createContainer(id: id, bundle: bundle, options: options).pid
+    }
+
+    /// runc's `run` without a foreground terminal: `create`, then `start`, except that a
+    /// backend that can start the workload within its create does (`CreateOptions.startWithCreate`;
+    /// the gVisor backend hands runsc the whole run at once), and then only what `start` does
+    /// after the backend's part follows: the exec FIFO removed, the poststart hooks.
+    /// - Throws: what `create` and `start` throw; a container whose start failed is deleted
+    ///   (`delete --force`) first, as runc's `run` destroys it.
+    public func createAndStart(id: String, bundle: String, options: CreateOptions = .init()) throws {
+        var options = options
+        options.startWithCreate = true
+        let made = try createContainer(id: id, bundle: bundle, options: options)
+        do {
+            guard made.started else { return try start(id: id) }
+            log.log(.debug, "container \(id): started with its create", fields: ["pid": .int(made.pid)])
+            started(try store.load(id))
+        } catch {
+            try? delete(id: id, force: true)
+            throw error
+        }
+    }
+
+    /// `create`'s transaction; `started`: the backend started the workload too
+    /// (`ContainerCreation.startedWithCreate`).
+    private func createContainer(id: String, bundle: String, options: CreateOptions) throws -> (
+        pid: Int32, started: Bool
+    ) {
         try StateStore.validate(id: id)
         let bundle = try absolute(bundle)
         let specBytes: [UInt8]
@@ -175,7 +207,7 @@ public struct ContainerRuntime: Sendable {
             let idRange = idRange
             log.log(
                 .debug, "container \(id): cgroup ready", fields: ["cgroup": .text(cg.path), "bundle": .text(bundle)])
-            return try creation.launch(spec: spec, cgroup: cg) { pid, startTime in
+            let pid = try creation.launch(spec: spec, cgroup: cg) { pid, startTime in
                 var state = ContainerState(
                     id: id, bundle: bundle, rootfs: rootfs, pid: pid, startTime: startTime, created: rfc3339Now(),
                     annotations: spec.annotations, cgroup: cg, spec: spec,
@@ -187,6 +219,7 @@ public struct ContainerRuntime: Sendable {
                 lock.release()
                 if let pidFile = options.pidFile { try PidFile.write(pidFile, pid: pid) }
             }
+            return (pid, options.startWithCreate && creation.startedWithCreate)
         } catch {
             let failure = creation.abort(error, cgroup: cgroup)
             if let cgroup {
@@ -228,6 +261,13 @@ public struct ContainerRuntime: Sendable {
         }
         try backend.start(state, in: self)
         log.log(.debug, "container \(id): started", fields: ["pid": .int(state.pid)])
+        started(state)
+    }
+
+    /// What `start` does once the backend has started the workload: the exec FIFO (the
+    /// `created` marker) goes, then the poststart hooks run (a failing one is a warning).
+    private func started(_ state: ContainerState) {
+        let id = state.id
         unlink(store.fifoPath(id))
         let running = State(
             id: id, status: "running", pid: state.pid, bundle: state.bundle, annotations: state.annotations)

@@ -201,6 +201,8 @@ public struct StateStore: Sendable {
     /// cgroup it takes, so that after a create killed half-way `list`, `state`, `delete`, a
     /// new `create` of the id and `gc` know the directory and what to undo. Written as soon as
     /// the directory exists (under the store lock) and again once the cgroup is made.
+    ///
+    /// Like `save`, without fsync(2).
     func saveCreating(_ record: CreatingRecord) throws {
         try Files.writeAtomically(creatingPath(record.id), Array(try JSONEncoder().encode(record)), durable: false)
     }

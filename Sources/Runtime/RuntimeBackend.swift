@@ -135,6 +135,11 @@ public protocol ContainerCreation: AnyObject {
     /// `saved` has run (the state of other containers depends on it). Default false: it is
     /// released once the cgroup is set up, so a create that hangs later blocks no other.
     var holdsLockUntilSaved: Bool { get }
+    /// Whether `launch` also started the workload (asked by `CreateOptions.startWithCreate`):
+    /// `createAndStart` then does what `start` does after the backend's part (the exec FIFO
+    /// removed, the poststart hooks) instead of calling `start`. Read after `launch`.
+    /// Default false.
+    var startedWithCreate: Bool { get }
 
     /// Under the store lock, before the id is claimed. Default: nothing.
     func locked() throws
@@ -163,6 +168,7 @@ public protocol ContainerCreation: AnyObject {
 extension ContainerCreation {
     public var fifoMode: mode_t { 0o600 }
     public var holdsLockUntilSaved: Bool { false }
+    public var startedWithCreate: Bool { false }
     public func locked() throws {}
     public func reserve(directory: String) throws {}
     public func record(_ state: inout ContainerState) {}

@@ -158,14 +158,19 @@ enum HotVerbs {
             let tty = !detach && terminal == true ? try ForegroundTerminal() : nil
             var options = flags.options
             if let tty { options.consoleSocket = tty.socketPath }
-            try rt.create(id: id, bundle: flags.bundle, options: options)
-            do {
-                // The master first (raw mode, window size), then the process runs: runc's order.
-                try tty?.awaitMaster()
-                try rt.start(id: id)
-            } catch {
-                try? rt.delete(id: id, force: true)
-                throw error
+            if let tty {
+                try rt.create(id: id, bundle: flags.bundle, options: options)
+                do {
+                    // The master first (raw mode, window size), then the process runs: runc's order.
+                    try tty.awaitMaster()
+                    try rt.start(id: id)
+                } catch {
+                    try? rt.delete(id: id, force: true)
+                    throw error
+                }
+            } else {
+                // One step where the backend can (gVisor: `runsc run --detach`).
+                try rt.createAndStart(id: id, bundle: flags.bundle, options: options)
             }
             if detach { return 0 }
             let pid = try rt.state(id: id).pid
