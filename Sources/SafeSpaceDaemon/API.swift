@@ -94,6 +94,7 @@ struct DaemonAPI: Sendable {
         "POST /v1/warmpools",
         "GET /v1/warmpools/{name}",
         "DELETE /v1/warmpools/{name}",
+        "GET /v1/warmpools/{name}/scan",
     ]
 
     func register(on router: Router<DaemonContext>) {
