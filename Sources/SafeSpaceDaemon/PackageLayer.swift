@@ -127,6 +127,7 @@ struct PackageLayerBuilder: Sendable {
         key += "source=\(settings.wheelhouse ?? "pypi")\n" + pins.map(\.description).sorted().joined(separator: "\n")
         let digest = SHA256.hash(data: Data(key.utf8)).map { String(format: "%02x", $0) }.joined().prefix(16)
         let path = settings.layers + "/" + poolName + "-" + digest
+        try Self.requireSearchable(settings.layers)
         if let existing = try? Self.read(path) {
             try check(existing.packages, allowlist: allowlist, database: database, pool: pool)
             // A layer changed on the node since its build is not used (nor silently rebuilt:
@@ -215,6 +216,26 @@ struct PackageLayerBuilder: Sendable {
         uname(&name)
         let machine = withUnsafeBytes(of: &name.machine) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
         return (version, "cp" + parts.joined(), ["manylinux_\(manylinuxGlibc)_\(machine)", "manylinux2014_\(machine)"])
+    }
+
+    /// The layer is bound into sandboxes by their init, which runs as the sandbox's (mapped,
+    /// unprivileged) root: every existing directory on the way to `layers` must be searchable
+    /// by others (path_resolution(7)), or the bind fails with EACCES in every refill.
+    /// - Throws: `package_build_failed` naming `packages.layers` and the directory.
+    static func requireSearchable(_ layers: String) throws(PackageLayerError) {
+        var path = ""
+        for part in layers.split(separator: "/") {
+            path += "/" + part
+            var st = stat()
+            guard stat(path, &st) == 0 else { return }  // made by the build (0755)
+            if st.st_mode & S_IXOTH == 0 {
+                throw PackageLayerError(
+                    code: "package_build_failed", field: "spec.preloadPackages",
+                    message:
+                        "packages.layers \(layers): \(path) (mode \(String(st.st_mode & 0o7777, radix: 8))) is not searchable by others; a sandbox's root, an unprivileged mapped user, could not reach its layer. Make it searchable (chmod o+x) or choose another packages.layers"
+                )
+            }
+        }
     }
 
     // MARK: build

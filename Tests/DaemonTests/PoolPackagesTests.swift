@@ -153,6 +153,16 @@ final class PoolPackagesTests: XCTestCase {
         XCTAssertEqual(
             (try FileManager.default.contentsOfDirectory(atPath: fixtures + "/layers")), [],
             "a refused build leaves nothing")
+        // A layers directory the sandboxes' (mapped) root cannot reach: refused at once, naming
+        // packages.layers, instead of every refill failing its bind with EACCES.
+        chmod(fixtures, 0o700)
+        response = try createPool(
+            h, h.name("x"),
+            ["minSize": 0, "preloadPackages": ["tinypkg==0.9"], "waiveAdvisories": ["GHSA-tiny-tiny-tiny"]])
+        chmod(fixtures, 0o755)
+        XCTAssertEqual(response.status, 400, response.text)
+        XCTAssertTrue(
+            response.text.contains("packages.layers") && response.text.contains("not searchable"), response.text)
         let waived = h.name("w")
         response = try createPool(
             h, waived, ["minSize": 0, "preloadPackages": ["tinypkg==0.9"], "waiveAdvisories": ["GHSA-tiny-tiny-tiny"]])
