@@ -224,6 +224,22 @@ def main():
         theirs.close()
         return pid, ours
 
+    def take_spare():
+        # The spare, if it is still alive (one killed from inside the sandbox and not yet
+        # reaped is reaped here); else a new one.
+        nonlocal spare
+        while True:
+            if spare is None:
+                spare = fork_spare()
+            (pid, channel), spare = spare, None
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done = pid
+            if done == 0:
+                return pid, channel
+            channel.close()
+
     def reap():
         nonlocal spare
         while True:
@@ -277,19 +293,35 @@ def main():
                 pass
             conn.close()
             return
-        if spare is None:
-            spare = fork_spare()
-        (pid, channel), spare = spare, None
-        try:
-            socket.send_fds(channel, [struct.pack("<I", len(payload))], fds)
-            channel.sendall(payload)
-        except OSError:
-            # The spare is gone (its exit is reaped): the request is refused, as the agent
-            # then runs it another way or says so.
-            pass
-        channel.close()
+        pid = None
+        for _ in range(2):
+            pid, channel = take_spare()
+            try:
+                socket.send_fds(channel, [struct.pack("<I", len(payload))], fds)
+                channel.sendall(payload)
+                channel.close()
+                break
+            except OSError:
+                # It died as it was handed the request: ended and reaped, and another one.
+                channel.close()
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+                try:
+                    os.waitpid(pid, 0)
+                except ChildProcessError:
+                    pass
+                pid = None
         for fd in fds:
             os.close(fd)
+        if pid is None:
+            try:
+                conn.sendall(record(REFUSED))
+            except OSError:
+                pass
+            conn.close()
+            return
         conn.settimeout(None)
         conn.setblocking(False)
         children[pid] = conn

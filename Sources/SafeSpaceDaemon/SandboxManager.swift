@@ -375,7 +375,8 @@ final class SandboxManager: @unchecked Sendable {
         if sandbox.spec.networkAccess?.egress?.isEmpty == false { egress?.ledger.begin(name) }
         let started = ContinuousClock.now
         do {
-            let (prepared, identity) = try await blocking { () throws -> (PreparedSandbox, ProcessIdentity) in
+            let (prepared, identity, cgroup) = try await blocking {
+                () throws -> (PreparedSandbox, ProcessIdentity, Cgroup?) in
                 let prepared = try sandboxHost.prepare(finalPlan)
                 do {
                     try agentInstall?.prepare(name)
@@ -388,7 +389,7 @@ final class SandboxManager: @unchecked Sendable {
                     let identity = ProcessIdentity(pid: state.pid, startTime: state.startTime)
                     try SandboxLeases(directory: self.config.bundleRoot, backends: self.host.configuration.backends)
                         .transfer(name, to: identity)
-                    return (prepared, identity)
+                    return (prepared, identity, state.cgroup)
                 } catch {
                     do { try prepared.cleanup() } catch {
                         for line in (error as? SandboxHostError)?.lines ?? ["\(error)"] { logger.warning("\(line)") }
@@ -405,6 +406,8 @@ final class SandboxManager: @unchecked Sendable {
                 throw error
             }
             let managed = ManagedSandbox(record: record, prepared: prepared)
+            // Known now: the first exec (a warm pool's claimant's) does not read state.json for it.
+            _ = managed.cgroup { cgroup }
             lock.withLock { sandboxes[name] = managed }
             Metrics.createDuration.recordInterval(ContinuousClock.now - started)
             Metrics.sandboxesCreated.increment()
