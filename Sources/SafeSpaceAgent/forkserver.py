@@ -267,8 +267,16 @@ def main():
                     pass
                 conn.close()
 
+    def refuse(conn, fds):
+        for fd in fds:
+            os.close(fd)
+        try:
+            conn.sendall(record(REFUSED))
+        except OSError:
+            pass
+        conn.close()
+
     def accept():
-        nonlocal spare
         try:
             conn, _ = listener.accept()
         except (BlockingIOError, InterruptedError):
@@ -285,13 +293,7 @@ def main():
             payload = read_exact(conn, length)
             parse(payload)
         except (OSError, ValueError, struct.error):
-            for fd in fds:
-                os.close(fd)
-            try:
-                conn.sendall(record(REFUSED))
-            except OSError:
-                pass
-            conn.close()
+            refuse(conn, fds)
             return
         pid = None
         for _ in range(2):
@@ -313,15 +315,11 @@ def main():
                 except ChildProcessError:
                     pass
                 pid = None
+        if pid is None:
+            refuse(conn, fds)
+            return
         for fd in fds:
             os.close(fd)
-        if pid is None:
-            try:
-                conn.sendall(record(REFUSED))
-            except OSError:
-                pass
-            conn.close()
-            return
         conn.settimeout(None)
         conn.setblocking(False)
         children[pid] = conn

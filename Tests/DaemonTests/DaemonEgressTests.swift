@@ -158,8 +158,7 @@ final class DaemonEgressTests: XCTestCase {
     /// embedded run does; a record that comes after the sandbox's delete makes no new series.
     func testSafespaceRunThroughTheDaemonSumsUpDenials() throws {
         let h = try XCTUnwrap(harness)
-        let cli = URL(fileURLWithPath: DaemonHarness.binary).deletingLastPathComponent().path + "/safespace"
-        try XCTSkipUnless(access(cli, X_OK) == 0, "build safespace first")
+        try XCTSkipUnless(access(DaemonHarness.cli, X_OK) == 0, "build safespace first")
         let name = h.name("run")
         let file = h.dir + "/run.yaml"
         try """
@@ -181,19 +180,9 @@ final class DaemonEgressTests: XCTestCase {
                 except socket.gaierror:
                     print("nxdomain")
             """
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: cli)
-        process.arguments = ["run", "-f", file, "--", "python3", "-c", script]
-        process.environment = ["SAFESPACE_SOCKET": h.socket, "PATH": "/usr/bin:/bin"]
-        let out = Pipe()
-        let err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        let o = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        let e = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        XCTAssertEqual(process.terminationStatus, 0, e)
+        let run = try h.safespace(["run", "-f", file, "--", "python3", "-c", script])
+        let (o, e) = (run.stdout, run.stderr)
+        XCTAssertEqual(run.status, 0, e)
         XCTAssertEqual(lines(o), ["nxdomain", "nxdomain"], e)
         // Each lookup asks for A and AAAA (glibc's getaddrinfo): one denial per question.
         let summary = lines(e).filter { $0.hasPrefix("safespace: egress denied: ") }

@@ -4,6 +4,7 @@
 import DaemonClient
 import Foundation
 import Glibc
+import TestSupport
 import XCTest
 
 final class DaemonHarness: @unchecked Sendable {
@@ -25,6 +26,16 @@ final class DaemonHarness: @unchecked Sendable {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent()
         return root.path + "/.build/debug/safespaced"
+    }
+
+    /// The CLI beside safespaced.
+    static var cli: String { URL(fileURLWithPath: binary).deletingLastPathComponent().path + "/safespace" }
+
+    /// `safespace ARGS…` against this daemon (`SAFESPACE_SOCKET`), through the tests' one
+    /// process runner (`Harness.run`).
+    func safespace(_ args: [String], stdin: String? = nil) throws -> Harness.Result {
+        try Harness.run(
+            Self.cli, args, stdin: stdin, env: ["SAFESPACE_SOCKET": socket, "PATH": "/usr/bin:/bin"], timeout: 300)
     }
 
     /// Makes the directories and the configuration (`extra` YAML sections appended).

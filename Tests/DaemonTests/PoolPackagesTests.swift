@@ -8,6 +8,7 @@
 import DaemonClient
 import Foundation
 import Glibc
+import TestSupport
 import XCTest
 
 final class PoolPackagesTests: XCTestCase {
@@ -50,12 +51,8 @@ final class PoolPackagesTests: XCTestCase {
             wheel("tinydep", "0.1", {"tinydep/__init__.py": "NAME = 'dep'\n"})
             """#
         mkdir(dir, 0o755)
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", "-c", script, dir]
-        try process.run()
-        process.waitUntilExit()
-        XCTAssertEqual(process.terminationStatus, 0, "making the wheels")
+        let made = try Harness.run("/usr/bin/env", ["python3", "-c", script, dir], timeout: 120)
+        XCTAssertEqual(made.status, 0, "making the wheels: \(made.stderr)")
     }
 
     /// One advisory: tinypkg [0, 1.0) (PYSEC-2099-7, alias GHSA-tiny-tiny-tiny).
@@ -172,8 +169,8 @@ final class PoolPackagesTests: XCTestCase {
         XCTAssertEqual(scan.json?["unwaived"] as? Int, 0)
         XCTAssertEqual((scan.json?["findings"] as? [[String: Any]])?.map { $0["id"] as? String }, ["PYSEC-2099-7"])
         XCTAssertEqual((scan.json?["findings"] as? [[String: Any]])?.first?["waived"] as? Bool, true)
-        let cli = URL(fileURLWithPath: DaemonHarness.binary).deletingLastPathComponent().path + "/safespace"
-        let (scanStatus, scanOut) = try run(cli, ["pool", "scan", waived], socket: h.socket)
+        let scanned = try h.safespace(["pool", "scan", waived])
+        let (scanStatus, scanOut) = (scanned.status, scanned.stdout + scanned.stderr)
         XCTAssertEqual(scanStatus, 0, scanOut)
         XCTAssertTrue(scanOut.contains("tinypkg==0.9  PYSEC-2099-7") && scanOut.contains("[waived]"), scanOut)
         XCTAssertEqual(try h.client.request("DELETE", "/v1/warmpools/\(waived)").status, 200)
@@ -188,8 +185,8 @@ final class PoolPackagesTests: XCTestCase {
           preloadPackages: ["tinypkg==0.9"]
           template: {}
         """.write(toFile: file, atomically: true, encoding: .utf8)
-        let (exitStatus, out) = try run(
-            cli, ["pool", "scan", "--file", file, "--advisory-database", fixtures + "/osv"])
+        let fromFile = try h.safespace(["pool", "scan", "--file", file, "--advisory-database", fixtures + "/osv"])
+        let (exitStatus, out) = (fromFile.status, fromFile.stdout + fromFile.stderr)
         XCTAssertEqual(exitStatus, 1, out)
         XCTAssertTrue(out.contains("tinypkg==0.9  PYSEC-2099-7"), out)
 
@@ -284,17 +281,4 @@ final class PoolPackagesTests: XCTestCase {
         return name
     }
 
-    func run(_ executable: String, _ args: [String], socket: String? = nil) throws -> (Int32, String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = args
-        if let socket { process.environment = ["SAFESPACE_SOCKET": socket, "PATH": "/usr/bin:/bin"] }
-        let out = Pipe()
-        process.standardOutput = out
-        process.standardError = out
-        try process.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
-    }
 }
