@@ -92,8 +92,27 @@ pid_t ss_spawn(const struct ss_spawn_config *c) {
     // the effective and fs ids, which stay.
     if (c->nondump_gid >= 0 && syscall(SYS_setresgid, c->nondump_gid, -1, -1) < 0) fail(c->sync_fd, SS_STEP_NONDUMP_GID);
 
-    pid_t stage2 = raw_clone(CLONE_PARENT | SIGCHLD);
-    if (stage2 < 0) fail(c->sync_fd, SS_STEP_CLONE);
+    pid_t stage2;
+    int v2_by_write = 0;
+    if (c->cg_join && c->cg_dir_fd >= 0) {
+        // Born in the v2 cgroup. clone3 wants exit_signal 0 with CLONE_PARENT: the child
+        // gets stage 1's own (SIGCHLD, to the caller).
+        struct clone_args args;
+        memset(&args, 0, sizeof args);
+        args.flags = CLONE_PARENT | CLONE_INTO_CGROUP;
+        args.cgroup = (uint64_t)c->cg_dir_fd;
+        stage2 = (pid_t)syscall(SYS_clone3, &args, sizeof args);
+        if (stage2 < 0 && errno == ENOSYS) {
+            v2_by_write = 1;
+            stage2 = raw_clone(CLONE_PARENT | SIGCHLD);
+            if (stage2 < 0) fail(c->sync_fd, SS_STEP_CLONE);
+        } else if (stage2 < 0) {
+            fail(c->sync_fd, SS_STEP_CLONE_INTO_CGROUP);
+        }
+    } else {
+        stage2 = raw_clone(CLONE_PARENT | SIGCHLD);
+        if (stage2 < 0) fail(c->sync_fd, SS_STEP_CLONE);
+    }
     if (stage2 > 0) {
         char msg[5];
         int32_t pid = stage2;
@@ -103,9 +122,22 @@ pid_t ss_spawn(const struct ss_spawn_config *c) {
         syscall(SYS_exit_group, 0);
     }
 
-    // Stage 2: the container's first process; becomes `safespace-runtime init`. Whatever the
-    // caller left open without O_CLOEXEC (a pipe of its own parent, say) must not live on in
-    // a created container's init: mark all of it close-on-exec, except the preserved fds.
+    // Stage 2: the container's first process; becomes `safespace-runtime init`. First into
+    // its cgroups, by itself and single-threaded (see cg_join), before it runs anything else.
+    if (c->cg_join) {
+        for (int i = 0; i < c->cg_tasks_count && i < SS_MAX_CGROUP; i++) {
+            if (write_all(c->cg_tasks_fds[i], "0", 1) < 0) fail(c->sync_fd, SS_STEP_CGROUP_TASKS + i);
+        }
+        if (v2_by_write) {
+            int procs = (int)syscall(SYS_openat, c->cg_dir_fd, "cgroup.procs", O_WRONLY | O_CLOEXEC);
+            if (procs < 0 || write_all(procs, "0", 1) < 0) fail(c->sync_fd, SS_STEP_CGROUP_PROCS);
+            syscall(SYS_close, procs);
+        }
+        char joined = SS_MSG_JOINED;
+        if (write_all(c->sync_fd, &joined, 1) < 0) syscall(SYS_exit_group, 1);
+    }
+    // Whatever the caller left open without O_CLOEXEC (a pipe of its own parent, say) must not
+    // live on in a created container's init: mark all of it close-on-exec, except the preserved fds.
     syscall(SYS_close_range, 3 + c->keep_fds, ~0U, 4 /* CLOSE_RANGE_CLOEXEC */);
     // A session of its own, as runc does for every container process (CVE-2017-5226): without
     // it a container started from a shell keeps that shell's controlling terminal and can

@@ -65,12 +65,17 @@ extension Cgroup {
     /// - Throws: `CgroupError` (field `--cgroup`) for a controller none of the container's
     ///   hierarchies has, or a controller-prefixed form on a cgroup v2 host.
     public func directories(joining sub: SubCgroups) throws -> [String] {
-        if sub.isEmpty { return directories.sorted(by: { $0.key < $1.key }).map(\.value) }
+        try hierarchyDirectories(joining: sub).map(\.directory)
+    }
+
+    /// `directories(joining:)` with each directory's hierarchy key (`unified` for cgroup v2).
+    func hierarchyDirectories(joining sub: SubCgroups) throws -> [(key: String, directory: String)] {
+        if sub.isEmpty { return directories.sorted(by: { $0.key < $1.key }).map { ($0.key, $0.value) } }
         if mode == .unified {
             guard sub.paths.count == 1, let path = sub.paths[""], let dir = directories["unified"] else {
                 throw SubCgroups.invalid("on a cgroup v2 host give one sub-cgroup path without <controller>:")
             }
-            return [CgroupPath.join(dir, path)]
+            return [("unified", CgroupPath.join(dir, path))]
         }
         let named = sub.paths.keys.filter { !$0.isEmpty }
         for controller in named
@@ -80,9 +85,9 @@ extension Cgroup {
             )
         }
         return directories.sorted(by: { $0.key < $1.key }).map { key, dir in
-            if let all = sub.paths[""] { return CgroupPath.join(dir, all) }
+            if let all = sub.paths[""] { return (key, CgroupPath.join(dir, all)) }
             let path = Self.controllers(ofHierarchy: key).lazy.compactMap { sub.paths[$0] }.first
-            return path.map { CgroupPath.join(dir, $0) } ?? dir
+            return (key, path.map { CgroupPath.join(dir, $0) } ?? dir)
         }
     }
 

@@ -110,12 +110,13 @@ extension ContainerRuntime {
         defer { if listenerOpen, let seccompListener { close(seccompListener) } }
         let spawned = try spawnInit(
             join: join, unshare: 0, uidMappings: [], gidMappings: [], preserveFds: options.preserveFds,
-            userNamespaceGids: state.spec.linux?.gidMappings ?? [], stdio: options.stdio)
+            userNamespaceGids: state.spec.linux?.gidMappings ?? [], stdio: options.stdio,
+            cgroup: try state.cgroup.selfJoin(joining: options.subCgroups))
         defer { close(spawned.channel.fd) }
         // The exec'd process: the helper itself without a PID namespace to join, else its child.
         var pid = spawned.pid
         do {
-            try state.cgroup.attach(pid: spawned.pid, joining: options.subCgroups)
+            if !spawned.joinedCgroup { try state.cgroup.attach(pid: spawned.pid, joining: options.subCgroups) }
             var fds: [Int32] = []
             var mntIndex: Int?
             if mntFd >= 0 {

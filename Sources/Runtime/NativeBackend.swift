@@ -209,14 +209,14 @@ extension ContainerRuntime {
         defer { if listenerOpen, let seccompListener { close(seccompListener) } }
         let spawned = try spawnInit(
             join: join, unshare: flags, uidMappings: spec.linux?.uidMappings ?? [],
-            gidMappings: spec.linux?.gidMappings ?? [], preserveFds: options.preserveFds)
+            gidMappings: spec.linux?.gidMappings ?? [], preserveFds: options.preserveFds, cgroup: try cgroup.selfJoin())
         let pid = spawned.pid
         log.log(
             .debug, "container \(id): init \(pid) runs this binary sealed (\(SealedExecutable.method?.rawValue ?? "?"))"
         )
         defer { close(spawned.channel.fd) }
         do {
-            try cgroup.attach(pid: pid)
+            if !spawned.joinedCgroup { try cgroup.attach(pid: pid) }
             if let adj = spec.process?.oomScoreAdj {
                 do { try Files.write("/proc/\(pid)/oom_score_adj", "\(adj)") } catch let e as SysError {
                     if e.errno == EACCES || e.errno == EPERM {

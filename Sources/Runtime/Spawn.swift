@@ -1,4 +1,5 @@
 import CSafeSpace
+import Cgroups
 import Glibc
 import LinuxKernel
 import OCI
@@ -28,6 +29,9 @@ enum NamespaceKind {
 struct SpawnedInit {
     let pid: Int32
     let channel: InitChannel
+    /// The helper joined the `cgroup` given to `spawnInit` by itself; when false the caller
+    /// moves it (`Cgroup.attach`).
+    let joinedCgroup: Bool
 }
 
 /// A namespace to join with setns(2): an fd opened by the parent.
@@ -51,9 +55,15 @@ struct JoinNamespace {
 ///     pick a mapped gid for `nonDumpableGid`.
 ///   - stdio: fds (each above 2) that become the helper's fds 0, 1, 2 in stage 1; nil keeps
 ///     the caller's.
+///   - cgroup: the cgroup the helper joins by itself before it runs anything (`CgroupSelfJoin`:
+///     no wait for the kernel's attach lock). Not used when a user namespace is made or
+///     joined (the move is then checked against the new credentials, not root's): the
+///     returned `joinedCgroup` is false and the caller moves the helper.
+/// - Throws: also `CgroupError` (`open`, or `write` with the `tasks` or `cgroup.procs` path and
+///   errno) when the helper could not join its cgroup.
 func spawnInit(
     join: [JoinNamespace], unshare: Int32, uidMappings: [IDMapping], gidMappings: [IDMapping], preserveFds: Int = 0,
-    userNamespaceGids: [IDMapping] = [], stdio: [Int32]? = nil
+    userNamespaceGids: [IDMapping] = [], stdio: [Int32]? = nil, cgroup: CgroupSelfJoin? = nil
 ) throws -> SpawnedInit {
     var pair: [Int32] = [-1, -1]
     try sys("socketpair") { socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &pair) }
@@ -97,6 +107,31 @@ func spawnInit(
     let entersUserNamespace = unshare & CLONE_NEWUSER != 0 || join.contains { $0.type == "user" }
     config.nondump_gid = nonDumpableGid(
         inUserNamespace: entersUserNamespace, mappings: unshare & CLONE_NEWUSER != 0 ? gidMappings : userNamespaceGids)
+    var cgroupFds: [Int32] = []
+    defer { cgroupFds.forEach { close($0) } }
+    var joinPaths: [String] = []
+    config.cg_dir_fd = -1
+    if let cgroup, !entersUserNamespace, cgroup.tasksFiles.count <= Int(SS_MAX_CGROUP) {
+        for path in cgroup.tasksFiles {
+            let fd = open(path, O_WRONLY | O_CLOEXEC)
+            if fd < 0 { throw CgroupError(operation: "open", path: path, errno: errno, field: cgroup.field) }
+            cgroupFds.append(fd)
+        }
+        withUnsafeMutableBytes(of: &config.cg_tasks_fds) { raw in
+            let p = raw.bindMemory(to: Int32.self)
+            for (i, fd) in cgroupFds.enumerated() { p[i] = fd }
+        }
+        config.cg_tasks_count = Int32(cgroupFds.count)
+        joinPaths = cgroup.tasksFiles
+        if let dir = cgroup.unifiedDirectory {
+            let fd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC)
+            if fd < 0 { throw CgroupError(operation: "open", path: dir, errno: errno, field: cgroup.field) }
+            cgroupFds.append(fd)
+            config.cg_dir_fd = fd
+            joinPaths.append(dir + "/cgroup.procs")
+        }
+        config.cg_join = 1
+    }
 
     let stage1: pid_t = cArgv.withUnsafeMutableBufferPointer { a in
         cEnvp.withUnsafeMutableBufferPointer { e in
@@ -110,19 +145,32 @@ func spawnInit(
         close(parentEnd)
         throw SysError("clone", errno: e)
     }
-    var initPid: Int32 = -1
+    var stages = StageReport()
     do {
-        initPid = try driveStages(stage1: stage1, fd: parentEnd, uidMappings: uidMappings, gidMappings: gidMappings)
+        try driveStages(
+            stage1: stage1, fd: parentEnd, uidMappings: uidMappings, gidMappings: gidMappings,
+            joinPaths: config.cg_join != 0 ? joinPaths : nil, joinField: cgroup?.field, into: &stages)
     } catch {
         kill(stage1, SIGKILL)
         var st: Int32 = 0
         _ = waitpid(stage1, &st, 0)
+        if let pid = stages.pid {
+            kill(pid, SIGKILL)
+            _ = waitpid(pid, &st, 0)
+        }
         close(parentEnd)
         throw error
     }
     var st: Int32 = 0
     while waitpid(stage1, &st, 0) < 0 && errno == EINTR {}
-    return SpawnedInit(pid: initPid, channel: InitChannel(fd: parentEnd))
+    return SpawnedInit(pid: stages.pid ?? -1, channel: InitChannel(fd: parentEnd), joinedCgroup: config.cg_join != 0)
+}
+
+/// What the clone stages reported so far: stage 2's pid (from stage 1) and whether stage 2
+/// joined its cgroups.
+private struct StageReport {
+    var pid: Int32?
+    var joined = false
 }
 
 /// A real gid for the helper's exec that differs from its effective gid (see spawn.c): any
@@ -154,7 +202,15 @@ private func readExactly(_ fd: Int32, _ count: Int) throws -> [UInt8]? {
     return buf
 }
 
-private func driveStages(stage1: pid_t, fd: Int32, uidMappings: [IDMapping], gidMappings: [IDMapping]) throws -> Int32 {
+/// Reads stage messages until stage 1 has given stage 2's pid and, when `joinPaths` is set
+/// (cg_join), stage 2 has said it joined its cgroups: stage 1 and 2 write to the same socket, in
+/// either order. A stage 2 failure is thrown once stage 1's pid message is in, so the caller
+/// can reap stage 2.
+private func driveStages(
+    stage1: pid_t, fd: Int32, uidMappings: [IDMapping], gidMappings: [IDMapping], joinPaths: [String]?,
+    joinField: String?, into report: inout StageReport
+) throws {
+    var stage2Failure: (any Error)?
     let steps: [Int32: String] = [
         SS_STEP_SETNS: "setns", SS_STEP_UNSHARE_USER: "unshare(CLONE_NEWUSER)", SS_STEP_WAIT_MAPS: "wait for id maps",
         SS_STEP_SETID: "setresuid/setresgid(0) in the user namespace", SS_STEP_UNSHARE: "unshare",
@@ -164,10 +220,21 @@ private func driveStages(stage1: pid_t, fd: Int32, uidMappings: [IDMapping], gid
         SS_STEP_STDIO: "dup3 (exec stdio)",
     ]
     while true {
+        if report.pid != nil {
+            if let stage2Failure { throw stage2Failure }
+            if joinPaths == nil || report.joined { return }
+        }
         guard let kind = try readExactly(fd, 1) else {
-            throw RuntimeError(.initFailed, "container process stage 1 exited before reporting its pid")
+            if let stage2Failure { throw stage2Failure }
+            throw RuntimeError(
+                .initFailed,
+                report.pid == nil
+                    ? "container process stage 1 exited before reporting its pid"
+                    : "container process exited before it joined its cgroup")
         }
         switch Int32(kind[0]) {
+        case Int32(UInt8(ascii: "J")):
+            report.joined = true
         case Int32(UInt8(ascii: "U")):
             try writeIDMap("/proc/\(stage1)/gid_map", gidMappings, field: "linux.gidMappings")
             try writeIDMap("/proc/\(stage1)/uid_map", uidMappings, field: "linux.uidMappings")
@@ -175,11 +242,24 @@ private func driveStages(stage1: pid_t, fd: Int32, uidMappings: [IDMapping], gid
             _ = Glibc.write(fd, &ack, 1)
         case Int32(UInt8(ascii: "P")):
             guard let p = try readExactly(fd, 4) else { throw RuntimeError(.initFailed, "short pid message") }
-            return Int32(p[0]) | Int32(p[1]) << 8 | Int32(p[2]) << 16 | Int32(p[3]) << 24
+            report.pid = Int32(p[0]) | Int32(p[1]) << 8 | Int32(p[2]) << 16 | Int32(p[3]) << 24
         case Int32(UInt8(ascii: "E")):
             guard let p = try readExactly(fd, 8) else { throw RuntimeError(.initFailed, "short error message") }
             let step = Int32(p[0]) | Int32(p[1]) << 8 | Int32(p[2]) << 16 | Int32(p[3]) << 24
             let err = Int32(p[4]) | Int32(p[5]) << 8 | Int32(p[6]) << 16 | Int32(p[7]) << 24
+            if let joinPaths, step == SS_STEP_CGROUP_PROCS || step >= SS_STEP_CGROUP_TASKS {
+                // Stage 2's: stage 1 still reports the pid of the (exiting) stage 2.
+                let index = step == SS_STEP_CGROUP_PROCS ? joinPaths.count - 1 : Int(step - SS_STEP_CGROUP_TASKS)
+                stage2Failure = CgroupError(
+                    operation: "write", path: joinPaths.indices.contains(index) ? joinPaths[index] : "cgroup",
+                    errno: err, field: joinField)
+                continue
+            }
+            if step == SS_STEP_CLONE_INTO_CGROUP, let procs = joinPaths?.last {
+                throw CgroupError(
+                    operation: "clone3 CLONE_INTO_CGROUP", path: String(procs.dropLast("/cgroup.procs".count)),
+                    errno: err, field: joinField)
+            }
             throw SysError(
                 steps[step] ?? "stage \(step)", errno: err,
                 field: step == SS_STEP_SETNS || step == SS_STEP_UNSHARE ? "linux.namespaces" : nil)

@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #define SS_MAX_NS 8
+#define SS_MAX_CGROUP 16
 
 /// What `ss_spawn` does in its single-threaded stages (see spawn.c for the protocol).
 struct ss_spawn_config {
@@ -24,6 +25,14 @@ struct ss_spawn_config {
     int stdio_set;             // nonzero: stage 1 first dup2s stdio_fds[0..2] onto fds 0, 1, 2
     int stdio_fds[3];          // (each > 2) so that no fd of the caller's own stdio reaches the
                                // helper or the process it starts (the daemon's exec pipes)
+    int cg_join;               // nonzero: the new process joins its cgroups itself (Cgroups'
+                               // CgroupSelfJoin), no one moves it, so the global cgroup attach
+                               // lock's RCU wait is never paid:
+    int cg_tasks_fds[SS_MAX_CGROUP]; // v1: each hierarchy's `tasks` file (O_WRONLY); stage 2
+    int cg_tasks_count;              // writes "0" (itself) to each before anything else
+    int cg_dir_fd;             // v2 cgroup directory (O_PATH) or -1: stage 1 clones stage 2 into
+                               // it (clone3 CLONE_INTO_CGROUP; where clone3 is ENOSYS, stage 2
+                               // writes "0" to its cgroup.procs)
     char *const *argv;
     char *const *envp;
 };
@@ -32,6 +41,7 @@ struct ss_spawn_config {
 #define SS_MSG_USERNS 'U'   // stage 1 unshared CLONE_NEWUSER: parent writes maps, answers 1 byte
 #define SS_MSG_PID 'P'      // payload: int32 pid of stage 2 (the container process)
 #define SS_MSG_ERROR 'E'    // payload: int32 step, int32 errno
+#define SS_MSG_JOINED 'J'   // from stage 2 (cg_join): it is in every cgroup of the config
 
 /// Steps reported with SS_MSG_ERROR.
 #define SS_STEP_SETNS 1
@@ -43,12 +53,17 @@ struct ss_spawn_config {
 #define SS_STEP_DUMPABLE 7
 #define SS_STEP_STDIO 9
 #define SS_STEP_NONDUMP_GID 8
+#define SS_STEP_CLONE_INTO_CGROUP 10 // stage 1's clone3(CLONE_INTO_CGROUP)
+#define SS_STEP_CGROUP_PROCS 11      // stage 2's write of "0" to cgroup.procs (no clone3)
+#define SS_STEP_CGROUP_TASKS 100     // + i: stage 2's write of "0" to cg_tasks_fds[i]
 
 /// Clones stage 1 (a fork without atfork handlers). Returns its pid, or -1 with errno.
 /// Stage 1 makes itself non-dumpable (prctl(2) PR_SET_DUMPABLE 0), joins `ns_fds`, unshares
 /// `unshare_flags`, sets its real gid to `nondump_gid` (when >= 0), clones stage 2 with CLONE_PARENT so that stage 2 (in the new PID
-/// namespace) is the caller's child, reports its pid, exits. Stage 2 starts a new session
-/// (setsid(2)), clears FD_CLOEXEC on `sync_fd` and execveat(2)s `exe_fd`.
+/// namespace) is the caller's child (with `cg_join`, into `cg_dir_fd`), reports its pid, exits.
+/// Stage 2 (with `cg_join`) joins its v1 cgroups and sends SS_MSG_JOINED, starts a new session
+/// (setsid(2)), clears FD_CLOEXEC on `sync_fd` and execveat(2)s `exe_fd`. The two stages'
+/// messages on `sync_fd` come in either order.
 pid_t ss_spawn(const struct ss_spawn_config *config);
 
 // --- exeseal.c: the binary the helpers run in a container's namespaces (CVE-2019-5736) ---
