@@ -275,6 +275,10 @@ public struct Cgroup: Codable, Sendable, Equatable {
     /// Processes already gone are not an error.
     /// - Throws: `CgroupError` (`kill`) for an errno other than ESRCH.
     public func killAll(signal: Int32) throws {
+        // Nothing to kill (the common end of a container whose init exited in its own PID
+        // namespace): no freeze and thaw. With no process left in it nothing can fork into it.
+        let first = ownProcesses()
+        if first.isEmpty { return }
         if signal == SIGKILL { freezeForKill() }
         defer { if signal == SIGKILL { thawSubtree() } }
         // v2 (Linux 5.14+): cgroup.kill SIGKILLs the whole subtree at once, forks and frozen
@@ -285,8 +289,9 @@ public struct Cgroup: Codable, Sendable, Equatable {
             try? CgroupFS.write(dir + "/cgroup.kill", "1")
         }
         var signaled = Set<Int32>()
-        for _ in 0..<(signal == SIGKILL ? 10 : 1) {
-            let pids = ownProcesses().filter { !signaled.contains($0) }
+        for round in 0..<(signal == SIGKILL ? 10 : 1) {
+            // The first list was read before the freeze: read it again then.
+            let pids = (round == 0 && signal != SIGKILL ? first : ownProcesses()).filter { !signaled.contains($0) }
             if pids.isEmpty { break }
             for pid in pids {
                 if kill(pid, signal) != 0 && errno != ESRCH {

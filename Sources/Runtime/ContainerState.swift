@@ -14,7 +14,7 @@ import Synchronization
 ///
 /// Status is never stored: it is derived from the live process (`pid` + `startTime`, which
 /// together name one process even after pid reuse) and the exec FIFO (runtime.md#state).
-public struct ContainerState: Codable, Sendable {
+public struct ContainerState: Codable, Sendable, Equatable {
     public var id: String
     public var bundle: String
     /// Absolute host path of the root file system.
@@ -189,7 +189,7 @@ public struct StateStore: Sendable {
         }
     }
 
-    /// The last state this process decoded, with the exact bytes it came from: a verb that
+    /// The last state this process decoded or saved, with the exact bytes it came from: a verb that
     /// loads the same state.json again (`run`: start, state, wait, delete) reads the file each
     /// time but decodes it once. Equal bytes decode to the same state, so a file rewritten
     /// since is decoded anew. One entry, so a long-lived process (the daemon) holds one state.
@@ -228,7 +228,16 @@ public struct StateStore: Sendable {
         // nothing after a host crash, its processes and cgroups are gone, and the default root
         // (/run) is a tmpfs. rename(2) keeps it whole for readers and a killed runtime. On a
         // disk root each fsync cost 2-50 ms of every create on this loaded host (issue 17).
-        try Files.writeAtomically(statePath(state.id), Array(data), durable: false)
+        let bytes = Array(data)
+        try Files.writeAtomically(statePath(state.id), bytes, durable: false)
+        // This process's next load of these bytes (`run`: start, wait, delete) needs no
+        // decode: the state decodes to itself. Checked on every save in debug builds, which
+        // is what the tests run.
+        #if DEBUG
+            let decoded = try JSONDecoder().decode(ContainerState.self, from: data)
+            precondition(decoded == state, "state.json of \(state.id) does not decode to the state saved")
+        #endif
+        Self.lastLoaded.withLock { $0 = (statePath(state.id), bytes, state) }
     }
 
     /// Ids of created containers (those with `state.json`).

@@ -66,7 +66,10 @@ public enum IDMappedMount {
     /// binary re-executed as `init` through the same clone stages as a container — owns it
     /// until the fd is open; the namespace lives as long as the fd (and mounts idmapped with it).
     public static func userNamespace(uidMappings: [IDMapping], gidMappings: [IDMapping]) throws -> Int32 {
-        let helper = try spawnInit(join: [], unshare: CLONE_NEWUSER, uidMappings: uidMappings, gidMappings: gidMappings)
+        // In no container's PID namespace: seen only where this process itself is seen.
+        let helper = try spawnInit(
+            join: [], unshare: CLONE_NEWUSER, uidMappings: uidMappings, gidMappings: gidMappings,
+            visibleToContainer: false)
         defer {
             // EOF on its init socket makes the helper exit; SIGKILL in case it does not.
             close(helper.channel.fd)

@@ -80,9 +80,11 @@ public enum ContainerInit {
             }
         }
         // runtime.md#createcontainer-hooks: in the container's namespaces, before pivot_root.
-        try Hooks.run(
-            hooks?.createContainer ?? [], kind: "createContainer",
-            state: containerState(config.stateJSON, status: "creating"))
+        // The state JSON only when there is a hook to read it (a decode and an encode).
+        if let createContainer = hooks?.createContainer, !createContainer.isEmpty {
+            try Hooks.run(
+                createContainer, kind: "createContainer", state: containerState(config.stateJSON, status: "creating"))
+        }
         let process = config.process
         var consoleFd: Int32 = -1
         try rootfs.pivotRoot()
@@ -139,9 +141,10 @@ public enum ContainerInit {
             close(w)
             close(fds[fifoIndex])
             // The create is over, the workload not yet executed: `created` (runtime.md#state).
-            try Hooks.run(
-                hooks?.startContainer ?? [], kind: "startContainer",
-                state: containerState(config.stateJSON, status: "created"))
+            if let startContainer = hooks?.startContainer, !startContainer.isEmpty {
+                try Hooks.run(
+                    startContainer, kind: "startContainer", state: containerState(config.stateJSON, status: "created"))
+            }
             try setup.finalizeAndExec(
                 executable, seccomp: config.seccomp, handoff: PreparedHandoff(config.seccompHandoff, fds: fds))
         } catch {

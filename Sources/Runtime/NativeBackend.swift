@@ -209,7 +209,8 @@ extension ContainerRuntime {
         defer { if listenerOpen, let seccompListener { close(seccompListener) } }
         let spawned = try spawnInit(
             join: join, unshare: flags, uidMappings: spec.linux?.uidMappings ?? [],
-            gidMappings: spec.linux?.gidMappings ?? [], preserveFds: options.preserveFds, cgroup: try cgroup.selfJoin())
+            gidMappings: spec.linux?.gidMappings ?? [], preserveFds: options.preserveFds, cgroup: try cgroup.selfJoin(),
+            visibleToContainer: !SealedExecutable.helpersInvisible(to: spec))
         let pid = spawned.pid
         log.log(
             .debug, "container \(id): init \(pid) runs this binary sealed (\(SealedExecutable.method?.rawValue ?? "?"))"

@@ -1,6 +1,7 @@
 import CSafeSpace
 import Glibc
 import LinuxKernel
+import OCI
 
 /// The binary every helper runs where a container can see it (`init`, the `exec` helper, the
 /// user namespace helper of `IDMappedMount`): this process's own executable, sealed so that a
@@ -32,17 +33,46 @@ public enum SealedExecutable {
 
     /// The sealed executable's fd, for execveat(2) with AT_EMPTY_PATH, for the helpers this
     /// process forks. They are copies of this process until they re-execute, so it must run
-    /// the sealed binary itself (`reexecIfUnsealed`, which every front end calls first).
-    /// - Throws: `RuntimeError` when this process runs the host's file; `SysError` when it
-    ///   cannot be opened. The same error on every call of this process.
-    static func fd() throws -> Int32 {
-        guard isRunningSealed else {
+    /// the sealed binary itself (`reexecIfUnsealed`, which every front end calls first), unless
+    /// no container can see a helper before its re-execution (`visibleToContainer` false: see
+    /// `helpersInvisible(to:)`).
+    /// - Throws: `RuntimeError` when this process runs the host's file and the helper is visible
+    ///   to a container; `SysError` when it cannot be opened. The same error on every call of
+    ///   this process.
+    static func fd(visibleToContainer: Bool = true) throws -> Int32 {
+        guard isRunningSealed || !visibleToContainer else {
             throw RuntimeError(
                 .hostFailure,
                 "refusing to start a container's helpers from a process that runs the host's binary: call SealedExecutable.reexecIfUnsealed() first"
             )
         }
         return try sealed.get().fd
+    }
+
+    /// Whether the helpers that start a container of `spec` are out of every container's sight
+    /// until they re-execute as the sealed binary: the spec asks for a PID namespace of its own
+    /// (a `pid` entry without a path). Then stage 2 is PID 1 of that empty namespace until its
+    /// execveat(2), and stage 1 and this process stay in the caller's PID namespace, which only
+    /// the host and containers sharing the host's PID namespace see, and those see the runtime
+    /// process itself as well (runc's parent runs the host's file too; only `runc init`, the
+    /// process that enters the container, is sealed). /proc/PID/exe is reached only through a
+    /// PID namespace that shows the process (proc(5), pid_namespaces(7)). A spec without a PID
+    /// namespace (the host's) or joining one by path needs the sealed parent; so does `exec`.
+    public static func helpersInvisible(to spec: Spec) -> Bool {
+        spec.linux?.namespaces?.contains { $0.type == "pid" && ($0.path ?? "").isEmpty } == true
+    }
+
+    /// `reexecIfUnsealed()` for `create` and `run` of the bundle at `bundle`: no re-execution
+    /// when the bundle's spec gives the container a PID namespace of its own
+    /// (`helpersInvisible(to:)`), saving a start of this binary per container. The create
+    /// decides again from the spec it reads itself (`fd(visibleToContainer:)`), so a
+    /// config.json changed in between fails the create instead of weakening it; an unreadable
+    /// or invalid one re-executes (the create reports it).
+    /// - Throws: as `reexecIfUnsealed()`.
+    public static func reexecIfUnsealed(creatingFrom bundle: String) throws {
+        if isRunningSealed { return }
+        if let (_, spec) = try? BundleSpec.load(bundle + "/config.json"), helpersInvisible(to: spec) { return }
+        try reexecIfUnsealed()
     }
 
     /// `runningSealed()` of this process, read once (its executable never changes).

@@ -55,6 +55,8 @@ struct JoinNamespace {
 ///     pick a mapped gid for `nonDumpableGid`.
 ///   - stdio: fds (each above 2) that become the helper's fds 0, 1, 2 in stage 1; nil keeps
 ///     the caller's.
+///   - visibleToContainer: whether a container can see the helper before it re-executes
+///     (`SealedExecutable.helpersInvisible(to:)`): then this process must run the sealed binary.
 ///   - cgroup: the cgroup the helper joins by itself before it runs anything (`CgroupSelfJoin`:
 ///     no wait for the kernel's attach lock). Not used when a user namespace is made or
 ///     joined (the move is then checked against the new credentials, not root's): the
@@ -63,7 +65,8 @@ struct JoinNamespace {
 ///   errno) when the helper could not join its cgroup.
 func spawnInit(
     join: [JoinNamespace], unshare: Int32, uidMappings: [IDMapping], gidMappings: [IDMapping], preserveFds: Int = 0,
-    userNamespaceGids: [IDMapping] = [], stdio: [Int32]? = nil, cgroup: CgroupSelfJoin? = nil
+    userNamespaceGids: [IDMapping] = [], stdio: [Int32]? = nil, cgroup: CgroupSelfJoin? = nil,
+    visibleToContainer: Bool = true
 ) throws -> SpawnedInit {
     var pair: [Int32] = [-1, -1]
     try sys("socketpair") { socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &pair) }
@@ -71,7 +74,7 @@ func spawnInit(
     let childEnd = pair[1]
     defer { close(childEnd) }
     // Never the host's file itself: the helper is visible in the container (SealedExecutable).
-    let exeFd = try SealedExecutable.fd()
+    let exeFd = try SealedExecutable.fd(visibleToContainer: visibleToContainer)
 
     let argv = ["safespace-runtime", "init"]
     let envp = ["_SAFESPACE_INITPIPE=\(childEnd)", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]

@@ -129,16 +129,12 @@ final class ForegroundTerminal {
         }
     }
 
-    /// `process.terminal` of `<bundle>/config.json`; nil when the file cannot be read as JSON.
+    /// `process.terminal` of `<bundle>/config.json`; nil when the file cannot be read or is no
+    /// valid spec (the create that follows says why).
     static func terminal(inBundle bundle: String) -> Bool? {
-        struct Config: Decodable {
-            struct Process: Decodable { var terminal: Bool? }
-            var process: Process?
-        }
-        guard let bytes = try? Files.read(bundle + "/config.json"),
-            let config = try? JSONDecoder().decode(Config.self, from: Data(bytes))
-        else { return nil }
-        return config.process?.terminal ?? false
+        // The whole spec, decoded once for the create that follows (BundleSpec).
+        guard let (_, spec) = try? BundleSpec.load(bundle + "/config.json") else { return nil }
+        return spec.process?.terminal ?? false
     }
 
     // MARK: the relay loop

@@ -11,19 +11,28 @@ if CommandLine.arguments.count > 1 && CommandLine.arguments[1] == "init" {
 if CommandLine.arguments.count > 1 && CommandLine.arguments[1] == "gvisor-wait" {
     GVisorWaiter.main(CommandLine.arguments)
 }
+// The hot verbs' plain command lines (what containerd, podman and CRI send for every
+// container) without ArgumentParser's reflection; anything else, and every refusal, is its.
+let invocation = RuncInvocation.parse(CommandLine.arguments)
 // The verbs that start processes in a container run from the sealed binary from here on, so
 // that no process the container can see ever runs the host's file (SealedExecutable). Any
 // argument equal to one of them counts: a false match costs one exec, a miss would not be safe.
+// A plain `create` or `run` of a container with a PID namespace of its own needs none: its
+// helpers are seen by no container before they run the sealed binary.
 if CommandLine.arguments.dropFirst().contains(where: { ["create", "run", "exec"].contains($0) }) {
-    do { try SealedExecutable.reexecIfUnsealed() } catch {
+    do {
+        switch invocation {
+        case .create(_, let flags, _), .run(_, let flags, _, _, _):
+            try SealedExecutable.reexecIfUnsealed(creatingFrom: flags.bundle)
+        default: try SealedExecutable.reexecIfUnsealed()
+        }
+    } catch {
         let message = Array("safespace-runtime: \(error)\n".utf8)
         _ = write(2, message, message.count)
         exit(1)
     }
 }
-// The hot verbs' plain command lines (what containerd, podman and CRI send for every
-// container) without ArgumentParser's reflection; anything else, and every refusal, is its.
-if let invocation = RuncInvocation.parse(CommandLine.arguments) {
+if let invocation {
     do { try invocation.perform() } catch let code as ExitCode {
         // `run`'s status (what ArgumentParser's exit(withError:) does with an ExitCode).
         exit(code.rawValue)

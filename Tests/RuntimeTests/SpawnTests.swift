@@ -30,3 +30,21 @@ struct SpawnTests {
         #expect(nonDumpableGid(inUserNamespace: true, mappings: []) == -1)
     }
 }
+
+/// When a `create` may fork its helpers from the host's binary (SealedExecutable).
+struct SealedParentRuleTests {
+    static func spec(_ namespaces: [Namespace]?) -> Spec {
+        Spec(linux: Linux(namespaces: namespaces))
+    }
+
+    @Test("only a PID namespace of the container's own keeps the helpers out of every container's sight")
+    func rule() {
+        #expect(SealedExecutable.helpersInvisible(to: Self.spec([Namespace(type: "pid"), Namespace(type: "mount")])))
+        #expect(SealedExecutable.helpersInvisible(to: Self.spec([Namespace(type: "pid", path: "")])))
+        // The host's PID namespace, one joined by path, no linux section: the sealed parent.
+        #expect(!SealedExecutable.helpersInvisible(to: Self.spec([Namespace(type: "mount")])))
+        #expect(!SealedExecutable.helpersInvisible(to: Self.spec([Namespace(type: "pid", path: "/proc/1/ns/pid")])))
+        #expect(!SealedExecutable.helpersInvisible(to: Self.spec(nil)))
+        #expect(!SealedExecutable.helpersInvisible(to: Spec()))
+    }
+}

@@ -1,0 +1,35 @@
+import LinuxKernel
+import OCI
+import Synchronization
+
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
+
+/// A bundle's config.json decoded once per process: `run` and `create` read it up to three
+/// times (the sealed-binary decision in main.swift, the foreground terminal check, the create
+/// itself), and the spec's linux.seccomp rules make each decode cost about a millisecond.
+/// The file is read every time; equal bytes give the spec decoded from them, other bytes are
+/// decoded anew, so a config.json rewritten in between is never missed.
+public enum BundleSpec {
+    private static let last = Mutex<(path: String, bytes: [UInt8], spec: Spec)?>(nil)
+
+    /// The spec in the config.json at `path` (the bytes as read, and their decode).
+    /// - Throws: `SysError` when the file cannot be read; the decoder's error
+    ///   (`JSONDecoding.decode`) when it is not a valid spec.
+    public static func load(_ path: String) throws -> (bytes: [UInt8], spec: Spec) {
+        let bytes = try Files.read(path)
+        return (bytes, try decode(bytes, path: path))
+    }
+
+    /// `bytes` (config.json at `path`) decoded, or the spec decoded earlier from equal bytes.
+    /// - Throws: the decoder's error (`JSONDecoding.decode`).
+    static func decode(_ bytes: [UInt8], path: String) throws -> Spec {
+        if let spec = last.withLock({ $0?.path == path && $0?.bytes == bytes ? $0?.spec : nil }) { return spec }
+        let spec = try JSONDecoding.decode(Spec.self, from: Data(bytes))
+        last.withLock { $0 = (path, bytes, spec) }
+        return spec
+    }
+}
