@@ -24,6 +24,13 @@ public enum BundleSpec {
         return (bytes, try decode(bytes, path: path))
     }
 
+    /// The config.json bytes `spec` was decoded from in this process, when `spec` is still
+    /// exactly that decode (the create did not change it): `StateStore.save` writes them into
+    /// state.json as they are instead of encoding the spec again.
+    static func bytes(decodingTo spec: Spec) -> [UInt8]? {
+        last.withLock { $0?.spec == spec ? $0?.bytes : nil }
+    }
+
     /// `bytes` (config.json at `path`) decoded, or the spec decoded earlier from equal bytes.
     /// - Throws: the decoder's error (`JSONDecoding.decode`).
     static func decode(_ bytes: [UInt8], path: String) throws -> Spec {

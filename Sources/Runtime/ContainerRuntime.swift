@@ -173,9 +173,13 @@ public struct ContainerRuntime: Sendable {
         var idRange: IDRangeRecord?
         do {
             // Recorded before anything is taken, so a create killed at any point leaves a
-            // directory that says whose it was and what to undo (CreatingRecord).
+            // directory that says whose it was and what to undo (CreatingRecord): with the
+            // cgroup levels about to be made, then (below) with those made, so `delete --force`
+            // or a reclaim removes the cgroup of a create killed half-way.
+            var cg = try Cgroup.resolve(cgroupsPath: spec.linux?.cgroupsPath, id: StateStore.directoryName(id))
             var record = CreatingRecord(
                 id: id, creator: .current(), bundle: bundle, created: rfc3339Now(), annotations: spec.annotations)
+            record.cgroup = cg.planned()
             try store.saveCreating(record)
             // The created marker: status is `created` until `start` removes it (ContainerState).
             let fifo = store.fifoPath(id)
@@ -192,11 +196,6 @@ public struct ContainerRuntime: Sendable {
                 spec.linux?.gidMappings = allocation.mappings
             }
             try creation.reserve(directory: dir)
-            var cg = try Cgroup.resolve(cgroupsPath: spec.linux?.cgroupsPath, id: StateStore.directoryName(id))
-            // The levels about to be made, recorded before the mkdirs, then what was made, so
-            // `delete --force` or a reclaim removes the cgroup of a create killed half-way.
-            record.cgroup = cg.planned()
-            try store.saveCreating(record)
             for warning in try cg.create() { log.warn(warning) }
             cgroup = cg
             record.cgroup = cg

@@ -223,7 +223,7 @@ public struct StateStore: Sendable {
     }
 
     package func save(_ state: ContainerState) throws {
-        let data = try JSONEncoder().encode(state)
+        let data = try Self.encode(state)
         // Not fsync'd (runc's saveState does not sync either): a container's state means
         // nothing after a host crash, its processes and cgroups are gone, and the default root
         // (/run) is a tmpfs. rename(2) keeps it whole for readers and a killed runtime. On a
@@ -238,6 +238,22 @@ public struct StateStore: Sendable {
             precondition(decoded == state, "state.json of \(state.id) does not decode to the state saved")
         #endif
         Self.lastLoaded.withLock { $0 = (statePath(state.id), bytes, state) }
+    }
+
+    /// state.json's bytes. The spec, most of them (linux.seccomp's ~350 rules with the
+    /// default profile), is the config.json it was decoded from, copied as it is when the
+    /// create left it unchanged (`BundleSpec.bytes(decodingTo:)`): the state is encoded with a
+    /// placeholder spec whose encoding is then replaced by those bytes, a JSON object that
+    /// decodes to the same spec. Otherwise the spec is encoded like the rest.
+    /// - Throws: the encoder's error.
+    static func encode(_ state: ContainerState) throws -> Data {
+        guard let raw = BundleSpec.bytes(decodingTo: state.spec) else { return try JSONEncoder().encode(state) }
+        var shell = state
+        shell.spec = Spec(ociVersion: "safespace-state-spec-\(getpid())-\(state.startTime)-\(state.id)")
+        let placeholder = Array(try JSONEncoder().encode(shell.spec))
+        let encoded = Array(try JSONEncoder().encode(shell))
+        guard let range = encoded.firstRange(of: placeholder) else { return try JSONEncoder().encode(state) }
+        return Data(encoded[..<range.lowerBound] + raw + encoded[range.upperBound...])
     }
 
     /// Ids of created containers (those with `state.json`).
