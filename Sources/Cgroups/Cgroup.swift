@@ -273,12 +273,14 @@ public struct Cgroup: Codable, Sendable, Equatable {
     /// too), and the cgroup and its sub-cgroups are thawed, since a task frozen by the v1 freezer
     /// acts on SIGKILL only once thawed; the list is re-read a few times to catch forks.
     /// Processes already gone are not an error.
+    /// - Returns: false when the cgroup held no process of its own to signal.
     /// - Throws: `CgroupError` (`kill`) for an errno other than ESRCH.
-    public func killAll(signal: Int32) throws {
+    @discardableResult
+    public func killAll(signal: Int32) throws -> Bool {
         // Nothing to kill (the common end of a container whose init exited in its own PID
         // namespace): no freeze and thaw. With no process left in it nothing can fork into it.
         let first = ownProcesses()
-        if first.isEmpty { return }
+        if first.isEmpty { return false }
         if signal == SIGKILL { freezeForKill() }
         defer { if signal == SIGKILL { thawSubtree() } }
         // v2 (Linux 5.14+): cgroup.kill SIGKILLs the whole subtree at once, forks and frozen
@@ -300,6 +302,7 @@ public struct Cgroup: Codable, Sendable, Equatable {
                 signaled.insert(pid)
             }
         }
+        return true
     }
 
     /// `allProcesses()` without the `foreignProcesses` (matched by pid and start time).

@@ -89,8 +89,8 @@ extension Cgroup {
         var lastError: Error?
         var left: [Int32] = []
         while true {
-            try? killAll(signal: SIGKILL)
-            left = ownProcesses()
+            // The list is read again after a kill; a cgroup that held none at all is empty.
+            left = (try? killAll(signal: SIGKILL)) == false ? [] : ownProcesses()
             if left.isEmpty {
                 do {
                     try destroy()

@@ -190,7 +190,7 @@ public struct GVisorBackend: RuntimeBackend {
         // The sandbox is gone; its gofer, which serves nothing any more, ends now (as runsc's
         // own destroy kills it) rather than after a freeze of the cgroup that waits for it.
         Self.killHelpers(state)
-        try? state.cgroup.killAll(signal: SIGKILL)
+        _ = try? state.cgroup.killAll(signal: SIGKILL)
         Self.reap(state, blocking: true)
         Self.reapSessions(sessions)
         runtime.log.log(.debug, "gVisor delete \(state.id): sandbox gone (was \(status.rawValue))")

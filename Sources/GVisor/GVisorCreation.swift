@@ -153,7 +153,7 @@ final class GVisorSandboxCreation: ContainerCreation {
     func abort(_ failure: any Error, cgroup: Cgroup?) -> any Error {
         if created { _ = try? runner.run(["delete", "--force", request.id]) }
         if let cgroup {
-            try? cgroup.killAll(signal: SIGKILL)
+            _ = try? cgroup.killAll(signal: SIGKILL)
             GVisorBackend.reapChildren(of: cgroup, including: [])
         }
         return failure

@@ -222,7 +222,7 @@ public struct ContainerRuntime: Sendable {
         } catch {
             let failure = creation.abort(error, cgroup: cgroup)
             if let cgroup {
-                try? cgroup.killAll(signal: SIGKILL)
+                _ = try? cgroup.killAll(signal: SIGKILL)
                 try? cgroup.destroy()
             }
             try? Files.removeTree(dir)
@@ -270,8 +270,10 @@ public struct ContainerRuntime: Sendable {
         unlink(store.fifoPath(id))
         let running = State(
             id: id, status: "running", pid: state.pid, bundle: state.bundle, annotations: state.annotations)
-        let json = String(decoding: (try? JSONEncoder().encode(running)) ?? Data(), as: UTF8.self)
-        for (i, hook) in (state.spec.hooks?.poststart ?? []).enumerated() {
+        let poststart = state.spec.hooks?.poststart ?? []
+        let json =
+            poststart.isEmpty ? "" : String(decoding: (try? JSONEncoder().encode(running)) ?? Data(), as: UTF8.self)
+        for (i, hook) in poststart.enumerated() {
             do { try Hooks.run(hook, field: "hooks.poststart[\(i)]", state: json) } catch { log.warn("\(error)") }
         }
     }
@@ -382,8 +384,10 @@ public struct ContainerRuntime: Sendable {
         // stopped, there is none (the number may name another process now), so none is given, as
         // runc does and as `state` reports 0.
         let stopped = State(id: id, status: "stopped", pid: nil, bundle: state.bundle, annotations: state.annotations)
-        let json = String(decoding: (try? JSONEncoder().encode(stopped)) ?? Data(), as: UTF8.self)
-        for (i, hook) in (state.spec.hooks?.poststop ?? []).enumerated() {
+        let poststop = state.spec.hooks?.poststop ?? []
+        let json =
+            poststop.isEmpty ? "" : String(decoding: (try? JSONEncoder().encode(stopped)) ?? Data(), as: UTF8.self)
+        for (i, hook) in poststop.enumerated() {
             do { try Hooks.run(hook, field: "hooks.poststop[\(i)]", state: json) } catch { log.warn("\(error)") }
         }
         if let cgroupError { throw cgroupError }

@@ -85,12 +85,12 @@ public struct NativeBackend: RuntimeBackend {
         if status != .stopped {
             try ContainerRuntime.checkDeletable(state, status: status, force: force)
             try? runtime.signalInit(state, SIGKILL)
-            try? state.cgroup.killAll(signal: SIGKILL)
+            _ = try? state.cgroup.killAll(signal: SIGKILL)
             runtime.waitGone(state)
         }
         // A container without its own PID namespace can leave processes in its cgroup.
         if force || !state.ownNamespaces.contains("pid") {
-            try? state.cgroup.killAll(signal: SIGKILL)
+            _ = try? state.cgroup.killAll(signal: SIGKILL)
         }
     }
 

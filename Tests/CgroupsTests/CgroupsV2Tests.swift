@@ -25,7 +25,7 @@ struct CgroupsV2Tests {
         return (
             cg, dir,
             {
-                try? cg.killAll(signal: SIGKILL)
+                _ = try? cg.killAll(signal: SIGKILL)
                 try? cg.destroy()
             }
         )
@@ -113,7 +113,7 @@ struct CgroupsV2Tests {
         var parent = try Cgroup.resolve(cgroupsPath: "\(base)/p", id: "p")
         try parent.create()
         defer {
-            try? parent.killAll(signal: SIGKILL)
+            _ = try? parent.killAll(signal: SIGKILL)
             try? parent.destroy()
         }
         let child = try BlockedChild("exec sleep 60")

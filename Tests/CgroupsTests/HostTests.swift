@@ -50,7 +50,7 @@ struct HostTests {
         var cleaned = false
         defer {
             if !cleaned {
-                try? cg.killAll(signal: SIGKILL)
+                _ = try? cg.killAll(signal: SIGKILL)
                 try? cg.destroy()
             }
         }

@@ -14,7 +14,7 @@ struct OOMTests {
         var first = try Cgroup.resolve(cgroupsPath: path, id: "oom")
         try first.create()
         defer {
-            try? first.killAll(signal: SIGKILL)
+            _ = try? first.killAll(signal: SIGKILL)
             try? first.destroy()
         }
         #expect(first.oomKillBaseline == 0)
@@ -43,7 +43,7 @@ struct OOMTests {
         var cg = try Cgroup.resolve(cgroupsPath: "\(uniqueTestParent())/stats", id: "stats")
         try cg.create()
         defer {
-            try? cg.killAll(signal: SIGKILL)
+            _ = try? cg.killAll(signal: SIGKILL)
             try? cg.destroy()
         }
         try cg.apply(OCIResources(memory: .init(limit: 64 << 20), pids: .init(limit: 10)))

@@ -63,7 +63,7 @@ func checkKillAndDestroyFrozenTree(parent: String) throws {
     try cg.create()
     defer {
         cg.thawSubtree()
-        try? cg.killAll(signal: SIGKILL)
+        _ = try? cg.killAll(signal: SIGKILL)
         try? cg.destroy()
     }
     let children = try (0..<3).map { _ in try BlockedChild("exec sleep 60") }

@@ -53,22 +53,24 @@ struct CgroupSelfJoinTests {
         let cgroup = try #require(state?["cgroup"] as? [String: Any])
         let dirs = try #require(cgroup["directories"] as? [String: String])
         let unified = cgroup["mode"] as? String == "unified"
-        // v1: an empty cpuset takes no task (ENOSPC). v2: a cgroup with a controller enabled
-        // for its children takes no process (the no-internal-processes rule, EBUSY).
+        // v1: an empty cpuset takes no task (ENOSPC). v2: a sub-cgroup at pids.max 0 takes no
+        // process (clone3 CLONE_INTO_CGROUP charges the fork to it: EAGAIN); pids is a threaded
+        // controller, so the populated container cgroup may enable it for its children.
         let key = try #require(unified ? "unified" : dirs.keys.first { $0.split(separator: ",").contains("cpuset") })
         let sub = try #require(dirs[key]) + "/sub"
-        try FileManager.default.createDirectory(atPath: sub, withIntermediateDirectories: false)
-        var made = [sub]
-        defer { for dir in made.reversed() { rmdir(dir) } }
         if unified {
-            try FileManager.default.createDirectory(atPath: sub + "/child", withIntermediateDirectories: false)
-            made.append(sub + "/child")
-            try "+pids".write(toFile: sub + "/cgroup.subtree_control", atomically: false, encoding: .utf8)
+            try "+pids".write(
+                toFile: try #require(dirs[key]) + "/cgroup.subtree_control", atomically: false, encoding: .utf8)
+        }
+        try FileManager.default.createDirectory(atPath: sub, withIntermediateDirectories: false)
+        defer { rmdir(sub) }
+        if unified {
+            try "0".write(toFile: sub + "/pids.max", atomically: false, encoding: .utf8)
         }
         let r = try c.rt(["exec", "--cgroup", unified ? "sub" : "cpuset:sub", c.id, "true"])
         #expect(r.status != 0)
         #expect(r.stderr.contains("--cgroup"), "\(r.stderr)")
-        #expect(r.stderr.contains(unified ? "EBUSY" : "ENOSPC"), "\(r.stderr)")
+        #expect(r.stderr.contains(unified ? "EAGAIN" : "ENOSPC"), "\(r.stderr)")
         #expect(r.stderr.contains(sub), "\(r.stderr)")
         let procs = { (dir: String) in
             ((try? String(contentsOfFile: dir + "/cgroup.procs", encoding: .utf8)) ?? "").split(separator: "\n")
