@@ -218,12 +218,13 @@ struct RuntimeEscapeTests {
     /// Runs the watcher in a container (runc's default config plus a rw bind of the report
     /// directory), using a copy of the runtime binary for every command, with `env` in the
     /// runtime's environment. With `sharedPidContainer`, a second container joins the watcher's
-    /// PID namespace (create, start: its `init` is watched); then `execs` × `exec ID /bin/true`,
-    /// with `evil` then `exec ID /tmp/evil` until the watcher holds a handle (at most 20 times)
-    /// and `execs` more. Then `done`, and the report.
-    func attack(env: [String] = [], sharedPidContainer: Bool, evil: Bool, execs: Int, ptrace: Bool = false) throws
-        -> Report
-    {
+    /// PID namespace (create, start: its `init` is watched); then `execs` × `exec ID <workload>`
+    /// (default /bin/true), with `evil` then `exec ID /tmp/evil` until the watcher holds a handle
+    /// (at most 20 times) and `execs` more. Then `done`, and the report.
+    func attack(
+        env: [String] = [], sharedPidContainer: Bool, evil: Bool, execs: Int, ptrace: Bool = false,
+        workload: [String] = ["/bin/true"]
+    ) throws -> Report {
         let dir = try Harness.tempDir("escape")
         defer { Harness.cleanup(dir) }
         let binDir = dir + "/bin"
@@ -273,7 +274,7 @@ struct RuntimeEscapeTests {
             let pid = try #require((json["pid"] as? NSNumber)?.int32Value)
             let other = Harness.uniqueID("escpid")
             ids.append(other)
-            let otherBundle = try Harness.pythonBundle(["/bin/true"]) { spec in
+            let otherBundle = try Harness.pythonBundle(workload) { spec in
                 let namespaces = spec.linux?.namespaces?.map {
                     $0.type == "pid" ? Namespace(type: "pid", path: "/proc/\(pid)/ns/pid") : $0
                 }
@@ -285,8 +286,8 @@ struct RuntimeEscapeTests {
             try #require(try rt(["start", other]).status == 0)
         }
         for _ in 0..<execs {
-            let r = try rt(["exec", id, "/bin/true"])
-            #expect(r.status == 0, "exec /bin/true: \(r.stderr)")
+            let r = try rt(["exec", id] + workload)
+            #expect(r.status == 0, "exec \(workload): \(r.stderr)")
         }
 
         if evil {
@@ -360,7 +361,9 @@ struct RuntimeEscapeTests {
 
     @Test("the init and exec helpers are non-dumpable while the container sees them: /proc/PID/exe is refused")
     func helpersNotDumpable() throws {
-        let report = try attack(sharedPidContainer: true, evil: false, execs: 16)
+        // The workload lasts 50 ms: a fast build's helper goes from re-exec through /bin/true's
+        // exit before the watcher's next step, and is then not seen reaching its own file.
+        let report = try attack(sharedPidContainer: true, evil: false, execs: 16, workload: ["/bin/sleep", "0.05"])
         // The init of the container that joined the watcher's PID namespace and 16 exec
         // helpers. Each helper is open to the container (without the fix) only from its drop to
         // the container's capabilities until its execve(2); the watcher steps it through that
