@@ -600,11 +600,11 @@ final class PoolManager: @unchecked Sendable {
             let layer = lock.withLock { entry.layer }
             let made = try await manager.create(
                 body, caller: Self.daemonCaller, pool: poolName, layer: layer, background: true)
-            try await verifyLayer(made, layer: layer, pool: poolName)
+            try await verifyLayer(made, layer: layer, pool: poolName, background: true)
             // What it looks like before anyone used it: what a release is compared with.
             var baseline: RecycleBaseline?
             if lock.withLock({ entry.pool.spec.recycle == true }) {
-                do { baseline = try await takeBaseline(made) } catch {
+                do { baseline = try await takeBaseline(made, background: true) } catch {
                     logger.warning(
                         "no recycle baseline: the sandbox will be destroyed after use: \(error)",
                         metadata: ["pool": "\(poolName)", "sandbox": "\(sandboxName)"])
@@ -757,15 +757,18 @@ extension PoolManager {
         return env.last { $0.hasPrefix("HOME=") }.map { String($0.dropFirst(5)) } ?? "/"
     }
 
-    /// The digests of a sandbox just made (`RecycleBaseline.take`), on a thread of its own.
-    func takeBaseline(_ sandbox: ManagedSandbox) async throws -> RecycleBaseline {
+    /// The digests of a sandbox just made (`RecycleBaseline.take`), on a thread of its own;
+    /// with `background` (a refill) under SCHED_IDLE, as the refill's create.
+    func takeBaseline(_ sandbox: ManagedSandbox, background: Bool = false) async throws -> RecycleBaseline {
         let record = sandbox.record
         guard let pid = record.initPid else { throw TreeDigest.WalkError(description: "no init") }
         let home = home(sandbox.name)
         return try await blocking {
-            try RecycleBaseline.take(
-                pid: pid, startTime: record.initStartTime, writablePaths: record.writablePaths,
-                runtime: record.runtime, home: home, agentDirectory: record.agentDirectory)
+            try Scheduling.running(background ? .idle : nil) {
+                try RecycleBaseline.take(
+                    pid: pid, startTime: record.initStartTime, writablePaths: record.writablePaths,
+                    runtime: record.runtime, home: home, agentDirectory: record.agentDirectory)
+            }
         }
     }
 
