@@ -19,11 +19,13 @@
 #
 # The fork is made before the request: the server keeps one spare child, forked while it is idle,
 # which waits on a socketpair of its own with nothing else open; a request's payload and stdio
-# fds go to it there, and the server forks the next spare once it is idle again (a request that
-# finds no spare, such as a second one at the same time, is forked for on the spot). A spare
+# fds go to it there, and the server forks the next spare once it is idle again and no request's
+# child has been running for less than SPARE_DELAY (so that the fork does not compete with it for
+# the CPU); a request that finds no spare, such as a second one at the same time, is forked for on
+# the spot. A spare
 # forked before the request holds no more than a child forked after it: the request's data is
-# read only once it is taken, and the random state is re-seeded then.
-import atexit, gc, os, random, resource, selectors, signal, socket, struct, sys, traceback
+# read only once it is taken, and the random state is re-seeded in the spare after its fork.
+import atexit, gc, os, random, resource, selectors, signal, socket, struct, sys, time, traceback
 
 REQUEST_MAGIC = 0x51415353
 RECORD_MAGIC = 0x52415353
@@ -31,6 +33,7 @@ KIND_CODE = 2
 MAX_PAYLOAD = 8 << 20
 STARTED, EXITED, FAILED, REFUSED, KILL = 1, 2, 3, 4, 5
 STAGE_CWD, STAGE_RLIMIT = 1, 3
+SPARE_DELAY = 0.05
 
 
 def record(kind, value=0, detail=0):
@@ -100,6 +103,18 @@ def spare_child(channel, detach):
     keep = channel.fileno()
     os.closerange(3, keep)
     os.closerange(keep + 1, max_fds())
+    # While it waits, the spare does what each child does before its code runs: it re-seeds
+    # random from os.urandom (a fresh seed of this process, which never serves a second
+    # request), and it runs the request parser, compile and exec, and the environment copy
+    # once on nothing, so that the copy-on-write faults of the pages those touch (reference
+    # counts of the objects shared with the server) are taken now, not while a request waits.
+    random.seed()
+    try:
+        parse(struct.pack("<5I", 1, 0, 0, 0, 0))
+        exec(compile("pass", "<string>", "exec"), {"__builtins__": __builtins__})
+        dict(os.environ)
+    except Exception:
+        pass
     fds = []
     try:
         # The request: its payload's length with the three stdio fds, then the payload.
@@ -145,7 +160,6 @@ def run_child(fds, code, env, cwd, limits):
             except OSError as e:
                 os.write(2, ("cannot change to %s: %s\n" % (os.fsdecode(cwd), e.strerror)).encode())
                 os._exit(126)
-        random.seed()
         sys.argv = ["-c"]
         # sys.stdin, sys.stdout and sys.stderr stay: they wrap fds 0, 1 and 2, now the
         # request's, with empty buffers (nothing was read, and both were flushed before the
@@ -277,6 +291,7 @@ def main():
         conn.close()
 
     def accept():
+        nonlocal handed
         try:
             conn, _ = listener.accept()
         except (BlockingIOError, InterruptedError):
@@ -323,17 +338,25 @@ def main():
         conn.settimeout(None)
         conn.setblocking(False)
         children[pid] = conn
+        handed = time.monotonic()
         sel.register(conn, selectors.EVENT_READ, pid)
         try:
             conn.sendall(record(STARTED, pid))
         except OSError:
             pass
 
+    handed = 0.0  # when the last request was handed to a child (time.monotonic())
     while True:
-        events = sel.select(0 if spare is None else None)
+        timeout = None
+        if spare is None:
+            # The next request's child is forked once the server is idle, but not while a
+            # request's child runs its first SPARE_DELAY seconds: the fork (a copy of the whole
+            # interpreter's page tables) would take the CPU that child needs.
+            timeout = 0 if not children else max(0.0, handed + SPARE_DELAY - time.monotonic())
+        events = sel.select(timeout)
         if not events and spare is None:
-            # Idle: the next request's child is forked now.
-            spare = fork_spare()
+            if not children or time.monotonic() >= handed + SPARE_DELAY:
+                spare = fork_spare()
             continue
         for key, _ in events:
             if key.data == "listen":

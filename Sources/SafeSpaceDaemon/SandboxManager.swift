@@ -244,9 +244,14 @@ final class SandboxManager: @unchecked Sendable {
     ///   first exec (a python runtime with the agent only).
     /// - Parameter layer: a pool's package layer, bound read-only and put on `PYTHONPATH`;
     ///   its modules are preloaded.
+    /// - Parameter background: made ahead of need (a pool refill): the thread that makes it,
+    ///   and so every process it starts (the runtime's helpers, the sandbox's init, agent and
+    ///   warm interpreter, which inherit the policy), runs under SCHED_IDLE (sched(7)), so
+    ///   that it takes only CPU time that claims and execs leave; a claim puts the sandbox's
+    ///   threads back to SCHED_OTHER (`PoolManager.take`).
     func create(
         _ body: [UInt8], caller: Caller, pool: String? = nil, preloadModules: [String] = [],
-        layer: PackageLayer? = nil
+        layer: PackageLayer? = nil, background: Bool = false
     ) async throws -> ManagedSandbox {
         try checkNotDraining()
         let (decoded, lifetime) = try Self.parseCreate(body)
@@ -377,25 +382,32 @@ final class SandboxManager: @unchecked Sendable {
         do {
             let (prepared, identity, cgroup) = try await blocking {
                 () throws -> (PreparedSandbox, ProcessIdentity, Cgroup?) in
-                let prepared = try sandboxHost.prepare(finalPlan)
-                do {
-                    try agentInstall?.prepare(name)
-                    try prepared.create()
-                    if let agentInstall { try agentInstall.own(name, spec: try self.runtime.store.load(name).spec) }
-                    try prepared.start()
-                    agentInstall?.waitForSockets(name, python: warmPython)
-                    // The sandbox's node state now belongs to its init: it outlives the daemon.
-                    let state = try self.runtime.store.load(name)
-                    let identity = ProcessIdentity(pid: state.pid, startTime: state.startTime)
-                    try SandboxLeases(directory: self.config.bundleRoot, backends: self.host.configuration.backends)
-                        .transfer(name, to: identity)
-                    return (prepared, identity, state.cgroup)
-                } catch {
-                    do { try prepared.cleanup() } catch {
-                        for line in (error as? SandboxHostError)?.lines ?? ["\(error)"] { logger.warning("\(line)") }
+                // A thread of its own (`blocking`), so the policy changes nothing else; put
+                // back before the continuation resumes (a dispatch worker that the resume
+                // starts inherits the policy of the thread that starts it).
+                try Scheduling.running(background ? .idle : nil) {
+                    let prepared = try sandboxHost.prepare(finalPlan)
+                    do {
+                        try agentInstall?.prepare(name)
+                        try prepared.create()
+                        if let agentInstall { try agentInstall.own(name, spec: try self.runtime.store.load(name).spec) }
+                        try prepared.start()
+                        agentInstall?.waitForSockets(name, python: warmPython)
+                        // The sandbox's node state now belongs to its init: it outlives the daemon.
+                        let state = try self.runtime.store.load(name)
+                        let identity = ProcessIdentity(pid: state.pid, startTime: state.startTime)
+                        try SandboxLeases(directory: self.config.bundleRoot, backends: self.host.configuration.backends)
+                            .transfer(name, to: identity)
+                        return (prepared, identity, state.cgroup)
+                    } catch {
+                        do { try prepared.cleanup() } catch {
+                            for line in (error as? SandboxHostError)?.lines ?? ["\(error)"] {
+                                logger.warning("\(line)")
+                            }
+                        }
+                        for problem in agentInstall?.remove(name) ?? [] { logger.warning("\(problem)") }
+                        throw error
                     }
-                    for problem in agentInstall?.remove(name) ?? [] { logger.warning("\(problem)") }
-                    throw error
                 }
             }
             record.initPid = identity.pid

@@ -74,11 +74,16 @@ struct RecordStore: Sendable {
 
     func path(_ name: String) -> String { directory + "/" + name + ".json" }
 
-    /// Writes `record` atomically and durably (temp file, fsync, rename).
-    func save(_ record: SandboxRecord) throws {
+    /// Writes `record` atomically (temp file, rename) and, with `durable` (the default),
+    /// durably (fsync before the rename). `durable: false` is for a change that recovery after
+    /// a host crash does not depend on: every sandbox's processes are gone then, and the next
+    /// daemon removes each sandbox whose init is dead whatever its record says; a daemon
+    /// crash (SIGKILL included) loses nothing, since the renamed file is in the page cache.
+    func save(_ record: SandboxRecord, durable: Bool = true) throws {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
-        try Files.writeAtomically(path(record.name), Array(try encoder.encode(record)), mode: 0o600)
+        try Files.writeAtomically(
+            path(record.name), Array(try encoder.encode(record)), mode: 0o600, durable: durable)
     }
 
     func remove(_ name: String) {

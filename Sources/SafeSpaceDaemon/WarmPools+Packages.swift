@@ -3,6 +3,7 @@
 /// `GET /v1/warmpools/{name}/scan`.
 import Foundation
 import Hummingbird
+import LinuxKernel
 import SandboxSpec
 
 extension PoolManager {
@@ -39,10 +40,15 @@ extension PoolManager {
     /// (a file changed, added or removed) or a tree that cannot be read destroys the sandbox,
     /// is audited `pool.layer_verified` (outcome `denied`) and thrown, so that the sandbox is
     /// never made ready (the refill's error becomes the pool's `status.lastError`).
-    func verifyLayer(_ sandbox: ManagedSandbox, layer: PackageLayer?, pool: String) async throws {
+    /// With `background` (a refill), the walk runs under SCHED_IDLE as the refill's create does.
+    func verifyLayer(
+        _ sandbox: ManagedSandbox, layer: PackageLayer?, pool: String, background: Bool = false
+    ) async throws {
         guard let layer, let initPid = sandbox.record.initPid else { return }
         let problem: String? = await blocking {
-            do { return try layer.verify(initPid: initPid).map { "\($0)" } } catch { return "\(error)" }
+            Scheduling.running(background ? .idle : nil) {
+                do { return try layer.verify(initPid: initPid).map { "\($0)" } } catch { return "\(error)" }
+            }
         }
         guard let problem else { return }
         manager.audit.record(

@@ -22,6 +22,16 @@
 ///   `pools.refillPerSecond` per second, through the daemon's admission (a 429 backs off:
 ///   0.5 s doubling to 30 s, `status.lastError`). A ready sandbox older than `maxAgeSeconds`
 ///   is destroyed and replaced.
+/// - A refill runs under SCHED_IDLE (sched(7)): the thread that makes the sandbox and every
+///   process it starts (runtime helpers, the sandbox's agent, warm interpreter and spare
+///   child) run only on CPU time that nothing else wants, and a claim's or an exec's thread
+///   that wakes preempts them at once, so a refill does not slow the claims and execs it
+///   runs beside (a refill is a whole sandbox create, ~200 ms of CPU). A claim moves the
+///   sandbox's threads back to SCHED_OTHER before it answers. The cost: on a node whose CPUs
+///   are saturated refills wait (the pool empties and claims fall back to cold creates, which
+///   run at the normal policy), and a node-wide lock a refill holds (the lease store) is
+///   released only when it gets CPU time again. The rate bound `pools.refillPerSecond` holds
+///   as before.
 /// - Pools come from `pools.directory` (`*.yaml`, loaded at start; a bad file stops the start
 ///   naming the file and field) and from `POST /v1/warmpools` (kept until the daemon stops;
 ///   not written to disk). Only root may create or remove pools: a pool's template decides
@@ -33,9 +43,11 @@
 import Foundation
 import Glibc
 import Hummingbird
+import LinuxKernel
 import Logging
 import Metrics
 import OCI
+import Runtime
 import SandboxSpec
 import ServiceLifecycle
 
@@ -456,11 +468,27 @@ final class PoolManager: @unchecked Sendable {
                     record.expiresAt = Date().timeIntervalSince1970 + Double(lifetime)
                 }
             }
-            do { try manager.records.save(record) } catch {
+            // Not fsync'd (`durable: false`): a claim takes no node state. A daemon killed after
+            // it finds the renamed record (claimed, the caller's) and adopts the sandbox; after
+            // a host crash the sandbox's processes are gone and it is removed whichever record,
+            // ready or claimed, the disk kept. So recovery never depends on this write's
+            // durability, and a claim does not wait for a disk flush.
+            do { try manager.records.save(record, durable: false) } catch {
                 // Not handed over: the record on disk would not say whose it is.
                 try? await manager.delete(sandbox, reason: .error, caller: nil)
                 lock.withLock { _ = entry.claimed.remove(next.name) }
                 throw APIError(.internalServerError, "internal", "cannot write the sandbox's record: \(error)")
+            }
+            // Made by a refill under SCHED_IDLE (`SandboxManager.create`'s `background`): its
+            // threads run under the default policy from now on. One that cannot be moved is
+            // not handed out: its owner's code would run only on CPU time nobody else wants.
+            do { try Self.leaveIdle(sandbox, runtime: manager.runtime) } catch {
+                logger.error(
+                    "a ready sandbox's threads cannot leave SCHED_IDLE: \(error); it is destroyed",
+                    metadata: ["pool": "\(entry.name)", "sandbox": "\(sandbox.name)"])
+                try? await manager.delete(sandbox, reason: .error, caller: nil)
+                lock.withLock { _ = entry.claimed.remove(next.name) }
+                continue
             }
             lock.withLock { entry.hits += 1 }
             manager.audit.record(
@@ -471,6 +499,25 @@ final class PoolManager: @unchecked Sendable {
                 ])
             return sandbox
         }
+    }
+
+    /// Moves every thread of `sandbox`'s cgroup that runs under SCHED_IDLE to SCHED_OTHER
+    /// (`Scheduling.move`: `cgroup.threads` on cgroup v2 and hybrid hosts, `tasks` on v1).
+    /// - Throws: `SysError` when the sandbox has no known cgroup, or its threads cannot be moved.
+    static func leaveIdle(_ sandbox: ManagedSandbox, runtime: ContainerRuntime) throws {
+        let name = sandbox.name
+        guard let cgroup = sandbox.cgroup({ try? runtime.store.load(name).cgroup }) else {
+            throw SysError(.refused, "sandbox \(name) has no known cgroup")
+        }
+        let file: String
+        if let unified = cgroup.directories["unified"] {
+            file = unified + "/cgroup.threads"
+        } else if let directory = cgroup.directories.sorted(by: { $0.key < $1.key }).first?.value {
+            file = directory + "/tasks"
+        } else {
+            throw SysError(.refused, "sandbox \(name)'s cgroup has no directory")
+        }
+        try Scheduling.move(threadsIn: file, from: .idle, to: .other)
     }
 
     // MARK: upkeep
@@ -551,12 +598,13 @@ final class PoolManager: @unchecked Sendable {
             encoder.outputFormatting = [.sortedKeys]
             let body = Array(try encoder.encode(sandbox))
             let layer = lock.withLock { entry.layer }
-            let made = try await manager.create(body, caller: Self.daemonCaller, pool: poolName, layer: layer)
-            try await verifyLayer(made, layer: layer, pool: poolName)
+            let made = try await manager.create(
+                body, caller: Self.daemonCaller, pool: poolName, layer: layer, background: true)
+            try await verifyLayer(made, layer: layer, pool: poolName, background: true)
             // What it looks like before anyone used it: what a release is compared with.
             var baseline: RecycleBaseline?
             if lock.withLock({ entry.pool.spec.recycle == true }) {
-                do { baseline = try await takeBaseline(made) } catch {
+                do { baseline = try await takeBaseline(made, background: true) } catch {
                     logger.warning(
                         "no recycle baseline: the sandbox will be destroyed after use: \(error)",
                         metadata: ["pool": "\(poolName)", "sandbox": "\(sandboxName)"])
@@ -709,15 +757,18 @@ extension PoolManager {
         return env.last { $0.hasPrefix("HOME=") }.map { String($0.dropFirst(5)) } ?? "/"
     }
 
-    /// The digests of a sandbox just made (`RecycleBaseline.take`), on a thread of its own.
-    func takeBaseline(_ sandbox: ManagedSandbox) async throws -> RecycleBaseline {
+    /// The digests of a sandbox just made (`RecycleBaseline.take`), on a thread of its own;
+    /// with `background` (a refill) under SCHED_IDLE, as the refill's create.
+    func takeBaseline(_ sandbox: ManagedSandbox, background: Bool = false) async throws -> RecycleBaseline {
         let record = sandbox.record
         guard let pid = record.initPid else { throw TreeDigest.WalkError(description: "no init") }
         let home = home(sandbox.name)
         return try await blocking {
-            try RecycleBaseline.take(
-                pid: pid, startTime: record.initStartTime, writablePaths: record.writablePaths,
-                runtime: record.runtime, home: home, agentDirectory: record.agentDirectory)
+            try Scheduling.running(background ? .idle : nil) {
+                try RecycleBaseline.take(
+                    pid: pid, startTime: record.initStartTime, writablePaths: record.writablePaths,
+                    runtime: record.runtime, home: home, agentDirectory: record.agentDirectory)
+            }
         }
     }
 

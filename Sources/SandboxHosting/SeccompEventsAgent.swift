@@ -3,6 +3,7 @@
 /// sandbox ends, one line (`SandboxHost.Message.seccompSummary`) names what was denied
 /// (seccomp/README.md, "Syscall events"). Native backend only.
 import Foundation
+import LinuxKernel
 import OCI
 import Runtime
 import SandboxSpec
@@ -41,6 +42,10 @@ final class SeccompEventsRun: @unchecked Sendable {
         spec.linux?.seccomp = notifying
         let run = SeccompEventsRun(agent: agent, configuration: configuration)
         Thread.detachNewThread { [run] in
+            // It answers the sandbox's syscalls for the sandbox's whole life: never at the
+            // SCHED_IDLE of a warm pool's refill that made the sandbox (a thread inherits its
+            // creator's policy, sched(7)).
+            if Scheduling.policy() == .idle { try? Scheduling.set(.other) }
             run.agent.serve()
             run.done.signal()
         }

@@ -549,4 +549,76 @@ final class WarmPoolTests: XCTestCase {
         XCTAssertEqual(h.stop(), 0)
         assertNothingLeft(h)
     }
+
+    // MARK: CPU priority of refills
+
+    /// Policy (field 41 of stat(5): 0 SCHED_OTHER, 5 SCHED_IDLE) of every thread of every
+    /// process whose cgroup path has `cgroupPart`, by "pid/tid".
+    static func threadPolicies(cgroup cgroupPart: String) -> [String: Int] {
+        var out: [String: Int] = [:]
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] where Int32(entry) != nil {
+            guard let cgroup = try? String(contentsOfFile: "/proc/\(entry)/cgroup", encoding: .utf8),
+                cgroup.contains(cgroupPart)
+            else { continue }
+            out.merge(threadPolicies(pid: entry)) { a, _ in a }
+        }
+        return out
+    }
+
+    static func threadPolicies(pid: String) -> [String: Int] {
+        var out: [String: Int] = [:]
+        for tid in (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? [] {
+            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/task/\(tid)/stat", encoding: .utf8),
+                let fields = stat.split(separator: ")").last?.split(separator: " "), fields.count > 38,
+                let policy = Int(fields[38])
+            else { continue }
+            out[pid + "/" + tid] = policy
+        }
+        return out
+    }
+
+    /// A refill makes its sandbox under SCHED_IDLE (sched(7)): every thread of a ready
+    /// sandbox (agent, warm interpreter, its spare child) is SCHED_IDLE, and no thread of the
+    /// daemon is once the refill is done (the sandbox's seccomp agent thread included). A
+    /// claim moves the sandbox's threads to SCHED_OTHER before it answers: the claimant's
+    /// code and commands run under the default policy; the next ready sandbox is idle again.
+    func testRefillsRunUnderSchedIdleAndAClaimEndsIt() throws {
+        let h = try make()
+        try h.start()
+        let p = h.name("idle")
+        XCTAssertEqual(try createPool(h, p, ["minSize": 1, "maxSize": 2]).status, 201)
+        func settled() throws {
+            try waitReady(h, p, 1)
+            for _ in 0..<200 where try status(h, p)["creating"] as? Int != 0 { usleep(50_000) }
+        }
+        try settled()
+        let ready = Self.threadPolicies(cgroup: "/safespace/\(p)-")
+        XCTAssertGreaterThanOrEqual(Set(ready.keys.map { $0.split(separator: "/")[0] }).count, 2, "\(ready)")
+        XCTAssertEqual(Set(ready.values), [5], "a ready sandbox's threads: \(ready)")
+        let daemon = Self.threadPolicies(pid: "\(h.pid)")
+        XCTAssertFalse(daemon.isEmpty)
+        XCTAssertEqual(daemon.filter { $0.value != 0 }, [:], "the daemon's threads after the refill")
+
+        let claimed = try claim(h, p)
+        XCTAssertEqual(claimed.status, 201, claimed.text)
+        let name = try XCTUnwrap(Self.name(claimed))
+        let mine = Self.threadPolicies(cgroup: "/safespace/\(name)")
+        XCTAssertFalse(mine.isEmpty)
+        XCTAssertEqual(mine.filter { $0.value != 0 }, [:], "the claimed sandbox's threads")
+        let code = try h.client.request(
+            "POST", "/v1/sandboxes/\(name)/exec",
+            json: ["code": "import os; print(os.sched_getscheduler(0))", "language": "python"])
+        XCTAssertEqual(code.json?["stdout"] as? String, "0\n", code.text)
+        let command = try h.exec(name, ["python3", "-c", "import os; print(os.sched_getscheduler(0))"])
+        XCTAssertEqual(command.json?["stdout"] as? String, "0\n", command.text)
+
+        try settled()
+        let next = Self.threadPolicies(cgroup: "/safespace/\(p)-")
+        let others = Self.threadPolicies(cgroup: "/safespace/\(name)")
+        XCTAssertEqual(Set(next.filter { others[$0.key] == nil }.values), [5], "the refilled sandbox: \(next)")
+        XCTAssertEqual(try h.delete(name).status, 200)
+        XCTAssertEqual(try h.client.request("DELETE", "/v1/warmpools/\(p)").status, 200)
+        XCTAssertEqual(h.stop(), 0)
+        assertNothingLeft(h)
+    }
 }
