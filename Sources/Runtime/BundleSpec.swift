@@ -14,14 +14,14 @@ import Synchronization
 /// The file is read every time; equal bytes give the spec decoded from them, other bytes are
 /// decoded anew, so a config.json rewritten in between is never missed.
 public enum BundleSpec {
-    private static let last = Mutex<(path: String, bytes: [UInt8], spec: Spec)?>(nil)
+    private static let last = Mutex<(bytes: [UInt8], spec: Spec)?>(nil)
 
     /// The spec in the config.json at `path` (the bytes as read, and their decode).
     /// - Throws: `SysError` when the file cannot be read; the decoder's error
     ///   (`JSONDecoding.decode`) when it is not a valid spec.
     public static func load(_ path: String) throws -> (bytes: [UInt8], spec: Spec) {
         let bytes = try Files.read(path)
-        return (bytes, try decode(bytes, path: path))
+        return (bytes, try decode(bytes))
     }
 
     /// The config.json bytes `spec` was decoded from in this process, when `spec` is still
@@ -31,12 +31,13 @@ public enum BundleSpec {
         last.withLock { $0?.spec == spec ? $0?.bytes : nil }
     }
 
-    /// `bytes` (config.json at `path`) decoded, or the spec decoded earlier from equal bytes.
+    /// `bytes` (a config.json) decoded, or the spec decoded earlier from equal bytes.
     /// - Throws: the decoder's error (`JSONDecoding.decode`).
-    static func decode(_ bytes: [UInt8], path: String) throws -> Spec {
-        if let spec = last.withLock({ $0?.path == path && $0?.bytes == bytes ? $0?.spec : nil }) { return spec }
+    static func decode(_ bytes: [UInt8]) throws -> Spec {
+        // Keyed by the bytes alone: `bundle/config.json` and its absolute path are one file.
+        if let spec = last.withLock({ $0?.bytes == bytes ? $0?.spec : nil }) { return spec }
         let spec = try JSONDecoding.decode(Spec.self, from: Data(bytes))
-        last.withLock { $0 = (path, bytes, spec) }
+        last.withLock { $0 = (bytes, spec) }
         return spec
     }
 }

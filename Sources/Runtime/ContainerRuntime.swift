@@ -141,7 +141,7 @@ public struct ContainerRuntime: Sendable {
                 errno: (error as? SysError)?.errno, cause: error)
         }
         var spec: Spec
-        do { spec = try BundleSpec.decode(specBytes, path: bundle + "/config.json") } catch {
+        do { spec = try BundleSpec.decode(specBytes) } catch {
             throw RuntimeError(
                 .invalidSpec, "config.json: \(describe(decodingError: error))", operation: "decode", cause: error)
         }
