@@ -323,6 +323,13 @@ public struct Cgroup: Codable, Sendable, Equatable {
     /// before parents; one still holding a task makes the leaf's rmdir fail (see `killAndDestroy`).
     /// - Throws: `CgroupError` (`rmdir`) for the first leaf that could not be removed.
     public func destroy() throws {
+        try destroy(retryingBusyLeaves: true)
+    }
+
+    /// `destroy()`; with `retryingBusyLeaves` false a leaf that still holds a task (EBUSY) or a
+    /// sub-cgroup is not waited for: it fails the call at once.
+    /// - Throws: `CgroupError` (`rmdir`) for the first leaf that could not be removed.
+    func destroy(retryingBusyLeaves: Bool) throws {
         let leaves = Set(directories.values.map { CgroupPath.join($0) })
         // A reused cgroup that held processes is not ours below the leaf: leave it as it is.
         for leaf in leaves.sorted() where foreignProcesses == nil {
@@ -346,7 +353,10 @@ public struct Cgroup: Codable, Sendable, Equatable {
         for dir in ordered {
             if made.contains(dir) {
                 do {
-                    _ = try CgroupFS.rmdirCgroup(dir, retryBusy: leaves.contains(dir))
+                    let leaf = leaves.contains(dir)
+                    if try !CgroupFS.rmdirCgroup(dir, retryBusy: leaf && retryingBusyLeaves) && leaf {
+                        firstError = firstError ?? CgroupError(operation: "rmdir", path: dir, errno: EBUSY)
+                    }
                 } catch {
                     firstError = firstError ?? error
                 }

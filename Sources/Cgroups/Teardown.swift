@@ -85,6 +85,16 @@ extension Cgroup {
     /// - Throws: `CgroupError` (`destroy`) naming the directory and the pids still there (a
     ///   task in uninterruptible sleep cannot die), or the last `destroy()` error.
     public func killAndDestroy(timeout: Double = 10) throws {
+        // Most often nothing is left (the init of a container with a PID namespace of its own
+        // takes every process with it). rmdir(2) refuses a cgroup that holds a task or a
+        // sub-cgroup, so when every leaf is one `create` made (and none held other processes
+        // before), a removal that succeeds proves it empty, without listing anything first.
+        let leaves = Set(directories.values.map { CgroupPath.join($0) })
+        if foreignProcesses == nil, leaves.isSubset(of: Set(created.map { CgroupPath.join($0) })),
+            (try? destroy(retryingBusyLeaves: false)) != nil
+        {
+            return
+        }
         let deadline = Self.monotonicNow() + timeout
         var lastError: Error?
         var left: [Int32] = []
