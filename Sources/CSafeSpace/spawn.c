@@ -43,7 +43,19 @@ static void fail(int fd, int32_t step) {
 }
 
 pid_t ss_spawn(const struct ss_spawn_config *c) {
-    pid_t stage1 = raw_clone(SIGCHLD);
+    int stage1_into = c->cg_join && c->cg_dir_fd >= 0 && c->cg_stage1_into;
+    pid_t stage1;
+    if (stage1_into) {
+        // Born in the v2 cgroup with the caller's credentials (see cg_stage1_into).
+        struct clone_args args;
+        memset(&args, 0, sizeof args);
+        args.flags = CLONE_INTO_CGROUP;
+        args.exit_signal = SIGCHLD;
+        args.cgroup = (uint64_t)c->cg_dir_fd;
+        stage1 = (pid_t)syscall(SYS_clone3, &args, sizeof args);
+    } else {
+        stage1 = raw_clone(SIGCHLD);
+    }
     if (stage1 != 0) return stage1;  // parent (or -1 with errno)
 
     // Stage 1: single-threaded copy of the caller. Its copy of the caller's end goes first:
@@ -94,7 +106,7 @@ pid_t ss_spawn(const struct ss_spawn_config *c) {
 
     pid_t stage2;
     int v2_by_write = 0;
-    if (c->cg_join && c->cg_dir_fd >= 0) {
+    if (c->cg_join && c->cg_dir_fd >= 0 && !stage1_into) {
         // Born in the v2 cgroup. clone3 wants exit_signal 0 with CLONE_PARENT: the child
         // gets stage 1's own (SIGCHLD, to the caller).
         struct clone_args args;

@@ -58,9 +58,10 @@ struct JoinNamespace {
 ///   - visibleToContainer: whether a container can see the helper before it re-executes
 ///     (`SealedExecutable.helpersInvisible(to:)`): then this process must run the sealed binary.
 ///   - cgroup: the cgroup the helper joins by itself before it runs anything (`CgroupSelfJoin`:
-///     no wait for the kernel's attach lock). Not used when a user namespace is made or
-///     joined (the move is then checked against the new credentials, not root's): the
-///     returned `joinedCgroup` is false and the caller moves the helper.
+///     no wait for the kernel's attach lock). When a user namespace is made or joined, the
+///     v2 part is stage 1's own birth in the cgroup (this process's credentials; the kernel
+///     checks the new ones for a clone from inside the namespace), and on a cgroup v2 host the
+///     helper is not joined: the returned `joinedCgroup` is false and the caller moves it.
 /// - Throws: also `CgroupError` (`open`, or `write` with the `tasks` or `cgroup.procs` path and
 ///   errno) when the helper could not join its cgroup.
 func spawnInit(
@@ -114,7 +115,11 @@ func spawnInit(
     defer { cgroupFds.forEach { close($0) } }
     var joinPaths: [String] = []
     config.cg_dir_fd = -1
-    if let cgroup, !entersUserNamespace, cgroup.tasksFiles.count <= Int(SS_MAX_CGROUP) {
+    // With a user namespace the v2 join is stage 1's own clone3 from here (this process's
+    // credentials), on a host with v1 hierarchies only: there the unified hierarchy holds no
+    // pids limit that stage 1 and stage 2 together could exceed. On a cgroup v2 host the caller
+    // moves the helper.
+    if let cgroup, !entersUserNamespace || !cgroup.tasksFiles.isEmpty, cgroup.tasksFiles.count <= Int(SS_MAX_CGROUP) {
         for path in cgroup.tasksFiles {
             let fd = open(path, O_WRONLY | O_CLOEXEC)
             if fd < 0 { throw CgroupError(operation: "open", path: path, errno: errno, field: cgroup.field) }
@@ -131,21 +136,37 @@ func spawnInit(
             if fd < 0 { throw CgroupError(operation: "open", path: dir, errno: errno, field: cgroup.field) }
             cgroupFds.append(fd)
             config.cg_dir_fd = fd
+            config.cg_stage1_into = entersUserNamespace ? 1 : 0
             joinPaths.append(dir + "/cgroup.procs")
         }
         config.cg_join = 1
     }
 
-    let stage1: pid_t = cArgv.withUnsafeMutableBufferPointer { a in
+    var stage1: pid_t = cArgv.withUnsafeMutableBufferPointer { a in
         cEnvp.withUnsafeMutableBufferPointer { e in
             config.argv = UnsafePointer(a.baseAddress)
             config.envp = UnsafePointer(e.baseAddress)
             return ss_spawn(&config)
         }
     }
+    if stage1 < 0 && errno == ENOSYS && config.cg_stage1_into != 0 {
+        // No clone3 (Linux < 5.3, or a seccomp filter of the caller's): the caller moves it.
+        config.cg_join = 0
+        config.cg_stage1_into = 0
+        stage1 = cArgv.withUnsafeMutableBufferPointer { a in
+            cEnvp.withUnsafeMutableBufferPointer { e in
+                config.argv = UnsafePointer(a.baseAddress)
+                config.envp = UnsafePointer(e.baseAddress)
+                return ss_spawn(&config)
+            }
+        }
+    }
     if stage1 < 0 {
         let e = errno
         close(parentEnd)
+        if config.cg_stage1_into != 0, let cgroup, let dir = cgroup.unifiedDirectory {
+            throw CgroupError(operation: "clone3 CLONE_INTO_CGROUP", path: dir, errno: e, field: cgroup.field)
+        }
         throw SysError("clone", errno: e)
     }
     var stages = StageReport()

@@ -21,14 +21,19 @@ struct CgroupSelfJoinTests {
         return out
     }
 
-    @Test("run with pids.limit 1: the init is in the container's cgroup in every hierarchy, alone")
-    func everyHierarchyWithOnePid() throws {
+    @Test(
+        "run with pids.limit 1: the init is in the container's cgroup in every hierarchy, alone; also with a user namespace",
+        arguments: [false, true])
+    func everyHierarchyWithOnePid(userNamespace: Bool) throws {
         // pids.max 1 leaves no room for a second task in the cgroup at any moment: the init
-        // must get there alone (a migration, not a fork charged to the cgroup).
+        // must get there alone (a migration, not a fork charged to the cgroup). With a user
+        // namespace stage 1 is born in the v2 cgroup and stage 2 joins the v1 hierarchies (on a
+        // cgroup v2 host the runtime moves it).
         let c = try TestContainer(
             "selfjoin",
             bundle: try Harness.busyboxBundle(["sh", "-c", "exec cat /proc/self/cgroup"]) { spec in
                 spec.linux?.resources = Resources(pids: .init(limit: 1))
+                if userNamespace { RuncParityBehaviourTests.userNamespace(&spec) }
             })
         defer { c.destroy() }
         let r = try c.run()

@@ -33,6 +33,11 @@ struct ss_spawn_config {
     int cg_dir_fd;             // v2 cgroup directory (O_PATH) or -1: stage 1 clones stage 2 into
                                // it (clone3 CLONE_INTO_CGROUP; where clone3 is ENOSYS, stage 2
                                // writes "0" to its cgroup.procs)
+    int cg_stage1_into;        // nonzero (with cg_join and cg_dir_fd): the caller clones stage 1
+                               // itself into cg_dir_fd and stage 2 inherits it, for a stage 1
+                               // that enters a user namespace, whose credentials the kernel would
+                               // check for stage 2's CLONE_INTO_CGROUP; ENOSYS from clone3 is
+                               // returned, not worked around
     char *const *argv;
     char *const *envp;
 };
