@@ -113,7 +113,6 @@ func spawnInit(
         inUserNamespace: entersUserNamespace, mappings: unshare & CLONE_NEWUSER != 0 ? gidMappings : userNamespaceGids)
     var cgroupFds: [Int32] = []
     defer { cgroupFds.forEach { close($0) } }
-    var joinPaths: [String] = []
     config.cg_dir_fd = -1
     // With a user namespace the v2 join is stage 1's own clone3 from here (this process's
     // credentials), on a host with v1 hierarchies only: there the unified hierarchy holds no
@@ -130,36 +129,31 @@ func spawnInit(
             for (i, fd) in cgroupFds.enumerated() { p[i] = fd }
         }
         config.cg_tasks_count = Int32(cgroupFds.count)
-        joinPaths = cgroup.tasksFiles
         if let dir = cgroup.unifiedDirectory {
             let fd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC)
             if fd < 0 { throw CgroupError(operation: "open", path: dir, errno: errno, field: cgroup.field) }
             cgroupFds.append(fd)
             config.cg_dir_fd = fd
             config.cg_stage1_into = entersUserNamespace ? 1 : 0
-            joinPaths.append(dir + "/cgroup.procs")
         }
         config.cg_join = 1
     }
 
-    var stage1: pid_t = cArgv.withUnsafeMutableBufferPointer { a in
-        cEnvp.withUnsafeMutableBufferPointer { e in
-            config.argv = UnsafePointer(a.baseAddress)
-            config.envp = UnsafePointer(e.baseAddress)
-            return ss_spawn(&config)
-        }
-    }
-    if stage1 < 0 && errno == ENOSYS && config.cg_stage1_into != 0 {
-        // No clone3 (Linux < 5.3, or a seccomp filter of the caller's): the caller moves it.
-        config.cg_join = 0
-        config.cg_stage1_into = 0
-        stage1 = cArgv.withUnsafeMutableBufferPointer { a in
+    func spawn() -> pid_t {
+        cArgv.withUnsafeMutableBufferPointer { a in
             cEnvp.withUnsafeMutableBufferPointer { e in
                 config.argv = UnsafePointer(a.baseAddress)
                 config.envp = UnsafePointer(e.baseAddress)
                 return ss_spawn(&config)
             }
         }
+    }
+    var stage1 = spawn()
+    if stage1 < 0 && errno == ENOSYS && config.cg_stage1_into != 0 {
+        // No clone3 (Linux < 5.3, or a seccomp filter of the caller's): the caller moves it.
+        config.cg_join = 0
+        config.cg_stage1_into = 0
+        stage1 = spawn()
     }
     if stage1 < 0 {
         let e = errno
@@ -173,7 +167,7 @@ func spawnInit(
     do {
         try driveStages(
             stage1: stage1, fd: parentEnd, uidMappings: uidMappings, gidMappings: gidMappings,
-            joinPaths: config.cg_join != 0 ? joinPaths : nil, joinField: cgroup?.field, into: &stages)
+            joining: config.cg_join != 0 ? cgroup : nil, into: &stages)
     } catch {
         kill(stage1, SIGKILL)
         var st: Int32 = 0
@@ -226,13 +220,13 @@ private func readExactly(_ fd: Int32, _ count: Int) throws -> [UInt8]? {
     return buf
 }
 
-/// Reads stage messages until stage 1 has given stage 2's pid and, when `joinPaths` is set
-/// (cg_join), stage 2 has said it joined its cgroups: stage 1 and 2 write to the same socket, in
-/// either order. A stage 2 failure is thrown once stage 1's pid message is in, so the caller
+/// Reads stage messages until stage 1 has given stage 2's pid and, when `joining` is set
+/// (cg_join), stage 2 has said it joined those cgroups: stage 1 and 2 write to the same socket,
+/// in either order. A stage 2 failure is thrown once stage 1's pid message is in, so the caller
 /// can reap stage 2.
 private func driveStages(
-    stage1: pid_t, fd: Int32, uidMappings: [IDMapping], gidMappings: [IDMapping], joinPaths: [String]?,
-    joinField: String?, into report: inout StageReport
+    stage1: pid_t, fd: Int32, uidMappings: [IDMapping], gidMappings: [IDMapping], joining: CgroupSelfJoin?,
+    into report: inout StageReport
 ) throws {
     var stage2Failure: (any Error)?
     let steps: [Int32: String] = [
@@ -246,7 +240,7 @@ private func driveStages(
     while true {
         if report.pid != nil {
             if let stage2Failure { throw stage2Failure }
-            if joinPaths == nil || report.joined { return }
+            if joining == nil || report.joined { return }
         }
         guard let kind = try readExactly(fd, 1) else {
             if let stage2Failure { throw stage2Failure }
@@ -271,18 +265,19 @@ private func driveStages(
             guard let p = try readExactly(fd, 8) else { throw RuntimeError(.initFailed, "short error message") }
             let step = Int32(p[0]) | Int32(p[1]) << 8 | Int32(p[2]) << 16 | Int32(p[3]) << 24
             let err = Int32(p[4]) | Int32(p[5]) << 8 | Int32(p[6]) << 16 | Int32(p[7]) << 24
-            if let joinPaths, step == SS_STEP_CGROUP_PROCS || step >= SS_STEP_CGROUP_TASKS {
+            if let joining, step == SS_STEP_CGROUP_PROCS || step >= SS_STEP_CGROUP_TASKS {
                 // Stage 2's: stage 1 still reports the pid of the (exiting) stage 2.
-                let index = step == SS_STEP_CGROUP_PROCS ? joinPaths.count - 1 : Int(step - SS_STEP_CGROUP_TASKS)
-                stage2Failure = CgroupError(
-                    operation: "write", path: joinPaths.indices.contains(index) ? joinPaths[index] : "cgroup",
-                    errno: err, field: joinField)
+                let tasks = joining.tasksFiles
+                let index = Int(step - SS_STEP_CGROUP_TASKS)
+                let path =
+                    step == SS_STEP_CGROUP_PROCS
+                    ? (joining.unifiedDirectory ?? "") + "/cgroup.procs"
+                    : tasks.indices.contains(index) ? tasks[index] : "cgroup"
+                stage2Failure = CgroupError(operation: "write", path: path, errno: err, field: joining.field)
                 continue
             }
-            if step == SS_STEP_CLONE_INTO_CGROUP, let procs = joinPaths?.last {
-                throw CgroupError(
-                    operation: "clone3 CLONE_INTO_CGROUP", path: String(procs.dropLast("/cgroup.procs".count)),
-                    errno: err, field: joinField)
+            if step == SS_STEP_CLONE_INTO_CGROUP, let joining, let dir = joining.unifiedDirectory {
+                throw CgroupError(operation: "clone3 CLONE_INTO_CGROUP", path: dir, errno: err, field: joining.field)
             }
             throw SysError(
                 steps[step] ?? "stage \(step)", errno: err,
