@@ -327,15 +327,17 @@ public struct Cgroup: Codable, Sendable, Equatable {
     }
 
     /// `destroy()`; with `retryingBusyLeaves` false a leaf that still holds a task (EBUSY) or a
-    /// sub-cgroup is not waited for: it fails the call at once.
+    /// sub-cgroup is not waited for: it fails the call at once. With `removingSubCgroups` false
+    /// the sub-cgroups are not looked for: a leaf that has one is busy (rmdir(2) EBUSY).
     /// - Throws: `CgroupError` (`rmdir`) for the first leaf that could not be removed.
-    func destroy(retryingBusyLeaves: Bool) throws {
+    func destroy(retryingBusyLeaves: Bool, removingSubCgroups: Bool = true) throws {
+        let made = Set(created.map { CgroupPath.join($0) })
         let leaves = Set(directories.values.map { CgroupPath.join($0) })
         // A reused cgroup that held processes is not ours below the leaf: leave it as it is.
-        for leaf in leaves.sorted() where foreignProcesses == nil {
+        for leaf in leaves.sorted() where foreignProcesses == nil && removingSubCgroups {
             for sub in Self.descendants(of: leaf) { _ = try? CgroupFS.rmdirCgroup(sub, retryBusy: false) }
         }
-        var candidates = Set(created.map { CgroupPath.join($0) })
+        var candidates = made
         if !path.hasPrefix("/") {
             let depth = path.split(separator: "/").count
             for leaf in leaves {
@@ -346,9 +348,9 @@ public struct Cgroup: Codable, Sendable, Equatable {
                 }
             }
         }
-        // Deepest first, so children go before their parents.
-        let ordered = candidates.sorted { ($0.split(separator: "/").count, $0) > ($1.split(separator: "/").count, $1) }
-        let made = Set(created.map { CgroupPath.join($0) })
+        // Deepest first, so children go before their parents (depth counted once per path).
+        let ordered = candidates.map { (depth: $0.utf8.count { $0 == UInt8(ascii: "/") }, path: $0) }
+            .sorted { ($0.depth, $0.path) > ($1.depth, $1.path) }.map(\.path)
         var firstError: Error?
         for dir in ordered {
             if made.contains(dir) {

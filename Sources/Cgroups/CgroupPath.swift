@@ -64,7 +64,20 @@ enum CgroupPath {
 
     /// Joins absolute path pieces with single slashes: `join("/a/", "/b", "c")` is `/a/b/c`.
     static func join(_ pieces: String...) -> String {
-        "/" + pieces.flatMap { $0.split(separator: "/") }.joined(separator: "/")
+        // One piece already in that form (every path a Cgroup records) comes back as it is.
+        if pieces.count == 1, let only = pieces.first, isJoined(only) { return only }
+        return "/" + pieces.flatMap { $0.split(separator: "/") }.joined(separator: "/")
+    }
+
+    /// `path` starts with a slash, and has no empty component and no trailing slash (`/` alone
+    /// does not count: `join` returns it too, but through the general path).
+    private static func isJoined(_ path: String) -> Bool {
+        var previous: UInt8 = 0
+        for byte in path.utf8 {
+            if byte == UInt8(ascii: "/") && previous == UInt8(ascii: "/") { return false }
+            previous = byte
+        }
+        return path.utf8.first == UInt8(ascii: "/") && previous != UInt8(ascii: "/")
     }
 
     /// The directories below `mountPoint` down to and including `directory`, parents first.

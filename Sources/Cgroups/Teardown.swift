@@ -89,9 +89,10 @@ extension Cgroup {
         // takes every process with it). rmdir(2) refuses a cgroup that holds a task or a
         // sub-cgroup, so when every leaf is one `create` made (and none held other processes
         // before), a removal that succeeds proves it empty, without listing anything first.
+        // Sub-cgroups (the workload's) make a leaf busy as well: they are looked for only then.
         let leaves = Set(directories.values.map { CgroupPath.join($0) })
         if foreignProcesses == nil, leaves.isSubset(of: Set(created.map { CgroupPath.join($0) })),
-            (try? destroy(retryingBusyLeaves: false)) != nil
+            (try? destroy(retryingBusyLeaves: false, removingSubCgroups: false)) != nil
         {
             return
         }

@@ -73,8 +73,12 @@ public enum Files {
         return stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
     }
 
-    /// mkdir -p with `mode` for the directories it creates.
+    /// mkdir -p with `mode` for the directories it creates. Tries `path` itself first: most
+    /// calls (a container's mount targets) find it there or only its last level missing, one
+    /// mkdir(2) instead of one per level; any other outcome walks down from the root as before.
+    /// - Throws: `SysError` (`mkdir`) naming the first level that could not be made.
     public static func makeDirectories(_ path: String, mode: mode_t = 0o755) throws {
+        if mkdir(path, mode) == 0 || errno == EEXIST { return }
         var current = path.hasPrefix("/") ? "" : "."
         for part in path.split(separator: "/") {
             current += "/" + part

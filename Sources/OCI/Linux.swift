@@ -42,6 +42,38 @@ public struct Linux: Codable, Sendable, Equatable {
         self.maskedPaths = maskedPaths
         self.readonlyPaths = readonlyPaths
     }
+
+    private enum CodingKeys: String, CodingKey {
+        case uidMappings, gidMappings, sysctl, resources, cgroupsPath, namespaces, devices, seccomp
+        case rootfsPropagation, maskedPaths, readonlyPaths, mountLabel, personality
+    }
+
+    /// The members as the synthesized decoder reads them (every one optional, unknown ones
+    /// ignored), except that `seccomp` is left nil, unread, when the decoder's `userInfo` has
+    /// `Linux.skippingSeccomp` set to true: for a reader that gets the filter compiled (the
+    /// container's init, which loads the BPF the runtime compiled from these rules).
+    /// - Throws: `DecodingError` for a member of the wrong type.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        uidMappings = try c.decodeIfPresent([IDMapping].self, forKey: .uidMappings)
+        gidMappings = try c.decodeIfPresent([IDMapping].self, forKey: .gidMappings)
+        sysctl = try c.decodeIfPresent([String: String].self, forKey: .sysctl)
+        resources = try c.decodeIfPresent(Resources.self, forKey: .resources)
+        cgroupsPath = try c.decodeIfPresent(String.self, forKey: .cgroupsPath)
+        namespaces = try c.decodeIfPresent([Namespace].self, forKey: .namespaces)
+        devices = try c.decodeIfPresent([Device].self, forKey: .devices)
+        seccomp =
+            decoder.userInfo[Self.skippingSeccomp] as? Bool == true
+            ? nil : try c.decodeIfPresent(Seccomp.self, forKey: .seccomp)
+        rootfsPropagation = try c.decodeIfPresent(String.self, forKey: .rootfsPropagation)
+        maskedPaths = try c.decodeIfPresent([String].self, forKey: .maskedPaths)
+        readonlyPaths = try c.decodeIfPresent([String].self, forKey: .readonlyPaths)
+        mountLabel = try c.decodeIfPresent(String.self, forKey: .mountLabel)
+        personality = try c.decodeIfPresent(Personality.self, forKey: .personality)
+    }
+
+    /// `userInfo` key: true makes `init(from:)` leave `seccomp` nil without decoding it.
+    public static let skippingSeccomp = CodingUserInfoKey(rawValue: "dev.llmsafespace.oci.skippingSeccomp")!
 }
 
 /// config-linux.md#namespaces. `type` is one of `NamespaceType`'s raw values; `path`, when set,

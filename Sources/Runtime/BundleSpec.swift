@@ -1,3 +1,4 @@
+import Glibc
 import LinuxKernel
 import OCI
 import Synchronization
@@ -40,4 +41,30 @@ public enum BundleSpec {
         last.withLock { $0 = (bytes, spec) }
         return spec
     }
+}
+
+extension BundleSpec {
+    /// `value` JSON-encoded, with the encoding of its spec (at `spec`) replaced by `raw`, the
+    /// config.json that spec was decoded from (`bytes(decodingTo:)`): `value` is encoded with a
+    /// placeholder spec, unique to this call, whose encoding is then replaced by `raw`. A
+    /// decoder reads the same spec from the result (with `Linux.skippingSeccomp`, the same spec
+    /// without linux.seccomp). `raw` must be a JSON object with nothing before it but JSON
+    /// whitespace (RFC 8259 section 2): not a byte order mark, which a decoder may skip at the
+    /// start of a document but which is no JSON inside one. Without usable `raw` (nil, or not
+    /// such an object) `value` is encoded as it is.
+    /// - Throws: the encoder's error.
+    static func encode<T: Encodable>(_ value: T, spec: WritableKeyPath<T, Spec>, raw: [UInt8]?) throws -> Data {
+        guard let raw, raw.first(where: { ![0x20, 0x09, 0x0A, 0x0D].contains($0) }) == UInt8(ascii: "{") else {
+            return try JSONEncoder().encode(value)
+        }
+        var shell = value
+        let tag = placeholderSerial.add(1, ordering: .relaxed).newValue
+        shell[keyPath: spec] = Spec(ociVersion: "safespace-spliced-spec-\(getpid())-\(tag)-\(raw.count)")
+        let placeholder = Array(try JSONEncoder().encode(shell[keyPath: spec]))
+        let encoded = Array(try JSONEncoder().encode(shell))
+        guard let range = encoded.firstRange(of: placeholder) else { return try JSONEncoder().encode(value) }
+        return Data(encoded[..<range.lowerBound] + raw + encoded[range.upperBound...])
+    }
+
+    private static let placeholderSerial = Atomic<Int>(0)
 }

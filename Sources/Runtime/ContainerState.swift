@@ -247,18 +247,7 @@ public struct StateStore: Sendable {
     /// decodes to the same spec. Otherwise the spec is encoded like the rest.
     /// - Throws: the encoder's error.
     static func encode(_ state: ContainerState) throws -> Data {
-        // A JSON object with nothing before it but JSON whitespace (RFC 8259 section 2): not a
-        // byte order mark, which a decoder may skip at the start of a document but which is
-        // no JSON inside one.
-        guard let raw = BundleSpec.bytes(decodingTo: state.spec),
-            raw.first(where: { ![0x20, 0x09, 0x0A, 0x0D].contains($0) }) == UInt8(ascii: "{")
-        else { return try JSONEncoder().encode(state) }
-        var shell = state
-        shell.spec = Spec(ociVersion: "safespace-state-spec-\(getpid())-\(state.startTime)-\(state.id)")
-        let placeholder = Array(try JSONEncoder().encode(shell.spec))
-        let encoded = Array(try JSONEncoder().encode(shell))
-        guard let range = encoded.firstRange(of: placeholder) else { return try JSONEncoder().encode(state) }
-        return Data(encoded[..<range.lowerBound] + raw + encoded[range.upperBound...])
+        try BundleSpec.encode(state, spec: \.spec, raw: BundleSpec.bytes(decodingTo: state.spec))
     }
 
     /// Ids of created containers (those with `state.json`).

@@ -37,7 +37,7 @@ public enum ContainerInit {
         _ = ss_set_cloexec(fd, 1)
         let channel = InitChannel(fd: fd)
         do {
-            guard let (config, fds) = try channel.receive(InitConfig.self) else { exit(1) }
+            guard let (config, fds) = try channel.receiveConfig() else { exit(1) }
             if let soft = config.stackSoftLimit { restoreStackLimit(soft) }
             switch config.mode {
             case .create: try runCreate(config, fds: fds, channel: channel)

@@ -114,7 +114,24 @@ struct InitChannel {
     let fd: Int32
 
     func send<T: Encodable>(_ value: T, fds: [Int32] = []) throws {
-        let body = Array(try JSONEncoder().encode(value))
+        try send(body: Array(try JSONEncoder().encode(value)), fds: fds)
+    }
+
+    /// `config` with its spec written as `specBytes`, the config.json the create decoded that
+    /// spec from (`BundleSpec.bytes(decodingTo:)`, nil when the create changed it), instead of
+    /// being encoded again (`BundleSpec.encode`). Those bytes may hold linux.seccomp, which
+    /// `config.spec` lacks: the init decodes its config without it (`receiveConfig`).
+    func send(_ config: InitConfig, specBytes: [UInt8]?, fds: [Int32]) throws {
+        try send(body: Array(try BundleSpec.encode(config, spec: \.spec, raw: specBytes)), fds: fds)
+    }
+
+    /// The init's config (`receive`), decoded with `Linux.skippingSeccomp`: the init loads the
+    /// filter compiled by the runtime (`InitConfig.seccomp`), never the profile's rules.
+    func receiveConfig() throws -> (InitConfig, [Int32])? {
+        try receive(InitConfig.self, userInfo: [Linux.skippingSeccomp: true])
+    }
+
+    private func send(body: [UInt8], fds: [Int32]) throws {
         var len = UInt32(body.count).littleEndian
         var frame = withUnsafeBytes(of: &len) { Array($0) }
         frame += body
@@ -131,7 +148,9 @@ struct InitChannel {
     }
 
     /// Reads one message; nil at EOF.
-    func receive<T: Decodable>(_ type: T.Type) throws -> (T, [Int32])? {
+    func receive<T: Decodable>(_ type: T.Type, userInfo: [CodingUserInfoKey: any Sendable] = [:]) throws -> (
+        T, [Int32]
+    )? {
         var header = [UInt8](repeating: 0, count: 4)
         var fds = [Int32](repeating: -1, count: 8)
         var nfds: Int32 = 0
@@ -159,6 +178,8 @@ struct InitChannel {
             received += fds.prefix(Int(nfds))
             got += n
         }
-        return (try JSONDecoder().decode(T.self, from: Data(body)), received)
+        let decoder = JSONDecoder()
+        decoder.userInfo = userInfo
+        return (try decoder.decode(T.self, from: Data(body)), received)
     }
 }

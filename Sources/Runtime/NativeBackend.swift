@@ -80,17 +80,16 @@ public struct NativeBackend: RuntimeBackend {
     // MARK: delete
 
     /// SIGKILL to the init and every process in the cgroup of a container that is not
-    /// stopped, waiting for the init to die.
+    /// stopped, waiting for the init to die. What a stopped container left in its cgroup (one
+    /// without a PID namespace of its own can leave processes) is killed by the cgroup's
+    /// removal that follows in `delete` (`destroyKillingStragglers`), which looks for processes
+    /// only when the cgroup cannot be removed.
     public func stop(_ state: ContainerState, status: Status, force: Bool, in runtime: ContainerRuntime) throws {
         if status != .stopped {
             try ContainerRuntime.checkDeletable(state, status: status, force: force)
             try? runtime.signalInit(state, SIGKILL)
             _ = try? state.cgroup.killAll(signal: SIGKILL)
             runtime.waitGone(state)
-        }
-        // A container without its own PID namespace can leave processes in its cgroup.
-        if force || !state.ownNamespaces.contains("pid") {
-            _ = try? state.cgroup.killAll(signal: SIGKILL)
         }
     }
 
@@ -269,7 +268,7 @@ extension ContainerRuntime {
                 config.seccompHandoff = SeccompHandoff(socketFdIndex: fds.count, processState: processState)
                 fds.append(seccompListener)
             }
-            try spawned.channel.send(config, fds: fds)
+            try spawned.channel.send(config, specBytes: BundleSpec.bytes(decodingTo: spec), fds: fds)
             if let seccompListener {
                 // Only the init's copy may stay: the agent reads the state up to the end of the stream.
                 close(seccompListener)

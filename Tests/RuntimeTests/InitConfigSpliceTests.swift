@@ -1,0 +1,101 @@
+import Foundation
+import Glibc
+import OCI
+import Testing
+
+@testable import Runtime
+
+/// The init's config carries the spec as the config.json bytes the create decoded it from
+/// (not encoded again), and the init decodes it without linux.seccomp, whose rules it never
+/// uses: it loads the BPF the runtime compiled.
+@Suite struct InitConfigSpliceTests {
+    /// A config.json with the repository's default seccomp profile (the ~350 rules that made
+    /// encoding the spec again cost), in `runc spec` layout with extra whitespace.
+    static func configBytes() throws -> [UInt8] {
+        let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
+        let profile = try Data(contentsOf: repo.appendingPathComponent("seccomp/default.json"))
+        var object = try #require(try JSONSerialization.jsonObject(with: profile) as? [String: Any])
+        object.removeValue(forKey: "archMap")
+        let seccomp = try JSONSerialization.data(withJSONObject: object)
+        let text = """
+              {
+              "ociVersion": "1.0.2", "process": {"args": ["/bin/true"], "cwd": "/", "user": {"uid": 0, "gid": 0}},
+              "root": {"path": "rootfs", "readonly": true}, "hostname": "splice",
+              "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"}],
+              "linux": {"namespaces": [{"type": "pid"}, {"type": "mount"}], "maskedPaths": ["/proc/kcore"],
+                        "seccomp": \(String(decoding: seccomp, as: UTF8.self)), "readonlyPaths": ["/proc/sys"]}
+            }
+            """
+        return Array(text.utf8)
+    }
+
+    static func config(_ spec: Spec) -> InitConfig {
+        var config = InitConfig(
+            mode: .create, id: "splice", bundle: "/b", rootfs: "/b/rootfs", spec: spec, process: spec.process!,
+            noPivot: false, noNewKeyring: false, preserveFds: 0, fifoFdIndex: 0, consoleSocketFdIndex: nil,
+            mountNamespaceFdIndex: nil, newNamespaces: ["pid", "mount"], stateJSON: "{\"id\":\"splice\"}",
+            seccomp: nil)
+        config.spec.linux?.seccomp = nil
+        return config
+    }
+
+    /// Sends `config` over a socketpair as the create does and receives it as the init does.
+    static func roundTrip(_ config: InitConfig, specBytes: [UInt8]?) throws -> (InitConfig, Int) {
+        var sv: [Int32] = [-1, -1]
+        #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &sv) == 0)
+        defer { sv.forEach { close($0) } }
+        // Big enough for the whole message: the send does not block on the reader.
+        var size: Int32 = 1 << 20
+        setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+        setsockopt(sv[1], SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+        try InitChannel(fd: sv[0]).send(config, specBytes: specBytes, fds: [])
+        var available: Int32 = 0
+        _ = ioctl(sv[1], UInt(FIONREAD), &available)
+        let received = try #require(try InitChannel(fd: sv[1]).receiveConfig())
+        return (received.0, Int(available))
+    }
+
+    @Test("the spec goes as the config.json bytes; the init reads the same config, without linux.seccomp")
+    func splicedSpec() throws {
+        let bytes = try Self.configBytes()
+        let spec = try JSONDecoding.decode(Spec.self, from: Data(bytes))
+        #expect((spec.linux?.seccomp?.syscalls?.count ?? 0) > 50)
+        let config = Self.config(spec)
+        let (spliced, splicedSize) = try Self.roundTrip(config, specBytes: bytes)
+        let (encoded, encodedSize) = try Self.roundTrip(config, specBytes: nil)
+        #expect(spliced.spec == config.spec)
+        #expect(encoded.spec == config.spec)
+        #expect(spliced.spec.linux?.seccomp == nil && spliced.spec.linux?.readonlyPaths == ["/proc/sys"])
+        #expect(spliced.stateJSON == config.stateJSON && spliced.newNamespaces == config.newNamespaces)
+        // The rules did travel (the bytes as they are), and were not decoded.
+        #expect(splicedSize > encodedSize + 10_000, "\(splicedSize) vs \(encodedSize)")
+    }
+
+    @Test("bytes that are not a bare JSON object (a byte order mark first) are not spliced in")
+    func byteOrderMark() throws {
+        let bytes = [0xEF, 0xBB, 0xBF] + (try Self.configBytes())
+        let spec = try JSONDecoding.decode(Spec.self, from: Data(bytes))
+        let config = Self.config(spec)
+        let (received, size) = try Self.roundTrip(config, specBytes: bytes)
+        #expect(received.spec == config.spec)
+        #expect(size < 10_000, "\(size): the rules were sent")
+    }
+
+    @Test("Linux.skippingSeccomp leaves linux.seccomp nil and every other member as decoded")
+    func skippingSeccomp() throws {
+        let bytes = Data(try Self.configBytes())
+        let full = try JSONDecoder().decode(Spec.self, from: bytes)
+        let decoder = JSONDecoder()
+        decoder.userInfo = [Linux.skippingSeccomp: true]
+        let skipped = try decoder.decode(Spec.self, from: bytes)
+        var expected = full
+        expected.linux?.seccomp = nil
+        #expect(full.linux?.seccomp != nil)
+        #expect(skipped == expected)
+        // A wrong type elsewhere in linux is still an error.
+        let bad = String(decoding: bytes, as: UTF8.self).replacingOccurrences(
+            of: "\"readonlyPaths\": [\"/proc/sys\"]", with: "\"readonlyPaths\": 7")
+        #expect(throws: DecodingError.self) { try decoder.decode(Spec.self, from: Data(bad.utf8)) }
+    }
+}
