@@ -123,6 +123,44 @@ struct RuntimeLifecycleTests {
         #expect(Harness.eventually { kill(pid, 0) != 0 || Self.isZombie(pid) })
     }
 
+    @Test(
+        "`delete` of a stopped container in the host's PID namespace kills what its workload left behind and leaves nothing"
+    )
+    func deleteStoppedKillsLeftBehind() throws {
+        // Without a PID namespace of its own, the init's exit takes nothing with it: the
+        // background sleep stays in the container's cgroup, and only delete can end it.
+        let dir = FileManager.default.temporaryDirectory.path + "/ss-leftbehind-\(getpid())"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let bundle = try Harness.busyboxBundle([
+            "sh", "-c", "sleep 600 </dev/null >/dev/null 2>&1 & echo $! > /report/pid",
+        ]) {
+            spec in
+            let namespaces = spec.linux?.namespaces?.filter { $0.type != "pid" }
+            spec.linux?.namespaces = namespaces
+            spec.mounts =
+                (spec.mounts ?? []) + [
+                    Mount(destination: "/report", type: "bind", source: dir, options: ["rbind", "rw"])
+                ]
+        }
+        let c = try TestContainer("leftbehind", bundle: bundle)
+        defer { c.destroy() }
+        try #require(try c.create().status == 0)
+        try #require(try c.start().status == 0)
+        try #require(c.waitFor(status: "stopped"))
+        let pid = try #require(
+            Int32(
+                try String(contentsOfFile: dir + "/pid", encoding: .utf8).trimmingCharacters(
+                    in: .whitespacesAndNewlines)))
+        #expect(kill(pid, 0) == 0 && !Self.isZombie(pid), "the background sleep \(pid) should outlive the init")
+        let d = try c.delete()
+        #expect(d.status == 0, "\(d.stderr)")
+        #expect(
+            Harness.eventually { kill(pid, 0) != 0 || Self.isZombie(pid) },
+            "the left-behind sleep \(pid) survived delete")
+        #expect(c.leftovers().isEmpty, "\(c.leftovers())")
+    }
+
     static func isZombie(_ pid: Int32) -> Bool {
         ProcStat.read(pid: pid)?.state == "Z"
     }
