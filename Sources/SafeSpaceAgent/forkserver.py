@@ -51,6 +51,7 @@ MAX_PAYLOAD = 8 << 20
 STARTED, EXITED, FAILED, REFUSED, KILL = 1, 2, 3, 4, 5
 STAGE_CWD, STAGE_RLIMIT = 1, 3
 SPARE_DELAY = 0.05
+SPARE_QUIET = 0.005
 SOCKET_PATH = None  # the server's socket (main's argument): where a child says its exit
 
 
@@ -330,6 +331,8 @@ def main():
                 spare[1].close()
                 spare = None
                 continue
+            nonlocal ended
+            ended = time.monotonic()
             conn = children.pop(pid, None)
             if conn is not None:
                 try:
@@ -436,16 +439,21 @@ def main():
             pass
 
     handed = 0.0  # when the last request was handed to a child (time.monotonic())
+    ended = 0.0  # when the last child was reaped
     while True:
         timeout = None
         if spare is None:
             # The next request's child is forked once the server is idle, but not while a
             # request's child runs its first SPARE_DELAY seconds: the fork (a copy of the whole
-            # interpreter's page tables) would take the CPU that child needs.
-            timeout = 0 if not children else max(0.0, handed + SPARE_DELAY - time.monotonic())
+            # interpreter's page tables) would take the CPU that child needs; nor within
+            # SPARE_QUIET of a child's end: execs that come back to back are forked for on the
+            # spot rather than wait behind a spare's fork and warm-up.
+            now = time.monotonic()
+            timeout = max(0.0, ended + SPARE_QUIET - now, 0 if not children else handed + SPARE_DELAY - now)
         events = sel.select(timeout)
-        if not events and spare is None:
-            if not children or time.monotonic() >= handed + SPARE_DELAY:
+        now = time.monotonic()
+        if not events and spare is None and now >= ended + SPARE_QUIET:
+            if not children or now >= handed + SPARE_DELAY:
                 spare = fork_spare()
                 # The fork left every page of the server shared with the spare: the server's
                 # first write to each copies it. A request's path is rehearsed now, while idle,
