@@ -17,6 +17,18 @@
 # threads (this server starts none, so the child has only its main thread), the session and
 # process group (the child is the leader of its own, so a timeout kills all it started).
 #
+# The exit is reported before the exit's teardown: a child that ran its code to the end (its
+# atexit functions run and its streams flushed) connects to the server's socket and says its
+# exit status (kind EXITING, from the child itself: the server checks SO_PEERCRED's pid, unix(7),
+# against the request's child), then calls os._exit; the server passes it on as EXITED at once,
+# so the exec's answer does not wait for the kernel to tear down the child's copy of this
+# interpreter's address space (exit_mm, about half a millisecond), nor for SIGCHLD. A child
+# that does not say it (killed, exec'd, out of fds, or its code unlinked the socket) is
+# reported by its wait status as before. The child's own code can say a status early and run
+# on: that is no more than a background process it could start anyway (os.fork, then exit),
+# which an exec does not wait for either; its process group is no longer the exec's from then
+# on, the same as after an EXITED reaped from the kernel.
+#
 # The fork is made before the request: the server keeps one spare child, forked while it is idle,
 # which waits on a socketpair of its own with nothing else open; a request's payload and stdio
 # fds go to it there, and the server forks the next spare once it is idle again and no request's
@@ -25,15 +37,22 @@
 # the spot. A spare
 # forked before the request holds no more than a child forked after it: the request's data is
 # read only once it is taken, and the random state is re-seeded in the spare after its fork.
-import atexit, gc, os, random, resource, selectors, signal, socket, struct, sys, time, traceback
+# After each fork, the server and the spare share every page copy-on-write, so the first write
+# of either to a page (a reference count of an object a request touches) copies it: both
+# rehearse a request's hand-over on a socketpair of their own while idle (rehearse_hand_over),
+# so that those copies are not made while a request waits.
+import atexit, gc, os, random, resource, select, selectors, signal, socket, struct, sys, time, traceback
 
 REQUEST_MAGIC = 0x51415353
 RECORD_MAGIC = 0x52415353
 KIND_CODE = 2
+KIND_EXITING = 5
 MAX_PAYLOAD = 8 << 20
 STARTED, EXITED, FAILED, REFUSED, KILL = 1, 2, 3, 4, 5
 STAGE_CWD, STAGE_RLIMIT = 1, 3
 SPARE_DELAY = 0.05
+SPARE_QUIET = 0.005
+SOCKET_PATH = None  # the server's socket (main's argument): where a child says its exit
 
 
 def record(kind, value=0, detail=0):
@@ -105,16 +124,21 @@ def spare_child(channel, detach):
     os.closerange(keep + 1, max_fds())
     # While it waits, the spare does what each child does before its code runs: it re-seeds
     # random from os.urandom (a fresh seed of this process, which never serves a second
-    # request), and it runs the request parser, compile and exec, and the environment copy
-    # once on nothing, so that the copy-on-write faults of the pages those touch (reference
-    # counts of the objects shared with the server) are taken now, not while a request waits.
+    # request), and it runs the request parser, compile and exec once on nothing, so that the
+    # copy-on-write faults of the pages those touch (reference counts of the objects shared
+    # with the server) are taken now, not while a request waits. The warm-up steps stop as
+    # soon as a request is there: a request that came right after the spare's fork is served,
+    # not kept waiting for them.
     random.seed()
-    try:
-        parse(struct.pack("<5I", 1, 0, 0, 0, 0))
-        exec(compile("pass", "<string>", "exec"), {"__builtins__": __builtins__})
-        dict(os.environ)
-    except Exception:
-        pass
+    for step in (lambda: rehearse_hand_over(),
+                 lambda: exec(compile("pass", "<string>", "exec"), {"__builtins__": __builtins__}),
+                 lambda: (sys.stdout.flush(), sys.stderr.flush(), socket.socket(socket.AF_UNIX).close())):
+        if select.select([channel], [], [], 0)[0]:
+            break
+        try:
+            step()
+        except Exception:
+            pass
     fds = []
     try:
         # The request: its payload's length with the three stdio fds, then the payload.
@@ -130,6 +154,32 @@ def spare_child(channel, detach):
         os._exit(0)
     channel.close()
     run_child(fds, code, env, cwd, limits)
+
+
+def rehearse_hand_over():
+    # The hand-over of a request (its header with three fds, then its payload, parsed) over a
+    # socketpair of its own, so that the copy-on-write faults of what it touches are taken
+    # while idle; the fds it passes are the pair's own, and all of them are closed after.
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        payload = struct.pack("<5I", 1, 0, 0, 0, 0)
+        socket.send_fds(ours, [struct.pack("<III", REQUEST_MAGIC, KIND_CODE, len(payload))], [theirs.fileno()] * 3)
+        ours.sendall(payload)
+        theirs.settimeout(2)
+        msg, fds, _, _ = socket.recv_fds(theirs, 12, 3)
+        for fd in fds:
+            os.close(fd)
+        struct.unpack("<III", msg)
+        parse(read_exact(theirs, len(payload)))
+        theirs.settimeout(None)
+        theirs.setblocking(False)
+        ours.sendall(record(STARTED, 0))
+        theirs.recv(16)
+    except (OSError, ValueError, struct.error):
+        pass
+    finally:
+        ours.close()
+        theirs.close()
 
 
 def run_child(fds, code, env, cwd, limits):
@@ -148,12 +198,11 @@ def run_child(fds, code, env, cwd, limits):
             except (OSError, ValueError) as e:
                 os.write(2, ("setrlimit %d: %s\n" % (res, e)).encode())
                 os._exit(126)
-        merged = dict(os.environ)
+        # The server's environment (the agent's), each variable of the request replacing the
+        # one of its name: os.environ is a copy of the server's, so only those are set.
         for entry in env:
             name, _, value = entry.partition(b"=")
-            merged[os.fsdecode(name)] = os.fsdecode(value)
-        os.environ.clear()
-        os.environ.update(merged)
+            os.environ[os.fsdecode(name)] = os.fsdecode(value)
         if cwd:
             try:
                 os.chdir(os.fsdecode(cwd))
@@ -193,12 +242,25 @@ def run_child(fds, code, env, cwd, limits):
                 stream.flush()
             except Exception:
                 pass
+        say_exit(status)
         os._exit(status)
 
 
+def say_exit(status):
+    # The exit status, to the server, before the exit's teardown (see the top of this file);
+    # nothing waits for an answer, and a failure leaves the report to SIGCHLD.
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as report:
+            report.connect(SOCKET_PATH)
+            report.sendall(struct.pack("<IIIi", REQUEST_MAGIC, KIND_EXITING, 4, (status & 0xFF) << 8))
+    except (OSError, TypeError):
+        pass
+
+
 def main():
+    global SOCKET_PATH
     gc.disable()
-    path = sys.argv[1]
+    path = SOCKET_PATH = sys.argv[1]
     for module in sys.argv[2:]:
         try:
             __import__(module)
@@ -269,6 +331,8 @@ def main():
                 spare[1].close()
                 spare = None
                 continue
+            nonlocal ended
+            ended = time.monotonic()
             conn = children.pop(pid, None)
             if conn is not None:
                 try:
@@ -280,6 +344,32 @@ def main():
                 except (KeyError, ValueError):
                     pass
                 conn.close()
+
+    def exiting(conn):
+        # A child says its exit status: believed only from the process itself (the pid of the
+        # connection's peer, SO_PEERCRED), once, and only while its request's connection is
+        # open; the daemon is told EXITED and the connection closed, as when it is reaped.
+        try:
+            peer, _, _ = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+            (status,) = struct.unpack("<i", read_exact(conn, 4))
+        except (OSError, ValueError, struct.error):
+            conn.close()
+            return
+        conn.close()
+        target = children.get(peer)
+        if target is None or isinstance(target, _Closed) or status & ~0xFF00:
+            return
+        try:
+            target.sendall(record(EXITED, status))
+        except OSError:
+            pass
+        try:
+            sel.unregister(target)
+        except (KeyError, ValueError):
+            pass
+        target.close()
+        # Still reaped when it has exited; nobody is told again.
+        children[peer] = _Closed(None)
 
     def refuse(conn, fds):
         for fd in fds:
@@ -303,6 +393,9 @@ def main():
             if len(msg) < 12:
                 msg += read_exact(conn, 12 - len(msg))
             magic, kind, length = struct.unpack("<III", msg)
+            if magic == REQUEST_MAGIC and kind == KIND_EXITING and length == 4 and not fds:
+                exiting(conn)
+                return
             if magic != REQUEST_MAGIC or kind != KIND_CODE or length > MAX_PAYLOAD or len(fds) != 3:
                 raise ValueError("bad header")
             payload = read_exact(conn, length)
@@ -346,17 +439,26 @@ def main():
             pass
 
     handed = 0.0  # when the last request was handed to a child (time.monotonic())
+    ended = 0.0  # when the last child was reaped
     while True:
         timeout = None
         if spare is None:
             # The next request's child is forked once the server is idle, but not while a
             # request's child runs its first SPARE_DELAY seconds: the fork (a copy of the whole
-            # interpreter's page tables) would take the CPU that child needs.
-            timeout = 0 if not children else max(0.0, handed + SPARE_DELAY - time.monotonic())
+            # interpreter's page tables) would take the CPU that child needs; nor within
+            # SPARE_QUIET of a child's end: execs that come back to back are forked for on the
+            # spot rather than wait behind a spare's fork and warm-up.
+            now = time.monotonic()
+            timeout = max(0.0, ended + SPARE_QUIET - now, 0 if not children else handed + SPARE_DELAY - now)
         events = sel.select(timeout)
-        if not events and spare is None:
-            if not children or time.monotonic() >= handed + SPARE_DELAY:
+        now = time.monotonic()
+        if not events and spare is None and now >= ended + SPARE_QUIET:
+            if not children or now >= handed + SPARE_DELAY:
                 spare = fork_spare()
+                # The fork left every page of the server shared with the spare: the server's
+                # first write to each copies it. A request's path is rehearsed now, while idle,
+                # so that those copies are not made while a request waits.
+                rehearse_hand_over()
             continue
         for key, _ in events:
             if key.data == "listen":
@@ -389,7 +491,8 @@ def main():
 
 class _Closed:
     def __init__(self, conn):
-        conn.close()
+        if conn is not None:
+            conn.close()
 
     def sendall(self, _):
         pass

@@ -137,15 +137,10 @@ struct DaemonAPI: Sendable {
                 return try await streamExec(sandbox, exec, caller: caller, channel: context.channel)
             }
             let result = try await manager.exec(sandbox, request: exec, caller: caller, emit: nil)
-            var body: [String: Any] = [
-                "exitCode": Int(result.exitCode), "stdout": exec.encoding.string(result.stdout),
-                "stderr": exec.encoding.string(result.stderr), "durationMs": result.durationMs,
-                "timedOut": result.timedOut, "oomKilled": result.oomKilled,
-            ]
-            if exec.encoding != .utf8 { body["encoding"] = exec.encoding.rawValue }
-            if result.truncated { body["truncated"] = true }
-            if let killed = result.killedBy { body["killedBy"] = killed }
-            return JSON.response(body)
+            return Response(
+                status: .ok, headers: [.contentType: "application/json"],
+                body: ResponseBody(
+                    byteBuffer: ByteBuffer(bytes: ExecResultJSON.encode(result, encoding: exec.encoding) + [0x0A])))
         }
         router.post("/v1/sandboxes/:name/ports/:port") { _, context in
             let caller = try context.requireCaller()

@@ -195,8 +195,17 @@ struct SandboxFiles {
         return fstatat(dir, name, &status, AT_SYMLINK_NOFOLLOW) == 0 && status.st_mode & S_IFMT == S_IFLNK
     }
 
+    /// Lowercase hex SHA-256 (FIPS 180-4) of `bytes`: 64 characters. Hex digits from a table,
+    /// not `String(format:)` (each exec's audit record hashes its stdin).
     static func sha256(_ bytes: [UInt8]) -> String {
-        SHA256.hash(data: bytes).map { String(format: "%02x", $0) }.joined()
+        let digits = Array("0123456789abcdef".utf8)
+        var out: [UInt8] = []
+        out.reserveCapacity(64)
+        for byte in SHA256.hash(data: bytes) {
+            out.append(digits[Int(byte >> 4)])
+            out.append(digits[Int(byte & 0xF)])
+        }
+        return String(decoding: out, as: UTF8.self)
     }
 
     /// The API error of errno `code` on `path`.

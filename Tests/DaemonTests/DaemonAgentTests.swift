@@ -208,6 +208,78 @@ final class DaemonAgentTests: XCTestCase {
         assertNothingLeft(h)
     }
 
+    /// The warm interpreter's child says its exit status itself, before its exit's teardown
+    /// (forkserver.py, kind EXITING): the exec ends when the child says it, even if the child
+    /// runs on (as a process it started in the background would); a report from any other
+    /// process of the sandbox (here a child of the exec's child) is not believed. The child's
+    /// environment is the server's with the request's variables.
+    func testWarmChildSaysItsExitItselfAndOnlyItself() throws {
+        let h = try start()
+        let name = h.name("exit")
+        XCTAssertEqual(try h.create(name).status, 201)
+
+        // Said by the child itself (the fork server's own function, found through the frame
+        // that runs the code), then it sleeps past the exec's timeout: the exec is over at once
+        // with the said status; without the report it would time out (137).
+        let said = try code(
+            h, name, "import sys, time\nsys._getframe(1).f_globals['say_exit'](4)\ntime.sleep(3)",
+            extra: ["timeoutSeconds": 1])
+        XCTAssertEqual(said.json?["exitCode"] as? Int, 4, said.text)
+        XCTAssertEqual(said.json?["timedOut"] as? Bool, false, said.text)
+
+        // Forged by another process (a child of the exec's child, another pid): ignored, the
+        // exec runs to its own end.
+        let forged = try code(
+            h, name,
+            """
+            import os, socket, struct, time
+            pid = os.fork()
+            if pid == 0:
+                s = socket.socket(socket.AF_UNIX)
+                s.connect('/dev/.safespace/python.sock')
+                s.sendall(struct.pack('<IIIi', 0x51415353, 5, 4, 7 << 8))
+                s.close()
+                os._exit(0)
+            os.waitpid(pid, 0)
+            time.sleep(0.3)
+            print('ran to its end')
+            """)
+        XCTAssertEqual(forged.json?["exitCode"] as? Int, 0, forged.text)
+        XCTAssertEqual(forged.json?["stdout"] as? String, "ran to its end\n", forged.text)
+
+        // Malformed reports (a status that is no exit status, a short one) change nothing either.
+        let malformed = try code(
+            h, name,
+            """
+            import os, socket, struct
+            for body in (struct.pack('<IIIi', 0x51415353, 5, 4, 0x7F), struct.pack('<III', 0x51415353, 5, 4)):
+                s = socket.socket(socket.AF_UNIX)
+                s.connect('/dev/.safespace/python.sock')
+                s.sendall(body)
+                s.close()
+            print('ok')
+            """)
+        XCTAssertEqual(malformed.json?["exitCode"] as? Int, 0, malformed.text)
+        XCTAssertEqual(malformed.json?["stdout"] as? String, "ok\n", malformed.text)
+
+        // The environment: the server's (PATH) and the request's variable.
+        let env = try code(
+            h, name, "import os\nprint(os.environ['PATH'], os.environ['X'])\nraise SystemExit(3)",
+            extra: ["env": ["X": "y"]])
+        XCTAssertEqual(
+            env.json?["stdout"] as? String, "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin y\n", env.text
+        )
+        XCTAssertEqual(env.json?["exitCode"] as? Int, 3, env.text)
+        for _ in 0..<3 {
+            let after = try code(h, name, "print(6 * 7)")
+            XCTAssertEqual(after.json?["stdout"] as? String, "42\n", after.text)
+            XCTAssertEqual(after.json?["exitCode"] as? Int, 0, after.text)
+        }
+        XCTAssertEqual(try fallbacks(h), 0, "every exec went through the agent")
+        XCTAssertEqual(try h.delete(name).status, 200)
+        assertNothingLeft(h)
+    }
+
     /// The sandbox's code against its agent: signals to PID 1, garbage on its socket, a fake
     /// agent with a huge reply, a symlink to a host socket; the agent killed from the host.
     /// Each breaks at most that sandbox's own execs.

@@ -26,6 +26,13 @@
  *   shmctl(2), msgctl(2), semctl(2)), detail: 0.
  *   START_PYTHON: a fresh warm interpreter is started (when the agent runs with --python and
  *   none runs); DONE's value: its pid in the sandbox (0: none started).
+ *
+ * The warm interpreter only (forkserver.py), from a child it forked for a CODE request to its
+ * own socket, no fds: EXITING, payload 4 bytes, i32 the child's wait status (an exit status,
+ * (code & 0xff) << 8), sent right before the child's _exit. Believed only from the pid of that
+ * request's child (SO_PEERCRED, unix(7)) while its request is open: the server sends EXITED
+ * with it at once, without waiting for the child's teardown and SIGCHLD. No answer. The agent
+ * refuses this kind.
  */
 #ifndef SAFESPACE_AGENT_PROTOCOL_H
 #define SAFESPACE_AGENT_PROTOCOL_H
@@ -36,6 +43,7 @@
 #define SSA_KIND_CODE 2u
 #define SSA_KIND_STOP_PYTHON 3u
 #define SSA_KIND_START_PYTHON 4u
+#define SSA_KIND_EXITING 5u /* forkserver.py only */
 #define SSA_MAX_PAYLOAD (8u << 20)
 #define SSA_MAX_STRINGS 65536u
 #define SSA_MAX_RLIMITS 16u
