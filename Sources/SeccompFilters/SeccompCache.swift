@@ -41,9 +41,13 @@ public struct SeccompCache: Sendable {
     /// Everything that decides the compiled program, unambiguously.
     static func key(_ s: Seccomp) -> [UInt8] {
         var out: [UInt8] = []
+        out.reserveCapacity(16 << 10)
+        // Appended in place (no temporary arrays): the default profile's key has ~1,500 fields.
         func put(_ string: String?) {
             guard let string else { return out.append(UInt8(ascii: "-")) }
-            out += Array("\(string.utf8.count):".utf8) + Array(string.utf8)
+            out.append(contentsOf: String(string.utf8.count).utf8)
+            out.append(UInt8(ascii: ":"))
+            out.append(contentsOf: string.utf8)
         }
         func put(_ number: UInt64?) { put(number.map { String($0) }) }
         let v = seccomp_version().pointee
