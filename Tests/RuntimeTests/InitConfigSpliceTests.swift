@@ -98,4 +98,19 @@ import Testing
             of: "\"readonlyPaths\": [\"/proc/sys\"]", with: "\"readonlyPaths\": 7")
         #expect(throws: DecodingError.self) { try decoder.decode(Spec.self, from: Data(bad.utf8)) }
     }
+
+    @Test("the placeholder search finds the first occurrence, at either end, and nothing where there is none")
+    func firstIndex() {
+        let hay = Array("{{\"a\":{\"b\"}}{\"a\":{".utf8)
+        #expect(BundleSpec.firstIndex(of: Array("{\"a\"".utf8), in: hay) == 1)
+        #expect(BundleSpec.firstIndex(of: Array("{{".utf8), in: hay) == 0)
+        #expect(BundleSpec.firstIndex(of: Array(":{".utf8), in: hay) == 5)
+        #expect(BundleSpec.firstIndex(of: Array("}{".utf8), in: hay) == 11)
+        #expect(BundleSpec.firstIndex(of: Array(":{\"c".utf8), in: hay) == nil)
+        #expect(BundleSpec.firstIndex(of: hay + [0x7D], in: hay) == nil)
+        #expect(BundleSpec.firstIndex(of: Array("{".utf8), in: []) == nil)
+        #expect(BundleSpec.firstIndex(of: hay, in: hay) == 0)
+        let tail = Array(repeating: UInt8(ascii: "x"), count: 5000) + Array("xy".utf8)
+        #expect(BundleSpec.firstIndex(of: Array("xy".utf8), in: tail) == 5000)
+    }
 }
