@@ -206,7 +206,9 @@ let package = Package(
                 "SandboxHosting", "SandboxSpec", "SandboxNetwork", "OCI", "NodeResources", "Runtime", "LinuxKernel",
                 "Errors",
             ]),
-        .testTarget(name: "RuntimeTests", dependencies: ["OCI", "Runtime", "LinuxKernel", "Errors", "TestSupport"]),
+        .testTarget(
+            name: "RuntimeTests",
+            dependencies: ["OCI", "Runtime", "LinuxKernel", "Errors", "SeccompFilters", "TestSupport"]),
         .testTarget(name: "GVisorTests", dependencies: ["GVisor", "Runtime", "OCI", "LinuxKernel"]),
         .testTarget(
             name: "RuntimeIntegrationTests",

@@ -150,7 +150,7 @@ extension ContainerRuntime {
                 config.seccompHandoff = SeccompHandoff(socketFdIndex: fds.count, processState: processState)
                 fds.append(seccompListener)
             }
-            try spawned.channel.send(config, fds: fds)
+            try spawned.channel.send(config, specBytes: nil, fds: fds)
             if let seccompListener {
                 // Only the init's copy may stay: the agent reads the state up to the end of the stream.
                 close(seccompListener)

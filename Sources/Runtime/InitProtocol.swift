@@ -121,14 +121,42 @@ struct InitChannel {
     /// spec from (`BundleSpec.bytes(decodingTo:)`, nil when the create changed it), instead of
     /// being encoded again (`BundleSpec.encode`). Those bytes may hold linux.seccomp, which
     /// `config.spec` lacks: the init decodes its config without it (`receiveConfig`).
+    /// The compiled filter's BPF (`config.seccomp`) follows as a frame of its own, its bytes as
+    /// they are: in the JSON it would be ~8 KB of hex (the default profile) that the encoder and
+    /// the decoder each go through byte by byte.
     func send(_ config: InitConfig, specBytes: [UInt8]?, fds: [Int32]) throws {
-        try send(body: Array(try BundleSpec.encode(config, spec: \.spec, raw: specBytes)), fds: fds)
+        var shell = config
+        shell.seccomp?.bpf = []
+        try send(body: Array(try BundleSpec.encode(shell, spec: \.spec, raw: specBytes)), fds: fds)
+        if let program = config.seccomp { try send(body: program.bpf, fds: []) }
     }
 
+    /// An init config goes only through `send(_:specBytes:fds:)`, which sends its BPF as the
+    /// frame `receiveConfig` waits for.
+    @available(*, unavailable, message: "use send(_:specBytes:fds:)")
+    func send(_ config: InitConfig, fds: [Int32] = []) throws {}
+
     /// The init's config (`receive`), decoded with `Linux.skippingSeccomp`: the init loads the
-    /// filter compiled by the runtime (`InitConfig.seccomp`), never the profile's rules.
+    /// filter compiled by the runtime (`InitConfig.seccomp`, its BPF the frame after the
+    /// config), never the profile's rules.
+    /// - Throws: `RuntimeError` (`initFailed`) when the filter's frame is missing or is not a
+    ///   whole number of BPF instructions (8 bytes each, linux/filter.h); the decoder's error.
     func receiveConfig() throws -> (InitConfig, [Int32])? {
-        try receive(InitConfig.self, userInfo: [Linux.skippingSeccomp: true])
+        guard let (body, fds) = try receiveFrame() else { return nil }
+        let decoder = JSONDecoder()
+        decoder.userInfo = [Linux.skippingSeccomp: true]
+        var config = try decoder.decode(InitConfig.self, from: Data(body))
+        if config.seccomp != nil {
+            guard let (bpf, _) = try receiveFrame() else {
+                throw RuntimeError(.initFailed, "init socket closed before the compiled seccomp filter")
+            }
+            guard !bpf.isEmpty, bpf.count % 8 == 0 else {
+                throw RuntimeError(
+                    .initFailed, field: "linux.seccomp", "the compiled filter came as \(bpf.count) bytes")
+            }
+            config.seccomp?.bpf = bpf
+        }
+        return (config, fds)
     }
 
     private func send(body: [UInt8], fds: [Int32]) throws {
@@ -148,9 +176,13 @@ struct InitChannel {
     }
 
     /// Reads one message; nil at EOF.
-    func receive<T: Decodable>(_ type: T.Type, userInfo: [CodingUserInfoKey: any Sendable] = [:]) throws -> (
-        T, [Int32]
-    )? {
+    func receive<T: Decodable>(_ type: T.Type) throws -> (T, [Int32])? {
+        guard let (body, fds) = try receiveFrame() else { return nil }
+        return (try JSONDecoder().decode(T.self, from: Data(body)), fds)
+    }
+
+    /// One frame's bytes and the fds that came with them; nil at EOF.
+    private func receiveFrame() throws -> ([UInt8], [Int32])? {
         var header = [UInt8](repeating: 0, count: 4)
         var fds = [Int32](repeating: -1, count: 8)
         var nfds: Int32 = 0
@@ -178,8 +210,6 @@ struct InitChannel {
             received += fds.prefix(Int(nfds))
             got += n
         }
-        let decoder = JSONDecoder()
-        decoder.userInfo = userInfo
-        return (try decoder.decode(T.self, from: Data(body)), received)
+        return (body, received)
     }
 }

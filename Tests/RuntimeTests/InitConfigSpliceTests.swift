@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import OCI
+import SeccompFilters
 import Testing
 
 @testable import Runtime
@@ -35,7 +36,7 @@ import Testing
             mode: .create, id: "splice", bundle: "/b", rootfs: "/b/rootfs", spec: spec, process: spec.process!,
             noPivot: false, noNewKeyring: false, preserveFds: 0, fifoFdIndex: 0, consoleSocketFdIndex: nil,
             mountNamespaceFdIndex: nil, newNamespaces: ["pid", "mount"], stateJSON: "{\"id\":\"splice\"}",
-            seccomp: nil)
+            seccomp: SeccompProgram(bpf: (0..<4096).map { UInt8($0 % 251) }, flags: 0, warnings: ["w"]))
         config.spec.linux?.seccomp = nil
         return config
     }
@@ -68,6 +69,7 @@ import Testing
         #expect(encoded.spec == config.spec)
         #expect(spliced.spec.linux?.seccomp == nil && spliced.spec.linux?.readonlyPaths == ["/proc/sys"])
         #expect(spliced.stateJSON == config.stateJSON && spliced.newNamespaces == config.newNamespaces)
+        #expect(spliced.seccomp == config.seccomp && encoded.seccomp == config.seccomp)
         // The rules did travel (the bytes as they are), and were not decoded.
         #expect(splicedSize > encodedSize + 10_000, "\(splicedSize) vs \(encodedSize)")
     }
@@ -112,5 +114,34 @@ import Testing
         #expect(BundleSpec.firstIndex(of: hay, in: hay) == 0)
         let tail = Array(repeating: UInt8(ascii: "x"), count: 5000) + Array("xy".utf8)
         #expect(BundleSpec.firstIndex(of: Array("xy".utf8), in: tail) == 5000)
+    }
+
+    /// Writes `body` as one frame (the channel's 4-byte little-endian length, then the bytes).
+    static func writeFrame(_ fd: Int32, _ body: [UInt8]) {
+        var len = UInt32(body.count).littleEndian
+        let frame = withUnsafeBytes(of: &len) { Array($0) } + body
+        #expect(write(fd, frame, frame.count) == frame.count)
+    }
+
+    @Test("the compiled filter travels as its own frame: a missing or ragged one fails the init's receive")
+    func filterFrame() throws {
+        var config = Self.config(try JSONDecoding.decode(Spec.self, from: Data(try Self.configBytes())))
+        config.seccomp?.bpf = []
+        let json = Array(try JSONEncoder().encode(config))
+        #expect(json.count < 12_000, "the BPF should not be in the JSON")
+        for (name, next) in [("missing", nil), ("ragged", [UInt8](repeating: 1, count: 12)), ("empty", [])]
+            as [(String, [UInt8]?)]
+        {
+            var sv: [Int32] = [-1, -1]
+            #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &sv) == 0)
+            defer { close(sv[1]) }
+            var size: Int32 = 1 << 20
+            setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+            Self.writeFrame(sv[0], json)
+            if let next { Self.writeFrame(sv[0], next) }
+            close(sv[0])
+            let error = #expect(throws: RuntimeError.self, "\(name)") { try InitChannel(fd: sv[1]).receiveConfig() }
+            #expect("\(error.map { "\($0)" } ?? "")".contains("seccomp"), "\(name): \(String(describing: error))")
+        }
     }
 }
