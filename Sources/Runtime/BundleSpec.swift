@@ -46,7 +46,7 @@ public enum BundleSpec {
 extension BundleSpec {
     /// `value` JSON-encoded, with the encoding of its spec (at `spec`) replaced by `raw`, the
     /// config.json that spec was decoded from (`bytes(decodingTo:)`): `value` is encoded with a
-    /// placeholder spec, unique to this call, whose encoding is then replaced by `raw`. A
+    /// placeholder spec whose encoding is then replaced by `raw`. A
     /// decoder reads the same spec from the result (with `Linux.skippingSeccomp`, the same spec
     /// without linux.seccomp). `raw` must be a JSON object with nothing before it but JSON
     /// whitespace (RFC 8259 section 2): not a byte order mark, which a decoder may skip at the
@@ -57,9 +57,10 @@ extension BundleSpec {
         guard let raw, raw.first(where: { ![0x20, 0x09, 0x0A, 0x0D].contains($0) }) == UInt8(ascii: "{") else {
             return try JSONEncoder().encode(value)
         }
+        // The shell's one Spec object: no other can be this one, and a JSON string cannot hold
+        // an object's bytes (its quotes come escaped), so the placeholder occurs once.
         var shell = value
-        let tag = placeholderSerial.add(1, ordering: .relaxed).newValue
-        shell[keyPath: spec] = Spec(ociVersion: "safespace-spliced-spec-\(getpid())-\(tag)-\(raw.count)")
+        shell[keyPath: spec] = Spec(ociVersion: "safespace-spliced-spec")
         let placeholder = Array(try JSONEncoder().encode(shell[keyPath: spec]))
         let encoded = Array(try JSONEncoder().encode(shell))
         guard let start = firstIndex(of: placeholder, in: encoded) else { return try JSONEncoder().encode(value) }
@@ -92,6 +93,4 @@ extension BundleSpec {
             }
         }
     }
-
-    private static let placeholderSerial = Atomic<Int>(0)
 }

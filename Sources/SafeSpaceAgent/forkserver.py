@@ -335,15 +335,19 @@ def main():
             ended = time.monotonic()
             conn = children.pop(pid, None)
             if conn is not None:
-                try:
-                    conn.sendall(record(EXITED, status))
-                except OSError:
-                    pass
-                try:
-                    sel.unregister(conn)
-                except (KeyError, ValueError):
-                    pass
-                conn.close()
+                tell_exited(conn, status)
+
+    def tell_exited(conn, status):
+        # A request's connection: EXITED with the child's wait status, then closed.
+        try:
+            conn.sendall(record(EXITED, status))
+        except OSError:
+            pass
+        try:
+            sel.unregister(conn)
+        except (KeyError, ValueError):
+            pass
+        conn.close()
 
     def exiting(conn):
         # A child says its exit status: believed only from the process itself (the pid of the
@@ -359,15 +363,7 @@ def main():
         target = children.get(peer)
         if target is None or isinstance(target, _Closed) or status & ~0xFF00:
             return
-        try:
-            target.sendall(record(EXITED, status))
-        except OSError:
-            pass
-        try:
-            sel.unregister(target)
-        except (KeyError, ValueError):
-            pass
-        target.close()
+        tell_exited(target, status)
         # Still reaped when it has exited; nobody is told again.
         children[peer] = _Closed(None)
 
